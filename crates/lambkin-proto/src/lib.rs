@@ -1,1 +1,11 @@
-//! stub
+//! Lambkin's wire formats and documents: typed, validated values with no I/O and no async
+//! runtime, so every decoder here can be unit-tested, property-tested and fuzzed alone.
+//!
+//! # Layout
+//! - [`lambda::function`]: the function model (names, runtimes, settings with Greengrass defaults).
+//! - [`lambda::invoke`]: the Invoke API's request parts (invocation type, log type, function refs).
+//! - [`lambda::runtime_api`]: the Runtime API 2018-06-01 routes and headers.
+//! - [`lambda::management`]: the Lambda management API's JSON shapes (CreateFunction and friends).
+//! - [`lambda::error`]: every error the Lambda APIs answer, with its AWS code and HTTP status.
+
+pub mod lambda;

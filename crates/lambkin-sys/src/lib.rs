@@ -1,1 +1,22 @@
-//! stub
+//! The one place where Lambkin uses `unsafe` to talk to the kernel. Every block says why it is
+//! sound.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+
+/// Makes the kernel send SIGKILL to the child when the host dies, even by SIGKILL, so no
+/// function process outlives its host.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process:
+/// spawn from a long-lived thread (a runtime worker), never from a short-lived blocking thread.
+pub fn kill_when_parent_dies(command: &mut std::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it makes one `prctl` call (async-signal-safe), allocates nothing and
+    // touches no lock.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(io::Error::from)
+        });
+    }
+}

@@ -1,1 +1,21 @@
-//! stub
+//! Lambkin: runs AWS Lambda functions (and, later, AWS IoT Greengrass V2 components) on a
+//! device, as one binary.
+//!
+//! # Layout
+//! - [`host`]: wires the services together and stops them in order.
+//! - [`api`]: the HTTP listener: AWS Invoke and management APIs, `/lambkin/v1`.
+//! - [`lambda`]: functions, their instances (processes with a Runtime API each), scheduling.
+//! - [`store`]: durable state in SQLite (functions, accepted `Event` invocations).
+//! - [`config`]: `config.toml`, validated before anything starts.
+//! - [`layout`]: the root directory's layout.
+//! - [`cli`]: the `lambkin` commands that talk to a running host.
+//! - [`timestamp`]: UTC formatting for logs and API fields.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod host;
+pub mod lambda;
+pub mod layout;
+pub mod store;
+pub mod timestamp;

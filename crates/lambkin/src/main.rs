@@ -1,1 +1,144 @@
-fn main() {}
+//! The `lambkin` binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use lambkin::cli::{self, Cli, Command, EXIT_CONFIG};
+use lambkin::host::{self, RunOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lambkin: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(dispatch(cli.command));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn dispatch(command: Command) -> i32 {
+    let result = match command {
+        Command::Run {
+            root,
+            config,
+            listen,
+            with_example,
+        } => {
+            let layout = root.layout();
+            let config = match cli::load_config(&layout, config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lambkin: invalid configuration: {e}");
+                    return EXIT_CONFIG;
+                }
+            };
+            if let Err(e) = std::fs::create_dir_all(layout.logs_dir()) {
+                eprintln!(
+                    "lambkin: cannot create {}: {e}",
+                    layout.logs_dir().display()
+                );
+                return 1;
+            }
+            init_tracing(&layout.host_log());
+            let opts = RunOptions {
+                layout,
+                config,
+                listen,
+                with_example,
+            };
+            host::run(opts, shutdown_signal()).await.map(|()| 0)
+        }
+        Command::Invoke {
+            root,
+            name,
+            payload,
+            payload_file,
+            asynchronous,
+            log_tail,
+        } => {
+            cli::invoke(
+                &root.layout(),
+                &name,
+                payload,
+                payload_file,
+                asynchronous,
+                log_tail,
+            )
+            .await
+        }
+        Command::Logs {
+            root,
+            name,
+            follow,
+            lines,
+        } => cli::logs(&root.layout(), &name, follow, lines).await,
+        Command::CheckConfig { root, config } => {
+            match cli::load_config(&root.layout(), config.as_deref()) {
+                Ok(_) => {
+                    println!("configuration is valid");
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("lambkin: invalid configuration: {e}");
+                    return EXIT_CONFIG;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lambkin: {e:#}");
+            1
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lambkin: cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Host logs go to stderr and to `ROOT/logs/lambkin.log`.
+fn init_tracing(log_file: &std::path::Path) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("LAMBKIN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .ok();
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr));
+    match file {
+        Some(file) => registry
+            .with(
+                fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file)),
+            )
+            .init(),
+        None => registry.init(),
+    }
+}

@@ -1,0 +1,128 @@
+//! Every error the Lambda APIs (Invoke and management) answer, with its AWS error code and
+//! HTTP status decided here once, exhaustively (`lambda-apis.md` §2.3).
+
+/// Why a `TooManyRequestsException` was raised (`Reason` in the body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleReason {
+    /// The function's queue (`maxQueueSize`) is full.
+    ConcurrentInvocationLimitExceeded,
+}
+
+impl ThrottleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConcurrentInvocationLimitExceeded => "ConcurrentInvocationLimitExceeded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("Function not found: {0}")]
+    ResourceNotFound(String),
+    #[error("{0}")]
+    ResourceConflict(String),
+    #[error("{0}")]
+    InvalidParameterValue(String),
+    #[error("{0}")]
+    InvalidRequestContent(String),
+    #[error("Request must be smaller than {limit} bytes for the {operation} operation")]
+    RequestTooLarge {
+        limit: usize,
+        operation: &'static str,
+    },
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_seconds: u32,
+        reason: ThrottleReason,
+    },
+    #[error("unsupported media type {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Service(String),
+    #[error("{0}")]
+    UnknownOperation(String),
+    #[error("{0}")]
+    AccessDenied(String),
+}
+
+/// Whose fault an error is, as AWS reports it in the body's `Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    User,
+    Service,
+}
+
+impl Blame {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Service => "Service",
+        }
+    }
+}
+
+impl ApiError {
+    /// The AWS error code sent as `X-Amzn-ErrorType`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ResourceNotFound(_) => "ResourceNotFoundException",
+            Self::ResourceConflict(_) => "ResourceConflictException",
+            Self::InvalidParameterValue(_) => "InvalidParameterValueException",
+            Self::InvalidRequestContent(_) => "InvalidRequestContentException",
+            Self::RequestTooLarge { .. } => "RequestTooLargeException",
+            Self::TooManyRequests { .. } => "TooManyRequestsException",
+            Self::UnsupportedMediaType(_) => "UnsupportedMediaTypeException",
+            Self::Service(_) => "ServiceException",
+            Self::UnknownOperation(_) => "UnknownOperationException",
+            Self::AccessDenied(_) => "AccessDeniedException",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::ResourceNotFound(_) | Self::UnknownOperation(_) => 404,
+            Self::ResourceConflict(_) => 409,
+            Self::AccessDenied(_) => 403,
+            Self::InvalidParameterValue(_) | Self::InvalidRequestContent(_) => 400,
+            Self::RequestTooLarge { .. } => 413,
+            Self::TooManyRequests { .. } => 429,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::Service(_) => 500,
+        }
+    }
+
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::Service(_) => Blame::Service,
+            Self::ResourceNotFound(_)
+            | Self::ResourceConflict(_)
+            | Self::InvalidParameterValue(_)
+            | Self::InvalidRequestContent(_)
+            | Self::RequestTooLarge { .. }
+            | Self::TooManyRequests { .. }
+            | Self::UnsupportedMediaType(_)
+            | Self::UnknownOperation(_)
+            | Self::AccessDenied(_) => Blame::User,
+        }
+    }
+
+    /// The JSON body AWS sends with the error (`{"Type","message"}`, plus throttling details).
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "Type": self.blame().as_str(),
+            "message": self.to_string(),
+        });
+        if let Self::TooManyRequests {
+            retry_after_seconds,
+            reason,
+            ..
+        } = self
+        {
+            body["Reason"] = reason.as_str().into();
+            body["retryAfterSeconds"] = retry_after_seconds.to_string().into();
+        }
+        body
+    }
+}

@@ -1,0 +1,375 @@
+//! The function model: what a Lambda function is, validated once at the edge so the host only
+//! ever holds well-formed values. Greengrass's own settings live beside AWS Lambda's, with
+//! Greengrass's defaults (`greengrass-reference.md` §1.3).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A function's name as AWS Lambda accepts it: 1–64 of `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct FunctionName(String);
+
+impl FunctionName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(name: &str) -> Result<Self, FunctionError> {
+        let valid_chars = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if name.is_empty() || name.len() > Self::MAX_LEN || !valid_chars {
+            return Err(FunctionError::InvalidName(name.to_owned()));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for FunctionName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The runtime a function runs on. `provided*` runs the code's own `bootstrap`; the managed
+/// ids run a handler-only zip through a runtime client that Lambkin ships.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    /// `provided`, `provided.al2`, `provided.al2023`: the id is kept to be reported back.
+    Provided(String),
+    /// `python3.N`, with N the minor version.
+    Python { minor: u32 },
+    /// `nodejsN.x`, with N the major version.
+    Node { major: u32 },
+}
+
+impl Runtime {
+    pub fn parse(id: &str) -> Result<Self, FunctionError> {
+        let unsupported = || FunctionError::UnsupportedRuntime(id.to_owned());
+        match id {
+            "provided" | "provided.al2" | "provided.al2023" => {
+                return Ok(Self::Provided(id.to_owned()))
+            }
+            _ => {}
+        }
+        if let Some(minor) = id.strip_prefix("python3.") {
+            let minor: u32 = minor.parse().map_err(|_| unsupported())?;
+            return if (8..=14).contains(&minor) {
+                Ok(Self::Python { minor })
+            } else {
+                Err(unsupported())
+            };
+        }
+        if let Some(major) = id.strip_prefix("nodejs").and_then(|s| s.strip_suffix(".x")) {
+            let major: u32 = major.parse().map_err(|_| unsupported())?;
+            return if (16..=24).contains(&major) {
+                Ok(Self::Node { major })
+            } else {
+                Err(unsupported())
+            };
+        }
+        Err(unsupported())
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Self::Provided(id) => id.clone(),
+            Self::Python { minor } => format!("python3.{minor}"),
+            Self::Node { major } => format!("nodejs{major}.x"),
+        }
+    }
+
+    /// Whether the runtime needs a `Handler` naming code in the zip.
+    pub fn needs_handler(&self) -> bool {
+        !matches!(self, Self::Provided(_))
+    }
+}
+
+impl Serialize for Runtime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.id())
+    }
+}
+
+impl<'de> Deserialize<'de> for Runtime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How an event's bytes reach the handler (Greengrass `inputPayloadEncodingType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadEncoding {
+    #[default]
+    Json,
+    Binary,
+}
+
+impl PayloadEncoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Binary => "binary",
+        }
+    }
+}
+
+/// Greengrass's per-function settings, defaults as in `greengrass-reference.md` §1.3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct GreengrassSettings {
+    /// One long-lived instance started with the host, invocations queued in order.
+    pub pinned: bool,
+    pub max_instances_count: u32,
+    pub max_queue_size: u32,
+    pub max_idle_time_in_seconds: u32,
+    pub status_timeout_in_seconds: u32,
+    pub input_payload_encoding_type: PayloadEncoding,
+}
+
+impl Default for GreengrassSettings {
+    fn default() -> Self {
+        Self {
+            pinned: true,
+            max_instances_count: 100,
+            max_queue_size: 1000,
+            max_idle_time_in_seconds: 60,
+            status_timeout_in_seconds: 60,
+            input_payload_encoding_type: PayloadEncoding::Json,
+        }
+    }
+}
+
+impl GreengrassSettings {
+    fn validate(&self, problems: &mut Vec<String>) {
+        let at_least_one = [
+            ("MaxInstancesCount", self.max_instances_count),
+            ("MaxQueueSize", self.max_queue_size),
+            ("MaxIdleTimeInSeconds", self.max_idle_time_in_seconds),
+            ("StatusTimeoutInSeconds", self.status_timeout_in_seconds),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                problems.push(format!("Greengrass.{key} must be at least 1, got 0"));
+            }
+        }
+    }
+}
+
+/// Everything that defines how a function runs, apart from its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub runtime: Runtime,
+    pub handler: Option<String>,
+    pub timeout_seconds: u32,
+    pub memory_size_mb: u32,
+    pub environment: BTreeMap<String, String>,
+    pub description: String,
+    pub role: String,
+    pub greengrass: GreengrassSettings,
+}
+
+impl FunctionConfig {
+    pub const DEFAULT_TIMEOUT_SECONDS: u32 = 3;
+    pub const DEFAULT_MEMORY_SIZE_MB: u32 = 128;
+    pub const TIMEOUT_SECONDS: std::ops::RangeInclusive<u32> = 1..=900;
+    pub const MEMORY_SIZE_MB: std::ops::RangeInclusive<u32> = 128..=10_240;
+    /// AWS caps a function's variables at 4 KB in all.
+    pub const MAX_ENVIRONMENT_BYTES: usize = 4096;
+
+    /// Checks every rule at once, so one answer names every problem.
+    pub fn validate(&self) -> Result<(), FunctionError> {
+        let mut problems = Vec::new();
+        if !Self::TIMEOUT_SECONDS.contains(&self.timeout_seconds) {
+            problems.push(format!(
+                "Timeout must be between 1 and 900 seconds, got {}",
+                self.timeout_seconds
+            ));
+        }
+        if !Self::MEMORY_SIZE_MB.contains(&self.memory_size_mb) {
+            problems.push(format!(
+                "MemorySize must be between 128 and 10240 MB, got {}",
+                self.memory_size_mb
+            ));
+        }
+        match (&self.handler, self.runtime.needs_handler()) {
+            (None, true) => problems.push(format!(
+                "Handler is required for runtime {}",
+                self.runtime.id()
+            )),
+            (Some(h), _) if h.is_empty() || h.len() > 128 || h.contains(char::is_whitespace) => {
+                problems.push(format!("Handler {h:?} is not a valid handler"))
+            }
+            _ => {}
+        }
+        validate_environment(&self.environment, &mut problems);
+        self.greengrass.validate(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(FunctionError::InvalidConfig(problems.join("; ")))
+        }
+    }
+}
+
+/// Variables the platform sets itself; a function may not override them (AWS's list).
+pub const RESERVED_ENVIRONMENT: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+fn validate_environment(env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    let mut size = 0;
+    let mut reserved = Vec::new();
+    for (key, value) in env {
+        size += key.len() + value.len();
+        let mut chars = key.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            problems.push(format!(
+                "environment variable name {key:?} must match [a-zA-Z][a-zA-Z0-9_]*"
+            ));
+        }
+        if RESERVED_ENVIRONMENT.contains(&key.as_str()) {
+            reserved.push(key.as_str());
+        }
+    }
+    if !reserved.is_empty() {
+        problems.push(format!(
+            "environment variables contain reserved keys that cannot be modified: {}",
+            reserved.join(", ")
+        ));
+    }
+    if size > FunctionConfig::MAX_ENVIRONMENT_BYTES {
+        problems.push(format!(
+            "environment variables take {size} bytes, more than the 4 KB limit"
+        ));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionError {
+    #[error("function name {0:?} must be 1-64 characters of letters, digits, '-' and '_'")]
+    InvalidName(String),
+    #[error("runtime {0:?} is not supported; use provided, provided.al2, provided.al2023, python3.8-python3.14 or nodejs16.x-nodejs24.x")]
+    UnsupportedRuntime(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> FunctionConfig {
+        FunctionConfig {
+            runtime: Runtime::Python { minor: 11 },
+            handler: Some("app.handler".into()),
+            timeout_seconds: 3,
+            memory_size_mb: 128,
+            environment: BTreeMap::new(),
+            description: String::new(),
+            role: String::new(),
+            greengrass: GreengrassSettings::default(),
+        }
+    }
+
+    #[test]
+    fn names_follow_aws_rules() {
+        assert!(FunctionName::parse("my-fn_1").is_ok());
+        assert!(FunctionName::parse("").is_err());
+        assert!(FunctionName::parse("a/b").is_err());
+        assert!(FunctionName::parse("has space").is_err());
+        assert!(FunctionName::parse(&"x".repeat(65)).is_err());
+        assert!(FunctionName::parse(&"x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn runtimes_round_trip() {
+        for id in [
+            "provided",
+            "provided.al2",
+            "provided.al2023",
+            "python3.8",
+            "python3.13",
+            "nodejs20.x",
+        ] {
+            assert_eq!(Runtime::parse(id).map(|r| r.id()), Ok(id.to_owned()));
+        }
+        for id in [
+            "python2.7",
+            "python3",
+            "nodejs",
+            "java21",
+            "nodejs20",
+            "go1.x",
+        ] {
+            assert!(Runtime::parse(id).is_err(), "{id}");
+        }
+    }
+
+    #[test]
+    fn validation_names_every_problem() {
+        let mut c = config();
+        c.timeout_seconds = 0;
+        c.memory_size_mb = 64;
+        c.environment.insert("AWS_REGION".into(), "x".into());
+        c.environment.insert("1BAD".into(), "x".into());
+        let Err(FunctionError::InvalidConfig(msg)) = c.validate() else {
+            panic!("expected invalid config");
+        };
+        assert!(msg.contains("Timeout"), "{msg}");
+        assert!(msg.contains("MemorySize"), "{msg}");
+        assert!(msg.contains("AWS_REGION"), "{msg}");
+        assert!(msg.contains("1BAD"), "{msg}");
+    }
+
+    #[test]
+    fn greengrass_defaults_match_the_reference() {
+        let g = GreengrassSettings::default();
+        assert!(g.pinned);
+        assert_eq!(
+            (
+                g.max_instances_count,
+                g.max_queue_size,
+                g.max_idle_time_in_seconds,
+                g.status_timeout_in_seconds
+            ),
+            (100, 1000, 60, 60)
+        );
+        let parsed: GreengrassSettings = serde_json::from_str(r#"{"Pinned":false}"#).unwrap();
+        assert_eq!(parsed.max_queue_size, 1000);
+        assert!(serde_json::from_str::<GreengrassSettings>(r#"{"Pined":false}"#).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! The Lambda management API (`/2015-03-31/functions…`), so the AWS CLI and SDKs define
+//! functions here as they would in the cloud.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use lambkin_proto::lambda::error::ApiError;
+use lambkin_proto::lambda::function::FunctionError;
+use lambkin_proto::lambda::invoke::FunctionRef;
+use lambkin_proto::lambda::management::{
+    CreateFunctionRequest, UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
+};
+
+use super::{json_response, read_body, ApiState, Body};
+use crate::lambda::code::CodeError;
+use crate::lambda::registry::ManageError;
+
+/// Zips travel base64 inside JSON: 50 MB of zip, as Lambda's direct-upload limit.
+const MAX_MANAGEMENT_BODY_BYTES: usize = 70 * 1024 * 1024;
+
+/// The one place management errors become API errors.
+fn api_error(e: ManageError) -> ApiError {
+    match e {
+        ManageError::NotFound(arn) => ApiError::ResourceNotFound(arn),
+        ManageError::AlreadyExists(_) => ApiError::ResourceConflict(e.to_string()),
+        ManageError::Invalid(
+            FunctionError::InvalidName(_)
+            | FunctionError::UnsupportedRuntime(_)
+            | FunctionError::InvalidConfig(_),
+        )
+        | ManageError::Unsupported(_)
+        | ManageError::Runtime(_) => ApiError::InvalidParameterValue(e.to_string()),
+        ManageError::Code(
+            CodeError::NotBase64(_)
+            | CodeError::BadZip(_)
+            | CodeError::UnsafePath(_)
+            | CodeError::MissingEntryPoint(_),
+        ) => ApiError::InvalidParameterValue(e.to_string()),
+        ManageError::Code(CodeError::Io(_)) | ManageError::Store(_) | ManageError::Log(_) => {
+            ApiError::Service(e.to_string())
+        }
+    }
+}
+
+async fn parse<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    operation: &'static str,
+) -> Result<T, ApiError> {
+    let body = read_body(req, MAX_MANAGEMENT_BODY_BYTES, operation).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::InvalidParameterValue(format!("{operation}: invalid request body: {e}"))
+    })
+}
+
+fn target(
+    state: &ApiState,
+    name: &str,
+) -> Result<lambkin_proto::lambda::function::FunctionName, ApiError> {
+    FunctionRef::parse(name, None)
+        .map(|r| r.name)
+        .map_err(|_| ApiError::ResourceNotFound(state.registry.arn(name)))
+}
+
+fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, ApiError> {
+    let value = serde_json::to_value(value).map_err(|e| ApiError::Service(e.to_string()))?;
+    Ok(json_response(status, &value))
+}
+
+pub async fn create(req: Request<Incoming>, state: &ApiState) -> Result<Response<Body>, ApiError> {
+    let request: CreateFunctionRequest = parse(req, "CreateFunction").await?;
+    let config = state.registry.create(request).await.map_err(api_error)?;
+    to_json(StatusCode::CREATED, &config)
+}
+
+pub fn list(state: &ApiState) -> Result<Response<Body>, ApiError> {
+    to_json(
+        StatusCode::OK,
+        &serde_json::json!({ "Functions": state.registry.list() }),
+    )
+}
+
+pub fn get(state: &ApiState, name: &str) -> Result<Response<Body>, ApiError> {
+    let name = target(state, name)?;
+    let (config, code_dir) = state.registry.get(&name).map_err(api_error)?;
+    to_json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "Configuration": config,
+            "Code": { "RepositoryType": "Local", "Location": format!("file://{}", code_dir.display()) },
+            "Tags": {},
+        }),
+    )
+}
+
+pub fn get_configuration(state: &ApiState, name: &str) -> Result<Response<Body>, ApiError> {
+    let name = target(state, name)?;
+    let (config, _) = state.registry.get(&name).map_err(api_error)?;
+    to_json(StatusCode::OK, &config)
+}
+
+pub async fn delete(state: &ApiState, name: &str) -> Result<Response<Body>, ApiError> {
+    let name = target(state, name)?;
+    state.registry.delete(&name).await.map_err(api_error)?;
+    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+pub async fn update_code(
+    req: Request<Incoming>,
+    state: &ApiState,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let name = target(state, name)?;
+    let request: UpdateFunctionCodeRequest = parse(req, "UpdateFunctionCode").await?;
+    let config = state
+        .registry
+        .update_code(&name, request)
+        .await
+        .map_err(api_error)?;
+    to_json(StatusCode::OK, &config)
+}
+
+pub async fn update_configuration(
+    req: Request<Incoming>,
+    state: &ApiState,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let name = target(state, name)?;
+    let request: UpdateFunctionConfigurationRequest =
+        parse(req, "UpdateFunctionConfiguration").await?;
+    let config = state
+        .registry
+        .update_configuration(&name, request)
+        .await
+        .map_err(api_error)?;
+    to_json(StatusCode::OK, &config)
+}

@@ -1,0 +1,240 @@
+//! The host's HTTP listener (default `127.0.0.1:3001`): the AWS Invoke API, the Lambda
+//! management API and Lambkin's own `/lambkin/v1` API. The whole route table is [`route`];
+//! every error becomes HTTP in [`error_response`], the one place that maps them.
+
+mod invoke;
+mod management;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use lambkin_proto::lambda::error::ApiError;
+use lambkin_proto::lambda::invoke::HEADER_ERROR_TYPE;
+
+use crate::lambda::registry::Registry;
+
+pub type Body = Full<Bytes>;
+
+/// What the API's handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    pub registry: Registry,
+    /// The token `/lambkin/v1` callers must present (`Authorization: Bearer …`).
+    pub cli_token: String,
+}
+
+/// Serves until `shutdown` turns true, then stops accepting and lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "API accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                while connections.try_join_next().is_some() {}
+                let state = state.clone();
+                let mut conn_shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(route(req, &state).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .writev(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        () = stopped(&mut conn_shutdown) => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            () = stopped(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// The whole route table.
+async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    let result = match (&method, segments.as_slice()) {
+        (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => {
+            let name = (*name).to_owned();
+            invoke::invoke(req, state, &name).await
+        }
+        (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
+            management::create(req, state).await
+        }
+        (&Method::GET, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
+            management::list(state)
+        }
+        (&Method::GET, ["2015-03-31", "functions", name]) => management::get(state, name),
+        (&Method::GET, ["2015-03-31", "functions", name, "configuration"]) => {
+            management::get_configuration(state, name)
+        }
+        (&Method::DELETE, ["2015-03-31", "functions", name]) => {
+            let name = (*name).to_owned();
+            management::delete(state, &name).await
+        }
+        (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => {
+            let name = (*name).to_owned();
+            management::update_code(req, state, &name).await
+        }
+        (&Method::PUT, ["2015-03-31", "functions", name, "configuration"]) => {
+            let name = (*name).to_owned();
+            management::update_configuration(req, state, &name).await
+        }
+        (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
+            .map(|()| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        _ => Err(ApiError::UnknownOperation(format!(
+            "no operation for {method} {path}"
+        ))),
+    };
+    result.unwrap_or_else(error_response)
+}
+
+fn authorized(req: &Request<Incoming>, state: &ApiState) -> Result<(), ApiError> {
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented == Some(state.cli_token.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::AccessDenied(
+            "the local API needs the token the host wrote under ROOT/state".into(),
+        ))
+    }
+}
+
+/// Reads a body of at most `limit` bytes; a declared or actual larger one is refused.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    operation: &'static str,
+) -> Result<Bytes, ApiError> {
+    let too_large = ApiError::RequestTooLarge { limit, operation };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large);
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large)
+        }
+        Err(e) => Err(ApiError::InvalidRequestContent(format!(
+            "the request body could not be read: {e}"
+        ))),
+    }
+}
+
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The one place Lambda API errors become HTTP: status, `X-Amzn-ErrorType`, AWS's body.
+fn error_response(e: ApiError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = json_response(status, &e.body());
+    r.headers_mut()
+        .insert(HEADER_ERROR_TYPE, http::HeaderValue::from_static(e.code()));
+    if let ApiError::TooManyRequests {
+        retry_after_seconds,
+        ..
+    } = &e
+    {
+        if let Ok(v) = http::HeaderValue::from_str(&retry_after_seconds.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+    }
+    r
+}
+
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_arns_in_paths() {
+        assert_eq!(
+            percent_decode("arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af"),
+            "arn:aws:lambda:us-east-1:000000000000:function:f"
+        );
+        assert_eq!(percent_decode("%24LATEST"), "$LATEST");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+}

@@ -1,0 +1,177 @@
+//! The host: wires the store, the function registry and the API listener, and stops them in
+//! order. The architecture in one place.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use base64::Engine;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use lambkin_proto::lambda::function::FunctionName;
+use lambkin_proto::lambda::management::{CreateFunctionRequest, FunctionCode};
+
+use crate::api::{self, ApiState};
+use crate::config::HostConfig;
+use crate::lambda::registry::{HostSettings, Registry};
+use crate::lambda::runtimes::Runtimes;
+use crate::layout::Layout;
+use crate::store::Store;
+
+#[derive(Debug)]
+pub struct RunOptions {
+    pub layout: Layout,
+    pub config: HostConfig,
+    /// Overrides `listen` from the configuration.
+    pub listen: Option<SocketAddr>,
+    /// Define the example function `hello` if it does not exist.
+    pub with_example: bool,
+}
+
+/// Runs the host until `shutdown` resolves, then stops every instance and exits cleanly.
+pub async fn run(
+    opts: RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let layout = opts.layout;
+    layout
+        .create_dirs()
+        .with_context(|| format!("cannot create the root {}", layout.root().display()))?;
+    let (store, recovered) = Store::open(&layout.database())
+        .with_context(|| format!("cannot open {}", layout.database().display()))?;
+    let runtimes = Runtimes::install(&layout.runtimes_dir(), &opts.config.lambda)
+        .context("cannot install the runtime clients")?;
+    let registry = Registry::new(
+        store,
+        layout.clone(),
+        runtimes,
+        HostSettings {
+            region: opts.config.region.clone(),
+            account_id: opts.config.account_id.clone(),
+            init_timeout: opts.config.lambda.init_timeout(),
+            shutdown_grace: opts.config.lambda.shutdown_grace(),
+        },
+    );
+    let listen = opts.listen.unwrap_or(opts.config.listen);
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    registry
+        .recover(recovered.functions, recovered.events)
+        .await;
+    if opts.with_example {
+        define_example(&registry).await?;
+    }
+    let cli_token = write_cli_token(&layout)?;
+    let state = Arc::new(ApiState {
+        registry: registry.clone(),
+        cli_token,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(api::serve(listener, state, stop_rx));
+    write_atomically(&layout.api_addr_file(), addr.to_string().as_bytes())?;
+    tracing::info!(%addr, root = %layout.root().display(), "host ready");
+    println!("listening on http://{addr}");
+    if opts.with_example {
+        println!("example function `hello` is ready; invoke it with:");
+        println!(
+            "  lambkin invoke hello '{{\"name\":\"edge\"}}' --root {}",
+            layout.root().display()
+        );
+        println!("  aws lambda invoke --endpoint-url http://{addr} --function-name hello --payload '{{\"name\":\"edge\"}}' --cli-binary-format raw-in-base64-out out.json");
+    }
+
+    shutdown.await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    registry.shutdown().await;
+    let _ = server.await;
+    let _ = std::fs::remove_file(layout.api_addr_file());
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn write_atomically(path: &std::path::Path, content: &[u8]) -> anyhow::Result<()> {
+    let staging = path.with_extension("new");
+    std::fs::write(&staging, content)?;
+    std::fs::rename(&staging, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// A fresh token for the CLI, readable only by the host's user.
+fn write_cli_token(layout: &Layout) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let path = layout.cli_token_file();
+    let staging = path.with_extension("new");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staging)
+        .with_context(|| format!("cannot write {}", staging.display()))?;
+    file.write_all(token.as_bytes())?;
+    std::fs::rename(&staging, &path)?;
+    Ok(token)
+}
+
+const EXAMPLE_HANDLER: &str = r#"import json
+
+
+def handler(event, context):
+    name = event.get("name", "world") if isinstance(event, dict) else "world"
+    print(f"saying hello to {name}")
+    return {"message": f"Hello, {name}!", "function": context.function_name}
+"#;
+
+async fn define_example(registry: &Registry) -> anyhow::Result<()> {
+    let name = FunctionName::parse("hello")?;
+    if registry.lookup(&name).is_some() {
+        return Ok(());
+    }
+    let zip = example_zip().context("cannot build the example function")?;
+    let request = CreateFunctionRequest {
+        function_name: name,
+        runtime: Some("python3.12".into()),
+        role: None,
+        handler: Some("app.handler".into()),
+        code: FunctionCode {
+            zip_file: Some(base64::engine::general_purpose::STANDARD.encode(zip)),
+            ..FunctionCode::default()
+        },
+        description: Some("Lambkin's example function".into()),
+        timeout: None,
+        memory_size: None,
+        environment: None,
+        greengrass: None,
+        package_type: None,
+        publish: None,
+        tags: None,
+        architectures: None,
+        tracing_config: None,
+        logging_config: None,
+        ephemeral_storage: None,
+    };
+    registry
+        .create(request)
+        .await
+        .context("cannot define the example function")?;
+    Ok(())
+}
+
+fn example_zip() -> zip::result::ZipResult<Vec<u8>> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut buf);
+    w.start_file(
+        "app.py",
+        zip::write::SimpleFileOptions::default().unix_permissions(0o644),
+    )?;
+    w.write_all(EXAMPLE_HANDLER.as_bytes())?;
+    w.finish()?;
+    Ok(buf.into_inner())
+}

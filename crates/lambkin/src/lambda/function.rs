@@ -1,0 +1,309 @@
+//! One actor per function: it owns the [`Scheduler`] and the function's instances, takes
+//! invocations from the API (bounded mailbox: callers wait when it is full) and reports from
+//! its instances, and performs the scheduler's actions.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
+
+use super::instance::{self, InitFailure, InstanceHandle, InstanceMsg};
+use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
+use super::logs::FunctionLog;
+use super::runtimes::Launch;
+use super::scheduler::{Action, Event, InstanceId, Limits, Scheduler};
+
+/// Invocations that may wait for the actor before callers wait too.
+const MAILBOX: usize = 256;
+/// How long past the grace period shutdown waits for instances before giving up on them.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(1);
+
+/// Everything an instance needs to start, frozen per configuration generation.
+#[derive(Debug)]
+pub struct FunctionSpec {
+    pub name: FunctionName,
+    pub arn: Arc<str>,
+    pub config: FunctionConfig,
+    pub code_dir: PathBuf,
+    pub launch: Launch,
+    pub log: Arc<FunctionLog>,
+    pub region: String,
+    pub init_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl FunctionSpec {
+    fn limits(&self) -> Limits {
+        let g = &self.config.greengrass;
+        Limits {
+            pinned: g.pinned,
+            max_instances: g.max_instances_count,
+            max_queue: g.max_queue_size,
+            max_idle: Duration::from_secs(u64::from(g.max_idle_time_in_seconds)),
+        }
+    }
+}
+
+/// What instances tell their function.
+#[derive(Debug)]
+pub enum FunctionReport {
+    InstanceReady(InstanceId),
+    InstanceExited {
+        id: InstanceId,
+        before_ready: bool,
+        failure: Option<InitFailure>,
+    },
+}
+
+/// Why an invocation was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    QueueFull { max_queue: u32 },
+    ShuttingDown,
+}
+
+enum Command {
+    Submit {
+        inv: Invocation,
+        admitted: oneshot::Sender<Result<(), Refusal>>,
+    },
+    Resubmit(Invocation),
+    Reconfigure(Arc<FunctionSpec>),
+    Shutdown {
+        why: InvocationAbort,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A cloneable handle on a function actor.
+#[derive(Debug, Clone)]
+pub struct FunctionHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl FunctionHandle {
+    pub fn spawn(spec: Arc<FunctionSpec>) -> Self {
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        tokio::spawn(run(spec, rx));
+        Self { tx }
+    }
+
+    /// Admits an invocation to the queue; its outcome goes to its [`Completion`].
+    ///
+    /// [`Completion`]: super::invocation::Completion
+    pub async fn submit(&self, inv: Invocation) -> Result<(), Refusal> {
+        let (admitted, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Submit { inv, admitted })
+            .await
+            .map_err(|_| Refusal::ShuttingDown)?;
+        rx.await.map_err(|_| Refusal::ShuttingDown)?
+    }
+
+    /// Queues an invocation accepted before a restart; never refused for a full queue.
+    pub async fn resubmit(&self, inv: Invocation) {
+        if let Err(e) = self.tx.send(Command::Resubmit(inv)).await {
+            let Command::Resubmit(inv) = e.0 else { return };
+            inv.abort(InvocationAbort::ShuttingDown).await;
+        }
+    }
+
+    pub async fn reconfigure(&self, spec: Arc<FunctionSpec>) {
+        let _ = self.tx.send(Command::Reconfigure(spec)).await;
+    }
+
+    /// Stops every instance (SIGTERM, SIGKILL after the grace period) and waits for them.
+    pub async fn shutdown(&self, why: InvocationAbort) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { why, done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Actor {
+    spec: Arc<FunctionSpec>,
+    scheduler: Scheduler<Invocation>,
+    instances: BTreeMap<InstanceId, InstanceHandle>,
+    reports_tx: mpsc::UnboundedSender<FunctionReport>,
+    abort_reason: InvocationAbort,
+}
+
+async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
+    // Unbounded, but bounded by construction: each instance sends one Ready per invocation
+    // it finishes and one Exited.
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let mut actor = Actor {
+        scheduler: Scheduler::new(spec.limits()),
+        spec,
+        instances: BTreeMap::new(),
+        reports_tx,
+        abort_reason: InvocationAbort::ShuttingDown,
+    };
+    let actions = actor.scheduler.start(Instant::now());
+    actor.perform(actions, None).await;
+    let mut shutdown: Option<(oneshot::Sender<()>, Instant)> = None;
+    loop {
+        if let Some((_, deadline)) = &shutdown {
+            if actor.instances.is_empty() || Instant::now() >= *deadline {
+                break;
+            }
+        }
+        let wakeup = actor.scheduler.next_wakeup();
+        let shutdown_deadline = shutdown.as_ref().map(|(_, d)| *d);
+        tokio::select! {
+            biased;
+            Some(report) = reports.recv() => actor.on_report(report).await,
+            command = rx.recv(), if shutdown.is_none() => match command {
+                Some(Command::Submit { inv, admitted }) => {
+                    let actions = actor.scheduler.on(Event::Submitted(inv), Instant::now());
+                    actor.perform(actions, Some(admitted)).await;
+                }
+                Some(Command::Resubmit(inv)) => {
+                    let actions = actor.scheduler.on(Event::Resubmitted(inv), Instant::now());
+                    actor.perform(actions, None).await;
+                }
+                Some(Command::Reconfigure(spec)) => {
+                    let limits = spec.limits();
+                    actor.spec = spec;
+                    let actions = actor.scheduler.on(Event::Reconfigured(limits), Instant::now());
+                    actor.perform(actions, None).await;
+                }
+                Some(Command::Shutdown { why, done }) => {
+                    actor.abort_reason = why;
+                    let actions = actor.scheduler.on(Event::Shutdown, Instant::now());
+                    actor.perform(actions, None).await;
+                    shutdown = Some((done, Instant::now() + actor.spec.shutdown_grace + SHUTDOWN_SLACK));
+                }
+                None => {
+                    let actions = actor.scheduler.on(Event::Shutdown, Instant::now());
+                    actor.perform(actions, None).await;
+                    let (done, _) = oneshot::channel();
+                    shutdown = Some((done, Instant::now() + actor.spec.shutdown_grace + SHUTDOWN_SLACK));
+                }
+            },
+            () = sleep_until(wakeup) => {
+                let actions = actor.scheduler.on(Event::Tick, Instant::now());
+                actor.perform(actions, None).await;
+            }
+            () = sleep_until(shutdown_deadline) => {}
+        }
+    }
+    if !actor.instances.is_empty() {
+        tracing::warn!(function = %actor.spec.name, left = actor.instances.len(), "instances did not stop in time");
+    }
+    if let Some((done, _)) = shutdown {
+        let _ = done.send(());
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    async fn on_report(&mut self, report: FunctionReport) {
+        let now = Instant::now();
+        match report {
+            FunctionReport::InstanceReady(id) => {
+                let actions = self.scheduler.on(Event::Ready(id), now);
+                self.perform(actions, None).await;
+            }
+            FunctionReport::InstanceExited {
+                id,
+                before_ready,
+                failure,
+            } => {
+                self.instances.remove(&id);
+                let actions = self.scheduler.on(Event::Exited { id, before_ready }, now);
+                for action in actions {
+                    match action {
+                        Action::FailWithInitError(inv) => {
+                            let failure = failure.clone().unwrap_or_else(|| {
+                                InitFailure::Exited(
+                                    "runtime exited without providing a reason".into(),
+                                )
+                            });
+                            let body = failure.render(inv.request_id.as_str());
+                            inv.finish(FunctionResponse {
+                                body,
+                                content_type: None,
+                                function_error: true,
+                                log_tail: None,
+                            })
+                            .await;
+                        }
+                        other => self.perform(vec![other], None).await,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn perform(
+        &mut self,
+        actions: Vec<Action<Invocation>>,
+        mut admitted: Option<oneshot::Sender<Result<(), Refusal>>>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Start { id, delay } => {
+                    let handle =
+                        instance::spawn(id, self.spec.clone(), self.reports_tx.clone(), delay);
+                    self.instances.insert(id, handle);
+                }
+                Action::Assign(id, inv) => match self.instances.get(&id) {
+                    Some(handle) => {
+                        if let Err(returned) = handle.send(InstanceMsg::Assign(inv)) {
+                            if let InstanceMsg::Assign(inv) = *returned {
+                                inv.abort(InvocationAbort::ShuttingDown).await;
+                            }
+                        }
+                    }
+                    None => inv.abort(InvocationAbort::ShuttingDown).await,
+                },
+                Action::Refuse(_inv) => {
+                    if let Some(tx) = admitted.take() {
+                        let _ = tx.send(Err(Refusal::QueueFull {
+                            max_queue: self.spec.config.greengrass.max_queue_size,
+                        }));
+                    }
+                }
+                Action::Abandon(inv) => {
+                    if let Some(tx) = admitted.take() {
+                        let _ = tx.send(Err(Refusal::ShuttingDown));
+                    } else {
+                        inv.abort(self.abort_reason.clone()).await;
+                    }
+                }
+                Action::FailWithInitError(inv) => {
+                    let body =
+                        InitFailure::Exited("runtime exited without providing a reason".into())
+                            .render(inv.request_id.as_str());
+                    inv.finish(FunctionResponse {
+                        body,
+                        content_type: None,
+                        function_error: true,
+                        log_tail: None,
+                    })
+                    .await;
+                }
+                Action::Stop(id) => {
+                    if let Some(handle) = self.instances.get(&id) {
+                        let _ = handle.send(InstanceMsg::Stop);
+                    }
+                }
+            }
+        }
+        if let Some(tx) = admitted {
+            let _ = tx.send(Ok(()));
+        }
+    }
+}

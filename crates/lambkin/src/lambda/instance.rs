@@ -1,0 +1,970 @@
+//! One instance of a function: a runtime process, the Runtime API server it talks to (on its
+//! own loopback port, `AWS_LAMBDA_RUNTIME_API`), its stdout/stderr, and the invocation it is
+//! running. One task owns all of it; the Runtime API's connection tasks and the function actor
+//! talk to it over channels.
+//!
+//! The instance moves Init → (first `/next`) Idle → (assigned) Busy → (answered) Between →
+//! (`/next`) Idle …; a timeout, a crash or a stop ends it. Deadlines follow AWS: the function
+//! timeout runs from the moment `/next` hands the event over; init has its own limit.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::net::unix::pipe;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use lambkin_proto::lambda::invoke::LATEST;
+use lambkin_proto::lambda::runtime_api::{self as rt, Route, RuntimeApiError};
+use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
+
+use super::function::{FunctionReport, FunctionSpec};
+use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
+use super::logs::{self, Level, LogTail, Report};
+use super::scheduler::InstanceId;
+use crate::timestamp;
+
+/// Largest `/error` or `/init/error` body read.
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+/// How long a runtime that posted `/init/error` gets to exit by itself.
+const INIT_ERROR_GRACE: Duration = Duration::from_millis(500);
+
+/// Why an instance never became ready; the oldest waiting invocation gets it as its error.
+#[derive(Debug, Clone)]
+pub enum InitFailure {
+    /// The runtime posted this to `/init/error`.
+    Posted(Bytes),
+    /// The process exited before its first `/next` ("exit status 1").
+    Exited(String),
+    /// No `/next` within the init limit.
+    TimedOut(Duration),
+    /// The process could not be started.
+    LaunchFailed(String),
+}
+
+impl InitFailure {
+    /// The error body the invocation receives, shaped as AWS Lambda shapes it.
+    pub fn render(&self, request_id: &str) -> Bytes {
+        let (error_type, message) = match self {
+            Self::Posted(body) => return body.clone(),
+            Self::Exited(how) => (
+                "Runtime.ExitError",
+                format!("RequestId: {request_id} Error: Runtime exited with error: {how}"),
+            ),
+            Self::TimedOut(limit) => (
+                "Sandbox.Timedout",
+                format!(
+                    "RequestId: {request_id} Error: Runtime init timed out after {:.2} seconds",
+                    limit.as_secs_f64()
+                ),
+            ),
+            Self::LaunchFailed(why) => (
+                "Runtime.InvalidEntrypoint",
+                format!("RequestId: {request_id} Error: {why}"),
+            ),
+        };
+        error_body(error_type, &message)
+    }
+}
+
+fn error_body(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+/// What `/next` hands the runtime.
+#[derive(Debug)]
+pub struct NextInvocation {
+    request_id: String,
+    payload: Bytes,
+    deadline_ms: u64,
+    content_type: Option<String>,
+    client_context: Option<String>,
+    trace_id: Option<String>,
+    function_arn: Arc<str>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, RuntimeApiError>>;
+
+/// Messages to the instance task.
+#[derive(Debug)]
+pub enum InstanceMsg {
+    Assign(Invocation),
+    /// Stop the process: SIGTERM, then SIGKILL after the grace period.
+    Stop,
+    Next(Reply<NextInvocation>),
+    Response {
+        request_id: String,
+        body: Bytes,
+        content_type: Option<String>,
+        reply: Reply<()>,
+    },
+    ResponseTooLarge {
+        request_id: String,
+        size: Option<usize>,
+        reply: Reply<()>,
+    },
+    Error {
+        request_id: String,
+        body: Bytes,
+        reply: Reply<()>,
+    },
+    InitError {
+        body: Bytes,
+        reply: Reply<()>,
+    },
+}
+
+/// The function actor's handle on an instance.
+#[derive(Debug)]
+pub struct InstanceHandle {
+    tx: mpsc::UnboundedSender<InstanceMsg>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl InstanceHandle {
+    /// Sends a command. The channel is unbounded but bounded by construction: the function
+    /// actor sends at most one `Assign` per `Ready` and one `Stop`.
+    pub fn send(&self, msg: InstanceMsg) -> Result<(), Box<InstanceMsg>> {
+        self.tx.send(msg).map_err(|e| Box::new(e.0))
+    }
+}
+
+pub fn spawn(
+    id: InstanceId,
+    spec: Arc<FunctionSpec>,
+    reports: mpsc::UnboundedSender<FunctionReport>,
+    delay: Duration,
+) -> InstanceHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let api_tx = tx.clone();
+    let task = tokio::spawn(async move {
+        let before_ready_failure = run(id, spec, rx, api_tx, &reports, delay).await;
+        let _ = reports.send(FunctionReport::InstanceExited {
+            id,
+            failure: before_ready_failure.clone(),
+            before_ready: before_ready_failure.is_some(),
+        });
+    });
+    InstanceHandle { tx, _task: task }
+}
+
+struct Current {
+    inv: Invocation,
+    started: Instant,
+    tail: Option<LogTail>,
+    init_duration: Option<Duration>,
+}
+
+enum Phase {
+    Init,
+    Idle,
+    Busy(Box<Current>),
+    Between,
+    /// Stopped, timed out or failed: waiting for the process to go.
+    Ending,
+}
+
+/// Reads one of the process's output pipes into whole lines.
+struct OutputPipe {
+    rx: Option<pipe::Receiver>,
+    partial: Vec<u8>,
+    level: Level,
+}
+
+impl OutputPipe {
+    fn new(fd: Option<std::os::fd::OwnedFd>, level: Level) -> Self {
+        let rx = fd.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok());
+        Self {
+            rx,
+            partial: Vec::new(),
+            level,
+        }
+    }
+
+    async fn readable(&self) {
+        match &self.rx {
+            Some(rx) => {
+                let _ = rx.readable().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reads what is available now, writing complete lines to the log (and the tail).
+    fn drain(&mut self, spec: &FunctionSpec, tail: Option<&mut LogTail>) {
+        let Some(rx) = &self.rx else {
+            return;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        let mut closed = false;
+        loop {
+            match rx.try_read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => self.partial.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let complete = match self.partial.iter().rposition(|b| *b == b'\n') {
+            Some(pos) if closed => self.partial.len().max(pos + 1),
+            Some(pos) => pos + 1,
+            None if closed => self.partial.len(),
+            None => 0,
+        };
+        if complete > 0 {
+            let text: Vec<u8> = self.partial.drain(..complete).collect();
+            let text = text.strip_suffix(b"\n").unwrap_or(&text);
+            spec.log.write_lines(self.level, text);
+            if let Some(tail) = tail {
+                for line in text.split(|b| *b == b'\n') {
+                    tail.push_line(line);
+                }
+            }
+        }
+        if closed {
+            self.rx = None;
+        }
+    }
+}
+
+struct Instance {
+    id: InstanceId,
+    spec: Arc<FunctionSpec>,
+    phase: Phase,
+    parked: Option<Reply<NextInvocation>>,
+    undelivered: Option<Invocation>,
+    last_answered: Option<String>,
+    spawned: Instant,
+    init_duration: Option<Duration>,
+    init_error: Option<Bytes>,
+    pid: u32,
+    stdout: OutputPipe,
+    stderr: OutputPipe,
+    deadline: Option<Instant>,
+    timed_out_init: bool,
+}
+
+/// Runs the instance to its end; returns the init failure if it never became ready.
+async fn run(
+    id: InstanceId,
+    spec: Arc<FunctionSpec>,
+    mut rx: mpsc::UnboundedReceiver<InstanceMsg>,
+    api_tx: mpsc::UnboundedSender<InstanceMsg>,
+    reports: &mpsc::UnboundedSender<FunctionReport>,
+    delay: Duration,
+) -> Option<InitFailure> {
+    if !delay.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            msg = rx.recv() => match msg {
+                Some(InstanceMsg::Stop) | None => return None,
+                Some(other) => refuse(other).await,
+            },
+        }
+    }
+    let listener = match TcpListener::bind(("127.0.0.1", 0)).await {
+        Ok(l) => l,
+        Err(e) => {
+            return Some(InitFailure::LaunchFailed(format!(
+                "cannot open the Runtime API port: {e}"
+            )))
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => return Some(InitFailure::LaunchFailed(e.to_string())),
+    };
+    let server = AbortOnDrop(tokio::spawn(serve_runtime_api(listener, api_tx)));
+    let mut child = match launch(&spec, &addr.to_string()) {
+        Ok(child) => child,
+        Err(e) => {
+            let why = format!("cannot start {}: {e}", spec.launch.program.display());
+            spec.log.write_lines(Level::Warn, why.as_bytes());
+            return Some(InitFailure::LaunchFailed(why));
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    let stdout = child.stdout.take().and_then(|s| s.into_owned_fd().ok());
+    let stderr = child.stderr.take().and_then(|s| s.into_owned_fd().ok());
+    let mut inst = Instance {
+        id,
+        phase: Phase::Init,
+        parked: None,
+        undelivered: None,
+        last_answered: None,
+        spawned: Instant::now(),
+        init_duration: None,
+        init_error: None,
+        pid,
+        stdout: OutputPipe::new(stdout, Level::Info),
+        stderr: OutputPipe::new(stderr, Level::Warn),
+        deadline: Some(Instant::now() + spec.init_timeout),
+        timed_out_init: false,
+        spec,
+    };
+    let status = loop {
+        let deadline = inst.deadline;
+        tokio::select! {
+            status = child.wait() => break status,
+            msg = rx.recv() => match msg {
+                Some(msg) => inst.handle(msg, reports).await,
+                None => inst.kill(),
+            },
+            () = inst.stdout.readable() => inst.drain_output(),
+            () = inst.stderr.readable() => inst.drain_output(),
+            () = sleep_until(deadline) => inst.on_deadline().await,
+        }
+    };
+    drop(server);
+    inst.drain_output();
+    // Whatever the runtime left behind in its process group goes with it.
+    inst.kill();
+    let how = match &status {
+        Ok(status) => describe_exit(*status),
+        Err(e) => format!("unknown exit: {e}"),
+    };
+    inst.on_exit(how).await
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers a message that arrived for an instance that is not running.
+async fn refuse(msg: InstanceMsg) {
+    match msg {
+        InstanceMsg::Assign(inv) => inv.abort(InvocationAbort::ShuttingDown).await,
+        InstanceMsg::Stop => {}
+        InstanceMsg::Next(reply) => {
+            let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
+        }
+        InstanceMsg::Response { reply, .. }
+        | InstanceMsg::ResponseTooLarge { reply, .. }
+        | InstanceMsg::Error { reply, .. }
+        | InstanceMsg::InitError { reply, .. } => {
+            let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn launch(spec: &FunctionSpec, runtime_api: &str) -> std::io::Result<tokio::process::Child> {
+    let config = &spec.config;
+    let mut cmd = std::process::Command::new(&spec.launch.program);
+    cmd.args(&spec.launch.args)
+        .current_dir(&spec.code_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let now = SystemTime::now();
+    let stream = format!(
+        "{}/[{LATEST}]{}",
+        timestamp::log_stream_date(now),
+        uuid::Uuid::new_v4().simple()
+    );
+    cmd.envs(&config.environment)
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("LAMBDA_TASK_ROOT", &spec.code_dir)
+        .env("LAMBDA_RUNTIME_DIR", &spec.launch.runtime_dir)
+        .env("AWS_LAMBDA_FUNCTION_NAME", spec.name.as_str())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", LATEST)
+        .env(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            config.memory_size_mb.to_string(),
+        )
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", spec.name),
+        )
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", stream)
+        .env(
+            "AWS_LAMBDA_INITIALIZATION_TYPE",
+            if config.greengrass.pinned {
+                "provisioned-concurrency"
+            } else {
+                "on-demand"
+            },
+        )
+        .env("AWS_REGION", &spec.region)
+        .env("AWS_DEFAULT_REGION", &spec.region)
+        .env("TZ", ":UTC")
+        .env(
+            "LAMBKIN_PAYLOAD_ENCODING",
+            config.greengrass.input_payload_encoding_type.as_str(),
+        );
+    match &config.handler {
+        Some(handler) => cmd.env("_HANDLER", handler),
+        None => cmd.env_remove("_HANDLER"),
+    };
+    match &spec.launch.execution_env {
+        Some(e) => cmd.env("AWS_EXECUTION_ENV", e),
+        None => cmd.env_remove("AWS_EXECUTION_ENV"),
+    };
+    lambkin_sys::kill_when_parent_dies(&mut cmd);
+    tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal().map(Signal::try_from) {
+        Some(Ok(Signal::SIGKILL)) => "signal: killed".into(),
+        Some(Ok(Signal::SIGSEGV)) => "signal: segmentation fault".into(),
+        Some(Ok(Signal::SIGABRT)) => "signal: aborted".into(),
+        Some(Ok(Signal::SIGTERM)) => "signal: terminated".into(),
+        Some(Ok(sig)) => format!("signal: {sig}"),
+        Some(Err(_)) | None => format!("{status}"),
+    }
+}
+
+impl Instance {
+    fn tail(&mut self) -> Option<&mut LogTail> {
+        match &mut self.phase {
+            Phase::Busy(current) => current.tail.as_mut(),
+            _ => None,
+        }
+    }
+
+    fn drain_output(&mut self) {
+        let tail = match &mut self.phase {
+            Phase::Busy(current) => current.tail.as_mut(),
+            _ => None,
+        };
+        // Both pipes, with the tail borrowed once per pipe.
+        match tail {
+            Some(tail) => {
+                self.stdout.drain(&self.spec, Some(tail));
+                self.stderr.drain(&self.spec, Some(tail));
+            }
+            None => {
+                self.stdout.drain(&self.spec, None);
+                self.stderr.drain(&self.spec, None);
+            }
+        }
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        if self.pid != 0 {
+            // The process group may already be gone; that is the goal anyway.
+            let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    fn kill(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+    }
+
+    fn log_line(&mut self, line: &str) {
+        self.spec.log.write_lines(Level::Info, line.as_bytes());
+        if let Some(tail) = self.tail() {
+            tail.push_line(line.as_bytes());
+        }
+    }
+
+    async fn handle(&mut self, msg: InstanceMsg, reports: &mpsc::UnboundedSender<FunctionReport>) {
+        match msg {
+            InstanceMsg::Assign(inv) => self.assign(inv).await,
+            InstanceMsg::Stop => {
+                self.signal_group(Signal::SIGTERM);
+                self.deadline = Some(Instant::now() + self.spec.shutdown_grace);
+                let phase = std::mem::replace(&mut self.phase, Phase::Ending);
+                if let Phase::Busy(current) = phase {
+                    current.inv.abort(InvocationAbort::ShuttingDown).await;
+                }
+                if let Some(inv) = self.undelivered.take() {
+                    inv.abort(InvocationAbort::ShuttingDown).await;
+                }
+            }
+            InstanceMsg::Next(reply) => self.next(reply, reports),
+            InstanceMsg::Response {
+                request_id,
+                body,
+                content_type,
+                reply,
+            } => {
+                let result = self.check_answer(&request_id);
+                if result.is_ok() {
+                    self.finish(body, content_type, false, false).await;
+                }
+                let _ = reply.send(result);
+            }
+            InstanceMsg::ResponseTooLarge {
+                request_id,
+                size,
+                reply,
+            } => {
+                let result = self.check_answer(&request_id);
+                if result.is_ok() {
+                    let size = size.map_or_else(
+                        || format!("more than {MAX_RESPONSE_BYTES} bytes"),
+                        |s| format!("{s} bytes"),
+                    );
+                    let body = error_body(
+                        "Function.ResponseSizeTooLarge",
+                        &format!("Response payload size ({size}) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+                    );
+                    self.finish(body, None, true, false).await;
+                }
+                let _ = reply.send(result.and(Err(RuntimeApiError::RequestEntityTooLarge {
+                    size: 0,
+                    limit: MAX_RESPONSE_BYTES,
+                })));
+            }
+            InstanceMsg::Error {
+                request_id,
+                body,
+                reply,
+            } => {
+                let result = self.check_answer(&request_id);
+                if result.is_ok() {
+                    self.finish(body, None, true, false).await;
+                }
+                let _ = reply.send(result);
+            }
+            InstanceMsg::InitError { body, reply } => {
+                if matches!(self.phase, Phase::Init) {
+                    self.spec.log.write_lines(
+                        Level::Warn,
+                        format!("init error: {}", String::from_utf8_lossy(&body)).as_bytes(),
+                    );
+                    self.init_error = Some(body);
+                    self.deadline = Some(Instant::now() + INIT_ERROR_GRACE);
+                    let _ = reply.send(Ok(()));
+                } else {
+                    let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(
+                        "init/error is only allowed before the first /next".into(),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn next(
+        &mut self,
+        reply: Reply<NextInvocation>,
+        reports: &mpsc::UnboundedSender<FunctionReport>,
+    ) {
+        match &self.phase {
+            Phase::Init | Phase::Between => {
+                if matches!(self.phase, Phase::Init) {
+                    self.init_duration = Some(self.spawned.elapsed());
+                }
+                self.phase = Phase::Idle;
+                self.deadline = None;
+                self.parked = Some(reply);
+                let _ = reports.send(FunctionReport::InstanceReady(self.id));
+            }
+            Phase::Idle => {
+                if self.parked.as_ref().is_some_and(|p| !p.is_closed()) {
+                    let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(
+                        "another /next is already waiting".into(),
+                    )));
+                    return;
+                }
+                self.parked = Some(reply);
+                if let Some(inv) = self.undelivered.take() {
+                    self.deliver(inv);
+                }
+            }
+            Phase::Busy(current) => {
+                let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(format!(
+                    "invocation {} has not been answered",
+                    current.inv.request_id
+                ))));
+            }
+            Phase::Ending => {
+                let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
+            }
+        }
+    }
+
+    async fn assign(&mut self, inv: Invocation) {
+        if !matches!(self.phase, Phase::Idle) || self.undelivered.is_some() {
+            // The scheduler assigns only to ready instances; anything else is a bug upstream.
+            tracing::error!(
+                instance = self.id.0,
+                "invocation assigned to an instance that is not ready"
+            );
+            inv.abort(InvocationAbort::ShuttingDown).await;
+            return;
+        }
+        self.deliver(inv);
+    }
+
+    /// Hands the invocation to the parked `/next`; keeps it if the runtime is not waiting.
+    fn deliver(&mut self, inv: Invocation) {
+        let Some(reply) = self.parked.take() else {
+            self.undelivered = Some(inv);
+            return;
+        };
+        let now = Instant::now();
+        let timeout = Duration::from_secs(u64::from(self.spec.config.timeout_seconds));
+        let deadline_ms = timestamp::epoch_millis(SystemTime::now()) + timeout.as_millis() as u64;
+        let next = NextInvocation {
+            request_id: inv.request_id.to_string(),
+            payload: inv.payload.clone(),
+            deadline_ms,
+            content_type: inv.content_type.clone(),
+            client_context: inv.client_context.clone(),
+            trace_id: inv.trace_id.clone(),
+            function_arn: self.spec.arn.clone(),
+        };
+        if reply.send(Ok(next)).is_err() {
+            self.undelivered = Some(inv);
+            return;
+        }
+        let tail = inv.want_log_tail.then(LogTail::default);
+        let request_id = inv.request_id.to_string();
+        self.phase = Phase::Busy(Box::new(Current {
+            inv,
+            started: now,
+            tail,
+            init_duration: self.init_duration.take(),
+        }));
+        self.deadline = Some(now + timeout);
+        self.log_line(&logs::start_line(&request_id, LATEST));
+    }
+
+    fn check_answer(&self, request_id: &str) -> Result<(), RuntimeApiError> {
+        match &self.phase {
+            Phase::Busy(current) if current.inv.request_id.as_str() == request_id => Ok(()),
+            _ if self.last_answered.as_deref() == Some(request_id) => {
+                Err(RuntimeApiError::InvalidStateTransition(format!(
+                    "invocation {request_id} has already been answered"
+                )))
+            }
+            _ => Err(RuntimeApiError::InvalidRequestId(request_id.to_owned())),
+        }
+    }
+
+    /// Ends the current invocation: flushes its output, frames it with END and REPORT, and
+    /// delivers the outcome.
+    async fn finish(
+        &mut self,
+        body: Bytes,
+        content_type: Option<String>,
+        function_error: bool,
+        timed_out: bool,
+    ) {
+        self.drain_output();
+        let max_memory_used_mb = logs::peak_memory_mb(self.pid);
+        let phase = std::mem::replace(
+            &mut self.phase,
+            if timed_out {
+                Phase::Ending
+            } else {
+                Phase::Between
+            },
+        );
+        let Phase::Busy(current) = phase else {
+            self.phase = phase;
+            return;
+        };
+        let mut current = *current;
+        let request_id = current.inv.request_id.to_string();
+        let report = Report {
+            duration: current.started.elapsed(),
+            memory_size_mb: self.spec.config.memory_size_mb,
+            max_memory_used_mb,
+            init_duration: current.init_duration,
+            timed_out,
+        };
+        let end = logs::end_line(&request_id);
+        let report = logs::report_line(&request_id, &report);
+        self.spec
+            .log
+            .write_lines(Level::Info, format!("{end}\n{report}").as_bytes());
+        if let Some(tail) = current.tail.as_mut() {
+            tail.push_line(end.as_bytes());
+            tail.push_line(report.as_bytes());
+        }
+        self.last_answered = Some(request_id);
+        if !timed_out {
+            self.deadline = None;
+        }
+        let response = FunctionResponse {
+            body,
+            content_type,
+            function_error,
+            log_tail: current.tail.map(LogTail::into_base64),
+        };
+        current.inv.finish(response).await;
+    }
+
+    async fn on_deadline(&mut self) {
+        self.deadline = None;
+        match &self.phase {
+            Phase::Init if self.init_error.is_none() => {
+                self.timed_out_init = true;
+                self.spec.log.write_lines(
+                    Level::Warn,
+                    format!(
+                        "runtime did not call /next within {:.2} seconds; stopping it",
+                        self.spec.init_timeout.as_secs_f64()
+                    )
+                    .as_bytes(),
+                );
+                self.kill();
+            }
+            Phase::Busy(current) => {
+                let timeout = self.spec.config.timeout_seconds;
+                let message = format!(
+                    "RequestId: {} Error: Task timed out after {timeout}.00 seconds",
+                    current.inv.request_id
+                );
+                // Measure memory before the kill takes the process away.
+                self.drain_output();
+                self.log_line(&format!(
+                    "{} {message}",
+                    timestamp::iso8601_millis(SystemTime::now())
+                ));
+                self.finish(error_body("Sandbox.Timedout", &message), None, true, true)
+                    .await;
+                self.kill();
+            }
+            // Init after /init/error, or a stop's grace period: the process had its chance.
+            Phase::Init | Phase::Ending | Phase::Idle | Phase::Between => self.kill(),
+        }
+    }
+
+    async fn on_exit(mut self, how: String) -> Option<InitFailure> {
+        let phase = std::mem::replace(&mut self.phase, Phase::Ending);
+        if let Some(inv) = self.undelivered.take() {
+            inv.abort(InvocationAbort::ShuttingDown).await;
+        }
+        match phase {
+            Phase::Init => {
+                let failure = if let Some(body) = self.init_error.take() {
+                    InitFailure::Posted(body)
+                } else if self.timed_out_init {
+                    InitFailure::TimedOut(self.spec.init_timeout)
+                } else {
+                    InitFailure::Exited(how.clone())
+                };
+                self.spec.log.write_lines(
+                    Level::Warn,
+                    format!("runtime exited before it was ready: {how}").as_bytes(),
+                );
+                Some(failure)
+            }
+            Phase::Busy(current) => {
+                let message = format!(
+                    "RequestId: {} Error: Runtime exited with error: {how}",
+                    current.inv.request_id
+                );
+                self.phase = Phase::Busy(current);
+                self.log_line(&message);
+                self.finish(error_body("Runtime.ExitError", &message), None, true, false)
+                    .await;
+                None
+            }
+            Phase::Idle | Phase::Between | Phase::Ending => None,
+        }
+    }
+}
+
+async fn serve_runtime_api(listener: TcpListener, tx: mpsc::UnboundedSender<InstanceMsg>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "runtime API accept failed");
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(stream, tx.clone()));
+    }
+}
+
+async fn serve_connection(stream: TcpStream, tx: mpsc::UnboundedSender<InstanceMsg>) {
+    // Small responses must not wait for Nagle: real clients measure the difference.
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |req| {
+        let tx = tx.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(req, &tx).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .writev(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+type Body = Full<Bytes>;
+
+async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) -> Response<Body> {
+    let route = Route::parse(req.method().as_str(), req.uri().path());
+    let result = match route {
+        Route::Next => {
+            let (reply, rx) = oneshot::channel();
+            call(tx, InstanceMsg::Next(reply), rx)
+                .await
+                .map(next_response)
+        }
+        Route::Response(request_id) => {
+            let content_type = header(&req, "content-type");
+            let declared = header(&req, "content-length").and_then(|v| v.parse::<usize>().ok());
+            let body = match declared {
+                Some(size) if size > MAX_RESPONSE_BYTES => Err(Some(size)),
+                _ => read_body(req, MAX_RESPONSE_BYTES).await.map_err(|_| None),
+            };
+            match body {
+                Ok(body) => {
+                    let (reply, rx) = oneshot::channel();
+                    let msg = InstanceMsg::Response {
+                        request_id,
+                        body,
+                        content_type,
+                        reply,
+                    };
+                    call(tx, msg, rx).await.map(|()| accepted())
+                }
+                Err(size) => {
+                    let (reply, rx) = oneshot::channel();
+                    let msg = InstanceMsg::ResponseTooLarge {
+                        request_id,
+                        size,
+                        reply,
+                    };
+                    call(tx, msg, rx).await.map(|()| accepted())
+                }
+            }
+        }
+        Route::Error(request_id) => match read_body(req, MAX_ERROR_BODY_BYTES).await {
+            Ok(body) => {
+                let (reply, rx) = oneshot::channel();
+                let msg = InstanceMsg::Error {
+                    request_id,
+                    body,
+                    reply,
+                };
+                call(tx, msg, rx).await.map(|()| accepted())
+            }
+            Err(e) => Err(e),
+        },
+        Route::InitError => match read_body(req, MAX_ERROR_BODY_BYTES).await {
+            Ok(body) => {
+                let (reply, rx) = oneshot::channel();
+                call(tx, InstanceMsg::InitError { body, reply }, rx)
+                    .await
+                    .map(|()| accepted())
+            }
+            Err(e) => Err(e),
+        },
+        Route::Ping => Ok(plain(StatusCode::OK, "pong")),
+        Route::NotFound => Err(RuntimeApiError::NotFound),
+        Route::MethodNotAllowed => Err(RuntimeApiError::MethodNotAllowed),
+    };
+    result.unwrap_or_else(error_response)
+}
+
+async fn call<T>(
+    tx: &mpsc::UnboundedSender<InstanceMsg>,
+    msg: InstanceMsg,
+    rx: oneshot::Receiver<Result<T, RuntimeApiError>>,
+) -> Result<T, RuntimeApiError> {
+    tx.send(msg).map_err(|_| RuntimeApiError::ShuttingDown)?;
+    rx.await.map_err(|_| RuntimeApiError::ShuttingDown)?
+}
+
+fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, RuntimeApiError> {
+    Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                RuntimeApiError::RequestEntityTooLarge { size: 0, limit }
+            } else {
+                RuntimeApiError::TruncatedHttpRequest(e.to_string())
+            }
+        })
+}
+
+fn next_response(next: NextInvocation) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(rt::HEADER_REQUEST_ID, &next.request_id)
+        .header(rt::HEADER_DEADLINE_MS, next.deadline_ms.to_string())
+        .header(
+            "content-type",
+            next.content_type.as_deref().unwrap_or("application/json"),
+        );
+    builder = builder.header(rt::HEADER_FUNCTION_ARN, &*next.function_arn);
+    if let Some(trace) = &next.trace_id {
+        builder = builder.header(rt::HEADER_TRACE_ID, trace);
+    }
+    if let Some(cc) = &next.client_context {
+        builder = builder.header(rt::HEADER_CLIENT_CONTEXT, cc);
+    }
+    builder
+        .body(Full::new(next.payload))
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "bad header value"))
+}
+
+fn accepted() -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(br#"{"status":"OK"}"#)));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+/// The one place Runtime API errors become HTTP.
+fn error_response(e: RuntimeApiError) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(e.body().to_string())));
+    *r.status_mut() = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,115 @@
+//! An invocation in flight: what the runtime receives and where its outcome goes.
+
+use std::fmt;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::store::Store;
+
+/// A Lambda request id (a UUID), as sent in `Lambda-Runtime-Aws-Request-Id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+    pub fn from_stored(id: String) -> Self {
+        Self(id)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the function produced, as the Invoke API reports it.
+#[derive(Debug, Clone)]
+pub struct FunctionResponse {
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    /// Set when the function failed (`X-Amz-Function-Error: Unhandled`).
+    pub function_error: bool,
+    /// Base64 of the invocation's last 4 KB of log, when asked for.
+    pub log_tail: Option<String>,
+}
+
+/// Why an admitted invocation ended without the function's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvocationAbort {
+    #[error("the host is shutting down")]
+    ShuttingDown,
+    #[error("the function was deleted or replaced before the invocation ran")]
+    FunctionRemoved,
+}
+
+pub type InvocationResult = Result<FunctionResponse, InvocationAbort>;
+
+/// Where the outcome goes.
+#[derive(Debug)]
+pub enum Completion {
+    /// A `RequestResponse` caller waits for it.
+    Caller(oneshot::Sender<InvocationResult>),
+    /// An `Event` invocation: the durable record is removed once it has run.
+    Event { seq: i64, store: Store },
+}
+
+#[derive(Debug)]
+pub struct Invocation {
+    pub request_id: RequestId,
+    pub payload: Bytes,
+    /// The caller's content type, passed to the runtime (default `application/json`).
+    pub content_type: Option<String>,
+    /// Decoded `X-Amz-Client-Context` JSON.
+    pub client_context: Option<String>,
+    pub trace_id: Option<String>,
+    pub want_log_tail: bool,
+    pub completion: Completion,
+}
+
+impl Invocation {
+    /// Delivers the function's outcome.
+    pub async fn finish(self, response: FunctionResponse) {
+        match self.completion {
+            Completion::Caller(tx) => {
+                let _ = tx.send(Ok(response));
+            }
+            Completion::Event { seq, store } => {
+                if response.function_error {
+                    tracing::warn!(
+                        request_id = %self.request_id,
+                        error = %String::from_utf8_lossy(&response.body),
+                        "asynchronous invocation failed"
+                    );
+                }
+                store.complete_event(seq).await;
+            }
+        }
+    }
+
+    /// Ends an invocation that will not run now. An `Event` stays in the durable store and
+    /// runs again when the host next starts, unless its function is gone.
+    pub async fn abort(self, why: InvocationAbort) {
+        match self.completion {
+            Completion::Caller(tx) => {
+                let _ = tx.send(Err(why));
+            }
+            Completion::Event { seq, store } => match why {
+                InvocationAbort::ShuttingDown => {}
+                InvocationAbort::FunctionRemoved => store.complete_event(seq).await,
+            },
+        }
+    }
+}

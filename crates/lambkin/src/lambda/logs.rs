@@ -1,0 +1,173 @@
+//! A function's log (`ROOT/logs/NAME.log`): its processes' stdout (INFO) and stderr (WARN),
+//! framed per invocation by START/END/REPORT lines as AWS Lambda prints them
+//! (`interface.md`, "Function logs"), and the per-invocation tail for `X-Amz-Log-Type: Tail`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+
+use lambkin_proto::lambda::invoke::LOG_TAIL_BYTES;
+
+use crate::timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+}
+
+impl Level {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+        }
+    }
+}
+
+/// Appends whole lines with one `write` each batch; with `O_APPEND` concurrent instances of the
+/// same function never interleave within a line.
+#[derive(Debug)]
+pub struct FunctionLog {
+    file: File,
+}
+
+impl FunctionLog {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { file })
+    }
+
+    /// Writes each line of `text` (without its newline) prefixed by time and level.
+    pub fn write_lines(&self, level: Level, text: &[u8]) {
+        if text.is_empty() {
+            return;
+        }
+        let stamp = timestamp::iso8601_millis(SystemTime::now());
+        let mut out = Vec::with_capacity(text.len() + 40);
+        for line in text.split(|b| *b == b'\n') {
+            out.extend_from_slice(stamp.as_bytes());
+            out.push(b' ');
+            out.push(b'[');
+            out.extend_from_slice(level.tag().as_bytes());
+            out.extend_from_slice(b"] ");
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        if let Err(e) = (&self.file).write_all(&out) {
+            tracing::warn!(error = %e, "cannot write a function log");
+        }
+    }
+}
+
+/// The log of the invocation in progress, kept to its last [`LOG_TAIL_BYTES`].
+#[derive(Debug, Default)]
+pub struct LogTail {
+    buf: Vec<u8>,
+}
+
+impl LogTail {
+    pub fn push_line(&mut self, line: &[u8]) {
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        if self.buf.len() > 2 * LOG_TAIL_BYTES {
+            let cut = self.buf.len() - LOG_TAIL_BYTES;
+            self.buf.drain(..cut);
+        }
+    }
+
+    pub fn into_base64(self) -> String {
+        let start = self.buf.len().saturating_sub(LOG_TAIL_BYTES);
+        base64::engine::general_purpose::STANDARD.encode(&self.buf[start..])
+    }
+}
+
+pub fn start_line(request_id: &str, version: &str) -> String {
+    format!("START RequestId: {request_id} Version: {version}")
+}
+
+pub fn end_line(request_id: &str) -> String {
+    format!("END RequestId: {request_id}")
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub duration: Duration,
+    pub memory_size_mb: u32,
+    pub max_memory_used_mb: u64,
+    pub init_duration: Option<Duration>,
+    pub timed_out: bool,
+}
+
+pub fn report_line(request_id: &str, r: &Report) -> String {
+    let ms = r.duration.as_secs_f64() * 1000.0;
+    let billed = (r.duration.as_micros().div_ceil(1000)).max(1);
+    let mut line = format!(
+        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+        r.memory_size_mb, r.max_memory_used_mb
+    );
+    if let Some(init) = r.init_duration {
+        line.push_str(&format!(
+            "\tInit Duration: {:.2} ms",
+            init.as_secs_f64() * 1000.0
+        ));
+    }
+    if r.timed_out {
+        line.push_str("\tStatus: timeout");
+    }
+    line
+}
+
+/// Peak resident memory of a process in MB (`VmHWM` of `/proc/PID/status`), 0 when unknown.
+pub fn peak_memory_mb(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb.div_ceil(1024))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_4_kb() {
+        let mut tail = LogTail::default();
+        for i in 0..1000 {
+            tail.push_line(format!("line {i}").as_bytes());
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(tail.into_base64())
+            .unwrap();
+        assert_eq!(decoded.len(), LOG_TAIL_BYTES);
+        assert!(decoded.ends_with(b"line 999\n"));
+    }
+
+    #[test]
+    fn report_has_every_field() {
+        let line = report_line(
+            "id",
+            &Report {
+                duration: Duration::from_micros(1500),
+                memory_size_mb: 128,
+                max_memory_used_mb: 20,
+                init_duration: Some(Duration::from_millis(30)),
+                timed_out: false,
+            },
+        );
+        assert_eq!(line, "REPORT RequestId: id\tDuration: 1.50 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tInit Duration: 30.00 ms");
+    }
+
+    #[test]
+    fn peak_memory_of_this_process_is_known() {
+        assert!(peak_memory_mb(std::process::id()) > 0);
+    }
+}

@@ -1,0 +1,19 @@
+//! The Lambda function host: functions, their instances and the invocations they run.
+//!
+//! - [`registry`]: the set of functions (create, update, delete, look up), persisted.
+//! - [`function`]: one actor per function, driving a [`scheduler`] and owning its instances.
+//! - [`scheduler`]: the sans-I/O rules of on-demand and pinned lifecycles.
+//! - [`instance`]: one actor per runtime process and its Runtime API server.
+//! - [`invocation`]: an invocation in flight and how its outcome is delivered.
+//! - [`code`]: unpacking and checking a function's zip.
+//! - [`runtimes`]: how a runtime id becomes a command, and the runtime clients we ship.
+//! - [`logs`]: the function log and the START/END/REPORT frame.
+
+pub mod code;
+pub mod function;
+pub mod instance;
+pub mod invocation;
+pub mod logs;
+pub mod registry;
+pub mod runtimes;
+pub mod scheduler;

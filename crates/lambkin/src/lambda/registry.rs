@@ -1,0 +1,496 @@
+//! The functions of this host: defined through the management API, persisted in the store with
+//! their code unpacked under `ROOT/functions/NAME/HASH/`, each run by a function actor.
+//! Management writes are serialised; invocations only take a read lock to find the handle.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use lambkin_proto::lambda::function::{FunctionConfig, FunctionError, FunctionName, Runtime};
+use lambkin_proto::lambda::invoke::LATEST;
+use lambkin_proto::lambda::management::{
+    CreateFunctionRequest, Environment, FunctionConfiguration, UpdateFunctionCodeRequest,
+    UpdateFunctionConfigurationRequest,
+};
+
+use super::code::{check_entry_point, CodeError, CodeZip};
+use super::function::{FunctionHandle, FunctionSpec};
+use super::invocation::{Completion, Invocation, InvocationAbort, RequestId};
+use super::logs::FunctionLog;
+use super::runtimes::{RuntimeError, Runtimes};
+use crate::layout::Layout;
+use crate::store::{FunctionRecord, PendingEvent, Store, StoreError};
+use crate::timestamp;
+
+/// What the host contributes to every function.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    pub region: String,
+    pub account_id: String,
+    pub init_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("function {0} not found")]
+    NotFound(String),
+    #[error("Function already exist: {0}")]
+    AlreadyExists(FunctionName),
+    #[error(transparent)]
+    Invalid(#[from] FunctionError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Code(#[from] CodeError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the function's log: {0}")]
+    Log(std::io::Error),
+}
+
+struct Entry {
+    record: FunctionRecord,
+    spec: Arc<FunctionSpec>,
+    handle: FunctionHandle,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    functions: RwLock<BTreeMap<FunctionName, Entry>>,
+    /// Serialises create/update/delete so each sees the previous one's result.
+    writes: tokio::sync::Mutex<()>,
+    store: Store,
+    layout: Layout,
+    runtimes: Runtimes,
+    host: HostSettings,
+}
+
+impl Registry {
+    pub fn new(store: Store, layout: Layout, runtimes: Runtimes, host: HostSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                functions: RwLock::new(BTreeMap::new()),
+                writes: tokio::sync::Mutex::new(()),
+                store,
+                layout,
+                runtimes,
+                host,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{name}",
+            self.inner.host.region, self.inner.host.account_id
+        )
+    }
+
+    /// Starts the functions found in the store and queues their pending `Event` invocations
+    /// in the order they were accepted.
+    pub async fn recover(&self, records: Vec<FunctionRecord>, events: Vec<PendingEvent>) {
+        let _guard = self.inner.writes.lock().await;
+        for record in records {
+            let name = record.name.clone();
+            let code_dir = self
+                .inner
+                .layout
+                .function_dir(&name)
+                .join(hex_of(&record.code_sha256));
+            match self.spec(&record, code_dir) {
+                Ok(spec) => {
+                    let handle = FunctionHandle::spawn(spec.clone());
+                    self.write_map().insert(
+                        name,
+                        Entry {
+                            record,
+                            spec,
+                            handle,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(function = %name, error = %e, "cannot start stored function")
+                }
+            }
+        }
+        self.collect_old_code();
+        let mut recovered = 0usize;
+        for event in events {
+            let handle = FunctionName::parse(&event.function)
+                .ok()
+                .and_then(|n| self.read_map().get(&n).map(|e| e.handle.clone()));
+            let Some(handle) = handle else {
+                tracing::warn!(function = %event.function, seq = event.seq, "pending event of an unknown function dropped");
+                self.inner.store.complete_event(event.seq).await;
+                continue;
+            };
+            recovered += 1;
+            handle
+                .resubmit(Invocation {
+                    request_id: RequestId::from_stored(event.request_id),
+                    payload: event.payload,
+                    content_type: None,
+                    client_context: None,
+                    trace_id: None,
+                    want_log_tail: false,
+                    completion: Completion::Event {
+                        seq: event.seq,
+                        store: self.inner.store.clone(),
+                    },
+                })
+                .await;
+        }
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "queued Event invocations accepted before the restart"
+            );
+        }
+    }
+
+    /// Removes code directories no function uses (left by updates and deletes).
+    fn collect_old_code(&self) {
+        let map = self.read_map();
+        let Ok(dirs) = std::fs::read_dir(self.inner.layout.functions_dir()) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let current = FunctionName::parse(&dir.file_name().to_string_lossy())
+                .ok()
+                .and_then(|n| map.get(&n).map(|e| e.spec.code_dir.clone()));
+            let Ok(versions) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for version in versions.flatten() {
+                if current.as_deref() != Some(version.path().as_path()) {
+                    let _ = std::fs::remove_dir_all(version.path());
+                }
+            }
+        }
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<FunctionName, Entry>> {
+        self.inner
+            .functions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<FunctionName, Entry>> {
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The handle and settings an invocation needs.
+    pub fn lookup(&self, name: &FunctionName) -> Option<(FunctionHandle, Arc<FunctionSpec>)> {
+        self.read_map()
+            .get(name)
+            .map(|e| (e.handle.clone(), e.spec.clone()))
+    }
+
+    fn spec(
+        &self,
+        record: &FunctionRecord,
+        code_dir: PathBuf,
+    ) -> Result<Arc<FunctionSpec>, ManageError> {
+        let launch = self
+            .inner
+            .runtimes
+            .launch(&record.config.runtime, &code_dir)?;
+        let log = FunctionLog::open(&self.inner.layout.function_log(&record.name))
+            .map_err(ManageError::Log)?;
+        Ok(Arc::new(FunctionSpec {
+            name: record.name.clone(),
+            arn: self.arn(record.name.as_str()).into(),
+            config: record.config.clone(),
+            code_dir,
+            launch,
+            log: Arc::new(log),
+            region: self.inner.host.region.clone(),
+            init_timeout: self.inner.host.init_timeout,
+            shutdown_grace: self.inner.host.shutdown_grace,
+        }))
+    }
+
+    fn configuration(&self, record: &FunctionRecord) -> FunctionConfiguration {
+        let c = &record.config;
+        FunctionConfiguration {
+            function_name: record.name.to_string(),
+            function_arn: self.arn(record.name.as_str()),
+            runtime: c.runtime.id(),
+            role: c.role.clone(),
+            handler: c.handler.clone(),
+            code_size: record.code_size,
+            description: c.description.clone(),
+            timeout: c.timeout_seconds,
+            memory_size: c.memory_size_mb,
+            last_modified: record.last_modified.clone(),
+            code_sha256: record.code_sha256.clone(),
+            version: LATEST.into(),
+            environment: Environment {
+                variables: c.environment.clone(),
+            },
+            state: "Active".into(),
+            last_update_status: "Successful".into(),
+            package_type: "Zip".into(),
+            architectures: vec![std::env::consts::ARCH.replace("aarch64", "arm64")],
+            greengrass: c.greengrass.clone(),
+        }
+    }
+
+    pub fn get(
+        &self,
+        name: &FunctionName,
+    ) -> Result<(FunctionConfiguration, PathBuf), ManageError> {
+        let map = self.read_map();
+        let entry = map
+            .get(name)
+            .ok_or_else(|| ManageError::NotFound(self.arn(name.as_str())))?;
+        Ok((
+            self.configuration(&entry.record),
+            entry.spec.code_dir.clone(),
+        ))
+    }
+
+    pub fn list(&self) -> Vec<FunctionConfiguration> {
+        self.read_map()
+            .values()
+            .map(|e| self.configuration(&e.record))
+            .collect()
+    }
+
+    pub async fn create(
+        &self,
+        req: CreateFunctionRequest,
+    ) -> Result<FunctionConfiguration, ManageError> {
+        let _guard = self.inner.writes.lock().await;
+        let name = req.function_name.clone();
+        if self.read_map().contains_key(&name) {
+            return Err(ManageError::AlreadyExists(name));
+        }
+        if let Some(package_type) = req.package_type.as_deref().filter(|p| *p != "Zip") {
+            return Err(ManageError::Unsupported(format!(
+                "PackageType {package_type} is not supported on a device; upload a Zip"
+            )));
+        }
+        let zip_file = code_source(
+            req.code.zip_file.as_deref(),
+            req.code.s3_bucket.is_some() || req.code.image_uri.is_some(),
+        )?;
+        let runtime = Runtime::parse(req.runtime.as_deref().unwrap_or_default())?;
+        let config = FunctionConfig {
+            runtime,
+            handler: req.handler,
+            timeout_seconds: req
+                .timeout
+                .unwrap_or(FunctionConfig::DEFAULT_TIMEOUT_SECONDS),
+            memory_size_mb: req
+                .memory_size
+                .unwrap_or(FunctionConfig::DEFAULT_MEMORY_SIZE_MB),
+            environment: req.environment.map(|e| e.variables).unwrap_or_default(),
+            description: req.description.unwrap_or_default(),
+            role: req.role.unwrap_or_default(),
+            greengrass: req.greengrass.unwrap_or_default(),
+        };
+        config.validate()?;
+        let zip = CodeZip::from_base64(zip_file)?;
+        let record = self.record(name, config, &zip);
+        let code_dir = self.unpack(&record, &zip)?;
+        let spec = self.spec(&record, code_dir)?;
+        self.inner.store.put_function(record.clone()).await?;
+        let handle = FunctionHandle::spawn(spec.clone());
+        let configuration = self.configuration(&record);
+        self.write_map().insert(
+            record.name.clone(),
+            Entry {
+                record,
+                spec,
+                handle,
+            },
+        );
+        Ok(configuration)
+    }
+
+    pub async fn update_code(
+        &self,
+        name: &FunctionName,
+        req: UpdateFunctionCodeRequest,
+    ) -> Result<FunctionConfiguration, ManageError> {
+        let _guard = self.inner.writes.lock().await;
+        let config = self.current(name)?.config;
+        let zip_file = code_source(
+            req.zip_file.as_deref(),
+            req.s3_bucket.is_some() || req.image_uri.is_some(),
+        )?;
+        let zip = CodeZip::from_base64(zip_file)?;
+        let record = self.record(name.clone(), config, &zip);
+        let code_dir = self.unpack(&record, &zip)?;
+        if req.dry_run == Some(true) {
+            return Ok(self.configuration(&record));
+        }
+        self.replace(record, code_dir).await
+    }
+
+    pub async fn update_configuration(
+        &self,
+        name: &FunctionName,
+        req: UpdateFunctionConfigurationRequest,
+    ) -> Result<FunctionConfiguration, ManageError> {
+        let _guard = self.inner.writes.lock().await;
+        let mut record = self.current(name)?;
+        let (code_dir, old_config) = {
+            let map = self.read_map();
+            let entry = map
+                .get(name)
+                .ok_or_else(|| ManageError::NotFound(self.arn(name.as_str())))?;
+            (entry.spec.code_dir.clone(), entry.record.config.clone())
+        };
+        let c = &mut record.config;
+        if let Some(runtime) = req.runtime {
+            c.runtime = Runtime::parse(&runtime)?;
+        }
+        if let Some(handler) = req.handler {
+            c.handler = Some(handler);
+        }
+        if let Some(timeout) = req.timeout {
+            c.timeout_seconds = timeout;
+        }
+        if let Some(memory) = req.memory_size {
+            c.memory_size_mb = memory;
+        }
+        if let Some(env) = req.environment {
+            c.environment = env.variables;
+        }
+        if let Some(description) = req.description {
+            c.description = description;
+        }
+        if let Some(role) = req.role {
+            c.role = role;
+        }
+        if let Some(greengrass) = req.greengrass {
+            c.greengrass = greengrass;
+        }
+        c.validate()?;
+        if c.runtime != old_config.runtime || c.handler != old_config.handler {
+            check_entry_point(&code_dir, &c.runtime, c.handler.as_deref())?;
+        }
+        record.last_modified = timestamp::lambda_last_modified(SystemTime::now());
+        self.replace(record, code_dir).await
+    }
+
+    pub async fn delete(&self, name: &FunctionName) -> Result<(), ManageError> {
+        let _guard = self.inner.writes.lock().await;
+        let entry = self
+            .write_map()
+            .remove(name)
+            .ok_or_else(|| ManageError::NotFound(self.arn(name.as_str())))?;
+        entry
+            .handle
+            .shutdown(InvocationAbort::FunctionRemoved)
+            .await;
+        self.inner.store.delete_function(name.clone()).await?;
+        let _ = std::fs::remove_dir_all(self.inner.layout.function_dir(name));
+        Ok(())
+    }
+
+    /// Stops every function's instances; pending `Event` invocations stay in the store.
+    pub async fn shutdown(&self) {
+        let handles: Vec<FunctionHandle> =
+            self.read_map().values().map(|e| e.handle.clone()).collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for handle in handles {
+            stops.spawn(async move { handle.shutdown(InvocationAbort::ShuttingDown).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+
+    fn current(&self, name: &FunctionName) -> Result<FunctionRecord, ManageError> {
+        self.read_map()
+            .get(name)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| ManageError::NotFound(self.arn(name.as_str())))
+    }
+
+    fn record(&self, name: FunctionName, config: FunctionConfig, zip: &CodeZip) -> FunctionRecord {
+        FunctionRecord {
+            name,
+            config,
+            code_sha256: zip.sha256_base64.clone(),
+            code_size: zip.bytes.len() as u64,
+            last_modified: timestamp::lambda_last_modified(SystemTime::now()),
+        }
+    }
+
+    fn unpack(&self, record: &FunctionRecord, zip: &CodeZip) -> Result<PathBuf, ManageError> {
+        let dir = zip.unpack_into(&self.inner.layout.function_dir(&record.name))?;
+        check_entry_point(
+            &dir,
+            &record.config.runtime,
+            record.config.handler.as_deref(),
+        )?;
+        Ok(dir)
+    }
+
+    /// Persists the new definition, then moves the function's actor to it: new instances run
+    /// it, busy ones finish their invocation first.
+    async fn replace(
+        &self,
+        record: FunctionRecord,
+        code_dir: PathBuf,
+    ) -> Result<FunctionConfiguration, ManageError> {
+        let spec = self.spec(&record, code_dir)?;
+        self.inner.store.put_function(record.clone()).await?;
+        let configuration = self.configuration(&record);
+        let handle = {
+            let mut map = self.write_map();
+            let Some(entry) = map.get_mut(&record.name) else {
+                return Err(ManageError::NotFound(self.arn(record.name.as_str())));
+            };
+            entry.record = record;
+            entry.spec = spec.clone();
+            entry.handle.clone()
+        };
+        handle.reconfigure(spec).await;
+        Ok(configuration)
+    }
+}
+
+/// The zip to use, or why there is none: code from S3 or an image cannot reach a device.
+fn code_source(zip_file: Option<&str>, remote: bool) -> Result<&str, ManageError> {
+    match zip_file {
+        Some(zip) => Ok(zip),
+        None if remote => Err(ManageError::Unsupported(
+            "code from S3 or a container image is not supported on a device; upload ZipFile".into(),
+        )),
+        None => Err(ManageError::Unsupported("Code.ZipFile is required".into())),
+    }
+}
+
+fn hex_of(sha256_base64: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(sha256_base64)
+        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default()
+}
