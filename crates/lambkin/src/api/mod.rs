@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -143,33 +143,39 @@ fn authorized(req: &Request<Incoming>, state: &ApiState) -> Result<(), ApiError>
     }
 }
 
-/// Reads a body of at most `limit` bytes; a declared or actual larger one is refused.
+/// Bodies past this size are not even drained before a 413: the connection is closed.
+const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes. A larger one is read to its end and discarded (up
+/// to [`MAX_DRAINED_BYTES`]) before the 413, so ordinary clients get to read the answer.
 async fn read_body(
     req: Request<Incoming>,
     limit: usize,
     operation: &'static str,
 ) -> Result<Bytes, ApiError> {
     let too_large = ApiError::RequestTooLarge { limit, operation };
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    let mut body = req.into_body();
+    let mut collected = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::InvalidRequestContent(format!("the request body could not be read: {e}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > MAX_DRAINED_BYTES {
+            return Err(too_large);
+        }
+        if seen <= limit {
+            collected.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
         return Err(too_large);
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large)
-        }
-        Err(e) => Err(ApiError::InvalidRequestContent(format!(
-            "the request body could not be read: {e}"
-        ))),
-    }
+    Ok(collected.freeze())
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

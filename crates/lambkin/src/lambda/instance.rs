@@ -815,7 +815,10 @@ async fn serve_connection(stream: TcpStream, tx: mpsc::UnboundedSender<InstanceM
         let tx = tx.clone();
         async move { Ok::<_, std::convert::Infallible>(route(req, &tx).await) }
     });
+    // Header names go out title-cased, exactly as AWS sends them: some runtimes look them up
+    // case-sensitively.
     let _ = hyper::server::conn::http1::Builder::new()
+        .title_case_headers(true)
         .writev(false)
         .serve_connection(TokioIo::new(stream), service)
         .await;

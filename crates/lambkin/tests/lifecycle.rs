@@ -1,0 +1,280 @@
+//! On-demand and pinned lifecycles, queues, durability and shutdown, against the real binary
+//! with real runtime processes (Lambkin's own Python runtime).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use support::{children_of, header, json, lines, process_alive, python_function, wait_for, Host};
+
+/// Sleeps `sleep` seconds, appends `seq` to `$OUT` if set, answers with its pid.
+const WORKER: &str = r#"
+import os, time
+
+def handler(event, context):
+    time.sleep(event.get("sleep", 0))
+    out = os.environ.get("OUT")
+    if out is not None and "seq" in event:
+        with open(out, "a") as f:
+            f.write("%s\n" % event["seq"])
+    return {"pid": os.getpid(), "seq": event.get("seq")}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_demand_serves_64_concurrent_invocations_with_at_most_8_instances() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let created = host
+        .create(python_function(
+            "burst",
+            WORKER,
+            json!({"Pinned": false, "MaxInstancesCount": 8}),
+            BTreeMap::new(),
+        ))
+        .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+
+    // Count the host's child processes while the burst runs.
+    let running = Arc::new(AtomicBool::new(true));
+    let most = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (running, most, pid) = (running.clone(), most.clone(), host.pid());
+        std::thread::spawn(move || {
+            while running.load(Ordering::Relaxed) {
+                most.fetch_max(children_of(pid).len(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let host = Arc::new(host);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let host = host.clone();
+        calls.spawn(async move { host.invoke("burst", &json!({"sleep": 0.2, "seq": i})).await });
+    }
+    let mut pids = BTreeSet::new();
+    let mut ok = 0;
+    while let Some(reply) = calls.join_next().await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            header(&reply, "x-amz-function-error"),
+            None,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        pids.insert(json(&reply)["pid"].as_u64().unwrap());
+        ok += 1;
+    }
+    running.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(ok, 64);
+    assert!(pids.len() <= 8, "{} instances served the burst", pids.len());
+    assert!(
+        pids.len() >= 2,
+        "the burst should have been spread over instances"
+    );
+    let most = most.load(Ordering::Relaxed);
+    assert!(most <= 8, "{most} processes at once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_function_processes_200_queued_events_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("order.txt");
+    let host = Host::start(&tmp.path().join("root"));
+    let env = BTreeMap::from([("OUT", out.display().to_string())]);
+    let created = host
+        .create(python_function(
+            "ordered",
+            WORKER,
+            json!({"Pinned": true}),
+            env,
+        ))
+        .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    for seq in 0..200 {
+        let reply = host.invoke_event("ordered", &json!({"seq": seq})).await;
+        assert_eq!(reply.status, 202);
+        assert!(header(&reply, "x-amzn-requestid").is_some());
+    }
+    let done = wait_for(Duration::from_secs(60), || {
+        let l = lines(&out);
+        (l.len() >= 200).then_some(l)
+    })
+    .expect("200 events did not run");
+    let expected: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(done, expected);
+    // A pinned function runs on one process.
+    assert_eq!(children_of(host.pid()).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_answers_429_and_loses_nothing_it_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ran.txt");
+    let host = Host::start(&tmp.path().join("root"));
+    let env = BTreeMap::from([("OUT", out.display().to_string())]);
+    let created = host
+        .create(python_function(
+            "small",
+            WORKER,
+            json!({"Pinned": true, "MaxQueueSize": 5}),
+            env,
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let mut accepted = Vec::new();
+    let mut throttled = 0;
+    for seq in 0..40 {
+        let reply = host
+            .invoke_event("small", &json!({"seq": seq, "sleep": 0.05}))
+            .await;
+        match reply.status {
+            202 => accepted.push(seq.to_string()),
+            429 => {
+                throttled += 1;
+                assert_eq!(
+                    header(&reply, "x-amzn-errortype"),
+                    Some("TooManyRequestsException")
+                );
+                assert!(header(&reply, "retry-after").is_some());
+                assert_eq!(json(&reply)["Reason"], "ConcurrentInvocationLimitExceeded");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        throttled > 0,
+        "a queue of 5 must overflow under 40 quick events"
+    );
+    // A synchronous call is throttled the same way while the queue is full, or runs.
+    let ran = wait_for(Duration::from_secs(30), || {
+        let l = lines(&out);
+        (l.len() >= accepted.len()).then_some(l)
+    })
+    .expect("accepted events did not all run");
+    assert_eq!(ran, accepted, "exactly the accepted events ran, in order");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_on_demand_instances_are_reaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let created = host
+        .create(python_function(
+            "idle",
+            WORKER,
+            json!({"Pinned": false, "MaxIdleTimeInSeconds": 1}),
+            BTreeMap::new(),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let first = host.invoke("idle", &json!({})).await;
+    let pid = json(&first)["pid"].as_u64().unwrap() as u32;
+    // Warm: the same instance answers again.
+    let second = host.invoke("idle", &json!({})).await;
+    assert_eq!(json(&second)["pid"].as_u64().unwrap() as u32, pid);
+    assert!(
+        wait_for(Duration::from_secs(10), || (!process_alive(pid))
+            .then_some(()))
+        .is_some(),
+        "idle instance {pid} was not reaped"
+    );
+    // And a new one starts on demand.
+    let third = host.invoke("idle", &json!({})).await;
+    assert_eq!(third.status, 200);
+    assert_ne!(json(&third)["pid"].as_u64().unwrap() as u32, pid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_accepted_before_a_sigkill_all_run_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ran.txt");
+    let root = tmp.path().join("root");
+    let mut host = Host::start(&root);
+    let env = BTreeMap::from([("OUT", out.display().to_string())]);
+    let created = host
+        .create(python_function(
+            "durable",
+            WORKER,
+            json!({"Pinned": true}),
+            env,
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let mut accepted = BTreeSet::new();
+    for seq in 0..150 {
+        let reply = host
+            .invoke_event("durable", &json!({"seq": seq, "sleep": 0.01}))
+            .await;
+        assert_eq!(reply.status, 202);
+        accepted.insert(seq.to_string());
+    }
+    let instances = children_of(host.pid());
+    host.crash();
+    let ran_before = lines(&out).len();
+    assert!(
+        ran_before < 150,
+        "the crash should interrupt the queue (ran {ran_before})"
+    );
+    // The killed host's runtime processes die with it.
+    for pid in instances {
+        assert!(
+            wait_for(Duration::from_secs(5), || (!process_alive(pid))
+                .then_some(()))
+            .is_some(),
+            "instance {pid} outlived its host"
+        );
+    }
+    let _host = Host::start(&root);
+    let ran = wait_for(Duration::from_secs(60), || {
+        let ran: BTreeSet<String> = lines(&out).into_iter().collect();
+        (ran.len() >= accepted.len()).then_some(ran)
+    })
+    .expect("events accepted before the crash did not all run after restart");
+    assert_eq!(ran, accepted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_every_instance_and_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut host = Host::start(tmp.path());
+    let created = host
+        .create(python_function(
+            "many",
+            WORKER,
+            json!({"Pinned": false}),
+            BTreeMap::new(),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let event = json!({"sleep": 0.3});
+    let (a, b, c) = tokio::join!(
+        host.invoke("many", &event),
+        host.invoke("many", &event),
+        host.invoke("many", &event)
+    );
+    assert!([a, b, c].iter().all(|r| r.status == 200));
+    let instances = children_of(host.pid());
+    assert!(!instances.is_empty());
+    assert_eq!(host.stop(), Some(0));
+    for pid in instances {
+        assert!(!process_alive(pid), "instance {pid} outlived the host");
+    }
+    assert!(!tmp.path().join("state/api.addr").exists());
+}

@@ -1,0 +1,235 @@
+//! Drives the real `lambkin` binary: a host on a temporary root and a free port, and HTTP calls
+//! to it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+
+pub use lambkin::cli::HttpReply;
+
+pub struct Host {
+    pub root: PathBuf,
+    pub addr: String,
+    pub child: Option<Child>,
+}
+
+impl Host {
+    /// Starts a host on `root` and waits until it is ready.
+    pub fn start(root: &Path) -> Host {
+        let addr_file = root.join("state/api.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+            .args(["run", "--listen", "127.0.0.1:0", "--root"])
+            .arg(root)
+            .env("LAMBKIN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start lambkin");
+        let addr = wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(&addr_file).ok()
+        })
+        .expect("host did not become ready");
+        Host {
+            root: root.to_owned(),
+            addr: addr.trim().to_owned(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> HttpReply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.addr);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body.into())).unwrap();
+        lambkin::cli::request(&self.addr, req).await.unwrap()
+    }
+
+    pub async fn create(&self, spec: serde_json::Value) -> HttpReply {
+        self.call(
+            "POST",
+            "/2015-03-31/functions",
+            &[("content-type", "application/json")],
+            spec.to_string(),
+        )
+        .await
+    }
+
+    pub async fn invoke(&self, name: &str, payload: &serde_json::Value) -> HttpReply {
+        self.call(
+            "POST",
+            &format!("/2015-03-31/functions/{name}/invocations"),
+            &[],
+            payload.to_string(),
+        )
+        .await
+    }
+
+    pub async fn invoke_event(&self, name: &str, payload: &serde_json::Value) -> HttpReply {
+        self.call(
+            "POST",
+            &format!("/2015-03-31/functions/{name}/invocations"),
+            &[("x-amz-invocation-type", "Event")],
+            payload.to_string(),
+        )
+        .await
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("host did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the host gets no chance to clean up.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// Live processes whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state ppid ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && state != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn zip(files: &[(&str, &str, u32)]) -> String {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut buf);
+    for (name, content, mode) in files {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default().unix_permissions(*mode),
+        )
+        .unwrap();
+        w.write_all(content.as_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+    base64::engine::general_purpose::STANDARD.encode(buf.into_inner())
+}
+
+/// A Python handler-only function definition.
+pub fn python_function(
+    name: &str,
+    code: &str,
+    greengrass: serde_json::Value,
+    env: BTreeMap<&str, String>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "FunctionName": name,
+        "Runtime": "python3.11",
+        "Role": "arn:aws:iam::000000000000:role/test",
+        "Handler": "app.handler",
+        "Code": { "ZipFile": zip(&[("app.py", code, 0o644)]) },
+        "Timeout": 30,
+        "Environment": { "Variables": env },
+        "Greengrass": greengrass,
+    })
+}
+
+pub fn json(reply: &HttpReply) -> serde_json::Value {
+    serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&reply.body)))
+}
+
+pub fn header<'a>(reply: &'a HttpReply, name: &str) -> Option<&'a str> {
+    reply.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Lines of a file, or none if it does not exist yet.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
