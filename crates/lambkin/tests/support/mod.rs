@@ -16,6 +16,7 @@ use hyper::Request;
 
 pub use lambkin::cli::HttpReply;
 
+#[derive(Debug)]
 pub struct Host {
     pub root: PathBuf,
     pub addr: String,
