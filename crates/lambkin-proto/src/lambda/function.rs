@@ -154,6 +154,41 @@ impl Default for GreengrassSettings {
     }
 }
 
+/// A partial [`GreengrassSettings`], as the API receives it: keys left out keep their current
+/// value (on create: Greengrass's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GreengrassPatch {
+    pub pinned: Option<bool>,
+    pub max_instances_count: Option<u32>,
+    pub max_queue_size: Option<u32>,
+    pub max_idle_time_in_seconds: Option<u32>,
+    pub status_timeout_in_seconds: Option<u32>,
+    pub input_payload_encoding_type: Option<PayloadEncoding>,
+}
+
+impl GreengrassPatch {
+    pub fn apply(&self, to: &mut GreengrassSettings) {
+        let GreengrassPatch {
+            pinned,
+            max_instances_count,
+            max_queue_size,
+            max_idle_time_in_seconds,
+            status_timeout_in_seconds,
+            input_payload_encoding_type,
+        } = self.clone();
+        to.pinned = pinned.unwrap_or(to.pinned);
+        to.max_instances_count = max_instances_count.unwrap_or(to.max_instances_count);
+        to.max_queue_size = max_queue_size.unwrap_or(to.max_queue_size);
+        to.max_idle_time_in_seconds =
+            max_idle_time_in_seconds.unwrap_or(to.max_idle_time_in_seconds);
+        to.status_timeout_in_seconds =
+            status_timeout_in_seconds.unwrap_or(to.status_timeout_in_seconds);
+        to.input_payload_encoding_type =
+            input_payload_encoding_type.unwrap_or(to.input_payload_encoding_type);
+    }
+}
+
 impl GreengrassSettings {
     fn validate(&self, problems: &mut Vec<String>) {
         let at_least_one = [
@@ -368,8 +403,14 @@ mod tests {
             ),
             (100, 1000, 60, 60)
         );
-        let parsed: GreengrassSettings = serde_json::from_str(r#"{"Pinned":false}"#).unwrap();
-        assert_eq!(parsed.max_queue_size, 1000);
-        assert!(serde_json::from_str::<GreengrassSettings>(r#"{"Pined":false}"#).is_err());
+        let patch: GreengrassPatch = serde_json::from_str(r#"{"Pinned":false}"#).unwrap();
+        let mut settings = GreengrassSettings {
+            max_queue_size: 5,
+            ..GreengrassSettings::default()
+        };
+        patch.apply(&mut settings);
+        assert!(!settings.pinned);
+        assert_eq!(settings.max_queue_size, 5, "keys left out keep their value");
+        assert!(serde_json::from_str::<GreengrassPatch>(r#"{"Pined":false}"#).is_err());
     }
 }

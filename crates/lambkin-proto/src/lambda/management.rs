@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::function::{FunctionName, GreengrassSettings};
+use super::function::{FunctionName, GreengrassPatch, GreengrassSettings};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -42,7 +42,7 @@ pub struct CreateFunctionRequest {
     pub timeout: Option<u32>,
     pub memory_size: Option<u32>,
     pub environment: Option<Environment>,
-    pub greengrass: Option<GreengrassSettings>,
+    pub greengrass: Option<GreengrassPatch>,
     /// Only `Zip` exists on a device.
     pub package_type: Option<String>,
     // Accepted and ignored: they describe the cloud, not the device.
@@ -81,7 +81,7 @@ pub struct UpdateFunctionConfigurationRequest {
     pub timeout: Option<u32>,
     pub memory_size: Option<u32>,
     pub environment: Option<Environment>,
-    pub greengrass: Option<GreengrassSettings>,
+    pub greengrass: Option<GreengrassPatch>,
     pub revision_id: Option<String>,
     pub tracing_config: Option<serde_json::Value>,
     pub logging_config: Option<serde_json::Value>,

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use lambkin_proto::lambda::function::{FunctionConfig, FunctionError, FunctionName, Runtime};
+use lambkin_proto::lambda::function::{
+    FunctionConfig, FunctionError, FunctionName, GreengrassSettings, Runtime,
+};
 use lambkin_proto::lambda::invoke::LATEST;
 use lambkin_proto::lambda::management::{
     CreateFunctionRequest, Environment, FunctionConfiguration, UpdateFunctionCodeRequest,
@@ -311,7 +313,13 @@ impl Registry {
             environment: req.environment.map(|e| e.variables).unwrap_or_default(),
             description: req.description.unwrap_or_default(),
             role: req.role.unwrap_or_default(),
-            greengrass: req.greengrass.unwrap_or_default(),
+            greengrass: {
+                let mut settings = GreengrassSettings::default();
+                if let Some(patch) = &req.greengrass {
+                    patch.apply(&mut settings);
+                }
+                settings
+            },
         };
         config.validate()?;
         let zip = CodeZip::from_base64(zip_file)?;
@@ -388,8 +396,8 @@ impl Registry {
         if let Some(role) = req.role {
             c.role = role;
         }
-        if let Some(greengrass) = req.greengrass {
-            c.greengrass = greengrass;
+        if let Some(patch) = &req.greengrass {
+            patch.apply(&mut c.greengrass);
         }
         c.validate()?;
         if c.runtime != old_config.runtime || c.handler != old_config.handler {
