@@ -80,7 +80,8 @@ pub async fn run(
             "  lambkin invoke hello '{{\"name\":\"edge\"}}' --root {}",
             layout.root().display()
         );
-        println!("  aws lambda invoke --endpoint-url http://{addr} --function-name hello --payload '{{\"name\":\"edge\"}}' --cli-binary-format raw-in-base64-out out.json");
+        println!("  aws lambda invoke --endpoint-url http://{addr} --function-name hello --payload '{{\"name\":\"edge\"}}' out.json");
+        println!("  (AWS CLI v2: add --cli-binary-format raw-in-base64-out)");
     }
 
     shutdown.await;
