@@ -9,10 +9,12 @@
 //! - [`config`]: `config.toml`, validated before anything starts.
 //! - [`layout`]: the root directory's layout.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
+//! - [`components`]: Greengrass components (lifecycle state machine so far).
 //! - [`timestamp`]: UTC formatting for logs and API fields.
 
 pub mod api;
 pub mod cli;
+pub mod components;
 pub mod config;
 pub mod host;
 pub mod lambda;
