@@ -151,6 +151,15 @@ function logError(title, error) {
 class RuntimeApiGone extends Error {}
 
 /**
+ * The error type header is free text, but it must stay one valid header line
+ * whatever a user error's `name` is.
+ */
+function headerValue(text) {
+  const cleaned = String(text).replace(/[^\x20-\x7e]/g, '').slice(0, 256);
+  return cleaned || 'Unhandled';
+}
+
+/**
  * One persistent keep-alive connection to the Runtime API (an agent with a
  * single socket). Requests have no timeout: `/next` blocks for as long as the
  * host has no event.
@@ -257,7 +266,7 @@ class RuntimeApi {
       Buffer.from(JSON.stringify(payload)),
       {
         'Content-Type': 'application/json',
-        'Lambda-Runtime-Function-Error-Type': payload.errorType,
+        'Lambda-Runtime-Function-Error-Type': headerValue(payload.errorType),
       },
     );
   }
@@ -266,7 +275,7 @@ class RuntimeApi {
     const payload = toErrorPayload(error);
     return this.post('/init/error', Buffer.from(JSON.stringify(payload)), {
       'Content-Type': 'application/json',
-      'Lambda-Runtime-Function-Error-Type': payload.errorType,
+      'Lambda-Runtime-Function-Error-Type': headerValue(payload.errorType),
     });
   }
 }
@@ -521,6 +530,8 @@ class Invocation {
   finish(err, result) {
     if (this.finished) return;
     this.finished = true;
+    // A callback of this invocation called late must not touch the next one.
+    this.called = true;
     if (onEmptyEventLoop) onEmptyEventLoop = null;
     if (inFlight === this) inFlight = null;
     const api = this.runtime.api;

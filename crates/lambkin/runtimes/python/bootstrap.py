@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 import traceback
+import urllib.parse
 
 API_VERSION = "2018-06-01"
 USER_AGENT = "lambkin-python/%d.%d.%d" % sys.version_info[:3]
@@ -62,11 +63,22 @@ class RuntimeApiGone(Exception):
 # Runtime API client
 
 
+def _quote(request_id):
+    return urllib.parse.quote(request_id, safe="")
+
+
+def _header_value(text):
+    # The error type header is free text, but it must stay one valid header
+    # line whatever a user-defined exception class is called.
+    cleaned = "".join(ch for ch in text if " " <= ch <= "~")[:256]
+    return cleaned or "Unhandled"
+
+
 class RuntimeApi(object):
     """One persistent keep-alive HTTP/1.1 connection to the Runtime API.
 
     The connection has no timeout: ``/next`` blocks for as long as the host
-    has no event (the spec says clients must not time it out).
+    has no event, and Runtime API clients must not time it out.
     """
 
     def __init__(self, address):
@@ -78,7 +90,6 @@ class RuntimeApi(object):
         if "/" in address:
             address, prefix = address.split("/", 1)
             prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-        self.address = address
         self.base = "%s/%s/runtime" % (prefix, API_VERSION)
         self.conn = http.client.HTTPConnection(address)
 
@@ -141,18 +152,18 @@ class RuntimeApi(object):
 
     def post_response(self, request_id, body, content_type):
         self._post(
-            "/invocation/%s/response" % request_id,
+            "/invocation/%s/response" % _quote(request_id),
             body,
             (("Content-Type", content_type),),
         )
 
     def post_error(self, request_id, error):
         self._post(
-            "/invocation/%s/error" % request_id,
+            "/invocation/%s/error" % _quote(request_id),
             to_json(error).encode("utf-8"),
             (
                 ("Content-Type", "application/json"),
-                ("Lambda-Runtime-Function-Error-Type", error["errorType"]),
+                ("Lambda-Runtime-Function-Error-Type", _header_value(error["errorType"])),
             ),
         )
 
@@ -162,7 +173,7 @@ class RuntimeApi(object):
             to_json(error).encode("utf-8"),
             (
                 ("Content-Type", "application/json"),
-                ("Lambda-Runtime-Function-Error-Type", error["errorType"]),
+                ("Lambda-Runtime-Function-Error-Type", _header_value(error["errorType"])),
             ),
         )
 

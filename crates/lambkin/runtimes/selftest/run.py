@@ -280,6 +280,10 @@ def decimals(event, context):
     return {"i": decimal.Decimal("2"), "f": decimal.Decimal("1.5")}
 
 
+def weird(event, context):
+    raise type("Odd\nName", (Exception,), {})("odd")
+
+
 not_a_function_but_present = None
 '''
 
@@ -378,6 +382,15 @@ def py_errors():
     check_eq(empty.json()["errorType"], "Runtime.UnmarshalError", "empty body errorType")
 
 
+def py_weird_error_type():
+    events = [Event({})]
+    run = run_function("python", {"app.py": PY_APP}, "app.weird", events)
+    check_served_all(run, events)
+    record = run.answer(events[0].request_id)
+    check_eq(record.json()["errorType"], "Odd\nName", "errorType")
+    check_eq(record.headers.get("Lambda-Runtime-Function-Error-Type"), "OddName", "header")
+
+
 def py_marshal():
     events = [Event({}), Event({})]
     run = run_function("python", {"app.py": PY_APP}, "app.unserialisable", events[:1])
@@ -443,6 +456,9 @@ def py_init_errors():
                 ["errorMessage", "errorType", "requestId", "stackTrace"],
                 "init error keys",
             )
+            if spec == "raises.handler":
+                # The trace starts in user code, not in the import machinery.
+                check("raises.py" in body["stackTrace"][0], "user frame first", body)
         except CheckFailed as e:
             raise CheckFailed("%s: %s\n%s" % (spec, e, run.describe()))
 
@@ -524,6 +540,7 @@ const styles = {
   buffer: async () => Buffer.from([0, 1, 2, 255]),
   undef: async () => undefined,
   circular: async () => { const o = {}; o.o = o; return o; },
+  weirdName: () => { const e = new Error('odd'); e.name = 'Odd\nName\u00e9'; throw e; },
 };
 exports.dispatch = (event, context, callback) => styles[event.style](event, context, callback);
 
@@ -594,7 +611,7 @@ def node_styles():
     styles = [
         "callback", "waits", "succeed", "done", "fail", "failEmpty", "callbackError",
         "first", "asyncThrow", "syncThrow", "silent", "promise", "buffer", "undef",
-        "circular", "nowait",
+        "circular", "weirdName", "nowait",
     ]
     events = [Event({"style": s}) for s in styles]
     run = run_function("node", {"index.js": NODE_INDEX}, "index.dispatch", events)
@@ -641,6 +658,9 @@ def node_styles():
     check_eq(got["buffer"].headers.get("Content-Type"), "application/octet-stream", "Buffer type")
     ok("undef", None)
     err("circular", "Error", "Unable to stringify response body")
+    record = got["weirdName"]
+    check_eq(record.json()["errorType"], "Odd\nName\u00e9", "weirdName errorType")
+    check_eq(record.headers.get("Lambda-Runtime-Function-Error-Type"), "OddName", "header")
     check(b"Invoke Error" in got["fail"].output, "errors are logged", got["fail"].output)
 
 
@@ -765,6 +785,7 @@ CASES = [
     py_syntax_38,
     py_echo,
     py_errors,
+    py_weird_error_type,
     py_marshal,
     py_binary,
     py_handler_paths,
