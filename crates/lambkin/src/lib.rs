@@ -8,6 +8,7 @@
 //! - [`store`]: durable state in SQLite (functions, accepted `Event` invocations).
 //! - [`config`]: `config.toml`, validated before anything starts.
 //! - [`layout`]: the root directory's layout.
+//! - [`logfile`]: per-component log files.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
 //! - [`components`]: Greengrass components (lifecycle state machine so far).
 //! - [`timestamp`]: UTC formatting for logs and API fields.
@@ -19,5 +20,6 @@ pub mod config;
 pub mod host;
 pub mod lambda;
 pub mod layout;
+pub mod logfile;
 pub mod store;
 pub mod timestamp;

@@ -13,9 +13,9 @@ use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
 
 use super::instance::{self, InitFailure, InstanceHandle, InstanceMsg};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
-use super::logs::FunctionLog;
 use super::runtimes::Launch;
 use super::scheduler::{Action, Event, InstanceId, Limits, Scheduler};
+use crate::logfile::LogFile;
 
 /// Invocations that may wait for the actor before callers wait too.
 const MAILBOX: usize = 256;
@@ -30,7 +30,7 @@ pub struct FunctionSpec {
     pub config: FunctionConfig,
     pub code_dir: PathBuf,
     pub launch: Launch,
-    pub log: Arc<FunctionLog>,
+    pub log: Arc<LogFile>,
     pub region: String,
     pub init_timeout: Duration,
     pub shutdown_grace: Duration,

@@ -30,8 +30,9 @@ use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 
 use super::function::{FunctionReport, FunctionSpec};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
-use super::logs::{self, Level, LogTail, Report};
+use super::logs::{self, LogTail, Report};
 use super::scheduler::InstanceId;
+use crate::logfile::Level;
 use crate::timestamp;
 
 /// Largest `/error` or `/init/error` body read.

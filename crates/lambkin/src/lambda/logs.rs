@@ -1,67 +1,12 @@
-//! A function's log (`ROOT/logs/NAME.log`): its processes' stdout (INFO) and stderr (WARN),
-//! framed per invocation by START/END/REPORT lines as AWS Lambda prints them
-//! (`interface.md`, "Function logs"), and the per-invocation tail for `X-Amz-Log-Type: Tail`.
+//! A function's log frame: START/END/REPORT lines as AWS Lambda prints them (`interface.md`,
+//! "Function logs"), and the per-invocation tail for `X-Amz-Log-Type: Tail`. The file itself
+//! is a [`crate::logfile::LogFile`].
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 
 use lambkin_proto::lambda::invoke::LOG_TAIL_BYTES;
-
-use crate::timestamp;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-}
-
-impl Level {
-    fn tag(self) -> &'static str {
-        match self {
-            Self::Info => "INFO",
-            Self::Warn => "WARN",
-        }
-    }
-}
-
-/// Appends whole lines with one `write` each batch; with `O_APPEND` concurrent instances of the
-/// same function never interleave within a line.
-#[derive(Debug)]
-pub struct FunctionLog {
-    file: File,
-}
-
-impl FunctionLog {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file })
-    }
-
-    /// Writes each line of `text` (without its newline) prefixed by time and level.
-    pub fn write_lines(&self, level: Level, text: &[u8]) {
-        if text.is_empty() {
-            return;
-        }
-        let stamp = timestamp::iso8601_millis(SystemTime::now());
-        let mut out = Vec::with_capacity(text.len() + 40);
-        for line in text.split(|b| *b == b'\n') {
-            out.extend_from_slice(stamp.as_bytes());
-            out.push(b' ');
-            out.push(b'[');
-            out.extend_from_slice(level.tag().as_bytes());
-            out.extend_from_slice(b"] ");
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        if let Err(e) = (&self.file).write_all(&out) {
-            tracing::warn!(error = %e, "cannot write a function log");
-        }
-    }
-}
 
 /// The log of the invocation in progress, kept to its last [`LOG_TAIL_BYTES`].
 #[derive(Debug, Default)]

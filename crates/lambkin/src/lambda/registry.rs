@@ -19,9 +19,9 @@ use lambkin_proto::lambda::management::{
 use super::code::{check_entry_point, CodeError, CodeZip};
 use super::function::{FunctionHandle, FunctionSpec};
 use super::invocation::{Completion, Invocation, InvocationAbort, RequestId};
-use super::logs::FunctionLog;
 use super::runtimes::{RuntimeError, Runtimes};
 use crate::layout::Layout;
+use crate::logfile::LogFile;
 use crate::store::{FunctionRecord, PendingEvent, Store, StoreError};
 use crate::timestamp;
 
@@ -220,7 +220,7 @@ impl Registry {
             .inner
             .runtimes
             .launch(&record.config.runtime, &code_dir)?;
-        let log = FunctionLog::open(&self.inner.layout.function_log(&record.name))
+        let log = LogFile::open(&self.inner.layout.function_log(&record.name))
             .map_err(ManageError::Log)?;
         Ok(Arc::new(FunctionSpec {
             name: record.name.clone(),
