@@ -1,0 +1,589 @@
+//! One actor per generic component: it owns the component's [`Lifecycle`], runs its steps as
+//! shell scripts (`sh -c`, cwd `ROOT/work/NAME`, the component's environment), enforces step
+//! timeouts, logs their output to `ROOT/logs/NAME.log`, and reports every state change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::lifecycle::{Input, Lifecycle, Outcome, Output, State, Step, Steps};
+use crate::logfile::{Level, LogFile};
+
+/// A condition under which a step is skipped (`Skipif`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipIf {
+    /// `onpath EXE`: skip when the executable is on PATH.
+    OnPath(String),
+    /// `exists FILE`: skip when the file exists.
+    Exists(PathBuf),
+    /// `!…`: the opposite.
+    Not(Box<SkipIf>),
+}
+
+impl SkipIf {
+    fn holds(&self, env_path: Option<&str>) -> bool {
+        match self {
+            Self::OnPath(exe) => env_path
+                .map(|p| std::env::split_paths(p).any(|dir| dir.join(exe).is_file()))
+                .unwrap_or(false),
+            Self::Exists(path) => path.exists(),
+            Self::Not(inner) => !inner.holds(env_path),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    pub script: String,
+    /// `None`: no limit (the `Run` step).
+    pub timeout: Option<Duration>,
+    /// The step's own `Setenv`, over the component's.
+    pub env: BTreeMap<String, String>,
+    pub skip_if: Option<SkipIf>,
+    pub requires_privilege: bool,
+}
+
+/// Everything needed to run a component, with variables already interpolated.
+#[derive(Debug)]
+pub struct ComponentSpec {
+    pub name: String,
+    pub version: String,
+    pub work_dir: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub steps: BTreeMap<StepKey, StepSpec>,
+    pub error_reset: Duration,
+    /// SIGTERM → SIGKILL when the `Run` process is stopped.
+    pub stop_grace: Duration,
+    pub log: Arc<LogFile>,
+}
+
+/// [`Step`] as an ordered map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StepKey {
+    Install,
+    Startup,
+    Run,
+    Shutdown,
+    Recover,
+}
+
+impl From<Step> for StepKey {
+    fn from(step: Step) -> Self {
+        match step {
+            Step::Install => Self::Install,
+            Step::Startup => Self::Startup,
+            Step::Run => Self::Run,
+            Step::Shutdown => Self::Shutdown,
+            Step::Recover => Self::Recover,
+        }
+    }
+}
+
+impl ComponentSpec {
+    fn steps(&self) -> Steps {
+        Steps {
+            install: self.steps.contains_key(&StepKey::Install),
+            startup: self.steps.contains_key(&StepKey::Startup),
+            run: self.steps.contains_key(&StepKey::Run),
+            shutdown: self.steps.contains_key(&StepKey::Shutdown),
+            recover: self.steps.contains_key(&StepKey::Recover),
+        }
+    }
+}
+
+/// A state change, as the deployment engine and `lambkin list` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateReport {
+    pub name: String,
+    pub state: State,
+    /// Why, when the state is ERRORED or BROKEN.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Start,
+    Stop,
+    Restart,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle on a component's actor.
+#[derive(Debug)]
+pub struct SupervisorHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl SupervisorHandle {
+    pub fn start(&self) {
+        let _ = self.tx.send(Command::Start);
+    }
+    pub fn stop(&self) {
+        let _ = self.tx.send(Command::Stop);
+    }
+    pub fn restart(&self) {
+        let _ = self.tx.send(Command::Restart);
+    }
+    /// Stops the component (Shutdown step, then any process it left) and waits.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(done)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the actor. Commands are unbounded but tiny and rare (deployments, CLI requests).
+pub fn spawn(
+    spec: Arc<ComponentSpec>,
+    reports: mpsc::UnboundedSender<StateReport>,
+) -> SupervisorHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(spec, rx, reports));
+    SupervisorHandle { tx }
+}
+
+struct RunningStep {
+    step: Step,
+    child: tokio::process::Child,
+    pgid: Option<i32>,
+    deadline: Option<Instant>,
+    /// SIGTERM was sent; SIGKILL follows at `deadline`.
+    terminating: bool,
+}
+
+struct Actor {
+    spec: Arc<ComponentSpec>,
+    lifecycle: Lifecycle,
+    reports: mpsc::UnboundedSender<StateReport>,
+    current: Option<RunningStep>,
+    /// Process groups started by steps, killed when the component is shut down.
+    groups: BTreeSet<i32>,
+    pipes: JoinSet<()>,
+    last_failure: Option<String>,
+    /// The step whose timeout expired; its exit is reported as a timeout.
+    timed_out: Option<Step>,
+}
+
+async fn run(
+    spec: Arc<ComponentSpec>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    reports: mpsc::UnboundedSender<StateReport>,
+) {
+    let mut actor = Actor {
+        lifecycle: Lifecycle::new(spec.steps(), spec.error_reset),
+        spec,
+        reports,
+        current: None,
+        groups: BTreeSet::new(),
+        pipes: JoinSet::new(),
+        last_failure: None,
+        timed_out: None,
+    };
+    let _ = actor.reports.send(StateReport {
+        name: actor.spec.name.clone(),
+        state: State::New,
+        detail: None,
+    });
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    loop {
+        let deadline = actor.current.as_ref().and_then(|c| c.deadline);
+        tokio::select! {
+            command = rx.recv(), if shutdown.is_none() => match command {
+                Some(Command::Start) => actor.input(Input::Start).await,
+                Some(Command::Stop) => actor.input(Input::Stop).await,
+                Some(Command::Restart) => actor.input(Input::Restart).await,
+                Some(Command::Shutdown(done)) => {
+                    shutdown = Some(done);
+                    actor.input(Input::Stop).await;
+                }
+                None => {
+                    let (done, _) = oneshot::channel();
+                    shutdown = Some(done);
+                    actor.input(Input::Stop).await;
+                }
+            },
+            status = wait_current(&mut actor.current) => {
+                let Some(current) = actor.current.take() else { continue };
+                let timed_out = actor.timed_out.take() == Some(current.step);
+                let outcome = match status {
+                    _ if timed_out => Outcome::TimedOut,
+                    Ok(s) if s.success() => Outcome::Succeeded,
+                    Ok(s) => Outcome::Failed(describe(s)),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+                if current.terminating && !timed_out {
+                    actor.log(Level::Info, &format!("{:?} stopped", current.step));
+                    let outputs = actor.lifecycle.on(Input::StepEnded(current.step, outcome), Instant::now());
+                    actor.perform(outputs).await;
+                } else {
+                    actor.step_ended(current.step, outcome).await;
+                }
+            }
+            () = sleep_until(deadline) => actor.on_deadline(),
+        }
+        if shutdown.is_some() && actor.current.is_none() && !actor.lifecycle.busy() {
+            break;
+        }
+    }
+    for pgid in std::mem::take(&mut actor.groups) {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+    // Let the pipes flush what the processes wrote last.
+    let flush = async { while actor.pipes.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(1), flush)
+        .await
+        .is_err()
+    {
+        actor.pipes.abort_all();
+    }
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+}
+
+async fn wait_current(
+    current: &mut Option<RunningStep>,
+) -> std::io::Result<std::process::ExitStatus> {
+    match current {
+        Some(c) => c.child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+impl Actor {
+    async fn input(&mut self, input: Input) {
+        let outputs = self.lifecycle.on(input, Instant::now());
+        self.perform(outputs).await;
+    }
+
+    async fn step_ended(&mut self, step: Step, outcome: Outcome) {
+        match &outcome {
+            Outcome::Succeeded => {}
+            Outcome::Failed(why) => {
+                self.log(Level::Warn, &format!("{step:?} failed: {why}"));
+                self.last_failure = Some(format!("{step:?} failed: {why}"));
+            }
+            Outcome::TimedOut => {
+                self.log(Level::Warn, &format!("{step:?} timed out"));
+                self.last_failure = Some(format!("{step:?} timed out"));
+            }
+        }
+        let outputs = self
+            .lifecycle
+            .on(Input::StepEnded(step, outcome), Instant::now());
+        Box::pin(self.perform(outputs)).await;
+    }
+
+    fn log(&self, level: Level, line: &str) {
+        self.spec.log.write_lines(level, line.as_bytes());
+    }
+
+    async fn perform(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Entered(state) => {
+                    let detail = matches!(state, State::Errored | State::Broken)
+                        .then(|| self.last_failure.clone())
+                        .flatten();
+                    self.log(Level::Info, &format!("state: {state}"));
+                    let _ = self.reports.send(StateReport {
+                        name: self.spec.name.clone(),
+                        state,
+                        detail,
+                    });
+                }
+                Output::RunStep(step) => self.start_step(step).await,
+                Output::StopRun => {
+                    if let Some(current) = self.current.as_mut() {
+                        if current.step == Step::Run && !current.terminating {
+                            if let Some(pgid) = current.pgid {
+                                let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+                            }
+                            current.terminating = true;
+                            current.deadline = Some(Instant::now() + self.spec.stop_grace);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn start_step(&mut self, step: Step) {
+        let Some(spec) = self.spec.steps.get(&StepKey::from(step)).cloned() else {
+            // A step the lifecycle asked for but the recipe lacks: nothing to run.
+            Box::pin(self.step_ended(step, Outcome::Succeeded)).await;
+            return;
+        };
+        let mut env = self.spec.env.clone();
+        env.extend(spec.env.clone());
+        let path = env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok());
+        if spec
+            .skip_if
+            .as_ref()
+            .is_some_and(|s| s.holds(path.as_deref()))
+        {
+            self.log(Level::Info, &format!("{step:?} skipped (Skipif)"));
+            Box::pin(self.step_ended(step, Outcome::Succeeded)).await;
+            return;
+        }
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&spec.script)
+            .current_dir(&self.spec.work_dir)
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        lambkin_sys::kill_when_parent_dies(&mut cmd);
+        match tokio::process::Command::from(cmd).spawn() {
+            Ok(mut child) => {
+                let pgid = child.id().map(|p| p as i32);
+                if let Some(pgid) = pgid {
+                    self.groups.insert(pgid);
+                }
+                if let Some(out) = child.stdout.take() {
+                    self.pipes
+                        .spawn(pump(out, self.spec.log.clone(), Level::Info));
+                }
+                if let Some(err) = child.stderr.take() {
+                    self.pipes
+                        .spawn(pump(err, self.spec.log.clone(), Level::Warn));
+                }
+                self.current = Some(RunningStep {
+                    step,
+                    child,
+                    pgid,
+                    deadline: spec.timeout.map(|t| Instant::now() + t),
+                    terminating: false,
+                });
+            }
+            Err(e) => {
+                let why = format!("cannot start sh: {e}");
+                Box::pin(self.step_ended(step, Outcome::Failed(why))).await;
+            }
+        }
+    }
+
+    /// A step overran its timeout, or a stopped `Run` outlived its grace period.
+    fn on_deadline(&mut self) {
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
+        current.deadline = None;
+        if let Some(pgid) = current.pgid {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+        if !current.terminating {
+            // Reported as a timeout once the process is gone.
+            current.terminating = true;
+            let step = current.step;
+            self.last_failure = Some(format!("{step:?} timed out"));
+            self.timed_out = Some(step);
+        }
+    }
+}
+
+/// Copies a step's output into the component's log, line by line.
+async fn pump(stream: impl AsyncRead + Unpin, log: Arc<LogFile>, level: Level) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.write_lines(level, line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &std::path::Path, steps: &[(StepKey, &str, Option<u64>)]) -> Arc<ComponentSpec> {
+        Arc::new(ComponentSpec {
+            name: "test.Component".into(),
+            version: "1.0.0".into(),
+            work_dir: dir.to_owned(),
+            env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+            steps: steps
+                .iter()
+                .map(|(key, script, timeout)| {
+                    (
+                        *key,
+                        StepSpec {
+                            script: (*script).to_owned(),
+                            timeout: timeout.map(Duration::from_secs),
+                            env: BTreeMap::new(),
+                            skip_if: None,
+                            requires_privilege: false,
+                        },
+                    )
+                })
+                .collect(),
+            error_reset: Duration::from_secs(3600),
+            stop_grace: Duration::from_millis(500),
+            log: Arc::new(LogFile::open(&dir.join("component.log")).unwrap()),
+        })
+    }
+
+    async fn wait_for_state(
+        rx: &mut mpsc::UnboundedReceiver<StateReport>,
+        want: State,
+    ) -> Vec<State> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let report = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {want} after {seen:?}"))
+                .unwrap();
+            seen.push(report.state);
+            if report.state == want {
+                return seen;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn install_and_run_with_the_component_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec(
+            tmp.path(),
+            &[
+                (StepKey::Install, "echo installed > installed.txt", Some(10)),
+                (StepKey::Run, "echo \"$GREETING from run\"; sleep 30", None),
+            ],
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handle = spawn(spec, tx);
+        handle.start();
+        let seen = wait_for_state(&mut rx, State::Running).await;
+        assert_eq!(
+            seen,
+            vec![
+                State::New,
+                State::Installed,
+                State::Starting,
+                State::Running
+            ]
+        );
+        assert!(tmp.path().join("installed.txt").is_file());
+        let log_path = tmp.path().join("component.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log_path)
+            .unwrap()
+            .contains("hello from run")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the Run step's output never reached the log"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        handle.shutdown().await;
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(log.contains("Run stopped"), "{log}");
+        assert!(log.contains("state: FINISHED"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_keeps_failing_goes_broken_after_three_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec(
+            tmp.path(),
+            &[
+                (StepKey::Run, "echo run >> runs.txt; exit 3", None),
+                (StepKey::Recover, "echo recovered >> recover.txt", Some(5)),
+            ],
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handle = spawn(spec, tx);
+        handle.start();
+        wait_for_state(&mut rx, State::Broken).await;
+        let runs = std::fs::read_to_string(tmp.path().join("runs.txt")).unwrap();
+        assert_eq!(runs.lines().count(), 3, "started three times, not again");
+        let recovers = std::fs::read_to_string(tmp.path().join("recover.txt")).unwrap();
+        assert_eq!(recovers.lines().count(), 2);
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_startup_that_overruns_its_timeout_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec(tmp.path(), &[(StepKey::Startup, "sleep 30", Some(1))]);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handle = spawn(spec, tx);
+        handle.start();
+        let started = Instant::now();
+        let report = loop {
+            let r = rx.recv().await.unwrap();
+            if r.state == State::Errored {
+                break r;
+            }
+        };
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(report.detail.as_deref(), Some("Startup timed out"));
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn stopping_runs_shutdown_and_kills_what_run_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = spec(
+            tmp.path(),
+            &[
+                (StepKey::Run, "sleep 60 & echo $! > child.pid; wait", None),
+                (StepKey::Shutdown, "echo bye > shutdown.txt", Some(5)),
+            ],
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let handle = spawn(spec, tx);
+        handle.start();
+        wait_for_state(&mut rx, State::Running).await;
+        let pid_file = tmp.path().join("child.pid");
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                break pid;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        handle.stop();
+        wait_for_state(&mut rx, State::Finished).await;
+        assert!(tmp.path().join("shutdown.txt").is_file());
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.contains(") Z ")
+            }
+        );
+        handle.shutdown().await;
+    }
+}
