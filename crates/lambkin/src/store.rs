@@ -1,5 +1,6 @@
 //! The host's durable state in SQLite (`ROOT/state/lambkin.db`, WAL, `synchronous=FULL`):
-//! function definitions and accepted `Event` invocations. One thread owns the connection;
+//! function definitions, accepted `Event` invocations, the device's components and its
+//! deployments. One thread owns the connection;
 //! [`Store`] is a cloneable handle sending it commands over a bounded channel (callers wait
 //! when it is full: nothing is dropped). Event writes that arrive together are committed in
 //! one transaction, so a burst of `Event` invocations costs one fsync, not one each.
@@ -60,6 +61,16 @@ enum Command {
         reply: oneshot::Sender<Result<i64, StoreError>>,
     },
     CompleteEvent(i64),
+    BeginDeployment(DeploymentRecord, oneshot::Sender<Result<(), StoreError>>),
+    /// Ends a deployment; on success also replaces the device's components, atomically.
+    EndDeployment {
+        id: String,
+        status: String,
+        message: String,
+        components: Option<Vec<ComponentRecord>>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    ListDeployments(oneshot::Sender<Result<Vec<DeploymentRecord>, StoreError>>),
 }
 
 #[derive(Debug, Clone)]
@@ -67,11 +78,33 @@ pub struct Store {
     tx: mpsc::Sender<Command>,
 }
 
+/// A component of the last successful deployment: what the device runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentRecord {
+    pub name: String,
+    pub version: String,
+    /// The component's effective configuration.
+    pub config: serde_json::Value,
+}
+
+/// A deployment as recorded: `IN_PROGRESS` until it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub status: String,
+    /// The request as JSON, kept for `ListLocalDeployments` and diagnosis.
+    pub request: String,
+    pub message: String,
+}
+
 /// What the host finds in the store when it starts.
 #[derive(Debug)]
 pub struct Recovered {
     pub functions: Vec<FunctionRecord>,
     pub events: Vec<PendingEvent>,
+    pub components: Vec<ComponentRecord>,
+    /// Deployments that were in progress when the host stopped; the host marks them failed.
+    pub interrupted: Vec<DeploymentRecord>,
 }
 
 impl Store {
@@ -88,6 +121,18 @@ impl Store {
                  code_size INTEGER NOT NULL,
                  last_modified TEXT NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS components (
+                 name TEXT PRIMARY KEY,
+                 version TEXT NOT NULL,
+                 config TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS deployments (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 status TEXT NOT NULL,
+                 request TEXT NOT NULL,
+                 message TEXT NOT NULL DEFAULT ''
+             );
              CREATE TABLE IF NOT EXISTS events (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  function TEXT NOT NULL,
@@ -98,6 +143,8 @@ impl Store {
         let recovered = Recovered {
             functions: load_functions(&conn)?,
             events: load_events(&conn)?,
+            components: load_components(&conn)?,
+            interrupted: load_deployments(&conn, "WHERE status = 'IN_PROGRESS'")?,
         };
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         std::thread::Builder::new()
@@ -147,6 +194,41 @@ impl Store {
         }
     }
 
+    /// Records a deployment as `IN_PROGRESS` before anything of it is applied.
+    pub async fn begin_deployment(&self, record: DeploymentRecord) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::BeginDeployment(record, reply)).await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Ends a deployment. `components` (on success) becomes the device's component set in the
+    /// same transaction, so a crash leaves either the old set or the new one.
+    pub async fn end_deployment(
+        &self,
+        id: String,
+        status: &str,
+        message: String,
+        components: Option<Vec<ComponentRecord>>,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::EndDeployment {
+            id,
+            status: status.to_owned(),
+            message,
+            components,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// The last deployments, newest first.
+    pub async fn list_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ListDeployments(reply)).await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
     async fn send(&self, command: Command) -> Result<(), StoreError> {
         self.tx.send(command).await.map_err(|_| StoreError::Stopped)
     }
@@ -184,6 +266,46 @@ fn load_functions(conn: &Connection) -> Result<Vec<FunctionRecord>, StoreError> 
         });
     }
     Ok(out)
+}
+
+fn load_components(conn: &Connection) -> Result<Vec<ComponentRecord>, StoreError> {
+    let mut stmt = conn.prepare("SELECT name, version, config FROM components ORDER BY name")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, version, config) = row?;
+        let config = serde_json::from_str(&config).map_err(|source| StoreError::Corrupt {
+            name: name.clone(),
+            source,
+        })?;
+        out.push(ComponentRecord {
+            name,
+            version,
+            config,
+        });
+    }
+    Ok(out)
+}
+
+fn load_deployments(conn: &Connection, filter: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id, status, request, message FROM deployments {filter} ORDER BY seq DESC LIMIT 50"
+    ))?;
+    let rows = stmt.query_map([], |row| {
+        Ok(DeploymentRecord {
+            id: row.get(0)?,
+            status: row.get(1)?,
+            request: row.get(2)?,
+            message: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn load_events(conn: &Connection) -> Result<Vec<PendingEvent>, StoreError> {
@@ -258,6 +380,37 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                         let _ = reply.send(committed(failed).and(outcome));
                     }));
                 }
+                Command::BeginDeployment(record, reply) => {
+                    let outcome = tx
+                        .execute(
+                            "INSERT INTO deployments (id, status, request, message) VALUES (?1, ?2, ?3, ?4)",
+                            params![record.id, record.status, record.request, record.message],
+                        )
+                        .map(drop)
+                        .map_err(StoreError::from);
+                    replies.push(Box::new(move |failed| {
+                        let _ = reply.send(outcome.and(committed(failed)));
+                    }));
+                }
+                Command::EndDeployment {
+                    id,
+                    status,
+                    message,
+                    components,
+                    reply,
+                } => {
+                    let outcome =
+                        end_deployment(&tx, &id, &status, &message, components.as_deref());
+                    replies.push(Box::new(move |failed| {
+                        let _ = reply.send(outcome.and(committed(failed)));
+                    }));
+                }
+                Command::ListDeployments(reply) => {
+                    let outcome = load_deployments(&tx, "");
+                    replies.push(Box::new(move |failed| {
+                        let _ = reply.send(committed(failed).and(outcome));
+                    }));
+                }
                 Command::CompleteEvent(seq) => {
                     if let Err(e) = tx.execute("DELETE FROM events WHERE seq = ?1", [seq]) {
                         tracing::error!(seq, error = %e, "could not forget a completed event");
@@ -283,6 +436,29 @@ fn committed(failed: Option<&str>) -> Result<(), StoreError> {
     }
 }
 
+fn end_deployment(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    status: &str,
+    message: &str,
+    components: Option<&[ComponentRecord]>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE deployments SET status = ?2, message = ?3 WHERE id = ?1",
+        params![id, status, message],
+    )?;
+    if let Some(components) = components {
+        tx.execute("DELETE FROM components", [])?;
+        for c in components {
+            tx.execute(
+                "INSERT INTO components (name, version, config) VALUES (?1, ?2, ?3)",
+                params![c.name, c.version, c.config.to_string()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn put_function(tx: &rusqlite::Transaction<'_>, record: &FunctionRecord) -> Result<(), StoreError> {
     let config = serde_json::to_string(&record.config).map_err(|source| StoreError::Corrupt {
         name: record.name.to_string(),
@@ -300,4 +476,59 @@ fn put_function(tx: &rusqlite::Transaction<'_>, record: &FunctionRecord) -> Resu
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(id: &str) -> DeploymentRecord {
+        DeploymentRecord {
+            id: id.into(),
+            status: "IN_PROGRESS".into(),
+            request: "{}".into(),
+            message: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deployment_replaces_components_only_when_it_succeeds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("state.db");
+        let component = |v: &str| ComponentRecord {
+            name: "com.example.A".into(),
+            version: v.into(),
+            config: serde_json::json!({"k": v}),
+        };
+        {
+            let (store, recovered) = Store::open(&db).unwrap();
+            assert!(recovered.components.is_empty());
+            store.begin_deployment(deployment("d1")).await.unwrap();
+            store
+                .end_deployment(
+                    "d1".into(),
+                    "SUCCEEDED",
+                    String::new(),
+                    Some(vec![component("1.0.0")]),
+                )
+                .await
+                .unwrap();
+            store.begin_deployment(deployment("d2")).await.unwrap();
+            store
+                .end_deployment("d2".into(), "FAILED", "install failed".into(), None)
+                .await
+                .unwrap();
+            // d3 never ends: the host "crashes".
+            store.begin_deployment(deployment("d3")).await.unwrap();
+            let listed = store.list_deployments().await.unwrap();
+            assert_eq!(
+                listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+                ["d3", "d2", "d1"]
+            );
+        }
+        let (_store, recovered) = Store::open(&db).unwrap();
+        assert_eq!(recovered.components, vec![component("1.0.0")]);
+        assert_eq!(recovered.interrupted.len(), 1);
+        assert_eq!(recovered.interrupted[0].id, "d3");
+    }
 }
