@@ -1,0 +1,102 @@
+//! The floor: a plain HTTP/1.1 server that answers a POST with the bytes it was sent. It runs
+//! as its own process (`lambkin-bench floor-server`) with the same kind of runtime and
+//! connection settings as the host, so the two differ only by what Lambkin does per invoke.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::process::Supervised;
+
+/// Serves until SIGTERM or Ctrl-C; prints `listening on http://ADDR` once ready.
+pub fn serve() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+        drop(out);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(echo);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .writev(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let content_type = req.headers().get("content-type").cloned();
+    let mut response = match req.into_body().collect().await {
+        Ok(body) => Response::new(Full::new(body.to_bytes())),
+        Err(_) => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
+    };
+    if let Some(ct) = content_type {
+        response.headers_mut().insert("content-type", ct);
+    }
+    Ok(response)
+}
+
+/// The floor server, running as a child process of the bench.
+#[derive(Debug)]
+pub struct Floor {
+    pub process: Supervised,
+    pub addr: SocketAddr,
+}
+
+impl Floor {
+    pub fn start(bench_exe: &Path) -> anyhow::Result<Self> {
+        let mut command = Command::new(bench_exe);
+        command
+            .arg("floor-server")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        let mut process = Supervised::spawn("the floor server", command)?;
+        let stdout = process
+            .take_stdout()
+            .ok_or_else(|| anyhow!("the floor server has no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("cannot read the floor server's address")?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .ok_or_else(|| anyhow!("the floor server said {line:?}"))?
+            .parse()
+            .context("the floor server's address")?;
+        Ok(Self { process, addr })
+    }
+}

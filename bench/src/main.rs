@@ -1,0 +1,373 @@
+//! `lambkin-bench`: measures Lambkin against a plain echo server (the floor) and the AWS Lambda
+//! Runtime Interface Emulator, side by side in one run, with one load client, on loopback, and
+//! prints the results as a markdown table.
+
+mod client;
+mod floor;
+mod lambkin;
+mod process;
+mod procfs;
+mod report;
+mod rie;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+
+use client::{Target, Throughput};
+use report::{Level, Results, RieRss, RieThroughput};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lambkin-bench",
+    about = "Benchmarks Lambkin against a plain echo server and the AWS Lambda RIE"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// A shorter run (fewer invokes, 1 s per throughput level).
+    #[arg(long)]
+    quick: bool,
+    /// The `lambkin` binary (default: next to this one).
+    #[arg(long)]
+    lambkin: Option<PathBuf>,
+    /// The echo fixture's `bootstrap` binary (default: next to this one).
+    #[arg(long)]
+    bootstrap: Option<PathBuf>,
+    /// The `aws-lambda-rie` binary; without it the RIE column says why it is missing.
+    #[arg(long)]
+    rie: Option<PathBuf>,
+    /// Where the emulator comes from, for the notes under the table.
+    #[arg(long)]
+    rie_version: Option<String>,
+    /// Why there is no emulator, for the table.
+    #[arg(long, default_value = "unavailable")]
+    rie_unavailable: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Run the floor echo server (used by the bench itself).
+    #[command(hide = true)]
+    FloorServer,
+}
+
+/// How much of everything one run does.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub quick: bool,
+    pub payload_len: usize,
+    pub latency_warmup: usize,
+    pub latency_count: usize,
+    pub levels: [usize; 3],
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub cold_reps: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        Self {
+            quick,
+            payload_len: 64,
+            latency_warmup: if quick { 100 } else { 200 },
+            latency_count: if quick { 500 } else { 2000 },
+            levels: [1, 8, 64],
+            warmup: Duration::from_millis(if quick { 500 } else { 1000 }),
+            duration: Duration::from_secs(if quick { 1 } else { 3 }),
+            cold_reps: if quick { 3 } else { 10 },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Sub::FloorServer) = cli.command {
+        return match floor::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("floor-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // On Ctrl-C or SIGTERM the run is dropped, which stops every process it started.
+    let outcome = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            results = run(&cli) => results,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            _ = term.recv() => Err(anyhow!("terminated")),
+        }
+    });
+    match outcome {
+        Ok(results) => {
+            println!("{}", report::render(&results));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn beside_this_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no directory", exe.display()))?;
+    Ok(dir.join(name))
+}
+
+/// A compact JSON object of exactly `len` bytes (keys sorted, so any JSON echo keeps the bytes).
+fn payload(len: usize) -> Bytes {
+    let head = r#"{"bench":"lambkin","pad":""#;
+    let tail = r#""}"#;
+    let pad = len.saturating_sub(head.len() + tail.len());
+    Bytes::from(format!("{head}{}{tail}", "x".repeat(pad)))
+}
+
+fn say(message: impl AsRef<str>) {
+    eprintln!("[bench] {}", message.as_ref());
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<Results> {
+    let plan = Plan::new(cli.quick);
+    let lambkin_exe = match &cli.lambkin {
+        Some(p) => p.clone(),
+        None => beside_this_binary("lambkin")?,
+    };
+    let bootstrap = match &cli.bootstrap {
+        Some(p) => p.clone(),
+        None => beside_this_binary("bootstrap")?,
+    };
+    let bootstrap = bootstrap
+        .canonicalize()
+        .with_context(|| format!("no fixture at {}", bootstrap.display()))?;
+    let bench_exe = std::env::current_exe().context("cannot find this binary")?;
+    let payload = payload(plan.payload_len);
+    let zip = lambkin::echo_zip(&bootstrap)?;
+
+    // Targets: the floor, Lambkin, the emulator (each stopped when dropped, on any path out).
+    say("starting the floor echo server");
+    let mut floor = floor::Floor::start(&bench_exe)?;
+    say("starting lambkin");
+    let mut host = lambkin::Host::start(&lambkin_exe)?;
+    host.create_echo(&zip).await?;
+    // Let the host settle after the create before reading its idle memory.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let host_rss_idle_kib = procfs::rss_kib(host.pid())?;
+    let floor_rss_idle_kib = procfs::rss_kib(floor.process.pid())?;
+
+    say(format!("lambkin: {} cold starts", plan.cold_reps));
+    let cold = host.cold_starts(&payload, plan.cold_reps).await?;
+
+    let rie_exe = cli.rie.as_deref();
+    let rie_cold = match rie_exe {
+        Some(exe) => {
+            say(format!("aws-lambda-rie: {} cold starts", plan.cold_reps));
+            rie_cold_starts(exe, &bootstrap, &payload, plan.cold_reps)
+                .await
+                .map_err(|e| {
+                    say(format!("aws-lambda-rie cold starts failed: {e:#}"));
+                    format!("failed: {e:#}")
+                })
+        }
+        None => Err(cli.rie_unavailable.clone()),
+    };
+    let mut rie = match rie_exe {
+        Some(exe) => rie::Rie::start(exe, &bootstrap).map_err(|e| {
+            say(format!("aws-lambda-rie did not start: {e:#}"));
+            format!("failed to start: {e:#}")
+        }),
+        None => Err(cli.rie_unavailable.clone()),
+    };
+
+    let floor_target = Target {
+        name: "floor",
+        addr: floor.addr,
+        path: "/echo".into(),
+    };
+    let lambkin_target = Target {
+        name: "lambkin",
+        addr: host.addr,
+        path: lambkin::INVOKE_PATH.into(),
+    };
+    let rie_target = |r: &rie::Rie| Target {
+        name: "aws-lambda-rie",
+        addr: r.addr,
+        path: rie::INVOKE_PATH.into(),
+    };
+
+    say(format!(
+        "sequential latency: {} invokes per target",
+        plan.latency_count
+    ));
+    let seq = |t: Target| {
+        let payload = payload.clone();
+        async move { client::sequential(&t, &payload, plan.latency_warmup, plan.latency_count).await }
+    };
+    let floor_latency = seq(floor_target.clone()).await?;
+    let lambkin_latency = seq(lambkin_target.clone()).await?;
+    let rie_latency = match &rie {
+        Ok(r) => seq(rie_target(r))
+            .await
+            .map_err(|e| format!("failed: {e:#}")),
+        Err(why) => Err(why.clone()),
+    };
+    let rie_rss = match &rie {
+        Ok(r) => Ok(RieRss {
+            idle_kib: procfs::rss_kib(r.pid())?,
+            loaded_kib: None,
+            runtime_kib: procfs::descendants_rss_kib(r.pid()).1,
+        }),
+        Err(why) => Err(why.clone()),
+    };
+    let mut rie_rss = rie_rss;
+
+    let mut levels = Vec::new();
+    let mut host_rss_loaded_kib = 0;
+    let mut floor_rss_loaded_kib = 0;
+    let mut instances = (0, 0);
+    for &concurrency in &plan.levels {
+        say(format!(
+            "throughput at concurrency {concurrency}: {:?} warm-up + {:?} per target",
+            plan.warmup, plan.duration
+        ));
+        let load = |t: Target| {
+            let payload = payload.clone();
+            async move {
+                client::throughput(&t, &payload, concurrency, plan.warmup, plan.duration).await
+            }
+        };
+        let floor_t = load(floor_target.clone()).await?;
+        floor.process.check_running()?;
+        let lambkin_t = load(lambkin_target.clone()).await?;
+        host.process.check_running()?;
+        if concurrency == plan.levels[plan.levels.len() - 1] {
+            host_rss_loaded_kib = procfs::rss_kib(host.pid())?;
+            instances = procfs::descendants_rss_kib(host.pid());
+            floor_rss_loaded_kib = procfs::rss_kib(floor.process.pid())?;
+        }
+        let rie_t = match rie_exe {
+            Some(exe) => {
+                rie_throughput(exe, &bootstrap, &mut rie, &rie_target, &load, &mut rie_rss).await
+            }
+            None => Err(cli.rie_unavailable.clone()),
+        };
+        levels.push(Level {
+            concurrency,
+            floor: floor_t,
+            lambkin: lambkin_t,
+            rie: rie_t,
+        });
+    }
+
+    say("stopping the targets");
+    if let Ok(r) = rie.as_mut() {
+        r.process.stop();
+    }
+    host.process.stop();
+    floor.process.stop();
+
+    Ok(Results {
+        plan,
+        floor_latency,
+        lambkin_latency,
+        rie_latency,
+        levels,
+        cold,
+        rie_cold,
+        host_rss_idle_kib,
+        host_rss_loaded_kib,
+        instances,
+        floor_rss_idle_kib,
+        floor_rss_loaded_kib,
+        rie_rss,
+        rie_version: cli.rie_version.clone(),
+    })
+}
+
+/// Runs one throughput level against the emulator, restarting it first if an earlier level
+/// brought it down, and notes whether it survived.
+async fn rie_throughput<F, Fut>(
+    exe: &Path,
+    bootstrap: &Path,
+    rie: &mut Result<rie::Rie, String>,
+    target: &dyn Fn(&rie::Rie) -> Target,
+    load: &F,
+    rss: &mut Result<RieRss, String>,
+) -> Result<RieThroughput, String>
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Throughput>>,
+{
+    let running = rie
+        .as_mut()
+        .is_ok_and(|r| r.process.check_running().is_ok());
+    let restarted = if running {
+        false
+    } else {
+        say("aws-lambda-rie is not running: starting a fresh one for this level");
+        if let Ok(r) = rie.as_mut() {
+            r.process.stop();
+        }
+        *rie = rie::Rie::start(exe, bootstrap).map_err(|e| format!("failed to start: {e:#}"));
+        true
+    };
+    let r = rie.as_mut().map_err(|why| why.clone())?;
+    let throughput = load(target(r))
+        .await
+        .map_err(|e| format!("failed: {e:#}"))?;
+    let crashed = r.process.check_running().is_err();
+    if crashed {
+        say(format!(
+            "aws-lambda-rie exited during the run at concurrency {}",
+            throughput.concurrency
+        ));
+    } else if let Ok(rss) = rss.as_mut() {
+        rss.loaded_kib = procfs::rss_kib(r.pid())
+            .ok()
+            .map(|kib| (throughput.concurrency, kib));
+    }
+    Ok(RieThroughput {
+        throughput,
+        crashed,
+        restarted,
+    })
+}
+
+/// The emulator starts its runtime on the first invoke: time that invoke on fresh emulators.
+async fn rie_cold_starts(
+    exe: &Path,
+    bootstrap: &Path,
+    payload: &Bytes,
+    reps: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let mut r = rie::Rie::start(exe, bootstrap)?;
+        let mut conn = client::Conn::connect(r.addr).await?;
+        let started = Instant::now();
+        conn.invoke(rie::INVOKE_PATH, payload).await?;
+        samples.push(started.elapsed());
+        drop(conn);
+        r.process.stop();
+    }
+    Ok(samples)
+}

@@ -1,0 +1,457 @@
+//! The results table (markdown) and the notes under it.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::client::{Latency, Throughput};
+use crate::lambkin::Cold;
+use crate::Plan;
+
+/// Host overhead over the floor, p50, at most this (µs).
+const TARGET_OVERHEAD_US: f64 = 100.0;
+/// Lambkin's invocations/s at least this many times the emulator's.
+const TARGET_THROUGHPUT_RATIO: f64 = 2.5;
+/// Idle host RSS below this (MB, 10^6 bytes).
+const TARGET_IDLE_RSS_MB: f64 = 10.0;
+
+#[derive(Debug)]
+pub struct RieThroughput {
+    pub throughput: Throughput,
+    /// The emulator exited during (or because of) this run.
+    pub crashed: bool,
+    /// A fresh emulator was started for this level because an earlier level brought it down.
+    pub restarted: bool,
+}
+
+#[derive(Debug)]
+pub struct Level {
+    pub concurrency: usize,
+    pub floor: Throughput,
+    pub lambkin: Throughput,
+    /// `Err` holds what the table says instead (unavailable, failed to start, ...).
+    pub rie: Result<RieThroughput, String>,
+}
+
+#[derive(Debug)]
+pub struct RieRss {
+    /// The emulator's own process, warm, after the latency run.
+    pub idle_kib: u64,
+    /// After the last throughput level it survived: (concurrency, KiB).
+    pub loaded_kib: Option<(usize, u64)>,
+    /// The runtime process the emulator started.
+    pub runtime_kib: u64,
+}
+
+#[derive(Debug)]
+pub struct Results {
+    pub plan: Plan,
+    pub floor_latency: Latency,
+    pub lambkin_latency: Latency,
+    pub rie_latency: Result<Latency, String>,
+    pub levels: Vec<Level>,
+    pub cold: Vec<Cold>,
+    pub rie_cold: Result<Vec<Duration>, String>,
+    pub host_rss_idle_kib: u64,
+    pub host_rss_loaded_kib: u64,
+    /// Instances after the last level: (processes, RSS sum in KiB).
+    pub instances: (usize, u64),
+    pub floor_rss_idle_kib: u64,
+    pub floor_rss_loaded_kib: u64,
+    pub rie_rss: Result<RieRss, String>,
+    pub rie_version: Option<String>,
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// `12345.6` → `12,346`.
+fn grouped(value: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = value.max(0.0).round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn yes_no(met: bool) -> String {
+    if met { "yes" } else { "**no**" }.to_owned()
+}
+
+const DASH: &str = "—";
+
+struct Table {
+    rows: Vec<[String; 7]>,
+}
+
+impl Table {
+    fn row(&mut self, cells: [&str; 7]) {
+        self.rows.push(cells.map(str::to_owned));
+    }
+
+    fn render(&self) -> String {
+        let header = [
+            "Metric",
+            "Floor (echo)",
+            "Lambkin",
+            "RIE",
+            "Lambkin ratio",
+            "Target",
+            "Met",
+        ];
+        let right = [false, true, true, true, true, false, false];
+        let mut widths = header.map(|h| h.chars().count());
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut s = String::from("|");
+            for ((cell, w), r) in cells.iter().zip(widths).zip(right) {
+                let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+                if r {
+                    let _ = write!(s, " {pad}{cell} |");
+                } else {
+                    let _ = write!(s, " {cell}{pad} |");
+                }
+            }
+            s
+        };
+        let mut out = line(&header.map(str::to_owned));
+        out.push('\n');
+        let mut sep = String::from("|");
+        for (w, r) in widths.iter().zip(right) {
+            let dashes = "-".repeat(w.saturating_sub(1));
+            if r {
+                let _ = write!(sep, " {dashes}: |");
+            } else {
+                let _ = write!(sep, " {dashes}- |");
+            }
+        }
+        out.push_str(&sep);
+        for row in &self.rows {
+            out.push('\n');
+            out.push_str(&line(row));
+        }
+        out
+    }
+}
+
+fn rie_or<T>(value: &Result<T, String>, f: impl Fn(&T) -> String) -> String {
+    match value {
+        Ok(v) => f(v),
+        Err(why) => short(why),
+    }
+}
+
+/// A table cell says why in a few words; the notes carry the whole message.
+fn short(why: &str) -> String {
+    why.split(':').next().unwrap_or(why).trim().to_owned()
+}
+
+pub fn render(r: &Results) -> String {
+    let mut t = Table { rows: Vec::new() };
+    let mut notes: Vec<String> = Vec::new();
+    let floor_p50 = us(r.floor_latency.p50);
+
+    // Latency.
+    for (label, pick) in [
+        ("Warm latency p50, sequential (µs)", 0),
+        ("Warm latency p99, sequential (µs)", 1),
+    ] {
+        let get = |l: &Latency| us(if pick == 0 { l.p50 } else { l.p99 });
+        let f = get(&r.floor_latency);
+        let l = get(&r.lambkin_latency);
+        t.row([
+            label,
+            &format!("{f:.0}"),
+            &format!("{l:.0}"),
+            &rie_or(&r.rie_latency, |x| format!("{:.0}", get(x))),
+            &format!("{:.1}× floor", l / f),
+            "",
+            "",
+        ]);
+    }
+    let overhead = us(r.lambkin_latency.p50) - floor_p50;
+    t.row([
+        "Host overhead over the floor, p50 (µs)",
+        DASH,
+        &format!("{overhead:.0}"),
+        &rie_or(&r.rie_latency, |x| format!("{:.0}", us(x.p50) - floor_p50)),
+        "",
+        &format!("≤ {TARGET_OVERHEAD_US:.0}"),
+        &yes_no(overhead <= TARGET_OVERHEAD_US),
+    ]);
+
+    // Throughput.
+    let rie_c1 = r.levels.first().and_then(|l| match &l.rie {
+        Ok(x) if !x.crashed && x.throughput.errors == 0 && x.throughput.ok > 0 => {
+            Some(x.throughput.per_second())
+        }
+        _ => None,
+    });
+    let mut serial_reference = false;
+    for level in &r.levels {
+        let c = level.concurrency;
+        let lambkin = level.lambkin.per_second();
+        let rie_cell = rie_or(&level.rie, |x| {
+            let mut cell = grouped(x.throughput.per_second());
+            if x.crashed {
+                let _ = write!(cell, " (crashed, {} errors)", x.throughput.errors);
+            } else if x.throughput.errors > 0 {
+                let _ = write!(cell, " ({} errors)", x.throughput.errors);
+            }
+            cell
+        });
+        let clean_rie = match &level.rie {
+            Ok(x) if !x.crashed && x.throughput.errors == 0 && x.throughput.ok > 0 => {
+                Some(x.throughput.per_second())
+            }
+            _ => None,
+        };
+        let (ratio, met) = match (clean_rie, rie_c1) {
+            (Some(rie), _) => (
+                format!("{:.2}× RIE", lambkin / rie),
+                yes_no(lambkin / rie >= TARGET_THROUGHPUT_RATIO),
+            ),
+            (None, Some(rie)) => {
+                serial_reference = true;
+                (
+                    format!("{:.2}× RIE c=1 *", lambkin / rie),
+                    yes_no(lambkin / rie >= TARGET_THROUGHPUT_RATIO),
+                )
+            }
+            (None, None) => (DASH.to_owned(), DASH.to_owned()),
+        };
+        t.row([
+            &format!("Invocations/s, concurrency {c}"),
+            &grouped(level.floor.per_second()),
+            &grouped(lambkin),
+            &rie_cell,
+            &ratio,
+            &format!("≥ {TARGET_THROUGHPUT_RATIO}× RIE"),
+            &met,
+        ]);
+        if let Some(e) = &level.lambkin.first_error {
+            notes.push(format!("Lambkin, concurrency {c}, first error: {e}"));
+        }
+        if let Some(e) = &level.floor.first_error {
+            notes.push(format!("Floor, concurrency {c}, first error: {e}"));
+        }
+        if let Ok(x) = &level.rie {
+            if let Some(e) = &x.throughput.first_error {
+                notes.push(format!("RIE, concurrency {c}, first error: {e}"));
+            }
+            if x.crashed {
+                notes.push(format!(
+                    "RIE exited during the concurrency-{c} run (it serves one invoke at a time \
+                     and does not survive concurrent ones)."
+                ));
+            }
+            if x.restarted {
+                notes.push(format!("RIE was restarted before the concurrency-{c} run."));
+            }
+        }
+    }
+    let errors = |pick: &dyn Fn(&Level) -> Option<u64>| {
+        r.levels
+            .iter()
+            .map(|l| pick(l).map_or_else(|| DASH.to_owned(), |e| e.to_string()))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let levels_label = r
+        .levels
+        .iter()
+        .map(|l| l.concurrency.to_string())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    t.row([
+        &format!("Errors at concurrency {levels_label}"),
+        &errors(&|l| Some(l.floor.errors)),
+        &errors(&|l| Some(l.lambkin.errors)),
+        &errors(&|l| l.rie.as_ref().ok().map(|x| x.throughput.errors)),
+        "",
+        "",
+        "",
+    ]);
+
+    // Cold start.
+    let reps = r.cold.len();
+    let mut totals: Vec<f64> = r.cold.iter().map(|c| ms(c.total)).collect();
+    let mut inits: Vec<f64> = r.cold.iter().map(|c| c.init_ms).collect();
+    let warm_ms = ms(r.lambkin_latency.p50);
+    let mut host_parts: Vec<f64> = r
+        .cold
+        .iter()
+        .map(|c| ms(c.total) - c.init_ms - warm_ms)
+        .collect();
+    t.row([
+        &format!("Cold start: first invoke, total (ms, median of {reps})"),
+        DASH,
+        &format!("{:.2}", median(&mut totals)),
+        &rie_or(&r.rie_cold, |v| {
+            let mut v: Vec<f64> = v.iter().copied().map(ms).collect();
+            format!("{:.2}", median(&mut v))
+        }),
+        "",
+        "",
+        "",
+    ]);
+    t.row([
+        "Cold start: runtime init, Init Duration (ms, median)",
+        DASH,
+        &format!("{:.2}", median(&mut inits)),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+    t.row([
+        "Cold start: host overhead = total − init − warm p50 (ms, median)",
+        DASH,
+        &format!("{:.2}", median(&mut host_parts)),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+
+    // Memory.
+    let idle = mb(r.host_rss_idle_kib);
+    t.row([
+        "RSS idle, function created, no instance (MB)",
+        &format!("{:.1}", mb(r.floor_rss_idle_kib)),
+        &format!("{idle:.1}"),
+        &rie_or(&r.rie_rss, |x| format!("{:.1}", mb(x.idle_kib))),
+        "",
+        &format!("< {TARGET_IDLE_RSS_MB:.0}"),
+        &yes_no(idle < TARGET_IDLE_RSS_MB),
+    ]);
+    let last_c = r.levels.last().map_or(0, |l| l.concurrency);
+    t.row([
+        &format!("RSS after the concurrency-{last_c} run (MB)"),
+        &format!("{:.1}", mb(r.floor_rss_loaded_kib)),
+        &format!("{:.1}", mb(r.host_rss_loaded_kib)),
+        &rie_or(&r.rie_rss, |x| match x.loaded_kib {
+            Some((c, kib)) if c == last_c => format!("{:.1}", mb(kib)),
+            Some((c, kib)) => format!("{:.1} (after c={c})", mb(kib)),
+            None => "n/a (crashed)".to_owned(),
+        }),
+        "",
+        "",
+        "",
+    ]);
+    t.row([
+        "Function processes: count, RSS sum (MB)",
+        DASH,
+        &format!("{}, {:.1}", r.instances.0, mb(r.instances.1)),
+        &rie_or(&r.rie_rss, |x| format!("1, {:.1}", mb(x.runtime_kib))),
+        "",
+        "",
+        "",
+    ]);
+
+    for (name, latency) in [
+        ("Floor", Ok(&r.floor_latency)),
+        ("Lambkin", Ok(&r.lambkin_latency)),
+        ("RIE", r.rie_latency.as_ref()),
+    ] {
+        if let Ok(l) = latency {
+            if l.errors > 0 {
+                notes.push(format!(
+                    "{name}: {} errors during the sequential latency run",
+                    l.errors
+                ));
+            }
+        }
+    }
+    let p = &r.plan;
+    let mut out = t.render();
+    out.push_str("\n\n");
+    let _ = writeln!(
+        out,
+        "- Run: {}; payload {} bytes of JSON; latency over {} sequential invokes after {} warm-up \
+         ones, one keep-alive connection; throughput {:?} per level after {:?} of warm-up, one \
+         keep-alive connection per worker; cold starts: {} (first invoke after create, then \
+         after each configuration update), RIE: first invoke on a fresh emulator.",
+        if p.quick { "quick" } else { "full" },
+        p.payload_len,
+        p.latency_count,
+        p.latency_warmup,
+        p.duration,
+        p.warmup,
+        p.cold_reps
+    );
+    let _ = writeln!(
+        out,
+        "- Lambkin's function: on demand, up to 64 instances; its RSS row is the host process \
+         alone, the function processes are counted apart. MB = 10^6 bytes of VmRSS."
+    );
+    if serial_reference {
+        let _ = writeln!(
+            out,
+            "- * RIE has no clean result at this concurrency; the ratio is against its \
+             concurrency-1 rate, the most it serves."
+        );
+    }
+    if let Some(v) = &r.rie_version {
+        let _ = writeln!(out, "- RIE: {v}.");
+    }
+    for (what, value) in [("latency", r.rie_latency.as_ref().err())]
+        .into_iter()
+        .chain([("cold start", r.rie_cold.as_ref().err())])
+    {
+        if let Some(why) = value {
+            let _ = writeln!(out, "- RIE {what}: {why}.");
+        }
+    }
+    for note in notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{grouped, median};
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(grouped(0.4), "0");
+        assert_eq!(grouped(999.0), "999");
+        assert_eq!(grouped(1234.0), "1,234");
+        assert_eq!(grouped(1_234_567.0), "1,234,567");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
