@@ -1,0 +1,207 @@
+"""Shared helpers of the conformance suite: the fixture functions' deployment
+specs, zip writers, and boto3 invoke helpers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FUNCTIONS = REPO / "tests" / "functions"
+VENV = REPO / ".venv"
+WHEELHOUSE = VENV / "wheelhouse"
+ROLE = "arn:aws:iam::123456789012:role/lambkin"
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class FixtureSpec:
+    """How one fixture function is deployed."""
+
+    name: str
+    runtime: str
+    handler: str
+    # Error document keys this runtime's client always posts for a handled error.
+    error_keys: frozenset[str]
+    # Key holding the stack trace (a list of strings), if the runtime posts one.
+    trace_key: str | None = None
+
+
+FIXTURES: dict[str, FixtureSpec] = {
+    spec.name: spec
+    for spec in (
+        FixtureSpec(
+            "python-ric",
+            "provided.al2023",
+            "app.handler",
+            frozenset({"errorMessage", "errorType", "requestId", "stackTrace"}),
+            "stackTrace",
+        ),
+        FixtureSpec(
+            "node-ric",
+            "provided.al2023",
+            "index.handler",
+            frozenset({"errorMessage", "errorType", "trace"}),
+            "trace",
+        ),
+        FixtureSpec(
+            "rust-fixture",
+            "provided.al2023",
+            "bootstrap",
+            frozenset({"errorMessage", "errorType"}),
+        ),
+        FixtureSpec(
+            "python-handler",
+            "python3.11",
+            "app.handler",
+            frozenset({"errorMessage", "errorType", "requestId", "stackTrace"}),
+            "stackTrace",
+        ),
+        FixtureSpec(
+            "node-handler",
+            "nodejs20.x",
+            "index.handler",
+            frozenset({"errorMessage", "errorType", "trace"}),
+            "trace",
+        ),
+    )
+}
+FIXTURE_NAMES = list(FIXTURES)
+
+# --------------------------------------------------------------------------
+# Zips of the fixture functions, built once per session
+# --------------------------------------------------------------------------
+
+
+def zip_dir(src: Path, dest: Path, skip: Callable[[Path], bool] = lambda p: False) -> bytes:
+    """Zip the contents of src (keeping Unix modes) into dest; return its bytes."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+            dirnames.sort()
+            base = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not skip(base / d)]
+            for name in sorted(filenames):
+                path = base / name
+                if skip(path) or not path.exists():
+                    continue
+                arcname = path.relative_to(src).as_posix()
+                zf.write(path, arcname)
+    return dest.read_bytes()
+
+
+def zip_files(entries: dict[str, bytes | Path], dest: Path, modes: dict[str, int] | None = None) -> bytes:
+    """Zip the given arcname -> content (bytes, or a file to read) entries."""
+    modes = modes or {}
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname, content in entries.items():
+            data = content.read_bytes() if isinstance(content, Path) else content
+            info = zipfile.ZipInfo(arcname, date_time=(2020, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = (0o100000 | modes.get(arcname, 0o644)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return dest.read_bytes()
+
+
+# --------------------------------------------------------------------------
+# Functions on the host
+# --------------------------------------------------------------------------
+
+_name_counter = itertools.count()
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{next(_name_counter)}"
+
+
+def wait_active(client, name: str, timeout: float = 60.0) -> dict:
+    """Poll GetFunction until the function is Active (or has no State), as the
+    function_active_v2 waiter does; return its configuration."""
+    deadline = time.monotonic() + timeout
+    while True:
+        config = client.get_function(FunctionName=name)["Configuration"]
+        state = config.get("State")
+        update = config.get("LastUpdateStatus")
+        if state == "Failed" or update == "Failed":
+            pytest.fail(f"function {name} failed: {config.get('StateReason') or config.get('LastUpdateStatusReason')}")
+        if state in (None, "Active") and update in (None, "Successful"):
+            return config
+        if time.monotonic() > deadline:
+            pytest.fail(f"function {name} not Active after {timeout:.0f}s: {config}")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------
+# Invoking
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    status: int
+    function_error: str | None
+    payload: bytes
+    request_id: str
+    log: str | None
+    raw: dict
+
+    def json(self):
+        return json.loads(self.payload)
+
+
+def invoke(client, name: str, event=None, *, payload: bytes | None = None, **kwargs) -> Result:
+    if payload is None:
+        payload = json.dumps(event if event is not None else {}).encode()
+    resp = client.invoke(FunctionName=name, Payload=payload, **kwargs)
+    body = resp["Payload"].read() if "Payload" in resp else b""
+    log = resp.get("LogResult")
+    return Result(
+        status=resp["StatusCode"],
+        function_error=resp.get("FunctionError"),
+        payload=body,
+        request_id=resp["ResponseMetadata"].get("RequestId", ""),
+        log=base64.b64decode(log).decode(errors="replace") if log is not None else None,
+        raw=resp,
+    )
+
+
+def client_context(custom: dict[str, str]) -> str:
+    """The ClientContext parameter: base64 of the mobile SDK's JSON document."""
+    doc = {
+        "client": {
+            "installation_id": "install-1",
+            "app_title": "lambkin-conformance",
+            "app_version_name": "1.0",
+            "app_version_code": "1",
+            "app_package_name": "dev.lambkin.conformance",
+        },
+        "custom": custom,
+        "env": {"platform": "Linux", "locale": "en_US"},
+    }
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+def sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str):
+    """Poll predicate until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
