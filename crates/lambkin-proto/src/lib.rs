@@ -7,5 +7,7 @@
 //! - [`lambda::runtime_api`]: the Runtime API 2018-06-01 routes and headers.
 //! - [`lambda::management`]: the Lambda management API's JSON shapes (CreateFunction and friends).
 //! - [`lambda::error`]: every error the Lambda APIs answer, with its AWS code and HTTP status.
+//! - [`recipe`]: Greengrass V2 component recipes (JSON/YAML), platform selection, variables.
 
 pub mod lambda;
+pub mod recipe;
