@@ -85,6 +85,21 @@ def _cmdline(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
+def function_processes(host_pid: int, function_name: str) -> list[int]:
+    """The host's descendants that run the given function (by the
+    AWS_LAMBDA_FUNCTION_NAME in their environment)."""
+    wanted = f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode()
+    found = []
+    for pid in _descendants(host_pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ and _alive(pid):
+            found.append(pid)
+    return found
+
+
 def _descendants(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for pid in _all_pids():
@@ -132,6 +147,9 @@ class Host:
     @property
     def endpoint(self) -> str:
         return f"http://{self.addr}"
+
+    def function_processes(self, function_name: str) -> list[int]:
+        return function_processes(self.proc.pid, function_name)
 
     def log_path(self, function_name: str) -> Path:
         return self.root / "logs" / f"{function_name}.log"
@@ -532,9 +550,9 @@ def functions(lambda_client, fixture_zip):
 
 @pytest.fixture(scope="session")
 def session_functions(lambda_client, fixture_zip):
-    factory = FunctionFactory(lambda_client, fixture_zip)
-    yield factory
-    factory.cleanup()
+    # Not cleaned up: these functions' instances are still running when the
+    # host gets SIGTERM, so that its shutdown is checked with live instances.
+    return FunctionFactory(lambda_client, fixture_zip)
 
 
 @pytest.fixture(scope="session", params=FIXTURE_NAMES)

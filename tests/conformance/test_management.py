@@ -15,6 +15,7 @@ from support import (
     sha256_b64,
     unique_name,
     wait_active,
+    wait_for,
     zip_files,
 )
 
@@ -40,7 +41,7 @@ def all_function_names(client) -> set[str]:
     return names
 
 
-def test_create_get_list_delete(lambda_client, fixture_zip):
+def test_create_get_list_delete(lambda_client, fixture_zip, host):
     name = unique_name("conf-crud")
     code = fixture_zip("python-handler")
     env = {"FIXTURE_COLOR": "teal", "OTHER": "x=y"}
@@ -92,6 +93,7 @@ def test_create_get_list_delete(lambda_client, fixture_zip):
         r = invoke(lambda_client, name, {"action": "context"})
         assert r.status == 200 and r.function_error is None, r.payload
         assert r.json()["env"]["FIXTURE_COLOR"] == "teal"
+        assert host.function_processes(name), "no process of the host runs the invoked function"
     finally:
         deleted = lambda_client.delete_function(FunctionName=name)
     assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204, deleted["ResponseMetadata"]
@@ -103,6 +105,8 @@ def test_create_get_list_delete(lambda_client, fixture_zip):
         lambda_client.invoke(FunctionName=name, Payload=b"{}")
     assert error_code(info) == ("ResourceNotFoundException", 404)
     assert name not in all_function_names(lambda_client)
+    # Deleting a function stops its instances.
+    wait_for(lambda: not host.function_processes(name), 10, f"the instances of {name} to stop")
 
 
 def test_create_existing_conflicts(lambda_client, functions, fixture_zip):
