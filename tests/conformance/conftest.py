@@ -482,6 +482,10 @@ class ZipBuilder:
         out.mkdir(parents=True)
         return zip_files({"index.js": FUNCTIONS / "node-handler" / "index.js"}, out / "function.zip")
 
+    def _build_node_handler_esm(self, out: Path) -> bytes:
+        out.mkdir(parents=True)
+        return zip_files({"index.mjs": FUNCTIONS / "node-handler" / "index.mjs"}, out / "function.zip")
+
 
 @pytest.fixture(scope="session")
 def fixture_zip(tmp_path_factory: pytest.TempPathFactory) -> ZipBuilder:

@@ -74,6 +74,13 @@ FIXTURES: dict[str, FixtureSpec] = {
             frozenset({"errorMessage", "errorType", "trace"}),
             "trace",
         ),
+        FixtureSpec(
+            "node-handler-esm",
+            "nodejs20.x",
+            "index.handler",
+            frozenset({"errorMessage", "errorType", "trace"}),
+            "trace",
+        ),
     )
 }
 FIXTURE_NAMES = list(FIXTURES)
