@@ -91,6 +91,48 @@ pub enum Command {
         #[arg(long, short = 'n', default_value_t = 100)]
         lines: usize,
     },
+    /// Apply a local deployment and wait for it (as `greengrass-cli deployment create`).
+    Deploy {
+        #[command(flatten)]
+        root: RootArg,
+        /// Directory of recipes (JSON or YAML).
+        #[arg(long, short = 'r')]
+        recipe_dir: Option<PathBuf>,
+        /// Directory of artifacts, laid out NAME/VERSION/FILE.
+        #[arg(long, short = 'a')]
+        artifact_dir: Option<PathBuf>,
+        /// Add or update a component: NAME=VERSION (repeatable).
+        #[arg(long, short = 'm')]
+        merge: Vec<String>,
+        /// Remove a component (repeatable).
+        #[arg(long)]
+        remove: Vec<String>,
+        /// Configuration updates: {"NAME":{"RESET":["/p"],"MERGE":{...}}}, or a file holding it.
+        #[arg(long, short = 'c')]
+        update_config: Option<String>,
+        /// What a failed deployment does: rollback (default) or do-nothing.
+        #[arg(long, value_parser = ["rollback", "do-nothing"], default_value = "rollback")]
+        failure_policy: String,
+    },
+    /// List components: name, version, type, state.
+    List {
+        #[command(flatten)]
+        root: RootArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a component.
+    Restart {
+        #[command(flatten)]
+        root: RootArg,
+        name: String,
+    },
+    /// Stop a component.
+    Stop {
+        #[command(flatten)]
+        root: RootArg,
+        name: String,
+    },
     /// Validate the configuration; exit 0, or 78 naming every problem.
     CheckConfig {
         #[command(flatten)]
@@ -238,4 +280,126 @@ pub async fn logs(layout: &Layout, name: &str, follow: bool, lines: usize) -> an
             out.flush()?;
         }
     }
+}
+
+/// A request to the host's local API, with the token the host wrote.
+async fn local(
+    layout: &Layout,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<HttpReply> {
+    let addr = host_addr(layout)?;
+    let token_path = layout.cli_token_file();
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("cannot read the host's token at {}", token_path.display()))?;
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", &addr)
+        .header("authorization", format!("Bearer {}", token.trim()))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))?;
+    let reply = request(&addr, req).await?;
+    if !(200..300).contains(&reply.status) {
+        let message = serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned());
+        bail!("{message}");
+    }
+    Ok(reply)
+}
+
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    path.canonicalize()
+        .with_context(|| format!("cannot find {}", path.display()))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn deploy(
+    layout: &Layout,
+    recipe_dir: Option<PathBuf>,
+    artifact_dir: Option<PathBuf>,
+    merge: Vec<String>,
+    remove: Vec<String>,
+    update_config: Option<String>,
+    failure_policy: &str,
+) -> anyhow::Result<i32> {
+    let mut merged = serde_json::Map::new();
+    for m in merge {
+        let Some((name, version)) = m.split_once('=') else {
+            bail!("--merge {m:?} must be NAME=VERSION");
+        };
+        merged.insert(name.to_owned(), version.into());
+    }
+    let update_config = match update_config {
+        None => serde_json::json!({}),
+        Some(text) => {
+            let text = if text.trim_start().starts_with('{') {
+                text
+            } else {
+                std::fs::read_to_string(&text).with_context(|| format!("cannot read {text}"))?
+            };
+            serde_json::from_str(&text).context("--update-config is not valid JSON")?
+        }
+    };
+    let body = serde_json::json!({
+        "recipeDir": recipe_dir.map(absolute).transpose()?,
+        "artifactDir": artifact_dir.map(absolute).transpose()?,
+        "merge": merged,
+        "remove": remove,
+        "updateConfig": update_config,
+        "failurePolicy": if failure_policy == "do-nothing" { "DO_NOTHING" } else { "ROLLBACK" },
+    });
+    println!("Local deployment submitted; waiting for it to finish");
+    let reply = local(layout, "POST", "/lambkin/v1/deployments", Some(body)).await?;
+    let outcome: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    let id = outcome["deploymentId"].as_str().unwrap_or_default();
+    let status = outcome["status"].as_str().unwrap_or_default();
+    println!("Deployment {id}: {status}");
+    if status == "SUCCEEDED" {
+        Ok(0)
+    } else {
+        eprintln!(
+            "lambkin: {}",
+            outcome["message"].as_str().unwrap_or_default()
+        );
+        Ok(1)
+    }
+}
+
+pub async fn list(layout: &Layout, json: bool) -> anyhow::Result<i32> {
+    let reply = local(layout, "GET", "/lambkin/v1/components", None).await?;
+    if json {
+        println!("{}", String::from_utf8_lossy(&reply.body));
+        return Ok(0);
+    }
+    let components: Vec<serde_json::Value> = serde_json::from_slice(&reply.body)?;
+    println!("{:<44} {:<10} {:<8} STATE", "NAME", "VERSION", "TYPE");
+    for c in components {
+        let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+        println!(
+            "{:<44} {:<10} {:<8} {}",
+            field("name"),
+            field("version"),
+            field("type"),
+            field("state")
+        );
+    }
+    Ok(0)
+}
+
+pub async fn control(layout: &Layout, name: &str, action: &str) -> anyhow::Result<i32> {
+    local(
+        layout,
+        "POST",
+        &format!("/lambkin/v1/components/{name}/{action}"),
+        None,
+    )
+    .await?;
+    println!("{name}: {action} requested");
+    Ok(0)
 }

@@ -16,6 +16,8 @@ pub struct HostConfig {
     pub region: String,
     /// The account id used in ARNs.
     pub account_id: String,
+    /// The device's AWS IoT thing name (`{iot:thingName}`, `AWS_IOT_THING_NAME`).
+    pub thing_name: String,
     pub lambda: LambdaConfig,
 }
 
@@ -38,6 +40,7 @@ impl Default for HostConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            thing_name: "lambkin".into(),
             lambda: LambdaConfig::default(),
         }
     }
@@ -118,6 +121,12 @@ impl HostConfig {
             problems.push(format!(
                 "account_id {:?} must be 12 digits",
                 self.account_id
+            ));
+        }
+        if self.thing_name.is_empty() || self.thing_name.len() > 128 {
+            problems.push(format!(
+                "thing_name {:?} must be 1-128 characters",
+                self.thing_name
             ));
         }
         if self.lambda.init_timeout_seconds == 0 {

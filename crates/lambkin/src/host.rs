@@ -5,14 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use base64::Engine;
+use base64::Engine as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use lambkin_proto::lambda::function::FunctionName;
 use lambkin_proto::lambda::management::{CreateFunctionRequest, FunctionCode};
 
+use lambkin_proto::recipe::platform::PlatformInfo;
+
 use crate::api::{self, ApiState};
+use crate::components::builtin;
+use crate::components::engine::{Engine, EngineSettings};
 use crate::config::HostConfig;
 use crate::lambda::registry::{HostSettings, Registry};
 use crate::lambda::runtimes::Runtimes;
@@ -64,9 +68,25 @@ pub async fn run(
     if opts.with_example {
         define_example(&registry).await?;
     }
+    let engine = Engine::start(
+        EngineSettings {
+            layout: layout.clone(),
+            platform: PlatformInfo::current(),
+            thing_name: opts.config.thing_name.clone(),
+            region: opts.config.region.clone(),
+            stop_grace: opts.config.lambda.shutdown_grace(),
+            base_env: component_env(&opts.config),
+        },
+        registry.store().clone(),
+        registry.clone(),
+        recovered.components,
+        recovered.interrupted,
+    )
+    .await;
     let cli_token = write_cli_token(&layout)?;
     let state = Arc::new(ApiState {
         registry: registry.clone(),
+        engine: engine.clone(),
         cli_token,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -87,11 +107,26 @@ pub async fn run(
     shutdown.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
+    engine.shutdown().await;
     registry.shutdown().await;
     let _ = server.await;
     let _ = std::fs::remove_file(layout.api_addr_file());
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The environment every component's steps get (`interface.md`; IPC and credentials variables
+/// join it with those services).
+fn component_env(config: &HostConfig) -> std::collections::BTreeMap<String, String> {
+    [
+        ("AWS_REGION", config.region.clone()),
+        ("AWS_DEFAULT_REGION", config.region.clone()),
+        ("AWS_IOT_THING_NAME", config.thing_name.clone()),
+        ("GGC_VERSION", builtin::VERSION.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 fn write_atomically(path: &std::path::Path, content: &[u8]) -> anyhow::Result<()> {

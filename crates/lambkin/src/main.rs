@@ -79,6 +79,29 @@ async fn dispatch(command: Command) -> i32 {
             follow,
             lines,
         } => cli::logs(&root.layout(), &name, follow, lines).await,
+        Command::Deploy {
+            root,
+            recipe_dir,
+            artifact_dir,
+            merge,
+            remove,
+            update_config,
+            failure_policy,
+        } => {
+            cli::deploy(
+                &root.layout(),
+                recipe_dir,
+                artifact_dir,
+                merge,
+                remove,
+                update_config,
+                &failure_policy,
+            )
+            .await
+        }
+        Command::List { root, json } => cli::list(&root.layout(), json).await,
+        Command::Restart { root, name } => cli::control(&root.layout(), &name, "restart").await,
+        Command::Stop { root, name } => cli::control(&root.layout(), &name, "stop").await,
         Command::CheckConfig { root, config } => {
             match cli::load_config(&root.layout(), config.as_deref()) {
                 Ok(_) => {

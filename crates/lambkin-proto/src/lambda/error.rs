@@ -45,6 +45,8 @@ pub enum ApiError {
     UnknownOperation(String),
     #[error("{0}")]
     AccessDenied(String),
+    #[error("Component not found: {0}")]
+    ComponentNotFound(String),
 }
 
 /// Whose fault an error is, as AWS reports it in the body's `Type`.
@@ -77,12 +79,15 @@ impl ApiError {
             Self::Service(_) => "ServiceException",
             Self::UnknownOperation(_) => "UnknownOperationException",
             Self::AccessDenied(_) => "AccessDeniedException",
+            Self::ComponentNotFound(_) => "ResourceNotFoundException",
         }
     }
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::ResourceNotFound(_) | Self::UnknownOperation(_) => 404,
+            Self::ResourceNotFound(_) | Self::UnknownOperation(_) | Self::ComponentNotFound(_) => {
+                404
+            }
             Self::ResourceConflict(_) => 409,
             Self::AccessDenied(_) => 403,
             Self::InvalidParameterValue(_) | Self::InvalidRequestContent(_) => 400,
@@ -104,7 +109,8 @@ impl ApiError {
             | Self::TooManyRequests { .. }
             | Self::UnsupportedMediaType(_)
             | Self::UnknownOperation(_)
-            | Self::AccessDenied(_) => Blame::User,
+            | Self::AccessDenied(_)
+            | Self::ComponentNotFound(_) => Blame::User,
         }
     }
 

@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A function's name as AWS Lambda accepts it: 1–64 of `[A-Za-z0-9_-]`.
+/// A function's name: 1–64 of `[A-Za-z0-9_.-]`, as the Invoke API's pattern allows (`.` lets
+/// Greengrass Lambda components keep their component names).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct FunctionName(String);
@@ -18,7 +19,7 @@ impl FunctionName {
     pub fn parse(name: &str) -> Result<Self, FunctionError> {
         let valid_chars = name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
         if name.is_empty() || name.len() > Self::MAX_LEN || !valid_chars {
             return Err(FunctionError::InvalidName(name.to_owned()));
         }
@@ -315,7 +316,7 @@ fn validate_environment(env: &BTreeMap<String, String>, problems: &mut Vec<Strin
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FunctionError {
-    #[error("function name {0:?} must be 1-64 characters of letters, digits, '-' and '_'")]
+    #[error("function name {0:?} must be 1-64 characters of letters, digits, '-', '_' and '.'")]
     InvalidName(String),
     #[error("runtime {0:?} is not supported; use provided, provided.al2, provided.al2023, python3.8-python3.14 or nodejs16.x-nodejs24.x")]
     UnsupportedRuntime(String),

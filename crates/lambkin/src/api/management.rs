@@ -23,7 +23,9 @@ const MAX_MANAGEMENT_BODY_BYTES: usize = 70 * 1024 * 1024;
 fn api_error(e: ManageError) -> ApiError {
     match e {
         ManageError::NotFound(arn) => ApiError::ResourceNotFound(arn),
-        ManageError::AlreadyExists(_) => ApiError::ResourceConflict(e.to_string()),
+        ManageError::AlreadyExists(_) | ManageError::OwnedByComponent(_) => {
+            ApiError::ResourceConflict(e.to_string())
+        }
         ManageError::Invalid(
             FunctionError::InvalidName(_)
             | FunctionError::UnsupportedRuntime(_)

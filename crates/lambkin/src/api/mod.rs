@@ -3,6 +3,7 @@
 //! every error becomes HTTP in [`error_response`], the one place that maps them.
 
 mod invoke;
+mod local;
 mod management;
 
 use std::convert::Infallible;
@@ -20,6 +21,7 @@ use tokio::task::JoinSet;
 use lambkin_proto::lambda::error::ApiError;
 use lambkin_proto::lambda::invoke::HEADER_ERROR_TYPE;
 
+use crate::components::engine::Engine;
 use crate::lambda::registry::Registry;
 
 pub type Body = Full<Bytes>;
@@ -28,6 +30,7 @@ pub type Body = Full<Bytes>;
 #[derive(Debug)]
 pub struct ApiState {
     pub registry: Registry,
+    pub engine: Engine,
     /// The token `/lambkin/v1` callers must present (`Authorization: Bearer …`).
     pub cli_token: String,
 }
@@ -121,6 +124,10 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
         }
         (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
             .map(|()| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (_, ["lambkin", "v1", ..]) => match authorized(&req, state) {
+            Ok(()) => local::route(req, state, &method, &segments[2..]).await,
+            Err(e) => Err(e),
+        },
         _ => Err(ApiError::UnknownOperation(format!(
             "no operation for {method} {path}"
         ))),

@@ -1,7 +1,13 @@
 //! Greengrass components: lifecycles, deployments, supervision.
 //!
+//! - [`builtin`]: the components Lambkin provides itself.
+//! - [`deployment`]: planning a deployment (dependencies, versions, configuration, artifacts).
+//! - [`engine`]: the actor that applies deployments and owns the running components.
 //! - [`lifecycle`]: the per-component state machine (sans-I/O).
 //! - [`supervisor`]: one actor per component, running its steps as processes.
 
+pub mod builtin;
+pub mod deployment;
+pub mod engine;
 pub mod lifecycle;
 pub mod supervisor;

@@ -91,7 +91,8 @@ fn enclosed(name: &str) -> Result<PathBuf, CodeError> {
 const S_IFMT: u32 = 0o170_000;
 const S_IFLNK: u32 = 0o120_000;
 
-fn unpack(bytes: &[u8], dest: &Path) -> Result<(), CodeError> {
+/// Unpacks a zip into `dest`; no entry or link may lead outside it.
+pub fn unpack(bytes: &[u8], dest: &Path) -> Result<(), CodeError> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| CodeError::BadZip(e.to_string()))?;
     std::fs::create_dir_all(dest)?;

@@ -52,12 +52,17 @@ pub enum ManageError {
     Store(#[from] StoreError),
     #[error("cannot write the function's log: {0}")]
     Log(std::io::Error),
+    #[error("function {0} belongs to the Greengrass component of the same name; change it with a deployment")]
+    OwnedByComponent(FunctionName),
 }
 
 struct Entry {
     record: FunctionRecord,
     spec: Arc<FunctionSpec>,
     handle: FunctionHandle,
+    /// Defined by a Greengrass Lambda component: changed by deployments, not by the API,
+    /// and not persisted here (the component's deployment is).
+    owned_by_component: bool,
 }
 
 #[derive(Clone)]
@@ -126,6 +131,7 @@ impl Registry {
                             record,
                             spec,
                             handle,
+                            owned_by_component: false,
                         },
                     );
                 }
@@ -335,6 +341,7 @@ impl Registry {
                 record,
                 spec,
                 handle,
+                owned_by_component: false,
             },
         );
         Ok(configuration)
@@ -409,6 +416,7 @@ impl Registry {
 
     pub async fn delete(&self, name: &FunctionName) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
+        self.current(name)?;
         let entry = self
             .write_map()
             .remove(name)
@@ -433,11 +441,72 @@ impl Registry {
         while stops.join_next().await.is_some() {}
     }
 
+    /// The record an API write may change: not one a component owns.
     fn current(&self, name: &FunctionName) -> Result<FunctionRecord, ManageError> {
-        self.read_map()
+        let map = self.read_map();
+        let entry = map
             .get(name)
-            .map(|e| e.record.clone())
-            .ok_or_else(|| ManageError::NotFound(self.arn(name.as_str())))
+            .ok_or_else(|| ManageError::NotFound(self.arn(name.as_str())))?;
+        if entry.owned_by_component {
+            return Err(ManageError::OwnedByComponent(name.clone()));
+        }
+        Ok(entry.record.clone())
+    }
+
+    /// Defines or replaces the function of a Greengrass Lambda component (not persisted here).
+    pub async fn define_for_component(
+        &self,
+        name: FunctionName,
+        config: FunctionConfig,
+        code_dir: PathBuf,
+    ) -> Result<(), ManageError> {
+        let _guard = self.inner.writes.lock().await;
+        check_entry_point(&code_dir, &config.runtime, config.handler.as_deref())?;
+        let existing = self.read_map().get(&name).map(|e| e.owned_by_component);
+        if existing == Some(false) {
+            return Err(ManageError::AlreadyExists(name));
+        }
+        let record = FunctionRecord {
+            name: name.clone(),
+            config,
+            code_sha256: String::new(),
+            code_size: 0,
+            last_modified: timestamp::lambda_last_modified(SystemTime::now()),
+        };
+        let spec = self.spec(&record, code_dir)?;
+        let old = self.write_map().remove(&name);
+        if let Some(old) = old {
+            old.handle.shutdown(InvocationAbort::FunctionRemoved).await;
+        }
+        let handle = FunctionHandle::spawn(spec.clone());
+        self.write_map().insert(
+            name,
+            Entry {
+                record,
+                spec,
+                handle,
+                owned_by_component: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a component's function, stopping its instances.
+    pub async fn remove_for_component(&self, name: &FunctionName) {
+        let _guard = self.inner.writes.lock().await;
+        let removed = {
+            let mut map = self.write_map();
+            match map.get(name) {
+                Some(e) if e.owned_by_component => map.remove(name),
+                _ => None,
+            }
+        };
+        if let Some(entry) = removed {
+            entry
+                .handle
+                .shutdown(InvocationAbort::FunctionRemoved)
+                .await;
+        }
     }
 
     fn record(&self, name: FunctionName, config: FunctionConfig, zip: &CodeZip) -> FunctionRecord {

@@ -1,0 +1,741 @@
+//! Planning a deployment: from the device's current components and a request (merge, remove,
+//! configuration updates) to the complete set of components to run, with dependencies resolved,
+//! versions chosen, configuration merged and lifecycles interpolated. Everything here either
+//! succeeds for every component or names every reason it cannot; nothing runs yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use lambkin_proto::recipe::version::Version;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use lambkin_proto::recipe::lifecycle::Lifecycle;
+use lambkin_proto::recipe::model::{
+    ComponentType, DependencyType, DigestAlgorithm, Recipe, Unarchive,
+};
+use lambkin_proto::recipe::platform::PlatformInfo;
+use lambkin_proto::recipe::variables::{ComponentVariables, Variables};
+use lambkin_proto::recipe::RecipeFormat;
+
+use super::builtin;
+use crate::layout::Layout;
+
+/// A local deployment, as `lambkin deploy` (and `CreateLocalDeployment`) asks for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeploymentRequest {
+    pub recipe_dir: Option<PathBuf>,
+    pub artifact_dir: Option<PathBuf>,
+    /// Components to add or update: name → version.
+    #[serde(default)]
+    pub merge: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Per component: `{"MERGE": {...}, "RESET": ["/pointer"]}`, RESET applied first.
+    #[serde(default)]
+    pub update_config: BTreeMap<String, ConfigUpdate>,
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigUpdate {
+    #[serde(rename = "MERGE", default)]
+    pub merge: Option<serde_json::Value>,
+    #[serde(rename = "RESET", default)]
+    pub reset: Vec<String>,
+}
+
+/// What happens when a component of the deployment fails to install or start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailurePolicy {
+    /// The device returns to its previous components and configuration.
+    #[default]
+    Rollback,
+    /// The components stay as the deployment left them.
+    DoNothing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Built into Lambkin (the nucleus, the Lambda launcher and runtimes, TES, CLI).
+    Builtin,
+    Generic,
+    Lambda,
+}
+
+/// One component of the planned device.
+#[derive(Debug, Clone)]
+pub struct PlannedComponent {
+    pub name: String,
+    pub version: Version,
+    pub kind: Kind,
+    pub recipe: Option<Recipe>,
+    pub config: serde_json::Value,
+    /// Direct dependencies and how they bind.
+    pub dependencies: Vec<(String, DependencyType)>,
+    /// The chosen manifest's lifecycle, variables interpolated (generic components).
+    pub lifecycle: Lifecycle,
+    /// The chosen manifest's index, to find its artifacts.
+    pub manifest: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub components: BTreeMap<String, PlannedComponent>,
+    /// Names in start order: every component after its dependencies.
+    pub order: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The recipes this deployment can choose from: those already on the device and those it
+/// brings.
+#[derive(Debug, Default)]
+pub struct Available {
+    recipes: BTreeMap<String, BTreeMap<Version, Recipe>>,
+}
+
+impl Available {
+    pub fn add(&mut self, recipe: Recipe) {
+        self.recipes
+            .entry(recipe.name.to_string())
+            .or_default()
+            .insert(recipe.version.clone(), recipe);
+    }
+
+    /// Adds what `other` has that this does not.
+    pub fn merge(&mut self, other: Available) {
+        for (name, versions) in other.recipes {
+            let mine = self.recipes.entry(name).or_default();
+            for (v, r) in versions {
+                mine.entry(v).or_insert(r);
+            }
+        }
+    }
+
+    fn get(&self, name: &str, version: &Version) -> Option<&Recipe> {
+        self.recipes.get(name).and_then(|v| v.get(version))
+    }
+
+    fn versions(&self, name: &str) -> Vec<Version> {
+        let mut out: Vec<Version> = self
+            .recipes
+            .get(name)
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Some(v) = builtin::version(name) {
+            out.push(v);
+        }
+        out.sort();
+        out
+    }
+
+    /// Reads every recipe file of `dir` (`.json`, `.yaml`, `.yml`); errors name the file.
+    pub fn read_dir(&mut self, dir: &Path) -> Result<Vec<(PathBuf, Recipe)>, PlanError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            PlanError::Invalid(format!(
+                "cannot read recipe directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| RecipeFormat::from_path(p).is_some())
+            .collect();
+        paths.sort();
+        let mut problems = Vec::new();
+        let mut read = Vec::new();
+        for path in paths {
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    Recipe::parse(&text, RecipeFormat::for_file(&path, &text))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok(recipe) => {
+                    self.add(recipe.clone());
+                    read.push((path, recipe));
+                }
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        if problems.is_empty() {
+            Ok(read)
+        } else {
+            Err(PlanError::Invalid(problems.join("; ")))
+        }
+    }
+}
+
+/// The device's current components: name → (version, effective configuration).
+pub type Current = BTreeMap<String, (Version, serde_json::Value)>;
+
+/// Computes the device after `request`, or every reason it cannot be.
+pub fn plan(
+    current: &Current,
+    request: &DeploymentRequest,
+    available: &Available,
+    layout: &Layout,
+    platform: &PlatformInfo,
+    thing_name: &str,
+) -> Result<Plan, PlanError> {
+    let mut problems = Vec::new();
+    // The components asked for: what runs now, updated by merge and remove.
+    let mut wanted: BTreeMap<String, Version> = current
+        .iter()
+        .map(|(name, (version, _))| (name.clone(), version.clone()))
+        .collect();
+    for (name, version) in &request.merge {
+        match lambkin_proto::recipe::version::parse_component_version(version) {
+            Ok(v) => {
+                wanted.insert(name.clone(), v);
+            }
+            Err(e) => problems.push(format!("--merge {name}={version}: {e}")),
+        }
+    }
+    for name in &request.remove {
+        if wanted.remove(name).is_none() {
+            problems.push(format!("--remove {name}: no such component on the device"));
+        }
+    }
+
+    // Resolve dependencies, breadth first: a dependency not asked for gets the highest
+    // available version that satisfies its requirement.
+    let mut chosen: BTreeMap<String, Version> = BTreeMap::new();
+    let mut queue: Vec<(String, Version)> = wanted.into_iter().collect();
+    while let Some((name, version)) = queue.pop() {
+        if chosen.contains_key(&name) {
+            continue;
+        }
+        if builtin::version(&name).is_none() && available.get(&name, &version).is_none() {
+            let have = available.versions(&name);
+            problems.push(if have.is_empty() {
+                format!("no recipe for {name}@{version}: put it in the recipe directory")
+            } else {
+                format!("no recipe for {name}@{version}; available: {}", list(&have))
+            });
+            continue;
+        }
+        chosen.insert(name.clone(), version.clone());
+        let Some(recipe) = available.get(&name, &version) else {
+            continue;
+        };
+        for (dep, requirement) in &recipe.dependencies {
+            let dep = dep.to_string();
+            let req = &requirement.version_requirement;
+            if let Some(v) = chosen
+                .get(&dep)
+                .or_else(|| queue.iter().find(|(n, _)| *n == dep).map(|(_, v)| v))
+            {
+                if !req.satisfies(v) {
+                    problems.push(format!(
+                        "{name}@{version} needs {dep} {}, but the deployment has {dep}@{v}",
+                        req.as_str()
+                    ));
+                }
+                continue;
+            }
+            let have = available.versions(&dep);
+            match have.iter().rev().find(|v| req.satisfies(v)) {
+                Some(v) => queue.push((dep, v.clone())),
+                None => problems.push(format!(
+                    "{name}@{version} needs {dep} {}, and no version of it satisfies that (available: {})",
+                    req.as_str(),
+                    if have.is_empty() { "none".to_owned() } else { list(&have) }
+                )),
+            }
+        }
+    }
+    for name in request.update_config.keys() {
+        if !chosen.contains_key(name) {
+            problems.push(format!(
+                "--update-config names {name}, which the deployment does not include"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PlanError::Invalid(problems.join("; ")));
+    }
+
+    let order = start_order(&chosen, available)?;
+
+    // Configuration, manifests and lifecycles.
+    let mut components = BTreeMap::new();
+    for name in &order {
+        let version = &chosen[name];
+        let Some(recipe) = available.get(name, version) else {
+            components.insert(
+                name.clone(),
+                PlannedComponent {
+                    name: name.clone(),
+                    version: version.clone(),
+                    kind: Kind::Builtin,
+                    recipe: None,
+                    config: serde_json::json!({}),
+                    dependencies: Vec::new(),
+                    lifecycle: Lifecycle::default(),
+                    manifest: None,
+                },
+            );
+            continue;
+        };
+        let defaults = &recipe.default_configuration;
+        let mut config = defaults.clone();
+        if let Some((_, previous)) = current.get(name) {
+            merge_json(&mut config, previous);
+        }
+        if let Some(update) = request.update_config.get(name) {
+            for pointer in &update.reset {
+                if let Err(e) = reset(&mut config, defaults, pointer) {
+                    problems.push(format!("--update-config {name} RESET {pointer:?}: {e}"));
+                }
+            }
+            if let Some(merge) = &update.merge {
+                merge_json(&mut config, merge);
+            }
+        }
+        let selected = match recipe.select_manifest(platform) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let kind = match recipe.component_type {
+            ComponentType::Lambda => Kind::Lambda,
+            _ => Kind::Generic,
+        };
+        components.insert(
+            name.clone(),
+            PlannedComponent {
+                name: name.clone(),
+                version: version.clone(),
+                kind,
+                recipe: Some(recipe.clone()),
+                config,
+                dependencies: recipe
+                    .dependencies
+                    .iter()
+                    .map(|(n, d)| (n.to_string(), d.dependency_type))
+                    .collect(),
+                lifecycle: selected.lifecycle.clone(),
+                manifest: Some(selected.index),
+            },
+        );
+    }
+    if !problems.is_empty() {
+        return Err(PlanError::Invalid(problems.join("; ")));
+    }
+    interpolate(&mut components, layout, thing_name)?;
+    Ok(Plan { components, order })
+}
+
+fn list(versions: &[Version]) -> String {
+    versions
+        .iter()
+        .map(Version::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Dependencies first; a cycle is an error naming it.
+fn start_order(
+    chosen: &BTreeMap<String, Version>,
+    available: &Available,
+) -> Result<Vec<String>, PlanError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        name: &str,
+        chosen: &BTreeMap<String, Version>,
+        available: &Available,
+        marks: &mut BTreeMap<String, Mark>,
+        path: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), PlanError> {
+        match marks.get(name) {
+            Some(Mark::Done) => return Ok(()),
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|n| n == name).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(name.to_owned());
+                return Err(PlanError::Invalid(format!(
+                    "dependency cycle: {}",
+                    cycle.join(" -> ")
+                )));
+            }
+            None => {}
+        }
+        marks.insert(name.to_owned(), Mark::Visiting);
+        path.push(name.to_owned());
+        if let Some(recipe) = chosen.get(name).and_then(|v| available.get(name, v)) {
+            for dep in recipe.dependencies.keys() {
+                visit(dep.as_str(), chosen, available, marks, path, order)?;
+            }
+        }
+        path.pop();
+        marks.insert(name.to_owned(), Mark::Done);
+        order.push(name.to_owned());
+        Ok(())
+    }
+    let mut marks = BTreeMap::new();
+    let mut order = Vec::new();
+    for name in chosen.keys() {
+        visit(
+            name,
+            chosen,
+            available,
+            &mut marks,
+            &mut Vec::new(),
+            &mut order,
+        )?;
+    }
+    Ok(order)
+}
+
+/// `MERGE`: objects merge key by key; anything else replaces.
+pub fn merge_json(into: &mut serde_json::Value, from: &serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(existing) => merge_json(existing, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (into, from) => *into = from.clone(),
+    }
+}
+
+/// `RESET`: the value at `pointer` goes back to the recipe's default, or away if it has none;
+/// `""` resets everything.
+fn reset(
+    config: &mut serde_json::Value,
+    defaults: &serde_json::Value,
+    pointer: &str,
+) -> Result<(), String> {
+    if pointer.is_empty() {
+        *config = defaults.clone();
+        return Ok(());
+    }
+    if !pointer.starts_with('/') {
+        return Err("a JSON pointer starts with /".into());
+    }
+    match defaults.pointer(pointer) {
+        Some(default) => {
+            if let Some(slot) = config.pointer_mut(pointer) {
+                *slot = default.clone();
+            } else {
+                let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+                if let Some(serde_json::Value::Object(map)) = config.pointer_mut(parent) {
+                    map.insert(unescape(key), default.clone());
+                }
+            }
+        }
+        None => {
+            let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+            if let Some(serde_json::Value::Object(map)) = config.pointer_mut(parent) {
+                map.remove(&unescape(key));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+/// Where a component's files are.
+#[derive(Debug)]
+pub struct ComponentPaths {
+    pub artifacts: PathBuf,
+    pub decompressed: PathBuf,
+    pub work: PathBuf,
+}
+
+pub fn paths(layout: &Layout, name: &str, version: &Version) -> ComponentPaths {
+    let packages = layout.root().join("packages");
+    ComponentPaths {
+        artifacts: packages
+            .join("artifacts")
+            .join(name)
+            .join(version.to_string()),
+        decompressed: packages
+            .join("artifacts-unarchived")
+            .join(name)
+            .join(version.to_string()),
+        work: layout.root().join("work").join(name),
+    }
+}
+
+fn interpolate(
+    components: &mut BTreeMap<String, PlannedComponent>,
+    layout: &Layout,
+    thing_name: &str,
+) -> Result<(), PlanError> {
+    let root = layout.root().display().to_string();
+    let texts: BTreeMap<String, (String, String, String, serde_json::Value)> = components
+        .values()
+        .map(|c| {
+            let p = paths(layout, &c.name, &c.version);
+            (
+                c.name.clone(),
+                (
+                    p.artifacts.display().to_string(),
+                    p.decompressed.display().to_string(),
+                    p.work.display().to_string(),
+                    c.config.clone(),
+                ),
+            )
+        })
+        .collect();
+    let vars_of = |name: &str| {
+        texts.get(name).map(|(a, d, w, c)| ComponentVariables {
+            artifacts_path: a,
+            decompressed_path: d,
+            work_path: w,
+            configuration: c,
+        })
+    };
+    let mut problems = Vec::new();
+    let mut done = BTreeMap::new();
+    for c in components.values() {
+        if c.kind != Kind::Generic {
+            continue;
+        }
+        let Some(component) = vars_of(&c.name) else {
+            continue;
+        };
+        let dependencies = c
+            .dependencies
+            .iter()
+            .filter_map(|(d, _)| vars_of(d).map(|v| (d.as_str(), v)))
+            .collect();
+        let vars = Variables {
+            kernel_root_path: &root,
+            thing_name,
+            component,
+            dependencies,
+        };
+        match vars.interpolate_lifecycle(&c.lifecycle) {
+            Ok(l) => {
+                done.insert(c.name.clone(), l);
+            }
+            Err(errors) => problems.extend(
+                errors
+                    .iter()
+                    .map(|e| format!("{}@{}: {e}", c.name, c.version)),
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PlanError::Invalid(problems.join("; ")));
+    }
+    for (name, lifecycle) in done {
+        if let Some(c) = components.get_mut(&name) {
+            c.lifecycle = lifecycle;
+        }
+    }
+    Ok(())
+}
+
+/// Copies, checks and unpacks the artifacts of the planned components that the deployment
+/// brings (those with files under `artifact_dir/NAME/VERSION/`). Components already on the
+/// device keep theirs.
+pub fn stage_artifacts(
+    plan: &Plan,
+    artifact_dir: Option<&Path>,
+    layout: &Layout,
+    fresh: &BTreeSet<String>,
+) -> Result<(), PlanError> {
+    let mut problems = Vec::new();
+    for c in plan.components.values() {
+        let (Some(recipe), Some(index)) = (&c.recipe, c.manifest) else {
+            continue;
+        };
+        let Some(manifest) = recipe.manifests.get(index) else {
+            continue;
+        };
+        let key = format!("{}@{}", c.name, c.version);
+        let p = paths(layout, &c.name, &c.version);
+        if !fresh.contains(&key) && p.artifacts.is_dir() {
+            continue;
+        }
+        for artifact in &manifest.artifacts {
+            let uri = artifact.uri.as_str();
+            if artifact.uri.scheme() == "docker" {
+                problems.push(format!(
+                    "{key}: artifact {uri}: docker images are pulled by a Docker engine, which this host does not manage yet"
+                ));
+                continue;
+            }
+            let Some(file) = artifact.uri.file_name() else {
+                problems.push(format!("{key}: artifact {uri} names no file"));
+                continue;
+            };
+            let source =
+                artifact_dir.map(|d| d.join(&c.name).join(c.version.to_string()).join(file));
+            let target = p.artifacts.join(file);
+            let bytes = match source.as_ref().map(std::fs::read) {
+                Some(Ok(bytes)) => bytes,
+                Some(Err(e)) if target.is_file() && e.kind() == std::io::ErrorKind::NotFound => {
+                    match std::fs::read(&target) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            problems.push(format!("{key}: artifact {file}: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    problems.push(format!(
+                        "{key}: artifact {file} not found at {}: {e}",
+                        source.as_deref().unwrap_or(Path::new("?")).display()
+                    ));
+                    continue;
+                }
+                None => match std::fs::read(&target) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        problems.push(format!(
+                            "{key}: artifact {file} is missing and no --artifact-dir was given"
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if let Some(expected) = &artifact.digest {
+                use base64::Engine;
+                let digest = match artifact.algorithm {
+                    DigestAlgorithm::Sha256 => Sha256::digest(&bytes).to_vec(),
+                    DigestAlgorithm::Sha384 => Sha384::digest(&bytes).to_vec(),
+                    DigestAlgorithm::Sha512 => Sha512::digest(&bytes).to_vec(),
+                };
+                let actual = base64::engine::general_purpose::STANDARD.encode(digest);
+                if &actual != expected {
+                    problems.push(format!(
+                        "{key}: artifact {file} has {} digest {actual}, but the recipe says {expected}",
+                        artifact.algorithm.as_str()
+                    ));
+                    continue;
+                }
+            }
+            if let Err(e) = write_artifact(&bytes, &target, artifact, &p.decompressed, file) {
+                problems.push(format!("{key}: artifact {file}: {e}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError::Invalid(problems.join("; ")))
+    }
+}
+
+fn write_artifact(
+    bytes: &[u8],
+    target: &Path,
+    artifact: &lambkin_proto::recipe::model::Artifact,
+    decompressed: &Path,
+    file: &str,
+) -> Result<(), String> {
+    use lambkin_proto::recipe::model::PermissionLevel;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let staging = target.with_extension("staging");
+    std::fs::write(&staging, bytes).map_err(|e| e.to_string())?;
+    let read = match artifact.permission.read {
+        PermissionLevel::None => 0o200,
+        PermissionLevel::Owner => 0o600,
+        PermissionLevel::All => 0o644,
+    };
+    let exec = match artifact.permission.execute {
+        PermissionLevel::None => 0,
+        PermissionLevel::Owner => 0o100,
+        PermissionLevel::All => 0o111,
+    };
+    std::fs::set_permissions(
+        &staging,
+        std::fs::Permissions::from_mode(read | exec | 0o200),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::rename(&staging, target).map_err(|e| e.to_string())?;
+    if artifact.unarchive == Unarchive::Zip {
+        let stem = Path::new(file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.to_owned());
+        let dest = decompressed.join(&stem);
+        let staging = decompressed.join(format!(".{stem}.unpacking"));
+        let _ = std::fs::remove_dir_all(&staging);
+        crate::lambda::code::unpack(bytes, &staging).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging);
+            e.to_string()
+        })?;
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::rename(&staging, &dest).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Keeps a recipe on the device (`ROOT/packages/recipes/NAME@VERSION.recipe.{json,yaml}`).
+pub fn store_recipe(layout: &Layout, source: &Path, recipe: &Recipe) -> std::io::Result<()> {
+    let dir = layout.root().join("packages").join("recipes");
+    std::fs::create_dir_all(&dir)?;
+    let ext = match source.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => "yaml",
+        _ => "json",
+    };
+    let target = dir.join(format!("{}@{}.recipe.{ext}", recipe.name, recipe.version));
+    let staging = target.with_extension("staging");
+    std::fs::copy(source, &staging)?;
+    std::fs::rename(&staging, &target)
+}
+
+/// The recipes kept on the device.
+pub fn stored_recipes(layout: &Layout) -> Available {
+    let mut available = Available::default();
+    let dir = layout.root().join("packages").join("recipes");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !(name.ends_with(".recipe.json") || name.ends_with(".recipe.yaml")) {
+                continue;
+            }
+            match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    Recipe::parse(&t, RecipeFormat::for_file(&path, &t)).map_err(|e| e.to_string())
+                }) {
+                Ok(recipe) => available.add(recipe),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "stored recipe unreadable")
+                }
+            }
+        }
+    }
+    available
+}

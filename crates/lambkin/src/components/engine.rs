@@ -1,0 +1,818 @@
+//! The deployment engine: one actor that owns the device's running components and applies
+//! deployments one at a time (a second waits for the first). A deployment is planned in full
+//! first, recorded as IN_PROGRESS, applied (changed components stopped, new ones started in
+//! dependency order and waited for), then committed with the device's new component set in one
+//! transaction; if anything fails to install or start, the previous components and
+//! configuration are restored (unless the request says DO_NOTHING). After a crash the host
+//! starts the last committed set, so nothing is ever half-applied.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use lambkin_proto::lambda::function::{
+    FunctionConfig, FunctionName, GreengrassSettings, PayloadEncoding, Runtime,
+};
+use lambkin_proto::recipe::lifecycle::StepKind;
+use lambkin_proto::recipe::model::DependencyType;
+use lambkin_proto::recipe::platform::PlatformInfo;
+use lambkin_proto::recipe::version::Version;
+
+use super::deployment::{
+    self, Available, Current, DeploymentRequest, FailurePolicy, Kind, Plan, PlannedComponent,
+};
+use super::lifecycle::State;
+use super::supervisor::{
+    self, ComponentSpec, SkipIf, StateReport, StepKey, StepSpec, SupervisorHandle,
+};
+use crate::lambda::registry::Registry;
+use crate::layout::Layout;
+use crate::logfile::LogFile;
+use crate::store::{ComponentRecord, DeploymentRecord, Store};
+
+/// How long a component may take to come up in a deployment beyond its own step timeouts.
+const START_SLACK: Duration = Duration::from_secs(5);
+/// `errorResetTime` default (§2.5).
+const ERROR_RESET: Duration = Duration::from_secs(3600);
+
+/// What `lambkin list` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    pub name: String,
+    pub version: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentOutcome {
+    pub deployment_id: String,
+    pub status: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no component named {0}")]
+    NotFound(String),
+    #[error("component {0} is built in and always running")]
+    Builtin(String),
+    #[error("the deployment engine has stopped")]
+    Stopped,
+}
+
+/// Device-wide facts a deployment needs.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub layout: Layout,
+    pub platform: PlatformInfo,
+    pub thing_name: String,
+    pub region: String,
+    /// Time a stopped `Run` process gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Environment every component gets (`SVCUID` and friends come later, with IPC).
+    pub base_env: BTreeMap<String, String>,
+}
+
+enum Command {
+    Deploy(Box<DeploymentRequest>, oneshot::Sender<DeploymentOutcome>),
+    Restart(String, oneshot::Sender<Result<(), ControlError>>),
+    Stop(String, oneshot::Sender<Result<(), ControlError>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+type Board = Arc<Mutex<BTreeMap<String, ComponentStatus>>>;
+
+/// A cloneable handle on the engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Command>,
+    board: Board,
+    store: Store,
+}
+
+impl Engine {
+    /// Starts the engine: marks interrupted deployments failed and starts the last committed
+    /// component set.
+    pub async fn start(
+        settings: EngineSettings,
+        store: Store,
+        registry: Registry,
+        committed: Vec<ComponentRecord>,
+        interrupted: Vec<DeploymentRecord>,
+    ) -> Self {
+        for d in interrupted {
+            let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
+            if let Err(e) = store
+                .end_deployment(d.id.clone(), "FAILED", message, None)
+                .await
+            {
+                tracing::error!(deployment = %d.id, error = %e, "cannot mark an interrupted deployment failed");
+            }
+        }
+        let board: Board = Arc::default();
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let (changed_tx, changed_rx) = watch::channel(0u64);
+        let graph: Arc<Mutex<Graph>> = Arc::default();
+        tokio::spawn(watch_reports(
+            reports_rx,
+            board.clone(),
+            changed_tx,
+            graph.clone(),
+        ));
+        let mut actor = Actor {
+            settings,
+            store: store.clone(),
+            registry,
+            running: BTreeMap::new(),
+            board: board.clone(),
+            reports_tx,
+            changed: changed_rx,
+            graph,
+        };
+        let current: Current = committed
+            .into_iter()
+            .filter_map(|c| {
+                Version::parse(&c.version)
+                    .ok()
+                    .map(|v| (c.name, (v, c.config)))
+            })
+            .collect();
+        if !current.is_empty() {
+            match actor.plan_from(
+                &current,
+                &DeploymentRequest::default(),
+                Available::default(),
+            ) {
+                Ok(plan) => {
+                    if let Err(e) = actor.apply(&plan, &BTreeSet::new()).await {
+                        tracing::error!(error = %e, "the committed components did not all start");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot plan the committed components"),
+            }
+        }
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(actor.run(rx));
+        Self { tx, board, store }
+    }
+
+    /// Applies a deployment and waits for its outcome.
+    pub async fn deploy(
+        &self,
+        request: DeploymentRequest,
+    ) -> Result<DeploymentOutcome, ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Deploy(Box::new(request), reply))
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)
+    }
+
+    pub fn list(&self) -> Vec<ComponentStatus> {
+        self.board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub async fn deployments(&self) -> Vec<DeploymentRecord> {
+        self.store.list_deployments().await.unwrap_or_default()
+    }
+
+    pub async fn restart(&self, name: String) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Restart(name, reply))
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    pub async fn stop(&self, name: String) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Stop(name, reply))
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Stops every component (Shutdown steps, then their processes).
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Who depends HARD on whom, for restarts.
+#[derive(Debug, Default)]
+struct Graph {
+    hard_dependents: BTreeMap<String, Vec<String>>,
+    handles: BTreeMap<String, Arc<SupervisorHandle>>,
+}
+
+/// Keeps the status board current and restarts HARD dependents when a dependency has
+/// restarted (it was down and is RUNNING again).
+async fn watch_reports(
+    mut reports: mpsc::UnboundedReceiver<StateReport>,
+    board: Board,
+    changed: watch::Sender<u64>,
+    graph: Arc<Mutex<Graph>>,
+) {
+    let mut was_down: BTreeSet<String> = BTreeSet::new();
+    while let Some(report) = reports.recv().await {
+        {
+            let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(status) = board.get_mut(&report.name) {
+                status.state = report.state.as_str().to_owned();
+                status.detail = report.detail.clone();
+            }
+        }
+        match report.state {
+            State::Stopping | State::Errored => {
+                was_down.insert(report.name.clone());
+            }
+            State::Running if was_down.remove(&report.name) => {
+                let graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
+                for dependent in graph
+                    .hard_dependents
+                    .get(&report.name)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(h) = graph.handles.get(dependent) {
+                        tracing::info!(component = %dependent, dependency = %report.name, "restarting after its HARD dependency restarted");
+                        h.restart();
+                    }
+                }
+            }
+            _ => {}
+        }
+        changed.send_modify(|n| *n += 1);
+    }
+}
+
+struct RunningComponent {
+    version: Version,
+    kind: Kind,
+    config: serde_json::Value,
+    /// Generic components only.
+    supervisor: Option<Arc<SupervisorHandle>>,
+    /// What the plan said, to tell whether a new plan changes it.
+    fingerprint: String,
+}
+
+struct Actor {
+    settings: EngineSettings,
+    store: Store,
+    registry: Registry,
+    running: BTreeMap<String, RunningComponent>,
+    board: Board,
+    reports_tx: mpsc::UnboundedSender<StateReport>,
+    changed: watch::Receiver<u64>,
+    graph: Arc<Mutex<Graph>>,
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Builtin => "builtin",
+        Kind::Generic => "generic",
+        Kind::Lambda => "lambda",
+    }
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(command) = rx.recv().await {
+            match command {
+                Command::Deploy(request, reply) => {
+                    let outcome = self.deploy(*request).await;
+                    let _ = reply.send(outcome);
+                }
+                Command::Restart(name, reply) => {
+                    let _ = reply.send(self.control(&name, |h| h.restart()));
+                }
+                Command::Stop(name, reply) => {
+                    let _ = reply.send(self.control(&name, |h| h.stop()));
+                }
+                Command::Shutdown(done) => {
+                    let names: Vec<String> = self.running.keys().cloned().collect();
+                    self.stop_components(names.iter().rev()).await;
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn control(&self, name: &str, f: impl FnOnce(&SupervisorHandle)) -> Result<(), ControlError> {
+        let c = self
+            .running
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        match &c.supervisor {
+            Some(h) => {
+                f(h);
+                Ok(())
+            }
+            None => Err(ControlError::Builtin(name.to_owned())),
+        }
+    }
+
+    fn current(&self) -> Current {
+        self.running
+            .iter()
+            .filter(|(_, c)| c.kind != Kind::Builtin)
+            .map(|(n, c)| (n.clone(), (c.version.clone(), c.config.clone())))
+            .collect()
+    }
+
+    fn plan_from(
+        &self,
+        current: &Current,
+        request: &DeploymentRequest,
+        mut available: Available,
+    ) -> Result<Plan, String> {
+        let stored = deployment::stored_recipes(&self.settings.layout);
+        available.merge(stored);
+        deployment::plan(
+            current,
+            request,
+            &available,
+            &self.settings.layout,
+            &self.settings.platform,
+            &self.settings.thing_name,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    async fn deploy(&mut self, request: DeploymentRequest) -> DeploymentOutcome {
+        let id = uuid::Uuid::new_v4().to_string();
+        let outcome = |status: &str, message: String| DeploymentOutcome {
+            deployment_id: id.clone(),
+            status: status.to_owned(),
+            message,
+        };
+        let record = DeploymentRecord {
+            id: id.clone(),
+            status: "IN_PROGRESS".into(),
+            request: serde_json::to_string(&request).unwrap_or_default(),
+            message: String::new(),
+        };
+        if let Err(e) = self.store.begin_deployment(record).await {
+            return outcome("FAILED", format!("cannot record the deployment: {e}"));
+        }
+        let previous = self.current();
+        let result = self.prepare_and_apply(&previous, &request).await;
+        let (status, message, committed) = match result {
+            Ok(()) => ("SUCCEEDED", String::new(), Some(self.records())),
+            Err(why) => {
+                let message = match request.failure_policy {
+                    FailurePolicy::Rollback => match self.restore(&previous).await {
+                        Ok(()) => format!(
+                            "{why}; the previous components and configuration were restored"
+                        ),
+                        Err(e) => {
+                            format!("{why}; restoring the previous components also failed: {e}")
+                        }
+                    },
+                    FailurePolicy::DoNothing => {
+                        format!("{why}; components left as the deployment left them (DO_NOTHING)")
+                    }
+                };
+                let committed =
+                    (request.failure_policy == FailurePolicy::DoNothing).then(|| self.records());
+                ("FAILED", message, committed)
+            }
+        };
+        if let Err(e) = self
+            .store
+            .end_deployment(id.clone(), status, message.clone(), committed)
+            .await
+        {
+            return outcome("FAILED", format!("cannot record the deployment's end: {e}"));
+        }
+        outcome(status, message)
+    }
+
+    fn records(&self) -> Vec<ComponentRecord> {
+        self.running
+            .iter()
+            .filter(|(_, c)| c.kind != Kind::Builtin)
+            .map(|(name, c)| ComponentRecord {
+                name: name.clone(),
+                version: c.version.to_string(),
+                config: c.config.clone(),
+            })
+            .collect()
+    }
+
+    async fn prepare_and_apply(
+        &mut self,
+        previous: &Current,
+        request: &DeploymentRequest,
+    ) -> Result<(), String> {
+        let mut available = Available::default();
+        let mut brought = Vec::new();
+        if let Some(dir) = &request.recipe_dir {
+            brought = available.read_dir(dir).map_err(|e| e.to_string())?;
+        }
+        let plan = self.plan_from(previous, request, available)?;
+        let fresh: BTreeSet<String> = brought
+            .iter()
+            .map(|(_, r)| format!("{}@{}", r.name, r.version))
+            .collect();
+        deployment::stage_artifacts(
+            &plan,
+            request.artifact_dir.as_deref(),
+            &self.settings.layout,
+            &fresh,
+        )
+        .map_err(|e| e.to_string())?;
+        for (path, recipe) in &brought {
+            if plan.components.contains_key(recipe.name.as_str()) {
+                deployment::store_recipe(&self.settings.layout, path, recipe)
+                    .map_err(|e| format!("cannot keep the recipe {}: {e}", path.display()))?;
+            }
+        }
+        // Deploying a BROKEN component again is how it is repaired (§2.5).
+        let broken: BTreeSet<String> = {
+            let board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
+            request
+                .merge
+                .keys()
+                .filter(|n| board.get(*n).is_some_and(|s| s.state == "BROKEN"))
+                .cloned()
+                .collect()
+        };
+        self.apply(&plan, &broken).await
+    }
+
+    async fn restore(&mut self, previous: &Current) -> Result<(), String> {
+        let plan = self.plan_from(
+            previous,
+            &DeploymentRequest::default(),
+            Available::default(),
+        )?;
+        self.apply(&plan, &BTreeSet::new()).await
+    }
+
+    /// Makes the device run `plan`: stops what leaves or changes (dependents first), starts
+    /// what is new or changed in dependency order, and waits for each to come up. `refresh`
+    /// names components to replace even if unchanged.
+    async fn apply(&mut self, plan: &Plan, refresh: &BTreeSet<String>) -> Result<(), String> {
+        let fingerprints: BTreeMap<&str, String> = plan
+            .components
+            .iter()
+            .map(|(n, c)| (n.as_str(), fingerprint(c)))
+            .collect();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(n, c)| {
+                refresh.contains(n.as_str()) || fingerprints.get(n.as_str()) != Some(&c.fingerprint)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Dependents first: reverse of the old start order is not kept, so stop in reverse
+        // of the new plan's order, then whatever is left.
+        let mut stop_order: Vec<String> = plan
+            .order
+            .iter()
+            .rev()
+            .filter(|n| stale.contains(n))
+            .cloned()
+            .collect();
+        stop_order.extend(stale.iter().filter(|n| !plan.order.contains(n)).cloned());
+        self.stop_components(stop_order.iter()).await;
+        self.set_graph(plan);
+        for name in &plan.order {
+            if self.running.contains_key(name) {
+                continue;
+            }
+            let Some(c) = plan.components.get(name) else {
+                continue;
+            };
+            self.start_component(c).await?;
+        }
+        Ok(())
+    }
+
+    fn set_graph(&self, plan: &Plan) {
+        let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+        graph.hard_dependents.clear();
+        for c in plan.components.values() {
+            for (dep, ty) in &c.dependencies {
+                if *ty == DependencyType::Hard {
+                    graph
+                        .hard_dependents
+                        .entry(dep.clone())
+                        .or_default()
+                        .push(c.name.clone());
+                }
+            }
+        }
+    }
+
+    async fn stop_components<'a>(&mut self, names: impl Iterator<Item = &'a String>) {
+        for name in names {
+            let Some(c) = self.running.remove(name) else {
+                continue;
+            };
+            match c.kind {
+                Kind::Generic => {
+                    if let Some(h) = &c.supervisor {
+                        h.shutdown().await;
+                    }
+                    self.graph
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .handles
+                        .remove(name);
+                }
+                Kind::Lambda => {
+                    if let Ok(fname) = FunctionName::parse(name) {
+                        self.registry.remove_for_component(&fname).await;
+                    }
+                }
+                Kind::Builtin => {}
+            }
+            self.board
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(name);
+        }
+    }
+
+    fn set_status(&self, c: &PlannedComponent, state: &str) {
+        self.board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                c.name.clone(),
+                ComponentStatus {
+                    name: c.name.clone(),
+                    version: c.version.to_string(),
+                    kind: kind_name(&c.kind).to_owned(),
+                    state: state.to_owned(),
+                    detail: None,
+                },
+            );
+    }
+
+    async fn start_component(&mut self, c: &PlannedComponent) -> Result<(), String> {
+        let mut supervisor = None;
+        match c.kind {
+            Kind::Builtin => self.set_status(c, "RUNNING"),
+            Kind::Lambda => {
+                self.set_status(c, "STARTING");
+                let (name, config, code_dir) = self.lambda_function(c)?;
+                self.registry
+                    .define_for_component(name, config, code_dir)
+                    .await
+                    .map_err(|e| format!("{}@{}: {e}", c.name, c.version))?;
+                self.set_status(c, "RUNNING");
+            }
+            Kind::Generic => {
+                self.set_status(c, "NEW");
+                let spec = self.component_spec(c)?;
+                let timeout = [StepKey::Install, StepKey::Startup]
+                    .iter()
+                    .filter_map(|k| spec.steps.get(k).map(|s| s.timeout.unwrap_or_default()))
+                    .sum::<Duration>();
+                let handle = Arc::new(supervisor::spawn(spec, self.reports_tx.clone()));
+                handle.start();
+                self.graph
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .handles
+                    .insert(c.name.clone(), handle.clone());
+                supervisor = Some(handle);
+                self.running.insert(
+                    c.name.clone(),
+                    RunningComponent {
+                        version: c.version.clone(),
+                        kind: c.kind.clone(),
+                        config: c.config.clone(),
+                        supervisor: supervisor.clone(),
+                        fingerprint: fingerprint(c),
+                    },
+                );
+                return self.wait_up(&c.name, timeout + START_SLACK).await;
+            }
+        }
+        self.running.insert(
+            c.name.clone(),
+            RunningComponent {
+                version: c.version.clone(),
+                kind: c.kind.clone(),
+                config: c.config.clone(),
+                supervisor,
+                fingerprint: fingerprint(c),
+            },
+        );
+        Ok(())
+    }
+
+    /// Waits until the component is RUNNING or FINISHED; ERRORED, BROKEN or the deadline fail.
+    async fn wait_up(&mut self, name: &str, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self
+                .board
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .cloned();
+            if let Some(s) = status {
+                match s.state.as_str() {
+                    "RUNNING" | "FINISHED" => return Ok(()),
+                    "ERRORED" | "BROKEN" => {
+                        return Err(format!(
+                            "{name}@{} failed to start: {}",
+                            s.version,
+                            s.detail.unwrap_or_else(|| "it reported ERRORED".into())
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "{name} did not reach RUNNING within {} s",
+                    limit.as_secs()
+                ));
+            }
+            let _ = tokio::time::timeout(deadline - now, self.changed.changed()).await;
+        }
+    }
+
+    fn component_spec(&self, c: &PlannedComponent) -> Result<Arc<ComponentSpec>, String> {
+        let layout = &self.settings.layout;
+        let paths = deployment::paths(layout, &c.name, &c.version);
+        std::fs::create_dir_all(&paths.work)
+            .map_err(|e| format!("cannot create {}: {e}", paths.work.display()))?;
+        let log = LogFile::open(&layout.logs_dir().join(format!("{}.log", c.name)))
+            .map_err(|e| format!("cannot open the log of {}: {e}", c.name))?;
+        let mut env = self.settings.base_env.clone();
+        env.extend(c.lifecycle.setenv.clone());
+        let steps = c
+            .lifecycle
+            .steps
+            .iter()
+            .filter_map(|(kind, step)| {
+                let key = match kind {
+                    StepKind::Install => StepKey::Install,
+                    StepKind::Startup => StepKey::Startup,
+                    StepKind::Run => StepKey::Run,
+                    StepKind::Shutdown => StepKey::Shutdown,
+                    StepKind::Recover => StepKey::Recover,
+                    _ => return None,
+                };
+                let skip_if = step.skip_if.as_ref().map(|s| {
+                    let check = match &s.check {
+                        lambkin_proto::recipe::lifecycle::SkipCheck::OnPath(exe) => {
+                            SkipIf::OnPath(exe.clone())
+                        }
+                        lambkin_proto::recipe::lifecycle::SkipCheck::Exists(f) => {
+                            SkipIf::Exists(PathBuf::from(f))
+                        }
+                    };
+                    if s.negated {
+                        SkipIf::Not(Box::new(check))
+                    } else {
+                        check
+                    }
+                });
+                Some((
+                    key,
+                    StepSpec {
+                        script: step.script.clone(),
+                        timeout: step.timeout,
+                        env: step.setenv.clone(),
+                        skip_if,
+                        requires_privilege: step.requires_privilege,
+                    },
+                ))
+            })
+            .collect();
+        Ok(Arc::new(ComponentSpec {
+            name: c.name.clone(),
+            version: c.version.to_string(),
+            work_dir: paths.work,
+            env,
+            steps,
+            error_reset: ERROR_RESET,
+            stop_grace: self.settings.stop_grace,
+            log: Arc::new(log),
+        }))
+    }
+
+    /// The function a Lambda component defines (`greengrass-reference.md` §1.2–1.3).
+    fn lambda_function(
+        &self,
+        c: &PlannedComponent,
+    ) -> Result<(FunctionName, FunctionConfig, PathBuf), String> {
+        let at = format!("{}@{}", c.name, c.version);
+        let name = FunctionName::parse(&c.name).map_err(|e| format!("{at}: {e}"))?;
+        let setenv = &c.lifecycle.setenv;
+        let runtime_id = setenv.get("AWS_GREENGRASS_LAMBDA_RUNTIME").ok_or_else(|| {
+            format!("{at}: the recipe's Setenv has no AWS_GREENGRASS_LAMBDA_RUNTIME")
+        })?;
+        let runtime = Runtime::parse(runtime_id).map_err(|e| format!("{at}: {e}"))?;
+        let handler = setenv
+            .get("AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER")
+            .cloned();
+        let config = &c.config;
+        let number = |key: &str| config.get(key).and_then(serde_json::Value::as_f64);
+        let defaults = GreengrassSettings::default();
+        let count =
+            |key: &str, default: u32| number(key).map(|n| n.max(0.0) as u32).unwrap_or(default);
+        let greengrass = GreengrassSettings {
+            pinned: config
+                .get("pinned")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(defaults.pinned),
+            max_instances_count: count("maxInstancesCount", defaults.max_instances_count),
+            max_queue_size: count("maxQueueSize", defaults.max_queue_size),
+            max_idle_time_in_seconds: count(
+                "maxIdleTimeInSeconds",
+                defaults.max_idle_time_in_seconds,
+            ),
+            status_timeout_in_seconds: count(
+                "statusTimeoutInSeconds",
+                defaults.status_timeout_in_seconds,
+            ),
+            input_payload_encoding_type: match config
+                .get("inputPayloadEncodingType")
+                .and_then(|v| v.as_str())
+            {
+                Some("binary") => PayloadEncoding::Binary,
+                _ => PayloadEncoding::Json,
+            },
+        };
+        let environment = config
+            .pointer("/lambdaExecutionParameters/EnvironmentVariables")
+            .and_then(|v| v.as_object())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let memory_kb = config
+            .pointer("/containerParams/memorySize")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(16384.0);
+        let function = FunctionConfig {
+            runtime,
+            handler,
+            timeout_seconds: count("timeoutInSeconds", FunctionConfig::DEFAULT_TIMEOUT_SECONDS)
+                .max(1),
+            // Greengrass sizes memory in KB for its container; the function still sees at
+            // least Lambda's minimum.
+            memory_size_mb: ((memory_kb / 1024.0).ceil() as u32).max(128),
+            environment,
+            description: c
+                .recipe
+                .as_ref()
+                .and_then(|r| r.description.clone())
+                .unwrap_or_default(),
+            role: String::new(),
+            greengrass,
+        };
+        function.validate().map_err(|e| format!("{at}: {e}"))?;
+        let code_dir = deployment::paths(&self.settings.layout, &c.name, &c.version)
+            .decompressed
+            .join("lambda-artifact");
+        Ok((name, function, code_dir))
+    }
+}
+
+/// What identifies a component's running form: version, configuration and lifecycle.
+fn fingerprint(c: &PlannedComponent) -> String {
+    format!("{}|{}|{:?}", c.version, c.config, c.lifecycle)
+}
