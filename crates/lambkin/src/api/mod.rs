@@ -1,6 +1,6 @@
 //! The host's HTTP listener (default `127.0.0.1:3001`): the AWS Invoke API, the Lambda
-//! management API and Lambkin's own `/lambkin/v1` API. The whole route table is [`route`];
-//! every error becomes HTTP in [`error_response`], the one place that maps them.
+//! management API and Lambkin's own `/lambkin/v1` API. The whole route table is `route`;
+//! every error becomes HTTP in `error_response`, the one place that maps them.
 
 mod invoke;
 mod local;
