@@ -3,7 +3,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use crate::timestamp;
@@ -23,17 +24,44 @@ impl Level {
     }
 }
 
-/// Appends whole lines with one `write` each batch; with `O_APPEND` concurrent instances of the
-/// same function never interleave within a line.
+/// Size past which a log is rotated: `NAME.log` becomes `NAME.log.1` (older ones shift up to
+/// [`KEEP_ROTATED`]) and a fresh `NAME.log` starts.
+pub const ROTATE_AT_BYTES: u64 = 10 * 1024 * 1024;
+/// Rotated files kept.
+pub const KEEP_ROTATED: u32 = 3;
+
+/// Appends whole lines with one `write` per batch (`O_APPEND`, so writers sharing a file never
+/// interleave within a line) and rotates by size.
 #[derive(Debug)]
 pub struct LogFile {
+    path: PathBuf,
+    rotate_at: u64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     file: File,
+    size: u64,
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 impl LogFile {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file })
+        Self::with_rotation(path, ROTATE_AT_BYTES)
+    }
+
+    pub fn with_rotation(path: &Path, rotate_at: u64) -> std::io::Result<Self> {
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            rotate_at,
+            inner: Mutex::new(Inner { file, size }),
+        })
     }
 
     /// Writes each line of `text` (without its newline) prefixed by time and level.
@@ -52,8 +80,70 @@ impl LogFile {
             out.extend_from_slice(line);
             out.push(b'\n');
         }
-        if let Err(e) = (&self.file).write_all(&out) {
-            tracing::warn!(error = %e, "cannot write a function log");
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner.size > 0 && inner.size + out.len() as u64 > self.rotate_at {
+            if let Err(e) = self.rotate(&mut inner) {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot rotate a log");
+            }
         }
+        match inner.file.write_all(&out) {
+            Ok(()) => inner.size += out.len() as u64,
+            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "cannot write a log"),
+        }
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&self, inner: &mut Inner) -> std::io::Result<()> {
+        for n in (1..KEEP_ROTATED).rev() {
+            let from = self.rotated(n);
+            if from.exists() {
+                std::fs::rename(&from, self.rotated(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        inner.file = open_append(&self.path)?;
+        inner.size = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_three() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("c.log");
+        let log = LogFile::with_rotation(&path, 1000).unwrap();
+        for i in 0..200 {
+            log.write_lines(
+                Level::Info,
+                format!("line {i:04} {}", "x".repeat(40)).as_bytes(),
+            );
+        }
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(current.len() <= 1000, "{}", current.len());
+        assert!(current
+            .trim_end()
+            .ends_with(&format!("line 0199 {}", "x".repeat(40))));
+        for n in 1..=3 {
+            assert!(tmp.path().join(format!("c.log.{n}")).is_file(), "c.log.{n}");
+        }
+        assert!(!tmp.path().join("c.log.4").exists());
+        // Nothing lost between the current file and the newest rotated one.
+        let number = |line: &str| -> u32 {
+            let at = line.find("line ").unwrap() + 5;
+            line[at..at + 4].parse().unwrap()
+        };
+        let previous = std::fs::read_to_string(tmp.path().join("c.log.1")).unwrap();
+        let last_rotated = number(previous.lines().last().unwrap());
+        let first_current = number(current.lines().next().unwrap());
+        assert_eq!(first_current, last_rotated + 1);
     }
 }
