@@ -14,6 +14,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use crate::procfs;
+
 /// A request that takes longer than this counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -196,13 +198,31 @@ pub struct Throughput {
     pub concurrency: usize,
     /// Successful invokes completed inside the measured window.
     pub ok: u64,
+    /// Successful invokes, warm-up included.
+    pub ok_total: u64,
     /// Failed invokes, warm-up included.
     pub errors: u64,
     pub window: Duration,
     pub first_error: Option<String>,
+    /// CPU ticks the target used during the whole run (warm-up included): its own process and
+    /// its descendants.
+    pub cpu: Option<(u64, u64)>,
 }
 
 impl Throughput {
+    /// CPU µs per successful invoke: (target process, its descendants).
+    pub fn cpu_per_invoke_us(&self) -> Option<(f64, f64)> {
+        let (own, children) = self.cpu?;
+        if self.ok_total == 0 {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let per = |ticks: u64| {
+            ticks as f64 * 1e6 / procfs::TICKS_PER_SECOND as f64 / self.ok_total as f64
+        };
+        Some((per(own), per(children)))
+    }
+
     pub fn per_second(&self) -> f64 {
         let secs = self.window.as_secs_f64();
         if secs > 0.0 {
@@ -218,6 +238,7 @@ impl Throughput {
 #[derive(Debug, Default)]
 struct Tally {
     ok: u64,
+    ok_total: u64,
     errors: u64,
     first_error: Option<String>,
 }
@@ -230,7 +251,9 @@ pub async fn throughput(
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
+    cpu_of: Option<u32>,
 ) -> anyhow::Result<Throughput> {
+    let before = cpu_of.map(procfs::CpuSnapshot::take);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -242,6 +265,7 @@ pub async fn throughput(
         let tally = tally.clone();
         workers.spawn(async move {
             let mut ok = 0u64;
+            let mut ok_total = 0u64;
             let mut errors = 0u64;
             let mut first_error = None;
             let mut conn = None;
@@ -260,6 +284,7 @@ pub async fn throughput(
                 };
                 match c.invoke(&target.path, &payload).await {
                     Ok(_) => {
+                        ok_total += 1;
                         let now = Instant::now();
                         if now >= measure_from && now <= end {
                             ok += 1;
@@ -274,6 +299,7 @@ pub async fn throughput(
             }
             let mut t = tally.lock().await;
             t.ok += ok;
+            t.ok_total += ok_total;
             t.errors += errors;
             if t.first_error.is_none() {
                 t.first_error = first_error;
@@ -283,12 +309,15 @@ pub async fn throughput(
     while let Some(joined) = workers.join_next().await {
         joined.map_err(|e| anyhow!("a load worker failed: {e}"))?;
     }
+    let after = cpu_of.map(procfs::CpuSnapshot::take);
     let t = std::mem::take(&mut *tally.lock().await);
     Ok(Throughput {
         concurrency,
         ok: t.ok,
+        ok_total: t.ok_total,
         errors: t.errors,
         window: duration,
         first_error: t.first_error,
+        cpu: before.zip(after).map(|(b, a)| a.since(&b)),
     })
 }

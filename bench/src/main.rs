@@ -54,6 +54,23 @@ enum Sub {
     /// Run the floor echo server (used by the bench itself).
     #[command(hide = true)]
     FloorServer,
+    /// Load one running target (for profiling it): sequential latency, then throughput.
+    Load {
+        /// The target, e.g. `http://127.0.0.1:3001/2015-03-31/functions/echo/invocations`.
+        url: String,
+        /// Concurrent workers (one connection each) for the throughput part.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Seconds of throughput load.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Sequential invokes timed before the throughput part.
+        #[arg(long, default_value_t = 2000)]
+        invokes: usize,
+        /// The target's pid: report its CPU time (and its children's) per invoke.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }
 
 /// How much of everything one run does.
@@ -95,6 +112,22 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Sub::Load {
+        url,
+        concurrency,
+        seconds,
+        invokes,
+        pid,
+    }) = &cli.command
+    {
+        return match load_one(url, *concurrency, *seconds, *invokes, pid) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("load: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -126,6 +159,70 @@ fn main() -> ExitCode {
     }
 }
 
+/// `lambkin-bench load URL`: the bench's client against a target that is already running.
+fn load_one(
+    url: &str,
+    concurrency: usize,
+    seconds: u64,
+    invokes: usize,
+    pid: &Option<u32>,
+) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("{url}: only http:// URLs"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: std::net::SocketAddr = authority
+        .parse()
+        .with_context(|| format!("{authority}: not IP:PORT"))?;
+    let target = Target {
+        name: "target",
+        addr,
+        path: if path.is_empty() { "/" } else { path }.to_owned(),
+    };
+    let payload = payload(Plan::new(false).payload_len);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        if invokes > 0 {
+            let l = client::sequential(&target, &payload, invokes / 10, invokes).await?;
+            println!(
+                "sequential: p50 {:.0} µs, p99 {:.0} µs over {invokes} invokes, {} errors",
+                l.p50.as_secs_f64() * 1e6,
+                l.p99.as_secs_f64() * 1e6,
+                l.errors
+            );
+        }
+        if seconds > 0 {
+            let t = client::throughput(
+                &target,
+                &payload,
+                concurrency,
+                Duration::from_millis(500),
+                Duration::from_secs(seconds),
+                *pid,
+            )
+            .await?;
+            let cpu = t
+                .cpu_per_invoke_us()
+                .map(|(own, children)| {
+                    format!(", CPU per invoke: {own:.0} µs (target) + {children:.0} µs (children)")
+                })
+                .unwrap_or_default();
+            println!(
+                "concurrency {concurrency}: {:.0} invocations/s, {} errors{cpu}{}",
+                t.per_second(),
+                t.errors,
+                t.first_error
+                    .as_ref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(())
+    })
+}
+
 fn beside_this_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
     let dir = exe
@@ -148,6 +245,7 @@ fn say(message: impl AsRef<str>) {
 
 async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let plan = Plan::new(cli.quick);
+    let loadavg_start = procfs::loadavg();
     let lambkin_exe = match &cli.lambkin {
         Some(p) => p.clone(),
         None => beside_this_binary("lambkin")?,
@@ -177,7 +275,16 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     say(format!("lambkin: {} cold starts", plan.cold_reps));
     let cold = host.cold_starts(&payload, plan.cold_reps).await?;
 
-    let rie_exe = cli.rie.as_deref();
+    // Absolute, since the emulator runs from the fixture's directory.
+    let rie_exe = match cli.rie.as_deref().map(Path::canonicalize) {
+        Some(Ok(path)) => Some(path),
+        Some(Err(e)) => {
+            say(format!("no emulator at the given path: {e}"));
+            None
+        }
+        None => None,
+    };
+    let rie_exe = rie_exe.as_deref();
     let rie_cold = match rie_exe {
         Some(exe) => {
             say(format!("aws-lambda-rie: {} cold starts", plan.cold_reps));
@@ -249,15 +356,23 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
             "throughput at concurrency {concurrency}: {:?} warm-up + {:?} per target",
             plan.warmup, plan.duration
         ));
-        let load = |t: Target| {
+        let load = |t: Target, pid: u32| {
             let payload = payload.clone();
             async move {
-                client::throughput(&t, &payload, concurrency, plan.warmup, plan.duration).await
+                client::throughput(
+                    &t,
+                    &payload,
+                    concurrency,
+                    plan.warmup,
+                    plan.duration,
+                    Some(pid),
+                )
+                .await
             }
         };
-        let floor_t = load(floor_target.clone()).await?;
+        let floor_t = load(floor_target.clone(), floor.process.pid()).await?;
         floor.process.check_running()?;
-        let lambkin_t = load(lambkin_target.clone()).await?;
+        let lambkin_t = load(lambkin_target.clone(), host.pid()).await?;
         host.process.check_running()?;
         if concurrency == plan.levels[plan.levels.len() - 1] {
             host_rss_loaded_kib = procfs::rss_kib(host.pid())?;
@@ -300,6 +415,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         floor_rss_loaded_kib,
         rie_rss,
         rie_version: cli.rie_version.clone(),
+        loadavg_start,
+        loadavg_end: procfs::loadavg(),
     })
 }
 
@@ -314,7 +431,7 @@ async fn rie_throughput<F, Fut>(
     rss: &mut Result<RieRss, String>,
 ) -> Result<RieThroughput, String>
 where
-    F: Fn(Target) -> Fut,
+    F: Fn(Target, u32) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Throughput>>,
 {
     let running = rie
@@ -331,7 +448,8 @@ where
         true
     };
     let r = rie.as_mut().map_err(|why| why.clone())?;
-    let throughput = load(target(r))
+    let pid = r.pid();
+    let throughput = load(target(r), pid)
         .await
         .map_err(|e| format!("failed: {e:#}"))?;
     let crashed = r.process.check_running().is_err();

@@ -16,6 +16,62 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// The three load averages of `/proc/loadavg`, as written there.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on every Linux ABI).
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// CPU time (user + system) a process has used so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = text.get(text.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU ticks of a process and of its live descendants, each counted apart.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSnapshot {
+    own: u64,
+    children: BTreeMap<u32, u64>,
+}
+
+impl CpuSnapshot {
+    pub fn take(root: u32) -> Self {
+        Self {
+            own: cpu_ticks(root).unwrap_or(0),
+            children: descendants(root)
+                .into_iter()
+                .filter_map(|p| cpu_ticks(p.pid).map(|t| (p.pid, t)))
+                .collect(),
+        }
+    }
+
+    /// Ticks used since `earlier`: (the process itself, its descendants). A descendant that
+    /// started in between counts from zero; one that exited in between is lost.
+    pub fn since(&self, earlier: &Self) -> (u64, u64) {
+        let children = self
+            .children
+            .iter()
+            .map(|(pid, now)| now.saturating_sub(earlier.children.get(pid).copied().unwrap_or(0)))
+            .sum();
+        (self.own.saturating_sub(earlier.own), children)
+    }
+}
+
 /// Parent pid and start time (clock ticks since boot) from `/proc/PID/stat`.
 fn stat(pid: u32) -> Option<(u32, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -59,6 +59,8 @@ pub struct Results {
     pub floor_rss_loaded_kib: u64,
     pub rie_rss: Result<RieRss, String>,
     pub rie_version: Option<String>,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
 }
 
 fn us(d: Duration) -> f64 {
@@ -301,6 +303,38 @@ pub fn render(r: &Results) -> String {
         "",
     ]);
 
+    // CPU per invocation, from /proc/PID/stat over each whole throughput run.
+    let cpu_cell = |t: &Throughput, with_children: bool| match t.cpu_per_invoke_us() {
+        Some((own, children)) if with_children => format!("{own:.0} / {children:.0}"),
+        Some((own, _)) => format!("{own:.0} / {DASH}"),
+        None => "n/a".to_owned(),
+    };
+    let cpu_levels: Vec<&Level> = match (r.levels.first(), r.levels.last()) {
+        (Some(first), Some(last)) if first.concurrency != last.concurrency => vec![first, last],
+        (Some(first), _) => vec![first],
+        _ => Vec::new(),
+    };
+    for level in cpu_levels {
+        t.row([
+            &format!(
+                "CPU per invocation at concurrency {}: server / function processes (µs)",
+                level.concurrency
+            ),
+            &cpu_cell(&level.floor, false),
+            &cpu_cell(&level.lambkin, true),
+            &rie_or(&level.rie, |x| {
+                if x.crashed {
+                    "n/a (crashed)".to_owned()
+                } else {
+                    cpu_cell(&x.throughput, true)
+                }
+            }),
+            "",
+            "",
+            "",
+        ]);
+    }
+
     // Cold start.
     let reps = r.cold.len();
     let mut totals: Vec<f64> = r.cold.iter().map(|c| ms(c.total)).collect();
@@ -420,6 +454,18 @@ pub fn render(r: &Results) -> String {
              concurrency-1 rate, the most it serves."
         );
     }
+    let _ = writeln!(
+        out,
+        "- CPU per invocation: user + system time of the server process and of its child \
+         processes over the whole throughput run (warm-up included), divided by the invokes \
+         it served; the client's own CPU is not counted."
+    );
+    let _ = writeln!(
+        out,
+        "- Machine load (/proc/loadavg) at the start: {}; at the end: {}. Other work on the \
+         machine shows up in every column.",
+        r.loadavg_start, r.loadavg_end
+    );
     if let Some(v) = &r.rie_version {
         let _ = writeln!(out, "- RIE: {v}.");
     }
