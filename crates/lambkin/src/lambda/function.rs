@@ -131,6 +131,8 @@ struct Actor {
     instances: BTreeMap<InstanceId, InstanceHandle>,
     reports_tx: mpsc::UnboundedSender<FunctionReport>,
     abort_reason: InvocationAbort,
+    /// Why the instance that exited last never became ready, for the invocation it fails.
+    init_failure: Option<InitFailure>,
 }
 
 async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
@@ -143,6 +145,7 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
         instances: BTreeMap::new(),
         reports_tx,
         abort_reason: InvocationAbort::ShuttingDown,
+        init_failure: None,
     };
     let actions = actor.scheduler.start(Instant::now());
     actor.perform(actions, None).await;
@@ -222,27 +225,9 @@ impl Actor {
                 failure,
             } => {
                 self.instances.remove(&id);
+                self.init_failure = failure;
                 let actions = self.scheduler.on(Event::Exited { id, before_ready }, now);
-                for action in actions {
-                    match action {
-                        Action::FailWithInitError(inv) => {
-                            let failure = failure.clone().unwrap_or_else(|| {
-                                InitFailure::Exited(
-                                    "runtime exited without providing a reason".into(),
-                                )
-                            });
-                            let body = failure.render(inv.request_id.as_str());
-                            inv.finish(FunctionResponse {
-                                body,
-                                content_type: None,
-                                function_error: true,
-                                log_tail: None,
-                            })
-                            .await;
-                        }
-                        other => self.perform(vec![other], None).await,
-                    }
-                }
+                self.perform(actions, None).await;
             }
         }
     }
@@ -284,9 +269,13 @@ impl Actor {
                     }
                 }
                 Action::FailWithInitError(inv) => {
-                    let body =
-                        InitFailure::Exited("runtime exited without providing a reason".into())
-                            .render(inv.request_id.as_str());
+                    let body = self
+                        .init_failure
+                        .clone()
+                        .unwrap_or_else(|| {
+                            InitFailure::Exited("runtime exited without providing a reason".into())
+                        })
+                        .render(inv.request_id.as_str());
                     inv.finish(FunctionResponse {
                         body,
                         content_type: None,
