@@ -462,8 +462,9 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Machine load (/proc/loadavg) at the start: {}; at the end: {}. Other work on the \
-         machine shows up in every column.",
+        "- Machine load (/proc/loadavg) at the start: {}; at the end: {} (the bench itself \
+         keeps both cores busy during the throughput runs; other work on the machine shows up \
+         in every column).",
         r.loadavg_start, r.loadavg_end
     );
     if let Some(v) = &r.rie_version {
