@@ -8,6 +8,8 @@
 //! - [`lambda::management`]: the Lambda management API's JSON shapes (CreateFunction and friends).
 //! - [`lambda::error`]: every error the Lambda APIs answer, with its AWS code and HTTP status.
 //! - [`recipe`]: Greengrass V2 component recipes (JSON/YAML), platform selection, variables.
+//! - [`eventstream`]: AWS event-stream frames (prelude, headers, CRCs, limits) and their decoder.
 
+pub mod eventstream;
 pub mod lambda;
 pub mod recipe;
