@@ -200,6 +200,22 @@ pub fn zip(files: &[(&str, &str, u32)]) -> String {
     base64::engine::general_purpose::STANDARD.encode(buf.into_inner())
 }
 
+/// A zip of `(name, content, mode)` entries as bytes, names as given (even `../x`).
+pub fn zip_bytes(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut w = zip::ZipWriter::new(&mut buf);
+    for (name, content, mode) in files {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default().unix_permissions(*mode),
+        )
+        .unwrap();
+        w.write_all(content.as_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+    buf.into_inner()
+}
+
 /// A Python handler-only function definition.
 pub fn python_function(
     name: &str,
