@@ -9,7 +9,9 @@
 //! - [`lambda::error`]: every error the Lambda APIs answer, with its AWS code and HTTP status.
 //! - [`recipe`]: Greengrass V2 component recipes (JSON/YAML), platform selection, variables.
 //! - [`eventstream`]: AWS event-stream frames (prelude, headers, CRCs, limits) and their decoder.
+//! - [`ipc`]: Greengrass IPC: the event-stream RPC session, operation shapes, errors, authorization.
 
 pub mod eventstream;
+pub mod ipc;
 pub mod lambda;
 pub mod recipe;
