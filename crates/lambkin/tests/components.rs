@@ -692,6 +692,72 @@ fn faulty_deployments_are_rejected_naming_the_cause_and_the_device_keeps_its_dep
 }
 
 #[test]
+fn a_failed_redeployment_of_the_same_version_leaves_the_recipe_it_would_have_replaced() {
+    let mut device = Device::start();
+    let edited = |install: &str, marker: &str| {
+        let mut lifecycle = json!({ "Run": stays_up(marker) });
+        if !install.is_empty() {
+            lifecycle["Install"] = json!(install);
+        }
+        with_defaults(
+            component("com.example.Edited", "1.0.0", lifecycle),
+            json!({ "note": "" }),
+        )
+    };
+    let last_run = |device: &Device| device.runs("com.example.Edited").last().cloned().unwrap();
+    device
+        .deploy(&[edited("", "first")], &["-m", "com.example.Edited=1.0.0"])
+        .unwrap();
+    assert_eq!(device.wait_runs("com.example.Edited", 1)[0].1, "first");
+    let before = device.list();
+
+    // The recipe of 1.0.0 edited in place, with an Install that fails.
+    let message = device
+        .deploy(
+            &[edited("exit 4", "second")],
+            &["-m", "com.example.Edited=1.0.0"],
+        )
+        .unwrap_err();
+    assert_mentions(&message, &["com.example.Edited@1.0.0", "exit status 4"]);
+    assert_eq!(device.list(), before);
+    let (pid, marker) = last_run(&device);
+    assert_eq!(
+        marker, "first",
+        "rolled back to the recipe that was running"
+    );
+    assert!(process_alive(pid));
+
+    // Later deployments and restarts still see the recipe that was running.
+    device
+        .deploy(
+            &[],
+            &["-c", r#"{"com.example.Edited":{"MERGE":{"note":"x"}}}"#],
+        )
+        .unwrap();
+    assert_eq!(last_run(&device).1, "first");
+    device.host.stop();
+    let runs = device.runs("com.example.Edited").len();
+    device.host = Host::start(&device.root);
+    assert_eq!(
+        device.wait_runs("com.example.Edited", runs + 1)[runs].1,
+        "first"
+    );
+
+    // An edit that works replaces it, for good.
+    device
+        .deploy(&[edited("", "third")], &["-m", "com.example.Edited=1.0.0"])
+        .unwrap();
+    assert_eq!(last_run(&device).1, "third");
+    device.host.stop();
+    let runs = device.runs("com.example.Edited").len();
+    device.host = Host::start(&device.root);
+    assert_eq!(
+        device.wait_runs("com.example.Edited", runs + 1)[runs].1,
+        "third"
+    );
+}
+
+#[test]
 fn a_component_that_keeps_crashing_goes_broken_on_the_third_error_until_deployed_again() {
     let mut device = Device::start();
     let crash = device.scratch("crash");

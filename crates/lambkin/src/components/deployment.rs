@@ -83,11 +83,26 @@ pub struct PlannedComponent {
     pub manifest: Option<usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub components: BTreeMap<String, PlannedComponent>,
     /// Names in start order: every component after its dependencies.
     pub order: Vec<String>,
+}
+
+impl Plan {
+    /// The components of the plan that `keep` accepts, in the same order.
+    pub fn retaining(&self, keep: impl Fn(&str) -> bool) -> Plan {
+        Plan {
+            components: self
+                .components
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|(name, c)| (name.clone(), c.clone()))
+                .collect(),
+            order: self.order.iter().filter(|n| keep(n)).cloned().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -697,25 +712,101 @@ fn write_artifact(
     Ok(())
 }
 
-/// Keeps a recipe on the device (`ROOT/packages/recipes/NAME@VERSION.recipe.{json,yaml}`).
-pub fn store_recipe(layout: &Layout, source: &Path, recipe: &Recipe) -> std::io::Result<()> {
-    let dir = layout.root().join("packages").join("recipes");
+fn recipes_dir(layout: &Layout) -> PathBuf {
+    layout.root().join("packages").join("recipes")
+}
+
+/// Where a deployment's recipes wait for it to commit.
+fn pending_recipes_dir(layout: &Layout, deployment_id: &str) -> PathBuf {
+    recipes_dir(layout).join(format!("{PENDING_PREFIX}{deployment_id}"))
+}
+
+const PENDING_PREFIX: &str = ".pending-";
+
+/// Sets aside the recipes a deployment brings until it commits: the device keeps its recipes
+/// (`ROOT/packages/recipes/NAME@VERSION.recipe.{json,yaml}`) as they are, because a recipe
+/// brought again for a version already on the device replaces that version's recipe, which
+/// the committed deployment still runs until the new one commits. [`keep_recipes`] moves them
+/// in after the commit; at start, [`settle_pending_recipes`] finishes or drops what a crash
+/// interrupted.
+pub fn set_aside_recipes(
+    layout: &Layout,
+    deployment_id: &str,
+    recipes: &[(PathBuf, Recipe)],
+) -> std::io::Result<()> {
+    let dir = pending_recipes_dir(layout, deployment_id);
     std::fs::create_dir_all(&dir)?;
-    let ext = match source.extension().and_then(|e| e.to_str()) {
-        Some("yaml" | "yml") => "yaml",
-        _ => "json",
+    for (source, recipe) in recipes {
+        let ext = match source.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => "yaml",
+            _ => "json",
+        };
+        let target = dir.join(format!("{}@{}.recipe.{ext}", recipe.name, recipe.version));
+        std::fs::copy(source, target)?;
+    }
+    Ok(())
+}
+
+/// Moves a committed deployment's recipes in with the device's own.
+pub fn keep_recipes(layout: &Layout, deployment_id: &str) -> std::io::Result<()> {
+    let dir = pending_recipes_dir(layout, deployment_id);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
-    let target = dir.join(format!("{}@{}.recipe.{ext}", recipe.name, recipe.version));
-    let staging = target.with_extension("staging");
-    std::fs::copy(source, &staging)?;
-    std::fs::rename(&staging, &target)
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        // A recipe kept in the other format would be read as well; the new one replaces it.
+        if let Some(stem) = text
+            .strip_suffix(".recipe.json")
+            .or_else(|| text.strip_suffix(".recipe.yaml"))
+        {
+            for ext in ["json", "yaml"] {
+                let other = recipes_dir(layout).join(format!("{stem}.recipe.{ext}"));
+                if other.file_name() != Some(name.as_os_str()) {
+                    let _ = std::fs::remove_file(other);
+                }
+            }
+        }
+        std::fs::rename(entry.path(), recipes_dir(layout).join(&name))?;
+    }
+    std::fs::remove_dir(&dir)
+}
+
+/// Drops the recipes set aside by deployments that never committed (`uncommitted`, those the
+/// host found in progress) and keeps those of deployments that did.
+pub fn settle_pending_recipes(layout: &Layout, uncommitted: &BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(recipes_dir(layout)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix(PENDING_PREFIX) else {
+            continue;
+        };
+        let result = if uncommitted.contains(id) {
+            std::fs::remove_dir_all(entry.path())
+        } else {
+            keep_recipes(layout, id)
+        };
+        if let Err(e) = result {
+            tracing::error!(deployment = %id, error = %e, "cannot settle the recipes of an interrupted deployment");
+        }
+    }
+}
+
+/// Drops the recipes a deployment set aside (it did not commit).
+pub fn drop_recipes(layout: &Layout, deployment_id: &str) {
+    let _ = std::fs::remove_dir_all(pending_recipes_dir(layout, deployment_id));
 }
 
 /// The recipes kept on the device.
 pub fn stored_recipes(layout: &Layout) -> Available {
     let mut available = Available::default();
-    let dir = layout.root().join("packages").join("recipes");
-    if let Ok(entries) = std::fs::read_dir(&dir) {
+    if let Ok(entries) = std::fs::read_dir(recipes_dir(layout)) {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = path
@@ -738,4 +829,56 @@ pub fn stored_recipes(layout: &Layout) -> Available {
         }
     }
     available
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe_file(dir: &Path, version: &str, run: &str) -> (PathBuf, Recipe) {
+        let text = serde_json::json!({
+            "RecipeFormatVersion": "2020-01-25",
+            "ComponentName": "com.example.Kept",
+            "ComponentVersion": version,
+            "Manifests": [{ "Lifecycle": { "Run": run } }],
+        })
+        .to_string();
+        let path = dir.join(format!("{version}-{run}.json"));
+        std::fs::write(&path, &text).unwrap();
+        (path, Recipe::parse(&text, RecipeFormat::Json).unwrap())
+    }
+
+    fn kept_run(layout: &Layout, version: &str) -> Option<String> {
+        let available = stored_recipes(layout);
+        let recipe = available.get("com.example.Kept", &Version::parse(version).ok()?)?;
+        let lifecycle = &recipe.manifests.first()?.effective_lifecycle;
+        Some(lifecycle.steps.values().next()?.script.clone())
+    }
+
+    #[test]
+    fn recipes_set_aside_are_kept_only_for_deployments_that_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path().join("root"));
+        let brought = tmp.path().join("brought");
+        std::fs::create_dir_all(&brought).unwrap();
+
+        set_aside_recipes(&layout, "one", &[recipe_file(&brought, "1.0.0", "first")]).unwrap();
+        keep_recipes(&layout, "one").unwrap();
+        assert_eq!(kept_run(&layout, "1.0.0").as_deref(), Some("first"));
+
+        // Set aside, then the host stopped: "two" never committed, "three" did.
+        set_aside_recipes(&layout, "two", &[recipe_file(&brought, "1.0.0", "second")]).unwrap();
+        set_aside_recipes(&layout, "three", &[recipe_file(&brought, "2.0.0", "third")]).unwrap();
+        assert_eq!(kept_run(&layout, "1.0.0").as_deref(), Some("first"));
+        assert_eq!(kept_run(&layout, "2.0.0"), None);
+        settle_pending_recipes(&layout, &BTreeSet::from(["two".to_owned()]));
+        assert_eq!(kept_run(&layout, "1.0.0").as_deref(), Some("first"));
+        assert_eq!(kept_run(&layout, "2.0.0").as_deref(), Some("third"));
+        let left: Vec<_> = std::fs::read_dir(recipes_dir(&layout))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
 }

@@ -110,6 +110,12 @@ impl Engine {
         committed: Vec<ComponentRecord>,
         interrupted: Vec<DeploymentRecord>,
     ) -> Self {
+        // Before anything reads the kept recipes: a deployment that committed keeps the recipes
+        // it brought, one that did not drops them.
+        deployment::settle_pending_recipes(
+            &settings.layout,
+            &interrupted.iter().map(|d| d.id.clone()).collect(),
+        );
         for d in interrupted {
             let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
             if let Err(e) = store
@@ -138,6 +144,7 @@ impl Engine {
             reports_tx,
             changed: changed_rx,
             graph,
+            applied: Plan::default(),
         };
         let current: Current = committed
             .into_iter()
@@ -157,6 +164,7 @@ impl Engine {
                     if let Err(e) = actor.apply(&plan, &BTreeSet::new()).await {
                         tracing::error!(error = %e, "the committed components did not all start");
                     }
+                    actor.settle(&plan);
                 }
                 Err(e) => tracing::error!(error = %e, "cannot plan the committed components"),
             }
@@ -286,6 +294,10 @@ struct Actor {
     reports_tx: mpsc::UnboundedSender<StateReport>,
     changed: watch::Receiver<u64>,
     graph: Arc<Mutex<Graph>>,
+    /// The plan the running components were started from: what a failed deployment rolls
+    /// back to. Kept in memory rather than planned again, because planning reads the kept
+    /// recipes and the deployment may have brought another recipe for a version that runs.
+    applied: Plan,
 }
 
 fn kind_name(kind: &Kind) -> &'static str {
@@ -378,12 +390,16 @@ impl Actor {
             return outcome("FAILED", format!("cannot record the deployment: {e}"));
         }
         let previous = self.current();
-        let result = self.prepare_and_apply(&previous, &request).await;
+        let previous_plan = self.applied.clone();
+        let mut brought = Vec::new();
+        let result = self
+            .prepare_and_apply(&previous, &request, &mut brought)
+            .await;
         let (status, message, committed) = match result {
             Ok(()) => ("SUCCEEDED", String::new(), Some(self.records())),
             Err(why) => {
                 let message = match request.failure_policy {
-                    FailurePolicy::Rollback => match self.restore(&previous).await {
+                    FailurePolicy::Rollback => match self.restore(&previous_plan).await {
                         Ok(()) => format!(
                             "{why}; the previous components and configuration were restored"
                         ),
@@ -400,14 +416,33 @@ impl Actor {
                 ("FAILED", message, committed)
             }
         };
+        let layout = &self.settings.layout;
+        let keeps_recipes = committed.is_some() && !brought.is_empty();
+        if keeps_recipes {
+            if let Err(e) = deployment::set_aside_recipes(layout, &id, &brought) {
+                tracing::error!(deployment = %id, error = %e, "cannot keep the deployment's recipes");
+            }
+        }
         if let Err(e) = self
             .store
             .end_deployment(id.clone(), status, message.clone(), committed)
             .await
         {
+            deployment::drop_recipes(layout, &id);
             return outcome("FAILED", format!("cannot record the deployment's end: {e}"));
         }
+        if keeps_recipes {
+            if let Err(e) = deployment::keep_recipes(layout, &id) {
+                tracing::error!(deployment = %id, error = %e, "cannot keep the deployment's recipes");
+            }
+        }
         outcome(status, message)
+    }
+
+    /// Records that the running components follow `plan`, as far as it got.
+    fn settle(&mut self, plan: &Plan) {
+        let running = &self.running;
+        self.applied = plan.retaining(|name| running.contains_key(name));
     }
 
     fn records(&self) -> Vec<ComponentRecord> {
@@ -422,17 +457,20 @@ impl Actor {
             .collect()
     }
 
+    /// Plans, stages and applies `request`; `brought` gets the recipes of the planned
+    /// components that it brings, to keep once the deployment commits.
     async fn prepare_and_apply(
         &mut self,
         previous: &Current,
         request: &DeploymentRequest,
+        brought: &mut Vec<(PathBuf, lambkin_proto::recipe::Recipe)>,
     ) -> Result<(), String> {
         let mut available = Available::default();
-        let mut brought = Vec::new();
         if let Some(dir) = &request.recipe_dir {
-            brought = available.read_dir(dir).map_err(|e| e.to_string())?;
+            *brought = available.read_dir(dir).map_err(|e| e.to_string())?;
         }
         let plan = self.plan_from(previous, request, available)?;
+        brought.retain(|(_, recipe)| plan.components.contains_key(recipe.name.as_str()));
         let fresh: BTreeSet<String> = brought
             .iter()
             .map(|(_, r)| format!("{}@{}", r.name, r.version))
@@ -444,12 +482,6 @@ impl Actor {
             &fresh,
         )
         .map_err(|e| e.to_string())?;
-        for (path, recipe) in &brought {
-            if plan.components.contains_key(recipe.name.as_str()) {
-                deployment::store_recipe(&self.settings.layout, path, recipe)
-                    .map_err(|e| format!("cannot keep the recipe {}: {e}", path.display()))?;
-            }
-        }
         // Deploying a BROKEN component again is how it is repaired (§2.5).
         let broken: BTreeSet<String> = {
             let board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
@@ -460,16 +492,16 @@ impl Actor {
                 .cloned()
                 .collect()
         };
-        self.apply(&plan, &broken).await
+        let result = self.apply(&plan, &broken).await;
+        self.settle(&plan);
+        result
     }
 
-    async fn restore(&mut self, previous: &Current) -> Result<(), String> {
-        let plan = self.plan_from(
-            previous,
-            &DeploymentRequest::default(),
-            Available::default(),
-        )?;
-        self.apply(&plan, &BTreeSet::new()).await
+    /// Returns to `previous`, the plan that ran before a failed deployment.
+    async fn restore(&mut self, previous: &Plan) -> Result<(), String> {
+        let result = self.apply(previous, &BTreeSet::new()).await;
+        self.settle(previous);
+        result
     }
 
     /// Makes the device run `plan`: stops what leaves or changes (dependents first), starts
