@@ -11,6 +11,7 @@
 //! - [`logfile`]: per-component log files.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
 //! - [`components`]: Greengrass components (lifecycle state machine so far).
+//! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`timestamp`]: UTC formatting for logs and API fields.
 
 pub mod api;
@@ -21,5 +22,6 @@ pub mod host;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;
+pub mod pubsub;
 pub mod store;
 pub mod timestamp;
