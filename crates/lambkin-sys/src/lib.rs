@@ -20,3 +20,20 @@ pub fn kill_when_parent_dies(command: &mut std::process::Command) {
         });
     }
 }
+
+/// Makes glibc give freed memory back to the kernel promptly. Its defaults raise the mmap
+/// threshold after a large block is freed (a function's zip arrives as tens of MB of base64),
+/// after which such blocks come from a heap that is never trimmed: the host's RSS would stay at
+/// its peak. A fixed threshold keeps large blocks in their own mappings.
+pub fn return_freed_memory_promptly() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const THRESHOLD: nix::libc::c_int = 128 * 1024;
+        // SAFETY: `mallopt` only sets allocator parameters, takes plain integers and is called
+        // once, at start, before any other thread exists.
+        unsafe {
+            nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, THRESHOLD);
+            nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, THRESHOLD);
+        }
+    }
+}

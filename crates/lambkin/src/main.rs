@@ -8,8 +8,13 @@ use lambkin::cli::{self, Cli, Command, EXIT_CONFIG};
 use lambkin::host::{self, RunOptions};
 
 fn main() -> ExitCode {
+    lambkin_sys::return_freed_memory_promptly();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the whole host: an invocation crosses several tasks (API connection,
+    // function, instance, Runtime API connection), and keeping them on one thread saves the
+    // cross-thread wake-ups that would otherwise dominate its cost. Function processes use the
+    // other cores; blocking work (the state database) has its own thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

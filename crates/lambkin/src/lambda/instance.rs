@@ -343,6 +343,17 @@ async fn run(
     inst.on_exit(how).await
 }
 
+/// Reads what both pipes hold now into the log (and the tail).
+fn drain_into(
+    stdout: &mut OutputPipe,
+    stderr: &mut OutputPipe,
+    spec: &FunctionSpec,
+    mut tail: Option<&mut LogTail>,
+) {
+    stdout.drain(spec, tail.as_deref_mut());
+    stderr.drain(spec, tail);
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -461,17 +472,7 @@ impl Instance {
             Phase::Busy(current) => current.tail.as_mut(),
             _ => None,
         };
-        // Both pipes, with the tail borrowed once per pipe.
-        match tail {
-            Some(tail) => {
-                self.stdout.drain(&self.spec, Some(tail));
-                self.stderr.drain(&self.spec, Some(tail));
-            }
-            None => {
-                self.stdout.drain(&self.spec, None);
-                self.stderr.drain(&self.spec, None);
-            }
-        }
+        drain_into(&mut self.stdout, &mut self.stderr, &self.spec, tail);
     }
 
     fn signal_group(&self, signal: Signal) {
@@ -677,8 +678,6 @@ impl Instance {
         function_error: bool,
         timed_out: bool,
     ) {
-        self.drain_output();
-        let max_memory_used_mb = logs::peak_memory_mb(self.pid);
         let phase = std::mem::replace(
             &mut self.phase,
             if timed_out {
@@ -692,34 +691,72 @@ impl Instance {
             return;
         };
         let mut current = *current;
+        let duration = current.started.elapsed();
         let request_id = current.inv.request_id.to_string();
-        let report = Report {
-            duration: current.started.elapsed(),
-            memory_size_mb: self.spec.config.memory_size_mb,
-            max_memory_used_mb,
-            init_duration: current.init_duration,
-            timed_out,
-        };
-        let end = logs::end_line(&request_id);
-        let report = logs::report_line(&request_id, &report);
-        self.spec
-            .log
-            .write_lines(Level::Info, format!("{end}\n{report}").as_bytes());
-        if let Some(tail) = current.tail.as_mut() {
-            tail.push_line(end.as_bytes());
-            tail.push_line(report.as_bytes());
-        }
-        self.last_answered = Some(request_id);
+        self.last_answered = Some(request_id.clone());
         if !timed_out {
             self.deadline = None;
         }
-        let response = FunctionResponse {
-            body,
-            content_type,
-            function_error,
-            log_tail: current.tail.map(LogTail::into_base64),
+        // The caller waits only for what it asked for: with a log tail, the output and the
+        // END/REPORT lines come first; without one, they are written after the answer.
+        let log_tail = match current.tail.take() {
+            Some(mut tail) => {
+                drain_into(
+                    &mut self.stdout,
+                    &mut self.stderr,
+                    &self.spec,
+                    Some(&mut tail),
+                );
+                let (end, report) =
+                    self.frame_end(&request_id, duration, current.init_duration, timed_out);
+                tail.push_line(end.as_bytes());
+                tail.push_line(report.as_bytes());
+                self.spec
+                    .log
+                    .write_lines(Level::Info, format!("{end}\n{report}").as_bytes());
+                Some(tail.into_base64())
+            }
+            None => None,
         };
-        current.inv.finish(response).await;
+        let logged = log_tail.is_some();
+        let init_duration = current.init_duration;
+        current
+            .inv
+            .finish(FunctionResponse {
+                body,
+                content_type,
+                function_error,
+                log_tail,
+            })
+            .await;
+        if !logged {
+            self.drain_output();
+            let (end, report) = self.frame_end(&request_id, duration, init_duration, timed_out);
+            self.spec
+                .log
+                .write_lines(Level::Info, format!("{end}\n{report}").as_bytes());
+        }
+    }
+
+    /// The END and REPORT lines of an invocation.
+    fn frame_end(
+        &self,
+        request_id: &str,
+        duration: Duration,
+        init_duration: Option<Duration>,
+        timed_out: bool,
+    ) -> (String, String) {
+        let report = Report {
+            duration,
+            memory_size_mb: self.spec.config.memory_size_mb,
+            max_memory_used_mb: logs::peak_memory_mb(self.pid),
+            init_duration,
+            timed_out,
+        };
+        (
+            logs::end_line(request_id),
+            logs::report_line(request_id, &report),
+        )
     }
 
     async fn on_deadline(&mut self) {

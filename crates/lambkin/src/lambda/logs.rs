@@ -68,10 +68,16 @@ pub fn report_line(request_id: &str, r: &Report) -> String {
 
 /// Peak resident memory of a process in MB (`VmHWM` of `/proc/PID/status`), 0 when unknown.
 pub fn peak_memory_mb(pid: u32) -> u64 {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+    use std::io::Read;
+    // One read into a page-sized buffer: `VmHWM` sits in the first kilobyte or so, and this
+    // runs once per invocation.
+    let mut buf = [0u8; 4096];
+    let Ok(n) =
+        std::fs::File::open(format!("/proc/{pid}/status")).and_then(|mut f| f.read(&mut buf))
+    else {
         return 0;
     };
-    status
+    String::from_utf8_lossy(&buf[..n])
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
