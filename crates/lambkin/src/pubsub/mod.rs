@@ -6,8 +6,14 @@
 //! - [`topic`]: [`Topic`] and [`Filter`], validated as the nucleus validates them, and the
 //!   matching rules (`+` one level, `#` one or more trailing levels, not the parent).
 //! - [`trie`]: the filters indexed level by level, so a publish visits only what can match.
+//! - [`router`]: the pure state: subscriptions (client, filter, receive mode) by id, and for
+//!   each publish the deliveries, in publish order.
 
+pub mod router;
 pub mod topic;
 pub mod trie;
 
+pub use router::{
+    Client, Delivery, Message, Payload, ReceiveMode, Router, Subscriber, SubscriptionId,
+};
 pub use topic::{Filter, FilterError, FilterLevel, Topic, TopicError};
