@@ -8,11 +8,68 @@
 //! - [`trie`]: the filters indexed level by level, so a publish visits only what can match.
 //! - [`router`]: the pure state: subscriptions (client, filter, receive mode) by id, and for
 //!   each publish the deliveries, in publish order.
+//! - [`queue`]: each subscriber's bounded queue (the overflow policy below) and its channel.
+//! - [`actor`]: the task that owns the router and the router's end of every channel, and
+//!   [`PubSubHandle`], the cloneable handle on it.
+//!
+//! # Using it
+//!
+//! Parse at the edge, then talk to the handle:
+//! [`Topic::parse`] / [`Filter::parse`] (their errors become `InvalidArgumentsError` on IPC;
+//! authorize the raw text first, as the nucleus does), then
+//! [`PubSubHandle::publish`]`(from, topic, payload)` and
+//! [`PubSubHandle::subscribe`]`(client, filter, mode)`, which returns a [`Subscription`]:
+//! `recv().await` yields each [`Message`] with its concrete topic (`context.topic`) and the
+//! payload variant that was published. Dropping the subscription ends it (an IPC stream's
+//! close, a function's removal). When the request names no receive mode, use
+//! [`ReceiveMode::default_for`].
+//!
+//! # Ordering
+//!
+//! The actor handles publishes one at a time, in the order they reach it, and queues each
+//! message for all of its subscribers before taking the next. So every subscriber sees
+//! messages in one global publish order, and a publisher's messages in the order it sent
+//! them. When [`PubSubHandle::publish`] returns, the message is queued for every matching
+//! subscription.
+//!
+//! # Overflow policy
+//!
+//! Each subscription has its own queue of at most [`Limits::subscriber_queue`] messages
+//! (1024 by default). The actor never waits for a subscriber: when a message arrives for a
+//! subscription whose queue is full, **that subscription's oldest queued message is
+//! dropped** to make room, and counted ([`Subscription::dropped`],
+//! [`SubscriptionStatus::dropped`]; a warning is logged at 1, 2, 4, 8… drops). Nothing else
+//! is affected: the publisher, and every other subscriber, carry on at full speed. What a
+//! subscriber does receive stays in publish order, with a gap where messages were dropped.
+//! Publishers wait only when the actor's own mailbox is full, and the actor drains it
+//! without ever waiting on a subscriber.
+//!
+//! Why drop rather than wait: a subscriber is often an IPC client, another process that may
+//! stop reading its socket at any time (hung, busy, paused with `PauseComponent`, or
+//! hostile). If publishers waited for it, one such client would stall every publisher —
+//! the host's own services included — and through them every other subscriber. Greengrass
+//! IPC clients must not be able to stall the host. Local pub/sub promises no more than that
+//! anyway: the nucleus offers no QoS, no retention and no redelivery on it.
+//!
+//! Why the oldest: most local traffic is telemetry and state, where a newer message
+//! supersedes older ones. A subscriber that falls behind and catches up should see the
+//! present, not a stale prefix followed by silence; the messages it loses are the most out
+//! of date. Why bounded at all: the nucleus queues without limit per subscriber, so one
+//! stuck client grows the host's memory until it fails. Here a subscriber holds at most its
+//! queue's worth of messages, and messages are shared between subscribers, not copied.
+//!
+//! The queue is the subscriber's channel rather than a field of the router's table, so that
+//! each subscriber drains its own queue without a round trip through the actor; the policy
+//! itself is the plain [`queue::Queue`], tested without a runtime.
 
+pub mod actor;
+pub mod queue;
 pub mod router;
 pub mod topic;
 pub mod trie;
 
+pub use actor::{Limits, PubSubHandle, Stopped, Subscription, SubscriptionStatus};
+pub use queue::TryRecvError;
 pub use router::{
     Client, Delivery, Message, Payload, ReceiveMode, Router, Subscriber, SubscriptionId,
 };
