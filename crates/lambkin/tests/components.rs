@@ -758,6 +758,100 @@ fn a_failed_redeployment_of_the_same_version_leaves_the_recipe_it_would_have_rep
 }
 
 #[test]
+fn a_component_that_fails_as_the_host_starts_keeps_its_place_and_holds_back_only_its_dependents() {
+    let mut device = Device::start();
+    let fail = device.scratch("fail");
+    let flaky = with_defaults(
+        component(
+            "com.example.Flaky",
+            "1.0.0",
+            json!({
+                "Install": "[ ! -f '{configuration:/fail}' ]",
+                "Run": stays_up("flaky"),
+            }),
+        ),
+        json!({ "fail": fail }),
+    );
+    let needs = with_dependency(
+        component(
+            "com.example.Needs",
+            "1.0.0",
+            json!({ "Run": stays_up("needs") }),
+        ),
+        "com.example.Flaky",
+        "1.0.0",
+        "HARD",
+    );
+    let zed = with_defaults(
+        component(
+            "com.example.Zed",
+            "1.0.0",
+            json!({ "Run": stays_up("{configuration:/note}") }),
+        ),
+        json!({ "note": "zed" }),
+    );
+    device
+        .deploy(
+            &[flaky, needs, zed],
+            &[
+                "-m",
+                "com.example.Flaky=1.0.0",
+                "-m",
+                "com.example.Needs=1.0.0",
+                "-m",
+                "com.example.Zed=1.0.0",
+            ],
+        )
+        .unwrap();
+    let names = |list: &[Value]| -> Vec<(Value, Value)> {
+        list.iter()
+            .map(|c| (c["name"].clone(), c["version"].clone()))
+            .collect()
+    };
+    let before = names(&device.list());
+
+    // Flaky's Install fails from now on, and the host restarts.
+    device.host.stop();
+    std::fs::write(&fail, "").unwrap();
+    device.host = Host::start(&device.root);
+    device.wait_state("com.example.Flaky", "BROKEN");
+    device.wait_state("com.example.Zed", "RUNNING");
+    assert_eq!(device.runs("com.example.Zed").len(), 2);
+    // Needs waits for Flaky, listed but not started.
+    assert_eq!(device.status("com.example.Needs").unwrap()["state"], "NEW");
+    assert_eq!(device.runs("com.example.Needs").len(), 1);
+    assert_eq!(names(&device.list()), before);
+
+    // A deployment meanwhile keeps all three.
+    device
+        .deploy(
+            &[],
+            &["-c", r#"{"com.example.Zed":{"MERGE":{"note":"updated"}}}"#],
+        )
+        .unwrap();
+    assert_eq!(device.runs("com.example.Zed").last().unwrap().1, "updated");
+    assert_eq!(names(&device.list()), before);
+
+    // Repaired and deployed again, Flaky comes up and Needs with it.
+    std::fs::remove_file(&fail).unwrap();
+    device
+        .deploy(&[], &["-m", "com.example.Flaky=1.0.0"])
+        .unwrap();
+    device.wait_state("com.example.Flaky", "RUNNING");
+    device.wait_state("com.example.Needs", "RUNNING");
+    let needs_runs = device.wait_runs("com.example.Needs", 2);
+    assert!(process_alive(needs_runs[1].0));
+
+    // And the device's set survives another restart whole.
+    device.host.stop();
+    device.host = Host::start(&device.root);
+    for name in ["com.example.Flaky", "com.example.Needs", "com.example.Zed"] {
+        device.wait_state(name, "RUNNING");
+    }
+    assert_eq!(device.runs("com.example.Zed").last().unwrap().1, "updated");
+}
+
+#[test]
 fn a_component_that_keeps_crashing_goes_broken_on_the_third_error_until_deployed_again() {
     let mut device = Device::start();
     let crash = device.scratch("crash");

@@ -161,7 +161,10 @@ impl Engine {
                 Available::default(),
             ) {
                 Ok(plan) => {
-                    if let Err(e) = actor.apply(&plan, &BTreeSet::new()).await {
+                    if let Err(e) = actor
+                        .apply(&plan, &BTreeSet::new(), OnFailure::Continue)
+                        .await
+                    {
                         tracing::error!(error = %e, "the committed components did not all start");
                     }
                     actor.settle(&plan);
@@ -227,15 +230,18 @@ impl Engine {
     }
 }
 
-/// Who depends HARD on whom, for restarts.
+/// Who depends HARD on whom, for restarts, and who waits for whom to start.
 #[derive(Debug, Default)]
 struct Graph {
     hard_dependents: BTreeMap<String, Vec<String>>,
     handles: BTreeMap<String, Arc<SupervisorHandle>>,
+    /// Components not started because these dependencies of theirs were not up.
+    waiting: BTreeMap<String, Vec<String>>,
 }
 
-/// Keeps the status board current and restarts HARD dependents when a dependency has
-/// restarted (it was down and is RUNNING again).
+/// Keeps the status board current, restarts HARD dependents when a dependency has restarted
+/// (it was down and is RUNNING again), and starts waiting components once their dependencies
+/// are up.
 async fn watch_reports(
     mut reports: mpsc::UnboundedReceiver<StateReport>,
     board: Board,
@@ -271,8 +277,56 @@ async fn watch_reports(
             }
             _ => {}
         }
+        if matches!(report.state, State::Running | State::Finished) {
+            start_waiting(&board, &graph);
+        }
         changed.send_modify(|n| *n += 1);
     }
+}
+
+/// Starts the waiting components whose dependencies are all up.
+fn start_waiting(board: &Board, graph: &Mutex<Graph>) {
+    let waiting: Vec<(String, Vec<String>)> = {
+        let graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
+        if graph.waiting.is_empty() {
+            return;
+        }
+        graph
+            .waiting
+            .iter()
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect()
+    };
+    let ready: Vec<String> = {
+        let board = board.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting
+            .into_iter()
+            .filter(|(_, deps)| {
+                deps.iter().all(|d| {
+                    board
+                        .get(d)
+                        .is_some_and(|s| s.state == "RUNNING" || s.state == "FINISHED")
+                })
+            })
+            .map(|(n, _)| n)
+            .collect()
+    };
+    let mut graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
+    for name in ready {
+        if graph.waiting.remove(&name).is_some() {
+            if let Some(h) = graph.handles.get(&name) {
+                tracing::info!(component = %name, "starting now that its dependencies are up");
+                h.start();
+            }
+        }
+    }
+}
+
+/// What [`Actor::apply`] does when a component fails to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    Stop,
+    Continue,
 }
 
 struct RunningComponent {
@@ -492,14 +546,16 @@ impl Actor {
                 .cloned()
                 .collect()
         };
-        let result = self.apply(&plan, &broken).await;
+        let result = self.apply(&plan, &broken, OnFailure::Stop).await;
         self.settle(&plan);
         result
     }
 
     /// Returns to `previous`, the plan that ran before a failed deployment.
     async fn restore(&mut self, previous: &Plan) -> Result<(), String> {
-        let result = self.apply(previous, &BTreeSet::new()).await;
+        let result = self
+            .apply(previous, &BTreeSet::new(), OnFailure::Continue)
+            .await;
         self.settle(previous);
         result
     }
@@ -507,7 +563,18 @@ impl Actor {
     /// Makes the device run `plan`: stops what leaves or changes (dependents first), starts
     /// what is new or changed in dependency order, and waits for each to come up. `refresh`
     /// names components to replace even if unchanged.
-    async fn apply(&mut self, plan: &Plan, refresh: &BTreeSet<String>) -> Result<(), String> {
+    ///
+    /// A deployment stops at the first component that fails ([`OnFailure::Stop`]), to roll
+    /// back. Bringing back a committed set (at start, or after a failed deployment) goes on
+    /// ([`OnFailure::Continue`]): every component is kept, so none drops out of the device's
+    /// set, and a component whose dependency did not come up waits for it, as it would for a
+    /// dependency still starting.
+    async fn apply(
+        &mut self,
+        plan: &Plan,
+        refresh: &BTreeSet<String>,
+        on_failure: OnFailure,
+    ) -> Result<(), String> {
         let fingerprints: BTreeMap<&str, String> = plan
             .components
             .iter()
@@ -533,6 +600,7 @@ impl Actor {
         stop_order.extend(stale.iter().filter(|n| !plan.order.contains(n)).cloned());
         self.stop_components(stop_order.iter()).await;
         self.set_graph(plan);
+        let mut failures = Vec::new();
         for name in &plan.order {
             if self.running.contains_key(name) {
                 continue;
@@ -540,9 +608,33 @@ impl Actor {
             let Some(c) = plan.components.get(name) else {
                 continue;
             };
-            self.start_component(c).await?;
+            let waits_for: Vec<String> = c
+                .dependencies
+                .iter()
+                .filter(|(d, _)| !self.is_up(d))
+                .map(|(d, _)| d.clone())
+                .collect();
+            let hold = on_failure == OnFailure::Continue && !waits_for.is_empty();
+            match self.start_component(c, hold.then_some(waits_for)).await {
+                Ok(()) => {}
+                Err(e) if on_failure == OnFailure::Continue => failures.push(e),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    /// Whether `name` is up as a dependency: RUNNING or FINISHED.
+    fn is_up(&self, name: &str) -> bool {
+        self.board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|s| s.state == "RUNNING" || s.state == "FINISHED")
     }
 
     fn set_graph(&self, plan: &Plan) {
@@ -571,11 +663,9 @@ impl Actor {
                     if let Some(h) = &c.supervisor {
                         h.shutdown().await;
                     }
-                    self.graph
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .handles
-                        .remove(name);
+                    let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+                    graph.handles.remove(name);
+                    graph.waiting.remove(name);
                 }
                 Kind::Lambda => {
                     if let Ok(fname) = FunctionName::parse(name) {
@@ -607,18 +697,35 @@ impl Actor {
             );
     }
 
-    async fn start_component(&mut self, c: &PlannedComponent) -> Result<(), String> {
+    /// Starts `c` and waits for it to come up; with `hold`, only readies it to start once
+    /// the dependencies named come up. A component that fails to start stays on the device
+    /// (listed, and recorded if the device's set is), as the nucleus keeps an ERRORED one.
+    async fn start_component(
+        &mut self,
+        c: &PlannedComponent,
+        hold: Option<Vec<String>>,
+    ) -> Result<(), String> {
         let mut supervisor = None;
+        let mut result = Ok(());
         match c.kind {
             Kind::Builtin => self.set_status(c, "RUNNING"),
             Kind::Lambda => {
                 self.set_status(c, "STARTING");
-                let (name, config, code_dir) = self.lambda_function(c)?;
-                self.registry
-                    .define_for_component(name, config, code_dir)
-                    .await
-                    .map_err(|e| format!("{}@{}: {e}", c.name, c.version))?;
-                self.set_status(c, "RUNNING");
+                result = self.define_lambda(c).await;
+                match &result {
+                    Ok(()) => self.set_status(c, "RUNNING"),
+                    Err(e) => {
+                        self.set_status(c, "ERRORED");
+                        if let Some(s) = self
+                            .board
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_mut(&c.name)
+                        {
+                            s.detail = Some(e.clone());
+                        }
+                    }
+                }
             }
             Kind::Generic => {
                 self.set_status(c, "NEW");
@@ -628,12 +735,17 @@ impl Actor {
                     .filter_map(|k| spec.steps.get(k).map(|s| s.timeout.unwrap_or_default()))
                     .sum::<Duration>();
                 let handle = Arc::new(supervisor::spawn(spec, self.reports_tx.clone()));
-                handle.start();
-                self.graph
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .handles
-                    .insert(c.name.clone(), handle.clone());
+                {
+                    let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+                    graph.handles.insert(c.name.clone(), handle.clone());
+                    match &hold {
+                        Some(dependencies) => {
+                            tracing::warn!(component = %c.name, ?dependencies, "waiting for its dependencies to come up");
+                            graph.waiting.insert(c.name.clone(), dependencies.clone());
+                        }
+                        None => handle.start(),
+                    }
+                }
                 supervisor = Some(handle);
                 self.running.insert(
                     c.name.clone(),
@@ -645,6 +757,11 @@ impl Actor {
                         fingerprint: fingerprint(c),
                     },
                 );
+                if hold.is_some() {
+                    // The dependencies may have come up since they were looked at.
+                    start_waiting(&self.board, &self.graph);
+                    return Ok(());
+                }
                 return self.wait_up(&c.name, timeout + START_SLACK).await;
             }
         }
@@ -658,7 +775,15 @@ impl Actor {
                 fingerprint: fingerprint(c),
             },
         );
-        Ok(())
+        result
+    }
+
+    async fn define_lambda(&self, c: &PlannedComponent) -> Result<(), String> {
+        let (name, config, code_dir) = self.lambda_function(c)?;
+        self.registry
+            .define_for_component(name, config, code_dir)
+            .await
+            .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
     }
 
     /// Waits until the component is RUNNING or FINISHED; ERRORED, BROKEN or the deadline fail.
