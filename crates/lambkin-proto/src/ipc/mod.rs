@@ -12,6 +12,52 @@
 //! and a [`Session`]; every frame read goes to [`Session::on_frame`]; the actions are carried
 //! out in order (write, look a token up, run an operation, drop a subscription, close); the
 //! host's answers go back through the session's methods, which return more actions.
+//!
+//! ```
+//! use std::collections::{HashMap, VecDeque};
+//!
+//! use lambkin_proto::eventstream::{Decoder, Header};
+//! use lambkin_proto::ipc::{Action, IpcError, MessageFlags, MessageType, RpcMessage, Session};
+//! use lambkin_proto::recipe::ComponentName;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The host's token map: SVCUID -> component.
+//! let tokens = HashMap::from([("GOODTOKEN1234567", ComponentName::parse("com.example.Probe")?)]);
+//!
+//! // What a client sends first: CONNECT, as the Node SDK writes it.
+//! let connect = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
+//!     .with_header(Header::string(":version", "0.1.0"))
+//!     .with_payload(br#"{"authToken":"GOODTOKEN1234567"}"#.to_vec())
+//!     .to_frame()?;
+//!
+//! let mut decoder = Decoder::new();
+//! let mut session = Session::new();
+//! let mut written = Vec::new();
+//! decoder.push(&connect.encode()); // bytes as the socket delivers them
+//! while let Some(frame) = decoder.next_frame()? {
+//!     let mut actions: VecDeque<Action> = session.on_frame(frame).into();
+//!     while let Some(action) = actions.pop_front() {
+//!         match action {
+//!             Action::Send(frame) => frame.encode_into(&mut written),
+//!             Action::Authenticate(token) => {
+//!                 let principal = tokens.get(token.as_str()).cloned();
+//!                 actions.extend(session.on_authenticated(principal));
+//!             }
+//!             Action::Dispatch(request) => {
+//!                 // Authorize, parse the payload into its shape, run it, then answer:
+//!                 let error = IpcError::not_supported(request.operation);
+//!                 actions.extend(session.fail(request.stream, &error)?);
+//!             }
+//!             Action::StreamClosed(_stream) => { /* drop the stream's subscription */ }
+//!             Action::AwaitClientClose | Action::Close => { /* stop reading; close */ }
+//!         }
+//!     }
+//! }
+//! let ack = RpcMessage::from_frame(&lambkin_proto::eventstream::Frame::decode(&written)?);
+//! assert_eq!(ack.map(|m| m.flags), Some(MessageFlags::CONNECTION_ACCEPTED));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod authorization;
 pub mod envelope;

@@ -373,6 +373,8 @@ impl Session {
         let Some(principal) = self.principal().cloned() else {
             return Vec::new();
         };
+        // The Java server takes the first message as the request whatever its application
+        // type, so an APPLICATION_ERROR opening a stream is dispatched too.
         self.streams.insert(
             stream,
             OpenStream {
