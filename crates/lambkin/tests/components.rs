@@ -452,6 +452,14 @@ fn a_dependency_chain_starts_in_order_and_only_hard_dependents_follow_a_restart(
             "{dependent} began ({installing_at}) before {dependency} ran ({running_at})"
         );
     }
+    // `lambkin logs` shows a component's log: `TIME [LEVEL] text`.
+    let out = device.cli(&["logs", "com.example.Base"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    assert!(
+        log.lines().any(|l| l.ends_with(" [INFO] state: RUNNING")),
+        "{log}"
+    );
     let base_pid = device.wait_runs("com.example.Base", 1)[0].0;
     let hard_pid = device.wait_runs("com.example.Hard", 1)[0].0;
     let soft_pid = device.wait_runs("com.example.Soft", 1)[0].0;
