@@ -175,6 +175,12 @@ def _host_binary() -> Path:
 
 
 @pytest.fixture(scope="session")
+def lambkin_bin() -> Path:
+    """The host binary, for client commands such as `lambkin deploy`."""
+    return _host_binary()
+
+
+@pytest.fixture(scope="session")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Host:
     binary = _host_binary()
     subreaper = _become_subreaper()

@@ -18,9 +18,11 @@ use crate::api::{self, ApiState};
 use crate::components::builtin;
 use crate::components::engine::{Engine, EngineSettings};
 use crate::config::HostConfig;
+use crate::ipc::{self, ComponentIpc, Services, Tokens};
 use crate::lambda::registry::{HostSettings, Registry};
 use crate::lambda::runtimes::Runtimes;
 use crate::layout::Layout;
+use crate::pubsub::{self, PubSubHandle};
 use crate::store::Store;
 
 #[derive(Debug)]
@@ -68,6 +70,20 @@ pub async fn run(
     if opts.with_example {
         define_example(&registry).await?;
     }
+    let pubsub = PubSubHandle::spawn(pubsub::Limits::default());
+    // Bound before any component starts, so that a component's first connection finds it.
+    // Without it the host still runs everything else, and components get no IPC variables.
+    let ipc_listener = match ipc::socket_path(layout.root())
+        .map_err(anyhow::Error::from)
+        .and_then(|path| Ok((ipc::bind(&path)?, path)))
+    {
+        Ok(bound) => Some(bound),
+        Err(e) => {
+            tracing::error!(error = %e, "the IPC socket is not available");
+            None
+        }
+    };
+    let tokens = Tokens::new();
     let engine = Engine::start(
         EngineSettings {
             layout: layout.clone(),
@@ -76,6 +92,10 @@ pub async fn run(
             region: opts.config.region.clone(),
             stop_grace: opts.config.lambda.shutdown_grace(),
             base_env: component_env(&opts.config),
+            ipc: ipc_listener.as_ref().map(|(_, socket)| ComponentIpc {
+                socket: socket.clone(),
+                tokens: tokens.clone(),
+            }),
         },
         registry.store().clone(),
         registry.clone(),
@@ -90,6 +110,11 @@ pub async fn run(
         cli_token,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());
+    let ipc_server = ipc_listener.map(|(listener, _)| {
+        let services = Arc::new(Services::new(pubsub.clone(), engine.clone(), tokens));
+        tokio::spawn(ipc::serve(listener, services, stop_rx.clone()))
+    });
     let server = tokio::spawn(api::serve(listener, state, stop_rx));
     write_atomically(&layout.api_addr_file(), addr.to_string().as_bytes())?;
     tracing::info!(%addr, root = %layout.root().display(), "host ready");
@@ -107,9 +132,16 @@ pub async fn run(
     shutdown.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
+    if let Some(ipc_server) = ipc_server {
+        let _ = ipc_server.await;
+    }
     engine.shutdown().await;
     registry.shutdown().await;
+    pubsub.shutdown().await;
     let _ = server.await;
+    if let Some(socket) = ipc_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     let _ = std::fs::remove_file(layout.api_addr_file());
     tracing::info!("stopped");
     Ok(())

@@ -12,6 +12,7 @@
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
 //! - [`components`]: Greengrass components (lifecycle state machine so far).
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
+//! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
 //! - [`timestamp`]: UTC formatting for logs and API fields.
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod components;
 pub mod config;
 pub mod host;
+pub mod ipc;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;

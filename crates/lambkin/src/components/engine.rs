@@ -79,8 +79,11 @@ pub struct EngineSettings {
     pub region: String,
     /// Time a stopped `Run` process gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
-    /// Environment every component gets (`SVCUID` and friends come later, with IPC).
+    /// Environment every component gets.
     pub base_env: BTreeMap<String, String>,
+    /// The IPC socket and tokens: each generic component gets its `SVCUID` and the socket's
+    /// path. `None` when the host serves no IPC.
+    pub ipc: Option<crate::ipc::ComponentIpc>,
 }
 
 enum Command {
@@ -92,11 +95,17 @@ enum Command {
 
 type Board = Arc<Mutex<BTreeMap<String, ComponentStatus>>>;
 
+/// Each component's effective configuration, shared with IPC (GetConfiguration,
+/// UpdateConfiguration, `accessControl`): set when the component starts in a deployment,
+/// dropped when it leaves. IPC reads it without waiting for a deployment in progress.
+type Configs = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
+
 /// A cloneable handle on the engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Command>,
     board: Board,
+    configs: Configs,
     store: Store,
 }
 
@@ -126,6 +135,7 @@ impl Engine {
             }
         }
         let board: Board = Arc::default();
+        let configs: Configs = Arc::default();
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let (changed_tx, changed_rx) = watch::channel(0u64);
         let graph: Arc<Mutex<Graph>> = Arc::default();
@@ -141,6 +151,7 @@ impl Engine {
             registry,
             running: BTreeMap::new(),
             board: board.clone(),
+            configs: configs.clone(),
             reports_tx,
             changed: changed_rx,
             graph,
@@ -174,7 +185,12 @@ impl Engine {
         }
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(actor.run(rx));
-        Self { tx, board, store }
+        Self {
+            tx,
+            board,
+            configs,
+            store,
+        }
     }
 
     /// Applies a deployment and waits for its outcome.
@@ -197,6 +213,49 @@ impl Engine {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// A component's effective configuration; `None` for a component not on the device.
+    pub fn configuration(&self, name: &str) -> Option<serde_json::Value> {
+        self.configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Changes a component's configuration in place (IPC UpdateConfiguration); `None` for a
+    /// component not on the device. The change lasts until the component is deployed again.
+    pub fn update_configuration<R>(
+        &self,
+        name: &str,
+        update: impl FnOnce(&mut serde_json::Value) -> R,
+    ) -> Option<R> {
+        self.configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(name)
+            .map(update)
+    }
+
+    /// A component's `accessControl` (its configuration's key of that name, in any case, as
+    /// the nucleus reads it); empty, so denying everything, when it has none. Invalid
+    /// policies are skipped and logged.
+    pub fn access_control(&self, name: &str) -> lambkin_proto::ipc::AccessControl {
+        let configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        let value = configs.get(name).and_then(|c| c.as_object()).and_then(|c| {
+            c.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("accessControl"))
+                .map(|(_, v)| v)
+        });
+        let Some(value) = value else {
+            return lambkin_proto::ipc::AccessControl::default();
+        };
+        let (policy, problems) = lambkin_proto::ipc::AccessControl::parse(value);
+        for problem in problems {
+            tracing::warn!(component = %name, %problem, "policy skipped");
+        }
+        policy
     }
 
     pub async fn deployments(&self) -> Vec<DeploymentRecord> {
@@ -345,6 +404,7 @@ struct Actor {
     registry: Registry,
     running: BTreeMap<String, RunningComponent>,
     board: Board,
+    configs: Configs,
     reports_tx: mpsc::UnboundedSender<StateReport>,
     changed: watch::Receiver<u64>,
     graph: Arc<Mutex<Graph>>,
@@ -546,7 +606,13 @@ impl Actor {
                 .cloned()
                 .collect()
         };
-        let result = self.apply(&plan, &broken, OnFailure::Stop).await;
+        // DO_NOTHING leaves nothing half-done either: a failed component stays, failing, and
+        // the rest of the deployment still starts, as the device will run it from now on.
+        let on_failure = match request.failure_policy {
+            FailurePolicy::Rollback => OnFailure::Stop,
+            FailurePolicy::DoNothing => OnFailure::Continue,
+        };
+        let result = self.apply(&plan, &broken, on_failure).await;
         self.settle(&plan);
         result
     }
@@ -564,9 +630,9 @@ impl Actor {
     /// what is new or changed in dependency order, and waits for each to come up. `refresh`
     /// names components to replace even if unchanged.
     ///
-    /// A deployment stops at the first component that fails ([`OnFailure::Stop`]), to roll
-    /// back. Bringing back a committed set (at start, or after a failed deployment) goes on
-    /// ([`OnFailure::Continue`]): every component is kept, so none drops out of the device's
+    /// A deployment that rolls back on failure stops at the first component that fails
+    /// ([`OnFailure::Stop`]). Bringing back a committed set (at start, or after a failed
+    /// deployment) and a DO_NOTHING deployment go on ([`OnFailure::Continue`]): every component is kept, so none drops out of the device's
     /// set, and a component whose dependency did not come up waits for it, as it would for a
     /// dependency still starting.
     async fn apply(
@@ -658,6 +724,10 @@ impl Actor {
             let Some(c) = self.running.remove(name) else {
                 continue;
             };
+            self.configs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(name);
             match c.kind {
                 Kind::Generic => {
                     if let Some(h) = &c.supervisor {
@@ -707,6 +777,10 @@ impl Actor {
     ) -> Result<(), String> {
         let mut supervisor = None;
         let mut result = Ok(());
+        self.configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(c.name.clone(), c.config.clone());
         match c.kind {
             Kind::Builtin => self.set_status(c, "RUNNING"),
             Kind::Lambda => {
@@ -828,6 +902,9 @@ impl Actor {
         let log = LogFile::open(&layout.logs_dir().join(format!("{}.log", c.name)))
             .map_err(|e| format!("cannot open the log of {}: {e}", c.name))?;
         let mut env = self.settings.base_env.clone();
+        if let Some(ipc) = &self.settings.ipc {
+            env.extend(ipc.env_for(&c.name));
+        }
         env.extend(c.lifecycle.setenv.clone());
         let steps = c
             .lifecycle

@@ -1,0 +1,694 @@
+//! The operations: each request, parsed into its shape and authorized (`greengrass-ipc.md`
+//! §4, §5), carried out against the host's services. One function per operation; the one
+//! `match` on [`Operation`] in [`dispatch`] decides what each is.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+use lambkin_proto::ipc::shapes::components::{
+    caller_not_found, component_not_found, ComponentDetails, ComponentRequest,
+    GetComponentDetailsResponse, LifecycleState, ListComponentsResponse, RequestStatus,
+    RestartComponentResponse, StopComponentResponse, UpdateStateRequest,
+};
+use lambkin_proto::ipc::shapes::configuration::{
+    key_not_found, stale_update, ConfigurationUpdateEvent, ConfigurationUpdateEvents,
+    GetConfigurationRequest, GetConfigurationResponse, SubscribeToConfigurationUpdateRequest,
+    UpdateConfigurationRequest,
+};
+use lambkin_proto::ipc::shapes::deployments::{
+    CreateLocalDeploymentRequest, CreateLocalDeploymentResponse, DeploymentStatus,
+    FailureHandlingPolicy, GetLocalDeploymentStatusRequest, GetLocalDeploymentStatusResponse,
+    ListLocalDeploymentsResponse, LocalDeployment,
+};
+use lambkin_proto::ipc::shapes::iot_core::{PublishToIoTCoreRequest, SubscribeToIoTCoreRequest};
+use lambkin_proto::ipc::shapes::pubsub::{
+    MessagePayload, PublishMessage, PublishToTopicRequest, SubscribeToTopicRequest,
+};
+use lambkin_proto::ipc::shapes::token::{
+    token_not_found, ValidateAuthorizationTokenRequest, ValidateAuthorizationTokenResponse,
+};
+use lambkin_proto::ipc::shapes::{self, parse_request};
+use lambkin_proto::ipc::{authorize, IpcError, Operation, Request};
+use lambkin_proto::recipe::ComponentName;
+
+use super::tokens::Tokens;
+use crate::components::deployment::{ConfigUpdate, DeploymentRequest, FailurePolicy};
+use crate::components::engine::{ControlError, Engine};
+use crate::pubsub::{self, Client, Filter, PubSubHandle, Subscription, Topic};
+use crate::store::DeploymentRecord;
+
+/// Configuration-update events waiting for slow connections before the oldest are lost.
+const CONFIG_EVENTS: usize = 256;
+
+/// What the operations work with; shared by every connection.
+#[derive(Debug)]
+pub struct Services {
+    pub pubsub: PubSubHandle,
+    pub engine: Engine,
+    pub tokens: Tokens,
+    config_updates: broadcast::Sender<ConfigurationChanged>,
+    /// The latest UpdateConfiguration timestamp per component, for the stale check.
+    modified: Mutex<HashMap<String, f64>>,
+}
+
+/// One configuration node changed by UpdateConfiguration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigurationChanged {
+    pub component: String,
+    /// Relative to the component's configuration.
+    pub key_path: Vec<String>,
+}
+
+/// A future that answers an operation later: one that waits on the engine.
+pub type Pending = Pin<Box<dyn Future<Output = Result<Vec<u8>, IpcError>> + Send>>;
+
+/// How an operation ends.
+pub enum Outcome {
+    /// Answer now.
+    Reply(Result<Vec<u8>, IpcError>),
+    /// Answer when this resolves, without holding the connection up meanwhile.
+    Later(Pending),
+    /// SubscribeToTopic: respond, then deliver each message as an event.
+    Topic(Subscription),
+    /// SubscribeToConfigurationUpdate: respond, then send an event for each change under
+    /// `key_path` of `component`.
+    Configuration {
+        component: String,
+        key_path: Vec<String>,
+    },
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Reply(result) => f.debug_tuple("Reply").field(result).finish(),
+            Self::Later(_) => f.write_str("Later(..)"),
+            Self::Topic(subscription) => f.debug_tuple("Topic").field(subscription).finish(),
+            Self::Configuration {
+                component,
+                key_path,
+            } => f
+                .debug_struct("Configuration")
+                .field("component", component)
+                .field("key_path", key_path)
+                .finish(),
+        }
+    }
+}
+
+impl Services {
+    pub fn new(pubsub: PubSubHandle, engine: Engine, tokens: Tokens) -> Self {
+        let (config_updates, _) = broadcast::channel(CONFIG_EVENTS);
+        Self {
+            pubsub,
+            engine,
+            tokens,
+            config_updates,
+            modified: Mutex::default(),
+        }
+    }
+
+    pub fn configuration_changes(&self) -> broadcast::Receiver<ConfigurationChanged> {
+        self.config_updates.subscribe()
+    }
+
+    fn authorize(
+        &self,
+        principal: &ComponentName,
+        operation: Operation,
+        resource: Option<&str>,
+    ) -> Result<(), IpcError> {
+        let policy = self.engine.access_control(principal.as_str());
+        authorize(&policy, principal, operation, resource)
+    }
+}
+
+/// Carries out one request.
+pub async fn dispatch(services: &Arc<Services>, request: Request) -> Outcome {
+    use Operation::*;
+    let Request {
+        operation,
+        principal,
+        payload,
+        ..
+    } = request;
+    let s = services;
+    let p = &principal;
+    let reply = Outcome::Reply;
+    match operation {
+        PublishToTopic => reply(publish_to_topic(s, p, &payload).await),
+        SubscribeToTopic => match subscribe_to_topic(s, p, &payload).await {
+            Ok(subscription) => Outcome::Topic(subscription),
+            Err(e) => reply(Err(e)),
+        },
+        PublishToIoTCore => reply(publish_to_iot_core(s, p, &payload)),
+        SubscribeToIoTCore => reply(subscribe_to_iot_core(s, p, &payload)),
+        GetConfiguration => reply(get_configuration(s, p, &payload)),
+        UpdateConfiguration => reply(update_configuration(s, p, &payload)),
+        SubscribeToConfigurationUpdate => match subscribe_to_configuration(s, p, &payload) {
+            Ok((component, key_path)) => Outcome::Configuration {
+                component,
+                key_path,
+            },
+            Err(e) => reply(Err(e)),
+        },
+        UpdateState => reply(update_state(s, p, &payload)),
+        GetComponentDetails => reply(get_component_details(s, p, &payload)),
+        ListComponents => reply(list_components(s, p)),
+        RestartComponent | StopComponent => match control(s, p, operation, &payload) {
+            Ok(pending) => Outcome::Later(pending),
+            Err(e) => reply(Err(e)),
+        },
+        CreateLocalDeployment => match create_local_deployment(s, p, &payload) {
+            Ok(pending) => Outcome::Later(pending),
+            Err(e) => reply(Err(e)),
+        },
+        GetLocalDeploymentStatus => reply(get_local_deployment_status(s, p, &payload).await),
+        ListLocalDeployments => reply(list_local_deployments(s, p).await),
+        ValidateAuthorizationToken => reply(validate_authorization_token(s, p, &payload)),
+        SubscribeToIoTCoreConnectionStatus
+        | SubscribeToValidateConfigurationUpdates
+        | SendConfigurationValidityReport
+        | SubscribeToComponentUpdates
+        | DeferComponentUpdate
+        | PauseComponent
+        | ResumeComponent
+        | CancelLocalDeployment
+        | CreateDebugPassword
+        | GetSecretValue
+        | GetThingShadow
+        | UpdateThingShadow
+        | DeleteThingShadow
+        | ListNamedShadowsForThing
+        | PutComponentMetric
+        | VerifyClientDeviceIdentity
+        | GetClientDeviceAuthToken
+        | AuthorizeClientDeviceAction
+        | SubscribeToCertificateUpdates => reply(Err(IpcError::not_supported(operation))),
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Result<Vec<u8>, IpcError> {
+    serde_json::to_vec(value).map_err(|e| IpcError::service(format!("cannot encode: {e}")))
+}
+
+const EMPTY: &[u8] = b"{}";
+
+fn stopped() -> IpcError {
+    IpcError::service("the host is stopping")
+}
+
+// ------------------------------------------------------------------ pub/sub ----
+
+async fn publish_to_topic(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: PublishToTopicRequest = parse_request(payload)?;
+    s.authorize(
+        principal,
+        Operation::PublishToTopic,
+        request.topic.as_deref(),
+    )?;
+    let publish = request.validate()?;
+    let topic =
+        Topic::parse(&publish.topic).map_err(|e| IpcError::invalid_arguments(e.to_string()))?;
+    let message = match publish.message {
+        MessagePayload::Json(value) => pubsub::Payload::Json(Arc::new(value)),
+        MessagePayload::Binary(bytes) => pubsub::Payload::Binary(Bytes::from(bytes)),
+    };
+    s.pubsub
+        .publish(Client::Component(principal.clone()), topic, message)
+        .await
+        .map_err(|_| stopped())?;
+    Ok(EMPTY.to_vec())
+}
+
+async fn subscribe_to_topic(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Subscription, IpcError> {
+    let request: SubscribeToTopicRequest = parse_request(payload)?;
+    s.authorize(
+        principal,
+        Operation::SubscribeToTopic,
+        request.topic.as_deref(),
+    )?;
+    let subscribe = request.validate()?;
+    let filter =
+        Filter::parse(&subscribe.topic).map_err(|e| IpcError::invalid_arguments(e.to_string()))?;
+    let mode = match subscribe.receive_mode {
+        shapes::pubsub::ReceiveMode::ReceiveAllMessages => pubsub::ReceiveMode::All,
+        shapes::pubsub::ReceiveMode::ReceiveMessagesFromOthers => pubsub::ReceiveMode::FromOthers,
+    };
+    s.pubsub
+        .subscribe(Client::Component(principal.clone()), filter, mode)
+        .await
+        .map_err(|_| stopped())
+}
+
+/// A message as a `SubscriptionResponseMessage` event: the variant that was published, with
+/// the concrete topic as `context.topic`.
+pub fn subscription_event(message: &pubsub::Message) -> Result<Vec<u8>, IpcError> {
+    let payload = match &message.payload {
+        pubsub::Payload::Json(value) => MessagePayload::Json(Value::clone(value)),
+        pubsub::Payload::Binary(bytes) => MessagePayload::Binary(bytes.to_vec()),
+    };
+    to_json(&PublishMessage::delivery(&payload, message.topic.as_str()))
+}
+
+// ------------------------------------------------------------------ IoT Core ----
+
+fn no_broker() -> IpcError {
+    IpcError::service("no MQTT broker is configured")
+}
+
+fn publish_to_iot_core(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: PublishToIoTCoreRequest = parse_request(payload)?;
+    s.authorize(
+        principal,
+        Operation::PublishToIoTCore,
+        request.topic_name.as_deref(),
+    )?;
+    request.validate()?;
+    Err(no_broker())
+}
+
+fn subscribe_to_iot_core(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: SubscribeToIoTCoreRequest = parse_request(payload)?;
+    s.authorize(
+        principal,
+        Operation::SubscribeToIoTCore,
+        request.topic_name.as_deref(),
+    )?;
+    request.validate()?;
+    Err(no_broker())
+}
+
+// ------------------------------------------------------------- configuration ----
+
+/// The node at `path` under `root`.
+fn node_at<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(root, |node, key| node.as_object()?.get(key))
+}
+
+fn get_configuration(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: GetConfigurationRequest = parse_request(payload)?;
+    let component = request
+        .component_name
+        .unwrap_or_else(|| principal.as_str().to_owned());
+    let config = s
+        .engine
+        .configuration(&component)
+        .ok_or_else(key_not_found)?;
+    let path = request.key_path.unwrap_or_default();
+    let value = match (node_at(&config, &path), path.last()) {
+        (Some(Value::Object(map)), _) => map.clone(),
+        (Some(leaf), Some(name)) => Map::from_iter([(name.clone(), leaf.clone())]),
+        _ => return Err(key_not_found()),
+    };
+    to_json(&GetConfigurationResponse {
+        component_name: component,
+        value,
+    })
+}
+
+/// Deep-merges `update` into `target`, and records the path of every leaf whose value changed
+/// (and of every object that replaced a leaf).
+fn merge(
+    target: &mut Map<String, Value>,
+    update: Map<String, Value>,
+    at: &mut Vec<String>,
+    changed: &mut Vec<Vec<String>>,
+) {
+    for (key, value) in update {
+        at.push(key.clone());
+        match (target.get_mut(&key), value) {
+            (Some(Value::Object(existing)), Value::Object(more)) => {
+                merge(existing, more, at, changed)
+            }
+            (Some(existing), value) if *existing == value => {}
+            (_, value) => {
+                target.insert(key, value);
+                changed.push(at.clone());
+            }
+        }
+        at.pop();
+    }
+}
+
+fn update_configuration(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: UpdateConfigurationRequest = parse_request(payload)?;
+    let update = request.validate()?;
+    let component = principal.as_str();
+    let mut modified = s.modified.lock().unwrap_or_else(PoisonError::into_inner);
+    if modified
+        .get(component)
+        .is_some_and(|latest| update.timestamp < *latest)
+    {
+        return Err(stale_update());
+    }
+    let changed = s
+        .engine
+        .update_configuration(component, |config| {
+            let mut changed = Vec::new();
+            if !config.is_object() {
+                *config = Value::Object(Map::new());
+            }
+            let mut node = config;
+            let mut at = Vec::new();
+            for key in &update.key_path {
+                let Value::Object(map) = node else { break };
+                let entry = map
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !entry.is_object() {
+                    // A leaf at keyPath: the update replaces it.
+                    *entry = Value::Object(Map::new());
+                }
+                at.push(key.clone());
+                node = entry;
+            }
+            if let Value::Object(map) = node {
+                merge(map, update.value_to_merge.clone(), &mut at, &mut changed);
+            }
+            changed
+        })
+        .ok_or_else(|| IpcError::service(format!("component {component} is not on this device")))?;
+    modified.insert(component.to_owned(), update.timestamp);
+    drop(modified);
+    for key_path in changed {
+        // Nobody listening is fine.
+        let _ = s.config_updates.send(ConfigurationChanged {
+            component: component.to_owned(),
+            key_path,
+        });
+    }
+    Ok(EMPTY.to_vec())
+}
+
+fn subscribe_to_configuration(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<(String, Vec<String>), IpcError> {
+    let request: SubscribeToConfigurationUpdateRequest = parse_request(payload)?;
+    let component = request
+        .component_name
+        .unwrap_or_else(|| principal.as_str().to_owned());
+    let config = s
+        .engine
+        .configuration(&component)
+        .ok_or_else(key_not_found)?;
+    let key_path = request.key_path.unwrap_or_default();
+    node_at(&config, &key_path).ok_or_else(key_not_found)?;
+    Ok((component, key_path))
+}
+
+/// The event for `change` on a subscription to `key_path` of `component`, if it is under it.
+pub fn configuration_event(
+    change: &ConfigurationChanged,
+    component: &str,
+    key_path: &[String],
+) -> Option<Result<Vec<u8>, IpcError>> {
+    (change.component == component && change.key_path.starts_with(key_path)).then(|| {
+        to_json(&ConfigurationUpdateEvents {
+            configuration_update_event: ConfigurationUpdateEvent {
+                component_name: change.component.clone(),
+                key_path: change.key_path.clone(),
+            },
+        })
+    })
+}
+
+// --------------------------------------------------------------- components ----
+
+fn update_state(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: UpdateStateRequest = parse_request(payload)?;
+    if !s.engine.list().iter().any(|c| c.name == principal.as_str()) {
+        return Err(caller_not_found(principal.as_str()));
+    }
+    tracing::info!(component = %principal, state = ?request.state, "component reported its state");
+    Ok(EMPTY.to_vec())
+}
+
+fn details(s: &Services, status: &crate::components::engine::ComponentStatus) -> ComponentDetails {
+    ComponentDetails {
+        component_name: status.name.clone(),
+        version: status.version.clone(),
+        state: serde_json::from_value(Value::String(status.state.clone()))
+            .unwrap_or(LifecycleState::New),
+        configuration: s
+            .engine
+            .configuration(&status.name)
+            .and_then(|c| c.as_object().cloned()),
+    }
+}
+
+fn get_component_details(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: ComponentRequest = parse_request(payload)?;
+    s.authorize(
+        principal,
+        Operation::GetComponentDetails,
+        request.component_name.as_deref(),
+    )?;
+    let name = request.validate()?;
+    let status = s
+        .engine
+        .list()
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| component_not_found(&name))?;
+    to_json(&GetComponentDetailsResponse {
+        component_details: details(s, &status),
+    })
+}
+
+fn list_components(s: &Services, principal: &ComponentName) -> Result<Vec<u8>, IpcError> {
+    s.authorize(principal, Operation::ListComponents, Some("*"))?;
+    let components = s.engine.list().iter().map(|c| details(s, c)).collect();
+    to_json(&ListComponentsResponse { components })
+}
+
+fn control(
+    s: &Services,
+    principal: &ComponentName,
+    operation: Operation,
+    payload: &[u8],
+) -> Result<Pending, IpcError> {
+    let request: ComponentRequest = parse_request(payload)?;
+    s.authorize(principal, operation, request.component_name.as_deref())?;
+    let name = request.validate()?;
+    let engine = s.engine.clone();
+    Ok(Box::pin(async move {
+        let restart = operation == Operation::RestartComponent;
+        let result = if restart {
+            engine.restart(name.clone()).await
+        } else {
+            engine.stop(name.clone()).await
+        };
+        let (status, message) = match result {
+            Ok(()) => (RequestStatus::Succeeded, None),
+            Err(ControlError::NotFound(_)) => return Err(component_not_found(&name)),
+            Err(e @ ControlError::Builtin(_)) => (RequestStatus::Failed, Some(e.to_string())),
+            Err(ControlError::Stopped) => return Err(stopped()),
+        };
+        if restart {
+            to_json(&RestartComponentResponse {
+                restart_status: status,
+                message,
+            })
+        } else {
+            to_json(&StopComponentResponse {
+                stop_status: status,
+                message,
+            })
+        }
+    }))
+}
+
+// -------------------------------------------------------------- deployments ----
+
+fn create_local_deployment(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Pending, IpcError> {
+    s.authorize(principal, Operation::CreateLocalDeployment, Some("*"))?;
+    let request: CreateLocalDeploymentRequest = parse_request(payload)?;
+    let mut update_config = std::collections::BTreeMap::new();
+    for (component, update) in request.component_to_configuration.unwrap_or_default() {
+        let update: ConfigUpdate = serde_json::from_value(Value::Object(update)).map_err(|e| {
+            IpcError::invalid_arguments(format!("componentToConfiguration.{component}: {e}"))
+        })?;
+        update_config.insert(component, update);
+    }
+    let deployment = DeploymentRequest {
+        recipe_dir: request.recipe_directory_path.map(Into::into),
+        artifact_dir: request.artifacts_directory_path.map(Into::into),
+        merge: request.root_component_versions_to_add.unwrap_or_default(),
+        remove: request.root_components_to_remove.unwrap_or_default(),
+        update_config,
+        // A local deployment's default (§4.5 of the model).
+        failure_policy: match request.failure_handling_policy {
+            Some(FailureHandlingPolicy::Rollback) => FailurePolicy::Rollback,
+            Some(FailureHandlingPolicy::DoNothing) | None => FailurePolicy::DoNothing,
+        },
+    };
+    let engine = s.engine.clone();
+    Ok(Box::pin(async move {
+        let outcome = engine.deploy(deployment).await.map_err(|_| stopped())?;
+        to_json(&CreateLocalDeploymentResponse {
+            deployment_id: Some(outcome.deployment_id),
+        })
+    }))
+}
+
+fn local_deployment(record: DeploymentRecord) -> LocalDeployment {
+    let status = match record.status.as_str() {
+        "SUCCEEDED" => DeploymentStatus::Succeeded,
+        "FAILED" => DeploymentStatus::Failed,
+        "QUEUED" => DeploymentStatus::Queued,
+        "CANCELED" => DeploymentStatus::Canceled,
+        _ => DeploymentStatus::InProgress,
+    };
+    LocalDeployment {
+        deployment_id: record.id,
+        status,
+        created_on: None,
+        deployment_status_details: None,
+    }
+}
+
+async fn get_local_deployment_status(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: GetLocalDeploymentStatusRequest = parse_request(payload)?;
+    s.authorize(
+        principal,
+        Operation::GetLocalDeploymentStatus,
+        request.deployment_id.as_deref(),
+    )?;
+    let id = request
+        .deployment_id
+        .ok_or_else(|| IpcError::invalid_arguments("Deployment ID cannot be empty"))?;
+    let record = s
+        .engine
+        .deployments()
+        .await
+        .into_iter()
+        .find(|d| d.id == id)
+        .ok_or_else(|| IpcError::resource_not_found(format!("Cannot find deployment: {id}")))?;
+    to_json(&GetLocalDeploymentStatusResponse {
+        deployment: local_deployment(record),
+    })
+}
+
+async fn list_local_deployments(
+    s: &Services,
+    principal: &ComponentName,
+) -> Result<Vec<u8>, IpcError> {
+    s.authorize(principal, Operation::ListLocalDeployments, Some("*"))?;
+    let local_deployments = s
+        .engine
+        .deployments()
+        .await
+        .into_iter()
+        .map(local_deployment)
+        .collect();
+    to_json(&ListLocalDeploymentsResponse { local_deployments })
+}
+
+// ------------------------------------------------------------------- tokens ----
+
+fn validate_authorization_token(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    s.authorize(principal, Operation::ValidateAuthorizationToken, None)?;
+    let request: ValidateAuthorizationTokenRequest = parse_request(payload)?;
+    let token = request.validate()?;
+    s.tokens.component(&token).ok_or_else(token_not_found)?;
+    to_json(&ValidateAuthorizationTokenResponse { is_valid: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_records_changed_leaves() {
+        let mut target = json!({"a": 1, "m": {"x": true, "y": 2}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let update = json!({"a": 1, "m": {"x": false, "z": 3}, "n": 4})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let mut changed = Vec::new();
+        merge(&mut target, update, &mut Vec::new(), &mut changed);
+        assert_eq!(
+            Value::Object(target),
+            json!({"a": 1, "m": {"x": false, "y": 2, "z": 3}, "n": 4})
+        );
+        assert_eq!(
+            changed,
+            vec![
+                vec!["m".to_owned(), "x".to_owned()],
+                vec!["m".to_owned(), "z".to_owned()],
+                vec!["n".to_owned()],
+            ]
+        );
+    }
+
+    #[test]
+    fn configuration_events_only_under_the_subscribed_path() {
+        let change = ConfigurationChanged {
+            component: "c".into(),
+            key_path: vec!["m".into(), "x".into()],
+        };
+        assert!(configuration_event(&change, "c", &[]).is_some());
+        assert!(configuration_event(&change, "c", &["m".into()]).is_some());
+        assert!(configuration_event(&change, "c", &["n".into()]).is_none());
+        assert!(configuration_event(&change, "d", &[]).is_none());
+    }
+}

@@ -1,0 +1,141 @@
+"""Greengrass IPC with the real AWS IoT Device SDK v2 for Python (awsiotsdk): two generic
+components, deployed with `lambkin deploy`, whose Run steps use GreengrassCoreIPCClientV2
+unmodified. One subscribes and records what it receives; the other publishes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent / "ipc_components"
+SUB = "com.lambkin.conformance.IpcSubscriber"
+PUB = "com.lambkin.conformance.IpcPublisher"
+VERSION = "1.0.0"
+DEADLINE = 30.0
+
+
+def recipe(name: str, script: str, args: str, access: dict, config: dict) -> dict:
+    return {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": name,
+        "ComponentVersion": VERSION,
+        "ComponentConfiguration": {
+            "DefaultConfiguration": {"accessControl": access, **config}
+        },
+        "Manifests": [{
+            "Platform": {"os": "linux"},
+            "Lifecycle": {"Run": f"{sys.executable} -u {{artifacts:path}}/{script} {args}"},
+            "Artifacts": [{"URI": f"s3://conformance/{script}"}],
+        }],
+    }
+
+
+def pubsub_policy(name: str, operations: list[str], resources: list[str]) -> dict:
+    return {"aws.greengrass.ipc.pubsub": {
+        f"{name}:pubsub:1": {"operations": operations, "resources": resources}}}
+
+
+def wait_for(path: Path, what: str, host) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not path.exists():
+        if time.monotonic() > deadline:
+            logs = "\n".join(
+                (host.root / "logs" / f"{n}.log").read_text(errors="replace")
+                for n in (SUB, PUB) if (host.root / "logs" / f"{n}.log").exists())
+            pytest.fail(f"{what}: {path} did not appear within {DEADLINE:.0f}s\n{logs}")
+        time.sleep(0.05)
+
+
+def received(path: Path, count: int, host) -> list[dict]:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count:
+            return [json.loads(line) for line in lines]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(lines)} of {count} messages arrived in {DEADLINE:.0f}s: {lines}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def ipc_components(host, lambkin_bin, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ipc")
+    recipes, artifacts = base / "recipes", base / "artifacts"
+    recipes.mkdir()
+    for name, script in ((SUB, "subscriber.py"), (PUB, "publisher.py")):
+        d = artifacts / name / VERSION
+        d.mkdir(parents=True)
+        shutil.copy(HERE / script, d / script)
+    (recipes / f"{SUB}-{VERSION}.json").write_text(json.dumps(recipe(
+        SUB, "subscriber.py", "",
+        pubsub_policy(SUB, ["aws.greengrass#SubscribeToTopic", "aws.greengrass#PublishToTopic"],
+                      ["test/ipc"]),
+        {"greeting": "hello", "nested": {"n": 1}})))
+    (recipes / f"{PUB}-{VERSION}.json").write_text(json.dumps(recipe(
+        PUB, "publisher.py", SUB,
+        pubsub_policy(PUB, ["aws.greengrass#PublishToTopic"], ["test/*"]), {})))
+    result = subprocess.run(
+        [str(lambkin_bin), "deploy", "--root", str(host.root), "-r", str(recipes),
+         "-a", str(artifacts), "-m", f"{SUB}={VERSION}", "-m", f"{PUB}={VERSION}"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield host.root / "work"
+    subprocess.run(
+        [str(lambkin_bin), "deploy", "--root", str(host.root), "--remove", SUB,
+         "--remove", PUB], capture_output=True, text=True, timeout=120)
+
+
+def test_publish_and_subscribe_json_and_binary(ipc_components, host):
+    wait_for(ipc_components / PUB / "published", "the publisher", host)
+    messages = received(ipc_components / SUB / "received.jsonl", 3, host)
+    assert {"kind": "json", "message": {"hello": "world", "n": 1}, "topic": "test/ipc"} in messages
+    assert {"kind": "binary", "message": base64.b64encode(b"\x00\x01binary\xff").decode(),
+            "topic": "test/ipc"} in messages
+    # The publisher's two messages arrive in the order they were sent.
+    from_publisher = [m for m in messages if m["message"] != base64.b64encode(b"self").decode()]
+    assert [m["kind"] for m in from_publisher] == ["json", "binary"]
+
+
+def test_configuration_state_and_authorization(ipc_components, host):
+    results_file = ipc_components / SUB / "results.json"
+    wait_for(results_file, "the subscriber's results", host)
+    results = json.loads(results_file.read_text())
+    assert results["get"] == {"n": 1}
+    assert results["leaf"] == {"greeting": "hello"}
+    assert results["event"] == ["nested", "n"]
+    assert results["after"] == {"n": 2}
+    assert results["state"] == "ok"
+    assert results["denied"] == "UnauthorizedError"
+    assert results["denied_message"] == (
+        f"Principal {SUB} is not authorized to perform "
+        "aws.greengrass.ipc.pubsub:aws.greengrass#PublishToTopic on resource forbidden/x")
+    # RECEIVE_ALL_MESSAGES: its own message comes back to it.
+    messages = received(ipc_components / SUB / "received.jsonl", 3, host)
+    assert {"kind": "binary", "message": base64.b64encode(b"self").decode(),
+            "topic": "test/ipc"} in messages
+
+
+def test_wrong_token_is_access_denied(ipc_components, host):
+    """A client with a token the host never gave out: AccessDeniedError, as with the nucleus."""
+    probe = (
+        "from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2\n"
+        "try:\n"
+        "    GreengrassCoreIPCClientV2()\n"
+        "    print('connected')\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    env = dict(os.environ)
+    env["SVCUID"] = "WRONGTOKEN"
+    env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"] = str(host.root / "ipc.socket")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == "AccessDeniedError", result.stdout + result.stderr
