@@ -700,6 +700,48 @@ fn faulty_deployments_are_rejected_naming_the_cause_and_the_device_keeps_its_dep
 }
 
 #[test]
+fn a_failed_deployment_with_do_nothing_keeps_what_it_did() {
+    let mut device = Device::start();
+    device
+        .deploy(&[steady("1.0.0")], &["-m", "com.example.Steady=1.0.0"])
+        .unwrap();
+    let bad = component(
+        "com.example.Bad",
+        "1.0.0",
+        json!({ "Install": "exit 5", "Run": stays_up("bad") }),
+    );
+    let message = device
+        .deploy(
+            &[bad],
+            &[
+                "-m",
+                "com.example.Bad=1.0.0",
+                "-c",
+                &merge_greeting("kept"),
+                "--failure-policy",
+                "do-nothing",
+            ],
+        )
+        .unwrap_err();
+    assert_mentions(
+        &message,
+        &["com.example.Bad@1.0.0", "exit status 5", "DO_NOTHING"],
+    );
+    device.wait_state("com.example.Bad", "BROKEN");
+    assert_eq!(device.runs("com.example.Steady").last().unwrap().1, "kept");
+    // That is what the device now has, across a restart too.
+    device.host.stop();
+    let runs = device.runs("com.example.Steady").len();
+    device.host = Host::start(&device.root);
+    device.wait_state("com.example.Bad", "BROKEN");
+    device.wait_state("com.example.Steady", "RUNNING");
+    assert_eq!(
+        device.wait_runs("com.example.Steady", runs + 1)[runs].1,
+        "kept"
+    );
+}
+
+#[test]
 fn a_failed_redeployment_of_the_same_version_leaves_the_recipe_it_would_have_replaced() {
     let mut device = Device::start();
     let edited = |install: &str, marker: &str| {
