@@ -139,3 +139,61 @@ def test_wrong_token_is_access_denied(ipc_components, host):
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.stdout.strip() == "AccessDeniedError", result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------
+# The Node SDK (aws-iot-device-sdk-v2) in a component.
+# --------------------------------------------------------------------------
+
+NODE = "com.lambkin.conformance.IpcNode"
+NODE_MODULES = Path(__file__).parent / "node-ipc" / "node_modules"
+
+
+@pytest.fixture(scope="module")
+def node_component(host, lambkin_bin, tmp_path_factory):
+    if not (NODE_MODULES / "aws-iot-device-sdk-v2").is_dir():
+        pytest.fail("tests/conformance/node-ipc/node_modules is missing: run scripts/install-test-deps")
+    base = tmp_path_factory.mktemp("ipc-node")
+    recipes, artifacts = base / "recipes", base / "artifacts"
+    recipes.mkdir()
+    d = artifacts / NODE / VERSION
+    d.mkdir(parents=True)
+    shutil.copy(HERE / "node_component.js", d / "node_component.js")
+    r = recipe(NODE, "node_component.js", "",
+               pubsub_policy(NODE, ["*"], ["test/node"]), {"nested": {"n": 1}})
+    r["Manifests"][0]["Lifecycle"]["Run"] = (
+        f"NODE_PATH={NODE_MODULES} exec node {{artifacts:path}}/node_component.js")
+    (recipes / f"{NODE}-{VERSION}.json").write_text(json.dumps(r))
+    result = subprocess.run(
+        [str(lambkin_bin), "deploy", "--root", str(host.root), "-r", str(recipes),
+         "-a", str(artifacts), "-m", f"{NODE}={VERSION}"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield host.root / "work" / NODE
+    subprocess.run([str(lambkin_bin), "deploy", "--root", str(host.root), "--remove", NODE],
+                   capture_output=True, text=True, timeout=120)
+
+
+def test_node_sdk_component(node_component, host):
+    results_file = node_component / "results.json"
+    deadline = time.monotonic() + DEADLINE
+    while not results_file.exists():
+        if time.monotonic() > deadline:
+            log = host.root / "logs" / f"{NODE}.log"
+            pytest.fail(f"no results within {DEADLINE:.0f}s\n"
+                        + (log.read_text(errors="replace") if log.exists() else ""))
+        time.sleep(0.05)
+    results = json.loads(results_file.read_text())
+    assert results["messages"] == [
+        {"kind": "json", "message": {"hello": "node"}, "topic": "test/node"},
+        {"kind": "binary", "message": base64.b64encode(b"\x00\x01\xff").decode(),
+         "topic": "test/node"},
+    ]
+    assert results["get"] == {"n": 1}
+    assert results["event"] == ["nested", "n"]
+    assert results["after"] == {"n": 2}
+    assert results["state"] == "ok"
+    assert results["denied"] == "RpcError"
+    assert results["denied_message"] == (
+        f"Principal {NODE} is not authorized to perform "
+        "aws.greengrass.ipc.pubsub:aws.greengrass#PublishToTopic on resource forbidden/x")
