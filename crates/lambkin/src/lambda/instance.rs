@@ -201,8 +201,14 @@ impl OutputPipe {
         }
     }
 
-    /// Reads what is available now, writing complete lines to the log (and the tail).
-    fn drain(&mut self, spec: &FunctionSpec, tail: Option<&mut LogTail>) {
+    /// Reads what is available now, writing complete lines to the log (and the tail), after
+    /// the invocation's START line if it is still pending.
+    fn drain(
+        &mut self,
+        spec: &FunctionSpec,
+        tail: Option<&mut LogTail>,
+        pending_start: &mut Option<String>,
+    ) {
         let Some(rx) = &self.rx else {
             return;
         };
@@ -231,6 +237,9 @@ impl OutputPipe {
         if complete > 0 {
             let text: Vec<u8> = self.partial.drain(..complete).collect();
             let text = text.strip_suffix(b"\n").unwrap_or(&text);
+            if let Some(start) = pending_start.take() {
+                spec.log.write_lines(Level::Info, start.as_bytes());
+            }
             spec.log.write_lines(self.level, text);
             if let Some(tail) = tail {
                 for line in text.split(|b| *b == b'\n') {
@@ -255,6 +264,10 @@ struct Instance {
     init_duration: Option<Duration>,
     init_error: Option<Bytes>,
     pid: u32,
+    memory: Option<logs::MemoryProbe>,
+    /// The START line of the invocation in progress, written with its first output or its END
+    /// (one write instead of two for an invocation that prints nothing).
+    pending_start: Option<String>,
     stdout: OutputPipe,
     stderr: OutputPipe,
     deadline: Option<Instant>,
@@ -313,6 +326,8 @@ async fn run(
         init_duration: None,
         init_error: None,
         pid,
+        memory: logs::MemoryProbe::open(pid),
+        pending_start: None,
         stdout: OutputPipe::new(stdout, Level::Info),
         stderr: OutputPipe::new(stderr, Level::Warn),
         deadline: Some(Instant::now() + spec.init_timeout),
@@ -349,9 +364,10 @@ fn drain_into(
     stderr: &mut OutputPipe,
     spec: &FunctionSpec,
     mut tail: Option<&mut LogTail>,
+    pending_start: &mut Option<String>,
 ) {
-    stdout.drain(spec, tail.as_deref_mut());
-    stderr.drain(spec, tail);
+    stdout.drain(spec, tail.as_deref_mut(), pending_start);
+    stderr.drain(spec, tail, pending_start);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -472,7 +488,13 @@ impl Instance {
             Phase::Busy(current) => current.tail.as_mut(),
             _ => None,
         };
-        drain_into(&mut self.stdout, &mut self.stderr, &self.spec, tail);
+        drain_into(
+            &mut self.stdout,
+            &mut self.stderr,
+            &self.spec,
+            tail,
+            &mut self.pending_start,
+        );
     }
 
     fn signal_group(&self, signal: Signal) {
@@ -487,7 +509,11 @@ impl Instance {
     }
 
     fn log_line(&mut self, line: &str) {
-        self.spec.log.write_lines(Level::Info, line.as_bytes());
+        let text = match self.pending_start.take() {
+            Some(start) => format!("{start}\n{line}"),
+            None => line.to_owned(),
+        };
+        self.spec.log.write_lines(Level::Info, text.as_bytes());
         if let Some(tail) = self.tail() {
             tail.push_line(line.as_bytes());
         }
@@ -654,7 +680,11 @@ impl Instance {
             init_duration: self.init_duration.take(),
         }));
         self.deadline = Some(now + timeout);
-        self.log_line(&logs::start_line(&request_id, LATEST));
+        let start = logs::start_line(&request_id, LATEST);
+        if let Some(tail) = self.tail() {
+            tail.push_line(start.as_bytes());
+        }
+        self.pending_start = Some(start);
     }
 
     fn check_answer(&self, request_id: &str) -> Result<(), RuntimeApiError> {
@@ -706,14 +736,13 @@ impl Instance {
                     &mut self.stderr,
                     &self.spec,
                     Some(&mut tail),
+                    &mut self.pending_start,
                 );
                 let (end, report) =
                     self.frame_end(&request_id, duration, current.init_duration, timed_out);
                 tail.push_line(end.as_bytes());
                 tail.push_line(report.as_bytes());
-                self.spec
-                    .log
-                    .write_lines(Level::Info, format!("{end}\n{report}").as_bytes());
+                self.write_end(&end, &report);
                 Some(tail.into_base64())
             }
             None => None,
@@ -732,10 +761,17 @@ impl Instance {
         if !logged {
             self.drain_output();
             let (end, report) = self.frame_end(&request_id, duration, init_duration, timed_out);
-            self.spec
-                .log
-                .write_lines(Level::Info, format!("{end}\n{report}").as_bytes());
+            self.write_end(&end, &report);
         }
+    }
+
+    /// END and REPORT, with START if nothing was printed in between: one write.
+    fn write_end(&mut self, end: &str, report: &str) {
+        let text = match self.pending_start.take() {
+            Some(start) => format!("{start}\n{end}\n{report}"),
+            None => format!("{end}\n{report}"),
+        };
+        self.spec.log.write_lines(Level::Info, text.as_bytes());
     }
 
     /// The END and REPORT lines of an invocation.
@@ -749,7 +785,7 @@ impl Instance {
         let report = Report {
             duration,
             memory_size_mb: self.spec.config.memory_size_mb,
-            max_memory_used_mb: logs::peak_memory_mb(self.pid),
+            max_memory_used_mb: self.memory.as_ref().map_or(0, |m| m.peak_mb()),
             init_duration,
             timed_out,
         };

@@ -66,18 +66,34 @@ pub fn report_line(request_id: &str, r: &Report) -> String {
     line
 }
 
-/// Peak resident memory of a process in MB (`VmHWM` of `/proc/PID/status`), 0 when unknown.
-pub fn peak_memory_mb(pid: u32) -> u64 {
-    use std::io::Read;
-    // One read into a page-sized buffer: `VmHWM` sits in the first kilobyte or so, and this
-    // runs once per invocation.
-    let mut buf = [0u8; 4096];
-    let Ok(n) =
-        std::fs::File::open(format!("/proc/{pid}/status")).and_then(|mut f| f.read(&mut buf))
-    else {
-        return 0;
-    };
-    String::from_utf8_lossy(&buf[..n])
+/// Reads a process's peak resident memory (`VmHWM` of `/proc/PID/status`) with one `pread`
+/// of a file kept open: this runs once per invocation.
+#[derive(Debug)]
+pub struct MemoryProbe {
+    status: std::fs::File,
+}
+
+impl MemoryProbe {
+    pub fn open(pid: u32) -> Option<Self> {
+        std::fs::File::open(format!("/proc/{pid}/status"))
+            .ok()
+            .map(|status| Self { status })
+    }
+
+    /// Peak RSS in MB, 0 once the process is gone.
+    pub fn peak_mb(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        // `VmHWM` sits in the first kilobyte or so.
+        let mut buf = [0u8; 4096];
+        match self.status.read_at(&mut buf, 0) {
+            Ok(n) => parse_vm_hwm_mb(&buf[..n]),
+            Err(_) => 0,
+        }
+    }
+}
+
+fn parse_vm_hwm_mb(status: &[u8]) -> u64 {
+    String::from_utf8_lossy(status)
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
@@ -119,6 +135,8 @@ mod tests {
 
     #[test]
     fn peak_memory_of_this_process_is_known() {
-        assert!(peak_memory_mb(std::process::id()) > 0);
+        let probe = MemoryProbe::open(std::process::id()).unwrap();
+        assert!(probe.peak_mb() > 0);
+        assert_eq!(parse_vm_hwm_mb(b"Name:\tx\nVmHWM:\t   2049 kB\n"), 3);
     }
 }
