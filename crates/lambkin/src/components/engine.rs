@@ -381,6 +381,13 @@ fn start_waiting(board: &Board, graph: &Mutex<Graph>) {
     }
 }
 
+/// `lambkin restart` and `lambkin stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Restart,
+    Stop,
+}
+
 /// What [`Actor::apply`] does when a component fails to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OnFailure {
@@ -431,10 +438,10 @@ impl Actor {
                     let _ = reply.send(outcome);
                 }
                 Command::Restart(name, reply) => {
-                    let _ = reply.send(self.control(&name, |h| h.restart()));
+                    let _ = reply.send(self.control(&name, Control::Restart).await);
                 }
                 Command::Stop(name, reply) => {
-                    let _ = reply.send(self.control(&name, |h| h.stop()));
+                    let _ = reply.send(self.control(&name, Control::Stop).await);
                 }
                 Command::Shutdown(done) => {
                     let names: Vec<String> = self.running.keys().cloned().collect();
@@ -446,18 +453,46 @@ impl Actor {
         }
     }
 
-    fn control(&self, name: &str, f: impl FnOnce(&SupervisorHandle)) -> Result<(), ControlError> {
+    /// Restarts or stops a component. A Lambda component's function is defined again (new
+    /// instances) or removed (the Invoke API no longer finds it) until it is restarted or
+    /// deployed again.
+    async fn control(&mut self, name: &str, action: Control) -> Result<(), ControlError> {
         let c = self
             .running
             .get(name)
             .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
-        match &c.supervisor {
-            Some(h) => {
-                f(h);
-                Ok(())
+        match (&c.kind, &c.supervisor) {
+            (_, Some(h)) => match action {
+                Control::Restart => h.restart(),
+                Control::Stop => h.stop(),
+            },
+            (Kind::Lambda, None) => {
+                let planned = self
+                    .applied
+                    .components
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+                match action {
+                    Control::Restart => {
+                        self.set_status(&planned, "STARTING");
+                        match self.define_lambda(&planned).await {
+                            Ok(()) => self.set_status(&planned, "RUNNING"),
+                            Err(e) => self.set_failed(&planned, e),
+                        }
+                    }
+                    Control::Stop => {
+                        self.set_status(&planned, "STOPPING");
+                        if let Ok(function) = FunctionName::parse(name) {
+                            self.registry.remove_for_component(&function).await;
+                        }
+                        self.set_status(&planned, "FINISHED");
+                    }
+                }
             }
-            None => Err(ControlError::Builtin(name.to_owned())),
+            _ => return Err(ControlError::Builtin(name.to_owned())),
         }
+        Ok(())
     }
 
     fn current(&self) -> Current {
@@ -788,17 +823,7 @@ impl Actor {
                 result = self.define_lambda(c).await;
                 match &result {
                     Ok(()) => self.set_status(c, "RUNNING"),
-                    Err(e) => {
-                        self.set_status(c, "ERRORED");
-                        if let Some(s) = self
-                            .board
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get_mut(&c.name)
-                        {
-                            s.detail = Some(e.clone());
-                        }
-                    }
+                    Err(e) => self.set_failed(c, e.clone()),
                 }
             }
             Kind::Generic => {
@@ -850,6 +875,18 @@ impl Actor {
             },
         );
         result
+    }
+
+    fn set_failed(&self, c: &PlannedComponent, why: String) {
+        self.set_status(c, "ERRORED");
+        if let Some(s) = self
+            .board
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&c.name)
+        {
+            s.detail = Some(why);
+        }
     }
 
     async fn define_lambda(&self, c: &PlannedComponent) -> Result<(), String> {
