@@ -391,7 +391,9 @@ fn a_dependency_chain_starts_in_order_and_only_hard_dependents_follow_a_restart(
     let defaults = json!({ "order": order });
     let step = |name: &str| {
         json!({
-            "Install": format!("echo \"$(date +%s%N) install {name}\" >> '{{configuration:/order}}'"),
+            "Install": format!(
+                "echo installing && echo \"$(date +%s%N) install {name}\" >> '{{configuration:/order}}'"
+            ),
             "Run": stays_up(name),
         })
     };
@@ -479,7 +481,7 @@ fn a_dependency_chain_starts_in_order_and_only_hard_dependents_follow_a_restart(
             .unwrap();
         let installing_at = log_of(&format!("com.example.{dependent}"))
             .lines()
-            .next()
+            .find(|l| l.ends_with("[INFO] installing"))
             .map(|l| l[..24].to_owned())
             .unwrap();
         assert!(
