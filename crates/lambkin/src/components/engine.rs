@@ -50,6 +50,9 @@ pub struct ComponentStatus {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The supervisor whose reports this entry follows (generic components).
+    #[serde(skip)]
+    pub instance: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -311,7 +314,12 @@ async fn watch_reports(
     while let Some(report) = reports.recv().await {
         {
             let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(status) = board.get_mut(&report.name) {
+            // A replaced supervisor's last reports may come after its successor's entry: they
+            // are not the component's state.
+            if let Some(status) = board
+                .get_mut(&report.name)
+                .filter(|s| s.instance == Some(report.instance))
+            {
                 status.state = report.state.as_str().to_owned();
                 status.detail = report.detail.clone();
             }
@@ -798,6 +806,7 @@ impl Actor {
                     kind: kind_name(&c.kind).to_owned(),
                     state: state.to_owned(),
                     detail: None,
+                    instance: None,
                 },
             );
     }
@@ -834,6 +843,14 @@ impl Actor {
                     .filter_map(|k| spec.steps.get(k).map(|s| s.timeout.unwrap_or_default()))
                     .sum::<Duration>();
                 let handle = Arc::new(supervisor::spawn(spec, self.reports_tx.clone()));
+                if let Some(s) = self
+                    .board
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_mut(&c.name)
+                {
+                    s.instance = Some(handle.instance());
+                }
                 {
                     let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
                     graph.handles.insert(c.name.clone(), handle.clone());
@@ -1086,4 +1103,56 @@ impl Actor {
 /// What identifies a component's running form: version, configuration and lifecycle.
 fn fingerprint(c: &PlannedComponent) -> String {
     format!("{}|{}|{:?}", c.version, c.config, c.lifecycle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, instance: u64) -> ComponentStatus {
+        ComponentStatus {
+            name: "com.example.C".into(),
+            version: "1.0.0".into(),
+            kind: "generic".into(),
+            state: state.into(),
+            detail: None,
+            instance: Some(instance),
+        }
+    }
+
+    fn report(state: State, instance: u64) -> StateReport {
+        StateReport {
+            name: "com.example.C".into(),
+            instance,
+            state,
+            detail: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_reports_of_a_replaced_supervisor_leave_its_successor_alone() {
+        let board: Board = Arc::default();
+        board
+            .lock()
+            .unwrap()
+            .insert("com.example.C".into(), status("NEW", 2));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (changed_tx, mut changed) = watch::channel(0u64);
+        let task = tokio::spawn(watch_reports(rx, board.clone(), changed_tx, Arc::default()));
+        let state = || board.lock().unwrap()["com.example.C"].state.clone();
+
+        // Supervisor 1 was shut down for a deployment; its FINISHED arrives late.
+        tx.send(report(State::Finished, 1)).unwrap();
+        changed.wait_for(|n| *n == 1).await.unwrap();
+        assert_eq!(
+            state(),
+            "NEW",
+            "a deployment waiting for 2 must not see 1's FINISHED"
+        );
+        tx.send(report(State::Installed, 2)).unwrap();
+        changed.wait_for(|n| *n == 2).await.unwrap();
+        assert_eq!(state(), "INSTALLED");
+        drop(tx);
+        task.await.unwrap();
+    }
 }

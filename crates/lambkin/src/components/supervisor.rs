@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,9 @@ impl ComponentSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateReport {
     pub name: String,
+    /// The supervisor that sent it ([`SupervisorHandle::instance`]): a component replaced by a
+    /// deployment has a new one, and the old one's last reports may arrive after it.
+    pub instance: u64,
     pub state: State,
     /// Why, when the state is ERRORED or BROKEN.
     pub detail: Option<String>,
@@ -121,9 +125,14 @@ enum Command {
 #[derive(Debug)]
 pub struct SupervisorHandle {
     tx: mpsc::UnboundedSender<Command>,
+    instance: u64,
 }
 
 impl SupervisorHandle {
+    /// What tells this supervisor's reports from those of others for the same component.
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
     pub fn start(&self) {
         let _ = self.tx.send(Command::Start);
     }
@@ -147,9 +156,11 @@ pub fn spawn(
     spec: Arc<ComponentSpec>,
     reports: mpsc::UnboundedSender<StateReport>,
 ) -> SupervisorHandle {
+    static INSTANCES: AtomicU64 = AtomicU64::new(1);
+    let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(spec, rx, reports));
-    SupervisorHandle { tx }
+    tokio::spawn(run(spec, instance, rx, reports));
+    SupervisorHandle { tx, instance }
 }
 
 struct RunningStep {
@@ -163,6 +174,7 @@ struct RunningStep {
 
 struct Actor {
     spec: Arc<ComponentSpec>,
+    instance: u64,
     lifecycle: Lifecycle,
     reports: mpsc::UnboundedSender<StateReport>,
     current: Option<RunningStep>,
@@ -176,12 +188,14 @@ struct Actor {
 
 async fn run(
     spec: Arc<ComponentSpec>,
+    instance: u64,
     mut rx: mpsc::UnboundedReceiver<Command>,
     reports: mpsc::UnboundedSender<StateReport>,
 ) {
     let mut actor = Actor {
         lifecycle: Lifecycle::new(spec.steps(), spec.error_reset),
         spec,
+        instance,
         reports,
         current: None,
         groups: BTreeSet::new(),
@@ -191,6 +205,7 @@ async fn run(
     };
     let _ = actor.reports.send(StateReport {
         name: actor.spec.name.clone(),
+        instance,
         state: State::New,
         detail: None,
     });
@@ -313,6 +328,7 @@ impl Actor {
                     self.log(Level::Info, &format!("state: {state}"));
                     let _ = self.reports.send(StateReport {
                         name: self.spec.name.clone(),
+                        instance: self.instance,
                         state,
                         detail,
                     });
