@@ -3,6 +3,8 @@
 //! prints the results as a markdown table.
 
 mod client;
+mod deploy;
+mod deploy_report;
 mod floor;
 mod lambkin;
 mod process;
@@ -71,6 +73,8 @@ enum Sub {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Deployment benchmark: 50 generic + 10 Lambda components, deploy and restart times.
+    Deploy(deploy::Args),
 }
 
 /// How much of everything one run does.
@@ -103,6 +107,9 @@ impl Plan {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Sub::Deploy(args)) = &cli.command {
+        return deploy::main(cli.lambkin.clone(), args);
+    }
     if let Some(Sub::FloorServer) = cli.command {
         return match floor::serve() {
             Ok(()) => ExitCode::SUCCESS,
