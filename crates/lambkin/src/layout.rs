@@ -10,8 +10,13 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The root is made absolute: processes run with other working directories, and paths
+    /// handed to them (runtime clients, artifacts, the IPC socket) must not depend on the
+    /// host's.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Self { root }
     }
 
     /// `--root`, else `$LAMBKIN_ROOT`, else `./lambkin-root`.
@@ -71,5 +76,18 @@ impl Layout {
             std::fs::create_dir_all(dir)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_is_absolute() {
+        let layout = Layout::resolve(None, None);
+        assert!(layout.root().is_absolute());
+        assert!(layout.root().ends_with("lambkin-root"));
+        assert!(Layout::new("a/b").runtimes_dir().is_absolute());
     }
 }
