@@ -19,6 +19,8 @@ pub struct HostConfig {
     /// The device's AWS IoT thing name (`{iot:thingName}`, `AWS_IOT_THING_NAME`).
     pub thing_name: String,
     pub lambda: LambdaConfig,
+    /// The MQTT broker (AWS IoT Core or any MQTT 5 broker); none: IoT Core operations fail.
+    pub mqtt: Option<MqttConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -42,6 +44,7 @@ impl Default for HostConfig {
             account_id: "000000000000".into(),
             thing_name: "lambkin".into(),
             lambda: LambdaConfig::default(),
+            mqtt: None,
         }
     }
 }
@@ -53,6 +56,144 @@ impl Default for LambdaConfig {
             init_timeout_seconds: 10,
             python: None,
             node: None,
+        }
+    }
+}
+
+/// `[mqtt]`: the broker connection and the spool of messages bound for it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct MqttConfig {
+    /// `mqtt://HOST[:PORT]` (default port 1883) or `mqtts://HOST[:PORT]` (8883).
+    pub url: String,
+    /// Default: the thing name.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_seconds: u64,
+    /// PEM files for `mqtts://`: the CA to trust, and the device's certificate and key.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Largest payload a publish may carry, and (with headroom) a received packet.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size_bytes: u32,
+    /// First and longest wait between connection attempts (doubling in between).
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+/// `[mqtt.spool]`: messages accepted for the broker, kept on disk until it acknowledges them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct SpoolConfig {
+    pub max_size_bytes: u64,
+    pub keep_qos0_when_offline: bool,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_size_bytes: 2_621_440,
+            keep_qos0_when_offline: false,
+        }
+    }
+}
+
+fn default_keep_alive() -> u64 {
+    60
+}
+fn default_max_message_size() -> u32 {
+    131_072
+}
+fn default_reconnect_min() -> u64 {
+    100
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+
+/// Where the broker is, from `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl MqttConfig {
+    pub fn broker(&self) -> Result<BrokerAddress, String> {
+        let (tls, rest) = if let Some(rest) = self.url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = self.url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "mqtt.url {:?} must start with mqtt:// or mqtts://",
+                self.url
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("mqtt.url {:?} has a bad port", self.url))?;
+                (host, port)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("mqtt.url {:?} has no host", self.url));
+        }
+        Ok(BrokerAddress {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+
+    fn problems(&self, problems: &mut Vec<String>) {
+        match self.broker() {
+            Ok(broker) => {
+                if broker.tls && self.ca.is_none() {
+                    problems.push("mqtt.ca is required with mqtts://".to_owned());
+                }
+                if !broker.tls && (self.ca.is_some() || self.cert.is_some() || self.key.is_some()) {
+                    problems
+                        .push("mqtt.ca, mqtt.cert and mqtt.key need an mqtts:// url".to_owned());
+                }
+            }
+            Err(problem) => problems.push(problem),
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            problems.push("mqtt.cert and mqtt.key go together".to_owned());
+        }
+        if self.client_id.as_deref().is_some_and(str::is_empty) {
+            problems.push("mqtt.client_id may not be empty".to_owned());
+        }
+        if self.keep_alive_seconds < 5 || self.keep_alive_seconds > 65_535 {
+            problems.push("mqtt.keep_alive_seconds must be 5-65535".to_owned());
+        }
+        if self.max_message_size_bytes == 0 {
+            problems.push("mqtt.max_message_size_bytes must be at least 1".to_owned());
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            problems.push(
+                "mqtt.reconnect_min_ms must be at least 1 and at most mqtt.reconnect_max_ms"
+                    .to_owned(),
+            );
+        }
+        if self.spool.max_size_bytes == 0 {
+            problems.push("mqtt.spool.max_size_bytes must be at least 1".to_owned());
         }
     }
 }
@@ -132,6 +273,9 @@ impl HostConfig {
         if self.lambda.init_timeout_seconds == 0 {
             problems.push("lambda.init_timeout_seconds must be at least 1".to_owned());
         }
+        if let Some(mqtt) = &self.mqtt {
+            mqtt.problems(&mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -163,5 +307,32 @@ mod tests {
             err.contains("region") && err.contains("account_id"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn mqtt_table() {
+        let c = HostConfig::parse("[mqtt]\nurl = \"mqtt://127.0.0.1:1884\"\n").unwrap();
+        let mqtt = c.mqtt.unwrap();
+        assert_eq!(mqtt.spool.max_size_bytes, 2_621_440);
+        assert_eq!(
+            mqtt.broker().unwrap(),
+            BrokerAddress {
+                host: "127.0.0.1".into(),
+                port: 1884,
+                tls: false
+            }
+        );
+        let c = HostConfig::parse("[mqtt]\nurl = \"mqtts://h\"\nca = \"ca.pem\"\n").unwrap();
+        assert_eq!(c.mqtt.unwrap().broker().unwrap().port, 8883);
+        let err = HostConfig::parse("[mqtt]\nurl = \"mqtt://h\"\nport = 3\n").unwrap_err();
+        assert!(err.contains("port"), "{err}");
+        let err =
+            HostConfig::parse("[mqtt]\nurl = \"http://h\"\nkeep_alive_seconds = 1\n").unwrap_err();
+        assert!(
+            err.contains("mqtt.url") && err.contains("keep_alive"),
+            "{err}"
+        );
+        let err = HostConfig::parse("[mqtt]\nurl = \"mqtts://h\"\ncert = \"c\"\n").unwrap_err();
+        assert!(err.contains("mqtt.ca") && err.contains("mqtt.key"), "{err}");
     }
 }

@@ -13,6 +13,7 @@
 //! - [`components`]: Greengrass components (lifecycle state machine so far).
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
+//! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
 //! - [`timestamp`]: UTC formatting for logs and API fields.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod ipc;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;
+pub mod mqtt;
 pub mod pubsub;
 pub mod store;
 pub mod timestamp;

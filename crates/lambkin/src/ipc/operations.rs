@@ -27,7 +27,9 @@ use lambkin_proto::ipc::shapes::deployments::{
     FailureHandlingPolicy, GetLocalDeploymentStatusRequest, GetLocalDeploymentStatusResponse,
     ListLocalDeploymentsResponse, LocalDeployment,
 };
-use lambkin_proto::ipc::shapes::iot_core::{PublishToIoTCoreRequest, SubscribeToIoTCoreRequest};
+use lambkin_proto::ipc::shapes::iot_core::{
+    IoTCoreMessage, MqttMessage, PublishToIoTCoreRequest, Qos, SubscribeToIoTCoreRequest,
+};
 use lambkin_proto::ipc::shapes::pubsub::{
     MessagePayload, PublishMessage, PublishToTopicRequest, SubscribeToTopicRequest,
 };
@@ -41,6 +43,7 @@ use lambkin_proto::recipe::ComponentName;
 use super::tokens::Tokens;
 use crate::components::deployment::{ConfigUpdate, DeploymentRequest, FailurePolicy};
 use crate::components::engine::{ControlError, Engine};
+use crate::mqtt::{IncomingMessage, Mqtt, OutgoingMessage};
 use crate::pubsub::{self, Client, Filter, PubSubHandle, Subscription, Topic};
 use crate::store::DeploymentRecord;
 
@@ -53,6 +56,8 @@ pub struct Services {
     pub pubsub: PubSubHandle,
     pub engine: Engine,
     pub tokens: Tokens,
+    /// The broker connection, when `[mqtt]` is configured.
+    pub mqtt: Option<Mqtt>,
     config_updates: broadcast::Sender<ConfigurationChanged>,
     /// The latest UpdateConfiguration timestamp per component, for the stale check.
     modified: Mutex<HashMap<String, f64>>,
@@ -77,6 +82,8 @@ pub enum Outcome {
     Later(Pending),
     /// SubscribeToTopic: respond, then deliver each message as an event.
     Topic(Subscription),
+    /// SubscribeToIoTCore: respond, then deliver each broker message as an event.
+    IoTCore(tokio::sync::mpsc::Receiver<IncomingMessage>),
     /// SubscribeToConfigurationUpdate: respond, then send an event for each change under
     /// `key_path` of `component`.
     Configuration {
@@ -91,6 +98,7 @@ impl std::fmt::Debug for Outcome {
             Self::Reply(result) => f.debug_tuple("Reply").field(result).finish(),
             Self::Later(_) => f.write_str("Later(..)"),
             Self::Topic(subscription) => f.debug_tuple("Topic").field(subscription).finish(),
+            Self::IoTCore(_) => f.write_str("IoTCore(..)"),
             Self::Configuration {
                 component,
                 key_path,
@@ -110,9 +118,16 @@ impl Services {
             pubsub,
             engine,
             tokens,
+            mqtt: None,
             config_updates,
             modified: Mutex::default(),
         }
+    }
+
+    /// IoT Core operations go to `mqtt`.
+    pub fn with_mqtt(mut self, mqtt: Option<Mqtt>) -> Self {
+        self.mqtt = mqtt;
+        self
     }
 
     pub fn configuration_changes(&self) -> broadcast::Receiver<ConfigurationChanged> {
@@ -148,8 +163,14 @@ pub async fn dispatch(services: &Arc<Services>, request: Request) -> Outcome {
             Ok(subscription) => Outcome::Topic(subscription),
             Err(e) => reply(Err(e)),
         },
-        PublishToIoTCore => reply(publish_to_iot_core(s, p, &payload)),
-        SubscribeToIoTCore => reply(subscribe_to_iot_core(s, p, &payload)),
+        PublishToIoTCore => match publish_to_iot_core(s, p, &payload) {
+            Ok(pending) => Outcome::Later(pending),
+            Err(e) => reply(Err(e)),
+        },
+        SubscribeToIoTCore => match subscribe_to_iot_core(s, p, &payload).await {
+            Ok(messages) => Outcome::IoTCore(messages),
+            Err(e) => reply(Err(e)),
+        },
         GetConfiguration => reply(get_configuration(s, p, &payload)),
         UpdateConfiguration => reply(update_configuration(s, p, &payload)),
         SubscribeToConfigurationUpdate => match subscribe_to_configuration(s, p, &payload) {
@@ -276,30 +297,61 @@ fn publish_to_iot_core(
     s: &Services,
     principal: &ComponentName,
     payload: &[u8],
-) -> Result<Vec<u8>, IpcError> {
+) -> Result<Pending, IpcError> {
     let request: PublishToIoTCoreRequest = parse_request(payload)?;
     s.authorize(
         principal,
         Operation::PublishToIoTCore,
         request.topic_name.as_deref(),
     )?;
-    request.validate()?;
-    Err(no_broker())
+    let publish = request.validate()?;
+    let mqtt = s.mqtt.clone().ok_or_else(no_broker)?;
+    Ok(Box::pin(async move {
+        let topic = publish.topic_name;
+        mqtt.publish(OutgoingMessage {
+            topic: topic.clone(),
+            at_least_once: publish.qos == Qos::AtLeastOnce,
+            payload: publish.payload,
+            properties: publish.properties,
+        })
+        .await
+        .map_err(|e| IpcError::service(format!("Publish to topic {topic} failed: {e}")))?;
+        Ok(EMPTY.to_vec())
+    }))
 }
 
-fn subscribe_to_iot_core(
+async fn subscribe_to_iot_core(
     s: &Services,
     principal: &ComponentName,
     payload: &[u8],
-) -> Result<Vec<u8>, IpcError> {
+) -> Result<tokio::sync::mpsc::Receiver<IncomingMessage>, IpcError> {
     let request: SubscribeToIoTCoreRequest = parse_request(payload)?;
     s.authorize(
         principal,
         Operation::SubscribeToIoTCore,
         request.topic_name.as_deref(),
     )?;
-    request.validate()?;
-    Err(no_broker())
+    let subscribe = request.validate()?;
+    let mqtt = s.mqtt.as_ref().ok_or_else(no_broker)?;
+    mqtt.subscribe(&subscribe.topic_name, subscribe.qos == Qos::AtLeastOnce)
+        .await
+        .map_err(|e| {
+            IpcError::service(format!(
+                "Subscribe to topic {} failed with error {e}",
+                subscribe.topic_name
+            ))
+        })
+}
+
+/// A broker message as an `IoTCoreMessage` event.
+pub fn iot_core_event(message: &IncomingMessage) -> Result<Vec<u8>, IpcError> {
+    to_json(&IoTCoreMessage {
+        message: MqttMessage {
+            topic_name: message.topic.clone(),
+            payload: shapes::Blob(message.payload.to_vec()),
+            properties: message.properties.clone(),
+        },
+    })
 }
 
 // ------------------------------------------------------------- configuration ----

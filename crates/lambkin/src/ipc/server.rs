@@ -260,6 +260,23 @@ impl Connection {
                             self.forwarders.insert(stream, handle);
                             more
                         }
+                        Outcome::IoTCore(mut messages) => {
+                            let more = self.answer(stream, Ok(b"{}".to_vec()));
+                            let events = self.events_tx.clone();
+                            let handle = self.tasks.spawn(async move {
+                                while let Some(message) = messages.recv().await {
+                                    let Ok(payload) = operations::iot_core_event(&message) else {
+                                        continue;
+                                    };
+                                    if events.send(Internal::Event(stream, payload)).await.is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                            });
+                            self.forwarders.insert(stream, handle);
+                            more
+                        }
                         Outcome::Configuration {
                             component,
                             key_path,

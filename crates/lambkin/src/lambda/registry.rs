@@ -122,7 +122,7 @@ impl Registry {
                 .layout
                 .function_dir(&name)
                 .join(hex_of(&record.code_sha256));
-            match self.spec(&record, code_dir) {
+            match self.spec(&record, code_dir).await {
                 Ok(spec) => {
                     let handle = FunctionHandle::spawn(spec.clone());
                     self.write_map().insert(
@@ -217,7 +217,7 @@ impl Registry {
             .map(|e| (e.handle.clone(), e.spec.clone()))
     }
 
-    fn spec(
+    async fn spec(
         &self,
         record: &FunctionRecord,
         code_dir: PathBuf,
@@ -225,7 +225,8 @@ impl Registry {
         let launch = self
             .inner
             .runtimes
-            .launch(&record.config.runtime, &code_dir)?;
+            .launch(&record.config.runtime, &code_dir)
+            .await?;
         let log = LogFile::open(&self.inner.layout.function_log(&record.name))
             .map_err(ManageError::Log)?;
         Ok(Arc::new(FunctionSpec {
@@ -331,7 +332,7 @@ impl Registry {
         let zip = CodeZip::from_base64(zip_file)?;
         let record = self.record(name, config, &zip);
         let code_dir = self.unpack(&record, &zip)?;
-        let spec = self.spec(&record, code_dir)?;
+        let spec = self.spec(&record, code_dir).await?;
         self.inner.store.put_function(record.clone()).await?;
         let handle = FunctionHandle::spawn(spec.clone());
         let configuration = self.configuration(&record);
@@ -473,7 +474,7 @@ impl Registry {
             code_size: 0,
             last_modified: timestamp::lambda_last_modified(SystemTime::now()),
         };
-        let spec = self.spec(&record, code_dir)?;
+        let spec = self.spec(&record, code_dir).await?;
         let old = self.write_map().remove(&name);
         if let Some(old) = old {
             old.handle.shutdown(InvocationAbort::FunctionRemoved).await;
@@ -536,7 +537,7 @@ impl Registry {
         record: FunctionRecord,
         code_dir: PathBuf,
     ) -> Result<FunctionConfiguration, ManageError> {
-        let spec = self.spec(&record, code_dir)?;
+        let spec = self.spec(&record, code_dir).await?;
         self.inner.store.put_function(record.clone()).await?;
         let configuration = self.configuration(&record);
         let handle = {

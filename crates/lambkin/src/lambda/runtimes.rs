@@ -44,25 +44,45 @@ pub struct Runtimes {
 }
 
 impl Runtimes {
-    /// The first of `names` on PATH that runs.
-    fn working_interpreter(&self, names: &[&str]) -> Option<PathBuf> {
-        let mut probed = self.probed.lock().unwrap_or_else(PoisonError::into_inner);
-        names.iter().find_map(|name| {
-            probed
-                .entry((*name).to_owned())
-                .or_insert_with(|| {
-                    find_in_path(name).filter(|path| {
-                        std::process::Command::new(path)
-                            .arg("--version")
-                            .stdin(std::process::Stdio::null())
-                            .stdout(std::process::Stdio::null())
-                            .stderr(std::process::Stdio::null())
-                            .status()
-                            .is_ok_and(|s| s.success())
-                    })
-                })
-                .clone()
-        })
+    /// The first of `names` on PATH that runs. The probe runs without blocking the host's
+    /// thread (a version manager's shim can take a good fraction of a second).
+    async fn working_interpreter(&self, names: &[&str]) -> Option<PathBuf> {
+        for name in names {
+            let known = self
+                .probed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(*name)
+                .cloned();
+            let found = match known {
+                Some(found) => found,
+                None => {
+                    let found = match find_in_path(name) {
+                        Some(path) => {
+                            let runs = tokio::process::Command::new(&path)
+                                .arg("--version")
+                                .stdin(std::process::Stdio::null())
+                                .stdout(std::process::Stdio::null())
+                                .stderr(std::process::Stdio::null())
+                                .status()
+                                .await
+                                .is_ok_and(|s| s.success());
+                            runs.then_some(path)
+                        }
+                        None => None,
+                    };
+                    self.probed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((*name).to_owned(), found.clone());
+                    found
+                }
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
     }
 
     /// Writes the shipped runtime clients under `dir` (rewritten only when they changed).
@@ -78,7 +98,7 @@ impl Runtimes {
         })
     }
 
-    pub fn launch(&self, runtime: &Runtime, code_dir: &Path) -> Result<Launch, RuntimeError> {
+    pub async fn launch(&self, runtime: &Runtime, code_dir: &Path) -> Result<Launch, RuntimeError> {
         match runtime {
             Runtime::Provided(_) => Ok(Launch {
                 program: code_dir.join("bootstrap"),
@@ -88,14 +108,14 @@ impl Runtimes {
             }),
             Runtime::Python { minor } => {
                 let versioned = format!("python3.{minor}");
-                let program = self
-                    .python
-                    .clone()
-                    .or_else(|| self.working_interpreter(&[&versioned, "python3"]))
-                    .ok_or_else(|| RuntimeError::InterpreterMissing {
-                        runtime: runtime.id(),
-                        wanted: format!("{versioned} or python3"),
-                    })?;
+                let found = match &self.python {
+                    Some(p) => Some(p.clone()),
+                    None => self.working_interpreter(&[&versioned, "python3"]).await,
+                };
+                let program = found.ok_or_else(|| RuntimeError::InterpreterMissing {
+                    runtime: runtime.id(),
+                    wanted: format!("{versioned} or python3"),
+                })?;
                 Ok(Launch {
                     program,
                     args: vec!["-u".into(), self.python_client.clone().into()],
@@ -104,14 +124,14 @@ impl Runtimes {
                 })
             }
             Runtime::Node { .. } => {
-                let program = self
-                    .node
-                    .clone()
-                    .or_else(|| self.working_interpreter(&["node"]))
-                    .ok_or_else(|| RuntimeError::InterpreterMissing {
-                        runtime: runtime.id(),
-                        wanted: "node".into(),
-                    })?;
+                let found = match &self.node {
+                    Some(p) => Some(p.clone()),
+                    None => self.working_interpreter(&["node"]).await,
+                };
+                let program = found.ok_or_else(|| RuntimeError::InterpreterMissing {
+                    runtime: runtime.id(),
+                    wanted: "node".into(),
+                })?;
                 Ok(Launch {
                     program,
                     args: vec![self.node_client.clone().into()],
@@ -154,12 +174,13 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn python_maps_to_an_interpreter_and_the_shipped_client() {
+    #[tokio::test]
+    async fn python_maps_to_an_interpreter_and_the_shipped_client() {
         let tmp = tempfile::tempdir().unwrap();
         let runtimes = Runtimes::install(tmp.path(), &LambdaConfig::default()).unwrap();
         let launch = runtimes
             .launch(&Runtime::Python { minor: 8 }, Path::new("/code"))
+            .await
             .unwrap();
         assert!(launch.program.to_string_lossy().contains("python3"));
         assert_eq!(
@@ -169,6 +190,7 @@ mod tests {
         assert!(tmp.path().join("python/bootstrap.py").is_file());
         let provided = runtimes
             .launch(&Runtime::Provided("provided".into()), Path::new("/code"))
+            .await
             .unwrap();
         assert_eq!(provided.program, Path::new("/code/bootstrap"));
         assert_eq!(provided.execution_env, None);

@@ -1,0 +1,621 @@
+//! The broker connection: a [`Mqtt`] handle and the actor behind it.
+//!
+//! A poller task drives `rumqttc`'s event loop (connecting, and reconnecting with doubling
+//! backoff after a failure) and passes every event to the actor. The actor owns the
+//! subscriptions and the one message in flight: it sends the spool's oldest message when
+//! connected and nothing is in flight, and deletes it from the spool when the broker
+//! acknowledged it (QoS 1) or the connection wrote it (QoS 0). A message in flight when the
+//! connection drops is sent again by `rumqttc` after the reconnect, with its packet id.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, Packet, PubAckReason, PublishProperties, SubscribeReasonCode,
+};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::{Outgoing, Transport};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use lambkin_proto::ipc::shapes::iot_core::{MqttProperties, PayloadFormat, UserProperty};
+use lambkin_proto::ipc::shapes::Blob;
+
+use super::spool::{Spool, SpoolError, SpooledMessage};
+use crate::config::MqttConfig;
+use crate::pubsub::Filter;
+
+/// Commands waiting for the actor before callers wait.
+const COMMANDS: usize = 256;
+/// Events from the event loop waiting for the actor before the loop waits.
+const EVENTS: usize = 256;
+/// Requests the actor may queue for the event loop (one publish plus subscriptions).
+const REQUESTS: usize = 1024;
+/// Messages waiting for one subscription's stream before the newest are dropped.
+const SUBSCRIBER_QUEUE: usize = 256;
+/// Room for packet headers and properties above the largest payload.
+const PACKET_HEADROOM: u32 = 65_536;
+
+/// A message for the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub topic: String,
+    pub at_least_once: bool,
+    pub payload: Vec<u8>,
+    pub properties: MqttProperties,
+}
+
+/// A message from the broker, for one subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    pub topic: String,
+    pub payload: Bytes,
+    pub properties: MqttProperties,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("Device is offline. Dropping QoS 0 message.")]
+    OfflineQos0,
+    #[error("payload of {size} bytes is over the {max}-byte maximum")]
+    TooLarge { size: usize, max: u32 },
+    #[error("{0}")]
+    Spool(#[from] SpoolError),
+    #[error("the MQTT connection has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("invalid topic filter: {0}")]
+    InvalidFilter(String),
+    #[error("the MQTT connection has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Subscribe {
+        filter: String,
+        qos: QoS,
+        messages: mpsc::Sender<IncomingMessage>,
+        reply: oneshot::Sender<Result<(), SubscribeError>>,
+    },
+    /// The spool has a new message.
+    Wake,
+    Stop(oneshot::Sender<()>),
+}
+
+enum LoopEvent {
+    Event(Box<Event>),
+    Down(String),
+}
+
+/// The handle: cloneable, shared by every IPC connection.
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    commands: mpsc::Sender<Command>,
+    spool: Spool,
+    connected: watch::Receiver<bool>,
+    keep_qos0_when_offline: bool,
+    max_message_size: u32,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subscribe { filter, .. } => write!(f, "Subscribe({filter})"),
+            Self::Wake => f.write_str("Wake"),
+            Self::Stop(_) => f.write_str("Stop"),
+        }
+    }
+}
+
+impl Mqtt {
+    /// Opens the spool under `state_dir` and starts connecting to the broker of `config`.
+    pub fn start(config: &MqttConfig, thing_name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        let broker = config.broker().map_err(anyhow::Error::msg)?;
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| thing_name.to_owned());
+        let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
+        options
+            .set_keep_alive(Duration::from_secs(config.keep_alive_seconds))
+            .set_max_packet_size(Some(
+                config
+                    .max_message_size_bytes
+                    .saturating_add(PACKET_HEADROOM),
+            ))
+            .set_request_channel_capacity(REQUESTS);
+        if broker.tls {
+            let read = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+                path.as_ref()
+                    .map(|p| {
+                        std::fs::read(p)
+                            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+                    })
+                    .transpose()
+            };
+            let ca = read(&config.ca)?.unwrap_or_default();
+            let client_auth = read(&config.cert)?.zip(read(&config.key)?);
+            options.set_transport(Transport::tls(ca, client_auth, None));
+        }
+        let spool = Spool::open(&state_dir.join("spool.db"), config.spool.max_size_bytes)?;
+        let (client, eventloop) = AsyncClient::new(options, REQUESTS);
+        let (events_tx, events_rx) = mpsc::channel(EVENTS);
+        let backoff = (
+            Duration::from_millis(config.reconnect_min_ms),
+            Duration::from_millis(config.reconnect_max_ms),
+        );
+        let poller = tokio::spawn(poll(eventloop, events_tx, backoff));
+        let (commands_tx, commands_rx) = mpsc::channel(COMMANDS);
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let actor = Actor {
+            client,
+            spool: spool.clone(),
+            connected: connected_tx,
+            subscriptions: Vec::new(),
+            in_flight: None,
+            subscribes_sent: VecDeque::new(),
+            subacks: HashMap::new(),
+            poller,
+        };
+        tokio::spawn(actor.run(commands_rx, events_rx));
+        tracing::info!(url = %config.url, "MQTT connection starting");
+        Ok(Self {
+            commands: commands_tx,
+            spool,
+            connected: connected_rx,
+            keep_qos0_when_offline: config.spool.keep_qos0_when_offline,
+            max_message_size: config.max_message_size_bytes,
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Accepts `message` for the broker: on disk when this returns `Ok`.
+    pub async fn publish(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+        let size = message.payload.len();
+        if size > self.max_message_size as usize {
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.max_message_size,
+            });
+        }
+        if !message.at_least_once && !self.keep_qos0_when_offline && !self.is_connected() {
+            return Err(PublishError::OfflineQos0);
+        }
+        let mut properties = message.properties;
+        let retain = properties.retain.take().unwrap_or(false);
+        let spooled = SpooledMessage {
+            id: 0,
+            topic: message.topic,
+            qos: u8::from(message.at_least_once),
+            retain,
+            payload: message.payload,
+            properties: serde_json::to_string(&properties).unwrap_or_default(),
+        };
+        let spool = self.spool.clone();
+        tokio::task::spawn_blocking(move || spool.add(&spooled))
+            .await
+            .map_err(|_| PublishError::Stopped)??;
+        // A full queue already holds a wake-up.
+        let _ = self.commands.try_send(Command::Wake);
+        Ok(())
+    }
+
+    /// Subscribes to `filter` at the broker; messages arrive on the returned receiver until
+    /// it is dropped. Answers after the broker's SUBACK, or at once while offline (the
+    /// subscription is made when the connection comes up).
+    pub async fn subscribe(
+        &self,
+        filter: &str,
+        at_least_once: bool,
+    ) -> Result<mpsc::Receiver<IncomingMessage>, SubscribeError> {
+        Filter::parse(filter).map_err(|e| SubscribeError::InvalidFilter(e.to_string()))?;
+        let (messages, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe {
+                filter: filter.to_owned(),
+                qos: if at_least_once {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::AtMostOnce
+                },
+                messages,
+                reply,
+            })
+            .await
+            .map_err(|_| SubscribeError::Stopped)?;
+        answer.await.map_err(|_| SubscribeError::Stopped)??;
+        Ok(receiver)
+    }
+
+    /// Disconnects and stops the actor; what is in the spool stays for the next start.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Drives the event loop forever, reconnecting with backoff after each failure.
+async fn poll(
+    mut eventloop: EventLoop,
+    events: mpsc::Sender<LoopEvent>,
+    (min, max): (Duration, Duration),
+) {
+    let mut backoff = min;
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(event) => {
+                if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                    backoff = min;
+                }
+                LoopEvent::Event(Box::new(event))
+            }
+            Err(e) => LoopEvent::Down(e.to_string()),
+        };
+        let down = matches!(event, LoopEvent::Down(_));
+        if events.send(event).await.is_err() {
+            return;
+        }
+        if down {
+            // Paces reconnection attempts; not a synchronisation.
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(max);
+        }
+    }
+}
+
+struct Subscription {
+    filter: String,
+    matcher: Filter,
+    qos: QoS,
+    messages: mpsc::Sender<IncomingMessage>,
+}
+
+struct InFlight {
+    id: i64,
+    at_least_once: bool,
+    /// Known once the connection wrote it.
+    pkid: Option<u16>,
+}
+
+struct Actor {
+    client: AsyncClient,
+    spool: Spool,
+    connected: watch::Sender<bool>,
+    subscriptions: Vec<Subscription>,
+    in_flight: Option<InFlight>,
+    /// Subscribe requests handed to the client, in order, waiting for their packet id.
+    subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
+    /// Subscribe requests written, by packet id, waiting for their SUBACK.
+    subacks: HashMap<u16, Option<oneshot::Sender<Result<(), SubscribeError>>>>,
+    poller: JoinHandle<()>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<LoopEvent>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Subscribe { filter, qos, messages, reply }) => {
+                        self.subscribe(filter, qos, messages, reply);
+                    }
+                    Some(Command::Wake) => self.pump().await,
+                    Some(Command::Stop(done)) => {
+                        let _ = self.client.try_disconnect();
+                        self.poller.abort();
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.poller.abort();
+                        return;
+                    }
+                },
+                event = events.recv() => match event {
+                    Some(LoopEvent::Event(event)) => self.on_event(*event).await,
+                    Some(LoopEvent::Down(reason)) => self.on_down(&reason),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    fn subscribe(
+        &mut self,
+        filter: String,
+        qos: QoS,
+        messages: mpsc::Sender<IncomingMessage>,
+        reply: oneshot::Sender<Result<(), SubscribeError>>,
+    ) {
+        let matcher = match Filter::parse(&filter) {
+            Ok(matcher) => matcher,
+            Err(e) => {
+                let _ = reply.send(Err(SubscribeError::InvalidFilter(e.to_string())));
+                return;
+            }
+        };
+        let reply = if self.is_connected() {
+            match self.client.try_subscribe(filter.clone(), qos) {
+                Ok(()) => {
+                    self.subscribes_sent.push_back(Some(reply));
+                    None
+                }
+                Err(e) => Some((reply, Err(SubscribeError::Refused(e.to_string())))),
+            }
+        } else {
+            Some((reply, Ok(())))
+        };
+        let refused = matches!(reply, Some((_, Err(_))));
+        if !refused {
+            self.subscriptions.push(Subscription {
+                filter,
+                matcher,
+                qos,
+                messages,
+            });
+        }
+        if let Some((reply, result)) = reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                if ack.code != ConnectReturnCode::Success {
+                    tracing::warn!(code = ?ack.code, "the MQTT broker refused the connection");
+                    return;
+                }
+                tracing::info!("MQTT connected");
+                let _ = self.connected.send(true);
+                self.resubscribe();
+                self.pump().await;
+            }
+            Event::Incoming(Packet::Publish(publish)) => self.deliver(publish),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let Some(in_flight) = &self.in_flight else {
+                    return;
+                };
+                if in_flight.pkid != Some(ack.pkid) {
+                    return;
+                }
+                if !matches!(
+                    ack.reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                ) {
+                    tracing::warn!(reason = ?ack.reason, "the MQTT broker refused a message; dropped");
+                }
+                self.delivered().await;
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let Some(reply) = self.subacks.remove(&ack.pkid).flatten() else {
+                    return;
+                };
+                let result = match ack.return_codes.first() {
+                    Some(SubscribeReasonCode::Success(_)) => Ok(()),
+                    Some(code) => Err(SubscribeError::Refused(format!("{code:?}"))),
+                    None => Err(SubscribeError::Refused("empty SUBACK".to_owned())),
+                };
+                let _ = reply.send(result);
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let Some(in_flight) = &mut self.in_flight else {
+                    return;
+                };
+                if in_flight.at_least_once {
+                    in_flight.pkid = Some(pkid);
+                } else {
+                    self.delivered().await;
+                }
+            }
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
+                let reply = self.subscribes_sent.pop_front().flatten();
+                self.subacks.insert(pkid, reply);
+            }
+            Event::Incoming(Packet::Disconnect(disconnect)) => {
+                tracing::warn!(reason = ?disconnect.reason_code, "the MQTT broker disconnected");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_down(&mut self, reason: &str) {
+        if self.is_connected() {
+            tracing::warn!(%reason, "MQTT connection lost; reconnecting");
+        } else {
+            tracing::debug!(%reason, "MQTT connection attempt failed");
+        }
+        let _ = self.connected.send(false);
+        // Subscriptions are made again after the reconnect; their callers need not wait.
+        for reply in self
+            .subscribes_sent
+            .drain(..)
+            .chain(self.subacks.drain().map(|(_, reply)| reply))
+            .flatten()
+        {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// After a (re)connection: every filter once, at the highest QoS asked for it.
+    fn resubscribe(&mut self) {
+        self.subscriptions.retain(|s| !s.messages.is_closed());
+        let mut filters: Vec<(String, QoS)> = Vec::new();
+        for s in &self.subscriptions {
+            match filters.iter_mut().find(|(f, _)| *f == s.filter) {
+                Some((_, qos)) => {
+                    if s.qos == QoS::AtLeastOnce {
+                        *qos = QoS::AtLeastOnce;
+                    }
+                }
+                None => filters.push((s.filter.clone(), s.qos)),
+            }
+        }
+        for (filter, qos) in filters {
+            match self.client.try_subscribe(filter.clone(), qos) {
+                Ok(()) => self.subscribes_sent.push_back(None),
+                Err(e) => tracing::warn!(%filter, error = %e, "cannot subscribe again"),
+            }
+        }
+    }
+
+    fn deliver(&mut self, publish: rumqttc::v5::mqttbytes::v5::Publish) {
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            return;
+        };
+        let message = IncomingMessage {
+            topic: topic.to_owned(),
+            payload: publish.payload.clone(),
+            properties: from_publish_properties(publish.retain, publish.properties),
+        };
+        let mut closed = false;
+        for s in &self.subscriptions {
+            if !s.matcher.matches(topic) {
+                continue;
+            }
+            match s.messages.try_send(message.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(filter = %s.filter, "an IoT Core subscriber is behind; message dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+            }
+        }
+        if closed {
+            self.drop_closed();
+        }
+    }
+
+    /// Forgets subscriptions whose streams ended, unsubscribing filters nobody wants.
+    fn drop_closed(&mut self) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .partition(|s| s.messages.is_closed());
+        self.subscriptions = kept;
+        for s in gone {
+            if self.is_connected() && !self.subscriptions.iter().any(|k| k.filter == s.filter) {
+                let _ = self.client.try_unsubscribe(s.filter);
+            }
+        }
+    }
+
+    /// The message in flight reached the broker: off the spool, and the next one goes.
+    async fn delivered(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            let spool = self.spool.clone();
+            let removed = tokio::task::spawn_blocking(move || spool.remove(in_flight.id)).await;
+            if !matches!(removed, Ok(Ok(()))) {
+                tracing::error!("cannot remove a delivered message from the MQTT spool");
+            }
+        }
+        self.pump().await;
+    }
+
+    /// Sends the spool's oldest message when connected and nothing is in flight.
+    async fn pump(&mut self) {
+        if self.in_flight.is_some() || !self.is_connected() {
+            return;
+        }
+        let spool = self.spool.clone();
+        let head = match tokio::task::spawn_blocking(move || spool.head()).await {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the MQTT spool");
+                return;
+            }
+            Err(_) => return,
+        };
+        let at_least_once = head.qos > 0;
+        let properties: MqttProperties = serde_json::from_str(&head.properties).unwrap_or_default();
+        let sent = self.client.try_publish_with_properties(
+            head.topic,
+            if at_least_once {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            },
+            head.retain,
+            head.payload,
+            to_publish_properties(properties),
+        );
+        match sent {
+            Ok(()) => {
+                self.in_flight = Some(InFlight {
+                    id: head.id,
+                    at_least_once,
+                    pkid: None,
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot hand a message to the MQTT client"),
+        }
+    }
+}
+
+fn to_publish_properties(p: MqttProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format.map(|f| match f {
+            PayloadFormat::Bytes => 0,
+            PayloadFormat::Utf8 => 1,
+        }),
+        message_expiry_interval: p
+            .message_expiry_interval_seconds
+            .map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
+        topic_alias: None,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data.map(|b| Bytes::from(b.0)),
+        user_properties: p
+            .user_properties
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| (u.key, u.value))
+            .collect(),
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type,
+    }
+}
+
+fn from_publish_properties(retain: bool, p: Option<PublishProperties>) -> MqttProperties {
+    let p = p.unwrap_or_default();
+    MqttProperties {
+        retain: Some(retain),
+        user_properties: (!p.user_properties.is_empty()).then(|| {
+            p.user_properties
+                .into_iter()
+                .map(|(key, value)| UserProperty { key, value })
+                .collect()
+        }),
+        message_expiry_interval_seconds: p.message_expiry_interval.map(u64::from),
+        correlation_data: p.correlation_data.map(|b| Blob(b.to_vec())),
+        response_topic: p.response_topic,
+        payload_format: p.payload_format_indicator.map(|f| {
+            if f == 1 {
+                PayloadFormat::Utf8
+            } else {
+                PayloadFormat::Bytes
+            }
+        }),
+        content_type: p.content_type,
+    }
+}
