@@ -133,6 +133,20 @@ pub enum Command {
         root: RootArg,
         name: String,
     },
+    /// Publish a message on local pub/sub: JSON if MESSAGE parses as JSON, else its bytes.
+    Pub {
+        #[command(flatten)]
+        root: RootArg,
+        topic: String,
+        message: String,
+    },
+    /// Print each local pub/sub message matching FILTER (`+`, `#` allowed) as one line,
+    /// `TOPIC MESSAGE`, until interrupted.
+    Sub {
+        #[command(flatten)]
+        root: RootArg,
+        filter: String,
+    },
     /// Validate the configuration; exit 0, or 78 naming every problem.
     CheckConfig {
         #[command(flatten)]
@@ -290,27 +304,36 @@ async fn local(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<HttpReply> {
     let addr = host_addr(layout)?;
-    let token_path = layout.cli_token_file();
-    let token = std::fs::read_to_string(&token_path)
-        .with_context(|| format!("cannot read the host's token at {}", token_path.display()))?;
+    let token = cli_token(layout)?;
     let req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", &addr)
-        .header("authorization", format!("Bearer {}", token.trim()))
+        .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(
             body.map(|b| b.to_string()).unwrap_or_default(),
         )))?;
     let reply = request(&addr, req).await?;
     if !(200..300).contains(&reply.status) {
-        let message = serde_json::from_slice::<serde_json::Value>(&reply.body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned());
-        bail!("{message}");
+        bail!("{}", error_message(&reply.body));
     }
     Ok(reply)
+}
+
+/// The token the host wrote for the CLI.
+fn cli_token(layout: &Layout) -> anyhow::Result<String> {
+    let token_path = layout.cli_token_file();
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("cannot read the host's token at {}", token_path.display()))?;
+    Ok(token.trim().to_owned())
+}
+
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
 fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
@@ -401,5 +424,71 @@ pub async fn control(layout: &Layout, name: &str, action: &str) -> anyhow::Resul
     )
     .await?;
     println!("{name}: {action} requested");
+    Ok(0)
+}
+
+/// `lambkin pub`: publishes as the CLI.
+pub async fn publish(layout: &Layout, topic: &str, message: &str) -> anyhow::Result<i32> {
+    let body = match serde_json::from_str::<serde_json::Value>(message) {
+        Ok(json) => serde_json::json!({"topic": topic, "json": json}),
+        Err(_) => serde_json::json!({
+            "topic": topic,
+            "binary": base64::engine::general_purpose::STANDARD.encode(message.as_bytes()),
+        }),
+    };
+    let reply = local(layout, "POST", "/lambkin/v1/publish", Some(body)).await?;
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    eprintln!(
+        "published on {topic} to {} subscription(s)",
+        answer["subscribers"].as_u64().unwrap_or_default()
+    );
+    Ok(0)
+}
+
+/// `lambkin sub`: one line per message, `TOPIC MESSAGE`, until interrupted or the host stops.
+/// JSON messages print as compact JSON, binary ones as text (invalid UTF-8 replaced).
+/// "subscribed to FILTER" goes to stderr once the subscription is live.
+pub async fn subscribe(layout: &Layout, filter: &str) -> anyhow::Result<i32> {
+    use tokio::io::AsyncBufReadExt;
+    let addr = host_addr(layout)?;
+    let token = cli_token(layout)?;
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("cannot reach the host at {addr}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn.with_upgrades());
+    let req = Request::builder()
+        .method("POST")
+        .uri("/lambkin/v1/subscribe")
+        .header("host", &addr)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(hyper::header::UPGRADE, crate::api::SUBSCRIBE_PROTOCOL)
+        .body(Full::new(Bytes::from(
+            serde_json::json!({ "filter": filter }).to_string(),
+        )))?;
+    let response = sender.send_request(req).await?;
+    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let body = response.into_body().collect().await?.to_bytes();
+        bail!("{}", error_message(&body));
+    }
+    let upgraded = hyper::upgrade::on(response).await?;
+    drop(sender);
+    eprintln!("subscribed to {filter}");
+    let mut lines = tokio::io::BufReader::new(TokioIo::new(upgraded)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let message: serde_json::Value = serde_json::from_str(&line)?;
+        let topic = message["topic"].as_str().unwrap_or_default();
+        let text = if let Some(encoded) = message["binary"].as_str() {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded)?;
+            String::from_utf8_lossy(&bytes).replace('\n', "\\n")
+        } else {
+            message["json"].to_string()
+        };
+        println!("{topic} {text}");
+    }
+    let _ = driver.await;
+    eprintln!("the host closed the subscription");
     Ok(0)
 }

@@ -22,7 +22,6 @@ use crate::ipc::{self, ComponentIpc, Services, Tokens};
 use crate::lambda::registry::{HostSettings, Registry};
 use crate::lambda::runtimes::Runtimes;
 use crate::layout::Layout;
-use crate::mqtt::Mqtt;
 use crate::pubsub::{self, PubSubHandle};
 use crate::store::Store;
 
@@ -84,13 +83,6 @@ pub async fn run(
             None
         }
     };
-    let mqtt = match &opts.config.mqtt {
-        Some(config) => Some(
-            Mqtt::start(config, &opts.config.thing_name, &layout.state_dir())
-                .context("cannot start the MQTT connection")?,
-        ),
-        None => None,
-    };
     let tokens = Tokens::new();
     let engine = Engine::start(
         EngineSettings {
@@ -104,6 +96,7 @@ pub async fn run(
                 socket: socket.clone(),
                 tokens: tokens.clone(),
             }),
+            pubsub: pubsub.clone(),
         },
         registry.store().clone(),
         registry.clone(),
@@ -115,13 +108,13 @@ pub async fn run(
     let state = Arc::new(ApiState {
         registry: registry.clone(),
         engine: engine.clone(),
+        pubsub: pubsub.clone(),
         cli_token,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());
     let ipc_server = ipc_listener.map(|(listener, _)| {
-        let services =
-            Arc::new(Services::new(pubsub.clone(), engine.clone(), tokens).with_mqtt(mqtt.clone()));
+        let services = Arc::new(Services::new(pubsub.clone(), engine.clone(), tokens));
         tokio::spawn(ipc::serve(listener, services, stop_rx.clone()))
     });
     let server = tokio::spawn(api::serve(listener, state, stop_rx));
@@ -147,9 +140,6 @@ pub async fn run(
     engine.shutdown().await;
     registry.shutdown().await;
     pubsub.shutdown().await;
-    if let Some(mqtt) = &mqtt {
-        mqtt.shutdown().await;
-    }
     let _ = server.await;
     if let Some(socket) = ipc_socket {
         let _ = std::fs::remove_file(socket);

@@ -107,6 +107,12 @@ async fn dispatch(command: Command) -> i32 {
         Command::List { root, json } => cli::list(&root.layout(), json).await,
         Command::Restart { root, name } => cli::control(&root.layout(), &name, "restart").await,
         Command::Stop { root, name } => cli::control(&root.layout(), &name, "stop").await,
+        Command::Pub {
+            root,
+            topic,
+            message,
+        } => cli::publish(&root.layout(), &topic, &message).await,
+        Command::Sub { root, filter } => cli::subscribe(&root.layout(), &filter).await,
         Command::CheckConfig { root, config } => {
             match cli::load_config(&root.layout(), config.as_deref()) {
                 Ok(_) => {

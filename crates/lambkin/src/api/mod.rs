@@ -23,14 +23,19 @@ use lambkin_proto::lambda::invoke::HEADER_ERROR_TYPE;
 
 use crate::components::engine::Engine;
 use crate::lambda::registry::Registry;
+use crate::pubsub::PubSubHandle;
 
 pub type Body = Full<Bytes>;
+
+pub use local::SUBSCRIBE_PROTOCOL;
 
 /// What the API's handlers share.
 #[derive(Debug)]
 pub struct ApiState {
     pub registry: Registry,
     pub engine: Engine,
+    /// Local pub/sub, for `lambkin pub` and `lambkin sub`.
+    pub pubsub: PubSubHandle,
     /// The token `/lambkin/v1` callers must present (`Authorization: Bearer …`).
     pub cli_token: String,
 }
@@ -63,7 +68,8 @@ pub async fn serve(
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .writev(true)
-                        .serve_connection(TokioIo::new(stream), service);
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}

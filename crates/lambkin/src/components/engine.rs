@@ -29,6 +29,7 @@ use super::lifecycle::State;
 use super::supervisor::{
     self, ComponentSpec, SkipIf, StateReport, StepKey, StepSpec, SupervisorHandle,
 };
+use super::triggers::Triggers;
 use crate::lambda::registry::Registry;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
@@ -87,6 +88,8 @@ pub struct EngineSettings {
     /// The IPC socket and tokens: each generic component gets its `SVCUID` and the socket's
     /// path. `None` when the host serves no IPC.
     pub ipc: Option<crate::ipc::ComponentIpc>,
+    /// Local pub/sub, for the topics that trigger Lambda components (`pubsubTopics`).
+    pub pubsub: crate::pubsub::PubSubHandle,
 }
 
 enum Command {
@@ -149,6 +152,7 @@ impl Engine {
             graph.clone(),
         ));
         let mut actor = Actor {
+            triggers: Triggers::new(settings.pubsub.clone(), registry.clone()),
             settings,
             store: store.clone(),
             registry,
@@ -427,6 +431,8 @@ struct Actor {
     /// back to. Kept in memory rather than planned again, because planning reads the kept
     /// recipes and the deployment may have brought another recipe for a version that runs.
     applied: Plan,
+    /// Lambda components' `PUB_SUB` topic subscriptions.
+    triggers: Triggers,
 }
 
 fn kind_name(kind: &Kind) -> &'static str {
@@ -485,12 +491,16 @@ impl Actor {
                     Control::Restart => {
                         self.set_status(&planned, "STARTING");
                         match self.define_lambda(&planned).await {
-                            Ok(()) => self.set_status(&planned, "RUNNING"),
+                            Ok(()) => {
+                                self.triggers.start(name, &planned.config).await;
+                                self.set_status(&planned, "RUNNING");
+                            }
                             Err(e) => self.set_failed(&planned, e),
                         }
                     }
                     Control::Stop => {
                         self.set_status(&planned, "STOPPING");
+                        self.triggers.stop(name);
                         if let Ok(function) = FunctionName::parse(name) {
                             self.registry.remove_for_component(&function).await;
                         }
@@ -781,6 +791,7 @@ impl Actor {
                     graph.waiting.remove(name);
                 }
                 Kind::Lambda => {
+                    self.triggers.stop(name);
                     if let Ok(fname) = FunctionName::parse(name) {
                         self.registry.remove_for_component(&fname).await;
                     }
@@ -830,6 +841,9 @@ impl Actor {
             Kind::Lambda => {
                 self.set_status(c, "STARTING");
                 result = self.define_lambda(c).await;
+                if result.is_ok() {
+                    self.triggers.start(&c.name, &c.config).await;
+                }
                 match &result {
                     Ok(()) => self.set_status(c, "RUNNING"),
                     Err(e) => self.set_failed(c, e.clone()),

@@ -5,9 +5,11 @@
 //! - [`engine`]: the actor that applies deployments and owns the running components.
 //! - [`lifecycle`]: the per-component state machine (sans-I/O).
 //! - [`supervisor`]: one actor per component, running its steps as processes.
+//! - [`triggers`]: a Lambda component's `PUB_SUB` topics, invoking its function.
 
 pub mod builtin;
 pub mod deployment;
 pub mod engine;
 pub mod lifecycle;
 pub mod supervisor;
+pub mod triggers;

@@ -64,6 +64,9 @@ pub enum Completion {
     Caller(oneshot::Sender<InvocationResult>),
     /// An `Event` invocation: the durable record is removed once it has run.
     Event { seq: i64, store: Store },
+    /// An asynchronous invocation that no one waits for and nothing stores (a message on a
+    /// topic that triggers the function): a function error is logged.
+    Detached,
 }
 
 #[derive(Debug)]
@@ -96,6 +99,15 @@ impl Invocation {
                 }
                 store.complete_event(seq).await;
             }
+            Completion::Detached => {
+                if response.function_error {
+                    tracing::warn!(
+                        request_id = %self.request_id,
+                        error = %String::from_utf8_lossy(&response.body),
+                        "triggered invocation failed"
+                    );
+                }
+            }
         }
     }
 
@@ -110,6 +122,7 @@ impl Invocation {
                 InvocationAbort::ShuttingDown => {}
                 InvocationAbort::FunctionRemoved => store.complete_event(seq).await,
             },
+            Completion::Detached => {}
         }
     }
 }
