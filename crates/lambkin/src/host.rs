@@ -22,6 +22,7 @@ use crate::ipc::{self, ComponentIpc, Services, Tokens};
 use crate::lambda::registry::{HostSettings, Registry};
 use crate::lambda::runtimes::Runtimes;
 use crate::layout::Layout;
+use crate::mqtt::Mqtt;
 use crate::pubsub::{self, PubSubHandle};
 use crate::store::Store;
 
@@ -83,6 +84,13 @@ pub async fn run(
             None
         }
     };
+    let mqtt = match &opts.config.mqtt {
+        Some(config) => Some(
+            Mqtt::start(config, &opts.config.thing_name, &layout.state_dir())
+                .context("cannot start the MQTT connection")?,
+        ),
+        None => None,
+    };
     let tokens = Tokens::new();
     let engine = Engine::start(
         EngineSettings {
@@ -114,7 +122,8 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());
     let ipc_server = ipc_listener.map(|(listener, _)| {
-        let services = Arc::new(Services::new(pubsub.clone(), engine.clone(), tokens));
+        let services =
+            Arc::new(Services::new(pubsub.clone(), engine.clone(), tokens).with_mqtt(mqtt.clone()));
         tokio::spawn(ipc::serve(listener, services, stop_rx.clone()))
     });
     let server = tokio::spawn(api::serve(listener, state, stop_rx));
@@ -140,6 +149,9 @@ pub async fn run(
     engine.shutdown().await;
     registry.shutdown().await;
     pubsub.shutdown().await;
+    if let Some(mqtt) = &mqtt {
+        mqtt.shutdown().await;
+    }
     let _ = server.await;
     if let Some(socket) = ipc_socket {
         let _ = std::fs::remove_file(socket);
