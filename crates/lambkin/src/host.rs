@@ -45,6 +45,7 @@ pub async fn run(
     layout
         .create_dirs()
         .with_context(|| format!("cannot create the root {}", layout.root().display()))?;
+    crate::orphans::reap(layout.root());
     let (store, recovered) = Store::open(&layout.database())
         .with_context(|| format!("cannot open {}", layout.database().display()))?;
     let runtimes = Runtimes::install(&layout.runtimes_dir(), &opts.config.lambda)

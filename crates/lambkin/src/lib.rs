@@ -9,6 +9,7 @@
 //! - [`config`]: `config.toml`, validated before anything starts.
 //! - [`layout`]: the root directory's layout.
 //! - [`logfile`]: per-component log files.
+//! - [`orphans`]: ending what a previous run of the host left running.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
 //! - [`components`]: Greengrass components (lifecycle state machine so far).
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
@@ -26,6 +27,7 @@ pub mod lambda;
 pub mod layout;
 pub mod logfile;
 pub mod mqtt;
+pub mod orphans;
 pub mod pubsub;
 pub mod store;
 pub mod timestamp;

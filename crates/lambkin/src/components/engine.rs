@@ -1023,6 +1023,7 @@ impl Actor {
             error_reset: ERROR_RESET,
             stop_grace: self.settings.stop_grace,
             log: Arc::new(log),
+            host_root: self.settings.layout.root().to_owned(),
         }))
     }
 

@@ -65,6 +65,8 @@ pub struct ComponentSpec {
     /// SIGTERM → SIGKILL when the `Run` process is stopped.
     pub stop_grace: Duration,
     pub log: Arc<LogFile>,
+    /// The host's root, marked on every process so a later host can end what outlived it.
+    pub host_root: PathBuf,
 }
 
 /// [`Step`] as an ordered map key.
@@ -379,6 +381,7 @@ impl Actor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        cmd.env(crate::orphans::MARKER, &self.spec.host_root);
         lambkin_sys::kill_when_parent_dies(&mut cmd);
         match tokio::process::Command::from(cmd).spawn() {
             Ok(mut child) => {
@@ -464,6 +467,7 @@ mod tests {
             error_reset: Duration::from_secs(3600),
             stop_grace: Duration::from_millis(500),
             log: Arc::new(LogFile::open(&dir.join("component.log")).unwrap()),
+            host_root: dir.to_owned(),
         })
     }
 

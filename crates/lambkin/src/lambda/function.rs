@@ -34,6 +34,8 @@ pub struct FunctionSpec {
     pub region: String,
     pub init_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The host's root, marked on every instance process (see [`crate::orphans`]).
+    pub host_root: PathBuf,
 }
 
 impl FunctionSpec {

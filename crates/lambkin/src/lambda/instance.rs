@@ -455,6 +455,7 @@ fn launch(spec: &FunctionSpec, runtime_api: &str) -> std::io::Result<tokio::proc
         Some(e) => cmd.env("AWS_EXECUTION_ENV", e),
         None => cmd.env_remove("AWS_EXECUTION_ENV"),
     };
+    cmd.env(crate::orphans::MARKER, &spec.host_root);
     lambkin_sys::kill_when_parent_dies(&mut cmd);
     tokio::process::Command::from(cmd)
         .kill_on_drop(true)

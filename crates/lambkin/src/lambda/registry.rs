@@ -239,6 +239,7 @@ impl Registry {
             region: self.inner.host.region.clone(),
             init_timeout: self.inner.host.init_timeout,
             shutdown_grace: self.inner.host.shutdown_grace,
+            host_root: self.inner.layout.root().to_owned(),
         }))
     }
 
