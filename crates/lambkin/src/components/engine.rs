@@ -851,6 +851,7 @@ impl Actor {
             }
             Kind::Generic => {
                 self.set_status(c, "NEW");
+                self.bootstrap(c).await?;
                 let spec = self.component_spec(c)?;
                 let timeout = [StepKey::Install, StepKey::Startup]
                     .iter()
@@ -1025,6 +1026,75 @@ impl Actor {
             log: Arc::new(log),
             host_root: self.settings.layout.root().to_owned(),
         }))
+    }
+
+    /// Runs the component's `Bootstrap` step when it is new on the device, its version
+    /// changed, or its bootstrap script changed (§2.2). Exit 0 is success; 100 asks for a
+    /// nucleus restart, which Lambkin does not need (logged); 101 asks for a device reboot,
+    /// which Lambkin does not do, so the deployment fails saying so; anything else fails it.
+    async fn bootstrap(&self, c: &PlannedComponent) -> Result<(), String> {
+        use lambkin_proto::recipe::lifecycle::StepKind;
+        let Some(step) = c.lifecycle.step(StepKind::Bootstrap) else {
+            return Ok(());
+        };
+        let at = format!("{}@{}", c.name, c.version);
+        let marker_dir = self.settings.layout.state_dir().join("bootstrapped");
+        let marker = marker_dir.join(&c.name);
+        let fingerprint = format!("{}\n{}", c.version, step.script);
+        if std::fs::read_to_string(&marker).ok().as_deref() == Some(fingerprint.as_str()) {
+            return Ok(());
+        }
+        let paths = deployment::paths(&self.settings.layout, &c.name, &c.version);
+        std::fs::create_dir_all(&paths.work)
+            .map_err(|e| format!("{at}: cannot create {}: {e}", paths.work.display()))?;
+        let mut env = self.settings.base_env.clone();
+        env.extend(step.environment(&c.lifecycle));
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&step.script)
+            .current_dir(&paths.work)
+            .envs(&env)
+            .env(crate::orphans::MARKER, self.settings.layout.root())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let limit = step.timeout.unwrap_or(Duration::from_secs(120));
+        let status = match tokio::time::timeout(limit, cmd.output()).await {
+            Ok(Ok(output)) => {
+                let log = self
+                    .settings
+                    .layout
+                    .logs_dir()
+                    .join(format!("{}.log", c.name));
+                if let Ok(log) = LogFile::open(&log) {
+                    let trim = |b: &[u8]| b.strip_suffix(b"\n").unwrap_or(b).to_vec();
+                    log.write_lines(crate::logfile::Level::Info, &trim(&output.stdout));
+                    log.write_lines(crate::logfile::Level::Warn, &trim(&output.stderr));
+                }
+                output.status
+            }
+            Ok(Err(e)) => return Err(format!("{at}: Bootstrap could not start: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "{at}: Bootstrap timed out after {} s",
+                    limit.as_secs()
+                ))
+            }
+        };
+        match status.code() {
+            Some(0) => {}
+            Some(100) => {
+                tracing::info!(component = %at, "Bootstrap asked for a restart of the host; Lambkin applies it without one")
+            }
+            Some(101) => {
+                return Err(format!(
+                "{at}: Bootstrap asked for a device reboot (exit 101), which Lambkin does not do"
+            ))
+            }
+            _ => return Err(format!("{at}: Bootstrap failed: {status}")),
+        }
+        std::fs::create_dir_all(&marker_dir)
+            .and_then(|()| std::fs::write(&marker, fingerprint))
+            .map_err(|e| format!("{at}: cannot record its Bootstrap: {e}"))
     }
 
     /// The function a Lambda component defines (`greengrass-reference.md` §1.2–1.3).

@@ -1,0 +1,128 @@
+//! The `Bootstrap` step: once per version (or script), before Install; a failure fails the
+//! deployment and the device keeps what it had.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::Host;
+
+fn recipe(version: &str, bootstrap: &str) -> String {
+    format!(
+        r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.example.Boot
+ComponentVersion: "{version}"
+ComponentConfiguration:
+  DefaultConfiguration:
+    Greeting: hi
+Manifests:
+  - Platform:
+      os: linux
+    Lifecycle:
+      Bootstrap: "{bootstrap}"
+      Run: "sleep 300"
+"#
+    )
+}
+
+fn deploy(root: &Path, recipes: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["deploy", "--root"])
+        .arg(root)
+        .arg("-r")
+        .arg(recipes)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn boots(root: &Path) -> usize {
+    std::fs::read_to_string(root.join("work/com.example.Boot/boots.txt"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let recipes = tmp.path().join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(
+        recipes.join("v1.yaml"),
+        recipe("1.0.0", "echo boot >> boots.txt"),
+    )
+    .unwrap();
+    let mut host = Host::start(&root);
+
+    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.0.0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(boots(&root), 1);
+
+    // Same version, new configuration: no second Bootstrap; nor after a restart.
+    let out = deploy(
+        &root,
+        &recipes,
+        &[
+            "-c",
+            r#"{"com.example.Boot":{"MERGE":{"Greeting":"hello"}}}"#,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.stop();
+    let _host = Host::start(&root);
+    assert_eq!(boots(&root), 1);
+
+    // A new version bootstraps again.
+    std::fs::write(
+        recipes.join("v2.yaml"),
+        recipe("1.1.0", "echo boot >> boots.txt"),
+    )
+    .unwrap();
+    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.1.0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(boots(&root), 2);
+
+    // A failing Bootstrap fails the deployment, naming it; 1.1.0 stays.
+    std::fs::write(recipes.join("v3.yaml"), recipe("1.2.0", "exit 7")).unwrap();
+    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.2.0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Bootstrap failed"), "{stderr}");
+    let list = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["list", "--json", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let boot = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "com.example.Boot")
+        .unwrap();
+    assert_eq!(boot["version"], "1.1.0");
+    assert_eq!(boot["state"], "RUNNING");
+
+    // Exit 101 asks for a reboot, which is refused by name.
+    std::fs::write(recipes.join("v3.yaml"), recipe("1.2.0", "exit 101")).unwrap();
+    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.2.0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reboot"));
+}
