@@ -574,11 +574,15 @@ fn interpolate(
 /// Copies, checks and unpacks the artifacts of the planned components that the deployment
 /// brings (those with files under `artifact_dir/NAME/VERSION/`). Components already on the
 /// device keep theirs.
+///
+/// A version already on the device that the deployment brings again has its files moved aside
+/// first (see [`restore_artifacts`]), so a failed or interrupted deployment can put them back.
 pub fn stage_artifacts(
     plan: &Plan,
     artifact_dir: Option<&Path>,
     layout: &Layout,
     fresh: &BTreeSet<String>,
+    deployment_id: &str,
 ) -> Result<(), PlanError> {
     let mut problems = Vec::new();
     for c in plan.components.values() {
@@ -591,6 +595,16 @@ pub fn stage_artifacts(
         let key = format!("{}@{}", c.name, c.version);
         let p = paths(layout, &c.name, &c.version);
         if !fresh.contains(&key) && p.artifacts.is_dir() {
+            continue;
+        }
+        let kept = previous_dir(layout, deployment_id)
+            .join("artifacts")
+            .join(&c.name)
+            .join(c.version.to_string());
+        if let Err(e) = set_aside_artifacts(layout, deployment_id, &c.name, &c.version) {
+            problems.push(format!(
+                "{key}: cannot set its current artifacts aside: {e}"
+            ));
             continue;
         }
         for artifact in &manifest.artifacts {
@@ -608,10 +622,12 @@ pub fn stage_artifacts(
             let source =
                 artifact_dir.map(|d| d.join(&c.name).join(c.version.to_string()).join(file));
             let target = p.artifacts.join(file);
+            // The file the device already had for this version, when the deployment brings none.
+            let on_device = kept.join(file);
             let bytes = match source.as_ref().map(std::fs::read) {
                 Some(Ok(bytes)) => bytes,
-                Some(Err(e)) if target.is_file() && e.kind() == std::io::ErrorKind::NotFound => {
-                    match std::fs::read(&target) {
+                Some(Err(e)) if on_device.is_file() && e.kind() == std::io::ErrorKind::NotFound => {
+                    match std::fs::read(&on_device) {
                         Ok(b) => b,
                         Err(e) => {
                             problems.push(format!("{key}: artifact {file}: {e}"));
@@ -626,7 +642,7 @@ pub fn stage_artifacts(
                     ));
                     continue;
                 }
-                None => match std::fs::read(&target) {
+                None => match std::fs::read(&on_device) {
                     Ok(b) => b,
                     Err(_) => {
                         problems.push(format!(
@@ -794,6 +810,97 @@ pub fn settle_pending_recipes(layout: &Layout, uncommitted: &BTreeSet<String>) {
         };
         if let Err(e) = result {
             tracing::error!(deployment = %id, error = %e, "cannot settle the recipes of an interrupted deployment");
+        }
+    }
+}
+
+/// Where a deployment keeps the files it replaced, until it commits or rolls back.
+fn previous_dir(layout: &Layout, deployment_id: &str) -> PathBuf {
+    layout
+        .root()
+        .join("packages")
+        .join(format!("{PREVIOUS_PREFIX}{deployment_id}"))
+}
+
+const PREVIOUS_PREFIX: &str = ".previous-";
+const ARTIFACT_KINDS: [&str; 2] = ["artifacts", "artifacts-unarchived"];
+
+/// Moves a version's files out of the way of the deployment that brings it again.
+fn set_aside_artifacts(
+    layout: &Layout,
+    deployment_id: &str,
+    name: &str,
+    version: &Version,
+) -> std::io::Result<()> {
+    let packages = layout.root().join("packages");
+    for kind in ARTIFACT_KINDS {
+        let current = packages.join(kind).join(name).join(version.to_string());
+        if !current.exists() {
+            continue;
+        }
+        let aside = previous_dir(layout, deployment_id)
+            .join(kind)
+            .join(name)
+            .join(version.to_string());
+        if let Some(parent) = aside.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(&current, &aside)?;
+    }
+    Ok(())
+}
+
+/// Puts back the files a deployment replaced (it failed, or the host stopped during it).
+pub fn restore_artifacts(layout: &Layout, deployment_id: &str) {
+    let previous = previous_dir(layout, deployment_id);
+    let packages = layout.root().join("packages");
+    for kind in ARTIFACT_KINDS {
+        let Ok(names) = std::fs::read_dir(previous.join(kind)) else {
+            continue;
+        };
+        for name in names.flatten() {
+            let Ok(versions) = std::fs::read_dir(name.path()) else {
+                continue;
+            };
+            for version in versions.flatten() {
+                let target = packages
+                    .join(kind)
+                    .join(name.file_name())
+                    .join(version.file_name());
+                let _ = std::fs::remove_dir_all(&target);
+                let moved = target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::rename(version.path(), &target));
+                if let Err(e) = moved {
+                    tracing::error!(path = %target.display(), error = %e, "cannot restore replaced artifacts");
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(previous);
+}
+
+/// Forgets the files a committed deployment replaced.
+pub fn drop_previous_artifacts(layout: &Layout, deployment_id: &str) {
+    let _ = std::fs::remove_dir_all(previous_dir(layout, deployment_id));
+}
+
+/// At start: deployments that never committed get their replaced files back; those that did
+/// drop them.
+pub fn settle_previous_artifacts(layout: &Layout, uncommitted: &BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(layout.root().join("packages")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix(PREVIOUS_PREFIX) else {
+            continue;
+        };
+        if uncommitted.contains(id) {
+            restore_artifacts(layout, id);
+        } else {
+            drop_previous_artifacts(layout, id);
         }
     }
 }

@@ -127,10 +127,9 @@ impl Engine {
     ) -> Self {
         // Before anything reads the kept recipes: a deployment that committed keeps the recipes
         // it brought, one that did not drops them.
-        deployment::settle_pending_recipes(
-            &settings.layout,
-            &interrupted.iter().map(|d| d.id.clone()).collect(),
-        );
+        let uncommitted = interrupted.iter().map(|d| d.id.clone()).collect();
+        deployment::settle_pending_recipes(&settings.layout, &uncommitted);
+        deployment::settle_previous_artifacts(&settings.layout, &uncommitted);
         for d in interrupted {
             let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
             if let Err(e) = store
@@ -560,11 +559,14 @@ impl Actor {
         let previous_plan = self.applied.clone();
         let mut brought = Vec::new();
         let result = self
-            .prepare_and_apply(&previous, &request, &mut brought)
+            .prepare_and_apply(&id, &previous, &request, &mut brought)
             .await;
         let (status, message, committed) = match result {
             Ok(()) => ("SUCCEEDED", String::new(), Some(self.records())),
             Err(why) => {
+                if request.failure_policy == FailurePolicy::Rollback {
+                    deployment::restore_artifacts(&self.settings.layout, &id);
+                }
                 let message = match request.failure_policy {
                     FailurePolicy::Rollback => match self.restore(&previous_plan).await {
                         Ok(()) => format!(
@@ -584,6 +586,9 @@ impl Actor {
             }
         };
         let layout = &self.settings.layout;
+        if committed.is_some() {
+            deployment::drop_previous_artifacts(layout, &id);
+        }
         let keeps_recipes = committed.is_some() && !brought.is_empty();
         if keeps_recipes {
             if let Err(e) = deployment::set_aside_recipes(layout, &id, &brought) {
@@ -628,6 +633,7 @@ impl Actor {
     /// components that it brings, to keep once the deployment commits.
     async fn prepare_and_apply(
         &mut self,
+        id: &str,
         previous: &Current,
         request: &DeploymentRequest,
         brought: &mut Vec<(PathBuf, lambkin_proto::recipe::Recipe)>,
@@ -647,6 +653,7 @@ impl Actor {
             request.artifact_dir.as_deref(),
             &self.settings.layout,
             &fresh,
+            id,
         )
         .map_err(|e| e.to_string())?;
         // Deploying a BROKEN component again is how it is repaired (§2.5).

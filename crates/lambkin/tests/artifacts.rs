@@ -1,0 +1,120 @@
+//! A version redeployed with other artifacts: if the deployment fails, or the host is killed
+//! during it, the device gets its previous files back with its previous components.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{wait_for, Host};
+
+fn recipe(install: &str) -> String {
+    format!(
+        r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.example.Files
+ComponentVersion: "1.0.0"
+Manifests:
+  - Platform:
+      os: linux
+    Artifacts:
+      - Uri: greengrass:data.txt
+    Lifecycle:
+      Install: "{install}"
+      Run: "cat {{artifacts:path}}/data.txt >> {{work:path}}/seen.txt; sleep 300"
+"#
+    )
+}
+
+fn deploy(root: &Path, recipes: &Path, artifacts: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["deploy", "--root"])
+        .arg(root)
+        .arg("-r")
+        .arg(recipes)
+        .arg("-a")
+        .arg(artifacts)
+        .args(["-m", "com.example.Files=1.0.0"])
+        .output()
+        .unwrap()
+}
+
+fn write_artifact(artifacts: &Path, content: &str) {
+    let dir = artifacts.join("com.example.Files/1.0.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("data.txt"), format!("{content}\n")).unwrap();
+}
+
+fn on_device(root: &Path) -> String {
+    std::fs::read_to_string(root.join("packages/artifacts/com.example.Files/1.0.0/data.txt"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn seen(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("work/com.example.Files/seen.txt"))
+        .map(|s| s.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_failed_redeployment_of_a_version_puts_its_files_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, recipes, artifacts) = (
+        tmp.path().join("root"),
+        tmp.path().join("recipes"),
+        tmp.path().join("artifacts"),
+    );
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(recipes.join("files.yaml"), recipe("true")).unwrap();
+    write_artifact(&artifacts, "one");
+    let mut host = Host::start(&root);
+    let out = deploy(&root, &recipes, &artifacts);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(10), || {
+        (seen(&root) == ["one"]).then_some(())
+    })
+    .unwrap();
+
+    // The same version with new files and an Install that fails: rolled back, files included.
+    std::fs::write(recipes.join("files.yaml"), recipe("exit 3")).unwrap();
+    write_artifact(&artifacts, "two");
+    let out = deploy(&root, &recipes, &artifacts);
+    assert!(!out.status.success());
+    assert_eq!(on_device(&root), "one");
+    wait_for(Duration::from_secs(10), || {
+        (seen(&root).last().map(String::as_str) == Some("one") && seen(&root).len() >= 2)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not run again with its own files: {:?}", seen(&root)));
+    assert!(!seen(&root).contains(&"two".to_owned()));
+
+    // Killed in the middle (an Install that takes its time): the restart restores the files.
+    std::fs::write(recipes.join("files.yaml"), recipe("sleep 30")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["deploy", "--root"])
+        .arg(&root)
+        .arg("-r")
+        .arg(&recipes)
+        .arg("-a")
+        .arg(&artifacts)
+        .args(["-m", "com.example.Files=1.0.0"])
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (on_device(&root) == "two").then_some(())
+    })
+    .unwrap();
+    host.crash();
+    let _ = child.wait_with_output();
+    let _host = Host::start(&root);
+    assert_eq!(on_device(&root), "one");
+}
