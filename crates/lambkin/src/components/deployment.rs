@@ -452,6 +452,8 @@ fn reset(
     if !pointer.starts_with('/') {
         return Err("a JSON pointer starts with /".into());
     }
+    // Lists reset only as a whole (§3.2): a pointer into a list resets the list.
+    let pointer = &list_boundary(config, pointer);
     match defaults.pointer(pointer) {
         Some(default) => {
             if let Some(slot) = config.pointer_mut(pointer) {
@@ -471,6 +473,22 @@ fn reset(
         }
     }
     Ok(())
+}
+
+/// The pointer cut at the first list it enters, or unchanged.
+fn list_boundary(config: &serde_json::Value, pointer: &str) -> String {
+    let mut prefix = String::new();
+    for token in pointer.split('/').skip(1) {
+        if config
+            .pointer(&prefix)
+            .is_some_and(serde_json::Value::is_array)
+        {
+            return prefix;
+        }
+        prefix.push('/');
+        prefix.push_str(token);
+    }
+    prefix
 }
 
 fn unescape(token: &str) -> String {
@@ -941,6 +959,20 @@ pub fn stored_recipes(layout: &Layout) -> Available {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_of_a_list_element_resets_the_whole_list() {
+        let defaults = serde_json::json!({"list": [1, 2, 3], "x": {"y": 1}});
+        let mut config = serde_json::json!({"list": [9, 9], "x": {"y": 5, "z": 2}});
+        reset(&mut config, &defaults, "/list/0").unwrap();
+        reset(&mut config, &defaults, "/x/z").unwrap();
+        assert_eq!(
+            config,
+            serde_json::json!({"list": [1, 2, 3], "x": {"y": 5}})
+        );
+        reset(&mut config, &defaults, "/x/y").unwrap();
+        assert_eq!(config["x"]["y"], 1);
+    }
 
     fn recipe_file(dir: &Path, version: &str, run: &str) -> (PathBuf, Recipe) {
         let text = serde_json::json!({
