@@ -125,43 +125,51 @@ impl Table {
             "Target",
             "Met",
         ];
-        let right = [false, true, true, true, true, false, false];
-        let mut widths = header.map(|h| h.chars().count());
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: &[String]| {
-            let mut s = String::from("|");
-            for ((cell, w), r) in cells.iter().zip(widths).zip(right) {
-                let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
-                if r {
-                    let _ = write!(s, " {pad}{cell} |");
-                } else {
-                    let _ = write!(s, " {cell}{pad} |");
-                }
-            }
-            s
-        };
-        let mut out = line(&header.map(str::to_owned));
-        out.push('\n');
-        let mut sep = String::from("|");
-        for (w, r) in widths.iter().zip(right) {
-            let dashes = "-".repeat(w.saturating_sub(1));
-            if r {
-                let _ = write!(sep, " {dashes}: |");
-            } else {
-                let _ = write!(sep, " {dashes}- |");
-            }
-        }
-        out.push_str(&sep);
-        for row in &self.rows {
-            out.push('\n');
-            out.push_str(&line(row));
-        }
-        out
+        markdown_table(
+            header,
+            [false, true, true, true, true, false, false],
+            &self.rows,
+        )
     }
+}
+
+/// A markdown table with aligned columns; `right` marks the right-aligned ones.
+pub fn markdown_table(header: [&str; 7], right: [bool; 7], rows: &[[String; 7]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut s = String::from("|");
+        for ((cell, w), r) in cells.iter().zip(widths).zip(right) {
+            let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+            if r {
+                let _ = write!(s, " {pad}{cell} |");
+            } else {
+                let _ = write!(s, " {cell}{pad} |");
+            }
+        }
+        s
+    };
+    let mut out = line(&header.map(str::to_owned));
+    out.push('\n');
+    let mut sep = String::from("|");
+    for (w, r) in widths.iter().zip(right) {
+        let dashes = "-".repeat(w.saturating_sub(1));
+        if r {
+            let _ = write!(sep, " {dashes}: |");
+        } else {
+            let _ = write!(sep, " {dashes}- |");
+        }
+    }
+    out.push_str(&sep);
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row));
+    }
+    out
 }
 
 fn rie_or<T>(value: &Result<T, String>, f: impl Fn(&T) -> String) -> String {
