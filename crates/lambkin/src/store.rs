@@ -25,6 +25,8 @@ pub enum StoreError {
         name: String,
         source: serde_json::Error,
     },
+    #[error("stored function name is invalid: {0}")]
+    BadName(String),
     #[error("state database commit failed: {0}")]
     Commit(String),
     #[error("the state store has stopped")]
@@ -255,8 +257,7 @@ fn load_functions(conn: &Connection) -> Result<Vec<FunctionRecord>, StoreError> 
             source,
         };
         let config: FunctionConfig = serde_json::from_str(&config).map_err(corrupt)?;
-        let fname: FunctionName =
-            serde_json::from_value(serde_json::Value::String(name.clone())).map_err(corrupt)?;
+        let fname = FunctionName::parse(&name).map_err(|e| StoreError::BadName(e.to_string()))?;
         out.push(FunctionRecord {
             name: fname,
             config,
