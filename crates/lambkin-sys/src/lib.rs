@@ -4,6 +4,8 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 
+pub mod container;
+
 /// Makes the kernel send SIGKILL to the child when the host dies, even by SIGKILL, so no
 /// function process outlives its host.
 ///

@@ -9,6 +9,7 @@
 //! - [`config`]: `config.toml`, validated before anything starts.
 //! - [`layout`]: the root directory's layout.
 //! - [`logfile`]: per-component log files.
+//! - [`cgroup`]: per-instance memory, process and CPU limits (cgroup v1 or v2).
 //! - [`orphans`]: ending what a previous run of the host left running.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
 //! - [`components`]: Greengrass components (lifecycle state machine so far).
@@ -18,6 +19,7 @@
 //! - [`timestamp`]: UTC formatting for logs and API fields.
 
 pub mod api;
+pub mod cgroup;
 pub mod cli;
 pub mod components;
 pub mod config;

@@ -140,6 +140,8 @@ pub struct GreengrassSettings {
     pub max_idle_time_in_seconds: u32,
     pub status_timeout_in_seconds: u32,
     pub input_payload_encoding_type: PayloadEncoding,
+    /// How the function's processes are isolated (Greengrass `containerMode`).
+    pub isolation: Isolation,
 }
 
 impl Default for GreengrassSettings {
@@ -151,8 +153,145 @@ impl Default for GreengrassSettings {
             max_idle_time_in_seconds: 60,
             status_timeout_in_seconds: 60,
             input_payload_encoding_type: PayloadEncoding::Json,
+            isolation: Isolation::NoContainer,
         }
     }
+}
+
+/// How a function's processes are isolated (Greengrass `containerMode`,
+/// `greengrass-reference.md` §1.3). Functions made through the Lambda API are plain processes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "Mode")]
+pub enum Isolation {
+    /// A plain process of the host's user, no limits (`NoContainer`).
+    #[default]
+    NoContainer,
+    /// Its own mount, PID, IPC and UTS namespaces, a memory limit, and only the files and
+    /// devices it was given (`GreengrassContainer`).
+    GreengrassContainer(ContainerParams),
+}
+
+impl Isolation {
+    /// Where a containerised function finds its code.
+    pub const CODE_PATH: &'static str = "/lambda";
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Self::GreengrassContainer(params) = self {
+            params.validate(problems);
+        }
+    }
+}
+
+/// A container's settings (Greengrass `containerParams`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ContainerParams {
+    /// The memory limit of each instance, swap included.
+    pub memory_size_kib: u64,
+    /// Whether `/sys` is mounted (read-only) inside.
+    pub mount_ro_sysfs: bool,
+    pub volumes: Vec<Volume>,
+    pub devices: Vec<Device>,
+}
+
+impl ContainerParams {
+    /// Greengrass's default memory limit, in KB.
+    pub const DEFAULT_MEMORY_SIZE_KIB: u64 = 16_384;
+    /// The smallest limit Greengrass accepts, in KB.
+    pub const MIN_MEMORY_SIZE_KIB: u64 = 2048;
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.memory_size_kib < Self::MIN_MEMORY_SIZE_KIB {
+            problems.push(format!(
+                "containerParams.memorySize must be at least {} KB, got {}",
+                Self::MIN_MEMORY_SIZE_KIB,
+                self.memory_size_kib
+            ));
+        }
+        for v in &self.volumes {
+            let (source, destination) = (v.source.as_str(), v.destination.as_str());
+            if !is_clean_absolute(source) {
+                problems.push(format!(
+                    "volume sourcePath {source:?} must be an absolute path without '..'"
+                ));
+            } else if source == "/sys" || source.starts_with("/sys/") {
+                problems.push(format!(
+                    "volume sourcePath {source:?} may not be under /sys"
+                ));
+            }
+            if !is_clean_absolute(destination) || destination == "/" {
+                problems.push(format!(
+                    "volume destinationPath {destination:?} must be an absolute path other than / without '..'"
+                ));
+            } else if ["/proc", "/dev", "/sys", Isolation::CODE_PATH]
+                .iter()
+                .any(|p| destination == *p || destination.starts_with(&format!("{p}/")))
+            {
+                problems.push(format!(
+                    "volume destinationPath {destination:?} may not be under /proc, /dev, /sys or {}",
+                    Isolation::CODE_PATH
+                ));
+            }
+        }
+        for d in &self.devices {
+            let path = d.path.as_str();
+            if !is_clean_absolute(path) || !path.starts_with("/dev/") {
+                problems.push(format!(
+                    "device path {path:?} must be a path under /dev/ without '..'"
+                ));
+            }
+        }
+    }
+}
+
+fn is_clean_absolute(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|part| part != ".." && part != ".")
+        && !path.contains("//")
+}
+
+/// Whether a container may write a mounted path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Access {
+    /// `ro` (Greengrass's default).
+    #[default]
+    #[serde(rename = "ro")]
+    ReadOnly,
+    /// `rw`.
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+impl Access {
+    /// Parses Greengrass's `permission` value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "ro" => Some(Self::ReadOnly),
+            "rw" => Some(Self::ReadWrite),
+            _ => None,
+        }
+    }
+}
+
+/// A host directory or file bind-mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Volume {
+    pub source: String,
+    pub destination: String,
+    pub permission: Access,
+}
+
+/// A device node made available inside a container, at the same path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Device {
+    pub path: String,
+    pub permission: Access,
 }
 
 /// A partial [`GreengrassSettings`], as the API receives it: keys left out keep their current
@@ -254,6 +393,7 @@ impl FunctionConfig {
         }
         validate_environment(&self.environment, &mut problems);
         self.greengrass.validate(&mut problems);
+        self.greengrass.isolation.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -389,6 +529,48 @@ mod tests {
         assert!(msg.contains("MemorySize"), "{msg}");
         assert!(msg.contains("AWS_REGION"), "{msg}");
         assert!(msg.contains("1BAD"), "{msg}");
+    }
+
+    #[test]
+    fn container_settings_are_checked() {
+        let mut c = config();
+        c.greengrass.isolation = Isolation::GreengrassContainer(ContainerParams {
+            memory_size_kib: 1024,
+            mount_ro_sysfs: false,
+            volumes: vec![Volume {
+                source: "/data/../etc".into(),
+                destination: "/proc/x".into(),
+                permission: Access::ReadWrite,
+            }],
+            devices: vec![Device {
+                path: "/etc/passwd".into(),
+                permission: Access::ReadOnly,
+            }],
+        });
+        let Err(FunctionError::InvalidConfig(msg)) = c.validate() else {
+            panic!("expected invalid config");
+        };
+        assert!(msg.contains("at least 2048 KB, got 1024"), "{msg}");
+        assert!(msg.contains("\"/data/../etc\""), "{msg}");
+        assert!(msg.contains("\"/proc/x\" may not be under /proc"), "{msg}");
+        assert!(msg.contains("device path \"/etc/passwd\""), "{msg}");
+        let Isolation::GreengrassContainer(params) = &mut c.greengrass.isolation else {
+            unreachable!()
+        };
+        params.memory_size_kib = 2048;
+        params.volumes[0].source = "/var/data".into();
+        params.volumes[0].destination = "/data".into();
+        params.devices[0].path = "/dev/video0".into();
+        assert_eq!(c.validate(), Ok(()));
+        let stored = serde_json::to_string(&c.greengrass).unwrap();
+        let back: GreengrassSettings = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, c.greengrass);
+        let old: GreengrassSettings = serde_json::from_str(r#"{"Pinned":false}"#).unwrap();
+        assert_eq!(
+            old.isolation,
+            Isolation::NoContainer,
+            "records from before stay plain"
+        );
     }
 
     #[test]

@@ -1146,6 +1146,8 @@ impl Actor {
                 Some("binary") => PayloadEncoding::Binary,
                 _ => PayloadEncoding::Json,
             },
+            isolation: crate::lambda::sandbox::isolation_from_config(config)
+                .map_err(|e| format!("{at}: {e}"))?,
         };
         let environment = config
             .pointer("/lambdaExecutionParameters/EnvironmentVariables")

@@ -7,6 +7,7 @@
 //! - [`invocation`]: an invocation in flight and how its outcome is delivered.
 //! - [`code`]: unpacking and checking a function's zip.
 //! - [`runtimes`]: how a runtime id becomes a command, and the runtime clients we ship.
+//! - [`sandbox`]: GreengrassContainer isolation: config mapping, cgroups, the sandbox init.
 //! - [`logs`]: the function log and the START/END/REPORT frame.
 
 pub mod code;
@@ -16,4 +17,5 @@ pub mod invocation;
 pub mod logs;
 pub mod registry;
 pub mod runtimes;
+pub mod sandbox;
 pub mod scheduler;

@@ -1,0 +1,363 @@
+//! GreengrassContainer isolation (`greengrass-reference.md` §1.3, §1.6): how a Lambda
+//! component's `containerMode`/`containerParams` become an [`Isolation`], and how an instance
+//! of a containerised function is started.
+//!
+//! The host re-executes its own binary as `lambkin sandbox-init SPEC` ([`init_main`]). That
+//! small init joins the instance's cgroup, takes new mount, PID, IPC and UTS namespaces,
+//! builds the container's root and execs the runtime (`lambkin_sys::container`). The runtime
+//! then sees: the host's directories read-only, its code read-only at `/lambda`, the runtime
+//! client at `/runtime`, a private `/tmp`, a minimal `/dev` plus its devices, its own
+//! `/proc`, `/sys` only with `mountROSysfs`, and its volumes with their permissions. The
+//! Runtime API stays on loopback: the network namespace is the host's.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use lambkin_proto::lambda::function::{Access, ContainerParams, Device, Isolation, Volume};
+
+use crate::cgroup::{self, Cgroup, Limits};
+
+/// The hidden subcommand that runs [`init_main`].
+pub const INIT_COMMAND: &str = "sandbox-init";
+/// Where a containerised function finds the runtime client Lambkin ships.
+pub const RUNTIME_PATH: &str = "/runtime";
+/// The most processes and threads one instance may have.
+pub const PIDS_LIMIT: u64 = 1024;
+
+/// Reads a Lambda component's isolation from its configuration: `containerMode` (default
+/// `GreengrassContainer`) and `containerParams`. Numbers may arrive as floats. Checks what
+/// only the device can check (volume sources exist, devices are devices) and that the host
+/// can make containers at all.
+pub fn isolation_from_config(config: &Value) -> Result<Isolation, String> {
+    let mode = config
+        .get("containerMode")
+        .and_then(Value::as_str)
+        .unwrap_or("GreengrassContainer");
+    match mode {
+        "NoContainer" => return Ok(Isolation::NoContainer),
+        "GreengrassContainer" => {}
+        other => {
+            return Err(format!(
+                "containerMode {other:?} is not one of GreengrassContainer, NoContainer"
+            ))
+        }
+    }
+    let params = config.get("containerParams");
+    let field = |key: &str| params.and_then(|p| p.get(key));
+    let memory_size_kib = match field("memorySize") {
+        None | Some(Value::Null) => ContainerParams::DEFAULT_MEMORY_SIZE_KIB,
+        Some(v) => match v.as_f64() {
+            Some(n) if n.is_finite() && n >= 0.0 => n.ceil() as u64,
+            _ => {
+                return Err(format!(
+                    "containerParams.memorySize {v} is not a number of KB"
+                ))
+            }
+        },
+    };
+    let mount_ro_sysfs = match field("mountROSysfs") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        Some(v) => return Err(format!("containerParams.mountROSysfs {v} is not a boolean")),
+    };
+    let mut problems = Vec::new();
+    let mut volumes = Vec::new();
+    for (key, v) in entries(field("volumes")) {
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let Some(source) = text("sourcePath") else {
+            problems.push(format!("containerParams.volumes.{key} has no sourcePath"));
+            continue;
+        };
+        let destination = text("destinationPath").unwrap_or_else(|| source.clone());
+        match permission(v, &format!("containerParams.volumes.{key}")) {
+            Ok(permission) => volumes.push(Volume {
+                source,
+                destination,
+                permission,
+            }),
+            Err(e) => problems.push(e),
+        }
+    }
+    let mut devices = Vec::new();
+    for (key, d) in entries(field("devices")) {
+        let Some(path) = d.get("path").and_then(Value::as_str) else {
+            problems.push(format!("containerParams.devices.{key} has no path"));
+            continue;
+        };
+        match permission(d, &format!("containerParams.devices.{key}")) {
+            Ok(permission) => devices.push(Device {
+                path: path.to_owned(),
+                permission,
+            }),
+            Err(e) => problems.push(e),
+        }
+    }
+    let params = ContainerParams {
+        memory_size_kib,
+        mount_ro_sysfs,
+        volumes,
+        devices,
+    };
+    for v in &params.volumes {
+        if Path::new(&v.source).is_absolute() && std::fs::symlink_metadata(&v.source).is_err() {
+            problems.push(format!("volume sourcePath {:?} does not exist", v.source));
+        }
+    }
+    for d in &params.devices {
+        use std::os::unix::fs::FileTypeExt;
+        if !d.path.starts_with("/dev/") {
+            continue; // named by the model's own validation
+        }
+        match std::fs::metadata(&d.path) {
+            Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => {}
+            Ok(_) => problems.push(format!("device {:?} is not a device node", d.path)),
+            Err(_) => problems.push(format!("device {:?} does not exist", d.path)),
+        }
+    }
+    if problems.is_empty() {
+        if let Err(why) = can_contain() {
+            problems.push(format!(
+                "containerMode GreengrassContainer is not available on this host ({why}); use NoContainer"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Isolation::GreengrassContainer(params))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Greengrass sends lists as objects keyed "0", "1", …; arrays are accepted too.
+fn entries(value: Option<&Value>) -> Vec<(String, &Value)> {
+    match value {
+        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn permission(entry: &Value, at: &str) -> Result<Access, String> {
+    match entry.get("permission") {
+        None | Some(Value::Null) => Ok(Access::ReadOnly),
+        Some(Value::String(s)) => {
+            Access::parse(s).ok_or_else(|| format!("{at}.permission {s:?} is not ro or rw"))
+        }
+        Some(v) => Err(format!("{at}.permission {v} is not ro or rw")),
+    }
+}
+
+/// Whether this host can make containers: root (namespaces and mounts) and a memory cgroup.
+pub fn can_contain() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("containers need the host to run as root".into());
+    }
+    cgroup::host().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// What the sandbox init is told, as JSON in its argument.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// `cgroup.procs` files the init writes its pid to before anything else.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// An empty directory the container's root is built on (inside its mount namespace).
+    pub scratch: PathBuf,
+    pub hostname: String,
+    pub code_dir: PathBuf,
+    /// The host directory mounted at [`RUNTIME_PATH`].
+    pub runtime_dir: PathBuf,
+    pub mount_ro_sysfs: bool,
+    pub volumes: Vec<Volume>,
+    pub devices: Vec<Device>,
+    /// Paths as seen inside the container.
+    pub program: PathBuf,
+    pub args: Vec<PathBuf>,
+    /// The user to become after mounting: uid, gid and supplementary groups.
+    pub run_as: Option<(u32, u32, Vec<u32>)>,
+}
+
+/// A host path as the container sees it: code under `/lambda`, the runtime client under
+/// `/runtime`, anything else unchanged (the host's directories are there, read-only).
+pub fn inside_path(path: &Path, code_dir: &Path, runtime_dir: &Path) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix(code_dir) {
+        return Path::new(Isolation::CODE_PATH).join(rest);
+    }
+    if !runtime_dir.as_os_str().is_empty() {
+        if let Ok(rest) = path.strip_prefix(runtime_dir) {
+            return Path::new(RUNTIME_PATH).join(rest);
+        }
+    }
+    path.to_owned()
+}
+
+/// A per-instance cgroup for a containerised function, removed when dropped.
+#[derive(Debug)]
+pub struct InstanceCgroup {
+    group: Cgroup,
+    limit_kib: u64,
+}
+
+impl InstanceCgroup {
+    /// Creates the group `name` limited to `params.memory_size_kib` and [`PIDS_LIMIT`].
+    pub fn create(name: &str, params: &ContainerParams) -> Result<Self, String> {
+        let cgroups = cgroup::host().map_err(|e| e.to_string())?;
+        let group = cgroups
+            .create(
+                name,
+                Limits {
+                    memory_bytes: Some(params.memory_size_kib.saturating_mul(1024)),
+                    pids: Some(PIDS_LIMIT),
+                    cpus: None,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            group,
+            limit_kib: params.memory_size_kib,
+        })
+    }
+
+    /// The group's `cgroup.procs` files.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.group.procs_files()
+    }
+
+    /// Whether the kernel killed a process of this instance for memory.
+    pub fn oom_killed(&self) -> bool {
+        self.group.oom_killed()
+    }
+
+    /// The most memory the instance used, in MB.
+    pub fn peak_mb(&self) -> Option<u64> {
+        self.group.peak_memory_bytes().map(|b| b.div_ceil(1 << 20))
+    }
+
+    /// The limit, in KB.
+    pub fn limit_kib(&self) -> u64 {
+        self.limit_kib
+    }
+}
+
+impl Drop for InstanceCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = self.group.remove() {
+            tracing::warn!(error = %e, "cannot remove an instance's cgroup");
+        }
+    }
+}
+
+/// The entry point of `lambkin sandbox-init SPEC`: sets up the container and execs the
+/// runtime. Returns only on failure, with the exit code to use.
+pub fn init_main(spec: &OsString) -> i32 {
+    let spec: InitSpec = match serde_json::from_slice(spec.as_bytes()) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("lambkin sandbox-init: invalid spec: {e}");
+            return 125;
+        }
+    };
+    let mut binds = vec![lambkin_sys::container::Bind {
+        source: spec.code_dir.clone(),
+        target: PathBuf::from(Isolation::CODE_PATH),
+        writable: false,
+    }];
+    if !spec.runtime_dir.as_os_str().is_empty() && spec.runtime_dir != spec.code_dir {
+        binds.push(lambkin_sys::container::Bind {
+            source: spec.runtime_dir.clone(),
+            target: PathBuf::from(RUNTIME_PATH),
+            writable: false,
+        });
+    }
+    binds.extend(spec.volumes.iter().map(|v| lambkin_sys::container::Bind {
+        source: PathBuf::from(&v.source),
+        target: PathBuf::from(&v.destination),
+        writable: v.permission == Access::ReadWrite,
+    }));
+    let devices = spec
+        .devices
+        .iter()
+        .map(|d| lambkin_sys::container::Bind {
+            source: PathBuf::from(&d.path),
+            target: PathBuf::from(&d.path),
+            writable: d.permission == Access::ReadWrite,
+        })
+        .collect();
+    let container = lambkin_sys::container::Container {
+        cgroup_procs: spec.cgroup_procs,
+        scratch: spec.scratch,
+        hostname: spec.hostname,
+        binds,
+        devices,
+        mount_sysfs: spec.mount_ro_sysfs,
+        workdir: PathBuf::from(Isolation::CODE_PATH),
+        program: spec.program.into_os_string(),
+        args: spec
+            .args
+            .into_iter()
+            .map(|a| OsString::from_vec(a.into_os_string().into_vec()))
+            .collect(),
+        run_as: spec.run_as,
+    };
+    let e = lambkin_sys::container::run(&container);
+    eprintln!("lambkin sandbox-init: {e}");
+    126
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn no_container_needs_nothing_from_the_host() {
+        let config = json!({"containerMode": "NoContainer", "containerParams": {"memorySize": 1}});
+        assert_eq!(isolation_from_config(&config), Ok(Isolation::NoContainer));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let config = json!({
+            "containerMode": "GreengrassContainer",
+            "containerParams": {
+                "memorySize": 1024.0,
+                "volumes": {"0": {"sourcePath": "/surely/not/here", "destinationPath": "/data", "permission": "rw"},
+                            "1": {"sourcePath": "/etc", "destinationPath": "/etc2", "permission": "rx"}},
+                "devices": {"0": {"path": "/etc/passwd", "permission": "ro"}},
+            }
+        });
+        let err = isolation_from_config(&config).unwrap_err();
+        assert!(err.contains("/surely/not/here\" does not exist"), "{err}");
+        assert!(err.contains("\"rx\" is not ro or rw"), "{err}");
+        let err = isolation_from_config(&json!({"containerMode": "Docker"})).unwrap_err();
+        assert!(err.contains("Docker"), "{err}");
+    }
+
+    #[test]
+    fn paths_are_rewritten_into_the_container() {
+        let code = Path::new("/r/code/abc");
+        let runtime = Path::new("/r/runtimes/python");
+        assert_eq!(
+            inside_path(Path::new("/r/code/abc/bootstrap"), code, runtime),
+            Path::new("/lambda/bootstrap")
+        );
+        assert_eq!(
+            inside_path(Path::new("/r/runtimes/python/bootstrap.py"), code, runtime),
+            Path::new("/runtime/bootstrap.py")
+        );
+        assert_eq!(
+            inside_path(Path::new("/usr/bin/python3"), code, runtime),
+            Path::new("/usr/bin/python3")
+        );
+    }
+}
