@@ -32,10 +32,19 @@ pub struct Host {
 
 impl Host {
     pub fn start(lambkin: &Path) -> anyhow::Result<Self> {
+        Self::start_with_config(lambkin, None)
+    }
+
+    /// [`Host::start`] with `config` written to the root's `config.toml` first.
+    pub fn start_with_config(lambkin: &Path, config: Option<&str>) -> anyhow::Result<Self> {
         let root = tempfile::Builder::new()
             .prefix("lambkin-bench-")
             .tempdir()
             .context("cannot create the host's root")?;
+        if let Some(config) = config {
+            std::fs::write(root.path().join("config.toml"), config)
+                .context("cannot write the host's config.toml")?;
+        }
         let stdout = File::create(root.path().join("host.stdout"))?;
         let stderr = File::create(root.path().join("host.stderr"))?;
         let mut command = Command::new(lambkin);
@@ -78,6 +87,11 @@ impl Host {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// The host's root directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
     }
 
     fn function_log(&self) -> PathBuf {

@@ -9,6 +9,9 @@ mod floor;
 mod lambkin;
 mod process;
 mod procfs;
+mod pubsub;
+mod pubsub_client;
+mod pubsub_report;
 mod report;
 mod rie;
 
@@ -75,6 +78,11 @@ enum Sub {
     },
     /// Deployment benchmark: 50 generic + 10 Lambda components, deploy and restart times.
     Deploy(deploy::Args),
+    /// Messaging benchmark: IPC pub/sub (Python SDK and Rust clients) against mosquitto.
+    Pubsub(pubsub::Args),
+    /// One publisher or subscriber of the messaging benchmark (used by the bench itself).
+    #[command(hide = true)]
+    PubsubClient(pubsub_client::Args),
 }
 
 /// How much of everything one run does.
@@ -109,6 +117,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Sub::Deploy(args)) = &cli.command {
         return deploy::main(cli.lambkin.clone(), args);
+    }
+    if let Some(Sub::Pubsub(args)) = &cli.command {
+        return pubsub::main(cli.lambkin.clone(), args);
+    }
+    if let Some(Sub::PubsubClient(args)) = &cli.command {
+        return pubsub_client::main(args);
     }
     if let Some(Sub::FloorServer) = cli.command {
         return match floor::serve() {

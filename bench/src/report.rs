@@ -134,7 +134,11 @@ impl Table {
 }
 
 /// A markdown table with aligned columns; `right` marks the right-aligned ones.
-pub fn markdown_table(header: [&str; 7], right: [bool; 7], rows: &[[String; 7]]) -> String {
+pub fn markdown_table<const N: usize>(
+    header: [&str; N],
+    right: [bool; N],
+    rows: &[[String; N]],
+) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

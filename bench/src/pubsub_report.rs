@@ -1,0 +1,251 @@
+//! The messaging benchmark's results and their table: per client pair and pattern, Lambkin's
+//! IPC pub/sub beside mosquitto, with the ratios.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail};
+
+use crate::procfs::TICKS_PER_SECOND;
+use crate::pubsub::Plan;
+
+/// Which clients a case uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClientKind {
+    /// awsiotsdk on IPC, paho-mqtt on MQTT.
+    Python,
+    /// The bench's IPC client on IPC, rumqttc on MQTT.
+    Rust,
+}
+
+impl ClientKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Python => "Python",
+            Self::Rust => "Rust",
+        }
+    }
+
+    fn pair(self) -> &'static str {
+        match self {
+            Self::Python => "Python: awsiotsdk IPC / paho-mqtt",
+            Self::Rust => "Rust: lambkin-proto IPC / rumqttc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Broker {
+    Lambkin,
+    Mosquitto,
+}
+
+impl Broker {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Lambkin => "Lambkin IPC",
+            Self::Mosquitto => "mosquitto",
+        }
+    }
+}
+
+/// One measured combination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Case {
+    pub subscribers: usize,
+    pub kind: ClientKind,
+    pub broker: Broker,
+}
+
+/// What one case measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Latency-phase deliveries: publish call → subscriber callback, pooled over subscribers.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub latency_received: usize,
+    pub latency_expected: usize,
+    /// Burst deliveries per second to all subscribers together, from the burst's first
+    /// publish to its last delivery.
+    pub delivered_per_second: f64,
+    /// Burst deliveries over burst messages × subscribers.
+    pub delivered_fraction: f64,
+    /// The publisher's own rate during the burst.
+    pub published_per_second: f64,
+    /// The broker's CPU time (user + system) over the case, per delivered message.
+    pub broker_cpu_us_per_delivery: f64,
+}
+
+fn u64_field(v: &serde_json::Value, name: &str) -> anyhow::Result<u64> {
+    v.get(name)
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| anyhow!("a client result has no {name}: {v}"))
+}
+
+impl Outcome {
+    /// From the publisher's and the subscribers' JSON results.
+    pub fn from_results(
+        plan: &Plan,
+        subscribers: usize,
+        publisher: &serde_json::Value,
+        results: &[serde_json::Value],
+        broker_cpu_ticks: u64,
+    ) -> anyhow::Result<Self> {
+        let mut latencies: Vec<u64> = Vec::new();
+        let mut received = 0u64;
+        let mut first_send = u64::MAX;
+        let mut last_recv = 0u64;
+        for r in results {
+            let bad = u64_field(r, "bad")?;
+            if bad > 0 {
+                bail!("a subscriber received {bad} malformed messages");
+            }
+            let lat = r
+                .get("latency_ns")
+                .and_then(serde_json::Value::as_array)
+                .ok_or_else(|| anyhow!("a subscriber result has no latency_ns"))?;
+            latencies.extend(lat.iter().filter_map(serde_json::Value::as_u64));
+            let n = u64_field(r, "tp_received")?;
+            if n > 0 {
+                received += n;
+                first_send = first_send.min(u64_field(r, "tp_first_send_ns")?);
+                last_recv = last_recv.max(u64_field(r, "tp_last_recv_ns")?);
+            }
+        }
+        if latencies.is_empty() {
+            bail!("no latency-phase message arrived");
+        }
+        if received == 0 {
+            bail!("no burst message arrived");
+        }
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+            latencies[rank - 1] as f64 / 1000.0
+        };
+        let span_s = last_recv.saturating_sub(first_send) as f64 / 1e9;
+        let published_seconds = publisher
+            .get("throughput_seconds")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| anyhow!("the publisher's result has no throughput_seconds"))?;
+        let deliveries = received + latencies.len() as u64;
+        Ok(Self {
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            latency_received: latencies.len(),
+            latency_expected: plan.latency * subscribers,
+            delivered_per_second: received as f64 / span_s.max(1e-9),
+            delivered_fraction: received as f64 / (plan.throughput * subscribers) as f64,
+            published_per_second: plan.throughput as f64 / published_seconds.max(1e-9),
+            broker_cpu_us_per_delivery: broker_cpu_ticks as f64 * 1e6
+                / TICKS_PER_SECOND as f64
+                / deliveries as f64,
+        })
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug)]
+pub struct Report {
+    pub plan: Plan,
+    pub subscribers: Vec<usize>,
+    pub outcomes: BTreeMap<Case, Outcome>,
+    pub versions: Vec<String>,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub kept: Option<PathBuf>,
+}
+
+fn rate(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+fn lat(o: &Outcome) -> String {
+    format!("{:.0} / {:.0}", o.p50_us, o.p99_us)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "–".to_owned()
+    }
+}
+
+pub fn render(r: &Report) -> String {
+    let header = [
+        "Clients",
+        "Pattern",
+        "Lambkin msgs/s",
+        "mosquitto msgs/s",
+        "Throughput Lambkin/mosquitto",
+        "Lambkin p50 / p99 µs",
+        "mosquitto p50 / p99 µs",
+        "p50 Lambkin/mosquitto",
+    ];
+    let right = [false, false, true, true, true, true, true, true];
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for &n in &r.subscribers {
+        for kind in [ClientKind::Python, ClientKind::Rust] {
+            let get = |broker| {
+                r.outcomes.get(&Case {
+                    subscribers: n,
+                    kind,
+                    broker,
+                })
+            };
+            let (Some(l), Some(m)) = (get(Broker::Lambkin), get(Broker::Mosquitto)) else {
+                continue;
+            };
+            rows.push([
+                kind.pair().to_owned(),
+                format!("1 → {n}"),
+                rate(l.delivered_per_second),
+                rate(m.delivered_per_second),
+                ratio(l.delivered_per_second, m.delivered_per_second),
+                lat(l),
+                lat(m),
+                ratio(l.p50_us, m.p50_us),
+            ]);
+            for (broker, o) in [(Broker::Lambkin, l), (Broker::Mosquitto, m)] {
+                notes.push(format!(
+                    "- {}, 1 → {n}, {}: burst delivered {:.1}% ({:.0} msgs/s published), \
+                     paced delivered {}/{}, broker CPU {:.1} µs per delivery",
+                    kind.label(),
+                    broker.label(),
+                    o.delivered_fraction * 100.0,
+                    o.published_per_second,
+                    o.latency_received,
+                    o.latency_expected,
+                    o.broker_cpu_us_per_delivery
+                ));
+            }
+        }
+    }
+    let mut out = crate::report::markdown_table(header, right, &rows);
+    let p = &r.plan;
+    let _ = write!(
+        out,
+        "\n\nOne publisher process and N subscriber processes per case, 256-byte messages, \
+         QoS 0 on MQTT. Latency: {} messages paced {} µs apart, publish call → subscriber \
+         callback (wall-clock timestamps in the payload), pooled over the subscribers. \
+         Throughput: a burst of {} messages (IPC publishers keep at most {} awaiting their \
+         response), deliveries to all subscribers per second from the burst's first publish \
+         to its last delivery.\n\n",
+        p.latency, p.interval_us, p.throughput, p.window
+    );
+    out.push_str(&notes.join("\n"));
+    let _ = write!(
+        out,
+        "\n\nVersions: {}.\nLoad average (1, 5, 15 min) at the start: {}; at the end: {}.",
+        r.versions.join("; "),
+        r.loadavg_start,
+        r.loadavg_end
+    );
+    if let Some(dir) = &r.kept {
+        let _ = write!(out, "\nWork directory kept at {}.", dir.display());
+    }
+    out
+}
