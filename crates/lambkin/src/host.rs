@@ -106,6 +106,7 @@ pub async fn run(
                 tokens: tokens.clone(),
             }),
             pubsub: pubsub.clone(),
+            mqtt: mqtt.clone(),
         },
         registry.store().clone(),
         registry.clone(),

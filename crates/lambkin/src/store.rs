@@ -73,6 +73,12 @@ enum Command {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     ListDeployments(oneshot::Sender<Result<Vec<DeploymentRecord>, StoreError>>),
+    /// A device component's configuration changed outside a deployment (IPC).
+    PutComponentConfig {
+        name: String,
+        config: serde_json::Value,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +224,26 @@ impl Store {
             status: status.to_owned(),
             message,
             components,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Records a component's configuration as changed outside a deployment (IPC
+    /// UpdateConfiguration), so that the host starts it with that configuration and the
+    /// next deployment's RESET/MERGE apply on top of it. Only a component of the device's
+    /// set is changed: one that a deployment in progress brings gets its configuration
+    /// recorded when that deployment commits.
+    pub async fn put_component_config(
+        &self,
+        name: String,
+        config: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::PutComponentConfig {
+            name,
+            config,
             reply,
         })
         .await?;
@@ -406,6 +432,22 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                         let _ = reply.send(outcome.and(committed(failed)));
                     }));
                 }
+                Command::PutComponentConfig {
+                    name,
+                    config,
+                    reply,
+                } => {
+                    let outcome = tx
+                        .execute(
+                            "UPDATE components SET config = ?2 WHERE name = ?1",
+                            params![name, config.to_string()],
+                        )
+                        .map(drop)
+                        .map_err(StoreError::from);
+                    replies.push(Box::new(move |failed| {
+                        let _ = reply.send(outcome.and(committed(failed)));
+                    }));
+                }
                 Command::ListDeployments(reply) => {
                     let outcome = load_deployments(&tx, "");
                     replies.push(Box::new(move |failed| {
@@ -531,5 +573,45 @@ mod tests {
         assert_eq!(recovered.components, vec![component("1.0.0")]);
         assert_eq!(recovered.interrupted.len(), 1);
         assert_eq!(recovered.interrupted[0].id, "d3");
+    }
+
+    #[tokio::test]
+    async fn a_configuration_change_outside_a_deployment_is_kept_for_device_components_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("state.db");
+        {
+            let (store, _) = Store::open(&db).unwrap();
+            store.begin_deployment(deployment("d1")).await.unwrap();
+            let a = ComponentRecord {
+                name: "com.example.A".into(),
+                version: "1.0.0".into(),
+                config: serde_json::json!({"n": 1, "keep": true}),
+            };
+            store
+                .end_deployment("d1".into(), "SUCCEEDED", String::new(), Some(vec![a]))
+                .await
+                .unwrap();
+            store
+                .put_component_config(
+                    "com.example.A".into(),
+                    serde_json::json!({"n": 2, "keep": true}),
+                )
+                .await
+                .unwrap();
+            // Not on the device: nothing to change, nothing added.
+            store
+                .put_component_config("com.example.B".into(), serde_json::json!({"n": 3}))
+                .await
+                .unwrap();
+        }
+        let (_store, recovered) = Store::open(&db).unwrap();
+        assert_eq!(
+            recovered.components,
+            vec![ComponentRecord {
+                name: "com.example.A".into(),
+                version: "1.0.0".into(),
+                config: serde_json::json!({"n": 2, "keep": true}),
+            }]
+        );
     }
 }

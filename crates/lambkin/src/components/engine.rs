@@ -33,7 +33,7 @@ use super::triggers::Triggers;
 use crate::lambda::registry::Registry;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
-use crate::store::{ComponentRecord, DeploymentRecord, Store};
+use crate::store::{ComponentRecord, DeploymentRecord, Store, StoreError};
 
 /// How long a component may take to come up in a deployment beyond its own step timeouts.
 const START_SLACK: Duration = Duration::from_secs(5);
@@ -90,6 +90,9 @@ pub struct EngineSettings {
     pub ipc: Option<crate::ipc::ComponentIpc>,
     /// Local pub/sub, for the topics that trigger Lambda components (`pubsubTopics`).
     pub pubsub: crate::pubsub::PubSubHandle,
+    /// The broker connection, for Lambda components' `IOT_CORE` topics; `None` without
+    /// `[mqtt]`.
+    pub mqtt: Option<crate::mqtt::Mqtt>,
 }
 
 enum Command {
@@ -103,7 +106,8 @@ type Board = Arc<Mutex<BTreeMap<String, ComponentStatus>>>;
 
 /// Each component's effective configuration, shared with IPC (GetConfiguration,
 /// UpdateConfiguration, `accessControl`): set when the component starts in a deployment,
-/// dropped when it leaves. IPC reads it without waiting for a deployment in progress.
+/// dropped when it leaves. IPC reads and changes it without waiting for a deployment in
+/// progress; the engine takes its changes in when it plans, compares and records.
 type Configs = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
 
 /// A cloneable handle on the engine.
@@ -113,6 +117,9 @@ pub struct Engine {
     board: Board,
     configs: Configs,
     store: Store,
+    /// One configuration write to the store at a time (see
+    /// [`Engine::persist_configuration`]).
+    persisting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
@@ -151,7 +158,11 @@ impl Engine {
             graph.clone(),
         ));
         let mut actor = Actor {
-            triggers: Triggers::new(settings.pubsub.clone(), registry.clone()),
+            triggers: Triggers::new(
+                settings.pubsub.clone(),
+                settings.mqtt.clone(),
+                registry.clone(),
+            ),
             settings,
             store: store.clone(),
             registry,
@@ -196,6 +207,7 @@ impl Engine {
             board,
             configs,
             store,
+            persisting: Arc::default(),
         }
     }
 
@@ -231,7 +243,9 @@ impl Engine {
     }
 
     /// Changes a component's configuration in place (IPC UpdateConfiguration); `None` for a
-    /// component not on the device. The change lasts until the component is deployed again.
+    /// component not on the device. The change is in memory: [`Engine::persist_configuration`]
+    /// writes it to the store. A later deployment plans from the changed configuration, so
+    /// its RESET and MERGE apply on top of the change, as with the nucleus's config store.
     pub fn update_configuration<R>(
         &self,
         name: &str,
@@ -242,6 +256,21 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(name)
             .map(update)
+    }
+
+    /// Writes the component's configuration as it is now to the store, so that a change made
+    /// by [`Engine::update_configuration`] survives a restart of the host; returns once it
+    /// is on disk. Writes go one at a time, each reading the configuration when it goes, so
+    /// every change made before a write began is in it or in a later one: an update answered
+    /// after its write is durable, in order. A component gone from the device is not written.
+    pub async fn persist_configuration(&self, name: &str) -> Result<(), StoreError> {
+        let _one_at_a_time = self.persisting.lock().await;
+        let Some(config) = self.configuration(name) else {
+            return Ok(());
+        };
+        self.store
+            .put_component_config(name.to_owned(), config)
+            .await
     }
 
     /// A component's `accessControl` (its configuration's key of that name, in any case, as
@@ -470,6 +499,7 @@ impl Actor {
     /// instances) or removed (the Invoke API no longer finds it) until it is restarted or
     /// deployed again.
     async fn control(&mut self, name: &str, action: Control) -> Result<(), ControlError> {
+        self.absorb_configuration_updates();
         let c = self
             .running
             .get(name)
@@ -516,8 +546,42 @@ impl Actor {
         self.running
             .iter()
             .filter(|(_, c)| c.kind != Kind::Builtin)
-            .map(|(n, c)| (n.clone(), (c.version.clone(), c.config.clone())))
+            .map(|(n, c)| (n.clone(), (c.version.clone(), self.effective_config(n, c))))
             .collect()
+    }
+
+    /// A running component's configuration with the changes IPC made to it.
+    fn effective_config(&self, name: &str, c: &RunningComponent) -> serde_json::Value {
+        self.configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| c.config.clone())
+    }
+
+    /// Takes in the changes IPC made to running components' configurations (UpdateConfiguration)
+    /// since they started: what they run with now is what a deployment compares its plan
+    /// with (an unchanged component keeps running) and what a failed one rolls back to.
+    fn absorb_configuration_updates(&mut self) {
+        let configs = self
+            .configs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (name, c) in self.running.iter_mut() {
+            let Some(effective) = configs.get(name) else {
+                continue;
+            };
+            if *effective == c.config {
+                continue;
+            }
+            c.config = effective.clone();
+            if let Some(planned) = self.applied.components.get_mut(name) {
+                planned.config = effective.clone();
+                c.fingerprint = fingerprint(planned);
+            }
+        }
     }
 
     fn plan_from(
@@ -555,6 +619,7 @@ impl Actor {
         if let Err(e) = self.store.begin_deployment(record).await {
             return outcome("FAILED", format!("cannot record the deployment: {e}"));
         }
+        self.absorb_configuration_updates();
         let previous = self.current();
         let previous_plan = self.applied.clone();
         let mut brought = Vec::new();
@@ -580,6 +645,9 @@ impl Actor {
                         format!("{why}; components left as the deployment left them (DO_NOTHING)")
                     }
                 };
+                if request.failure_policy == FailurePolicy::Rollback {
+                    self.record_restored_configurations().await;
+                }
                 let committed =
                     (request.failure_policy == FailurePolicy::DoNothing).then(|| self.records());
                 ("FAILED", message, committed)
@@ -611,6 +679,21 @@ impl Actor {
         outcome(status, message)
     }
 
+    /// After a rollback: the device's components' configurations as they run again. A
+    /// component that the failed deployment had changed may have updated its configuration
+    /// over IPC meanwhile, and that update was recorded for the device's component.
+    async fn record_restored_configurations(&self) {
+        for record in self.records() {
+            if let Err(e) = self
+                .store
+                .put_component_config(record.name.clone(), record.config)
+                .await
+            {
+                tracing::error!(component = %record.name, error = %e, "cannot record the restored configuration");
+            }
+        }
+    }
+
     /// Records that the running components follow `plan`, as far as it got.
     fn settle(&mut self, plan: &Plan) {
         let running = &self.running;
@@ -624,7 +707,7 @@ impl Actor {
             .map(|(name, c)| ComponentRecord {
                 name: name.clone(),
                 version: c.version.to_string(),
-                config: c.config.clone(),
+                config: self.effective_config(name, c),
             })
             .collect()
     }
@@ -930,8 +1013,14 @@ impl Actor {
 
     async fn define_lambda(&self, c: &PlannedComponent) -> Result<(), String> {
         let (name, config, code_dir) = self.lambda_function(c)?;
+        // As a generic component's processes: the device's variables and its IPC token, so
+        // a handler can use IPC as the component, under the component's `accessControl`.
+        let mut env = self.settings.base_env.clone();
+        if let Some(ipc) = &self.settings.ipc {
+            env.extend(ipc.env_for(&c.name));
+        }
         self.registry
-            .define_for_component(name, config, code_dir)
+            .define_for_component(name, config, code_dir, env)
             .await
             .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
     }

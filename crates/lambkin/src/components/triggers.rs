@@ -1,37 +1,54 @@
 //! Topics that trigger Lambda functions: a Lambda component's `pubsubTopics`
 //! (`greengrass-reference.md` §1.3).
 //!
-//! Each entry of type `PUB_SUB` (wildcards allowed) becomes a local pub/sub subscription of
-//! the component, as [`Client::Component`] in [`ReceiveMode::All`]; every message it
-//! receives becomes one asynchronous invocation of the component's function:
+//! Each entry (wildcards allowed) becomes a subscription of the component: an entry of type
+//! `PUB_SUB` a local pub/sub subscription, as [`Client::Component`] in [`ReceiveMode::All`];
+//! an entry of type `IOT_CORE` a subscription at the broker, at QoS 1, through the host's
+//! MQTT connection ([`Mqtt::subscribe`], made again after every reconnect). Every message
+//! either receives becomes one asynchronous invocation of the component's function:
 //!
 //! - the event is the message: a JSON message's document, serialized, or a binary message's
-//!   bytes (a function whose `inputPayloadEncodingType` is `json` gets only JSON: a binary
-//!   message that is not JSON is dropped with a warning, as the Invoke API refuses it);
+//!   bytes (a broker message is bytes); a function whose `inputPayloadEncodingType` is
+//!   `json` gets only JSON: a binary message that is not JSON is dropped with a warning, as
+//!   the Invoke API refuses it;
 //! - the concrete topic reaches the handler as `context.client_context.custom["subject"]`,
 //!   as in Greengrass: the invocation carries the client context
 //!   `{"custom":{"subject":"<topic>"}}`;
 //! - messages of one entry are submitted in the order they arrive, one at a time (the next
 //!   is submitted once the function has admitted the previous one); two entries are two
-//!   subscriptions, each in its own order;
+//!   subscriptions, each in its own order; the function's lifecycle (pinned or on demand,
+//!   `maxInstancesCount`, `maxQueueSize`) then decides when each runs;
 //! - a full function queue drops the message: there is no caller to answer, so it is
-//!   counted and logged (at 1, 2, 4, 8… drops).
+//!   counted and logged (at 1, 2, 4, 8… drops). A broker subscription whose messages come
+//!   faster than the function admits them also drops at the connection, once its queue of
+//!   received messages is full (logged there).
 //!
-//! These invocations are **not persisted** in the store, unlike the Invoke API's `Event`s:
-//! local pub/sub promises no durability (no QoS, no retention, no redelivery; a
-//! subscriber's queue drops its oldest message when full), so a message is as durable as
-//! its trip through the router. A crash loses the invocations that were queued, as it
-//! loses the messages still queued in the router.
+//! An `IOT_CORE` entry on a host without `[mqtt]` is accepted, as Greengrass accepts it
+//! without a cloud connection: the deployment succeeds and a warning names the topic. A
+//! broker that is unreachable when the component starts gets the subscription when the
+//! connection comes up.
+//!
+//! Durability, honestly: these invocations are **not persisted** in the store, unlike the
+//! Invoke API's `Event`s.
+//! - Local pub/sub promises none (no QoS, no retention, no redelivery; a subscriber's queue
+//!   drops its oldest message when full), so a message is as durable as its trip through
+//!   the router.
+//! - From the broker, QoS 1 covers the trip to the host only: the connection acknowledges a
+//!   message when it arrives, before the function has run it, and its session is clean, so
+//!   a message is lost if the host crashes after receiving it and before the invocation
+//!   ends, and messages published while the host is disconnected are not delivered later.
+//!   At most once, end to end.
 //!
 //! Subscriptions start when the component's function is defined and end when the
-//! component is stopped, removed or replaced ([`Triggers::stop`] drops them). Entries of
-//! type `IOT_CORE` belong to the MQTT connection: they are parsed and left alone here.
+//! component is stopped, removed or replaced ([`Triggers::stop`] drops them).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use lambkin_proto::lambda::function::{FunctionName, PayloadEncoding};
@@ -40,7 +57,12 @@ use lambkin_proto::recipe::ComponentName;
 use crate::lambda::function::Refusal;
 use crate::lambda::invocation::{Completion, Invocation, RequestId};
 use crate::lambda::registry::Registry;
-use crate::pubsub::{Client, Filter, Message, Payload, PubSubHandle, ReceiveMode, Subscription};
+use crate::mqtt::{IncomingMessage, Mqtt};
+use crate::pubsub::{Client, Filter, Payload, PubSubHandle, ReceiveMode, Subscription};
+
+/// How long starting a component waits for the broker to acknowledge its subscriptions;
+/// past it the component starts anyway and the subscriptions complete in the background.
+const SUBACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a `pubsubTopics` entry's messages come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,21 +119,48 @@ pub fn event_sources(config: &serde_json::Value) -> (Vec<EventSource>, Vec<Strin
 #[derive(Debug)]
 pub struct Triggers {
     pubsub: PubSubHandle,
+    mqtt: Option<Mqtt>,
     registry: Registry,
     running: BTreeMap<String, Vec<JoinHandle<()>>>,
 }
 
+/// Where one subscription's messages come from.
+enum Feed {
+    Local(Subscription),
+    Broker(mpsc::Receiver<IncomingMessage>),
+}
+
+impl Feed {
+    /// The next message: its topic and payload.
+    async fn next(&mut self) -> Option<(String, Payload)> {
+        match self {
+            Self::Local(subscription) => subscription
+                .recv()
+                .await
+                .map(|m| (m.topic.as_str().to_owned(), m.payload)),
+            Self::Broker(messages) => messages
+                .recv()
+                .await
+                .map(|m| (m.topic, Payload::Binary(m.payload))),
+        }
+    }
+}
+
 impl Triggers {
-    pub fn new(pubsub: PubSubHandle, registry: Registry) -> Self {
+    /// Triggers fed by local pub/sub and, when the host has one, the broker connection.
+    pub fn new(pubsub: PubSubHandle, mqtt: Option<Mqtt>, registry: Registry) -> Self {
         Self {
             pubsub,
+            mqtt,
             registry,
             running: BTreeMap::new(),
         }
     }
 
-    /// Subscribes the Lambda component `component` to its `PUB_SUB` topics, replacing any
-    /// subscriptions it had. When this returns, messages published are delivered.
+    /// Subscribes the Lambda component `component` to its `pubsubTopics`, replacing any
+    /// subscriptions it had. When this returns, messages published locally are delivered,
+    /// and so are broker messages once the broker has acknowledged the subscription (waited
+    /// for up to [`SUBACK_WAIT`] while connected).
     pub async fn start(&mut self, component: &str, config: &serde_json::Value) {
         self.stop(component);
         let (Ok(function), Ok(client_name)) = (
@@ -125,42 +174,66 @@ impl Triggers {
             tracing::warn!(%component, "{problem}");
         }
         let mut tasks = Vec::new();
+        let mut acknowledged = Vec::new();
         for source in sources {
-            if source.kind == SourceType::IotCore {
-                tracing::debug!(%component, topic = %source.topic, "IOT_CORE topic: left to the MQTT connection");
-                continue;
-            }
+            let kind = match source.kind {
+                SourceType::PubSub => "PUB_SUB",
+                SourceType::IotCore => "IOT_CORE",
+            };
             let filter = match Filter::parse(&source.topic) {
                 Ok(f) => f,
                 Err(e) => {
-                    tracing::warn!(%component, topic = %source.topic, error = %e, "PUB_SUB topic is not a valid filter; ignored");
+                    tracing::warn!(%component, topic = %source.topic, error = %e, "{kind} topic is not a valid filter; ignored");
                     continue;
                 }
             };
-            let subscription = match self
-                .pubsub
-                .subscribe(
-                    Client::Component(client_name.clone()),
-                    filter,
-                    ReceiveMode::All,
-                )
-                .await
-            {
-                Ok(s) => s,
-                Err(_) => {
-                    tracing::warn!(%component, "local pub/sub has stopped; no triggers");
-                    break;
+            match source.kind {
+                SourceType::PubSub => {
+                    let subscription = match self
+                        .pubsub
+                        .subscribe(
+                            Client::Component(client_name.clone()),
+                            filter,
+                            ReceiveMode::All,
+                        )
+                        .await
+                    {
+                        Ok(s) => s,
+                        Err(_) => {
+                            tracing::warn!(%component, "local pub/sub has stopped; no triggers");
+                            continue;
+                        }
+                    };
+                    tracing::debug!(%component, topic = %source.topic, "PUB_SUB topic triggers the function");
+                    tasks.push(tokio::spawn(forward(
+                        Feed::Local(subscription),
+                        self.registry.clone(),
+                        function.clone(),
+                    )));
                 }
-            };
-            tracing::debug!(%component, topic = %source.topic, "PUB_SUB topic triggers the function");
-            tasks.push(tokio::spawn(forward(
-                subscription,
-                self.registry.clone(),
-                function.clone(),
-            )));
+                SourceType::IotCore => {
+                    let Some(mqtt) = self.mqtt.clone() else {
+                        tracing::warn!(%component, topic = %source.topic, "IOT_CORE topic accepted, but the host has no [mqtt] broker: nothing will arrive on it");
+                        continue;
+                    };
+                    let (subscribed, ack) = oneshot::channel();
+                    acknowledged.push(ack);
+                    tasks.push(tokio::spawn(subscribe_and_forward(
+                        mqtt,
+                        source.topic,
+                        subscribed,
+                        self.registry.clone(),
+                        function.clone(),
+                    )));
+                }
+            }
         }
         if !tasks.is_empty() {
             self.running.insert(component.to_owned(), tasks);
+        }
+        let all = all_acknowledged(acknowledged);
+        if tokio::time::timeout(SUBACK_WAIT, all).await.is_err() {
+            tracing::warn!(%component, "the broker has not acknowledged every IOT_CORE subscription yet; they complete in the background");
         }
     }
 
@@ -173,21 +246,50 @@ impl Triggers {
     }
 }
 
+/// Waits for every acknowledgement (a dropped sender counts as one).
+async fn all_acknowledged(acks: Vec<oneshot::Receiver<()>>) {
+    for ack in acks {
+        let _ = ack.await;
+    }
+}
+
+/// Subscribes at the broker (QoS 1), says so, then forwards the subscription's messages.
+async fn subscribe_and_forward(
+    mqtt: Mqtt,
+    topic: String,
+    subscribed: oneshot::Sender<()>,
+    registry: Registry,
+    function: FunctionName,
+) {
+    let messages = match mqtt.subscribe(&topic, true).await {
+        Ok(messages) => messages,
+        Err(e) => {
+            tracing::warn!(%function, %topic, error = %e, "cannot subscribe to the IOT_CORE topic; it triggers nothing");
+            return;
+        }
+    };
+    tracing::debug!(%function, %topic, "IOT_CORE topic triggers the function");
+    let _ = subscribed.send(());
+    forward(Feed::Broker(messages), registry, function).await;
+}
+
 /// One subscription's messages → invocations of `function`, in order.
-async fn forward(mut subscription: Subscription, registry: Registry, function: FunctionName) {
+async fn forward(mut feed: Feed, registry: Registry, function: FunctionName) {
     let dropped = Arc::new(AtomicU64::new(0));
-    while let Some(message) = subscription.recv().await {
+    while let Some((topic, payload)) = feed.next().await {
         let Some((handle, spec)) = registry.lookup(&function) else {
-            count_drop(&dropped, &function, &message, "the function is not defined");
+            count_drop(&dropped, &function, &topic, "the function is not defined");
             continue;
         };
-        let Some(invocation) =
-            invocation(&message, spec.config.greengrass.input_payload_encoding_type)
-        else {
+        let Some(invocation) = invocation(
+            &topic,
+            &payload,
+            spec.config.greengrass.input_payload_encoding_type,
+        ) else {
             count_drop(
                 &dropped,
                 &function,
-                &message,
+                &topic,
                 "a binary message that is not JSON, for a function that takes json",
             );
             continue;
@@ -197,22 +299,19 @@ async fn forward(mut subscription: Subscription, registry: Registry, function: F
             Err(Refusal::QueueFull { max_queue }) => count_drop(
                 &dropped,
                 &function,
-                &message,
+                &topic,
                 &format!("the function's queue of {max_queue} invocations is full"),
             ),
-            Err(Refusal::ShuttingDown) => count_drop(
-                &dropped,
-                &function,
-                &message,
-                "the function is shutting down",
-            ),
+            Err(Refusal::ShuttingDown) => {
+                count_drop(&dropped, &function, &topic, "the function is shutting down")
+            }
         }
     }
 }
 
 /// The invocation a message makes, or `None` when the function cannot take it.
-pub fn invocation(message: &Message, encoding: PayloadEncoding) -> Option<Invocation> {
-    let payload = match &message.payload {
+pub fn invocation(topic: &str, payload: &Payload, encoding: PayloadEncoding) -> Option<Invocation> {
+    let payload = match payload {
         Payload::Json(value) => Bytes::from(serde_json::to_vec(value.as_ref()).ok()?),
         Payload::Binary(bytes) => {
             if encoding == PayloadEncoding::Json
@@ -227,7 +326,7 @@ pub fn invocation(message: &Message, encoding: PayloadEncoding) -> Option<Invoca
         PayloadEncoding::Json => "application/json",
         PayloadEncoding::Binary => "application/octet-stream",
     };
-    let client_context = serde_json::json!({"custom": {"subject": message.topic.as_str()}});
+    let client_context = serde_json::json!({"custom": {"subject": topic}});
     Some(Invocation {
         request_id: RequestId::new(),
         payload,
@@ -239,19 +338,19 @@ pub fn invocation(message: &Message, encoding: PayloadEncoding) -> Option<Invoca
     })
 }
 
-fn count_drop(dropped: &AtomicU64, function: &FunctionName, message: &Message, why: &str) {
+fn count_drop(dropped: &AtomicU64, function: &FunctionName, topic: &str, why: &str) {
     let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
     if n.is_power_of_two() {
-        tracing::warn!(%function, topic = %message.topic.as_str(), dropped = n, "a message that triggers the function was dropped: {why}");
+        tracing::warn!(%function, topic = %topic, dropped = n, "a message that triggers the function was dropped: {why}");
     } else {
-        tracing::debug!(%function, topic = %message.topic.as_str(), dropped = n, "a message that triggers the function was dropped: {why}");
+        tracing::debug!(%function, topic = %topic, dropped = n, "a message that triggers the function was dropped: {why}");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pubsub::Topic;
+    use crate::pubsub::{Message, Topic};
 
     #[test]
     fn entries_are_read_in_key_order_and_bad_ones_named() {
@@ -290,7 +389,12 @@ mod tests {
             topic: Topic::parse("sensors/kitchen/temp").unwrap(),
             payload: Payload::Json(Arc::new(serde_json::json!({"c": 21}))),
         };
-        let inv = invocation(&message, PayloadEncoding::Json).unwrap();
+        let inv = invocation(
+            message.topic.as_str(),
+            &message.payload,
+            PayloadEncoding::Json,
+        )
+        .unwrap();
         assert_eq!(&inv.payload[..], br#"{"c":21}"#);
         let context: serde_json::Value =
             serde_json::from_str(inv.client_context.as_deref().unwrap()).unwrap();
@@ -301,8 +405,14 @@ mod tests {
             topic: Topic::parse("raw").unwrap(),
             payload: Payload::Binary(Bytes::from_static(b"\x00\x01")),
         };
-        assert!(invocation(&binary, PayloadEncoding::Json).is_none());
-        let inv = invocation(&binary, PayloadEncoding::Binary).unwrap();
+        assert!(invocation("raw", &binary.payload, PayloadEncoding::Json).is_none());
+        let inv = invocation("raw", &binary.payload, PayloadEncoding::Binary).unwrap();
         assert_eq!(&inv.payload[..], b"\x00\x01");
+
+        // A broker message is bytes: JSON bytes are a json function's event as they are.
+        let from_broker = Payload::Binary(Bytes::from_static(br#"{"c": 22}"#));
+        let inv = invocation("sensors/hall/temp", &from_broker, PayloadEncoding::Json).unwrap();
+        assert_eq!(&inv.payload[..], br#"{"c": 22}"#);
+        assert_eq!(inv.content_type.as_deref(), Some("application/json"));
     }
 }

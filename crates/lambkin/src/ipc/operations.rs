@@ -172,7 +172,10 @@ pub async fn dispatch(services: &Arc<Services>, request: Request) -> Outcome {
             Err(e) => reply(Err(e)),
         },
         GetConfiguration => reply(get_configuration(s, p, &payload)),
-        UpdateConfiguration => reply(update_configuration(s, p, &payload)),
+        UpdateConfiguration => match update_configuration(s, p, &payload) {
+            Ok(answer) => Outcome::Later(persisted(s, p, answer)),
+            Err(e) => reply(Err(e)),
+        },
         SubscribeToConfigurationUpdate => match subscribe_to_configuration(s, p, &payload) {
             Ok((component, key_path)) => Outcome::Configuration {
                 component,
@@ -463,6 +466,24 @@ fn update_configuration(
         });
     }
     Ok(EMPTY.to_vec())
+}
+
+/// Answers an UpdateConfiguration once the changed configuration is on disk, so that it
+/// survives a restart of the host.
+fn persisted(s: &Services, principal: &ComponentName, answer: Vec<u8>) -> Pending {
+    let engine = s.engine.clone();
+    let component = principal.as_str().to_owned();
+    Box::pin(async move {
+        engine
+            .persist_configuration(&component)
+            .await
+            .map_err(|e| {
+                IpcError::service(format!(
+                    "the configuration changed, but the change could not be saved: {e}"
+                ))
+            })?;
+        Ok(answer)
+    })
 }
 
 fn subscribe_to_configuration(

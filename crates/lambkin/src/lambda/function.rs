@@ -36,6 +36,11 @@ pub struct FunctionSpec {
     pub shutdown_grace: Duration,
     /// The host's root, marked on every instance process (see [`crate::orphans`]).
     pub host_root: PathBuf,
+    /// Variables a Lambda component gives its function: its IPC token (`SVCUID`,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`), the IPC socket and the device's variables.
+    /// Empty for a function created through the management API: it belongs to no
+    /// component, so it has no principal to use IPC as.
+    pub component_env: BTreeMap<String, String>,
 }
 
 impl FunctionSpec {

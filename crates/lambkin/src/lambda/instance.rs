@@ -418,6 +418,7 @@ fn launch(spec: &FunctionSpec, runtime_api: &str) -> std::io::Result<tokio::proc
         uuid::Uuid::new_v4().simple()
     );
     cmd.envs(&config.environment)
+        .envs(&spec.component_env)
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
         .env("LAMBDA_TASK_ROOT", &spec.code_dir)
         .env("LAMBDA_RUNTIME_DIR", &spec.launch.runtime_dir)

@@ -222,6 +222,16 @@ impl Registry {
         record: &FunctionRecord,
         code_dir: PathBuf,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
+        self.spec_with_env(record, code_dir, BTreeMap::new()).await
+    }
+
+    /// The spec, with the variables a component's function gets from its component.
+    async fn spec_with_env(
+        &self,
+        record: &FunctionRecord,
+        code_dir: PathBuf,
+        component_env: BTreeMap<String, String>,
+    ) -> Result<Arc<FunctionSpec>, ManageError> {
         let launch = self
             .inner
             .runtimes
@@ -240,6 +250,7 @@ impl Registry {
             init_timeout: self.inner.host.init_timeout,
             shutdown_grace: self.inner.host.shutdown_grace,
             host_root: self.inner.layout.root().to_owned(),
+            component_env,
         }))
     }
 
@@ -456,11 +467,14 @@ impl Registry {
     }
 
     /// Defines or replaces the function of a Greengrass Lambda component (not persisted here).
+    /// `component_env` is what the component gives its function's processes (IPC token and
+    /// socket, device variables): set after the function's own `Environment`, so it wins.
     pub async fn define_for_component(
         &self,
         name: FunctionName,
         config: FunctionConfig,
         code_dir: PathBuf,
+        component_env: BTreeMap<String, String>,
     ) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
         check_entry_point(&code_dir, &config.runtime, config.handler.as_deref())?;
@@ -475,7 +489,7 @@ impl Registry {
             code_size: 0,
             last_modified: timestamp::lambda_last_modified(SystemTime::now()),
         };
-        let spec = self.spec(&record, code_dir).await?;
+        let spec = self.spec_with_env(&record, code_dir, component_env).await?;
         let old = self.write_map().remove(&name);
         if let Some(old) = old {
             old.handle.shutdown(InvocationAbort::FunctionRemoved).await;

@@ -1,0 +1,234 @@
+"""The messaging round trip through a real MQTT broker (Mosquitto, on a free loopback port):
+a paho-mqtt client publishes to a topic that triggers a Lambda function (a Greengrass Lambda
+component, NoContainer, whose `pubsubTopics` hold an IOT_CORE topic with a wildcard); the
+function's Python handler publishes its result over Greengrass IPC with the AWS IoT Device
+SDK v2 (PublishToIoTCore, under the component's accessControl), and the paho client receives
+it, with the topic that triggered it (the client context's subject).
+
+The same function changes its own configuration with UpdateConfiguration: the change survives
+a restart of the host, and later deployments' MERGE and RESET apply on top of it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from support import zip_files
+
+paho = pytest.importorskip("paho.mqtt.client")
+pytest.importorskip("awsiot.greengrasscoreipc")
+
+from test_mqtt import Broker, until  # noqa: E402  (after the skips above)
+
+HERE = Path(__file__).parent / "mqtt_trigger"
+NAME = "com.lambkin.conformance.MqttTrigger"
+VERSION = "1.0.0"
+DEADLINE = 60.0
+# How often a request is published again until its answer arrives: the host's broker
+# subscription may not be made yet right after the host (re)starts.
+RESEND = 2.0
+
+
+class Host:
+    """A host with the broker configured and the suite's Python (it has awsiotsdk) as the
+    interpreter of Python functions."""
+
+    def __init__(self, binary: Path, base: Path, broker_port: int):
+        self.binary = binary
+        self.base = base
+        self.root = base / "root"
+        (self.root / "state").mkdir(parents=True)
+        (self.root / "config.toml").write_text(
+            'thing_name = "conformance-thing"\n'
+            "[lambda]\n"
+            f"python = {json.dumps(sys.executable)}\n"
+            "[mqtt]\n"
+            f'url = "mqtt://127.0.0.1:{broker_port}"\n'
+            "reconnect_min_ms = 50\n"
+            "reconnect_max_ms = 200\n"
+        )
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        addr = self.root / "state" / "api.addr"
+        addr.unlink(missing_ok=True)
+        out = open(self.base / f"host-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(self.binary), "run", "--root", str(self.root), "--listen", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
+
+        def ready():
+            if self.proc.poll() is not None:
+                pytest.fail(f"host exited with {self.proc.returncode}\n{self.output()}")
+            return addr.is_file()
+
+        until(ready, "the host writing api.addr", self.output)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            assert self.proc.returncode == 0, self.output()
+
+    def deploy(self, *args: str) -> None:
+        result = subprocess.run(
+            [str(self.binary), "deploy", "--root", str(self.root), *args],
+            capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr + self.output()
+
+    def output(self) -> str:
+        logs = [p.read_text(errors="replace")[-6000:] for p in sorted(self.base.glob("host-*.log"))]
+        function = self.root / "logs" / f"{NAME}.log"
+        if function.exists():
+            logs.append(function.read_text(errors="replace")[-6000:])
+        return "\n---\n".join(logs)
+
+
+class Device:
+    """A paho-mqtt client: publishes requests to lambkin/trigger/<device>/in and collects
+    the function's results from lambkin/trigger/result/#."""
+
+    def __init__(self, port: int):
+        self.results: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.ids = itertools.count()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                                  client_id="lambkin-conformance-trigger")
+        self.client.on_connect = lambda c, *a: c.subscribe("lambkin/trigger/result/#", qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        until(self.subscribed.is_set, "the paho subscription")
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.results.append((message.topic, json.loads(message.payload)))
+
+    def publish(self, topic: str, event: dict) -> None:
+        self.client.publish(topic, json.dumps(event), qos=1).wait_for_publish(30)
+
+    def answers(self, request_id: str) -> list[tuple[str, dict]]:
+        with self.lock:
+            return [(t, r) for t, r in self.results if r.get("id") == request_id]
+
+    def request(self, device: str, event: dict, host: Host) -> tuple[str, dict]:
+        """Publishes `event` with a fresh id until its result arrives; returns the first
+        (topic, result)."""
+        request_id = f"r{next(self.ids)}"
+        event = {**event, "id": request_id}
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            self.publish(f"lambkin/trigger/{device}/in", event)
+            resend = time.monotonic() + RESEND
+            while time.monotonic() < resend:
+                got = self.answers(request_id)
+                if got:
+                    return got[0]
+                time.sleep(0.02)
+        pytest.fail(f"no result for {event} within {DEADLINE:.0f}s\n{host.output()}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def setup(lambkin_bin, tmp_path_factory):
+    base = tmp_path_factory.mktemp("mqtt-trigger")
+    broker_dir = base / "broker"
+    broker_dir.mkdir()
+    broker = Broker(broker_dir)
+    broker.start()
+    device = Device(broker.port)
+    host = Host(lambkin_bin, base, broker.port)
+    host.start()
+    recipes, artifacts = base / "recipes", base / "artifacts"
+    recipes.mkdir()
+    d = artifacts / NAME / VERSION
+    d.mkdir(parents=True)
+    code = zip_files({"handler.py": HERE / "handler.py"}, d / "lambda-artifact.zip")
+    recipe = json.loads((HERE / "recipe.json").read_text())
+    recipe["Manifests"][0]["Artifacts"][0]["Digest"] = base64.b64encode(
+        hashlib.sha256(code).digest()).decode()
+    (recipes / f"{NAME}-{VERSION}.json").write_text(json.dumps(recipe))
+    host.deploy("-r", str(recipes), "-a", str(artifacts), "-m", f"{NAME}={VERSION}")
+    yield device, host
+    device.close()
+    host.stop()
+    broker.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_broker_message_triggers_the_function_and_its_ipc_publish_reaches_paho(setup):
+    device, host = setup
+    topic, result = device.request("kitchen", {"value": 21}, host)
+    assert topic == "lambkin/trigger/result/kitchen"
+    assert result["subject"] == "lambkin/trigger/kitchen/in"
+    assert result["doubled"] == 42
+
+    # A topic the wildcard does not match triggers nothing. The function runs one
+    # invocation at a time, in arrival order: had it been triggered, its answer would come
+    # before those of the batch published after it.
+    device.publish("lambkin/trigger/kitchen/out", {"id": "unmatched", "value": 1})
+    batch = [f"b{i}" for i in range(5)]
+    for i, request_id in enumerate(batch):
+        device.publish("lambkin/trigger/hall/in", {"id": request_id, "value": i})
+    until(lambda: all(device.answers(r) for r in batch), "the batch's results", host.output)
+    assert device.answers("unmatched") == []
+    with device.lock:
+        order = [r["id"] for _, r in device.results if r["id"] in batch]
+    assert order == batch
+    for i, request_id in enumerate(batch):
+        topic, result = device.answers(request_id)[0]
+        assert topic == "lambkin/trigger/result/hall"
+        assert result == {"id": request_id, "subject": "lambkin/trigger/hall/in",
+                          "doubled": 2 * i}
+
+
+def test_update_configuration_survives_a_restart_and_deployments_apply_on_top(setup):
+    device, host = setup
+    _, answer = device.request("config", {"op": "update", "state": {"n": 2}}, host)
+    assert answer["updated"] is True
+    _, answer = device.request("config", {"op": "get"}, host)
+    assert answer["state"] == {"n": 2, "label": "default"}
+
+    host.stop()
+    host.start()
+    _, answer = device.request("config", {"op": "get"}, host)
+    assert answer["state"] == {"n": 2, "label": "default"}, "the update did not survive"
+
+    # MERGE applies on top of the updated configuration: the update stays.
+    host.deploy("-c", json.dumps({NAME: {"MERGE": {"state": {"label": "merged"}}}}))
+    _, answer = device.request("config", {"op": "get"}, host)
+    assert answer["state"] == {"n": 2, "label": "merged"}
+
+    # RESET puts the updated key back to the recipe's default.
+    host.deploy("-c", json.dumps({NAME: {"RESET": ["/state/n"]}}))
+    _, answer = device.request("config", {"op": "get"}, host)
+    assert answer["state"] == {"n": 0, "label": "merged"}
+
+    # And what the deployments made is what the host starts with.
+    host.stop()
+    host.start()
+    _, answer = device.request("config", {"op": "get"}, host)
+    assert answer["state"] == {"n": 0, "label": "merged"}
