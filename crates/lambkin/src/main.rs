@@ -8,6 +8,9 @@ use lambkin::cli::{self, Cli, Command, EXIT_CONFIG};
 use lambkin::host::{self, RunOptions};
 
 fn main() -> ExitCode {
+    if let Some(code) = lambkin::lambda::sandbox::run_if_init() {
+        return ExitCode::from(code);
+    }
     lambkin_sys::return_freed_memory_promptly();
     let cli = Cli::parse();
     // One thread runs the whole host: an invocation crosses several tasks (API connection,

@@ -295,17 +295,20 @@ async fn the_seed_lambda_recipe_deploys_with_only_its_digest_changed_and_answers
         text(&reply.body)
     );
     let mut result = support::json(&reply);
-    let pid = result["pid"].take();
+    let instance = result["instance"].take();
     assert_eq!(
         result,
-        json!({"greeting": "hello edge", "function": "example-lambda-python", "cwd_has_code": true, "pid": null})
+        json!({"greeting": "hello edge", "function": "example-lambda-python", "cwd_has_code": true, "instance": null})
     );
     // And so does the CLI.
     let out = device.cli(&["invoke", "example-lambda-python", r#"{"name":"cli"}"#]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["greeting"], "hello cli");
-    assert_eq!(result["pid"], pid, "a pinned function keeps its instance");
+    assert_eq!(
+        result["instance"], instance,
+        "a pinned function keeps its instance"
+    );
 
     // Stop and restart act on the function as on any component.
     let out = device.cli(&["stop", "example-lambda-python"]);
@@ -326,14 +329,14 @@ async fn the_seed_lambda_recipe_deploys_with_only_its_digest_changed_and_answers
     assert_eq!(reply.status, 200, "{}", text(&reply.body));
     let result = support::json(&reply);
     assert_eq!(result["greeting"], "hello again");
-    assert_ne!(result["pid"], pid, "restarted on a new instance");
+    assert_ne!(result["instance"], instance, "restarted on a new instance");
     let out = device.cli(&["restart", "example-lambda-python"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let reply = device
         .host
         .invoke("example-lambda-python", &json!({}))
         .await;
-    assert_ne!(support::json(&reply)["pid"], result["pid"]);
+    assert_ne!(support::json(&reply)["instance"], result["instance"]);
     // Built-in components are not Lambkin's to restart.
     let out = device.cli(&["restart", "aws.greengrass.LambdaLauncher"]);
     assert!(!out.status.success());

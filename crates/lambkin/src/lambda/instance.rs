@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use lambkin_proto::lambda::function::Isolation;
 use lambkin_proto::lambda::invoke::LATEST;
 use lambkin_proto::lambda::runtime_api::{self as rt, Route, RuntimeApiError};
 use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
@@ -31,6 +32,7 @@ use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 use super::function::{FunctionReport, FunctionSpec};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
 use super::logs::{self, LogTail, Report};
+use super::sandbox;
 use super::scheduler::InstanceId;
 use crate::logfile::Level;
 use crate::timestamp;
@@ -272,6 +274,8 @@ struct Instance {
     stderr: OutputPipe,
     deadline: Option<Instant>,
     timed_out_init: bool,
+    /// A containerised instance's cgroup (removed with the instance).
+    sandbox: Option<sandbox::InstanceCgroup>,
 }
 
 /// Runs the instance to its end; returns the init failure if it never became ready.
@@ -305,7 +309,14 @@ async fn run(
         Err(e) => return Some(InitFailure::LaunchFailed(e.to_string())),
     };
     let server = AbortOnDrop(tokio::spawn(serve_runtime_api(listener, api_tx)));
-    let mut child = match launch(&spec, &addr.to_string()) {
+    let sandbox = match sandbox::prepare(&spec, id) {
+        Ok(sandbox) => sandbox,
+        Err(why) => {
+            spec.log.write_lines(Level::Warn, why.as_bytes());
+            return Some(InitFailure::LaunchFailed(why));
+        }
+    };
+    let mut child = match launch(&spec, &addr.to_string(), sandbox.as_ref()) {
         Ok(child) => child,
         Err(e) => {
             let why = format!("cannot start {}: {e}", spec.launch.program.display());
@@ -332,6 +343,7 @@ async fn run(
         stderr: OutputPipe::new(stderr, Level::Warn),
         deadline: Some(Instant::now() + spec.init_timeout),
         timed_out_init: false,
+        sandbox,
         spec,
     };
     let status = loop {
@@ -351,11 +363,20 @@ async fn run(
     inst.drain_output();
     // Whatever the runtime left behind in its process group goes with it.
     inst.kill();
-    let how = match &status {
+    let mut how = match &status {
         Ok(status) => describe_exit(*status),
         Err(e) => format!("unknown exit: {e}"),
     };
-    inst.on_exit(how).await
+    let out_of_memory = inst.sandbox.as_ref().is_some_and(|s| s.oom_killed());
+    if let Some(limit) = inst
+        .sandbox
+        .as_ref()
+        .map(|s| s.limit_kib())
+        .filter(|_| out_of_memory)
+    {
+        how = format!("{how} (out of memory: the limit is {limit} KB)");
+    }
+    inst.on_exit(how, out_of_memory).await
 }
 
 /// Reads what both pipes hold now into the log (and the tail).
@@ -402,11 +423,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn launch(spec: &FunctionSpec, runtime_api: &str) -> std::io::Result<tokio::process::Child> {
+fn launch(
+    spec: &FunctionSpec,
+    runtime_api: &str,
+    sandbox: Option<&sandbox::InstanceCgroup>,
+) -> std::io::Result<tokio::process::Child> {
     let config = &spec.config;
-    let mut cmd = std::process::Command::new(&spec.launch.program);
-    cmd.args(&spec.launch.args)
-        .current_dir(&spec.code_dir)
+    let mut cmd = match (&config.greengrass.isolation, sandbox) {
+        (Isolation::GreengrassContainer(params), Some(cgroup)) => sandbox::command(
+            spec.name.as_str(),
+            params,
+            &spec.code_dir,
+            &spec.launch,
+            &spec.host_root,
+            cgroup,
+            None,
+        )?,
+        _ => {
+            let mut cmd = std::process::Command::new(&spec.launch.program);
+            cmd.args(&spec.launch.args);
+            cmd
+        }
+    };
+    cmd.current_dir(&spec.code_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -456,6 +495,11 @@ fn launch(spec: &FunctionSpec, runtime_api: &str) -> std::io::Result<tokio::proc
         Some(e) => cmd.env("AWS_EXECUTION_ENV", e),
         None => cmd.env_remove("AWS_EXECUTION_ENV"),
     };
+    if sandbox.is_some() {
+        let (task_root, runtime_dir) = sandbox::inside_dirs(&spec.code_dir, &spec.launch);
+        cmd.env("LAMBDA_TASK_ROOT", task_root)
+            .env("LAMBDA_RUNTIME_DIR", runtime_dir);
+    }
     cmd.env(crate::orphans::MARKER, &spec.host_root);
     lambkin_sys::kill_when_parent_dies(&mut cmd);
     tokio::process::Command::from(cmd)
@@ -787,7 +831,10 @@ impl Instance {
         let report = Report {
             duration,
             memory_size_mb: self.spec.config.memory_size_mb,
-            max_memory_used_mb: self.memory.as_ref().map_or(0, |m| m.peak_mb()),
+            max_memory_used_mb: match &self.sandbox {
+                Some(sandbox) => sandbox.peak_mb().unwrap_or(0),
+                None => self.memory.as_ref().map_or(0, |m| m.peak_mb()),
+            },
             init_duration,
             timed_out,
         };
@@ -833,7 +880,7 @@ impl Instance {
         }
     }
 
-    async fn on_exit(mut self, how: String) -> Option<InitFailure> {
+    async fn on_exit(mut self, how: String, out_of_memory: bool) -> Option<InitFailure> {
         let phase = std::mem::replace(&mut self.phase, Phase::Ending);
         if let Some(inv) = self.undelivered.take() {
             inv.abort(InvocationAbort::ShuttingDown).await;
@@ -860,7 +907,12 @@ impl Instance {
                 );
                 self.phase = Phase::Busy(current);
                 self.log_line(&message);
-                self.finish(error_body("Runtime.ExitError", &message), None, true, false)
+                let error_type = if out_of_memory {
+                    "Runtime.OutOfMemory"
+                } else {
+                    "Runtime.ExitError"
+                };
+                self.finish(error_body(error_type, &message), None, true, false)
                     .await;
                 None
             }

@@ -11,7 +11,7 @@
 //! Runtime API stays on loopback: the network namespace is the host's.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,9 @@ use serde_json::Value;
 
 use lambkin_proto::lambda::function::{Access, ContainerParams, Device, Isolation, Volume};
 
+use super::function::FunctionSpec;
+use super::runtimes::Launch;
+use super::scheduler::InstanceId;
 use crate::cgroup::{self, Cgroup, Limits};
 
 /// The hidden subcommand that runs [`init_main`].
@@ -255,6 +258,81 @@ impl Drop for InstanceCgroup {
     }
 }
 
+/// The command that starts one containerised instance: this binary (through `/proc/self/exe`,
+/// which stays valid even if the file is replaced) as the sandbox init, told where the code,
+/// the runtime client, the volumes and the devices are, and the program to run inside.
+pub fn command(
+    name: &str,
+    params: &ContainerParams,
+    code_dir: &Path,
+    launch: &Launch,
+    host_root: &Path,
+    cgroup: &InstanceCgroup,
+    run_as: Option<(u32, u32, Vec<u32>)>,
+) -> std::io::Result<std::process::Command> {
+    let scratch = host_root.join("sandbox");
+    std::fs::create_dir_all(&scratch)?;
+    let runtime_dir = if launch.runtime_dir == code_dir {
+        PathBuf::new()
+    } else {
+        launch.runtime_dir.clone()
+    };
+    let inside = |p: &Path| inside_path(p, code_dir, &runtime_dir);
+    let spec = InitSpec {
+        cgroup_procs: cgroup.procs_files(),
+        scratch,
+        hostname: name.chars().take(64).collect(),
+        code_dir: code_dir.to_owned(),
+        runtime_dir: runtime_dir.clone(),
+        mount_ro_sysfs: params.mount_ro_sysfs,
+        volumes: params.volumes.clone(),
+        devices: params.devices.clone(),
+        program: inside(&launch.program),
+        args: launch.args.iter().map(|a| inside(Path::new(a))).collect(),
+        run_as,
+    };
+    let spec = serde_json::to_string(&spec)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg(INIT_COMMAND).arg(spec);
+    Ok(cmd)
+}
+
+/// `LAMBDA_TASK_ROOT` and `LAMBDA_RUNTIME_DIR` as a containerised runtime sees them.
+pub fn inside_dirs(code_dir: &Path, launch: &Launch) -> (PathBuf, PathBuf) {
+    (
+        PathBuf::from(Isolation::CODE_PATH),
+        inside_path(&launch.runtime_dir, code_dir, &launch.runtime_dir),
+    )
+}
+
+/// The cgroup of a new instance of `spec`, or `None` for a plain process.
+pub fn prepare(
+    spec: &FunctionSpec,
+    instance: InstanceId,
+) -> Result<Option<InstanceCgroup>, String> {
+    match &spec.config.greengrass.isolation {
+        Isolation::NoContainer => Ok(None),
+        Isolation::GreengrassContainer(params) => {
+            let name = format!("{}.{}.{}", std::process::id(), spec.name, instance.0);
+            InstanceCgroup::create(&name, params)
+                .map(Some)
+                .map_err(|e| format!("cannot create the container's cgroup: {e}"))
+        }
+    }
+}
+
+/// Runs the sandbox init when this process was started as `lambkin sandbox-init SPEC` (a
+/// hidden command, dispatched before the CLI is parsed); returns its exit code if it failed.
+pub fn run_if_init() -> Option<u8> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != INIT_COMMAND {
+        return None;
+    }
+    let spec = args.next().unwrap_or_default();
+    Some(u8::try_from(init_main(&spec)).unwrap_or(1))
+}
+
 /// The entry point of `lambkin sandbox-init SPEC`: sets up the container and execs the
 /// runtime. Returns only on failure, with the exit code to use.
 pub fn init_main(spec: &OsString) -> i32 {
@@ -300,11 +378,7 @@ pub fn init_main(spec: &OsString) -> i32 {
         mount_sysfs: spec.mount_ro_sysfs,
         workdir: PathBuf::from(Isolation::CODE_PATH),
         program: spec.program.into_os_string(),
-        args: spec
-            .args
-            .into_iter()
-            .map(|a| OsString::from_vec(a.into_os_string().into_vec()))
-            .collect(),
+        args: spec.args.into_iter().map(PathBuf::into_os_string).collect(),
         run_as: spec.run_as,
     };
     let e = lambkin_sys::container::run(&container);
