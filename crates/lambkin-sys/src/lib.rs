@@ -4,6 +4,10 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 
+mod identity;
+
+pub use identity::run_as;
+
 pub mod container;
 
 /// Makes the kernel send SIGKILL to the child when the host dies, even by SIGKILL, so no

@@ -113,6 +113,10 @@ pub enum Command {
         /// What a failed deployment does: rollback (default) or do-nothing.
         #[arg(long, value_parser = ["rollback", "do-nothing"], default_value = "rollback")]
         failure_policy: String,
+        /// The user a component runs as: NAME:posixUser=USER[:GROUP] (repeatable; as
+        /// greengrass-cli's --runWith). Kept by later deployments until one changes it.
+        #[arg(long)]
+        run_with: Vec<String>,
     },
     /// List components: name, version, type, state.
     List {
@@ -341,6 +345,19 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot find {}", path.display()))
 }
 
+/// `NAME:posixUser=USER[:GROUP]` → (NAME, `USER[:GROUP]`).
+fn parse_run_with(arg: &str) -> anyhow::Result<(String, String)> {
+    let parsed = arg.split_once(':').and_then(|(name, setting)| {
+        let (key, value) = setting.split_once('=')?;
+        (!name.is_empty() && key.eq_ignore_ascii_case("posixUser") && !value.is_empty())
+            .then(|| (name.to_owned(), value.to_owned()))
+    });
+    match parsed {
+        Some(p) => Ok(p),
+        None => bail!("--run-with {arg:?} must be NAME:posixUser=USER[:GROUP]"),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn deploy(
     layout: &Layout,
@@ -350,7 +367,16 @@ pub async fn deploy(
     remove: Vec<String>,
     update_config: Option<String>,
     failure_policy: &str,
+    run_with: Vec<String>,
 ) -> anyhow::Result<i32> {
+    let mut runs_with = serde_json::Map::new();
+    for r in run_with {
+        let (name, setting) = parse_run_with(&r)?;
+        let entry = runs_with
+            .entry(name)
+            .or_insert_with(|| serde_json::json!({}));
+        entry["posixUser"] = setting.into();
+    }
     let mut merged = serde_json::Map::new();
     for m in merge {
         let Some((name, version)) = m.split_once('=') else {
@@ -376,6 +402,7 @@ pub async fn deploy(
         "remove": remove,
         "updateConfig": update_config,
         "failurePolicy": if failure_policy == "do-nothing" { "DO_NOTHING" } else { "ROLLBACK" },
+        "runWith": runs_with,
     });
     println!("Local deployment submitted; waiting for it to finish");
     let reply = local(layout, "POST", "/lambkin/v1/deployments", Some(body)).await?;

@@ -19,6 +19,8 @@ pub struct HostConfig {
     /// The device's AWS IoT thing name (`{iot:thingName}`, `AWS_IOT_THING_NAME`).
     pub thing_name: String,
     pub lambda: LambdaConfig,
+    /// `[run_with_default]`: whom components run as when their deployment names no one.
+    pub run_with_default: RunWithDefault,
     /// The MQTT broker (AWS IoT Core or any MQTT 5 broker); none: IoT Core operations fail.
     pub mqtt: Option<MqttConfig>,
 }
@@ -44,6 +46,7 @@ impl Default for HostConfig {
             account_id: "000000000000".into(),
             thing_name: "lambkin".into(),
             lambda: LambdaConfig::default(),
+            run_with_default: RunWithDefault::default(),
             mqtt: None,
         }
     }
@@ -58,6 +61,16 @@ impl Default for LambdaConfig {
             node: None,
         }
     }
+}
+
+/// `[run_with_default]` (the nucleus's `runWithDefault`): the user components run as unless
+/// their deployment gives a `posixUser`. Unset: the host's own user. A user name that does not
+/// exist is created (a system user and group) when the host starts as root.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct RunWithDefault {
+    /// `user` or `user:group`, names or numeric ids.
+    pub posix_user: Option<String>,
 }
 
 /// `[mqtt]`: the broker connection and the spool of messages bound for it.
@@ -272,6 +285,11 @@ impl HostConfig {
         }
         if self.lambda.init_timeout_seconds == 0 {
             problems.push("lambda.init_timeout_seconds must be at least 1".to_owned());
+        }
+        if let Some(user) = &self.run_with_default.posix_user {
+            if let Err(e) = crate::users::parse_posix_user(user) {
+                problems.push(format!("run_with_default.posix_user: {e}"));
+            }
         }
         if let Some(mqtt) = &self.mqtt {
             mqtt.problems(&mut problems);

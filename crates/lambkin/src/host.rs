@@ -46,6 +46,8 @@ pub async fn run(
         .create_dirs()
         .with_context(|| format!("cannot create the root {}", layout.root().display()))?;
     crate::orphans::reap(layout.root());
+    let users = crate::users::Users::start(opts.config.run_with_default.posix_user.as_deref())
+        .context("cannot set up the default user for components")?;
     let (store, recovered) = Store::open(&layout.database())
         .with_context(|| format!("cannot open {}", layout.database().display()))?;
     let runtimes = Runtimes::install(&layout.runtimes_dir(), &opts.config.lambda)
@@ -106,6 +108,7 @@ pub async fn run(
                 tokens: tokens.clone(),
             }),
             pubsub: pubsub.clone(),
+            users,
             mqtt: mqtt.clone(),
         },
         registry.store().clone(),

@@ -17,6 +17,7 @@
 //! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
 //! - [`timestamp`]: UTC formatting for logs and API fields.
+//! - [`users`]: the users component processes run as, their work directories.
 
 pub mod api;
 pub mod cgroup;
@@ -33,3 +34,4 @@ pub mod orphans;
 pub mod pubsub;
 pub mod store;
 pub mod timestamp;
+pub mod users;

@@ -95,6 +95,7 @@ async fn dispatch(command: Command) -> i32 {
             remove,
             update_config,
             failure_policy,
+            run_with,
         } => {
             cli::deploy(
                 &root.layout(),
@@ -104,6 +105,7 @@ async fn dispatch(command: Command) -> i32 {
                 remove,
                 update_config,
                 &failure_policy,
+                run_with,
             )
             .await
         }

@@ -22,7 +22,7 @@ use super::builtin;
 use crate::layout::Layout;
 
 /// A local deployment, as `lambkin deploy` (and `CreateLocalDeployment`) asks for it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeploymentRequest {
     pub recipe_dir: Option<PathBuf>,
@@ -37,7 +37,14 @@ pub struct DeploymentRequest {
     pub update_config: BTreeMap<String, ConfigUpdate>,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// Per component: the user it runs as (`posixUser`) and its `systemResourceLimits`, kept
+    /// for later deployments until one gives it another (`--run-with`, `componentToRunWithInfo`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub run_with: BTreeMap<String, RunWith>,
 }
+
+/// A component's `runWith`.
+pub type RunWith = lambkin_proto::ipc::shapes::deployments::RunWithInfo;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +88,8 @@ pub struct PlannedComponent {
     pub lifecycle: Lifecycle,
     /// The chosen manifest's index, to find its artifacts.
     pub manifest: Option<usize>,
+    /// Whom it runs as and its limits: the request's, else what it ran with before.
+    pub run_with: RunWith,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -278,6 +287,18 @@ pub fn plan(
             ));
         }
     }
+    for (name, run_with) in &request.run_with {
+        if !chosen.contains_key(name) {
+            problems.push(format!(
+                "--run-with names {name}, which the deployment does not include"
+            ));
+        }
+        if let Some(user) = &run_with.posix_user {
+            if let Err(e) = crate::users::parse_posix_user(user) {
+                problems.push(format!("--run-with {name}: {e}"));
+            }
+        }
+    }
     if !problems.is_empty() {
         return Err(PlanError::Invalid(problems.join("; ")));
     }
@@ -300,6 +321,7 @@ pub fn plan(
                     dependencies: Vec::new(),
                     lifecycle: Lifecycle::default(),
                     manifest: None,
+                    run_with: RunWith::default(),
                 },
             );
             continue;
@@ -345,6 +367,7 @@ pub fn plan(
                     .collect(),
                 lifecycle: selected.lifecycle.clone(),
                 manifest: Some(selected.index),
+                run_with: request.run_with.get(name).cloned().unwrap_or_default(),
             },
         );
     }
@@ -926,6 +949,78 @@ pub fn settle_previous_artifacts(layout: &Layout, uncommitted: &BTreeSet<String>
 /// Drops the recipes a deployment set aside (it did not commit).
 pub fn drop_recipes(layout: &Layout, deployment_id: &str) {
     let _ = std::fs::remove_dir_all(pending_recipes_dir(layout, deployment_id));
+}
+
+/// `ROOT/state/run-with.json`: each component's `runWith` as the last committed deployment
+/// left it, so a host that starts again runs each as the same user.
+fn run_with_file(layout: &Layout) -> PathBuf {
+    layout.state_dir().join("run-with.json")
+}
+
+fn pending_run_with_file(layout: &Layout, deployment_id: &str) -> PathBuf {
+    layout
+        .state_dir()
+        .join(format!("run-with{PENDING_PREFIX}{deployment_id}.json"))
+}
+
+/// Writes what a deployment about to commit leaves the components running with; like the
+/// recipes it brings, it is kept ([`keep_run_with`]) only once the deployment has committed.
+pub fn set_aside_run_with(
+    layout: &Layout,
+    deployment_id: &str,
+    run_with: &BTreeMap<String, RunWith>,
+) -> std::io::Result<()> {
+    let path = pending_run_with_file(layout, deployment_id);
+    let json = serde_json::to_vec_pretty(run_with).map_err(std::io::Error::other)?;
+    std::fs::write(&path, json)?;
+    std::fs::File::open(&path)?.sync_all()
+}
+
+/// Makes a committed deployment's `runWith` the device's.
+pub fn keep_run_with(layout: &Layout, deployment_id: &str) -> std::io::Result<()> {
+    std::fs::rename(
+        pending_run_with_file(layout, deployment_id),
+        run_with_file(layout),
+    )
+}
+
+/// Drops what [`set_aside_run_with`] wrote for a deployment that did not commit.
+pub fn drop_run_with(layout: &Layout, deployment_id: &str) {
+    let _ = std::fs::remove_file(pending_run_with_file(layout, deployment_id));
+}
+
+/// At start: keeps the `runWith` of a deployment that committed before the host stopped, drops
+/// that of one that did not (`uncommitted`).
+pub fn settle_pending_run_with(layout: &Layout, uncommitted: &BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(layout.state_dir()) else {
+        return;
+    };
+    let prefix = format!("run-with{PENDING_PREFIX}");
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if uncommitted.contains(id) {
+            drop_run_with(layout, id);
+        } else if let Err(e) = keep_run_with(layout, id) {
+            tracing::error!(deployment = %id, error = %e, "cannot keep the runWith of a committed deployment");
+        }
+    }
+}
+
+/// The device's components' `runWith` (empty when none was ever given).
+pub fn stored_run_with(layout: &Layout) -> BTreeMap<String, RunWith> {
+    match std::fs::read(run_with_file(layout)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "run-with.json unreadable: components run as the default user");
+            BTreeMap::new()
+        }),
+        Err(_) => BTreeMap::new(),
+    }
 }
 
 /// The recipes kept on the device.

@@ -90,6 +90,9 @@ pub struct EngineSettings {
     pub ipc: Option<crate::ipc::ComponentIpc>,
     /// Local pub/sub, for the topics that trigger Lambda components (`pubsubTopics`).
     pub pubsub: crate::pubsub::PubSubHandle,
+    /// Whom components run as when their deployment names no one, and whether the host can
+    /// run them as other users at all.
+    pub users: crate::users::Users,
     /// The broker connection, for Lambda components' `IOT_CORE` topics; `None` without
     /// `[mqtt]`.
     pub mqtt: Option<crate::mqtt::Mqtt>,
@@ -137,6 +140,8 @@ impl Engine {
         let uncommitted = interrupted.iter().map(|d| d.id.clone()).collect();
         deployment::settle_pending_recipes(&settings.layout, &uncommitted);
         deployment::settle_previous_artifacts(&settings.layout, &uncommitted);
+        deployment::settle_pending_run_with(&settings.layout, &uncommitted);
+        let stored_run_with = deployment::stored_run_with(&settings.layout);
         for d in interrupted {
             let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
             if let Err(e) = store
@@ -173,6 +178,7 @@ impl Engine {
             changed: changed_rx,
             graph,
             applied: Plan::default(),
+            stored_run_with,
         };
         let current: Current = committed
             .into_iter()
@@ -200,6 +206,7 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "cannot plan the committed components"),
             }
         }
+        actor.stored_run_with.clear();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(actor.run(rx));
         Self {
@@ -459,6 +466,8 @@ struct Actor {
     /// back to. Kept in memory rather than planned again, because planning reads the kept
     /// recipes and the deployment may have brought another recipe for a version that runs.
     applied: Plan,
+    /// The components' `runWith` as the host found it at start, for the committed set.
+    stored_run_with: BTreeMap<String, deployment::RunWith>,
     /// Lambda components' `PUB_SUB` topic subscriptions.
     triggers: Triggers,
 }
@@ -592,7 +601,7 @@ impl Actor {
     ) -> Result<Plan, String> {
         let stored = deployment::stored_recipes(&self.settings.layout);
         available.merge(stored);
-        deployment::plan(
+        let mut plan = deployment::plan(
             current,
             request,
             &available,
@@ -600,7 +609,72 @@ impl Actor {
             &self.settings.platform,
             &self.settings.thing_name,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        // A component keeps its runWith until a deployment gives it another.
+        for (name, c) in plan.components.iter_mut() {
+            if request.run_with.contains_key(name) {
+                continue;
+            }
+            let previous = self
+                .applied
+                .components
+                .get(name)
+                .map(|p| p.run_with.clone())
+                .or_else(|| self.stored_run_with.get(name).cloned());
+            if let Some(previous) = previous {
+                c.run_with = previous;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Every component's user exists (a deployment naming one that does not is refused).
+    fn check_users(&self, plan: &Plan) -> Result<(), String> {
+        let problems: Vec<String> = plan
+            .components
+            .values()
+            .filter(|c| c.kind != Kind::Builtin)
+            .filter_map(|c| self.run_as(c).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Whom `c`'s processes run as; `None`: the host's own user.
+    fn run_as(&self, c: &PlannedComponent) -> Result<Option<crate::users::RunAs>, String> {
+        self.settings
+            .users
+            .for_component(&c.name, c.run_with.posix_user.as_deref())
+            .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
+    }
+
+    /// Gives `c`'s artifacts to the user it runs as (as the nucleus does); their modes stay
+    /// as the recipe's `Permission` set them.
+    fn give_artifacts(
+        &self,
+        c: &PlannedComponent,
+        run_as: Option<&crate::users::RunAs>,
+    ) -> Result<(), String> {
+        let Some(run_as) = run_as else {
+            return Ok(());
+        };
+        let paths = deployment::paths(&self.settings.layout, &c.name, &c.version);
+        for dir in [&paths.artifacts, &paths.decompressed] {
+            crate::users::give_tree(dir, run_as).map_err(|e| {
+                format!(
+                    "{}@{}: cannot give {} to {}: {e}",
+                    c.name,
+                    c.version,
+                    dir.display(),
+                    run_as.user
+                )
+            })?;
+        }
+        crate::users::make_reachable(self.settings.layout.root(), &paths.decompressed)
+            .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
     }
 
     async fn deploy(&mut self, request: DeploymentRequest) -> DeploymentOutcome {
@@ -663,17 +737,36 @@ impl Actor {
                 tracing::error!(deployment = %id, error = %e, "cannot keep the deployment's recipes");
             }
         }
+        let keeps_run_with = committed.is_some();
+        if keeps_run_with {
+            let run_with = self
+                .applied
+                .components
+                .iter()
+                .filter(|(_, c)| c.run_with != deployment::RunWith::default())
+                .map(|(n, c)| (n.clone(), c.run_with.clone()))
+                .collect();
+            if let Err(e) = deployment::set_aside_run_with(layout, &id, &run_with) {
+                tracing::error!(deployment = %id, error = %e, "cannot keep the components' runWith");
+            }
+        }
         if let Err(e) = self
             .store
             .end_deployment(id.clone(), status, message.clone(), committed)
             .await
         {
+            deployment::drop_run_with(layout, &id);
             deployment::drop_recipes(layout, &id);
             return outcome("FAILED", format!("cannot record the deployment's end: {e}"));
         }
         if keeps_recipes {
             if let Err(e) = deployment::keep_recipes(layout, &id) {
                 tracing::error!(deployment = %id, error = %e, "cannot keep the deployment's recipes");
+            }
+        }
+        if keeps_run_with {
+            if let Err(e) = deployment::keep_run_with(layout, &id) {
+                tracing::error!(deployment = %id, error = %e, "cannot keep the components' runWith");
             }
         }
         outcome(status, message)
@@ -726,6 +819,7 @@ impl Actor {
             *brought = available.read_dir(dir).map_err(|e| e.to_string())?;
         }
         let plan = self.plan_from(previous, request, available)?;
+        self.check_users(&plan)?;
         brought.retain(|(_, recipe)| plan.components.contains_key(recipe.name.as_str()));
         let fresh: BTreeSet<String> = brought
             .iter()
@@ -1062,8 +1156,10 @@ impl Actor {
     fn component_spec(&self, c: &PlannedComponent) -> Result<Arc<ComponentSpec>, String> {
         let layout = &self.settings.layout;
         let paths = deployment::paths(layout, &c.name, &c.version);
-        std::fs::create_dir_all(&paths.work)
-            .map_err(|e| format!("cannot create {}: {e}", paths.work.display()))?;
+        let run_as = self.run_as(c)?;
+        crate::users::prepare_work_dir(layout.root(), &paths.work, run_as.as_ref())
+            .map_err(|e| format!("cannot prepare {}: {e}", paths.work.display()))?;
+        self.give_artifacts(c, run_as.as_ref())?;
         let log = LogFile::open(&layout.logs_dir().join(format!("{}.log", c.name)))
             .map_err(|e| format!("cannot open the log of {}: {e}", c.name))?;
         let mut env = self.settings.base_env.clone();
@@ -1121,6 +1217,7 @@ impl Actor {
             stop_grace: self.settings.stop_grace,
             log: Arc::new(log),
             host_root: self.settings.layout.root().to_owned(),
+            run_as,
         }))
     }
 
@@ -1141,8 +1238,10 @@ impl Actor {
             return Ok(());
         }
         let paths = deployment::paths(&self.settings.layout, &c.name, &c.version);
-        std::fs::create_dir_all(&paths.work)
-            .map_err(|e| format!("{at}: cannot create {}: {e}", paths.work.display()))?;
+        let run_as = self.run_as(c)?;
+        crate::users::prepare_work_dir(self.settings.layout.root(), &paths.work, run_as.as_ref())
+            .map_err(|e| format!("{at}: cannot prepare {}: {e}", paths.work.display()))?;
+        self.give_artifacts(c, run_as.as_ref())?;
         let mut env = self.settings.base_env.clone();
         env.extend(step.environment(&c.lifecycle));
         let mut cmd = tokio::process::Command::new("sh");
@@ -1153,6 +1252,9 @@ impl Actor {
             .env(crate::orphans::MARKER, self.settings.layout.root())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
+        if let Some(run_as) = run_as.as_ref().filter(|_| !step.requires_privilege) {
+            run_as.apply(cmd.as_std_mut());
+        }
         let limit = step.timeout.unwrap_or(Duration::from_secs(120));
         let status = match tokio::time::timeout(limit, cmd.output()).await {
             Ok(Ok(output)) => {
@@ -1285,7 +1387,10 @@ impl Actor {
 
 /// What identifies a component's running form: version, configuration and lifecycle.
 fn fingerprint(c: &PlannedComponent) -> String {
-    format!("{}|{}|{:?}", c.version, c.config, c.lifecycle)
+    format!(
+        "{}|{}|{:?}|{:?}",
+        c.version, c.config, c.lifecycle, c.run_with
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One actor per generic component: it owns the component's [`Lifecycle`], runs its steps as
-//! shell scripts (`sh -c`, cwd `ROOT/work/NAME`, the component's environment), enforces step
-//! timeouts, logs their output to `ROOT/logs/NAME.log`, and reports every state change.
+//! shell scripts (`sh -c`, cwd `ROOT/work/NAME`, the component's environment, as the
+//! component's user unless the step `RequiresPrivilege`), enforces step timeouts, logs their
+//! output to `ROOT/logs/NAME.log`, and reports every state change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 
 use super::lifecycle::{Input, Lifecycle, Outcome, Output, State, Step, Steps};
 use crate::logfile::{Level, LogFile};
+use crate::users::RunAs;
 
 /// A condition under which a step is skipped (`Skipif`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,9 @@ pub struct ComponentSpec {
     pub log: Arc<LogFile>,
     /// The host's root, marked on every process so a later host can end what outlived it.
     pub host_root: PathBuf,
+    /// The user steps run as, except `RequiresPrivilege` ones (the host's user, root); `None`:
+    /// the host's user for every step.
+    pub run_as: Option<RunAs>,
 }
 
 /// [`Step`] as an ordered map key.
@@ -382,6 +387,15 @@ impl Actor {
             .stderr(Stdio::piped())
             .process_group(0);
         cmd.env(crate::orphans::MARKER, &self.spec.host_root);
+        // Before the parent-death signal: changing user clears it.
+        if let Some(run_as) = self
+            .spec
+            .run_as
+            .as_ref()
+            .filter(|_| !spec.requires_privilege)
+        {
+            run_as.apply(&mut cmd);
+        }
         lambkin_sys::kill_when_parent_dies(&mut cmd);
         match tokio::process::Command::from(cmd).spawn() {
             Ok(mut child) => {
@@ -468,6 +482,7 @@ mod tests {
             stop_grace: Duration::from_millis(500),
             log: Arc::new(LogFile::open(&dir.join("component.log")).unwrap()),
             host_root: dir.to_owned(),
+            run_as: None,
         })
     }
 

@@ -641,6 +641,7 @@ fn create_local_deployment(
             Some(FailureHandlingPolicy::Rollback) => FailurePolicy::Rollback,
             Some(FailureHandlingPolicy::DoNothing) | None => FailurePolicy::DoNothing,
         },
+        run_with: request.component_to_run_with_info.unwrap_or_default(),
     };
     let engine = s.engine.clone();
     Ok(Box::pin(async move {

@@ -1,0 +1,370 @@
+//! Who component processes run as (Greengrass `runWith.posixUser`, `greengrass-reference.md`
+//! §1.3 and §6): `user` or `user:group`, each a name or a numeric id; the host's default from
+//! `[run_with_default]`; `RequiresPrivilege` steps as the host's own user (root).
+//!
+//! A host running as root runs each component as its `posixUser`, else as the default user
+//! (created as a system user and group when missing), else, with no default configured, as
+//! root itself. A host that is not root cannot change user: as the Greengrass nucleus does when
+//! it is not root, every step runs as the host's user and a `posixUser` naming another user is
+//! logged and ignored (an unknown user is still an error).
+//!
+//! A component's work directory (`ROOT/work/NAME`) belongs to its user, mode 0700, so no other
+//! component's user can read it; its artifacts belong to its user too, their modes following
+//! the recipe's `Permission` (§2.4), as the nucleus gives them to the component's user.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+/// The identity a process is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name, or its number when it has no entry.
+    pub user: String,
+    pub uid: u32,
+    /// The primary group: the one `posixUser` names, else the user's own.
+    pub gid: u32,
+    /// Supplementary groups: the user's groups (from the group database) with `gid`.
+    pub groups: Vec<u32>,
+    /// The user's home directory (`HOME`), when it has an entry.
+    pub home: Option<PathBuf>,
+}
+
+impl RunAs {
+    /// Adds the identity to `command`: user, groups, `HOME`, `USER` and `LOGNAME`. Call before
+    /// [`lambkin_sys::kill_when_parent_dies`] (see [`lambkin_sys::run_as`]).
+    pub fn apply(&self, command: &mut std::process::Command) {
+        lambkin_sys::run_as(command, self.uid, self.gid, &self.groups);
+        match &self.home {
+            Some(home) => command.env("HOME", home),
+            None => command.env_remove("HOME"),
+        };
+        command.env("USER", &self.user).env("LOGNAME", &self.user);
+    }
+}
+
+/// Why a `posixUser` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("posixUser {0:?} is not \"user\" or \"user:group\"")]
+    Malformed(String),
+    #[error("posixUser {spec:?}: no such user {user:?} on this device")]
+    NoSuchUser { spec: String, user: String },
+    #[error("posixUser {spec:?}: no such group {group:?} on this device")]
+    NoSuchGroup { spec: String, group: String },
+    #[error("posixUser {spec:?}: user id {uid} has no entry on this device, so it needs a group")]
+    NeedsGroup { spec: String, uid: u32 },
+    #[error("posixUser {spec:?}: cannot look it up: {why}")]
+    Lookup { spec: String, why: String },
+    #[error("cannot create the default user {user:?}: {why}")]
+    Create { user: String, why: String },
+}
+
+/// `user[:group]`, both non-empty.
+pub fn parse_posix_user(spec: &str) -> Result<(&str, Option<&str>), UserError> {
+    let malformed = || UserError::Malformed(spec.to_owned());
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let valid =
+        |s: &str| !s.is_empty() && !s.contains([':', '/']) && !s.contains(char::is_whitespace);
+    if !valid(user) || group.is_some_and(|g| !valid(g)) {
+        return Err(malformed());
+    }
+    Ok((user, group))
+}
+
+/// Looks `spec` up in the user and group databases.
+pub fn resolve(spec: &str) -> Result<RunAs, UserError> {
+    let (user_part, group_part) = parse_posix_user(spec)?;
+    let lookup = |e: nix::Error| UserError::Lookup {
+        spec: spec.to_owned(),
+        why: e.to_string(),
+    };
+    let user = match user_part.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(lookup)?,
+        Err(_) => User::from_name(user_part).map_err(lookup)?,
+    };
+    let group = match group_part {
+        None => None,
+        Some(g) => {
+            let found = match g.parse::<u32>() {
+                Ok(gid) => Group::from_gid(Gid::from_raw(gid))
+                    .map_err(lookup)?
+                    .map(|grp| grp.gid.as_raw())
+                    // A numeric group needs no entry, as for chown.
+                    .or(Some(gid)),
+                Err(_) => Group::from_name(g)
+                    .map_err(lookup)?
+                    .map(|grp| grp.gid.as_raw()),
+            };
+            Some(found.ok_or_else(|| UserError::NoSuchGroup {
+                spec: spec.to_owned(),
+                group: g.to_owned(),
+            })?)
+        }
+    };
+    match user {
+        Some(user) => {
+            let gid = group.unwrap_or(user.gid.as_raw());
+            let mut groups: Vec<u32> = std::ffi::CString::new(user.name.clone())
+                .ok()
+                .and_then(|name| nix::unistd::getgrouplist(&name, Gid::from_raw(gid)).ok())
+                .map(|gs| gs.into_iter().map(Gid::as_raw).collect())
+                .unwrap_or_default();
+            if !groups.contains(&gid) {
+                groups.push(gid);
+            }
+            groups.sort_unstable();
+            groups.dedup();
+            Ok(RunAs {
+                user: user.name,
+                uid: user.uid.as_raw(),
+                gid,
+                groups,
+                home: Some(user.dir),
+            })
+        }
+        None => match (user_part.parse::<u32>(), group) {
+            // A numeric user with no entry runs as that number, with the group it names.
+            (Ok(uid), Some(gid)) => Ok(RunAs {
+                user: uid.to_string(),
+                uid,
+                gid,
+                groups: vec![gid],
+                home: None,
+            }),
+            (Ok(uid), None) => Err(UserError::NeedsGroup {
+                spec: spec.to_owned(),
+                uid,
+            }),
+            (Err(_), _) => Err(UserError::NoSuchUser {
+                spec: spec.to_owned(),
+                user: user_part.to_owned(),
+            }),
+        },
+    }
+}
+
+/// The host's identity and its default for components.
+#[derive(Debug, Clone)]
+pub struct Users {
+    host_is_root: bool,
+    host_uid: u32,
+    /// `[run_with_default] posix_user`, resolved; `None`: components run as the host's user.
+    default: Option<RunAs>,
+}
+
+impl Users {
+    /// No default user: everything runs as the host's user (tests, a host without
+    /// `[run_with_default]`).
+    pub fn host() -> Self {
+        let uid = nix::unistd::geteuid();
+        Self {
+            host_is_root: uid.is_root(),
+            host_uid: uid.as_raw(),
+            default: None,
+        }
+    }
+
+    /// Resolves the default user, creating it (a system user with its own group, no login, no
+    /// home) when it is a name that does not exist yet and the host is root.
+    pub fn start(default_posix_user: Option<&str>) -> Result<Self, UserError> {
+        let mut users = Self::host();
+        let Some(spec) = default_posix_user else {
+            return Ok(users);
+        };
+        if !users.host_is_root {
+            tracing::warn!(
+                posix_user = spec,
+                "the host is not root: components run as the host's own user, not the default user"
+            );
+            return Ok(users);
+        }
+        let resolved = match resolve(spec) {
+            Err(UserError::NoSuchUser { user, .. }) => {
+                create_system_user(&user)?;
+                resolve(spec)?
+            }
+            other => other?,
+        };
+        users.default = Some(resolved);
+        Ok(users)
+    }
+
+    /// Whether the host can run processes as other users.
+    pub fn host_is_root(&self) -> bool {
+        self.host_is_root
+    }
+
+    /// Whom a component runs as: its own `posixUser`, else the default; `None` means the
+    /// host's own user. An unknown or malformed user is an error even when it would be ignored.
+    pub fn for_component(
+        &self,
+        component: &str,
+        posix_user: Option<&str>,
+    ) -> Result<Option<RunAs>, UserError> {
+        let Some(spec) = posix_user else {
+            return Ok(self.default.clone());
+        };
+        let run_as = resolve(spec)?;
+        if self.host_is_root || run_as.uid == self.host_uid {
+            return Ok(self.host_is_root.then_some(run_as));
+        }
+        tracing::warn!(
+            component,
+            posix_user = spec,
+            "the host is not root: the component runs as the host's user"
+        );
+        Ok(None)
+    }
+}
+
+fn create_system_user(name: &str) -> Result<(), UserError> {
+    let create = |why: String| UserError::Create {
+        user: name.to_owned(),
+        why,
+    };
+    let nologin = ["/usr/sbin/nologin", "/sbin/nologin", "/bin/false"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("/bin/false");
+    let mut command = std::process::Command::new("useradd");
+    command.args(["--system", "--no-create-home", "--shell", nologin]);
+    // A group of that name left from before is the user's group; otherwise one is made.
+    match Group::from_name(name) {
+        Ok(Some(_)) => command.args(["--gid", name]),
+        _ => command.arg("--user-group"),
+    };
+    command.arg(name);
+    let output = command
+        .output()
+        .map_err(|e| create(format!("cannot run useradd: {e}")))?;
+    if !output.status.success() {
+        return Err(create(format!(
+            "useradd {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    tracing::info!(user = name, "created the default user for components");
+    Ok(())
+}
+
+/// Creates a component's work directory, owned by `run_as` (else by the host's user), mode
+/// 0700. With another user, the directories above it up to `root` are made traversable (not
+/// readable) by others, so the user can reach its directory and the IPC socket.
+pub fn prepare_work_dir(root: &Path, work: &Path, run_as: Option<&RunAs>) -> std::io::Result<()> {
+    std::fs::create_dir_all(work)?;
+    let (uid, gid) = match run_as {
+        Some(r) => (r.uid, r.gid),
+        None => (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ),
+    };
+    std::os::unix::fs::chown(work, Some(uid), Some(gid))?;
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o700))?;
+    if run_as.is_some() {
+        if let Some(parent) = work.parent() {
+            make_reachable(root, parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Lets every user pass through `dir` and each directory above it up to `root` (search
+/// permission only: their entries cannot be listed).
+pub fn make_reachable(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let mut next = Some(dir);
+    while let Some(d) = next {
+        if !d.starts_with(root) {
+            break;
+        }
+        add_mode(d, 0o011)?;
+        if d == root {
+            break;
+        }
+        next = d.parent();
+    }
+    Ok(())
+}
+
+/// Gives `path` and everything under it (not following links) to `run_as`. Missing is fine.
+pub fn give_tree(path: &Path, run_as: &RunAs) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    std::os::unix::fs::lchown(path, Some(run_as.uid), Some(run_as.gid))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            give_tree(&entry?.path(), run_as)?;
+        }
+    }
+    Ok(())
+}
+
+fn add_mode(path: &Path, bits: u32) -> std::io::Result<()> {
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if mode & bits != bits {
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode((mode | bits) & 0o7777),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posix_user_forms() {
+        assert_eq!(parse_posix_user("u").unwrap(), ("u", None));
+        assert_eq!(parse_posix_user("u:g").unwrap(), ("u", Some("g")));
+        assert_eq!(
+            parse_posix_user("1000:1000").unwrap(),
+            ("1000", Some("1000"))
+        );
+        for bad in ["", ":g", "u:", "u:g:h", "a b", "u/x"] {
+            assert!(
+                matches!(parse_posix_user(bad), Err(UserError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lookups_name_what_is_missing() {
+        let root = resolve("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert!(root.groups.contains(&0));
+        assert_eq!(resolve("0:0").unwrap().user, "root");
+        let err = resolve("no-such-user-lambkin").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no such user \"no-such-user-lambkin\""),
+            "{err}"
+        );
+        let err = resolve("root:no-such-group-lambkin").unwrap_err();
+        assert!(err.to_string().contains("no such group"), "{err}");
+        let unnamed = resolve("4000123:4000123").unwrap();
+        assert_eq!(
+            (unnamed.uid, unnamed.gid, unnamed.home),
+            (4000123, 4000123, None)
+        );
+        assert!(matches!(
+            resolve("4000123"),
+            Err(UserError::NeedsGroup { .. })
+        ));
+    }
+}

@@ -1,0 +1,492 @@
+//! Components run as users, against the real binary and real system users (created here with
+//! `useradd`, removed with `userdel` when the test ends): each component's work directory is
+//! its user's alone, `RequiresPrivilege` steps run as root while the others run as the user,
+//! the default user comes from `[run_with_default]` (created by the host when missing), a
+//! component keeps its user across deployments and host restarts, and a deployment naming a
+//! user that does not exist is refused with the name.
+//!
+//! Changing users needs root: without it every test says it is skipped and passes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{wait_for, Host};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("SKIPPED: running components as other users needs root");
+            return;
+        }
+    };
+}
+
+/// A system user (and its own group) that exists while this lives.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TestUser {
+    /// `tag` keeps names distinct between tests running at once; `extra_groups` must exist.
+    fn create(tag: &str, extra_groups: &[&str]) -> TestUser {
+        let name = format!("lkt{}{tag}", std::process::id());
+        remove_user(&name);
+        let mut cmd = Command::new("useradd");
+        cmd.args(["--system", "--user-group", "--no-create-home"]);
+        cmd.args(["--shell", "/usr/sbin/nologin"]);
+        if !extra_groups.is_empty() {
+            cmd.args(["--groups", &extra_groups.join(",")]);
+        }
+        let out = cmd.arg(&name).output().unwrap();
+        assert!(
+            out.status.success(),
+            "useradd {name}: {}",
+            text(&out.stderr)
+        );
+        TestUser::existing(&name)
+    }
+
+    fn existing(name: &str) -> TestUser {
+        let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+        TestUser {
+            name: name.to_owned(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        remove_user(&self.name);
+    }
+}
+
+fn remove_user(name: &str) {
+    let _ = Command::new("userdel").arg(name).output();
+    let _ = Command::new("groupdel").arg(name).output();
+}
+
+/// A group that exists while this lives.
+struct TestGroup {
+    name: String,
+    gid: u32,
+}
+
+impl TestGroup {
+    fn create(tag: &str) -> TestGroup {
+        let name = format!("lkt{}{tag}", std::process::id());
+        let _ = Command::new("groupdel").arg(&name).output();
+        let out = Command::new("groupadd")
+            .args(["--system", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "groupadd {name}: {}",
+            text(&out.stderr)
+        );
+        let gid = nix::unistd::Group::from_name(&name)
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw();
+        TestGroup { name, gid }
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("groupdel").arg(&self.name).output();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn component(name: &str, lifecycle: Value) -> Value {
+    json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": name,
+        "ComponentVersion": "1.0.0",
+        "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": lifecycle }],
+    })
+}
+
+/// A host on a root that other users can reach (the temporary directory is made 0755).
+struct Device {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    host: Host,
+    recipe_dirs: usize,
+}
+
+impl Device {
+    fn start() -> Device {
+        Device::start_with_config("")
+    }
+
+    fn start_with_config(config: &str) -> Device {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("config.toml"), config).unwrap();
+        let host = Host::start(&root);
+        Device {
+            tmp,
+            root,
+            host,
+            recipe_dirs: 0,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_lambkin"))
+            .args(args)
+            .arg("--root")
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `lambkin deploy`: `Ok(stdout)`, or `Err(stderr)` for a failed deployment.
+    fn deploy(&mut self, recipes: &[Value], args: &[&str]) -> Result<String, String> {
+        self.recipe_dirs += 1;
+        let dir = self
+            .tmp
+            .path()
+            .join(format!("recipes-{}", self.recipe_dirs));
+        std::fs::create_dir_all(&dir).unwrap();
+        for r in recipes {
+            let file = format!("{}.json", r["ComponentName"].as_str().unwrap());
+            std::fs::write(dir.join(file), serde_json::to_vec(r).unwrap()).unwrap();
+        }
+        let mut all = vec!["deploy", "-r", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        match out.status.code() {
+            Some(0) => Ok(text(&out.stdout)),
+            Some(1) => Err(text(&out.stderr)),
+            other => panic!(
+                "lambkin deploy exited with {other:?}: {}",
+                text(&out.stderr)
+            ),
+        }
+    }
+
+    fn list(&self) -> Vec<Value> {
+        let out = self.cli(&["list", "--json"]);
+        assert!(out.status.success(), "list: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn work(&self, name: &str) -> PathBuf {
+        self.root.join("work").join(name)
+    }
+
+    /// Waits for `file` in `name`'s work directory to hold a complete line, and returns it.
+    fn wait_line(&self, name: &str, file: &str) -> String {
+        let path = self.work(name).join(file);
+        wait_for(PATIENCE, || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        })
+        .unwrap_or_else(|| panic!("{} was never written", path.display()))
+        .trim()
+        .to_owned()
+    }
+}
+
+/// Runs `sh -c script` as `user` (not through the host): what that user's processes can do.
+fn as_user(user: &str, script: &str) -> Output {
+    Command::new("runuser")
+        .args(["-u", user, "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_components_as_two_users_cannot_read_each_others_work_directory() {
+    needs_root!();
+    let alice = TestUser::create("a", &[]);
+    let bob = TestUser::create("b", &[]);
+    let mut device = Device::start();
+    let keeper = component(
+        "com.example.Keeper",
+        json!({
+            "Install": "echo keeper-secret > secret.txt",
+            "Run": "echo $$ > pid.txt; exec sleep 600",
+        }),
+    );
+    let snoop = component(
+        "com.example.Snoop",
+        json!({
+            "Run": "id -u > uid.txt; \
+                    if cat ../com.example.Keeper/secret.txt > stolen.txt 2> why.txt; \
+                    then echo read > verdict.txt; else echo denied > verdict.txt; fi; \
+                    exec sleep 600",
+        }),
+    );
+    device
+        .deploy(
+            &[keeper, snoop],
+            &[
+                "-m",
+                "com.example.Keeper=1.0.0",
+                "-m",
+                "com.example.Snoop=1.0.0",
+                "--run-with",
+                &format!("com.example.Keeper:posixUser={}", alice.name),
+                "--run-with",
+                &format!("com.example.Snoop:posixUser={}", bob.name),
+            ],
+        )
+        .unwrap();
+
+    assert_eq!(
+        device.wait_line("com.example.Snoop", "uid.txt"),
+        bob.uid.to_string()
+    );
+    assert_eq!(
+        device.wait_line("com.example.Snoop", "verdict.txt"),
+        "denied"
+    );
+    let why = std::fs::read_to_string(device.work("com.example.Snoop").join("why.txt")).unwrap();
+    assert!(why.contains("Permission denied"), "{why}");
+    let stolen =
+        std::fs::read_to_string(device.work("com.example.Snoop").join("stolen.txt")).unwrap();
+    assert!(stolen.is_empty());
+
+    // Each work directory is its user's, 0700.
+    for (name, user) in [("com.example.Keeper", &alice), ("com.example.Snoop", &bob)] {
+        let meta = std::fs::metadata(device.work(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid), "{name}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{name}");
+    }
+    let secret = device.work("com.example.Keeper").join("secret.txt");
+    let secret = secret.to_str().unwrap();
+    let own = as_user(&alice.name, &format!("cat {secret}"));
+    assert_eq!(
+        text(&own.stdout),
+        "keeper-secret\n",
+        "{}",
+        text(&own.stderr)
+    );
+    let other = as_user(&bob.name, &format!("cat {secret}"));
+    assert!(!other.status.success(), "bob read alice's file");
+
+    // Nor can one component's user read another's token: a process's environment is its
+    // user's alone.
+    let pid = device.wait_line("com.example.Keeper", "pid.txt");
+    let environ = format!("/proc/{pid}/environ");
+    let keeper_env = std::fs::read(&environ).unwrap();
+    assert!(
+        text(&keeper_env).contains("SVCUID="),
+        "the component has its token"
+    );
+    let other = as_user(&bob.name, &format!("cat {environ}"));
+    assert!(!other.status.success(), "bob read alice's token");
+    assert!(text(&other.stdout).is_empty());
+    let own = as_user(&alice.name, &format!("cat {environ}"));
+    assert!(
+        text(&own.stdout).contains("SVCUID="),
+        "{}",
+        text(&own.stderr)
+    );
+}
+
+#[test]
+fn a_privileged_install_runs_as_root_and_run_as_the_user_with_its_groups() {
+    needs_root!();
+    let extra = TestGroup::create("x");
+    let carol = TestUser::create("c", &[&extra.name]);
+    let mut device = Device::start();
+    let recipe = component(
+        "com.example.Privileged",
+        json!({
+            "Install": { "Script": "id -u > install-uid.txt", "RequiresPrivilege": true },
+            "Run": "id -u >> run-uid.txt; id -G > run-groups.txt; echo \"$HOME $USER\" > env.txt; \
+                    exec sleep 600",
+        }),
+    );
+    device
+        .deploy(
+            &[recipe],
+            &[
+                "-m",
+                "com.example.Privileged=1.0.0",
+                "--run-with",
+                &format!("com.example.Privileged:posixUser={}", carol.name),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        device.wait_line("com.example.Privileged", "install-uid.txt"),
+        "0"
+    );
+    assert_eq!(
+        device.wait_line("com.example.Privileged", "run-uid.txt"),
+        carol.uid.to_string()
+    );
+    let groups: Vec<u32> = device
+        .wait_line("com.example.Privileged", "run-groups.txt")
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    assert!(groups.contains(&carol.gid), "{groups:?}");
+    assert!(
+        groups.contains(&extra.gid),
+        "supplementary group missing: {groups:?}"
+    );
+    assert!(!groups.contains(&0), "root's group kept: {groups:?}");
+    let env = device.wait_line("com.example.Privileged", "env.txt");
+    assert!(env.ends_with(&format!(" {}", carol.name)), "{env}");
+
+    // The user stays through a deployment that does not mention it and a host restart.
+    let other = component("com.example.Other", json!({ "Run": "exec sleep 600" }));
+    device
+        .deploy(&[other], &["-m", "com.example.Other=1.0.0"])
+        .unwrap();
+    device.host.stop();
+    let runs = device.work("com.example.Privileged").join("run-uid.txt");
+    std::fs::remove_file(&runs).unwrap();
+    device.host = Host::start(&device.root);
+    assert_eq!(
+        device.wait_line("com.example.Privileged", "run-uid.txt"),
+        carol.uid.to_string()
+    );
+
+    // user:group makes the group the primary one.
+    let recipe = component(
+        "com.example.Privileged",
+        json!({ "Run": "id -g > run-gid.txt; exec sleep 600" }),
+    );
+    let mut recipe = recipe;
+    recipe["ComponentVersion"] = json!("1.0.1");
+    device
+        .deploy(
+            &[recipe],
+            &[
+                "-m",
+                "com.example.Privileged=1.0.1",
+                "--run-with",
+                &format!(
+                    "com.example.Privileged:posixUser={}:{}",
+                    carol.name, extra.name
+                ),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        device.wait_line("com.example.Privileged", "run-gid.txt"),
+        extra.gid.to_string()
+    );
+}
+
+#[test]
+fn an_unknown_user_or_group_is_refused_by_name() {
+    needs_root!();
+    let mut device = Device::start();
+    let recipe = component("com.example.Nobody", json!({ "Run": "exec sleep 600" }));
+    let missing = format!("lkt{}missing", std::process::id());
+    let err = device
+        .deploy(
+            std::slice::from_ref(&recipe),
+            &[
+                "-m",
+                "com.example.Nobody=1.0.0",
+                "--run-with",
+                &format!("com.example.Nobody:posixUser={missing}"),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("no such user \"{missing}\"")) && err.contains("com.example.Nobody"),
+        "{err}"
+    );
+    assert!(device.list().is_empty(), "nothing was started");
+
+    let err = device
+        .deploy(
+            std::slice::from_ref(&recipe),
+            &[
+                "-m",
+                "com.example.Nobody=1.0.0",
+                "--run-with",
+                &format!("com.example.Nobody:posixUser=root:{missing}"),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("no such group \"{missing}\"")),
+        "{err}"
+    );
+
+    let out = device.cli(&[
+        "deploy",
+        "-m",
+        "com.example.Nobody=1.0.0",
+        "--run-with",
+        "com.example.Nobody=root",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("NAME:posixUser=USER[:GROUP]"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The host is still there.
+    device
+        .deploy(&[recipe], &["-m", "com.example.Nobody=1.0.0"])
+        .unwrap();
+}
+
+#[test]
+fn the_default_user_is_created_and_used() {
+    needs_root!();
+    let name = format!("lkt{}d", std::process::id());
+    remove_user(&name);
+    let _cleanup = RemoveOnDrop(name.clone());
+    let mut device =
+        Device::start_with_config(&format!("[run_with_default]\nposix_user = \"{name}\"\n"));
+    assert!(
+        nix::unistd::User::from_name(&name).unwrap().is_some(),
+        "the host created {name}"
+    );
+    let recipe = component(
+        "com.example.Default",
+        json!({ "Run": "id -un > user.txt; exec sleep 600" }),
+    );
+    device
+        .deploy(&[recipe], &["-m", "com.example.Default=1.0.0"])
+        .unwrap();
+    assert_eq!(device.wait_line("com.example.Default", "user.txt"), name);
+}
+
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        remove_user(&self.0);
+    }
+}
