@@ -34,10 +34,10 @@
 //!   drops its oldest message when full), so a message is as durable as its trip through
 //!   the router.
 //! - From the broker, QoS 1 covers the trip to the host only: the connection acknowledges a
-//!   message when it arrives, before the function has run it, and its session is clean, so
-//!   a message is lost if the host crashes after receiving it and before the invocation
-//!   ends, and messages published while the host is disconnected are not delivered later.
-//!   At most once, end to end.
+//!   message when it arrives, before the function has run it, so a message is lost if the
+//!   host crashes after receiving it and before the invocation ends: at most once, end to
+//!   end. Messages published while the host is disconnected arrive later only if the broker
+//!   kept them for the connection's session (the connection's own settings decide).
 //!
 //! Subscriptions start when the component's function is defined and end when the
 //! component is stopped, removed or replaced ([`Triggers::stop`] drops them).
