@@ -88,11 +88,13 @@ class Host:
                 self.proc.wait()
             assert self.proc.returncode == 0, self.output()
 
-    def deploy(self, *args: str) -> None:
+    def deploy(self, *args: str, succeeds: bool = True) -> str:
         result = subprocess.run(
             [str(self.binary), "deploy", "--root", str(self.root), *args],
             capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stdout + result.stderr + self.output()
+        output = result.stdout + result.stderr
+        assert (result.returncode == 0) == succeeds, output + self.output()
+        return output
 
     def output(self) -> str:
         logs = [p.read_text(errors="replace")[-6000:] for p in sorted(self.base.glob("host-*.log"))]
@@ -230,8 +232,17 @@ def test_update_configuration_survives_a_restart_and_deployments_apply_on_top(se
     _, answer = device.request("config", {"op": "get"}, host)
     assert answer["state"] == {"n": 0, "label": "merged"}
 
-    # And what the deployments made is what the host starts with.
+    # A deployment that fails rolls back to the configuration as updated since.
+    _, answer = device.request("config", {"op": "update", "state": {"n": 7}}, host)
+    assert answer["updated"] is True
+    output = host.deploy("-c", json.dumps({NAME: {"MERGE": {"timeoutInSeconds": 5000}}}),
+                         succeeds=False)
+    assert "Timeout must be between 1 and 900 seconds" in output, output
+    _, answer = device.request("config", {"op": "get"}, host)
+    assert answer["state"] == {"n": 7, "label": "merged"}
+
+    # And what the deployments and updates made is what the host starts with.
     host.stop()
     host.start()
     _, answer = device.request("config", {"op": "get"}, host)
-    assert answer["state"] == {"n": 0, "label": "merged"}
+    assert answer["state"] == {"n": 7, "label": "merged"}
