@@ -23,6 +23,8 @@ pub struct HostConfig {
     pub run_with_default: RunWithDefault,
     /// The MQTT broker (AWS IoT Core or any MQTT 5 broker); none: IoT Core operations fail.
     pub mqtt: Option<MqttConfig>,
+    /// The token exchange service's credential source; none: it answers that none is set.
+    pub tes: Option<TesConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -48,6 +50,7 @@ impl Default for HostConfig {
             lambda: LambdaConfig::default(),
             run_with_default: RunWithDefault::default(),
             mqtt: None,
+            tes: None,
         }
     }
 }
@@ -211,6 +214,178 @@ impl MqttConfig {
     }
 }
 
+/// `[tes]`: where the token exchange service gets the AWS credentials it hands to components.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct TesConfig {
+    pub source: TesSource,
+    /// `static`: the keys themselves (development only).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// `file`: a JSON file in the shape the endpoint answers (`AccessKeyId`, `SecretAccessKey`,
+    /// optional `Token` and `Expiration`), read on every request.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `iot`: the AWS IoT credentials provider endpoint, `HOST[:PORT]` (port 443 by default).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `iot`: the role alias whose role's credentials are issued.
+    #[serde(default)]
+    pub role_alias: Option<String>,
+    /// `iot`: PEM files: the device certificate and key, and the CA to trust (default: the
+    /// system's roots).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The loopback port to listen on; 0 (default): any free port.
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub credential_retry_in_sec: CredentialRetry,
+}
+
+/// `source` of `[tes]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TesSource {
+    Static,
+    File,
+    Iot,
+}
+
+/// `[tes.credential_retry_in_sec]`: how long a failed upstream answer is given again before
+/// the next attempt, by the upstream status (Greengrass's `credentialRetryInSec`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct CredentialRetry {
+    /// A 4xx answer.
+    pub client_error: u64,
+    /// A 5xx answer.
+    pub server_error: u64,
+    /// Any other status.
+    pub unknown_error: u64,
+}
+
+impl Default for CredentialRetry {
+    fn default() -> Self {
+        Self {
+            client_error: 120,
+            server_error: 60,
+            unknown_error: 300,
+        }
+    }
+}
+
+impl TesConfig {
+    fn problems(&self, problems: &mut Vec<String>) {
+        let given = |name: &str| -> bool {
+            match name {
+                "access_key_id" => self.access_key_id.is_some(),
+                "secret_access_key" => self.secret_access_key.is_some(),
+                "session_token" => self.session_token.is_some(),
+                "path" => self.path.is_some(),
+                "endpoint" => self.endpoint.is_some(),
+                "role_alias" => self.role_alias.is_some(),
+                "cert" => self.cert.is_some(),
+                "key" => self.key.is_some(),
+                "ca" => self.ca.is_some(),
+                _ => false,
+            }
+        };
+        let (source, required, optional): (&str, &[&str], &[&str]) = match self.source {
+            TesSource::Static => (
+                "static",
+                &["access_key_id", "secret_access_key"],
+                &["session_token"],
+            ),
+            TesSource::File => ("file", &["path"], &[]),
+            TesSource::Iot => ("iot", &["endpoint", "role_alias", "cert", "key"], &["ca"]),
+        };
+        for name in required {
+            if !given(name) {
+                problems.push(format!("tes.{name} is required with source = \"{source}\""));
+            }
+        }
+        for name in [
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "path",
+            "endpoint",
+            "role_alias",
+            "cert",
+            "key",
+            "ca",
+        ] {
+            if given(name) && !required.contains(&name) && !optional.contains(&name) {
+                problems.push(format!(
+                    "tes.{name} does not apply to source = \"{source}\""
+                ));
+            }
+        }
+        for (name, value) in [
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+            ("role_alias", &self.role_alias),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                problems.push(format!("tes.{name} may not be empty"));
+            }
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if let Err(problem) = self.iot_endpoint_of(endpoint) {
+                problems.push(problem);
+            }
+        }
+    }
+
+    /// `endpoint` as (host, port).
+    pub fn iot_endpoint(&self) -> Result<(String, u16), String> {
+        self.iot_endpoint_of(self.endpoint.as_deref().unwrap_or_default())
+    }
+
+    fn iot_endpoint_of(&self, endpoint: &str) -> Result<(String, u16), String> {
+        let bad = || {
+            format!(
+                "tes.endpoint {endpoint:?} must be HOST or HOST:PORT, such as \
+                 c1234.credentials.iot.us-east-1.amazonaws.com"
+            )
+        };
+        let endpoint = endpoint.strip_prefix("https://").unwrap_or(endpoint);
+        let endpoint = endpoint.trim_end_matches('/');
+        let (host, port) = match endpoint.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+            None => (endpoint, 443),
+        };
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(bad());
+        }
+        Ok((host.to_owned(), port))
+    }
+
+    /// How long a failed fetch answered with `status` is answered again (0: not at all).
+    pub fn retry_after(&self, status: Option<u16>) -> Duration {
+        let r = &self.credential_retry_in_sec;
+        Duration::from_secs(match status {
+            Some(400..=499) => r.client_error,
+            Some(500..=599) => r.server_error,
+            Some(_) => r.unknown_error,
+            None => 0,
+        })
+    }
+}
+
 impl LambdaConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
@@ -294,6 +469,9 @@ impl HostConfig {
         if let Some(mqtt) = &self.mqtt {
             mqtt.problems(&mut problems);
         }
+        if let Some(tes) = &self.tes {
+            tes.problems(&mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -323,6 +501,45 @@ mod tests {
         let err = HostConfig::parse("region = \"US East\"\naccount_id = \"1\"").unwrap_err();
         assert!(
             err.contains("region") && err.contains("account_id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tes_table() {
+        let c = HostConfig::parse(
+            "[tes]\nsource = \"static\"\naccess_key_id = \"AKID\"\nsecret_access_key = \"s\"\n",
+        )
+        .unwrap();
+        let tes = c.tes.unwrap();
+        assert_eq!(tes.source, TesSource::Static);
+        assert_eq!(tes.retry_after(Some(403)), Duration::from_secs(120));
+        assert_eq!(tes.retry_after(Some(503)), Duration::from_secs(60));
+        assert_eq!(tes.retry_after(Some(302)), Duration::from_secs(300));
+        assert_eq!(tes.retry_after(None), Duration::ZERO);
+        let c = HostConfig::parse(
+            "[tes]\nsource = \"iot\"\nendpoint = \"x.credentials.iot.eu-west-1.amazonaws.com\"\n\
+             role_alias = \"A\"\ncert = \"c\"\nkey = \"k\"\n[tes.credential_retry_in_sec]\nclient_error = 5\n",
+        )
+        .unwrap();
+        let tes = c.tes.unwrap();
+        assert_eq!(
+            tes.iot_endpoint().unwrap(),
+            ("x.credentials.iot.eu-west-1.amazonaws.com".to_owned(), 443)
+        );
+        assert_eq!(tes.retry_after(Some(404)), Duration::from_secs(5));
+        let err = HostConfig::parse("[tes]\nsource = \"iot\"\npath = \"p\"\n").unwrap_err();
+        assert!(
+            err.contains("tes.endpoint is required")
+                && err.contains("tes.role_alias is required")
+                && err.contains("tes.path does not apply"),
+            "{err}"
+        );
+        let err = HostConfig::parse("[tes]\nsource = \"vault\"\n").unwrap_err();
+        assert!(err.contains("vault"), "{err}");
+        let err = HostConfig::parse("[tes]\nsource = \"file\"\nendpoint = \"a b\"\n").unwrap_err();
+        assert!(
+            err.contains("tes.path is required") && err.contains("tes.endpoint"),
             "{err}"
         );
     }

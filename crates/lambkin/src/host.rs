@@ -25,6 +25,7 @@ use crate::layout::Layout;
 use crate::mqtt::Mqtt;
 use crate::pubsub::{self, PubSubHandle};
 use crate::store::Store;
+use crate::tes::Tes;
 
 #[derive(Debug)]
 pub struct RunOptions {
@@ -95,6 +96,13 @@ pub async fn run(
         None => None,
     };
     let tokens = Tokens::new();
+    let tes = Tes::start(
+        opts.config.tes.as_ref(),
+        &opts.config.thing_name,
+        tokens.clone(),
+    )
+    .await
+    .context("cannot start the token exchange service")?;
     let engine = Engine::start(
         EngineSettings {
             layout: layout.clone(),
@@ -102,7 +110,7 @@ pub async fn run(
             thing_name: opts.config.thing_name.clone(),
             region: opts.config.region.clone(),
             stop_grace: opts.config.lambda.shutdown_grace(),
-            base_env: component_env(&opts.config),
+            base_env: component_env(&opts.config, &tes.uri()),
             ipc: ipc_listener.as_ref().map(|(_, socket)| ComponentIpc {
                 socket: socket.clone(),
                 tokens: tokens.clone(),
@@ -152,6 +160,7 @@ pub async fn run(
         let _ = ipc_server.await;
     }
     engine.shutdown().await;
+    tes.shutdown().await;
     registry.shutdown().await;
     pubsub.shutdown().await;
     if let Some(mqtt) = &mqtt {
@@ -166,10 +175,17 @@ pub async fn run(
     Ok(())
 }
 
-/// The environment every component's steps get (`interface.md`; IPC and credentials variables
-/// join it with those services).
-fn component_env(config: &HostConfig) -> std::collections::BTreeMap<String, String> {
+/// The environment every component's steps get (`interface.md`; the IPC variables join it
+/// per component). `credentials_uri` is the token exchange service's.
+fn component_env(
+    config: &HostConfig,
+    credentials_uri: &str,
+) -> std::collections::BTreeMap<String, String> {
     [
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            credentials_uri.to_owned(),
+        ),
         ("AWS_REGION", config.region.clone()),
         ("AWS_DEFAULT_REGION", config.region.clone()),
         ("AWS_IOT_THING_NAME", config.thing_name.clone()),

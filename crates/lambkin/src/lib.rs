@@ -16,6 +16,7 @@
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
+//! - [`tes`]: the token exchange service: AWS credentials for components over loopback HTTP.
 //! - [`timestamp`]: UTC formatting for logs and API fields.
 //! - [`users`]: the users component processes run as, their work directories.
 
@@ -33,5 +34,6 @@ pub mod mqtt;
 pub mod orphans;
 pub mod pubsub;
 pub mod store;
+pub mod tes;
 pub mod timestamp;
 pub mod users;

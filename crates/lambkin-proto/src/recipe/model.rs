@@ -177,7 +177,21 @@ impl ArtifactUri {
         if rest.is_empty() || uri.chars().any(char::is_whitespace) {
             return Err(format!("{uri:?} is not a URI"));
         }
+        if scheme.eq_ignore_ascii_case("docker") {
+            check_docker_image(rest).map_err(|problem| {
+                format!(
+                    "{uri:?} is not a Docker image reference (docker:[REGISTRY/]NAME[:TAG][@sha256:DIGEST]): {problem}"
+                )
+            })?;
+        }
         Ok(Self(uri.to_owned()))
+    }
+
+    /// For `docker:` URIs, the image reference to pull: `repo/name:tag`, `name@sha256:…`,
+    /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com/repo:tag`, `public.ecr.aws/…`.
+    pub fn docker_image(&self) -> Option<&str> {
+        let (scheme, rest) = self.0.split_once(':')?;
+        scheme.eq_ignore_ascii_case("docker").then_some(rest)
     }
 
     pub fn as_str(&self) -> &str {
@@ -202,6 +216,121 @@ impl ArtifactUri {
         let name = rest.rsplit('/').next().unwrap_or(rest);
         (!name.is_empty()).then_some(name)
     }
+}
+
+/// Checks an image reference as the Docker engine reads it: `[DOMAIN[:PORT]/]PATH[:TAG][@DIGEST]`,
+/// PATH components lower-case alphanumerics joined by `.`, `_`, `__` or `-`s, a tag of up to 128
+/// word characters, dots and dashes, a digest `ALGORITHM:HEX` (`sha256` with 64 hex digits).
+fn check_docker_image(reference: &str) -> Result<(), String> {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        let (algorithm, hex) = digest
+            .split_once(':')
+            .ok_or_else(|| format!("digest {digest:?} is not ALGORITHM:HEX"))?;
+        let hex_ok = !hex.is_empty()
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let algorithm_ok = !algorithm.is_empty()
+            && algorithm.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'+' | b'.' | b'_' | b'-')
+            });
+        if !hex_ok || !algorithm_ok || (algorithm == "sha256" && hex.len() != 64) {
+            return Err(format!(
+                "digest {digest:?} is not sha256: and 64 lower-case hex digits"
+            ));
+        }
+    }
+    // A tag follows the last `:` after the last `/` (a `:` before it is a registry's port).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let mut bytes = tag.bytes();
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let ok = tag.len() <= 128
+            && bytes.next().is_some_and(word)
+            && bytes.all(|b| word(b) || b == b'.' || b == b'-');
+        if !ok {
+            return Err(format!(
+                "tag {tag:?} must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"
+            ));
+        }
+    }
+    if name.is_empty() {
+        return Err("the image name is empty".to_owned());
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1 {
+        let first = components[0];
+        if first.contains('.') || first.contains(':') || first == "localhost" {
+            check_registry(first)?;
+            components.remove(0);
+        }
+    }
+    for component in components {
+        check_path_component(component)?;
+    }
+    Ok(())
+}
+
+fn check_registry(domain: &str) -> Result<(), String> {
+    let (host, port) = match domain.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (domain, None),
+    };
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return Err(format!("registry {domain:?} has a bad port"));
+        }
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !host.split('.').all(label_ok) {
+        return Err(format!("registry {domain:?} is not a host name"));
+    }
+    Ok(())
+}
+
+fn check_path_component(component: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{component:?} is not a repository name: lower-case letters and digits, joined by ., _, __ or -"
+        )
+    };
+    let bytes = component.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return Err(bad());
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(&bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(&bytes[i]) {
+            i += 1;
+        }
+        match &component[start..i] {
+            "." | "_" | "__" => {}
+            sep if sep.bytes().all(|b| b == b'-') => {}
+            _ => return Err(bad()),
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for ArtifactUri {
@@ -725,6 +854,43 @@ mod tests {
         assert_eq!(u.file_name(), None);
         assert!(ArtifactUri::parse("no-scheme").is_err());
         assert!(ArtifactUri::parse("s3://has space").is_err());
+        assert_eq!(u.docker_image(), Some("public.ecr.aws/a/b:latest"));
+        assert_eq!(ArtifactUri::parse("s3://b/k").unwrap().docker_image(), None);
+    }
+
+    #[test]
+    fn docker_uris_are_image_references() {
+        for good in [
+            "docker:redis",
+            "docker:redis:7.2-alpine",
+            "docker:library/hello-world:latest",
+            "docker:123456789012.dkr.ecr.us-west-2.amazonaws.com/team/model:v1.0",
+            "docker:public.ecr.aws/amazonlinux/amazonlinux:2023",
+            "docker:localhost:5000/my_app__x:1",
+            "docker:my-registry.local:5000/a/b",
+            "docker:alpine@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "docker:alpine:3@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            let uri = ArtifactUri::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(uri.docker_image(), good.strip_prefix("docker:"));
+        }
+        for (bad, says) in [
+            ("docker:Redis", "repository name"),
+            ("docker:redis:", "tag"),
+            ("docker:redis:-x", "tag"),
+            ("docker:a//b", "repository name"),
+            ("docker:a/b-", "repository name"),
+            ("docker:alpine@sha256:abc", "digest"),
+            ("docker:alpine@latest", "digest"),
+            ("docker:my_registry.io:99999/a", "port"),
+            ("docker:-bad.io/a", "host name"),
+        ] {
+            let err = ArtifactUri::parse(bad).unwrap_err();
+            assert!(
+                err.contains("Docker image reference") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
         assert!(ArtifactUri::parse("1s3://x").is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use lambkin_proto::recipe::version::Version;
 use serde::{Deserialize, Serialize};
@@ -650,10 +651,8 @@ pub fn stage_artifacts(
         }
         for artifact in &manifest.artifacts {
             let uri = artifact.uri.as_str();
-            if artifact.uri.scheme() == "docker" {
-                problems.push(format!(
-                    "{key}: artifact {uri}: docker images are pulled by a Docker engine, which this host does not manage yet"
-                ));
+            if artifact.uri.docker_image().is_some() {
+                // Images are the Docker engine's: see `pull_docker_images`.
                 continue;
             }
             let Some(file) = artifact.uri.file_name() else {
@@ -719,6 +718,101 @@ pub fn stage_artifacts(
     } else {
         Err(PlanError::Invalid(problems.join("; ")))
     }
+}
+
+/// How long `docker info` may take to say whether an engine answers.
+const DOCKER_INFO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one `docker pull` may take.
+const DOCKER_PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Makes the `docker:` artifacts of the planned components present in the Docker engine
+/// (§5): when `docker info` succeeds, each image that `docker image inspect` does not find is
+/// pulled with `docker pull` (an image already present is not pulled again, as nucleus 2.10
+/// does); when no engine answers, the deployment is refused naming every such artifact.
+/// Private registries (ECR) need the engine to be logged in already.
+pub async fn pull_docker_images(plan: &Plan) -> Result<(), PlanError> {
+    let mut images: Vec<(String, String)> = Vec::new();
+    for c in plan.components.values() {
+        let (Some(recipe), Some(index)) = (&c.recipe, c.manifest) else {
+            continue;
+        };
+        let Some(manifest) = recipe.manifests.get(index) else {
+            continue;
+        };
+        for artifact in &manifest.artifacts {
+            if let Some(image) = artifact.uri.docker_image() {
+                images.push((format!("{}@{}", c.name, c.version), image.to_owned()));
+            }
+        }
+    }
+    if images.is_empty() {
+        return Ok(());
+    }
+    if let Err(why) = docker(&["info"], DOCKER_INFO_TIMEOUT).await {
+        let named: Vec<String> = images
+            .iter()
+            .map(|(key, image)| format!("{key}: artifact docker:{image}"))
+            .collect();
+        return Err(PlanError::Invalid(format!(
+            "{}: a Docker engine is needed to pull it, and none answers (`docker info`: {why})",
+            named.join(", ")
+        )));
+    }
+    let mut problems = Vec::new();
+    let mut done = BTreeSet::new();
+    for (key, image) in &images {
+        if !done.insert(image.clone()) {
+            continue;
+        }
+        if docker(&["image", "inspect", image], DOCKER_INFO_TIMEOUT)
+            .await
+            .is_ok()
+        {
+            continue;
+        }
+        tracing::info!(component = %key, %image, "pulling a Docker image");
+        if let Err(why) = docker(&["pull", image], DOCKER_PULL_TIMEOUT).await {
+            problems.push(format!(
+                "{key}: artifact docker:{image}: `docker pull` failed: {why}"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PlanError::Invalid(problems.join("; ")))
+    }
+}
+
+/// Runs `docker ARGS…`; `Err` says why it did not succeed (not found, timed out, or its
+/// exit status and the last line of its error output).
+async fn docker(args: &[&str], limit: Duration) -> Result<(), String> {
+    let mut command = tokio::process::Command::new("docker");
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(limit, command.output()).await {
+        Err(_) => return Err(format!("no answer within {} s", limit.as_secs())),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err("the docker command is not installed".to_owned())
+        }
+        Ok(Err(e)) => return Err(format!("cannot run docker: {e}")),
+        Ok(Ok(output)) => output,
+    };
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    Err(format!("{}: {last}", output.status))
 }
 
 fn write_artifact(

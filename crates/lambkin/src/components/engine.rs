@@ -825,6 +825,9 @@ impl Actor {
             .iter()
             .map(|(_, r)| format!("{}@{}", r.name, r.version))
             .collect();
+        deployment::pull_docker_images(&plan)
+            .await
+            .map_err(|e| e.to_string())?;
         deployment::stage_artifacts(
             &plan,
             request.artifact_dir.as_deref(),

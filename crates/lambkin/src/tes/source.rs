@@ -1,0 +1,227 @@
+//! Where the token exchange service's credentials come from, and how long an answer is kept.
+//!
+//! - `static`: the configured keys, with an `Expiration` an hour ahead on every answer.
+//! - `file`: a JSON file in the answer's own shape, read on every request, so that editing it
+//!   takes effect at once (local and cheap, so never cached).
+//! - `iot`: the AWS IoT credentials provider. Its credentials are kept until 5 minutes before
+//!   they expire; a failed answer from it (a status other than 200) is given again for
+//!   `credential_retry_in_sec` by its class; a connection failure or timeout is not kept, so
+//!   the next request tries again. One fetch at a time: concurrent requests wait for it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::config::{TesConfig, TesSource};
+
+use super::iot::IotProvider;
+use super::{format_expiration, parse_expiration};
+
+/// Credentials are handed out until this long before they expire (nucleus: 5 minutes).
+pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+/// What a `static` answer says its credentials are good for.
+const STATIC_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// One set of AWS credentials, in the ECS container-credentials shape the endpoint answers.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: String,
+    #[serde(rename = "SecretAccessKey")]
+    pub secret_access_key: String,
+    /// The session token; empty for long-term keys.
+    #[serde(rename = "Token", default)]
+    pub token: String,
+    /// `2026-11-22T08:00:00Z`
+    #[serde(rename = "Expiration")]
+    pub expiration: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why no credentials can be given. [`FetchError::status`] is where each becomes a status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("no credential source is configured: add a [tes] table to config.toml")]
+    NotConfigured,
+    #[error("{0}")]
+    File(String),
+    #[error("the AWS IoT credentials provider answered {status}: {body}")]
+    Upstream { status: u16, body: String },
+    #[error("the AWS IoT credentials provider answered 200 with {0}")]
+    Malformed(String),
+    #[error("the AWS IoT credentials provider cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("the AWS IoT credentials provider did not answer within {} s", .0.as_secs())]
+    TimedOut(Duration),
+}
+
+impl FetchError {
+    /// The status the endpoint answers with: the upstream's own status when it answered
+    /// (as the nucleus does), 504 on its timeout, 500 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Upstream { status, .. } => *status,
+            Self::TimedOut(_) => 504,
+            Self::NotConfigured | Self::File(_) | Self::Malformed(_) | Self::Unreachable(_) => 500,
+        }
+    }
+}
+
+/// The configured source.
+#[derive(Debug)]
+pub enum Source {
+    None,
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: String,
+    },
+    File(PathBuf),
+    Iot(Box<IotSource>),
+}
+
+/// The `iot` source: the client, the answer kept, and the retry settings.
+#[derive(Debug)]
+pub struct IotSource {
+    provider: IotProvider,
+    cache: Mutex<Option<Cached>>,
+    config: TesConfig,
+}
+
+/// An answer of the IoT provider, given again until `until`.
+#[derive(Debug)]
+pub struct Cached {
+    answer: Result<Credentials, FetchError>,
+    until: Instant,
+}
+
+impl Source {
+    /// The source `[tes]` names; the IoT provider's certificate and key are read now.
+    pub fn from_config(config: Option<&TesConfig>, thing_name: &str) -> anyhow::Result<Self> {
+        let Some(config) = config else {
+            return Ok(Self::None);
+        };
+        Ok(match config.source {
+            TesSource::Static => Self::Static {
+                access_key_id: config.access_key_id.clone().unwrap_or_default(),
+                secret_access_key: config.secret_access_key.clone().unwrap_or_default(),
+                session_token: config.session_token.clone().unwrap_or_default(),
+            },
+            TesSource::File => Self::File(config.path.clone().unwrap_or_default()),
+            TesSource::Iot => Self::Iot(Box::new(IotSource {
+                provider: IotProvider::new(config, thing_name)
+                    .context("cannot set up the AWS IoT credentials provider client")?,
+                cache: Mutex::new(None),
+                config: config.clone(),
+            })),
+        })
+    }
+
+    /// Credentials for a caller that is already authorized.
+    pub async fn credentials(&self) -> Result<Credentials, FetchError> {
+        match self {
+            Self::None => Err(FetchError::NotConfigured),
+            Self::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => Ok(Credentials {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.clone(),
+                token: session_token.clone(),
+                expiration: format_expiration(SystemTime::now() + STATIC_LIFETIME),
+            }),
+            Self::File(path) => read_file(path).await,
+            Self::Iot(iot) => {
+                let IotSource {
+                    provider,
+                    cache,
+                    config,
+                } = iot.as_ref();
+                // Held across the fetch: one request goes upstream, the others wait for it.
+                let mut cached = cache.lock().await;
+                if let Some(entry) = cached.as_ref() {
+                    if Instant::now() < entry.until {
+                        return entry.answer.clone();
+                    }
+                }
+                let answer = provider.fetch().await;
+                let keep = match &answer {
+                    Ok(credentials) => parse_expiration(&credentials.expiration)
+                        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                        .and_then(|left| left.checked_sub(REFRESH_BEFORE_EXPIRY))
+                        .unwrap_or_default(),
+                    Err(FetchError::Upstream { status, .. }) => config.retry_after(Some(*status)),
+                    Err(_) => Duration::ZERO,
+                };
+                if keep.is_zero() {
+                    if let Ok(credentials) = &answer {
+                        tracing::warn!(expiration = %credentials.expiration, "credentials expire within 5 minutes; not kept");
+                    }
+                    *cached = None;
+                } else {
+                    *cached = Some(Cached {
+                        answer: answer.clone(),
+                        until: Instant::now() + keep,
+                    });
+                }
+                if let Err(e) = &answer {
+                    tracing::warn!(error = %e, "credentials fetch failed");
+                }
+                answer
+            }
+        }
+    }
+}
+
+async fn read_file(path: &std::path::Path) -> Result<Credentials, FetchError> {
+    let text = tokio::fs::read(path)
+        .await
+        .map_err(|e| FetchError::File(format!("cannot read {}: {e}", path.display())))?;
+    #[derive(Deserialize)]
+    struct OnDisk {
+        #[serde(rename = "AccessKeyId")]
+        access_key_id: String,
+        #[serde(rename = "SecretAccessKey")]
+        secret_access_key: String,
+        #[serde(rename = "Token", default)]
+        token: Option<String>,
+        #[serde(rename = "Expiration", default)]
+        expiration: Option<String>,
+    }
+    let on_disk: OnDisk = serde_json::from_slice(&text).map_err(|e| {
+        FetchError::File(format!(
+            "{} is not credentials JSON {{\"AccessKeyId\", \"SecretAccessKey\", \"Token\", \"Expiration\"}}: {e}",
+            path.display()
+        ))
+    })?;
+    let expiration = match on_disk.expiration {
+        Some(expiration) => {
+            if parse_expiration(&expiration).is_none() {
+                return Err(FetchError::File(format!(
+                    "{}: Expiration {expiration:?} is not a UTC time such as 2026-11-22T08:00:00Z",
+                    path.display()
+                )));
+            }
+            expiration
+        }
+        None => format_expiration(SystemTime::now() + STATIC_LIFETIME),
+    };
+    Ok(Credentials {
+        access_key_id: on_disk.access_key_id,
+        secret_access_key: on_disk.secret_access_key,
+        token: on_disk.token.unwrap_or_default(),
+        expiration,
+    })
+}

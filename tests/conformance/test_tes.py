@@ -1,0 +1,175 @@
+"""The token exchange service with real clients: a generic component running boto3, with no
+AWS configuration of its own, gets the host's static credentials through
+AWS_CONTAINER_CREDENTIALS_FULL_URI (botocore's container provider), and they sign requests;
+the same endpoint refuses a wrong token (403) and boto3 with a wrong token gets nothing.
+
+The Docker component recipe tes_components/container-component-recipe.yaml is
+deployed with its `docker run` replaced by a process given exactly what that line hands into
+the container: every variable it names is present, and the IPC socket at the path it mounts
+accepts the SDK's connection. (This machine has no Docker engine; the engine's own handling of
+-e/-v is not under test.) HTTP-level details are in crates/lambkin/tests/tes.rs."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).parent / "tes_components"
+FIXTURE = HERE / "container-component-recipe.yaml"
+BOTO = "com.lambkin.conformance.TesBoto3"
+VERSION = "1.0.0"
+DEADLINE = 60.0
+REGION = "eu-central-1"
+THING = "tes-conformance-thing"
+
+
+def until(predicate, what: str, details=lambda: ""):
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {DEADLINE:.0f}s\n{details()}")
+        time.sleep(0.05)
+
+
+class Host:
+    """A host with a [tes] static source, on its own root."""
+
+    def __init__(self, binary: Path, base: Path, keys: dict[str, str]):
+        self.binary, self.base, self.root = binary, base, base / "root"
+        (self.root / "state").mkdir(parents=True)
+        (self.root / "config.toml").write_text(
+            f'region = "{REGION}"\nthing_name = "{THING}"\n'
+            '[tes]\nsource = "static"\n'
+            f'access_key_id = "{keys["access_key"]}"\n'
+            f'secret_access_key = "{keys["secret_key"]}"\n'
+            f'session_token = "{keys["token"]}"\n')
+        # The host's own environment carries no AWS credentials or configuration, so what the
+        # component finds can only come from the endpoint.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["HOME"] = str(base / "home")
+        (base / "home").mkdir()
+        self.log = open(base / "host.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(binary), "run", "--root", str(self.root), "--listen", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+            start_new_session=True, env=env)
+        until(lambda: (self.root / "state" / "api.addr").is_file() or self.proc.poll() is not None,
+              "the host starting", self.output)
+        assert self.proc.poll() is None, self.output()
+
+    def output(self) -> str:
+        logs = [(self.base / "host.log").read_text(errors="replace")]
+        for log in sorted((self.root / "logs").glob("*.log")):
+            logs.append(f"--- {log.name}\n" + log.read_text(errors="replace"))
+        return "\n".join(logs)
+
+    def deploy(self, recipe: dict, script: str) -> None:
+        name = recipe["ComponentName"]
+        recipes, artifacts = self.base / f"recipes-{name}", self.base / f"artifacts-{name}"
+        recipes.mkdir()
+        d = artifacts / name / recipe["ComponentVersion"]
+        d.mkdir(parents=True)
+        shutil.copy(HERE / script, d / script)
+        (recipes / f"{name}.json").write_text(json.dumps(recipe))
+        result = subprocess.run(
+            [str(self.binary), "deploy", "--root", str(self.root), "-r", str(recipes),
+             "-a", str(artifacts), "-m", f"{name}={recipe['ComponentVersion']}"],
+            capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr + self.output()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        assert self.proc.wait(timeout=30) == 0, self.output()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def tes_host(lambkin_bin, tmp_path_factory):
+    keys = {"access_key": "AKIA" + secrets.token_hex(8).upper(),
+            "secret_key": secrets.token_urlsafe(30),
+            "token": secrets.token_urlsafe(60)}
+    host = Host(lambkin_bin, tmp_path_factory.mktemp("tes"), keys)
+    yield host, keys
+    host.stop()
+
+
+def test_boto3_in_a_component_gets_the_static_credentials_through_the_endpoint(tes_host):
+    host, keys = tes_host
+    host.deploy({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": BOTO,
+        "ComponentVersion": VERSION,
+        "Manifests": [{
+            "Platform": {"os": "linux"},
+            "Lifecycle": {"Run": f"{sys.executable} -u {{artifacts:path}}/boto3_component.py"},
+            "Artifacts": [{"URI": "s3://conformance/boto3_component.py"}],
+        }],
+    }, "boto3_component.py")
+    path = host.root / "work" / BOTO / "result.json"
+    until(path.exists, "the component's result", host.output)
+    result = json.loads(path.read_text())
+
+    env = result["env"]
+    assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"].startswith("http://127.0.0.1:")
+    assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"].endswith("/2016-11-01/credentialprovider/")
+    assert env["AWS_ACCESS_KEY_ID"] is None
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == REGION
+    assert env["AWS_IOT_THING_NAME"] == THING
+    assert env["GGC_VERSION"]
+    assert result["token_given"]
+
+    assert result["method"] == "container-role", result
+    assert (result["access_key"], result["secret_key"], result["token"]) == (
+        keys["access_key"], keys["secret_key"], keys["token"])
+    url = result["presigned_url"]
+    assert keys["access_key"] in url and "X-Amz-Security-Token=" in url, url
+
+    assert result["wrong_token_status"] == 403, result
+    assert keys["access_key"] not in result.get("wrong_token_body", "")
+    assert not result["wrong_token_sdk"].startswith("got container-role"), result
+
+
+def test_the_container_recipe_gets_every_variable_its_docker_run_hands_in(tes_host):
+    host, _ = tes_host
+    recipe = yaml.safe_load(FIXTURE.read_text())
+    run = recipe["Manifests"][0]["Lifecycle"]["Run"]
+    # What the fixture's `docker run` hands into its container, and nothing else.
+    for handed in ("-e SVCUID", "-e AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT",
+                   "-e AWS_CONTAINER_AUTHORIZATION_TOKEN", "-e AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                   "-e MSG_COUNT_LIMIT={configuration:/MSG_COUNT_LIMIT}",
+                   "-v {work:path}:{work:path}", "--network=host"):
+        assert handed in run, handed
+    name = recipe["ComponentName"]
+    recipe["Manifests"][0]["Lifecycle"]["Run"] = (
+        "env -i SVCUID=\"$SVCUID\" "
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT="
+        "\"$AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT\" "
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN=\"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" "
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI=\"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" "
+        "MSG_COUNT_LIMIT={configuration:/MSG_COUNT_LIMIT} "
+        f"{sys.executable} -u {{artifacts:path}}/container_probe.py {{work:path}}")
+    recipe["Manifests"][0]["Artifacts"] = [{"URI": "s3://conformance/container_probe.py"}]
+    host.deploy(recipe, "container_probe.py")
+    path = host.root / "work" / name / "container.json"
+    until(path.exists, "the container probe's result", host.output)
+    result = json.loads(path.read_text())
+    env = result["env"]
+    assert all(env.values()), env
+    assert env["SVCUID"] == env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
+    assert env["MSG_COUNT_LIMIT"] == "2000"
+    assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"].startswith("http://127.0.0.1:")
+    assert result["work"] == str(host.root / "work" / name)
+    assert result["socket_is_absolute"] and result["socket_is_a_socket"]
+    assert result["subscribed"]
