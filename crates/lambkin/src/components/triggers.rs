@@ -160,7 +160,7 @@ impl Triggers {
     /// Subscribes the Lambda component `component` to its `pubsubTopics`, replacing any
     /// subscriptions it had. When this returns, messages published locally are delivered,
     /// and so are broker messages once the broker has acknowledged the subscription (waited
-    /// for up to [`SUBACK_WAIT`] while connected).
+    /// for up to 10 s while connected).
     pub async fn start(&mut self, component: &str, config: &serde_json::Value) {
         self.stop(component);
         let (Ok(function), Ok(client_name)) = (
