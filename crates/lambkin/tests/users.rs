@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::{json, Value};
+use sha2::Digest as _;
 use support::{wait_for, Host};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -179,7 +181,10 @@ impl Device {
             let file = format!("{}.json", r["ComponentName"].as_str().unwrap());
             std::fs::write(dir.join(file), serde_json::to_vec(r).unwrap()).unwrap();
         }
+        let artifacts = self.tmp.path().join("artifacts");
+        std::fs::create_dir_all(&artifacts).unwrap();
         let mut all = vec!["deploy", "-r", dir.to_str().unwrap()];
+        all.extend_from_slice(&["-a", artifacts.to_str().unwrap()]);
         all.extend_from_slice(args);
         let out = self.cli(&all);
         match out.status.code() {
@@ -196,6 +201,13 @@ impl Device {
         let out = self.cli(&["list", "--json"]);
         assert!(out.status.success(), "list: {}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Puts an artifact where `lambkin deploy -a` finds it.
+    fn put_artifact(&self, name: &str, version: &str, file: &str, bytes: &[u8]) {
+        let dir = self.tmp.path().join("artifacts").join(name).join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), bytes).unwrap();
     }
 
     fn work(&self, name: &str) -> PathBuf {
@@ -488,5 +500,72 @@ struct RemoveOnDrop(String);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         remove_user(&self.0);
+    }
+}
+
+/// A Lambda component (the cloud's recipe shape) whose handler answers who it runs as.
+fn whoami_lambda(device: &Device, name: &str, container_mode: &str) -> Value {
+    let handler = "import os\n\ndef lambda_handler(event, context):\n    \
+                   return {'uid': os.getuid(), 'gid': os.getgid(), 'groups': sorted(os.getgroups())}\n";
+    let zip = support::zip_bytes(&[("lambda_function.py", handler, 0o644)]);
+    device.put_artifact(name, "1.0.0", "lambda-artifact.zip", &zip);
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/components/seed-lambda-recipe.json"
+    );
+    let mut recipe: Value = serde_json::from_slice(&std::fs::read(seed).unwrap()).unwrap();
+    recipe["ComponentName"] = json!(name);
+    recipe["ComponentVersion"] = json!("1.0.0");
+    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
+    defaults["containerMode"] = json!(container_mode);
+    defaults["pubsubTopics"] = json!({});
+    let artifact = &mut recipe["Manifests"][0]["Artifacts"][0];
+    artifact["Digest"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip)));
+    recipe
+}
+
+#[test]
+fn a_lambda_component_runs_as_its_user() {
+    needs_root!();
+    let extra = TestGroup::create("y");
+    let dave = TestUser::create("e", &[&extra.name]);
+    // The interpreter must be one the user may run (not one under root's home).
+    let mut device = Device::start_with_config("[lambda]\npython = \"/usr/bin/python3\"\n");
+    let mut modes = vec!["NoContainer"];
+    // The container path needs what the host checks before it contains anything.
+    if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
+        modes.push("GreengrassContainer");
+    } else {
+        eprintln!("SKIPPED the GreengrassContainer case: no memory cgroup controller here");
+    }
+    for mode in modes {
+        let name = format!("whoami-{}", mode.to_lowercase());
+        let recipe = whoami_lambda(&device, &name, mode);
+        device
+            .deploy(
+                &[recipe],
+                &[
+                    "-m",
+                    &format!("{name}=1.0.0"),
+                    "--run-with",
+                    &format!("{name}:posixUser={}", dave.name),
+                ],
+            )
+            .unwrap();
+        let out = device.cli(&["invoke", &name, "{}"]);
+        assert!(
+            out.status.success(),
+            "{mode}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{mode}: {e}: {}", text(&out.stdout)));
+        assert_eq!(answer["uid"], json!(dave.uid), "{mode}: {answer}");
+        assert_eq!(answer["gid"], json!(dave.gid), "{mode}: {answer}");
+        let groups = answer["groups"].as_array().unwrap();
+        assert!(groups.contains(&json!(extra.gid)), "{mode}: {answer}");
+        assert!(!groups.contains(&json!(0)), "{mode}: {answer}");
     }
 }

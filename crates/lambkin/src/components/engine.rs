@@ -1116,8 +1116,10 @@ impl Actor {
         if let Some(ipc) = &self.settings.ipc {
             env.extend(ipc.env_for(&c.name));
         }
+        let run_as = self.run_as(c)?;
+        self.give_artifacts(c, run_as.as_ref())?;
         self.registry
-            .define_for_component(name, config, code_dir, env)
+            .define_for_component(name, config, code_dir, env, run_as)
             .await
             .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
     }

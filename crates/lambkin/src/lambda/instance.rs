@@ -437,7 +437,9 @@ fn launch(
             &spec.launch,
             &spec.host_root,
             cgroup,
-            None,
+            spec.run_as
+                .as_ref()
+                .map(|r| (r.uid, r.gid, r.groups.clone())),
         )?,
         _ => {
             let mut cmd = std::process::Command::new(&spec.launch.program);
@@ -501,6 +503,11 @@ fn launch(
             .env("LAMBDA_RUNTIME_DIR", runtime_dir);
     }
     cmd.env(crate::orphans::MARKER, &spec.host_root);
+    // The sandbox init changes user itself, after mounting; a plain process before exec, and
+    // before the parent-death signal, which changing user clears.
+    if let (None, Some(run_as)) = (sandbox, &spec.run_as) {
+        run_as.apply(&mut cmd);
+    }
     lambkin_sys::kill_when_parent_dies(&mut cmd);
     tokio::process::Command::from(cmd)
         .kill_on_drop(true)

@@ -222,7 +222,8 @@ impl Registry {
         record: &FunctionRecord,
         code_dir: PathBuf,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
-        self.spec_with_env(record, code_dir, BTreeMap::new()).await
+        self.spec_with_env(record, code_dir, BTreeMap::new(), None)
+            .await
     }
 
     /// The spec, with the variables a component's function gets from its component.
@@ -231,6 +232,7 @@ impl Registry {
         record: &FunctionRecord,
         code_dir: PathBuf,
         component_env: BTreeMap<String, String>,
+        run_as: Option<crate::users::RunAs>,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
         let launch = self
             .inner
@@ -251,6 +253,7 @@ impl Registry {
             shutdown_grace: self.inner.host.shutdown_grace,
             host_root: self.inner.layout.root().to_owned(),
             component_env,
+            run_as,
         }))
     }
 
@@ -475,6 +478,7 @@ impl Registry {
         config: FunctionConfig,
         code_dir: PathBuf,
         component_env: BTreeMap<String, String>,
+        run_as: Option<crate::users::RunAs>,
     ) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
         check_entry_point(&code_dir, &config.runtime, config.handler.as_deref())?;
@@ -489,7 +493,9 @@ impl Registry {
             code_size: 0,
             last_modified: timestamp::lambda_last_modified(SystemTime::now()),
         };
-        let spec = self.spec_with_env(&record, code_dir, component_env).await?;
+        let spec = self
+            .spec_with_env(&record, code_dir, component_env, run_as)
+            .await?;
         let old = self.write_map().remove(&name);
         if let Some(old) = old {
             old.handle.shutdown(InvocationAbort::FunctionRemoved).await;
