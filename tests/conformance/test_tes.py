@@ -1,7 +1,8 @@
 """The token exchange service with real clients: a generic component running boto3, with no
 AWS configuration of its own, gets the host's static credentials through
 AWS_CONTAINER_CREDENTIALS_FULL_URI (botocore's container provider), and they sign requests;
-the same endpoint refuses a wrong token (403) and boto3 with a wrong token gets nothing.
+the same endpoint refuses a wrong token (403) and boto3 with a wrong token gets nothing. A Lambda
+function imported as a component (aws.greengrass.lambda) gets them the same way.
 
 The Docker component recipe tes_components/container-component-recipe.yaml is
 deployed with its `docker run` replaced by a process given exactly what that line hands into
@@ -18,10 +19,13 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+
+from support import zip_files
 
 HERE = Path(__file__).parent / "tes_components"
 FIXTURE = HERE / "container-component-recipe.yaml"
@@ -54,12 +58,15 @@ class Host:
             '[tes]\nsource = "static"\n'
             f'access_key_id = "{keys["access_key"]}"\n'
             f'secret_access_key = "{keys["secret_key"]}"\n'
-            f'session_token = "{keys["token"]}"\n')
+            f'session_token = "{keys["token"]}"\n'
+            # Functions run with this interpreter, which has boto3.
+            f'[lambda]\npython = "{sys.executable}"\n')
         # The host's own environment carries no AWS credentials or configuration, so what the
         # component finds can only come from the endpoint.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["HOME"] = str(base / "home")
         (base / "home").mkdir()
+        self.addr_file = self.root / "state" / "api.addr"
         self.log = open(base / "host.log", "wb")
         self.proc = subprocess.Popen(
             [str(binary), "run", "--root", str(self.root), "--listen", "127.0.0.1:0"],
@@ -81,7 +88,10 @@ class Host:
         recipes.mkdir()
         d = artifacts / name / recipe["ComponentVersion"]
         d.mkdir(parents=True)
-        shutil.copy(HERE / script, d / script)
+        if script.endswith(".zip"):
+            zip_files({"handler.py": HERE / "lambda_handler.py"}, d / script)
+        else:
+            shutil.copy(HERE / script, d / script)
         (recipes / f"{name}.json").write_text(json.dumps(recipe))
         result = subprocess.run(
             [str(self.binary), "deploy", "--root", str(self.root), "-r", str(recipes),
@@ -173,3 +183,34 @@ def test_the_container_recipe_gets_every_variable_its_docker_run_hands_in(tes_ho
     assert result["work"] == str(host.root / "work" / name)
     assert result["socket_is_absolute"] and result["socket_is_a_socket"]
     assert result["subscribed"]
+
+
+def test_a_lambda_component_gets_the_credentials_the_same_way(tes_host):
+    host, keys = tes_host
+    name = "com.lambkin.conformance.TesLambda"
+    host.deploy({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": name,
+        "ComponentVersion": VERSION,
+        "ComponentType": "aws.greengrass.lambda",
+        "ComponentConfiguration": {"DefaultConfiguration": {
+            "containerMode": "NoContainer", "timeoutInSeconds": 30, "pinned": False,
+            "inputPayloadEncodingType": "json"}},
+        "ComponentDependencies": {"aws.greengrass.TokenExchangeService": {
+            "VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"}},
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {}, "Artifacts": [{
+            "Uri": "greengrass:lambda-artifact.zip", "Unarchive": "ZIP"}]}],
+        "Lifecycle": {"setenv": {
+            "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "handler.handler",
+            "AWS_GREENGRASS_LAMBDA_RUNTIME": "python3.11"}},
+    }, "lambda-artifact.zip")
+    addr = host.addr_file.read_text().strip()
+    request = urllib.request.Request(
+        f"http://{addr}/2015-03-31/functions/{name}/invocations", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        function_error = response.headers.get("X-Amz-Function-Error")
+        result = json.loads(response.read())
+    assert function_error is None, result
+    assert result["method"] == "container-role", result
+    assert (result["access_key"], result["token"]) == (keys["access_key"], keys["token"])
+    assert result["uri"].endswith("/2016-11-01/credentialprovider/")
