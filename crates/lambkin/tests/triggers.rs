@@ -75,6 +75,8 @@ fn deploy_lambda(tmp: &Path, root: &Path, topics: Value, out: &Path) {
     recipe["Manifests"][0]["Artifacts"][0]["Digest"] =
         json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip)));
     let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
+    // The handler writes to the test's directory, which a container would not show it.
+    defaults["containerMode"] = json!("NoContainer");
     defaults["pubsubTopics"] = topics;
     defaults["lambdaExecutionParameters"]["EnvironmentVariables"] =
         json!({ "OUT": out.to_str().unwrap() });
