@@ -67,7 +67,7 @@ pub struct Container {
 /// Top-level host entries that the container gets fresh instead of bound.
 const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "lambda", "runtime"];
 /// The host devices every container has, as every Linux program expects them.
-const STANDARD_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+pub const STANDARD_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Sets the container up and execs its runtime. Returns only on failure, before the monitor
 /// forked; failures after that end the process with the runtime's status or 126.

@@ -210,6 +210,38 @@ fn enable_controllers(dir: &Path, controllers: &[String]) -> Result<(), CgroupEr
     std::fs::write(&file, missing.join(" ")).map_err(io_error("write", &file))
 }
 
+/// A device node a group may open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRule {
+    /// `c` (character) or `b` (block).
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub writable: bool,
+}
+
+impl DeviceRule {
+    /// The rule for the device node at `path`, if it is one.
+    pub fn of(path: &Path, writable: bool) -> Option<Self> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::metadata(path).ok()?;
+        let kind = if meta.file_type().is_char_device() {
+            'c'
+        } else if meta.file_type().is_block_device() {
+            'b'
+        } else {
+            return None;
+        };
+        let dev = meta.rdev();
+        Some(Self {
+            kind,
+            major: ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+            minor: (dev & 0xff) | ((dev >> 12) & !0xff),
+            writable,
+        })
+    }
+}
+
 /// One group: a directory per hierarchy (v1) or one directory (v2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
@@ -310,6 +342,43 @@ impl Cgroup {
                 );
                 self.write("cpu", "cpu.max", &cpu)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Lets the group's processes open only `allowed` device nodes (cgroup v1's devices
+    /// controller; device files outside the list cannot be opened even if created). On v2
+    /// this needs an eBPF program and is not done: the container's `/dev` alone limits it.
+    pub fn restrict_devices(&mut self, allowed: &[DeviceRule]) -> Result<(), CgroupError> {
+        if self.version != Version::V1 {
+            return Ok(());
+        }
+        let Some(name) = self
+            .dirs
+            .first()
+            .and_then(|d| d.file_name())
+            .map(PathBuf::from)
+        else {
+            return Ok(());
+        };
+        let Some(root) = self.dirs.first().and_then(|d| d.ancestors().nth(3)) else {
+            return Ok(());
+        };
+        let hierarchy = root.join("devices");
+        if !hierarchy.is_dir() {
+            return Err(CgroupError::MissingController {
+                controller: "devices",
+                root: root.to_owned(),
+            });
+        }
+        let dir = hierarchy.join(PARENT).join(name);
+        std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
+        self.dirs.push(dir);
+        self.write("devices", "devices.deny", "a")?;
+        for rule in allowed {
+            let access = if rule.writable { "rwm" } else { "rm" };
+            let line = format!("{} {}:{} {access}", rule.kind, rule.major, rule.minor);
+            self.write("devices", "devices.allow", &line)?;
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use lambkin_proto::lambda::function::{Access, ContainerParams, Device, Isolation
 use super::function::FunctionSpec;
 use super::runtimes::Launch;
 use super::scheduler::InstanceId;
-use crate::cgroup::{self, Cgroup, Limits};
+use crate::cgroup::{self, Cgroup, DeviceRule, Limits};
 
 /// The hidden subcommand that runs [`init_main`].
 pub const INIT_COMMAND: &str = "sandbox-init";
@@ -223,6 +223,19 @@ impl InstanceCgroup {
                 },
             )
             .map_err(|e| e.to_string())?;
+        let mut group = scopeguard(group);
+        let standard = lambkin_sys::container::STANDARD_DEVICES
+            .iter()
+            .filter_map(|name| DeviceRule::of(&Path::new("/dev").join(name), true));
+        let given = params
+            .devices
+            .iter()
+            .filter_map(|d| DeviceRule::of(Path::new(&d.path), d.permission == Access::ReadWrite));
+        let rules: Vec<DeviceRule> = standard.chain(given).collect();
+        if let Err(e) = group.0.restrict_devices(&rules) {
+            return Err(e.to_string());
+        }
+        let group = group.take();
         Ok(Self {
             group,
             limit_kib: params.memory_size_kib,
@@ -247,6 +260,28 @@ impl InstanceCgroup {
     /// The limit, in KB.
     pub fn limit_kib(&self) -> u64 {
         self.limit_kib
+    }
+}
+
+/// Removes a group that failed to be set up completely.
+struct Unfinished(Cgroup, bool);
+
+fn scopeguard(group: Cgroup) -> Unfinished {
+    Unfinished(group, true)
+}
+
+impl Unfinished {
+    fn take(mut self) -> Cgroup {
+        self.1 = false;
+        self.0.clone()
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = self.0.remove();
+        }
     }
 }
 

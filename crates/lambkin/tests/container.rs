@@ -1,0 +1,355 @@
+//! GreengrassContainer isolation, against the real binary: a Lambda component deployed with
+//! `containerMode: GreengrassContainer` sees only its own processes, writes only `/tmp` and its
+//! rw volumes, reads its ro volume, opens only the devices it was given; a function that
+//! allocates past its `memorySize` is stopped and reported while the host carries on; bad
+//! container settings fail the deployment with the reason.
+//!
+//! Containers need root (namespaces, mounts, cgroups): elsewhere each test prints
+//! "skipped: <reason>" and passes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::Digest as _;
+use support::{header, Host};
+
+/// The seed recipe (`greengrass-reference.md` §1.2), the shape the cloud generates.
+const SEED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/components/seed-lambda-recipe.json"
+);
+
+const HANDLER: &str = r#"
+import errno, os
+
+def attempt(action):
+    try:
+        return ["ok", action()]
+    except OSError as e:
+        return [errno.errorcode.get(e.errno, str(e.errno)), None]
+
+def write(path):
+    def run():
+        with open(path, "w") as f:
+            f.write("written inside")
+    return run
+
+def read(path):
+    def run():
+        with open(path) as f:
+            return f.read()
+    return run
+
+def open_device(path, mode):
+    def run():
+        open(path, mode, buffering=0).close()
+    return run
+
+def lambda_handler(event, context):
+    if "allocate_mb" in event:
+        hog = bytearray(b"x") * (event["allocate_mb"] * 1024 * 1024)
+        return {"allocated": len(hog)}
+    if event.get("look_only"):
+        # Nothing written: a plain process would write to the host.
+        return {
+            "pid": os.getpid(),
+            "pids": [p for p in os.listdir("/proc") if p.isdigit()],
+        }
+    return {
+        "pid": os.getpid(),
+        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "hostname": os.uname().nodename,
+        "cwd": os.getcwd(),
+        "task_root": os.environ.get("LAMBDA_TASK_ROOT"),
+        "tmp": attempt(write("/tmp/scratch")),
+        "code": attempt(write("/lambda/new")),
+        "etc": attempt(write("/etc/lambkin-container-test")),
+        "root": attempt(write("/new")),
+        "rw_volume": attempt(write("/data/rw/out.txt")),
+        "ro_volume_read": attempt(read("/data/ro/in.txt")),
+        "ro_volume_write": attempt(write("/data/ro/new.txt")),
+        "given_device_read": attempt(open_device("/dev/kmsg", "rb")),
+        "given_device_write": attempt(open_device("/dev/kmsg", "wb")),
+        "other_device": attempt(open_device("/dev/vda", "rb")),
+        "null": attempt(open_device("/dev/null", "wb")),
+        "sys": os.path.exists("/sys/kernel"),
+    }
+"#;
+
+/// Why containers cannot be tested here, if they cannot.
+fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("containers need root".into());
+    }
+    if let Err(e) = lambkin::cgroup::Cgroups::detect() {
+        return Some(e.to_string());
+    }
+    None
+}
+
+macro_rules! require_containers {
+    () => {
+        if let Some(why) = unavailable() {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+struct Device {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    host: Host,
+    deployments: usize,
+}
+
+impl Device {
+    fn start() -> Device {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let host = Host::start(&root);
+        Device {
+            tmp,
+            root,
+            host,
+            deployments: 0,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Deploys a Lambda component running [`HANDLER`] with `config` merged over the seed
+    /// recipe's defaults: `Ok(stdout)` or `Err(stderr)`.
+    fn deploy(&mut self, name: &str, config: Value) -> Result<String, String> {
+        self.deployments += 1;
+        let zip = support::zip_bytes(&[("lambda_function.py", HANDLER, 0o644)]);
+        let digest = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip));
+        let artifacts = self.path("artifacts");
+        let dir = artifacts.join(name).join("1.0.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
+        let mut recipe: Value =
+            serde_json::from_str(&std::fs::read_to_string(SEED).unwrap()).unwrap();
+        recipe["ComponentName"] = json!(name);
+        recipe["ComponentVersion"] = json!("1.0.0");
+        recipe["Manifests"][0]["Artifacts"][0]["Digest"] = json!(digest);
+        let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
+        defaults["pubsubTopics"] = json!({});
+        for (k, v) in config.as_object().unwrap() {
+            defaults[k] = v.clone();
+        }
+        let recipes = self.path(&format!("recipes-{}", self.deployments));
+        std::fs::create_dir_all(&recipes).unwrap();
+        std::fs::write(
+            recipes.join(format!("{name}-1.0.0.json")),
+            serde_json::to_vec(&recipe).unwrap(),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+            .arg("deploy")
+            .arg("-r")
+            .arg(&recipes)
+            .arg("-a")
+            .arg(&artifacts)
+            .arg("-m")
+            .arg(format!("{name}=1.0.0"))
+            .arg("--root")
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
+        }
+    }
+}
+
+fn body(reply: &support::HttpReply) -> Value {
+    serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|_| json!(String::from_utf8_lossy(&reply.body)))
+}
+
+fn outcome(result: &Value, key: &str) -> String {
+    result[key][0].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_was_given() {
+    require_containers!();
+    let mut device = Device::start();
+    let ro = device.path("ro");
+    let rw = device.path("rw");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("in.txt"), "from the host").unwrap();
+    let config = json!({
+        "containerMode": "GreengrassContainer",
+        "containerParams": {
+            "memorySize": 65536.0,
+            "mountROSysfs": false,
+            "volumes": {
+                "0": {"sourcePath": ro, "destinationPath": "/data/ro", "permission": "ro", "addGroupOwner": false},
+                "1": {"sourcePath": rw, "destinationPath": "/data/rw", "permission": "rw", "addGroupOwner": false}
+            },
+            "devices": {"0": {"path": "/dev/kmsg", "permission": "ro", "addGroupOwner": false}}
+        }
+    });
+    let out = device.deploy("com.example.Contained", config).unwrap();
+    assert!(out.contains("SUCCEEDED"), "{out}");
+
+    let reply = device
+        .host
+        .invoke("com.example.Contained", &json!({}))
+        .await;
+    let result = body(&reply);
+    assert_eq!(reply.status, 200, "{result}");
+    assert_eq!(header(&reply, "x-amz-function-error"), None, "{result}");
+    // Its own PID namespace: the init and the runtime, nothing of the host's.
+    assert_eq!(result["pid"], 2, "{result}");
+    assert_eq!(result["pids"], json!([1, 2]), "{result}");
+    assert_eq!(result["hostname"], "com.example.Contained");
+    assert_eq!(result["cwd"], "/lambda");
+    assert_eq!(result["task_root"], "/lambda");
+    // Writable: /tmp and the rw volume only.
+    assert_eq!(outcome(&result, "tmp"), "ok", "{result}");
+    assert_eq!(outcome(&result, "rw_volume"), "ok", "{result}");
+    assert_eq!(
+        std::fs::read_to_string(rw.join("out.txt")).unwrap(),
+        "written inside"
+    );
+    for read_only in ["code", "etc", "root", "ro_volume_write"] {
+        assert_eq!(
+            outcome(&result, read_only),
+            "EROFS",
+            "{read_only}: {result}"
+        );
+    }
+    assert!(!Path::new("/etc/lambkin-container-test").exists());
+    assert!(!ro.join("new.txt").exists());
+    assert_eq!(
+        result["ro_volume_read"],
+        json!(["ok", "from the host"]),
+        "{result}"
+    );
+    // Devices: the standard ones, the given one with its permission, no other.
+    assert_eq!(outcome(&result, "null"), "ok", "{result}");
+    assert_eq!(outcome(&result, "given_device_read"), "ok", "{result}");
+    // A read-only device refuses writers (the devices cgroup: a read-only mount does not
+    // stop writes to a device node).
+    assert_eq!(outcome(&result, "given_device_write"), "EPERM", "{result}");
+    assert_eq!(outcome(&result, "other_device"), "ENOENT", "{result}");
+    assert_eq!(result["sys"], false, "/sys only with mountROSysfs");
+
+    // The same function as a plain process sees the host.
+    let out = device
+        .deploy(
+            "com.example.Plain",
+            json!({"containerMode": "NoContainer", "containerParams": {"memorySize": 1}}),
+        )
+        .unwrap();
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    let reply = device
+        .host
+        .invoke("com.example.Plain", &json!({"look_only": true}))
+        .await;
+    let result = body(&reply);
+    assert_eq!(reply.status, 200, "{result}");
+    assert_ne!(result["pid"], 2, "{result}");
+    assert!(result["pids"].as_array().unwrap().len() > 2, "{result}");
+}
+
+fn host_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_past_its_memory_is_stopped_and_reported_and_the_next_invocation_works() {
+    require_containers!();
+    let mut device = Device::start();
+    let config = json!({
+        "containerMode": "GreengrassContainer",
+        "containerParams": {"memorySize": 32768.0, "mountROSysfs": true}
+    });
+    let out = device.deploy("com.example.Hungry", config).unwrap();
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    let reply = device.host.invoke("com.example.Hungry", &json!({})).await;
+    let result = body(&reply);
+    assert_eq!(reply.status, 200, "{result}");
+    assert_eq!(result["sys"], true, "mountROSysfs mounts /sys");
+    let rss_before = host_rss_kb(device.host.pid());
+
+    let reply = device
+        .host
+        .invoke("com.example.Hungry", &json!({"allocate_mb": 200}))
+        .await;
+    let error = body(&reply);
+    assert_eq!(reply.status, 200, "{error}");
+    assert_eq!(
+        header(&reply, "x-amz-function-error"),
+        Some("Unhandled"),
+        "{error}"
+    );
+    assert_eq!(error["errorType"], "Runtime.OutOfMemory", "{error}");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("signal: killed"), "{message}");
+    assert!(message.contains("32768 KB"), "{message}");
+
+    let reply = device.host.invoke("com.example.Hungry", &json!({})).await;
+    let result = body(&reply);
+    assert_eq!(reply.status, 200, "{result}");
+    assert_eq!(header(&reply, "x-amz-function-error"), None, "{result}");
+    assert_eq!(result["pid"], 2);
+    // The 200 MB went nowhere near the host.
+    let rss_after = host_rss_kb(device.host.pid());
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "host RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    let log = std::fs::read_to_string(device.root.join("logs/com.example.Hungry.log")).unwrap();
+    assert!(log.contains("out of memory"), "{log}");
+}
+
+#[test]
+fn bad_container_settings_fail_the_deployment_with_the_reason() {
+    require_containers!();
+    let mut device = Device::start();
+    let cases = [
+        (
+            json!({"volumes": {"0": {"sourcePath": "/surely/not/here", "destinationPath": "/data", "permission": "rw"}}}),
+            "volume sourcePath \"/surely/not/here\" does not exist",
+        ),
+        (
+            json!({"devices": {"0": {"path": "/etc/passwd", "permission": "ro"}}}),
+            "device path \"/etc/passwd\" must be a path under /dev/",
+        ),
+        (
+            json!({"memorySize": 1024.0}),
+            "containerParams.memorySize must be at least 2048 KB, got 1024",
+        ),
+    ];
+    for (i, (params, reason)) in cases.into_iter().enumerate() {
+        let err = device
+            .deploy(
+                &format!("com.example.Bad{i}"),
+                json!({"containerMode": "GreengrassContainer", "containerParams": params}),
+            )
+            .unwrap_err();
+        assert!(err.contains(reason), "expected {reason:?} in: {err}");
+    }
+}
