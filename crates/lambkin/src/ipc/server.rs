@@ -26,6 +26,8 @@ use super::operations::{self, ConfigurationChanged, Outcome, Services};
 
 /// Frames waiting to be written to one client before its connection stops reading.
 const WRITE_QUEUE: usize = 256;
+/// Most bytes of queued frames gathered into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 /// Subscription events waiting for the connection's task, across its subscriptions.
 const EVENT_QUEUE: usize = 256;
 /// Connections served at once; more wait in the listener's backlog.
@@ -347,10 +349,30 @@ impl Connection {
     }
 }
 
-/// Writes queued frames until the queue closes, then shuts the socket's write side.
+/// Writes queued frames until the queue closes, then shuts the socket's write side. Frames
+/// already queued behind the first go out with it in one write (up to [`WRITE_BATCH`] bytes):
+/// under load, one system call carries many responses and events; a lone frame is written
+/// as it is, without waiting for company.
 async fn write_frames(mut writer: OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = frames.recv().await {
-        if writer.write_all(&bytes).await.is_err() {
+    let mut batch = Vec::new();
+    while let Some(first) = frames.recv().await {
+        let written = if frames.is_empty() || first.len() >= WRITE_BATCH {
+            writer.write_all(&first).await
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < WRITE_BATCH {
+                let Ok(more) = frames.try_recv() else { break };
+                batch.extend_from_slice(&more);
+            }
+            let written = writer.write_all(&batch).await;
+            if batch.capacity() > 2 * WRITE_BATCH {
+                // A large frame joined the batch: do not keep its memory.
+                batch = Vec::new();
+            }
+            written
+        };
+        if written.is_err() {
             return;
         }
     }
