@@ -182,8 +182,17 @@ impl Received {
     }
 }
 
-fn published(count: u64, seconds: f64) -> String {
-    serde_json::json!({"published": count, "throughput_seconds": seconds}).to_string()
+/// CPU time this process has used so far, in clock ticks.
+fn cpu_ticks() -> u64 {
+    crate::procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+}
+
+/// The publisher's result, with the CPU time used since `cpu_start` (ticks).
+fn published(count: u64, seconds: f64, cpu_start: u64) -> String {
+    let cpu_seconds =
+        cpu_ticks().saturating_sub(cpu_start) as f64 / crate::procfs::TICKS_PER_SECOND as f64;
+    serde_json::json!({"published": count, "throughput_seconds": seconds, "cpu_seconds": cpu_seconds})
+        .to_string()
 }
 
 // ------------------------------------------------------------------------------------ IPC
@@ -354,6 +363,7 @@ async fn ipc_sub(args: &Args) -> anyhow::Result<String> {
 
 async fn ipc_pub(args: &Args) -> anyhow::Result<String> {
     let mut ipc = Ipc::connect_from_env().await?;
+    let cpu_start = cpu_ticks();
     let mut seq = 0u64;
     let mut out = Vec::new();
     let interval = Duration::from_micros(args.interval_us);
@@ -393,7 +403,7 @@ async fn ipc_pub(args: &Args) -> anyhow::Result<String> {
     ipc.publish(&args.topic, &message(seq, END), &mut out)?;
     ipc.stream.write_all(&out).await?;
     while !check_answer(&ipc.next_message().await?)? {}
-    Ok(published(seq + 1, seconds))
+    Ok(published(seq + 1, seconds, cpu_start))
 }
 
 // ----------------------------------------------------------------------------------- MQTT
@@ -465,6 +475,7 @@ async fn mqtt_pub(args: &Args) -> anyhow::Result<String> {
             }
         }
     });
+    let cpu_start = cpu_ticks();
     let mut seq = 0u64;
     let interval = Duration::from_micros(args.interval_us);
     let mut next_at = tokio::time::Instant::now();
@@ -507,5 +518,5 @@ async fn mqtt_pub(args: &Args) -> anyhow::Result<String> {
         Ok(Err(e)) => bail!("the MQTT event loop failed: {e}"),
         Err(_) => {}
     }
-    Ok(published(seq + 1, seconds))
+    Ok(published(seq + 1, seconds, cpu_start))
 }

@@ -11,7 +11,7 @@ use crate::procfs::TICKS_PER_SECOND;
 use crate::pubsub::Plan;
 
 /// Which clients a case uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum ClientKind {
     /// awsiotsdk on IPC, paho-mqtt on MQTT.
     Python,
@@ -73,6 +73,8 @@ pub struct Outcome {
     pub delivered_fraction: f64,
     /// The publisher's own rate during the burst.
     pub published_per_second: f64,
+    /// The publisher process's CPU time per message it published.
+    pub publisher_cpu_us_per_publish: f64,
     /// The broker's CPU time (user + system) over the case, per delivered message.
     pub broker_cpu_us_per_delivery: f64,
 }
@@ -130,6 +132,11 @@ impl Outcome {
             .and_then(serde_json::Value::as_f64)
             .ok_or_else(|| anyhow!("the publisher's result has no throughput_seconds"))?;
         let deliveries = received + latencies.len() as u64;
+        let publisher_cpu = publisher
+            .get("cpu_seconds")
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| anyhow!("the publisher's result has no cpu_seconds"))?;
+        let publishes = u64_field(publisher, "published")?.max(1);
         Ok(Self {
             p50_us: pct(0.50),
             p99_us: pct(0.99),
@@ -138,6 +145,7 @@ impl Outcome {
             delivered_per_second: received as f64 / span_s.max(1e-9),
             delivered_fraction: received as f64 / (plan.throughput * subscribers) as f64,
             published_per_second: plan.throughput as f64 / published_seconds.max(1e-9),
+            publisher_cpu_us_per_publish: publisher_cpu * 1e6 / publishes as f64,
             broker_cpu_us_per_delivery: broker_cpu_ticks as f64 * 1e6
                 / TICKS_PER_SECOND as f64
                 / deliveries as f64,
@@ -212,13 +220,15 @@ pub fn render(r: &Report) -> String {
             for (broker, o) in [(Broker::Lambkin, l), (Broker::Mosquitto, m)] {
                 notes.push(format!(
                     "- {}, 1 → {n}, {}: burst delivered {:.1}% ({:.0} msgs/s published), \
-                     paced delivered {}/{}, broker CPU {:.1} µs per delivery",
+                     paced delivered {}/{}; CPU: publisher {:.1} µs per publish, broker {:.1} µs \
+                     per delivery",
                     kind.label(),
                     broker.label(),
                     o.delivered_fraction * 100.0,
                     o.published_per_second,
                     o.latency_received,
                     o.latency_expected,
+                    o.publisher_cpu_us_per_publish,
                     o.broker_cpu_us_per_delivery
                 ));
             }
