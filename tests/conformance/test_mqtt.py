@@ -2,7 +2,13 @@
 a component using the AWS IoT Device SDK v2 (awsiotsdk) publishes with PublishToIoTCore and a
 paho-mqtt client receives; paho publishes and the component's SubscribeToIoTCore stream
 receives. QoS 1 messages published while the broker is down are delivered in order once it is
-back, also when the host is killed with SIGKILL and restarted in between."""
+back, also when the host is killed with SIGKILL and restarted in between. Everything runs with
+the host speaking MQTT 5 and MQTT 3.1.1 (`[mqtt] version`).
+
+Over mqtts://, Mosquitto's TLS listener requires a client certificate (certificates made here
+with the openssl command, as AWS IoT Core's mutual TLS): the round trip works with the right
+CA, certificate and key; a wrong CA is refused with a clear log line while the host keeps
+running; missing or bad PEM files are configuration errors naming the file."""
 
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ HERE = Path(__file__).parent / "mqtt_components"
 NAME = "com.lambkin.conformance.IotCore"
 VERSION = "1.0.0"
 DEADLINE = 60.0
-OFFLINE_BATCH = int(os.environ.get("LAMBKIN_MQTT_BATCH", "50"))
+OFFLINE_BATCH = int(os.environ.get("LAMBKIN_MQTT_BATCH", "1000"))
+EXIT_CONFIG = 78
 
 
 def free_port() -> int:
@@ -46,19 +53,75 @@ def until(predicate, what: str, details=lambda: ""):
         time.sleep(0.02)
 
 
+class Certificates:
+    """A CA, a server certificate for 127.0.0.1 and a device (client) certificate it signed,
+    and a second CA that signed neither: made with the openssl command, EC P-256 keys in
+    PKCS #8 PEM files as AWS IoT Core hands them out."""
+
+    def __init__(self, base: Path):
+        base.mkdir()
+        self.base = base
+        self.ca, ca_key = self._ca("ca")
+        self.wrong_ca, _ = self._ca("wrong-ca")
+        self.server_cert, self.server_key = self._leaf(
+            "server", self.ca, ca_key, "subjectAltName=IP:127.0.0.1\n"
+            "extendedKeyUsage=serverAuth\n")
+        self.cert, self.key = self._leaf("device", self.ca, ca_key,
+                                         "extendedKeyUsage=clientAuth\n")
+
+    def _openssl(self, *args: str) -> None:
+        result = subprocess.run(["openssl", *args], cwd=self.base, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+
+    def _ca(self, name: str) -> tuple[Path, Path]:
+        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                      "-keyout", f"{name}.key", "-out", f"{name}.pem",
+                      "-subj", f"/CN=Lambkin conformance {name}",
+                      "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        return self.base / f"{name}.pem", self.base / f"{name}.key"
+
+    def _leaf(self, name: str, ca: Path, ca_key: Path, extensions: str) -> tuple[Path, Path]:
+        (self.base / f"{name}.ext").write_text("basicConstraints=CA:FALSE\n" + extensions)
+        self._openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                      "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                      "-subj", f"/CN=lambkin-{name}")
+        self._openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(ca), "-CAkey",
+                      str(ca_key), "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+                      "-extfile", f"{name}.ext")
+        return self.base / f"{name}.pem", self.base / f"{name}.key"
+
+    def configure(self, client) -> None:
+        """Makes a paho client present the device certificate and trust the CA."""
+        client.tls_set(ca_certs=str(self.ca), certfile=str(self.cert), keyfile=str(self.key))
+
+    def mqtt_lines(self, port: int, ca: Path | None = None, client_auth: bool = True) -> str:
+        """The [mqtt] lines of a host connecting with these files."""
+        lines = f'url = "mqtts://127.0.0.1:{port}"\nca = "{ca or self.ca}"\n'
+        if client_auth:
+            lines += f'cert = "{self.cert}"\nkey = "{self.key}"\n'
+        return lines
+
+
 class Broker:
     """Mosquitto with on-disk persistence, so a persistent subscriber's session and queued
     QoS 1 messages survive the broker being stopped and started again."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, tls: Certificates | None = None):
         self.base = base
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         data = base / "data"
         data.mkdir()
         self.conf = base / "mosquitto.conf"
+        listener = f"listener {self.port} 127.0.0.1\n"
+        if tls is not None:
+            listener += (f"cafile {tls.ca}\ncertfile {tls.server_cert}\n"
+                         f"keyfile {tls.server_key}\nrequire_certificate true\n")
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            listener +
             "allow_anonymous true\n"
             # Run as root, Mosquitto would switch to its own user, which cannot write here.
             f"user {getpass.getuser()}\n"
@@ -97,12 +160,14 @@ class Broker:
 class Subscriber:
     """A paho-mqtt client with a persistent session subscribed to lambkin/up/# at QoS 1."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, tls: Certificates | None = None):
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                                   client_id="lambkin-conformance-sub", clean_session=False)
+        if tls is not None:
+            tls.configure(self.client)
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
@@ -154,7 +219,8 @@ def descendants(root: int) -> list[int]:
 
 
 class Host:
-    def __init__(self, binary: Path, base: Path, broker_port: int):
+    def __init__(self, binary: Path, base: Path, mqtt: str):
+        """`mqtt`: the lines of the [mqtt] table."""
         self.binary = binary
         self.base = base
         self.root = base / "root"
@@ -162,7 +228,7 @@ class Host:
         (self.root / "config.toml").write_text(
             'thing_name = "conformance-thing"\n'
             "[mqtt]\n"
-            f'url = "mqtt://127.0.0.1:{broker_port}"\n'
+            f"{mqtt}"
             "reconnect_min_ms = 50\n"
             "reconnect_max_ms = 200\n"
         )
@@ -222,16 +288,7 @@ class Host:
         return self.root / "work" / NAME
 
 
-@pytest.fixture(scope="module")
-def setup(lambkin_bin, tmp_path_factory):
-    base = tmp_path_factory.mktemp("mqtt")
-    broker_dir = base / "broker"
-    broker_dir.mkdir()
-    broker = Broker(broker_dir)
-    broker.start()
-    subscriber = Subscriber(broker.port)
-    host = Host(lambkin_bin, base, broker.port)
-    host.start()
+def deploy_component(lambkin_bin: Path, base: Path, host: Host) -> None:
     recipes, artifacts = base / "recipes", base / "artifacts"
     recipes.mkdir()
     d = artifacts / NAME / VERSION
@@ -260,6 +317,22 @@ def setup(lambkin_bin, tmp_path_factory):
     assert result.returncode == 0, result.stdout + result.stderr + host.output()
     until(lambda: (host.work / "subscribed").exists(), "the component's subscription",
           host.output)
+
+
+@pytest.fixture(scope="module", params=["mqtt5", "mqtt3"])
+def setup(request, lambkin_bin, tmp_path_factory):
+    """Broker, paho subscriber and a host with the component, the host speaking the MQTT
+    version of the parameter."""
+    base = tmp_path_factory.mktemp(f"mqtt-{request.param}")
+    broker_dir = base / "broker"
+    broker_dir.mkdir()
+    broker = Broker(broker_dir)
+    broker.start()
+    subscriber = Subscriber(broker.port)
+    host = Host(lambkin_bin, base,
+                f'url = "mqtt://127.0.0.1:{broker.port}"\nversion = "{request.param}"\n')
+    host.start()
+    deploy_component(lambkin_bin, base, host)
     yield broker, subscriber, host
     subscriber.close()
     host.stop()
@@ -267,9 +340,11 @@ def setup(lambkin_bin, tmp_path_factory):
 
 
 def publish_batch(host: Host, name: str, count: int) -> None:
+    start = time.monotonic()
     (host.work / f"go-{name}").write_text(str(count))
     done = host.work / f"done-{name}"
     until(done.exists, f"the component publishing batch {name}", host.output)
+    print(f"batch {name}: {count} messages published in {time.monotonic() - start:.2f}s")
     assert json.loads(done.read_text())["errors"] == []
 
 
@@ -294,9 +369,11 @@ def test_publish_reaches_a_paho_subscriber(setup):
     assert check_in_order(subscriber, "online", 5, host) == 0
 
 
-def test_subscribe_to_iot_core_streams_broker_messages(setup):
-    broker, subscriber, host = setup
+def publish_down(broker: Broker, host: Host, tls: Certificates | None = None) -> None:
+    """paho publishes three messages; the component's SubscribeToIoTCore stream gets them."""
     publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="lambkin-conformance-pub")
+    if tls is not None:
+        tls.configure(publisher)
     publisher.connect("127.0.0.1", broker.port)
     publisher.loop_start()
     try:
@@ -315,6 +392,11 @@ def test_subscribe_to_iot_core_streams_broker_messages(setup):
     got = sorted((json.loads(line) for line in lines()), key=lambda m: m["topic"])
     assert got == [{"topic": f"lambkin/down/{i}", "payload": json.dumps({"i": i})}
                    for i in range(3)]
+
+
+def test_subscribe_to_iot_core_streams_broker_messages(setup):
+    broker, subscriber, host = setup
+    publish_down(broker, host)
 
 
 def test_qos1_published_offline_arrives_in_order_when_the_broker_returns(setup):
@@ -338,3 +420,106 @@ def test_qos1_spooled_survives_sigkill_of_the_host(setup):
     # The component restarted with the host and did not publish the batch again: every
     # duplicate is the spool's at-least-once resend of the message in flight.
     assert duplicates <= 1
+
+
+@pytest.fixture(scope="module")
+def tls_setup(lambkin_bin, tmp_path_factory):
+    """Mosquitto's TLS listener requiring a client certificate, a paho subscriber with its
+    own certificate, and a host with the component connecting over mqtts://."""
+    base = tmp_path_factory.mktemp("mqtts")
+    certs = Certificates(base / "certs")
+    broker_dir = base / "broker"
+    broker_dir.mkdir()
+    broker = Broker(broker_dir, tls=certs)
+    broker.start()
+    subscriber = Subscriber(broker.port, tls=certs)
+    host = Host(lambkin_bin, base, certs.mqtt_lines(broker.port))
+    host.start()
+    deploy_component(lambkin_bin, base, host)
+    yield broker, subscriber, host, certs
+    subscriber.close()
+    host.stop()
+    broker.stop()
+
+
+def test_mqtts_with_a_client_certificate_round_trip(tls_setup):
+    broker, subscriber, host, certs = tls_setup
+    publish_batch(host, "tls", 5)
+    assert check_in_order(subscriber, "tls", 5, host) == 0
+    publish_down(broker, host, tls=certs)
+
+
+def host_log(host: Host) -> str:
+    path = host.base / f"host-{host.starts}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def still_serving(host: Host) -> None:
+    assert host.proc is not None and host.proc.poll() is None, host.output()
+    result = subprocess.run([str(host.binary), "list", "--root", str(host.root)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("case", ["wrong-ca", "no-client-certificate"])
+def test_mqtts_refused_is_logged_and_the_host_keeps_running(case, tls_setup, lambkin_bin,
+                                                             tmp_path):
+    broker, _, _, certs = tls_setup
+    if case == "wrong-ca":
+        mqtt = certs.mqtt_lines(broker.port, ca=certs.wrong_ca)
+        expected = "invalid peer certificate"
+    else:
+        # Mosquitto just resets the connection; the line says what is missing.
+        mqtt = certs.mqtt_lines(broker.port, client_auth=False)
+        expected = "mqtt.cert and mqtt.key are not set"
+    host = Host(lambkin_bin, tmp_path, mqtt)
+    host.start()
+    try:
+        line = until(lambda: next((line for line in host_log(host).splitlines()
+                                   if "MQTT connection failed" in line), None),
+                     "a log line saying why the MQTT connection failed", host.output)
+        assert expected in line, line
+        assert "MQTT connected" not in host_log(host)
+        still_serving(host)
+    finally:
+        host.stop()
+
+
+def check_config(lambkin_bin: Path, path: Path, mqtt: str) -> subprocess.CompletedProcess:
+    path.write_text("[mqtt]\n" + mqtt)
+    return subprocess.run([str(lambkin_bin), "check-config", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_mqtts_files_are_checked_with_the_configuration(lambkin_bin, tmp_path):
+    certs = Certificates(tmp_path / "certs")
+    config = tmp_path / "config.toml"
+    good = check_config(lambkin_bin, config, certs.mqtt_lines(8883))
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    # Relative paths are relative to the configuration file.
+    missing = check_config(lambkin_bin, config,
+                           'url = "mqtts://127.0.0.1"\nca = "certs/nowhere.pem"\n')
+    assert missing.returncode == EXIT_CONFIG, missing.stdout + missing.stderr
+    assert "mqtt.ca" in missing.stderr and str(tmp_path / "certs/nowhere.pem") in missing.stderr
+
+    swapped = check_config(lambkin_bin, config,
+                           f'url = "mqtts://127.0.0.1"\nca = "{certs.ca}"\n'
+                           f'cert = "{certs.cert}"\nkey = "{certs.cert}"\n')
+    assert swapped.returncode == EXIT_CONFIG, swapped.stdout + swapped.stderr
+    assert "mqtt.key" in swapped.stderr and str(certs.cert) in swapped.stderr
+
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    bad_ca = check_config(lambkin_bin, config,
+                          f'url = "mqtts://127.0.0.1"\nca = "{not_pem}"\n')
+    assert bad_ca.returncode == EXIT_CONFIG, bad_ca.stdout + bad_ca.stderr
+    assert "mqtt.ca" in bad_ca.stderr and str(not_pem) in bad_ca.stderr
+
+    # The same check stops `lambkin run` before anything starts.
+    (tmp_path / "root").mkdir()
+    run = subprocess.run([str(lambkin_bin), "run", "--root", str(tmp_path / "root"),
+                          "--config", str(config), "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == EXIT_CONFIG, run.stdout + run.stderr
+    assert "mqtt.ca" in run.stderr

@@ -82,12 +82,16 @@ pub struct RunWithDefault {
 pub struct MqttConfig {
     /// `mqtt://HOST[:PORT]` (default port 1883) or `mqtts://HOST[:PORT]` (8883).
     pub url: String,
+    /// The protocol version: `mqtt5` (default) or `mqtt3` (3.1.1).
+    #[serde(default)]
+    pub version: MqttVersion,
     /// Default: the thing name.
     #[serde(default)]
     pub client_id: Option<String>,
     #[serde(default = "default_keep_alive")]
     pub keep_alive_seconds: u64,
-    /// PEM files for `mqtts://`: the CA to trust, and the device's certificate and key.
+    /// PEM files for `mqtts://`: the CA to trust, and the device's certificate and key. A
+    /// relative path is relative to the configuration file's directory.
     #[serde(default)]
     pub ca: Option<PathBuf>,
     #[serde(default)]
@@ -104,6 +108,18 @@ pub struct MqttConfig {
     pub reconnect_max_ms: u64,
     #[serde(default)]
     pub spool: SpoolConfig,
+}
+
+/// `[mqtt] version`: Greengrass's names, `mqtt5` and `mqtt3` (also `mqtt311`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttVersion {
+    /// MQTT 5.
+    #[default]
+    Mqtt5,
+    /// MQTT 3.1.1: MQTT 5 message properties are dropped.
+    #[serde(alias = "mqtt311")]
+    Mqtt3,
 }
 
 /// `[mqtt.spool]`: messages accepted for the broker, kept on disk until it acknowledges them.
@@ -175,6 +191,25 @@ impl MqttConfig {
             port,
             tls,
         })
+    }
+
+    /// Makes the TLS file paths absolute (relative to `dir`, the configuration file's
+    /// directory) and checks that they hold what `mqtts://` needs.
+    fn check_files(&mut self, dir: &Path) -> Result<(), String> {
+        for path in [&mut self.ca, &mut self.cert, &mut self.key]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+        match self.broker() {
+            Ok(broker) if broker.tls => {
+                crate::mqtt::tls::client_config(self, broker.port).map(|_| ())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn problems(&self, problems: &mut Vec<String>) {
@@ -421,10 +456,19 @@ impl HostConfig {
                 })
             }
         };
-        Self::parse(&text).map_err(|problems| ConfigError::Invalid {
+        let mut config = Self::parse(&text).map_err(|problems| ConfigError::Invalid {
             path: path.to_owned(),
             problems,
-        })
+        })?;
+        if let Some(mqtt) = &mut config.mqtt {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            mqtt.check_files(dir)
+                .map_err(|problems| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    problems,
+                })?;
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -569,5 +613,36 @@ mod tests {
         );
         let err = HostConfig::parse("[mqtt]\nurl = \"mqtts://h\"\ncert = \"c\"\n").unwrap_err();
         assert!(err.contains("mqtt.ca") && err.contains("mqtt.key"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_version() {
+        let version = |v: &str| {
+            HostConfig::parse(&format!("[mqtt]\nurl = \"mqtt://h\"\n{v}"))
+                .map(|c| c.mqtt.unwrap().version)
+        };
+        assert_eq!(version(""), Ok(MqttVersion::Mqtt5));
+        assert_eq!(version("version = \"mqtt5\""), Ok(MqttVersion::Mqtt5));
+        assert_eq!(version("version = \"mqtt3\""), Ok(MqttVersion::Mqtt3));
+        assert_eq!(version("version = \"mqtt311\""), Ok(MqttVersion::Mqtt3));
+        let err = version("version = \"mqtt4\"").unwrap_err();
+        assert!(err.contains("mqtt4") && err.contains("mqtt5"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[mqtt]\nurl = \"mqtts://h\"\nca = \"certs/ca.pem\"\n",
+        )
+        .unwrap();
+        let err = HostConfig::load(&path, true).unwrap_err().to_string();
+        let expected = dir.path().join("certs/ca.pem");
+        assert!(
+            err.contains("mqtt.ca") && err.contains(&expected.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! The broker connection: a [`Mqtt`] handle and the actor behind it.
 //!
-//! A poller task drives `rumqttc`'s event loop (connecting, and reconnecting with doubling
-//! backoff after a failure) and passes every event to the actor. The actor owns the
-//! subscriptions and the one message in flight: it sends the spool's oldest message when
-//! connected and nothing is in flight, and deletes it from the spool when the broker
-//! acknowledged it (QoS 1) or the connection wrote it (QoS 0). A message in flight when the
+//! A poller task drives `rumqttc`'s event loop (MQTT 5 or 3.1.1, through `super::client`;
+//! connecting, and reconnecting with doubling backoff after a failure) and passes every event to
+//! the actor. The actor owns the subscriptions and the one message in flight: it sends the spool's
+//! oldest message when connected and nothing is in flight, and deletes it from the spool when the
+//! broker acknowledged it (QoS 1) or the connection wrote it (QoS 0). A message in flight when the
 //! connection drops is sent again by `rumqttc` after the reconnect, with its packet id.
 
 use std::collections::{HashMap, VecDeque};
@@ -12,18 +12,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, Packet, PubAckReason, PublishProperties, SubscribeReasonCode,
-};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use rumqttc::{Outgoing, Transport};
+use rumqttc::TlsConfiguration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use lambkin_proto::ipc::shapes::iot_core::{MqttProperties, PayloadFormat, UserProperty};
-use lambkin_proto::ipc::shapes::Blob;
+use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
+use super::client::{self, Client, Event, EventLoop, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use crate::config::MqttConfig;
 use crate::pubsub::Filter;
@@ -36,8 +31,6 @@ const EVENTS: usize = 256;
 const REQUESTS: usize = 1024;
 /// Messages waiting for one subscription's stream before the newest are dropped.
 const SUBSCRIBER_QUEUE: usize = 256;
-/// Room for packet headers and properties above the largest payload.
-const PACKET_HEADROOM: u32 = 65_536;
 
 /// A message for the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +74,7 @@ pub enum SubscribeError {
 enum Command {
     Subscribe {
         filter: String,
-        qos: QoS,
+        at_least_once: bool,
         messages: mpsc::Sender<IncomingMessage>,
         reply: oneshot::Sender<Result<(), SubscribeError>>,
     },
@@ -91,7 +84,7 @@ enum Command {
 }
 
 enum LoopEvent {
-    Event(Box<Event>),
+    Event(Event),
     Down(String),
 }
 
@@ -123,30 +116,23 @@ impl Mqtt {
             .client_id
             .clone()
             .unwrap_or_else(|| thing_name.to_owned());
-        let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
-        options
-            .set_keep_alive(Duration::from_secs(config.keep_alive_seconds))
-            .set_max_packet_size(Some(
-                config
-                    .max_message_size_bytes
-                    .saturating_add(PACKET_HEADROOM),
-            ))
-            .set_request_channel_capacity(REQUESTS);
-        if broker.tls {
-            let read = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
-                path.as_ref()
-                    .map(|p| {
-                        std::fs::read(p)
-                            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
-                    })
-                    .transpose()
-            };
-            let ca = read(&config.ca)?.unwrap_or_default();
-            let client_auth = read(&config.cert)?.zip(read(&config.key)?);
-            options.set_transport(Transport::tls(ca, client_auth, None));
-        }
+        let tls = if broker.tls {
+            let tls = super::tls::client_config(config, broker.port).map_err(anyhow::Error::msg)?;
+            Some(TlsConfiguration::Rustls(tls))
+        } else {
+            None
+        };
         let spool = Spool::open(&state_dir.join("spool.db"), config.spool.max_size_bytes)?;
-        let (client, eventloop) = AsyncClient::new(options, REQUESTS);
+        let (client, eventloop) = client::new(Settings {
+            version: config.version,
+            client_id,
+            host: broker.host.clone(),
+            port: broker.port,
+            keep_alive: Duration::from_secs(config.keep_alive_seconds),
+            max_message_size: config.max_message_size_bytes,
+            tls,
+            requests: REQUESTS,
+        });
         let (events_tx, events_rx) = mpsc::channel(EVENTS);
         let backoff = (
             Duration::from_millis(config.reconnect_min_ms),
@@ -163,10 +149,12 @@ impl Mqtt {
             in_flight: None,
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
+            last_failure: None,
+            without_client_certificate: broker.tls && config.cert.is_none(),
             poller,
         };
         tokio::spawn(actor.run(commands_rx, events_rx));
-        tracing::info!(url = %config.url, "MQTT connection starting");
+        tracing::info!(url = %config.url, version = ?config.version, "MQTT connection starting");
         Ok(Self {
             commands: commands_tx,
             spool,
@@ -225,11 +213,7 @@ impl Mqtt {
         self.commands
             .send(Command::Subscribe {
                 filter: filter.to_owned(),
-                qos: if at_least_once {
-                    QoS::AtLeastOnce
-                } else {
-                    QoS::AtMostOnce
-                },
+                at_least_once,
                 messages,
                 reply,
             })
@@ -258,12 +242,12 @@ async fn poll(
     loop {
         let event = match eventloop.poll().await {
             Ok(event) => {
-                if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                if matches!(event, Event::Connected(Ok(()))) {
                     backoff = min;
                 }
-                LoopEvent::Event(Box::new(event))
+                LoopEvent::Event(event)
             }
-            Err(e) => LoopEvent::Down(e.to_string()),
+            Err(reason) => LoopEvent::Down(reason),
         };
         let down = matches!(event, LoopEvent::Down(_));
         if events.send(event).await.is_err() {
@@ -280,7 +264,7 @@ async fn poll(
 struct Subscription {
     filter: String,
     matcher: Filter,
-    qos: QoS,
+    at_least_once: bool,
     messages: mpsc::Sender<IncomingMessage>,
 }
 
@@ -292,7 +276,7 @@ struct InFlight {
 }
 
 struct Actor {
-    client: AsyncClient,
+    client: Client,
     spool: Spool,
     connected: watch::Sender<bool>,
     subscriptions: Vec<Subscription>,
@@ -301,6 +285,11 @@ struct Actor {
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
     /// Subscribe requests written, by packet id, waiting for their SUBACK.
     subacks: HashMap<u16, Option<oneshot::Sender<Result<(), SubscribeError>>>>,
+    /// Why the last connection attempt failed, so that a repeated failure is logged once.
+    last_failure: Option<String>,
+    /// `mqtts://` without `cert`/`key`: a broker that wants one just closes the connection,
+    /// so failures say so.
+    without_client_certificate: bool,
     poller: JoinHandle<()>,
 }
 
@@ -313,12 +302,12 @@ impl Actor {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Subscribe { filter, qos, messages, reply }) => {
-                        self.subscribe(filter, qos, messages, reply);
+                    Some(Command::Subscribe { filter, at_least_once, messages, reply }) => {
+                        self.subscribe(filter, at_least_once, messages, reply);
                     }
                     Some(Command::Wake) => self.pump().await,
                     Some(Command::Stop(done)) => {
-                        let _ = self.client.try_disconnect();
+                        self.client.try_disconnect();
                         self.poller.abort();
                         let _ = done.send(());
                         return;
@@ -329,7 +318,7 @@ impl Actor {
                     }
                 },
                 event = events.recv() => match event {
-                    Some(LoopEvent::Event(event)) => self.on_event(*event).await,
+                    Some(LoopEvent::Event(event)) => self.on_event(event).await,
                     Some(LoopEvent::Down(reason)) => self.on_down(&reason),
                     None => return,
                 },
@@ -344,7 +333,7 @@ impl Actor {
     fn subscribe(
         &mut self,
         filter: String,
-        qos: QoS,
+        at_least_once: bool,
         messages: mpsc::Sender<IncomingMessage>,
         reply: oneshot::Sender<Result<(), SubscribeError>>,
     ) {
@@ -356,12 +345,12 @@ impl Actor {
             }
         };
         let reply = if self.is_connected() {
-            match self.client.try_subscribe(filter.clone(), qos) {
+            match self.client.try_subscribe(filter.clone(), at_least_once) {
                 Ok(()) => {
                     self.subscribes_sent.push_back(Some(reply));
                     None
                 }
-                Err(e) => Some((reply, Err(SubscribeError::Refused(e.to_string())))),
+                Err(e) => Some((reply, Err(SubscribeError::Refused(e)))),
             }
         } else {
             Some((reply, Ok(())))
@@ -371,7 +360,7 @@ impl Actor {
             self.subscriptions.push(Subscription {
                 filter,
                 matcher,
-                qos,
+                at_least_once,
                 messages,
             });
         }
@@ -382,44 +371,36 @@ impl Actor {
 
     async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                if ack.code != ConnectReturnCode::Success {
-                    tracing::warn!(code = ?ack.code, "the MQTT broker refused the connection");
-                    return;
-                }
+            Event::Connected(Err(code)) => {
+                tracing::warn!(%code, "the MQTT broker refused the connection");
+            }
+            Event::Connected(Ok(())) => {
                 tracing::info!("MQTT connected");
+                self.last_failure = None;
                 let _ = self.connected.send(true);
                 self.resubscribe();
                 self.pump().await;
             }
-            Event::Incoming(Packet::Publish(publish)) => self.deliver(publish),
-            Event::Incoming(Packet::PubAck(ack)) => {
+            Event::Message(message) => self.deliver(message),
+            Event::PubAck { pkid, refused } => {
                 let Some(in_flight) = &self.in_flight else {
                     return;
                 };
-                if in_flight.pkid != Some(ack.pkid) {
+                if in_flight.pkid != Some(pkid) {
                     return;
                 }
-                if !matches!(
-                    ack.reason,
-                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
-                ) {
-                    tracing::warn!(reason = ?ack.reason, "the MQTT broker refused a message; dropped");
+                if let Some(reason) = refused {
+                    tracing::warn!(%reason, "the MQTT broker refused a message; dropped");
                 }
                 self.delivered().await;
             }
-            Event::Incoming(Packet::SubAck(ack)) => {
-                let Some(reply) = self.subacks.remove(&ack.pkid).flatten() else {
+            Event::SubAck { pkid, result } => {
+                let Some(reply) = self.subacks.remove(&pkid).flatten() else {
                     return;
                 };
-                let result = match ack.return_codes.first() {
-                    Some(SubscribeReasonCode::Success(_)) => Ok(()),
-                    Some(code) => Err(SubscribeError::Refused(format!("{code:?}"))),
-                    None => Err(SubscribeError::Refused("empty SUBACK".to_owned())),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(result.map_err(SubscribeError::Refused));
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            Event::Published(pkid) => {
                 let Some(in_flight) = &mut self.in_flight else {
                     return;
                 };
@@ -429,23 +410,37 @@ impl Actor {
                     self.delivered().await;
                 }
             }
-            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
+            Event::Subscribed(pkid) => {
                 let reply = self.subscribes_sent.pop_front().flatten();
                 self.subacks.insert(pkid, reply);
             }
-            Event::Incoming(Packet::Disconnect(disconnect)) => {
-                tracing::warn!(reason = ?disconnect.reason_code, "the MQTT broker disconnected");
+            Event::Disconnected(reason) => {
+                tracing::warn!(%reason, "the MQTT broker disconnected");
             }
-            _ => {}
+            Event::Other => {}
         }
     }
 
     fn on_down(&mut self, reason: &str) {
         if self.is_connected() {
             tracing::warn!(%reason, "MQTT connection lost; reconnecting");
+        } else if self.last_failure.as_deref() != Some(reason) {
+            // Each new reason once (a wrong CA, a refused certificate, a broker that is
+            // down); the same failure again, attempt after attempt, only at debug level.
+            if self.without_client_certificate {
+                tracing::warn!(
+                    %reason,
+                    note = "mqtt.cert and mqtt.key are not set: a broker that requires a client \
+                            certificate (as AWS IoT Core does) closes the connection",
+                    "MQTT connection failed; retrying with backoff"
+                );
+            } else {
+                tracing::warn!(%reason, "MQTT connection failed; retrying with backoff");
+            }
         } else {
             tracing::debug!(%reason, "MQTT connection attempt failed");
         }
+        self.last_failure = Some(reason.to_owned());
         let _ = self.connected.send(false);
         // Subscriptions are made again after the reconnect; their callers need not wait.
         for reply in self
@@ -461,37 +456,25 @@ impl Actor {
     /// After a (re)connection: every filter once, at the highest QoS asked for it.
     fn resubscribe(&mut self) {
         self.subscriptions.retain(|s| !s.messages.is_closed());
-        let mut filters: Vec<(String, QoS)> = Vec::new();
+        let mut filters: Vec<(String, bool)> = Vec::new();
         for s in &self.subscriptions {
             match filters.iter_mut().find(|(f, _)| *f == s.filter) {
-                Some((_, qos)) => {
-                    if s.qos == QoS::AtLeastOnce {
-                        *qos = QoS::AtLeastOnce;
-                    }
-                }
-                None => filters.push((s.filter.clone(), s.qos)),
+                Some((_, at_least_once)) => *at_least_once |= s.at_least_once,
+                None => filters.push((s.filter.clone(), s.at_least_once)),
             }
         }
-        for (filter, qos) in filters {
-            match self.client.try_subscribe(filter.clone(), qos) {
+        for (filter, at_least_once) in filters {
+            match self.client.try_subscribe(filter.clone(), at_least_once) {
                 Ok(()) => self.subscribes_sent.push_back(None),
                 Err(e) => tracing::warn!(%filter, error = %e, "cannot subscribe again"),
             }
         }
     }
 
-    fn deliver(&mut self, publish: rumqttc::v5::mqttbytes::v5::Publish) {
-        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
-            return;
-        };
-        let message = IncomingMessage {
-            topic: topic.to_owned(),
-            payload: publish.payload.clone(),
-            properties: from_publish_properties(publish.retain, publish.properties),
-        };
+    fn deliver(&mut self, message: IncomingMessage) {
         let mut closed = false;
         for s in &self.subscriptions {
-            if !s.matcher.matches(topic) {
+            if !s.matcher.matches(&message.topic) {
                 continue;
             }
             match s.messages.try_send(message.clone()) {
@@ -549,16 +532,12 @@ impl Actor {
         };
         let at_least_once = head.qos > 0;
         let properties: MqttProperties = serde_json::from_str(&head.properties).unwrap_or_default();
-        let sent = self.client.try_publish_with_properties(
+        let sent = self.client.try_publish(
             head.topic,
-            if at_least_once {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            },
+            at_least_once,
             head.retain,
             head.payload,
-            to_publish_properties(properties),
+            properties,
         );
         match sent {
             Ok(()) => {
@@ -570,52 +549,5 @@ impl Actor {
             }
             Err(e) => tracing::error!(error = %e, "cannot hand a message to the MQTT client"),
         }
-    }
-}
-
-fn to_publish_properties(p: MqttProperties) -> PublishProperties {
-    PublishProperties {
-        payload_format_indicator: p.payload_format.map(|f| match f {
-            PayloadFormat::Bytes => 0,
-            PayloadFormat::Utf8 => 1,
-        }),
-        message_expiry_interval: p
-            .message_expiry_interval_seconds
-            .map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
-        topic_alias: None,
-        response_topic: p.response_topic,
-        correlation_data: p.correlation_data.map(|b| Bytes::from(b.0)),
-        user_properties: p
-            .user_properties
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| (u.key, u.value))
-            .collect(),
-        subscription_identifiers: Vec::new(),
-        content_type: p.content_type,
-    }
-}
-
-fn from_publish_properties(retain: bool, p: Option<PublishProperties>) -> MqttProperties {
-    let p = p.unwrap_or_default();
-    MqttProperties {
-        retain: Some(retain),
-        user_properties: (!p.user_properties.is_empty()).then(|| {
-            p.user_properties
-                .into_iter()
-                .map(|(key, value)| UserProperty { key, value })
-                .collect()
-        }),
-        message_expiry_interval_seconds: p.message_expiry_interval.map(u64::from),
-        correlation_data: p.correlation_data.map(|b| Blob(b.to_vec())),
-        response_topic: p.response_topic,
-        payload_format: p.payload_format_indicator.map(|f| {
-            if f == 1 {
-                PayloadFormat::Utf8
-            } else {
-                PayloadFormat::Bytes
-            }
-        }),
-        content_type: p.content_type,
     }
 }

@@ -1,17 +1,23 @@
-//! The connection to an MQTT broker (AWS IoT Core or any MQTT 5 broker), for the IPC
+//! The connection to an MQTT broker (AWS IoT Core or any MQTT 5 or 3.1.1 broker), for the IPC
 //! operations PublishToIoTCore and SubscribeToIoTCore (`greengrass-reference.md` §6).
 //!
 //! - [`spool`]: the durable FIFO every publish goes through, bounded in bytes.
 //! - [`connection`]: one actor owning the `rumqttc` client; it reconnects with backoff,
 //!   subscribes again after each reconnect, sends the spool's oldest message and removes it
 //!   once the broker acknowledged it, and hands received messages to the subscriptions.
+//! - `client`: `rumqttc`'s MQTT 5 and MQTT 3.1.1 clients behind one set of types; on 3.1.1
+//!   the MQTT 5 members of a published message are dropped.
+//! - [`tls`]: `mqtts://` with a CA and a client certificate and key (PEM), checked with the
+//!   configuration.
 //!
 //! Messages go out one at a time in spool order, so QoS 1 messages reach the broker in the
 //! order they were accepted, across disconnections and host crashes (at least once: a crash
 //! between the broker's PUBACK and the spool's delete sends one message again).
 
+mod client;
 pub mod connection;
 pub mod spool;
+pub mod tls;
 
 pub use connection::{IncomingMessage, Mqtt, OutgoingMessage, PublishError, SubscribeError};
 pub use spool::{Spool, SpoolError, SpooledMessage};
