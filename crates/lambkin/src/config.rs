@@ -272,7 +272,8 @@ pub struct TesConfig {
     #[serde(default)]
     pub role_alias: Option<String>,
     /// `iot`: PEM files: the device certificate and key, and the CA to trust (default: the
-    /// system's roots).
+    /// system's roots). Relative paths here and in `path` are relative to the configuration
+    /// file's directory.
     #[serde(default)]
     pub cert: Option<PathBuf>,
     #[serde(default)]
@@ -381,6 +382,25 @@ impl TesConfig {
         }
     }
 
+    /// Makes the file paths absolute (relative to `dir`, the configuration file's directory)
+    /// and, for `iot`, checks that the certificate, key and CA are what mutual TLS needs, with
+    /// the same code the client uses. A `file` source's file may appear later: it is read on
+    /// every request.
+    fn check_files(&mut self, dir: &Path) -> Result<(), String> {
+        for path in [&mut self.path, &mut self.cert, &mut self.key, &mut self.ca]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+        if self.source == TesSource::Iot {
+            crate::tes::iot::IotProvider::new(self, "").map_err(|e| format!("[tes]: {e:#}"))?;
+        }
+        Ok(())
+    }
+
     /// `endpoint` as (host, port).
     pub fn iot_endpoint(&self) -> Result<(String, u16), String> {
         self.iot_endpoint_of(self.endpoint.as_deref().unwrap_or_default())
@@ -463,6 +483,14 @@ impl HostConfig {
         if let Some(mqtt) = &mut config.mqtt {
             let dir = path.parent().unwrap_or(Path::new("."));
             mqtt.check_files(dir)
+                .map_err(|problems| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    problems,
+                })?;
+        }
+        if let Some(tes) = &mut config.tes {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            tes.check_files(dir)
                 .map_err(|problems| ConfigError::Invalid {
                     path: path.to_owned(),
                     problems,

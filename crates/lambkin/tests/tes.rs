@@ -535,3 +535,38 @@ async fn iot_provider_failures_are_answered_and_kept_per_their_class() {
     }
     assert_eq!(host.stop(), Some(0));
 }
+
+#[tokio::test]
+async fn iot_files_are_checked_with_the_configuration_relative_to_it() {
+    let provider = start_provider().await;
+    let dir = provider.dir.path();
+    let check = |config: &str| {
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_lambkin"))
+            .args(["check-config", "--config"])
+            .arg(dir.join("config.toml"))
+            .output()
+            .unwrap()
+    };
+    let relative = |key: &str| {
+        format!(
+            "[tes]\nsource = \"iot\"\nendpoint = \"localhost:443\"\nrole_alias = \"{ALIAS}\"\n\
+             cert = \"device.pem.crt\"\nkey = \"{key}\"\nca = \"ca.pem\"\n"
+        )
+    };
+    let ok = check(&relative("private.pem.key"));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = check(&relative("missing.pem.key"));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("missing.pem.key"), "{stderr}");
+    let swapped = check(&relative("device.pem.crt"));
+    let stderr = String::from_utf8_lossy(&swapped.stderr);
+    assert_eq!(swapped.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("no PEM private key"), "{stderr}");
+}
