@@ -399,6 +399,44 @@ def test_subscribe_to_iot_core_streams_broker_messages(setup):
     publish_down(broker, host)
 
 
+def test_mqtt5_properties_reach_the_broker_or_are_dropped_on_mqtt3(setup, request):
+    """An MQTT 5 paho subscriber sees the component's user property and content type when the
+    host speaks MQTT 5; on MQTT 3.1.1 the message arrives without them and the host says it
+    dropped them."""
+    broker, _, host = setup
+    version = request.node.callspec.params["setup"]
+    got: list = []
+    subscribed = threading.Event()
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="lambkin-conformance-v5",
+                          protocol=paho.MQTTv5)
+    watcher.on_subscribe = lambda *a: subscribed.set()
+    watcher.on_message = lambda client, userdata, message: got.append(message)
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe("lambkin/props/#", qos=1)
+    watcher.loop_start()
+    try:
+        until(subscribed.is_set, "the MQTT 5 watcher's subscription")
+        (host.work / f"props-{version}").write_text("")
+        done = host.work / f"done-props-{version}"
+        until(done.exists, "the component publishing with properties", host.output)
+        assert json.loads(done.read_text())["errors"] == []
+        until(lambda: got, "the message at the MQTT 5 watcher", host.output)
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    properties = getattr(got[0], "properties", None)
+    user = list(getattr(properties, "UserProperty", []) or [])
+    content_type = getattr(properties, "ContentType", None)
+    if version == "mqtt5":
+        assert user == [("origin", "component")], properties
+        assert content_type == "application/json", properties
+    else:
+        assert user == [] and content_type is None, properties
+        log = "".join(p.read_text(errors="replace") for p in host.base.glob("host-*.log"))
+        assert "MQTT 5 properties of published messages are dropped" in log
+        assert "userProperties, contentType" in log
+
+
 def test_qos1_published_offline_arrives_in_order_when_the_broker_returns(setup):
     broker, subscriber, host = setup
     broker.stop()

@@ -3,14 +3,16 @@ Core through the host: it subscribes to `lambkin/down/#` and appends each messag
 to received.jsonl, then, for each batch file `go-NAME` (holding a count) that appears in its
 work directory, publishes that many QoS 1 messages {"batch": NAME, "seq": i} to
 `lambkin/up/NAME` and writes `done-NAME`. A batch already done is not published again when
-the component restarts."""
+the component restarts. For each file `props-NAME` it publishes one message with MQTT 5
+properties (a user property and a content type) to `lambkin/props/NAME` and writes
+`done-props-NAME`."""
 
 import json
 import os
 import time
 
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-from awsiot.greengrasscoreipc.model import QOS
+from awsiot.greengrasscoreipc.model import QOS, UserProperty
 
 client = GreengrassCoreIPCClientV2()
 
@@ -26,8 +28,25 @@ client.subscribe_to_iot_core(topic_name="lambkin/down/#", qos=QOS.AT_LEAST_ONCE,
                              on_stream_event=on_message)
 open("subscribed", "w").close()
 
+def publish_with_properties(name):
+    errors = []
+    try:
+        client.publish_to_iot_core(
+            topic_name=f"lambkin/props/{name}", qos=QOS.AT_LEAST_ONCE, payload=b"{}",
+            user_properties=[UserProperty(key="origin", value="component")],
+            content_type="application/json")
+    except Exception as e:  # recorded for the test to show
+        errors.append(f"{type(e).__name__}: {e}")
+    with open(f"done-props-{name}.tmp", "w") as f:
+        json.dump({"errors": errors}, f)
+    os.rename(f"done-props-{name}.tmp", f"done-props-{name}")
+
+
 while True:
     for name in sorted(os.listdir(".")):
+        if name.startswith("props-") and not os.path.exists(f"done-{name}"):
+            publish_with_properties(name[len("props-"):])
+            continue
         if not name.startswith("go-"):
             continue
         batch = name[3:]
