@@ -38,3 +38,43 @@ pub fn run_as(command: &mut std::process::Command, uid: u32, gid: u32, groups: &
         });
     }
 }
+
+/// Makes the child join control groups before exec: it writes `0` (itself) to each of
+/// `procs_files` (`cgroup.procs`), so nothing it starts can escape the group's limits, not even
+/// a process forked in the moment after exec. Call this before [`run_as`]: the files are
+/// root's, and once the child has become another user it may no longer write them.
+pub fn join_cgroups(
+    command: &mut std::process::Command,
+    procs_files: &[std::path::PathBuf],
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // Allocated here, in the parent: the child may not allocate between fork and exec.
+    let paths = procs_files
+        .iter()
+        .map(|p| std::ffi::CString::new(p.as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed. It makes only `open`, `write` and `close` calls (all
+    // async-signal-safe) on C strings and a byte string prepared before the fork (no
+    // allocation, no lock), and builds an `io::Error` from errno only on failure, which
+    // allocates nothing for an OS error.
+    unsafe {
+        command.pre_exec(move || {
+            for path in &paths {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let error = io::Error::last_os_error();
+                libc::close(fd);
+                if written != 1 {
+                    return Err(error);
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}

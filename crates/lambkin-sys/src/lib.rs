@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 
 mod identity;
 
-pub use identity::run_as;
+pub use identity::{join_cgroups, run_as};
 
 pub mod container;
 

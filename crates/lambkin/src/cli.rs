@@ -117,6 +117,10 @@ pub enum Command {
         /// greengrass-cli's --runWith). Kept by later deployments until one changes it.
         #[arg(long)]
         run_with: Vec<String>,
+        /// CPU and memory limits: {"NAME":{"cpus":0.5,"memory":KB}}, or a file holding it (as
+        /// greengrass-cli's --systemLimits).
+        #[arg(long)]
+        system_limits: Option<String>,
     },
     /// List components: name, version, type, state.
     List {
@@ -368,6 +372,7 @@ pub async fn deploy(
     update_config: Option<String>,
     failure_policy: &str,
     run_with: Vec<String>,
+    system_limits: Option<String>,
 ) -> anyhow::Result<i32> {
     let mut runs_with = serde_json::Map::new();
     for r in run_with {
@@ -376,6 +381,21 @@ pub async fn deploy(
             .entry(name)
             .or_insert_with(|| serde_json::json!({}));
         entry["posixUser"] = setting.into();
+    }
+    if let Some(text) = system_limits {
+        let text = if text.trim_start().starts_with('{') {
+            text
+        } else {
+            std::fs::read_to_string(&text).with_context(|| format!("cannot read {text}"))?
+        };
+        let limits: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).context("--system-limits is not a JSON object")?;
+        for (name, limit) in limits {
+            let entry = runs_with
+                .entry(name)
+                .or_insert_with(|| serde_json::json!({}));
+            entry["systemResourceLimits"] = limit;
+        }
     }
     let mut merged = serde_json::Map::new();
     for m in merge {

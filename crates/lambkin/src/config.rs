@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "snake_case")]
 pub struct HostConfig {
     /// The Invoke API listener.
@@ -21,6 +21,8 @@ pub struct HostConfig {
     pub lambda: LambdaConfig,
     /// `[run_with_default]`: whom components run as when their deployment names no one.
     pub run_with_default: RunWithDefault,
+    /// `[system_resource_limits]`: generic components' limits when their deployment gives none.
+    pub system_resource_limits: SystemResourceLimits,
     /// The MQTT broker (AWS IoT Core or any MQTT 5 broker); none: IoT Core operations fail.
     pub mqtt: Option<MqttConfig>,
     /// The token exchange service's credential source; none: it answers that none is set.
@@ -49,6 +51,7 @@ impl Default for HostConfig {
             thing_name: "lambkin".into(),
             lambda: LambdaConfig::default(),
             run_with_default: RunWithDefault::default(),
+            system_resource_limits: SystemResourceLimits::default(),
             mqtt: None,
             tes: None,
         }
@@ -74,6 +77,18 @@ impl Default for LambdaConfig {
 pub struct RunWithDefault {
     /// `user` or `user:group`, names or numeric ids.
     pub posix_user: Option<String>,
+}
+
+/// `[system_resource_limits]` (the nucleus's `systemResourceLimits`): the CPU and memory a
+/// generic component's processes may use together, unless its deployment's `runWith` gives
+/// its own. Unset: unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct SystemResourceLimits {
+    /// CPU time as a number of cores (`0.5`: half of one).
+    pub cpus: Option<f64>,
+    /// Memory in KB, as Greengrass counts it.
+    pub memory: Option<u64>,
 }
 
 /// `[mqtt]`: the broker connection and the spool of messages bound for it.
@@ -532,6 +547,12 @@ impl HostConfig {
         }
         if self.lambda.init_timeout_seconds == 0 {
             problems.push("lambda.init_timeout_seconds must be at least 1".to_owned());
+        }
+        if let Err(e) = crate::users::check_limits(
+            self.system_resource_limits.cpus,
+            self.system_resource_limits.memory,
+        ) {
+            problems.push(format!("system_resource_limits: {e}"));
         }
         if let Some(user) = &self.run_with_default.posix_user {
             if let Err(e) = crate::users::parse_posix_user(user) {

@@ -117,6 +117,7 @@ pub async fn run(
             }),
             pubsub: pubsub.clone(),
             users,
+            system_resource_limits: opts.config.system_resource_limits.clone(),
             mqtt: mqtt.clone(),
         },
         registry.store().clone(),

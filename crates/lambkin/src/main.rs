@@ -96,6 +96,7 @@ async fn dispatch(command: Command) -> i32 {
             update_config,
             failure_policy,
             run_with,
+            system_limits,
         } => {
             cli::deploy(
                 &root.layout(),
@@ -106,6 +107,7 @@ async fn dispatch(command: Command) -> i32 {
                 update_config,
                 &failure_policy,
                 run_with,
+                system_limits,
             )
             .await
         }

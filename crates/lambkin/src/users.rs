@@ -148,6 +148,33 @@ pub fn resolve(spec: &str) -> Result<RunAs, UserError> {
     }
 }
 
+/// Checks `systemResourceLimits`: `cpus` a positive number, `memory` (KB) at least 1.
+pub fn check_limits(cpus: Option<f64>, memory_kb: Option<u64>) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if let Some(cpus) = cpus {
+        if !(cpus.is_finite() && cpus > 0.0) {
+            problems.push(format!("cpus {cpus} must be a number of cores above 0"));
+        }
+    }
+    if memory_kb == Some(0) {
+        problems.push("memory must be at least 1 (KB)".to_owned());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// `systemResourceLimits` as a control group's limits; `None` when neither is set.
+pub fn cgroup_limits(cpus: Option<f64>, memory_kb: Option<u64>) -> Option<crate::cgroup::Limits> {
+    (cpus.is_some() || memory_kb.is_some()).then(|| crate::cgroup::Limits {
+        memory_bytes: memory_kb.map(|kb| kb.saturating_mul(1024)),
+        pids: None,
+        cpus,
+    })
+}
+
 /// The host's identity and its default for components.
 #[derive(Debug, Clone)]
 pub struct Users {
@@ -341,6 +368,18 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn limits_are_checked_and_converted() {
+        assert!(check_limits(Some(0.5), Some(1)).is_ok());
+        assert!(check_limits(None, None).is_ok());
+        let err = check_limits(Some(0.0), Some(0)).unwrap_err();
+        assert!(err.contains("cpus 0") && err.contains("memory"), "{err}");
+        assert!(check_limits(Some(f64::NAN), None).is_err());
+        assert_eq!(cgroup_limits(None, None), None);
+        let limits = cgroup_limits(Some(1.5), Some(64)).unwrap();
+        assert_eq!((limits.cpus, limits.memory_bytes), (Some(1.5), Some(65536)));
     }
 
     #[test]

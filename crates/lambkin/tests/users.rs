@@ -569,3 +569,113 @@ fn a_lambda_component_runs_as_its_user() {
         assert!(!groups.contains(&json!(0)), "{mode}: {answer}");
     }
 }
+
+/// The control group directories of `group` that exist, v1 (per controller) or v2.
+fn cgroup_file(group: &str, controller: &str, v1_file: &str, v2_file: &str) -> Option<String> {
+    let v1 = PathBuf::from(format!(
+        "/sys/fs/cgroup/{controller}/lambkin/{group}/{v1_file}"
+    ));
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup/lambkin/{group}/{v2_file}"));
+    std::fs::read_to_string(v1)
+        .or_else(|_| std::fs::read_to_string(v2))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+#[test]
+fn system_resource_limits_hold_every_step_and_a_memory_hog_is_killed() {
+    needs_root!();
+    if lambkin::cgroup::host().is_err() {
+        eprintln!("SKIPPED: no cgroup memory controller on this machine");
+        return;
+    }
+    // The host default gives every component half a core.
+    let mut device = Device::start_with_config("[system_resource_limits]\ncpus = 0.5\n");
+    let contained = component(
+        "com.example.Contained",
+        json!({ "Run": "cat /proc/self/cgroup > cgroup.txt; exec sleep 600" }),
+    );
+    device
+        .deploy(&[contained], &["-m", "com.example.Contained=1.0.0"])
+        .unwrap();
+    let cgroups = device.wait_line("com.example.Contained", "cgroup.txt");
+    assert!(
+        cgroups.contains("/lambkin/component-com.example.Contained"),
+        "{cgroups}"
+    );
+    let quota = cgroup_file(
+        "component-com.example.Contained",
+        "cpu",
+        "cpu.cfs_quota_us",
+        "cpu.max",
+    )
+    .expect("the component's cpu group");
+    assert!(quota == "50000" || quota == "50000 100000", "{quota}");
+
+    // A component's own limits replace the default: 64 MB, and an Install step that fills
+    // 256 MB is killed, the deployment saying why.
+    let hog_script = "/usr/bin/python3 -c \"b = b'x' * (256 << 20); print(len(b))\"";
+    let hog = component(
+        "com.example.Hog",
+        json!({ "Install": hog_script, "Run": "exec sleep 600" }),
+    );
+    let err = device
+        .deploy(
+            &[hog],
+            &[
+                "-m",
+                "com.example.Hog=1.0.0",
+                "--system-limits",
+                r#"{"com.example.Hog": {"memory": 65536}}"#,
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("com.example.Hog") && err.contains("memory limit of 65536 KB"),
+        "{err}"
+    );
+    // The same step with room enough succeeds: the limit is what killed it.
+    let roomy = component(
+        "com.example.Roomy",
+        json!({ "Install": hog_script, "Run": "exec sleep 600" }),
+    );
+    device
+        .deploy(
+            &[roomy],
+            &[
+                "-m",
+                "com.example.Roomy=1.0.0",
+                "--system-limits",
+                r#"{"com.example.Roomy": {"memory": 1048576}}"#,
+            ],
+        )
+        .unwrap();
+
+    // Bad limits are refused by name.
+    let err = device
+        .deploy(
+            &[],
+            &[
+                "-m",
+                "com.example.Roomy=1.0.0",
+                "--system-limits",
+                r#"{"com.example.Roomy": {"cpus": -1}}"#,
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("--system-limits com.example.Roomy: cpus -1"),
+        "{err}"
+    );
+
+    // Stopping the host stops the components and removes their groups.
+    assert_eq!(device.host.stop(), Some(0));
+    for name in ["com.example.Contained", "com.example.Roomy"] {
+        let group = format!("component-{name}");
+        assert_eq!(
+            cgroup_file(&group, "cpu", "cpu.cfs_quota_us", "cpu.max"),
+            None,
+            "{name}'s group outlived it"
+        );
+    }
+}

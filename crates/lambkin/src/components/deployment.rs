@@ -299,6 +299,11 @@ pub fn plan(
                 problems.push(format!("--run-with {name}: {e}"));
             }
         }
+        if let Some(limits) = &run_with.system_resource_limits {
+            if let Err(e) = crate::users::check_limits(limits.cpus, limits.memory_kib) {
+                problems.push(format!("--system-limits {name}: {e}"));
+            }
+        }
     }
     if !problems.is_empty() {
         return Err(PlanError::Invalid(problems.join("; ")));

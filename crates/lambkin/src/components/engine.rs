@@ -93,6 +93,8 @@ pub struct EngineSettings {
     /// Whom components run as when their deployment names no one, and whether the host can
     /// run them as other users at all.
     pub users: crate::users::Users,
+    /// `[system_resource_limits]`: generic components' limits when their `runWith` gives none.
+    pub system_resource_limits: crate::config::SystemResourceLimits,
     /// The broker connection, for Lambda components' `IOT_CORE` topics; `None` without
     /// `[mqtt]`.
     pub mqtt: Option<crate::mqtt::Mqtt>,
@@ -1223,6 +1225,13 @@ impl Actor {
             log: Arc::new(log),
             host_root: self.settings.layout.root().to_owned(),
             run_as,
+            limits: match &c.run_with.system_resource_limits {
+                Some(l) => crate::users::cgroup_limits(l.cpus, l.memory_kib),
+                None => {
+                    let d = &self.settings.system_resource_limits;
+                    crate::users::cgroup_limits(d.cpus, d.memory)
+                }
+            },
         }))
     }
 

@@ -72,6 +72,10 @@ pub struct ComponentSpec {
     /// The user steps run as, except `RequiresPrivilege` ones (the host's user, root); `None`:
     /// the host's user for every step.
     pub run_as: Option<RunAs>,
+    /// `systemResourceLimits`: every step's processes share one control group with these
+    /// limits (`lambkin/component-NAME`), made when the first step starts and removed when the
+    /// supervisor ends. `None`: no group.
+    pub limits: Option<crate::cgroup::Limits>,
 }
 
 /// [`Step`] as an ordered map key.
@@ -191,6 +195,11 @@ struct Actor {
     last_failure: Option<String>,
     /// The step whose timeout expired; its exit is reported as a timeout.
     timed_out: Option<Step>,
+    /// The component's control group, once a step has needed it.
+    cgroup: Option<crate::cgroup::Cgroup>,
+    /// How many processes of the group the kernel had killed for memory when the current
+    /// step started.
+    oom_before_step: u64,
 }
 
 async fn run(
@@ -209,6 +218,8 @@ async fn run(
         pipes: JoinSet::new(),
         last_failure: None,
         timed_out: None,
+        cgroup: None,
+        oom_before_step: 0,
     };
     let _ = actor.reports.send(StateReport {
         name: actor.spec.name.clone(),
@@ -240,7 +251,7 @@ async fn run(
                 let outcome = match status {
                     _ if timed_out => Outcome::TimedOut,
                     Ok(s) if s.success() => Outcome::Succeeded,
-                    Ok(s) => Outcome::Failed(describe(s)),
+                    Ok(s) => Outcome::Failed(actor.describe(s)),
                     Err(e) => Outcome::Failed(e.to_string()),
                 };
                 if current.terminating && !timed_out {
@@ -259,6 +270,13 @@ async fn run(
     }
     for pgid in std::mem::take(&mut actor.groups) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+    if let Some(group) = actor.cgroup.take() {
+        // Its processes were just killed; the kernel may take a moment to let the group go.
+        let removed = tokio::task::spawn_blocking(move || group.remove()).await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(component = %actor.spec.name, error = %e, "cannot remove the component's cgroup");
+        }
     }
     // Let the pipes flush what the processes wrote last.
     let flush = async { while actor.pipes.join_next().await.is_some() {} };
@@ -298,6 +316,38 @@ fn describe(status: std::process::ExitStatus) -> String {
 }
 
 impl Actor {
+    /// How a step ended, saying so when the kernel killed it for going over its memory limit.
+    fn describe(&self, status: std::process::ExitStatus) -> String {
+        let why = describe(status);
+        let limit = self.spec.limits.and_then(|l| l.memory_bytes);
+        match (&self.cgroup, limit) {
+            // The process killed may be one the step's shell started: the shell then exits 137.
+            (Some(group), Some(bytes)) if oom_kills(group) > self.oom_before_step => {
+                format!(
+                    "{why}: it went over its memory limit of {} KB (systemResourceLimits)",
+                    bytes / 1024
+                )
+            }
+            _ => why,
+        }
+    }
+
+    /// The component's control group, made on first use.
+    fn cgroup(&mut self) -> Result<Option<&crate::cgroup::Cgroup>, String> {
+        let Some(limits) = self.spec.limits else {
+            return Ok(None);
+        };
+        if self.cgroup.is_none() {
+            let cgroups = crate::cgroup::host()
+                .map_err(|e| format!("systemResourceLimits need cgroups: {e}"))?;
+            let group = cgroups
+                .create(&format!("component-{}", self.spec.name), limits)
+                .map_err(|e| format!("cannot apply systemResourceLimits: {e}"))?;
+            self.cgroup = Some(group);
+        }
+        Ok(self.cgroup.as_ref())
+    }
+
     async fn input(&mut self, input: Input) {
         let outputs = self.lifecycle.on(input, Instant::now());
         self.perform(outputs).await;
@@ -387,7 +437,23 @@ impl Actor {
             .stderr(Stdio::piped())
             .process_group(0);
         cmd.env(crate::orphans::MARKER, &self.spec.host_root);
-        // Before the parent-death signal: changing user clears it.
+        // The control group first (its files are root's), then the user, then the
+        // parent-death signal (changing user clears it).
+        let joined = match self.cgroup() {
+            Ok(Some(group)) => {
+                let oom_before = oom_kills(group);
+                let joined = lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())
+                    .map_err(|e| format!("cannot join the component's cgroup: {e}"));
+                self.oom_before_step = oom_before;
+                joined
+            }
+            Ok(None) => Ok(()),
+            Err(why) => Err(why),
+        };
+        if let Err(why) = joined {
+            Box::pin(self.step_ended(step, Outcome::Failed(why))).await;
+            return;
+        }
         if let Some(run_as) = self
             .spec
             .run_as
@@ -445,6 +511,25 @@ impl Actor {
     }
 }
 
+/// How many of `group`'s processes the kernel has killed for memory (`oom_kill` of v1's
+/// `memory.oom_control` or v2's `memory.events`).
+fn oom_kills(group: &crate::cgroup::Cgroup) -> u64 {
+    group
+        .procs_files()
+        .iter()
+        .filter_map(|procs| procs.parent())
+        .flat_map(|dir| ["memory.oom_control", "memory.events"].map(|f| dir.join(f)))
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Copies a step's output into the component's log, line by line.
 async fn pump(stream: impl AsyncRead + Unpin, log: Arc<LogFile>, level: Level) {
     let mut lines = BufReader::new(stream).lines();
@@ -483,6 +568,7 @@ mod tests {
             log: Arc::new(LogFile::open(&dir.join("component.log")).unwrap()),
             host_root: dir.to_owned(),
             run_as: None,
+            limits: None,
         })
     }
 
