@@ -219,11 +219,94 @@ def mqtt_pub(args) -> dict:
             "cpu_seconds": time.process_time() - cpu_start}
 
 
+# ------------------------------------------------------------------ MQTT → function
+
+ECHO, FN_IN, FN_OUT = "lambkin-bench/echo", "lambkin-bench/fn/in", "lambkin-bench/fn/out"
+
+
+def trigger(args) -> dict:
+    """Paced paho publishes through mosquitto: first to a paho subscriber (the broker's own
+    delivery), then to the topic that triggers Lambkin's function, whose handler publishes
+    the time it was called back to the subscriber."""
+    sub = mqtt_client(args, args.name + "-sub")
+    pub = mqtt_client(args, args.name + "-pub")
+    lock = threading.Lock()
+    got: dict[str, list[tuple[dict, int]]] = {ECHO: [], FN_OUT: []}
+    subscribed = threading.Event()
+
+    def on_message(c, u, msg) -> None:
+        now = time.time_ns()
+        with lock:
+            got.setdefault(msg.topic, []).append((json.loads(msg.payload), now))
+
+    sub.on_message = on_message
+    sub.on_subscribe = lambda c, u, mid, codes, props: subscribed.set()
+    sub.subscribe([(ECHO, 0), (FN_OUT, 0)])
+    if not subscribed.wait(10):
+        sys.exit("no SUBACK within 10 s")
+    ready()
+
+    def send(topic: str, seq: int) -> None:
+        body = {"seq": seq, "sent_ns": time.time_ns(), "pad": ""}
+        body["pad"] = "x" * max(0, SIZE - len(json.dumps(body)))
+        pub.publish(topic, json.dumps(body), qos=0)
+
+    def paced(topic: str) -> None:
+        interval = args.interval_us / 1e6
+        next_at = time.monotonic()
+        for seq in range(args.latency):
+            send(topic, seq)
+            next_at += interval
+            pause = next_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+
+    def settle(topic: str) -> None:
+        deadline = time.monotonic() + args.idle
+        while time.monotonic() < deadline:
+            with lock:
+                if len([m for m, _ in got[topic] if m["seq"] >= 0]) >= args.latency:
+                    return
+            time.sleep(0.01)
+
+    paced(ECHO)
+    settle(ECHO)
+    # The host subscribes to the broker once it is connected and the function deployed:
+    # publish a warm-up event until its answer comes back.
+    deadline = time.monotonic() + 60
+    while True:
+        send(FN_IN, -1)
+        wait_until = time.monotonic() + 1
+        while time.monotonic() < wait_until:
+            with lock:
+                if got[FN_OUT]:
+                    break
+            time.sleep(0.01)
+        with lock:
+            if got[FN_OUT]:
+                break
+        if time.monotonic() > deadline:
+            sys.exit("the function never answered")
+    time.sleep(0.5)
+    paced(FN_IN)
+    settle(FN_OUT)
+    with lock:
+        broker = [now - m["sent_ns"] for m, now in got[ECHO]]
+        answers = [(m, now) for m, now in got[FN_OUT] if m["seq"] >= 0]
+    sub.disconnect()
+    pub.disconnect()
+    return {
+        "broker_ns": broker,
+        "to_handler_ns": [m["handler_ns"] - m["sent_ns"] for m, _ in answers],
+        "round_trip_ns": [now - m["sent_ns"] for m, now in answers],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("transport", choices=["ipc", "mqtt"])
-    p.add_argument("role", choices=["pub", "sub"])
-    p.add_argument("--topic", required=True)
+    p.add_argument("role", choices=["pub", "sub", "trigger"])
+    p.add_argument("--topic", default="bench/0")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--name", default="bench")
@@ -235,7 +318,7 @@ def main() -> None:
     p.add_argument("--deadline", type=float, default=300.0)
     args = p.parse_args()
     run = {("ipc", "sub"): ipc_sub, ("ipc", "pub"): ipc_pub,
-           ("mqtt", "sub"): mqtt_sub, ("mqtt", "pub"): mqtt_pub}[(args.transport, args.role)]
+           ("mqtt", "sub"): mqtt_sub, ("mqtt", "pub"): mqtt_pub, ("mqtt", "trigger"): trigger}[(args.transport, args.role)]
     print(json.dumps(run(args)), flush=True)
 
 

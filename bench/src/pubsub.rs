@@ -29,10 +29,13 @@ use tokio::process::{Child, ChildStdout, Command};
 use crate::lambkin::Host;
 use crate::process::Supervised;
 use crate::procfs;
-use crate::pubsub_report::{self, Broker, Case, ClientKind, Outcome, Report};
+use crate::pubsub_report::{self, Broker, Case, ClientKind, Outcome, Report, Trigger};
 
 /// The Python client, written into the work directory for each run.
 const CLIENT_PY: &str = include_str!("../pubsub/client.py");
+/// The MQTT-triggered function's handler.
+const HANDLER_PY: &str = include_str!("../pubsub/handler.py");
+const FUNCTION: &str = "com.lambkin.bench.MqttFunction";
 const PUBLISHER: &str = "com.lambkin.bench.Publisher";
 const SUBSCRIBER: &str = "com.lambkin.bench.Subscriber";
 const COMPONENT_VERSION: &str = "1.0.0";
@@ -72,6 +75,9 @@ pub struct Args {
     /// IPC publishes awaiting their response at most during the burst.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
+    /// Leave out the MQTT → function measurement.
+    #[arg(long)]
+    pub no_trigger: bool,
     /// Keep the work directory (the host's root, client logs) and say where it is.
     #[arg(long)]
     pub keep: bool,
@@ -158,16 +164,34 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         .prefix("lambkin-bench-pubsub-")
         .tempdir()
         .context("cannot create the work directory")?;
+    // With --keep the directory stays, whatever happens.
+    let (_work_guard, work_path) = if args.keep {
+        (None, work.keep())
+    } else {
+        let path = work.path().to_owned();
+        (Some(work), path)
+    };
+    let work = WorkDir(work_path);
     let script = work.path().join("client.py");
     fs::write(&script, CLIENT_PY)?;
 
-    say("starting lambkin and deploying the publisher and subscriber components");
-    let host = Host::start(&lambkin)?;
+    say("starting mosquitto on a free loopback port");
+    let (mosquitto, mosquitto_port) = start_mosquitto(&args.mosquitto, work.path())?;
+    say("starting lambkin (its MQTT connection on mosquitto) and deploying the components");
+    let python_abs = std::path::absolute(&args.python)?;
+    let config = format!(
+        "thing_name = \"lambkin-bench\"\n[lambda]\npython = {}\n[mqtt]\nurl = \"mqtt://127.0.0.1:{mosquitto_port}\"\n",
+        serde_json::to_string(&python_abs.to_string_lossy())?
+    );
+    let host = Host::start_with_config(&lambkin, Some(&config))?;
     let (publisher_env, subscriber_env) = deploy_components(&lambkin, host.root(), work.path())
         .await
         .context("deploying the IPC components")?;
-    say("starting mosquitto on a free loopback port");
-    let (mosquitto, mosquitto_port) = start_mosquitto(&args.mosquitto, work.path())?;
+    if !args.no_trigger {
+        deploy_function(&lambkin, host.root(), work.path(), &args.python)
+            .await
+            .context("deploying the MQTT-triggered function")?;
+    }
     let brokers = Brokers {
         publisher_env,
         subscriber_env,
@@ -220,9 +244,28 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
             }
         }
     }
+    let trigger = if args.no_trigger {
+        None
+    } else {
+        say("MQTT → function: paho → mosquitto → Lambkin's IOT_CORE trigger → handler");
+        let t = run_trigger(&clients, &brokers, &plan)
+            .await
+            .with_context(|| {
+                format!(
+                    "MQTT → function (client logs in {})",
+                    clients.logs.display()
+                )
+            })?;
+        say(format!(
+            "  broker p50 {:.0} µs; to the handler p50 {:.0} µs",
+            t.broker.0, t.to_handler.0
+        ));
+        Some(t)
+    };
     drop(mosquitto);
     drop(host);
     let report = Report {
+        trigger,
         plan,
         subscribers: args.subscribers.clone(),
         outcomes,
@@ -232,8 +275,7 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         kept: args.keep.then(|| work.path().to_owned()),
     };
     if args.keep {
-        let kept = work.keep();
-        say(format!("kept the work directory {}", kept.display()));
+        say(format!("kept the work directory {}", work.path().display()));
     }
     Ok(report)
 }
@@ -553,4 +595,142 @@ async fn run_case(
         .unwrap_or(0)
         .saturating_sub(cpu_before);
     Outcome::from_results(plan, case.subscribers, &publisher, &results, cpu_ticks)
+}
+
+/// Deploys the Lambda component whose IOT_CORE topic `lambkin-bench/fn/in` invokes
+/// `bench/pubsub/handler.py` (pinned, one instance, NoContainer).
+async fn deploy_function(
+    lambkin: &Path,
+    root: &Path,
+    work: &Path,
+    python: &Path,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let out = Command::new(python)
+        .arg("-c")
+        .arg("import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')")
+        .output()
+        .await?;
+    let runtime = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let recipes = work.join("function-recipes");
+    let artifacts = work.join("function-artifacts");
+    let dir = artifacts.join(FUNCTION).join(COMPONENT_VERSION);
+    fs::create_dir_all(&recipes)?;
+    fs::create_dir_all(&dir)?;
+    let mut zip = zip::ZipWriter::new(fs::File::create(dir.join("lambda-artifact.zip"))?);
+    zip.start_file("handler.py", zip::write::SimpleFileOptions::default())?;
+    zip.write_all(HANDLER_PY.as_bytes())?;
+    zip.finish()?;
+    let recipe = serde_json::json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": FUNCTION,
+        "ComponentVersion": COMPONENT_VERSION,
+        "ComponentType": "aws.greengrass.lambda",
+        "ComponentConfiguration": {"DefaultConfiguration": {
+            "lambdaExecutionParameters": {"EnvironmentVariables": {}},
+            "containerMode": "NoContainer",
+            "timeoutInSeconds": 30,
+            "maxInstancesCount": 1,
+            "inputPayloadEncodingType": "json",
+            "maxQueueSize": 1000,
+            "pinned": true,
+            "maxIdleTimeInSeconds": 60,
+            "statusTimeoutInSeconds": 60,
+            "pubsubTopics": {"0": {"topic": "lambkin-bench/fn/in", "type": "IOT_CORE"}},
+            "accessControl": {"aws.greengrass.ipc.mqttproxy": {
+                format!("{FUNCTION}:mqtt:1"): {
+                    "operations": ["aws.greengrass#PublishToIoTCore"],
+                    "resources": ["lambkin-bench/fn/out"],
+                }
+            }},
+        }},
+        "ComponentDependencies": {
+            "aws.greengrass.LambdaLauncher": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"},
+            "aws.greengrass.TokenExchangeService": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"},
+            "aws.greengrass.LambdaRuntimes": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "SOFT"},
+        },
+        "Manifests": [{
+            "Platform": {"os": "linux"},
+            "Lifecycle": {},
+            "Artifacts": [{"Uri": "greengrass:lambda-artifact.zip", "Unarchive": "ZIP"}],
+        }],
+        "Lifecycle": {"setenv": {
+            "AWS_GREENGRASS_LAMBDA_CONTAINER_MODE": "{configuration:/containerMode}",
+            "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "handler.handler",
+            "AWS_GREENGRASS_LAMBDA_ENCODING_TYPE": "{configuration:/inputPayloadEncodingType}",
+            "AWS_GREENGRASS_LAMBDA_PARAMS": "{configuration:/lambdaExecutionParameters}",
+            "AWS_GREENGRASS_LAMBDA_RUNTIME": runtime,
+        }},
+    });
+    fs::write(
+        recipes.join(format!("{FUNCTION}-{COMPONENT_VERSION}.json")),
+        serde_json::to_vec_pretty(&recipe)?,
+    )?;
+    let out = Command::new(lambkin)
+        .arg("deploy")
+        .arg("--root")
+        .arg(root)
+        .arg("-r")
+        .arg(&recipes)
+        .arg("-a")
+        .arg(&artifacts)
+        .args(["-m", &format!("{FUNCTION}={COMPONENT_VERSION}")])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot run lambkin deploy")?;
+    if !out.status.success() {
+        bail!(
+            "lambkin deploy failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Paced paho publishes: to a paho subscriber through mosquitto, then to the function.
+async fn run_trigger(clients: &Clients, brokers: &Brokers, plan: &Plan) -> anyhow::Result<Trigger> {
+    let name = "trigger".to_owned();
+    let mut command = Command::new(&clients.python);
+    command
+        .arg("-u")
+        .arg(&clients.script)
+        .args([
+            "mqtt",
+            "trigger",
+            "--name",
+            "lambkin-bench-trigger",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--port", &brokers.mosquitto_port.to_string()])
+        .args(["--latency", &plan.latency.to_string()])
+        .args(["--interval-us", &TRIGGER_INTERVAL_US.to_string()])
+        .args(["--idle", "5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(clients.logs.join(format!("{name}.err")))?)
+        .kill_on_drop(true);
+    let mut running = Running::spawn(name, command)?;
+    let line = running.line(READY_LIMIT).await?;
+    if line != "ready" {
+        bail!("the trigger client printed {line:?} instead of ready");
+    }
+    let result = running.result(PUBLISH_LIMIT).await?;
+    Trigger::from_result(plan, &result)
+}
+
+/// Time between two paced messages to the function (it runs one invocation at a time).
+pub const TRIGGER_INTERVAL_US: u64 = 10_000;
+
+/// The run's work directory (removed on the way out unless `--keep`).
+#[derive(Debug)]
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
 }
