@@ -1,6 +1,9 @@
 //! Components run as users, against the real binary and real system users (created here with
 //! `useradd`, removed with `userdel` when the test ends): each component's work directory is
-//! its user's alone, `RequiresPrivilege` steps run as root while the others run as the user,
+//! its user's alone, as is its IPC token (another user cannot read it from the process, and
+//! the socket serves a component's user with its own token only), `RequiresPrivilege` steps
+//! run as root while the others run as the user, Lambda components' instances run as the user,
+//! `systemResourceLimits` put every step in a cgroup (a memory hog is killed, saying why),
 //! the default user comes from `[run_with_default]` (created by the host when missing), a
 //! component keeps its user across deployments and host restarts, and a deployment naming a
 //! user that does not exist is refused with the name.
@@ -17,6 +20,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
+use lambkin_proto::eventstream::{Decoder, Header};
+use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
 use serde_json::{json, Value};
 use sha2::Digest as _;
 use support::{wait_for, Host};
@@ -253,7 +258,7 @@ fn two_components_as_two_users_cannot_read_each_others_work_directory() {
     let snoop = component(
         "com.example.Snoop",
         json!({
-            "Run": "id -u > uid.txt; \
+            "Run": "echo $$ > pid.txt; id -u > uid.txt; \
                     if cat ../com.example.Keeper/secret.txt > stolen.txt 2> why.txt; \
                     then echo read > verdict.txt; else echo denied > verdict.txt; fi; \
                     exec sleep 600",
@@ -325,6 +330,66 @@ fn two_components_as_two_users_cannot_read_each_others_work_directory() {
         "{}",
         text(&own.stderr)
     );
+
+    // The IPC socket serves a component's user with its own token, and not with another.
+    let snoop_pid = device.wait_line("com.example.Snoop", "pid.txt");
+    let snoop_env = text(&std::fs::read(format!("/proc/{snoop_pid}/environ")).unwrap());
+    let token = snoop_env
+        .split('\0')
+        .find_map(|v| v.strip_prefix("SVCUID="))
+        .unwrap()
+        .to_owned();
+    let socket = device.root.join("ipc.socket");
+    assert_eq!(
+        ipc_connect_as(&bob.name, &socket, &token),
+        MessageFlags::CONNECTION_ACCEPTED
+    );
+    assert_eq!(
+        ipc_connect_as(&bob.name, &socket, "not-a-token"),
+        MessageFlags::NONE
+    );
+}
+
+/// Sends an IPC CONNECT with `token` from a process of `user` (Python's standard library, as
+/// a component would) and returns the CONNECT_ACK's flags.
+fn ipc_connect_as(user: &str, socket: &std::path::Path, token: &str) -> MessageFlags {
+    let frame = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
+        .with_header(Header::string(":version", "0.1.0"))
+        .with_payload(format!("{{\"authToken\": \"{token}\"}}"))
+        .to_frame()
+        .unwrap()
+        .encode();
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let client = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.settimeout(20)\n\
+                  s.connect(sys.argv[1])\n\
+                  s.sendall(bytes.fromhex(sys.argv[2]))\n\
+                  data = b''\n\
+                  while len(data) < 4 or len(data) < int.from_bytes(data[:4], 'big'):\n    \
+                      chunk = s.recv(4096)\n    \
+                      if not chunk: break\n    \
+                      data += chunk\n\
+                  sys.stdout.write(data.hex())\n";
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "/usr/bin/python3", "-c", client])
+        .arg(socket)
+        .arg(hex)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reply = text(&out.stdout);
+    let bytes: Vec<u8> = (0..reply.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&reply[i..i + 2], 16).unwrap())
+        .collect();
+    let mut decoder = Decoder::new();
+    decoder.push(&bytes);
+    let frame = decoder.next_frame().unwrap().expect("a whole CONNECT_ACK");
+    let ack = RpcMessage::from_frame(&frame).unwrap();
+    assert_eq!(ack.message_type, MessageType::ConnectAck);
+    ack.flags
 }
 
 #[test]
