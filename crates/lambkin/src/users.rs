@@ -12,7 +12,7 @@
 //! component's user can read it; its artifacts belong to its user too, their modes following
 //! the recipe's `Permission` (§2.4), as the nucleus gives them to the component's user.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
@@ -280,8 +280,8 @@ fn create_system_user(name: &str) -> Result<(), UserError> {
     Ok(())
 }
 
-/// Creates a component's work directory, owned by `run_as` (else by the host's user), mode
-/// 0700. With another user, the directories above it up to `root` are made traversable (not
+/// Creates a component's work directory, owned with what it holds by `run_as` (else by the
+/// host's user), mode 0700. With another user, the directories above it up to `root` are made traversable (not
 /// readable) by others, so the user can reach its directory and the IPC socket.
 pub fn prepare_work_dir(root: &Path, work: &Path, run_as: Option<&RunAs>) -> std::io::Result<()> {
     std::fs::create_dir_all(work)?;
@@ -292,7 +292,12 @@ pub fn prepare_work_dir(root: &Path, work: &Path, run_as: Option<&RunAs>) -> std
             nix::unistd::getegid().as_raw(),
         ),
     };
-    std::os::unix::fs::chown(work, Some(uid), Some(gid))?;
+    // A component whose user changed gets its files too, as the nucleus does; an unchanged one
+    // costs one stat.
+    let owner = std::fs::metadata(work)?;
+    if (owner.uid(), owner.gid()) != (uid, gid) {
+        chown_tree(work, uid, gid)?;
+    }
     std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o700))?;
     if run_as.is_some() {
         if let Some(parent) = work.parent() {
@@ -321,15 +326,19 @@ pub fn make_reachable(root: &Path, dir: &Path) -> std::io::Result<()> {
 
 /// Gives `path` and everything under it (not following links) to `run_as`. Missing is fine.
 pub fn give_tree(path: &Path, run_as: &RunAs) -> std::io::Result<()> {
+    chown_tree(path, run_as.uid, run_as.gid)
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    std::os::unix::fs::lchown(path, Some(run_as.uid), Some(run_as.gid))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path)? {
-            give_tree(&entry?.path(), run_as)?;
+            chown_tree(&entry?.path(), uid, gid)?;
         }
     }
     Ok(())

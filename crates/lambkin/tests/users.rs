@@ -401,6 +401,7 @@ fn a_privileged_install_runs_as_root_and_run_as_the_user_with_its_groups() {
     let recipe = component(
         "com.example.Privileged",
         json!({
+            "Bootstrap": "id -u > bootstrap-uid.txt",
             "Install": { "Script": "id -u > install-uid.txt", "RequiresPrivilege": true },
             "Run": "id -u >> run-uid.txt; id -G > run-groups.txt; echo \"$HOME $USER\" > env.txt; \
                     exec sleep 600",
@@ -420,6 +421,10 @@ fn a_privileged_install_runs_as_root_and_run_as_the_user_with_its_groups() {
     assert_eq!(
         device.wait_line("com.example.Privileged", "install-uid.txt"),
         "0"
+    );
+    assert_eq!(
+        device.wait_line("com.example.Privileged", "bootstrap-uid.txt"),
+        carol.uid.to_string()
     );
     assert_eq!(
         device.wait_line("com.example.Privileged", "run-uid.txt"),
@@ -478,6 +483,12 @@ fn a_privileged_install_runs_as_root_and_run_as_the_user_with_its_groups() {
         device.wait_line("com.example.Privileged", "run-gid.txt"),
         extra.gid.to_string()
     );
+    // Its files, even those a privileged step made, went to the new owner with the directory.
+    let made_by_root = device
+        .work("com.example.Privileged")
+        .join("install-uid.txt");
+    let meta = std::fs::metadata(made_by_root).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (carol.uid, extra.gid));
 }
 
 #[test]
