@@ -582,7 +582,10 @@ impl Drop for RemoveOnDrop {
 /// A Lambda component (the cloud's recipe shape) whose handler answers who it runs as.
 fn whoami_lambda(device: &Device, name: &str, container_mode: &str) -> Value {
     let handler = "import os\n\ndef lambda_handler(event, context):\n    \
-                   return {'uid': os.getuid(), 'gid': os.getgid(), 'groups': sorted(os.getgroups())}\n";
+                   if event.get('hog'):\n        \
+                       return len(b'x' * (256 << 20))\n    \
+                   return {'uid': os.getuid(), 'gid': os.getgid(), \
+                   'groups': sorted(os.getgroups()), 'cgroup': open('/proc/self/cgroup').read()}\n";
     let zip = support::zip_bytes(&[("lambda_function.py", handler, 0o644)]);
     device.put_artifact(name, "1.0.0", "lambda-artifact.zip", &zip);
     let seed = concat!(
@@ -754,4 +757,71 @@ fn system_resource_limits_hold_every_step_and_a_memory_hog_is_killed() {
             "{name}'s group outlived it"
         );
     }
+}
+
+#[test]
+fn system_resource_limits_hold_a_plain_lambda_components_instances() {
+    needs_root!();
+    if lambkin::cgroup::host().is_err() {
+        eprintln!("SKIPPED: no cgroup memory controller on this machine");
+        return;
+    }
+    let mut device = Device::start_with_config("[lambda]\npython = \"/usr/bin/python3\"\n");
+    let name = "limited-lambda";
+    let recipe = whoami_lambda(&device, name, "NoContainer");
+    device
+        .deploy(
+            &[recipe],
+            &[
+                "-m",
+                &format!("{name}=1.0.0"),
+                "--system-limits",
+                &format!(r#"{{"{name}": {{"memory": 65536}}}}"#),
+            ],
+        )
+        .unwrap();
+    let out = device.cli(&["invoke", name, "{}"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cgroup = answer["cgroup"].as_str().unwrap();
+    assert!(
+        cgroup.contains(&format!("/lambkin/component-{name}")),
+        "{cgroup}"
+    );
+    let limit = cgroup_file(
+        &format!("component-{name}"),
+        "memory",
+        "memory.limit_in_bytes",
+        "memory.max",
+    );
+    assert_eq!(limit.as_deref(), Some("67108864"));
+
+    // An invocation that fills 256 MB ends its instance instead of the device's memory.
+    let out = device.cli(&["invoke", name, r#"{"hog": true}"#]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    // The next invocation gets a fresh instance, still held.
+    let out = device.cli(&["invoke", name, "{}"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // Removing the component removes its group.
+    device.deploy(&[], &["--remove", name]).unwrap();
+    assert_eq!(
+        cgroup_file(
+            &format!("component-{name}"),
+            "memory",
+            "memory.limit_in_bytes",
+            "memory.max"
+        ),
+        None
+    );
 }

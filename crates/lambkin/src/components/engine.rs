@@ -181,6 +181,7 @@ impl Engine {
             graph,
             applied: Plan::default(),
             stored_run_with,
+            lambda_cgroups: Mutex::default(),
         };
         let current: Current = committed
             .into_iter()
@@ -470,6 +471,8 @@ struct Actor {
     applied: Plan,
     /// The components' `runWith` as the host found it at start, for the committed set.
     stored_run_with: BTreeMap<String, deployment::RunWith>,
+    /// The control groups of Lambda components whose plain instances have limits.
+    lambda_cgroups: Mutex<BTreeMap<String, crate::cgroup::Cgroup>>,
     /// Lambda components' `PUB_SUB` topic subscriptions.
     triggers: Triggers,
 }
@@ -984,6 +987,12 @@ impl Actor {
                     if let Ok(fname) = FunctionName::parse(name) {
                         self.registry.remove_for_component(&fname).await;
                     }
+                    let group = self
+                        .lambda_cgroups
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(name);
+                    remove_component_cgroup(name, group).await;
                 }
                 Kind::Builtin => {}
             }
@@ -1120,8 +1129,35 @@ impl Actor {
         }
         let run_as = self.run_as(c)?;
         self.give_artifacts(c, run_as.as_ref())?;
+        // systemResourceLimits hold a plain function's instances together, as a generic
+        // component's steps; a containerized one has its container's memory limit instead.
+        let cgroup = match (&config.greengrass.isolation, self.limits(c)) {
+            (lambkin_proto::lambda::function::Isolation::NoContainer, Some(limits)) => Some(
+                crate::cgroup::host()
+                    .map_err(|e| {
+                        format!(
+                            "{}@{}: systemResourceLimits need cgroups: {e}",
+                            c.name, c.version
+                        )
+                    })?
+                    .create(&format!("component-{}", c.name), limits)
+                    .map_err(|e| {
+                        format!(
+                            "{}@{}: cannot apply systemResourceLimits: {e}",
+                            c.name, c.version
+                        )
+                    })?,
+            ),
+            _ => None,
+        };
+        if let Some(group) = &cgroup {
+            self.lambda_cgroups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(c.name.clone(), group.clone());
+        }
         self.registry
-            .define_for_component(name, config, code_dir, env, run_as)
+            .define_for_component(name, config, code_dir, env, run_as, cgroup)
             .await
             .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
     }
@@ -1225,14 +1261,19 @@ impl Actor {
             log: Arc::new(log),
             host_root: self.settings.layout.root().to_owned(),
             run_as,
-            limits: match &c.run_with.system_resource_limits {
-                Some(l) => crate::users::cgroup_limits(l.cpus, l.memory_kib),
-                None => {
-                    let d = &self.settings.system_resource_limits;
-                    crate::users::cgroup_limits(d.cpus, d.memory)
-                }
-            },
+            limits: self.limits(c),
         }))
+    }
+
+    /// `c`'s `systemResourceLimits`: its own, else the host's default.
+    fn limits(&self, c: &PlannedComponent) -> Option<crate::cgroup::Limits> {
+        match &c.run_with.system_resource_limits {
+            Some(l) => crate::users::cgroup_limits(l.cpus, l.memory_kib),
+            None => {
+                let d = &self.settings.system_resource_limits;
+                crate::users::cgroup_limits(d.cpus, d.memory)
+            }
+        }
     }
 
     /// Runs the component's `Bootstrap` step when it is new on the device, its version
@@ -1396,6 +1437,17 @@ impl Actor {
             .decompressed
             .join("lambda-artifact");
         Ok((name, function, code_dir))
+    }
+}
+
+/// Removes the control group a Lambda component's plain instances shared (they have ended).
+async fn remove_component_cgroup(name: &str, group: Option<crate::cgroup::Cgroup>) {
+    let Some(group) = group else {
+        return;
+    };
+    let removed = tokio::task::spawn_blocking(move || group.remove()).await;
+    if let Ok(Err(e)) = removed {
+        tracing::warn!(component = %name, error = %e, "cannot remove the component's cgroup");
     }
 }
 

@@ -44,6 +44,9 @@ pub struct FunctionSpec {
     /// The user a Lambda component's instances run as (its `runWith`); `None`: the host's
     /// user. The plain path drops to it before exec, the sandbox init after mounting.
     pub run_as: Option<crate::users::RunAs>,
+    /// The component's control group (`systemResourceLimits`), which a plain (NoContainer)
+    /// instance joins before exec; a containerized one has its own group.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl FunctionSpec {

@@ -503,10 +503,16 @@ fn launch(
             .env("LAMBDA_RUNTIME_DIR", runtime_dir);
     }
     cmd.env(crate::orphans::MARKER, &spec.host_root);
-    // The sandbox init changes user itself, after mounting; a plain process before exec, and
-    // before the parent-death signal, which changing user clears.
-    if let (None, Some(run_as)) = (sandbox, &spec.run_as) {
-        run_as.apply(&mut cmd);
+    // The sandbox init joins its group and changes user itself, after mounting. A plain
+    // process joins the component's group while still root, then changes user, all before
+    // exec and before the parent-death signal, which changing user clears.
+    if sandbox.is_none() {
+        if let Some(group) = &spec.cgroup {
+            lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())?;
+        }
+        if let Some(run_as) = &spec.run_as {
+            run_as.apply(&mut cmd);
+        }
     }
     lambkin_sys::kill_when_parent_dies(&mut cmd);
     tokio::process::Command::from(cmd)

@@ -222,7 +222,7 @@ impl Registry {
         record: &FunctionRecord,
         code_dir: PathBuf,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
-        self.spec_with_env(record, code_dir, BTreeMap::new(), None)
+        self.spec_with_env(record, code_dir, BTreeMap::new(), None, None)
             .await
     }
 
@@ -233,6 +233,7 @@ impl Registry {
         code_dir: PathBuf,
         component_env: BTreeMap<String, String>,
         run_as: Option<crate::users::RunAs>,
+        cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
         let launch = self
             .inner
@@ -254,6 +255,7 @@ impl Registry {
             host_root: self.inner.layout.root().to_owned(),
             component_env,
             run_as,
+            cgroup,
         }))
     }
 
@@ -479,6 +481,7 @@ impl Registry {
         code_dir: PathBuf,
         component_env: BTreeMap<String, String>,
         run_as: Option<crate::users::RunAs>,
+        cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
         check_entry_point(&code_dir, &config.runtime, config.handler.as_deref())?;
@@ -494,7 +497,7 @@ impl Registry {
             last_modified: timestamp::lambda_last_modified(SystemTime::now()),
         };
         let spec = self
-            .spec_with_env(&record, code_dir, component_env, run_as)
+            .spec_with_env(&record, code_dir, component_env, run_as, cgroup)
             .await?;
         let old = self.write_map().remove(&name);
         if let Some(old) = old {
