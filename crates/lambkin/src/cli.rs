@@ -113,8 +113,8 @@ pub enum Command {
         /// What a failed deployment does: rollback (default) or do-nothing.
         #[arg(long, value_parser = ["rollback", "do-nothing"], default_value = "rollback")]
         failure_policy: String,
-        /// The user a component runs as: NAME:posixUser=USER[:GROUP] (repeatable; as
-        /// greengrass-cli's --runWith). Kept by later deployments until one changes it.
+        /// The user a component runs as: NAME:posixUser=USER or NAME:posixUser=USER:GROUP
+        /// (repeatable; as greengrass-cli's --runWith). Kept until a deployment changes it.
         #[arg(long)]
         run_with: Vec<String>,
         /// CPU and memory limits: {"NAME":{"cpus":0.5,"memory":KB}}, or a file holding it (as
