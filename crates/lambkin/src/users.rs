@@ -307,19 +307,41 @@ pub fn prepare_work_dir(root: &Path, work: &Path, run_as: Option<&RunAs>) -> std
     Ok(())
 }
 
+/// What under the root only the host reads: its configuration (which may hold credentials),
+/// state (the store, the CLI's token, the spool), logs and API-defined functions.
+const HOST_ONLY: [&str; 4] = ["config.toml", "state", "logs", "functions"];
+
 /// Lets every user pass through `dir` and each directory above it up to `root` (search
-/// permission only: their entries cannot be listed).
+/// permission only: their entries cannot be listed). Reaching the root, the host's own files
+/// there are closed to everyone but the host's user first.
 pub fn make_reachable(root: &Path, dir: &Path) -> std::io::Result<()> {
     let mut next = Some(dir);
     while let Some(d) = next {
         if !d.starts_with(root) {
             break;
         }
+        if d == root {
+            for name in HOST_ONLY {
+                remove_mode(&root.join(name), 0o077)?;
+            }
+        }
         add_mode(d, 0o011)?;
         if d == root {
             break;
         }
         next = d.parent();
+    }
+    Ok(())
+}
+
+fn remove_mode(path: &Path, bits: u32) -> std::io::Result<()> {
+    let mode = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if mode & bits != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !bits & 0o7777))?;
     }
     Ok(())
 }

@@ -312,6 +312,18 @@ fn two_components_as_two_users_cannot_read_each_others_work_directory() {
     let other = as_user(&bob.name, &format!("cat {secret}"));
     assert!(!other.status.success(), "bob read alice's file");
 
+    // Nor the host's own files, though the root is open for passing through.
+    for host_file in [
+        "config.toml",
+        "state/lambkin.db",
+        "logs/com.example.Keeper.log",
+    ] {
+        let path = device.root.join(host_file);
+        assert!(path.exists(), "{host_file}");
+        let read = as_user(&bob.name, &format!("cat {}", path.display()));
+        assert!(!read.status.success(), "bob read {host_file}");
+    }
+
     // Nor can one component's user read another's token: a process's environment is its
     // user's alone.
     let pid = device.wait_line("com.example.Keeper", "pid.txt");
