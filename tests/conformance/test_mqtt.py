@@ -369,8 +369,10 @@ def test_publish_reaches_a_paho_subscriber(setup):
     assert check_in_order(subscriber, "online", 5, host) == 0
 
 
-def publish_down(broker: Broker, host: Host, tls: Certificates | None = None) -> None:
-    """paho publishes three messages; the component's SubscribeToIoTCore stream gets them."""
+def publish_down(broker: Broker, host: Host, tls: Certificates | None = None,
+                 tag: str = "first") -> None:
+    """paho publishes three messages under lambkin/down/TAG/; the component's
+    SubscribeToIoTCore stream (lambkin/down/#) gets them."""
     publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="lambkin-conformance-pub")
     if tls is not None:
         tls.configure(publisher)
@@ -378,19 +380,22 @@ def publish_down(broker: Broker, host: Host, tls: Certificates | None = None) ->
     publisher.loop_start()
     try:
         for i in range(3):
-            publisher.publish(f"lambkin/down/{i}", json.dumps({"i": i}), qos=1).wait_for_publish(30)
+            publisher.publish(f"lambkin/down/{tag}/{i}", json.dumps({"i": i}),
+                              qos=1).wait_for_publish(30)
     finally:
         publisher.loop_stop()
         publisher.disconnect()
     received = host.work / "received.jsonl"
 
     def lines():
-        return received.read_text().splitlines() if received.exists() else []
+        text = received.read_text() if received.exists() else ""
+        return [line for line in text.splitlines()
+                if json.loads(line)["topic"].startswith(f"lambkin/down/{tag}/")]
 
     until(lambda: len(lines()) >= 3, "3 messages at the component", host.output)
     # The SDK runs stream callbacks on a thread pool: the file's order is not the delivery's.
     got = sorted((json.loads(line) for line in lines()), key=lambda m: m["topic"])
-    assert got == [{"topic": f"lambkin/down/{i}", "payload": json.dumps({"i": i})}
+    assert got == [{"topic": f"lambkin/down/{tag}/{i}", "payload": json.dumps({"i": i})}
                    for i in range(3)]
 
 
@@ -444,6 +449,13 @@ def test_qos1_published_offline_arrives_in_order_when_the_broker_returns(setup):
     broker.start()
     duplicates = check_in_order(subscriber, "offline", OFFLINE_BATCH, host)
     assert duplicates <= OFFLINE_BATCH
+
+
+def test_subscriptions_are_made_again_after_the_broker_returns(setup):
+    """The broker restarted in the test before forgot the host's subscription (clean
+    session): the component's stream gets messages again only if the host subscribed anew."""
+    broker, subscriber, host = setup
+    publish_down(broker, host, tag="after-restart")
 
 
 def test_qos1_spooled_survives_sigkill_of_the_host(setup):
