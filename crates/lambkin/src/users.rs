@@ -402,6 +402,38 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_names_bad_users_and_limits() {
+        use crate::config::HostConfig;
+        let c = HostConfig::parse(
+            "[run_with_default]\nposix_user = \"ggc_user:ggc_group\"\n\
+             [system_resource_limits]\ncpus = 1.5\nmemory = 102400\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.run_with_default.posix_user.as_deref(),
+            Some("ggc_user:ggc_group")
+        );
+        assert_eq!(
+            (
+                c.system_resource_limits.cpus,
+                c.system_resource_limits.memory
+            ),
+            (Some(1.5), Some(102400))
+        );
+        let err = HostConfig::parse(
+            "[run_with_default]\nposix_user = \"a:b:c\"\n\
+             [system_resource_limits]\ncpus = 0.0\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("run_with_default.posix_user") && err.contains("system_resource_limits"),
+            "{err}"
+        );
+        let err = HostConfig::parse("[run_with_default]\nposixUser = \"u\"\n").unwrap_err();
+        assert!(err.contains("posixUser"), "{err}");
+    }
+
+    #[test]
     fn limits_are_checked_and_converted() {
         assert!(check_limits(Some(0.5), Some(1)).is_ok());
         assert!(check_limits(None, None).is_ok());
