@@ -363,6 +363,15 @@ def check_in_order(subscriber: Subscriber, name: str, count: int, host: Host) ->
     return duplicates
 
 
+def test_the_host_speaks_the_configured_protocol_version(setup, request):
+    """Mosquitto logs each client's protocol: p5 is MQTT 5, p2 MQTT 3.1.1."""
+    broker, _, _ = setup
+    protocol = {"mqtt5": "p5", "mqtt3": "p2"}[request.node.callspec.params["setup"]]
+    connects = [line for line in broker.log().splitlines() if "as conformance-thing (" in line]
+    assert connects, broker.log()
+    assert all(f"as conformance-thing ({protocol}," in line for line in connects), connects
+
+
 def test_publish_reaches_a_paho_subscriber(setup):
     broker, subscriber, host = setup
     publish_batch(host, "online", 5)
