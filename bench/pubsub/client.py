@@ -47,6 +47,11 @@ class Received:
         self.bad = 0
         self.last_at = 0.0
         self.ended = threading.Event()
+        self.cpu_start = 0.0
+
+    def start(self) -> None:
+        """Subscribed: CPU time counts from here."""
+        self.cpu_start = time.process_time()
 
     def on_payload(self, payload: bytes) -> None:
         now = time.time_ns()
@@ -88,6 +93,7 @@ class Received:
                 "tp_last_recv_ns": self.tp_last_recv_ns,
                 "ended": self.ended.is_set(),
                 "bad": self.bad,
+                "cpu_seconds": time.process_time() - self.cpu_start,
             }
 
 
@@ -111,6 +117,7 @@ def ipc_sub(args) -> dict:
 
     client = GreengrassCoreIPCClientV2()
     client.subscribe_to_topic(topic=args.topic, on_stream_event=on_event)
+    received.start()
     ready()
     received.wait(args.idle, args.deadline)
     report = received.report()
@@ -183,6 +190,7 @@ def mqtt_sub(args) -> dict:
     client.subscribe(args.topic, qos=0)
     if not subscribed.wait(10):
         sys.exit("no SUBACK within 10 s")
+    received.start()
     ready()
     received.wait(args.idle, args.deadline)
     report = received.report()

@@ -42,6 +42,22 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time a process has used so far, in ns: the sum over its threads of the scheduler's
+/// `/proc/PID/task/TID/schedstat` run time (finer than clock ticks). `None` when it is gone.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
+}
+
 /// CPU ticks of a process and of its live descendants, each counted apart.
 #[derive(Debug, Clone, Default)]
 pub struct CpuSnapshot {

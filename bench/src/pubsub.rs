@@ -574,7 +574,7 @@ async fn run_case(
         Broker::Lambkin => brokers.lambkin_pid,
         Broker::Mosquitto => brokers.mosquitto_pid,
     };
-    let cpu_before = procfs::cpu_ticks(broker_pid).unwrap_or(0);
+    let cpu_before = procfs::cpu_ns(broker_pid).unwrap_or(0);
     let name = format!("{prefix}-pub");
     let command = clients.command(
         case.kind,
@@ -591,10 +591,10 @@ async fn run_case(
     for s in subscribers {
         results.push(s.result(Duration::from_secs(60)).await?);
     }
-    let cpu_ticks = procfs::cpu_ticks(broker_pid)
+    let cpu_ns = procfs::cpu_ns(broker_pid)
         .unwrap_or(0)
         .saturating_sub(cpu_before);
-    Outcome::from_results(plan, case.subscribers, &publisher, &results, cpu_ticks)
+    Outcome::from_results(plan, case.subscribers, &publisher, &results, cpu_ns)
 }
 
 /// Deploys the Lambda component whose IOT_CORE topic `lambkin-bench/fn/in` invokes

@@ -143,6 +143,8 @@ struct Received {
     tp_last_recv_ns: u64,
     ended: bool,
     bad: u64,
+    /// CPU time used before subscribing, in ns.
+    cpu_start: u64,
 }
 
 impl Received {
@@ -177,20 +179,20 @@ impl Received {
             "tp_last_recv_ns": self.tp_last_recv_ns,
             "ended": self.ended,
             "bad": self.bad,
+            "cpu_seconds": cpu_ns().saturating_sub(self.cpu_start) as f64 / 1e9,
         })
         .to_string()
     }
 }
 
-/// CPU time this process has used so far, in clock ticks.
-fn cpu_ticks() -> u64 {
-    crate::procfs::cpu_ticks(std::process::id()).unwrap_or(0)
+/// CPU time this process has used so far, in ns.
+fn cpu_ns() -> u64 {
+    crate::procfs::cpu_ns(std::process::id()).unwrap_or(0)
 }
 
-/// The publisher's result, with the CPU time used since `cpu_start` (ticks).
+/// The publisher's result, with the CPU time used since `cpu_start` (ns).
 fn published(count: u64, seconds: f64, cpu_start: u64) -> String {
-    let cpu_seconds =
-        cpu_ticks().saturating_sub(cpu_start) as f64 / crate::procfs::TICKS_PER_SECOND as f64;
+    let cpu_seconds = cpu_ns().saturating_sub(cpu_start) as f64 / 1e9;
     serde_json::json!({"published": count, "throughput_seconds": seconds, "cpu_seconds": cpu_seconds})
         .to_string()
 }
@@ -323,8 +325,11 @@ async fn ipc_sub(args: &Args) -> anyhow::Result<String> {
             break;
         }
     }
+    let mut received = Received {
+        cpu_start: cpu_ns(),
+        ..Received::default()
+    };
     ready()?;
-    let mut received = Received::default();
     let deadline = Instant::now() + Duration::from_secs_f64(args.deadline);
     let idle = Duration::from_secs_f64(args.idle);
     let mut any = false;
@@ -363,7 +368,7 @@ async fn ipc_sub(args: &Args) -> anyhow::Result<String> {
 
 async fn ipc_pub(args: &Args) -> anyhow::Result<String> {
     let mut ipc = Ipc::connect_from_env().await?;
-    let cpu_start = cpu_ticks();
+    let cpu_start = cpu_ns();
     let mut seq = 0u64;
     let mut out = Vec::new();
     let interval = Duration::from_micros(args.interval_us);
@@ -423,8 +428,11 @@ async fn mqtt_sub(args: &Args) -> anyhow::Result<String> {
             break;
         }
     }
+    let mut received = Received {
+        cpu_start: cpu_ns(),
+        ..Received::default()
+    };
     ready()?;
-    let mut received = Received::default();
     let deadline = Instant::now() + Duration::from_secs_f64(args.deadline);
     let idle = Duration::from_secs_f64(args.idle);
     let mut any = false;
@@ -475,7 +483,7 @@ async fn mqtt_pub(args: &Args) -> anyhow::Result<String> {
             }
         }
     });
-    let cpu_start = cpu_ticks();
+    let cpu_start = cpu_ns();
     let mut seq = 0u64;
     let interval = Duration::from_micros(args.interval_us);
     let mut next_at = tokio::time::Instant::now();

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
 
-use crate::procfs::TICKS_PER_SECOND;
 use crate::pubsub::Plan;
 
 /// Which clients a case uses.
@@ -73,6 +72,8 @@ pub struct Outcome {
     pub delivered_fraction: f64,
     /// The publisher's own rate during the burst.
     pub published_per_second: f64,
+    /// The subscriber processes' CPU time per message they received.
+    pub subscriber_cpu_us_per_delivery: f64,
     /// The publisher process's CPU time per message it published.
     pub publisher_cpu_us_per_publish: f64,
     /// The broker's CPU time (user + system) over the case, per delivered message.
@@ -92,13 +93,18 @@ impl Outcome {
         subscribers: usize,
         publisher: &serde_json::Value,
         results: &[serde_json::Value],
-        broker_cpu_ticks: u64,
+        broker_cpu_ns: u64,
     ) -> anyhow::Result<Self> {
         let mut latencies: Vec<u64> = Vec::new();
         let mut received = 0u64;
         let mut first_send = u64::MAX;
+        let mut subscriber_cpu = 0.0;
         let mut last_recv = 0u64;
         for r in results {
+            subscriber_cpu += r
+                .get("cpu_seconds")
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0);
             let bad = u64_field(r, "bad")?;
             if bad > 0 {
                 bail!("a subscriber received {bad} malformed messages");
@@ -145,10 +151,9 @@ impl Outcome {
             delivered_per_second: received as f64 / span_s.max(1e-9),
             delivered_fraction: received as f64 / (plan.throughput * subscribers) as f64,
             published_per_second: plan.throughput as f64 / published_seconds.max(1e-9),
+            subscriber_cpu_us_per_delivery: subscriber_cpu * 1e6 / deliveries as f64,
             publisher_cpu_us_per_publish: publisher_cpu * 1e6 / publishes as f64,
-            broker_cpu_us_per_delivery: broker_cpu_ticks as f64 * 1e6
-                / TICKS_PER_SECOND as f64
-                / deliveries as f64,
+            broker_cpu_us_per_delivery: broker_cpu_ns as f64 / 1e3 / deliveries as f64,
         })
     }
 }
@@ -274,7 +279,7 @@ pub fn render(r: &Report) -> String {
                 notes.push(format!(
                     "- {}, 1 → {n}, {}: burst delivered {:.1}% ({:.0} msgs/s published), \
                      paced delivered {}/{}; CPU: publisher {:.1} µs per publish, broker {:.1} µs \
-                     per delivery",
+                     and subscriber {:.1} µs per delivery",
                     kind.label(),
                     broker.label(),
                     o.delivered_fraction * 100.0,
@@ -282,7 +287,8 @@ pub fn render(r: &Report) -> String {
                     o.latency_received,
                     o.latency_expected,
                     o.publisher_cpu_us_per_publish,
-                    o.broker_cpu_us_per_delivery
+                    o.broker_cpu_us_per_delivery,
+                    o.subscriber_cpu_us_per_delivery
                 ));
             }
         }
