@@ -528,3 +528,28 @@ async fn mqtt_pub(args: &Args) -> anyhow::Result<String> {
     }
     Ok(published(seq + 1, seconds, cpu_start))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_sorts_messages_by_phase() {
+        let mut r = Received::default();
+        r.on_payload(&message(0, LATENCY));
+        r.on_payload(&message(1, THROUGHPUT));
+        r.on_payload(&message(2, THROUGHPUT));
+        assert!(!r.ended);
+        r.on_payload(&message(3, END));
+        r.on_payload(b"short");
+        let mut wrong_phase = message(4, LATENCY);
+        wrong_phase[HEADER_LEN - 1] = 9;
+        r.on_payload(&wrong_phase);
+        assert_eq!(r.latency_ns.len(), 1);
+        assert_eq!(r.tp_received, 2);
+        assert!(r.tp_first_send_ns > 0 && r.tp_last_recv_ns >= r.tp_first_send_ns);
+        assert!(r.ended);
+        assert_eq!(r.bad, 2);
+        assert_eq!(message(7, LATENCY).len(), SIZE);
+    }
+}

@@ -361,3 +361,54 @@ pub fn render(r: &Report) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            latency: 4,
+            interval_us: 1000,
+            throughput: 10,
+            window: 8,
+        }
+    }
+
+    #[test]
+    fn outcome_pools_subscribers_and_counts_losses() {
+        let publisher =
+            serde_json::json!({"published": 15, "throughput_seconds": 0.5, "cpu_seconds": 0.015});
+        let subs = [
+            serde_json::json!({"latency_ns": [1000, 2000, 3000, 4000], "tp_received": 10,
+                "tp_first_send_ns": 1_000_000_000u64, "tp_last_recv_ns": 1_500_000_000u64,
+                "bad": 0, "cpu_seconds": 0.001}),
+            serde_json::json!({"latency_ns": [5000, 6000, 7000, 100_000], "tp_received": 5,
+                "tp_first_send_ns": 1_100_000_000u64, "tp_last_recv_ns": 2_000_000_000u64,
+                "bad": 0, "cpu_seconds": 0.001}),
+        ];
+        let o = Outcome::from_results(&plan(), 2, &publisher, &subs, 46_000).unwrap();
+        assert_eq!(o.p50_us, 4.0);
+        assert_eq!(o.p99_us, 100.0);
+        assert_eq!((o.latency_received, o.latency_expected), (8, 8));
+        // 15 deliveries from the first send (1.0 s) to the last delivery (2.0 s).
+        assert!((o.delivered_per_second - 15.0).abs() < 1e-9);
+        assert!((o.delivered_fraction - 0.75).abs() < 1e-9);
+        assert!((o.published_per_second - 20.0).abs() < 1e-9);
+        // 46 µs of broker CPU over 23 deliveries; 15 ms of publisher CPU over 15 publishes.
+        assert!((o.broker_cpu_us_per_delivery - 2.0).abs() < 1e-9);
+        assert!((o.publisher_cpu_us_per_publish - 1000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn malformed_or_missing_deliveries_fail_the_case() {
+        let publisher =
+            serde_json::json!({"published": 1, "throughput_seconds": 0.1, "cpu_seconds": 0.0});
+        let bad = serde_json::json!({"latency_ns": [1], "tp_received": 1, "tp_first_send_ns": 1,
+            "tp_last_recv_ns": 2, "bad": 3});
+        assert!(Outcome::from_results(&plan(), 1, &publisher, &[bad], 0).is_err());
+        let nothing = serde_json::json!({"latency_ns": [], "tp_received": 0,
+            "tp_first_send_ns": 0, "tp_last_recv_ns": 0, "bad": 0});
+        assert!(Outcome::from_results(&plan(), 1, &publisher, &[nothing], 0).is_err());
+    }
+}
