@@ -160,10 +160,15 @@ async fn shutdown_signal() {
 
 /// Host logs go to stderr and to `ROOT/logs/lambkin.log`.
 fn init_tracing(log_file: &std::path::Path) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::fmt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_env("LAMBKIN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // `LAMBKIN_LOG`: a level (`debug`) or `target=level` directives (`lambkin=debug,hyper=warn`).
+    let filter = std::env::var("LAMBKIN_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

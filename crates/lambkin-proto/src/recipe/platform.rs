@@ -44,7 +44,7 @@ impl Eq for PlatformTemplate {}
 #[derive(Debug, Clone)]
 pub struct PlatformPattern {
     pub source: String,
-    regex: regex::Regex,
+    regex: regex_lite::Regex,
 }
 
 impl PlatformTemplate {
@@ -59,7 +59,7 @@ impl PlatformTemplate {
         if text.len() >= 2 && text.starts_with('/') && text.ends_with('/') {
             let source = &text[1..text.len() - 1];
             // Java's `String.matches`: the whole value.
-            let regex = regex::Regex::new(&format!("^(?:{source})$")).map_err(|e| {
+            let regex = regex_lite::Regex::new(&format!("^(?:{source})$")).map_err(|e| {
                 format!("{text:?} is not a regular expression this host supports: {e}")
             })?;
             return Ok(Self::Pattern(PlatformPattern {
