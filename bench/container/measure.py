@@ -1,62 +1,128 @@
 #!/usr/bin/env python3
-"""Container cost: `lambkin sandbox-init` (cgroup, namespaces, root, pivot, exec, teardown)
-against a plain exec of the same program, and the private memory of the two processes a
-container adds (monitor and PID 1). Root only. Usage: bench/container/measure.py LAMBKIN [N]"""
-import json, os, subprocess, sys, tempfile, time, statistics
-exe = sys.argv[1]; n = int(sys.argv[2]) if len(sys.argv) > 2 else 50
+"""What a GreengrassContainer instance costs over a plain process, runtime init excluded.
+
+Starts `/bin/true` N times each way and prints medians:
+- plain: a plain exec of the program (the NoContainer path);
+- container, no cgroup: `lambkin sandbox-init` (new mount/PID/IPC/UTS namespaces, the read-only
+  root, pivot_root, PID 1, exec) without joining a cgroup;
+- container: the same, joining the instance's memory and pids cgroups first, as the host does.
+The difference between the last two is the kernel's cgroup attach alone.
+
+Memory: one container running `sleep` while a host process maps the same binary (as in real
+use, so the binary's pages are shared and not counted): the pages only the container's two
+extra processes hold (private dirty, plus the copy-on-write pages they share with each other,
+counted once) and their page tables.
+
+Root only. Usage: bench/container/measure.py LAMBKIN [N]"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+exe = sys.argv[1]
+n = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 base = "/sys/fs/cgroup"
-scratch = tempfile.mkdtemp(); code = tempfile.mkdtemp()
-def cg(name, create=True):
-    dirs = [f"{base}/{c}/lambkin/{name}" for c in ("memory", "pids", "devices")]
-    return dirs
-def spec(name, program, args):
-    return json.dumps({"cgroup_procs": [d + "/cgroup.procs" for d in cg(name)], "scratch": scratch,
-        "hostname": "bench", "code_dir": code, "runtime_dir": "", "mount_ro_sysfs": False,
-        "volumes": [], "devices": [], "program": program, "args": args, "run_as": None})
+scratch = tempfile.mkdtemp()
+code = tempfile.mkdtemp()
+
+
+def cgroup_dirs(name):
+    return [f"{base}/{c}/lambkin-bench/{name}" for c in ("memory", "pids")]
+
+
 def make(name):
-    for d in cg(name): os.makedirs(d, exist_ok=True)
-    m = f"{base}/memory/lambkin/{name}"
-    open(m + "/memory.limit_in_bytes", "w").write(str(16 << 20))
-    open(f"{base}/pids/lambkin/{name}/pids.max", "w").write("1024")
-    open(f"{base}/devices/lambkin/{name}/devices.deny", "w").write("a")
-    for r in ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm"):
-        open(f"{base}/devices/lambkin/{name}/devices.allow", "w").write(r)
+    for d in cgroup_dirs(name):
+        os.makedirs(d, exist_ok=True)
+    open(f"{base}/memory/lambkin-bench/{name}/memory.limit_in_bytes", "w").write(str(16 << 20))
+    open(f"{base}/pids/lambkin-bench/{name}/pids.max", "w").write("1024")
+
+
 def drop(name):
-    for d in cg(name):
-        for _ in range(100):
-            try: os.rmdir(d); break
-            except OSError: time.sleep(0.001)
-plain, cont = [], []
+    for d in cgroup_dirs(name):
+        for _ in range(200):
+            try:
+                os.rmdir(d)
+                break
+            except OSError:
+                time.sleep(0.001)
+
+
+def spec(name, program, args):
+    procs = [d + "/cgroup.procs" for d in cgroup_dirs(name)] if name else []
+    return json.dumps({"cgroup_procs": procs, "scratch": scratch, "hostname": "bench",
+                       "code_dir": code, "runtime_dir": "", "mount_ro_sysfs": False,
+                       "volumes": [], "devices": [], "program": program, "args": args,
+                       "run_as": None})
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return (time.perf_counter() - t) * 1000
+
+
+plain, bare, full = [], [], []
 for i in range(n):
-    t = time.perf_counter(); subprocess.run(["/bin/true"], check=True); plain.append(time.perf_counter() - t)
-    t = time.perf_counter(); make(f"b{i}")
-    subprocess.run([exe, "sandbox-init", spec(f"b{i}", "/bin/true", [])], check=True)
-    drop(f"b{i}"); cont.append(time.perf_counter() - t)
-med = lambda v: statistics.median(v) * 1000
-print(f"plain exec of /bin/true: median {med(plain):.2f} ms")
-print(f"container (cgroup + namespaces + root + exec + teardown): median {med(cont):.2f} ms")
-print(f"overhead: {med(cont) - med(plain):.2f} ms")
-# memory: the extra processes of one instance
+    plain.append(timed(["/bin/true"]))
+    bare.append(timed([exe, "sandbox-init", spec(None, "/bin/true", [])]))
+    make(f"b{i}")
+    full.append(timed([exe, "sandbox-init", spec(f"b{i}", "/bin/true", [])]))
+    drop(f"b{i}")
+    time.sleep(0.02)  # let the kernel settle, as between two real cold starts
+
+med = statistics.median
+print(f"| start + exit of /bin/true, median of {n} | ms |")
+print("|---|---:|")
+print(f"| plain exec | {med(plain):.2f} |")
+print(f"| container without cgroup | {med(bare):.2f} |")
+print(f"| container with memory + pids cgroup | {med(full):.2f} |")
+print(f"| container over plain, without cgroup | {med(bare) - med(plain):.2f} |")
+print(f"| container over plain, with cgroup | {med(full) - med(plain):.2f} |")
+print(f"| of which the cgroup attach | {med(full) - med(bare):.2f} |")
+
+# Memory, with the same binary mapped by a stand-in host.
+host = subprocess.Popen([exe, "sandbox-init", spec(None, "/bin/sleep", ["30"])])
 make("mem")
 p = subprocess.Popen([exe, "sandbox-init", spec("mem", "/bin/sleep", ["30"])])
 time.sleep(0.5)
-def kids(pid):
+
+
+def children(pid):
     out = []
     for t in os.listdir(f"/proc/{pid}/task"):
-        for c in open(f"/proc/{pid}/task/{t}/children").read().split(): out.append(int(c))
+        out += [int(c) for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
     return out
-init = kids(p.pid)[0]; runtime = kids(init)[0]
-def rollup(pid):
+
+
+def fields(pid):
     d = {}
     for line in open(f"/proc/{pid}/smaps_rollup"):
         parts = line.split()
-        if len(parts) >= 3 and parts[2] == "kB": d[parts[0].rstrip(":")] = int(parts[1])
+        if len(parts) >= 3 and parts[2] == "kB":
+            d[parts[0].rstrip(":")] = int(parts[1])
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmPTE:"):
+            d["VmPTE"] = int(line.split()[1])
     return d
-extra_priv = extra_pss = 0
-for pid, role in ((p.pid, "monitor"), (init, "init")):
-    r = rollup(pid); priv = r["Private_Clean"] + r["Private_Dirty"]
-    print(f"{role}: Rss {r['Rss']} kB, Pss {r['Pss']} kB, private {priv} kB")
-    extra_priv += priv; extra_pss += r["Pss"]
-print(f"extra per instance: private {extra_priv} kB, Pss {extra_pss} kB")
-p.kill(); p.wait()
-time.sleep(0.2); drop("mem")
+
+
+monitor = fields(p.pid)
+init = fields(children(p.pid)[0])
+private = monitor["Private_Dirty"] + init["Private_Dirty"]
+shared_cow = max(monitor["Shared_Dirty"], init["Shared_Dirty"])
+tables = monitor["VmPTE"] + init["VmPTE"]
+print()
+print("| memory of one container's two extra processes (monitor + PID 1) | kB |")
+print("|---|---:|")
+print(f"| private dirty | {private} |")
+print(f"| copy-on-write pages the two share, once | {shared_cow} |")
+print(f"| page tables | {tables} |")
+print(f"| added per instance | {private + shared_cow + tables} |")
+for proc in (p, host):
+    proc.kill()
+    proc.wait()
+time.sleep(0.2)
+drop("mem")
