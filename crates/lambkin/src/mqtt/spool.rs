@@ -4,7 +4,9 @@
 //! full, queued QoS 0 messages make room first (oldest first); an accepted QoS 1 message is
 //! never dropped: the new message is refused instead.
 //!
-//! Adding a message is fsynced before it is acknowledged. Removing a delivered one is not
+//! Adding a QoS 1 message is fsynced before it is acknowledged. A QoS 0 message promises at
+//! most once, so adding one is not fsynced (`synchronous=NORMAL`: it survives the host being
+//! killed, not a power loss). Removing a delivered one is not
 //! (`synchronous=NORMAL` for that transaction): in WAL mode it survives the host being killed,
 //! and only a power loss can bring back deliveries since the last fsync, which are then sent
 //! again (at least once). That saves one fsync per delivered message, most of the cost of
@@ -100,7 +102,29 @@ impl Spool {
             });
         }
         let (current, max) = (inner.size, inner.max_size);
-        let tx = inner.db.transaction()?;
+        if message.qos == 0 {
+            inner.db.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let added = Self::insert(&mut inner.db, message, size, current, max);
+        if message.qos == 0 {
+            // Every QoS 1 write stays fsynced.
+            inner.db.pragma_update(None, "synchronous", "FULL")?;
+        }
+        let (id, freed) = added?;
+        inner.size = current - freed + size;
+        Ok(id)
+    }
+
+    /// One transaction: makes room (dropping queued QoS 0 messages, oldest first) and inserts.
+    /// Returns the new id and the bytes freed.
+    fn insert(
+        db: &mut Connection,
+        message: &SpooledMessage,
+        size: u64,
+        current: u64,
+        max: u64,
+    ) -> Result<(i64, u64), SpoolError> {
+        let tx = db.transaction()?;
         let mut freed = 0u64;
         if current + size > max {
             let mut victims = Vec::new();
@@ -142,8 +166,7 @@ impl Spool {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        inner.size = current - freed + size;
-        Ok(id)
+        Ok((id, freed))
     }
 
     /// The oldest message.
