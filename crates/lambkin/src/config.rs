@@ -137,17 +137,32 @@ pub enum MqttVersion {
     Mqtt3,
 }
 
-/// `[mqtt.spool]`: messages accepted for the broker, kept on disk until it acknowledges them.
+/// `[mqtt.spool]`: messages accepted for the broker, kept until it acknowledges them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "snake_case")]
 pub struct SpoolConfig {
+    /// Where the spool lives (Greengrass's `spooler.storageType`).
+    pub storage_type: SpoolStorage,
     pub max_size_bytes: u64,
     pub keep_qos0_when_offline: bool,
+}
+
+/// `[mqtt.spool] storage_type`: `"disk"` (default: `ROOT/state/spool.db`, survives a crash) or
+/// `"memory"` (lost when the host stops; Greengrass's names `Disk` and `Memory` also accepted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolStorage {
+    #[default]
+    #[serde(alias = "Disk")]
+    Disk,
+    #[serde(alias = "Memory")]
+    Memory,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
+            storage_type: SpoolStorage::Disk,
             max_size_bytes: 2_621_440,
             keep_qos0_when_offline: false,
         }
@@ -676,6 +691,22 @@ mod tests {
         assert_eq!(version("version = \"mqtt311\""), Ok(MqttVersion::Mqtt3));
         let err = version("version = \"mqtt4\"").unwrap_err();
         assert!(err.contains("mqtt4") && err.contains("mqtt5"), "{err}");
+    }
+
+    #[test]
+    fn spool_storage_type() {
+        let storage = |v: &str| {
+            HostConfig::parse(&format!("[mqtt]\nurl = \"mqtt://h\"\n[mqtt.spool]\n{v}"))
+                .map(|c| c.mqtt.unwrap().spool.storage_type)
+        };
+        assert_eq!(storage(""), Ok(SpoolStorage::Disk));
+        assert_eq!(
+            storage("storage_type = \"memory\""),
+            Ok(SpoolStorage::Memory)
+        );
+        assert_eq!(storage("storage_type = \"Disk\""), Ok(SpoolStorage::Disk));
+        let err = storage("storage_type = \"tape\"").unwrap_err();
+        assert!(err.contains("tape"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
 use super::client::{self, Client, Event, EventLoop, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, SpoolStorage};
 use crate::pubsub::Filter;
 
 /// Commands waiting for the actor before callers wait.
@@ -122,7 +122,14 @@ impl Mqtt {
         } else {
             None
         };
-        let spool = Spool::open(&state_dir.join("spool.db"), config.spool.max_size_bytes)?;
+        let spool_path = state_dir.join("spool.db");
+        let spool = Spool::open(
+            match config.spool.storage_type {
+                SpoolStorage::Disk => Some(spool_path.as_path()),
+                SpoolStorage::Memory => None,
+            },
+            config.spool.max_size_bytes,
+        )?;
         let (client, eventloop) = client::new(Settings {
             version: config.version,
             client_id,

@@ -60,10 +60,17 @@ struct Inner {
 }
 
 impl Spool {
-    pub fn open(path: &Path, max_size: u64) -> Result<Self, SpoolError> {
-        let db = Connection::open(path)?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "FULL")?;
+    /// Opens the spool at `path`, or in memory with `None` (lost when the host stops).
+    pub fn open(path: Option<&Path>, max_size: u64) -> Result<Self, SpoolError> {
+        let db = match path {
+            Some(path) => {
+                let db = Connection::open(path)?;
+                db.pragma_update(None, "journal_mode", "WAL")?;
+                db.pragma_update(None, "synchronous", "FULL")?;
+                db
+            }
+            None => Connection::open_in_memory()?,
+        };
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS messages (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -243,13 +250,24 @@ mod tests {
     fn fifo_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
-        let spool = Spool::open(&path, 1000).unwrap();
+        let spool = Spool::open(Some(&path), 1000).unwrap();
         let a = spool.add(&message("t", 1, b"a")).unwrap();
         spool.add(&message("t", 1, b"b")).unwrap();
         assert_eq!(spool.head().unwrap().unwrap().payload, b"a");
         drop(spool);
-        let spool = Spool::open(&path, 1000).unwrap();
+        let spool = Spool::open(Some(&path), 1000).unwrap();
         assert_eq!(spool.usage().unwrap(), (2, 4));
+        spool.remove(a).unwrap();
+        assert_eq!(spool.head().unwrap().unwrap().payload, b"b");
+        assert_eq!(spool.usage().unwrap(), (1, 2));
+    }
+
+    #[test]
+    fn a_memory_spool_keeps_order() {
+        let spool = Spool::open(None, 1000).unwrap();
+        let a = spool.add(&message("t", 1, b"a")).unwrap();
+        spool.add(&message("t", 0, b"b")).unwrap();
+        assert_eq!(spool.head().unwrap().unwrap().payload, b"a");
         spool.remove(a).unwrap();
         assert_eq!(spool.head().unwrap().unwrap().payload, b"b");
         assert_eq!(spool.usage().unwrap(), (1, 2));
@@ -258,7 +276,7 @@ mod tests {
     #[test]
     fn full_drops_qos0_first_and_never_qos1() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("spool.db"), 10).unwrap();
+        let spool = Spool::open(Some(&dir.path().join("spool.db")), 10).unwrap();
         spool.add(&message("t", 0, b"0000")).unwrap(); // 5 bytes
         spool.add(&message("t", 1, b"1111")).unwrap(); // 5 bytes
         spool.add(&message("t", 1, b"2222")).unwrap(); // the QoS 0 one makes room
