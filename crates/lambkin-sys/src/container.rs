@@ -60,6 +60,8 @@ pub struct Container {
     pub program: OsString,
     /// Its arguments (without `argv[0]`).
     pub args: Vec<OsString>,
+    /// Its whole environment as `KEY=value` entries; `None`: this process's own.
+    pub env: Option<Vec<OsString>>,
     /// uid, gid and supplementary groups to take after mounting.
     pub run_as: Option<(u32, u32, Vec<u32>)>,
 }
@@ -175,6 +177,7 @@ fn die_by(signo: i32) -> ! {
 struct Exec {
     program: CString,
     argv: Vec<CString>,
+    env: Option<Vec<CString>>,
     workdir: PathBuf,
 }
 
@@ -190,9 +193,19 @@ impl Exec {
         for arg in &c.args {
             argv.push(cstring(arg)?);
         }
+        let env = match &c.env {
+            Some(entries) => Some(
+                entries
+                    .iter()
+                    .map(|e| cstring(e))
+                    .collect::<io::Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
         Ok(Self {
             program,
             argv,
+            env,
             workdir: c.workdir.clone(),
         })
     }
@@ -247,7 +260,11 @@ fn start_runtime(c: &Container, exec: &Exec) -> io::Error {
     if let Err(e) = nix::unistd::chdir(&exec.workdir) {
         return context(format!("cannot enter {}", exec.workdir.display()))(e);
     }
-    match nix::unistd::execv(&exec.program, &exec.argv) {
+    let exec_result = match &exec.env {
+        Some(env) => nix::unistd::execve(&exec.program, &exec.argv, env),
+        None => nix::unistd::execv(&exec.program, &exec.argv),
+    };
+    match exec_result {
         Ok(never) => match never {},
         Err(e) => context(format!("cannot run {:?}", exec.program))(e),
     }

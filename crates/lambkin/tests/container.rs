@@ -2,7 +2,8 @@
 //! `containerMode: GreengrassContainer` sees only its own processes, writes only `/tmp` and its
 //! rw volumes, reads its ro volume, opens only the devices it was given; a function that
 //! allocates past its `memorySize` is stopped and reported while the host carries on; bad
-//! container settings fail the deployment with the reason.
+//! container settings fail the deployment with the reason; an on-demand function's next
+//! instance starts from a sandbox init already waiting in its cgroup, which an update replaces.
 //!
 //! Containers need root (namespaces, mounts, cgroups): elsewhere each test prints
 //! "skipped: <reason>" and passes.
@@ -26,7 +27,7 @@ const SEED: &str = concat!(
 );
 
 const HANDLER: &str = r#"
-import errno, os
+import errno, os, time
 
 def attempt(action):
     try:
@@ -52,6 +53,9 @@ def open_device(path, mode):
     return run
 
 def lambda_handler(event, context):
+    if "sleep_s" in event:
+        time.sleep(event["sleep_s"])
+        return {"slept": event["sleep_s"]}
     if "allocate_mb" in event:
         hog = bytearray(b"x") * (event["allocate_mb"] * 1024 * 1024)
         return {"allocated": len(hog)}
@@ -60,6 +64,9 @@ def lambda_handler(event, context):
         return {
             "pid": os.getpid(),
             "pids": [p for p in os.listdir("/proc") if p.isdigit()],
+            "env": {k: os.environ.get(k) for k in
+                    ["LAMBDA_TASK_ROOT", "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_INITIALIZATION_TYPE"]},
+            "stdin": os.readlink("/proc/self/fd/0"),
         }
     return {
         "pid": os.getpid(),
@@ -323,6 +330,150 @@ async fn a_function_past_its_memory_is_stopped_and_reported_and_the_next_invocat
     );
     let log = std::fs::read_to_string(device.root.join("logs/com.example.Hungry.log")).unwrap();
     assert!(log.contains("out of memory"), "{log}");
+}
+
+/// Sandbox inits the host started that have not started a container yet (waiting zygotes).
+fn waiting_inits(host: u32) -> Vec<u32> {
+    support::children_of(host)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.windows(12).any(|w| w == b"sandbox-init"))
+                .unwrap_or(false)
+        })
+        .filter(|pid| support::children_of(*pid).is_empty())
+        .collect()
+}
+
+/// Processes marked as started by the host on `root`.
+fn marked_processes(root: &Path) -> Vec<u32> {
+    let marker = format!("LAMBKIN_STARTED_BY_ROOT={}", root.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| support::process_alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Waits for the one zygote the host keeps for the function.
+fn zygote_of(host: u32) -> u32 {
+    support::wait_for(std::time::Duration::from_secs(10), || {
+        waiting_inits(host).first().copied()
+    })
+    .expect("no sandbox init waiting for the next instance")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_on_demand_container_starts_from_a_waiting_init_that_an_update_replaces() {
+    require_containers!();
+    let mut device = Device::start();
+    let name = "com.example.Warm";
+    let config = |kib: u64| {
+        json!({
+            "pinned": false,
+            "containerMode": "GreengrassContainer",
+            "containerParams": {"memorySize": kib}
+        })
+    };
+    let out = device.deploy(name, config(160 * 1024)).unwrap();
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    let host = device.host.pid();
+    let reply = device.host.invoke(name, &json!({"look_only": true})).await;
+    assert_eq!(reply.status, 200, "{}", body(&reply));
+
+    // The first instance is busy: the second invocation needs a second instance, which starts
+    // from the sandbox init that was waiting before it was asked for.
+    let zygote = zygote_of(host);
+    let sleep = json!({"sleep_s": 1.5});
+    let (busy, second) = tokio::join!(device.host.invoke(name, &sleep), async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        device.host.invoke(name, &json!({"allocate_mb": 96})).await
+    });
+    assert_eq!(body(&busy)["slept"], 1.5, "{}", body(&busy));
+    assert_eq!(body(&second)["allocated"], 96 << 20, "{}", body(&second));
+    assert!(
+        !support::children_of(zygote).is_empty(),
+        "the waiting sandbox init {zygote} did not become the second instance"
+    );
+
+    // A new configuration: the init waiting with the old limit goes, and instances get the
+    // new limit, the one started from a waiting init as well as the first.
+    let stale = zygote_of(host);
+    assert_ne!(stale, zygote);
+    let update = json!({ name: { "MERGE": config(64 * 1024) } });
+    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args([
+            "deploy",
+            "-m",
+            &format!("{name}=1.0.0"),
+            "-c",
+            &update.to_string(),
+        ])
+        .arg("-r")
+        .arg(device.path("recipes-1"))
+        .arg("-a")
+        .arg(device.path("artifacts"))
+        .arg("--root")
+        .arg(&device.root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    assert!(
+        support::wait_for(std::time::Duration::from_secs(10), || {
+            (!support::process_alive(stale)).then_some(())
+        })
+        .is_some(),
+        "the sandbox init {stale} waiting with the old configuration is still there"
+    );
+    // The first instance of the new configuration is spawned; past its limit, it is stopped.
+    let hog = json!({"allocate_mb": 96});
+    let out_of_memory = |reply: &support::HttpReply| {
+        let error = body(reply);
+        assert_eq!(error["errorType"], "Runtime.OutOfMemory", "{error}");
+        let message = error["errorMessage"].as_str().unwrap().to_owned();
+        assert!(message.contains("65536 KB"), "{message}");
+    };
+    out_of_memory(&device.host.invoke(name, &hog).await);
+    // The next one starts from a waiting init of the new configuration, with its limit.
+    let waiting = zygote_of(host);
+    assert_ne!(waiting, stale);
+    let reply = device.host.invoke(name, &json!({"look_only": true})).await;
+    let result = body(&reply);
+    assert_eq!(reply.status, 200, "{result}");
+    // It runs with the environment the host gave it, and nothing on its stdin.
+    assert_eq!(
+        result["env"],
+        json!({"LAMBDA_TASK_ROOT": "/lambda", "AWS_LAMBDA_FUNCTION_NAME": name,
+               "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"})
+    );
+    assert_eq!(result["stdin"], "/dev/null");
+    assert!(
+        !support::children_of(waiting).is_empty(),
+        "the waiting sandbox init {waiting} did not become the instance"
+    );
+    out_of_memory(&device.host.invoke(name, &hog).await);
+
+    let zygote = zygote_of(host);
+    assert_eq!(device.host.stop(), Some(0));
+    // Killed ones may take a moment to be gone: waited for, not timed.
+    let left = support::wait_for(std::time::Duration::from_secs(10), || {
+        let left = marked_processes(&device.root);
+        left.is_empty().then_some(left)
+    });
+    assert!(
+        left.is_some(),
+        "left behind: {:?}",
+        marked_processes(&device.root)
+    );
+    assert!(!support::process_alive(zygote));
 }
 
 #[test]

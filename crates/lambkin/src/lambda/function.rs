@@ -47,6 +47,8 @@ pub struct FunctionSpec {
     /// The component's control group (`systemResourceLimits`), which a plain (NoContainer)
     /// instance joins before exec; a containerized one has its own group.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// The sandbox init waiting for this configuration's next instance, if any.
+    pub zygote: super::sandbox::ZygoteSlot,
 }
 
 impl FunctionSpec {
@@ -185,17 +187,20 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
                 }
                 Some(Command::Reconfigure(spec)) => {
                     let limits = spec.limits();
+                    actor.spec.zygote.retire();
                     actor.spec = spec;
                     let actions = actor.scheduler.on(Event::Reconfigured(limits), Instant::now());
                     actor.perform(actions, None).await;
                 }
                 Some(Command::Shutdown { why, done }) => {
+                    actor.spec.zygote.retire();
                     actor.abort_reason = why;
                     let actions = actor.scheduler.on(Event::Shutdown, Instant::now());
                     actor.perform(actions, None).await;
                     shutdown = Some((done, Instant::now() + actor.spec.shutdown_grace + SHUTDOWN_SLACK));
                 }
                 None => {
+                    actor.spec.zygote.retire();
                     let actions = actor.scheduler.on(Event::Shutdown, Instant::now());
                     actor.perform(actions, None).await;
                     let (done, _) = oneshot::channel();

@@ -309,17 +309,9 @@ async fn run(
         Err(e) => return Some(InitFailure::LaunchFailed(e.to_string())),
     };
     let server = AbortOnDrop(tokio::spawn(serve_runtime_api(listener, api_tx)));
-    let sandbox = match sandbox::prepare(&spec, id) {
-        Ok(sandbox) => sandbox,
+    let (sandbox, mut child) = match start(&spec, id, &addr.to_string()).await {
+        Ok(started) => started,
         Err(why) => {
-            spec.log.write_lines(Level::Warn, why.as_bytes());
-            return Some(InitFailure::LaunchFailed(why));
-        }
-    };
-    let mut child = match launch(&spec, &addr.to_string(), sandbox.as_ref()) {
-        Ok(child) => child,
-        Err(e) => {
-            let why = format!("cannot start {}: {e}", spec.launch.program.display());
             spec.log.write_lines(Level::Warn, why.as_bytes());
             return Some(InitFailure::LaunchFailed(why));
         }
@@ -423,24 +415,73 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn launch(
+/// Starts the instance's process: a containerised one from its configuration's waiting
+/// sandbox init when there is one (which then gets replaced in the background), otherwise
+/// spawned here (and, for a container, attached to a new cgroup here).
+async fn start(
+    spec: &Arc<FunctionSpec>,
+    id: InstanceId,
+    runtime_api: &str,
+) -> Result<(Option<sandbox::InstanceCgroup>, tokio::process::Child), String> {
+    let zygote = spec.zygote.take().await;
+    sandbox::ZygoteSlot::refill(spec);
+    if let Some(zygote) = zygote {
+        let pid = zygote.pid();
+        let cmd = command(spec, runtime_api, None).map_err(|e| e.to_string())?;
+        match zygote.start(&environment_of(&cmd)).await {
+            Ok((child, cgroup)) => {
+                tracing::debug!(function = %spec.name, ?pid, "instance started from a waiting sandbox init");
+                return Ok((Some(cgroup), child));
+            }
+            Err(e) => {
+                tracing::warn!(function = %spec.name, "a waiting sandbox init failed ({e}); starting one the usual way");
+            }
+        }
+    }
+    let sandbox = sandbox::prepare(spec, id)?;
+    let cmd = command(spec, runtime_api, sandbox.as_ref());
+    let child = cmd.and_then(|cmd| {
+        tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+    });
+    match child {
+        Ok(child) => Ok((sandbox, child)),
+        Err(e) => Err(format!(
+            "cannot start {}: {e}",
+            spec.launch.program.display()
+        )),
+    }
+}
+
+/// The environment a process started by `cmd` gets: this process's, changed as `cmd` says.
+fn environment_of(cmd: &std::process::Command) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: std::collections::BTreeMap<_, _> = std::env::vars_os().collect();
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => env.insert(key.to_owned(), value.to_owned()),
+            None => env.remove(key),
+        };
+    }
+    env.into_iter().collect()
+}
+
+/// The command that starts the instance's process (for a container, with `sandbox` its
+/// cgroup, the sandbox init), with the runtime's whole environment.
+fn command(
     spec: &FunctionSpec,
     runtime_api: &str,
     sandbox: Option<&sandbox::InstanceCgroup>,
-) -> std::io::Result<tokio::process::Child> {
+) -> std::io::Result<std::process::Command> {
     let config = &spec.config;
+    let contained = matches!(
+        config.greengrass.isolation,
+        Isolation::GreengrassContainer(_)
+    );
     let mut cmd = match (&config.greengrass.isolation, sandbox) {
-        (Isolation::GreengrassContainer(params), Some(cgroup)) => sandbox::command(
-            spec.name.as_str(),
-            params,
-            &spec.code_dir,
-            &spec.launch,
-            &spec.host_root,
-            cgroup,
-            spec.run_as
-                .as_ref()
-                .map(|r| (r.uid, r.gid, r.groups.clone())),
-        )?,
+        (Isolation::GreengrassContainer(params), Some(cgroup)) => {
+            sandbox::command(spec, params, cgroup, false)?
+        }
         _ => {
             let mut cmd = std::process::Command::new(&spec.launch.program);
             cmd.args(&spec.launch.args);
@@ -497,7 +538,7 @@ fn launch(
         Some(e) => cmd.env("AWS_EXECUTION_ENV", e),
         None => cmd.env_remove("AWS_EXECUTION_ENV"),
     };
-    if sandbox.is_some() {
+    if contained {
         let (task_root, runtime_dir) = sandbox::inside_dirs(&spec.code_dir, &spec.launch);
         cmd.env("LAMBDA_TASK_ROOT", task_root)
             .env("LAMBDA_RUNTIME_DIR", runtime_dir);
@@ -506,7 +547,7 @@ fn launch(
     // The sandbox init joins its group and changes user itself, after mounting. A plain
     // process joins the component's group while still root, then changes user, all before
     // exec and before the parent-death signal, which changing user clears.
-    if sandbox.is_none() {
+    if !contained {
         if let Some(group) = &spec.cgroup {
             lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())?;
         }
@@ -515,9 +556,7 @@ fn launch(
         }
     }
     lambkin_sys::kill_when_parent_dies(&mut cmd);
-    tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
+    Ok(cmd)
 }
 
 fn describe_exit(status: ExitStatus) -> String {

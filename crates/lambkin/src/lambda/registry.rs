@@ -256,6 +256,7 @@ impl Registry {
             component_env,
             run_as,
             cgroup,
+            zygote: Default::default(),
         }))
     }
 

@@ -186,6 +186,9 @@ pub struct InitSpec {
     pub args: Vec<PathBuf>,
     /// The user to become after mounting: uid, gid and supplementary groups.
     pub run_as: Option<(u32, u32, Vec<u32>)>,
+    /// Join the cgroup, say so on stdout, then read the runtime's environment from stdin.
+    #[serde(default)]
+    pub zygote: bool,
 }
 
 /// A host path as the container sees it: code under `/lambda`, the runtime client under
@@ -293,44 +296,201 @@ impl Drop for InstanceCgroup {
     }
 }
 
-/// The command that starts one containerised instance: this binary (through `/proc/self/exe`,
-/// which stays valid even if the file is replaced) as the sandbox init, told where the code,
-/// the runtime client, the volumes and the devices are, and the program to run inside.
+/// The command that starts one containerised instance of `spec`: this binary (through
+/// `/proc/self/exe`, which stays valid even if the file is replaced) as the sandbox init, told
+/// where the code, the runtime client, the volumes and the devices are, and the program to run
+/// inside. A `zygote` init joins its group, then waits for its environment (see [`Zygote`]).
 pub fn command(
-    name: &str,
+    spec: &FunctionSpec,
     params: &ContainerParams,
-    code_dir: &Path,
-    launch: &Launch,
-    host_root: &Path,
     cgroup: &InstanceCgroup,
-    run_as: Option<(u32, u32, Vec<u32>)>,
+    zygote: bool,
 ) -> std::io::Result<std::process::Command> {
-    let scratch = host_root.join("sandbox");
+    let scratch = spec.host_root.join("sandbox");
     std::fs::create_dir_all(&scratch)?;
-    let runtime_dir = if launch.runtime_dir == code_dir {
+    let (code_dir, launch) = (&spec.code_dir, &spec.launch);
+    let runtime_dir = if launch.runtime_dir == *code_dir {
         PathBuf::new()
     } else {
         launch.runtime_dir.clone()
     };
     let inside = |p: &Path| inside_path(p, code_dir, &runtime_dir);
-    let spec = InitSpec {
+    let init = InitSpec {
         cgroup_procs: cgroup.procs_files(),
         scratch,
-        hostname: name.chars().take(64).collect(),
-        code_dir: code_dir.to_owned(),
+        hostname: spec.name.as_str().chars().take(64).collect(),
+        code_dir: code_dir.clone(),
         runtime_dir: runtime_dir.clone(),
         mount_ro_sysfs: params.mount_ro_sysfs,
         volumes: params.volumes.clone(),
         devices: params.devices.clone(),
         program: inside(&launch.program),
         args: launch.args.iter().map(|a| inside(Path::new(a))).collect(),
-        run_as,
+        run_as: spec
+            .run_as
+            .as_ref()
+            .map(|r| (r.uid, r.gid, r.groups.clone())),
+        zygote,
     };
-    let spec = serde_json::to_string(&spec)
+    let init = serde_json::to_string(&init)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg(INIT_COMMAND).arg(spec);
+    cmd.arg(INIT_COMMAND).arg(init);
     Ok(cmd)
+}
+
+/// What a zygote writes to its stdout once it is in its cgroup.
+const ZYGOTE_READY: u8 = b'R';
+/// The longest a zygote still joining its cgroup is waited for before it is given up.
+const ZYGOTE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A sandbox init started ahead of need (`lambkin sandbox-init` in zygote mode): already
+/// exec'd and already in a fresh instance cgroup, which is the slow part of a container's
+/// start on cgroup v1 (the kernel's attach waits for an RCU grace period). It waits on its
+/// stdin for the runtime's environment (`KEY=value` entries, each ended by a NUL); at EOF it
+/// carries on as an ordinary sandbox init. Killed, and its cgroup removed, when dropped.
+#[derive(Debug)]
+pub struct Zygote {
+    // Dropped first: the process goes before its group is removed.
+    child: tokio::process::Child,
+    cgroup: InstanceCgroup,
+}
+
+impl Zygote {
+    /// Starts a zygote for `spec` (a containerised function): its cgroup, then the process,
+    /// marked, in its own process group, killed if the host dies.
+    pub fn spawn(spec: &FunctionSpec) -> Result<Self, String> {
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let Isolation::GreengrassContainer(params) = &spec.config.greengrass.isolation else {
+            return Err("not a containerised function".into());
+        };
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{}.{}.z{n}", std::process::id(), spec.name);
+        let cgroup = InstanceCgroup::create(&name, params)
+            .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
+        let mut cmd = command(spec, params, &cgroup, true).map_err(|e| e.to_string())?;
+        cmd.current_dir(&spec.code_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .env(crate::orphans::MARKER, &spec.host_root);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        lambkin_sys::kill_when_parent_dies(&mut cmd);
+        let child = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start a sandbox init: {e}"))?;
+        Ok(Self { child, cgroup })
+    }
+
+    /// The zygote's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits until the zygote is in its cgroup; `None` (and it is discarded) if it died.
+    async fn ready(mut self) -> Option<Self> {
+        use tokio::io::AsyncReadExt;
+        let stdout = self.child.stdout.as_mut()?;
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(ZYGOTE_PATIENCE, stdout.read_exact(&mut byte)).await;
+        let alive = matches!(self.child.try_wait(), Ok(None));
+        match read {
+            Ok(Ok(_)) if byte[0] == ZYGOTE_READY && alive => Some(self),
+            _ => {
+                tracing::warn!(pid = ?self.child.id(), "a waiting sandbox init is gone; starting one the usual way");
+                None
+            }
+        }
+    }
+
+    /// Hands the zygote the runtime's environment: the process carries on into the
+    /// container and the runtime, exactly as a sandbox init started now would.
+    pub async fn start(
+        mut self,
+        env: &[(OsString, OsString)],
+    ) -> std::io::Result<(tokio::process::Child, InstanceCgroup)> {
+        use tokio::io::AsyncWriteExt;
+        let mut message = Vec::new();
+        for (key, value) in env {
+            message.extend_from_slice(key.as_bytes());
+            message.push(b'=');
+            message.extend_from_slice(value.as_bytes());
+            message.push(0);
+        }
+        let mut stdin = self.child.stdin.take().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the zygote has no stdin")
+        })?;
+        stdin.write_all(&message).await?;
+        drop(stdin);
+        Ok((self.child, self.cgroup))
+    }
+}
+
+/// The zygote of one function *configuration*: it lives in that configuration's
+/// [`FunctionSpec`], so an update or redeploy (a new spec) never hands an old one out, and it
+/// is retired (killed, its cgroup removed) when the function is reconfigured or stopped.
+#[derive(Debug, Default)]
+pub struct ZygoteSlot(std::sync::Mutex<SlotState>);
+
+#[derive(Debug, Default)]
+struct SlotState {
+    retired: bool,
+    starting: bool,
+    ready: Option<Zygote>,
+}
+
+impl ZygoteSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the waiting zygote once it is in its cgroup; `None`: start the usual way.
+    pub async fn take(&self) -> Option<Zygote> {
+        let zygote = self.lock().ready.take()?;
+        zygote.ready().await
+    }
+
+    /// Starts the next zygote in the background, unless one is ready or starting, or the
+    /// configuration was retired. Only for on-demand containerised functions.
+    pub fn refill(spec: &std::sync::Arc<FunctionSpec>) {
+        let wanted = matches!(
+            spec.config.greengrass.isolation,
+            Isolation::GreengrassContainer(_)
+        ) && !spec.config.greengrass.pinned;
+        {
+            let mut state = spec.zygote.lock();
+            if !wanted || state.retired || state.starting || state.ready.is_some() {
+                return;
+            }
+            state.starting = true;
+        }
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            let started = Zygote::spawn(&spec);
+            let mut state = spec.zygote.lock();
+            state.starting = false;
+            match started {
+                Ok(zygote) if !state.retired => state.ready = Some(zygote),
+                Ok(_) => {}
+                Err(why) => {
+                    tracing::warn!(function = %spec.name, "cannot prepare a sandbox init: {why}")
+                }
+            }
+        });
+    }
+
+    /// Kills the waiting zygote, if any, and starts no more.
+    pub fn retire(&self) {
+        let stale = {
+            let mut state = self.lock();
+            state.retired = true;
+            state.ready.take()
+        };
+        drop(stale);
+    }
 }
 
 /// `LAMBDA_TASK_ROOT` and `LAMBDA_RUNTIME_DIR` as a containerised runtime sees them.
@@ -378,6 +538,18 @@ pub fn init_main(spec: &OsString) -> i32 {
             return 125;
         }
     };
+    let mut cgroup_procs = spec.cgroup_procs;
+    let mut env = None;
+    if spec.zygote {
+        match zygote_wait(&cgroup_procs) {
+            Ok(entries) => env = Some(entries),
+            Err(e) => {
+                eprintln!("lambkin sandbox-init: {e}");
+                return 126;
+            }
+        }
+        cgroup_procs = Vec::new();
+    }
     let mut binds = vec![lambkin_sys::container::Bind {
         source: spec.code_dir.clone(),
         target: PathBuf::from(Isolation::CODE_PATH),
@@ -405,7 +577,7 @@ pub fn init_main(spec: &OsString) -> i32 {
         })
         .collect();
     let container = lambkin_sys::container::Container {
-        cgroup_procs: spec.cgroup_procs,
+        cgroup_procs,
         scratch: spec.scratch,
         hostname: spec.hostname,
         binds,
@@ -414,11 +586,37 @@ pub fn init_main(spec: &OsString) -> i32 {
         workdir: PathBuf::from(Isolation::CODE_PATH),
         program: spec.program.into_os_string(),
         args: spec.args.into_iter().map(PathBuf::into_os_string).collect(),
+        env,
         run_as: spec.run_as,
     };
     let e = lambkin_sys::container::run(&container);
     eprintln!("lambkin sandbox-init: {e}");
     126
+}
+
+/// A zygote's wait: joins the groups, says so, reads the environment to EOF and puts
+/// `/dev/null` where the runtime expects its stdin.
+fn zygote_wait(cgroup_procs: &[PathBuf]) -> std::io::Result<Vec<OsString>> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStringExt;
+    let pid = std::process::id().to_string();
+    for file in cgroup_procs {
+        std::fs::write(file, &pid).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot join {}: {e}", file.display()))
+        })?;
+    }
+    std::io::stdout().write_all(&[ZYGOTE_READY])?;
+    std::io::stdout().flush()?;
+    let mut message = Vec::new();
+    std::io::stdin().read_to_end(&mut message)?;
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    Ok(message
+        .split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| OsString::from_vec(entry.to_vec()))
+        .collect())
 }
 
 #[cfg(test)]
