@@ -248,6 +248,11 @@ fn report(status_tx: OwnedFd, status: i32) {
 
 fn start_runtime(c: &Container, exec: &Exec) -> io::Error {
     let _ = signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // No capability may reach the runtime, also when it runs as root: the bounding set is
+    // emptied while CAP_SETPCAP is still held, the rest after the user switch below.
+    if let Err(e) = empty_bounding_set() {
+        return e;
+    }
     if let Some((uid, gid, groups)) = &c.run_as {
         let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
         let switched = nix::unistd::setgroups(&groups)
@@ -256,6 +261,12 @@ fn start_runtime(c: &Container, exec: &Exec) -> io::Error {
         if let Err(e) = switched {
             return context(format!("cannot become user {uid}:{gid}"))(e);
         }
+    }
+    if let Err(e) = clear_capabilities() {
+        return e;
+    }
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        return context("cannot set no_new_privs")(e);
     }
     if let Err(e) = nix::unistd::chdir(&exec.workdir) {
         return context(format!("cannot enter {}", exec.workdir.display()))(e);
@@ -268,6 +279,90 @@ fn start_runtime(c: &Container, exec: &Exec) -> io::Error {
         Ok(never) => match never {},
         Err(e) => context(format!("cannot run {:?}", exec.program))(e),
     }
+}
+
+/// Drops every capability from the bounding set, so nothing exec'd later (a set-user-ID
+/// binary, or root's own exec) can hold one again.
+fn empty_bounding_set() -> io::Result<()> {
+    for cap in 0.. {
+        // SAFETY: `prctl(PR_CAPBSET_DROP, cap)` takes two integers and touches no memory of
+        // ours; it fails with EINVAL past the last capability the kernel knows.
+        let rc = unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(nix::libc::EINVAL) && cap > 0 {
+                return Ok(());
+            }
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot drop capability {cap}: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Empties the effective, permitted and inheritable capability sets of this process
+/// (`capset(2)`, version 3), and the ambient set.
+fn clear_capabilities() -> io::Result<()> {
+    /// `struct __user_cap_header_struct`.
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    /// `struct __user_cap_data_struct`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `capset(2)` reads one header and, for version 3, two data structs; both live
+    // until the call returns and have the kernel's layout (`repr(C)`, u32/i32 fields).
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_capset,
+            &mut header as *mut Header,
+            data.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot clear capabilities: {e}"),
+        ));
+    }
+    // SAFETY: `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)` takes integers only.
+    let rc = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_CAP_AMBIENT,
+            nix::libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot clear ambient capabilities: {e}"),
+        ));
+    }
+    Ok(())
 }
 
 fn mount_at(

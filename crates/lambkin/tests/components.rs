@@ -833,11 +833,15 @@ fn a_failed_redeployment_of_the_same_version_leaves_the_recipe_it_would_have_rep
         "first"
     );
 
-    // An edit that works replaces it, for good.
+    // An edit that works replaces it, for good (its Run writes its marker once started).
+    let runs = device.runs("com.example.Edited").len();
     device
         .deploy(&[edited("", "third")], &["-m", "com.example.Edited=1.0.0"])
         .unwrap();
-    assert_eq!(last_run(&device).1, "third");
+    assert_eq!(
+        device.wait_runs("com.example.Edited", runs + 1)[runs].1,
+        "third"
+    );
     device.host.stop();
     let runs = device.runs("com.example.Edited").len();
     device.host = Host::start(&device.root);

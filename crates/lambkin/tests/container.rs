@@ -81,11 +81,15 @@ def lambda_handler(event, context):
         "rw_volume": attempt(write("/data/rw/out.txt")),
         "ro_volume_read": attempt(read("/data/ro/in.txt")),
         "ro_volume_write": attempt(write("/data/ro/new.txt")),
-        "given_device_read": attempt(open_device("/dev/kmsg", "rb")),
-        "given_device_write": attempt(open_device("/dev/kmsg", "wb")),
+        "given_device_read": attempt(open_device(event.get("device", "/dev/null"), "rb")),
+        "given_device_write": attempt(open_device(event.get("device", "/dev/null"), "wb")),
         "other_device": attempt(open_device("/dev/vda", "rb")),
         "null": attempt(open_device("/dev/null", "wb")),
         "sys": os.path.exists("/sys/kernel"),
+        "uid": os.getuid(),
+        "caps": {l.split(":")[0]: l.split()[1] for l in open("/proc/self/status")
+                 if l.startswith("Cap")},
+        "mount": attempt(lambda: os.system("mount -t tmpfs none /tmp 2>/dev/null") >> 8),
     }
 "#;
 
@@ -200,6 +204,12 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::create_dir_all(&rw).unwrap();
     std::fs::write(ro.join("in.txt"), "from the host").unwrap();
+    // A device that root opens without any capability (the runtime holds none; /dev/kmsg,
+    // say, needs CAP_SYSLOG where dmesg_restrict is set).
+    let given = ["/dev/loop-control", "/dev/fuse", "/dev/kvm", "/dev/kmsg"]
+        .into_iter()
+        .find(|d| Path::new(d).exists())
+        .expect("a device to give the container");
     let config = json!({
         "containerMode": "GreengrassContainer",
         "containerParams": {
@@ -209,7 +219,7 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
                 "0": {"sourcePath": ro, "destinationPath": "/data/ro", "permission": "ro", "addGroupOwner": false},
                 "1": {"sourcePath": rw, "destinationPath": "/data/rw", "permission": "rw", "addGroupOwner": false}
             },
-            "devices": {"0": {"path": "/dev/kmsg", "permission": "ro", "addGroupOwner": false}}
+            "devices": {"0": {"path": given, "permission": "ro", "addGroupOwner": false}}
         }
     });
     let out = device.deploy("com.example.Contained", config).unwrap();
@@ -217,7 +227,7 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
 
     let reply = device
         .host
-        .invoke("com.example.Contained", &json!({}))
+        .invoke("com.example.Contained", &json!({ "device": given }))
         .await;
     let result = body(&reply);
     assert_eq!(reply.status, 200, "{result}");
@@ -257,6 +267,12 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
     assert_eq!(outcome(&result, "given_device_write"), "EPERM", "{result}");
     assert_eq!(outcome(&result, "other_device"), "ENOENT", "{result}");
     assert_eq!(result["sys"], false, "/sys only with mountROSysfs");
+    // Root inside holds no capability: it cannot mount, and nothing it execs regains any.
+    assert_eq!(result["uid"], 0, "{result}");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(result["caps"][set], "0000000000000000", "{set}: {result}");
+    }
+    assert_ne!(result["mount"], json!(["ok", 0]), "{result}");
 
     // The same function as a plain process sees the host.
     let out = device
