@@ -26,6 +26,7 @@ pub mod cli;
 pub mod components;
 pub mod config;
 pub mod host;
+pub mod http;
 pub mod ipc;
 pub mod lambda;
 pub mod layout;

@@ -6,17 +6,14 @@ mod invoke;
 mod local;
 mod management;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use lambkin_proto::lambda::error::ApiError;
 use lambkin_proto::lambda::invoke::HEADER_ERROR_TYPE;
@@ -41,54 +38,15 @@ pub struct ApiState {
 }
 
 /// Serves until `shutdown` turns true, then stops accepting and lets open requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<ApiState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "API accept failed");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                while connections.try_join_next().is_some() {}
-                let state = state.clone();
-                let mut conn_shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(req, &state).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .writev(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = stopped(&mut conn_shutdown) => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
-            }
-            () = stopped(&mut shutdown) => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch::Receiver<bool>) {
+    crate::http::serve(
+        listener,
+        "API",
+        state,
+        |req, state| async move { route(req, &state).await },
+        shutdown,
+    )
+    .await;
 }
 
 /// The whole route table.

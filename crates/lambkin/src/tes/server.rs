@@ -3,17 +3,14 @@
 //! path under it that is not exactly it is 400; a missing or unknown `Authorization` token is
 //! 403; then the credentials (200, JSON) or the source's failure ([`FetchError::status`]).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::ipc::Tokens;
 
@@ -60,47 +57,15 @@ impl Refusal {
 }
 
 /// Serves until `shutdown` turns true, then waits for the connections in progress.
-pub async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "token exchange accept failed");
-                        continue;
-                    }
-                };
-                while connections.try_join_next().is_some() {}
-                let state = state.clone();
-                let mut conn_shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(req, &state).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = stopped(&mut conn_shutdown) => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
-            }
-            () = stopped(&mut shutdown) => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: watch::Receiver<bool>) {
+    crate::http::serve(
+        listener,
+        "token exchange",
+        state,
+        |req, state| async move { answer(req, &state).await },
+        shutdown,
+    )
+    .await;
 }
 
 async fn answer(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
