@@ -219,14 +219,18 @@ def descendants(root: int) -> list[int]:
 
 
 class Host:
-    def __init__(self, binary: Path, base: Path, mqtt: str):
-        """`mqtt`: the lines of the [mqtt] table."""
+    def __init__(self, binary: Path, base: Path, mqtt: str, tables: str = "",
+                 component: str = NAME):
+        """`mqtt`: the lines of the [mqtt] table; `tables`: other tables before it;
+        `component`: the component whose log `output` shows."""
         self.binary = binary
         self.base = base
+        self.component = component
         self.root = base / "root"
         (self.root / "state").mkdir(parents=True)
         (self.root / "config.toml").write_text(
             'thing_name = "conformance-thing"\n'
+            f"{tables}"
             "[mqtt]\n"
             f"{mqtt}"
             "reconnect_min_ms = 50\n"
@@ -278,14 +282,14 @@ class Host:
 
     def output(self) -> str:
         logs = [p.read_text(errors="replace")[-6000:] for p in sorted(self.base.glob("host-*.log"))]
-        component = self.root / "logs" / f"{NAME}.log"
+        component = self.root / "logs" / f"{self.component}.log"
         if component.exists():
-            logs.append(component.read_text(errors="replace")[-4000:])
+            logs.append(component.read_text(errors="replace")[-6000:])
         return "\n---\n".join(logs)
 
     @property
     def work(self) -> Path:
-        return self.root / "work" / NAME
+        return self.root / "work" / self.component
 
 
 def deploy_component(lambkin_bin: Path, base: Path, host: Host) -> None:

@@ -30,6 +30,7 @@ paho = pytest.importorskip("paho.mqtt.client")
 pytest.importorskip("awsiot.greengrasscoreipc")
 
 from test_mqtt import Broker, until  # noqa: E402  (after the skips above)
+from test_mqtt import Host as MqttHost  # noqa: E402
 
 HERE = Path(__file__).parent / "mqtt_trigger"
 NAME = "com.lambkin.conformance.MqttTrigger"
@@ -40,53 +41,18 @@ DEADLINE = 60.0
 RESEND = 2.0
 
 
-class Host:
+class Host(MqttHost):
     """A host with the broker configured and the suite's Python (it has awsiotsdk) as the
     interpreter of Python functions."""
 
     def __init__(self, binary: Path, base: Path, broker_port: int):
-        self.binary = binary
-        self.base = base
-        self.root = base / "root"
-        (self.root / "state").mkdir(parents=True)
-        (self.root / "config.toml").write_text(
-            'thing_name = "conformance-thing"\n'
-            "[lambda]\n"
-            f"python = {json.dumps(sys.executable)}\n"
-            "[mqtt]\n"
-            f'url = "mqtt://127.0.0.1:{broker_port}"\n'
-            "reconnect_min_ms = 50\n"
-            "reconnect_max_ms = 200\n"
-        )
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        addr = self.root / "state" / "api.addr"
-        addr.unlink(missing_ok=True)
-        out = open(self.base / f"host-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen(
-            [str(self.binary), "run", "--root", str(self.root), "--listen", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
-
-        def ready():
-            if self.proc.poll() is not None:
-                pytest.fail(f"host exited with {self.proc.returncode}\n{self.output()}")
-            return addr.is_file()
-
-        until(ready, "the host writing api.addr", self.output)
+        super().__init__(
+            binary, base, f'url = "mqtt://127.0.0.1:{broker_port}"\n',
+            tables=f"[lambda]\npython = {json.dumps(sys.executable)}\n", component=NAME)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            assert self.proc.returncode == 0, self.output()
+        super().stop()
+        assert self.proc is None or self.proc.returncode == 0, self.output()
 
     def deploy(self, *args: str, succeeds: bool = True) -> str:
         result = subprocess.run(
@@ -95,13 +61,6 @@ class Host:
         output = result.stdout + result.stderr
         assert (result.returncode == 0) == succeeds, output + self.output()
         return output
-
-    def output(self) -> str:
-        logs = [p.read_text(errors="replace")[-6000:] for p in sorted(self.base.glob("host-*.log"))]
-        function = self.root / "logs" / f"{NAME}.log"
-        if function.exists():
-            logs.append(function.read_text(errors="replace")[-6000:])
-        return "\n---\n".join(logs)
 
 
 class Device:
