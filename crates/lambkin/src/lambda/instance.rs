@@ -168,6 +168,14 @@ struct Current {
     init_duration: Option<Duration>,
 }
 
+/// An answered invocation whose output and END/REPORT lines are still to be written.
+struct EndFrame {
+    request_id: String,
+    duration: Duration,
+    init_duration: Option<Duration>,
+    timed_out: bool,
+}
+
 enum Phase {
     Init,
     Idle,
@@ -338,6 +346,7 @@ async fn run(
         sandbox,
         spec,
     };
+    let mut timer = DeadlineTimer::new();
     let status = loop {
         let deadline = inst.deadline;
         tokio::select! {
@@ -348,7 +357,7 @@ async fn run(
             },
             () = inst.stdout.readable() => inst.drain_output(),
             () = inst.stderr.readable() => inst.drain_output(),
-            () = sleep_until(deadline) => inst.on_deadline().await,
+            () = timer.wait(deadline) => inst.on_deadline().await,
         }
     };
     drop(server);
@@ -383,10 +392,42 @@ fn drain_into(
     stderr.drain(spec, tail, pending_start);
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
+/// An instance's one timer for its deadlines (init, invocation timeout, stop grace).
+///
+/// Registering a timer earlier than every other one wakes the runtime's driver (a system call
+/// and an extra turn of the event loop), and each invocation sets a new deadline a timeout
+/// later than the last. So the timer is only ever moved earlier: when it fires before the
+/// deadline it stands for (that deadline was cleared or replaced by a later one), it is re-armed
+/// for the current one. Sequential invocations re-arm it about once per timeout, not once each.
+struct DeadlineTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl DeadlineTimer {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+            armed: None,
+        }
+    }
+
+    /// Completes once `deadline` has passed; never when it is `None`.
+    async fn wait(&mut self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else {
+            return std::future::pending().await;
+        };
+        loop {
+            if self.armed.is_none_or(|armed| armed > deadline) {
+                self.sleep.as_mut().reset(deadline.into());
+                self.armed = Some(deadline);
+            }
+            self.sleep.as_mut().await;
+            self.armed = None;
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
     }
 }
 
@@ -639,10 +680,11 @@ impl Instance {
                 reply,
             } => {
                 let result = self.check_answer(&request_id);
-                if result.is_ok() {
-                    self.finish(body, content_type, false, false).await;
-                }
-                let _ = reply.send(result);
+                let end = match result {
+                    Ok(()) => self.finish(body, content_type, false, false).await,
+                    Err(_) => None,
+                };
+                self.answer_runtime(result, reply, end).await;
             }
             InstanceMsg::ResponseTooLarge {
                 request_id,
@@ -650,6 +692,7 @@ impl Instance {
                 reply,
             } => {
                 let result = self.check_answer(&request_id);
+                let mut end = None;
                 if result.is_ok() {
                     let size = size.map_or_else(
                         || format!("more than {MAX_RESPONSE_BYTES} bytes"),
@@ -659,12 +702,13 @@ impl Instance {
                         "Function.ResponseSizeTooLarge",
                         &format!("Response payload size ({size}) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
                     );
-                    self.finish(body, None, true, false).await;
+                    end = self.finish(body, None, true, false).await;
                 }
-                let _ = reply.send(result.and(Err(RuntimeApiError::RequestEntityTooLarge {
+                let result = result.and(Err(RuntimeApiError::RequestEntityTooLarge {
                     size: 0,
                     limit: MAX_RESPONSE_BYTES,
-                })));
+                }));
+                self.answer_runtime(result, reply, end).await;
             }
             InstanceMsg::Error {
                 request_id,
@@ -672,10 +716,11 @@ impl Instance {
                 reply,
             } => {
                 let result = self.check_answer(&request_id);
-                if result.is_ok() {
-                    self.finish(body, None, true, false).await;
-                }
-                let _ = reply.send(result);
+                let end = match result {
+                    Ok(()) => self.finish(body, None, true, false).await,
+                    Err(_) => None,
+                };
+                self.answer_runtime(result, reply, end).await;
             }
             InstanceMsg::InitError { body, reply } => {
                 if matches!(self.phase, Phase::Init) {
@@ -797,15 +842,17 @@ impl Instance {
         }
     }
 
-    /// Ends the current invocation: flushes its output, frames it with END and REPORT, and
-    /// delivers the outcome.
+    /// Ends the current invocation and delivers the outcome. With a log tail, the output and
+    /// the END/REPORT lines are written first (the tail carries them); without one, they are
+    /// left to the caller as the returned [`EndFrame`], to write once the answers are out.
+    #[must_use]
     async fn finish(
         &mut self,
         body: Bytes,
         content_type: Option<String>,
         function_error: bool,
         timed_out: bool,
-    ) {
+    ) -> Option<EndFrame> {
         let phase = std::mem::replace(
             &mut self.phase,
             if timed_out {
@@ -816,7 +863,7 @@ impl Instance {
         );
         let Phase::Busy(current) = phase else {
             self.phase = phase;
-            return;
+            return None;
         };
         let mut current = *current;
         let duration = current.started.elapsed();
@@ -856,10 +903,43 @@ impl Instance {
                 log_tail,
             })
             .await;
-        if !logged {
-            self.drain_output();
-            let (end, report) = self.frame_end(&request_id, duration, init_duration, timed_out);
-            self.write_end(&end, &report);
+        (!logged).then_some(EndFrame {
+            request_id,
+            duration,
+            init_duration,
+            timed_out,
+        })
+    }
+
+    /// Writes the output and END/REPORT lines of an invocation answered without a log tail.
+    fn log_end(&mut self, frame: EndFrame) {
+        self.drain_output();
+        let (end, report) = self.frame_end(
+            &frame.request_id,
+            frame.duration,
+            frame.init_duration,
+            frame.timed_out,
+        );
+        self.write_end(&end, &report);
+    }
+
+    /// Answers the runtime's `/response` or `/error` request after the caller's answer has
+    /// gone out, then writes the log lines: on the one host thread, each `yield_now` lets the
+    /// task just woken run first, so the order is the caller's HTTP response, the runtime's
+    /// `202`, and only then the log write and the memory reading, off both critical paths.
+    async fn answer_runtime(
+        &mut self,
+        result: Result<(), RuntimeApiError>,
+        reply: Reply<()>,
+        end: Option<EndFrame>,
+    ) {
+        if end.is_some() {
+            tokio::task::yield_now().await;
+        }
+        let _ = reply.send(result);
+        if let Some(end) = end {
+            tokio::task::yield_now().await;
+            self.log_end(end);
         }
     }
 
@@ -923,8 +1003,12 @@ impl Instance {
                     "{} {message}",
                     timestamp::iso8601_millis(SystemTime::now())
                 ));
-                self.finish(error_body("Sandbox.Timedout", &message), None, true, true)
-                    .await;
+                if let Some(end) = self
+                    .finish(error_body("Sandbox.Timedout", &message), None, true, true)
+                    .await
+                {
+                    self.log_end(end);
+                }
                 self.kill();
             }
             // Init after /init/error, or a stop's grace period: the process had its chance.
@@ -964,8 +1048,12 @@ impl Instance {
                 } else {
                     "Runtime.ExitError"
                 };
-                self.finish(error_body(error_type, &message), None, true, false)
-                    .await;
+                if let Some(end) = self
+                    .finish(error_body(error_type, &message), None, true, false)
+                    .await
+                {
+                    self.log_end(end);
+                }
                 None
             }
             Phase::Idle | Phase::Between | Phase::Ending => None,

@@ -91,7 +91,17 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, FixtureError> {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::run(service_fn(handler)).await
+/// A Lambda instance handles one event at a time, so the function runs on tokio's
+/// current-thread runtime; `FIXTURE_TOKIO_MULTI_THREAD=1` in its environment selects the
+/// multi-thread runtime `#[tokio::main]` would give (the benchmark measures both).
+fn main() -> Result<(), lambda_runtime::Error> {
+    let mut builder = if std::env::var_os("FIXTURE_TOKIO_MULTI_THREAD").is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()?
+        .block_on(lambda_runtime::run(service_fn(handler)))
 }
