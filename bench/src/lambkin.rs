@@ -18,6 +18,9 @@ use crate::procfs;
 
 pub const FUNCTION: &str = "echo";
 pub const INVOKE_PATH: &str = "/2015-03-31/functions/echo/invocations";
+/// The same echo function on tokio's multi-thread runtime (`#[tokio::main]`'s default).
+pub const FUNCTION_MT: &str = "echo-mt";
+pub const INVOKE_PATH_MT: &str = "/2015-03-31/functions/echo-mt/invocations";
 
 /// How long the host has to write `state/api.addr`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,8 +106,37 @@ impl Host {
 
     /// `POST /2015-03-31/functions`: the echo function, on demand, up to 64 instances.
     pub async fn create_echo(&self, zip: &[u8]) -> anyhow::Result<()> {
+        self.create(FUNCTION, zip, serde_json::json!({})).await
+    }
+
+    /// `DELETE /2015-03-31/functions/NAME`: the function and its instances go.
+    pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        let mut conn = Conn::connect(self.addr).await?;
+        let reply = conn
+            .request(
+                Method::DELETE,
+                &format!("/2015-03-31/functions/{name}"),
+                Bytes::new(),
+            )
+            .await?;
+        expect_status(&reply, StatusCode::NO_CONTENT, "DeleteFunction")
+    }
+
+    /// The same code as `echo-mt`, told to run on tokio's multi-thread runtime.
+    pub async fn create_echo_mt(&self, zip: &[u8]) -> anyhow::Result<()> {
+        let env = serde_json::json!({ "FIXTURE_TOKIO_MULTI_THREAD": "1" });
+        self.create(FUNCTION_MT, zip, env).await
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        zip: &[u8],
+        variables: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let body = serde_json::json!({
-            "FunctionName": FUNCTION,
+            "FunctionName": name,
+            "Environment": {"Variables": variables},
             "Runtime": "provided.al2023",
             "Role": "arn:aws:iam::000000000000:role/x",
             "Handler": "bootstrap",
@@ -170,6 +202,20 @@ impl Host {
         }
     }
 
+    /// The `Duration` of the last `count` REPORT lines without an `Init Duration` (warm
+    /// invokes): the time from handing the event to the runtime to its answer, in ms.
+    pub fn warm_durations_ms(&self, count: usize) -> anyhow::Result<Vec<f64>> {
+        let log = std::fs::read_to_string(self.function_log())?;
+        let mut durations: Vec<f64> = log
+            .lines()
+            .filter_map(|l| l.find("REPORT RequestId:").map(|at| &l[at..]))
+            .filter(|report| parse_init_duration(report).is_none())
+            .filter_map(parse_duration)
+            .collect();
+        let keep = durations.len().saturating_sub(count);
+        Ok(durations.split_off(keep))
+    }
+
     /// `reps` cold starts: the first invoke after creation, then the first invoke after each
     /// configuration update (which stops the warm instance).
     pub async fn cold_starts(&self, payload: &Bytes, reps: usize) -> anyhow::Result<Vec<Cold>> {
@@ -213,6 +259,13 @@ fn request_id(reply: &Reply) -> anyhow::Result<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("the invoke response has no x-amzn-RequestId"))
+}
+
+fn parse_duration(report: &str) -> Option<f64> {
+    report
+        .split('\t')
+        .find_map(|field| field.trim().strip_prefix("Duration:"))
+        .and_then(|v| v.trim().trim_end_matches("ms").trim().parse().ok())
 }
 
 fn parse_init_duration(report: &str) -> Option<f64> {
@@ -261,12 +314,13 @@ pub fn echo_zip(bootstrap: &Path) -> anyhow::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_init_duration;
+    use super::{parse_duration, parse_init_duration};
 
     #[test]
     fn reads_init_duration_from_a_report_line() {
         let line = "REPORT RequestId: id\tDuration: 1.50 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tInit Duration: 30.25 ms";
         assert_eq!(parse_init_duration(line), Some(30.25));
+        assert_eq!(parse_duration(line), Some(1.5));
         assert_eq!(
             parse_init_duration("REPORT RequestId: id\tDuration: 1.50 ms"),
             None

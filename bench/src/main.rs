@@ -352,6 +352,18 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     };
     let floor_latency = seq(floor_target.clone()).await?;
     let lambkin_latency = seq(lambkin_target.clone()).await?;
+    // The REPORT lines are written after the answers.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let function_durations_ms = host.warm_durations_ms(plan.latency_count)?;
+    say("lambkin: the same function on tokio's multi-thread runtime");
+    host.create_echo_mt(&zip).await?;
+    let lambkin_mt_latency = seq(Target {
+        name: "lambkin (echo-mt)",
+        addr: host.addr,
+        path: lambkin::INVOKE_PATH_MT.into(),
+    })
+    .await?;
+    host.delete(lambkin::FUNCTION_MT).await?;
     let rie_latency = match &rie {
         Ok(r) => seq(rie_target(r))
             .await
@@ -425,6 +437,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         plan,
         floor_latency,
         lambkin_latency,
+        function_durations_ms,
+        lambkin_mt_latency,
         rie_latency,
         levels,
         cold,

@@ -47,6 +47,10 @@ pub struct Results {
     pub plan: Plan,
     pub floor_latency: Latency,
     pub lambkin_latency: Latency,
+    /// REPORT `Duration` of the warm sequential invokes (ms): event handed over → answer.
+    pub function_durations_ms: Vec<f64>,
+    /// The same function on tokio's multi-thread runtime, sequential.
+    pub lambkin_mt_latency: Latency,
     pub rie_latency: Result<Latency, String>,
     pub levels: Vec<Level>,
     pub cold: Vec<Cold>,
@@ -220,6 +224,35 @@ pub fn render(r: &Results) -> String {
         "",
         &format!("≤ {TARGET_OVERHEAD_US:.0}"),
         &yes_no(overhead <= TARGET_OVERHEAD_US),
+    ]);
+    let inside_us = median(&mut r.function_durations_ms.clone()) * 1000.0;
+    t.row([
+        "… of which inside the function: REPORT Duration, p50 (µs)",
+        DASH,
+        &format!("{inside_us:.0}"),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+    t.row([
+        "… the host's own part: overhead − Duration p50 (µs)",
+        DASH,
+        &format!("{:.0}", overhead - inside_us),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+    let mt = us(r.lambkin_mt_latency.p50);
+    t.row([
+        "Warm latency p50, the function on tokio's multi-thread runtime (µs)",
+        &format!("{floor_p50:.0}"),
+        &format!("{mt:.0}"),
+        DASH,
+        &format!("{:.1}× floor", mt / floor_p50),
+        "",
+        "",
     ]);
 
     // Throughput.
@@ -426,6 +459,7 @@ pub fn render(r: &Results) -> String {
     for (name, latency) in [
         ("Floor", Ok(&r.floor_latency)),
         ("Lambkin", Ok(&r.lambkin_latency)),
+        ("Lambkin (multi-thread function)", Ok(&r.lambkin_mt_latency)),
         ("RIE", r.rie_latency.as_ref()),
     ] {
         if let Ok(l) = latency {
@@ -458,6 +492,13 @@ pub fn render(r: &Results) -> String {
         out,
         "- Lambkin's function: on demand, up to 64 instances; its RSS row is the host process \
          alone, the function processes are counted apart. MB = 10^6 bytes of VmRSS."
+    );
+    let _ = writeln!(
+        out,
+        "- The echo function (`tests/functions/rust-fixture`) runs on tokio's current-thread \
+         runtime, as every row but the multi-thread one: an instance gets one event at a time. \
+         REPORT `Duration` runs from handing the event to the runtime to its answer (both \
+         loopback transfers and the function's own work), in the log's 10 µs steps."
     );
     if serial_reference {
         let _ = writeln!(
