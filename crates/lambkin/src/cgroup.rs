@@ -114,6 +114,60 @@ impl Cgroups {
         self.version
     }
 
+    /// Removes the groups hosts that are gone left behind: a host killed with SIGKILL cannot
+    /// remove its instances' and zygotes' groups, which are named `HOSTPID.…`. A group goes
+    /// when no process with its host's PID runs and no process is left in it (give a killed
+    /// host's processes a moment to exit first, see [`crate::orphans`]); groups of hosts still
+    /// running, on other roots, are kept. Returns how many directories were removed.
+    pub fn remove_stale(&self) -> usize {
+        let parents: Vec<PathBuf> = match self.version {
+            Version::V1 => ["memory", "pids", "cpu", "devices"]
+                .iter()
+                .map(|controller| self.root.join(controller).join(PARENT))
+                .collect(),
+            Version::V2 => vec![self.root.join(PARENT)],
+        };
+        let me = std::process::id();
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(host) = name
+                    .to_str()
+                    .and_then(|n| n.split('.').next())
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if host == me || Path::new("/proc").join(host.to_string()).exists() {
+                    continue;
+                }
+                let dir = entry.path();
+                let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .is_ok_and(|procs| procs.trim().is_empty());
+                if !empty {
+                    continue;
+                }
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::debug!(dir = %dir.display(), error = %e, "stale cgroup kept")
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed cgroups a previous run of the host left behind"
+            );
+        }
+        removed
+    }
+
     /// Creates (or reuses) the group `name` with `limits`. `name` becomes one directory in
     /// each hierarchy, so it must be a single path component.
     pub fn create(&self, name: &str, limits: Limits) -> Result<Cgroup, CgroupError> {
@@ -589,5 +643,31 @@ mod tests {
         child.wait().unwrap();
         group.remove().unwrap();
         assert!(group.procs_files().iter().all(|f| !f.exists()));
+    }
+
+    /// A group named after a host PID that runs no more goes; this host's own group stays.
+    #[test]
+    fn groups_of_hosts_that_are_gone_are_removed() {
+        let cgroups = match Cgroups::detect() {
+            Ok(c) => c,
+            Err(e) => {
+                println!("skipped: {e}");
+                return;
+            }
+        };
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: creating cgroups needs root");
+            return;
+        }
+        // Above the kernel's largest pid_max (2^22): no process can have this PID.
+        let gone = cgroups
+            .create("4194999.unit-test.1", Limits::default())
+            .unwrap();
+        let mine_name = format!("{}.unit-test.1", std::process::id());
+        let mine = cgroups.create(&mine_name, Limits::default()).unwrap();
+        assert!(cgroups.remove_stale() >= 1);
+        assert!(gone.procs_files().iter().all(|f| !f.exists()));
+        assert!(mine.procs_files().iter().all(|f| f.exists()));
+        mine.remove().unwrap();
     }
 }

@@ -46,7 +46,13 @@ pub async fn run(
     layout
         .create_dirs()
         .with_context(|| format!("cannot create the root {}", layout.root().display()))?;
-    crate::orphans::reap(layout.root());
+    if crate::orphans::reap(layout.root()) > 0 {
+        // SIGKILL takes a moment; a group is removed only once its processes are gone.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if let Ok(cgroups) = crate::cgroup::host() {
+        cgroups.remove_stale();
+    }
     let users = crate::users::Users::start(opts.config.run_with_default.posix_user.as_deref())
         .context("cannot set up the default user for components")?;
     let (store, recovered) = Store::open(&layout.database())

@@ -520,3 +520,62 @@ fn bad_container_settings_fail_the_deployment_with_the_reason() {
         assert!(err.contains(reason), "expected {reason:?} in: {err}");
     }
 }
+
+/// The cgroup directories a host with `pid` made, in the memory hierarchy (v1) or the unified
+/// one (v2).
+fn groups_of(pid: u32) -> Vec<String> {
+    let base = std::path::Path::new(lambkin::cgroup::MOUNT_POINT);
+    let parent = if base.join("memory/memory.limit_in_bytes").is_file() {
+        base.join("memory/lambkin")
+    } else {
+        base.join("lambkin")
+    };
+    let prefix = format!("{pid}.");
+    std::fs::read_dir(parent)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&prefix))
+                .collect::<Vec<_>>()
+        })
+        .map(|mut names| {
+            names.sort();
+            names
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_host_removes_the_groups_a_killed_one_left() {
+    require_containers!();
+    let mut device = Device::start();
+    let name = "com.example.Killed";
+    let config = json!({"pinned": false, "containerMode": "GreengrassContainer"});
+    let out = device.deploy(name, config).unwrap();
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    let killed = device.host.pid();
+    let reply = device.host.invoke(name, &json!({"look_only": true})).await;
+    assert_eq!(reply.status, 200, "{}", body(&reply));
+    zygote_of(killed);
+    // An instance and the waiting init, each in its own group.
+    let left = groups_of(killed);
+    assert!(left.len() >= 2, "groups of host {killed}: {left:?}");
+
+    device.host.crash();
+    assert_eq!(groups_of(killed), left, "SIGKILL leaves the groups");
+    device.host = Host::start(&device.root);
+    let gone = support::wait_for(std::time::Duration::from_secs(10), || {
+        groups_of(killed).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "still there after the restart: {:?}",
+        groups_of(killed)
+    );
+    // The new host's function works, in groups of its own.
+    let reply = device.host.invoke(name, &json!({"look_only": true})).await;
+    assert_eq!(reply.status, 200, "{}", body(&reply));
+    assert!(!groups_of(device.host.pid()).is_empty());
+    assert_eq!(device.host.stop(), Some(0));
+}
