@@ -3,6 +3,7 @@
 //! prints the results as a markdown table.
 
 mod client;
+mod container;
 mod deploy;
 mod deploy_report;
 mod floor;
@@ -80,6 +81,8 @@ enum Sub {
     Deploy(deploy::Args),
     /// Messaging benchmark: IPC pub/sub (Python SDK and Rust clients) against mosquitto.
     Pubsub(pubsub::Args),
+    /// Container benchmark (root): cold start and memory of GreengrassContainer over NoContainer.
+    Container(container::Args),
     /// One publisher or subscriber of the messaging benchmark (used by the bench itself).
     #[command(hide = true)]
     PubsubClient(pubsub_client::Args),
@@ -117,6 +120,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Sub::Deploy(args)) = &cli.command {
         return deploy::main(cli.lambkin.clone(), args);
+    }
+    if let Some(Sub::Container(args)) = &cli.command {
+        return container::main(cli.lambkin.clone(), cli.bootstrap.clone(), args);
     }
     if let Some(Sub::Pubsub(args)) = &cli.command {
         return pubsub::main(cli.lambkin.clone(), args);
