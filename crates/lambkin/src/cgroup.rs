@@ -184,6 +184,11 @@ impl Cgroups {
             Version::V1 => {
                 let mut dirs = Vec::new();
                 for controller in ["memory", "pids", "cpu"] {
+                    // A group joins every hierarchy it has a directory in, and each join
+                    // costs: no `cpu` group without a CPU limit.
+                    if controller == "cpu" && limits.cpus.is_none() {
+                        continue;
+                    }
                     let hierarchy = self.root.join(controller);
                     if !hierarchy.is_dir() {
                         if controller == "memory" || limits_need(controller, &limits) {

@@ -162,6 +162,9 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
         abort_reason: InvocationAbort::ShuttingDown,
         init_failure: None,
     };
+    // An on-demand container function's first instance starts from a waiting sandbox init
+    // too: it is prepared as soon as the configuration is known.
+    super::sandbox::ZygoteSlot::refill(&actor.spec);
     let actions = actor.scheduler.start(Instant::now());
     actor.perform(actions, None).await;
     let mut shutdown: Option<(oneshot::Sender<()>, Instant)> = None;
@@ -189,6 +192,7 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
                     let limits = spec.limits();
                     actor.spec.zygote.retire();
                     actor.spec = spec;
+                    super::sandbox::ZygoteSlot::refill(&actor.spec);
                     let actions = actor.scheduler.on(Event::Reconfigured(limits), Instant::now());
                     actor.perform(actions, None).await;
                 }

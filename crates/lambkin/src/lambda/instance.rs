@@ -317,6 +317,8 @@ async fn run(
         Err(e) => return Some(InitFailure::LaunchFailed(e.to_string())),
     };
     let server = AbortOnDrop(tokio::spawn(serve_runtime_api(listener, api_tx)));
+    // Init Duration counts from here: starting the process is part of the runtime's init.
+    let spawned = Instant::now();
     let (sandbox, mut child) = match start(&spec, id, &addr.to_string()).await {
         Ok(started) => started,
         Err(why) => {
@@ -333,7 +335,7 @@ async fn run(
         parked: None,
         undelivered: None,
         last_answered: None,
-        spawned: Instant::now(),
+        spawned,
         init_duration: None,
         init_error: None,
         pid,
@@ -465,7 +467,6 @@ async fn start(
     runtime_api: &str,
 ) -> Result<(Option<sandbox::InstanceCgroup>, tokio::process::Child), String> {
     let zygote = spec.zygote.take().await;
-    sandbox::ZygoteSlot::refill(spec);
     if let Some(zygote) = zygote {
         let pid = zygote.pid();
         let cmd = command(spec, runtime_api, None).map_err(|e| e.to_string())?;
@@ -749,6 +750,9 @@ impl Instance {
             Phase::Init | Phase::Between => {
                 if matches!(self.phase, Phase::Init) {
                     self.init_duration = Some(self.spawned.elapsed());
+                    // The next instance's sandbox init is prepared now that this one is up,
+                    // not while it was starting: both would compete for the CPU.
+                    sandbox::ZygoteSlot::refill(&self.spec);
                 }
                 self.phase = Phase::Idle;
                 self.deadline = None;

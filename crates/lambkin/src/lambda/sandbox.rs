@@ -357,17 +357,24 @@ pub struct Zygote {
 }
 
 impl Zygote {
-    /// Starts a zygote for `spec` (a containerised function): its cgroup, then the process,
-    /// marked, in its own process group, killed if the host dies.
-    pub fn spawn(spec: &FunctionSpec) -> Result<Self, String> {
+    /// Starts a zygote for `spec` (a containerised function): its cgroup, made on a blocking
+    /// thread (on cgroup v1 a `mkdir` can wait behind another group's attach for an RCU grace
+    /// period, and the host's thread must not), then the process, forked from the host's
+    /// thread (the parent-death signal follows the thread that forks), marked, in its own
+    /// process group, killed if the host dies.
+    pub async fn spawn(spec: &FunctionSpec) -> Result<Self, String> {
         static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let Isolation::GreengrassContainer(params) = &spec.config.greengrass.isolation else {
             return Err("not a containerised function".into());
         };
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{}.{}.z{n}", std::process::id(), spec.name);
-        let cgroup = InstanceCgroup::create(&name, params)
-            .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
+        let group_params = params.clone();
+        let cgroup =
+            tokio::task::spawn_blocking(move || InstanceCgroup::create(&name, &group_params))
+                .await
+                .map_err(|e| format!("cannot create the container's cgroup: {e}"))?
+                .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
         let mut cmd = command(spec, params, &cgroup, true).map_err(|e| e.to_string())?;
         cmd.current_dir(&spec.code_dir)
             .stdin(std::process::Stdio::piped())
@@ -469,7 +476,7 @@ impl ZygoteSlot {
         }
         let spec = spec.clone();
         tokio::spawn(async move {
-            let started = Zygote::spawn(&spec);
+            let started = Zygote::spawn(&spec).await;
             let mut state = spec.zygote.lock();
             state.starting = false;
             match started {
