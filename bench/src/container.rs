@@ -720,79 +720,36 @@ fn write_components(dir: &Path, zip: &[u8], k: usize) -> anyhow::Result<(PathBuf
 /// A Lambda component's recipe for the Rust echo fixture as `provided.al2023`, shaped as the
 /// cloud generates it for an imported function.
 fn recipe(mode: Mode, max_instances: usize) -> Value {
-    let name = mode.name();
-    let arn = format!("arn:aws:lambda:us-east-1:000000000000:function:{name}:1");
-    let launcher = "{aws.greengrass.LambdaLauncher:artifacts:path}/lambda-launcher";
-    json!({
-        "RecipeFormatVersion": "2020-01-25",
-        "ComponentName": name,
-        "ComponentVersion": VERSION,
-        "ComponentType": "aws.greengrass.lambda",
-        "ComponentDescription": format!("Container benchmark: the Rust echo fixture, {}", mode.container_mode()),
-        "ComponentPublisher": "AWS Lambda",
-        "ComponentSource": arn,
-        "ComponentConfiguration": {
-            "DefaultConfiguration": {
-                "lambdaExecutionParameters": {"EnvironmentVariables": {}},
-                "containerParams": {
-                    "memorySize": MEMORY_SIZE_KIB,
-                    "mountROSysfs": false,
-                    "volumes": {},
-                    "devices": {},
-                },
-                "containerMode": mode.container_mode(),
-                "timeoutInSeconds": 30,
-                "maxInstancesCount": max_instances,
-                "inputPayloadEncodingType": "json",
-                "maxQueueSize": 1000,
-                "pinned": false,
-                "maxIdleTimeInSeconds": MAX_IDLE_S,
-                "statusTimeoutInSeconds": 60,
-                "pubsubTopics": {},
+    crate::recipes::LambdaRecipe {
+        name: mode.name(),
+        version: VERSION,
+        description: format!(
+            "Container benchmark: the Rust echo fixture, {}",
+            mode.container_mode()
+        ),
+        configuration: json!({
+            "lambdaExecutionParameters": {"EnvironmentVariables": {}},
+            "containerParams": {
+                "memorySize": MEMORY_SIZE_KIB,
+                "mountROSysfs": false,
+                "volumes": {},
+                "devices": {},
             },
-        },
-        "ComponentDependencies": {
-            "aws.greengrass.LambdaLauncher": {
-                "VersionRequirement": ">=2.0.0 <3.0.0",
-                "DependencyType": "HARD",
-            },
-            "aws.greengrass.TokenExchangeService": {
-                "VersionRequirement": ">=2.0.0 <3.0.0",
-                "DependencyType": "HARD",
-            },
-            "aws.greengrass.LambdaRuntimes": {
-                "VersionRequirement": ">=2.0.0 <3.0.0",
-                "DependencyType": "SOFT",
-            },
-        },
-        "Manifests": [{
-            "Platform": {},
-            "Lifecycle": {},
-            "Artifacts": [{
-                "Uri": "greengrass:lambda-artifact.zip",
-                "Unarchive": "ZIP",
-                "Permission": {"Read": "OWNER", "Execute": "NONE"},
-            }],
-        }],
-        "Lifecycle": {
-            "startup": {"requiresPrivilege": true, "script": format!("{launcher} start")},
-            "setenv": {
-                "AWS_GREENGRASS_LAMBDA_CONTAINER_MODE": "{configuration:/containerMode}",
-                "AWS_GREENGRASS_LAMBDA_ARN": arn,
-                "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "bootstrap",
-                "AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH": "{artifacts:decompressedPath}/lambda-artifact",
-                "AWS_GREENGRASS_LAMBDA_CONTAINER_PARAMS": "{configuration:/containerParams}",
-                "AWS_GREENGRASS_LAMBDA_STATUS_TIMEOUT_SECONDS": "{configuration:/statusTimeoutInSeconds}",
-                "AWS_GREENGRASS_LAMBDA_ENCODING_TYPE": "{configuration:/inputPayloadEncodingType}",
-                "AWS_GREENGRASS_LAMBDA_PARAMS": "{configuration:/lambdaExecutionParameters}",
-                "AWS_GREENGRASS_LAMBDA_RUNTIME": "provided.al2023",
-            },
-            "shutdown": {
-                "requiresPrivilege": true,
-                "script": format!("{launcher} stop; {launcher} clean"),
-            },
-        },
-    })
+            "containerMode": mode.container_mode(),
+            "timeoutInSeconds": 30,
+            "maxInstancesCount": max_instances,
+            "inputPayloadEncodingType": "json",
+            "maxQueueSize": 1000,
+            "pinned": false,
+            "maxIdleTimeInSeconds": MAX_IDLE_S,
+            "statusTimeoutInSeconds": 60,
+            "pubsubTopics": {},
+        }),
+        handler: "bootstrap",
+        runtime: "provided.al2023",
+        setenv: json!({}),
+    }
+    .to_json()
 }
 
 /// Copies the files of `from` (not its subdirectories) into `to`.

@@ -773,7 +773,7 @@ fn write_workload(
         fs::write(artifact_dir.join("lambda-artifact.zip"), zip)?;
         write_json(
             &recipes.join(format!("{name}-{VERSION}.json")),
-            &lambda_recipe(name, &python.runtime),
+            &lambda_recipe(name, &python.runtime, &ready),
         )?;
     }
     Ok(Workload {
@@ -806,88 +806,51 @@ fn generic_recipe(name: &str) -> serde_json::Value {
 }
 
 /// A Lambda component's recipe, shaped as the cloud generates it for an imported function.
-fn lambda_recipe(name: &str, runtime: &str) -> serde_json::Value {
-    let arn = format!("arn:aws:lambda:us-east-1:000000000000:function:{name}:1");
-    let launcher = "{aws.greengrass.LambdaLauncher:artifacts:path}/lambda-launcher";
-    serde_json::json!({
-        "RecipeFormatVersion": "2020-01-25",
-        "ComponentName": name,
-        "ComponentVersion": VERSION,
-        "ComponentType": "aws.greengrass.lambda",
-        "ComponentDescription": "Deployment benchmark: a pinned Python function",
-        "ComponentPublisher": "AWS Lambda",
-        "ComponentSource": arn,
-        "ComponentConfiguration": {
-            "DefaultConfiguration": {
-                "lambdaExecutionParameters": {"EnvironmentVariables": {}},
-                "containerParams": {
-                    "memorySize": 16384,
-                    "mountROSysfs": false,
-                    "volumes": {},
-                    "devices": {},
-                },
-                "containerMode": "GreengrassContainer",
-                "timeoutInSeconds": 3,
-                "maxInstancesCount": 100,
-                "inputPayloadEncodingType": "json",
-                "maxQueueSize": 1000,
-                "pinned": true,
-                "maxIdleTimeInSeconds": 60,
-                "statusTimeoutInSeconds": 60,
-                "pubsubTopics": {
-                    "0": {"topic": "core/topic", "type": "IOT_CORE"},
-                    "1": {"topic": "local/topic", "type": "PUB_SUB"},
-                    "2": {"topic": "#", "type": "IOT_CORE"},
-                },
+/// The function runs in a GreengrassContainer, so the directory its handler drops its marker
+/// in is given to it as a `rw` volume at the same path.
+fn lambda_recipe(name: &str, runtime: &str, ready: &Path) -> serde_json::Value {
+    crate::recipes::LambdaRecipe {
+        name,
+        version: VERSION,
+        description: "Deployment benchmark: a pinned Python function".into(),
+        configuration: serde_json::json!({
+            "lambdaExecutionParameters": {"EnvironmentVariables": {}},
+            "containerParams": {
+                "memorySize": 16384,
+                "mountROSysfs": false,
+                "volumes": {"0": {
+                    "sourcePath": ready,
+                    "destinationPath": ready,
+                    "permission": "rw",
+                    "addGroupOwner": false,
+                }},
+                "devices": {},
             },
-        },
-        "ComponentDependencies": {
-            "aws.greengrass.LambdaLauncher": {
-                "VersionRequirement": ">=2.0.0 <3.0.0",
-                "DependencyType": "HARD",
+            "containerMode": "GreengrassContainer",
+            "timeoutInSeconds": 3,
+            "maxInstancesCount": 100,
+            "inputPayloadEncodingType": "json",
+            "maxQueueSize": 1000,
+            "pinned": true,
+            "maxIdleTimeInSeconds": 60,
+            "statusTimeoutInSeconds": 60,
+            "pubsubTopics": {
+                "0": {"topic": "core/topic", "type": "IOT_CORE"},
+                "1": {"topic": "local/topic", "type": "PUB_SUB"},
+                "2": {"topic": "#", "type": "IOT_CORE"},
             },
-            "aws.greengrass.TokenExchangeService": {
-                "VersionRequirement": ">=2.0.0 <3.0.0",
-                "DependencyType": "HARD",
-            },
-            "aws.greengrass.LambdaRuntimes": {
-                "VersionRequirement": ">=2.0.0 <3.0.0",
-                "DependencyType": "SOFT",
-            },
-        },
-        "Manifests": [{
-            "Platform": {},
-            "Lifecycle": {},
-            "Artifacts": [{
-                "Uri": "greengrass:lambda-artifact.zip",
-                "Unarchive": "ZIP",
-                "Permission": {"Read": "OWNER", "Execute": "NONE"},
-            }],
-        }],
-        "Lifecycle": {
-            "startup": {"requiresPrivilege": true, "script": format!("{launcher} start")},
-            "setenv": {
-                "AWS_GREENGRASS_LAMBDA_CONTAINER_MODE": "{configuration:/containerMode}",
-                "AWS_GREENGRASS_LAMBDA_ARN": arn,
-                "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "lambda_function.lambda_handler",
-                "AWS_GREENGRASS_LAMBDA_ARTIFACT_PATH": "{artifacts:decompressedPath}/lambda-artifact",
-                "AWS_GREENGRASS_LAMBDA_CONTAINER_PARAMS": "{configuration:/containerParams}",
-                "AWS_GREENGRASS_LAMBDA_STATUS_TIMEOUT_SECONDS": "{configuration:/statusTimeoutInSeconds}",
-                "AWS_GREENGRASS_LAMBDA_ENCODING_TYPE": "{configuration:/inputPayloadEncodingType}",
-                "AWS_GREENGRASS_LAMBDA_PARAMS": "{configuration:/lambdaExecutionParameters}",
-                "AWS_GREENGRASS_LAMBDA_RUNTIME_PATH": "{aws.greengrass.LambdaRuntimes:artifacts:decompressedPath}/runtime/",
-                "AWS_GREENGRASS_LAMBDA_EXEC_ARGS": serde_json::json!([
-                    runtime, "-u", "/runtime/python/lambda_runtime.py",
-                    "--handler=lambda_function.lambda_handler",
-                ]).to_string(),
-                "AWS_GREENGRASS_LAMBDA_RUNTIME": runtime,
-            },
-            "shutdown": {
-                "requiresPrivilege": true,
-                "script": format!("{launcher} stop; {launcher} clean"),
-            },
-        },
-    })
+        }),
+        handler: "lambda_function.lambda_handler",
+        runtime,
+        setenv: serde_json::json!({
+            "AWS_GREENGRASS_LAMBDA_RUNTIME_PATH": "{aws.greengrass.LambdaRuntimes:artifacts:decompressedPath}/runtime/",
+            "AWS_GREENGRASS_LAMBDA_EXEC_ARGS": serde_json::json!([
+                runtime, "-u", "/runtime/python/lambda_runtime.py",
+                "--handler=lambda_function.lambda_handler",
+            ]).to_string(),
+        }),
+    }
+    .to_json()
 }
 
 /// The handler module: importing it drops the marker `READY/NAME`, the bench's sign that the
@@ -937,7 +900,7 @@ mod tests {
 
     #[test]
     fn lambda_recipes_carry_the_runtime_and_handler() {
-        let r = lambda_recipe("bench-lambda-01", "python3.11");
+        let r = lambda_recipe("bench-lambda-01", "python3.11", Path::new("/tmp/r"));
         let setenv = &r["Lifecycle"]["setenv"];
         assert_eq!(setenv["AWS_GREENGRASS_LAMBDA_RUNTIME"], "python3.11");
         assert_eq!(

@@ -13,6 +13,7 @@ mod procfs;
 mod pubsub;
 mod pubsub_client;
 mod pubsub_report;
+mod recipes;
 mod report;
 mod rie;
 

@@ -520,9 +520,7 @@ fn build_root(c: &Container) -> io::Result<()> {
             0,
         )?;
     }
-    for b in &c.binds {
-        bind(root, b, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
-    }
+    // The private /tmp first: a volume whose destination is under /tmp goes on top of it.
     let tmp = mount_point(root, Path::new("/tmp"), true)?;
     mount_at(
         Some(Path::new("tmpfs")),
@@ -531,6 +529,9 @@ fn build_root(c: &Container) -> io::Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
+    for b in &c.binds {
+        bind(root, b, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
+    }
     let dev = mount_point(root, Path::new("/dev"), true)?;
     mount_at(
         Some(Path::new("tmpfs")),

@@ -79,6 +79,7 @@ def lambda_handler(event, context):
         "etc": attempt(write("/etc/lambkin-container-test")),
         "root": attempt(write("/new")),
         "rw_volume": attempt(write("/data/rw/out.txt")),
+        "tmp_volume": attempt(write("/tmp/shared/out.txt")),
         "ro_volume_read": attempt(read("/data/ro/in.txt")),
         "ro_volume_write": attempt(write("/data/ro/new.txt")),
         "given_device_read": attempt(open_device(event.get("device", "/dev/null"), "rb")),
@@ -201,8 +202,10 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
     let mut device = Device::start();
     let ro = device.path("ro");
     let rw = device.path("rw");
+    let shared = device.path("shared");
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&shared).unwrap();
     std::fs::write(ro.join("in.txt"), "from the host").unwrap();
     // A device that root opens without any capability (the runtime holds none; /dev/kmsg,
     // say, needs CAP_SYSLOG where dmesg_restrict is set).
@@ -217,7 +220,9 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
             "mountROSysfs": false,
             "volumes": {
                 "0": {"sourcePath": ro, "destinationPath": "/data/ro", "permission": "ro", "addGroupOwner": false},
-                "1": {"sourcePath": rw, "destinationPath": "/data/rw", "permission": "rw", "addGroupOwner": false}
+                "1": {"sourcePath": rw, "destinationPath": "/data/rw", "permission": "rw", "addGroupOwner": false},
+                // Under the private /tmp: mounted on top of it, not hidden by it.
+                "2": {"sourcePath": shared, "destinationPath": "/tmp/shared", "permission": "rw", "addGroupOwner": false}
             },
             "devices": {"0": {"path": given, "permission": "ro", "addGroupOwner": false}}
         }
@@ -243,6 +248,11 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
     assert_eq!(outcome(&result, "rw_volume"), "ok", "{result}");
     assert_eq!(
         std::fs::read_to_string(rw.join("out.txt")).unwrap(),
+        "written inside"
+    );
+    assert_eq!(outcome(&result, "tmp_volume"), "ok", "{result}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("out.txt")).unwrap(),
         "written inside"
     );
     for read_only in ["code", "etc", "root", "ro_volume_write"] {
