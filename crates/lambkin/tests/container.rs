@@ -27,7 +27,7 @@ const SEED: &str = concat!(
 );
 
 const HANDLER: &str = r#"
-import errno, os, time
+import errno, os, socket, time
 
 def attempt(action):
     try:
@@ -45,6 +45,12 @@ def read(path):
     def run():
         with open(path) as f:
             return f.read()
+    return run
+
+def connect(path):
+    def run():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
     return run
 
 def open_device(path, mode):
@@ -80,6 +86,8 @@ def lambda_handler(event, context):
         "root": attempt(write("/new")),
         "rw_volume": attempt(write("/data/rw/out.txt")),
         "tmp_volume": attempt(write("/tmp/shared/out.txt")),
+        "ipc_socket": attempt(connect(os.environ.get(
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT", "/nowhere"))),
         "ro_volume_read": attempt(read("/data/ro/in.txt")),
         "ro_volume_write": attempt(write("/data/ro/new.txt")),
         "given_device_read": attempt(open_device(event.get("device", "/dev/null"), "rb")),
@@ -251,6 +259,10 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
         "written inside"
     );
     assert_eq!(outcome(&result, "tmp_volume"), "ok", "{result}");
+    // The host's IPC socket, at the path its environment names, though the root is under the
+    // host's /tmp and the container has a /tmp of its own.
+    assert!(device.root.starts_with("/tmp"), "{}", device.root.display());
+    assert_eq!(outcome(&result, "ipc_socket"), "ok", "{result}");
     assert_eq!(
         std::fs::read_to_string(shared.join("out.txt")).unwrap(),
         "written inside"

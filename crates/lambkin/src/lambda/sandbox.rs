@@ -189,6 +189,22 @@ pub struct InitSpec {
     /// Join the cgroup, say so on stdout, then read the runtime's environment from stdin.
     #[serde(default)]
     pub zygote: bool,
+    /// The host's IPC socket, bound at its own path when the container would not see it
+    /// otherwise (a root under `/tmp`, which the container has its own of).
+    #[serde(default)]
+    pub ipc_socket: Option<PathBuf>,
+}
+
+/// The host's IPC socket when a container does not see it through the host's directories it
+/// binds read-only (the socket is reachable there: connecting needs no write access to the
+/// mount), i.e. when it lies under one the container has its own of.
+fn hidden_ipc_socket(host_root: &Path) -> Option<PathBuf> {
+    let socket = crate::ipc::socket_path(host_root).ok()?;
+    let top = socket.components().nth(1)?;
+    let hidden = ["proc", "sys", "dev", "tmp", "lambda", "runtime"]
+        .iter()
+        .any(|dir| top.as_os_str() == *dir);
+    (hidden && socket.exists()).then_some(socket)
 }
 
 /// A host path as the container sees it: code under `/lambda`, the runtime client under
@@ -331,6 +347,7 @@ pub fn command(
             .as_ref()
             .map(|r| (r.uid, r.gid, r.groups.clone())),
         zygote,
+        ipc_socket: hidden_ipc_socket(&spec.host_root),
     };
     let init = serde_json::to_string(&init)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -567,6 +584,13 @@ pub fn init_main(spec: &OsString) -> i32 {
             source: spec.runtime_dir.clone(),
             target: PathBuf::from(RUNTIME_PATH),
             writable: false,
+        });
+    }
+    if let Some(socket) = &spec.ipc_socket {
+        binds.push(lambkin_sys::container::Bind {
+            source: socket.clone(),
+            target: socket.clone(),
+            writable: true,
         });
     }
     binds.extend(spec.volumes.iter().map(|v| lambkin_sys::container::Bind {
