@@ -67,7 +67,7 @@ pub struct Container {
 }
 
 /// Top-level host entries that the container gets fresh instead of bound.
-const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "lambda", "runtime"];
+pub const NOT_BOUND: &[&str] = &["proc", "sys", "dev", "tmp", "lambda", "runtime"];
 /// The host devices every container has, as every Linux program expects them.
 pub const STANDARD_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 

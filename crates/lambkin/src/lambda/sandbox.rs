@@ -201,7 +201,7 @@ pub struct InitSpec {
 fn hidden_ipc_socket(host_root: &Path) -> Option<PathBuf> {
     let socket = crate::ipc::socket_path(host_root).ok()?;
     let top = socket.components().nth(1)?;
-    let hidden = ["proc", "sys", "dev", "tmp", "lambda", "runtime"]
+    let hidden = lambkin_sys::container::NOT_BOUND
         .iter()
         .any(|dir| top.as_os_str() == *dir);
     (hidden && socket.exists()).then_some(socket)
