@@ -84,34 +84,7 @@ pub fn main(lambkin: Option<PathBuf>, bootstrap: Option<PathBuf>, args: &Args) -
         eprintln!("bench: the container benchmark needs a memory cgroup: {why}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            report = run(lambkin, bootstrap, args) => report,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-            _ = term.recv() => Err(anyhow!("terminated")),
-        }
-    });
-    match outcome {
-        Ok(report) => {
-            println!("{}", render(&report));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_to_table(run(lambkin, bootstrap, args), render)
 }
 
 fn say(message: impl AsRef<str>) {
@@ -560,21 +533,8 @@ impl Bench<'_> {
             .root()
             .join("logs")
             .join(format!("{}.log", mode.name()));
-        let prefix = format!("REPORT RequestId: {request_id}");
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(line) = text
-                .lines()
-                .find_map(|l| l.find(&prefix).map(|at| &l[at..]))
-            {
-                return Ok(parse_init_duration(line));
-            }
-            if started.elapsed() >= Duration::from_secs(5) {
-                bail!("no REPORT line for {request_id} in {}", log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let report = crate::lambkin::report_line(&log, request_id).await?;
+        Ok(crate::lambkin::parse_init_duration(&report))
     }
 
     /// Warm p50: one invoke to start an instance, a pause for the host to start the next
@@ -766,15 +726,6 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `Init Duration` field of a REPORT line, in ms.
-fn parse_init_duration(report: &str) -> Option<f64> {
-    report
-        .split('\t')
-        .find_map(|field| field.trim().strip_prefix("Init Duration:"))
-        .and_then(|v| v.trim().strip_suffix("ms"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 // ---- What /proc and the cgroup hierarchies say about the functions' processes ----
 
 /// The processes of one function under the host.
@@ -794,36 +745,8 @@ struct InstanceProcesses {
     runtime: Option<u32>,
 }
 
-/// Parent → children, for every process.
-fn child_map() -> BTreeMap<u32, Vec<u32>> {
-    let mut map: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some(ppid) = parent_of(pid) {
-            map.entry(ppid).or_default().push(pid);
-        }
-    }
-    map
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The name is in parentheses and may hold spaces: the state and ppid follow the last ')'.
-    let after = text.get(text.rfind(')')? + 1..)?;
-    after.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn children_of(pid: u32) -> Vec<u32> {
-    child_map().remove(&pid).unwrap_or_default()
+    crate::procfs::child_map().remove(&pid).unwrap_or_default()
 }
 
 /// `pid` and all its descendants.
@@ -870,7 +793,7 @@ fn is_runtime_of(pid: u32, name: &str) -> bool {
 /// argument names the function as the container's hostname; a sandbox init started as a
 /// zygote that has no child yet is waiting for the next instance.
 fn processes_of(host: u32, name: &str) -> Processes {
-    let map = child_map();
+    let map = crate::procfs::child_map();
     let mut found = Processes::default();
     for &pid in map.get(&host).map(Vec::as_slice).unwrap_or_default() {
         let argv = nul_list(&format!("/proc/{pid}/cmdline"));
@@ -1373,16 +1296,6 @@ fn lambda_runtime_version() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_init_duration_from_a_report_line() {
-        let line = "REPORT RequestId: id\tDuration: 1.50 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tInit Duration: 30.25 ms";
-        assert_eq!(parse_init_duration(line), Some(30.25));
-        assert_eq!(
-            parse_init_duration("REPORT RequestId: id\tDuration: 1 ms"),
-            None
-        );
-    }
 
     #[test]
     fn recipes_differ_only_in_container_mode() {

@@ -59,34 +59,7 @@ pub struct Args {
 /// `lambkin-bench deploy`: runs the measurements and prints the table; every process started
 /// is stopped on the way out, also on an error, Ctrl-C or SIGTERM.
 pub fn main(lambkin: Option<PathBuf>, args: &Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            report = run(lambkin, args) => report,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-            _ = term.recv() => Err(anyhow!("terminated")),
-        }
-    });
-    match outcome {
-        Ok(report) => {
-            println!("{}", deploy_report::render(&report));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_to_table(run(lambkin, args), deploy_report::render)
 }
 
 fn say(message: impl AsRef<str>) {

@@ -184,22 +184,8 @@ impl Host {
     /// The `Init Duration` of the REPORT line of this request, in ms; `None` when the REPORT
     /// has none (a warm invoke). Waits for the line to be written.
     pub async fn init_duration_ms(&self, request_id: &str) -> anyhow::Result<Option<f64>> {
-        let prefix = format!("REPORT RequestId: {request_id}");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = std::fs::read_to_string(self.function_log()).unwrap_or_default();
-            // Lines may carry a time and level before the REPORT itself.
-            if let Some(line) = log.lines().find_map(|l| l.find(&prefix).map(|at| &l[at..])) {
-                return Ok(parse_init_duration(line));
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "no REPORT line for {request_id} in {}",
-                    self.function_log().display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let report = report_line(&self.function_log(), request_id).await?;
+        Ok(parse_init_duration(&report))
     }
 
     /// The `Duration` of the last `count` REPORT lines without an `Init Duration` (warm
@@ -261,6 +247,27 @@ fn request_id(reply: &Reply) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("the invoke response has no x-amzn-RequestId"))
 }
 
+/// The REPORT line of `request_id` in the function log `log`, from `REPORT` on; waits up to
+/// 5 s for it to be written (the host writes it after the answer).
+pub async fn report_line(log: &Path, request_id: &str) -> anyhow::Result<String> {
+    let prefix = format!("REPORT RequestId: {request_id}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        // Lines may carry a time and level before the REPORT itself.
+        if let Some(line) = text
+            .lines()
+            .find_map(|l| l.find(&prefix).map(|at| &l[at..]))
+        {
+            return Ok(line.to_owned());
+        }
+        if Instant::now() >= deadline {
+            bail!("no REPORT line for {request_id} in {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn parse_duration(report: &str) -> Option<f64> {
     report
         .split('\t')
@@ -268,7 +275,8 @@ fn parse_duration(report: &str) -> Option<f64> {
         .and_then(|v| v.trim().trim_end_matches("ms").trim().parse().ok())
 }
 
-fn parse_init_duration(report: &str) -> Option<f64> {
+/// The `Init Duration` field of a REPORT line, in ms.
+pub fn parse_init_duration(report: &str) -> Option<f64> {
     report
         .split('\t')
         .find_map(|field| field.trim().strip_prefix("Init Duration:"))

@@ -156,6 +156,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    // On Ctrl-C or SIGTERM the run is dropped, which stops every process it started.
+    run_to_table(run(&cli), report::render)
+}
+
+/// Runs a benchmark on a current-thread runtime until it finishes, Ctrl-C or SIGTERM (the run
+/// is then dropped, which stops every process it started), and prints its table.
+pub fn run_to_table<T>(
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+    render: impl FnOnce(&T) -> String,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -166,18 +176,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // On Ctrl-C or SIGTERM the run is dropped, which stops every process it started.
     let outcome = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            results = run(&cli) => results,
+            results = run => results,
             _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
             _ = term.recv() => Err(anyhow!("terminated")),
         }
     });
     match outcome {
         Ok(results) => {
-            println!("{}", report::render(&results));
+            println!("{}", render(&results));
             ExitCode::SUCCESS
         }
         Err(e) => {

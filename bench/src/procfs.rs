@@ -88,6 +88,27 @@ impl CpuSnapshot {
     }
 }
 
+/// Parent → children, for every process.
+pub fn child_map() -> BTreeMap<u32, Vec<u32>> {
+    let mut map: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return map;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((ppid, _)) = stat(pid) {
+            map.entry(ppid).or_default().push(pid);
+        }
+    }
+    map
+}
+
 /// Parent pid and start time (clock ticks since boot) from `/proc/PID/stat`.
 fn stat(pid: u32) -> Option<(u32, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -93,34 +93,7 @@ pub struct Plan {
 }
 
 pub fn main(lambkin: Option<PathBuf>, args: &Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            report = run(lambkin, args) => report,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-            _ = term.recv() => Err(anyhow!("terminated")),
-        }
-    });
-    match outcome {
-        Ok(report) => {
-            println!("{}", pubsub_report::render(&report));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_to_table(run(lambkin, args), pubsub_report::render)
 }
 
 fn say(message: impl AsRef<str>) {
