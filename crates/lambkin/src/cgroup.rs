@@ -611,20 +611,29 @@ mod tests {
         }
     }
 
-    /// The real hierarchy, where the host has it and may write it.
-    #[test]
-    fn the_hosts_hierarchy_enforces_limits() {
+    /// The host's real hierarchy when there is one and this process may write it; says why
+    /// the test is skipped otherwise.
+    fn writable_host_hierarchy() -> Option<Cgroups> {
         let cgroups = match Cgroups::detect() {
             Ok(c) => c,
             Err(e) => {
                 println!("skipped: {e}");
-                return;
+                return None;
             }
         };
         if !nix::unistd::geteuid().is_root() {
             println!("skipped: creating cgroups needs root");
-            return;
+            return None;
         }
+        Some(cgroups)
+    }
+
+    /// The real hierarchy, where the host has it and may write it.
+    #[test]
+    fn the_hosts_hierarchy_enforces_limits() {
+        let Some(cgroups) = writable_host_hierarchy() else {
+            return;
+        };
         let name = format!("unit-test-{}", std::process::id());
         let group = cgroups
             .create(
@@ -653,17 +662,9 @@ mod tests {
     /// A group named after a host PID that runs no more goes; this host's own group stays.
     #[test]
     fn groups_of_hosts_that_are_gone_are_removed() {
-        let cgroups = match Cgroups::detect() {
-            Ok(c) => c,
-            Err(e) => {
-                println!("skipped: {e}");
-                return;
-            }
-        };
-        if !nix::unistd::geteuid().is_root() {
-            println!("skipped: creating cgroups needs root");
+        let Some(cgroups) = writable_host_hierarchy() else {
             return;
-        }
+        };
         // Above the kernel's largest pid_max (2^22): no process can have this PID.
         let gone = cgroups
             .create("4194999.unit-test.1", Limits::default())
