@@ -220,17 +220,8 @@ async fn run(
     }
     let reps = if args.quick { 3 } else { 10 };
     let loadavg_start = procfs::loadavg();
-    let lambkin = match lambkin {
-        Some(p) => p,
-        None => crate::beside_this_binary("lambkin")?,
-    };
-    let lambkin = lambkin
-        .canonicalize()
-        .with_context(|| format!("no lambkin binary at {}", lambkin.display()))?;
-    let bootstrap = match bootstrap {
-        Some(p) => p,
-        None => crate::beside_this_binary("bootstrap")?,
-    };
+    let lambkin = crate::binary(lambkin.as_deref(), "lambkin")?;
+    let bootstrap = crate::binary(bootstrap.as_deref(), "bootstrap")?;
     let zip = crate::lambkin::echo_zip(&bootstrap)?;
     let lambkin_version = std::process::Command::new(&lambkin)
         .arg("--version")

@@ -109,13 +109,7 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let lambkin = match lambkin {
-        Some(p) => p,
-        None => crate::beside_this_binary("lambkin")?,
-    };
-    let lambkin = lambkin
-        .canonicalize()
-        .with_context(|| format!("no lambkin binary at {}", lambkin.display()))?;
+    let lambkin = crate::binary(lambkin.as_deref(), "lambkin")?;
     let loadavg_start = procfs::loadavg();
     let python = find_python(args.python.as_deref())?;
     say(format!(

@@ -260,12 +260,19 @@ fn load_one(
     })
 }
 
-fn beside_this_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot find this binary")?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no directory", exe.display()))?;
-    Ok(dir.join(name))
+/// The binary the options name, else `name` next to this one; absolute, and checked to exist.
+fn binary(given: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_owned(),
+        None => {
+            let exe = std::env::current_exe().context("cannot find this binary")?;
+            exe.parent()
+                .ok_or_else(|| anyhow!("{} has no directory", exe.display()))?
+                .join(name)
+        }
+    };
+    path.canonicalize()
+        .with_context(|| format!("no {name} binary at {}", path.display()))
 }
 
 /// A compact JSON object of exactly `len` bytes (keys sorted, so any JSON echo keeps the bytes).
@@ -283,17 +290,8 @@ fn say(message: impl AsRef<str>) {
 async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let plan = Plan::new(cli.quick);
     let loadavg_start = procfs::loadavg();
-    let lambkin_exe = match &cli.lambkin {
-        Some(p) => p.clone(),
-        None => beside_this_binary("lambkin")?,
-    };
-    let bootstrap = match &cli.bootstrap {
-        Some(p) => p.clone(),
-        None => beside_this_binary("bootstrap")?,
-    };
-    let bootstrap = bootstrap
-        .canonicalize()
-        .with_context(|| format!("no fixture at {}", bootstrap.display()))?;
+    let lambkin_exe = binary(cli.lambkin.as_deref(), "lambkin")?;
+    let bootstrap = binary(cli.bootstrap.as_deref(), "bootstrap")?;
     let bench_exe = std::env::current_exe().context("cannot find this binary")?;
     let payload = payload(plan.payload_len);
     let zip = lambkin::echo_zip(&bootstrap)?;

@@ -91,22 +91,22 @@ impl CpuSnapshot {
 /// Parent → children, for every process.
 pub fn child_map() -> BTreeMap<u32, Vec<u32>> {
     let mut map: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some((ppid, _)) = stat(pid) {
-            map.entry(ppid).or_default().push(pid);
-        }
+    for (proc, ppid) in processes() {
+        map.entry(ppid).or_default().push(proc.pid);
     }
     map
+}
+
+/// Every process there is, with its parent's pid.
+fn processes() -> Vec<(ProcId, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| stat(pid).map(|(ppid, start)| (ProcId { pid, start }, ppid)))
+        .collect()
 }
 
 /// Parent pid and start time (clock ticks since boot) from `/proc/PID/stat`.
@@ -138,23 +138,8 @@ impl ProcId {
 /// Every live descendant of `root` (children, their children, ...).
 pub fn descendants(root: u32) -> Vec<ProcId> {
     let mut children: BTreeMap<u32, Vec<ProcId>> = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Some((ppid, start)) = stat(pid) {
-            children
-                .entry(ppid)
-                .or_default()
-                .push(ProcId { pid, start });
-        }
+    for (proc, ppid) in processes() {
+        children.entry(ppid).or_default().push(proc);
     }
     let mut found = Vec::new();
     let mut todo = vec![root];

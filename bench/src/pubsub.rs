@@ -112,13 +112,7 @@ struct Brokers {
 }
 
 async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
-    let lambkin = match lambkin {
-        Some(p) => p,
-        None => crate::beside_this_binary("lambkin")?,
-    };
-    let lambkin = lambkin
-        .canonicalize()
-        .with_context(|| format!("no lambkin binary at {}", lambkin.display()))?;
+    let lambkin = crate::binary(lambkin.as_deref(), "lambkin")?;
     let this = std::env::current_exe().context("cannot find this binary")?;
     let plan = Plan {
         latency: args.latency.unwrap_or(if args.quick { 300 } else { 1000 }),
