@@ -21,6 +21,9 @@ pub const INVOKE_PATH: &str = "/2015-03-31/functions/echo/invocations";
 /// The same echo function on tokio's multi-thread runtime (`#[tokio::main]`'s default).
 pub const FUNCTION_MT: &str = "echo-mt";
 pub const INVOKE_PATH_MT: &str = "/2015-03-31/functions/echo-mt/invocations";
+/// The host's configuration with sequential invocations left on the CPUs the kernel picks
+/// (`lambda::placement` in the host).
+pub const COLOCATION_OFF: &str = "[lambda]\ncolocate_sequential = false\n";
 
 /// How long the host has to write `state/api.addr`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -378,6 +378,30 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     })
     .await?;
     host.delete(lambkin::FUNCTION_MT).await?;
+    say("lambkin with co-location off: sequential latency and concurrency 1");
+    let colocation_off = {
+        let mut off =
+            lambkin::Host::start_with_config(&lambkin_exe, Some(lambkin::COLOCATION_OFF))?;
+        off.create_echo(&zip).await?;
+        let target = Target {
+            name: "lambkin (co-location off)",
+            addr: off.addr,
+            path: lambkin::INVOKE_PATH.into(),
+        };
+        let latency = seq(target.clone()).await?;
+        let c1 = client::throughput(
+            &target,
+            &payload,
+            1,
+            plan.warmup,
+            plan.duration,
+            Some(off.pid()),
+        )
+        .await?;
+        off.process.check_running()?;
+        off.process.stop();
+        report::Colocation { latency, c1 }
+    };
     let rie_latency = match &rie {
         Ok(r) => seq(rie_target(r))
             .await
@@ -453,6 +477,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         lambkin_latency,
         function_durations_ms,
         lambkin_mt_latency,
+        colocation_off,
         rie_latency,
         levels,
         cold,

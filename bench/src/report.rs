@@ -51,6 +51,8 @@ pub struct Results {
     pub function_durations_ms: Vec<f64>,
     /// The same function on tokio's multi-thread runtime, sequential.
     pub lambkin_mt_latency: Latency,
+    /// A second host with `colocate_sequential = false`.
+    pub colocation_off: Colocation,
     pub rie_latency: Result<Latency, String>,
     pub levels: Vec<Level>,
     pub cold: Vec<Cold>,
@@ -65,6 +67,13 @@ pub struct Results {
     pub rie_version: Option<String>,
     pub loadavg_start: String,
     pub loadavg_end: String,
+}
+
+/// The same function on a host that leaves CPU placement to the kernel.
+#[derive(Debug)]
+pub struct Colocation {
+    pub latency: Latency,
+    pub c1: Throughput,
 }
 
 fn us(d: Duration) -> f64 {
@@ -262,6 +271,41 @@ pub fn render(r: &Results) -> String {
         }
         _ => None,
     });
+    let off = &r.colocation_off;
+    let off_p50 = us(off.latency.p50);
+    t.row([
+        "Warm latency p50, host with co-location off (µs)",
+        &format!("{floor_p50:.0}"),
+        &format!("{off_p50:.0}"),
+        DASH,
+        &format!("{:.1}× floor", off_p50 / floor_p50),
+        "",
+        "",
+    ]);
+    t.row([
+        "… its overhead over the floor, p50 (µs)",
+        DASH,
+        &format!("{:.0}", off_p50 - floor_p50),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+    let off_c1 = off.c1.per_second();
+    t.row([
+        "Invocations/s, concurrency 1, host with co-location off",
+        &r.levels
+            .first()
+            .map_or_else(|| DASH.to_owned(), |l| grouped(l.floor.per_second())),
+        &grouped(off_c1),
+        DASH,
+        &rie_c1.map_or_else(
+            || DASH.to_owned(),
+            |rie| format!("{:.2}× RIE", off_c1 / rie),
+        ),
+        "",
+        "",
+    ]);
     let mut serial_reference = false;
     for level in &r.levels {
         let c = level.concurrency;
@@ -460,6 +504,7 @@ pub fn render(r: &Results) -> String {
         ("Floor", Ok(&r.floor_latency)),
         ("Lambkin", Ok(&r.lambkin_latency)),
         ("Lambkin (multi-thread function)", Ok(&r.lambkin_mt_latency)),
+        ("Lambkin (co-location off)", Ok(&r.colocation_off.latency)),
         ("RIE", r.rie_latency.as_ref()),
     ] {
         if let Ok(l) = latency {
@@ -499,6 +544,16 @@ pub fn render(r: &Results) -> String {
          runtime, as every row but the multi-thread one: an instance gets one event at a time. \
          REPORT `Duration` runs from handing the event to the runtime to its answer (both \
          loopback transfers and the function's own work), in the log's 10 µs steps."
+    );
+    let _ = writeln!(
+        out,
+        "- Co-location: while one instance is busy at a time and its invocations are short \
+         (under 1 ms), the host pins its thread and that instance to one CPU, so each \
+         hand-over is a switch on that CPU instead of a wake-up of an idle one (`[lambda] \
+         colocate_sequential`, on by default). The co-location-off rows come from a second \
+         host with it off, the same function and client, in the same run; its concurrency-1 \
+         run has {} errors.",
+        off.c1.errors
     );
     if serial_reference {
         let _ = writeln!(

@@ -3,6 +3,10 @@
 
 use std::io;
 use std::os::unix::process::CommandExt;
+use std::sync::OnceLock;
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 
 mod identity;
 
@@ -23,6 +27,41 @@ pub fn kill_when_parent_dies(command: &mut std::process::Command) {
         command.pre_exec(|| {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(io::Error::from)
+        });
+    }
+}
+
+/// The CPUs this process was allowed when it started (see [`remember_start_cpus`]).
+static START_CPUS: OnceLock<CpuSet> = OnceLock::new();
+
+/// Records the CPUs this process may run on, before any thread of it is pinned (call it first
+/// thing in `main`): [`start_cpus`] returns them, and [`give_start_cpus`] hands them to
+/// children.
+pub fn remember_start_cpus() {
+    if let Ok(cpus) = sched_getaffinity(Pid::from_raw(0)) {
+        let _ = START_CPUS.set(cpus);
+    }
+}
+
+/// The CPUs recorded by [`remember_start_cpus`], if it ran.
+pub fn start_cpus() -> Option<CpuSet> {
+    START_CPUS.get().copied()
+}
+
+/// Makes the child run on the CPUs this process started with, whatever CPU the thread that
+/// starts it is pinned to at that moment (a child inherits its parent thread's affinity).
+pub fn give_start_cpus(command: &mut std::process::Command) {
+    let Some(cpus) = start_cpus() else {
+        return;
+    };
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed; it makes one `sched_setaffinity` system call on a set copied before
+    // the fork, allocates nothing and touches no lock. A refusal (a narrower cpuset) leaves
+    // the inherited CPUs, which still run the child.
+    unsafe {
+        command.pre_exec(move || {
+            let _ = sched_setaffinity(Pid::from_raw(0), &cpus);
+            Ok(())
         });
     }
 }

@@ -40,6 +40,9 @@ pub struct LambdaConfig {
     pub python: Option<PathBuf>,
     /// Interpreter for `nodejs*` runtimes; default: `node` from PATH.
     pub node: Option<PathBuf>,
+    /// An instance answering short invocations one at a time shares the host's CPU with the
+    /// host's thread (see `lambda::placement`); `false` leaves placement to the kernel.
+    pub colocate_sequential: bool,
 }
 
 impl Default for HostConfig {
@@ -65,6 +68,7 @@ impl Default for LambdaConfig {
             init_timeout_seconds: 10,
             python: None,
             node: None,
+            colocate_sequential: true,
         }
     }
 }

@@ -68,6 +68,9 @@ pub async fn run(
             account_id: opts.config.account_id.clone(),
             init_timeout: opts.config.lambda.init_timeout(),
             shutdown_grace: opts.config.lambda.shutdown_grace(),
+            placement: std::sync::Arc::new(crate::lambda::placement::Placement::new(
+                opts.config.lambda.colocate_sequential,
+            )),
         },
     );
     let listen = opts.listen.unwrap_or(opts.config.listen);

@@ -12,6 +12,8 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     lambkin_sys::return_freed_memory_promptly();
+    // Before the host's thread is ever pinned (see `lambda::placement`).
+    lambkin_sys::remember_start_cpus();
     let cli = Cli::parse();
     // One thread runs the whole host: an invocation crosses several tasks (API connection,
     // function, instance, Runtime API connection), and keeping them on one thread saves the

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{children_of, header, json, lines, process_alive, python_function, wait_for, Host};
+use support::{
+    children_of, cpus_allowed, header, json, lines, process_alive, python_function, wait_for, Host,
+};
 
 /// Sleeps `sleep` seconds, appends `seq` to `$OUT` if set, answers with its pid.
 const WORKER: &str = r#"
@@ -277,4 +279,60 @@ async fn sigterm_stops_every_instance_and_exits_cleanly() {
         assert!(!process_alive(pid), "instance {pid} outlived the host");
     }
     assert!(!tmp.path().join("state/api.addr").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_short_invocations_share_the_host_cpu_until_they_run_concurrently() {
+    let host_cpus = cpus_allowed(std::process::id(), std::process::id());
+    if !host_cpus.contains([',', '-']) {
+        eprintln!("skipped: one CPU ({host_cpus})");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let created = host
+        .create(python_function(
+            "chatty",
+            WORKER,
+            json!({"Pinned": false, "MaxInstancesCount": 4}),
+            BTreeMap::new(),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    // Quick invocations one after another: the instance ends up on the host thread's CPU.
+    let mut pid = 0;
+    let mut shared = None;
+    for _ in 0..200 {
+        let reply = host.invoke("chatty", &json!({})).await;
+        assert_eq!(reply.status, 200);
+        pid = json(&reply)["pid"].as_u64().unwrap() as u32;
+        let instance = cpus_allowed(pid, pid);
+        if !instance.contains([',', '-']) {
+            shared = Some(instance);
+            break;
+        }
+    }
+    let cpu = shared.expect("the instance never shared the host's CPU");
+    assert_eq!(
+        cpus_allowed(host.pid(), host.pid()),
+        cpu,
+        "the host's thread is on the instance's CPU"
+    );
+    // Two at once: the second busy instance gives both every CPU back.
+    let host = Arc::new(host);
+    let slow = {
+        let host = host.clone();
+        tokio::spawn(async move { host.invoke("chatty", &json!({"sleep": 1.0})).await })
+    };
+    let other = host.invoke("chatty", &json!({"sleep": 0.2})).await;
+    assert_eq!(other.status, 200);
+    let other_pid = json(&other)["pid"].as_u64().unwrap() as u32;
+    assert_ne!(
+        other_pid, pid,
+        "a second instance served the second invocation"
+    );
+    assert_eq!(cpus_allowed(pid, pid), host_cpus);
+    assert_eq!(cpus_allowed(other_pid, other_pid), host_cpus);
+    assert_eq!(cpus_allowed(host.pid(), host.pid()), host_cpus);
+    assert_eq!(slow.await.unwrap().status, 200);
 }

@@ -49,6 +49,8 @@ pub struct FunctionSpec {
     pub cgroup: Option<crate::cgroup::Cgroup>,
     /// The sandbox init waiting for this configuration's next instance, if any.
     pub zygote: super::sandbox::ZygoteSlot,
+    /// Where the host places instances (one for every function).
+    pub placement: Arc<super::placement::Placement>,
 }
 
 impl FunctionSpec {

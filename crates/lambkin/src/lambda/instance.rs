@@ -32,6 +32,7 @@ use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 use super::function::{FunctionReport, FunctionSpec};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
 use super::logs::{self, LogTail, Report};
+use super::placement;
 use super::sandbox;
 use super::scheduler::InstanceId;
 use crate::logfile::Level;
@@ -284,6 +285,8 @@ struct Instance {
     timed_out_init: bool,
     /// A containerised instance's cgroup (removed with the instance).
     sandbox: Option<sandbox::InstanceCgroup>,
+    /// How long the previous invocation ran (placement: short ones share the host's CPU).
+    last_duration: Option<Duration>,
 }
 
 /// Runs the instance to its end; returns the init failure if it never became ready.
@@ -346,6 +349,7 @@ async fn run(
         deadline: Some(Instant::now() + spec.init_timeout),
         timed_out_init: false,
         sandbox,
+        last_duration: None,
         spec,
     };
     let mut timer = DeadlineTimer::new();
@@ -598,6 +602,7 @@ fn command(
         }
     }
     lambkin_sys::kill_when_parent_dies(&mut cmd);
+    lambkin_sys::give_start_cpus(&mut cmd);
     Ok(cmd)
 }
 
@@ -641,6 +646,14 @@ impl Instance {
         if self.pid != 0 {
             // The process group may already be gone; that is the goal anyway.
             let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    /// The instance's processes: the runtime, or everything in its container.
+    fn processes(&self) -> Vec<u32> {
+        match &self.sandbox {
+            Some(sandbox) => sandbox.processes(),
+            None => vec![self.pid],
         }
     }
 
@@ -827,6 +840,10 @@ impl Instance {
             init_duration: self.init_duration.take(),
         }));
         self.deadline = Some(now + timeout);
+        let short = self.last_duration.is_some_and(|d| d < placement::SHORT);
+        self.spec
+            .placement
+            .busy(self.pid, short, || self.processes());
         let start = logs::start_line(&request_id, LATEST);
         if let Some(tail) = self.tail() {
             tail.push_line(start.as_bytes());
@@ -871,6 +888,8 @@ impl Instance {
         };
         let mut current = *current;
         let duration = current.started.elapsed();
+        self.last_duration = Some(duration);
+        self.spec.placement.idle(self.pid);
         let request_id = current.inv.request_id.to_string();
         self.last_answered = Some(request_id.clone());
         if !timed_out {
@@ -1021,6 +1040,7 @@ impl Instance {
     }
 
     async fn on_exit(mut self, how: String, out_of_memory: bool) -> Option<InitFailure> {
+        self.spec.placement.gone(self.pid);
         let phase = std::mem::replace(&mut self.phase, Phase::Ending);
         if let Some(inv) = self.undelivered.take() {
             inv.abort(InvocationAbort::ShuttingDown).await;

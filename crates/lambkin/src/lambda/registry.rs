@@ -19,6 +19,7 @@ use lambkin_proto::lambda::management::{
 use super::code::{check_entry_point, CodeError, CodeZip};
 use super::function::{FunctionHandle, FunctionSpec};
 use super::invocation::{Completion, Invocation, InvocationAbort, RequestId};
+use super::placement::Placement;
 use super::runtimes::{RuntimeError, Runtimes};
 use crate::layout::Layout;
 use crate::logfile::LogFile;
@@ -32,6 +33,8 @@ pub struct HostSettings {
     pub account_id: String,
     pub init_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Where the host places instances (one for every function).
+    pub placement: Arc<Placement>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +260,7 @@ impl Registry {
             run_as,
             cgroup,
             zygote: Default::default(),
+            placement: self.inner.host.placement.clone(),
         }))
     }
 

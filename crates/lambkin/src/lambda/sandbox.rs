@@ -271,6 +271,22 @@ impl InstanceCgroup {
         self.group.oom_killed()
     }
 
+    /// The processes in the group now (the sandbox's monitor, its init, the runtime and
+    /// whatever the runtime started).
+    pub fn processes(&self) -> Vec<u32> {
+        self.group
+            .procs_files()
+            .first()
+            .and_then(|file| std::fs::read_to_string(file).ok())
+            .map(|procs| {
+                procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The most memory the instance used, in MB.
     pub fn peak_mb(&self) -> Option<u64> {
         self.group.peak_memory_bytes().map(|b| b.div_ceil(1 << 20))
@@ -400,6 +416,7 @@ impl Zygote {
             .env(crate::orphans::MARKER, &spec.host_root);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         lambkin_sys::kill_when_parent_dies(&mut cmd);
+        lambkin_sys::give_start_cpus(&mut cmd);
         let child = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .spawn()

@@ -161,6 +161,17 @@ pub fn process_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// `Cpus_allowed_list` of a thread (`/proc/PID/task/TID/status`).
+pub fn cpus_allowed(pid: u32, tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 /// Live processes whose parent is `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
     let mut out = Vec::new();
