@@ -65,6 +65,10 @@ def lambda_handler(event, context):
     if "allocate_mb" in event:
         hog = bytearray(b"x") * (event["allocate_mb"] * 1024 * 1024)
         return {"allocated": len(hog)}
+    if event.get("cpus"):
+        with open("/proc/self/status") as f:
+            return {"cpus": [l.split(":")[1].strip() for l in f
+                             if l.startswith("Cpus_allowed_list")][0]}
     if event.get("look_only"):
         # Nothing written: a plain process would write to the host.
         return {
@@ -371,6 +375,37 @@ async fn a_function_past_its_memory_is_stopped_and_reported_and_the_next_invocat
 }
 
 /// Sandbox inits the host started that have not started a container yet (waiting zygotes).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_answering_short_events_one_at_a_time_shares_the_host_cpu() {
+    require_containers!();
+    let all = support::cpus_allowed(std::process::id(), std::process::id());
+    if !all.contains([',', '-']) {
+        eprintln!("skipped: one CPU ({all})");
+        return;
+    }
+    let mut device = Device::start();
+    let config = json!({"containerMode": "GreengrassContainer"});
+    let out = device.deploy("com.example.Chatty", config).unwrap();
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    let mut shared = None;
+    for _ in 0..200 {
+        let reply = device
+            .host
+            .invoke("com.example.Chatty", &json!({"cpus": true}))
+            .await;
+        let result = body(&reply);
+        assert_eq!(reply.status, 200, "{result}");
+        let cpus = result["cpus"].as_str().unwrap().to_owned();
+        if !cpus.contains([',', '-']) {
+            shared = Some(cpus);
+            break;
+        }
+    }
+    let cpu = shared.expect("the containerised runtime never shared the host's CPU");
+    let host = device.host.pid();
+    assert_eq!(support::cpus_allowed(host, host), cpu);
+}
+
 fn waiting_inits(host: u32) -> Vec<u32> {
     support::children_of(host)
         .into_iter()
