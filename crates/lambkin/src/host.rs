@@ -59,6 +59,13 @@ pub async fn run(
         .with_context(|| format!("cannot open {}", layout.database().display()))?;
     let runtimes = Runtimes::install(&layout.runtimes_dir(), &opts.config.lambda)
         .context("cannot install the runtime clients")?;
+    let placement = std::sync::Arc::new(crate::lambda::placement::Placement::new(
+        opts.config.lambda.colocate_sequential,
+    ));
+    tokio::spawn({
+        let placement = placement.clone();
+        async move { placement.watch().await }
+    });
     let registry = Registry::new(
         store,
         layout.clone(),
@@ -68,9 +75,7 @@ pub async fn run(
             account_id: opts.config.account_id.clone(),
             init_timeout: opts.config.lambda.init_timeout(),
             shutdown_grace: opts.config.lambda.shutdown_grace(),
-            placement: std::sync::Arc::new(crate::lambda::placement::Placement::new(
-                opts.config.lambda.colocate_sequential,
-            )),
+            placement: placement.clone(),
         },
     );
     let listen = opts.listen.unwrap_or(opts.config.listen);

@@ -10,15 +10,17 @@
 //! on: each hand-over is then a switch on one CPU, as between coroutines.
 //!
 //! The pinning is given back (both to every CPU the host was allowed at start) as soon as a
-//! second instance gets an event, or the instance's invocations stop being short: concurrent
-//! or long work spreads over the CPUs as the kernel sees fit. Deciding costs no system call
-//! while nothing changes; only a change pins or unpins (`sched_setaffinity`, per thread).
+//! second instance gets an event, the instance's invocations stop being short (found at the
+//! next event, or by [`Placement::watch`] while the event still runs), the instance exits, or
+//! no event came for a second: concurrent, long or no work spreads over the CPUs as the kernel
+//! sees fit. Deciding costs no system call while nothing changes; only a change pins or unpins
+//! (`sched_setaffinity`, per thread).
 //! Processes the host starts while its thread is pinned get the CPUs the host started with
 //! ([`lambkin_sys::give_start_cpus`]), not the pin. `[lambda] colocate_sequential = false`
 //! turns all of it off.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sched::{sched_getcpu, sched_setaffinity, CpuSet};
 use nix::unistd::{gettid, Pid};
@@ -28,11 +30,18 @@ pub const SHORT: Duration = Duration::from_millis(1);
 /// Events handed over in a row with no other instance busy before the instance shares the
 /// host's CPU: a single gap in concurrent traffic does not pin anything.
 const STREAK: u32 = 4;
+/// How often [`Placement::watch`] looks while something is pinned; an event still running at
+/// one look and the next is not short.
+const CHECK: Duration = Duration::from_millis(50);
+/// No event for this long: nothing left to gain from the pin.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// The host's placement of instances; one per host, shared by every function.
 #[derive(Debug)]
 pub struct Placement {
     state: Option<Mutex<State>>,
+    /// Wakes [`Placement::watch`] when something gets pinned.
+    pinned: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -52,12 +61,16 @@ struct State {
     /// An instance that could not be pinned (another user's process, a narrower cpuset):
     /// not tried again.
     refused: Option<u32>,
+    /// When the last event was handed over.
+    last_event: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct Shared {
     pid: u32,
     processes: Vec<u32>,
+    /// When its event in progress was handed over.
+    busy_since: Option<Instant>,
 }
 
 impl Placement {
@@ -79,14 +92,19 @@ impl Placement {
                     cpu: None,
                     shared: None,
                     refused: None,
+                    last_event: None,
                 })
             }),
+            pinned: tokio::sync::Notify::new(),
         }
     }
 
     /// No placement: the kernel decides alone.
     pub fn off() -> Self {
-        Self { state: None }
+        Self {
+            state: None,
+            pinned: tokio::sync::Notify::new(),
+        }
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, State>> {
@@ -102,6 +120,8 @@ impl Placement {
         let Some(mut state) = self.lock() else {
             return;
         };
+        let now = Instant::now();
+        state.last_event = Some(now);
         if !state.busy.contains(&pid) {
             state.busy.push(pid);
         }
@@ -112,7 +132,14 @@ impl Placement {
         }
         state.streak = state.streak.saturating_add(1);
         if state.streak >= STREAK && state.shared.as_ref().is_none_or(|s| s.pid != pid) {
+            let was_pinned = state.cpu.is_some();
             state.share(pid, processes());
+            if !was_pinned && state.cpu.is_some() {
+                self.pinned.notify_one();
+            }
+        }
+        if let Some(shared) = state.shared.as_mut().filter(|s| s.pid == pid) {
+            shared.busy_since = Some(now);
         }
     }
 
@@ -120,6 +147,46 @@ impl Placement {
     pub fn idle(&self, pid: u32) {
         if let Some(mut state) = self.lock() {
             state.busy.retain(|p| *p != pid);
+            if let Some(shared) = state.shared.as_mut().filter(|s| s.pid == pid) {
+                shared.busy_since = None;
+            }
+        }
+    }
+
+    /// Runs for the host's life, on its runtime: while something is pinned, looks every
+    /// [`CHECK`] and gives the pins back if the pinned instance's event has run since the last
+    /// look (it is not short after all) or no event came for [`QUIET`]. Sleeps otherwise.
+    pub async fn watch(&self) {
+        if self.state.is_none() {
+            return;
+        }
+        loop {
+            let pinned = self.pinned.notified();
+            if self.shared().is_none() {
+                pinned.await;
+                continue;
+            }
+            tokio::time::sleep(CHECK).await;
+            self.check(Instant::now());
+        }
+    }
+
+    /// [`Placement::watch`]'s look at `now`.
+    fn check(&self, now: Instant) {
+        let Some(mut state) = self.lock() else {
+            return;
+        };
+        let long = state
+            .shared
+            .as_ref()
+            .and_then(|s| s.busy_since)
+            .is_some_and(|since| now.saturating_duration_since(since) >= CHECK);
+        let quiet = state
+            .last_event
+            .is_none_or(|at| now.saturating_duration_since(at) >= QUIET);
+        if long || quiet {
+            state.streak = 0;
+            state.release();
         }
     }
 
@@ -175,7 +242,11 @@ impl State {
             return;
         }
         tracing::debug!(pid, cpu, "instance shares the host's CPU");
-        self.shared = Some(Shared { pid, processes });
+        self.shared = Some(Shared {
+            pid,
+            processes,
+            busy_since: None,
+        });
     }
 
     /// Gives the instance and the host's threads every allowed CPU again.
@@ -301,6 +372,31 @@ mod tests {
             placement.idle(999_999);
             placement.idle(pid);
             // Sequential again: pinned again; the instance exits: released.
+            for _ in 0..STREAK {
+                placement.busy(pid, true, || vec![pid]);
+                placement.idle(pid);
+            }
+            assert!(placement.shared().is_some());
+            // An event that runs past a look of the watch: released.
+            placement.busy(pid, true, || vec![pid]);
+            placement.check(Instant::now() + CHECK);
+            assert_eq!(placement.shared(), None);
+            assert_eq!(cpus_of(pid), host_cpus);
+            placement.idle(pid);
+            // Pinned again, then no event for a second: released.
+            for _ in 0..STREAK {
+                placement.busy(pid, true, || vec![pid]);
+                placement.idle(pid);
+            }
+            placement.check(Instant::now());
+            assert!(placement.shared().is_some(), "kept while events come");
+            placement.check(Instant::now() + QUIET);
+            assert_eq!(placement.shared(), None);
+            assert_eq!(
+                cpus_in(&sched_getaffinity(Pid::from_raw(0)).unwrap()),
+                host_cpus
+            );
+            // Pinned again; the instance exits: released.
             for _ in 0..STREAK {
                 placement.busy(pid, true, || vec![pid]);
                 placement.idle(pid);
