@@ -154,8 +154,8 @@ impl Placement {
     }
 
     /// Runs for the host's life, on its runtime: while something is pinned, looks every
-    /// [`CHECK`] and gives the pins back if the pinned instance's event has run since the last
-    /// look (it is not short after all) or no event came for [`QUIET`]. Sleeps otherwise.
+    /// 50 ms and gives the pins back if the pinned instance's event has run since the last
+    /// look (it is not short after all) or no event came for a second. Sleeps otherwise.
     pub async fn watch(&self) {
         if self.state.is_none() {
             return;
