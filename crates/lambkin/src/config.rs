@@ -495,6 +495,33 @@ pub enum ConfigError {
     Invalid { path: PathBuf, problems: String },
 }
 
+/// Where byte `at` of a TOML text is, for an error: `line N` and, when the line is a
+/// `key = value` one, the key under its table (`line 3, lambda.python`).
+fn locate(text: &str, at: usize) -> String {
+    let before = text.get(..at).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let table = before
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix('[')
+                .and_then(|l| l.split(']').next())
+                .map(|t| t.trim_matches(['[', ' ']).to_owned())
+        })
+        .next_back();
+    match line.split_once('=') {
+        Some((key, _)) if !line.starts_with('[') => {
+            let key = key.trim();
+            match table {
+                Some(table) => format!("line {line_no}, {table}.{key}"),
+                None => format!("line {line_no}, {key}"),
+            }
+        }
+        _ => format!("line {line_no}"),
+    }
+}
+
 impl HostConfig {
     /// Reads `path`; a missing file at the default location means the defaults.
     pub fn load(path: &Path, must_exist: bool) -> Result<Self, ConfigError> {
@@ -534,7 +561,10 @@ impl HostConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let config: Self = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => format!("{}: {}", locate(text, span.start), e.message()),
+            None => e.message().to_owned(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -615,6 +645,24 @@ mod tests {
             err.contains("region") && err.contains("account_id"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_with_its_line_and_table() {
+        let err =
+            HostConfig::parse("region = \"us-east-1\"\n[lambda]\ncolocate_sequential = \"yes\"\n")
+                .unwrap_err();
+        assert!(
+            err.starts_with("line 3, lambda.colocate_sequential: invalid type"),
+            "{err}"
+        );
+        let err =
+            HostConfig::parse("# [lambda]\n[mqtt]\nurl = \"mqtt://h\"\nkeep_alive_seconds = -1\n")
+                .unwrap_err();
+        assert!(err.starts_with("line 4, mqtt.keep_alive_seconds"), "{err}");
+        let c = HostConfig::parse("[lambda]\ncolocate_sequential = false\n").unwrap();
+        assert!(!c.lambda.colocate_sequential);
+        assert!(HostConfig::default().lambda.colocate_sequential);
     }
 
     #[test]
