@@ -7,7 +7,8 @@
 //! invocation's latency (on a 2-core virtual machine, 200 µs against 110 µs with both on one
 //! CPU). So while the host has exactly one busy instance and that instance's previous
 //! invocation was short, the host pins its own thread and that instance to the CPU the host is
-//! on: each hand-over is then a switch on one CPU, as between coroutines.
+//! on (on a machine that mixes big and little cores, a big one): each hand-over is then a
+//! switch on one CPU, as between coroutines.
 //!
 //! The pinning is given back (both to every CPU the host was allowed at start) as soon as a
 //! second instance gets an event, the instance's invocations stop being short (found at the
@@ -19,6 +20,7 @@
 //! ([`lambkin_sys::give_start_cpus`]), not the pin. `[lambda] colocate_sequential = false`
 //! turns all of it off.
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,9 @@ pub struct Placement {
 struct State {
     /// Every CPU the host may use, read at start: what everything pinned gets back.
     allowed: CpuSet,
+    /// The allowed CPUs of the highest capacity (all of them unless the machine mixes big
+    /// and little cores): the only ones the host pins to.
+    fastest: CpuSet,
     /// The thread that runs the instances' actors (the host's runtime thread).
     host_thread: Option<Pid>,
     /// Instances holding an event now (process ids).
@@ -86,6 +91,7 @@ impl Placement {
             state: allowed.map(|allowed| {
                 Mutex::new(State {
                     allowed,
+                    fastest: fastest(&allowed, Path::new(CPU_SYSFS)),
                     host_thread: None,
                     busy: Vec::new(),
                     streak: 0,
@@ -218,7 +224,15 @@ impl State {
         let cpu = match self.cpu {
             Some(cpu) => cpu,
             None => {
-                let Ok(cpu) = sched_getcpu() else {
+                let Ok(here) = sched_getcpu() else {
+                    return;
+                };
+                // Where the host runs now, unless that is a little core of a big.LITTLE
+                // machine: then the first big one.
+                let Some(cpu) = std::iter::once(here)
+                    .chain(0..CpuSet::count())
+                    .find(|&cpu| self.fastest.is_set(cpu).unwrap_or(false))
+                else {
                     return;
                 };
                 let mut one = CpuSet::new();
@@ -263,6 +277,35 @@ impl State {
             }
         }
     }
+}
+
+/// Where the kernel describes each CPU (`cpuN/cpu_capacity` on machines whose cores differ).
+const CPU_SYSFS: &str = "/sys/devices/system/cpu";
+
+/// The CPUs of `allowed` whose `cpu_capacity` under `sysfs` is the highest among them; all of
+/// `allowed` when no capacity is recorded (every core the same).
+fn fastest(allowed: &CpuSet, sysfs: &Path) -> CpuSet {
+    let capacity = |cpu: usize| -> Option<u64> {
+        std::fs::read_to_string(sysfs.join(format!("cpu{cpu}/cpu_capacity")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let cpus: Vec<(usize, Option<u64>)> = (0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .map(|cpu| (cpu, capacity(cpu)))
+        .collect();
+    let Some(best) = cpus.iter().filter_map(|(_, c)| *c).max() else {
+        return *allowed;
+    };
+    let mut set = CpuSet::new();
+    for (cpu, c) in cpus {
+        if c.is_none_or(|c| c == best) {
+            let _ = set.set(cpu);
+        }
+    }
+    set
 }
 
 fn cpus_in(set: &CpuSet) -> usize {
@@ -312,6 +355,31 @@ mod tests {
 
     fn cpus_of(pid: u32) -> usize {
         cpus_in(&sched_getaffinity(Pid::from_raw(pid as i32)).unwrap())
+    }
+
+    #[test]
+    fn on_a_big_little_machine_only_the_big_cores_are_pinned_to() {
+        let sysfs = tempfile::tempdir().unwrap();
+        let mut allowed = CpuSet::new();
+        for (cpu, capacity) in [(0, 446), (1, 446), (2, 1024), (3, 1024)] {
+            let dir = sysfs.path().join(format!("cpu{cpu}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cpu_capacity"), format!("{capacity}\n")).unwrap();
+            allowed.set(cpu).unwrap();
+        }
+        let fast = fastest(&allowed, sysfs.path());
+        assert_eq!(
+            (0..4).map(|c| fast.is_set(c).unwrap()).collect::<Vec<_>>(),
+            [false, false, true, true]
+        );
+        // Only the allowed ones count.
+        allowed.unset(3).unwrap();
+        let fast = fastest(&allowed, sysfs.path());
+        assert_eq!(cpus_in(&fast), 1);
+        assert!(fast.is_set(2).unwrap());
+        // No capacities recorded: every allowed CPU.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(fastest(&allowed, empty.path()), allowed);
     }
 
     #[test]
