@@ -92,13 +92,22 @@ impl MemoryProbe {
     }
 }
 
+/// `VmHWM` of a `/proc/PID/status` text, in MB rounded up (0 if absent); on bytes, with no
+/// copy: it runs once per invocation.
 fn parse_vm_hwm_mb(status: &[u8]) -> u64 {
-    String::from_utf8_lossy(status)
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb.div_ceil(1024))
-        .unwrap_or(0)
+    const KEY: &[u8] = b"\nVmHWM:";
+    let Some(at) = status.windows(KEY.len()).position(|w| w == KEY) else {
+        return 0;
+    };
+    status[at + KEY.len()..]
+        .iter()
+        .take_while(|b| **b != b'\n')
+        .skip_while(|b| !b.is_ascii_digit())
+        .take_while(|b| b.is_ascii_digit())
+        .try_fold(0u64, |kb, b| {
+            kb.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        })
+        .map_or(0, |kb| kb.div_ceil(1024))
 }
 
 #[cfg(test)]
@@ -138,5 +147,15 @@ mod tests {
         let probe = MemoryProbe::open(std::process::id()).unwrap();
         assert!(probe.peak_mb() > 0);
         assert_eq!(parse_vm_hwm_mb(b"Name:\tx\nVmHWM:\t   2049 kB\n"), 3);
+        assert_eq!(
+            parse_vm_hwm_mb(b"Name:\tx\nVmHWM:\t   1024 kB\nVmRSS:\t 9 kB\n"),
+            1
+        );
+        assert_eq!(parse_vm_hwm_mb(b"Name:\tx\nVmPeak:\t 5000 kB\n"), 0);
+        assert_eq!(
+            parse_vm_hwm_mb(b"Name:\tx\nVmHWM:\t kB\nVmRSS:\t 9000 kB\n"),
+            0
+        );
+        assert_eq!(parse_vm_hwm_mb(b""), 0);
     }
 }
