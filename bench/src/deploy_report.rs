@@ -366,8 +366,9 @@ pub fn render(r: &Report) -> String {
             "Where the deployment's time goes (medians, from the generic components' `state:` \
              log lines, ms timestamps): {} ms from the start to the first generic component \
              INSTALLED (the command, the recipes, the artifacts, and the Lambda components, first \
-             in the start order by name), {} ms for the {} generic components, which start \
-             one after another ({:.1} ms each), {} ms from the last RUNNING to the command's exit.",
+             in the start order by name), {} ms from there to the last of the {} generic \
+             components RUNNING (they depend on nothing, so they start side by side: one every \
+             {:.1} ms), {} ms from the last RUNNING to the command's exit.",
             grouped(first),
             grouped(chain),
             r.generic,

@@ -387,6 +387,45 @@ fn json_and_yaml_forms_of_a_recipe_deploy_the_same_component() {
     );
 }
 
+/// Two components that do not depend on each other meet in their Install steps: each drops
+/// a marker, then waits for the other's. Started one after another (the first waiting to be
+/// RUNNING before the second starts), the first would wait until its Install timed out.
+#[test]
+fn components_that_do_not_depend_on_each_other_start_side_by_side() {
+    let mut device = Device::start();
+    let meeting = device.scratch("meeting");
+    std::fs::create_dir_all(&meeting).unwrap();
+    let meet = |me: &str, other: &str| {
+        json!({
+            "Install": {
+                "Script": format!(
+                    "touch '{dir}/{me}' && i=0; while [ ! -e '{dir}/{other}' ]; do \
+                     i=$((i+1)); [ $i -gt 200 ] && exit 7; sleep 0.05; done",
+                    dir = meeting.display()
+                ),
+                "Timeout": 30,
+            },
+            "Run": stays_up(me),
+        })
+    };
+    let left = component("com.example.Left", "1.0.0", meet("left", "right"));
+    let right = component("com.example.Right", "1.0.0", meet("right", "left"));
+    let out = device
+        .deploy(
+            &[left, right],
+            &[
+                "-m",
+                "com.example.Left=1.0.0",
+                "-m",
+                "com.example.Right=1.0.0",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("the deployment failed: {e}"));
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    device.wait_runs("com.example.Left", 1);
+    device.wait_runs("com.example.Right", 1);
+}
+
 #[test]
 fn a_dependency_chain_starts_in_order_and_only_hard_dependents_follow_a_restart() {
     let mut device = Device::start();

@@ -431,6 +431,9 @@ fn start_waiting(board: &Board, graph: &Mutex<Graph>) {
     }
 }
 
+/// When a component was started and how long it has to come up.
+type Deadline = (Instant, Duration);
+
 /// `lambkin restart` and `lambkin stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Control {
@@ -912,6 +915,10 @@ impl Actor {
         self.stop_components(stop_order.iter()).await;
         self.set_graph(plan);
         let mut failures = Vec::new();
+        // As Greengrass: a component starts once its dependencies are up; components that do
+        // not depend on each other start side by side. Started ones not yet seen up, with the
+        // time they have to get there.
+        let mut coming_up: Vec<(String, Deadline)> = Vec::new();
         for name in &plan.order {
             if self.running.contains_key(name) {
                 continue;
@@ -926,7 +933,28 @@ impl Actor {
                 .map(|(d, _)| d.clone())
                 .collect();
             let hold = on_failure == OnFailure::Continue && !waits_for.is_empty();
+            if !hold {
+                for dependency in &waits_for {
+                    let Some(at) = coming_up.iter().position(|(n, _)| n == dependency) else {
+                        continue;
+                    };
+                    let (dependency, deadline) = coming_up.remove(at);
+                    match self.wait_up(&dependency, deadline).await {
+                        Ok(()) => {}
+                        Err(e) if on_failure == OnFailure::Continue => failures.push(e),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             match self.start_component(c, hold.then_some(waits_for)).await {
+                Ok(Some(deadline)) => coming_up.push((name.clone(), deadline)),
+                Ok(None) => {}
+                Err(e) if on_failure == OnFailure::Continue => failures.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        for (name, deadline) in coming_up {
+            match self.wait_up(&name, deadline).await {
                 Ok(()) => {}
                 Err(e) if on_failure == OnFailure::Continue => failures.push(e),
                 Err(e) => return Err(e),
@@ -1023,11 +1051,14 @@ impl Actor {
     /// Starts `c` and waits for it to come up; with `hold`, only readies it to start once
     /// the dependencies named come up. A component that fails to start stays on the device
     /// (listed, and recorded if the device's set is), as the nucleus keeps an ERRORED one.
+    /// Starts `c` (held until `hold`'s components are up, if given). A generic component
+    /// started now comes back with the deadline to be RUNNING (or FINISHED) by, for the
+    /// caller to wait on; everything else is up, held or failed when this returns.
     async fn start_component(
         &mut self,
         c: &PlannedComponent,
         hold: Option<Vec<String>>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Deadline>, String> {
         let mut supervisor = None;
         let mut result = Ok(());
         self.configs
@@ -1089,9 +1120,9 @@ impl Actor {
                 if hold.is_some() {
                     // The dependencies may have come up since they were looked at.
                     start_waiting(&self.board, &self.graph);
-                    return Ok(());
+                    return Ok(None);
                 }
-                return self.wait_up(&c.name, timeout + START_SLACK).await;
+                return Ok(Some((Instant::now(), timeout + START_SLACK)));
             }
         }
         self.running.insert(
@@ -1104,7 +1135,7 @@ impl Actor {
                 fingerprint: fingerprint(c),
             },
         );
-        result
+        result.map(|()| None)
     }
 
     fn set_failed(&self, c: &PlannedComponent, why: String) {
@@ -1163,8 +1194,10 @@ impl Actor {
     }
 
     /// Waits until the component is RUNNING or FINISHED; ERRORED, BROKEN or the deadline fail.
-    async fn wait_up(&mut self, name: &str, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
+    /// Waits until `name` is RUNNING or FINISHED; an error if it fails or does not get there
+    /// within `limit` of `since` (when it was started).
+    async fn wait_up(&mut self, name: &str, (since, limit): Deadline) -> Result<(), String> {
+        let deadline = since + limit;
         loop {
             let status = self
                 .board
