@@ -13,7 +13,7 @@ use nix::libc;
 /// all three are done here, in one hook: `setgroups`, then `setgid`, then `setuid` (once the
 /// user id has changed the other two are no longer permitted).
 ///
-/// Call this before [`crate::kill_when_parent_dies`]: hooks run in the order they were added,
+/// Call this before [`crate::host_child`]: hooks run in the order they were added,
 /// and the kernel clears the parent-death signal when the process's credentials change.
 pub fn run_as(command: &mut std::process::Command, uid: u32, gid: u32, groups: &[u32]) {
     // Allocated here, in the parent: the child may not allocate between fork and exec.

@@ -14,29 +14,11 @@ pub use identity::{join_cgroups, run_as};
 
 pub mod container;
 
-/// Makes the kernel send SIGKILL to the child when the host dies, even by SIGKILL, so no
-/// function process outlives its host.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process:
-/// spawn from a long-lived thread (a runtime worker), never from a short-lived blocking thread.
-pub fn kill_when_parent_dies(command: &mut std::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed; it makes one `prctl` call (async-signal-safe), allocates nothing and
-    // touches no lock.
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(io::Error::from)
-        });
-    }
-}
-
 /// The CPUs this process was allowed when it started (see [`remember_start_cpus`]).
 static START_CPUS: OnceLock<CpuSet> = OnceLock::new();
 
 /// Records the CPUs this process may run on, before any thread of it is pinned (call it first
-/// thing in `main`): [`start_cpus`] returns them, and [`give_start_cpus`] hands them to
-/// children.
+/// thing in `main`): [`start_cpus`] returns them, and [`host_child`] hands them to children.
 pub fn remember_start_cpus() {
     if let Ok(cpus) = sched_getaffinity(Pid::from_raw(0)) {
         let _ = START_CPUS.set(cpus);
@@ -48,19 +30,29 @@ pub fn start_cpus() -> Option<CpuSet> {
     START_CPUS.get().copied()
 }
 
-/// Makes the child run on the CPUs this process started with, whatever CPU the thread that
-/// starts it is pinned to at that moment (a child inherits its parent thread's affinity).
-pub fn give_start_cpus(command: &mut std::process::Command) {
-    let Some(cpus) = start_cpus() else {
-        return;
-    };
+/// What every process the host starts gets before exec, in one hook:
+/// - the kernel sends it SIGKILL when the host dies, even by SIGKILL, so none outlives its
+///   host. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the
+///   process: spawn from a long-lived thread (a runtime worker), never from a short-lived
+///   blocking thread;
+/// - it runs on the CPUs the host started with ([`remember_start_cpus`]), whatever CPU the
+///   thread that starts it is pinned to at that moment (a child inherits its parent thread's
+///   affinity). A refusal (a narrower cpuset) leaves the inherited CPUs, which still run it.
+///
+/// Add it after [`run_as`]: hooks run in the order they were added, and the kernel clears the
+/// parent-death signal when the process's credentials change.
+pub fn host_child(command: &mut std::process::Command) {
+    let cpus = start_cpus();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed; it makes one `sched_setaffinity` system call on a set copied before
-    // the fork, allocates nothing and touches no lock. A refusal (a narrower cpuset) leaves
-    // the inherited CPUs, which still run the child.
+    // calls are allowed; it makes one `prctl` and at most one `sched_setaffinity` system call
+    // (on a set copied before the fork), allocates nothing and touches no lock.
     unsafe {
         command.pre_exec(move || {
-            let _ = sched_setaffinity(Pid::from_raw(0), &cpus);
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(io::Error::from)?;
+            if let Some(cpus) = &cpus {
+                let _ = sched_setaffinity(Pid::from_raw(0), cpus);
+            }
             Ok(())
         });
     }

@@ -33,7 +33,7 @@ pub struct RunAs {
 
 impl RunAs {
     /// Adds the identity to `command`: user, groups, `HOME`, `USER` and `LOGNAME`. Call before
-    /// [`lambkin_sys::kill_when_parent_dies`] (see [`lambkin_sys::run_as`]).
+    /// [`lambkin_sys::host_child`] (see [`lambkin_sys::run_as`]).
     pub fn apply(&self, command: &mut std::process::Command) {
         lambkin_sys::run_as(command, self.uid, self.gid, &self.groups);
         match &self.home {

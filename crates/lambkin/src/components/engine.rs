@@ -1343,7 +1343,7 @@ impl Actor {
         if let Some(run_as) = run_as.as_ref().filter(|_| !step.requires_privilege) {
             run_as.apply(cmd.as_std_mut());
         }
-        lambkin_sys::give_start_cpus(cmd.as_std_mut());
+        lambkin_sys::host_child(cmd.as_std_mut());
         let limit = step.timeout.unwrap_or(Duration::from_secs(120));
         let status = match tokio::time::timeout(limit, cmd.output()).await {
             Ok(Ok(output)) => {

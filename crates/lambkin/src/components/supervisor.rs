@@ -462,8 +462,7 @@ impl Actor {
         {
             run_as.apply(&mut cmd);
         }
-        lambkin_sys::kill_when_parent_dies(&mut cmd);
-        lambkin_sys::give_start_cpus(&mut cmd);
+        lambkin_sys::host_child(&mut cmd);
         match tokio::process::Command::from(cmd).spawn() {
             Ok(mut child) => {
                 let pgid = child.id().map(|p| p as i32);

@@ -601,8 +601,7 @@ fn command(
             run_as.apply(&mut cmd);
         }
     }
-    lambkin_sys::kill_when_parent_dies(&mut cmd);
-    lambkin_sys::give_start_cpus(&mut cmd);
+    lambkin_sys::host_child(&mut cmd);
     Ok(cmd)
 }
 

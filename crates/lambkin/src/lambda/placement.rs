@@ -17,7 +17,7 @@
 //! sees fit. Deciding costs no system call while nothing changes; only a change pins or unpins
 //! (`sched_setaffinity`, per thread).
 //! Processes the host starts while its thread is pinned get the CPUs the host started with
-//! ([`lambkin_sys::give_start_cpus`]), not the pin. `[lambda] colocate_sequential = false`
+//! ([`lambkin_sys::host_child`]), not the pin. `[lambda] colocate_sequential = false`
 //! turns all of it off.
 
 use std::path::Path;
@@ -81,7 +81,7 @@ struct Shared {
 impl Placement {
     /// Placement as configured; off when `enabled` is false, when the CPUs the host started
     /// with are unknown ([`lambkin_sys::remember_start_cpus`]: children get them back, see
-    /// [`lambkin_sys::give_start_cpus`]) or when that is only one.
+    /// [`lambkin_sys::host_child`]) or when that is only one.
     pub fn new(enabled: bool) -> Self {
         let allowed = enabled
             .then(lambkin_sys::start_cpus)

@@ -415,8 +415,7 @@ impl Zygote {
             .stderr(std::process::Stdio::piped())
             .env(crate::orphans::MARKER, &spec.host_root);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        lambkin_sys::kill_when_parent_dies(&mut cmd);
-        lambkin_sys::give_start_cpus(&mut cmd);
+        lambkin_sys::host_child(&mut cmd);
         let child = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .spawn()
