@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sched::{sched_getcpu, sched_setaffinity, CpuSet};
-use nix::unistd::{gettid, Pid};
+use nix::unistd::Pid;
 
 /// An invocation shorter than this counts as short: the hand-overs are a large part of it.
 pub const SHORT: Duration = Duration::from_millis(1);
@@ -53,8 +53,6 @@ struct State {
     /// The allowed CPUs of the highest capacity (all of them unless the machine mixes big
     /// and little cores): the only ones the host pins to.
     fastest: CpuSet,
-    /// The thread that runs the instances' actors (the host's runtime thread).
-    host_thread: Option<Pid>,
     /// Instances holding an event now (process ids).
     busy: Vec<u32>,
     /// Events handed over in a row while no other instance was busy.
@@ -92,7 +90,6 @@ impl Placement {
                 Mutex::new(State {
                     allowed,
                     fastest: fastest(&allowed, Path::new(CPU_SYSFS)),
-                    host_thread: None,
                     busy: Vec::new(),
                     streak: 0,
                     cpu: None,
@@ -101,14 +98,6 @@ impl Placement {
                     last_event: None,
                 })
             }),
-            pinned: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// No placement: the kernel decides alone.
-    pub fn off() -> Self {
-        Self {
-            state: None,
             pinned: tokio::sync::Notify::new(),
         }
     }
@@ -211,7 +200,7 @@ impl Placement {
         }
     }
 
-    /// The CPU the host's thread is pinned to and the instance pinned with it (for tests).
+    /// The CPU the host's thread is pinned to and the instance pinned with it, if any.
     pub fn shared(&self) -> Option<(usize, u32)> {
         let state = self.lock()?;
         Some((state.cpu?, state.shared.as_ref()?.pid))
@@ -239,7 +228,6 @@ impl State {
                 if one.set(cpu).is_err() || sched_setaffinity(Pid::from_raw(0), &one).is_err() {
                     return;
                 }
-                self.host_thread = Some(gettid());
                 self.cpu = Some(cpu);
                 cpu
             }
@@ -270,11 +258,9 @@ impl State {
             tracing::debug!(pid = shared.pid, "instance no longer shares the host's CPU");
         }
         if self.cpu.take().is_some() {
-            // Threads the host started while pinned (its blocking pool) inherited the pin.
+            // Every host thread: the pinned one, and those it started while pinned (its
+            // blocking pool), which inherited the pin.
             unpin(&[std::process::id()], &self.allowed);
-            if let Some(thread) = self.host_thread.take() {
-                let _ = sched_setaffinity(thread, &self.allowed);
-            }
         }
     }
 }
@@ -384,7 +370,7 @@ mod tests {
 
     #[test]
     fn off_does_nothing() {
-        let placement = Placement::off();
+        let placement = Placement::new(false);
         for _ in 0..10 {
             placement.busy(1, true, Vec::new);
             placement.idle(1);
