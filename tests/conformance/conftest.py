@@ -19,11 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+import support
 from support import (
     FIXTURE_NAMES,
     FIXTURES,
@@ -309,19 +308,12 @@ def _stop_host(h: Host, subreaper: bool) -> None:
 
 @pytest.fixture(scope="session")
 def lambda_client(host: Host):
-    session = boto3.session.Session(
-        aws_access_key_id="AKIDLAMBKINTEST",
-        aws_secret_access_key="lambkin-test-secret",
-        region_name=REGION,
-    )
-    return session.client(
-        "lambda",
-        endpoint_url=host.endpoint,
-        config=Config(
-            retries={"total_max_attempts": 1},
-            connect_timeout=5,
-            read_timeout=60,
-        ),
+    return support.lambda_client(
+        host.root,
+        host.endpoint,
+        retries={"total_max_attempts": 1},
+        connect_timeout=5,
+        read_timeout=60,
     )
 
 
@@ -376,11 +368,11 @@ def aws_cli(host: Host, tmp_path_factory: pytest.TempPathFactory) -> AwsCli:
     env.update(
         {
             "HOME": str(home),
-            "AWS_ACCESS_KEY_ID": "AKIDLAMBKINTEST",
-            "AWS_SECRET_ACCESS_KEY": "lambkin-test-secret",
+            # As `lambkin credentials` says: the host's own key file and profile.
+            "AWS_SHARED_CREDENTIALS_FILE": str(support.credentials_file(host.root)),
+            "AWS_PROFILE": support.PROFILE,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_CONFIG_FILE": str(home / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
             "AWS_PAGER": "",
             "AWS_MAX_ATTEMPTS": "1",
             "AWS_RETRY_MODE": "standard",

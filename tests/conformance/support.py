@@ -212,3 +212,54 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------
+# Signing: every client talks to the host as an AWS client does, with the key
+# the host made at its first start (ROOT/state/credentials, profile lambkin).
+# --------------------------------------------------------------------------
+
+PROFILE = "lambkin"
+
+
+def credentials_file(root: Path) -> Path:
+    return root / "state" / "credentials"
+
+
+def lambda_client(root: Path, endpoint: str, **config):
+    """boto3's Lambda client with the host's own key, found the way a user points boto3 at
+    it: the shared-credentials file and the profile (no key in code)."""
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+
+    core = botocore.session.Session()
+    core.set_config_variable("credentials_file", str(credentials_file(root)))
+    core.set_config_variable("config_file", os.devnull)
+    session = boto3.session.Session(botocore_session=core, profile_name=PROFILE, region_name=REGION)
+    return session.client("lambda", endpoint_url=endpoint, config=Config(**config))
+
+
+def signed_request(root: Path, method: str, url: str, body: bytes = b"",
+                   headers: dict[str, str] | None = None):
+    """A urllib request for the Lambda API, signed with the host's key by botocore's signer
+    (for the calls an SDK has no method for, such as the Greengrass settings)."""
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    values = {}
+    section = None
+    for line in credentials_file(root).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip()
+        elif section == PROFILE and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    credentials = Credentials(values["aws_access_key_id"], values["aws_secret_access_key"])
+    aws = AWSRequest(method=method, url=url, data=body, headers=headers or {})
+    SigV4Auth(credentials, "lambda", REGION).add_auth(aws)
+    return urllib.request.Request(url, data=body or None, method=method, headers=dict(aws.headers.items()))

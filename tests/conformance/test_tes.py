@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import zip_files
+from support import signed_request, zip_files
 
 HERE = Path(__file__).parent / "tes_components"
 FIXTURE = HERE / "container-component-recipe.yaml"
@@ -205,8 +205,8 @@ def test_a_lambda_component_gets_the_credentials_the_same_way(tes_host):
             "AWS_GREENGRASS_LAMBDA_RUNTIME": "python3.11"}},
     }, "lambda-artifact.zip")
     addr = host.addr_file.read_text().strip()
-    request = urllib.request.Request(
-        f"http://{addr}/2015-03-31/functions/{name}/invocations", data=b"{}", method="POST")
+    request = signed_request(
+        host.root, "POST", f"http://{addr}/2015-03-31/functions/{name}/invocations", b"{}")
     with urllib.request.urlopen(request, timeout=60) as response:
         function_error = response.headers.get("X-Amz-Function-Error")
         result = json.loads(response.read())

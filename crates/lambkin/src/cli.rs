@@ -155,6 +155,11 @@ pub enum Command {
         root: RootArg,
         filter: String,
     },
+    /// Print the shell lines that point the AWS CLI and SDKs at this host with its own key.
+    Credentials {
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// Validate the configuration; exit 0, or 78 naming every problem.
     CheckConfig {
         #[command(flatten)]
@@ -214,6 +219,46 @@ pub async fn request(addr: &str, req: Request<Full<Bytes>>) -> anyhow::Result<Ht
     })
 }
 
+/// Signs `req` (whose body is `body`) with the host's key from `layout`, as an AWS SDK signs a
+/// Lambda API call.
+pub fn sign(layout: &Layout, req: &mut Request<Full<Bytes>>, body: &[u8]) -> anyhow::Result<()> {
+    let path = layout.credentials_file();
+    let key = crate::keys::load(&path)
+        .context("cannot sign the request with the host's key (run this as the host's user)")?;
+    let region = load_config(layout, None)
+        .map(|c| c.region)
+        .unwrap_or_else(|_| "us-east-1".to_owned());
+    lambkin_proto::lambda::sigv4::sign_request(
+        req,
+        body,
+        &lambkin_proto::lambda::sigv4::Key {
+            access_key_id: &key.access_key_id,
+            secret: &key.secret,
+        },
+        &region,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot sign the request: {e}"))
+}
+
+/// `lambkin credentials`: what to `eval` so that the AWS CLI and SDKs use this host.
+pub fn credentials(layout: &Layout) -> anyhow::Result<i32> {
+    let path = layout.credentials_file();
+    crate::keys::load(&path).context("the host's key is made at its first start")?;
+    let config = load_config(layout, None)?;
+    let addr = host_addr(layout).unwrap_or_else(|_| config.listen.to_string());
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    // AWS_DEFAULT_REGION too: the AWS CLI v1 and older SDKs read only that one.
+    let region = quote(&config.region);
+    println!(
+        "export AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE={} AWS_REGION={region} AWS_DEFAULT_REGION={region} AWS_ENDPOINT_URL_LAMBDA={}",
+        quote(&path.display().to_string()),
+        crate::keys::PROFILE,
+        quote(&format!("http://{addr}")),
+    );
+    Ok(0)
+}
+
 pub async fn invoke(
     layout: &Layout,
     name: &str,
@@ -241,7 +286,9 @@ pub async fn invoke(
             },
         )
         .header("x-amz-log-type", if log_tail { "Tail" } else { "None" })
-        .body(Full::new(payload))?;
+        .body(Full::new(payload.clone()))?;
+    let mut req = req;
+    sign(layout, &mut req, &payload)?;
     let reply = request(&addr, req).await?;
     if let Some(tail) = reply
         .headers

@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub struct HostConfig {
     /// The Invoke API listener.
     pub listen: SocketAddr,
+    /// `[api]`: how callers of the Lambda API are authenticated.
+    pub api: ApiConfig,
     /// `AWS_REGION` given to functions and used in ARNs.
     pub region: String,
     /// The account id used in ARNs.
@@ -49,6 +51,7 @@ impl Default for HostConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            api: ApiConfig::default(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             thing_name: "lambkin".into(),
@@ -58,6 +61,35 @@ impl Default for HostConfig {
             mqtt: None,
             tes: None,
         }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct ApiConfig {
+    pub auth: ApiAuth,
+}
+
+/// `[api] auth`: `"sigv4"` (the default): every Lambda API request carries a Signature
+/// Version 4 from a key the host knows; `"none"`: development mode, loopback listeners only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiAuth {
+    #[default]
+    Sigv4,
+    None,
+}
+
+impl HostConfig {
+    /// An unsigned API on a non-loopback address would hand the device to the network.
+    pub fn check_listen(&self, listen: SocketAddr) -> Result<(), String> {
+        if self.api.auth == ApiAuth::None && !listen.ip().is_loopback() {
+            return Err(format!(
+                "api.auth = \"none\" (development mode) is for loopback listeners only, not {listen}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -593,6 +625,9 @@ impl HostConfig {
                 "thing_name {:?} must be 1-128 characters",
                 self.thing_name
             ));
+        }
+        if let Err(e) = self.check_listen(self.listen) {
+            problems.push(e);
         }
         if self.lambda.init_timeout_seconds == 0 {
             problems.push("lambda.init_timeout_seconds must be at least 1".to_owned());

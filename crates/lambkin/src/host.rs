@@ -83,6 +83,19 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    let host_key = crate::keys::load_or_create(&layout.credentials_file())?;
+    let api_keys = crate::api::auth::Keys::new();
+    api_keys.insert(
+        host_key.access_key_id.clone(),
+        host_key.secret.clone(),
+        crate::api::auth::Principal::Host,
+    );
+    if opts.config.api.auth == crate::config::ApiAuth::None {
+        tracing::warn!(
+            %addr,
+            "api.auth = \"none\": the Lambda API takes unsigned requests from any local process (development mode)"
+        );
+    }
     registry
         .recover(recovered.functions, recovered.events)
         .await;
@@ -133,6 +146,11 @@ pub async fn run(
             users,
             system_resource_limits: opts.config.system_resource_limits.clone(),
             mqtt: mqtt.clone(),
+            lambda_api: crate::api::access::ComponentKeys::new(
+                api_keys.clone(),
+                format!("http://{addr}"),
+                opts.config.region.clone(),
+            ),
         },
         registry.store().clone(),
         registry.clone(),
@@ -146,6 +164,7 @@ pub async fn run(
         engine: engine.clone(),
         pubsub: pubsub.clone(),
         cli_token,
+        gate: crate::api::auth::Gate::new(opts.config.api.auth, api_keys, addr),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());
@@ -159,12 +178,14 @@ pub async fn run(
     tracing::info!(%addr, root = %layout.root().display(), "host ready");
     println!("listening on http://{addr}");
     if opts.with_example {
+        let root = layout.root().display();
         println!("example function `hello` is ready; invoke it with:");
+        println!("  lambkin invoke hello '{{\"name\":\"edge\"}}' --root {root}");
+        println!("or with the AWS CLI, which signs with the host's key once pointed at it:");
+        println!("  eval \"$(lambkin credentials --root {root})\"");
         println!(
-            "  lambkin invoke hello '{{\"name\":\"edge\"}}' --root {}",
-            layout.root().display()
+            "  aws lambda invoke --function-name hello --payload '{{\"name\":\"edge\"}}' out.json"
         );
-        println!("  aws lambda invoke --endpoint-url http://{addr} --function-name hello --payload '{{\"name\":\"edge\"}}' out.json");
         println!("  (AWS CLI v2: add --cli-binary-format raw-in-base64-out)");
     }
 

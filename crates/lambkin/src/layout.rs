@@ -42,6 +42,10 @@ impl Layout {
     pub fn api_addr_file(&self) -> PathBuf {
         self.state_dir().join("api.addr")
     }
+    /// The host's own access key (AWS shared-credentials format, profile `lambkin`).
+    pub fn credentials_file(&self) -> PathBuf {
+        self.state_dir().join("credentials")
+    }
     pub fn cli_token_file(&self) -> PathBuf {
         self.state_dir().join("cli.token")
     }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod host;
 pub mod http;
 pub mod ipc;
+pub mod keys;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;

@@ -49,6 +49,10 @@ async fn dispatch(command: Command) -> i32 {
                     return EXIT_CONFIG;
                 }
             };
+            if let Err(e) = config.check_listen(listen.unwrap_or(config.listen)) {
+                eprintln!("lambkin: invalid configuration: {e}");
+                return EXIT_CONFIG;
+            }
             if let Err(e) = std::fs::create_dir_all(layout.logs_dir()) {
                 eprintln!(
                     "lambkin: cannot create {}: {e}",
@@ -122,6 +126,7 @@ async fn dispatch(command: Command) -> i32 {
             message,
         } => cli::publish(&root.layout(), &topic, &message).await,
         Command::Sub { root, filter } => cli::subscribe(&root.layout(), &filter).await,
+        Command::Credentials { root } => cli::credentials(&root.layout()),
         Command::CheckConfig { root, config } => {
             match cli::load_config(&root.layout(), config.as_deref()) {
                 Ok(_) => {

@@ -23,6 +23,23 @@ pub const SHADOW_MANAGER: &str = "aws.greengrass.ShadowManager";
 pub const COMPONENT_METRIC: &str = "aws.greengrass.ipc.componentmetric";
 pub const CLIENT_DEVICES_AUTH: &str = "aws.greengrass.clientdevices.Auth";
 
+/// Lambkin's own destination: a component's calls to the host's Lambda API (Invoke and
+/// management), with IAM's action names as operations and function names (or `*`) as
+/// resources.
+pub const LAMBDA_API: &str = "lambkin.lambda";
+/// The operations a [`LAMBDA_API`] policy may name (`lambda:*` grants them all).
+pub const LAMBDA_API_ACTIONS: &[&str] = &[
+    "lambda:*",
+    "lambda:InvokeFunction",
+    "lambda:ListFunctions",
+    "lambda:GetFunction",
+    "lambda:GetFunctionConfiguration",
+    "lambda:CreateFunction",
+    "lambda:UpdateFunctionCode",
+    "lambda:UpdateFunctionConfiguration",
+    "lambda:DeleteFunction",
+];
+
 /// The one component that may call ValidateAuthorizationToken.
 pub const STREAM_MANAGER: &str = "aws.greengrass.StreamManager";
 /// Identities that start with this bypass the CLI check, as does the CLI component itself.
@@ -99,6 +116,9 @@ pub fn check_for(operation: Operation) -> Check {
 
 /// The operations a destination registers; a policy naming any other is invalid.
 fn registered(destination: &str, operation: &str) -> bool {
+    if destination.eq_ignore_ascii_case(LAMBDA_API) {
+        return operation == "*" || LAMBDA_API_ACTIONS.contains(&operation);
+    }
     operation == "*"
         || Operation::ALL.iter().any(|op| {
             op.name() == operation

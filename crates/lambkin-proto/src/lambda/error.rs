@@ -1,6 +1,8 @@
 //! Every error the Lambda APIs (Invoke and management) answer, with its AWS error code and
 //! HTTP status decided here once, exhaustively (`lambda-apis.md` §2.3).
 
+use crate::lambda::sigv4::SignatureError;
+
 /// Why a `TooManyRequestsException` was raised (`Reason` in the body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThrottleReason {
@@ -47,6 +49,9 @@ pub enum ApiError {
     AccessDenied(String),
     #[error("Component not found: {0}")]
     ComponentNotFound(String),
+    /// The request's Signature Version 4 was not accepted.
+    #[error("{0}")]
+    Signature(#[from] crate::lambda::sigv4::SignatureError),
 }
 
 /// Whose fault an error is, as AWS reports it in the body's `Type`.
@@ -80,6 +85,14 @@ impl ApiError {
             Self::UnknownOperation(_) => "UnknownOperationException",
             Self::AccessDenied(_) => "AccessDeniedException",
             Self::ComponentNotFound(_) => "ResourceNotFoundException",
+            Self::Signature(e) => match e {
+                SignatureError::Missing => "MissingAuthenticationTokenException",
+                SignatureError::Incomplete(_) => "IncompleteSignatureException",
+                SignatureError::UnknownKey => "UnrecognizedClientException",
+                SignatureError::Mismatch | SignatureError::Expired(_) => {
+                    "InvalidSignatureException"
+                }
+            },
         }
     }
 
@@ -89,7 +102,7 @@ impl ApiError {
                 404
             }
             Self::ResourceConflict(_) => 409,
-            Self::AccessDenied(_) => 403,
+            Self::AccessDenied(_) | Self::Signature(_) => 403,
             Self::InvalidParameterValue(_) | Self::InvalidRequestContent(_) => 400,
             Self::RequestTooLarge { .. } => 413,
             Self::TooManyRequests { .. } => 429,
@@ -110,7 +123,8 @@ impl ApiError {
             | Self::UnsupportedMediaType(_)
             | Self::UnknownOperation(_)
             | Self::AccessDenied(_)
-            | Self::ComponentNotFound(_) => Blame::User,
+            | Self::ComponentNotFound(_)
+            | Self::Signature(_) => Blame::User,
         }
     }
 

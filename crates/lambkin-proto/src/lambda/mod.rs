@@ -5,6 +5,7 @@ pub mod function;
 pub mod invoke;
 pub mod management;
 pub mod runtime_api;
+pub mod sigv4;
 
 /// Largest synchronous request payload the Invoke API accepts (6 MiB, as AWS Lambda).
 pub const MAX_SYNC_REQUEST_BYTES: usize = 6 * 1024 * 1024;

@@ -2,9 +2,9 @@
 
 use base64::Engine;
 use bytes::Bytes;
+use http::request::Parts;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use tokio::sync::oneshot;
 
 use lambkin_proto::lambda::error::{ApiError, ThrottleReason};
@@ -14,25 +14,26 @@ use lambkin_proto::lambda::invoke::{
     HEADER_FUNCTION_ERROR, HEADER_INVOCATION_TYPE, HEADER_LOG_RESULT, HEADER_LOG_TYPE,
     HEADER_REQUEST_ID, HEADER_TRACE_ID, LATEST, MAX_CLIENT_CONTEXT_BYTES,
 };
-use lambkin_proto::lambda::{MAX_ASYNC_REQUEST_BYTES, MAX_SYNC_REQUEST_BYTES};
 
-use super::{read_body, ApiState, Body};
+use super::{ApiState, Body};
 use crate::lambda::function::Refusal;
 use crate::lambda::invocation::{Completion, Invocation, InvocationAbort, RequestId};
 
 /// Seconds a throttled caller is told to wait.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
-fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
+fn header<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Runs an invocation whose payload was read within its type's limit (`api::Operation`).
 pub async fn invoke(
-    req: Request<Incoming>,
+    req: &Parts,
+    mut payload: Bytes,
     state: &ApiState,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let qualifier = req.uri().query().and_then(|q| {
+    let qualifier = req.uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("Qualifier="))
             .map(super::percent_decode)
@@ -45,22 +46,15 @@ pub async fn invoke(
     let Some((handle, spec)) = state.registry.lookup(&target.name) else {
         return Err(ApiError::ResourceNotFound(arn));
     };
-    let invocation_type = InvocationType::parse(header(&req, HEADER_INVOCATION_TYPE))?;
-    let log_type = LogType::parse(header(&req, HEADER_LOG_TYPE))?;
-    let client_context = header(&req, HEADER_CLIENT_CONTEXT)
+    let invocation_type = InvocationType::parse(header(req, HEADER_INVOCATION_TYPE))?;
+    let log_type = LogType::parse(header(req, HEADER_LOG_TYPE))?;
+    let client_context = header(req, HEADER_CLIENT_CONTEXT)
         .map(decode_client_context)
         .transpose()?;
-    let trace_id = header(&req, HEADER_TRACE_ID).map(str::to_owned);
-    let content_type = header(&req, "content-type")
+    let trace_id = header(req, HEADER_TRACE_ID).map(str::to_owned);
+    let content_type = header(req, "content-type")
         .filter(|ct| !ct.starts_with("application/x-www-form-urlencoded"))
         .map(str::to_owned);
-    let (limit, operation) = match invocation_type {
-        InvocationType::Event => (MAX_ASYNC_REQUEST_BYTES, "InvokeAsync"),
-        InvocationType::RequestResponse | InvocationType::DryRun => {
-            (MAX_SYNC_REQUEST_BYTES, "Invoke")
-        }
-    };
-    let mut payload = read_body(req, limit, operation).await?;
     if spec.config.greengrass.input_payload_encoding_type == PayloadEncoding::Json {
         if payload.iter().all(u8::is_ascii_whitespace) {
             payload = Bytes::from_static(b"{}");

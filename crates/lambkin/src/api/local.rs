@@ -52,7 +52,8 @@ pub async fn route(
 ) -> Result<Response<Body>, ApiError> {
     match (method, rest) {
         (&Method::POST, ["deployments"]) => {
-            let body = read_body(req, MAX_REQUEST_BYTES, "CreateLocalDeployment").await?;
+            let body =
+                read_body(req.into_body(), MAX_REQUEST_BYTES, "CreateLocalDeployment").await?;
             let request: DeploymentRequest = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::InvalidParameterValue(format!("invalid deployment request: {e}"))
             })?;
@@ -111,7 +112,7 @@ struct PublishRequest {
 }
 
 async fn publish(req: Request<Incoming>, state: &ApiState) -> Result<Response<Body>, ApiError> {
-    let body = read_body(req, MAX_REQUEST_BYTES, "Publish").await?;
+    let body = read_body(req.into_body(), MAX_REQUEST_BYTES, "Publish").await?;
     let request: PublishRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidParameterValue(format!("invalid publish request: {e}")))?;
     let topic =
@@ -159,7 +160,7 @@ async fn subscribe(
         )));
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let body = read_body(req, MAX_REQUEST_BYTES, "Subscribe").await?;
+    let body = read_body(req.into_body(), MAX_REQUEST_BYTES, "Subscribe").await?;
     let request: SubscribeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidParameterValue(format!("invalid subscribe request: {e}")))?;
     let filter = Filter::parse(&request.filter)

@@ -1,8 +1,7 @@
 //! The Lambda management API (`/2015-03-31/functions…`), so the AWS CLI and SDKs define
 //! functions here as they would in the cloud.
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use lambkin_proto::lambda::error::ApiError;
@@ -12,12 +11,9 @@ use lambkin_proto::lambda::management::{
     CreateFunctionRequest, UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
 };
 
-use super::{json_response, read_body, ApiState, Body};
+use super::{json_response, ApiState, Body};
 use crate::lambda::code::CodeError;
 use crate::lambda::registry::ManageError;
-
-/// Zips travel base64 inside JSON: 50 MB of zip, as Lambda's direct-upload limit.
-const MAX_MANAGEMENT_BODY_BYTES: usize = 70 * 1024 * 1024;
 
 /// The one place management errors become API errors.
 fn api_error(e: ManageError) -> ApiError {
@@ -45,12 +41,8 @@ fn api_error(e: ManageError) -> ApiError {
     }
 }
 
-async fn parse<T: DeserializeOwned>(
-    req: Request<Incoming>,
-    operation: &'static str,
-) -> Result<T, ApiError> {
-    let body = read_body(req, MAX_MANAGEMENT_BODY_BYTES, operation).await?;
-    serde_json::from_slice(&body).map_err(|e| {
+fn parse<T: DeserializeOwned>(body: &[u8], operation: &'static str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
         ApiError::InvalidParameterValue(format!("{operation}: invalid request body: {e}"))
     })
 }
@@ -69,8 +61,8 @@ fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Respons
     Ok(json_response(status, &value))
 }
 
-pub async fn create(req: Request<Incoming>, state: &ApiState) -> Result<Response<Body>, ApiError> {
-    let request: CreateFunctionRequest = parse(req, "CreateFunction").await?;
+pub async fn create(body: &[u8], state: &ApiState) -> Result<Response<Body>, ApiError> {
+    let request: CreateFunctionRequest = parse(body, "CreateFunction")?;
     let config = state.registry.create(request).await.map_err(api_error)?;
     to_json(StatusCode::CREATED, &config)
 }
@@ -110,12 +102,12 @@ pub async fn delete(state: &ApiState, name: &str) -> Result<Response<Body>, ApiE
 }
 
 pub async fn update_code(
-    req: Request<Incoming>,
+    body: &[u8],
     state: &ApiState,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
     let name = target(state, name)?;
-    let request: UpdateFunctionCodeRequest = parse(req, "UpdateFunctionCode").await?;
+    let request: UpdateFunctionCodeRequest = parse(body, "UpdateFunctionCode")?;
     let config = state
         .registry
         .update_code(&name, request)
@@ -125,13 +117,12 @@ pub async fn update_code(
 }
 
 pub async fn update_configuration(
-    req: Request<Incoming>,
+    body: &[u8],
     state: &ApiState,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
     let name = target(state, name)?;
-    let request: UpdateFunctionConfigurationRequest =
-        parse(req, "UpdateFunctionConfiguration").await?;
+    let request: UpdateFunctionConfigurationRequest = parse(body, "UpdateFunctionConfiguration")?;
     let config = state
         .registry
         .update_configuration(&name, request)

@@ -1,7 +1,14 @@
 //! The host's HTTP listener (default `127.0.0.1:3001`): the AWS Invoke API, the Lambda
 //! management API and Lambkin's own `/lambkin/v1` API. The whole route table is `route`;
 //! every error becomes HTTP in `error_response`, the one place that maps them.
+//!
+//! A Lambda API request is admitted in one order: its operation is known from the route, the
+//! caller's signature is pre-checked (a known key) before the body is read within the
+//! operation's limit, then the whole signature is verified and the caller's grants checked
+//! (`access`), and only then does the operation run.
 
+pub mod access;
+pub mod auth;
 mod invoke;
 mod local;
 mod management;
@@ -35,6 +42,8 @@ pub struct ApiState {
     pub pubsub: PubSubHandle,
     /// The token `/lambkin/v1` callers must present (`Authorization: Bearer …`).
     pub cli_token: String,
+    /// Who may call the Lambda API.
+    pub gate: auth::Gate,
 }
 
 /// Serves until `shutdown` turns true, then stops accepting and lets open requests finish.
@@ -60,43 +69,147 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let result = match (&method, segments.as_slice()) {
-        (&Method::POST, ["2015-03-31", "functions", name, "invocations"]) => {
-            let name = (*name).to_owned();
-            invoke::invoke(req, state, &name).await
-        }
-        (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
-            management::create(req, state).await
-        }
-        (&Method::GET, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
-            management::list(state)
-        }
-        (&Method::GET, ["2015-03-31", "functions", name]) => management::get(state, name),
-        (&Method::GET, ["2015-03-31", "functions", name, "configuration"]) => {
-            management::get_configuration(state, name)
-        }
-        (&Method::DELETE, ["2015-03-31", "functions", name]) => {
-            let name = (*name).to_owned();
-            management::delete(state, &name).await
-        }
-        (&Method::PUT, ["2015-03-31", "functions", name, "code"]) => {
-            let name = (*name).to_owned();
-            management::update_code(req, state, &name).await
-        }
-        (&Method::PUT, ["2015-03-31", "functions", name, "configuration"]) => {
-            let name = (*name).to_owned();
-            management::update_configuration(req, state, &name).await
-        }
         (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
             .map(|()| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         (_, ["lambkin", "v1", ..]) => match authorized(&req, state) {
             Ok(()) => local::route(req, state, &method, &segments[2..]).await,
             Err(e) => Err(e),
         },
-        _ => Err(ApiError::UnknownOperation(format!(
-            "no operation for {method} {path}"
-        ))),
+        _ => match Operation::route(&method, &segments) {
+            Some(operation) => lambda_api(req, state, operation).await,
+            None => Err(ApiError::UnknownOperation(format!(
+                "no operation for {method} {path}"
+            ))),
+        },
     };
     result.unwrap_or_else(error_response)
+}
+
+/// A Lambda API operation, named as IAM names its action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Invoke(String),
+    CreateFunction,
+    ListFunctions,
+    GetFunction(String),
+    GetFunctionConfiguration(String),
+    DeleteFunction(String),
+    UpdateFunctionCode(String),
+    UpdateFunctionConfiguration(String),
+}
+
+/// Zips travel base64 inside JSON: 50 MB of zip, as Lambda's direct-upload limit.
+const MAX_MANAGEMENT_BODY_BYTES: usize = 70 * 1024 * 1024;
+/// Operations without a body.
+const MAX_EMPTY_BODY_BYTES: usize = 64 * 1024;
+
+impl Operation {
+    /// The operation a method and path (decoded segments) name.
+    fn route(method: &Method, segments: &[&str]) -> Option<Self> {
+        let name = |n: &str| n.to_owned();
+        Some(match (method, segments) {
+            (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => Self::Invoke(name(f)),
+            (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
+                Self::CreateFunction
+            }
+            (&Method::GET, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
+                Self::ListFunctions
+            }
+            (&Method::GET, ["2015-03-31", "functions", f]) => Self::GetFunction(name(f)),
+            (&Method::GET, ["2015-03-31", "functions", f, "configuration"]) => {
+                Self::GetFunctionConfiguration(name(f))
+            }
+            (&Method::DELETE, ["2015-03-31", "functions", f]) => Self::DeleteFunction(name(f)),
+            (&Method::PUT, ["2015-03-31", "functions", f, "code"]) => {
+                Self::UpdateFunctionCode(name(f))
+            }
+            (&Method::PUT, ["2015-03-31", "functions", f, "configuration"]) => {
+                Self::UpdateFunctionConfiguration(name(f))
+            }
+            _ => return None,
+        })
+    }
+
+    /// The IAM action (`lambda:InvokeFunction`, ...).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Invoke(_) => "lambda:InvokeFunction",
+            Self::CreateFunction => "lambda:CreateFunction",
+            Self::ListFunctions => "lambda:ListFunctions",
+            Self::GetFunction(_) => "lambda:GetFunction",
+            Self::GetFunctionConfiguration(_) => "lambda:GetFunctionConfiguration",
+            Self::DeleteFunction(_) => "lambda:DeleteFunction",
+            Self::UpdateFunctionCode(_) => "lambda:UpdateFunctionCode",
+            Self::UpdateFunctionConfiguration(_) => "lambda:UpdateFunctionConfiguration",
+        }
+    }
+
+    /// The function the operation acts on, as the path gave it (a name or an ARN); `None`
+    /// for the operations that act on no one function (they need a grant on `*`).
+    pub fn function(&self) -> Option<&str> {
+        match self {
+            Self::Invoke(f)
+            | Self::GetFunction(f)
+            | Self::GetFunctionConfiguration(f)
+            | Self::DeleteFunction(f)
+            | Self::UpdateFunctionCode(f)
+            | Self::UpdateFunctionConfiguration(f) => Some(f),
+            Self::CreateFunction | Self::ListFunctions => None,
+        }
+    }
+
+    /// The largest body the operation takes, and its name in the 413.
+    fn body_limit(&self, headers: &http::HeaderMap) -> (usize, &'static str) {
+        use lambkin_proto::lambda::invoke::{InvocationType, HEADER_INVOCATION_TYPE};
+        use lambkin_proto::lambda::{MAX_ASYNC_REQUEST_BYTES, MAX_SYNC_REQUEST_BYTES};
+        match self {
+            Self::Invoke(_) => {
+                let kind = headers
+                    .get(HEADER_INVOCATION_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                match InvocationType::parse(kind) {
+                    Ok(InvocationType::Event) => (MAX_ASYNC_REQUEST_BYTES, "InvokeAsync"),
+                    _ => (MAX_SYNC_REQUEST_BYTES, "Invoke"),
+                }
+            }
+            Self::CreateFunction => (MAX_MANAGEMENT_BODY_BYTES, "CreateFunction"),
+            Self::UpdateFunctionCode(_) => (MAX_MANAGEMENT_BODY_BYTES, "UpdateFunctionCode"),
+            Self::UpdateFunctionConfiguration(_) => {
+                (MAX_MANAGEMENT_BODY_BYTES, "UpdateFunctionConfiguration")
+            }
+            // These take no body; a small one is tolerated.
+            Self::ListFunctions => (MAX_EMPTY_BODY_BYTES, "ListFunctions"),
+            Self::GetFunction(_) => (MAX_EMPTY_BODY_BYTES, "GetFunction"),
+            Self::GetFunctionConfiguration(_) => (MAX_EMPTY_BODY_BYTES, "GetFunctionConfiguration"),
+            Self::DeleteFunction(_) => (MAX_EMPTY_BODY_BYTES, "DeleteFunction"),
+        }
+    }
+}
+
+/// Admits a Lambda API request (see the module's documentation), then runs it.
+async fn lambda_api(
+    req: Request<Incoming>,
+    state: &ApiState,
+    operation: Operation,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    state.gate.precheck(&parts)?;
+    let (limit, name) = operation.body_limit(&parts.headers);
+    let body = read_body(body, limit, name).await?;
+    let principal = state.gate.verify(&parts, &body)?;
+    access::authorize(&principal, &operation, state)?;
+    match operation {
+        Operation::Invoke(f) => invoke::invoke(&parts, body, state, &f).await,
+        Operation::CreateFunction => management::create(&body, state).await,
+        Operation::ListFunctions => management::list(state),
+        Operation::GetFunction(f) => management::get(state, &f),
+        Operation::GetFunctionConfiguration(f) => management::get_configuration(state, &f),
+        Operation::DeleteFunction(f) => management::delete(state, &f).await,
+        Operation::UpdateFunctionCode(f) => management::update_code(&body, state, &f).await,
+        Operation::UpdateFunctionConfiguration(f) => {
+            management::update_configuration(&body, state, &f).await
+        }
+    }
 }
 
 fn authorized(req: &Request<Incoming>, state: &ApiState) -> Result<(), ApiError> {
@@ -120,12 +233,11 @@ const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
 /// Reads a body of at most `limit` bytes. A larger one is read to its end and discarded (up
 /// to [`MAX_DRAINED_BYTES`]) before the 413, so ordinary clients get to read the answer.
 async fn read_body(
-    req: Request<Incoming>,
+    mut body: Incoming,
     limit: usize,
     operation: &'static str,
 ) -> Result<Bytes, ApiError> {
     let too_large = ApiError::RequestTooLarge { limit, operation };
-    let mut body = req.into_body();
     let mut collected = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {

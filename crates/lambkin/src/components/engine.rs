@@ -98,6 +98,8 @@ pub struct EngineSettings {
     /// The broker connection, for Lambda components' `IOT_CORE` topics; `None` without
     /// `[mqtt]`.
     pub mqtt: Option<crate::mqtt::Mqtt>,
+    /// Keys for the components whose `accessControl` grants them the Lambda API.
+    pub lambda_api: crate::api::access::ComponentKeys,
 }
 
 enum Command {
@@ -1001,6 +1003,7 @@ impl Actor {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(name);
+            self.settings.lambda_api.revoke(name);
             match c.kind {
                 Kind::Generic => {
                     if let Some(h) = &c.supervisor {
@@ -1160,6 +1163,8 @@ impl Actor {
         }
         let run_as = self.run_as(c)?;
         self.give_artifacts(c, run_as.as_ref())?;
+        let work = deployment::paths(&self.settings.layout, &c.name, &c.version).work;
+        env.extend(self.lambda_api_env(c, &work, run_as.as_ref())?);
         // systemResourceLimits hold a plain function's instances together, as a generic
         // component's steps; a containerized one has its container's memory limit instead.
         let cgroup = match (&config.greengrass.isolation, self.limits(c)) {
@@ -1229,6 +1234,43 @@ impl Actor {
         }
     }
 
+    /// A component whose `accessControl` grants it the Lambda API gets a fresh key of its own
+    /// in its work directory (`api::access`), and the variable naming it; others get nothing.
+    fn lambda_api_env(
+        &self,
+        c: &PlannedComponent,
+        work: &std::path::Path,
+        run_as: Option<&crate::users::RunAs>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        self.settings.lambda_api.revoke(&c.name);
+        let access_control = c.config.as_object().and_then(|config| {
+            config
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("accessControl"))
+                .map(|(_, v)| v)
+        });
+        let Some(access_control) = access_control else {
+            return Ok(BTreeMap::new());
+        };
+        let (policy, _) = lambkin_proto::ipc::AccessControl::parse(access_control);
+        if !crate::api::access::wants_lambda_api(&policy) {
+            return Ok(BTreeMap::new());
+        }
+        crate::users::prepare_work_dir(self.settings.layout.root(), work, run_as)
+            .map_err(|e| format!("cannot prepare {}: {e}", work.display()))?;
+        let owner = match run_as {
+            Some(r) => (r.uid, r.gid),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        };
+        self.settings
+            .lambda_api
+            .issue(&c.name, work, owner)
+            .map_err(|e| format!("{}: cannot hand out its Lambda API key: {e}", c.name))
+    }
+
     fn component_spec(&self, c: &PlannedComponent) -> Result<Arc<ComponentSpec>, String> {
         let layout = &self.settings.layout;
         let paths = deployment::paths(layout, &c.name, &c.version);
@@ -1242,6 +1284,7 @@ impl Actor {
         if let Some(ipc) = &self.settings.ipc {
             env.extend(ipc.env_for(&c.name));
         }
+        env.extend(self.lambda_api_env(c, &paths.work, run_as.as_ref())?);
         env.extend(c.lifecycle.setenv.clone());
         let steps = c
             .lifecycle

@@ -51,6 +51,8 @@ impl Host {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// A request as an AWS SDK sends it: signed with the host's own key (from
+    /// `ROOT/state/credentials`), unless the caller gives its own `authorization`.
     pub async fn call(
         &self,
         method: &str,
@@ -58,15 +60,44 @@ impl Host {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> HttpReply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.addr);
+        let body = body.into();
+        let mut req = self.request(method, path, headers, body.clone());
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            lambkin::cli::sign(&lambkin::layout::Layout::new(&self.root), &mut req, &body).unwrap();
+        }
+        lambkin::cli::request(&self.addr, req).await.unwrap()
+    }
+
+    /// A request sent as given: no signature added.
+    pub async fn call_unsigned(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> HttpReply {
+        let req = self.request(method, path, headers, body.into());
+        lambkin::cli::request(&self.addr, req).await.unwrap()
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut req = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", &self.addr);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(body.into())).unwrap();
-        lambkin::cli::request(&self.addr, req).await.unwrap()
+        req.body(Full::new(body)).unwrap()
     }
 
     pub async fn create(&self, spec: serde_json::Value) -> HttpReply {

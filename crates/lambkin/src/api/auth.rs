@@ -1,0 +1,235 @@
+//! Who may call the Lambda API. Every request to it is verified as AWS verifies one: a
+//! Signature Version 4 with a key the host knows (its own key in `ROOT/state/credentials`, or a
+//! component's key, see `access`), or, in development mode (`[api] auth = "none"`, loopback
+//! only), no signature but no browser either: a request with an `Origin`, a cross-site
+//! `Sec-Fetch-Site` or a `Host` that is not the listener's is refused, so neither a web page
+//! nor a DNS-rebound name reaches the API.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use http::request::Parts;
+
+use lambkin_proto::lambda::error::ApiError;
+use lambkin_proto::lambda::sigv4::{self, SignatureError, SignedRequest};
+
+use crate::config::ApiAuth;
+
+/// Whom a verified request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The host's own key (or any caller in development mode): every operation.
+    Host,
+    /// A component's key: what its `accessControl` grants.
+    Component(String),
+}
+
+/// The access keys the API accepts, by access key id. Shared with the engine, which adds a
+/// component's key when it starts the component and removes it when the component goes.
+#[derive(Debug, Default)]
+pub struct Keys {
+    by_id: RwLock<HashMap<String, (String, Principal)>>,
+}
+
+impl Keys {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    pub fn insert(&self, access_key_id: String, secret: String, principal: Principal) {
+        if let Ok(mut keys) = self.by_id.write() {
+            keys.insert(access_key_id, (secret, principal));
+        }
+    }
+
+    /// Forgets every key of `principal`.
+    pub fn revoke(&self, principal: &Principal) {
+        if let Ok(mut keys) = self.by_id.write() {
+            keys.retain(|_, (_, p)| p != principal);
+        }
+    }
+
+    fn lookup(&self, access_key_id: &str) -> Option<(String, Principal)> {
+        self.by_id.read().ok()?.get(access_key_id).cloned()
+    }
+}
+
+/// The API's gate: signed (the default) or development mode.
+#[derive(Debug)]
+pub struct Gate {
+    mode: ApiAuth,
+    keys: Arc<Keys>,
+    /// The listener's bound address: development mode accepts only this as `Host`.
+    listening: SocketAddr,
+}
+
+impl Gate {
+    pub fn new(mode: ApiAuth, keys: Arc<Keys>, listening: SocketAddr) -> Self {
+        Self {
+            mode,
+            keys,
+            listening,
+        }
+    }
+
+    /// What can be checked before the body is read: in signed mode a signature from a known
+    /// key must be there (so an unknown caller cannot make the host buffer a body), in
+    /// development mode the request must not come from a browser or through a foreign name.
+    pub fn precheck(&self, parts: &Parts) -> Result<(), ApiError> {
+        match self.mode {
+            ApiAuth::Sigv4 => {
+                let header = parts
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .ok_or(SignatureError::Missing)?
+                    .to_str()
+                    .map_err(|_| SignatureError::Incomplete("Authorization is not ASCII".into()))?;
+                let auth = sigv4::Authorization::parse(header)?;
+                if self.keys.lookup(auth.access_key_id).is_none() {
+                    return Err(SignatureError::UnknownKey.into());
+                }
+                Ok(())
+            }
+            ApiAuth::None => self.not_a_browser(parts),
+        }
+    }
+
+    /// Verifies the whole request; returns whom it comes from.
+    pub fn verify(&self, parts: &Parts, body: &[u8]) -> Result<Principal, ApiError> {
+        match self.mode {
+            ApiAuth::Sigv4 => {
+                let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let request = SignedRequest {
+                    method: parts.method.as_str(),
+                    uri,
+                    headers: &parts.headers,
+                    body,
+                };
+                let mut principal = None;
+                sigv4::verify(
+                    &request,
+                    |id| {
+                        let (secret, p) = self.keys.lookup(id)?;
+                        principal = Some(p);
+                        Some(secret)
+                    },
+                    SystemTime::now(),
+                )?;
+                principal.ok_or_else(|| SignatureError::UnknownKey.into())
+            }
+            ApiAuth::None => Ok(Principal::Host),
+        }
+    }
+
+    fn not_a_browser(&self, parts: &Parts) -> Result<(), ApiError> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(origin) = header("origin") {
+            return Err(ApiError::AccessDenied(format!(
+                "a request from a web page (Origin {origin}) is refused: the API takes no cross-site requests"
+            )));
+        }
+        if let Some(site) = header("sec-fetch-site").filter(|s| *s != "none" && *s != "same-origin")
+        {
+            return Err(ApiError::AccessDenied(format!(
+                "a {site} request from a browser is refused"
+            )));
+        }
+        let host = header("host").unwrap_or("");
+        if !self.is_own_host(host) {
+            return Err(ApiError::AccessDenied(format!(
+                "Host {host:?} is not this listener's address ({}): refused",
+                self.listening
+            )));
+        }
+        Ok(())
+    }
+
+    /// `Host` names this listener: its address, or `localhost`, with its port.
+    fn is_own_host(&self, host: &str) -> bool {
+        let port = self.listening.port();
+        let Some((name, p)) = host.rsplit_once(':') else {
+            return false;
+        };
+        if p.parse::<u16>().ok() != Some(port) {
+            return false;
+        }
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        name.eq_ignore_ascii_case("localhost")
+            || name.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+                ip == self.listening.ip() || ip.is_loopback() && self.listening.ip().is_loopback()
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::post("/2015-03-31/functions");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn dev() -> Gate {
+        Gate::new(
+            ApiAuth::None,
+            Keys::new(),
+            "127.0.0.1:3001".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn development_mode_refuses_browsers_and_foreign_names() {
+        let gate = dev();
+        assert!(gate.precheck(&parts(&[("host", "127.0.0.1:3001")])).is_ok());
+        assert!(gate.precheck(&parts(&[("host", "localhost:3001")])).is_ok());
+        for refused in [
+            vec![
+                ("host", "127.0.0.1:3001"),
+                ("origin", "http://evil.example"),
+            ],
+            vec![("host", "127.0.0.1:3001"), ("sec-fetch-site", "cross-site")],
+            vec![("host", "evil.example:3001")],
+            vec![("host", "127.0.0.1:3002")],
+            vec![("host", "127.0.0.1")],
+            vec![],
+        ] {
+            let err = gate.precheck(&parts(&refused)).unwrap_err();
+            assert_eq!(err.status(), 403, "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn signed_mode_needs_a_known_key_before_the_body() {
+        let keys = Keys::new();
+        keys.insert("LKIAKNOWN".into(), "secret".into(), Principal::Host);
+        let gate = Gate::new(
+            ApiAuth::Sigv4,
+            keys.clone(),
+            "127.0.0.1:3001".parse().unwrap(),
+        );
+        let auth = |id: &str| {
+            format!("AWS4-HMAC-SHA256 Credential={id}/20260101/us-east-1/lambda/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")
+        };
+        let code = |p: Parts| gate.precheck(&p).unwrap_err().code();
+        assert_eq!(code(parts(&[])), "MissingAuthenticationTokenException");
+        assert_eq!(
+            code(parts(&[("authorization", &auth("LKIAOTHER"))])),
+            "UnrecognizedClientException"
+        );
+        assert!(gate
+            .precheck(&parts(&[("authorization", &auth("LKIAKNOWN"))]))
+            .is_ok());
+        keys.revoke(&Principal::Host);
+        assert_eq!(
+            code(parts(&[("authorization", &auth("LKIAKNOWN"))])),
+            "UnrecognizedClientException"
+        );
+    }
+}
