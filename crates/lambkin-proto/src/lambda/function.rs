@@ -20,7 +20,14 @@ impl FunctionName {
         let valid_chars = name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if name.is_empty() || name.len() > Self::MAX_LEN || !valid_chars {
+        // A name becomes a directory (`ROOT/functions/NAME`, `ROOT/work/NAME`): `.` and `..`
+        // would name the directory above instead.
+        if name.is_empty()
+            || name.len() > Self::MAX_LEN
+            || !valid_chars
+            || name == "."
+            || name == ".."
+        {
             return Err(FunctionError::InvalidName(name.to_owned()));
         }
         Ok(Self(name.to_owned()))
@@ -467,6 +474,16 @@ pub enum FunctionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_are_path_components_are_refused() {
+        for bad in [".", "..", "", "a/b", "../etc", "a\0b", &"x".repeat(300)] {
+            assert!(FunctionName::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in ["hello", "com.example.Hello", "a..b", "_x-1"] {
+            assert!(FunctionName::parse(good).is_ok(), "{good:?}");
+        }
+    }
 
     fn config() -> FunctionConfig {
         FunctionConfig {

@@ -30,7 +30,14 @@ impl ComponentName {
         let valid_chars = name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if name.is_empty() || name.len() > Self::MAX_LEN || !valid_chars {
+        // A name becomes a directory (`ROOT/functions/NAME`, `ROOT/work/NAME`): `.` and `..`
+        // would name the directory above instead.
+        if name.is_empty()
+            || name.len() > Self::MAX_LEN
+            || !valid_chars
+            || name == "."
+            || name == ".."
+        {
             return Err(InvalidComponentName(name.to_owned()));
         }
         Ok(Self(name.to_owned()))
@@ -840,6 +847,10 @@ mod tests {
         assert!(ComponentName::parse("a b").is_err());
         assert!(ComponentName::parse(&"x".repeat(128)).is_ok());
         assert!(ComponentName::parse(&"x".repeat(129)).is_err());
+        for path_like in [".", "..", "../x", "a\0b", "/"] {
+            assert!(ComponentName::parse(path_like).is_err(), "{path_like:?}");
+        }
+        assert!(ComponentName::parse("...").is_ok());
     }
 
     #[test]

@@ -33,7 +33,8 @@ fn api_error(e: ManageError) -> ApiError {
             CodeError::NotBase64(_)
             | CodeError::BadZip(_)
             | CodeError::UnsafePath(_)
-            | CodeError::MissingEntryPoint(_),
+            | CodeError::MissingEntryPoint(_)
+            | CodeError::TooLarge(_),
         ) => ApiError::InvalidParameterValue(e.to_string()),
         ManageError::Code(CodeError::Io(_)) | ManageError::Store(_) | ManageError::Log(_) => {
             ApiError::Service(e.to_string())

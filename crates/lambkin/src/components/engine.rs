@@ -838,14 +838,24 @@ impl Actor {
         deployment::pull_docker_images(&plan)
             .await
             .map_err(|e| e.to_string())?;
-        deployment::stage_artifacts(
-            &plan,
-            request.artifact_dir.as_deref(),
-            &self.settings.layout,
-            &fresh,
-            id,
-        )
-        .map_err(|e| e.to_string())?;
+        // On a blocking thread: copying, hashing and unpacking archives takes a while, and the
+        // host's one async thread keeps serving invocations meanwhile.
+        let staged = {
+            let (plan, artifact_dir, layout, fresh, id) = (
+                plan.clone(),
+                request.artifact_dir.clone(),
+                self.settings.layout.clone(),
+                fresh.clone(),
+                id.to_owned(),
+            );
+            tokio::task::spawn_blocking(move || {
+                deployment::stage_artifacts(&plan, artifact_dir.as_deref(), &layout, &fresh, &id)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| format!("staging the artifacts failed: {e}"))?
+        };
+        staged?;
         // Deploying a BROKEN component again is how it is repaired (§2.5).
         let broken: BTreeSet<String> = {
             let board = self.board.lock().unwrap_or_else(PoisonError::into_inner);

@@ -3,7 +3,7 @@
 //! for the entry point its runtime will need before the function is accepted.
 
 use std::io::{Cursor, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use base64::Engine;
@@ -21,6 +21,8 @@ pub enum CodeError {
     UnsafePath(String),
     #[error("{0}")]
     MissingEntryPoint(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("cannot store the function's code: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -91,49 +93,241 @@ fn enclosed(name: &str) -> Result<PathBuf, CodeError> {
 const S_IFMT: u32 = 0o170_000;
 const S_IFLNK: u32 = 0o120_000;
 
-/// Unpacks a zip into `dest`; no entry or link may lead outside it.
+/// What an archive may unpack to: AWS Lambda's limits where it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of all files together, unpacked (AWS: 250 MB for a function and its layers).
+    pub unpacked_bytes: u64,
+    /// Entries (files, directories, links).
+    pub entries: usize,
+    /// Unpacked bytes per compressed byte, past [`RATIO_FLOOR_BYTES`] of unpacked data.
+    pub ratio: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            unpacked_bytes: 250 * 1000 * 1000,
+            entries: 20_000,
+            ratio: 200,
+        }
+    }
+}
+
+/// Below this many unpacked bytes the ratio is not checked: small, very regular files (a
+/// zeroed buffer, generated tables) compress far past any ratio and harm no one.
+const RATIO_FLOOR_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One entry as the archive declares it, checked before anything is written.
+#[derive(Debug)]
+struct Planned {
+    index: usize,
+    relative: PathBuf,
+    kind: EntryKind,
+}
+
+#[derive(Debug)]
+enum EntryKind {
+    Dir,
+    File { mode: u32 },
+    Link { target: String },
+}
+
+/// Unpacks a zip into `dest` (a directory that does not exist yet or is empty) within the
+/// default [`Limits`].
 pub fn unpack(bytes: &[u8], dest: &Path) -> Result<(), CodeError> {
+    unpack_within(bytes, dest, Limits::default())
+}
+
+/// Unpacks a zip into `dest`: no entry may lead outside it, none is written through a link,
+/// no link resolves outside it (a link may not point at or through another link, so each
+/// link's lexical target is where it really leads), and the archive stays within `limits`,
+/// counted on the bytes actually inflated, not on what the archive declares.
+pub fn unpack_within(bytes: &[u8], dest: &Path, limits: Limits) -> Result<(), CodeError> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| CodeError::BadZip(e.to_string()))?;
+    if archive.len() > limits.entries {
+        return Err(CodeError::TooLarge(format!(
+            "the archive has {} entries, over the limit of {}",
+            archive.len(),
+            limits.entries
+        )));
+    }
+    let planned = plan(&mut archive)?;
     std::fs::create_dir_all(dest)?;
-    for i in 0..archive.len() {
+    let compressed = bytes.len() as u64;
+    let mut written: u64 = 0;
+    for entry in &planned {
+        let path = dest.join(&entry.relative);
+        if let Some(parent) = entry.relative.parent() {
+            make_dirs(dest, parent)?;
+        }
+        match &entry.kind {
+            EntryKind::Dir => make_dirs(dest, &entry.relative)?,
+            EntryKind::Link { target } => std::os::unix::fs::symlink(target, &path)?,
+            EntryKind::File { mode } => {
+                let mut file = archive
+                    .by_index(entry.index)
+                    .map_err(|e| CodeError::BadZip(e.to_string()))?;
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&path)?;
+                let room = limits.unpacked_bytes - written;
+                let copied = std::io::copy(&mut (&mut file).take(room + 1), &mut out)
+                    .map_err(|e| CodeError::BadZip(e.to_string()))?;
+                written += copied;
+                if copied > room {
+                    return Err(CodeError::TooLarge(format!(
+                        "the archive unpacks to more than the limit of {} bytes",
+                        limits.unpacked_bytes
+                    )));
+                }
+                if written > RATIO_FLOOR_BYTES && written > compressed.saturating_mul(limits.ratio)
+                {
+                    return Err(CodeError::TooLarge(format!(
+                        "the archive unpacks to over {} times its {compressed} bytes (a compression ratio limit)",
+                        limits.ratio
+                    )));
+                }
+                // Files keep their permission bits; zips made without them get rw-r--r--.
+                let perm = Some(*mode).filter(|m| *m != 0).unwrap_or(0o644);
+                out.set_permissions(std::fs::Permissions::from_mode(perm | 0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the central directory and refuses, before anything is written: a path out of the
+/// target, a duplicate, an entry under a link, a link out of the target or to a link.
+fn plan<R: Read + std::io::Seek>(
+    archive: &mut zip::ZipArchive<R>,
+) -> Result<Vec<Planned>, CodeError> {
+    let mut planned = Vec::with_capacity(archive.len());
+    let mut seen = std::collections::HashSet::new();
+    for index in 0..archive.len() {
         let mut entry = archive
-            .by_index(i)
+            .by_index(index)
             .map_err(|e| CodeError::BadZip(e.to_string()))?;
         let relative = enclosed(entry.name())?;
         if relative.as_os_str().is_empty() {
             continue;
         }
-        let path = dest.join(&relative);
         let mode = entry.unix_mode();
-        if entry.is_dir() {
-            std::fs::create_dir_all(&path)?;
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if mode.is_some_and(|m| m & S_IFMT == S_IFLNK) {
-            let mut target = String::new();
-            entry
-                .read_to_string(&mut target)
-                .map_err(|e| CodeError::BadZip(e.to_string()))?;
-            // A link may point anywhere inside the code, never out of it.
-            let resolved = relative.parent().unwrap_or(Path::new("")).join(&target);
-            if Path::new(&target).is_absolute() || enclosed_lexically(&resolved).is_none() {
+        let kind = if entry.is_dir() {
+            EntryKind::Dir
+        } else if mode.is_some_and(|m| m & S_IFMT == S_IFLNK) {
+            if entry.size() > 4096 {
                 return Err(CodeError::UnsafePath(format!(
-                    "{} -> {target}",
-                    entry.name()
+                    "{}: a link target of {} bytes",
+                    entry.name(),
+                    entry.size()
                 )));
             }
-            std::os::unix::fs::symlink(&target, &path)?;
-            continue;
+            let mut target = String::new();
+            (&mut entry)
+                .take(4096)
+                .read_to_string(&mut target)
+                .map_err(|e| CodeError::BadZip(e.to_string()))?;
+            EntryKind::Link { target }
+        } else {
+            EntryKind::File {
+                mode: mode.map_or(0, |m| m & 0o777),
+            }
+        };
+        if !seen.insert(relative.clone()) && !matches!(kind, EntryKind::Dir) {
+            return Err(CodeError::UnsafePath(format!(
+                "{} appears twice in the archive",
+                entry.name()
+            )));
         }
-        let mut out = std::fs::File::create(&path)?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| CodeError::BadZip(e.to_string()))?;
-        // Files keep their permission bits; zips made without them get rw-r--r--.
-        let perm = mode.map(|m| m & 0o777).filter(|m| *m != 0).unwrap_or(0o644);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perm | 0o600))?;
+        planned.push(Planned {
+            index,
+            relative,
+            kind,
+        });
+    }
+    let links: std::collections::HashSet<&Path> = planned
+        .iter()
+        .filter(|p| matches!(p.kind, EntryKind::Link { .. }))
+        .map(|p| p.relative.as_path())
+        .collect();
+    // The first link among `path`'s ancestors (and `path` itself when `including_self`).
+    let through_link = |path: &Path, including_self: bool| -> Option<PathBuf> {
+        let mut prefix = PathBuf::new();
+        let parts: Vec<_> = path.components().collect();
+        for (i, part) in parts.iter().enumerate() {
+            prefix.push(part);
+            let is_self = i + 1 == parts.len();
+            if (!is_self || including_self) && links.contains(prefix.as_path()) {
+                return Some(prefix);
+            }
+        }
+        None
+    };
+    for p in &planned {
+        if let Some(link) = through_link(&p.relative, false) {
+            return Err(CodeError::UnsafePath(format!(
+                "{} would be written through the link {}",
+                p.relative.display(),
+                link.display()
+            )));
+        }
+        if let EntryKind::Link { target } = &p.kind {
+            let unsafe_link =
+                || CodeError::UnsafePath(format!("{} -> {target}", p.relative.display()));
+            let resolved = p.relative.parent().unwrap_or(Path::new("")).join(target);
+            if Path::new(target).is_absolute() {
+                return Err(unsafe_link());
+            }
+            if enclosed_lexically(&resolved).is_none() {
+                return Err(unsafe_link());
+            }
+            // A link through a link resolves somewhere its own text does not say: the chain
+            // `l1 -> .`, `l2 -> l1/..` is inside lexically and outside for real. Walking the
+            // target step by step, no step may be a link.
+            let mut walked = p.relative.parent().unwrap_or(Path::new("")).to_path_buf();
+            for part in Path::new(target).components() {
+                match part {
+                    Component::Normal(n) => walked.push(n),
+                    Component::ParentDir => {
+                        walked.pop();
+                    }
+                    _ => continue,
+                }
+                if links.contains(walked.as_path()) {
+                    return Err(CodeError::UnsafePath(format!(
+                        "{} -> {target} goes through the link {} (links to links are refused)",
+                        p.relative.display(),
+                        walked.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(planned)
+}
+
+/// Creates `relative`'s directories under `dest` one by one, refusing any that exists as
+/// something other than a directory (a link above all).
+fn make_dirs(dest: &Path, relative: &Path) -> Result<(), CodeError> {
+    let mut path = dest.to_path_buf();
+    for part in relative.components() {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(CodeError::UnsafePath(format!(
+                    "{} is not a directory",
+                    relative.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&path)?,
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -271,6 +465,130 @@ mod tests {
         assert!(!tmp.path().join("evil").exists());
         // Nothing half-unpacked is left behind.
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    /// A zip with `(name, content)` files and `(name, target)` links.
+    fn zip_with_links(files: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, target) in links {
+            w.add_symlink(*name, *target, zip::write::SimpleFileOptions::default())
+                .unwrap();
+        }
+        for (name, data) in files {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+        buf.into_inner()
+    }
+
+    /// Unpacks into `base/code` and says whether anything appeared in `base` besides it.
+    fn unpack_in(base: &Path, bytes: &[u8]) -> (Result<(), CodeError>, Vec<String>) {
+        let result = unpack(bytes, &base.join("code"));
+        let mut outside: Vec<String> = std::fs::read_dir(base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "code")
+            .collect();
+        outside.sort();
+        (result, outside)
+    }
+
+    #[test]
+    fn a_chain_of_links_climbing_through_each_other_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Each link is inside on its own text; followed, l3/x is two levels up.
+        let bytes = zip_with_links(
+            &[("l3/escaped", b"written outside")],
+            &[("l1", "."), ("l2", "l1/.."), ("l3", "l2/..")],
+        );
+        let (result, outside) = unpack_in(tmp.path(), &bytes);
+        assert!(
+            matches!(result, Err(CodeError::UnsafePath(_))),
+            "{result:?}"
+        );
+        assert!(outside.is_empty(), "{outside:?}");
+        // The links alone, without a file written through them: still refused (l2 -> l1/..).
+        let bytes = zip_with_links(&[], &[("l1", "."), ("l2", "l1/..")]);
+        let (result, _) = unpack_in(tmp.path(), &bytes);
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("links to links"), "{err}");
+    }
+
+    #[test]
+    fn links_out_absolute_paths_parents_and_writes_through_links_are_refused() {
+        for (files, links) in [
+            (vec![("../evil", &b"x"[..])], vec![]),
+            (vec![("/etc/evil", &b"x"[..])], vec![]),
+            (vec![], vec![("out", "../..")]),
+            (vec![], vec![("abs", "/etc")]),
+            (vec![("dir/file", &b"x"[..])], vec![("dir", "elsewhere")]),
+            (vec![], vec![("a", "b"), ("b", "c")]),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let bytes = zip_with_links(&files, &links);
+            let (result, outside) = unpack_in(tmp.path(), &bytes);
+            assert!(
+                matches!(result, Err(CodeError::UnsafePath(_))),
+                "{files:?} {links:?}: {result:?}"
+            );
+            assert!(outside.is_empty(), "{outside:?}");
+        }
+        // Links inside, to real files and directories, are fine.
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = zip_with_links(
+            &[("lib/real.so.1", b"elf"), ("bin/tool", b"x")],
+            &[
+                ("lib/real.so", "real.so.1"),
+                ("tools", "bin"),
+                ("self", "."),
+            ],
+        );
+        let (result, _) = unpack_in(tmp.path(), &bytes);
+        result.unwrap();
+        assert_eq!(
+            std::fs::read(tmp.path().join("code/lib/real.so")).unwrap(),
+            b"elf"
+        );
+    }
+
+    #[test]
+    fn two_entries_for_one_path_are_refused() {
+        // `a` and `./a` are one file once unpacked: which one wins would depend on order.
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = zip_with_links(&[("a", b"1"), ("./a", b"2")], &[]);
+        let (result, _) = unpack_in(tmp.path(), &bytes);
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn limits_on_bytes_entries_and_ratio_name_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let zeros = vec![0u8; 4 * 1024 * 1024];
+        let bytes = zip_of(&[("a", &zeros, 0o644), ("b", &zeros, 0o644)]);
+        let small = Limits {
+            unpacked_bytes: 6 * 1024 * 1024,
+            ..Limits::default()
+        };
+        let err = unpack_within(&bytes, &tmp.path().join("1"), small).unwrap_err();
+        assert!(err.to_string().contains("6291456 bytes"), "{err}");
+
+        let few = Limits {
+            entries: 1,
+            ..Limits::default()
+        };
+        let err = unpack_within(&bytes, &tmp.path().join("2"), few).unwrap_err();
+        assert!(err.to_string().contains("limit of 1"), "{err}");
+
+        // 32 MiB of zeros deflate to about 32 KiB: a ratio of ~1000.
+        let bomb = zip_of(&[("bomb", &vec![0u8; 32 * 1024 * 1024], 0o644)]);
+        let err = unpack(&bomb, &tmp.path().join("3")).unwrap_err();
+        assert!(err.to_string().contains("compression ratio"), "{err}");
+        // The same bytes under the ratio floor are fine.
+        unpack(&bytes, &tmp.path().join("4")).unwrap();
     }
 
     #[test]

@@ -353,7 +353,7 @@ impl Registry {
         config.validate()?;
         let zip = CodeZip::from_base64(zip_file)?;
         let record = self.record(name, config, &zip);
-        let code_dir = self.unpack(&record, &zip)?;
+        let code_dir = self.unpack(&record, zip).await?;
         let spec = self.spec(&record, code_dir).await?;
         self.inner.store.put_function(record.clone()).await?;
         let handle = FunctionHandle::spawn(spec.clone());
@@ -383,7 +383,7 @@ impl Registry {
         )?;
         let zip = CodeZip::from_base64(zip_file)?;
         let record = self.record(name.clone(), config, &zip);
-        let code_dir = self.unpack(&record, &zip)?;
+        let code_dir = self.unpack(&record, zip).await?;
         if req.dry_run == Some(true) {
             return Ok(self.configuration(&record));
         }
@@ -549,14 +549,20 @@ impl Registry {
         }
     }
 
-    fn unpack(&self, record: &FunctionRecord, zip: &CodeZip) -> Result<PathBuf, ManageError> {
-        let dir = zip.unpack_into(&self.inner.layout.function_dir(&record.name))?;
-        check_entry_point(
-            &dir,
-            &record.config.runtime,
-            record.config.handler.as_deref(),
-        )?;
-        Ok(dir)
+    /// Unpacks and checks the code on a blocking thread: a large archive takes a while, and
+    /// the host's one async thread keeps serving invocations meanwhile.
+    async fn unpack(&self, record: &FunctionRecord, zip: CodeZip) -> Result<PathBuf, ManageError> {
+        let into = self.inner.layout.function_dir(&record.name);
+        let runtime = record.config.runtime.clone();
+        let handler = record.config.handler.clone();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let dir = zip.unpack_into(&into)?;
+            check_entry_point(&dir, &runtime, handler.as_deref())?;
+            Ok::<_, crate::lambda::code::CodeError>(dir)
+        })
+        .await
+        .map_err(|e| crate::lambda::code::CodeError::Io(std::io::Error::other(e.to_string())))?;
+        Ok(unpacked?)
     }
 
     /// Persists the new definition, then moves the function's actor to it: new instances run
