@@ -30,6 +30,23 @@ pub fn start_cpus() -> Option<CpuSet> {
     START_CPUS.get().copied()
 }
 
+/// The open-files limit (soft) this process started with, before [`raise_open_files_limit`].
+static START_NOFILE: OnceLock<u64> = OnceLock::new();
+
+/// Raises this process's soft open-files limit to its hard limit (a host holds a socket per
+/// connection and per instance, and files per log), remembering the old one for children
+/// ([`host_child`] gives it back: functions and components get the limit the host was given,
+/// as a Lambda runtime gets a fixed one). Returns `(before, now)`.
+pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    let _ = START_NOFILE.set(soft);
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    }
+    Ok((soft, hard.max(soft)))
+}
+
 /// What every process the host starts gets before exec, in one hook:
 /// - the kernel sends it SIGKILL when the host dies, even by SIGKILL, so none outlives its
 ///   host. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the
@@ -37,21 +54,30 @@ pub fn start_cpus() -> Option<CpuSet> {
 ///   blocking thread;
 /// - it runs on the CPUs the host started with ([`remember_start_cpus`]), whatever CPU the
 ///   thread that starts it is pinned to at that moment (a child inherits its parent thread's
-///   affinity). A refusal (a narrower cpuset) leaves the inherited CPUs, which still run it.
+///   affinity). A refusal (a narrower cpuset) leaves the inherited CPUs, which still run it;
+/// - it gets the open-files limit the host started with ([`raise_open_files_limit`]).
 ///
 /// Add it after [`run_as`]: hooks run in the order they were added, and the kernel clears the
 /// parent-death signal when the process's credentials change.
 pub fn host_child(command: &mut std::process::Command) {
     let cpus = start_cpus();
+    let nofile = START_NOFILE.get().copied();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed; it makes one `prctl` and at most one `sched_setaffinity` system call
-    // (on a set copied before the fork), allocates nothing and touches no lock.
+    // calls are allowed; it makes one `prctl`, at most one `sched_setaffinity` (on a set copied
+    // before the fork) and at most two `getrlimit`/`setrlimit` system calls, allocates nothing
+    // and touches no lock.
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(io::Error::from)?;
             if let Some(cpus) = &cpus {
                 let _ = sched_setaffinity(Pid::from_raw(0), cpus);
+            }
+            if let Some(soft) = nofile {
+                use nix::sys::resource::{getrlimit, setrlimit, Resource};
+                if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+                    let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard);
+                }
             }
             Ok(())
         });

@@ -1,26 +1,67 @@
-//! The HTTP/1.1 listener loop the API and the token exchange service share: accept (an
-//! accept error is logged and the loop goes on), `TCP_NODELAY`, one task per connection
-//! (upgrades allowed), and on shutdown: stop accepting, let each connection finish its request,
-//! wait for them all.
+//! The HTTP/1.1 listener loop the API and the token exchange service share: accept, one task
+//! per connection (upgrades allowed), `TCP_NODELAY`, and the limits every listener keeps:
+//!
+//! - at most [`Limits::connections`] at once: past it the loop stops accepting (the kernel's
+//!   backlog holds the rest) until one ends;
+//! - a request's head must arrive within [`Limits::head_timeout`], which hyper also applies to
+//!   a keep-alive connection waiting for its next request: a half-sent header (slowloris) and
+//!   an idle connection are both closed then;
+//! - an accept error (out of descriptors, say) backs off, doubling up to a second, and is
+//!   logged once per burst with the count of the ones in between, so neither a core nor the
+//!   log is spent on it.
+//!
+//! On shutdown: stop accepting, let each connection finish its request, wait for them all.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-/// Serves `listener` with `handler` (given each request and the shared `state`) until
-/// `shutdown` turns true. `what` names the listener in log lines.
+/// What one listener allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once.
+    pub connections: usize,
+    /// Time for a request's head, and for an idle keep-alive connection's next request.
+    pub head_timeout: Duration,
+    /// Largest request head.
+    pub max_head_bytes: usize,
+}
+
+impl Limits {
+    /// The Lambda API: clients are the device's processes and tools.
+    pub const API: Limits = Limits {
+        connections: 4096,
+        head_timeout: Duration::from_secs(30),
+        max_head_bytes: 64 * 1024,
+    };
+    /// The token exchange service: one SDK client per component at a time, at most a few.
+    pub const TOKEN_EXCHANGE: Limits = Limits {
+        connections: 1024,
+        head_timeout: Duration::from_secs(30),
+        max_head_bytes: 16 * 1024,
+    };
+}
+
+/// Accept errors are retried after this, doubling up to [`MAX_ACCEPT_BACKOFF`].
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serves `listener` with `handler` (given each request and the shared `state`) within
+/// `limits` until `shutdown` turns true. `what` names the listener in log lines.
 pub async fn serve<S, F, Fut>(
     listener: TcpListener,
     what: &'static str,
+    limits: Limits,
     state: Arc<S>,
     handler: F,
     mut shutdown: watch::Receiver<bool>,
@@ -30,13 +71,29 @@ pub async fn serve<S, F, Fut>(
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let mut connections = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let mut backoff = AcceptBackoff::default();
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = stopped(&mut shutdown) => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, _)) => {
+                        backoff.succeeded(what);
+                        stream
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "{what}: accept failed");
+                        let pause = backoff.failed(what, &e);
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = stopped(&mut shutdown) => break,
+                        }
                         continue;
                     }
                 };
@@ -46,12 +103,16 @@ pub async fn serve<S, F, Fut>(
                 let handler = handler.clone();
                 let mut conn_shutdown = shutdown.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     let service = hyper::service::service_fn(move |req| {
                         let answer = handler(req, state.clone());
                         async move { Ok::<_, Infallible>(answer.await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .writev(true)
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.head_timeout)
+                        .max_buf_size(limits.max_head_bytes.max(8192))
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades();
                     tokio::pin!(conn);
@@ -71,6 +132,72 @@ pub async fn serve<S, F, Fut>(
     while connections.join_next().await.is_some() {}
 }
 
+/// Accept errors: a growing pause, one log line per burst.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Option<Duration>,
+    /// Errors since the last line logged, and when that was.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    fn failed(&mut self, what: &str, error: &std::io::Error) -> Duration {
+        let pause = self
+            .pause
+            .map_or(MIN_ACCEPT_BACKOFF, |p| (p * 2).min(MAX_ACCEPT_BACKOFF));
+        self.pause = Some(pause);
+        let quiet = self
+            .logged_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+        if quiet {
+            self.unlogged += 1;
+        } else {
+            tracing::warn!(
+                error = %error,
+                retry_in_ms = pause.as_millis() as u64,
+                "{what}: accept failed (and {} more times since the last report)",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+        pause
+    }
+
+    fn succeeded(&mut self, what: &str) {
+        if self.pause.take().is_some() && self.unlogged > 0 {
+            tracing::info!(
+                "{what}: accepting again after {} more failed accepts",
+                self.unlogged
+            );
+        }
+        self.unlogged = 0;
+    }
+}
+
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_and_log_once_per_burst() {
+        let mut b = AcceptBackoff::default();
+        let e = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<Duration> = (0..12).map(|_| b.failed("test", &e)).collect();
+        assert_eq!(pauses[0], MIN_ACCEPT_BACKOFF);
+        assert_eq!(pauses[1], MIN_ACCEPT_BACKOFF * 2);
+        assert_eq!(
+            *pauses.last().unwrap_or(&Duration::ZERO),
+            MAX_ACCEPT_BACKOFF
+        );
+        // One line for the first error; the other eleven are counted, not logged.
+        assert_eq!(b.unlogged, 11);
+        b.succeeded("test");
+        assert_eq!(b.failed("test", &e), MIN_ACCEPT_BACKOFF);
+    }
 }

@@ -80,16 +80,22 @@ impl LogFile {
             out.extend_from_slice(line);
             out.push(b'\n');
         }
+        if let Err(e) = self.append(&out) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write a log");
+        }
+    }
+
+    /// Appends `bytes` as they are (whole lines, already formatted), rotating first when they
+    /// would take the file past its size. Reports nothing itself: the host's own log writes
+    /// through this, and a log line about the log would come back here.
+    pub fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if inner.size > 0 && inner.size + out.len() as u64 > self.rotate_at {
-            if let Err(e) = self.rotate(&mut inner) {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot rotate a log");
-            }
+        if inner.size > 0 && inner.size + bytes.len() as u64 > self.rotate_at {
+            self.rotate(&mut inner)?;
         }
-        match inner.file.write_all(&out) {
-            Ok(()) => inner.size += out.len() as u64,
-            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "cannot write a log"),
-        }
+        inner.file.write_all(bytes)?;
+        inner.size += bytes.len() as u64;
+        Ok(())
     }
 
     fn rotated(&self, n: u32) -> PathBuf {
@@ -109,6 +115,29 @@ impl LogFile {
         inner.file = open_append(&self.path)?;
         inner.size = 0;
         Ok(())
+    }
+}
+
+/// The host's own log through [`LogFile`], for `tracing`: each event is one `write`.
+#[derive(Debug, Clone)]
+pub struct HostLog(pub std::sync::Arc<LogFile>);
+
+impl std::io::Write for HostLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.append(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for HostLog {
+    type Writer = HostLog;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }
 

@@ -14,6 +14,8 @@ fn main() -> ExitCode {
     lambkin_sys::return_freed_memory_promptly();
     // Before the host's thread is ever pinned (see `lambda::placement`).
     lambkin_sys::remember_start_cpus();
+    // Before any thread: a host under many connections must not run out of descriptors first.
+    let open_files = lambkin_sys::raise_open_files_limit();
     let cli = Cli::parse();
     // One thread runs the whole host: an invocation crosses several tasks (API connection,
     // function, instance, Runtime API connection), and keeping them on one thread saves the
@@ -29,6 +31,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = &open_files {
+        eprintln!("lambkin: cannot raise the open-files limit: {e}");
+    }
     let code = runtime.block_on(dispatch(cli.command));
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -176,21 +181,16 @@ fn init_tracing(log_file: &std::path::Path) {
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .ok();
+    // Rotated by size like every other log, so a flood of warnings cannot fill the disk.
+    let file = lambkin::logfile::LogFile::open(log_file)
+        .ok()
+        .map(|f| lambkin::logfile::HostLog(std::sync::Arc::new(f)));
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_writer(std::io::stderr));
     match file {
         Some(file) => registry
-            .with(
-                fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(std::sync::Mutex::new(file)),
-            )
+            .with(fmt::layer().with_ansi(false).with_writer(file))
             .init(),
         None => registry.init(),
     }

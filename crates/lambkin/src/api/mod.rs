@@ -51,6 +51,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch:
     crate::http::serve(
         listener,
         "API",
+        crate::http::Limits::API,
         state,
         |req, state| async move { route(req, &state).await },
         shutdown,

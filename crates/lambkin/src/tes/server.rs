@@ -61,6 +61,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: watch::Re
     crate::http::serve(
         listener,
         "token exchange",
+        crate::http::Limits::TOKEN_EXCHANGE,
         state,
         |req, state| async move { answer(req, &state).await },
         shutdown,
