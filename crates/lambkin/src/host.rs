@@ -158,6 +158,7 @@ pub async fn run(
         recovered.interrupted,
     )
     .await;
+    registry.report_awaiting();
     let cli_token = write_cli_token(&layout)?;
     let state = Arc::new(ApiState {
         registry: registry.clone(),

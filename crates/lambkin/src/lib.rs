@@ -25,6 +25,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod components;
 pub mod config;
+pub mod failpoint;
 pub mod host;
 pub mod http;
 pub mod ipc;

@@ -118,3 +118,41 @@ fn a_failed_redeployment_of_a_version_puts_its_files_back() {
     let _host = Host::start(&root);
     assert_eq!(on_device(&root), "one");
 }
+
+#[test]
+fn a_redeployment_killed_just_before_it_commits_leaves_the_previous_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, recipes, artifacts) = (
+        tmp.path().join("root"),
+        tmp.path().join("recipes"),
+        tmp.path().join("artifacts"),
+    );
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(recipes.join("files.yaml"), recipe("true")).unwrap();
+    write_artifact(&artifacts, "one");
+    let mut host = Host::start(&root);
+    assert!(deploy(&root, &recipes, &artifacts).status.success());
+    host.stop();
+
+    // The same version with new files, and a host that dies the moment everything is up and
+    // the deployment is about to be committed.
+    let mut host =
+        Host::start_with_env(&root, &[("LAMBKIN_FAILPOINT", "deployment-before-commit")]);
+    write_artifact(&artifacts, "two");
+    let out = deploy(&root, &recipes, &artifacts);
+    assert!(!out.status.success(), "the deployment outlived its host");
+    let exited = wait_for(Duration::from_secs(10), || {
+        host.child.as_mut().unwrap().try_wait().unwrap()
+    });
+    assert!(exited.is_some(), "the host did not reach the failpoint");
+    host.child = None;
+
+    // Not committed: the device is back to the first deployment, files included.
+    let _host = Host::start(&root);
+    assert_eq!(on_device(&root), "one");
+    wait_for(Duration::from_secs(10), || {
+        (seen(&root).last().map(String::as_str) == Some("one") && seen(&root).len() >= 2)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not run again with its own files: {:?}", seen(&root)));
+}

@@ -738,9 +738,6 @@ impl Actor {
             }
         };
         let layout = &self.settings.layout;
-        if committed.is_some() {
-            deployment::drop_previous_artifacts(layout, &id);
-        }
         let keeps_recipes = committed.is_some() && !brought.is_empty();
         if keeps_recipes {
             if let Err(e) = deployment::set_aside_recipes(layout, &id, &brought) {
@@ -760,6 +757,8 @@ impl Actor {
                 tracing::error!(deployment = %id, error = %e, "cannot keep the components' runWith");
             }
         }
+        crate::failpoint::hit("deployment-before-commit");
+        let commits = committed.is_some();
         if let Err(e) = self
             .store
             .end_deployment(id.clone(), status, message.clone(), committed)
@@ -778,6 +777,11 @@ impl Actor {
             if let Err(e) = deployment::keep_run_with(layout, &id) {
                 tracing::error!(deployment = %id, error = %e, "cannot keep the components' runWith");
             }
+        }
+        // Only now that the new set is committed: until then a crash must find the replaced
+        // artifacts to put back (`settle_previous_artifacts` at the next start).
+        if commits {
+            deployment::drop_previous_artifacts(layout, &id);
         }
         outcome(status, message)
     }

@@ -83,6 +83,9 @@ struct Inner {
     functions: RwLock<BTreeMap<FunctionName, Entry>>,
     /// Serialises create/update/delete so each sees the previous one's result.
     writes: tokio::sync::Mutex<()>,
+    /// Stored `Event` invocations of functions not defined yet at start: a Lambda component's
+    /// function is defined by the engine after the registry recovers. They run when it is.
+    awaiting: std::sync::Mutex<BTreeMap<String, Vec<PendingEvent>>>,
     store: Store,
     layout: Layout,
     runtimes: Runtimes,
@@ -95,6 +98,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 functions: RwLock::new(BTreeMap::new()),
                 writes: tokio::sync::Mutex::new(()),
+                awaiting: std::sync::Mutex::default(),
                 store,
                 layout,
                 runtimes,
@@ -150,30 +154,59 @@ impl Registry {
                 .ok()
                 .and_then(|n| self.read_map().get(&n).map(|e| e.handle.clone()));
             let Some(handle) = handle else {
-                tracing::warn!(function = %event.function, seq = event.seq, "pending event of an unknown function dropped");
-                self.inner.store.complete_event(event.seq).await;
+                // Not defined yet (a Lambda component's function comes with the engine), or
+                // not any more: kept, stored, until a function of that name is defined.
+                self.inner
+                    .awaiting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(event.function.clone())
+                    .or_default()
+                    .push(event);
                 continue;
             };
             recovered += 1;
-            handle
-                .resubmit(Invocation {
-                    request_id: RequestId::from_stored(event.request_id),
-                    payload: event.payload,
-                    content_type: None,
-                    client_context: None,
-                    trace_id: None,
-                    want_log_tail: false,
-                    completion: Completion::Event {
-                        seq: event.seq,
-                        store: self.inner.store.clone(),
-                    },
-                })
-                .await;
+            self.resubmit(&handle, event).await;
         }
         if recovered > 0 {
             tracing::info!(
                 recovered,
                 "queued Event invocations accepted before the restart"
+            );
+        }
+    }
+
+    /// Runs a stored event again, as accepted.
+    async fn resubmit(&self, handle: &FunctionHandle, event: PendingEvent) {
+        handle
+            .resubmit(Invocation {
+                request_id: RequestId::from_stored(event.request_id),
+                payload: event.payload,
+                content_type: None,
+                client_context: None,
+                trace_id: None,
+                want_log_tail: false,
+                completion: Completion::Event {
+                    seq: event.seq,
+                    store: self.inner.store.clone(),
+                },
+            })
+            .await;
+    }
+
+    /// Says which stored events still wait for their function once the device's components
+    /// are up (their component is gone): they stay stored and run if it comes back.
+    pub fn report_awaiting(&self) {
+        let awaiting = self
+            .inner
+            .awaiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (function, events) in awaiting.iter() {
+            tracing::warn!(
+                %function,
+                events = events.len(),
+                "stored Event invocations wait for a function of this name to be defined again"
             );
         }
     }
@@ -358,15 +391,17 @@ impl Registry {
         self.inner.store.put_function(record.clone()).await?;
         let handle = FunctionHandle::spawn(spec.clone());
         let configuration = self.configuration(&record);
+        let name = record.name.clone();
         self.write_map().insert(
             record.name.clone(),
             Entry {
                 record,
                 spec,
-                handle,
+                handle: handle.clone(),
                 owned_by_component: false,
             },
         );
+        self.run_awaiting(&name, &handle).await;
         Ok(configuration)
     }
 
@@ -510,15 +545,32 @@ impl Registry {
         }
         let handle = FunctionHandle::spawn(spec.clone());
         self.write_map().insert(
-            name,
+            name.clone(),
             Entry {
                 record,
                 spec,
-                handle,
+                handle: handle.clone(),
                 owned_by_component: true,
             },
         );
+        self.run_awaiting(&name, &handle).await;
         Ok(())
+    }
+
+    /// Runs the stored events that waited for `name` to be defined.
+    async fn run_awaiting(&self, name: &FunctionName, handle: &FunctionHandle) {
+        let waiting = self
+            .inner
+            .awaiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name.as_str());
+        if let Some(events) = waiting {
+            tracing::info!(function = %name, events = events.len(), "running Event invocations accepted before the restart");
+            for event in events {
+                self.resubmit(handle, event).await;
+            }
+        }
     }
 
     /// Removes a component's function, stopping its instances.

@@ -26,12 +26,18 @@ pub struct Host {
 impl Host {
     /// Starts a host on `root` and waits until it is ready.
     pub fn start(root: &Path) -> Host {
+        Host::start_with_env(root, &[])
+    }
+
+    /// As [`Host::start`], with more variables in the host's environment.
+    pub fn start_with_env(root: &Path, env: &[(&str, &str)]) -> Host {
         let addr_file = root.join("state/api.addr");
         let _ = std::fs::remove_file(&addr_file);
         let child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
             .args(["run", "--listen", "127.0.0.1:0", "--root"])
             .arg(root)
             .env("LAMBKIN_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
