@@ -34,7 +34,7 @@ pub use platform::{
     select_manifest, NoMatchingManifest, PlatformInfo, PlatformPattern, PlatformRequirement,
     PlatformTemplate, SelectedManifest,
 };
-pub use variables::{ComponentVariables, VariableError, Variables};
+pub use variables::{privileged_configuration_reads, ComponentVariables, VariableError, Variables};
 pub use version::{parse_component_version, Version, VersionRequirement, VersionRequirementError};
 
 use document::{Doc, Report};

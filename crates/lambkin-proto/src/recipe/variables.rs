@@ -207,6 +207,44 @@ pub(crate) fn check_lifecycle(
     errors
 }
 
+/// The configuration values a lifecycle's privileged steps read, as `(component, pointer)`:
+/// `component` is `None` for the lifecycle's own configuration, else the dependency named in
+/// `{COMPONENT:configuration:/pointer}`. The lifecycle's `Setenv` counts (every step gets it).
+/// These values reach a command that runs as root, so they must come from deployments only.
+pub fn privileged_configuration_reads(lifecycle: &Lifecycle) -> Vec<(Option<String>, String)> {
+    let mut reads = Vec::new();
+    let mut collect = |text: &str| {
+        for r in references(text) {
+            if r.namespace == "configuration" && r.key.starts_with('/') {
+                reads.push((r.component.map(str::to_owned), r.key.to_owned()));
+            }
+        }
+    };
+    let privileged: Vec<_> = lifecycle
+        .steps
+        .values()
+        .filter(|s| s.requires_privilege)
+        .collect();
+    if privileged.is_empty() {
+        return reads;
+    }
+    for value in lifecycle.setenv.values() {
+        collect(value);
+    }
+    for step in privileged {
+        collect(&step.script);
+        for value in step.setenv.values() {
+            collect(value);
+        }
+        if let Some(skip) = &step.skip_if {
+            collect(&skip.to_string());
+        }
+    }
+    reads.sort();
+    reads.dedup();
+    reads
+}
+
 /// Calls `f` with every interpolated string of a lifecycle and where it is.
 fn for_each_text(lifecycle: &Lifecycle, mut f: impl FnMut(&str, String)) {
     let setenv_path = format!("{}.Setenv", lifecycle.source);

@@ -91,6 +91,9 @@ pub struct PlannedComponent {
     pub manifest: Option<usize>,
     /// Whom it runs as and its limits: the request's, else what it ran with before.
     pub run_with: RunWith,
+    /// Configuration values its privileged steps read (`(component, pointer)`, see
+    /// `privileged_configuration_reads`): they may change by deployment only.
+    pub privileged_reads: Vec<(Option<String>, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -328,6 +331,7 @@ pub fn plan(
                     lifecycle: Lifecycle::default(),
                     manifest: None,
                     run_with: RunWith::default(),
+                    privileged_reads: Vec::new(),
                 },
             );
             continue;
@@ -374,6 +378,7 @@ pub fn plan(
                 lifecycle: selected.lifecycle.clone(),
                 manifest: Some(selected.index),
                 run_with: request.run_with.get(name).cloned().unwrap_or_default(),
+                privileged_reads: Vec::new(),
             },
         );
     }
@@ -596,9 +601,10 @@ fn interpolate(
             component,
             dependencies,
         };
+        let reads = lambkin_proto::recipe::privileged_configuration_reads(&c.lifecycle);
         match vars.interpolate_lifecycle(&c.lifecycle) {
             Ok(l) => {
-                done.insert(c.name.clone(), l);
+                done.insert(c.name.clone(), (l, reads));
             }
             Err(errors) => problems.extend(
                 errors
@@ -610,9 +616,10 @@ fn interpolate(
     if !problems.is_empty() {
         return Err(PlanError::Invalid(problems.join("; ")));
     }
-    for (name, lifecycle) in done {
+    for (name, (lifecycle, reads)) in done {
         if let Some(c) = components.get_mut(&name) {
             c.lifecycle = lifecycle;
+            c.privileged_reads = reads;
         }
     }
     Ok(())

@@ -117,12 +117,34 @@ type Board = Arc<Mutex<BTreeMap<String, ComponentStatus>>>;
 /// progress; the engine takes its changes in when it plans, compares and records.
 type Configs = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
 
+/// Configuration keys a component may not change over IPC, by component: what the host
+/// interprets to decide how a component runs, and what its (or a dependent's) privileged steps
+/// read. Each entry names the component that put it there, so it goes when that one goes.
+type Protected = Arc<Mutex<BTreeMap<String, Vec<ProtectedKey>>>>;
+
+#[derive(Debug, Clone)]
+struct ProtectedKey {
+    path: Vec<String>,
+    owner: String,
+    why: String,
+}
+
+/// A Lambda component's keys that decide how the host runs its function: isolation,
+/// triggers, its environment.
+const LAMBDA_HOST_KEYS: [&str; 4] = [
+    "containerMode",
+    "containerParams",
+    "pubsubTopics",
+    "lambdaExecutionParameters",
+];
+
 /// A cloneable handle on the engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Command>,
     board: Board,
     configs: Configs,
+    protected: Protected,
     store: Store,
     /// One configuration write to the store at a time (see
     /// [`Engine::persist_configuration`]).
@@ -157,6 +179,7 @@ impl Engine {
         }
         let board: Board = Arc::default();
         let configs: Configs = Arc::default();
+        let protected: Protected = Arc::default();
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let (changed_tx, changed_rx) = watch::channel(0u64);
         let graph: Arc<Mutex<Graph>> = Arc::default();
@@ -178,6 +201,7 @@ impl Engine {
             running: BTreeMap::new(),
             board: board.clone(),
             configs: configs.clone(),
+            protected: protected.clone(),
             reports_tx,
             changed: changed_rx,
             graph,
@@ -218,6 +242,7 @@ impl Engine {
             tx,
             board,
             configs,
+            protected,
             store,
             persisting: Arc::default(),
         }
@@ -268,6 +293,33 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(name)
             .map(update)
+    }
+
+    /// The first key an IPC update of `component`'s configuration at `key_path`, merging
+    /// `merged` keys, would change that only a deployment may change, and why; `None` when
+    /// the update touches none. An update touches a key when one path is a prefix of the
+    /// other (merging at a parent replaces what is under it).
+    pub fn protected_key<'a>(
+        &self,
+        component: &str,
+        key_path: &[String],
+        merged: impl Iterator<Item = &'a String>,
+    ) -> Option<String> {
+        let protected = self
+            .protected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let keys = protected.get(component)?;
+        let same =
+            |a: &[String], b: &[String]| a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y));
+        for k in merged {
+            let mut touched = key_path.to_vec();
+            touched.push(k.clone());
+            if let Some(hit) = keys.iter().find(|p| same(&p.path, &touched)) {
+                return Some(format!("/{} ({})", hit.path.join("/"), hit.why));
+            }
+        }
+        None
     }
 
     /// Writes the component's configuration as it is now to the store, so that a change made
@@ -467,6 +519,7 @@ struct Actor {
     running: BTreeMap<String, RunningComponent>,
     board: Board,
     configs: Configs,
+    protected: Protected,
     reports_tx: mpsc::UnboundedSender<StateReport>,
     changed: watch::Receiver<u64>,
     graph: Arc<Mutex<Graph>>,
@@ -1018,6 +1071,7 @@ impl Actor {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(name);
             self.settings.lambda_api.revoke(name);
+            self.unprotect(name);
             match c.kind {
                 Kind::Generic => {
                     if let Some(h) = &c.supervisor {
@@ -1082,6 +1136,7 @@ impl Actor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(c.name.clone(), c.config.clone());
+        self.protect(c);
         match c.kind {
             Kind::Builtin => self.set_status(c, "RUNNING"),
             Kind::Lambda => {
@@ -1246,6 +1301,58 @@ impl Actor {
             }
             let _ = tokio::time::timeout(deadline - now, self.changed.changed()).await;
         }
+    }
+
+    /// Records what of the configurations only deployments may change because of `c`.
+    fn protect(&self, c: &PlannedComponent) {
+        self.unprotect(&c.name);
+        let mut protected = self
+            .protected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut add = |target: &str, path: Vec<String>, why: String| {
+            protected
+                .entry(target.to_owned())
+                .or_default()
+                .push(ProtectedKey {
+                    path,
+                    owner: c.name.clone(),
+                    why,
+                });
+        };
+        if c.kind == Kind::Lambda {
+            for key in LAMBDA_HOST_KEYS {
+                add(
+                    &c.name,
+                    vec![key.to_owned()],
+                    "it decides how the host runs the function".into(),
+                );
+            }
+        }
+        for (component, pointer) in &c.privileged_reads {
+            let path = pointer
+                .split('/')
+                .skip(1)
+                .map(|p| p.replace("~1", "/").replace("~0", "~"))
+                .collect();
+            add(
+                component.as_deref().unwrap_or(&c.name),
+                path,
+                format!("a RequiresPrivilege step of {} reads it", c.name),
+            );
+        }
+    }
+
+    /// Forgets what `owner` protected.
+    fn unprotect(&self, owner: &str) {
+        let mut protected = self
+            .protected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for keys in protected.values_mut() {
+            keys.retain(|k| k.owner != owner);
+        }
+        protected.retain(|_, keys| !keys.is_empty());
     }
 
     /// A component whose `accessControl` grants it the Lambda API gets a fresh key of its own

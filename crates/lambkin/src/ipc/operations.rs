@@ -422,6 +422,16 @@ fn update_configuration(
     let request: UpdateConfigurationRequest = parse_request(payload)?;
     let update = request.validate()?;
     let component = principal.as_str();
+    // What decides how the host runs the component, or what runs as root, comes from
+    // deployments only: a component changing it would be granting itself more.
+    if let Some(key) =
+        s.engine
+            .protected_key(component, &update.key_path, update.value_to_merge.keys())
+    {
+        return Err(IpcError::unauthorized(format!(
+            "Config update is not allowed for {key}: only a deployment may change it"
+        )));
+    }
     let mut modified = s.modified.lock().unwrap_or_else(PoisonError::into_inner);
     if modified
         .get(component)

@@ -1,0 +1,266 @@
+//! Settings that decide how a component runs come from deployments only, tried as the
+//! component would: over IPC with its own token it updates its configuration's keys that a
+//! `RequiresPrivilege` step interpolates, and a Lambda component its `containerMode` and
+//! `pubsubTopics`. Each is refused naming the key; other keys still change; after a restart
+//! of the host the privileged step runs with the deployment's value.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lambkin_proto::eventstream::{Decoder, Header};
+use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
+use serde_json::{json, Value};
+use support::{wait_for, Host};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const SNEAKY: &str = "com.example.Sneaky";
+
+fn deploy(root: &Path, scratch: &Path, recipe: &Value, extra: &[&str]) {
+    let name = recipe["ComponentName"].as_str().unwrap();
+    let recipes = scratch.join(format!("recipes-{name}"));
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
+    std::fs::write(recipes.join("r.json"), recipe.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["deploy", "-r"])
+        .arg(&recipes)
+        .arg("-a")
+        .arg(scratch.join("artifacts"))
+        .args(["-m", &format!("{name}=1.0.0")])
+        .args(extra)
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deploy: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Ipc {
+    stream: UnixStream,
+    decoder: Decoder,
+    next_stream: i32,
+}
+
+impl Ipc {
+    fn connect(root: &Path, token: &str) -> Ipc {
+        let mut stream = UnixStream::connect(root.join("ipc.socket")).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let connect = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
+            .with_header(Header::string(":version", "0.1.0"))
+            .with_payload(format!("{{\"authToken\": \"{token}\"}}"))
+            .to_frame()
+            .unwrap()
+            .encode();
+        stream.write_all(&connect).unwrap();
+        let mut ipc = Ipc {
+            stream,
+            decoder: Decoder::new(),
+            next_stream: 1,
+        };
+        let ack = ipc.read();
+        assert_eq!(ack.flags, MessageFlags::CONNECTION_ACCEPTED);
+        ipc
+    }
+
+    fn read(&mut self) -> RpcMessage {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
+                return RpcMessage::from_frame(&frame).unwrap();
+            }
+            let n = self.stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the host closed the connection");
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    /// One request/response: `(is_error, payload)`.
+    fn call(&mut self, operation: &str, payload: Value) -> (bool, Value) {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        let frame = RpcMessage::new(MessageType::ApplicationMessage, MessageFlags::NONE, id)
+            .with_header(Header::string("operation", operation))
+            .with_payload(payload.to_string().into_bytes())
+            .to_frame()
+            .unwrap()
+            .encode();
+        self.stream.write_all(&frame).unwrap();
+        let reply = self.read();
+        assert_eq!(reply.stream_id, id);
+        let body: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+        (reply.message_type == MessageType::ApplicationError, body)
+    }
+
+    fn update(&mut self, key_path: &[&str], merge: Value) -> (bool, Value) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        self.call(
+            "aws.greengrass#UpdateConfiguration",
+            json!({ "keyPath": key_path, "timestamp": now, "valueToMerge": merge }),
+        )
+    }
+}
+
+fn read_when_written(path: &Path) -> String {
+    wait_for(PATIENCE, || {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    })
+    .unwrap_or_else(|| panic!("{} was never written", path.display()))
+}
+
+#[test]
+fn a_component_cannot_change_what_its_privileged_step_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("root");
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut host = Host::start(&root);
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": SNEAKY,
+        "ComponentVersion": "1.0.0",
+        "ComponentConfiguration": { "DefaultConfiguration": {
+            "command": "echo deployed", "nested": { "value": "deployed" }, "free": "x" } },
+        "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": {
+            "Install": {
+                "RequiresPrivilege": true,
+                "Script": format!(
+                    "{{configuration:/command}} > {m}/install.new && echo {{configuration:/nested/value}} >> {m}/install.new && mv {m}/install.new {m}/install",
+                    m = marks.display()
+                ),
+            },
+            "Run": "printf '%s\\n' \"$SVCUID\" > {work:path}/token.new && mv {work:path}/token.new {work:path}/token && exec sleep 600"
+        }}],
+    });
+    let posix_user = if nix::unistd::geteuid().is_root() {
+        vec!["--run-with", "com.example.Sneaky:posixUser=nobody"]
+    } else {
+        vec![]
+    };
+    deploy(&root, tmp.path(), &recipe, &posix_user);
+    let token = read_when_written(&root.join("work").join(SNEAKY).join("token"));
+    assert_eq!(
+        read_when_written(&marks.join("install")),
+        "deployed\ndeployed\n"
+    );
+    let mut ipc = Ipc::connect(&root, token.trim());
+    for (key_path, merge) in [
+        (vec![], json!({ "command": "id > /etc/owned; echo pwned" })),
+        (vec!["nested"], json!({ "value": "pwned" })),
+        (vec![], json!({ "nested": { "value": "pwned" } })),
+    ] {
+        let (refused, body) = ipc.update(&key_path, merge.clone());
+        assert!(refused, "{key_path:?} {merge}: accepted");
+        let text = body.to_string();
+        assert!(text.contains("only a deployment"), "{text}");
+        assert!(text.contains("RequiresPrivilege"), "{text}");
+    }
+    // A key no privileged step reads still changes.
+    let (refused, body) = ipc.update(&[], json!({ "free": "changed" }));
+    assert!(!refused, "{body}");
+    drop(ipc);
+
+    // Restarted, the host runs the component from the deployment's values (the allowed
+    // change kept, the refused ones never made).
+    host.stop();
+    let token_file = root.join("work").join(SNEAKY).join("token");
+    std::fs::remove_file(&token_file).unwrap();
+    let _host = Host::start(&root);
+    let token = read_when_written(&token_file);
+    let mut ipc = Ipc::connect(&root, token.trim());
+    let (_, config) = ipc.call("aws.greengrass#GetConfiguration", json!({ "keyPath": [] }));
+    assert_eq!(config["value"]["command"], "echo deployed", "{config}");
+    assert_eq!(config["value"]["nested"]["value"], "deployed", "{config}");
+    assert_eq!(config["value"]["free"], "changed", "{config}");
+    assert!(!Path::new("/etc/owned").exists());
+}
+
+#[tokio::test]
+async fn a_lambda_component_cannot_change_its_isolation_or_its_triggers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let host = Host::start(&root);
+    let seed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/components/seed-lambda-recipe.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let handler =
+        "import os\n\ndef lambda_handler(event, context):\n    return os.environ.get('SVCUID')\n";
+    let zip = support::zip_bytes(&[("lambda_function.py", handler, 0o644)]);
+    let mut recipe = seed;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    recipe["ComponentName"] = json!("com.example.Boxed");
+    recipe["ComponentVersion"] = json!("1.0.0");
+    recipe["Manifests"][0]["Artifacts"][0]["Digest"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip)));
+    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
+    defaults["pubsubTopics"] = json!({ "0": { "topic": "mine/only", "type": "PUB_SUB" } });
+    defaults["containerMode"] = json!("NoContainer");
+    let dir = tmp.path().join("artifacts/com.example.Boxed/1.0.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
+    deploy(&root, tmp.path(), &recipe, &[]);
+    let r = host.invoke("com.example.Boxed", &json!({})).await;
+    let token: String = serde_json::from_slice(&r.body).unwrap();
+    let mut ipc = Ipc::connect(&root, &token);
+    for (key_path, merge, key) in [
+        (
+            vec![],
+            json!({ "containerMode": "GreengrassContainer" }),
+            "containerMode",
+        ),
+        (
+            vec![],
+            json!({ "pubsubTopics": { "9": { "topic": "#", "type": "PUB_SUB" } } }),
+            "pubsubTopics",
+        ),
+        (
+            vec!["pubsubTopics"],
+            json!({ "9": { "topic": "#", "type": "PUB_SUB" } }),
+            "pubsubTopics",
+        ),
+        (
+            vec!["containerParams"],
+            json!({ "memorySize": 1 }),
+            "containerParams",
+        ),
+    ] {
+        let (refused, body) = ipc.update(&key_path, merge.clone());
+        assert!(refused, "{key_path:?} {merge}: accepted");
+        assert!(body.to_string().contains(key), "{body}");
+    }
+    let (_, config) = ipc.call(
+        "aws.greengrass#GetConfiguration",
+        json!({ "keyPath": ["pubsubTopics"] }),
+    );
+    assert_eq!(
+        config["value"],
+        json!({ "0": { "topic": "mine/only", "type": "PUB_SUB" } }),
+        "{config}"
+    );
+}
