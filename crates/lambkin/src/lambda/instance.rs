@@ -783,11 +783,11 @@ impl Instance {
                     self.deliver(inv);
                 }
             }
-            Phase::Busy(current) => {
-                let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(format!(
-                    "invocation {} has not been answered",
-                    current.inv.request_id
-                ))));
+            // The message names no request id: an error names at most the id its caller sent.
+            Phase::Busy(_) => {
+                let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(
+                    "the current invocation has not been answered".into(),
+                )));
             }
             Phase::Ending => {
                 let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
@@ -850,6 +850,8 @@ impl Instance {
         self.pending_start = Some(start);
     }
 
+    /// Whether `request_id` is the invocation to answer. A refusal names only the id the
+    /// caller sent, never the current one.
     fn check_answer(&self, request_id: &str) -> Result<(), RuntimeApiError> {
         match &self.phase {
             Phase::Busy(current) if current.inv.request_id.as_str() == request_id => Ok(()),
