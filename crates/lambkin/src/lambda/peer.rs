@@ -95,6 +95,18 @@ impl Procfs {
         })
     }
 
+    /// [`Self::identify`]'s common case alone, cheap enough to run on the host's thread (one
+    /// kernel lookup, one fd directory): `runtime` itself holds the client's socket. `None`
+    /// leaves the question to `identify`.
+    pub fn runtime_itself(&self, runtime: u32, ours: SocketAddr, peer: SocketAddr) -> Option<u32> {
+        if !self.sock_diag {
+            return None;
+        }
+        let socket = sock_diag::lookup(ours, peer).ok()??;
+        self.holds(runtime, &socket_link(socket.inode))
+            .then_some(runtime)
+    }
+
     /// The client's socket of the TCP connection from `peer` to `ours`.
     pub fn peer_socket(&self, ours: SocketAddr, peer: SocketAddr) -> Result<PeerSocket, PeerError> {
         if self.sock_diag {
@@ -549,6 +561,11 @@ mod tests {
             procfs.identify(me, ours, peer).unwrap(),
             Peer::Runtime { pid: me }
         );
+        assert_eq!(procfs.runtime_itself(me, ours, peer), Some(me));
+        assert_eq!(
+            procfs.runtime_itself(std::os::unix::process::parent_id(), ours, peer),
+            None
+        );
         let mut other = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -673,6 +690,9 @@ mod tests {
         });
         time("the socket, from the tables", &|| {
             Procfs::at("/proc").peer_socket(ours, peer).unwrap();
+        });
+        time("the runtime itself holds it, on the host's thread", &|| {
+            assert_eq!(procfs.runtime_itself(me, ours, peer), Some(me));
         });
         time("the runtime itself holds it", &|| {
             assert_eq!(
