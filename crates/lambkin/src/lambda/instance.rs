@@ -1185,7 +1185,7 @@ async fn admit(
     }
 }
 
-/// Answers every request of a refused connection with 403 and closes it.
+/// Answers a refused connection's request with 403 and closes the connection.
 async fn serve_refusal(stream: TcpStream) {
     /// Read of a refused request's body (so the client is not reset before it reads the
     /// answer); a longer one is cut off.
