@@ -235,8 +235,12 @@ while True:
         "env": {k: os.environ.get(k) for k in ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "LAMBDA_TASK_ROOT", "_HANDLER", "AWS_REGION", "TZ", "AWS_EXECUTION_ENV", "AWS_LAMBDA_INITIALIZATION_TYPE"]},
         "cwd": os.getcwd(),
     }
-    seen["next_while_busy"] = call("GET", "/invocation/next")[0]
-    seen["wrong_id"] = call("POST", "/invocation/not-the-id/response", b"{}")[0]
+    busy = call("GET", "/invocation/next")
+    seen["next_while_busy"] = busy[0]
+    wrong = call("POST", "/invocation/not-the-id/response", b"{}")
+    seen["wrong_id"] = wrong[0]
+    # An error names no request id but the one its caller sent.
+    seen["errors_name_the_id"] = [rid.encode() in busy[2], rid.encode() in wrong[2]]
     seen["init_error_late"] = call("POST", "/init/error", b"{}")[0]
     seen["unknown_route"] = call("GET", "/nothing")[0]
     event = json.loads(body)
@@ -299,6 +303,7 @@ async fn runtime_api_enforces_ids_states_and_sizes() {
     assert_eq!(seen["client_context"], r#"{"custom":{"k":"v"}}"#);
     assert_eq!(seen["next_while_busy"], 403);
     assert_eq!(seen["wrong_id"], 400);
+    assert_eq!(seen["errors_name_the_id"], json!([false, false]));
     assert_eq!(seen["init_error_late"], 403);
     assert_eq!(seen["unknown_route"], 404);
     let env = &seen["env"];

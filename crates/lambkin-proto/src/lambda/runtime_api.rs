@@ -76,6 +76,10 @@ pub enum RuntimeApiError {
     MethodNotAllowed,
     #[error("the instance is shutting down")]
     ShuttingDown,
+    /// The connection comes from a process that is neither the instance's runtime nor one it
+    /// started: an instance's Runtime API is its runtime's alone.
+    #[error("this Runtime API serves only its instance's runtime and the processes it started")]
+    NotTheRuntime,
 }
 
 impl RuntimeApiError {
@@ -84,7 +88,7 @@ impl RuntimeApiError {
             Self::InvalidRequestId(_)
             | Self::TruncatedHttpRequest(_)
             | Self::InvalidResponseMode(_) => 400,
-            Self::InvalidStateTransition(_) => 403,
+            Self::InvalidStateTransition(_) | Self::NotTheRuntime => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestEntityTooLarge { .. } => 413,
@@ -102,6 +106,7 @@ impl RuntimeApiError {
             Self::NotFound => "NotFound",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::ShuttingDown => "InternalServerError",
+            Self::NotTheRuntime => "AccessDenied",
         }
     }
 
@@ -145,5 +150,15 @@ mod tests {
             Route::NotFound
         );
         assert_eq!(Route::parse("GET", "/ping"), Route::Ping);
+    }
+
+    #[test]
+    fn a_stranger_is_refused_without_learning_anything() {
+        let e = RuntimeApiError::NotTheRuntime;
+        assert_eq!((e.status(), e.error_type()), (403, "AccessDenied"));
+        assert_eq!(
+            e.body()["errorMessage"],
+            "this Runtime API serves only its instance's runtime and the processes it started"
+        );
     }
 }

@@ -21,7 +21,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use lambkin_proto::lambda::function::Isolation;
@@ -32,6 +32,7 @@ use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 use super::function::{FunctionReport, FunctionSpec};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
 use super::logs::{self, LogTail, Report};
+use super::peer;
 use super::placement;
 use super::sandbox;
 use super::scheduler::InstanceId;
@@ -319,7 +320,15 @@ async fn run(
         Ok(a) => a,
         Err(e) => return Some(InitFailure::LaunchFailed(e.to_string())),
     };
-    let server = AbortOnDrop(tokio::spawn(serve_runtime_api(listener, api_tx)));
+    // The server needs the runtime's pid to tell its connections from others' (`peer`); it is
+    // known once the process is started, and a connection made before waits for it.
+    let (runtime_tx, runtime_rx) = watch::channel(None);
+    let server = AbortOnDrop(tokio::spawn(serve_runtime_api(
+        listener,
+        api_tx,
+        runtime_rx,
+        spec.name.to_string(),
+    )));
     // Init Duration counts from here: starting the process is part of the runtime's init.
     let spawned = Instant::now();
     let (sandbox, mut child) = match start(&spec, id, &addr.to_string()).await {
@@ -330,6 +339,9 @@ async fn run(
         }
     };
     let pid = child.id().unwrap_or(0);
+    if pid != 0 {
+        runtime_tx.send_replace(Some(pid));
+    }
     let stdout = child.stdout.take().and_then(|s| s.into_owned_fd().ok());
     let stderr = child.stderr.take().and_then(|s| s.into_owned_fd().ok());
     let mut inst = Instance {
@@ -783,11 +795,11 @@ impl Instance {
                     self.deliver(inv);
                 }
             }
-            Phase::Busy(current) => {
-                let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(format!(
-                    "invocation {} has not been answered",
-                    current.inv.request_id
-                ))));
+            // The message names no request id: an error names at most the id its caller sent.
+            Phase::Busy(_) => {
+                let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(
+                    "the current invocation has not been answered".into(),
+                )));
             }
             Phase::Ending => {
                 let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
@@ -850,6 +862,8 @@ impl Instance {
         self.pending_start = Some(start);
     }
 
+    /// Whether `request_id` is the invocation to answer. A refusal names only the id the
+    /// caller sent, never the current one.
     fn check_answer(&self, request_id: &str) -> Result<(), RuntimeApiError> {
         match &self.phase {
             Phase::Busy(current) if current.inv.request_id.as_str() == request_id => Ok(()),
@@ -1084,10 +1098,16 @@ impl Instance {
     }
 }
 
-async fn serve_runtime_api(listener: TcpListener, tx: mpsc::UnboundedSender<InstanceMsg>) {
+async fn serve_runtime_api(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<InstanceMsg>,
+    runtime: watch::Receiver<Option<u32>>,
+    function: String,
+) {
+    let function: Arc<str> = function.into();
     let mut connections = JoinSet::new();
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "runtime API accept failed");
@@ -1095,8 +1115,93 @@ async fn serve_runtime_api(listener: TcpListener, tx: mpsc::UnboundedSender<Inst
             }
         };
         while connections.try_join_next().is_some() {}
-        connections.spawn(serve_connection(stream, tx.clone()));
+        let (tx, runtime, function) = (tx.clone(), runtime.clone(), function.clone());
+        connections.spawn(async move {
+            if admit(&stream, peer, runtime, &function).await {
+                serve_connection(stream, tx).await;
+            } else {
+                serve_refusal(stream).await;
+            }
+        });
     }
+}
+
+/// Whether the connection comes from the instance's runtime or a process it started: decided
+/// once, before the first request, so the requests of a kept-alive connection cost nothing
+/// more. The common case (the runtime is the process the instance started) is settled here in
+/// a few tens of microseconds; the rest (a walk of the process tree, which reads every
+/// process's `stat`, or the socket tables) runs off the host's thread.
+async fn admit(
+    stream: &TcpStream,
+    peer: std::net::SocketAddr,
+    mut runtime: watch::Receiver<Option<u32>>,
+    function: &str,
+) -> bool {
+    let Ok(pid) = runtime.wait_for(Option::is_some).await.map(|pid| *pid) else {
+        return false;
+    };
+    let (Some(pid), Ok(ours)) = (pid, stream.local_addr()) else {
+        return false;
+    };
+    let started = Instant::now();
+    let procfs = peer::Procfs::host();
+    if let Some(pid) = procfs.runtime_itself(pid, ours, peer) {
+        tracing::debug!(function, pid, took = ?started.elapsed(), "a Runtime API connection from the instance's runtime");
+        return true;
+    }
+    let identified = tokio::task::spawn_blocking(move || {
+        let found = procfs.identify(pid, ours, peer)?;
+        // The log names a stranger's process when one of its user's holds the socket.
+        let stranger = match found {
+            peer::Peer::Runtime { .. } => None,
+            peer::Peer::Stranger(socket) => procfs.holder(socket),
+        };
+        Ok::<_, peer::PeerError>((found, stranger))
+    })
+    .await;
+    match identified {
+        Ok(Ok((peer::Peer::Runtime { pid }, _))) => {
+            tracing::debug!(function, pid, took = ?started.elapsed(), "a Runtime API connection from the instance's runtime");
+            true
+        }
+        Ok(Ok((peer::Peer::Stranger(socket), stranger))) => {
+            tracing::warn!(
+                function,
+                %peer,
+                peer_uid = socket.uid,
+                peer_pid = stranger,
+                "refused a Runtime API connection from a process outside the instance"
+            );
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(function, %peer, error = %e, "refused a Runtime API connection: its process is unknown");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(function, %peer, error = %e, "refused a Runtime API connection: the check failed");
+            false
+        }
+    }
+}
+
+/// Answers a refused connection's request with 403 and closes the connection.
+async fn serve_refusal(stream: TcpStream) {
+    /// Read of a refused request's body (so the client is not reset before it reads the
+    /// answer); a longer one is cut off.
+    const MAX_DRAINED_BYTES: usize = 64 * 1024;
+    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+        let _ = read_body(req, MAX_DRAINED_BYTES).await;
+        let mut response = error_response(RuntimeApiError::NotTheRuntime);
+        response
+            .headers_mut()
+            .insert("connection", http::HeaderValue::from_static("close"));
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn serve_connection(stream: TcpStream, tx: mpsc::UnboundedSender<InstanceMsg>) {

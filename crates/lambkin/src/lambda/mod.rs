@@ -8,6 +8,7 @@
 //! - [`code`]: unpacking and checking a function's zip.
 //! - [`runtimes`]: how a runtime id becomes a command, and the runtime clients we ship.
 //! - [`sandbox`]: GreengrassContainer isolation: config mapping, cgroups, the sandbox init.
+//! - [`peer`]: who is at the other end of a Runtime API connection (the runtime, or not).
 //! - [`placement`]: which CPU an instance answering short invocations one at a time runs on.
 //! - [`logs`]: the function log and the START/END/REPORT frame.
 
@@ -16,6 +17,7 @@ pub mod function;
 pub mod instance;
 pub mod invocation;
 pub mod logs;
+pub mod peer;
 pub mod placement;
 pub mod registry;
 pub mod runtimes;
