@@ -378,3 +378,45 @@ async fn a_zip_bomb_is_refused_naming_the_limit_while_invocations_carry_on() {
     let functions = device.root.join("functions");
     assert!(!functions.join("bomb").exists() || tree(&functions.join("bomb")).is_empty());
 }
+
+#[tokio::test]
+async fn a_control_byte_in_a_client_context_reaches_the_function_and_breaks_nothing() {
+    let device = Device::start();
+    let r = device
+        .host
+        .create(support::python_function(
+            "context",
+            "import os\n\ndef handler(event, context):\n    return {'custom': context.client_context.custom, 'pid': os.getpid()}\n",
+            json!({"Pinned": true}),
+            Default::default(),
+        ))
+        .await;
+    assert_eq!(r.status, 201);
+    // Raw DEL inside a JSON string is valid JSON, and no valid header byte.
+    let context = "{\"custom\":{\"subject\":\"dev\u{7f}ice\"}}";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(context);
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let r = device
+            .host
+            .call(
+                "POST",
+                "/2015-03-31/functions/context/invocations",
+                &[("x-amz-client-context", &encoded)],
+                "{}",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            header(&r, "x-amz-function-error"),
+            None,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let body = body_json(&r);
+        assert_eq!(body["custom"]["subject"], "dev\u{7f}ice");
+        pids.push(body["pid"].clone());
+    }
+    // The same instance answered both: the runtime did not exit over it.
+    assert_eq!(pids[0], pids[1]);
+}

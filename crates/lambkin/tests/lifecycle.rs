@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +21,14 @@ import os, time
 
 def handler(event, context):
     time.sleep(event.get("sleep", 0))
+    meet = event.get("meet")
+    if meet is not None:
+        # Wait (up to a minute) until `count` invocations have arrived here: they are then
+        # all in flight at once, however long an instance took to start.
+        open(os.path.join(meet["dir"], str(os.getpid())), "w").close()
+        deadline = time.time() + 60
+        while len(os.listdir(meet["dir"])) < meet["count"] and time.time() < deadline:
+            time.sleep(0.01)
     out = os.environ.get("OUT")
     if out is not None and "seq" in event:
         with open(out, "a") as f:
@@ -321,7 +331,12 @@ async fn sequential_short_invocations_share_the_host_cpu_until_they_run_concurre
     // Two at once: the warm instance takes one, an instance started while the host's thread
     // is still pinned takes the other (it gets every CPU, not the pin); the second busy
     // instance, or the events' length, gives the first and the host every CPU back.
-    let slow = json!({"sleep": 0.5});
+    // Each waits for the other inside the handler, so they are served at once by two
+    // instances whatever the time a new instance takes to start.
+    let meeting = tmp.path().join("meeting");
+    std::fs::create_dir_all(&meeting).unwrap();
+    std::fs::set_permissions(&meeting, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let slow = json!({"meet": {"dir": meeting, "count": 2}});
     let (a, b) = tokio::join!(host.invoke("chatty", &slow), host.invoke("chatty", &slow));
     assert_eq!((a.status, b.status), (200, 200));
     let pids = [

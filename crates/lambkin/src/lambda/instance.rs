@@ -1334,11 +1334,29 @@ fn next_response(next: NextInvocation) -> Response<Body> {
         builder = builder.header(rt::HEADER_TRACE_ID, trace);
     }
     if let Some(cc) = &next.client_context {
-        builder = builder.header(rt::HEADER_CLIENT_CONTEXT, cc);
+        builder = builder.header(rt::HEADER_CLIENT_CONTEXT, &*header_safe_json(cc));
     }
     builder
         .body(Full::new(next.payload))
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "bad header value"))
+}
+
+/// JSON text fit for a header value: a header may not carry DEL or other control bytes, which
+/// a JSON string may hold raw (DEL) and which a caller's client context or a trigger's topic
+/// can contain. They are written as `\u00XX` escapes, which parse back to the same string.
+fn header_safe_json(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.bytes().any(|b| b == 0x7f || (b < 0x20 && b != b'\t')) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        if c == '\u{7f}' || (c < ' ' && c != '\t') {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn accepted() -> Response<Body> {
@@ -1366,4 +1384,23 @@ fn error_response(e: RuntimeApiError) -> Response<Body> {
         http::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn client_contexts_with_control_bytes_become_valid_header_values() {
+        let raw = "{\"custom\":{\"subject\":\"a\u{7f}b\\u0001\u{e9}\"}}";
+        assert!(http::HeaderValue::from_str(raw).is_err());
+        let safe = super::header_safe_json(raw);
+        assert!(http::HeaderValue::from_str(&safe).is_ok(), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["custom"]["subject"], "a\u{7f}b\u{1}\u{e9}");
+        assert!(matches!(
+            super::header_safe_json("{}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

@@ -5,10 +5,13 @@
 //!   takes effect at once (local and cheap, so never cached).
 //! - `iot`: the AWS IoT credentials provider. Its credentials are kept until 5 minutes before
 //!   they expire; a failed answer from it (a status other than 200) is given again for
-//!   `credential_retry_in_sec` by its class; a connection failure or timeout is not kept, so
-//!   the next request tries again. One fetch at a time: concurrent requests wait for it.
+//!   `credential_retry_in_sec` by its class; a connection failure or timeout is kept for
+//!   [`UNREACHABLE_KEEP`]. One fetch at a time: concurrent requests wait for it and take its
+//!   answer, so a hung provider costs them one timeout together, not one each.
 
 use std::path::PathBuf;
+#[cfg(test)]
+use std::time::UNIX_EPOCH;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -22,6 +25,10 @@ use super::{format_expiration, parse_expiration};
 
 /// Credentials are handed out until this long before they expire (nucleus: 5 minutes).
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+/// How long a connection failure or timeout is given again before the provider is tried anew.
+pub const UNREACHABLE_KEEP: Duration = Duration::from_secs(10);
+/// Credentials are never kept longer than this, whatever their expiration says.
+pub const MAX_KEEP: Duration = Duration::from_secs(12 * 3600);
 /// What a `static` answer says its credentials are good for.
 const STATIC_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -157,14 +164,7 @@ impl Source {
                     }
                 }
                 let answer = provider.fetch().await;
-                let keep = match &answer {
-                    Ok(credentials) => parse_expiration(&credentials.expiration)
-                        .and_then(|t| t.duration_since(SystemTime::now()).ok())
-                        .and_then(|left| left.checked_sub(REFRESH_BEFORE_EXPIRY))
-                        .unwrap_or_default(),
-                    Err(FetchError::Upstream { status, .. }) => config.retry_after(Some(*status)),
-                    Err(_) => Duration::ZERO,
-                };
+                let keep = keep_for(&answer, config, SystemTime::now());
                 if keep.is_zero() {
                     if let Ok(credentials) = &answer {
                         tracing::warn!(expiration = %credentials.expiration, "credentials expire within 5 minutes; not kept");
@@ -181,6 +181,26 @@ impl Source {
                 }
                 answer
             }
+        }
+    }
+}
+
+/// How long an answer of the provider is given again.
+fn keep_for(
+    answer: &Result<Credentials, FetchError>,
+    config: &TesConfig,
+    now: SystemTime,
+) -> Duration {
+    match answer {
+        Ok(credentials) => parse_expiration(&credentials.expiration)
+            .and_then(|t| t.duration_since(now).ok())
+            .and_then(|left| left.checked_sub(REFRESH_BEFORE_EXPIRY))
+            .unwrap_or_default()
+            .min(MAX_KEEP),
+        Err(FetchError::Upstream { status, .. }) => config.retry_after(Some(*status)),
+        Err(FetchError::Unreachable(_) | FetchError::TimedOut(_)) => UNREACHABLE_KEEP,
+        Err(FetchError::NotConfigured | FetchError::File(_) | FetchError::Malformed(_)) => {
+            Duration::ZERO
         }
     }
 }
@@ -224,4 +244,52 @@ async fn read_file(path: &std::path::Path) -> Result<Credentials, FetchError> {
         token: on_disk.token.unwrap_or_default(),
         expiration,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(expiration: &str) -> Result<Credentials, FetchError> {
+        Ok(Credentials {
+            access_key_id: "A".into(),
+            secret_access_key: "S".into(),
+            token: String::new(),
+            expiration: expiration.into(),
+        })
+    }
+
+    #[test]
+    fn answers_are_kept_within_bounds_and_failures_briefly() {
+        let config = crate::config::HostConfig::parse(
+            "[tes]\nsource = \"static\"\naccess_key_id = \"A\"\nsecret_access_key = \"S\"\n",
+        )
+        .ok()
+        .and_then(|c| c.tes)
+        .expect("a [tes] table");
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let in_an_hour = format_expiration(now + Duration::from_secs(3600));
+        assert_eq!(
+            keep_for(&credentials(&in_an_hour), &config, now),
+            Duration::from_secs(3300)
+        );
+        // An absurd expiration is kept no longer than the cap, and overflows nothing.
+        for absurd in ["9999-12-31T23:59:59Z", "99999999999-01-01T00:00:00Z"] {
+            assert!(
+                keep_for(&credentials(absurd), &config, now) <= MAX_KEEP,
+                "{absurd}"
+            );
+        }
+        // A hung or unreachable provider: the waiting requests share the failure for a while.
+        for failure in [
+            FetchError::TimedOut(Duration::from_secs(30)),
+            FetchError::Unreachable("refused".into()),
+        ] {
+            assert_eq!(keep_for(&Err(failure), &config, now), UNREACHABLE_KEEP);
+        }
+        assert_eq!(
+            keep_for(&Err(FetchError::Malformed("x".into())), &config, now),
+            Duration::ZERO
+        );
+    }
 }
