@@ -166,7 +166,9 @@ impl Available {
         out
     }
 
-    /// Reads every recipe file of `dir` (`.json`, `.yaml`, `.yml`); errors name the file.
+    /// Reads every recipe file of `dir` (`.json`, `.yaml`, `.yml`), each at most
+    /// [`MAX_RECIPE_BYTES`]; errors name the file. Parsing a large or hostile YAML document takes
+    /// a while: the engine calls this on a blocking thread.
     pub fn read_dir(&mut self, dir: &Path) -> Result<Vec<(PathBuf, Recipe)>, PlanError> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             PlanError::Invalid(format!(
@@ -183,6 +185,14 @@ impl Available {
         let mut problems = Vec::new();
         let mut read = Vec::new();
         for path in paths {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if size > MAX_RECIPE_BYTES {
+                problems.push(format!(
+                    "{}: the recipe is {size} bytes, over the limit of {MAX_RECIPE_BYTES}",
+                    path.display()
+                ));
+                continue;
+            }
             let parsed = std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|text| {
@@ -204,6 +214,10 @@ impl Available {
         }
     }
 }
+
+/// The largest recipe file a deployment reads. Real recipes are a few kilobytes; this leaves
+/// room for long scripts while keeping a hostile document's parse short.
+pub const MAX_RECIPE_BYTES: u64 = 256 * 1024;
 
 /// The device's current components: name → (version, effective configuration).
 pub type Current = BTreeMap<String, (Version, serde_json::Value)>;

@@ -882,8 +882,17 @@ impl Actor {
         brought: &mut Vec<(PathBuf, lambkin_proto::recipe::Recipe)>,
     ) -> Result<(), String> {
         let mut available = Available::default();
-        if let Some(dir) = &request.recipe_dir {
-            *brought = available.read_dir(dir).map_err(|e| e.to_string())?;
+        if let Some(dir) = request.recipe_dir.clone() {
+            // Parsing is on a blocking thread: a large YAML document takes its time, and the
+            // host's one async thread keeps serving invocations meanwhile.
+            let (read, result) = tokio::task::spawn_blocking(move || {
+                let result = available.read_dir(&dir).map_err(|e| e.to_string());
+                (available, result)
+            })
+            .await
+            .map_err(|e| format!("reading the recipes failed: {e}"))?;
+            available = read;
+            *brought = result?;
         }
         let plan = self.plan_from(previous, request, available)?;
         self.check_users(&plan)?;
