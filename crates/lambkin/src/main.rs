@@ -41,6 +41,7 @@ async fn dispatch(command: Command) -> i32 {
             listen,
             with_example,
         } => {
+            never_writable_by_others();
             let layout = root.layout();
             let config = match cli::load_config(&layout, config.as_deref()) {
                 Ok(c) => c,
@@ -49,7 +50,7 @@ async fn dispatch(command: Command) -> i32 {
                     return EXIT_CONFIG;
                 }
             };
-            if let Err(e) = std::fs::create_dir_all(layout.logs_dir()) {
+            if let Err(e) = lambkin::layout::create_private_dir(&layout.logs_dir()) {
                 eprintln!(
                     "lambkin: cannot create {}: {e}",
                     layout.logs_dir().display()
@@ -144,6 +145,16 @@ async fn dispatch(command: Command) -> i32 {
     }
 }
 
+/// Keeps the host's umask from letting group or others write what the host creates (started
+/// with umask 0, `ROOT/packages` would be writable by every component's user, who could then
+/// replace another's artifacts). A stricter umask is kept. Files that must be the host's alone
+/// get their mode explicitly (`layout`); processes the host starts inherit this umask.
+fn never_writable_by_others() {
+    use nix::sys::stat::{umask, Mode};
+    let current = umask(Mode::S_IWGRP | Mode::S_IWOTH);
+    umask(current | Mode::S_IWGRP | Mode::S_IWOTH);
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -160,7 +171,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// Host logs go to stderr and to `ROOT/logs/lambkin.log`.
+/// Host logs go to stderr and to `ROOT/logs/lambkin.log` (the host's user's alone).
 fn init_tracing(log_file: &std::path::Path) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::fmt;
@@ -171,11 +182,7 @@ fn init_tracing(log_file: &std::path::Path) {
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)
-        .ok();
+    let file = lambkin::logfile::open_append(log_file).ok();
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(fmt::layer().with_writer(std::io::stderr));

@@ -92,8 +92,8 @@ async fn on_demand_serves_64_concurrent_invocations_with_at_most_8_instances() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pinned_function_processes_200_queued_events_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("order.txt");
     let host = Host::start(&tmp.path().join("root"));
+    let out = support::dir_for_components(tmp.path(), "out").join("order.txt");
     let env = BTreeMap::from([("OUT", out.display().to_string())]);
     let created = host
         .create(python_function(
@@ -128,8 +128,8 @@ async fn pinned_function_processes_200_queued_events_in_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_queue_answers_429_and_loses_nothing_it_accepted() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("ran.txt");
     let host = Host::start(&tmp.path().join("root"));
+    let out = support::dir_for_components(tmp.path(), "out").join("ran.txt");
     let env = BTreeMap::from([("OUT", out.display().to_string())]);
     let created = host
         .create(python_function(
@@ -206,9 +206,9 @@ async fn idle_on_demand_instances_are_reaped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_accepted_before_a_sigkill_all_run_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("ran.txt");
     let root = tmp.path().join("root");
     let mut host = Host::start(&root);
+    let out = support::dir_for_components(tmp.path(), "out").join("ran.txt");
     let env = BTreeMap::from([("OUT", out.display().to_string())]);
     let created = host
         .create(python_function(
