@@ -54,7 +54,10 @@ pub async fn run(
         cgroups.remove_stale();
     }
     let users = crate::users::Users::start(opts.config.run_with_default.posix_user.as_deref())
-        .context("cannot set up the default user for components and functions")?;
+        .context(
+            "cannot set up the default user for components and functions (create it, or name \
+             an existing one in [run_with_default] posix_user)",
+        )?;
     if let Some(user) = users.for_function() {
         crate::users::open_root(&layout, &user).with_context(|| {
             format!(
