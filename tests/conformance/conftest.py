@@ -8,6 +8,7 @@ Environment:
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,10 +182,29 @@ def lambkin_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Host:
+def device_dir():
+    """Makes directories for hosts' roots that every user may pass through, as a device's
+    `/greengrass/v2`: components and functions run as ggc_user, which could not reach a root
+    under pytest's own temporary directory (pytest keeps it 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="lambkin-conformance-"))
+    base.chmod(0o755)
+    counter = itertools.count()
+
+    def make(name: str) -> Path:
+        path = base / f"{name}{next(counter)}"
+        path.mkdir()
+        path.chmod(0o755)
+        return path
+
+    yield make
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def host(device_dir) -> Host:
     binary = _host_binary()
     subreaper = _become_subreaper()
-    base = tmp_path_factory.mktemp("host")
+    base = device_dir("host")
     root = base / "root"
     root.mkdir()
     stdout_path = base / "host.stdout"

@@ -8,6 +8,10 @@ import hashlib
 import itertools
 import json
 import os
+import shlex
+import stat
+import sys
+import sysconfig
 import time
 import zipfile
 from dataclasses import dataclass
@@ -84,6 +88,50 @@ FIXTURES: dict[str, FixtureSpec] = {
     )
 }
 FIXTURE_NAMES = list(FIXTURES)
+
+# --------------------------------------------------------------------------
+# Python for components and functions
+# --------------------------------------------------------------------------
+
+# Components and functions run as the host's unprivileged default user (ggc_user), which
+# cannot run the suite's own interpreter when that lives under root's home (a pyenv
+# install: root's home is closed to other users). They run the device's Python of the same
+# version instead, with the suite's packages (awsiotsdk, boto3) on PYTHONPATH, as a device
+# has the SDK installed where its components' user reads it.
+PACKAGES = sysconfig.get_paths()["purelib"]
+
+
+def _runnable_by_anyone(path: Path) -> bool:
+    """Whether every user may run `path`: the file and each directory above it, links
+    followed, are searchable/executable by others."""
+    real = path.resolve()
+    for part in [real, *real.parents]:
+        try:
+            mode = part.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def device_python() -> Path:
+    """The first python3.X of this suite's version on PATH (then /usr/bin) that any user may
+    run."""
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    dirs = os.environ.get("PATH", "").split(os.pathsep) + ["/usr/local/bin", "/usr/bin"]
+    for d in dirs:
+        candidate = Path(d) / name
+        if candidate.is_file() and _runnable_by_anyone(candidate):
+            return candidate
+    pytest.fail(f"no {name} that other users may run: components run as ggc_user and need "
+                f"one (install the system's {name})", pytrace=False)
+
+
+def component_python() -> str:
+    """The start of a lifecycle command running Python with the suite's packages."""
+    return f"PYTHONPATH={shlex.quote(PACKAGES)} {device_python()}"
+
 
 # --------------------------------------------------------------------------
 # Zips of the fixture functions, built once per session

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from support import component_python
+
 HERE = Path(__file__).parent / "ipc_components"
 SUB = "com.lambkin.conformance.IpcSubscriber"
 PUB = "com.lambkin.conformance.IpcPublisher"
@@ -32,7 +34,7 @@ def recipe(name: str, script: str, args: str, access: dict, config: dict) -> dic
         },
         "Manifests": [{
             "Platform": {"os": "linux"},
-            "Lifecycle": {"Run": f"{sys.executable} -u {{artifacts:path}}/{script} {args}"},
+            "Lifecycle": {"Run": f"{component_python()} -u {{artifacts:path}}/{script} {args}"},
             "Artifacts": [{"URI": f"s3://conformance/{script}"}],
         }],
     }

@@ -19,12 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from support import component_python
 
 paho = pytest.importorskip("paho.mqtt.client")
 
@@ -309,7 +310,7 @@ def deploy_component(lambkin_bin: Path, base: Path, host: Host) -> None:
                 "resources": ["lambkin/*"]}}}}},
         "Manifests": [{
             "Platform": {"os": "linux"},
-            "Lifecycle": {"Run": f"{sys.executable} -u {{artifacts:path}}/iot_component.py"},
+            "Lifecycle": {"Run": f"{component_python()} -u {{artifacts:path}}/iot_component.py"},
             "Artifacts": [{"URI": "s3://conformance/iot_component.py"}],
         }],
     }
@@ -324,10 +325,10 @@ def deploy_component(lambkin_bin: Path, base: Path, host: Host) -> None:
 
 
 @pytest.fixture(scope="module", params=["mqtt5", "mqtt3"])
-def setup(request, lambkin_bin, tmp_path_factory):
+def setup(request, lambkin_bin, device_dir):
     """Broker, paho subscriber and a host with the component, the host speaking the MQTT
     version of the parameter."""
-    base = tmp_path_factory.mktemp(f"mqtt-{request.param}")
+    base = device_dir(f"mqtt-{request.param}")
     broker_dir = base / "broker"
     broker_dir.mkdir()
     broker = Broker(broker_dir)
@@ -486,10 +487,10 @@ def test_qos1_spooled_survives_sigkill_of_the_host(setup):
 
 
 @pytest.fixture(scope="module")
-def tls_setup(lambkin_bin, tmp_path_factory):
+def tls_setup(lambkin_bin, device_dir):
     """Mosquitto's TLS listener requiring a client certificate, a paho subscriber with its
     own certificate, and a host with the component connecting over mqtts://."""
-    base = tmp_path_factory.mktemp("mqtts")
+    base = device_dir("mqtts")
     certs = Certificates(base / "certs")
     broker_dir = base / "broker"
     broker_dir.mkdir()

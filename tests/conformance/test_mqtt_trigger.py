@@ -17,14 +17,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from support import zip_files
+from support import PACKAGES, device_python, zip_files
 
 paho = pytest.importorskip("paho.mqtt.client")
 pytest.importorskip("awsiot.greengrasscoreipc")
@@ -42,13 +41,15 @@ RESEND = 2.0
 
 
 class Host(MqttHost):
-    """A host with the broker configured and the suite's Python (it has awsiotsdk) as the
-    interpreter of Python functions."""
+    """A host with the broker configured and a Python that the function's user may run as
+    the interpreter of Python functions (the function finds awsiotsdk through the PYTHONPATH
+    its recipe gives it)."""
 
     def __init__(self, binary: Path, base: Path, broker_port: int):
         super().__init__(
             binary, base, f'url = "mqtt://127.0.0.1:{broker_port}"\n',
-            tables=f"[lambda]\npython = {json.dumps(sys.executable)}\n", component=NAME)
+            tables=f"[lambda]\npython = {json.dumps(str(device_python()))}\n",
+            component=NAME)
 
     def stop(self) -> None:
         super().stop()
@@ -114,8 +115,8 @@ class Device:
 
 
 @pytest.fixture(scope="module")
-def setup(lambkin_bin, tmp_path_factory):
-    base = tmp_path_factory.mktemp("mqtt-trigger")
+def setup(lambkin_bin, device_dir):
+    base = device_dir("mqtt-trigger")
     broker_dir = base / "broker"
     broker_dir.mkdir()
     broker = Broker(broker_dir)
@@ -131,6 +132,9 @@ def setup(lambkin_bin, tmp_path_factory):
     recipe = json.loads((HERE / "recipe.json").read_text())
     recipe["Manifests"][0]["Artifacts"][0]["Digest"] = base64.b64encode(
         hashlib.sha256(code).digest()).decode()
+    # The SDK, where the function's user reads it.
+    recipe["ComponentConfiguration"]["DefaultConfiguration"]["lambdaExecutionParameters"][
+        "EnvironmentVariables"]["PYTHONPATH"] = PACKAGES
     (recipes / f"{NAME}-{VERSION}.json").write_text(json.dumps(recipe))
     host.deploy("-r", str(recipes), "-a", str(artifacts), "-m", f"{NAME}={VERSION}")
     yield device, host

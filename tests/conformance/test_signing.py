@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from support import REGION, lambda_client, unique_name, wait_active, zip_files
+from support import REGION, component_python, unique_name, wait_active, zip_files
 
 HERE = Path(__file__).parent / "lambda_api_components"
 CALLER = "com.lambkin.conformance.LambdaCaller"
@@ -99,16 +98,14 @@ def test_a_granted_component_invokes_its_function_with_boto3_and_nothing_else(
                 "operations": ["lambda:InvokeFunction"], "resources": [allowed]}}}}},
         "Manifests": [{
             "Platform": {"os": "linux"},
-            "Lifecycle": {"Run": f"{sys.executable} -u {{artifacts:path}}/caller.py "
+            "Lifecycle": {"Run": f"{component_python()} -u {{artifacts:path}}/caller.py "
                                  f"{allowed} {denied} {{work:path}}/result.json"},
             "Artifacts": [{"URI": "s3://conformance/caller.py"}],
         }],
     }))
     deploy = subprocess.run(
         [str(lambkin_bin), "deploy", "--root", str(host.root), "-r", str(recipes),
-         "-a", str(tmp_path / "artifacts"), "-m", f"{CALLER}={VERSION}",
-         # The suite's interpreter (with boto3) is one the host's user runs.
-         "--run-with", f"{CALLER}:posixUser=root"],
+         "-a", str(tmp_path / "artifacts"), "-m", f"{CALLER}={VERSION}"],
         capture_output=True, text=True, timeout=120)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     try:

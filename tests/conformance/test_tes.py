@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import signed_request, zip_files
+from support import PACKAGES, component_python, device_python, signed_request, zip_files
 
 HERE = Path(__file__).parent / "tes_components"
 FIXTURE = HERE / "container-component-recipe.yaml"
@@ -59,8 +58,9 @@ class Host:
             f'access_key_id = "{keys["access_key"]}"\n'
             f'secret_access_key = "{keys["secret_key"]}"\n'
             f'session_token = "{keys["token"]}"\n'
-            # Functions run with this interpreter, which has boto3.
-            f'[lambda]\npython = "{sys.executable}"\n')
+            # Functions run with an interpreter their user may run; their recipe's
+            # PYTHONPATH gives them boto3.
+            f'[lambda]\npython = "{device_python()}"\n')
         # The host's own environment carries no AWS credentials or configuration, so what the
         # component finds can only come from the endpoint.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -106,11 +106,11 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def tes_host(lambkin_bin, tmp_path_factory):
+def tes_host(lambkin_bin, device_dir):
     keys = {"access_key": "AKIA" + secrets.token_hex(8).upper(),
             "secret_key": secrets.token_urlsafe(30),
             "token": secrets.token_urlsafe(60)}
-    host = Host(lambkin_bin, tmp_path_factory.mktemp("tes"), keys)
+    host = Host(lambkin_bin, device_dir("tes"), keys)
     yield host, keys
     host.stop()
 
@@ -123,7 +123,7 @@ def test_boto3_in_a_component_gets_the_static_credentials_through_the_endpoint(t
         "ComponentVersion": VERSION,
         "Manifests": [{
             "Platform": {"os": "linux"},
-            "Lifecycle": {"Run": f"{sys.executable} -u {{artifacts:path}}/boto3_component.py"},
+            "Lifecycle": {"Run": f"{component_python()} -u {{artifacts:path}}/boto3_component.py"},
             "Artifacts": [{"URI": "s3://conformance/boto3_component.py"}],
         }],
     }, "boto3_component.py")
@@ -169,7 +169,7 @@ def test_the_container_recipe_gets_every_variable_its_docker_run_hands_in(tes_ho
         "AWS_CONTAINER_AUTHORIZATION_TOKEN=\"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" "
         "AWS_CONTAINER_CREDENTIALS_FULL_URI=\"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" "
         "MSG_COUNT_LIMIT={configuration:/MSG_COUNT_LIMIT} "
-        f"{sys.executable} -u {{artifacts:path}}/container_probe.py {{work:path}}")
+        f"{component_python()} -u {{artifacts:path}}/container_probe.py {{work:path}}")
     recipe["Manifests"][0]["Artifacts"] = [{"URI": "s3://conformance/container_probe.py"}]
     host.deploy(recipe, "container_probe.py")
     path = host.root / "work" / name / "container.json"
@@ -195,7 +195,9 @@ def test_a_lambda_component_gets_the_credentials_the_same_way(tes_host):
         "ComponentType": "aws.greengrass.lambda",
         "ComponentConfiguration": {"DefaultConfiguration": {
             "containerMode": "NoContainer", "timeoutInSeconds": 30, "pinned": False,
-            "inputPayloadEncodingType": "json"}},
+            "inputPayloadEncodingType": "json",
+            # boto3, where the function's user reads it.
+            "lambdaExecutionParameters": {"EnvironmentVariables": {"PYTHONPATH": PACKAGES}}}},
         "ComponentDependencies": {"aws.greengrass.TokenExchangeService": {
             "VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"}},
         "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {}, "Artifacts": [{

@@ -254,6 +254,8 @@ fn start_runtime(c: &Container, exec: &Exec) -> io::Error {
         return e;
     }
     if let Some((uid, gid, groups)) = &c.run_as {
+        // The runtime's stdout and stderr are the host's pipes (see `give_pipes`).
+        crate::give_pipes(*uid, *gid);
         let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
         let switched = nix::unistd::setgroups(&groups)
             .and_then(|()| nix::unistd::setgid(Gid::from_raw(*gid)))

@@ -13,18 +13,21 @@ use nix::libc;
 /// all three are done here, in one hook: `setgroups`, then `setgid`, then `setuid` (once the
 /// user id has changed the other two are no longer permitted).
 ///
+/// First the pipes among its standard streams become the user's (see [`give_pipes`]).
+///
 /// Call this before [`crate::host_child`]: hooks run in the order they were added,
 /// and the kernel clears the parent-death signal when the process's credentials change.
 pub fn run_as(command: &mut std::process::Command, uid: u32, gid: u32, groups: &[u32]) {
     // Allocated here, in the parent: the child may not allocate between fork and exec.
     let groups: Vec<libc::gid_t> = groups.to_vec();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed. It makes three raw system calls (`setgroups`, `setgid`, `setuid`, all
-    // async-signal-safe), reads a vector allocated before the fork (no allocation, no lock),
-    // and builds an `io::Error` from errno only on failure, which allocates nothing for an OS
-    // error.
+    // calls are allowed. It makes raw system calls only (`fstat`, `fchown`, `setgroups`,
+    // `setgid`, `setuid`, all async-signal-safe), on a `stat` buffer on its own stack and a
+    // vector allocated before the fork (no allocation, no lock), and builds an `io::Error`
+    // from errno only on failure, which allocates nothing for an OS error.
     unsafe {
         command.pre_exec(move || {
+            give_pipes(uid, gid);
             if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -36,6 +39,32 @@ pub fn run_as(command: &mut std::process::Command, uid: u32, gid: u32, groups: &
             }
             Ok(())
         });
+    }
+}
+
+/// Gives the pipes among the calling process's standard streams (fds 0 to 2) to `uid:gid`.
+///
+/// The kernel makes a pipe's inode 0600, owned by whoever created it: the host, root. A child
+/// that became another user still writes to fd 1 and 2, but reopening them as `/dev/stdout`
+/// or `/dev/stderr` (`echo error > /dev/stderr`, `open("/dev/stderr", "w")`, which is what they
+/// are for) checks that inode and fails with EACCES. Owning the pipes it was given lets it,
+/// as on AWS Lambda. Only pipes: `/dev/null` or a file must never change owner. The host hands
+/// a child only anonymous pipes, each made for that child. Best effort: a failure leaves the
+/// streams as they were. Call it in the child, before the user changes.
+pub fn give_pipes(uid: u32, gid: u32) {
+    for fd in 0..=2 {
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `fstat` writes a `stat` into the buffer it is given, which is large enough
+        // and lives on this stack frame; it is read only after `fstat` succeeded. `fchown`
+        // takes plain integers. Both are async-signal-safe and allocate nothing, so this may
+        // run between fork and exec.
+        unsafe {
+            if libc::fstat(fd, stat.as_mut_ptr()) == 0
+                && stat.assume_init_ref().st_mode & libc::S_IFMT == libc::S_IFIFO
+            {
+                libc::fchown(fd, uid, gid);
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 mod identity;
 
-pub use identity::{join_cgroups, run_as};
+pub use identity::{give_pipes, join_cgroups, run_as};
 
 pub mod container;
 

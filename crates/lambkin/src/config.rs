@@ -21,7 +21,8 @@ pub struct HostConfig {
     /// The device's AWS IoT thing name (`{iot:thingName}`, `AWS_IOT_THING_NAME`).
     pub thing_name: String,
     pub lambda: LambdaConfig,
-    /// `[run_with_default]`: whom components run as when their deployment names no one.
+    /// `[run_with_default]`: whom components run as when their deployment names no one, and
+    /// API functions.
     pub run_with_default: RunWithDefault,
     /// `[system_resource_limits]`: generic components' limits when their deployment gives none.
     pub system_resource_limits: SystemResourceLimits,
@@ -106,8 +107,10 @@ impl Default for LambdaConfig {
 }
 
 /// `[run_with_default]` (the nucleus's `runWithDefault`): the user components run as unless
-/// their deployment gives a `posixUser`. Unset: the host's own user. A user name that does not
-/// exist is created (a system user and group) when the host starts as root.
+/// their deployment gives a `posixUser`, and functions made through the Lambda API. Unset:
+/// `ggc_user:ggc_group` on a host that runs as root (see [`crate::users`]); a host that is not
+/// root runs everything as itself. A user or group name that does not exist is created (a
+/// system user, a system group) when the host starts as root.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "snake_case")]
 pub struct RunWithDefault {

@@ -54,7 +54,18 @@ pub async fn run(
         cgroups.remove_stale();
     }
     let users = crate::users::Users::start(opts.config.run_with_default.posix_user.as_deref())
-        .context("cannot set up the default user for components")?;
+        .context(
+            "cannot set up the default user for components and functions (create it, or name \
+             an existing one in [run_with_default] posix_user)",
+        )?;
+    if let Some(user) = users.for_function() {
+        crate::users::open_root(&layout, &user).with_context(|| {
+            format!(
+                "cannot open {} to the default user",
+                layout.root().display()
+            )
+        })?;
+    }
     let (store, recovered) = Store::open(&layout.database())
         .with_context(|| format!("cannot open {}", layout.database().display()))?;
     let runtimes = Runtimes::install(&layout.runtimes_dir(), &opts.config.lambda)
@@ -76,6 +87,7 @@ pub async fn run(
             init_timeout: opts.config.lambda.init_timeout(),
             shutdown_grace: opts.config.lambda.shutdown_grace(),
             placement: placement.clone(),
+            function_user: users.for_function(),
         },
     );
     let listen = opts.listen.unwrap_or(opts.config.listen);
@@ -234,28 +246,14 @@ fn component_env(
 }
 
 fn write_atomically(path: &std::path::Path, content: &[u8]) -> anyhow::Result<()> {
-    let staging = path.with_extension("new");
-    std::fs::write(&staging, content)?;
-    std::fs::rename(&staging, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::layout::write_private(path, content)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A fresh token for the CLI, readable only by the host's user.
 fn write_cli_token(layout: &Layout) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let path = layout.cli_token_file();
-    let staging = path.with_extension("new");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&staging)
-        .with_context(|| format!("cannot write {}", staging.display()))?;
-    file.write_all(token.as_bytes())?;
-    std::fs::rename(&staging, &path)?;
+    write_atomically(&layout.cli_token_file(), token.as_bytes())?;
     Ok(token)
 }
 

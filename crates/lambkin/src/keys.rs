@@ -3,8 +3,6 @@
 //! and kept, so the AWS CLI and SDKs sign for this host after one `export`; and the files that
 //! hand a component its own key (see `api::access`).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use base64::Engine;
@@ -127,8 +125,7 @@ pub fn load(path: &Path) -> Result<AccessKey, KeyError> {
     })
 }
 
-/// Writes `content` to `path` through a new file created 0600 without following links, then
-/// renamed over `path` (a link planted at `path` is replaced, never written through).
+/// Writes `content` to `path`, owner-only (`layout::write_private`).
 pub fn write_private(path: &Path, content: &[u8]) -> Result<(), KeyError> {
     write_private_owned(path, content, None)
 }
@@ -139,25 +136,10 @@ pub fn write_private_owned(
     content: &[u8],
     owner: Option<(u32, u32)>,
 ) -> Result<(), KeyError> {
-    let err = |source| KeyError::Write {
+    crate::layout::write_private_owned(path, content, owner).map_err(|source| KeyError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let staging = path.with_extension(format!("new-{}", std::process::id()));
-    let _ = std::fs::remove_file(&staging);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&staging)
-        .map_err(err)?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(err)?;
-    }
-    file.write_all(content).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&staging, path).map_err(err)
+    })
 }
 
 #[cfg(test)]

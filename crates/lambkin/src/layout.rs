@@ -1,5 +1,13 @@
-//! Where everything lives under the root directory (`interface.md`, "Root layout").
+//! Where everything lives under the root directory (`interface.md`, "Root layout"), and who
+//! may read the host's own part of it: `state/` (0700, every file in it 0600: the store, the
+//! spool, the CLI's token, keys), `logs/` (0700, every log 0600) and `config.toml` are the
+//! host's user's alone, whoever the components and functions run as, since components' users
+//! must never read the host's keys or one another's output. The host's umask is not trusted
+//! for this (a service may be started with any): modes are set explicitly, and at every start
+//! what an earlier run or another tool left more open is closed again.
 
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use lambkin_proto::lambda::function::FunctionName;
@@ -70,17 +78,118 @@ impl Layout {
         self.root.join("runtimes")
     }
 
+    /// Creates the root's directories with their modes: `state` and `logs` the host's alone,
+    /// `functions` passable (each function's code is its user's group's, see
+    /// [`crate::users::give_code`]), `runtimes` readable (the runtime clients every function
+    /// runs); then closes whatever in `state`, `logs` and `config.toml` others could read.
     pub fn create_dirs(&self) -> std::io::Result<()> {
-        for dir in [
-            self.state_dir(),
-            self.logs_dir(),
-            self.functions_dir(),
-            self.runtimes_dir(),
+        for (dir, mode) in [
+            (self.state_dir(), PRIVATE_DIR),
+            (self.logs_dir(), PRIVATE_DIR),
+            (self.functions_dir(), 0o711),
+            (self.runtimes_dir(), 0o755),
         ] {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
         }
-        Ok(())
+        close_tree(&self.state_dir())?;
+        close_tree(&self.logs_dir())?;
+        close(&self.config_file(), PRIVATE_FILE)
     }
+}
+
+/// Mode of the host's own directories.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Mode of the host's own files.
+pub const PRIVATE_FILE: u32 = 0o600;
+
+/// Writes `bytes` to `path` through a staging file created 0600, synced and renamed into
+/// place: a reader never sees half of it, and nobody but the host's user ever can.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_private_owned(path, bytes, None)
+}
+
+/// As [`write_private`], the file given to `owner` (uid, gid) before it appears at `path`. The
+/// staging file is created without following a link, and the rename replaces whatever is at
+/// `path` (a link planted there is replaced, never written through): safe in a directory its
+/// future owner can write to.
+pub fn write_private_owned(
+    path: &Path,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    // `NAME.new` beside it (not `with_extension`: `com.example.A` and `com.example.B` would
+    // share `com.example.new`).
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(".new");
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(PRIVATE_FILE)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&staging)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    }
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path)
+}
+
+/// Creates `path` empty and 0600 if it does not exist, else takes from it every bit for others.
+/// For files another library then opens (SQLite gives its `-wal` and `-shm` files the
+/// database's mode).
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => close(path, PRIVATE_FILE),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` (and what is missing above it) as a private directory.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)?;
+    close(dir, PRIVATE_DIR)
+}
+
+/// Takes from `path` every permission bit `mode` does not have (missing is fine).
+fn close(path: &Path, mode: u32) -> std::io::Result<()> {
+    let current = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => return Ok(()),
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(current & mode))?;
+    }
+    Ok(())
+}
+
+/// Closes `dir` and everything under it: directories to 0700 and files to 0600 at most.
+fn close_tree(dir: &Path) -> std::io::Result<()> {
+    close(dir, PRIVATE_DIR)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            close_tree(&entry.path())?;
+        } else if !kind.is_symlink() {
+            close(&entry.path(), PRIVATE_FILE)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -93,5 +202,77 @@ mod tests {
         assert!(layout.root().is_absolute());
         assert!(layout.root().ends_with("lambkin-root"));
         assert!(Layout::new("a/b").runtimes_dir().is_absolute());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_hosts_own_files_are_closed_at_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        // What an earlier version (or a permissive umask) left open.
+        std::fs::create_dir_all(layout.state_dir().join("bootstrapped")).unwrap();
+        for (path, m) in [
+            (layout.state_dir(), 0o755),
+            (layout.state_dir().join("bootstrapped"), 0o777),
+        ] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        let open_files = [
+            layout.database(),
+            layout.state_dir().join("bootstrapped/com.example.A"),
+            layout.config_file(),
+        ];
+        for file in &open_files {
+            std::fs::write(file, "x").unwrap();
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        std::fs::create_dir_all(layout.logs_dir()).unwrap();
+        std::fs::write(layout.host_log(), "x").unwrap();
+        std::fs::set_permissions(layout.host_log(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        // An executable bit the host set itself stays (only others' bits go).
+        std::fs::write(layout.state_dir().join("tool"), "x").unwrap();
+        std::fs::set_permissions(
+            layout.state_dir().join("tool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+
+        layout.create_dirs().unwrap();
+
+        assert_eq!(mode(&layout.state_dir()), 0o700);
+        assert_eq!(mode(&layout.state_dir().join("bootstrapped")), 0o700);
+        assert_eq!(mode(&layout.logs_dir()), 0o700);
+        for file in open_files.iter().chain([&layout.host_log()]) {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        assert_eq!(mode(&layout.state_dir().join("tool")), 0o600);
+        assert_eq!(mode(&layout.functions_dir()), 0o711);
+        assert_eq!(mode(&layout.runtimes_dir()), 0o755);
+    }
+
+    #[test]
+    fn private_files_are_born_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("token");
+        write_private(&file, b"secret").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"secret");
+        assert_eq!(mode(&file), 0o600);
+        write_private(&file, b"again").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"again");
+
+        let db = tmp.path().join("store.db");
+        create_private_file(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        create_private_file(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+
+        let dir = tmp.path().join("a/b");
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
     }
 }

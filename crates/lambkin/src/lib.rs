@@ -10,6 +10,7 @@
 //! - [`layout`]: the root directory's layout.
 //! - [`logfile`]: per-component log files.
 //! - [`cgroup`]: per-instance memory, process and CPU limits (cgroup v1 or v2).
+//! - [`child_env`]: the environment every process the host starts begins with (an allow-list).
 //! - [`orphans`]: ending what a previous run of the host left running.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
 //! - [`components`]: Greengrass components (lifecycle state machine so far).
@@ -18,10 +19,11 @@
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
 //! - [`tes`]: the token exchange service: AWS credentials for components over loopback HTTP.
 //! - [`timestamp`]: UTC formatting for logs and API fields.
-//! - [`users`]: the users component processes run as, their work directories.
+//! - [`users`]: the users components and functions run as, their work directories and code.
 
 pub mod api;
 pub mod cgroup;
+pub mod child_env;
 pub mod cli;
 pub mod components;
 pub mod config;

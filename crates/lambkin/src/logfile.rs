@@ -1,5 +1,10 @@
 //! A component's or function's log file (`ROOT/logs/NAME.log`): stdout lines at INFO, stderr
 //! lines at WARN, each prefixed with its UTC time.
+//!
+//! Every log is the host's user's alone (0600), the host's own `lambkin.log` and components'
+//! logs alike: a component's output may carry what it must keep to itself (a token it printed,
+//! its data), Greengrass keeps its logs root-only too, and a component never needs to read its
+//! own log (its output reaches it through its pipes; `lambkin logs` runs as the host's user).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -45,8 +50,22 @@ struct Inner {
     size: u64,
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+/// Opens `path` for appending, creating it 0600; one left more open (by an earlier version) is
+/// closed first.
+pub fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::layout::PRIVATE_FILE)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    if mode & !crate::layout::PRIVATE_FILE != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(
+            mode & crate::layout::PRIVATE_FILE,
+        ))?;
+    }
+    Ok(file)
 }
 
 impl LogFile {

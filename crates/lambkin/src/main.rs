@@ -46,6 +46,7 @@ async fn dispatch(command: Command) -> i32 {
             listen,
             with_example,
         } => {
+            never_writable_by_others();
             let layout = root.layout();
             let config = match cli::load_config(&layout, config.as_deref()) {
                 Ok(c) => c,
@@ -58,7 +59,7 @@ async fn dispatch(command: Command) -> i32 {
                 eprintln!("lambkin: invalid configuration: {e}");
                 return EXIT_CONFIG;
             }
-            if let Err(e) = std::fs::create_dir_all(layout.logs_dir()) {
+            if let Err(e) = lambkin::layout::create_private_dir(&layout.logs_dir()) {
                 eprintln!(
                     "lambkin: cannot create {}: {e}",
                     layout.logs_dir().display()
@@ -154,6 +155,16 @@ async fn dispatch(command: Command) -> i32 {
     }
 }
 
+/// Keeps the host's umask from letting group or others write what the host creates (started
+/// with umask 0, `ROOT/packages` would be writable by every component's user, who could then
+/// replace another's artifacts). A stricter umask is kept. Files that must be the host's alone
+/// get their mode explicitly (`layout`); processes the host starts inherit this umask.
+fn never_writable_by_others() {
+    use nix::sys::stat::{umask, Mode};
+    let current = umask(Mode::S_IWGRP | Mode::S_IWOTH);
+    umask(current | Mode::S_IWGRP | Mode::S_IWOTH);
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -170,7 +181,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// Host logs go to stderr and to `ROOT/logs/lambkin.log`.
+/// Host logs go to stderr and to `ROOT/logs/lambkin.log` (the host's user's alone).
 fn init_tracing(log_file: &std::path::Path) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::fmt;
@@ -181,7 +192,8 @@ fn init_tracing(log_file: &std::path::Path) {
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    // Rotated by size like every other log, so a flood of warnings cannot fill the disk.
+    // Rotated by size like every other log (and owner-only), so a flood of warnings cannot
+    // fill the disk.
     let file = lambkin::logfile::LogFile::open(log_file)
         .ok()
         .map(|f| lambkin::logfile::HostLog(std::sync::Arc::new(f)));

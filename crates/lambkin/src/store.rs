@@ -20,6 +20,8 @@ const COMMAND_QUEUE: usize = 1024;
 pub enum StoreError {
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the state database owner-only: {0}")]
+    Create(std::io::Error),
     #[error("stored function {name} is unreadable: {source}")]
     Corrupt {
         name: String,
@@ -118,6 +120,9 @@ pub struct Recovered {
 impl Store {
     /// Opens (creating if needed) the database, reads what it holds and starts the store thread.
     pub fn open(path: &Path) -> Result<(Self, Recovered), StoreError> {
+        // The database exists 0600 before SQLite opens it: SQLite creates a new one with the
+        // umask's mode, and gives its `-wal` and `-shm` files the database's mode.
+        crate::layout::create_private_file(path).map_err(StoreError::Create)?;
         let conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
@@ -531,6 +536,25 @@ mod tests {
             status: "IN_PROGRESS".into(),
             request: "{}".into(),
             message: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_files_are_owner_only_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("state.db");
+        // A database an earlier version left readable by others is closed too.
+        std::fs::write(&db, "").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (store, _) = Store::open(&db).unwrap();
+        store.begin_deployment(deployment("d1")).await.unwrap();
+        for file in ["state.db", "state.db-wal", "state.db-shm"] {
+            let mode = std::fs::metadata(tmp.path().join(file))
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
         }
     }
 

@@ -1,21 +1,30 @@
-//! Who component processes run as (Greengrass `runWith.posixUser`, `greengrass-reference.md`
-//! §1.3 and §6): `user` or `user:group`, each a name or a numeric id; the host's default from
-//! `[run_with_default]`; `RequiresPrivilege` steps as the host's own user (root).
+//! Who component and function processes run as (Greengrass `runWith.posixUser`,
+//! `greengrass-reference.md` §1.3 and §6): `user` or `user:group`, each a name or a numeric id;
+//! the host's default from `[run_with_default]`; `RequiresPrivilege` steps as the host's own
+//! user (root).
 //!
-//! A host running as root runs each component as its `posixUser`, else as the default user
-//! (created as a system user and group when missing), else, with no default configured, as
-//! root itself. A host that is not root cannot change user: as the Greengrass nucleus does when
-//! it is not root, every step runs as the host's user and a `posixUser` naming another user is
-//! logged and ignored (an unknown user is still an error).
+//! A host running as root runs each component as its `posixUser`, else as the default user:
+//! `[run_with_default]`, else [`DEFAULT_POSIX_USER`] (`ggc_user:ggc_group`, the user and group
+//! the Greengrass installer sets up), created as a system user and group when missing. Functions
+//! made through the Lambda API run as the default user too. Nothing runs as root unless a step
+//! `RequiresPrivilege` or a `posixUser` (or `[run_with_default]`) names root, and the logs say
+//! so. A host that is not root cannot change user: as the Greengrass nucleus does when it is not
+//! root, every step runs as the host's user and a `posixUser` naming another user is logged and
+//! ignored (an unknown user is still an error).
 //!
 //! A component's work directory (`ROOT/work/NAME`) belongs to its user, mode 0700, so no other
 //! component's user can read it; its artifacts belong to its user too, their modes following
-//! the recipe's `Permission` (§2.4), as the nucleus gives them to the component's user.
+//! the recipe's `Permission` (§2.4), as the nucleus gives them to the component's user. An API
+//! function's code stays the host's, readable by its user's group alone ([`give_code`]).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
+
+/// Whom a root host runs components and functions as when `[run_with_default]` names no one:
+/// Greengrass's default (its installer's `--component-default-user ggc_user:ggc_group`).
+pub const DEFAULT_POSIX_USER: &str = "ggc_user:ggc_group";
 
 /// The identity a process is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +45,63 @@ impl RunAs {
     /// [`lambkin_sys::host_child`] (see [`lambkin_sys::run_as`]).
     pub fn apply(&self, command: &mut std::process::Command) {
         lambkin_sys::run_as(command, self.uid, self.gid, &self.groups);
+        self.apply_env(command);
+    }
+
+    /// Sets only the variables naming the user: `HOME` (removed when the user has no entry),
+    /// `USER` and `LOGNAME`.
+    pub fn apply_env(&self, command: &mut std::process::Command) {
         match &self.home {
             Some(home) => command.env("HOME", home),
             None => command.env_remove("HOME"),
         };
         command.env("USER", &self.user).env("LOGNAME", &self.user);
     }
+
+    /// The variables naming the user, as [`RunAs::apply_env`] sets them.
+    pub fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = Vec::with_capacity(3);
+        if let Some(home) = &self.home {
+            env.push(("HOME", home.clone().into_os_string()));
+        }
+        env.push(("USER", self.user.clone().into()));
+        env.push(("LOGNAME", self.user.clone().into()));
+        env
+    }
+
+    /// Whether this is root.
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+/// The host's own user as a process identity: what a process that runs as the host's user
+/// (a `RequiresPrivilege` step, everything on a host that is not root) gets as `HOME`, `USER`
+/// and `LOGNAME`. Its password entry when there is one (read once).
+pub fn host_identity() -> &'static RunAs {
+    static HOST: std::sync::OnceLock<RunAs> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let uid = nix::unistd::geteuid();
+        let gid = nix::unistd::getegid().as_raw();
+        match User::from_uid(uid) {
+            Ok(Some(user)) => RunAs {
+                user: user.name,
+                uid: uid.as_raw(),
+                gid,
+                groups: vec![gid],
+                home: Some(user.dir),
+            },
+            // No entry (a container started with an arbitrary uid): the number, and the
+            // home the host itself was given.
+            _ => RunAs {
+                user: uid.to_string(),
+                uid: uid.as_raw(),
+                gid,
+                groups: vec![gid],
+                home: std::env::var_os("HOME").map(PathBuf::from),
+            },
+        }
+    })
 }
 
 /// Why a `posixUser` cannot be used.
@@ -57,8 +117,12 @@ pub enum UserError {
     NeedsGroup { spec: String, uid: u32 },
     #[error("posixUser {spec:?}: cannot look it up: {why}")]
     Lookup { spec: String, why: String },
-    #[error("cannot create the default user {user:?}: {why}")]
-    Create { user: String, why: String },
+    #[error("cannot create the default {kind} {name:?}: {why}")]
+    Create {
+        kind: &'static str,
+        name: String,
+        why: String,
+    },
 }
 
 /// `user[:group]`, both non-empty.
@@ -175,18 +239,18 @@ pub fn cgroup_limits(cpus: Option<f64>, memory_kb: Option<u64>) -> Option<crate:
     })
 }
 
-/// The host's identity and its default for components.
+/// The host's identity and its default for components and functions.
 #[derive(Debug, Clone)]
 pub struct Users {
     host_is_root: bool,
     host_uid: u32,
-    /// `[run_with_default] posix_user`, resolved; `None`: components run as the host's user.
+    /// The default user, resolved; `None`: everything runs as the host's user (a host that is
+    /// not root).
     default: Option<RunAs>,
 }
 
 impl Users {
-    /// No default user: everything runs as the host's user (tests, a host without
-    /// `[run_with_default]`).
+    /// No default user: everything runs as the host's user (tests, a host that is not root).
     pub fn host() -> Self {
         let uid = nix::unistd::geteuid();
         Self {
@@ -196,27 +260,35 @@ impl Users {
         }
     }
 
-    /// Resolves the default user, creating it (a system user with its own group, no login, no
-    /// home) when it is a name that does not exist yet and the host is root.
+    /// Resolves the default user: `default_posix_user` (`[run_with_default]`), else
+    /// [`DEFAULT_POSIX_USER`]. A user or group name that does not exist yet is created (a
+    /// system user with no login and no home, a system group) when the host is root.
     pub fn start(default_posix_user: Option<&str>) -> Result<Self, UserError> {
         let mut users = Self::host();
-        let Some(spec) = default_posix_user else {
-            return Ok(users);
-        };
         if !users.host_is_root {
-            tracing::warn!(
-                posix_user = spec,
-                "the host is not root: components run as the host's own user, not the default user"
-            );
+            if let Some(spec) = default_posix_user {
+                tracing::warn!(
+                    posix_user = spec,
+                    "the host is not root: components and functions run as the host's own user, not the default user"
+                );
+            }
             return Ok(users);
         }
-        let resolved = match resolve(spec) {
-            Err(UserError::NoSuchUser { user, .. }) => {
-                create_system_user(&user)?;
-                resolve(spec)?
-            }
-            other => other?,
-        };
+        let spec = default_posix_user.unwrap_or(DEFAULT_POSIX_USER);
+        let resolved = resolve_or_create(spec)?;
+        if resolved.is_root() {
+            tracing::warn!(
+                posix_user = spec,
+                "[run_with_default] names root: components and functions run as root"
+            );
+        } else {
+            tracing::info!(
+                posix_user = spec,
+                uid = resolved.uid,
+                gid = resolved.gid,
+                "components and functions run as the default user unless their deployment names another"
+            );
+        }
         users.default = Some(resolved);
         Ok(users)
     }
@@ -224,6 +296,12 @@ impl Users {
     /// Whether the host can run processes as other users.
     pub fn host_is_root(&self) -> bool {
         self.host_is_root
+    }
+
+    /// Whom a function made through the Lambda API runs as: the default user; `None` means
+    /// the host's own user.
+    pub fn for_function(&self) -> Option<RunAs> {
+        self.default.clone()
     }
 
     /// Whom a component runs as: its own `posixUser`, else the default; `None` means the
@@ -249,35 +327,89 @@ impl Users {
     }
 }
 
-fn create_system_user(name: &str) -> Result<(), UserError> {
-    let create = |why: String| UserError::Create {
-        user: name.to_owned(),
-        why,
-    };
+/// Looks `spec` up, first creating what it names that does not exist: its group (a system
+/// group), then its user (a system user in that group, or in its own). Numeric ids are never
+/// created.
+fn resolve_or_create(spec: &str) -> Result<RunAs, UserError> {
+    let (_, group_part) = parse_posix_user(spec)?;
+    // A group, then a user: at most two things to create, then the lookup must succeed.
+    for _ in 0..2 {
+        match resolve(spec) {
+            Err(UserError::NoSuchGroup { group, .. }) => create_system_group(&group)?,
+            Err(UserError::NoSuchUser { user, .. }) => create_system_user(&user, group_part)?,
+            other => return other,
+        }
+    }
+    resolve(spec)
+}
+
+fn create_system_group(name: &str) -> Result<(), UserError> {
+    add_account("group", name, "groupadd", &["--system", name], || {
+        matches!(Group::from_name(name), Ok(Some(_)))
+    })?;
+    tracing::info!(group = name, "created the default group");
+    Ok(())
+}
+
+fn create_system_user(name: &str, group: Option<&str>) -> Result<(), UserError> {
     let nologin = ["/usr/sbin/nologin", "/sbin/nologin", "/bin/false"]
         .into_iter()
         .find(|p| Path::new(p).exists())
         .unwrap_or("/bin/false");
-    let mut command = std::process::Command::new("useradd");
-    command.args(["--system", "--no-create-home", "--shell", nologin]);
-    // A group of that name left from before is the user's group; otherwise one is made.
-    match Group::from_name(name) {
-        Ok(Some(_)) => command.args(["--gid", name]),
-        _ => command.arg("--user-group"),
-    };
-    command.arg(name);
-    let output = command
-        .output()
-        .map_err(|e| create(format!("cannot run useradd: {e}")))?;
-    if !output.status.success() {
-        return Err(create(format!(
-            "useradd {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+    let mut args = vec!["--system", "--no-create-home", "--shell", nologin];
+    // The group it names is its primary group; else a group of its own name left from before;
+    // else one is made.
+    match group {
+        Some(group) => args.extend(["--gid", group]),
+        None => match Group::from_name(name) {
+            Ok(Some(_)) => args.extend(["--gid", name]),
+            _ => args.push("--user-group"),
+        },
     }
-    tracing::info!(user = name, "created the default user for components");
+    args.push(name);
+    add_account("user", name, "useradd", &args, || {
+        matches!(User::from_name(name), Ok(Some(_)))
+    })?;
+    tracing::info!(user = name, "created the default user");
     Ok(())
+}
+
+/// Runs `useradd`/`groupadd`. Two hosts starting at once on one device may both find the
+/// account missing: the loser's tool fails because the name now exists (fine), or because the
+/// other holds the lock on the account files (exit 1 or 10, "cannot lock"; tried again for a
+/// few seconds).
+fn add_account(
+    kind: &'static str,
+    name: &str,
+    tool: &str,
+    args: &[&str],
+    exists: impl Fn() -> bool,
+) -> Result<(), UserError> {
+    const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+    let failed = |why: String| UserError::Create {
+        kind,
+        name: name.to_owned(),
+        why,
+    };
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        let output = std::process::Command::new(tool)
+            .args(args)
+            .output()
+            .map_err(|e| failed(format!("cannot run {tool}: {e}")))?;
+        if output.status.success() || exists() {
+            return Ok(());
+        }
+        let locked = matches!(output.status.code(), Some(1 | 10));
+        if !locked || std::time::Instant::now() >= deadline {
+            return Err(failed(format!(
+                "{tool} {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Creates a component's work directory, owned with what it holds by `run_as` (else by the
@@ -308,8 +440,79 @@ pub fn prepare_work_dir(root: &Path, work: &Path, run_as: Option<&RunAs>) -> std
 }
 
 /// What under the root only the host reads: its configuration (which may hold credentials),
-/// state (the store, the CLI's token, the spool), logs and API-defined functions.
-const HOST_ONLY: [&str; 4] = ["config.toml", "state", "logs", "functions"];
+/// state (the store, the CLI's token, the spool, keys) and logs (components' output included).
+const HOST_ONLY: [&str; 3] = ["config.toml", "state", "logs"];
+
+/// At the start of a host that runs processes as `user` (its default user): the root becomes
+/// passable for other users, so that `user` reaches the runtime clients and the API functions'
+/// code (each function's code is its user's group's alone, see [`give_code`]). A directory
+/// above the root that keeps `user` out is named in a warning: none of its processes could
+/// reach its working directory, its code or the IPC socket; the host does not change what
+/// lies outside its root.
+pub fn open_root(layout: &crate::layout::Layout, user: &RunAs) -> std::io::Result<()> {
+    let root = layout.root();
+    make_reachable(root, &layout.runtimes_dir())?;
+    make_reachable(root, &layout.functions_dir())?;
+    for dir in root.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let bit = if meta.uid() == user.uid {
+            0o100
+        } else if user.groups.contains(&meta.gid()) {
+            0o010
+        } else {
+            0o001
+        };
+        if meta.permissions().mode() & bit == 0 {
+            tracing::warn!(
+                user = %user.user,
+                dir = %dir.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o7777),
+                "components and functions run as this user, who cannot pass through this directory above the root: they will fail to start (make it searchable, e.g. chmod o+x, or choose another root)"
+            );
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Gives an API function's code directory `code` (`ROOT/functions/NAME/HASH`) and its parent
+/// to the group `gid` of the user it runs as, the host's user staying the owner: directories
+/// 0750, files the owner's bits and the zip's group read and execute bits, nothing for others,
+/// no set-id bits. The function's user reads and runs its code but cannot change it (as on AWS
+/// Lambda, where the code is not the function user's own), and no other user reads it. Code
+/// already given costs two stats.
+pub fn give_code(code: &Path, gid: u32) -> std::io::Result<()> {
+    if let Some(function_dir) = code.parent() {
+        close_to_group(function_dir, gid, 0o750)?;
+    }
+    let meta = std::fs::metadata(code)?;
+    if meta.gid() == gid && meta.permissions().mode() & 0o7777 == 0o750 {
+        return Ok(());
+    }
+    give_code_tree(code, gid)
+}
+
+fn close_to_group(path: &Path, gid: u32, mode: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, None, Some(gid))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn give_code_tree(path: &Path, gid: u32) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return std::os::unix::fs::lchown(path, None, Some(gid));
+    }
+    if meta.is_dir() {
+        // Entries first: the directory stays traversable by the host until the end.
+        for entry in std::fs::read_dir(path)? {
+            give_code_tree(&entry?.path(), gid)?;
+        }
+        return close_to_group(path, gid, 0o750);
+    }
+    close_to_group(path, gid, meta.permissions().mode() & 0o750)
+}
 
 /// Lets every user pass through `dir` and each directory above it up to `root` (search
 /// permission only: their entries cannot be listed). Reaching the root, the host's own files
@@ -443,6 +646,36 @@ mod tests {
         assert_eq!(cgroup_limits(None, None), None);
         let limits = cgroup_limits(Some(1.5), Some(64)).unwrap();
         assert_eq!((limits.cpus, limits.memory_bytes), (Some(1.5), Some(65536)));
+    }
+
+    #[test]
+    fn code_is_given_to_the_group_and_closed_to_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let code = tmp.path().join("fn/abc");
+        std::fs::create_dir_all(code.join("lib")).unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        for (file, m) in [
+            ("app.py", 0o644),
+            ("bootstrap", 0o4777),
+            ("lib/x.py", 0o600),
+        ] {
+            std::fs::write(code.join(file), "x").unwrap();
+            set(&code.join(file), m);
+        }
+        std::os::unix::fs::symlink("app.py", code.join("link")).unwrap();
+        let gid = nix::unistd::getegid().as_raw();
+        give_code(&code, gid).unwrap();
+        assert_eq!(mode(&code), 0o750);
+        assert_eq!(mode(&code.join("lib")), 0o750);
+        assert_eq!(mode(&tmp.path().join("fn")), 0o750);
+        // Group read and run as the zip allowed; no write, nothing for others, no set-id.
+        assert_eq!(mode(&code.join("app.py")), 0o640);
+        assert_eq!(mode(&code.join("bootstrap")), 0o750);
+        assert_eq!(mode(&code.join("lib/x.py")), 0o600);
+        assert_eq!(std::fs::metadata(code.join("app.py")).unwrap().gid(), gid);
     }
 
     #[test]

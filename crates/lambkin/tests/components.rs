@@ -393,8 +393,7 @@ fn json_and_yaml_forms_of_a_recipe_deploy_the_same_component() {
 #[test]
 fn components_that_do_not_depend_on_each_other_start_side_by_side() {
     let mut device = Device::start();
-    let meeting = device.scratch("meeting");
-    std::fs::create_dir_all(&meeting).unwrap();
+    let meeting = support::dir_for_components(device.tmp.path(), "meeting");
     let meet = |me: &str, other: &str| {
         json!({
             "Install": {
@@ -429,7 +428,7 @@ fn components_that_do_not_depend_on_each_other_start_side_by_side() {
 #[test]
 fn a_dependency_chain_starts_in_order_and_only_hard_dependents_follow_a_restart() {
     let mut device = Device::start();
-    let order = device.scratch("order.txt");
+    let order = support::dir_for_components(device.tmp.path(), "order").join("order.txt");
     let defaults = json!({ "order": order });
     let step = |name: &str| {
         json!({

@@ -153,6 +153,11 @@ impl Device {
     /// Deploys a Lambda component running [`HANDLER`] with `config` merged over the seed
     /// recipe's defaults: `Ok(stdout)` or `Err(stderr)`.
     fn deploy(&mut self, name: &str, config: Value) -> Result<String, String> {
+        self.deploy_with(name, config, &[])
+    }
+
+    /// [`Device::deploy`] with more arguments for `lambkin deploy` (`--run-with`).
+    fn deploy_with(&mut self, name: &str, config: Value, args: &[&str]) -> Result<String, String> {
         self.deployments += 1;
         let zip = support::zip_bytes(&[("lambda_function.py", HANDLER, 0o644)]);
         let digest = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip));
@@ -187,6 +192,7 @@ impl Device {
             .arg(format!("{name}=1.0.0"))
             .arg("--root")
             .arg(&self.root)
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -196,6 +202,54 @@ impl Device {
         } else {
             Err(format!("{}{}", text(&out.stdout), text(&out.stderr)))
         }
+    }
+}
+
+/// A device node under `/dev` with the numbers of one that root opens without any capability
+/// (the runtime holds none; `/dev/kmsg`, say, needs CAP_SYSLOG where dmesg_restrict is set),
+/// owned by root and the group `disk`, mode 0660: a device the function's user reaches only
+/// through that group. Removed when dropped.
+struct GroupDevice(PathBuf);
+
+impl GroupDevice {
+    fn create() -> GroupDevice {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let model = ["/dev/loop-control", "/dev/fuse", "/dev/kvm"]
+            .into_iter()
+            .find_map(|d| {
+                std::fs::metadata(d)
+                    .ok()
+                    .filter(|m| m.file_type().is_char_device())
+            })
+            .expect("a character device to copy");
+        let (major, minor) = (
+            nix::sys::stat::major(model.rdev()),
+            nix::sys::stat::minor(model.rdev()),
+        );
+        let path = PathBuf::from(format!("/dev/lambkin-test-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let made = Command::new("mknod")
+            .args(["-m", "0660"])
+            .arg(&path)
+            .args(["c", &major.to_string(), &minor.to_string()])
+            .status()
+            .unwrap();
+        assert!(made.success(), "mknod {}", path.display());
+        let disk = nix::unistd::Group::from_name("disk")
+            .unwrap()
+            .expect("group disk");
+        std::os::unix::fs::chown(&path, Some(0), Some(disk.gid.as_raw())).unwrap();
+        GroupDevice(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for GroupDevice {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -213,18 +267,15 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
     require_containers!();
     let mut device = Device::start();
     let ro = device.path("ro");
-    let rw = device.path("rw");
-    let shared = device.path("shared");
     std::fs::create_dir_all(&ro).unwrap();
-    std::fs::create_dir_all(&rw).unwrap();
-    std::fs::create_dir_all(&shared).unwrap();
     std::fs::write(ro.join("in.txt"), "from the host").unwrap();
-    // A device that root opens without any capability (the runtime holds none; /dev/kmsg,
-    // say, needs CAP_SYSLOG where dmesg_restrict is set).
-    let given = ["/dev/loop-control", "/dev/fuse", "/dev/kvm", "/dev/kmsg"]
-        .into_iter()
-        .find(|d| Path::new(d).exists())
-        .expect("a device to give the container");
+    // The function runs as the default user: the directories it writes are given to it.
+    let rw = support::dir_for_components(device.tmp.path(), "rw");
+    let shared = support::dir_for_components(device.tmp.path(), "shared");
+    // A device its group may use, as a serial port is `dialout`'s: `addGroupOwner` gives the
+    // function that group.
+    let device_node = GroupDevice::create();
+    let given = device_node.path();
     let config = json!({
         "containerMode": "GreengrassContainer",
         "containerParams": {
@@ -236,10 +287,12 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
                 // Under the private /tmp: mounted on top of it, not hidden by it.
                 "2": {"sourcePath": shared, "destinationPath": "/tmp/shared", "permission": "rw", "addGroupOwner": false}
             },
-            "devices": {"0": {"path": given, "permission": "ro", "addGroupOwner": false}}
+            "devices": {"0": {"path": given, "permission": "ro", "addGroupOwner": true}}
         }
     });
-    let out = device.deploy("com.example.Contained", config).unwrap();
+    let out = device
+        .deploy("com.example.Contained", config.clone())
+        .unwrap();
     assert!(out.contains("SUCCEEDED"), "{out}");
 
     let reply = device
@@ -293,7 +346,33 @@ async fn a_container_sees_its_own_processes_and_only_the_files_and_devices_it_wa
     assert_eq!(outcome(&result, "given_device_write"), "EPERM", "{result}");
     assert_eq!(outcome(&result, "other_device"), "ENOENT", "{result}");
     assert_eq!(result["sys"], false, "/sys only with mountROSysfs");
-    // Root inside holds no capability: it cannot mount, and nothing it execs regains any.
+    // It runs as the default user, holding no capability.
+    assert_eq!(
+        result["uid"],
+        json!(support::default_user().unwrap().0),
+        "{result}"
+    );
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(result["caps"][set], "0000000000000000", "{set}: {result}");
+    }
+    assert_ne!(result["mount"], json!(["ok", 0]), "{result}");
+
+    // Even a function its deployment runs as root holds no capability inside: it cannot
+    // mount, and nothing it execs regains any.
+    let out = device
+        .deploy_with(
+            "com.example.RootInside",
+            config,
+            &["--run-with", "com.example.RootInside:posixUser=root"],
+        )
+        .unwrap();
+    assert!(out.contains("SUCCEEDED"), "{out}");
+    let reply = device
+        .host
+        .invoke("com.example.RootInside", &json!({ "device": given }))
+        .await;
+    let result = body(&reply);
+    assert_eq!(reply.status, 200, "{result}");
     assert_eq!(result["uid"], 0, "{result}");
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(result["caps"][set], "0000000000000000", "{set}: {result}");

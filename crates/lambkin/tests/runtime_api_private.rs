@@ -211,6 +211,8 @@ async fn hold_and_attack(host: Arc<Host>, function: &str, exchange: &Path, dir_i
 async fn no_other_process_can_take_or_answer_an_instance_s_event() {
     let tmp = tempfile::tempdir().unwrap();
     let exchange = tempfile::tempdir().unwrap();
+    // The function runs as the default user, not the test's: the exchange is open to it.
+    std::fs::set_permissions(exchange.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let host = Arc::new(Host::start(tmp.path()));
     let created = host
         .create(python_function(

@@ -22,15 +22,29 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// signature and with forged ones. Writes what happened as JSON to its third argument.
 const ATTACK: &str = r#"
 import json, os, sys, urllib.request, urllib.error
-addr, root, out, create = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-result = {}
-try:
-    open(os.path.join(root, "state", "credentials")).read()
-    result["read_key"] = "ok"
-except OSError as e:
-    result["read_key"] = type(e).__name__
 
-def call(method, path, body=b"", headers=None):
+def attack(addr, root, create):
+    result = {}
+    try:
+        open(os.path.join(root, "state", "credentials")).read()
+        result["read_key"] = "ok"
+    except OSError as e:
+        result["read_key"] = type(e).__name__
+    body = open(create, "rb").read()
+    forged = ("AWS4-HMAC-SHA256 Credential=AKIAFORGED0000000000/20260101/us-east-1/lambda/aws4_request, "
+              "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64)
+    result["create"] = call(addr, "POST", "/2015-03-31/functions", body, {"Content-Type": "application/json"})
+    result["create_form"] = call(addr, "POST", "/2015-03-31/functions", body,
+                                 {"Content-Type": "text/plain", "Origin": "http://evil.example"})
+    result["create_forged"] = call(addr, "POST", "/2015-03-31/functions", body,
+                                   {"Authorization": forged, "X-Amz-Date": "20260101T000000Z"})
+    result["update_code"] = call(addr, "PUT", "/2015-03-31/functions/victim/code", body)
+    result["invoke"] = call(addr, "POST", "/2015-03-31/functions/victim/invocations", b"{}")
+    result["config_file"] = os.environ.get("AWS_CONFIG_FILE")
+    result["uid"] = os.getuid()
+    return result
+
+def call(addr, method, path, body=b"", headers=None):
     req = urllib.request.Request(f"http://{addr}{path}", data=body, method=method,
                                  headers=headers or {})
     try:
@@ -39,20 +53,15 @@ def call(method, path, body=b"", headers=None):
     except urllib.error.HTTPError as e:
         return [e.code, e.headers.get("x-amzn-errortype"), e.read().decode()]
 
-body = open(create, "rb").read()
-forged = ("AWS4-HMAC-SHA256 Credential=AKIAFORGED0000000000/20260101/us-east-1/lambda/aws4_request, "
-          "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64)
-result["create"] = call("POST", "/2015-03-31/functions", body, {"Content-Type": "application/json"})
-result["create_form"] = call("POST", "/2015-03-31/functions", body,
-                             {"Content-Type": "text/plain", "Origin": "http://evil.example"})
-result["create_forged"] = call("POST", "/2015-03-31/functions", body,
-                               {"Authorization": forged, "X-Amz-Date": "20260101T000000Z"})
-result["update_code"] = call("PUT", "/2015-03-31/functions/victim/code", body)
-result["invoke"] = call("POST", "/2015-03-31/functions/victim/invocations", b"{}")
-result["config_file"] = os.environ.get("AWS_CONFIG_FILE")
-with open(out + ".part", "w") as f:
-    json.dump(result, f)
-os.rename(out + ".part", out)
+def lambda_handler(event, context):
+    return attack(event["addr"], event["root"], "create.json")
+
+if __name__ == "__main__":
+    addr, root, out, create = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    result = attack(addr, root, create)
+    with open(out + ".part", "w") as f:
+        json.dump(result, f)
+    os.rename(out + ".part", out)
 "#;
 
 /// A host on a temporary root that other users can pass through (0755), with `config`.
@@ -168,7 +177,8 @@ impl Device {
             .iter()
             .map(|f| f["FunctionName"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(names, ["victim"]);
+        assert!(names.contains(&"victim".to_owned()), "{names:?}");
+        assert!(!names.contains(&"planted".to_owned()), "{names:?}");
         assert!(!marker.exists(), "the planted function ran");
     }
 }
@@ -585,4 +595,90 @@ fn lambkin_credentials_prints_what_the_aws_cli_needs() {
     }
     let meta = std::fs::metadata(root.join("state/credentials")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn a_containerised_function_cannot_read_the_key_or_call_the_api() {
+    if !is_root() {
+        println!("skipped: containers need root");
+        return;
+    }
+    if let Err(e) = lambkin::cgroup::Cgroups::detect() {
+        println!("skipped: {e}");
+        return;
+    }
+    // A root outside /tmp, so that the container sees it (read-only) where it is on the host,
+    // as it would see /greengrass/v2.
+    let tmp = tempfile::Builder::new()
+        .prefix("lambkin-signing-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("root");
+    let device = Device {
+        host: Host::start(&root),
+        root,
+        tmp,
+    };
+    device.define_victim().await;
+    let marker = device.open_dir("marks").join("ran");
+    let (_, create) = device.kit(&marker);
+    let zip = support::zip_bytes(&[
+        ("lambda_function.py", ATTACK, 0o644),
+        (
+            "create.json",
+            &std::fs::read_to_string(&create).unwrap(),
+            0o644,
+        ),
+    ]);
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut recipe: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/components/seed-lambda-recipe.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let name = "com.example.ContainedIntruder";
+    recipe["ComponentName"] = json!(name);
+    recipe["ComponentVersion"] = json!("1.0.0");
+    recipe["Manifests"][0]["Artifacts"][0]["Digest"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip)));
+    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
+    defaults["pubsubTopics"] = json!({});
+    defaults["containerMode"] = json!("GreengrassContainer");
+    defaults["timeoutInSeconds"] = json!(60);
+    defaults["containerParams"]["memorySize"] = json!(131072);
+    let artifacts = device.tmp.path().join("artifacts");
+    let dir = artifacts.join(name).join("1.0.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
+    let out = device.deploy(&[recipe], &artifacts, &["-m", &format!("{name}=1.0.0")]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let r = device
+        .host
+        .invoke(
+            name,
+            &json!({ "addr": device.host.addr, "root": device.root }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    assert_eq!(
+        header(&r, "x-amz-function-error"),
+        None,
+        "{}",
+        text(&r.body)
+    );
+    let result = body_json(&r);
+    assert_ne!(result["uid"], 0, "{result}");
+    assert_eq!(result["read_key"], "PermissionError", "{result}");
+    assert_refused(&result);
+    device.nothing_changed(&marker).await;
 }

@@ -125,7 +125,7 @@ fn a_pub_sub_topic_with_a_wildcard_triggers_the_lambda_component() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let _host = Host::start(&root);
-    let out = tmp.path().join("events.jsonl");
+    let out = support::dir_for_components(tmp.path(), "out").join("events.jsonl");
     deploy_lambda(
         tmp.path(),
         &root,

@@ -291,6 +291,10 @@ pub struct Volume {
     pub source: String,
     pub destination: String,
     pub permission: Access,
+    /// `addGroupOwner`: the function's processes also get the source's group, so they have
+    /// the access its group has (the function's user rarely owns what it is given).
+    #[serde(default)]
+    pub add_group_owner: bool,
 }
 
 /// A device node made available inside a container, at the same path.
@@ -299,6 +303,10 @@ pub struct Volume {
 pub struct Device {
     pub path: String,
     pub permission: Access,
+    /// `addGroupOwner`: the function's processes also get the device's group (`dialout` for
+    /// a serial port, say), so its user may open it.
+    #[serde(default)]
+    pub add_group_owner: bool,
 }
 
 /// A partial [`GreengrassSettings`], as the API receives it: keys left out keep their current
@@ -558,10 +566,12 @@ mod tests {
                 source: "/data/../etc".into(),
                 destination: "/proc/x".into(),
                 permission: Access::ReadWrite,
+                add_group_owner: false,
             }],
             devices: vec![Device {
                 path: "/etc/passwd".into(),
                 permission: Access::ReadOnly,
+                add_group_owner: false,
             }],
         });
         let Err(FunctionError::InvalidConfig(msg)) = c.validate() else {

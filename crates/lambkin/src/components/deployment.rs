@@ -1092,8 +1092,7 @@ pub fn set_aside_run_with(
 ) -> std::io::Result<()> {
     let path = pending_run_with_file(layout, deployment_id);
     let json = serde_json::to_vec_pretty(run_with).map_err(std::io::Error::other)?;
-    std::fs::write(&path, json)?;
-    std::fs::File::open(&path)?.sync_all()
+    crate::layout::write_private(&path, &json)
 }
 
 /// Makes a committed deployment's `runWith` the device's.

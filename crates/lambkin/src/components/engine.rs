@@ -714,6 +714,32 @@ impl Actor {
             .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
     }
 
+    /// Whom `c`'s processes run as, said in its log and the host's when that is root by its
+    /// `posixUser` or `[run_with_default]` (a host that is not root runs everything as itself,
+    /// and says nothing).
+    fn run_as_noted(&self, c: &PlannedComponent) -> Result<Option<crate::users::RunAs>, String> {
+        let run_as = self.run_as(c)?;
+        if run_as.as_ref().is_some_and(crate::users::RunAs::is_root) {
+            let why = match &c.run_with.posix_user {
+                Some(user) => format!("posixUser {user}"),
+                None => "[run_with_default]".to_owned(),
+            };
+            tracing::warn!(component = %c.name, "the component runs as root ({why})");
+            let log = self
+                .settings
+                .layout
+                .logs_dir()
+                .join(format!("{}.log", c.name));
+            if let Ok(log) = LogFile::open(&log) {
+                log.write_lines(
+                    crate::logfile::Level::Info,
+                    format!("{}@{} runs as root ({why})", c.name, c.version).as_bytes(),
+                );
+            }
+        }
+        Ok(run_as)
+    }
+
     /// Gives `c`'s artifacts to the user it runs as (as the nucleus does); their modes stay
     /// as the recipe's `Permission` set them.
     fn give_artifacts(
@@ -1239,7 +1265,7 @@ impl Actor {
         if let Some(ipc) = &self.settings.ipc {
             env.extend(ipc.env_for(&c.name));
         }
-        let run_as = self.run_as(c)?;
+        let run_as = self.run_as_noted(c)?;
         self.give_artifacts(c, run_as.as_ref())?;
         let work = deployment::paths(&self.settings.layout, &c.name, &c.version).work;
         env.extend(self.lambda_api_env(c, &work, run_as.as_ref())?);
@@ -1404,7 +1430,7 @@ impl Actor {
     fn component_spec(&self, c: &PlannedComponent) -> Result<Arc<ComponentSpec>, String> {
         let layout = &self.settings.layout;
         let paths = deployment::paths(layout, &c.name, &c.version);
-        let run_as = self.run_as(c)?;
+        let run_as = self.run_as_noted(c)?;
         crate::users::prepare_work_dir(layout.root(), &paths.work, run_as.as_ref())
             .map_err(|e| format!("cannot prepare {}: {e}", paths.work.display()))?;
         self.give_artifacts(c, run_as.as_ref())?;
@@ -1505,18 +1531,28 @@ impl Actor {
         self.give_artifacts(c, run_as.as_ref())?;
         let mut env = self.settings.base_env.clone();
         env.extend(step.environment(&c.lifecycle));
-        let mut cmd = tokio::process::Command::new("sh");
+        let mut cmd = std::process::Command::new("sh");
+        crate::child_env::start_empty(&mut cmd);
         cmd.arg("-c")
             .arg(&step.script)
             .current_dir(&paths.work)
             .envs(&env)
             .env(crate::orphans::MARKER, self.settings.layout.root())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        if let Some(run_as) = run_as.as_ref().filter(|_| !step.requires_privilege) {
-            run_as.apply(cmd.as_std_mut());
-        }
-        lambkin_sys::host_child(cmd.as_std_mut());
+            .stdin(std::process::Stdio::null());
+        let privileged = match run_as.as_ref() {
+            Some(run_as) if !step.requires_privilege => {
+                run_as.apply(&mut cmd);
+                false
+            }
+            run_as => {
+                let host = crate::users::host_identity();
+                host.apply_env(&mut cmd);
+                run_as.is_some_and(|r| !r.is_root()) && host.is_root()
+            }
+        };
+        lambkin_sys::host_child(&mut cmd);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
         let limit = step.timeout.unwrap_or(Duration::from_secs(120));
         let status = match tokio::time::timeout(limit, cmd.output()).await {
             Ok(Ok(output)) => {
@@ -1526,6 +1562,13 @@ impl Actor {
                     .logs_dir()
                     .join(format!("{}.log", c.name));
                 if let Ok(log) = LogFile::open(&log) {
+                    if privileged {
+                        log.write_lines(
+                            crate::logfile::Level::Info,
+                            b"Bootstrap runs as root (RequiresPrivilege)",
+                        );
+                        tracing::info!(component = %at, "Bootstrap ran as root (RequiresPrivilege)");
+                    }
                     let trim = |b: &[u8]| b.strip_suffix(b"\n").unwrap_or(b).to_vec();
                     log.write_lines(crate::logfile::Level::Info, &trim(&output.stdout));
                     log.write_lines(crate::logfile::Level::Warn, &trim(&output.stderr));
@@ -1552,8 +1595,8 @@ impl Actor {
             }
             _ => return Err(format!("{at}: Bootstrap failed: {status}")),
         }
-        std::fs::create_dir_all(&marker_dir)
-            .and_then(|()| std::fs::write(&marker, fingerprint))
+        crate::layout::create_private_dir(&marker_dir)
+            .and_then(|()| crate::layout::write_private(&marker, fingerprint.as_bytes()))
             .map_err(|e| format!("{at}: cannot record its Bootstrap: {e}"))
     }
 

@@ -417,7 +417,7 @@ impl Actor {
         let path = env
             .get("PATH")
             .cloned()
-            .or_else(|| std::env::var("PATH").ok());
+            .or_else(|| crate::child_env::path().to_str().map(str::to_owned));
         if spec
             .skip_if
             .as_ref()
@@ -428,6 +428,7 @@ impl Actor {
             return;
         }
         let mut cmd = std::process::Command::new("sh");
+        crate::child_env::start_empty(&mut cmd);
         cmd.arg("-c")
             .arg(&spec.script)
             .current_dir(&self.spec.work_dir)
@@ -454,13 +455,21 @@ impl Actor {
             Box::pin(self.step_ended(step, Outcome::Failed(why))).await;
             return;
         }
-        if let Some(run_as) = self
-            .spec
-            .run_as
-            .as_ref()
-            .filter(|_| !spec.requires_privilege)
-        {
-            run_as.apply(&mut cmd);
+        match self.spec.run_as.as_ref() {
+            Some(run_as) if !spec.requires_privilege => run_as.apply(&mut cmd),
+            run_as => {
+                let host = crate::users::host_identity();
+                host.apply_env(&mut cmd);
+                // Said where the component's owner looks, each time: a step that would
+                // otherwise run as the component's user runs as root.
+                if run_as.is_some_and(|r| !r.is_root()) && host.is_root() {
+                    self.log(
+                        Level::Info,
+                        &format!("{step:?} runs as root (RequiresPrivilege)"),
+                    );
+                    tracing::info!(component = %self.spec.name, step = ?step, "step runs as root (RequiresPrivilege)");
+                }
+            }
         }
         lambkin_sys::host_child(&mut cmd);
         match tokio::process::Command::from(cmd).spawn() {

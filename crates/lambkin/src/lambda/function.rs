@@ -41,8 +41,9 @@ pub struct FunctionSpec {
     /// Empty for a function created through the management API: it belongs to no
     /// component, so it has no principal to use IPC as.
     pub component_env: BTreeMap<String, String>,
-    /// The user a Lambda component's instances run as (its `runWith`); `None`: the host's
-    /// user. The plain path drops to it before exec, the sandbox init after mounting.
+    /// The user the instances run as: a Lambda component's `runWith`, an API function's the
+    /// default user; `None`: the host's user. The plain path drops to it before exec, the
+    /// sandbox init after mounting.
     pub run_as: Option<crate::users::RunAs>,
     /// The component's control group (`systemResourceLimits`), which a plain (NoContainer)
     /// instance joins before exec; a containerized one has its own group.

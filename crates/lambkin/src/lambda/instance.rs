@@ -7,6 +7,7 @@
 //! (`/next`) Idle …; a timeout, a crash or a stop ends it. Deadlines follow AWS: the function
 //! timeout runs from the moment `/next` hands the event over; init has its own limit.
 
+use std::ffi::{OsStr, OsString};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -485,8 +486,7 @@ async fn start(
     let zygote = spec.zygote.take().await;
     if let Some(zygote) = zygote {
         let pid = zygote.pid();
-        let cmd = command(spec, runtime_api, None).map_err(|e| e.to_string())?;
-        match zygote.start(&environment_of(&cmd)).await {
+        match zygote.start(&environment(spec, runtime_api)).await {
             Ok((child, cgroup)) => {
                 tracing::debug!(function = %spec.name, ?pid, "instance started from a waiting sandbox init");
                 return Ok((Some(cgroup), child));
@@ -512,15 +512,88 @@ async fn start(
     }
 }
 
-/// The environment a process started by `cmd` gets: this process's, changed as `cmd` says.
-fn environment_of(cmd: &std::process::Command) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    let mut env: std::collections::BTreeMap<_, _> = std::env::vars_os().collect();
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => env.insert(key.to_owned(), value.to_owned()),
-            None => env.remove(key),
-        };
+/// The runtime's whole environment (`interface.md`): what AWS Lambda gives a runtime, the
+/// function's `Environment`, what its component gives it (IPC, device variables), its user's
+/// `HOME`/`USER`/`LOGNAME`, the host's marker, and of the host's own environment only what
+/// [`crate::child_env`] passes.
+fn environment(spec: &FunctionSpec, runtime_api: &str) -> Vec<(OsString, OsString)> {
+    let config = &spec.config;
+    let mut env: std::collections::BTreeMap<OsString, OsString> =
+        crate::child_env::passed().iter().cloned().collect();
+    fn set(env: &mut std::collections::BTreeMap<OsString, OsString>, key: &str, value: &OsStr) {
+        env.insert(key.into(), value.to_owned());
     }
+    for (key, value) in config.environment.iter().chain(&spec.component_env) {
+        set(&mut env, key, value.as_ref());
+    }
+    let stream = format!(
+        "{}/[{LATEST}]{}",
+        timestamp::log_stream_date(SystemTime::now()),
+        uuid::Uuid::new_v4().simple()
+    );
+    let (task_root, runtime_dir) = match config.greengrass.isolation {
+        Isolation::GreengrassContainer(_) => sandbox::inside_dirs(&spec.code_dir, &spec.launch),
+        Isolation::NoContainer => (spec.code_dir.clone(), spec.launch.runtime_dir.clone()),
+    };
+    set(&mut env, "AWS_LAMBDA_RUNTIME_API", runtime_api.as_ref());
+    set(&mut env, "LAMBDA_TASK_ROOT", task_root.as_os_str());
+    set(&mut env, "LAMBDA_RUNTIME_DIR", runtime_dir.as_os_str());
+    set(
+        &mut env,
+        "AWS_LAMBDA_FUNCTION_NAME",
+        spec.name.as_str().as_ref(),
+    );
+    set(&mut env, "AWS_LAMBDA_FUNCTION_VERSION", LATEST.as_ref());
+    set(
+        &mut env,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        config.memory_size_mb.to_string().as_ref(),
+    );
+    set(
+        &mut env,
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        format!("/aws/lambda/{}", spec.name).as_ref(),
+    );
+    set(&mut env, "AWS_LAMBDA_LOG_STREAM_NAME", stream.as_ref());
+    set(
+        &mut env,
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        if config.greengrass.pinned {
+            "provisioned-concurrency"
+        } else {
+            "on-demand"
+        }
+        .as_ref(),
+    );
+    set(&mut env, "AWS_REGION", spec.region.as_ref());
+    set(&mut env, "AWS_DEFAULT_REGION", spec.region.as_ref());
+    set(&mut env, "TZ", ":UTC".as_ref());
+    set(
+        &mut env,
+        "LAMBKIN_PAYLOAD_ENCODING",
+        config
+            .greengrass
+            .input_payload_encoding_type
+            .as_str()
+            .as_ref(),
+    );
+    // Set by Lambda alone: a function's own `Environment` does not provide them.
+    match &config.handler {
+        Some(handler) => set(&mut env, "_HANDLER", handler.as_ref()),
+        None => drop(env.remove(OsStr::new("_HANDLER"))),
+    }
+    match &spec.launch.execution_env {
+        Some(execution_env) => set(&mut env, "AWS_EXECUTION_ENV", execution_env.as_ref()),
+        None => drop(env.remove(OsStr::new("AWS_EXECUTION_ENV"))),
+    }
+    let user = spec
+        .run_as
+        .as_ref()
+        .unwrap_or_else(|| crate::users::host_identity());
+    for (key, value) in user.env() {
+        set(&mut env, key, &value);
+    }
+    set(&mut env, crate::orphans::MARKER, spec.host_root.as_os_str());
     env.into_iter().collect()
 }
 
@@ -550,58 +623,9 @@ fn command(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0);
-    let now = SystemTime::now();
-    let stream = format!(
-        "{}/[{LATEST}]{}",
-        timestamp::log_stream_date(now),
-        uuid::Uuid::new_v4().simple()
-    );
-    cmd.envs(&config.environment)
-        .envs(&spec.component_env)
-        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
-        .env("LAMBDA_TASK_ROOT", &spec.code_dir)
-        .env("LAMBDA_RUNTIME_DIR", &spec.launch.runtime_dir)
-        .env("AWS_LAMBDA_FUNCTION_NAME", spec.name.as_str())
-        .env("AWS_LAMBDA_FUNCTION_VERSION", LATEST)
-        .env(
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-            config.memory_size_mb.to_string(),
-        )
-        .env(
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{}", spec.name),
-        )
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", stream)
-        .env(
-            "AWS_LAMBDA_INITIALIZATION_TYPE",
-            if config.greengrass.pinned {
-                "provisioned-concurrency"
-            } else {
-                "on-demand"
-            },
-        )
-        .env("AWS_REGION", &spec.region)
-        .env("AWS_DEFAULT_REGION", &spec.region)
-        .env("TZ", ":UTC")
-        .env(
-            "LAMBKIN_PAYLOAD_ENCODING",
-            config.greengrass.input_payload_encoding_type.as_str(),
-        );
-    match &config.handler {
-        Some(handler) => cmd.env("_HANDLER", handler),
-        None => cmd.env_remove("_HANDLER"),
-    };
-    match &spec.launch.execution_env {
-        Some(e) => cmd.env("AWS_EXECUTION_ENV", e),
-        None => cmd.env_remove("AWS_EXECUTION_ENV"),
-    };
-    if contained {
-        let (task_root, runtime_dir) = sandbox::inside_dirs(&spec.code_dir, &spec.launch);
-        cmd.env("LAMBDA_TASK_ROOT", task_root)
-            .env("LAMBDA_RUNTIME_DIR", runtime_dir);
-    }
-    cmd.env(crate::orphans::MARKER, &spec.host_root);
+        .process_group(0)
+        .env_clear()
+        .envs(environment(spec, runtime_api));
     // The sandbox init joins its group and changes user itself, after mounting. A plain
     // process joins the component's group while still root, then changes user, all before
     // exec and before the parent-death signal, which changing user clears.

@@ -35,6 +35,9 @@ pub struct HostSettings {
     pub shutdown_grace: Duration,
     /// Where the host places instances (one for every function).
     pub placement: Arc<Placement>,
+    /// Whom functions made through the API run as (the default user of
+    /// [`crate::users::Users::for_function`]); `None`: the host's own user.
+    pub function_user: Option<crate::users::RunAs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,12 +256,19 @@ impl Registry {
             .map(|e| (e.handle.clone(), e.spec.clone()))
     }
 
+    /// The spec of a function made through the API: it runs as the default user, which gets
+    /// its code (readable and runnable, not writable).
     async fn spec(
         &self,
         record: &FunctionRecord,
         code_dir: PathBuf,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
-        self.spec_with_env(record, code_dir, BTreeMap::new(), None, None)
+        let run_as = self.inner.host.function_user.clone();
+        let gid = run_as
+            .as_ref()
+            .map_or_else(|| nix::unistd::getegid().as_raw(), |r| r.gid);
+        crate::users::give_code(&code_dir, gid).map_err(|e| ManageError::Code(e.into()))?;
+        self.spec_with_env(record, code_dir, BTreeMap::new(), run_as, None)
             .await
     }
 
@@ -274,7 +284,7 @@ impl Registry {
         let launch = self
             .inner
             .runtimes
-            .launch(&record.config.runtime, &code_dir)
+            .launch(&record.config.runtime, &code_dir, run_as.as_ref())
             .await?;
         let log = LogFile::open(&self.inner.layout.function_log(&record.name))
             .map_err(ManageError::Log)?;

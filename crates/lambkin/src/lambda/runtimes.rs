@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use lambkin_proto::lambda::function::Runtime;
 
 use crate::config::LambdaConfig;
+use crate::users::RunAs;
 
 const PYTHON_CLIENT: &str = include_str!("../../runtimes/python/bootstrap.py");
 const NODE_CLIENT: &str = include_str!("../../runtimes/node/bootstrap.js");
@@ -27,7 +28,7 @@ pub struct Launch {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RuntimeError {
-    #[error("runtime {runtime} needs {wanted} on this device's PATH, and none was found")]
+    #[error("runtime {runtime} needs {wanted} on this device's PATH that its user can run, and none was found (set [lambda] in the configuration to choose one)")]
     InterpreterMissing { runtime: String, wanted: String },
 }
 
@@ -38,43 +39,48 @@ pub struct Runtimes {
     node_client: PathBuf,
     python: Option<PathBuf>,
     node: Option<PathBuf>,
-    /// Interpreters found working, by command name (probed once: a version manager's shim
-    /// can exist on PATH and still fail to run).
-    probed: Arc<Mutex<HashMap<String, Option<PathBuf>>>>,
+    /// Interpreters found working, by command name and the user that runs them (probed once
+    /// each: a version manager's shim can exist on PATH and still fail to run, and one under
+    /// root's home runs for root alone).
+    probed: Arc<Mutex<Probed>>,
 }
 
+/// What each interpreter command found, for each user id that runs it.
+type Probed = HashMap<(String, u32), Option<PathBuf>>;
+
+/// The longest an interpreter's `--version` may take before it counts as not working.
+const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Runtimes {
-    /// The first of `names` on PATH that runs. The probe runs without blocking the host's
+    /// The first of `names` that runs as `run_as` (`None`: the host's user), each looked for
+    /// in the order of the `PATH` functions get: a candidate that user cannot run (say, a
+    /// version manager's shim under root's home, closed to other users) is passed over for
+    /// the next one on `PATH`, as a shell would. The probe runs without blocking the host's
     /// thread (a version manager's shim can take a good fraction of a second).
-    async fn working_interpreter(&self, names: &[&str]) -> Option<PathBuf> {
+    async fn working_interpreter(&self, names: &[&str], run_as: Option<&RunAs>) -> Option<PathBuf> {
+        let uid = run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |r| r.uid);
         for name in names {
+            let key = ((*name).to_owned(), uid);
             let known = self
                 .probed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get(*name)
+                .get(&key)
                 .cloned();
             let found = match known {
                 Some(found) => found,
                 None => {
-                    let found = match find_in_path(name) {
-                        Some(path) => {
-                            let runs = tokio::process::Command::new(&path)
-                                .arg("--version")
-                                .stdin(std::process::Stdio::null())
-                                .stdout(std::process::Stdio::null())
-                                .stderr(std::process::Stdio::null())
-                                .status()
-                                .await
-                                .is_ok_and(|s| s.success());
-                            runs.then_some(path)
+                    let mut found = None;
+                    for candidate in candidates_in_path(name) {
+                        if runs(&candidate, run_as).await {
+                            found = Some(candidate);
+                            break;
                         }
-                        None => None,
-                    };
+                    }
                     self.probed
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .insert((*name).to_owned(), found.clone());
+                        .insert(key, found.clone());
                     found
                 }
             };
@@ -98,7 +104,13 @@ impl Runtimes {
         })
     }
 
-    pub async fn launch(&self, runtime: &Runtime, code_dir: &Path) -> Result<Launch, RuntimeError> {
+    /// How to start `runtime`'s instances, which run as `run_as` (`None`: the host's user).
+    pub async fn launch(
+        &self,
+        runtime: &Runtime,
+        code_dir: &Path,
+        run_as: Option<&RunAs>,
+    ) -> Result<Launch, RuntimeError> {
         match runtime {
             Runtime::Provided(_) => Ok(Launch {
                 program: code_dir.join("bootstrap"),
@@ -110,7 +122,10 @@ impl Runtimes {
                 let versioned = format!("python3.{minor}");
                 let found = match &self.python {
                     Some(p) => Some(p.clone()),
-                    None => self.working_interpreter(&[&versioned, "python3"]).await,
+                    None => {
+                        self.working_interpreter(&[&versioned, "python3"], run_as)
+                            .await
+                    }
                 };
                 let program = found.ok_or_else(|| RuntimeError::InterpreterMissing {
                     runtime: runtime.id(),
@@ -126,7 +141,7 @@ impl Runtimes {
             Runtime::Node { .. } => {
                 let found = match &self.node {
                     Some(p) => Some(p.clone()),
-                    None => self.working_interpreter(&["node"]).await,
+                    None => self.working_interpreter(&["node"], run_as).await,
                 };
                 let program = found.ok_or_else(|| RuntimeError::InterpreterMissing {
                     runtime: runtime.id(),
@@ -147,27 +162,58 @@ fn parent(p: &Path) -> PathBuf {
     p.parent().map(Path::to_owned).unwrap_or_default()
 }
 
+/// Writes `dir/file` unless it holds `content` already. Whatever the host's umask, the client
+/// is readable by every user a function may run as (0644 in a 0755 directory) and writable by
+/// none of them.
 fn write_if_changed(dir: &Path, file: &str, content: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let path = dir.join(file);
     if std::fs::read_to_string(&path).ok().as_deref() != Some(content) {
         let staging = dir.join(format!(".{file}.new"));
         std::fs::write(&staging, content)?;
         std::fs::rename(&staging, &path)?;
     }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
     Ok(path)
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
+/// The executable files named `program` in the directories of the `PATH` functions get, in
+/// order.
+fn candidates_in_path(program: &str) -> Vec<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(crate::child_env::path())
         .map(|dir| dir.join(program))
-        .find(|candidate| {
+        .filter(|candidate| {
             std::fs::metadata(candidate)
                 .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 .unwrap_or(false)
         })
+        .collect()
+}
+
+/// Whether `interpreter --version` succeeds as `run_as`, in the environment functions start
+/// from.
+async fn runs(interpreter: &Path, run_as: Option<&RunAs>) -> bool {
+    let mut probe = std::process::Command::new(interpreter);
+    probe
+        .arg("--version")
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    crate::child_env::start_empty(&mut probe);
+    if let Some(run_as) = run_as {
+        run_as.apply(&mut probe);
+    }
+    lambkin_sys::host_child(&mut probe);
+    let mut probe = tokio::process::Command::from(probe);
+    probe.kill_on_drop(true);
+    matches!(
+        tokio::time::timeout(PROBE_PATIENCE, probe.status()).await,
+        Ok(Ok(status)) if status.success()
+    )
 }
 
 #[cfg(test)]
@@ -179,7 +225,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let runtimes = Runtimes::install(tmp.path(), &LambdaConfig::default()).unwrap();
         let launch = runtimes
-            .launch(&Runtime::Python { minor: 8 }, Path::new("/code"))
+            .launch(&Runtime::Python { minor: 8 }, Path::new("/code"), None)
             .await
             .unwrap();
         assert!(launch.program.to_string_lossy().contains("python3"));
@@ -189,7 +235,11 @@ mod tests {
         );
         assert!(tmp.path().join("python/bootstrap.py").is_file());
         let provided = runtimes
-            .launch(&Runtime::Provided("provided".into()), Path::new("/code"))
+            .launch(
+                &Runtime::Provided("provided".into()),
+                Path::new("/code"),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(provided.program, Path::new("/code/bootstrap"));
@@ -198,7 +248,7 @@ mod tests {
 
     #[test]
     fn path_lookup_finds_executables_only() {
-        assert!(find_in_path("sh").is_some());
-        assert_eq!(find_in_path("surely-not-an-interpreter-here"), None);
+        assert!(!candidates_in_path("sh").is_empty());
+        assert!(candidates_in_path("surely-not-an-interpreter-here").is_empty());
     }
 }

@@ -77,13 +77,18 @@ pub fn isolation_from_config(config: &Value) -> Result<Isolation, String> {
             continue;
         };
         let destination = text("destinationPath").unwrap_or_else(|| source.clone());
-        match permission(v, &format!("containerParams.volumes.{key}")) {
-            Ok(permission) => volumes.push(Volume {
+        let at = format!("containerParams.volumes.{key}");
+        match (permission(v, &at), add_group_owner(v, &at)) {
+            (Ok(permission), Ok(add_group_owner)) => volumes.push(Volume {
                 source,
                 destination,
                 permission,
+                add_group_owner,
             }),
-            Err(e) => problems.push(e),
+            (permission, add_group_owner) => {
+                problems.extend(permission.err());
+                problems.extend(add_group_owner.err());
+            }
         }
     }
     let mut devices = Vec::new();
@@ -92,12 +97,17 @@ pub fn isolation_from_config(config: &Value) -> Result<Isolation, String> {
             problems.push(format!("containerParams.devices.{key} has no path"));
             continue;
         };
-        match permission(d, &format!("containerParams.devices.{key}")) {
-            Ok(permission) => devices.push(Device {
+        let at = format!("containerParams.devices.{key}");
+        match (permission(d, &at), add_group_owner(d, &at)) {
+            (Ok(permission), Ok(add_group_owner)) => devices.push(Device {
                 path: path.to_owned(),
                 permission,
+                add_group_owner,
             }),
-            Err(e) => problems.push(e),
+            (permission, add_group_owner) => {
+                problems.extend(permission.err());
+                problems.extend(add_group_owner.err());
+            }
         }
     }
     let params = ContainerParams {
@@ -157,6 +167,53 @@ fn permission(entry: &Value, at: &str) -> Result<Access, String> {
         }
         Some(v) => Err(format!("{at}.permission {v} is not ro or rw")),
     }
+}
+
+/// `addGroupOwner` (default false); a string "true"/"false" as the cloud may send it.
+fn add_group_owner(entry: &Value, at: &str) -> Result<bool, String> {
+    match entry.get("addGroupOwner") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+        Some(v) => Err(format!("{at}.addGroupOwner {v} is not a boolean")),
+    }
+}
+
+/// The user a containerised instance becomes: the function's user (`None`: the host's own,
+/// root), with the group of every volume and device given with `addGroupOwner` added to its
+/// groups (Greengrass: "add the Linux group owner of the resource to the Lambda process").
+/// A path gone since the deployment was planned adds nothing.
+fn container_user(spec: &FunctionSpec, params: &ContainerParams) -> Option<(u32, u32, Vec<u32>)> {
+    use std::os::unix::fs::MetadataExt;
+    let owners: Vec<u32> = params
+        .volumes
+        .iter()
+        .filter(|v| v.add_group_owner)
+        .map(|v| v.source.as_str())
+        .chain(
+            params
+                .devices
+                .iter()
+                .filter(|d| d.add_group_owner)
+                .map(|d| d.path.as_str()),
+        )
+        .filter_map(|path| std::fs::metadata(path).ok().map(|m| m.gid()))
+        .collect();
+    let (uid, gid, mut groups) = match &spec.run_as {
+        Some(r) => (r.uid, r.gid, r.groups.clone()),
+        None if owners.is_empty() => return None,
+        None => {
+            let host = crate::users::host_identity();
+            let groups = nix::unistd::getgroups()
+                .map(|gs| gs.into_iter().map(nix::unistd::Gid::as_raw).collect())
+                .unwrap_or_else(|_| host.groups.clone());
+            (host.uid, host.gid, groups)
+        }
+    };
+    groups.extend(owners);
+    groups.sort_unstable();
+    groups.dedup();
+    Some((uid, gid, groups))
 }
 
 /// Whether this host can make containers: root (namespaces and mounts) and a memory cgroup.
@@ -358,10 +415,7 @@ pub fn command(
         devices: params.devices.clone(),
         program: inside(&launch.program),
         args: launch.args.iter().map(|a| inside(Path::new(a))).collect(),
-        run_as: spec
-            .run_as
-            .as_ref()
-            .map(|r| (r.uid, r.gid, r.groups.clone())),
+        run_as: container_user(spec, params),
         zygote,
         ipc_socket: hidden_ipc_socket(&spec.host_root),
     };
@@ -409,6 +463,9 @@ impl Zygote {
                 .map_err(|e| format!("cannot create the container's cgroup: {e}"))?
                 .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
         let mut cmd = command(spec, params, &cgroup, true).map_err(|e| e.to_string())?;
+        // Its own environment is the allowed one and the marker; the runtime's comes later,
+        // on its stdin.
+        crate::child_env::start_empty(&mut cmd);
         cmd.current_dir(&spec.code_dir)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -687,12 +744,17 @@ mod tests {
                 "memorySize": 1024.0,
                 "volumes": {"0": {"sourcePath": "/surely/not/here", "destinationPath": "/data", "permission": "rw"},
                             "1": {"sourcePath": "/etc", "destinationPath": "/etc2", "permission": "rx"}},
-                "devices": {"0": {"path": "/etc/passwd", "permission": "ro"}},
+                "devices": {"0": {"path": "/etc/passwd", "permission": "ro"},
+                            "1": {"path": "/dev/null", "addGroupOwner": 1}},
             }
         });
         let err = isolation_from_config(&config).unwrap_err();
         assert!(err.contains("/surely/not/here\" does not exist"), "{err}");
         assert!(err.contains("\"rx\" is not ro or rw"), "{err}");
+        assert!(
+            err.contains("containerParams.devices.1.addGroupOwner 1 is not a boolean"),
+            "{err}"
+        );
         let err = isolation_from_config(&json!({"containerMode": "Docker"})).unwrap_err();
         assert!(err.contains("Docker"), "{err}");
     }

@@ -25,6 +25,8 @@ pub enum SpoolError {
     TooLarge { size: u64, max: u64 },
     #[error("spool database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the spool database owner-only: {0}")]
+    Create(std::io::Error),
 }
 
 /// A message as spooled. `properties` is the MQTT 5 members as JSON (the IPC shape).
@@ -64,6 +66,8 @@ impl Spool {
     pub fn open(path: Option<&Path>, max_size: u64) -> Result<Self, SpoolError> {
         let db = match path {
             Some(path) => {
+                // Owner-only before SQLite opens it (its `-wal` and `-shm` files take its mode).
+                crate::layout::create_private_file(path).map_err(SpoolError::Create)?;
                 let db = Connection::open(path)?;
                 db.pragma_update(None, "journal_mode", "WAL")?;
                 db.pragma_update(None, "synchronous", "FULL")?;

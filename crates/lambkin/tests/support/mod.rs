@@ -29,7 +29,8 @@ impl Host {
         Host::start_with_env(root, &[])
     }
 
-    /// As [`Host::start`], with more variables in the host's environment.
+    /// Starts a host on `root` with `env` added to its environment, and waits until it is
+    /// ready.
     pub fn start_with_env(root: &Path, env: &[(&str, &str)]) -> Host {
         let addr_file = root.join("state/api.addr");
         let _ = std::fs::remove_file(&addr_file);
@@ -169,6 +170,34 @@ impl Drop for Host {
             let _ = child.wait();
         }
     }
+}
+
+/// The user and group a root host runs components and functions as when nothing names
+/// another (`ggc_user:ggc_group`, made by the host at its first start); `None` on a host that
+/// is not root, which runs everything as the test's own user.
+pub fn default_user() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = nix::unistd::User::from_name("ggc_user")
+        .unwrap()
+        .expect("a root host made ggc_user at its start");
+    let group = nix::unistd::Group::from_name("ggc_group")
+        .unwrap()
+        .expect("a root host made ggc_group at its start");
+    Some((user.uid.as_raw(), group.gid.as_raw()))
+}
+
+/// `parent/name`, a directory that components and functions running as the default user may
+/// write: given to that user, as a device's owner gives a directory to the components that
+/// write into it. Call it once a host has started (it makes the user).
+pub fn dir_for_components(parent: &Path, name: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some((uid, gid)) = default_user() {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    }
+    dir
 }
 
 pub fn signal(pid: u32, sig: &str) {
