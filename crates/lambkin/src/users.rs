@@ -554,16 +554,64 @@ pub fn give_tree(path: &Path, run_as: &RunAs) -> std::io::Result<()> {
     chown_tree(path, run_as.uid, run_as.gid)
 }
 
+/// Gives `path` and everything under it to `uid`:`gid`, walking by file descriptor: each
+/// directory is opened without following a link (`O_NOFOLLOW | O_DIRECTORY`) and its entries
+/// are changed relative to it, so a component that swaps a directory of its own for a link
+/// while the walk runs gets the link itself changed, never what it points at.
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
+    use nix::errno::Errno;
+    match open_dir_nofollow(None, path) {
+        Ok(dir) => chown_dir(dir, uid, gid),
+        Err(Errno::ENOTDIR | Errno::ELOOP) => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn open_dir_nofollow<P: ?Sized + nix::NixPath>(
+    at: Option<std::os::fd::RawFd>,
+    path: &P,
+) -> nix::Result<nix::dir::Dir> {
+    use nix::fcntl::OFlag;
+    nix::dir::Dir::openat(
+        at,
+        path,
+        OFlag::O_RDONLY
+            | OFlag::O_DIRECTORY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+fn chown_dir(mut dir: nix::dir::Dir, uid: u32, gid: u32) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    use std::os::fd::AsRawFd;
+    let (owner, group) = (
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    );
+    let fd = dir.as_raw_fd();
+    nix::unistd::fchown(fd, owner, group)?;
+    let names: Vec<std::ffi::CString> = dir
+        .iter()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    for name in names {
+        match open_dir_nofollow(Some(fd), name.as_c_str()) {
+            Ok(sub) => chown_dir(sub, uid, gid)?,
+            Err(Errno::ENOTDIR | Errno::ELOOP) => nix::unistd::fchownat(
+                Some(fd),
+                name.as_c_str(),
+                owner,
+                group,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -587,6 +635,54 @@ fn add_mode(path: &Path, bits: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chown_walks_without_following_links() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: changing owners needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("deep")).unwrap();
+        std::fs::write(outside.join("deep/secret"), "host's").unwrap();
+        let tree = tmp.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/file"), "mine").unwrap();
+        // What a component plants: links to directories and files outside its tree.
+        std::os::unix::fs::symlink(&outside, tree.join("a/to-dir")).unwrap();
+        std::os::unix::fs::symlink(outside.join("deep/secret"), tree.join("to-file")).unwrap();
+        chown_tree(&tree, 65534, 65534).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        for owned in ["", "a", "a/b", "a/b/file"] {
+            assert_eq!(
+                std::fs::metadata(tree.join(owned)).unwrap().uid(),
+                65534,
+                "{owned}"
+            );
+        }
+        assert_eq!(
+            std::fs::symlink_metadata(tree.join("a/to-dir"))
+                .unwrap()
+                .uid(),
+            65534
+        );
+        for untouched in ["", "deep", "deep/secret"] {
+            assert_eq!(
+                std::fs::metadata(outside.join(untouched)).unwrap().uid(),
+                0,
+                "{untouched}"
+            );
+        }
+        // A link given as the top is changed itself, not followed.
+        chown_tree(&tree.join("to-file"), 65534, 65534).unwrap();
+        assert_eq!(
+            std::fs::metadata(outside.join("deep/secret"))
+                .unwrap()
+                .uid(),
+            0
+        );
+    }
 
     #[test]
     fn posix_user_forms() {
