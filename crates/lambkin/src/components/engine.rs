@@ -1107,6 +1107,9 @@ impl Actor {
                 .remove(name);
             self.settings.lambda_api.revoke(name);
             self.unprotect(name);
+            if let Some(ipc) = &self.settings.ipc {
+                ipc.revoke(name);
+            }
             match c.kind {
                 Kind::Generic => {
                     if let Some(h) = &c.supervisor {
@@ -1172,6 +1175,11 @@ impl Actor {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(c.name.clone(), c.config.clone());
         self.protect(c);
+        // A new token for each start in a deployment: what the previous one was handed to
+        // (a replaced version, a process left behind) cannot act as this one.
+        if let Some(ipc) = &self.settings.ipc {
+            ipc.renew(&c.name);
+        }
         match c.kind {
             Kind::Builtin => self.set_status(c, "RUNNING"),
             Kind::Lambda => {

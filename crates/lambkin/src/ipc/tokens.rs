@@ -1,6 +1,7 @@
 //! Per-component IPC tokens (`SVCUID`, `greengrass-ipc.md` §1.1): one random token per
-//! component, kept in memory for the host's lifetime and handed to the component's processes
-//! in their environment. The token a connection presents names its principal.
+//! component start, kept in memory and handed to the component's processes in their
+//! environment; revoked when the component is removed or replaced. The token a connection
+//! presents names its principal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -50,6 +51,23 @@ impl Tokens {
         token
     }
 
+    /// A fresh token for the component: its previous one, if any, stops working. The engine
+    /// calls this each time it starts the component for a deployment, so a redeployed or
+    /// replaced component never inherits the token its predecessor handed around.
+    pub fn renew(&self, component: &ComponentName) -> String {
+        self.revoke(component);
+        self.token_for(component)
+    }
+
+    /// Forgets the component's token: the IPC server and the token exchange service refuse it
+    /// from now on. For a component stopped for good or removed.
+    pub fn revoke(&self, component: &ComponentName) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(token) = inner.by_component.remove(component) {
+            inner.by_token.remove(&token);
+        }
+    }
+
     /// The component a token was given to.
     pub fn component(&self, token: &str) -> Option<ComponentName> {
         self.inner
@@ -85,6 +103,20 @@ pub struct ComponentIpc {
 }
 
 impl ComponentIpc {
+    /// A fresh token for `component` (see [`Tokens::renew`]).
+    pub fn renew(&self, component: &str) {
+        if let Ok(name) = ComponentName::parse(component) {
+            self.tokens.renew(&name);
+        }
+    }
+
+    /// Revokes `component`'s token (see [`Tokens::revoke`]).
+    pub fn revoke(&self, component: &str) {
+        if let Ok(name) = ComponentName::parse(component) {
+            self.tokens.revoke(&name);
+        }
+    }
+
     /// The IPC variables of §1.1 for `component`. A name that is not a component name gets
     /// none (it cannot have been deployed).
     pub fn env_for(&self, component: &str) -> BTreeMap<String, String> {

@@ -1,0 +1,131 @@
+//! A component's token lives as long as that deployment of it, tried as a process it left
+//! behind would: after the component is removed, its old token is refused by the IPC socket
+//! and by the token exchange service, and deploying it again hands out a different token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lambkin_proto::eventstream::{Decoder, Header};
+use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
+use serde_json::json;
+use support::{wait_for, Host};
+
+const NAME: &str = "com.example.Ephemeral";
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn deploy(root: &Path, scratch: &Path, args: &[&str]) {
+    let recipes = scratch.join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": NAME,
+        "ComponentVersion": "1.0.0",
+        "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": {
+            "Run": "printf '%s %s\\n' \"$SVCUID\" \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" > {work:path}/token.new && mv {work:path}/token.new {work:path}/token && exec sleep 600"
+        }}],
+    });
+    std::fs::write(recipes.join("r.json"), recipe.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["deploy", "-r"])
+        .arg(&recipes)
+        .arg("-a")
+        .arg(scratch.join("artifacts"))
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `(token, credentials uri)` the component wrote once it ran.
+fn handed_out(root: &Path) -> (String, String) {
+    let file = root.join("work").join(NAME).join("token");
+    let line = wait_for(PATIENCE, || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|s| s.ends_with('\n'))
+    })
+    .expect("the component never wrote its token");
+    std::fs::remove_file(&file).unwrap();
+    let (token, uri) = line.trim().split_once(' ').unwrap();
+    (token.to_owned(), uri.to_owned())
+}
+
+/// Whether the IPC socket accepts `token` in CONNECT.
+fn ipc_accepts(root: &Path, token: &str) -> bool {
+    let mut stream = UnixStream::connect(root.join("ipc.socket")).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let connect = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
+        .with_header(Header::string(":version", "0.1.0"))
+        .with_payload(format!("{{\"authToken\": \"{token}\"}}"))
+        .to_frame()
+        .unwrap()
+        .encode();
+    stream.write_all(&connect).unwrap();
+    let mut decoder = Decoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            let ack = RpcMessage::from_frame(&frame).unwrap();
+            assert_eq!(ack.message_type, MessageType::ConnectAck);
+            return ack.flags == MessageFlags::CONNECTION_ACCEPTED;
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before CONNECT_ACK");
+        decoder.push(&buf[..n]);
+    }
+}
+
+/// The token exchange service's status for `token`.
+fn tes_status(uri: &str, token: &str) -> u16 {
+    let rest = uri.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_removed_component_s_token_is_refused_and_a_redeployment_gets_a_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _host = Host::start(&root);
+    deploy(&root, tmp.path(), &["-m", &format!("{NAME}=1.0.0")]);
+    let (first, uri) = handed_out(&root);
+    assert!(ipc_accepts(&root, &first));
+    // No [tes] source: a known token gets 500 (nothing to give), an unknown one 403.
+    assert_ne!(tes_status(&uri, &first), 403);
+
+    deploy(&root, tmp.path(), &["--remove", NAME]);
+    assert!(
+        !ipc_accepts(&root, &first),
+        "the removed component's token still connects"
+    );
+    assert_eq!(tes_status(&uri, &first), 403);
+
+    deploy(&root, tmp.path(), &["-m", &format!("{NAME}=1.0.0")]);
+    let (second, _) = handed_out(&root);
+    assert_ne!(second, first, "the redeployment got the old token");
+    assert!(ipc_accepts(&root, &second));
+    assert!(!ipc_accepts(&root, &first));
+}
