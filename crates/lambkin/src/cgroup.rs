@@ -168,18 +168,53 @@ impl Cgroups {
         removed
     }
 
-    /// Creates (or reuses) the group `name` with `limits`. `name` becomes one directory in
-    /// each hierarchy, so it must be a single path component.
-    pub fn create(&self, name: &str, limits: Limits) -> Result<Cgroup, CgroupError> {
+    /// A group that limits nothing and only holds a component's processes together, so that
+    /// stopping it ends every process it started, those that left its process group too. On
+    /// v1 it is one directory in the `pids` hierarchy (one join per process, the cheapest).
+    pub fn create_tracking(&self, name: &str) -> Result<Cgroup, CgroupError> {
+        match self.version {
+            Version::V1 => {
+                let hierarchy = self.root.join("pids");
+                if !hierarchy.is_dir() {
+                    return Err(CgroupError::MissingController {
+                        controller: "pids",
+                        root: self.root.clone(),
+                    });
+                }
+                self.create_in(&hierarchy, name)
+            }
+            Version::V2 => self.create(name, Limits::default()),
+        }
+    }
+
+    fn create_in(&self, hierarchy: &Path, name: &str) -> Result<Cgroup, CgroupError> {
+        self.check_name(name)?;
+        let dir = hierarchy.join(PARENT).join(name);
+        std::fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
+        Ok(Cgroup {
+            version: self.version,
+            dirs: vec![dir],
+        })
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), CgroupError> {
         let valid = !name.is_empty()
             && name != "."
             && name != ".."
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid {
-            return Err(CgroupError::InvalidName(name.to_owned()));
+        if valid {
+            Ok(())
+        } else {
+            Err(CgroupError::InvalidName(name.to_owned()))
         }
+    }
+
+    /// Creates (or reuses) the group `name` with `limits`. `name` becomes one directory in
+    /// each hierarchy, so it must be a single path component.
+    pub fn create(&self, name: &str, limits: Limits) -> Result<Cgroup, CgroupError> {
+        self.check_name(name)?;
         let group = match self.version {
             Version::V1 => {
                 let mut dirs = Vec::new();
@@ -469,6 +504,51 @@ impl Cgroup {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// The processes in the group now.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .procs_files()
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process in the group until none is left (a process forking while it is
+    /// killed adds its child to the group, which the next round finds); gives up after a
+    /// second. Returns how many processes were killed.
+    pub fn kill_all(&self) -> usize {
+        let mut killed = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() || std::time::Instant::now() > deadline {
+                return killed;
+            }
+            for pid in pids {
+                let Ok(raw) = i32::try_from(pid) else {
+                    continue;
+                };
+                if nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Removes the group. Its processes must have exited; a group whose last process is

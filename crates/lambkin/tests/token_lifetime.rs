@@ -129,3 +129,73 @@ fn a_removed_component_s_token_is_refused_and_a_redeployment_gets_a_new_one() {
     assert!(ipc_accepts(&root, &second));
     assert!(!ipc_accepts(&root, &first));
 }
+
+#[test]
+fn a_setsid_child_of_a_removed_component_is_gone() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: a component's own cgroup needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _host = Host::start(&root);
+    let recipes = tmp.path().join("recipes-escape");
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::create_dir_all(tmp.path().join("artifacts")).unwrap();
+    // The Run step starts a daemon in a session of its own, out of the step's process group.
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": "com.example.Escapee",
+        "ComponentVersion": "1.0.0",
+        "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": {
+            "Run": "setsid sh -c 'echo $$ > {work:path}/daemon.new; mv {work:path}/daemon.new {work:path}/daemon; exec sleep 600' < /dev/null > /dev/null 2>&1 & exec sleep 600"
+        }}],
+    });
+    std::fs::write(recipes.join("r.json"), recipe.to_string()).unwrap();
+    let deploy = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+            .args(["deploy", "-r"])
+            .arg(&recipes)
+            .arg("-a")
+            .arg(tmp.path().join("artifacts"))
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    deploy(&["-m", "com.example.Escapee=1.0.0"]);
+    let pid: u32 = wait_for(PATIENCE, || {
+        std::fs::read_to_string(root.join("work/com.example.Escapee/daemon"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .expect("the daemon never started");
+    assert!(support::process_alive(pid));
+    // It really left the step's process group and session.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    assert_eq!(fields[3], pid.to_string(), "not a session leader: {stat}");
+
+    deploy(&["--remove", "com.example.Escapee"]);
+    let gone = wait_for(Duration::from_secs(10), || {
+        (!support::process_alive(pid)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the setsid daemon {pid} outlived its component"
+    );
+}

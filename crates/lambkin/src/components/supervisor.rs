@@ -197,6 +197,8 @@ struct Actor {
     timed_out: Option<Step>,
     /// The component's control group, once a step has needed it.
     cgroup: Option<crate::cgroup::Cgroup>,
+    /// A tracking group (no limits) was tried already: make it once, not at every step.
+    tracking_tried: bool,
     /// How many processes of the group the kernel had killed for memory when the current
     /// step started.
     oom_before_step: u64,
@@ -219,6 +221,7 @@ async fn run(
         last_failure: None,
         timed_out: None,
         cgroup: None,
+        tracking_tried: false,
         oom_before_step: 0,
     };
     let _ = actor.reports.send(StateReport {
@@ -272,8 +275,13 @@ async fn run(
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
     if let Some(group) = actor.cgroup.take() {
-        // Its processes were just killed; the kernel may take a moment to let the group go.
-        let removed = tokio::task::spawn_blocking(move || group.remove()).await;
+        // Its process groups were just killed; what left them (a `setsid` daemon) is still in
+        // the cgroup, and goes now. The kernel may take a moment to let the group go.
+        let removed = tokio::task::spawn_blocking(move || {
+            group.kill_all();
+            group.remove()
+        })
+        .await;
         if let Ok(Err(e)) = removed {
             tracing::warn!(component = %actor.spec.name, error = %e, "cannot remove the component's cgroup");
         }
@@ -332,10 +340,28 @@ impl Actor {
         }
     }
 
-    /// The component's control group, made on first use.
+    /// The component's control group, made on first use: its `systemResourceLimits`, or,
+    /// without limits, a group that only holds its processes together (where the host can
+    /// make one: as root, with cgroups), so that a stop ends every process it started.
     fn cgroup(&mut self) -> Result<Option<&crate::cgroup::Cgroup>, String> {
         let Some(limits) = self.spec.limits else {
-            return Ok(None);
+            if self.cgroup.is_none() && !self.tracking_tried {
+                self.tracking_tried = true;
+                if nix::unistd::geteuid().is_root() {
+                    match crate::cgroup::host()
+                        .map_err(|e| e.to_string())
+                        .and_then(|c| {
+                            c.create_tracking(&format!("component-{}", self.spec.name))
+                                .map_err(|e| e.to_string())
+                        }) {
+                        Ok(group) => self.cgroup = Some(group),
+                        Err(e) => {
+                            tracing::debug!(component = %self.spec.name, error = %e, "no cgroup to hold the component's processes; its process groups are stopped instead")
+                        }
+                    }
+                }
+            }
+            return Ok(self.cgroup.as_ref());
         };
         if self.cgroup.is_none() {
             let cgroups = crate::cgroup::host()
