@@ -264,3 +264,33 @@ async fn a_lambda_component_cannot_change_its_isolation_or_its_triggers() {
         "{config}"
     );
 }
+
+#[test]
+fn an_oversized_configuration_update_is_refused_naming_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _host = Host::start(&root);
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": "com.example.Hoarder",
+        "ComponentVersion": "1.0.0",
+        "ComponentConfiguration": { "DefaultConfiguration": { "small": "x" } },
+        "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": {
+            "Run": "printf '%s\\n' \"$SVCUID\" > {work:path}/token.new && mv {work:path}/token.new {work:path}/token && exec sleep 600"
+        }}],
+    });
+    deploy(&root, tmp.path(), &recipe, &[]);
+    let token = read_when_written(&root.join("work/com.example.Hoarder/token"));
+    let mut ipc = Ipc::connect(&root, token.trim());
+    let (refused, body) = ipc.update(&[], json!({ "big": "x".repeat(11 * 1024 * 1024) }));
+    assert!(refused, "an 11 MB update was accepted");
+    assert!(
+        body.to_string().contains("limit of 1048576 bytes"),
+        "{body}"
+    );
+    // The connection and ordinary updates still work.
+    let (refused, body) = ipc.update(&[], json!({ "small": "y" }));
+    assert!(!refused, "{body}");
+    let (_, config) = ipc.call("aws.greengrass#GetConfiguration", json!({ "keyPath": [] }));
+    assert_eq!(config["value"], json!({ "small": "y" }), "{config}");
+}

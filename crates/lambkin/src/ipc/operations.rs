@@ -414,6 +414,10 @@ fn merge(
     }
 }
 
+/// The largest configuration a component may have through UpdateConfiguration (its
+/// deployment's configuration and its updates together, as JSON).
+pub const MAX_CONFIGURATION_BYTES: usize = 1024 * 1024;
+
 fn update_configuration(
     s: &Services,
     principal: &ComponentName,
@@ -422,6 +426,19 @@ fn update_configuration(
     let request: UpdateConfigurationRequest = parse_request(payload)?;
     let update = request.validate()?;
     let component = principal.as_str();
+    // A configuration is kept in memory and written whole: its size is bounded, so that one
+    // component cannot grow the host or stall its thread with a huge update.
+    let update_bytes = serde_json::to_vec(&update.value_to_merge).map_or(usize::MAX, |v| v.len());
+    let current_bytes = s
+        .engine
+        .configuration(component)
+        .and_then(|c| serde_json::to_vec(&c).ok())
+        .map_or(0, |v| v.len());
+    if current_bytes.saturating_add(update_bytes) > MAX_CONFIGURATION_BYTES {
+        return Err(IpcError::invalid_arguments(format!(
+            "the configuration update of {update_bytes} bytes would take {component}'s configuration over the limit of {MAX_CONFIGURATION_BYTES} bytes"
+        )));
+    }
     // What decides how the host runs the component, or what runs as root, comes from
     // deployments only: a component changing it would be granting itself more.
     if let Some(key) =
