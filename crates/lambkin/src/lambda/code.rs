@@ -100,7 +100,7 @@ pub struct Limits {
     pub unpacked_bytes: u64,
     /// Entries (files, directories, links).
     pub entries: usize,
-    /// Unpacked bytes per compressed byte, past [`RATIO_FLOOR_BYTES`] of unpacked data.
+    /// Unpacked bytes per compressed byte, checked past 16 MiB of unpacked data.
     pub ratio: u64,
 }
 
