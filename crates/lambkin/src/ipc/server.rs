@@ -6,20 +6,20 @@
 //! can make the host hold is bounded before it has said who it is, and after:
 //!
 //! - **Before CONNECT succeeds**, a connection is taken only while its peer's user
-//!   (`SO_PEERCRED`) has fewer than [`PENDING_PER_USER`] such connections (the host's own
-//!   user, which can read every token anyway, is not counted); it must send CONNECT within
-//!   [`CONNECT_DEADLINE`], and a frame over [`CONNECT_FRAME_LIMIT`] closes it. These
-//!   connections are not counted against the authenticated ones, so a user holding all of
-//!   its own does not keep a component from connecting.
-//! - **After**, at most [`MAX_CONNECTIONS`] authenticated connections; each takes frames up
-//!   to the protocol's 24 MiB, keeps at most [`DEFAULT_MAX_OPEN_STREAMS`] streams open (the
-//!   next is answered `ServiceError`), and holds its subscriptions' queued messages in one
-//!   budget of [`SUBSCRIPTION_BYTES`] (per subscription, the pub/sub limits; the overflow
-//!   policy, dropping the oldest, is in [`crate::pubsub`]). Frames for the client wait in a
-//!   queue drained by the connection's writer task; while more than [`WRITE_QUEUE_BYTES`]
-//!   wait, the connection reads no more requests and takes no more messages from its
-//!   subscriptions (they then drop their oldest), so a client that stops reading holds
-//!   that much and one frame, and stalls only itself.
+//!   (`SO_PEERCRED`) has fewer than 64 such connections (the host's own user, which can read
+//!   every token anyway, is not counted); it must be answered within 3 s of connecting, and a
+//!   frame over 64 KiB closes it. These connections are not counted against the
+//!   authenticated ones, so a user holding all of its own does not keep a component from
+//!   connecting.
+//! - **After**, at most 1024 authenticated connections; each takes frames up to the
+//!   protocol's 24 MiB, keeps at most 1024 streams open (the next is answered
+//!   `ServiceError`), and holds its subscriptions' queued messages in one budget of 32 MiB
+//!   (each subscription at most the pub/sub limits; the overflow policy, dropping the
+//!   oldest, is in [`crate::pubsub`]). Frames for the client wait in a queue drained by the
+//!   connection's writer task; while more than 1 MiB waits, the connection reads no more
+//!   requests and takes no more messages from its subscriptions (which then drop their
+//!   oldest), so a client that stops reading holds that much and one frame, and stalls only
+//!   itself.
 //!
 //! One task per connection reads the socket, the answers of operations that finish later,
 //! and its subscriptions' queues (one [`Group`] wake-up for all of them), so an event is

@@ -312,7 +312,7 @@ impl<T> Drop for Outbox<T> {
 }
 
 /// The subscriber's end of a channel. Dropping it discards what is queued, and the next push
-/// reports [`Pushed::ReceiverGone`].
+/// reports that the receiver is gone.
 #[derive(Debug)]
 pub struct Inbox<T>(Arc<Shared<T>>);
 
