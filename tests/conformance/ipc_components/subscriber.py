@@ -4,6 +4,7 @@ work directory; exercises configuration, UpdateState and a denied publish, and w
 it saw to results.json."""
 
 import base64
+import concurrent.futures
 import datetime
 import json
 import queue
@@ -34,7 +35,10 @@ def on_message(event) -> None:
 
 
 def main() -> None:
-    client = GreengrassCoreIPCClientV2()
+    # One callback thread: the SDK's default pool runs callbacks side by side, so two events
+    # that arrive together could be written in either order, whatever order the host kept.
+    client = GreengrassCoreIPCClientV2(
+        executor=concurrent.futures.ThreadPoolExecutor(max_workers=1))
     client.subscribe_to_topic(topic="test/ipc", receive_mode=ReceiveMode.RECEIVE_ALL_MESSAGES,
                               on_stream_event=on_message)
     open("ready", "w").close()

@@ -241,6 +241,7 @@ struct Gate {
     refused: Noted,
     oversized: Noted,
     late: Noted,
+    unknown_tokens: Noted,
 }
 
 impl Gate {
@@ -254,6 +255,7 @@ impl Gate {
             refused: Noted::default(),
             oversized: Noted::default(),
             late: Noted::default(),
+            unknown_tokens: Noted::default(),
         }
     }
 
@@ -494,10 +496,14 @@ impl Connection {
                 Action::Authenticate(token) => {
                     let principal = match self.services.tokens.component(token.as_str()) {
                         None => {
-                            tracing::warn!(
-                                uid = self.slot.uid,
-                                "IPC connection refused: unknown token"
-                            );
+                            // Any local user can send tokens at will: logged at powers of two.
+                            if let Some(count) = self.slot.gate.unknown_tokens.note() {
+                                tracing::warn!(
+                                    uid = self.slot.uid,
+                                    refused = count,
+                                    "IPC connection refused: unknown token"
+                                );
+                            }
                             None
                         }
                         Some(principal) => match self.slot.authenticate() {
