@@ -730,18 +730,22 @@ fn broker_subscriber(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(Stri
     rx
 }
 
-/// What arrives at the broker for `wanted`, skipping other topics, within PATIENCE.
-fn arrives(messages: &std::sync::mpsc::Receiver<(String, Vec<u8>)>, wanted: &str) -> Vec<u8> {
+/// What arrives at the broker for `wanted` within PATIENCE, and the topics that came before.
+fn arrives(
+    messages: &std::sync::mpsc::Receiver<(String, Vec<u8>)>,
+    wanted: &str,
+) -> (Vec<u8>, Vec<String>) {
     let deadline = Instant::now() + PATIENCE;
+    let mut before = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let (topic, payload) = messages
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("nothing arrived on {wanted}"));
         if topic == wanted {
-            return payload;
+            return (payload, before);
         }
-        println!("the broker got {topic} too");
+        before.push(topic);
     }
 }
 
@@ -757,24 +761,28 @@ fn subscriptions_stay_inside_the_policy_and_unsendable_topics_never_block_the_sp
     std::fs::write(
         root.join("config.toml"),
         format!(
-            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n",
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 500\nmax_message_size_bytes = 1024\n",
             broker.port
         ),
     )
     .unwrap();
-    // What a host that took any topic left in its spool: a message the MQTT client refuses
-    // (a wildcard in its topic) at the head, a good one behind it.
+    // What an older host left in its spool: a message the MQTT client refuses (a wildcard in
+    // its topic) at the head, then one larger than the broker now takes, then a good one.
     {
         let spool =
             lambkin::mqtt::Spool::open(Some(&root.join("state/spool.db")), 1 << 20).unwrap();
-        for topic in ["dev/+", "dev/left-behind"] {
+        for (topic, payload) in [
+            ("dev/+", b"dev/+".to_vec()),
+            ("dev/too-big", vec![b'x'; 2048]),
+            ("dev/left-behind", b"dev/left-behind".to_vec()),
+        ] {
             spool
                 .add(&lambkin::mqtt::SpooledMessage {
                     id: 0,
                     topic: topic.into(),
                     qos: 1,
                     retain: false,
-                    payload: topic.as_bytes().to_vec(),
+                    payload,
                     properties: "{}".into(),
                 })
                 .unwrap();
@@ -782,7 +790,9 @@ fn subscriptions_stay_inside_the_policy_and_unsendable_topics_never_block_the_sp
     }
     let messages = broker_subscriber(broker.port, "dev/#");
     let _host = Host::start(&root);
-    assert_eq!(arrives(&messages, "dev/left-behind"), b"dev/left-behind");
+    let (payload, before) = arrives(&messages, "dev/left-behind");
+    assert_eq!(payload, b"dev/left-behind");
+    assert!(before.is_empty(), "the broker got {before:?} first");
 
     let token = deploy_probe_with(
         &root,
@@ -860,7 +870,9 @@ fn subscriptions_stay_inside_the_policy_and_unsendable_topics_never_block_the_sp
         json!({"topicName": "dev/next", "qos": "1", "payload": payload}),
     );
     assert_eq!(shape, "aws.greengrass#PublishToIoTCoreResponse", "{body}");
-    assert_eq!(arrives(&messages, "dev/next"), b"x");
+    let (payload, before) = arrives(&messages, "dev/next");
+    assert_eq!(payload, b"x");
+    assert!(before.is_empty(), "the broker got {before:?} first");
     // Nothing is left behind in the spool (another reader's count of its rows).
     let spool = lambkin::mqtt::Spool::open(Some(&root.join("state/spool.db")), 1 << 20).unwrap();
     assert!(

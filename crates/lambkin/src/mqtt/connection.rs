@@ -191,6 +191,7 @@ impl Mqtt {
             last_failure: None,
             without_client_certificate: broker.tls && config.cert.is_none(),
             rules,
+            max_message_size: config.max_message_size_bytes,
             unsendable: 0,
             poller,
         };
@@ -364,6 +365,9 @@ struct Actor {
     /// so failures say so.
     without_client_certificate: bool,
     rules: TopicRules,
+    /// The largest payload sent: a message spooled under an earlier, larger limit is not
+    /// sent (the configuration says what the broker takes).
+    max_message_size: u32,
     /// Spooled messages dropped because they cannot be sent (accepted by an older host, or
     /// refused by the client), so far.
     unsendable: u64,
@@ -618,12 +622,20 @@ impl Actor {
             let properties: MqttProperties =
                 serde_json::from_str(&head.properties).unwrap_or_default();
             let checked = topic::check_topic(&head.topic, self.rules)
-                .and_then(|()| topic::check_properties(&properties));
+                .and_then(|()| topic::check_properties(&properties))
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    // Spooled under an earlier, larger `max_message_size_bytes`.
+                    let size = head.payload.len();
+                    let max = self.max_message_size;
+                    if size > max as usize {
+                        Err(PublishError::TooLarge { size, max }.to_string())
+                    } else {
+                        Ok(())
+                    }
+                });
             if let Err(reason) = checked {
-                if !self
-                    .discard(head.id, &head.topic, &reason.to_string())
-                    .await
-                {
+                if !self.discard(head.id, &head.topic, &reason).await {
                     return;
                 }
                 continue;
