@@ -604,6 +604,49 @@ fn an_operation_outside_the_model_gets_the_nucleus_unsupported_reply() {
 }
 
 #[test]
+fn a_stream_past_the_limit_gets_service_error_and_the_connection_goes_on() {
+    let mut session = connected();
+    session.set_max_open_streams(2);
+    for id in 1..=2 {
+        let actions = session.on_frame(request(
+            id,
+            "aws.greengrass#SubscribeToConfigurationUpdate",
+            "{}",
+        ));
+        assert_eq!(dispatched(&actions).stream, stream(id));
+        session.respond(stream(id), b"{}".to_vec()).unwrap();
+    }
+    // A third, while two are open: refused on its own stream, not dispatched.
+    let refused = only_frame(&session.on_frame(request(
+        3,
+        "aws.greengrass#SubscribeToConfigurationUpdate",
+        "{}",
+    )));
+    assert_eq!(refused.message_type, MessageType::ApplicationError);
+    assert_eq!(refused.flags, MessageFlags::TERMINATE_STREAM);
+    assert_eq!(refused.stream_id, 3);
+    assert_eq!(
+        refused.string_header("service-model-type"),
+        Some("aws.greengrass#ServiceError")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&refused.payload).unwrap();
+    assert_eq!(
+        body["message"],
+        "too many open streams on this connection: 2 are open, the limit is 2; close some first"
+    );
+    assert_eq!(session.open_streams().count(), 2);
+    // Closing one makes room; the refused id is spent, so the next is 4.
+    let close = client(0, 2, 1, vec![], b"");
+    assert_eq!(
+        session.on_frame(close),
+        vec![Action::StreamClosed(stream(1))]
+    );
+    let actions = session.on_frame(request(4, "aws.greengrass#GetConfiguration", "{}"));
+    assert_eq!(dispatched(&actions).operation, Operation::GetConfiguration);
+    assert_eq!(session.open_streams().count(), 2);
+}
+
+#[test]
 fn operation_names_are_exact() {
     let mut session = connected();
     let reply = only_frame(&session.on_frame(request(1, "aws.greengrass#publishtotopic", "{}")));

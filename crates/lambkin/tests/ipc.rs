@@ -1,21 +1,28 @@
-//! The IPC socket seen through a raw Unix stream: a wrong token is refused with a rejected
-//! CONNECT_ACK and the connection ends; a truncated frame or a bad CRC ends only the
-//! connection that sent it, while another client keeps working. The real SDK clients are
-//! driven in `tests/conformance/test_ipc.py`.
+//! The IPC socket seen through a raw Unix stream, as a faulty or hostile client would use it:
+//! a wrong token is refused with a rejected CONNECT_ACK and the connection ends; a truncated
+//! frame or a bad CRC ends only the connection that sent it, while another client keeps
+//! working. Before CONNECT a peer can make the host hold almost nothing (a frame over 64 KiB
+//! closes it; a user's connections are limited on their own, apart from the components');
+//! after it, a subscriber that never reads holds its queue's bytes and no more, streams are
+//! capped per connection, a subscription is allowed only inside what the policy grants, and a
+//! topic the broker cannot take is refused before it reaches the spool. The real SDK clients
+//! are driven in `tests/conformance/test_ipc.py`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use lambkin_proto::eventstream::{Decoder, Frame, Header};
 use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
-use serde_json::json;
+use serde_json::{json, Value};
 use support::{wait_for, Host};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -26,6 +33,12 @@ const COMPONENT: &str = "com.example.IpcProbe";
 /// Deploys a component whose Run step writes its `SVCUID` to `token` in its work directory,
 /// and returns the token.
 fn deploy_probe(root: &Path, scratch: &Path) -> String {
+    deploy_probe_with(root, scratch, json!({}))
+}
+
+/// As [`deploy_probe`], the component's default configuration being `configuration` (its
+/// `accessControl`, say).
+fn deploy_probe_with(root: &Path, scratch: &Path, configuration: Value) -> String {
     let recipes = scratch.join("recipes");
     std::fs::create_dir_all(&recipes).unwrap();
     std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
@@ -33,6 +46,7 @@ fn deploy_probe(root: &Path, scratch: &Path) -> String {
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": COMPONENT,
         "ComponentVersion": "1.0.0",
+        "ComponentConfiguration": { "DefaultConfiguration": configuration },
         "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": {
             "Run": "printf '%s' \"$SVCUID\" > token.new && mv token.new token && exec sleep 600"
         }}],
@@ -197,5 +211,672 @@ fn a_wrong_token_is_refused_and_bad_frames_close_only_their_connection() {
     assert!(
         !root.join("ipc.socket").exists(),
         "the socket is removed when the host stops"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// The hostile and faulty clients.
+
+/// A request on `stream_id` for `operation`, as the Node client sends it.
+fn request(stream_id: i32, operation: &str, payload: &Value) -> Vec<u8> {
+    RpcMessage::new(
+        MessageType::ApplicationMessage,
+        MessageFlags::NONE,
+        stream_id,
+    )
+    .with_header(Header::string(
+        "operation",
+        format!("aws.greengrass#{operation}"),
+    ))
+    .with_payload(payload.to_string().into_bytes())
+    .to_frame()
+    .unwrap()
+    .encode()
+}
+
+/// The answer's `service-model-type` and body.
+fn answer(message: &RpcMessage) -> (String, Value) {
+    let shape = message
+        .string_header("service-model-type")
+        .unwrap_or("")
+        .to_owned();
+    let body = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+    (shape, body)
+}
+
+/// Sends one request and reads its answer (the client has nothing else open).
+fn call(
+    stream: &mut UnixStream,
+    decoder: &mut Decoder,
+    stream_id: i32,
+    operation: &str,
+    payload: Value,
+) -> (String, Value) {
+    stream
+        .write_all(&request(stream_id, operation, &payload))
+        .unwrap();
+    let reply = read_message(stream, decoder);
+    assert_eq!(reply.stream_id, stream_id);
+    answer(&reply)
+}
+
+/// The host's resident memory, in KiB.
+fn vm_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A scratch directory other users can pass through, and the host's root in it.
+fn open_scratch() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("root");
+    (tmp, root)
+}
+
+#[test]
+fn unauthenticated_connections_announcing_large_frames_cost_the_host_nothing() {
+    const ATTACKERS: usize = 100;
+    const ANNOUNCED: u32 = 16_000_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let host = Host::start(&root);
+    let token = deploy_probe(&root, tmp.path());
+    let (mut good, mut good_decoder) = authenticated(&root, &token);
+    let (shape, _) = call(
+        &mut good,
+        &mut good_decoder,
+        1,
+        "GetConfiguration",
+        json!({}),
+    );
+    assert_eq!(shape, "aws.greengrass#GetConfigurationResponse");
+    let before = vm_rss_kib(host.pid());
+
+    // Each sends a valid 16 MB frame but its last byte, as much of it as the host takes, and
+    // holds its connection open: no CONNECT, so nobody knows who they are.
+    let frame = Frame::new(vec![], vec![0x5a; ANNOUNCED as usize - 16])
+        .unwrap()
+        .encode();
+    let mut attackers = Vec::new();
+    let mut taken = 0usize;
+    for _ in 0..ATTACKERS {
+        let mut stream = connect(&root);
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        for chunk in frame[..frame.len() - 1].chunks(64 * 1024) {
+            match stream.write_all(chunk) {
+                Ok(()) => taken += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        attackers.push(stream);
+    }
+    // While they hold on, the host has not grown…
+    let after = vm_rss_kib(host.pid());
+    let growth = after.saturating_sub(before);
+    println!(
+        "host VmRSS {before} KiB before, {after} KiB with {ATTACKERS} connections sending a {ANNOUNCED}-byte frame ({taken} bytes taken before the host closed them); VmHWM {} KiB",
+        status_kib(host.pid(), "VmHWM:")
+    );
+    assert!(growth < 10 * 1024, "host grew by {growth} KiB");
+    // … because it closed each of them on the frame's prelude.
+    for stream in &mut attackers {
+        assert!(
+            closed_within(stream, PATIENCE),
+            "an attacker is still connected"
+        );
+    }
+
+    // The component's connection, open throughout, still gets answers, and so does a new one.
+    let (shape, body) = call(
+        &mut good,
+        &mut good_decoder,
+        2,
+        "GetConfiguration",
+        json!({}),
+    );
+    assert_eq!(shape, "aws.greengrass#GetConfigurationResponse", "{body}");
+    let (mut again, mut again_decoder) = authenticated(&root, &token);
+    let (shape, _) = call(
+        &mut again,
+        &mut again_decoder,
+        1,
+        "GetConfiguration",
+        json!({}),
+    );
+    assert_eq!(shape, "aws.greengrass#GetConfigurationResponse");
+}
+
+/// Opens `count` connections to the socket and keeps them open: whatever the host closes is
+/// opened again, until stdin closes. Prints `holding N` once the first round is done.
+const HOLDER: &str = r#"
+import resource, selectors, socket, sys
+
+path, count = sys.argv[1], int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+selector = selectors.DefaultSelector()
+held = 0
+
+def open_one():
+    global held
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        return
+    s.setblocking(False)
+    selector.register(s, selectors.EVENT_READ)
+    held += 1
+
+for _ in range(count):
+    open_one()
+print("holding", held, flush=True)
+selector.register(sys.stdin, selectors.EVENT_READ)
+reopened = 0
+while True:
+    closed = 0
+    for key, _ in selector.select(timeout=1):
+        if key.fileobj is sys.stdin:
+            print("reopened", reopened, flush=True)
+            sys.exit(0)
+        try:
+            data = key.fileobj.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            selector.unregister(key.fileobj)
+            key.fileobj.close()
+            held -= 1
+            closed += 1
+    for _ in range(closed):
+        open_one()
+        reopened += 1
+"#;
+
+/// A line from `child`'s stdout, within `limit`.
+fn line_within(lines: &std::sync::mpsc::Receiver<String>, limit: Duration) -> String {
+    lines
+        .recv_timeout(limit)
+        .expect("the child said nothing in time")
+}
+
+#[test]
+fn a_local_user_holding_thousands_of_connections_does_not_keep_a_component_out() {
+    if !is_root() {
+        println!("skipped: running a client as another user (nobody) needs root");
+        return;
+    }
+    let (tmp, root) = open_scratch();
+    let host = Host::start(&root);
+    let token = deploy_probe(&root, tmp.path());
+    let script = tmp.path().join("holder.py");
+    std::fs::write(&script, HOLDER).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut holder: Child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+        ])
+        .arg(&script)
+        .arg(root.join("ipc.socket"))
+        .arg("2000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = holder.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let holding = line_within(&lines, PATIENCE);
+    println!("nobody: {holding}");
+    assert!(holding.starts_with("holding "), "{holding}");
+
+    // While nobody holds (and keeps reopening) every connection it can, the component
+    // connects within the Python client's CONNECT_ACK timeout (10 s) and is served.
+    let mut component = connect(&root);
+    component
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut decoder = Decoder::new();
+    component.write_all(&connect_frame(&token)).unwrap();
+    let ack = read_message(&mut component, &mut decoder);
+    assert_eq!(ack.message_type, MessageType::ConnectAck);
+    assert_eq!(ack.flags, MessageFlags::CONNECTION_ACCEPTED);
+    let (shape, _) = call(
+        &mut component,
+        &mut decoder,
+        1,
+        "GetConfiguration",
+        json!({}),
+    );
+    assert_eq!(shape, "aws.greengrass#GetConfigurationResponse");
+
+    drop(holder.stdin.take());
+    let reopened = line_within(&lines, PATIENCE);
+    println!("nobody: {reopened}");
+    assert!(holder.wait().unwrap().success());
+    drop(host);
+}
+
+#[test]
+fn a_subscriber_that_never_reads_large_messages_holds_its_bytes_and_no_more() {
+    const MESSAGES: usize = 12;
+    const SIZE: usize = 16 * 1024 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let host = Host::start(&root);
+    let token = deploy_probe_with(
+        &root,
+        tmp.path(),
+        json!({"accessControl": {"aws.greengrass.ipc.pubsub": {
+            "probe:pubsub:1": {"operations": ["*"], "resources": ["big/topic"]}
+        }}}),
+    );
+    let (mut subscriber, mut subscriber_decoder) = authenticated(&root, &token);
+    let (shape, body) = call(
+        &mut subscriber,
+        &mut subscriber_decoder,
+        1,
+        "SubscribeToTopic",
+        json!({"topic": "big/topic", "receiveMode": "RECEIVE_ALL_MESSAGES"}),
+    );
+    assert_eq!(shape, "aws.greengrass#SubscribeToTopicResponse", "{body}");
+    let (mut publisher, mut publisher_decoder) = authenticated(&root, &token);
+    let before = vm_rss_kib(host.pid());
+
+    // The subscriber reads nothing more; the publisher sends 16 MiB messages, each answered
+    // once it is queued for the subscriber.
+    let message = base64::engine::general_purpose::STANDARD.encode(vec![0xa5_u8; SIZE]);
+    for n in 0..MESSAGES {
+        let (shape, body) = call(
+            &mut publisher,
+            &mut publisher_decoder,
+            n as i32 + 1,
+            "PublishToTopic",
+            json!({"topic": "big/topic", "publishMessage": {"binaryMessage": {"message": message}}}),
+        );
+        assert_eq!(shape, "aws.greengrass#PublishToTopicResponse", "{body}");
+    }
+    let after = vm_rss_kib(host.pid());
+    let growth = after.saturating_sub(before);
+    println!(
+        "host VmRSS {before} KiB before, {after} KiB after {MESSAGES} messages of {SIZE} bytes to a subscriber that does not read; VmHWM {} KiB",
+        status_kib(host.pid(), "VmHWM:")
+    );
+    assert!(growth < 64 * 1024, "host grew by {growth} KiB");
+
+    // A last, small message; the subscriber reads at last, and gets the newest messages and
+    // that one: the oldest were dropped, and it is still served.
+    let (shape, _) = call(
+        &mut publisher,
+        &mut publisher_decoder,
+        MESSAGES as i32 + 1,
+        "PublishToTopic",
+        json!({"topic": "big/topic", "publishMessage": {"jsonMessage": {"message": {"last": true}}}}),
+    );
+    assert_eq!(shape, "aws.greengrass#PublishToTopicResponse");
+    let mut received = 0;
+    loop {
+        let event = read_message(&mut subscriber, &mut subscriber_decoder);
+        let (shape, body) = answer(&event);
+        assert_eq!(shape, "aws.greengrass#SubscriptionResponseMessage");
+        if body["jsonMessage"]["message"]["last"] == true {
+            break;
+        }
+        assert_eq!(
+            body["binaryMessage"]["message"].as_str().map(str::len),
+            Some(message.len())
+        );
+        received += 1;
+    }
+    println!("the subscriber got {received} of the {MESSAGES} large messages");
+    assert!(received < MESSAGES, "nothing was dropped");
+}
+
+#[test]
+fn streams_past_the_cap_are_refused_and_the_host_stays_responsive() {
+    const CAP: i32 = 1024;
+    const TRIED: i32 = 1500;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let _host = Host::start(&root);
+    let token = deploy_probe(&root, tmp.path());
+    let (mut stream, mut decoder) = authenticated(&root, &token);
+
+    // SubscribeToConfigurationUpdate needs no grant: a component opens as many as it likes,
+    // in batches so that neither side's socket buffer fills.
+    let mut opened = 0;
+    let mut refused = Vec::new();
+    for batch in (1..=TRIED).collect::<Vec<_>>().chunks(100) {
+        let mut bytes = Vec::new();
+        for id in batch {
+            bytes.extend(request(*id, "SubscribeToConfigurationUpdate", &json!({})));
+        }
+        stream.write_all(&bytes).unwrap();
+        for _ in batch {
+            let reply = read_message(&mut stream, &mut decoder);
+            match answer(&reply) {
+                (shape, _) if shape == "aws.greengrass#SubscribeToConfigurationUpdateResponse" => {
+                    opened += 1
+                }
+                (shape, body) => {
+                    assert_eq!(shape, "aws.greengrass#ServiceError", "{body}");
+                    assert_eq!(reply.message_type, MessageType::ApplicationError);
+                    assert_eq!(reply.flags, MessageFlags::TERMINATE_STREAM);
+                    refused.push((
+                        reply.stream_id,
+                        body["message"].as_str().unwrap_or("").to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    assert_eq!(opened, CAP);
+    assert_eq!(refused.len(), (TRIED - CAP) as usize);
+    assert_eq!(refused[0].0, CAP + 1);
+    assert_eq!(
+        refused[0].1,
+        format!("too many open streams on this connection: {CAP} are open, the limit is {CAP}; close some first")
+    );
+
+    // The host answers this connection and others.
+    let (other, mut other_decoder) = authenticated(&root, &token);
+    let mut other = other;
+    let (shape, _) = call(
+        &mut other,
+        &mut other_decoder,
+        1,
+        "GetConfiguration",
+        json!({}),
+    );
+    assert_eq!(shape, "aws.greengrass#GetConfigurationResponse");
+    // Closing one stream makes room for one more.
+    let close = RpcMessage::new(
+        MessageType::ApplicationMessage,
+        MessageFlags::TERMINATE_STREAM,
+        1,
+    )
+    .to_frame()
+    .unwrap()
+    .encode();
+    stream.write_all(&close).unwrap();
+    let (shape, body) = call(
+        &mut stream,
+        &mut decoder,
+        TRIED + 1,
+        "SubscribeToConfigurationUpdate",
+        json!({}),
+    );
+    assert_eq!(
+        shape, "aws.greengrass#SubscribeToConfigurationUpdateResponse",
+        "{body}"
+    );
+    let (shape, body) = call(
+        &mut stream,
+        &mut decoder,
+        TRIED + 2,
+        "GetConfiguration",
+        json!({}),
+    );
+    assert_eq!(shape, "aws.greengrass#ServiceError", "{body}");
+}
+
+/// Mosquitto on a free loopback port, stopped when dropped; `None` when it is not installed.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Option<Broker> {
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .map_or_else(|| "root".to_owned(), |u| u.name);
+        std::fs::write(
+            &conf,
+            // Run as root, mosquitto would switch to its own user.
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let broker = Broker { child, port };
+        wait_for(PATIENCE, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("mosquitto is not accepting connections");
+        Some(broker)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An MQTT client at the broker subscribed to `filter`; what arrives comes out of the
+/// receiver as (topic, payload). Returns once the broker has acknowledged the subscription.
+fn broker_subscriber(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
+    let mut options = rumqttc::MqttOptions::new("lambkin-test-sub", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut connection) = rumqttc::Client::new(options, 16);
+    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (acked_tx, acked) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = acked_tx.send(());
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    acked
+        .recv_timeout(PATIENCE)
+        .expect("the broker did not acknowledge the test's subscription");
+    rx
+}
+
+/// What arrives at the broker for `wanted` within PATIENCE, and the topics that came before.
+fn arrives(
+    messages: &std::sync::mpsc::Receiver<(String, Vec<u8>)>,
+    wanted: &str,
+) -> (Vec<u8>, Vec<String>) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (topic, payload) = messages
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("nothing arrived on {wanted}"));
+        if topic == wanted {
+            return (payload, before);
+        }
+        before.push(topic);
+    }
+}
+
+#[test]
+fn subscriptions_stay_inside_the_policy_and_unsendable_topics_never_block_the_spool() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(tmp.path()) else {
+        println!("skipped: mosquitto is not installed (scripts/install-test-deps)");
+        return;
+    };
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    std::fs::write(
+        root.join("config.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 500\nmax_message_size_bytes = 1024\n",
+            broker.port
+        ),
+    )
+    .unwrap();
+    // What an older host left in its spool: a message the MQTT client refuses (a wildcard in
+    // its topic) at the head, then one larger than the broker now takes, then a good one.
+    {
+        let spool =
+            lambkin::mqtt::Spool::open(Some(&root.join("state/spool.db")), 1 << 20).unwrap();
+        for (topic, payload) in [
+            ("dev/+", b"dev/+".to_vec()),
+            ("dev/too-big", vec![b'x'; 2048]),
+            ("dev/left-behind", b"dev/left-behind".to_vec()),
+        ] {
+            spool
+                .add(&lambkin::mqtt::SpooledMessage {
+                    id: 0,
+                    topic: topic.into(),
+                    qos: 1,
+                    retain: false,
+                    payload,
+                    properties: "{}".into(),
+                })
+                .unwrap();
+        }
+    }
+    let messages = broker_subscriber(broker.port, "dev/#");
+    let _host = Host::start(&root);
+    let (payload, before) = arrives(&messages, "dev/left-behind");
+    assert_eq!(payload, b"dev/left-behind");
+    assert!(before.is_empty(), "the broker got {before:?} first");
+
+    let token = deploy_probe_with(
+        &root,
+        tmp.path(),
+        json!({"accessControl": {
+            "aws.greengrass.ipc.mqttproxy": {"probe:mqttproxy:1": {
+                "operations": ["*"], "resources": ["a/+", "dev/*"]
+            }},
+            "aws.greengrass.ipc.pubsub": {"probe:pubsub:1": {
+                "operations": ["*"], "resources": ["a/+"]
+            }}
+        }}),
+    );
+    let (mut ipc, mut decoder) = authenticated(&root, &token);
+    let mut next = 0;
+    let mut ask = |operation: &str, payload: Value| {
+        next += 1;
+        call(&mut ipc, &mut decoder, next, operation, payload)
+    };
+
+    // A policy of `a/+` grants the topics one level under `a`, and filters within them.
+    for (filter, allowed) in [
+        ("a/b", true),
+        ("a/+", true),
+        ("a/#", false),
+        ("#", false),
+        ("+/+", false),
+        ("+/b", false),
+        ("a/+/#", false),
+    ] {
+        let (shape, body) = ask(
+            "SubscribeToIoTCore",
+            json!({"topicName": filter, "qos": "1"}),
+        );
+        let expected = if allowed {
+            "aws.greengrass#SubscribeToIoTCoreResponse"
+        } else {
+            "aws.greengrass#UnauthorizedError"
+        };
+        assert_eq!(shape, expected, "SubscribeToIoTCore {filter}: {body}");
+        let (shape, body) = ask("SubscribeToTopic", json!({"topic": filter}));
+        let expected = if allowed {
+            "aws.greengrass#SubscribeToTopicResponse"
+        } else {
+            "aws.greengrass#UnauthorizedError"
+        };
+        assert_eq!(shape, expected, "SubscribeToTopic {filter}: {body}");
+    }
+
+    // A topic the broker cannot take is refused when it is published, with the nucleus's
+    // error, and never reaches the spool; the next message goes through.
+    let payload = base64::engine::general_purpose::STANDARD.encode(b"x");
+    for (topic, reason) in [
+        (
+            "dev/+",
+            "Publish topics must not contain wildcard characters of '#' or '+'",
+        ),
+        (
+            "dev/\u{0}",
+            "topic must not contain the null character (U+0000)",
+        ),
+    ] {
+        let (shape, body) = ask(
+            "PublishToIoTCore",
+            json!({"topicName": topic, "qos": "1", "payload": payload}),
+        );
+        assert_eq!(shape, "aws.greengrass#ServiceError", "{topic}: {body}");
+        assert_eq!(
+            body["message"],
+            format!("Publish to topic {topic} failed: {reason}")
+        );
+    }
+    let (shape, body) = ask(
+        "PublishToIoTCore",
+        json!({"topicName": "dev/next", "qos": "1", "payload": payload}),
+    );
+    assert_eq!(shape, "aws.greengrass#PublishToIoTCoreResponse", "{body}");
+    let (payload, before) = arrives(&messages, "dev/next");
+    assert_eq!(payload, b"x");
+    assert!(before.is_empty(), "the broker got {before:?} first");
+    // Nothing is left behind in the spool (another reader's count of its rows).
+    let spool = lambkin::mqtt::Spool::open(Some(&root.join("state/spool.db")), 1 << 20).unwrap();
+    assert!(
+        wait_for(PATIENCE, || spool.usage().ok().filter(|(n, _)| *n == 0)).is_some(),
+        "the spool still holds messages"
     );
 }

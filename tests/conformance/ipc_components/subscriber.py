@@ -35,9 +35,10 @@ def on_message(event) -> None:
 
 
 def main() -> None:
-    # One callback thread: the SDK's default executor has several, which may append two
-    # messages in either order, and the order they arrive in is what the test checks.
-    client = GreengrassCoreIPCClientV2(executor=concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    # One callback thread: the SDK's default pool runs callbacks side by side, so two events
+    # that arrive together could be written in either order, whatever order the host kept.
+    client = GreengrassCoreIPCClientV2(
+        executor=concurrent.futures.ThreadPoolExecutor(max_workers=1))
     client.subscribe_to_topic(topic="test/ipc", receive_mode=ReceiveMode.RECEIVE_ALL_MESSAGES,
                               on_stream_event=on_message)
     open("ready", "w").close()

@@ -40,6 +40,10 @@ pub enum FrameError {
     FrameTooShort { total_length: u32 },
     #[error("total_length {total_length} exceeds the {MAX_FRAME_LEN}-byte limit")]
     FrameTooLong { total_length: u32 },
+    /// Within the protocol's limit, but over the one the reader set for now
+    /// ([`Decoder::set_max_frame_len`](super::Decoder::set_max_frame_len)).
+    #[error("total_length {total_length} exceeds the {limit} bytes taken at this point")]
+    OverLimit { total_length: usize, limit: usize },
     #[error("headers_length {headers_length} does not fit in a frame of {total_length} bytes")]
     HeadersTooLong {
         headers_length: u32,
@@ -118,6 +122,25 @@ pub(crate) fn read_body(bytes: &[u8], prelude: Prelude) -> Result<Frame, FrameEr
     let headers = read_headers(&bytes[PRELUDE_LEN..headers_end])?;
     let payload = bytes[headers_end..end - TRAILER_LEN].to_vec();
     Ok(Frame { headers, payload })
+}
+
+/// As [`read_body`], taking `bytes` (exactly the frame) and keeping its buffer for the
+/// payload, so that a large frame is not held twice while it is decoded.
+pub(crate) fn read_body_owned(mut bytes: Vec<u8>, prelude: Prelude) -> Result<Frame, FrameError> {
+    let end = prelude.total_length;
+    let expected = be_u32(&bytes, end - TRAILER_LEN);
+    let actual = crc32fast::hash(&bytes[..end - TRAILER_LEN]);
+    if expected != actual {
+        return Err(FrameError::MessageCrc { expected, actual });
+    }
+    let headers_end = PRELUDE_LEN + prelude.headers_length;
+    let headers = read_headers(&bytes[PRELUDE_LEN..headers_end])?;
+    bytes.truncate(end - TRAILER_LEN);
+    bytes.drain(..headers_end);
+    Ok(Frame {
+        headers,
+        payload: bytes,
+    })
 }
 
 fn read_headers(block: &[u8]) -> Result<Vec<Header>, FrameError> {
@@ -277,6 +300,29 @@ impl Frame {
     /// Appends the frame to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let start = out.len();
+        self.encode_head_into(out);
+        out.extend_from_slice(&self.payload);
+        let message_crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&message_crc.to_be_bytes());
+    }
+
+    /// The frame on the wire, built in the payload's own buffer: the same bytes as
+    /// [`encode`](Self::encode), without a second copy of a large payload (the prelude and
+    /// headers are moved in front of it).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut head = Vec::with_capacity(PRELUDE_LEN + self.headers_len());
+        self.encode_head_into(&mut head);
+        let mut out = self.payload;
+        out.reserve_exact(head.len() + TRAILER_LEN);
+        out.splice(0..0, head);
+        let message_crc = crc32fast::hash(&out);
+        out.extend_from_slice(&message_crc.to_be_bytes());
+        out
+    }
+
+    /// The prelude and the headers.
+    fn encode_head_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         // Both fit in u32: `new` and the decoder hold frames to MAX_FRAME_LEN.
         let total = self.encoded_len() as u32;
         let headers_len = self.headers_len() as u32;
@@ -287,9 +333,6 @@ impl Frame {
         for header in &self.headers {
             header.encode_into(out);
         }
-        out.extend_from_slice(&self.payload);
-        let message_crc = crc32fast::hash(&out[start..]);
-        out.extend_from_slice(&message_crc.to_be_bytes());
     }
 }
 
@@ -309,6 +352,24 @@ mod tests {
     #[test]
     fn crc_is_plain_crc32() {
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn into_bytes_is_encode_without_the_copy() {
+        let frames = [
+            Frame::new(vec![], vec![]).unwrap(),
+            Frame::new(
+                vec![Header::string(":content-type", "application/json")],
+                b"{}".to_vec(),
+            )
+            .unwrap(),
+            Frame::new(vec![Header::int32(":stream-id", 7)], vec![0xa5; 100_000]).unwrap(),
+        ];
+        for frame in frames {
+            let encoded = frame.encode();
+            assert_eq!(frame.clone().into_bytes(), encoded);
+            assert_eq!(Frame::decode(&encoded).unwrap(), frame);
+        }
     }
 
     #[test]

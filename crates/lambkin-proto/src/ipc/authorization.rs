@@ -55,6 +55,38 @@ pub enum Matching {
     MqttStyle,
 }
 
+/// What topics a subscription's filter stands for, as the destination matches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FilterScope {
+    /// Local pub/sub (`SubscribeToTopic`): `+` one level, `#` one or more trailing levels but
+    /// not the parent (the nucleus's `SubscriptionTrie`).
+    LocalPubSub,
+    /// An MQTT broker (`SubscribeToIoTCore`): `+` one level, `a/#` also `a` itself.
+    Mqtt,
+}
+
+/// How a resource pattern is read against a concrete string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// [`Matching::Standard`]: `*` a glob, everything else literal.
+    Standard,
+    /// [`Matching::MqttStyle`]: whole-level `+` and a trailing `/#` as MQTT reads them (the
+    /// parent included), `*` a glob.
+    Mqtt,
+    /// A local pub/sub policy read as the topics it grants a subscriber: whole-level `+` and
+    /// a trailing `/#` as local pub/sub reads a filter (no parent), `*` a glob.
+    LocalPubSub,
+}
+
+/// The operations whose resource is a topic filter, and what it stands for.
+fn filter_scope(operation: Operation) -> Option<FilterScope> {
+    match operation {
+        Operation::SubscribeToTopic => Some(FilterScope::LocalPubSub),
+        Operation::SubscribeToIoTCore => Some(FilterScope::Mqtt),
+        _ => None,
+    }
+}
+
 /// What an operation needs before it runs (§5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Check {
@@ -153,7 +185,13 @@ pub fn authorize(
             destination,
             matching,
         } => {
-            if policy.allows(destination, operation.name(), resource, matching) {
+            let allowed = match (filter_scope(operation), resource) {
+                (Some(scope), Some(filter)) => {
+                    policy.allows_filter(destination, operation.name(), filter, scope)
+                }
+                _ => policy.allows(destination, operation.name(), resource, matching),
+            };
+            if allowed {
                 Ok(())
             } else if destination == MQTT_PROXY {
                 // The detailed text is only logged by the nucleus (§5.4).
@@ -327,6 +365,141 @@ impl AccessControl {
     }
 }
 
+impl AccessControl {
+    /// Whether a policy for `destination` allows `operation` on the topic filter `filter`:
+    /// every topic the filter matches must be matched by the resources of policies that
+    /// allow the operation (a filter is the set of its topics, and a subscription receives
+    /// exactly those). So a grant of `a/+` allows `a/b` and `a/+`, not `a/#`.
+    ///
+    /// The resources are read as the destination reads a subscription: IoT Core's
+    /// MQTT_STYLE, and for local pub/sub whole-level `+` and `/#` as that filter matches
+    /// (STANDARD keeps them literal, which grants the filter of that text; here it grants
+    /// that filter's topics, so also any narrower filter).
+    ///
+    /// Decided on finitely many sample topics: the filter with every wildcard level filled
+    /// by one byte no resource names (a resource can only take such bytes with a glob or a
+    /// level wildcard, which then takes any level content), and a `#` filled with 0 to K+1
+    /// levels, K being the most `/` a resource matches literally (past K, a glob already
+    /// takes a `/`, and then any number of levels). A filter that is not a valid filter is
+    /// matched as text instead: the operation refuses it once authorized, as the nucleus
+    /// authorizes before it validates.
+    pub fn allows_filter(
+        &self,
+        destination: &str,
+        operation: &str,
+        filter: &str,
+        scope: FilterScope,
+    ) -> bool {
+        let matching = match scope {
+            FilterScope::LocalPubSub => Matching::Standard,
+            FilterScope::Mqtt => Matching::MqttStyle,
+        };
+        let Some(levels) = filter_levels(filter) else {
+            return self.allows(destination, operation, Some(filter), matching);
+        };
+        let patterns: Vec<&ResourcePattern> = self
+            .policies
+            .iter()
+            .filter(|p| {
+                p.destination.eq_ignore_ascii_case(destination)
+                    && p.operations.iter().any(|o| o == operation || o == "*")
+            })
+            .flat_map(|p| &p.resources)
+            .collect();
+        let reading = match scope {
+            FilterScope::LocalPubSub => Reading::LocalPubSub,
+            FilterScope::Mqtt => Reading::Mqtt,
+        };
+        // A byte no pattern matches literally; without one (a policy naming every byte), no
+        // sample can stand for all level contents, so the filter is refused.
+        let Some(fill) = (1..=u8::MAX)
+            .filter(|b| !matches!(b, b'/' | b'+' | b'#' | b'$'))
+            .find(|b| !patterns.iter().any(|p| p.has_literal(*b)))
+        else {
+            return false;
+        };
+        let most_separators = patterns
+            .iter()
+            .map(|p| p.literal_separators())
+            .max()
+            .unwrap_or(0);
+        samples(&levels, scope, fill, most_separators + 1)
+            .iter()
+            .all(|topic| patterns.iter().any(|p| p.matches_bytes(topic, reading)))
+    }
+}
+
+/// One level of a subscription filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilterLevel<'a> {
+    Exact(&'a str),
+    /// `+`
+    One,
+    /// `#`, always last.
+    Rest,
+}
+
+/// A filter's levels; `None` unless it is a valid filter (non-empty, `+` and `#` only as
+/// whole levels, `#` only last).
+fn filter_levels(filter: &str) -> Option<Vec<FilterLevel<'_>>> {
+    if filter.is_empty() {
+        return None;
+    }
+    let mut levels: Vec<FilterLevel<'_>> = Vec::new();
+    for level in filter.split('/') {
+        if levels.last() == Some(&FilterLevel::Rest) {
+            return None;
+        }
+        levels.push(match level {
+            "+" => FilterLevel::One,
+            "#" => FilterLevel::Rest,
+            exact if exact.contains(['+', '#']) => return None,
+            exact => FilterLevel::Exact(exact),
+        });
+    }
+    Some(levels)
+}
+
+/// Topics that stand for every topic the filter matches (see
+/// [`AccessControl::allows_filter`]): each `+` filled with `fill`, a `#` with 1 to
+/// `most_levels` levels of `fill` (and, for MQTT, with none: the parent).
+fn samples(
+    levels: &[FilterLevel<'_>],
+    scope: FilterScope,
+    fill: u8,
+    most_levels: usize,
+) -> Vec<Vec<u8>> {
+    let mut fixed = Vec::new();
+    for (i, level) in levels.iter().enumerate() {
+        if i > 0 && *level != FilterLevel::Rest {
+            fixed.push(b'/');
+        }
+        match level {
+            FilterLevel::Exact(text) => fixed.extend_from_slice(text.as_bytes()),
+            FilterLevel::One => fixed.push(fill),
+            FilterLevel::Rest => {}
+        }
+    }
+    if levels.last() != Some(&FilterLevel::Rest) {
+        return vec![fixed];
+    }
+    let alone = levels.len() == 1;
+    let mut out = Vec::new();
+    // The parent: for MQTT, `a/#` matches `a` too (`#` alone has no parent).
+    if scope == FilterScope::Mqtt && !alone && !fixed.is_empty() {
+        out.push(fixed.clone());
+    }
+    let mut topic = fixed;
+    for count in 1..=most_levels + usize::from(alone) {
+        if !(alone && count == 1) {
+            topic.push(b'/');
+        }
+        topic.push(fill);
+        out.push(topic.clone());
+    }
+    out
+}
+
 /// A pattern piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Token {
@@ -401,9 +574,17 @@ impl ResourcePattern {
 
     /// Whether the pattern matches all of `resource`.
     pub fn matches(&self, resource: &str, matching: Matching) -> bool {
-        let s = resource.as_bytes();
+        let reading = match matching {
+            Matching::Standard => Reading::Standard,
+            Matching::MqttStyle => Reading::Mqtt,
+        };
+        self.matches_bytes(resource.as_bytes(), reading)
+    }
+
+    fn matches_bytes(&self, s: &[u8], reading: Reading) -> bool {
         let n = s.len();
-        let mqtt = matching == Matching::MqttStyle;
+        let wildcards = reading != Reading::Standard;
+        let mqtt = reading == Reading::Mqtt;
         // after[j]: the tokens from the current one on match s[j..]. Built from the last token
         // back; O(tokens × len).
         let mut after = vec![false; n + 1];
@@ -414,18 +595,35 @@ impl ResourcePattern {
                 here[j] = match *token {
                     Token::Literal(b) => j < n && s[j] == b && after[j + 1],
                     Token::Glob => after[j] || (j < n && here[j + 1]),
-                    Token::LevelPlus if mqtt => after[j] || (j < n && s[j] != b'/' && here[j + 1]),
+                    Token::LevelPlus if wildcards => {
+                        after[j] || (j < n && s[j] != b'/' && here[j + 1])
+                    }
                     Token::LevelPlus => j < n && s[j] == b'+' && after[j + 1],
                     // Always the last token, so `after` is true only at the end.
                     Token::SlashHashTail if mqtt => j == n || s[j] == b'/',
+                    // Local pub/sub's `#` is one or more levels, never the parent.
+                    Token::SlashHashTail if wildcards => j < n && s[j] == b'/',
                     Token::SlashHashTail => s[j..] == *b"/#",
-                    Token::HashAll if mqtt => true,
+                    Token::HashAll if wildcards => true,
                     Token::HashAll => s[j..] == *b"#",
                 };
             }
             after = here;
         }
         after[0]
+    }
+
+    /// How many `/` the pattern matches one for one: a topic with more levels than this can
+    /// only match where a glob or a `#` takes the extra ones.
+    fn literal_separators(&self) -> usize {
+        self.tokens
+            .iter()
+            .filter(|t| **t == Token::Literal(b'/'))
+            .count()
+    }
+
+    fn has_literal(&self, byte: u8) -> bool {
+        self.tokens.contains(&Token::Literal(byte))
     }
 }
 
@@ -752,6 +950,175 @@ mod tests {
         ));
     }
 
+    fn mqtt_proxy(resources: &[&str]) -> AccessControl {
+        let (policy, problems) = AccessControl::parse(&json!({
+            "aws.greengrass.ipc.mqttproxy": {"p": {
+                "operations": ["aws.greengrass#SubscribeToIoTCore", "aws.greengrass#PublishToIoTCore"],
+                "resources": resources
+            }}
+        }));
+        assert!(problems.is_empty(), "{problems:?}");
+        policy
+    }
+
+    fn pubsub(resources: &[&str]) -> AccessControl {
+        let (policy, problems) = AccessControl::parse(&json!({
+            "aws.greengrass.ipc.pubsub": {"p": {
+                "operations": ["aws.greengrass#SubscribeToTopic", "aws.greengrass#PublishToTopic"],
+                "resources": resources
+            }}
+        }));
+        assert!(problems.is_empty(), "{problems:?}");
+        policy
+    }
+
+    fn may_subscribe(policy: &AccessControl, op: Operation, filter: &str) -> bool {
+        authorize(policy, &probe(), op, Some(filter)).is_ok()
+    }
+
+    #[test]
+    fn an_iot_core_filter_is_allowed_only_within_what_the_policy_grants() {
+        let sub = |resources: &[&str], filter| {
+            may_subscribe(
+                &mqtt_proxy(resources),
+                Operation::SubscribeToIoTCore,
+                filter,
+            )
+        };
+        // `a/+` is one level under `a`: `a/#` would add `a`, `a/b/c`…
+        assert!(sub(&["a/+"], "a/b"));
+        assert!(sub(&["a/+"], "a/+"));
+        assert!(!sub(&["a/+"], "a/#"));
+        assert!(!sub(&["a/+"], "a/+/#"));
+        assert!(!sub(&["a/+"], "#"));
+        assert!(!sub(&["a/+"], "+/+"));
+        assert!(!sub(&["a/+"], "+/b"));
+        assert!(!sub(&["a/+"], "a"));
+        // `+/+` is every two-level topic.
+        assert!(sub(&["+/+"], "a/b"));
+        assert!(sub(&["+/+"], "a/+"));
+        assert!(sub(&["+/+"], "+/+"));
+        assert!(!sub(&["+/+"], "a/#"));
+        assert!(!sub(&["+/+"], "#"));
+        // `#` and `*` grant everything.
+        for all in ["#", "*"] {
+            for filter in ["#", "+/+", "a/#", "$aws/things/t/shadow/#"] {
+                assert!(sub(&[all], filter), "{all} {filter}");
+            }
+        }
+        // `a/#` covers `a` and everything under it.
+        assert!(sub(&["a/#"], "a/#"));
+        assert!(sub(&["a/#"], "a/+/c"));
+        assert!(sub(&["a/#"], "a"));
+        assert!(!sub(&["a/#"], "+/#"));
+        // A glob grants what it matches as text: `a/*` has every topic under `a`, but not `a`
+        // itself, which MQTT's `a/#` also matches.
+        assert!(sub(&["a/*"], "a/+/#"));
+        assert!(sub(&["a/*"], "a/+"));
+        assert!(!sub(&["a/*"], "a/#"));
+        assert!(sub(&["a", "a/*"], "a/#"));
+        assert!(sub(&["dev/*/telemetry"], "dev/+/telemetry"));
+        assert!(!sub(&["dev/*/telemetry"], "dev/#"));
+        assert!(sub(&["*/telemetry"], "+/+/telemetry"));
+        assert!(!sub(&["*/telemetry"], "+/+/#"));
+        // Mixed: several resources that together cover the filter.
+        assert!(sub(&["a", "a/+", "a/+/#"], "a/#"));
+        assert!(!sub(&["a", "a/+", "a/+/+"], "a/#"));
+        assert!(sub(&["a/b/#", "a/+/c"], "a/b/c"));
+        assert!(!sub(&["a/b/#", "a/+/c"], "a/+/+"));
+        // Publishing is about one topic, matched as before.
+        let policy = mqtt_proxy(&["a/+"]);
+        assert!(authorize(&policy, &probe(), Operation::PublishToIoTCore, Some("a/b")).is_ok());
+        assert!(authorize(
+            &policy,
+            &probe(),
+            Operation::PublishToIoTCore,
+            Some("a/b/c")
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_local_filter_is_allowed_only_within_what_the_policy_grants() {
+        let sub = |resources: &[&str], filter| {
+            may_subscribe(&pubsub(resources), Operation::SubscribeToTopic, filter)
+        };
+        // The nucleus's STANDARD grants: the filter of that text…
+        assert!(sub(&["test/topic/#"], "test/topic/#"));
+        assert!(sub(&["a/+"], "a/+"));
+        assert!(sub(&["sensors/*"], "sensors/#"));
+        assert!(sub(&["sensors/*"], "sensors/a/b"));
+        // … and, read as the topics it matches, any narrower filter.
+        assert!(sub(&["test/topic/#"], "test/topic/x"));
+        assert!(sub(&["test/topic/#"], "test/topic/+/y"));
+        // Never a wider one.
+        assert!(!sub(&["a/+"], "a/#"));
+        assert!(!sub(&["test/topic/#"], "test/#"));
+        assert!(!sub(&["test/topic/#"], "test/topic"));
+        assert!(!sub(&["test/topic/#"], "#"));
+        assert!(!sub(&["+/+"], "#"));
+        assert!(sub(&["+/+"], "x/+"));
+        assert!(sub(&["#"], "#"));
+        assert!(sub(&["*"], "#"));
+        // Local `a/#` has no parent, so `a/*` covers it.
+        assert!(sub(&["a/*"], "a/#"));
+        // Publishing stays STANDARD: a `+` in the policy is a `+`.
+        let policy = pubsub(&["a/+"]);
+        assert!(authorize(&policy, &probe(), Operation::PublishToTopic, Some("a/b")).is_err());
+    }
+
+    #[test]
+    fn an_invalid_filter_is_matched_as_text_then_refused_by_its_operation() {
+        let policy = mqtt_proxy(&["a/*"]);
+        assert!(may_subscribe(
+            &policy,
+            Operation::SubscribeToIoTCore,
+            "a/#/b"
+        ));
+        assert!(!may_subscribe(
+            &policy,
+            Operation::SubscribeToIoTCore,
+            "b/#/c"
+        ));
+        // The denial text names the filter as sent.
+        let policy = pubsub(&["a/+"]);
+        assert_eq!(
+            authorize(&policy, &probe(), Operation::SubscribeToTopic, Some("a/#"))
+                .unwrap_err()
+                .to_string(),
+            "Principal com.example.Probe is not authorized to perform aws.greengrass.ipc.pubsub:aws.greengrass#SubscribeToTopic on resource a/#"
+        );
+    }
+
+    /// Whether `filter` matches `topic`, level by level, as `scope` reads it.
+    fn filter_matches(filter: &str, topic: &str, scope: FilterScope) -> bool {
+        let f: Vec<&str> = filter.split('/').collect();
+        let t: Vec<&str> = topic.split('/').collect();
+        if f.last() == Some(&"#") {
+            let prefix = &f[..f.len() - 1];
+            let parent =
+                scope == FilterScope::Mqtt && !prefix.is_empty() && t.len() == prefix.len();
+            (t.len() > prefix.len() || parent)
+                && prefix.iter().zip(&t).all(|(f, t)| *f == "+" || f == t)
+        } else {
+            f.len() == t.len() && f.iter().zip(&t).all(|(f, t)| *f == "+" || f == t)
+        }
+    }
+
+    /// Every topic over `alphabet` of up to `len` bytes.
+    fn all_topics(alphabet: &[char], len: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut layer = vec![String::new()];
+        for _ in 0..len {
+            layer = layer
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            out.extend(layer.iter().cloned());
+        }
+        out
+    }
+
     /// The same semantics through the regex crate, to check the table matcher against.
     fn naive(p: &ResourcePattern, r: &str, matching: Matching) -> bool {
         let mqtt = matching == Matching::MqttStyle;
@@ -786,6 +1153,46 @@ mod tests {
             if let Ok(pattern) = ResourcePattern::parse(&p) {
                 let _ = pattern.matches(&r, Matching::MqttStyle);
                 let _ = pattern.matches(&r, Matching::Standard);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Allowed only when no topic the filter matches is left out by every resource
+        /// (checked against every short topic over the resources' bytes and one more), and
+        /// refused only with a topic to show for it.
+        #[test]
+        fn filter_grants_agree_with_the_topics_they_stand_for(
+            resources in proptest::collection::vec("[ab/*+#]{1,5}", 1..3),
+            filter in "(a|b|\\+)(/(a|b|\\+)){0,2}(/#)?|#",
+            mqtt in any::<bool>(),
+        ) {
+            let (scope, reading, destination, op) = if mqtt {
+                (FilterScope::Mqtt, Reading::Mqtt, MQTT_PROXY, Operation::SubscribeToIoTCore)
+            } else {
+                (FilterScope::LocalPubSub, Reading::LocalPubSub, PUBSUB, Operation::SubscribeToTopic)
+            };
+            let (policy, _) = AccessControl::parse(&json!({
+                destination: {"p": {"operations": [op.name()], "resources": resources}}
+            }));
+            let patterns = &policy.policies()[0].resources;
+            let covered = |t: &[u8]| patterns.iter().any(|p| p.matches_bytes(t, reading));
+            if policy.allows_filter(destination, op.name(), &filter, scope) {
+                let uncovered = all_topics(&['a', 'b', '\u{1}', '/'], 7)
+                    .into_iter()
+                    .find(|t| filter_matches(&filter, t, scope) && !covered(t.as_bytes()));
+                prop_assert!(uncovered.is_none(), "{:?} allows {} but not {:?}", resources, filter, uncovered);
+            } else {
+                let levels = filter_levels(&filter).unwrap();
+                let most = patterns.iter().map(|p| p.literal_separators()).max().unwrap_or(0);
+                let witness = samples(&levels, scope, 1, most + 1)
+                    .into_iter()
+                    .find(|t| !covered(t));
+                prop_assert!(witness.is_some(), "{:?} refuses {} without a reason", resources, filter);
+                let witness = String::from_utf8(witness.unwrap()).unwrap();
+                prop_assert!(filter_matches(&filter, &witness, scope), "{} does not match its sample {:?}", filter, witness);
             }
         }
     }

@@ -71,5 +71,6 @@ pub use envelope::{MessageFlags, MessageType, RpcMessage, StreamId};
 pub use error::{ErrorShape, ErrorWire, IpcError};
 pub use operation::Operation;
 pub use session::{
-    Action, AuthToken, Request, SendError, Session, CLIENT_CONNECT_TIMEOUT, REJECTED_LINGER,
+    Action, AuthToken, Request, SendError, Session, CLIENT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_OPEN_STREAMS, REJECTED_LINGER,
 };

@@ -31,6 +31,12 @@ pub const REJECTED_LINGER: Duration = Duration::from_secs(5);
 /// longer to authenticate has lost the client.
 pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Streams one connection may hold open at once unless the host says otherwise
+/// ([`Session::set_max_open_streams`]): subscriptions, and requests still waiting for their
+/// answer. The nucleus sets no limit; without one, a component can open streams until the
+/// host runs out of memory (each holds a subscription and its queue).
+pub const DEFAULT_MAX_OPEN_STREAMS: usize = 1024;
+
 /// The token a CONNECT carried (`SVCUID`). Opaque; its `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct AuthToken(String);
@@ -181,6 +187,7 @@ pub struct Session {
     state: State,
     last_stream_id: i32,
     streams: BTreeMap<StreamId, OpenStream>,
+    max_open_streams: usize,
 }
 
 impl Default for Session {
@@ -196,7 +203,15 @@ impl Session {
             state: State::AwaitingConnect,
             last_stream_id: 0,
             streams: BTreeMap::new(),
+            max_open_streams: DEFAULT_MAX_OPEN_STREAMS,
         }
+    }
+
+    /// Refuses a new stream while `limit` are open: its operation is not dispatched, and the
+    /// client gets `ServiceError` on that stream (every operation's error list in §4.7 has
+    /// it), so it can close some and try again. The connection goes on.
+    pub fn set_max_open_streams(&mut self, limit: usize) {
+        self.max_open_streams = limit;
     }
 
     /// The component the connection authenticated as, once accepted.
@@ -373,6 +388,14 @@ impl Session {
         let Some(principal) = self.principal().cloned() else {
             return Vec::new();
         };
+        if self.streams.len() >= self.max_open_streams {
+            let error = IpcError::service(format!(
+                "too many open streams on this connection: {} are open, the limit is {}; close some first",
+                self.streams.len(),
+                self.max_open_streams
+            ));
+            return self.refuse_stream(stream, &error);
+        }
         // The Java server takes the first message as the request whatever its application
         // type, so an APPLICATION_ERROR opening a stream is dispatched too.
         self.streams.insert(
@@ -472,22 +495,22 @@ impl Session {
     /// before the response, and after it on a streaming operation.
     pub fn fail(&mut self, stream: StreamId, error: &IpcError) -> Result<Vec<Action>, SendError> {
         self.open_stream(stream)?;
-        let wire = error.to_wire();
-        let mut message = RpcMessage::new(
-            MessageType::ApplicationError,
-            MessageFlags::TERMINATE_STREAM,
-            stream.get(),
-        )
-        .with_header(Header::string(CONTENT_TYPE, wire.content_type))
-        .with_payload(wire.payload);
-        if let Some(shape) = wire.service_model_type {
-            message = message.with_header(Header::string(SERVICE_MODEL_TYPE, shape));
-        }
-        let frame = message
-            .to_frame()
-            .map_err(|source| SendError::Frame { stream, source })?;
+        let frame = error_frame(stream, error)?;
         self.streams.remove(&stream);
         Ok(vec![Action::Send(frame)])
+    }
+
+    /// Answers a stream the session did not open with `error`.
+    fn refuse_stream(&mut self, stream: StreamId, error: &IpcError) -> Vec<Action> {
+        match error_frame(stream, error) {
+            Ok(frame) => vec![Action::Send(frame)],
+            // Bounded parts; should it ever not frame, the connection cannot go on correctly.
+            Err(_) => {
+                let mut actions = self.shut_down();
+                actions.push(Action::Close);
+                actions
+            }
+        }
     }
 
     /// Ends a stream from the server side: an APPLICATION_MESSAGE with TERMINATE_STREAM, only
@@ -560,6 +583,24 @@ impl Session {
             }
         }
     }
+}
+
+/// APPLICATION_ERROR with TERMINATE_STREAM carrying `error` as the wire has it (§3.5).
+fn error_frame(stream: StreamId, error: &IpcError) -> Result<Frame, SendError> {
+    let wire = error.to_wire();
+    let mut message = RpcMessage::new(
+        MessageType::ApplicationError,
+        MessageFlags::TERMINATE_STREAM,
+        stream.get(),
+    )
+    .with_header(Header::string(CONTENT_TYPE, wire.content_type))
+    .with_payload(wire.payload);
+    if let Some(shape) = wire.service_model_type {
+        message = message.with_header(Header::string(SERVICE_MODEL_TYPE, shape));
+    }
+    message
+        .to_frame()
+        .map_err(|source| SendError::Frame { stream, source })
 }
 
 /// An application message with the headers every response and event carries (§3.5).

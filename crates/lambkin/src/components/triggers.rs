@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use lambkin_proto::lambda::function::{FunctionName, PayloadEncoding};
@@ -58,6 +58,7 @@ use crate::lambda::function::Refusal;
 use crate::lambda::invocation::{Completion, Invocation, RequestId};
 use crate::lambda::registry::Registry;
 use crate::mqtt::{IncomingMessage, Mqtt};
+use crate::pubsub::queue::Inbox;
 use crate::pubsub::{Client, Filter, Payload, PubSubHandle, ReceiveMode, Subscription};
 
 /// How long starting a component waits for the broker to acknowledge its subscriptions;
@@ -127,7 +128,7 @@ pub struct Triggers {
 /// Where one subscription's messages come from.
 enum Feed {
     Local(Subscription),
-    Broker(mpsc::Receiver<IncomingMessage>),
+    Broker(Inbox<IncomingMessage>),
 }
 
 impl Feed {
@@ -385,10 +386,10 @@ mod tests {
 
     #[test]
     fn a_message_becomes_an_event_with_its_topic_as_subject() {
-        let message = Message {
-            topic: Topic::parse("sensors/kitchen/temp").unwrap(),
-            payload: Payload::Json(Arc::new(serde_json::json!({"c": 21}))),
-        };
+        let message = Message::new(
+            Topic::parse("sensors/kitchen/temp").unwrap(),
+            Payload::Json(Arc::new(serde_json::json!({"c": 21}))),
+        );
         let inv = invocation(
             message.topic.as_str(),
             &message.payload,
@@ -401,10 +402,10 @@ mod tests {
         assert_eq!(context["custom"]["subject"], "sensors/kitchen/temp");
         assert!(matches!(inv.completion, Completion::Detached));
 
-        let binary = Message {
-            topic: Topic::parse("raw").unwrap(),
-            payload: Payload::Binary(Bytes::from_static(b"\x00\x01")),
-        };
+        let binary = Message::new(
+            Topic::parse("raw").unwrap(),
+            Payload::Binary(Bytes::from_static(b"\x00\x01")),
+        );
         assert!(invocation("raw", &binary.payload, PayloadEncoding::Json).is_none());
         let inv = invocation("raw", &binary.payload, PayloadEncoding::Binary).unwrap();
         assert_eq!(&inv.payload[..], b"\x00\x01");

@@ -31,7 +31,7 @@ use lambkin_proto::ipc::shapes::iot_core::{
     IoTCoreMessage, MqttMessage, PublishToIoTCoreRequest, Qos, SubscribeToIoTCoreRequest,
 };
 use lambkin_proto::ipc::shapes::pubsub::{
-    MessagePayload, PublishMessage, PublishToTopicRequest, SubscribeToTopicRequest,
+    MessagePayload, MessageRef, PublishMessage, PublishToTopicRequest, SubscribeToTopicRequest,
 };
 use lambkin_proto::ipc::shapes::token::{
     token_not_found, ValidateAuthorizationTokenRequest, ValidateAuthorizationTokenResponse,
@@ -44,7 +44,8 @@ use super::tokens::Tokens;
 use crate::components::deployment::{ConfigUpdate, DeploymentRequest, FailurePolicy};
 use crate::components::engine::{ControlError, Engine};
 use crate::mqtt::{IncomingMessage, Mqtt, OutgoingMessage};
-use crate::pubsub::{self, Client, Filter, PubSubHandle, Subscription, Topic};
+use crate::pubsub::queue::Inbox;
+use crate::pubsub::{self, Client, Filter, Group, PubSubHandle, Subscription, Topic};
 use crate::store::DeploymentRecord;
 
 /// Configuration-update events waiting for slow connections before the oldest are lost.
@@ -83,7 +84,7 @@ pub enum Outcome {
     /// SubscribeToTopic: respond, then deliver each message as an event.
     Topic(Subscription),
     /// SubscribeToIoTCore: respond, then deliver each broker message as an event.
-    IoTCore(tokio::sync::mpsc::Receiver<IncomingMessage>),
+    IoTCore(Inbox<IncomingMessage>),
     /// SubscribeToConfigurationUpdate: respond, then send an event for each change under
     /// `key_path` of `component`.
     Configuration {
@@ -145,8 +146,8 @@ impl Services {
     }
 }
 
-/// Carries out one request.
-pub async fn dispatch(services: &Arc<Services>, request: Request) -> Outcome {
+/// Carries out one request. A subscription's queue joins `group`, the connection's.
+pub async fn dispatch(services: &Arc<Services>, request: Request, group: &Arc<Group>) -> Outcome {
     use Operation::*;
     let Request {
         operation,
@@ -159,7 +160,7 @@ pub async fn dispatch(services: &Arc<Services>, request: Request) -> Outcome {
     let reply = Outcome::Reply;
     match operation {
         PublishToTopic => reply(publish_to_topic(s, p, &payload).await),
-        SubscribeToTopic => match subscribe_to_topic(s, p, &payload).await {
+        SubscribeToTopic => match subscribe_to_topic(s, p, &payload, group).await {
             Ok(subscription) => Outcome::Topic(subscription),
             Err(e) => reply(Err(e)),
         },
@@ -167,7 +168,7 @@ pub async fn dispatch(services: &Arc<Services>, request: Request) -> Outcome {
             Ok(pending) => Outcome::Later(pending),
             Err(e) => reply(Err(e)),
         },
-        SubscribeToIoTCore => match subscribe_to_iot_core(s, p, &payload).await {
+        SubscribeToIoTCore => match subscribe_to_iot_core(s, p, &payload, group).await {
             Ok(messages) => Outcome::IoTCore(messages),
             Err(e) => reply(Err(e)),
         },
@@ -260,6 +261,7 @@ async fn subscribe_to_topic(
     s: &Services,
     principal: &ComponentName,
     payload: &[u8],
+    group: &Arc<Group>,
 ) -> Result<Subscription, IpcError> {
     let request: SubscribeToTopicRequest = parse_request(payload)?;
     s.authorize(
@@ -275,19 +277,26 @@ async fn subscribe_to_topic(
         shapes::pubsub::ReceiveMode::ReceiveMessagesFromOthers => pubsub::ReceiveMode::FromOthers,
     };
     s.pubsub
-        .subscribe(Client::Component(principal.clone()), filter, mode)
+        .subscribe_in(
+            Client::Component(principal.clone()),
+            filter,
+            mode,
+            group.clone(),
+        )
         .await
         .map_err(|_| stopped())
 }
 
 /// A message as a `SubscriptionResponseMessage` event: the variant that was published, with
-/// the concrete topic as `context.topic`.
+/// the concrete topic as `context.topic`. Written from the shared message, without copying
+/// it first (a 16 MiB message is otherwise held twice more per subscriber while it is sent).
 pub fn subscription_event(message: &pubsub::Message) -> Result<Vec<u8>, IpcError> {
     let payload = match &message.payload {
-        pubsub::Payload::Json(value) => MessagePayload::Json(Value::clone(value)),
-        pubsub::Payload::Binary(bytes) => MessagePayload::Binary(bytes.to_vec()),
+        pubsub::Payload::Json(value) => MessageRef::Json(value),
+        pubsub::Payload::Binary(bytes) => MessageRef::Binary(bytes),
     };
-    to_json(&PublishMessage::delivery(&payload, message.topic.as_str()))
+    PublishMessage::encode_delivery(payload, message.topic.as_str())
+        .map_err(|e| IpcError::service(format!("cannot encode: {e}")))
 }
 
 // ------------------------------------------------------------------ IoT Core ----
@@ -327,7 +336,8 @@ async fn subscribe_to_iot_core(
     s: &Services,
     principal: &ComponentName,
     payload: &[u8],
-) -> Result<tokio::sync::mpsc::Receiver<IncomingMessage>, IpcError> {
+    group: &Arc<Group>,
+) -> Result<Inbox<IncomingMessage>, IpcError> {
     let request: SubscribeToIoTCoreRequest = parse_request(payload)?;
     s.authorize(
         principal,
@@ -336,14 +346,18 @@ async fn subscribe_to_iot_core(
     )?;
     let subscribe = request.validate()?;
     let mqtt = s.mqtt.as_ref().ok_or_else(no_broker)?;
-    mqtt.subscribe(&subscribe.topic_name, subscribe.qos == Qos::AtLeastOnce)
-        .await
-        .map_err(|e| {
-            IpcError::service(format!(
-                "Subscribe to topic {} failed with error {e}",
-                subscribe.topic_name
-            ))
-        })
+    mqtt.subscribe_in(
+        &subscribe.topic_name,
+        subscribe.qos == Qos::AtLeastOnce,
+        group.clone(),
+    )
+    .await
+    .map_err(|e| {
+        IpcError::service(format!(
+            "Subscribe to topic {} failed with error {e}",
+            subscribe.topic_name
+        ))
+    })
 }
 
 /// A broker message as an `IoTCoreMessage` event.

@@ -134,6 +134,16 @@ fn qos3(at_least_once: bool) -> rumqttc::QoS {
     }
 }
 
+/// Why a PUBLISH was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum SendFailure {
+    /// The client will never take this message (its topic breaks MQTT's rules): trying again
+    /// cannot help.
+    Refused(String),
+    /// The request queue is full, or the event loop has stopped: another try may do.
+    Busy(String),
+}
+
 impl Client {
     /// Queues a PUBLISH.
     pub fn try_publish(
@@ -143,8 +153,12 @@ impl Client {
         retain: bool,
         payload: Vec<u8>,
         properties: MqttProperties,
-    ) -> Result<(), String> {
-        match self {
+    ) -> Result<(), SendFailure> {
+        // rumqttc refuses a topic with a wildcard with the same error as a full queue; the
+        // check here, a superset of its own, tells the two apart.
+        super::topic::check_topic(&topic, super::topic::TopicRules::Mqtt)
+            .map_err(|e| SendFailure::Refused(e.to_string()))?;
+        let sent = match self {
             Self::V5(client) => client
                 .try_publish_with_properties(
                     topic,
@@ -168,7 +182,8 @@ impl Client {
                     .try_publish(topic, qos3(at_least_once), retain, payload)
                     .map_err(|e| e.to_string())
             }
-        }
+        };
+        sent.map_err(SendFailure::Busy)
     }
 
     /// Queues a SUBSCRIBE for one filter.

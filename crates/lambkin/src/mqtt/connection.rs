@@ -8,7 +8,9 @@
 //! connection drops is sent again by `rumqttc` after the reconnect, with its packet id.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,9 +20,11 @@ use tokio::task::JoinHandle;
 
 use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
-use super::client::{self, Client, Event, EventLoop, Settings};
+use super::client::{self, Client, Event, EventLoop, SendFailure, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
+use super::topic::{self, TopicRefused, TopicRules};
 use crate::config::{MqttConfig, SpoolStorage};
+use crate::pubsub::queue::{self, Bounds, Group, Inbox, Outbox, Pushed, Weigh};
 use crate::pubsub::Filter;
 
 /// Commands waiting for the actor before callers wait.
@@ -29,8 +33,15 @@ const COMMANDS: usize = 256;
 const EVENTS: usize = 256;
 /// Requests the actor may queue for the event loop (one publish plus subscriptions).
 const REQUESTS: usize = 1024;
-/// Messages waiting for one subscription's stream before the newest are dropped.
-const SUBSCRIBER_QUEUE: usize = 256;
+/// Messages, and bytes, waiting for one subscription before the oldest are dropped (the local
+/// pub/sub policy, `pubsub::queue`).
+const SUBSCRIBER_QUEUE: Bounds = Bounds {
+    items: match NonZeroUsize::new(256) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    },
+    bytes: 8 * 1024 * 1024,
+};
 
 /// A message for the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +60,27 @@ pub struct IncomingMessage {
     pub properties: MqttProperties,
 }
 
+impl Weigh for IncomingMessage {
+    fn weight(&self) -> usize {
+        let p = &self.properties;
+        let strings = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.topic.len()
+            + self.payload.len()
+            + p.user_properties
+                .iter()
+                .flatten()
+                .map(|u| u.key.len() + u.value.len())
+                .sum::<usize>()
+            + p.correlation_data.as_ref().map_or(0, |c| c.0.len())
+            + strings(&p.response_topic)
+            + strings(&p.content_type)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    #[error("{0}")]
+    InvalidTopic(#[from] TopicRefused),
     #[error("Device is offline. Dropping QoS 0 message.")]
     OfflineQos0,
     #[error("payload of {size} bytes is over the {max}-byte maximum")]
@@ -75,7 +105,7 @@ enum Command {
     Subscribe {
         filter: String,
         at_least_once: bool,
-        messages: mpsc::Sender<IncomingMessage>,
+        messages: Outbox<IncomingMessage>,
         reply: oneshot::Sender<Result<(), SubscribeError>>,
     },
     /// The spool has a new message.
@@ -96,6 +126,7 @@ pub struct Mqtt {
     connected: watch::Receiver<bool>,
     keep_qos0_when_offline: bool,
     max_message_size: u32,
+    rules: TopicRules,
 }
 
 impl std::fmt::Debug for Command {
@@ -122,6 +153,7 @@ impl Mqtt {
         } else {
             None
         };
+        let rules = TopicRules::for_broker(&broker.host, config.version);
         let spool_path = state_dir.join("spool.db");
         let spool = Spool::open(
             match config.spool.storage_type {
@@ -158,6 +190,9 @@ impl Mqtt {
             subacks: HashMap::new(),
             last_failure: None,
             without_client_certificate: broker.tls && config.cert.is_none(),
+            rules,
+            max_message_size: config.max_message_size_bytes,
+            unsendable: 0,
             poller,
         };
         tokio::spawn(actor.run(commands_rx, events_rx));
@@ -168,6 +203,7 @@ impl Mqtt {
             connected: connected_rx,
             keep_qos0_when_offline: config.spool.keep_qos0_when_offline,
             max_message_size: config.max_message_size_bytes,
+            rules,
         })
     }
 
@@ -175,8 +211,13 @@ impl Mqtt {
         *self.connected.borrow()
     }
 
-    /// Accepts `message` for the broker: on disk when this returns `Ok`.
+    /// Accepts `message` for the broker: on disk when this returns `Ok`. A message the
+    /// broker would not take (its topic, or a property, breaks MQTT's or AWS IoT Core's
+    /// rules, `super::topic`) is refused here rather than spooled, where it would hold up
+    /// every message behind it.
     pub async fn publish(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+        topic::check_topic(&message.topic, self.rules)?;
+        topic::check_properties(&message.properties)?;
         let size = message.payload.len();
         if size > self.max_message_size as usize {
             return Err(PublishError::TooLarge {
@@ -206,16 +247,42 @@ impl Mqtt {
         Ok(())
     }
 
-    /// Subscribes to `filter` at the broker; messages arrive on the returned receiver until
-    /// it is dropped. Answers after the broker's SUBACK, or at once while offline (the
-    /// subscription is made when the connection comes up).
+    /// Subscribes to `filter` at the broker; messages arrive on the returned inbox until it
+    /// is dropped, in a queue of their own, bounded as local pub/sub's (a subscriber that
+    /// falls behind loses the oldest). Answers after the broker's SUBACK, or at once while
+    /// offline (the subscription is made when the connection comes up).
     pub async fn subscribe(
         &self,
         filter: &str,
         at_least_once: bool,
-    ) -> Result<mpsc::Receiver<IncomingMessage>, SubscribeError> {
-        Filter::parse(filter).map_err(|e| SubscribeError::InvalidFilter(e.to_string()))?;
-        let (messages, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
+    ) -> Result<Inbox<IncomingMessage>, SubscribeError> {
+        self.subscribe_with(filter, at_least_once, None).await
+    }
+
+    /// As [`subscribe`](Self::subscribe), with the subscription's queue in `group` (an IPC
+    /// connection's, which reads all its subscriptions with one task and one byte budget).
+    pub async fn subscribe_in(
+        &self,
+        filter: &str,
+        at_least_once: bool,
+        group: Arc<Group>,
+    ) -> Result<Inbox<IncomingMessage>, SubscribeError> {
+        self.subscribe_with(filter, at_least_once, Some(group))
+            .await
+    }
+
+    async fn subscribe_with(
+        &self,
+        filter: &str,
+        at_least_once: bool,
+        group: Option<Arc<Group>>,
+    ) -> Result<Inbox<IncomingMessage>, SubscribeError> {
+        topic::check_filter(filter, self.rules)
+            .map_err(|e| SubscribeError::InvalidFilter(e.to_string()))?;
+        let (messages, receiver) = match group {
+            Some(group) => queue::channel(SUBSCRIBER_QUEUE, group),
+            None => queue::solo(SUBSCRIBER_QUEUE),
+        };
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Subscribe {
@@ -272,7 +339,7 @@ struct Subscription {
     filter: String,
     matcher: Filter,
     at_least_once: bool,
-    messages: mpsc::Sender<IncomingMessage>,
+    messages: Outbox<IncomingMessage>,
 }
 
 struct InFlight {
@@ -297,6 +364,13 @@ struct Actor {
     /// `mqtts://` without `cert`/`key`: a broker that wants one just closes the connection,
     /// so failures say so.
     without_client_certificate: bool,
+    rules: TopicRules,
+    /// The largest payload sent: a message spooled under an earlier, larger limit is not
+    /// sent (the configuration says what the broker takes).
+    max_message_size: u32,
+    /// Spooled messages dropped because they cannot be sent (accepted by an older host, or
+    /// refused by the client), so far.
+    unsendable: u64,
     poller: JoinHandle<()>,
 }
 
@@ -341,7 +415,7 @@ impl Actor {
         &mut self,
         filter: String,
         at_least_once: bool,
-        messages: mpsc::Sender<IncomingMessage>,
+        messages: Outbox<IncomingMessage>,
         reply: oneshot::Sender<Result<(), SubscribeError>>,
     ) {
         let matcher = match Filter::parse(&filter) {
@@ -481,15 +555,18 @@ impl Actor {
     fn deliver(&mut self, message: IncomingMessage) {
         let mut closed = false;
         for s in &self.subscriptions {
-            if !s.matcher.matches(&message.topic) {
+            if !s.matcher.matches_mqtt(&message.topic) {
                 continue;
             }
-            match s.messages.try_send(message.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(filter = %s.filter, "an IoT Core subscriber is behind; message dropped");
+            match s.messages.push(message.clone()) {
+                Pushed::Queued => {}
+                // 1, 2, 4, 8…: a stuck subscriber is reported without flooding the log.
+                Pushed::Dropped { dropped } => {
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(filter = %s.filter, dropped, "an IoT Core subscriber is behind; message dropped");
+                    }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                Pushed::ReceiverGone => closed = true,
             }
         }
         if closed {
@@ -522,39 +599,95 @@ impl Actor {
         self.pump().await;
     }
 
-    /// Sends the spool's oldest message when connected and nothing is in flight.
+    /// Sends the spool's oldest message when connected and nothing is in flight. A message
+    /// that cannot be sent (the broker's rules, or the client, refuse it) is dropped from the
+    /// spool, logged and counted, and the next one goes: left at the head, it would be tried
+    /// forever, also after a restart, and hold up every message behind it.
     async fn pump(&mut self) {
-        if self.in_flight.is_some() || !self.is_connected() {
-            return;
-        }
-        let spool = self.spool.clone();
-        let head = match tokio::task::spawn_blocking(move || spool.head()).await {
-            Ok(Ok(Some(head))) => head,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read the MQTT spool");
+        loop {
+            if self.in_flight.is_some() || !self.is_connected() {
                 return;
             }
-            Err(_) => return,
-        };
-        let at_least_once = head.qos > 0;
-        let properties: MqttProperties = serde_json::from_str(&head.properties).unwrap_or_default();
-        let sent = self.client.try_publish(
-            head.topic,
-            at_least_once,
-            head.retain,
-            head.payload,
-            properties,
-        );
-        match sent {
-            Ok(()) => {
-                self.in_flight = Some(InFlight {
-                    id: head.id,
-                    at_least_once,
-                    pkid: None,
+            let spool = self.spool.clone();
+            let head = match tokio::task::spawn_blocking(move || spool.head()).await {
+                Ok(Ok(Some(head))) => head,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read the MQTT spool");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let at_least_once = head.qos > 0;
+            let properties: MqttProperties =
+                serde_json::from_str(&head.properties).unwrap_or_default();
+            let checked = topic::check_topic(&head.topic, self.rules)
+                .and_then(|()| topic::check_properties(&properties))
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    // Spooled under an earlier, larger `max_message_size_bytes`.
+                    let size = head.payload.len();
+                    let max = self.max_message_size;
+                    if size > max as usize {
+                        Err(PublishError::TooLarge { size, max }.to_string())
+                    } else {
+                        Ok(())
+                    }
                 });
+            if let Err(reason) = checked {
+                if !self.discard(head.id, &head.topic, &reason).await {
+                    return;
+                }
+                continue;
             }
-            Err(e) => tracing::error!(error = %e, "cannot hand a message to the MQTT client"),
+            let sent = self.client.try_publish(
+                head.topic.clone(),
+                at_least_once,
+                head.retain,
+                head.payload,
+                properties,
+            );
+            match sent {
+                Ok(()) => {
+                    self.in_flight = Some(InFlight {
+                        id: head.id,
+                        at_least_once,
+                        pkid: None,
+                    });
+                    return;
+                }
+                Err(SendFailure::Refused(reason)) => {
+                    if !self.discard(head.id, &head.topic, &reason).await {
+                        return;
+                    }
+                }
+                // The request queue is full or the event loop is gone: the message stays at
+                // the head for the next try.
+                Err(SendFailure::Busy(e)) => {
+                    tracing::error!(error = %e, "cannot hand a message to the MQTT client");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops an unsendable message from the spool; `false` if it could not be removed (the
+    /// caller then stops, rather than meeting it again at once).
+    async fn discard(&mut self, id: i64, topic: &str, reason: &str) -> bool {
+        self.unsendable += 1;
+        tracing::error!(
+            %topic,
+            %reason,
+            dropped = self.unsendable,
+            "a spooled message cannot be sent to the broker; dropped from the spool"
+        );
+        let spool = self.spool.clone();
+        let removed = tokio::task::spawn_blocking(move || spool.remove(id)).await;
+        if matches!(removed, Ok(Ok(()))) {
+            true
+        } else {
+            tracing::error!("cannot remove an unsendable message from the MQTT spool");
+            false
         }
     }
 }

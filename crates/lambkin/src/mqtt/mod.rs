@@ -9,6 +9,8 @@
 //!   the MQTT 5 members of a published message are dropped.
 //! - [`tls`]: `mqtts://` with a CA and a client certificate and key (PEM), checked with the
 //!   configuration.
+//! - [`topic`]: the topics and filters the broker takes (MQTT's rules, and AWS IoT Core's
+//!   limits when the broker is AWS IoT Core), checked before a message is spooled.
 //!
 //! Messages go out one at a time in spool order, so QoS 1 messages reach the broker in the
 //! order they were accepted, across disconnections and host crashes (at least once: a crash
@@ -18,6 +20,7 @@ mod client;
 pub mod connection;
 pub mod spool;
 pub mod tls;
+pub mod topic;
 
 pub use connection::{IncomingMessage, Mqtt, OutgoingMessage, PublishError, SubscribeError};
 pub use spool::{Spool, SpoolError, SpooledMessage};

@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::queue::{self, Inbox, Outbox, Pushed, TryRecvError};
+use super::queue::{self, Bounds, Group, Inbox, Outbox, Pushed, TryRecvError};
 use super::router::{Client, Message, Payload, ReceiveMode, Router, Subscriber, SubscriptionId};
 use super::topic::{Filter, Topic};
 
@@ -20,6 +21,9 @@ const MAILBOX: usize = 1024;
 pub struct Limits {
     /// Messages queued per subscription before the oldest is dropped.
     pub subscriber_queue: NonZeroUsize,
+    /// Bytes queued per subscription before the oldest is dropped (one message larger than
+    /// this is still queued alone).
+    pub subscriber_bytes: usize,
 }
 
 impl Limits {
@@ -27,12 +31,23 @@ impl Limits {
         Some(n) => n,
         None => NonZeroUsize::MIN,
     };
+    /// 8 MiB: thousands of telemetry messages, or one large message waiting while the
+    /// subscriber takes the one before it.
+    pub const DEFAULT_SUBSCRIBER_BYTES: usize = 8 * 1024 * 1024;
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            items: self.subscriber_queue,
+            bytes: self.subscriber_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             subscriber_queue: Self::DEFAULT_SUBSCRIBER_QUEUE,
+            subscriber_bytes: Self::DEFAULT_SUBSCRIBER_BYTES,
         }
     }
 }
@@ -49,6 +64,8 @@ pub struct SubscriptionStatus {
     pub subscriber: Subscriber,
     /// Messages waiting for the subscriber.
     pub queued: usize,
+    /// Bytes they hold (as [`Weigh`](super::queue::Weigh) counts them).
+    pub queued_bytes: usize,
     /// Messages dropped so far because its queue was full.
     pub dropped: u64,
 }
@@ -62,6 +79,8 @@ enum Command {
     },
     Subscribe {
         subscriber: Subscriber,
+        /// The group the subscription's queue joins; its own when `None`.
+        group: Option<Arc<Group>>,
         reply: oneshot::Sender<Subscription>,
     },
     List {
@@ -107,7 +126,7 @@ impl PubSubHandle {
         payload: Payload,
     ) -> Result<usize, Stopped> {
         let (done, rx) = oneshot::channel();
-        let message = Message { topic, payload };
+        let message = Message::new(topic, payload);
         self.send(Command::Publish {
             from,
             message,
@@ -125,13 +144,42 @@ impl PubSubHandle {
         filter: Filter,
         mode: ReceiveMode,
     ) -> Result<Subscription, Stopped> {
+        self.subscribe_with(client, filter, mode, None).await
+    }
+
+    /// As [`subscribe`](Self::subscribe), with the subscription's queue in `group`: it shares
+    /// the group's byte budget and wake-up with the group's other queues (an IPC
+    /// connection's subscriptions, read by the connection's one task). Read it with
+    /// [`Subscription::try_recv`] after [`Group::ready`].
+    pub async fn subscribe_in(
+        &self,
+        client: Client,
+        filter: Filter,
+        mode: ReceiveMode,
+        group: Arc<Group>,
+    ) -> Result<Subscription, Stopped> {
+        self.subscribe_with(client, filter, mode, Some(group)).await
+    }
+
+    async fn subscribe_with(
+        &self,
+        client: Client,
+        filter: Filter,
+        mode: ReceiveMode,
+        group: Option<Arc<Group>>,
+    ) -> Result<Subscription, Stopped> {
         let (reply, rx) = oneshot::channel();
         let subscriber = Subscriber {
             client,
             filter,
             mode,
         };
-        self.send(Command::Subscribe { subscriber, reply }).await?;
+        self.send(Command::Subscribe {
+            subscriber,
+            group,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| Stopped)
     }
 
@@ -179,7 +227,7 @@ impl Subscription {
         self.inbox.try_recv()
     }
 
-    /// Messages dropped so far because this subscription's queue was full.
+    /// Messages dropped so far because this subscription's queue (or its group) was full.
     pub fn dropped(&self) -> u64 {
         self.inbox.dropped()
     }
@@ -235,8 +283,16 @@ impl Actor {
                 let queued = self.publish(&from, &message);
                 let _ = done.send(queued);
             }
-            Command::Subscribe { subscriber, reply } => {
-                let (outbox, inbox) = queue::channel(self.limits.subscriber_queue);
+            Command::Subscribe {
+                subscriber,
+                group,
+                reply,
+            } => {
+                let bounds = self.limits.bounds();
+                let (outbox, inbox) = match group {
+                    Some(group) => queue::channel(bounds, group),
+                    None => queue::solo(bounds),
+                };
                 tracing::debug!(client = %subscriber.client, filter = %subscriber.filter, mode = subscriber.mode.as_str(), "subscribed");
                 let id = self.router.subscribe(subscriber);
                 self.outboxes.insert(id, outbox);
@@ -252,12 +308,13 @@ impl Actor {
                     .router
                     .iter()
                     .map(|(id, subscriber)| {
-                        let (queued, dropped) =
-                            self.outboxes.get(&id).map_or((0, 0), Outbox::status);
+                        let (queued, queued_bytes, dropped) =
+                            self.outboxes.get(&id).map_or((0, 0, 0), Outbox::status);
                         SubscriptionStatus {
                             id,
                             subscriber: subscriber.clone(),
                             queued,
+                            queued_bytes,
                             dropped,
                         }
                     })
@@ -280,12 +337,12 @@ impl Actor {
             };
             match outbox.push(delivery.message) {
                 Pushed::Queued => queued += 1,
-                Pushed::DroppedOldest { dropped } => {
+                Pushed::Dropped { dropped } => {
                     queued += 1;
                     // 1, 2, 4, 8…: a stuck subscriber is reported without flooding the log.
                     if dropped.is_power_of_two() {
                         if let Some(s) = self.router.get(id) {
-                            tracing::warn!(subscription = %id, client = %s.client, filter = %s.filter, dropped, "subscriber queue full, oldest message dropped");
+                            tracing::warn!(subscription = %id, client = %s.client, filter = %s.filter, dropped, "subscriber queue full, message dropped");
                         }
                     }
                 }
@@ -342,6 +399,7 @@ mod tests {
     fn limits(queue: usize) -> Limits {
         Limits {
             subscriber_queue: NonZeroUsize::new(queue).unwrap(),
+            ..Limits::default()
         }
     }
 
@@ -430,6 +488,66 @@ mod tests {
         }
         assert_eq!(kept, [96, 97, 98, 99]);
         assert_eq!(stalled.try_recv(), Err(TryRecvError::Empty));
+        pubsub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_never_read_subscriber_holds_at_most_its_bytes() {
+        let pubsub = PubSubHandle::spawn(Limits {
+            subscriber_bytes: 3000,
+            ..Limits::default()
+        });
+        let stalled = pubsub
+            .subscribe(component("Stalled"), filter("big"), ReceiveMode::All)
+            .await
+            .unwrap();
+        let kilobyte = || Payload::Binary(bytes::Bytes::from(vec![7u8; 1000]));
+        for _ in 0..50 {
+            pubsub
+                .publish(Client::Cli, topic("big"), kilobyte())
+                .await
+                .unwrap();
+        }
+        let status = pubsub.subscriptions().await.unwrap();
+        // Two messages of 1003 bytes (topic included) fit in 3000, a third does not.
+        assert_eq!((status[0].queued, status[0].queued_bytes), (2, 2006));
+        assert_eq!(stalled.dropped(), 48);
+        pubsub.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn subscriptions_of_one_group_share_its_budget_and_wake_up() {
+        let pubsub = PubSubHandle::spawn(Limits::default());
+        let group = Group::new(queue::Budget::new(2500));
+        let mut a = pubsub
+            .subscribe_in(component("C"), filter("a"), ReceiveMode::All, group.clone())
+            .await
+            .unwrap();
+        let mut b = pubsub
+            .subscribe_in(component("C"), filter("b"), ReceiveMode::All, group.clone())
+            .await
+            .unwrap();
+        let kilobyte = || Payload::Binary(bytes::Bytes::from(vec![7u8; 1000]));
+        for t in ["a", "a", "b"] {
+            pubsub
+                .publish(Client::Cli, topic(t), kilobyte())
+                .await
+                .unwrap();
+        }
+        // 1001 + 1001 from `a` leave no room for `b`'s 1001: the newest is dropped, since `b`
+        // has nothing of its own to give.
+        assert_eq!(group.used(), 2002);
+        assert_eq!((a.dropped(), b.dropped()), (0, 1));
+        group.ready().await;
+        assert!(a.try_recv().is_ok());
+        assert_eq!(b.try_recv(), Err(TryRecvError::Empty));
+        pubsub
+            .publish(Client::Cli, topic("b"), kilobyte())
+            .await
+            .unwrap();
+        assert!(b.try_recv().is_ok());
+        assert!(a.try_recv().is_ok());
+        assert_eq!(group.used(), 0);
         pubsub.shutdown().await;
     }
 

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use lambkin_proto::lambda::function::FunctionName;
 use lambkin_proto::recipe::ComponentName;
 
+use super::queue::Weigh;
 use super::topic::{Filter, Topic};
 use super::trie::Trie;
 
@@ -88,6 +89,50 @@ pub enum Payload {
 pub struct Message {
     pub topic: Topic,
     pub payload: Payload,
+    /// What a queue holding it counts, worked out once.
+    weight: usize,
+}
+
+impl Message {
+    pub fn new(topic: Topic, payload: Payload) -> Self {
+        let weight = topic.as_str().len() + payload.weight();
+        Self {
+            topic,
+            payload,
+            weight,
+        }
+    }
+}
+
+impl Weigh for Message {
+    fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
+impl Payload {
+    /// About the bytes the payload holds: a binary message's length; for a JSON document,
+    /// its strings plus a machine word or so per value (in memory a parsed document is
+    /// larger than its text, and a subscriber's queue should count what it holds).
+    fn weight(&self) -> usize {
+        fn json(value: &serde_json::Value) -> usize {
+            const NODE: usize = 32;
+            NODE + match value {
+                serde_json::Value::String(s) => s.len(),
+                serde_json::Value::Array(items) => items.iter().map(json).sum(),
+                serde_json::Value::Object(map) => {
+                    map.iter().map(|(k, v)| NODE + k.len() + json(v)).sum()
+                }
+                serde_json::Value::Null
+                | serde_json::Value::Bool(_)
+                | serde_json::Value::Number(_) => 0,
+            }
+        }
+        match self {
+            Self::Json(value) => json(value),
+            Self::Binary(bytes) => bytes.len(),
+        }
+    }
 }
 
 /// A subscription's id, unique for the router's lifetime (never reused).
@@ -210,10 +255,10 @@ mod tests {
     }
 
     fn message(topic: &str, n: u64) -> Message {
-        Message {
-            topic: Topic::parse(topic).unwrap(),
-            payload: Payload::Json(Arc::new(json!({ "n": n }))),
-        }
+        Message::new(
+            Topic::parse(topic).unwrap(),
+            Payload::Json(Arc::new(json!({ "n": n }))),
+        )
     }
 
     fn receivers(router: &Router, from: &Client, topic: &str) -> Vec<SubscriptionId> {
@@ -326,10 +371,10 @@ mod tests {
             router.subscribe(subscriber(&component("B"), "t", None));
         }
         let value = Arc::new(json!({ "big": "document" }));
-        let sent = Message {
-            topic: Topic::parse("t").unwrap(),
-            payload: Payload::Json(Arc::clone(&value)),
-        };
+        let sent = Message::new(
+            Topic::parse("t").unwrap(),
+            Payload::Json(Arc::clone(&value)),
+        );
         let deliveries = router.publish(&Client::Cli, &sent);
         assert_eq!(deliveries.len(), 3);
         for d in &deliveries {

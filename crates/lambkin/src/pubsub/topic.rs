@@ -33,6 +33,10 @@ const SEPARATOR: char = '/';
 const SINGLE_LEVEL: &str = "+";
 /// Matches one or more trailing levels.
 const MULTI_LEVEL: &str = "#";
+/// The longest topic or filter, in bytes: MQTT's longest string. The nucleus sets no limit
+/// on local topics; this one keeps every local topic one an MQTT broker could carry, and a
+/// hostile client from making every subscription's match walk megabytes.
+pub const MAX_TOPIC_LEN: usize = 65_535;
 
 /// A concrete topic a message is published to: non-empty, no `+`, `#` or `*` (the nucleus
 /// refuses all three in a publish topic). Cheap to clone.
@@ -46,6 +50,10 @@ pub enum TopicError {
     Empty,
     #[error("publish topic {0:?} must not contain a wildcard ('+', '#' or '*')")]
     Wildcard(String),
+    #[error("publish topic {0:?} must not contain the null character (U+0000)")]
+    Nul(String),
+    #[error("publish topic is {len} bytes, more than the {MAX_TOPIC_LEN} allowed")]
+    TooLong { len: usize },
 }
 
 impl Topic {
@@ -53,8 +61,14 @@ impl Topic {
         if topic.is_empty() {
             return Err(TopicError::Empty);
         }
+        if topic.len() > MAX_TOPIC_LEN {
+            return Err(TopicError::TooLong { len: topic.len() });
+        }
         if topic.contains(['+', '#', '*']) {
             return Err(TopicError::Wildcard(topic.to_owned()));
+        }
+        if topic.contains('\0') {
+            return Err(TopicError::Nul(topic.to_owned()));
         }
         Ok(Self(Arc::from(topic)))
     }
@@ -98,6 +112,10 @@ pub enum FilterError {
     SingleLevelWildcard(String),
     #[error("subscription filter {0:?}: '#' must be the whole last level")]
     MultiLevelWildcard(String),
+    #[error("subscription filter {0:?} must not contain the null character (U+0000)")]
+    Nul(String),
+    #[error("subscription filter is {len} bytes, more than the {MAX_TOPIC_LEN} allowed")]
+    TooLong { len: usize },
 }
 
 /// One level of a [`Filter`].
@@ -115,6 +133,12 @@ impl Filter {
     pub fn parse(filter: &str) -> Result<Self, FilterError> {
         if filter.is_empty() {
             return Err(FilterError::Empty);
+        }
+        if filter.len() > MAX_TOPIC_LEN {
+            return Err(FilterError::TooLong { len: filter.len() });
+        }
+        if filter.contains('\0') {
+            return Err(FilterError::Nul(filter.to_owned()));
         }
         let mut wildcard = false;
         let mut levels = filter.split(SEPARATOR).peekable();
@@ -153,6 +177,26 @@ impl Filter {
             MULTI_LEVEL => FilterLevel::Multi,
             exact => FilterLevel::Exact(exact),
         })
+    }
+
+    /// Whether an MQTT broker sends `topic` to a subscription with this filter (MQTT 5
+    /// §4.7): as [`matches`](Self::matches), except that `a/#` also matches `a`, and a filter
+    /// starting with a wildcard does not match a topic starting with `$`.
+    pub fn matches_mqtt(&self, topic: &str) -> bool {
+        if topic.starts_with('$')
+            && matches!(
+                self.levels().next(),
+                Some(FilterLevel::Single | FilterLevel::Multi)
+            )
+        {
+            return false;
+        }
+        if let Some(parent) = self.text.strip_suffix("/#") {
+            if topic == parent {
+                return true;
+            }
+        }
+        self.matches(topic)
     }
 
     /// Whether `topic`, a concrete topic (no wildcards), matches the filter. A plain walk over
@@ -212,6 +256,47 @@ mod tests {
         for good in ["a", "a/b", "/", "a//b", "a/", "$aws/things/x", "a b/ü"] {
             assert_eq!(Topic::parse(good).unwrap().as_str(), good);
         }
+    }
+
+    #[test]
+    fn nul_and_overlong_topics_and_filters_are_refused() {
+        assert_eq!(
+            Topic::parse("a/\0"),
+            Err(TopicError::Nul("a/\0".to_owned()))
+        );
+        assert_eq!(
+            Filter::parse("a/\0/#"),
+            Err(FilterError::Nul("a/\0/#".to_owned()))
+        );
+        let longest = "a".repeat(MAX_TOPIC_LEN);
+        assert!(Topic::parse(&longest).is_ok());
+        assert!(Filter::parse(&longest).is_ok());
+        let over = "a".repeat(MAX_TOPIC_LEN + 1);
+        assert_eq!(
+            Topic::parse(&over),
+            Err(TopicError::TooLong {
+                len: MAX_TOPIC_LEN + 1
+            })
+        );
+        assert_eq!(
+            Filter::parse(&over),
+            Err(FilterError::TooLong {
+                len: MAX_TOPIC_LEN + 1
+            })
+        );
+    }
+
+    #[test]
+    fn mqtt_matching_includes_the_parent_and_spares_dollar_topics() {
+        assert!(filter("a/#").matches_mqtt("a"));
+        assert!(!filter("a/#").matches("a"));
+        assert!(filter("a/#").matches_mqtt("a/b/c"));
+        assert!(!filter("a/#").matches_mqtt("ab"));
+        assert!(filter("#").matches_mqtt("a/b"));
+        assert!(!filter("#").matches_mqtt("$aws/things/t"));
+        assert!(!filter("+/things/t").matches_mqtt("$aws/things/t"));
+        assert!(filter("$aws/#").matches_mqtt("$aws/things/t"));
+        assert!(filter("$aws/#").matches_mqtt("$aws"));
     }
 
     #[test]
