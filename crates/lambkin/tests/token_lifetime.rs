@@ -67,6 +67,11 @@ fn handed_out(root: &Path) -> (String, String) {
 
 /// Whether the IPC socket accepts `token` in CONNECT.
 fn ipc_accepts(root: &Path, token: &str) -> bool {
+    ipc_connect(root, token).1
+}
+
+/// A connection that sent CONNECT with `token`, and whether it was accepted.
+fn ipc_connect(root: &Path, token: &str) -> (UnixStream, bool) {
     let mut stream = UnixStream::connect(root.join("ipc.socket")).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let connect = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
@@ -82,7 +87,7 @@ fn ipc_accepts(root: &Path, token: &str) -> bool {
         if let Some(frame) = decoder.next_frame().unwrap() {
             let ack = RpcMessage::from_frame(&frame).unwrap();
             assert_eq!(ack.message_type, MessageType::ConnectAck);
-            return ack.flags == MessageFlags::CONNECTION_ACCEPTED;
+            return (stream, ack.flags == MessageFlags::CONNECTION_ACCEPTED);
         }
         let n = stream.read(&mut buf).unwrap();
         assert!(n > 0, "closed before CONNECT_ACK");
@@ -112,7 +117,8 @@ fn a_removed_component_s_token_is_refused_and_a_redeployment_gets_a_new_one() {
     let _host = Host::start(&root);
     deploy(&root, tmp.path(), &["-m", &format!("{NAME}=1.0.0")]);
     let (first, uri) = handed_out(&root);
-    assert!(ipc_accepts(&root, &first));
+    let (mut held, accepted) = ipc_connect(&root, &first);
+    assert!(accepted);
     // No [tes] source: a known token gets 500 (nothing to give), an unknown one 403.
     assert_ne!(tes_status(&uri, &first), 403);
 
@@ -122,6 +128,15 @@ fn a_removed_component_s_token_is_refused_and_a_redeployment_gets_a_new_one() {
         "the removed component's token still connects"
     );
     assert_eq!(tes_status(&uri, &first), 403);
+    // The connection it had open is closed by the host.
+    held.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match held.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(closed, "a connection of the removed component stayed open");
 
     deploy(&root, tmp.path(), &["-m", &format!("{NAME}=1.0.0")]);
     let (second, _) = handed_out(&root);

@@ -351,6 +351,9 @@ struct Connection {
     config_streams: HashMap<StreamId, (String, Vec<String>)>,
     /// Operations answered later (they wait on the engine), by stream.
     pending: JoinSet<(StreamId, Result<Vec<u8>, IpcError>)>,
+    /// The token the connection authenticated with: when it is revoked (its component was
+    /// removed or replaced), the connection ends.
+    token: Option<String>,
 }
 
 /// Why the connection's loop ends.
@@ -375,6 +378,7 @@ impl Connection {
             backlog: false,
             config_streams: HashMap::new(),
             pending: JoinSet::new(),
+            token: None,
         }
     }
 
@@ -383,6 +387,7 @@ impl Connection {
         let (out, frames) = WriteQueue::new();
         let writer_task = tokio::spawn(write_frames(writer, frames, out.state.clone()));
         let mut config_changes = self.services.configuration_changes();
+        let mut revocations = self.services.tokens.revocations();
         let mut buf = vec![0u8; READ_CHUNK];
         let connect_deadline = Instant::now() + CONNECT_DEADLINE;
         let group = self.group.clone();
@@ -412,6 +417,17 @@ impl Connection {
                 // broadcast then loses the oldest for this connection, and says so).
                 change = config_changes.recv(), if !self.config_streams.is_empty() && out.has_room() => {
                     self.configuration_events(change)
+                }
+                Ok(()) = revocations.changed(), if self.token.is_some() => {
+                    let still = self
+                        .token
+                        .as_deref()
+                        .and_then(|t| self.services.tokens.component(t));
+                    if still.as_ref() != self.session.principal() {
+                        tracing::info!(component = ?self.session.principal().map(|p| p.to_string()), "closing an IPC connection whose token was revoked");
+                        break End::Close;
+                    }
+                    Vec::new()
                 }
                 () = tokio::time::sleep_until(connect_deadline), if self.session.principal().is_none() => {
                     if let Some(count) = self.slot.gate.late.note() {
@@ -516,6 +532,7 @@ impl Connection {
                     };
                     actions.extend(self.session.on_authenticated(principal));
                     if self.session.principal().is_some() {
+                        self.token = Some(token.as_str().to_owned());
                         // A component may send what the protocol allows.
                         self.decoder.set_max_frame_len(MAX_FRAME_LEN);
                     }

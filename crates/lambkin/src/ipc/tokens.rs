@@ -20,6 +20,8 @@ const TOKEN_SYMBOLS: usize = 26;
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     inner: Arc<Mutex<Inner>>,
+    /// Bumped at every revocation: connections authenticated with a token look again.
+    revocations: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -62,10 +64,22 @@ impl Tokens {
     /// Forgets the component's token: the IPC server and the token exchange service refuse it
     /// from now on. For a component stopped for good or removed.
     pub fn revoke(&self, component: &ComponentName) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(token) = inner.by_component.remove(component) {
-            inner.by_token.remove(&token);
+        let revoked = {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            match inner.by_component.remove(component) {
+                Some(token) => inner.by_token.remove(&token).is_some(),
+                None => false,
+            }
+        };
+        if revoked {
+            self.revocations.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Changes whenever a token is revoked: an authenticated connection then checks that its
+    /// token still stands (see [`Tokens::component`]) and closes if not.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// The component a token was given to.
