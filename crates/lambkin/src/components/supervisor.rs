@@ -299,6 +299,16 @@ async fn run(
     }
 }
 
+/// A tracking group's name: the host's pid first (so a restarted host removes what a killed
+/// one left, `Cgroups::remove_stale`), then the component and a number of this supervisor's
+/// own, so that two hosts, or two supervisors of one name, never share a group (stopping one
+/// kills everything in its group).
+fn tracking_group_name(component: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}.component-{component}-{n}", std::process::id())
+}
+
 async fn wait_current(
     current: &mut Option<RunningStep>,
 ) -> std::io::Result<std::process::ExitStatus> {
@@ -351,7 +361,7 @@ impl Actor {
                     match crate::cgroup::host()
                         .map_err(|e| e.to_string())
                         .and_then(|c| {
-                            c.create_tracking(&format!("component-{}", self.spec.name))
+                            c.create_tracking(&tracking_group_name(&self.spec.name))
                                 .map_err(|e| e.to_string())
                         }) {
                         Ok(group) => self.cgroup = Some(group),

@@ -22,6 +22,9 @@ use crate::config::MqttVersion;
 
 /// Room for packet headers and properties above the largest payload.
 const PACKET_HEADROOM: u32 = 65_536;
+/// The largest packet an MQTT 3.1.1 connection takes from the broker (messages over
+/// `max_message_size_bytes` are then dropped by the connection, not fatal).
+const V3_INCOMING_CEILING: usize = 16 * 1024 * 1024;
 
 /// How to reach the broker, whatever the protocol version.
 pub(super) struct Settings {
@@ -98,10 +101,14 @@ pub(super) fn new(settings: Settings) -> (Client, EventLoop) {
         MqttVersion::Mqtt3 => {
             let mut options =
                 rumqttc::MqttOptions::new(settings.client_id, settings.host, settings.port);
-            let max_packet = max_packet as usize;
+            // MQTT 3.1.1 cannot tell the broker the client's limit: larger packets are taken
+            // (up to a ceiling) so that the connection drops an oversized message rather than
+            // the connection itself; sending keeps the configured limit.
+            let outgoing = max_packet as usize;
+            let incoming = outgoing.max(V3_INCOMING_CEILING);
             options
                 .set_keep_alive(settings.keep_alive)
-                .set_max_packet_size(max_packet, max_packet)
+                .set_max_packet_size(incoming, outgoing)
                 .set_request_channel_capacity(settings.requests);
             if let Some(transport) = transport {
                 options.set_transport(transport);

@@ -192,6 +192,7 @@ impl Mqtt {
             without_client_certificate: broker.tls && config.cert.is_none(),
             rules,
             max_message_size: config.max_message_size_bytes,
+            oversized_received: 0,
             unsendable: 0,
             poller,
         };
@@ -312,12 +313,12 @@ async fn poll(
     events: mpsc::Sender<LoopEvent>,
     (min, max): (Duration, Duration),
 ) {
-    let mut backoff = min;
+    let mut backoff = Backoff::new(min, max);
     loop {
         let event = match eventloop.poll().await {
             Ok(event) => {
                 if matches!(event, Event::Connected(Ok(()))) {
-                    backoff = min;
+                    backoff.connected(std::time::Instant::now());
                 }
                 LoopEvent::Event(event)
             }
@@ -329,9 +330,52 @@ async fn poll(
         }
         if down {
             // Paces reconnection attempts; not a synchronisation.
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(max);
+            tokio::time::sleep(backoff.down(std::time::Instant::now())).await;
         }
+    }
+}
+
+/// How long to wait before the next connection attempt: doubling from `min` up to `max` while
+/// connections fail, and back to `min` only once a connection stayed up for
+/// [`STABLE_CONNECTION`], so a broker that accepts and then drops the connection at once (a
+/// message the client cannot take, say) is retried at `max`, not ten times a second.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    connected_at: Option<std::time::Instant>,
+}
+
+/// A connection that lasted this long was a good one: the backoff starts over.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            next: min,
+            connected_at: None,
+        }
+    }
+
+    fn connected(&mut self, at: std::time::Instant) {
+        self.connected_at = Some(at);
+    }
+
+    /// The connection went down (or an attempt failed) at `at`: the pause before the next.
+    fn down(&mut self, at: std::time::Instant) -> Duration {
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|since| at.saturating_duration_since(since) >= STABLE_CONNECTION)
+        {
+            self.next = self.min;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(self.max);
+        pause
     }
 }
 
@@ -368,6 +412,8 @@ struct Actor {
     /// The largest payload sent: a message spooled under an earlier, larger limit is not
     /// sent (the configuration says what the broker takes).
     max_message_size: u32,
+    /// Messages from the broker over `max_message_size` (dropped).
+    oversized_received: u64,
     /// Spooled messages dropped because they cannot be sent (accepted by an older host, or
     /// refused by the client), so far.
     unsendable: u64,
@@ -553,6 +599,22 @@ impl Actor {
     }
 
     fn deliver(&mut self, message: IncomingMessage) {
+        // On MQTT 3.1.1 nothing tells the broker the client's limit: the client takes larger
+        // packets (up to its own ceiling) so that one oversized message, retained above all,
+        // is dropped here instead of ending the connection at every reconnect.
+        if message.payload.len() > self.max_message_size as usize {
+            self.oversized_received += 1;
+            if self.oversized_received.is_power_of_two() {
+                tracing::warn!(
+                    topic = %message.topic,
+                    bytes = message.payload.len(),
+                    limit = self.max_message_size,
+                    dropped = self.oversized_received,
+                    "a message from the broker is over max_message_size_bytes; dropped"
+                );
+            }
+            return;
+        }
         let mut closed = false;
         for s in &self.subscriptions {
             if !s.matcher.matches_mqtt(&message.topic) {
@@ -689,5 +751,31 @@ impl Actor {
             tracing::error!("cannot remove an unsendable message from the MQTT spool");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_starts_over_only_after_a_connection_that_lasted() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(30));
+        let mut b = Backoff::new(min, max);
+        let t0 = std::time::Instant::now();
+        assert_eq!(b.down(t0), min);
+        // Connected, then dropped at once, again and again: the pause keeps growing.
+        let mut pauses = Vec::new();
+        for i in 1..12u64 {
+            let at = t0 + Duration::from_secs(i);
+            b.connected(at);
+            pauses.push(b.down(at + Duration::from_millis(50)));
+        }
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]), "{pauses:?}");
+        assert_eq!(pauses.last().copied(), Some(max));
+        // A connection that stayed up: the next failure is retried quickly.
+        let at = t0 + Duration::from_secs(100);
+        b.connected(at);
+        assert_eq!(b.down(at + STABLE_CONNECTION), min);
     }
 }
