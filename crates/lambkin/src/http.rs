@@ -132,9 +132,10 @@ pub async fn serve<S, F, Fut>(
     while connections.join_next().await.is_some() {}
 }
 
-/// Accept errors: a growing pause, one log line per burst.
+/// Accept errors: a growing pause, one log line per burst. Shared by every accept loop of the
+/// host (the HTTP listeners here, each instance's Runtime API).
 #[derive(Debug, Default)]
-struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     pause: Option<Duration>,
     /// Errors since the last line logged, and when that was.
     unlogged: u64,
@@ -142,7 +143,7 @@ struct AcceptBackoff {
 }
 
 impl AcceptBackoff {
-    fn failed(&mut self, what: &str, error: &std::io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, what: &str, error: &std::io::Error) -> Duration {
         let pause = self
             .pause
             .map_or(MIN_ACCEPT_BACKOFF, |p| (p * 2).min(MAX_ACCEPT_BACKOFF));
@@ -165,7 +166,7 @@ impl AcceptBackoff {
         pause
     }
 
-    fn succeeded(&mut self, what: &str) {
+    pub(crate) fn succeeded(&mut self, what: &str) {
         if self.pause.take().is_some() && self.unlogged > 0 {
             tracing::info!(
                 "{what}: accepting again after {} more failed accepts",

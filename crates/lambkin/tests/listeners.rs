@@ -256,3 +256,49 @@ fn out_of_descriptors_the_host_neither_spins_nor_floods_its_log() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_strangers_on_a_runtime_api_does_not_stop_its_function() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let host = Host::start(&root);
+    let created = host
+        .create(support::python_function(
+            "exposed",
+            "import os\n\ndef handler(event, context):\n    return os.environ['AWS_LAMBDA_RUNTIME_API']\n",
+            json!({"Pinned": true}),
+            Default::default(),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let r = host.invoke("exposed", &json!({})).await;
+    let api: String = serde_json::from_slice(&r.body).unwrap();
+    // A thousand connections that send nothing, and a slowloris, from a process that is not
+    // the runtime: each is refused and closed within seconds, and the function is served.
+    let mut held: Vec<TcpStream> = (0..1000)
+        .filter_map(|_| TcpStream::connect(&api).ok())
+        .collect();
+    let mut slow = TcpStream::connect(&api).unwrap();
+    slow.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    held.push(slow);
+    for i in 0..5 {
+        let r = host.invoke("exposed", &json!({ "i": i })).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let first = held.remove(0);
+    let last = held.pop().unwrap();
+    for mut stream in [first, last] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut sink = Vec::new();
+        let started = Instant::now();
+        let _ = stream.read_to_end(&mut sink);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "kept {:?}",
+            started.elapsed()
+        );
+    }
+}

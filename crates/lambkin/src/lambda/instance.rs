@@ -1130,25 +1130,42 @@ async fn serve_runtime_api(
 ) {
     let function: Arc<str> = function.into();
     let mut connections = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(RUNTIME_API_CONNECTIONS));
+    let mut backoff = crate::http::AcceptBackoff::default();
     loop {
+        // Past the cap the loop stops accepting until a connection ends (the kernel's backlog
+        // holds the rest): a runtime uses one or two.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff.succeeded("runtime API");
+                accepted
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "runtime API accept failed");
+                tokio::time::sleep(backoff.failed("runtime API", &e)).await;
                 continue;
             }
         };
         while connections.try_join_next().is_some() {}
         let (tx, runtime, function) = (tx.clone(), runtime.clone(), function.clone());
         connections.spawn(async move {
+            let _slot = slot;
             if admit(&stream, peer, runtime, &function).await {
                 serve_connection(stream, tx).await;
             } else {
-                serve_refusal(stream).await;
+                // A stranger gets its answer or, if it sends nothing, the door.
+                let _ = tokio::time::timeout(REFUSAL_TIMEOUT, serve_refusal(stream)).await;
             }
         });
     }
 }
+
+/// Connections one instance's Runtime API holds at once.
+const RUNTIME_API_CONNECTIONS: usize = 256;
+/// How long a refused connection is kept for its one answer.
+const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether the connection comes from the instance's runtime or a process it started: decided
 /// once, before the first request, so the requests of a kept-alive connection cost nothing
@@ -1189,13 +1206,19 @@ async fn admit(
             true
         }
         Ok(Ok((peer::Peer::Stranger(socket), stranger))) => {
-            tracing::warn!(
-                function,
-                %peer,
-                peer_uid = socket.uid,
-                peer_pid = stranger,
-                "refused a Runtime API connection from a process outside the instance"
-            );
+            // Any local process can cause this at will: the 1st, 2nd, 4th… are logged.
+            static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let refused = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    function,
+                    %peer,
+                    peer_uid = socket.uid,
+                    peer_pid = stranger,
+                    refused,
+                    "refused a Runtime API connection from a process outside the instance"
+                );
+            }
             false
         }
         Ok(Err(e)) => {
