@@ -193,7 +193,7 @@ fn out_of_descriptors_the_host_neither_spins_nor_floods_its_log() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     // A host allowed few descriptors, so a client can use them all up.
-    let mut child = Command::new("prlimit")
+    let child = Command::new("prlimit")
         .args([
             "--nofile=96:96",
             env!("CARGO_BIN_EXE_lambkin"),
@@ -208,12 +208,18 @@ fn out_of_descriptors_the_host_neither_spins_nor_floods_its_log() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed however the test ends (prlimit execs the host: same process).
+    let host = Host {
+        root: root.clone(),
+        addr: String::new(),
+        child: Some(child),
+    };
     let addr = wait_for(Duration::from_secs(20), || {
         std::fs::read_to_string(root.join("state/api.addr")).ok()
     })
     .expect("host did not start");
     let addr = addr.trim().to_owned();
-    let pid = child.id();
+    let pid = host.pid();
     let mut held = Vec::new();
     for _ in 0..200 {
         if let Ok(s) = TcpStream::connect(&addr) {
@@ -253,8 +259,6 @@ fn out_of_descriptors_the_host_neither_spins_nor_floods_its_log() {
         answer.starts_with("HTTP/1.1").then_some(())
     });
     assert!(served.is_some(), "the host did not accept again");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
