@@ -541,6 +541,78 @@ mod tests {
         assert_eq!(verify(&request, secret, at), Err(SignatureError::Mismatch));
     }
 
+    /// Where verifying one invoke request's signature spends its time, per part; prints, asserts
+    /// nothing. Run optimised:
+    /// `cargo test --release -p lambkin-proto verify_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a test: run it by name"]
+    fn verify_cost() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        const N: u32 = 20_000;
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            for _ in 0..N / 10 {
+                f();
+            }
+            let started = Instant::now();
+            for _ in 0..N {
+                f();
+            }
+            let per = started.elapsed().as_secs_f64() * 1e6 / f64::from(N);
+            println!("{what:<48} {per:>7.2} µs");
+        };
+        let now = SystemTime::now();
+        let uri = "/2015-03-31/functions/echo/invocations";
+        let body: &'static [u8] =
+            br#"{"bench":"lambkin","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
+        let req = signed(uri, body, now);
+        let header = req.headers()["authorization"].to_str().unwrap().to_owned();
+        assert!(check(&req, now).is_ok());
+        time("verify (whole)", &mut || {
+            black_box(check(black_box(&req), now).unwrap());
+        });
+        time("  Authorization::parse", &mut || {
+            black_box(Authorization::parse(black_box(&header)).unwrap());
+        });
+        time(
+            "  aws-sigv4 sign (canonical request, hashes, key)",
+            &mut || {
+                let headers = [
+                    ("host", "127.0.0.1:3001"),
+                    ("content-type", "application/json"),
+                    ("x-amz-date", "20260101T000000Z"),
+                ];
+                black_box(signature(
+                    "POST",
+                    uri,
+                    headers.into_iter(),
+                    body,
+                    &KEY,
+                    "eu-west-1",
+                    now,
+                    Some(Vec::new()),
+                ));
+            },
+        );
+        time("    generate_signing_key (4 HMAC-SHA256)", &mut || {
+            black_box(v4::generate_signing_key(
+                black_box(KEY.secret),
+                now,
+                "eu-west-1",
+                SERVICE,
+            ));
+        });
+        time("    calculate_signature (1 HMAC-SHA256)", &mut || {
+            black_box(v4::calculate_signature(
+                black_box([7u8; 32]),
+                black_box(&[b'x'; 120]),
+            ));
+        });
+        time("sign_request (the client's side)", &mut || {
+            black_box(signed(uri, body, now));
+        });
+    }
+
     #[test]
     fn dates_round_trip() {
         for text in [
