@@ -379,6 +379,65 @@ impl Throughput {
     }
 }
 
+/// [`throughput`] on several targets (each with the pid whose CPU is counted), taking turns:
+/// `rounds` turns of `duration / rounds` each, one target after the other, so that what else
+/// the machine does at the time weighs on all of them alike. Each target's first turn has the
+/// whole `warmup`; the later ones [`TURN_WARMUP`] (new connections, instances already up).
+pub async fn throughput_interleaved<const N: usize>(
+    targets: [(&Target, u32); N],
+    payload: &Bytes,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    rounds: u32,
+) -> anyhow::Result<[Throughput; N]> {
+    let rounds = rounds.max(1);
+    let mut totals: Vec<Option<Throughput>> = (0..N).map(|_| None).collect();
+    for round in 0..rounds {
+        let warm = if round == 0 { warmup } else { TURN_WARMUP };
+        for ((target, pid), total) in targets.iter().zip(totals.iter_mut()) {
+            let turn = throughput(
+                target,
+                payload,
+                concurrency,
+                warm,
+                duration / rounds,
+                Some(*pid),
+            )
+            .await?;
+            *total = Some(match total.take() {
+                None => turn,
+                Some(sum) => sum.add(turn),
+            });
+        }
+    }
+    let totals: Vec<Throughput> = totals.into_iter().flatten().collect();
+    totals
+        .try_into()
+        .map_err(|_| anyhow!("one throughput per target"))
+}
+
+/// The warm-up of each later turn of [`throughput_interleaved`].
+pub const TURN_WARMUP: Duration = Duration::from_millis(200);
+
+impl Throughput {
+    /// Two runs at the same concurrency as one: counts, windows and CPU added up.
+    fn add(self, other: Self) -> Self {
+        Self {
+            concurrency: self.concurrency,
+            ok: self.ok + other.ok,
+            ok_total: self.ok_total + other.ok_total,
+            errors: self.errors + other.errors,
+            window: self.window + other.window,
+            first_error: self.first_error.or(other.first_error),
+            cpu: self
+                .cpu
+                .zip(other.cpu)
+                .map(|((a, b), (c, d))| (a + c, b + d)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     ok: u64,
@@ -464,4 +523,33 @@ pub async fn throughput(
         first_error: t.first_error,
         cpu: before.zip(after).map(|(b, a)| a.since(&b)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Throughput;
+
+    fn run(ok: u64, ms: u64, cpu: Option<(u64, u64)>) -> Throughput {
+        Throughput {
+            concurrency: 64,
+            ok,
+            ok_total: ok + 10,
+            errors: 1,
+            window: Duration::from_millis(ms),
+            first_error: None,
+            cpu,
+        }
+    }
+
+    #[test]
+    fn turns_add_up_to_one_run() {
+        let sum = run(300, 750, Some((10, 20))).add(run(500, 750, Some((1, 2))));
+        assert_eq!((sum.ok, sum.ok_total, sum.errors), (800, 820, 2));
+        assert_eq!(sum.window, Duration::from_millis(1500));
+        assert!((sum.per_second() - 800.0 / 1.5).abs() < 1e-9);
+        assert_eq!(sum.cpu, Some((11, 22)));
+        assert_eq!(run(1, 1, None).add(run(1, 1, Some((1, 1)))).cpu, None);
+    }
 }

@@ -93,6 +93,11 @@ enum Sub {
     PubsubClient(pubsub_client::Args),
 }
 
+/// Turns the signed and signing-off hosts take in one throughput measurement.
+const THROUGHPUT_TURNS: u32 = 4;
+/// Turns they take in the sequential latency run.
+const LATENCY_TURNS: usize = 20;
+
 /// How much of everything one run does.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
@@ -313,8 +318,9 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let host_rss_idle_kib = procfs::rss_kib(host.pid())?;
     let floor_rss_idle_kib = procfs::rss_kib(floor.process.pid())?;
-    // The same host with the Lambda API's signatures off, called by the same client unsigned:
-    // measured right after the signed host at each step, so both see the same machine.
+    // The same host with the Lambda API's signatures off, called by the same client unsigned,
+    // and signed (which it does not check): measured right after the signed host at each step,
+    // so all see the same machine, and signing's cost splits into the host's and the client's.
     say("starting lambkin with signing off ([api] auth = \"none\")");
     let mut unsigned = lambkin::Host::start_unsigned(&lambkin_exe)?;
     unsigned.create_echo(&zip).await?;
@@ -360,6 +366,11 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     };
     let lambkin_target = host.target("lambkin", lambkin::INVOKE_PATH);
     let unsigned_target = unsigned.target("lambkin (signing off)", lambkin::INVOKE_PATH);
+    let unchecked_target = Target {
+        name: "lambkin (signing off, signed requests)",
+        key: lambkin_target.key.clone(),
+        ..unsigned_target.clone()
+    };
     let rie_target = |r: &rie::Rie| Target {
         name: "aws-lambda-rie",
         addr: r.addr,
@@ -380,13 +391,14 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         async move { client::sequential(&t, &payload, plan.latency_warmup, plan.latency_count).await }
     };
     let floor_latency = seq(floor_target.clone()).await?;
-    // Signed and unsigned take turns, in chunks of a tenth, so the difference is signing's.
-    let [lambkin_latency, unsigned_latency] = client::interleaved(
-        [&lambkin_target, &unsigned_target],
+    // The three take turns, so that what else the machine does at the time weighs on all
+    // alike.
+    let [lambkin_latency, unsigned_latency, unchecked_latency] = client::interleaved(
+        [&lambkin_target, &unsigned_target, &unchecked_target],
         &payload,
         plan.latency_warmup,
         plan.latency_count,
-        10,
+        LATENCY_TURNS,
     )
     .await?;
     // The REPORT lines are written after the answers.
@@ -437,6 +449,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let mut floor_rss_loaded_kib = 0;
     let mut instances = (0, 0);
     let mut unsigned_levels = Vec::new();
+    let mut unchecked_levels = Vec::new();
     for &concurrency in &plan.levels {
         say(format!(
             "throughput at concurrency {concurrency}: {:?} warm-up + {:?} per target",
@@ -458,17 +471,35 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         };
         let floor_t = load(floor_target.clone(), floor.process.pid()).await?;
         floor.process.check_running()?;
-        let lambkin_t = load(lambkin_target.clone(), host.pid()).await?;
-        host.process.check_running()?;
         let last = concurrency == plan.levels[plan.levels.len() - 1];
+        // At the first and last levels the signing-off host's two runs take turns with the
+        // signed host's, so that the three see the same machine.
+        let lambkin_t = if last || concurrency == plan.levels[0] {
+            let [signed, off, off_signed] = client::throughput_interleaved(
+                [
+                    (&lambkin_target, host.pid()),
+                    (&unsigned_target, unsigned.pid()),
+                    (&unchecked_target, unsigned.pid()),
+                ],
+                &payload,
+                concurrency,
+                plan.warmup,
+                plan.duration,
+                THROUGHPUT_TURNS,
+            )
+            .await?;
+            unsigned.process.check_running()?;
+            unsigned_levels.push(off);
+            unchecked_levels.push(off_signed);
+            signed
+        } else {
+            load(lambkin_target.clone(), host.pid()).await?
+        };
+        host.process.check_running()?;
         if last {
             host_rss_loaded_kib = procfs::rss_kib(host.pid())?;
             instances = procfs::descendants_rss_kib(host.pid());
             floor_rss_loaded_kib = procfs::rss_kib(floor.process.pid())?;
-        }
-        if last || concurrency == plan.levels[0] {
-            unsigned_levels.push(load(unsigned_target.clone(), unsigned.pid()).await?);
-            unsigned.process.check_running()?;
         }
         let rie_t = match rie_exe {
             Some(exe) => {
@@ -495,6 +526,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let signing_off = report::SigningOff {
         latency: unsigned_latency,
         levels: unsigned_levels,
+        unchecked_latency,
+        unchecked_levels,
         client_signing,
     };
     Ok(Results {
