@@ -1,9 +1,11 @@
 //! The one load client every target gets: HTTP/1.1 over a plain `TcpStream` with TCP_NODELAY,
-//! one keep-alive connection per worker, reconnecting after a failed request.
+//! one keep-alive connection per worker, reconnecting after a failed request. Requests to a
+//! Lambkin host that wants signatures are signed here, and only here, as an AWS SDK signs them.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
@@ -14,10 +16,85 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use lambkin_proto::lambda::sigv4;
+
 use crate::procfs;
 
 /// A request that takes longer than this counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The region requests are signed for: the host's default. The host verifies the scope the
+/// client chose, as AWS does, so any region name would do.
+pub const REGION: &str = "us-east-1";
+
+/// The access key a host's Lambda API wants requests signed with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub access_key_id: String,
+    pub secret: String,
+    pub region: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiKey {
+    /// The host's own key: profile `lambkin` of `ROOT/state/credentials`, which the host
+    /// writes at its first start.
+    pub fn of_host(root: &Path) -> anyhow::Result<Arc<Self>> {
+        let path = root.join("state").join("credentials");
+        let key = lambkin_host::keys::load(&path)
+            .with_context(|| format!("cannot read the host's key from {}", path.display()))?;
+        Ok(Arc::new(Self {
+            access_key_id: key.access_key_id,
+            secret: key.secret,
+            region: REGION.to_owned(),
+        }))
+    }
+
+    /// Adds `X-Amz-Date` and `Authorization` to `request` (whose body is `body`): a fresh
+    /// Signature Version 4 at the current time over the payload's hash, as an SDK signs
+    /// each call.
+    pub fn sign<B>(&self, request: &mut Request<B>, body: &[u8]) -> anyhow::Result<()> {
+        sigv4::sign_request(
+            request,
+            body,
+            &sigv4::Key {
+                access_key_id: &self.access_key_id,
+                secret: &self.secret,
+            },
+            &self.region,
+            SystemTime::now(),
+        )
+        .map_err(|e| anyhow!("cannot sign the request: {e}"))
+    }
+}
+
+/// The client's own cost of signing one invoke request to `path` with `payload` as the load
+/// client sends it: the median of 2,000 signatures, each timed alone.
+pub fn signing_time(key: &ApiKey, path: &str, payload: &Bytes) -> anyhow::Result<Duration> {
+    const SAMPLES: usize = 2000;
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "127.0.0.1:3001")
+            .header("content-type", "application/json")
+            .body(Full::new(payload.clone()))?;
+        let started = Instant::now();
+        key.sign(&mut request, payload)?;
+        samples.push(started.elapsed());
+    }
+    samples.sort_unstable();
+    Ok(percentile(&samples, 0.50))
+}
 
 /// Where and how to invoke one target.
 #[derive(Debug, Clone)]
@@ -26,6 +103,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The invoke path, e.g. `/2015-03-31/functions/echo/invocations`.
     pub path: String,
+    /// What requests to it are signed with; `None`: unsigned.
+    pub key: Option<Arc<ApiKey>>,
 }
 
 /// A response, read whole.
@@ -36,15 +115,16 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// One keep-alive HTTP/1.1 connection.
+/// One keep-alive HTTP/1.1 connection; with a key, every request on it is signed.
 #[derive(Debug)]
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     host: String,
+    key: Option<Arc<ApiKey>>,
 }
 
 impl Conn {
-    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn connect(addr: SocketAddr, key: Option<Arc<ApiKey>>) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
@@ -58,7 +138,13 @@ impl Conn {
         Ok(Self {
             sender,
             host: addr.to_string(),
+            key,
         })
+    }
+
+    /// A connection to `target`, signing as it wants.
+    pub async fn to(target: &Target) -> anyhow::Result<Self> {
+        Self::connect(target.addr, target.key.clone()).await
     }
 
     pub async fn request(
@@ -67,12 +153,15 @@ impl Conn {
         path: &str,
         body: Bytes,
     ) -> anyhow::Result<Reply> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.host)
             .header("content-type", "application/json")
-            .body(Full::new(body))?;
+            .body(Full::new(body.clone()))?;
+        if let Some(key) = &self.key {
+            key.sign(&mut request, &body)?;
+        }
         let exchange = async {
             self.sender.ready().await?;
             let response = self.sender.send_request(request).await?;
@@ -140,42 +229,97 @@ pub async fn sequential(
     warmup: usize,
     count: usize,
 ) -> anyhow::Result<Latency> {
-    let mut conn = Conn::connect(target.addr).await?;
-    let mut errors = 0u64;
-    let mut samples = Vec::with_capacity(count);
-    let mut last_error = None;
-    for i in 0..warmup + count {
-        let started = Instant::now();
-        match conn.invoke(&target.path, payload).await {
-            Ok(_) => {
-                if i >= warmup {
-                    samples.push(started.elapsed());
+    let [latency] = interleaved([target], payload, warmup, count, 1).await?;
+    Ok(latency)
+}
+
+/// [`sequential`] on several targets at once, taking turns: each gets its `warmup` invokes,
+/// then `rounds` turns of `count / rounds` timed invokes each, one target after the other, so
+/// that what else the machine does at the time weighs on all of them alike.
+pub async fn interleaved<const N: usize>(
+    targets: [&Target; N],
+    payload: &Bytes,
+    warmup: usize,
+    count: usize,
+    rounds: usize,
+) -> anyhow::Result<[Latency; N]> {
+    struct Run {
+        conn: Conn,
+        errors: u64,
+        samples: Vec<Duration>,
+        last_error: Option<anyhow::Error>,
+    }
+    impl Run {
+        /// `n` invokes; `timed`: their times are kept. `false` after too many errors.
+        async fn invokes(
+            &mut self,
+            target: &Target,
+            payload: &Bytes,
+            n: usize,
+            timed: bool,
+        ) -> anyhow::Result<bool> {
+            for _ in 0..n {
+                let started = Instant::now();
+                match self.conn.invoke(&target.path, payload).await {
+                    Ok(_) => {
+                        if timed {
+                            self.samples.push(started.elapsed());
+                        }
+                    }
+                    Err(e) => {
+                        self.errors += 1;
+                        self.last_error = Some(e);
+                        if self.errors > 100 {
+                            return Ok(false);
+                        }
+                        self.conn = Conn::to(target).await?;
+                    }
                 }
             }
-            Err(e) => {
-                errors += 1;
-                last_error = Some(e);
-                if errors > 100 {
-                    break;
-                }
-                conn = Conn::connect(target.addr).await?;
+            Ok(true)
+        }
+    }
+    let rounds = rounds.clamp(1, count.max(1));
+    let mut runs = Vec::with_capacity(N);
+    for target in targets {
+        let mut run = Run {
+            conn: Conn::to(target).await?,
+            errors: 0,
+            samples: Vec::with_capacity(count),
+            last_error: None,
+        };
+        run.invokes(target, payload, warmup, false).await?;
+        runs.push(run);
+    }
+    for round in 0..rounds {
+        let n = count / rounds + usize::from(round < count % rounds);
+        for (target, run) in targets.iter().zip(runs.iter_mut()) {
+            if run.errors <= 100 {
+                run.invokes(target, payload, n, true).await?;
             }
         }
     }
-    if samples.len() < count / 2 {
-        let why = last_error.map_or_else(String::new, |e| format!("{e:#}"));
-        bail!(
-            "{}: only {} of {count} invokes succeeded ({why})",
-            target.name,
-            samples.len()
-        );
+    let mut out = Vec::with_capacity(N);
+    for (target, mut run) in targets.iter().zip(runs) {
+        if run.samples.len() < count / 2 {
+            let why = run
+                .last_error
+                .map_or_else(String::new, |e| format!("{e:#}"));
+            bail!(
+                "{}: only {} of {count} invokes succeeded ({why})",
+                target.name,
+                run.samples.len()
+            );
+        }
+        run.samples.sort_unstable();
+        out.push(Latency {
+            p50: percentile(&run.samples, 0.50),
+            p99: percentile(&run.samples, 0.99),
+            errors: run.errors,
+        });
     }
-    samples.sort_unstable();
-    Ok(Latency {
-        p50: percentile(&samples, 0.50),
-        p99: percentile(&samples, 0.99),
-        errors,
-    })
+    out.try_into()
+        .map_err(|_| anyhow!("one latency per target"))
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -235,6 +379,65 @@ impl Throughput {
     }
 }
 
+/// [`throughput`] on several targets (each with the pid whose CPU is counted), taking turns:
+/// `rounds` turns of `duration / rounds` each, one target after the other, so that what else
+/// the machine does at the time weighs on all of them alike. Each target's first turn has the
+/// whole `warmup`; the later ones [`TURN_WARMUP`] (new connections, instances already up).
+pub async fn throughput_interleaved<const N: usize>(
+    targets: [(&Target, u32); N],
+    payload: &Bytes,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    rounds: u32,
+) -> anyhow::Result<[Throughput; N]> {
+    let rounds = rounds.max(1);
+    let mut totals: Vec<Option<Throughput>> = (0..N).map(|_| None).collect();
+    for round in 0..rounds {
+        let warm = if round == 0 { warmup } else { TURN_WARMUP };
+        for ((target, pid), total) in targets.iter().zip(totals.iter_mut()) {
+            let turn = throughput(
+                target,
+                payload,
+                concurrency,
+                warm,
+                duration / rounds,
+                Some(*pid),
+            )
+            .await?;
+            *total = Some(match total.take() {
+                None => turn,
+                Some(sum) => sum.add(turn),
+            });
+        }
+    }
+    let totals: Vec<Throughput> = totals.into_iter().flatten().collect();
+    totals
+        .try_into()
+        .map_err(|_| anyhow!("one throughput per target"))
+}
+
+/// The warm-up of each later turn of [`throughput_interleaved`].
+pub const TURN_WARMUP: Duration = Duration::from_millis(200);
+
+impl Throughput {
+    /// Two runs at the same concurrency as one: counts, windows and CPU added up.
+    fn add(self, other: Self) -> Self {
+        Self {
+            concurrency: self.concurrency,
+            ok: self.ok + other.ok,
+            ok_total: self.ok_total + other.ok_total,
+            errors: self.errors + other.errors,
+            window: self.window + other.window,
+            first_error: self.first_error.or(other.first_error),
+            cpu: self
+                .cpu
+                .zip(other.cpu)
+                .map(|((a, b), (c, d))| (a + c, b + d)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     ok: u64,
@@ -272,7 +475,7 @@ pub async fn throughput(
             while Instant::now() < end {
                 let c = match conn.as_mut() {
                     Some(c) => c,
-                    None => match Conn::connect(target.addr).await {
+                    None => match Conn::to(&target).await {
                         Ok(c) => conn.insert(c),
                         Err(e) => {
                             errors += 1;
@@ -320,4 +523,33 @@ pub async fn throughput(
         first_error: t.first_error,
         cpu: before.zip(after).map(|(b, a)| a.since(&b)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Throughput;
+
+    fn run(ok: u64, ms: u64, cpu: Option<(u64, u64)>) -> Throughput {
+        Throughput {
+            concurrency: 64,
+            ok,
+            ok_total: ok + 10,
+            errors: 1,
+            window: Duration::from_millis(ms),
+            first_error: None,
+            cpu,
+        }
+    }
+
+    #[test]
+    fn turns_add_up_to_one_run() {
+        let sum = run(300, 750, Some((10, 20))).add(run(500, 750, Some((1, 2))));
+        assert_eq!((sum.ok, sum.ok_total, sum.errors), (800, 820, 2));
+        assert_eq!(sum.window, Duration::from_millis(1500));
+        assert!((sum.per_second() - 800.0 / 1.5).abs() < 1e-9);
+        assert_eq!(sum.cpu, Some((11, 22)));
+        assert_eq!(run(1, 1, None).add(run(1, 1, Some((1, 1)))).cpu, None);
+    }
 }

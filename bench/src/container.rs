@@ -29,7 +29,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::client::{self, Conn, Latency, Target};
+use crate::client::{self, Conn, Latency};
 use crate::lambkin::Host;
 use crate::procfs;
 
@@ -483,7 +483,7 @@ impl Bench<'_> {
             .into_iter()
             .find(|&z| in_zygote_cgroup(z, host));
         let payload = crate::payload(64);
-        let mut conn = Conn::connect(self.host.addr).await?;
+        let mut conn = self.host.connect().await?;
         let started = Instant::now();
         let reply = conn
             .invoke(&mode.invoke_path(), &payload)
@@ -533,16 +533,9 @@ impl Bench<'_> {
     async fn warm(&self, mode: Mode) -> anyhow::Result<Latency> {
         let payload = crate::payload(64);
         let path = mode.invoke_path();
-        Conn::connect(self.host.addr)
-            .await?
-            .invoke(&path, &payload)
-            .await?;
+        self.host.connect().await?.invoke(&path, &payload).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let target = Target {
-            name: mode.name(),
-            addr: self.host.addr,
-            path,
-        };
+        let target = self.host.target(mode.name(), &path);
         let latency = client::sequential(&target, &payload, WARM_UP, WARM_COUNT).await?;
         if latency.errors > 0 {
             bail!("{}: {} warm invokes failed", mode.name(), latency.errors);
@@ -559,13 +552,13 @@ impl Bench<'_> {
         let body = Bytes::from(json!({"action": "sleep", "seconds": SLEEP_S}).to_string());
         let mut calls = tokio::task::JoinSet::new();
         let started = Instant::now();
+        let target = self.host.target(mode.name(), &mode.invoke_path());
         for _ in 0..k {
-            let addr = self.host.addr;
-            let path = mode.invoke_path();
+            let target = target.clone();
             let body = body.clone();
             calls.spawn(async move {
-                let mut conn = Conn::connect(addr).await?;
-                let reply = conn.request(Method::POST, &path, body).await?;
+                let mut conn = Conn::to(&target).await?;
+                let reply = conn.request(Method::POST, &target.path, body).await?;
                 if reply.status != StatusCode::OK || !reply.body.starts_with(b"{\"slept\"") {
                     bail!(
                         "HTTP {}: {}",

@@ -1,10 +1,12 @@
 //! Lambkin under test: `lambkin run` on a fresh root, the echo function created through the
-//! Lambda management API, cold starts forced by configuration updates.
+//! Lambda management API, cold starts forced by configuration updates. Every request to the
+//! host is signed with its own key, unless the host was started with signing off.
 
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -12,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
-use crate::client::{Conn, Reply};
+use crate::client::{ApiKey, Conn, Reply, Target};
 use crate::process::Supervised;
 use crate::procfs;
 
@@ -24,6 +26,8 @@ pub const INVOKE_PATH_MT: &str = "/2015-03-31/functions/echo-mt/invocations";
 /// The host's configuration with sequential invocations left on the CPUs the kernel picks
 /// (`lambda::placement` in the host).
 pub const COLOCATION_OFF: &str = "[lambda]\ncolocate_sequential = false\n";
+/// The host's configuration with the Lambda API's signatures off (development mode).
+pub const SIGNING_OFF: &str = "[api]\nauth = \"none\"\n";
 
 /// How long the host has to write `state/api.addr`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +37,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Host {
     pub process: Supervised,
     pub addr: SocketAddr,
+    /// The host's own key, which every request is signed with; `None` with signing off.
+    key: Option<Arc<ApiKey>>,
     root: tempfile::TempDir,
 }
 
@@ -43,6 +49,15 @@ impl Host {
 
     /// [`Host::start`] with `config` written to the root's `config.toml` first.
     pub fn start_with_config(lambkin: &Path, config: Option<&str>) -> anyhow::Result<Self> {
+        Self::spawn(lambkin, config, true)
+    }
+
+    /// A host with the Lambda API's signatures off ([`SIGNING_OFF`]), called unsigned.
+    pub fn start_unsigned(lambkin: &Path) -> anyhow::Result<Self> {
+        Self::spawn(lambkin, Some(SIGNING_OFF), false)
+    }
+
+    fn spawn(lambkin: &Path, config: Option<&str>, signed: bool) -> anyhow::Result<Self> {
         let root = tempfile::Builder::new()
             .prefix("lambkin-bench-")
             .tempdir()
@@ -84,11 +99,33 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        // The key is written before the listener's address.
+        let key = if signed {
+            Some(ApiKey::of_host(root.path())?)
+        } else {
+            None
+        };
         Ok(Self {
             process,
             addr,
+            key,
             root,
         })
+    }
+
+    /// A connection to the host's API, signing as the host wants.
+    pub async fn connect(&self) -> anyhow::Result<Conn> {
+        Conn::connect(self.addr, self.key.clone()).await
+    }
+
+    /// The host's function at `path` as a load target.
+    pub fn target(&self, name: &'static str, path: &str) -> Target {
+        Target {
+            name,
+            addr: self.addr,
+            path: path.to_owned(),
+            key: self.key.clone(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -114,7 +151,7 @@ impl Host {
 
     /// `DELETE /2015-03-31/functions/NAME`: the function and its instances go.
     pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
-        let mut conn = Conn::connect(self.addr).await?;
+        let mut conn = self.connect().await?;
         let reply = conn
             .request(
                 Method::DELETE,
@@ -147,7 +184,7 @@ impl Host {
             "Timeout": 30,
             "Greengrass": {"Pinned": false, "MaxInstancesCount": 64, "MaxIdleTimeInSeconds": 600},
         });
-        let mut conn = Conn::connect(self.addr).await?;
+        let mut conn = self.connect().await?;
         let reply = conn
             .request(
                 Method::POST,
@@ -161,7 +198,7 @@ impl Host {
     /// `PUT .../configuration`: a new configuration replaces the function's instances.
     pub async fn reconfigure(&self, description: &str) -> anyhow::Result<()> {
         let body = serde_json::json!({ "Description": description });
-        let mut conn = Conn::connect(self.addr).await?;
+        let mut conn = self.connect().await?;
         let reply = conn
             .request(
                 Method::PUT,
@@ -214,7 +251,7 @@ impl Host {
                 self.reconfigure(&format!("cold start {i}")).await?;
                 self.wait_no_instances(Duration::from_secs(10)).await?;
             }
-            let mut conn = Conn::connect(self.addr).await?;
+            let mut conn = self.connect().await?;
             let started = Instant::now();
             let reply = conn
                 .invoke(INVOKE_PATH, payload)

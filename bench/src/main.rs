@@ -77,6 +77,10 @@ enum Sub {
         /// The target's pid: report its CPU time (and its children's) per invoke.
         #[arg(long)]
         pid: Option<u32>,
+        /// A Lambkin host's root: sign every request with its key (`ROOT/state/credentials`);
+        /// without it, requests go unsigned (a host with `[api] auth = "none"`, or not Lambkin).
+        #[arg(long)]
+        root: Option<PathBuf>,
     },
     /// Deployment benchmark: 50 generic + 10 Lambda components, deploy and restart times.
     Deploy(deploy::Args),
@@ -88,6 +92,11 @@ enum Sub {
     #[command(hide = true)]
     PubsubClient(pubsub_client::Args),
 }
+
+/// Turns the signed and signing-off hosts take in one throughput measurement.
+const THROUGHPUT_TURNS: u32 = 4;
+/// Turns they take in the sequential latency run.
+const LATENCY_TURNS: usize = 20;
 
 /// How much of everything one run does.
 #[derive(Debug, Clone, Copy)]
@@ -146,9 +155,10 @@ fn main() -> ExitCode {
         seconds,
         invokes,
         pid,
+        root,
     }) = &cli.command
     {
-        return match load_one(url, *concurrency, *seconds, *invokes, pid) {
+        return match load_one(url, *concurrency, *seconds, *invokes, pid, root.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("load: {e:#}");
@@ -203,6 +213,7 @@ fn load_one(
     seconds: u64,
     invokes: usize,
     pid: &Option<u32>,
+    root: Option<&Path>,
 ) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("http://")
@@ -215,6 +226,7 @@ fn load_one(
         name: "target",
         addr,
         path: if path.is_empty() { "/" } else { path }.to_owned(),
+        key: root.map(client::ApiKey::of_host).transpose()?,
     };
     let payload = payload(Plan::new(false).payload_len);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -306,6 +318,12 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let host_rss_idle_kib = procfs::rss_kib(host.pid())?;
     let floor_rss_idle_kib = procfs::rss_kib(floor.process.pid())?;
+    // The same host with the Lambda API's signatures off, called by the same client unsigned,
+    // and signed (which it does not check): measured right after the signed host at each step,
+    // so all see the same machine, and signing's cost splits into the host's and the client's.
+    say("starting lambkin with signing off ([api] auth = \"none\")");
+    let mut unsigned = lambkin::Host::start_unsigned(&lambkin_exe)?;
+    unsigned.create_echo(&zip).await?;
 
     say(format!("lambkin: {} cold starts", plan.cold_reps));
     let cold = host.cold_starts(&payload, plan.cold_reps).await?;
@@ -344,16 +362,24 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         name: "floor",
         addr: floor.addr,
         path: "/echo".into(),
+        key: None,
     };
-    let lambkin_target = Target {
-        name: "lambkin",
-        addr: host.addr,
-        path: lambkin::INVOKE_PATH.into(),
+    let lambkin_target = host.target("lambkin", lambkin::INVOKE_PATH);
+    let unsigned_target = unsigned.target("lambkin (signing off)", lambkin::INVOKE_PATH);
+    let unchecked_target = Target {
+        name: "lambkin (signing off, signed requests)",
+        key: lambkin_target.key.clone(),
+        ..unsigned_target.clone()
     };
     let rie_target = |r: &rie::Rie| Target {
         name: "aws-lambda-rie",
         addr: r.addr,
         path: rie::INVOKE_PATH.into(),
+        key: None,
+    };
+    let client_signing = match &lambkin_target.key {
+        Some(key) => client::signing_time(key, &lambkin_target.path, &payload)?,
+        None => Duration::ZERO,
     };
 
     say(format!(
@@ -365,29 +391,29 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         async move { client::sequential(&t, &payload, plan.latency_warmup, plan.latency_count).await }
     };
     let floor_latency = seq(floor_target.clone()).await?;
-    let lambkin_latency = seq(lambkin_target.clone()).await?;
+    // The three take turns, so that what else the machine does at the time weighs on all
+    // alike.
+    let [lambkin_latency, unsigned_latency, unchecked_latency] = client::interleaved(
+        [&lambkin_target, &unsigned_target, &unchecked_target],
+        &payload,
+        plan.latency_warmup,
+        plan.latency_count,
+        LATENCY_TURNS,
+    )
+    .await?;
     // The REPORT lines are written after the answers.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let function_durations_ms = host.warm_durations_ms(plan.latency_count)?;
     say("lambkin: the same function on tokio's multi-thread runtime");
     host.create_echo_mt(&zip).await?;
-    let lambkin_mt_latency = seq(Target {
-        name: "lambkin (echo-mt)",
-        addr: host.addr,
-        path: lambkin::INVOKE_PATH_MT.into(),
-    })
-    .await?;
+    let lambkin_mt_latency = seq(host.target("lambkin (echo-mt)", lambkin::INVOKE_PATH_MT)).await?;
     host.delete(lambkin::FUNCTION_MT).await?;
     say("lambkin with co-location off: sequential latency and concurrency 1");
     let colocation_off = {
         let mut off =
             lambkin::Host::start_with_config(&lambkin_exe, Some(lambkin::COLOCATION_OFF))?;
         off.create_echo(&zip).await?;
-        let target = Target {
-            name: "lambkin (co-location off)",
-            addr: off.addr,
-            path: lambkin::INVOKE_PATH.into(),
-        };
+        let target = off.target("lambkin (co-location off)", lambkin::INVOKE_PATH);
         let latency = seq(target.clone()).await?;
         let c1 = client::throughput(
             &target,
@@ -422,6 +448,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let mut host_rss_loaded_kib = 0;
     let mut floor_rss_loaded_kib = 0;
     let mut instances = (0, 0);
+    let mut unsigned_levels = Vec::new();
+    let mut unchecked_levels = Vec::new();
     for &concurrency in &plan.levels {
         say(format!(
             "throughput at concurrency {concurrency}: {:?} warm-up + {:?} per target",
@@ -443,9 +471,32 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         };
         let floor_t = load(floor_target.clone(), floor.process.pid()).await?;
         floor.process.check_running()?;
-        let lambkin_t = load(lambkin_target.clone(), host.pid()).await?;
+        let last = concurrency == plan.levels[plan.levels.len() - 1];
+        // At the first and last levels the signing-off host's two runs take turns with the
+        // signed host's, so that the three see the same machine.
+        let lambkin_t = if last || concurrency == plan.levels[0] {
+            let [signed, off, off_signed] = client::throughput_interleaved(
+                [
+                    (&lambkin_target, host.pid()),
+                    (&unsigned_target, unsigned.pid()),
+                    (&unchecked_target, unsigned.pid()),
+                ],
+                &payload,
+                concurrency,
+                plan.warmup,
+                plan.duration,
+                THROUGHPUT_TURNS,
+            )
+            .await?;
+            unsigned.process.check_running()?;
+            unsigned_levels.push(off);
+            unchecked_levels.push(off_signed);
+            signed
+        } else {
+            load(lambkin_target.clone(), host.pid()).await?
+        };
         host.process.check_running()?;
-        if concurrency == plan.levels[plan.levels.len() - 1] {
+        if last {
             host_rss_loaded_kib = procfs::rss_kib(host.pid())?;
             instances = procfs::descendants_rss_kib(host.pid());
             floor_rss_loaded_kib = procfs::rss_kib(floor.process.pid())?;
@@ -469,8 +520,16 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         r.process.stop();
     }
     host.process.stop();
+    unsigned.process.stop();
     floor.process.stop();
 
+    let signing_off = report::SigningOff {
+        latency: unsigned_latency,
+        levels: unsigned_levels,
+        unchecked_latency,
+        unchecked_levels,
+        client_signing,
+    };
     Ok(Results {
         plan,
         floor_latency,
@@ -478,6 +537,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         function_durations_ms,
         lambkin_mt_latency,
         colocation_off,
+        signing_off,
         rie_latency,
         levels,
         cold,
@@ -554,7 +614,7 @@ async fn rie_cold_starts(
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
         let mut r = rie::Rie::start(exe, bootstrap)?;
-        let mut conn = client::Conn::connect(r.addr).await?;
+        let mut conn = client::Conn::connect(r.addr, None).await?;
         let started = Instant::now();
         conn.invoke(rie::INVOKE_PATH, payload).await?;
         samples.push(started.elapsed());

@@ -13,6 +13,11 @@ const TARGET_OVERHEAD_US: f64 = 100.0;
 const TARGET_THROUGHPUT_RATIO: f64 = 2.5;
 /// Idle host RSS below this (MB, 10^6 bytes).
 const TARGET_IDLE_RSS_MB: f64 = 10.0;
+/// Signing (the client's signature and the host's verification) adds at most this to the
+/// warm p50 (µs).
+const TARGET_SIGNING_P50_US: f64 = 10.0;
+/// Signing costs at most this share of the invocations/s at the highest concurrency (%).
+const TARGET_SIGNING_LOSS_PCT: f64 = 5.0;
 
 #[derive(Debug)]
 pub struct RieThroughput {
@@ -53,6 +58,8 @@ pub struct Results {
     pub lambkin_mt_latency: Latency,
     /// A second host with `colocate_sequential = false`.
     pub colocation_off: Colocation,
+    /// A third host with the Lambda API's signatures off.
+    pub signing_off: SigningOff,
     pub rie_latency: Result<Latency, String>,
     pub levels: Vec<Level>,
     pub cold: Vec<Cold>,
@@ -74,6 +81,199 @@ pub struct Results {
 pub struct Colocation {
     pub latency: Latency,
     pub c1: Throughput,
+}
+
+/// The signing-off host's rows: its latency and throughput, what signing costs (signed −
+/// unsigned) against the issue's targets, and that cost split into the host's verifying
+/// (signed host − signing-off host, both called signed) and the client's signing (signed −
+/// unsigned calls to the signing-off host).
+fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
+    let so = &r.signing_off;
+    let floor_p50 = us(r.floor_latency.p50);
+    let signed_p50 = us(r.lambkin_latency.p50);
+    let unsigned_p50 = us(so.latency.p50);
+    let unchecked_p50 = us(so.unchecked_latency.p50);
+    for (label, p50) in [
+        ("Warm latency p50, host with signing off (µs)", unsigned_p50),
+        (
+            "Warm latency p50, host with signing off, called signed (µs)",
+            unchecked_p50,
+        ),
+    ] {
+        t.row([
+            label,
+            &format!("{floor_p50:.0}"),
+            &format!("{p50:.0}"),
+            DASH,
+            &format!("{:.1}× floor", p50 / floor_p50),
+            "",
+            "",
+        ]);
+    }
+    let cost = signed_p50 - unsigned_p50;
+    let host_cost = signed_p50 - unchecked_p50;
+    t.row([
+        "… signing's cost, p50: signed − unsigned (µs)",
+        DASH,
+        &format!("{cost:.0}"),
+        DASH,
+        "",
+        &format!("≤ {TARGET_SIGNING_P50_US:.0}"),
+        &yes_no(cost <= TARGET_SIGNING_P50_US),
+    ]);
+    t.row([
+        "… of it, the host's verifying: signed host − signing-off host, both called signed (µs)",
+        DASH,
+        &format!("{host_cost:.0}"),
+        DASH,
+        "",
+        &format!("≤ {TARGET_SIGNING_P50_US:.0} (host alone)"),
+        &yes_no(host_cost <= TARGET_SIGNING_P50_US),
+    ]);
+    t.row([
+        "… of it, the client's signing: signing-off host called signed − unsigned (µs)",
+        DASH,
+        &format!("{:.0}", unchecked_p50 - unsigned_p50),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+    t.row([
+        "… the client's time to sign one request, timed alone, p50 (µs)",
+        DASH,
+        &format!("{:.1}", us(so.client_signing)),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+    let last_c = r.levels.last().map_or(0, |l| l.concurrency);
+    let mut cpu_cells = Vec::new();
+    for (unsigned, unchecked) in so.levels.iter().zip(&so.unchecked_levels) {
+        let c = unsigned.concurrency;
+        let Some(signed) = r.levels.iter().find(|l| l.concurrency == c) else {
+            continue;
+        };
+        let (on, off, off_signed) = (
+            signed.lambkin.per_second(),
+            unsigned.per_second(),
+            unchecked.per_second(),
+        );
+        t.row([
+            &format!(
+                "Invocations/s, concurrency {c}, host with signing off: unsigned / called signed"
+            ),
+            &grouped(signed.floor.per_second()),
+            &format!("{} / {}", grouped(off), grouped(off_signed)),
+            DASH,
+            "",
+            "",
+            "",
+        ]);
+        // Shares of the unsigned rate, so the host's and the client's parts add up.
+        let lost = |from: f64, to: f64| {
+            if off > 0.0 {
+                (from - to) / off * 100.0
+            } else {
+                f64::NAN
+            }
+        };
+        let (all, host, client) = (lost(off, on), lost(off_signed, on), lost(off, off_signed));
+        let last = c == last_c;
+        let target = |what: &str| {
+            if last {
+                format!("≤ {TARGET_SIGNING_LOSS_PCT:.0} %{what}")
+            } else {
+                String::new()
+            }
+        };
+        let met = |loss: f64| {
+            if last {
+                yes_no(loss <= TARGET_SIGNING_LOSS_PCT)
+            } else {
+                String::new()
+            }
+        };
+        t.row([
+            &format!("… invocations/s lost to signing at concurrency {c} (%)"),
+            DASH,
+            &format!("{all:.1}"),
+            DASH,
+            "",
+            &target(""),
+            &met(all),
+        ]);
+        t.row([
+            &format!("… of it, the host's verifying / the client's signing (% of the unsigned rate, c={c})"),
+            DASH,
+            &format!("{host:.1} / {client:.1}"),
+            DASH,
+            "",
+            &target(" (host alone)"),
+            &met(host),
+        ]);
+        let own = |t: &Throughput| t.cpu_per_invoke_us().map(|(own, _)| own);
+        cpu_cells.push(match (own(&signed.lambkin), own(unchecked)) {
+            (Some(on), Some(off)) => format!("{:.0}", on - off),
+            _ => "n/a".to_owned(),
+        });
+        for (what, run) in [("unsigned", unsigned), ("called signed", unchecked)] {
+            if let Some(e) = &run.first_error {
+                notes.push(format!(
+                    "Lambkin with signing off, {what}, concurrency {c}, first error: {e}"
+                ));
+            }
+        }
+    }
+    let levels = so
+        .levels
+        .iter()
+        .map(|l| l.concurrency.to_string())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    t.row([
+        &format!(
+            "… host CPU per invocation, verifying: signed host − signing-off host called signed, c={levels} (µs)"
+        ),
+        DASH,
+        &cpu_cells.join(" / "),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+    let errors = |runs: &[Throughput]| {
+        runs.iter()
+            .map(|l| l.errors.to_string())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    t.row([
+        &format!("Errors at concurrency {levels}, host with signing off: unsigned; called signed"),
+        DASH,
+        &format!("{}; {}", errors(&so.levels), errors(&so.unchecked_levels)),
+        DASH,
+        "",
+        "",
+        "",
+    ]);
+}
+
+/// The same function on a host with `[api] auth = "none"`, called unsigned by the same client,
+/// each measurement right after the signed host's.
+#[derive(Debug)]
+pub struct SigningOff {
+    pub latency: Latency,
+    /// At the first and the last concurrency level.
+    pub levels: Vec<Throughput>,
+    /// The same host called with signed requests, which it takes without checking: the
+    /// client's signing without the host's verifying.
+    pub unchecked_latency: Latency,
+    /// As `levels`, called signed.
+    pub unchecked_levels: Vec<Throughput>,
+    /// The client's time to sign one invoke request, p50.
+    pub client_signing: Duration,
 }
 
 fn us(d: Duration) -> f64 {
@@ -392,6 +592,8 @@ pub fn render(r: &Results) -> String {
         "",
     ]);
 
+    signing_rows(r, &mut t, &mut notes);
+
     // CPU per invocation, from /proc/PID/stat over each whole throughput run.
     let cpu_cell = |t: &Throughput, with_children: bool| match t.cpu_per_invoke_us() {
         Some((own, children)) if with_children => format!("{own:.0} / {children:.0}"),
@@ -505,6 +707,11 @@ pub fn render(r: &Results) -> String {
         ("Lambkin", Ok(&r.lambkin_latency)),
         ("Lambkin (multi-thread function)", Ok(&r.lambkin_mt_latency)),
         ("Lambkin (co-location off)", Ok(&r.colocation_off.latency)),
+        ("Lambkin (signing off)", Ok(&r.signing_off.latency)),
+        (
+            "Lambkin (signing off, called signed)",
+            Ok(&r.signing_off.unchecked_latency),
+        ),
         ("RIE", r.rie_latency.as_ref()),
     ] {
         if let Ok(l) = latency {
@@ -554,6 +761,21 @@ pub fn render(r: &Results) -> String {
          host with it off, the same function and client, in the same run; its concurrency-1 \
          run has {} errors.",
         off.c1.errors
+    );
+    let _ = writeln!(
+        out,
+        "- Signing: every request to the default host carries a Signature Version 4 made by the \
+         client per request at the current time over the payload's hash (`lambkin-proto`'s \
+         `sign_request`, i.e. `aws-sigv4`, as the AWS SDKs sign), and the host verifies it \
+         before the invoke. The signing-off rows come from a third host with `[api] auth = \
+         \"none\"` and the same function, called by the same client unsigned and signed (a \
+         host in development mode takes a signature without checking it), in the same run, \
+         taking turns with the signed host: 20 turns in the sequential run, and at the first \
+         and last concurrency 4 turns of a quarter of the window each (so Lambkin's own rows \
+         there come from those turns too; later turns warm up for 0.2 s). Signed host − signing-off host called signed is the host's verifying; \
+         signing-off host called signed − unsigned is the client's signing (client and host \
+         share this machine's CPUs). The client's time to sign one request is also timed \
+         alone (p50 of 2,000, caches warm)."
     );
     if serial_reference {
         let _ = writeln!(
