@@ -318,11 +318,14 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let host_rss_idle_kib = procfs::rss_kib(host.pid())?;
     let floor_rss_idle_kib = procfs::rss_kib(floor.process.pid())?;
-    // The same host with the Lambda API's signatures off, called by the same client unsigned,
-    // and signed (which it does not check): measured right after the signed host at each step,
-    // so all see the same machine, and signing's cost splits into the host's and the client's.
-    say("starting lambkin with signing off ([api] auth = \"none\")");
+    // Signing's cost: two more hosts started side by side and given the same function and
+    // nothing else, so that only signing tells them apart: one as it comes (signed), one with
+    // the Lambda API's signatures off, called by the same client unsigned and signed (which it
+    // does not check), so the cost splits into the host's verifying and the client's signing.
+    say("starting a signed and an unsigned ([api] auth = \"none\") lambkin for signing's cost");
+    let mut signed = lambkin::Host::start(&lambkin_exe)?;
     let mut unsigned = lambkin::Host::start_unsigned(&lambkin_exe)?;
+    signed.create_echo(&zip).await?;
     unsigned.create_echo(&zip).await?;
 
     say(format!("lambkin: {} cold starts", plan.cold_reps));
@@ -365,10 +368,11 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         key: None,
     };
     let lambkin_target = host.target("lambkin", lambkin::INVOKE_PATH);
+    let signed_target = signed.target("lambkin (signed, for signing's cost)", lambkin::INVOKE_PATH);
     let unsigned_target = unsigned.target("lambkin (signing off)", lambkin::INVOKE_PATH);
     let unchecked_target = Target {
-        name: "lambkin (signing off, signed requests)",
-        key: lambkin_target.key.clone(),
+        name: "lambkin (signing off, called signed)",
+        key: signed_target.key.clone(),
         ..unsigned_target.clone()
     };
     let rie_target = |r: &rie::Rie| Target {
@@ -377,8 +381,8 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         path: rie::INVOKE_PATH.into(),
         key: None,
     };
-    let client_signing = match &lambkin_target.key {
-        Some(key) => client::signing_time(key, &lambkin_target.path, &payload)?,
+    let client_signing = match &signed_target.key {
+        Some(key) => client::signing_time(key, &signed_target.path, &payload)?,
         None => Duration::ZERO,
     };
 
@@ -391,21 +395,23 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         async move { client::sequential(&t, &payload, plan.latency_warmup, plan.latency_count).await }
     };
     let floor_latency = seq(floor_target.clone()).await?;
+    let lambkin_latency = seq(lambkin_target.clone()).await?;
+    // The REPORT lines are written after the answers.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let function_durations_ms = host.warm_durations_ms(plan.latency_count)?;
+    say("lambkin: the same function on tokio's multi-thread runtime");
+    host.create_echo_mt(&zip).await?;
+    say("signing's cost: sequential latency, signed and signing off, taking turns");
     // The three take turns, so that what else the machine does at the time weighs on all
     // alike.
-    let [lambkin_latency, unsigned_latency, unchecked_latency] = client::interleaved(
-        [&lambkin_target, &unsigned_target, &unchecked_target],
+    let signing_latency = client::interleaved(
+        [&signed_target, &unsigned_target, &unchecked_target],
         &payload,
         plan.latency_warmup,
         plan.latency_count,
         LATENCY_TURNS,
     )
     .await?;
-    // The REPORT lines are written after the answers.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let function_durations_ms = host.warm_durations_ms(plan.latency_count)?;
-    say("lambkin: the same function on tokio's multi-thread runtime");
-    host.create_echo_mt(&zip).await?;
     let lambkin_mt_latency = seq(host.target("lambkin (echo-mt)", lambkin::INVOKE_PATH_MT)).await?;
     host.delete(lambkin::FUNCTION_MT).await?;
     say("lambkin with co-location off: sequential latency and concurrency 1");
@@ -448,8 +454,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
     let mut host_rss_loaded_kib = 0;
     let mut floor_rss_loaded_kib = 0;
     let mut instances = (0, 0);
-    let mut unsigned_levels = Vec::new();
-    let mut unchecked_levels = Vec::new();
+    let mut signing_levels = Vec::new();
     for &concurrency in &plan.levels {
         say(format!(
             "throughput at concurrency {concurrency}: {:?} warm-up + {:?} per target",
@@ -471,35 +476,33 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         };
         let floor_t = load(floor_target.clone(), floor.process.pid()).await?;
         floor.process.check_running()?;
+        let lambkin_t = load(lambkin_target.clone(), host.pid()).await?;
         let last = concurrency == plan.levels[plan.levels.len() - 1];
-        // At the first and last levels the signing-off host's two runs take turns with the
-        // signed host's, so that the three see the same machine.
-        let lambkin_t = if last || concurrency == plan.levels[0] {
-            let [signed, off, off_signed] = client::throughput_interleaved(
-                [
-                    (&lambkin_target, host.pid()),
-                    (&unsigned_target, unsigned.pid()),
-                    (&unchecked_target, unsigned.pid()),
-                ],
-                &payload,
-                concurrency,
-                plan.warmup,
-                plan.duration,
-                THROUGHPUT_TURNS,
-            )
-            .await?;
-            unsigned.process.check_running()?;
-            unsigned_levels.push(off);
-            unchecked_levels.push(off_signed);
-            signed
-        } else {
-            load(lambkin_target.clone(), host.pid()).await?
-        };
         host.process.check_running()?;
         if last {
             host_rss_loaded_kib = procfs::rss_kib(host.pid())?;
             instances = procfs::descendants_rss_kib(host.pid());
             floor_rss_loaded_kib = procfs::rss_kib(floor.process.pid())?;
+        }
+        if last || concurrency == plan.levels[0] {
+            // The three take turns here too.
+            signing_levels.push(
+                client::throughput_interleaved(
+                    [
+                        (&signed_target, signed.pid()),
+                        (&unsigned_target, unsigned.pid()),
+                        (&unchecked_target, unsigned.pid()),
+                    ],
+                    &payload,
+                    concurrency,
+                    plan.warmup,
+                    plan.duration,
+                    THROUGHPUT_TURNS,
+                )
+                .await?,
+            );
+            signed.process.check_running()?;
+            unsigned.process.check_running()?;
         }
         let rie_t = match rie_exe {
             Some(exe) => {
@@ -520,14 +523,13 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         r.process.stop();
     }
     host.process.stop();
+    signed.process.stop();
     unsigned.process.stop();
     floor.process.stop();
 
-    let signing_off = report::SigningOff {
-        latency: unsigned_latency,
-        levels: unsigned_levels,
-        unchecked_latency,
-        unchecked_levels,
+    let signing = report::Signing {
+        latency: signing_latency,
+        levels: signing_levels,
         client_signing,
     };
     Ok(Results {
@@ -537,7 +539,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Results> {
         function_durations_ms,
         lambkin_mt_latency,
         colocation_off,
-        signing_off,
+        signing,
         rie_latency,
         levels,
         cold,

@@ -58,8 +58,8 @@ pub struct Results {
     pub lambkin_mt_latency: Latency,
     /// A second host with `colocate_sequential = false`.
     pub colocation_off: Colocation,
-    /// A third host with the Lambda API's signatures off.
-    pub signing_off: SigningOff,
+    /// Signing's cost, from two more hosts.
+    pub signing: Signing,
     pub rie_latency: Result<Latency, String>,
     pub levels: Vec<Level>,
     pub cold: Vec<Cold>,
@@ -83,35 +83,24 @@ pub struct Colocation {
     pub c1: Throughput,
 }
 
-/// The signing-off host's rows: its latency and throughput, what signing costs (signed −
-/// unsigned) against the issue's targets, and that cost split into the host's verifying
-/// (signed host − signing-off host, both called signed) and the client's signing (signed −
-/// unsigned calls to the signing-off host).
+/// Signing's rows: a signed host and a signing-off one (called unsigned and signed), what
+/// signing costs (signed − unsigned) against the issue's targets, and that cost split into the
+/// host's verifying (signed host − signing-off host, both called signed) and the client's
+/// signing (signing-off host called signed − unsigned).
 fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
-    let so = &r.signing_off;
+    let s = &r.signing;
     let floor_p50 = us(r.floor_latency.p50);
-    let signed_p50 = us(r.lambkin_latency.p50);
-    let unsigned_p50 = us(so.latency.p50);
-    let unchecked_p50 = us(so.unchecked_latency.p50);
-    for (label, p50) in [
-        ("Warm latency p50, host with signing off (µs)", unsigned_p50),
-        (
-            "Warm latency p50, host with signing off, called signed (µs)",
-            unchecked_p50,
-        ),
-    ] {
-        t.row([
-            label,
-            &format!("{floor_p50:.0}"),
-            &format!("{p50:.0}"),
-            DASH,
-            &format!("{:.1}× floor", p50 / floor_p50),
-            "",
-            "",
-        ]);
-    }
-    let cost = signed_p50 - unsigned_p50;
-    let host_cost = signed_p50 - unchecked_p50;
+    let [on, off, off_signed] = s.latency.each_ref().map(|l| us(l.p50));
+    t.row([
+        "Signing: warm latency p50, signed host / signing off / signing off called signed (µs)",
+        &format!("{floor_p50:.0}"),
+        &format!("{on:.0} / {off:.0} / {off_signed:.0}"),
+        DASH,
+        &format!("{:.1}× floor", on / floor_p50),
+        "",
+        "",
+    ]);
+    let (cost, host_cost) = (on - off, on - off_signed);
     t.row([
         "… signing's cost, p50: signed − unsigned (µs)",
         DASH,
@@ -122,7 +111,7 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
         &yes_no(cost <= TARGET_SIGNING_P50_US),
     ]);
     t.row([
-        "… of it, the host's verifying: signed host − signing-off host, both called signed (µs)",
+        "… of it, the host's verifying: signed − signing off, both called signed (µs)",
         DASH,
         &format!("{host_cost:.0}"),
         DASH,
@@ -131,9 +120,9 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
         &yes_no(host_cost <= TARGET_SIGNING_P50_US),
     ]);
     t.row([
-        "… of it, the client's signing: signing-off host called signed − unsigned (µs)",
+        "… of it, the client's signing: signing off called signed − unsigned (µs)",
         DASH,
-        &format!("{:.0}", unchecked_p50 - unsigned_p50),
+        &format!("{:.0}", off_signed - off),
         DASH,
         "",
         "",
@@ -142,7 +131,7 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
     t.row([
         "… the client's time to sign one request, timed alone, p50 (µs)",
         DASH,
-        &format!("{:.1}", us(so.client_signing)),
+        &format!("{:.1}", us(s.client_signing)),
         DASH,
         "",
         "",
@@ -150,36 +139,37 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
     ]);
     let last_c = r.levels.last().map_or(0, |l| l.concurrency);
     let mut cpu_cells = Vec::new();
-    for (unsigned, unchecked) in so.levels.iter().zip(&so.unchecked_levels) {
-        let c = unsigned.concurrency;
-        let Some(signed) = r.levels.iter().find(|l| l.concurrency == c) else {
-            continue;
-        };
-        let (on, off, off_signed) = (
-            signed.lambkin.per_second(),
-            unsigned.per_second(),
-            unchecked.per_second(),
-        );
+    for [on, off, off_signed] in &s.levels {
+        let c = on.concurrency;
+        let floor = r
+            .levels
+            .iter()
+            .find(|l| l.concurrency == c)
+            .map_or_else(|| DASH.to_owned(), |l| grouped(l.floor.per_second()));
+        let rates = [on, off, off_signed].map(Throughput::per_second);
         t.row([
             &format!(
-                "Invocations/s, concurrency {c}, host with signing off: unsigned / called signed"
+                "Signing: invocations/s, concurrency {c}, signed host / signing off / signing off called signed"
             ),
-            &grouped(signed.floor.per_second()),
-            &format!("{} / {}", grouped(off), grouped(off_signed)),
+            &floor,
+            &rates.map(grouped).join(" / "),
             DASH,
             "",
             "",
             "",
         ]);
+        let [on_rate, off_rate, off_signed_rate] = rates;
         // Shares of the unsigned rate, so the host's and the client's parts add up.
         let lost = |from: f64, to: f64| {
-            if off > 0.0 {
-                (from - to) / off * 100.0
+            if off_rate > 0.0 {
+                (from - to) / off_rate * 100.0
             } else {
                 f64::NAN
             }
         };
-        let (all, host, client) = (lost(off, on), lost(off_signed, on), lost(off, off_signed));
+        let all = lost(off_rate, on_rate);
+        let host = lost(off_signed_rate, on_rate);
+        let client = lost(off_rate, off_signed_rate);
         let last = c == last_c;
         let target = |what: &str| {
             if last {
@@ -205,7 +195,9 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
             &met(all),
         ]);
         t.row([
-            &format!("… of it, the host's verifying / the client's signing (% of the unsigned rate, c={c})"),
+            &format!(
+                "… of it, the host's verifying / the client's signing (% of the unsigned rate, c={c})"
+            ),
             DASH,
             &format!("{host:.1} / {client:.1}"),
             DASH,
@@ -214,27 +206,31 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
             &met(host),
         ]);
         let own = |t: &Throughput| t.cpu_per_invoke_us().map(|(own, _)| own);
-        cpu_cells.push(match (own(&signed.lambkin), own(unchecked)) {
+        cpu_cells.push(match (own(on), own(off_signed)) {
             (Some(on), Some(off)) => format!("{:.0}", on - off),
             _ => "n/a".to_owned(),
         });
-        for (what, run) in [("unsigned", unsigned), ("called signed", unchecked)] {
+        for (what, run) in [
+            ("signed host", on),
+            ("signing off", off),
+            ("signing off called signed", off_signed),
+        ] {
             if let Some(e) = &run.first_error {
                 notes.push(format!(
-                    "Lambkin with signing off, {what}, concurrency {c}, first error: {e}"
+                    "Signing, {what}, concurrency {c}, first error: {e}"
                 ));
             }
         }
     }
-    let levels = so
+    let levels = s
         .levels
         .iter()
-        .map(|l| l.concurrency.to_string())
+        .map(|[on, ..]| on.concurrency.to_string())
         .collect::<Vec<_>>()
         .join(" / ");
     t.row([
         &format!(
-            "… host CPU per invocation, verifying: signed host − signing-off host called signed, c={levels} (µs)"
+            "… host CPU per invocation, verifying: signed − signing off, both called signed, c={levels} (µs)"
         ),
         DASH,
         &cpu_cells.join(" / "),
@@ -243,16 +239,23 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
         "",
         "",
     ]);
-    let errors = |runs: &[Throughput]| {
-        runs.iter()
-            .map(|l| l.errors.to_string())
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
+    let errors = s
+        .levels
+        .iter()
+        .map(|runs| {
+            runs.iter()
+                .map(|t| t.errors.to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     t.row([
-        &format!("Errors at concurrency {levels}, host with signing off: unsigned; called signed"),
+        &format!(
+            "Signing: errors at concurrency {levels} (each: signed / off / off called signed)"
+        ),
         DASH,
-        &format!("{}; {}", errors(&so.levels), errors(&so.unchecked_levels)),
+        &errors,
         DASH,
         "",
         "",
@@ -260,18 +263,15 @@ fn signing_rows(r: &Results, t: &mut Table, notes: &mut Vec<String>) {
     ]);
 }
 
-/// The same function on a host with `[api] auth = "none"`, called unsigned by the same client,
-/// each measurement right after the signed host's.
+/// Signing's cost: a host as it comes (signed) and one with `[api] auth = "none"`, started side
+/// by side with the same function and nothing else, the latter called unsigned and signed
+/// (which it does not check); their runs take turns.
 #[derive(Debug)]
-pub struct SigningOff {
-    pub latency: Latency,
-    /// At the first and the last concurrency level.
-    pub levels: Vec<Throughput>,
-    /// The same host called with signed requests, which it takes without checking: the
-    /// client's signing without the host's verifying.
-    pub unchecked_latency: Latency,
-    /// As `levels`, called signed.
-    pub unchecked_levels: Vec<Throughput>,
+pub struct Signing {
+    /// Sequential: signed host, signing-off host, signing-off host called signed.
+    pub latency: [Latency; 3],
+    /// The same three at the first and the last concurrency level.
+    pub levels: Vec<[Throughput; 3]>,
     /// The client's time to sign one invoke request, p50.
     pub client_signing: Duration,
 }
@@ -707,10 +707,11 @@ pub fn render(r: &Results) -> String {
         ("Lambkin", Ok(&r.lambkin_latency)),
         ("Lambkin (multi-thread function)", Ok(&r.lambkin_mt_latency)),
         ("Lambkin (co-location off)", Ok(&r.colocation_off.latency)),
-        ("Lambkin (signing off)", Ok(&r.signing_off.latency)),
+        ("Lambkin (signing: signed host)", Ok(&r.signing.latency[0])),
+        ("Lambkin (signing off)", Ok(&r.signing.latency[1])),
         (
             "Lambkin (signing off, called signed)",
-            Ok(&r.signing_off.unchecked_latency),
+            Ok(&r.signing.latency[2]),
         ),
         ("RIE", r.rie_latency.as_ref()),
     ] {
@@ -764,18 +765,18 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Signing: every request to the default host carries a Signature Version 4 made by the \
+        "- Signing: every request to a Lambkin host carries a Signature Version 4 made by the \
          client per request at the current time over the payload's hash (`lambkin-proto`'s \
          `sign_request`, i.e. `aws-sigv4`, as the AWS SDKs sign), and the host verifies it \
-         before the invoke. The signing-off rows come from a third host with `[api] auth = \
-         \"none\"` and the same function, called by the same client unsigned and signed (a \
-         host in development mode takes a signature without checking it), in the same run, \
-         taking turns with the signed host: 20 turns in the sequential run, and at the first \
-         and last concurrency 4 turns of a quarter of the window each (so Lambkin's own rows \
-         there come from those turns too; later turns warm up for 0.2 s). Signed host − signing-off host called signed is the host's verifying; \
-         signing-off host called signed − unsigned is the client's signing (client and host \
-         share this machine's CPUs). The client's time to sign one request is also timed \
-         alone (p50 of 2,000, caches warm)."
+         before the invoke. The signing rows come from two more hosts started side by side and \
+         given the same function and nothing else: one as it comes (signed), one with `[api] \
+         auth = \"none\"`, called by the same client unsigned and signed (a host in \
+         development mode takes a signature without checking it). Their runs take turns: 20 in \
+         the sequential run, 4 of a quarter of the window each in the throughput runs at the \
+         first and last concurrency (later turns warm up for 0.2 s). Signed − signing off, \
+         both called signed, is the host's verifying; signing off called signed − unsigned is \
+         the client's signing (client and hosts share this machine's CPUs). The client's time \
+         to sign one request is also timed alone (p50 of 2,000, caches warm)."
     );
     if serial_reference {
         let _ = writeln!(
