@@ -8,18 +8,10 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine as _;
-use serde_json::{json, Value};
-use sha2::Digest as _;
+use serde_json::json;
 use support::{wait_for, Host};
-
-const SEED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/components/seed-lambda-recipe.json"
-);
 
 /// Appends each event's `n` to `DIR/done` once `DIR/release` exists (waiting up to a minute),
 /// so events pile up behind the first one until the test says so.
@@ -59,44 +51,13 @@ fn open_dir(base: &Path, name: &str) -> PathBuf {
 }
 
 fn deploy_lambda_component(root: &Path, base: &Path, name: &str) {
-    let zip = support::zip_bytes(&[("lambda_function.py", HANDLER, 0o644)]);
-    let digest = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip));
-    let artifacts = base.join("artifacts");
-    let dir = artifacts.join(name).join("1.0.0");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
-    let mut recipe: Value = serde_json::from_str(&std::fs::read_to_string(SEED).unwrap()).unwrap();
-    recipe["ComponentName"] = json!(name);
-    recipe["ComponentVersion"] = json!("1.0.0");
-    recipe["Manifests"][0]["Artifacts"][0]["Digest"] = json!(digest);
-    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
-    defaults["pubsubTopics"] = json!({});
-    defaults["containerMode"] = json!("NoContainer");
-    defaults["timeoutInSeconds"] = json!(120);
-    defaults["pinned"] = json!(true);
-    let recipes = base.join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::write(
-        recipes.join(format!("{name}-1.0.0.json")),
-        serde_json::to_vec(&recipe).unwrap(),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "-r"])
-        .arg(&recipes)
-        .arg("-a")
-        .arg(&artifacts)
-        .args(["-m", &format!("{name}=1.0.0"), "--root"])
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let recipe = support::lambda_component(
+        base,
+        name,
+        &[("lambda_function.py", HANDLER, 0o644)],
+        json!({"containerMode": "NoContainer", "timeoutInSeconds": 120, "pinned": true}),
     );
+    support::deployed(root, base, &[recipe], &["-m", &format!("{name}=1.0.0")]);
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@ mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -114,30 +113,18 @@ impl Device {
 
     fn deploy(&self, recipe: &Value, artifact: Option<(&str, &[u8])>) -> (bool, String) {
         let name = recipe["ComponentName"].as_str().unwrap();
-        let recipes = self.tmp.path().join(format!("recipes-{}", uuid()));
-        let artifacts = self.tmp.path().join("artifacts");
-        std::fs::create_dir_all(&recipes).unwrap();
-        std::fs::create_dir_all(&artifacts).unwrap();
-        std::fs::write(
-            recipes.join("recipe.json"),
-            serde_json::to_vec(recipe).unwrap(),
-        )
-        .unwrap();
         if let Some((file, bytes)) = artifact {
-            let dir = artifacts.join(name).join("1.0.0");
+            let dir = self.tmp.path().join("artifacts").join(name).join("1.0.0");
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(file), bytes).unwrap();
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-            .args(["deploy", "-r"])
-            .arg(&recipes)
-            .arg("-a")
-            .arg(&artifacts)
-            .args(["-m", &format!("{name}=1.0.0"), "--root"])
-            .arg(&self.root)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let merge = format!("{name}=1.0.0");
+        let out = support::deploy(
+            &self.root,
+            self.tmp.path(),
+            std::slice::from_ref(recipe),
+            &["-m", &merge],
+        );
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -145,16 +132,6 @@ impl Device {
         );
         (out.status.success(), text)
     }
-}
-
-fn uuid() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 fn component(name: &str, artifacts: Value) -> Value {

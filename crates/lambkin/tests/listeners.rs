@@ -47,8 +47,6 @@ fn echo_function() -> serde_json::Value {
 /// The token exchange service's address, from the environment a component gets.
 fn tes_addr(root: &Path, host: &Host) -> String {
     let _ = host;
-    let recipes = root.parent().unwrap().join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
     let recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": "com.example.Env",
@@ -57,18 +55,11 @@ fn tes_addr(root: &Path, host: &Host) -> String {
             "Run": "echo \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" > {work:path}/uri; exec sleep 600"
         }}],
     });
-    std::fs::write(recipes.join("env.json"), recipe.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "-r"])
-        .arg(&recipes)
-        .args(["-m", "com.example.Env=1.0.0", "--root"])
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::deployed(
+        root,
+        root.parent().unwrap(),
+        &[recipe],
+        &["-m", "com.example.Env=1.0.0"],
     );
     let uri = wait_for(Duration::from_secs(20), || {
         std::fs::read_to_string(root.join("work/com.example.Env/uri"))

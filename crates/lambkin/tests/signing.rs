@@ -113,40 +113,9 @@ impl Device {
         (script, body)
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_lambkin"))
-            .args(args)
-            .arg("--root")
-            .arg(&self.root)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Deploys generic components from `recipes` (artifacts from `artifacts`).
-    fn deploy(&self, recipes: &[Value], artifacts: &Path, args: &[&str]) -> Output {
-        let dir = self.tmp.path().join(format!(
-            "recipes-{}",
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::create_dir_all(artifacts).unwrap();
-        for r in recipes {
-            let file = format!("{}.json", r["ComponentName"].as_str().unwrap());
-            std::fs::write(dir.join(file), serde_json::to_vec(r).unwrap()).unwrap();
-        }
-        let mut all = vec![
-            "deploy",
-            "-r",
-            dir.to_str().unwrap(),
-            "-a",
-            artifacts.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        self.cli(&all)
+    /// Deploys `recipes` (artifacts from the device's `artifacts` directory).
+    fn deploy(&self, recipes: &[Value], args: &[&str]) -> Output {
+        support::deploy(&self.root, self.tmp.path(), recipes, args)
     }
 
     /// A victim function: answers `{"victim": true}`.
@@ -343,7 +312,6 @@ async fn a_component_without_a_grant_gets_no_key_and_is_refused() {
     device.define_victim().await;
     let marker = device.open_dir("marks").join("ran");
     let (script, create) = device.kit(&marker);
-    let artifacts = device.tmp.path().join("artifacts");
     let recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": "com.example.Intruder",
@@ -357,7 +325,6 @@ async fn a_component_without_a_grant_gets_no_key_and_is_refused() {
     });
     let out = device.deploy(
         &[recipe],
-        &artifacts,
         &[
             "-m",
             "com.example.Intruder=1.0.0",
@@ -395,7 +362,6 @@ async fn a_granted_component_signs_with_its_own_key_for_what_it_was_granted_only
         ))
         .await;
     assert_eq!(r.status, 201);
-    let artifacts = device.tmp.path().join("artifacts");
     let recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": "com.example.Caller",
@@ -409,7 +375,6 @@ async fn a_granted_component_signs_with_its_own_key_for_what_it_was_granted_only
     });
     let out = device.deploy(
         &[recipe],
-        &artifacts,
         &[
             "-m",
             "com.example.Caller=1.0.0",
@@ -480,7 +445,7 @@ async fn a_granted_component_signs_with_its_own_key_for_what_it_was_granted_only
     );
 
     // Removed, the component's key is forgotten.
-    let out = device.deploy(&[], &artifacts, &["--remove", "com.example.Caller"]);
+    let out = device.deploy(&[], &["--remove", "com.example.Caller"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r = call("/2015-03-31/functions/victim/invocations".into(), "{}").await;
     assert_eq!(
@@ -623,39 +588,22 @@ async fn a_containerised_function_cannot_read_the_key_or_call_the_api() {
     device.define_victim().await;
     let marker = device.open_dir("marks").join("ran");
     let (_, create) = device.kit(&marker);
-    let zip = support::zip_bytes(&[
-        ("lambda_function.py", ATTACK, 0o644),
-        (
-            "create.json",
-            &std::fs::read_to_string(&create).unwrap(),
-            0o644,
-        ),
-    ]);
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    let mut recipe: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/components/seed-lambda-recipe.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
     let name = "com.example.ContainedIntruder";
-    recipe["ComponentName"] = json!(name);
-    recipe["ComponentVersion"] = json!("1.0.0");
-    recipe["Manifests"][0]["Artifacts"][0]["Digest"] =
-        json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip)));
-    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
-    defaults["pubsubTopics"] = json!({});
-    defaults["containerMode"] = json!("GreengrassContainer");
-    defaults["timeoutInSeconds"] = json!(60);
-    defaults["containerParams"]["memorySize"] = json!(131072);
-    let artifacts = device.tmp.path().join("artifacts");
-    let dir = artifacts.join(name).join("1.0.0");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
-    let out = device.deploy(&[recipe], &artifacts, &["-m", &format!("{name}=1.0.0")]);
+    let create = std::fs::read_to_string(&create).unwrap();
+    let recipe = support::lambda_component(
+        device.tmp.path(),
+        name,
+        &[
+            ("lambda_function.py", ATTACK, 0o644),
+            ("create.json", &create, 0o644),
+        ],
+        json!({
+            "containerMode": "GreengrassContainer",
+            "timeoutInSeconds": 60,
+            "containerParams": { "memorySize": 131072, "mountROSysfs": false, "volumes": {}, "devices": {} },
+        }),
+    );
+    let out = device.deploy(&[recipe], &["-m", &format!("{name}=1.0.0")]);
     assert!(
         out.status.success(),
         "{}{}",

@@ -9,7 +9,6 @@ mod support;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lambkin_proto::eventstream::{Decoder, Header};
@@ -21,9 +20,6 @@ const NAME: &str = "com.example.Ephemeral";
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn deploy(root: &Path, scratch: &Path, args: &[&str]) {
-    let recipes = scratch.join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
     let recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": NAME,
@@ -32,23 +28,7 @@ fn deploy(root: &Path, scratch: &Path, args: &[&str]) {
             "Run": "printf '%s %s\\n' \"$SVCUID\" \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" > {work:path}/token.new && mv {work:path}/token.new {work:path}/token && exec sleep 600"
         }}],
     });
-    std::fs::write(recipes.join("r.json"), recipe.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "-r"])
-        .arg(&recipes)
-        .arg("-a")
-        .arg(scratch.join("artifacts"))
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::deployed(root, scratch, &[recipe], args);
 }
 
 /// `(token, credentials uri)` the component wrote once it ran.
@@ -154,9 +134,6 @@ fn a_setsid_child_of_a_removed_component_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let _host = Host::start(&root);
-    let recipes = tmp.path().join("recipes-escape");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::create_dir_all(tmp.path().join("artifacts")).unwrap();
     // The Run step starts a daemon in a session of its own, out of the step's process group.
     let recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
@@ -166,25 +143,8 @@ fn a_setsid_child_of_a_removed_component_is_gone() {
             "Run": "setsid sh -c 'echo $$ > {work:path}/daemon.new; mv {work:path}/daemon.new {work:path}/daemon; exec sleep 600' < /dev/null > /dev/null 2>&1 & exec sleep 600"
         }}],
     });
-    std::fs::write(recipes.join("r.json"), recipe.to_string()).unwrap();
-    let deploy = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-            .args(["deploy", "-r"])
-            .arg(&recipes)
-            .arg("-a")
-            .arg(tmp.path().join("artifacts"))
-            .args(args)
-            .arg("--root")
-            .arg(&root)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let deploy =
+        |args: &[&str]| support::deployed(&root, tmp.path(), std::slice::from_ref(&recipe), args);
     deploy(&["-m", "com.example.Escapee=1.0.0"]);
     let pid: u32 = wait_for(PATIENCE, || {
         std::fs::read_to_string(root.join("work/com.example.Escapee/daemon"))

@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lambkin_proto::eventstream::{Decoder, Header};
@@ -25,28 +24,10 @@ const SNEAKY: &str = "com.example.Sneaky";
 
 fn deploy(root: &Path, scratch: &Path, recipe: &Value, extra: &[&str]) {
     let name = recipe["ComponentName"].as_str().unwrap();
-    let recipes = scratch.join(format!("recipes-{name}"));
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
-    std::fs::write(recipes.join("r.json"), recipe.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "-r"])
-        .arg(&recipes)
-        .arg("-a")
-        .arg(scratch.join("artifacts"))
-        .args(["-m", &format!("{name}=1.0.0")])
-        .args(extra)
-        .arg("--root")
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let merge = format!("{name}=1.0.0");
+    let mut args = vec!["-m", merge.as_str()];
+    args.extend_from_slice(extra);
+    support::deployed(root, scratch, std::slice::from_ref(recipe), &args);
 }
 
 struct Ipc {
@@ -200,30 +181,17 @@ async fn a_lambda_component_cannot_change_its_isolation_or_its_triggers() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let host = Host::start(&root);
-    let seed: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/components/seed-lambda-recipe.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
     let handler =
         "import os\n\ndef lambda_handler(event, context):\n    return os.environ.get('SVCUID')\n";
-    let zip = support::zip_bytes(&[("lambda_function.py", handler, 0o644)]);
-    let mut recipe = seed;
-    use base64::Engine as _;
-    use sha2::Digest as _;
-    recipe["ComponentName"] = json!("com.example.Boxed");
-    recipe["ComponentVersion"] = json!("1.0.0");
-    recipe["Manifests"][0]["Artifacts"][0]["Digest"] =
-        json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip)));
-    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
-    defaults["pubsubTopics"] = json!({ "0": { "topic": "mine/only", "type": "PUB_SUB" } });
-    defaults["containerMode"] = json!("NoContainer");
-    let dir = tmp.path().join("artifacts/com.example.Boxed/1.0.0");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
+    let recipe = support::lambda_component(
+        tmp.path(),
+        "com.example.Boxed",
+        &[("lambda_function.py", handler, 0o644)],
+        json!({
+            "pubsubTopics": { "0": { "topic": "mine/only", "type": "PUB_SUB" } },
+            "containerMode": "NoContainer",
+        }),
+    );
     deploy(&root, tmp.path(), &recipe, &[]);
     let r = host.invoke("com.example.Boxed", &json!({})).await;
     let token: String = serde_json::from_slice(&r.body).unwrap();

@@ -327,3 +327,83 @@ pub fn lines(path: &Path) -> Vec<String> {
         .map(|s| s.lines().map(str::to_owned).collect())
         .unwrap_or_default()
 }
+
+/// `lambkin deploy` on the host of `root`: `recipes` written to a fresh directory under
+/// `scratch`, artifacts from `scratch/artifacts`, then `args` (`-m NAME=VERSION`, `--remove`,
+/// `--run-with` ...). Returns the command's output.
+pub fn deploy(
+    root: &Path,
+    scratch: &Path,
+    recipes: &[serde_json::Value],
+    args: &[&str],
+) -> std::process::Output {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = scratch.join(format!("recipes-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let artifacts = scratch.join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for (i, recipe) in recipes.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("recipe-{i}.json")),
+            serde_json::to_vec(recipe).unwrap(),
+        )
+        .unwrap();
+    }
+    Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .arg("deploy")
+        .arg("-r")
+        .arg(&dir)
+        .arg("-a")
+        .arg(&artifacts)
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// As [`deploy`], panicking with the command's output if the deployment fails.
+pub fn deployed(root: &Path, scratch: &Path, recipes: &[serde_json::Value], args: &[&str]) {
+    let out = deploy(root, scratch, recipes, args);
+    assert!(
+        out.status.success(),
+        "deploy {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A Lambda component's recipe as the cloud generates it (the seed recipe), version 1.0.0:
+/// its zip of `files` is put where [`deploy`] finds it under `scratch`, no triggers, and
+/// `config` merged over its default configuration.
+pub fn lambda_component(
+    scratch: &Path,
+    name: &str,
+    files: &[(&str, &str, u32)],
+    config: serde_json::Value,
+) -> serde_json::Value {
+    use sha2::Digest as _;
+    let zip = zip_bytes(files);
+    let dir = scratch.join("artifacts").join(name).join("1.0.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/components/seed-lambda-recipe.json"
+    );
+    let mut recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed).unwrap()).unwrap();
+    recipe["ComponentName"] = serde_json::json!(name);
+    recipe["ComponentVersion"] = serde_json::json!("1.0.0");
+    recipe["Manifests"][0]["Artifacts"][0]["Digest"] = serde_json::json!(
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip))
+    );
+    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
+    defaults["pubsubTopics"] = serde_json::json!({});
+    for (k, v) in config.as_object().unwrap() {
+        defaults[k] = v.clone();
+    }
+    recipe
+}
