@@ -11,6 +11,7 @@
 //! - [`eventstream`]: AWS event-stream frames (prelude, headers, CRCs, limits) and their decoder.
 //! - [`ipc`]: Greengrass IPC: the event-stream RPC session, operation shapes, errors, authorization.
 
+pub mod calendar;
 pub mod eventstream;
 pub mod ipc;
 pub mod lambda;
