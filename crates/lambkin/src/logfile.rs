@@ -137,6 +137,19 @@ impl LogFile {
     }
 }
 
+/// Counts an event that any local user can cause at will, and says when to log it: the 1st,
+/// 2nd, 4th, 8th… time, so that it is seen without flooding the log.
+#[derive(Debug, Default)]
+pub struct Noted(std::sync::atomic::AtomicU64);
+
+impl Noted {
+    /// Counts one more; `Some(count)` when this one is to be logged.
+    pub fn note(&self) -> Option<u64> {
+        let count = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        count.is_power_of_two().then_some(count)
+    }
+}
+
 /// The host's own log through [`LogFile`], for `tracing`: each event is one `write`.
 #[derive(Debug, Clone)]
 pub struct HostLog(pub std::sync::Arc<LogFile>);

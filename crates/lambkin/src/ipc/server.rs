@@ -27,7 +27,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::logfile::Noted;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -73,9 +75,6 @@ const WRITE_BATCH: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection's queued frames may take to be written.
 const WRITE_DRAIN: Duration = Duration::from_secs(5);
-/// A failed accept (out of file descriptors, say) is tried again after this, not at once in
-/// a loop.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Longest a Unix socket path may be (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -117,18 +116,22 @@ pub async fn serve(
 ) {
     let gate = Arc::new(Gate::new(nix::unistd::geteuid().as_raw()));
     let mut connections = JoinSet::new();
+    let mut backoff = crate::http::AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                backoff.succeeded("IPC");
+                stream
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "IPC accept failed");
+                let pause = backoff.failed("IPC", &e);
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
-                    () = tokio::time::sleep(ACCEPT_PAUSE) => continue,
+                    () = tokio::time::sleep(pause) => continue,
                 }
             }
         };
@@ -219,18 +222,6 @@ impl Admission {
 
     fn leave_authenticated(&mut self) {
         self.authenticated = self.authenticated.saturating_sub(1);
-    }
-}
-
-/// Counts an event that any local user can cause at will, and says when to log it: the 1st,
-/// 2nd, 4th, 8th… time, so that it is seen without flooding the log.
-#[derive(Debug, Default)]
-struct Noted(AtomicU64);
-
-impl Noted {
-    fn note(&self) -> Option<u64> {
-        let count = self.0.fetch_add(1, Ordering::Relaxed) + 1;
-        count.is_power_of_two().then_some(count)
     }
 }
 

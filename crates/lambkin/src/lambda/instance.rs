@@ -1131,6 +1131,7 @@ async fn serve_runtime_api(
     let function: Arc<str> = function.into();
     let mut connections = JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(RUNTIME_API_CONNECTIONS));
+    let refusals = Arc::new(crate::logfile::Noted::default());
     let mut backoff = crate::http::AcceptBackoff::default();
     loop {
         // Past the cap the loop stops accepting until a connection ends (the kernel's backlog
@@ -1149,10 +1150,15 @@ async fn serve_runtime_api(
             }
         };
         while connections.try_join_next().is_some() {}
-        let (tx, runtime, function) = (tx.clone(), runtime.clone(), function.clone());
+        let (tx, runtime, function, refusals) = (
+            tx.clone(),
+            runtime.clone(),
+            function.clone(),
+            refusals.clone(),
+        );
         connections.spawn(async move {
             let _slot = slot;
-            if admit(&stream, peer, runtime, &function).await {
+            if admit(&stream, peer, runtime, &function, &refusals).await {
                 serve_connection(stream, tx).await;
             } else {
                 // A stranger gets its answer or, if it sends nothing, the door.
@@ -1177,6 +1183,7 @@ async fn admit(
     peer: std::net::SocketAddr,
     mut runtime: watch::Receiver<Option<u32>>,
     function: &str,
+    refusals: &crate::logfile::Noted,
 ) -> bool {
     let Ok(pid) = runtime.wait_for(Option::is_some).await.map(|pid| *pid) else {
         return false;
@@ -1207,9 +1214,7 @@ async fn admit(
         }
         Ok(Ok((peer::Peer::Stranger(socket), stranger))) => {
             // Any local process can cause this at will: the 1st, 2nd, 4th… are logged.
-            static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let refused = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if refused.is_power_of_two() {
+            if let Some(refused) = refusals.note() {
                 tracing::warn!(
                     function,
                     %peer,
@@ -1222,11 +1227,15 @@ async fn admit(
             false
         }
         Ok(Err(e)) => {
-            tracing::warn!(function, %peer, error = %e, "refused a Runtime API connection: its process is unknown");
+            if let Some(refused) = refusals.note() {
+                tracing::warn!(function, %peer, error = %e, refused, "refused a Runtime API connection: its process is unknown");
+            }
             false
         }
         Err(e) => {
-            tracing::warn!(function, %peer, error = %e, "refused a Runtime API connection: the check failed");
+            if let Some(refused) = refusals.note() {
+                tracing::warn!(function, %peer, error = %e, refused, "refused a Runtime API connection: the check failed");
+            }
             false
         }
     }

@@ -192,7 +192,7 @@ impl Mqtt {
             without_client_certificate: broker.tls && config.cert.is_none(),
             rules,
             max_message_size: config.max_message_size_bytes,
-            oversized_received: 0,
+            oversized_received: crate::logfile::Noted::default(),
             unsendable: 0,
             poller,
         };
@@ -413,7 +413,7 @@ struct Actor {
     /// sent (the configuration says what the broker takes).
     max_message_size: u32,
     /// Messages from the broker over `max_message_size` (dropped).
-    oversized_received: u64,
+    oversized_received: crate::logfile::Noted,
     /// Spooled messages dropped because they cannot be sent (accepted by an older host, or
     /// refused by the client), so far.
     unsendable: u64,
@@ -603,13 +603,12 @@ impl Actor {
         // packets (up to its own ceiling) so that one oversized message, retained above all,
         // is dropped here instead of ending the connection at every reconnect.
         if message.payload.len() > self.max_message_size as usize {
-            self.oversized_received += 1;
-            if self.oversized_received.is_power_of_two() {
+            if let Some(dropped) = self.oversized_received.note() {
                 tracing::warn!(
                     topic = %message.topic,
                     bytes = message.payload.len(),
                     limit = self.max_message_size,
-                    dropped = self.oversized_received,
+                    dropped,
                     "a message from the broker is over max_message_size_bytes; dropped"
                 );
             }
