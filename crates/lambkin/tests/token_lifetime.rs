@@ -7,14 +7,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use lambkin_proto::eventstream::{Decoder, Header};
-use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
 use serde_json::json;
-use support::{wait_for, Host};
+use support::{wait_for, Host, IpcClient};
 
 const NAME: &str = "com.example.Ephemeral";
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -47,32 +44,7 @@ fn handed_out(root: &Path) -> (String, String) {
 
 /// Whether the IPC socket accepts `token` in CONNECT.
 fn ipc_accepts(root: &Path, token: &str) -> bool {
-    ipc_connect(root, token).1
-}
-
-/// A connection that sent CONNECT with `token`, and whether it was accepted.
-fn ipc_connect(root: &Path, token: &str) -> (UnixStream, bool) {
-    let mut stream = UnixStream::connect(root.join("ipc.socket")).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let connect = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
-        .with_header(Header::string(":version", "0.1.0"))
-        .with_payload(format!("{{\"authToken\": \"{token}\"}}"))
-        .to_frame()
-        .unwrap()
-        .encode();
-    stream.write_all(&connect).unwrap();
-    let mut decoder = Decoder::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(frame) = decoder.next_frame().unwrap() {
-            let ack = RpcMessage::from_frame(&frame).unwrap();
-            assert_eq!(ack.message_type, MessageType::ConnectAck);
-            return (stream, ack.flags == MessageFlags::CONNECTION_ACCEPTED);
-        }
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before CONNECT_ACK");
-        decoder.push(&buf[..n]);
-    }
+    IpcClient::connect(root, token).accepted
 }
 
 /// The token exchange service's status for `token`.
@@ -97,8 +69,7 @@ fn a_removed_component_s_token_is_refused_and_a_redeployment_gets_a_new_one() {
     let _host = Host::start(&root);
     deploy(&root, tmp.path(), &["-m", &format!("{NAME}=1.0.0")]);
     let (first, uri) = handed_out(&root);
-    let (mut held, accepted) = ipc_connect(&root, &first);
-    assert!(accepted);
+    let mut held = IpcClient::authenticated(&root, &first).stream;
     // No [tes] source: a known token gets 500 (nothing to give), an unknown one 403.
     assert_ne!(tes_status(&uri, &first), 403);
 

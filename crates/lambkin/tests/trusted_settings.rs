@@ -8,16 +8,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use lambkin_proto::eventstream::{Decoder, Header};
-use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
 use serde_json::{json, Value};
-use support::{wait_for, Host};
+use support::{wait_for, Host, IpcClient};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const SNEAKY: &str = "com.example.Sneaky";
@@ -28,74 +24,6 @@ fn deploy(root: &Path, scratch: &Path, recipe: &Value, extra: &[&str]) {
     let mut args = vec!["-m", merge.as_str()];
     args.extend_from_slice(extra);
     support::deployed(root, scratch, std::slice::from_ref(recipe), &args);
-}
-
-struct Ipc {
-    stream: UnixStream,
-    decoder: Decoder,
-    next_stream: i32,
-}
-
-impl Ipc {
-    fn connect(root: &Path, token: &str) -> Ipc {
-        let mut stream = UnixStream::connect(root.join("ipc.socket")).unwrap();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        let connect = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
-            .with_header(Header::string(":version", "0.1.0"))
-            .with_payload(format!("{{\"authToken\": \"{token}\"}}"))
-            .to_frame()
-            .unwrap()
-            .encode();
-        stream.write_all(&connect).unwrap();
-        let mut ipc = Ipc {
-            stream,
-            decoder: Decoder::new(),
-            next_stream: 1,
-        };
-        let ack = ipc.read();
-        assert_eq!(ack.flags, MessageFlags::CONNECTION_ACCEPTED);
-        ipc
-    }
-
-    fn read(&mut self) -> RpcMessage {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(frame) = self.decoder.next_frame().unwrap() {
-                return RpcMessage::from_frame(&frame).unwrap();
-            }
-            let n = self.stream.read(&mut buf).unwrap();
-            assert!(n > 0, "the host closed the connection");
-            self.decoder.push(&buf[..n]);
-        }
-    }
-
-    /// One request/response: `(is_error, payload)`.
-    fn call(&mut self, operation: &str, payload: Value) -> (bool, Value) {
-        let id = self.next_stream;
-        self.next_stream += 1;
-        let frame = RpcMessage::new(MessageType::ApplicationMessage, MessageFlags::NONE, id)
-            .with_header(Header::string("operation", operation))
-            .with_payload(payload.to_string().into_bytes())
-            .to_frame()
-            .unwrap()
-            .encode();
-        self.stream.write_all(&frame).unwrap();
-        let reply = self.read();
-        assert_eq!(reply.stream_id, id);
-        let body: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
-        (reply.message_type == MessageType::ApplicationError, body)
-    }
-
-    fn update(&mut self, key_path: &[&str], merge: Value) -> (bool, Value) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
-        self.call(
-            "aws.greengrass#UpdateConfiguration",
-            json!({ "keyPath": key_path, "timestamp": now, "valueToMerge": merge }),
-        )
-    }
 }
 
 fn read_when_written(path: &Path) -> String {
@@ -144,7 +72,7 @@ fn a_component_cannot_change_what_its_privileged_step_runs() {
         read_when_written(&marks.join("install")),
         "deployed\ndeployed\n"
     );
-    let mut ipc = Ipc::connect(&root, token.trim());
+    let mut ipc = IpcClient::authenticated(&root, token.trim());
     for (key_path, merge) in [
         (vec![], json!({ "command": "id > /etc/owned; echo pwned" })),
         (vec!["nested"], json!({ "value": "pwned" })),
@@ -168,7 +96,7 @@ fn a_component_cannot_change_what_its_privileged_step_runs() {
     std::fs::remove_file(&token_file).unwrap();
     let _host = Host::start(&root);
     let token = read_when_written(&token_file);
-    let mut ipc = Ipc::connect(&root, token.trim());
+    let mut ipc = IpcClient::authenticated(&root, token.trim());
     let (_, config) = ipc.call("aws.greengrass#GetConfiguration", json!({ "keyPath": [] }));
     assert_eq!(config["value"]["command"], "echo deployed", "{config}");
     assert_eq!(config["value"]["nested"]["value"], "deployed", "{config}");
@@ -195,7 +123,7 @@ async fn a_lambda_component_cannot_change_its_isolation_or_its_triggers() {
     deploy(&root, tmp.path(), &recipe, &[]);
     let r = host.invoke("com.example.Boxed", &json!({})).await;
     let token: String = serde_json::from_slice(&r.body).unwrap();
-    let mut ipc = Ipc::connect(&root, &token);
+    let mut ipc = IpcClient::authenticated(&root, &token);
     for (key_path, merge, key) in [
         (
             vec![],
@@ -249,7 +177,7 @@ fn an_oversized_configuration_update_is_refused_naming_the_limit() {
     });
     deploy(&root, tmp.path(), &recipe, &[]);
     let token = read_when_written(&root.join("work/com.example.Hoarder/token"));
-    let mut ipc = Ipc::connect(&root, token.trim());
+    let mut ipc = IpcClient::authenticated(&root, token.trim());
     let (refused, body) = ipc.update(&[], json!({ "big": "x".repeat(11 * 1024 * 1024) }));
     assert!(refused, "an 11 MB update was accepted");
     assert!(

@@ -407,3 +407,103 @@ pub fn lambda_component(
     }
     recipe
 }
+
+/// A raw Greengrass IPC client on `ROOT/ipc.socket` (event-stream frames of `lambkin-proto`),
+/// for tests that act as a component with its token.
+#[derive(Debug)]
+pub struct IpcClient {
+    pub stream: std::os::unix::net::UnixStream,
+    decoder: lambkin_proto::eventstream::Decoder,
+    next_stream: i32,
+    /// Whether the host accepted the CONNECT.
+    pub accepted: bool,
+}
+
+impl IpcClient {
+    /// Connects and sends CONNECT with `token`; [`IpcClient::accepted`] says how it went.
+    pub fn connect(root: &Path, token: &str) -> IpcClient {
+        use lambkin_proto::eventstream::Header;
+        use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
+        let mut stream = std::os::unix::net::UnixStream::connect(root.join("ipc.socket")).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let connect = RpcMessage::new(MessageType::Connect, MessageFlags::NONE, 0)
+            .with_header(Header::string(":version", "0.1.0"))
+            .with_payload(format!("{{\"authToken\": \"{token}\"}}"))
+            .to_frame()
+            .unwrap()
+            .encode();
+        stream.write_all(&connect).unwrap();
+        let mut client = IpcClient {
+            stream,
+            decoder: lambkin_proto::eventstream::Decoder::new(),
+            next_stream: 1,
+            accepted: false,
+        };
+        let ack = client.read();
+        assert_eq!(ack.message_type, MessageType::ConnectAck);
+        client.accepted = ack.flags == MessageFlags::CONNECTION_ACCEPTED;
+        client
+    }
+
+    /// As [`IpcClient::connect`], asserting the host accepted it.
+    pub fn authenticated(root: &Path, token: &str) -> IpcClient {
+        let client = IpcClient::connect(root, token);
+        assert!(client.accepted, "the host refused the token");
+        client
+    }
+
+    /// The next whole message from the host.
+    pub fn read(&mut self) -> lambkin_proto::ipc::RpcMessage {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(frame) = self.decoder.next_frame().unwrap() {
+                return lambkin_proto::ipc::RpcMessage::from_frame(&frame).unwrap();
+            }
+            let n = self.stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the host closed the connection");
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    /// One request and its response: `(is_error, payload)`.
+    pub fn call(
+        &mut self,
+        operation: &str,
+        payload: serde_json::Value,
+    ) -> (bool, serde_json::Value) {
+        use lambkin_proto::eventstream::Header;
+        use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
+        let id = self.next_stream;
+        self.next_stream += 1;
+        let frame = RpcMessage::new(MessageType::ApplicationMessage, MessageFlags::NONE, id)
+            .with_header(Header::string("operation", operation))
+            .with_payload(payload.to_string().into_bytes())
+            .to_frame()
+            .unwrap()
+            .encode();
+        self.stream.write_all(&frame).unwrap();
+        let reply = self.read();
+        assert_eq!(reply.stream_id, id);
+        let body = serde_json::from_slice(&reply.payload).unwrap_or(serde_json::Value::Null);
+        (reply.message_type == MessageType::ApplicationError, body)
+    }
+
+    /// UpdateConfiguration of the caller's own configuration at `key_path`.
+    pub fn update(
+        &mut self,
+        key_path: &[&str],
+        merge: serde_json::Value,
+    ) -> (bool, serde_json::Value) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        self.call(
+            "aws.greengrass#UpdateConfiguration",
+            serde_json::json!({ "keyPath": key_path, "timestamp": now, "valueToMerge": merge }),
+        )
+    }
+}
