@@ -186,5 +186,12 @@ mod tests {
         write_private(&path, b"new").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        // A component owns its work directory, so it can plant a link where the staging file
+        // goes, too: still never written through.
+        let staging = dir.path().join("credentials.new");
+        std::os::unix::fs::symlink(&victim, &staging).unwrap();
+        write_private(&path, b"newer").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
     }
 }
