@@ -18,7 +18,7 @@
 //! credentials, and clients made without the profile still go to the cloud.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use lambkin_proto::ipc::authorization::LAMBDA_API;
@@ -111,7 +111,7 @@ impl ComponentKeys {
         let principal = Principal::Component(component.to_owned());
         self.keys.revoke(&principal);
         let key = AccessKey::generate();
-        let file = config_file(work_dir);
+        let file = work_dir.join(CONFIG_FILE);
         let text = format!(
             "[profile {PROFILE}]\naws_access_key_id = {}\naws_secret_access_key = {}\n\
              region = {}\nservices = {PROFILE}-local\n\n[services {PROFILE}-local]\nlambda =\n  endpoint_url = {}\n",
@@ -130,10 +130,6 @@ impl ComponentKeys {
         self.keys
             .revoke(&Principal::Component(component.to_owned()));
     }
-}
-
-fn config_file(work_dir: &Path) -> PathBuf {
-    work_dir.join(CONFIG_FILE)
 }
 
 #[cfg(test)]

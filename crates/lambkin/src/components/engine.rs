@@ -138,6 +138,28 @@ const LAMBDA_HOST_KEYS: [&str; 4] = [
     "lambdaExecutionParameters",
 ];
 
+/// The `accessControl` of a component's configuration (its key of that name, in any case, as
+/// the nucleus reads it); empty, so denying everything, when it has none. Invalid policies are
+/// skipped and logged.
+fn access_control_in(
+    component: &str,
+    config: &serde_json::Value,
+) -> lambkin_proto::ipc::AccessControl {
+    let value = config.as_object().and_then(|c| {
+        c.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("accessControl"))
+            .map(|(_, v)| v)
+    });
+    let Some(value) = value else {
+        return lambkin_proto::ipc::AccessControl::default();
+    };
+    let (policy, problems) = lambkin_proto::ipc::AccessControl::parse(value);
+    for problem in problems {
+        tracing::warn!(%component, %problem, "policy skipped");
+    }
+    policy
+}
+
 /// A cloneable handle on the engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -342,19 +364,10 @@ impl Engine {
     /// policies are skipped and logged.
     pub fn access_control(&self, name: &str) -> lambkin_proto::ipc::AccessControl {
         let configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
-        let value = configs.get(name).and_then(|c| c.as_object()).and_then(|c| {
-            c.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("accessControl"))
-                .map(|(_, v)| v)
-        });
-        let Some(value) = value else {
-            return lambkin_proto::ipc::AccessControl::default();
-        };
-        let (policy, problems) = lambkin_proto::ipc::AccessControl::parse(value);
-        for problem in problems {
-            tracing::warn!(component = %name, %problem, "policy skipped");
-        }
-        policy
+        configs
+            .get(name)
+            .map(|config| access_control_in(name, config))
+            .unwrap_or_default()
     }
 
     pub async fn deployments(&self) -> Vec<DeploymentRecord> {
@@ -1406,32 +1419,17 @@ impl Actor {
         work: &std::path::Path,
         run_as: Option<&crate::users::RunAs>,
     ) -> Result<BTreeMap<String, String>, String> {
-        self.settings.lambda_api.revoke(&c.name);
-        let access_control = c.config.as_object().and_then(|config| {
-            config
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("accessControl"))
-                .map(|(_, v)| v)
-        });
-        let Some(access_control) = access_control else {
-            return Ok(BTreeMap::new());
-        };
-        let (policy, _) = lambkin_proto::ipc::AccessControl::parse(access_control);
-        if !crate::api::access::wants_lambda_api(&policy) {
+        if !crate::api::access::wants_lambda_api(&access_control_in(&c.name, &c.config)) {
+            // Granted no longer (or never): a key from an earlier start stops working.
+            self.settings.lambda_api.revoke(&c.name);
             return Ok(BTreeMap::new());
         }
         crate::users::prepare_work_dir(self.settings.layout.root(), work, run_as)
             .map_err(|e| format!("cannot prepare {}: {e}", work.display()))?;
-        let owner = match run_as {
-            Some(r) => (r.uid, r.gid),
-            None => (
-                nix::unistd::geteuid().as_raw(),
-                nix::unistd::getegid().as_raw(),
-            ),
-        };
+        let owner = run_as.unwrap_or_else(|| crate::users::host_identity());
         self.settings
             .lambda_api
-            .issue(&c.name, work, owner)
+            .issue(&c.name, work, (owner.uid, owner.gid))
             .map_err(|e| format!("{}: cannot hand out its Lambda API key: {e}", c.name))
     }
 
