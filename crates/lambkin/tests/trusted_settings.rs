@@ -49,12 +49,12 @@ fn a_component_cannot_change_what_its_privileged_step_runs() {
         "ComponentName": SNEAKY,
         "ComponentVersion": "1.0.0",
         "ComponentConfiguration": { "DefaultConfiguration": {
-            "command": "echo deployed", "nested": { "value": "deployed" }, "free": "x" } },
+            "command": "deployed", "nested": { "value": "deployed" }, "free": "x" } },
         "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": {
             "Install": {
                 "RequiresPrivilege": true,
                 "Script": format!(
-                    "{{configuration:/command}} > {m}/install.new && echo {{configuration:/nested/value}} >> {m}/install.new && mv {m}/install.new {m}/install",
+                    "echo {{configuration:/command}} > {m}/install.new && echo {{configuration:/nested/value}} >> {m}/install.new && mv {m}/install.new {m}/install",
                     m = marks.display()
                 ),
             },
@@ -74,7 +74,7 @@ fn a_component_cannot_change_what_its_privileged_step_runs() {
     );
     let mut ipc = IpcClient::authenticated(&root, token.trim());
     for (key_path, merge) in [
-        (vec![], json!({ "command": "id > /etc/owned; echo pwned" })),
+        (vec![], json!({ "command": "x; id > /etc/owned" })),
         (vec!["nested"], json!({ "value": "pwned" })),
         (vec![], json!({ "nested": { "value": "pwned" } })),
     ] {
@@ -98,7 +98,7 @@ fn a_component_cannot_change_what_its_privileged_step_runs() {
     let token = read_when_written(&token_file);
     let mut ipc = IpcClient::authenticated(&root, token.trim());
     let (_, config) = ipc.call("aws.greengrass#GetConfiguration", json!({ "keyPath": [] }));
-    assert_eq!(config["value"]["command"], "echo deployed", "{config}");
+    assert_eq!(config["value"]["command"], "deployed", "{config}");
     assert_eq!(config["value"]["nested"]["value"], "deployed", "{config}");
     assert_eq!(config["value"]["free"], "changed", "{config}");
     assert!(!Path::new("/etc/owned").exists());
@@ -189,4 +189,47 @@ fn an_oversized_configuration_update_is_refused_naming_the_limit() {
     assert!(!refused, "{body}");
     let (_, config) = ipc.call("aws.greengrass#GetConfiguration", json!({ "keyPath": [] }));
     assert_eq!(config["value"], json!({ "small": "y" }), "{config}");
+}
+
+/// A value a deployment gives is text to the shell wherever a `sh -c` step writes it: bare, in
+/// single or double quotes, in a here-document. The nucleus pastes it in as it is, so
+/// `x; touch FILE` would run `touch` (as root, in a `RequiresPrivilege` step).
+#[test]
+fn an_interpolated_value_is_text_to_the_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("root");
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let injected = marks.join("injected");
+    let hostile = format!(
+        "a'b\"c $(touch {i}) `touch {i}`; touch {i}",
+        i = injected.display()
+    );
+    let _host = Host::start(&root);
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": SNEAKY,
+        "ComponentVersion": "1.0.0",
+        "ComponentConfiguration": { "DefaultConfiguration": { "value": hostile, "port": 8080 } },
+        "Manifests": [{ "Platform": { "os": "linux" }, "Lifecycle": {
+            "Install": {
+                "RequiresPrivilege": true,
+                "Script": format!(
+                    "printf '%s\\n' {{configuration:/value}} '{{configuration:/value}}' \"{{configuration:/value}}\" > {m}/out.new\n\
+                     cat >> {m}/out.new <<EOF\n{{configuration:/value}} {{configuration:/port}}\nEOF\n\
+                     mv {m}/out.new {m}/out",
+                    m = marks.display()
+                ),
+            },
+            "Run": "exec sleep 600"
+        }}],
+    });
+    deploy(&root, tmp.path(), &recipe, &[]);
+    assert_eq!(
+        read_when_written(&marks.join("out")),
+        format!("{hostile}\n{hostile}\n{hostile}\n{hostile} 8080\n")
+    );
+    assert!(!injected.exists(), "the value ran as a command");
 }

@@ -17,6 +17,7 @@ mod document;
 pub mod lifecycle;
 pub mod model;
 pub mod platform;
+mod shell;
 pub mod variables;
 pub mod version;
 

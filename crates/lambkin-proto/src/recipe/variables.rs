@@ -118,6 +118,8 @@ pub enum VariableError {
     },
     #[error("{at}: variable {variable} needs a JSON pointer that starts with '/'")]
     BadPointer { at: String, variable: String },
+    #[error("{at}: the value of {variable} has a line that would end the quoted here-document it is written in")]
+    Unquotable { at: String, variable: String },
 }
 
 impl VariableError {
@@ -126,7 +128,8 @@ impl VariableError {
         match self {
             Self::Unknown { at, .. }
             | Self::NotDirectDependency { at, .. }
-            | Self::BadPointer { at, .. } => at,
+            | Self::BadPointer { at, .. }
+            | Self::Unquotable { at, .. } => at,
         }
     }
 
@@ -292,10 +295,34 @@ impl Variables<'_> {
     /// `text` with every variable replaced. `at` names where the text is, for the error.
     /// A `{configuration:/p}` whose value is missing stays as written (§2.3).
     pub fn interpolate(&self, text: &str, at: &str) -> Result<String, VariableError> {
+        self.interpolate_in(text, at, false)
+    }
+
+    /// A `sh -c` script with every variable replaced by its value quoted for where it
+    /// stands, so that a value is always literal text to the shell (see [`super::shell`]).
+    pub fn interpolate_script(&self, script: &str, at: &str) -> Result<String, VariableError> {
+        self.interpolate_in(script, at, true)
+    }
+
+    fn interpolate_in(&self, text: &str, at: &str, script: bool) -> Result<String, VariableError> {
         let is_direct = |name: &str| self.dependencies.contains_key(name);
         let mut out = String::with_capacity(text.len());
         let mut copied = 0;
-        for r in references(text) {
+        let found = references(text);
+        let places = if script {
+            // The script read with every reference masked, so a reference's own text (a
+            // pointer may hold a quote) never changes where the next one stands.
+            let mut masked = text.as_bytes().to_vec();
+            for r in &found {
+                masked[r.start..r.start + r.text.len()].fill(b'x');
+            }
+            let masked = String::from_utf8_lossy(&masked).into_owned();
+            let offsets: Vec<usize> = found.iter().map(|r| r.start).collect();
+            super::shell::places(&masked, &offsets)
+        } else {
+            Vec::new()
+        };
+        for (n, r) in found.into_iter().enumerate() {
             let Some(meaning) = meaning(&r, at, &is_direct)? else {
                 continue;
             };
@@ -311,7 +338,15 @@ impl Variables<'_> {
                 Meaning::KernelRootPath => Some(self.kernel_root_path.to_owned()),
                 Meaning::ThingName => Some(self.thing_name.to_owned()),
             };
-            if let Some(value) = value {
+            if let Some(mut value) = value {
+                if let Some(place) = places.get(n) {
+                    value = super::shell::quote(&value, place).ok_or_else(|| {
+                        VariableError::Unquotable {
+                            at: at.to_owned(),
+                            variable: r.text.to_owned(),
+                        }
+                    })?;
+                }
                 out.push_str(&text[copied..r.start]);
                 out.push_str(&value);
                 copied = r.start + r.text.len();
@@ -328,20 +363,21 @@ impl Variables<'_> {
         lifecycle: &Lifecycle,
     ) -> Result<Lifecycle, Vec<VariableError>> {
         let mut errors = Vec::new();
-        let mut run = |text: &str, at: String| match self.interpolate(text, &at) {
-            Ok(done) => done,
-            Err(e) => {
-                errors.push(e);
-                text.to_owned()
-            }
-        };
+        let mut run =
+            |text: &str, at: String, script: bool| match self.interpolate_in(text, &at, script) {
+                Ok(done) => done,
+                Err(e) => {
+                    errors.push(e);
+                    text.to_owned()
+                }
+            };
         let setenv = lifecycle
             .setenv
             .iter()
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    run(v, format!("{}.Setenv.{k}", lifecycle.source)),
+                    run(v, format!("{}.Setenv.{k}", lifecycle.source), false),
                 )
             })
             .collect();
@@ -350,8 +386,8 @@ impl Variables<'_> {
             let skip_if = step.skip_if.as_ref().map(|skip| {
                 let at = format!("{}.Skipif", step.source);
                 let check = match &skip.check {
-                    SkipCheck::OnPath(exe) => SkipCheck::OnPath(run(exe, at)),
-                    SkipCheck::Exists(file) => SkipCheck::Exists(run(file, at)),
+                    SkipCheck::OnPath(exe) => SkipCheck::OnPath(run(exe, at, false)),
+                    SkipCheck::Exists(file) => SkipCheck::Exists(run(file, at, false)),
                 };
                 SkipIf {
                     negated: skip.negated,
@@ -360,14 +396,19 @@ impl Variables<'_> {
             });
             let interpolated = Step {
                 source: step.source.clone(),
-                script: run(&step.script, step.source.clone()),
+                script: run(&step.script, step.source.clone(), true),
                 requires_privilege: step.requires_privilege,
                 skip_if,
                 timeout: step.timeout,
                 setenv: step
                     .setenv
                     .iter()
-                    .map(|(k, v)| (k.clone(), run(v, format!("{}.Setenv.{k}", step.source))))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            run(v, format!("{}.Setenv.{k}", step.source), false),
+                        )
+                    })
                     .collect(),
             };
             steps.insert(*kind, interpolated);
@@ -536,6 +577,29 @@ mod tests {
             "/gg/packages/artifacts/me/1.0.0 /gg/packages/artifacts-unarchived/me/1.0.0 \
              /gg/work/me /gg thing-1 x 3.0 true {\"a\":[1,\"2\"],\"b\":1} \
              /gg/packages/artifacts/dep/2.0.0 8080 {configuration:/missing} ${VAR:-d}"
+        );
+    }
+
+    #[test]
+    fn a_script_gets_each_value_quoted_for_where_it_stands() {
+        let config = json!({"name": "x; reboot", "port": 8080, "obj": {"a": "it's"}});
+        let v = vars(&config, &config);
+        let script = v
+            .interpolate_script(
+                "run {configuration:/name} '{configuration:/name}' \"{configuration:/name}\" \
+                 --port {configuration:/port} {configuration:/obj} {artifacts:path}/main.py",
+                "Run",
+            )
+            .unwrap();
+        assert_eq!(
+            script,
+            "run 'x; reboot' 'x; reboot' \"x; reboot\" --port 8080 '{\"a\":\"it'\\''s\"}' \
+             /gg/packages/artifacts/me/1.0.0/main.py"
+        );
+        // Only scripts are shell: Setenv values and plain text keep the value as it is.
+        assert_eq!(
+            v.interpolate("{configuration:/name}", "Setenv.X").unwrap(),
+            "x; reboot"
         );
     }
 
