@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use lambkin_proto::ipc::shapes::configuration::{apply_update, ConfigurationUpdate};
 use lambkin_proto::lambda::function::{
     FunctionConfig, FunctionName, GreengrassSettings, PayloadEncoding, Runtime,
 };
@@ -33,7 +34,7 @@ use super::triggers::Triggers;
 use crate::lambda::registry::Registry;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
-use crate::store::{ComponentRecord, DeploymentRecord, Store, StoreError};
+use crate::store::{ComponentRecord, ConfigChange, DeploymentRecord, Store, StoreError};
 
 /// How long a component may take to come up in a deployment beyond its own step timeouts.
 const START_SLACK: Duration = Duration::from_secs(5);
@@ -168,8 +169,10 @@ pub struct Engine {
     configs: Configs,
     protected: Protected,
     store: Store,
-    /// One configuration write to the store at a time (see
-    /// [`Engine::persist_configuration`]).
+    /// Configuration changes made in memory and not yet sent to the store, in the order
+    /// they were made (see [`Engine::persist_configuration`]).
+    unsaved: Arc<Mutex<Vec<ConfigChange>>>,
+    /// One configuration write to the store at a time.
     persisting: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -266,6 +269,7 @@ impl Engine {
             configs,
             protected,
             store,
+            unsaved: Arc::default(),
             persisting: Arc::default(),
         }
     }
@@ -301,20 +305,30 @@ impl Engine {
             .cloned()
     }
 
-    /// Changes a component's configuration in place (IPC UpdateConfiguration); `None` for a
-    /// component not on the device. The change is in memory: [`Engine::persist_configuration`]
-    /// writes it to the store. A later deployment plans from the changed configuration, so
-    /// its RESET and MERGE apply on top of the change, as with the nucleus's config store.
-    pub fn update_configuration<R>(
+    /// Applies an IPC UpdateConfiguration to a component's configuration in memory and
+    /// returns the paths it changed; `None` for a component not on the device.
+    /// [`Engine::persist_configuration`] then writes the change to the store. A later
+    /// deployment plans from the changed configuration, so its RESET and MERGE apply on top of
+    /// the change, as with the nucleus's config store.
+    pub fn apply_update(
         &self,
         name: &str,
-        update: impl FnOnce(&mut serde_json::Value) -> R,
-    ) -> Option<R> {
-        self.configs
+        update: &ConfigurationUpdate,
+    ) -> Option<Vec<Vec<String>>> {
+        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        let config = configs.get_mut(name)?;
+        let changed = apply_update(config, &update.key_path, update.value_to_merge.clone());
+        // Queued while the configuration is locked, so changes reach the store in the order
+        // they were made.
+        self.unsaved
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(name)
-            .map(update)
+            .push(ConfigChange {
+                component: name.to_owned(),
+                key_path: update.key_path.clone(),
+                value_to_merge: update.value_to_merge.clone(),
+            });
+        Some(changed)
     }
 
     /// The first key an IPC update of `component`'s configuration at `key_path`, merging
@@ -344,19 +358,21 @@ impl Engine {
         None
     }
 
-    /// Writes the component's configuration as it is now to the store, so that a change made
-    /// by [`Engine::update_configuration`] survives a restart of the host; returns once it
-    /// is on disk. Writes go one at a time, each reading the configuration when it goes, so
-    /// every change made before a write began is in it or in a later one: an update answered
-    /// after its write is durable, in order. A component gone from the device is not written.
-    pub async fn persist_configuration(&self, name: &str) -> Result<(), StoreError> {
+    /// Writes the configuration changes made so far to the store, so that a change made by
+    /// [`Engine::apply_update`] survives a restart of the host; returns once they are on
+    /// disk. Only the change is written (the store appends it to the component's saved
+    /// changes and folds them into the configuration now and then), never the whole
+    /// configuration per update. Writes go one at a time, each taking every change queued
+    /// when it goes, so a change answered after this returns is durable, in order.
+    pub async fn persist_configuration(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.persisting.lock().await;
-        let Some(config) = self.configuration(name) else {
+        let changes =
+            std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner));
+        if changes.is_empty() {
+            // A write before this one took them, and has returned.
             return Ok(());
-        };
-        self.store
-            .put_component_config(name.to_owned(), config)
-            .await
+        }
+        self.store.append_config_changes(changes).await
     }
 
     /// A component's `accessControl` (its configuration's key of that name, in any case, as

@@ -174,7 +174,7 @@ pub async fn dispatch(services: &Arc<Services>, request: Request, group: &Arc<Gr
         },
         GetConfiguration => reply(get_configuration(s, p, &payload)),
         UpdateConfiguration => match update_configuration(s, p, &payload) {
-            Ok(answer) => Outcome::Later(persisted(s, p, answer)),
+            Ok(answer) => Outcome::Later(persisted(s, answer)),
             Err(e) => reply(Err(e)),
         },
         SubscribeToConfigurationUpdate => match subscribe_to_configuration(s, p, &payload) {
@@ -404,30 +404,6 @@ fn get_configuration(
     })
 }
 
-/// Deep-merges `update` into `target`, and records the path of every leaf whose value changed
-/// (and of every object that replaced a leaf).
-fn merge(
-    target: &mut Map<String, Value>,
-    update: Map<String, Value>,
-    at: &mut Vec<String>,
-    changed: &mut Vec<Vec<String>>,
-) {
-    for (key, value) in update {
-        at.push(key.clone());
-        match (target.get_mut(&key), value) {
-            (Some(Value::Object(existing)), Value::Object(more)) => {
-                merge(existing, more, at, changed)
-            }
-            (Some(existing), value) if *existing == value => {}
-            (_, value) => {
-                target.insert(key, value);
-                changed.push(at.clone());
-            }
-        }
-        at.pop();
-    }
-}
-
 /// The largest configuration a component may have through UpdateConfiguration (its
 /// deployment's configuration and its updates together, as JSON).
 pub const MAX_CONFIGURATION_BYTES: usize = 1024 * 1024;
@@ -440,8 +416,8 @@ fn update_configuration(
     let request: UpdateConfigurationRequest = parse_request(payload)?;
     let update = request.validate()?;
     let component = principal.as_str();
-    // A configuration is kept in memory and written whole: its size is bounded, so that one
-    // component cannot grow the host or stall its thread with a huge update.
+    // A configuration is kept in memory: its size is bounded, so that one component cannot
+    // grow the host or stall its thread with a huge update.
     let update_bytes = serde_json::to_vec(&update.value_to_merge).map_or(usize::MAX, |v| v.len());
     let current_bytes = s
         .engine
@@ -472,30 +448,7 @@ fn update_configuration(
     }
     let changed = s
         .engine
-        .update_configuration(component, |config| {
-            let mut changed = Vec::new();
-            if !config.is_object() {
-                *config = Value::Object(Map::new());
-            }
-            let mut node = config;
-            let mut at = Vec::new();
-            for key in &update.key_path {
-                let Value::Object(map) = node else { break };
-                let entry = map
-                    .entry(key.clone())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !entry.is_object() {
-                    // A leaf at keyPath: the update replaces it.
-                    *entry = Value::Object(Map::new());
-                }
-                at.push(key.clone());
-                node = entry;
-            }
-            if let Value::Object(map) = node {
-                merge(map, update.value_to_merge.clone(), &mut at, &mut changed);
-            }
-            changed
-        })
+        .apply_update(component, &update)
         .ok_or_else(|| IpcError::service(format!("component {component} is not on this device")))?;
     modified.insert(component.to_owned(), update.timestamp);
     drop(modified);
@@ -511,18 +464,14 @@ fn update_configuration(
 
 /// Answers an UpdateConfiguration once the changed configuration is on disk, so that it
 /// survives a restart of the host.
-fn persisted(s: &Services, principal: &ComponentName, answer: Vec<u8>) -> Pending {
+fn persisted(s: &Services, answer: Vec<u8>) -> Pending {
     let engine = s.engine.clone();
-    let component = principal.as_str().to_owned();
     Box::pin(async move {
-        engine
-            .persist_configuration(&component)
-            .await
-            .map_err(|e| {
-                IpcError::service(format!(
-                    "the configuration changed, but the change could not be saved: {e}"
-                ))
-            })?;
+        engine.persist_configuration().await.map_err(|e| {
+            IpcError::service(format!(
+                "the configuration changed, but the change could not be saved: {e}"
+            ))
+        })?;
         Ok(answer)
     })
 }
@@ -767,33 +716,6 @@ fn validate_authorization_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_records_changed_leaves() {
-        let mut target = json!({"a": 1, "m": {"x": true, "y": 2}})
-            .as_object()
-            .cloned()
-            .unwrap();
-        let update = json!({"a": 1, "m": {"x": false, "z": 3}, "n": 4})
-            .as_object()
-            .cloned()
-            .unwrap();
-        let mut changed = Vec::new();
-        merge(&mut target, update, &mut Vec::new(), &mut changed);
-        assert_eq!(
-            Value::Object(target),
-            json!({"a": 1, "m": {"x": false, "y": 2, "z": 3}, "n": 4})
-        );
-        assert_eq!(
-            changed,
-            vec![
-                vec!["m".to_owned(), "x".to_owned()],
-                vec!["m".to_owned(), "z".to_owned()],
-                vec!["n".to_owned()],
-            ]
-        );
-    }
 
     #[test]
     fn configuration_events_only_under_the_subscribed_path() {

@@ -84,6 +84,63 @@ impl UpdateConfigurationRequest {
     }
 }
 
+/// Merges `value_to_merge` into `config` at `key_path`, as UpdateConfiguration does (a leaf on
+/// the way is replaced by an object; objects merge deeply, anything else replaces); returns
+/// the path of every leaf whose value changed (and of every object that replaced a leaf). The
+/// host applies an update with it, and again when it reads the configuration's saved changes.
+pub fn apply_update(
+    config: &mut Value,
+    key_path: &[String],
+    value_to_merge: Map<String, Value>,
+) -> Vec<Vec<String>> {
+    let mut changed = Vec::new();
+    if !config.is_object() {
+        *config = Value::Object(Map::new());
+    }
+    let mut node = config;
+    let mut at = Vec::new();
+    for key in key_path {
+        let Value::Object(map) = node else { break };
+        let entry = map
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            // A leaf at keyPath: the update replaces it.
+            *entry = Value::Object(Map::new());
+        }
+        at.push(key.clone());
+        node = entry;
+    }
+    if let Value::Object(map) = node {
+        merge(map, value_to_merge, &mut at, &mut changed);
+    }
+    changed
+}
+
+/// Deep-merges `update` into `target`, and records the path of every leaf whose value changed
+/// (and of every object that replaced a leaf).
+fn merge(
+    target: &mut Map<String, Value>,
+    update: Map<String, Value>,
+    at: &mut Vec<String>,
+    changed: &mut Vec<Vec<String>>,
+) {
+    for (key, value) in update {
+        at.push(key.clone());
+        match (target.get_mut(&key), value) {
+            (Some(Value::Object(existing)), Value::Object(more)) => {
+                merge(existing, more, at, changed)
+            }
+            (Some(existing), value) if *existing == value => {}
+            (_, value) => {
+                target.insert(key, value);
+                changed.push(at.clone());
+            }
+        }
+        at.pop();
+    }
+}
+
 /// The error for an update older than the configuration it would change.
 pub fn stale_update() -> IpcError {
     IpcError::FailedUpdateConditionCheck {
@@ -129,6 +186,44 @@ mod tests {
     use super::*;
     use crate::ipc::shapes::parse_request;
     use serde_json::json;
+
+    #[test]
+    fn merge_records_changed_leaves() {
+        let mut target = json!({"a": 1, "m": {"x": true, "y": 2}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let update = json!({"a": 1, "m": {"x": false, "z": 3}, "n": 4})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let mut changed = Vec::new();
+        merge(&mut target, update, &mut Vec::new(), &mut changed);
+        assert_eq!(
+            Value::Object(target),
+            json!({"a": 1, "m": {"x": false, "y": 2, "z": 3}, "n": 4})
+        );
+        assert_eq!(
+            changed,
+            vec![
+                vec!["m".to_owned(), "x".to_owned()],
+                vec!["m".to_owned(), "z".to_owned()],
+                vec!["n".to_owned()],
+            ]
+        );
+    }
+
+    #[test]
+    fn an_update_at_a_leaf_replaces_it_with_an_object() {
+        let mut config = json!({"a": 1, "b": {"c": "leaf"}});
+        let update = json!({"x": 2}).as_object().cloned().unwrap();
+        let changed = apply_update(&mut config, &["b".into(), "c".into()], update);
+        assert_eq!(config, json!({"a": 1, "b": {"c": {"x": 2}}}));
+        assert_eq!(
+            changed,
+            vec![vec!["b".to_owned(), "c".to_owned(), "x".to_owned()]]
+        );
+    }
 
     #[test]
     fn update_reads_python_timestamps() {
