@@ -66,6 +66,13 @@ pub async fn run(
             )
         })?;
     }
+    let disk_full = crate::layout::disk_full(layout.root());
+    if disk_full {
+        tracing::warn!(
+            root = %layout.root().display(),
+            "the disk holding the root is full: the host serves the functions and components it has; what needs space (new functions and code, deployments, Event invocations, logs) is refused or lost until space is freed"
+        );
+    }
     let (store, recovered) = Store::open(&layout.database())
         .with_context(|| format!("cannot open {}", layout.database().display()))?;
     let runtimes = Runtimes::install(&layout.runtimes_dir(), &opts.config.lambda)
@@ -187,7 +194,19 @@ pub async fn run(
         tokio::spawn(ipc::serve(listener, services, stop_rx.clone()))
     });
     let server = tokio::spawn(api::serve(listener, state, stop_rx));
-    write_atomically(&layout.api_addr_file(), addr.to_string().as_bytes())?;
+    match crate::layout::write_private(&layout.api_addr_file(), addr.to_string().as_bytes()) {
+        Ok(()) => {}
+        // A full disk: `lambkin` finds the host where it was if its address is the same.
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => tracing::warn!(
+            error = %e,
+            "cannot record the listener's address in {}: the disk is full",
+            layout.api_addr_file().display()
+        ),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot write {}", layout.api_addr_file().display()))
+        }
+    }
     tracing::info!(%addr, root = %layout.root().display(), "host ready");
     println!("listening on http://{addr}");
     if opts.with_example {
@@ -245,16 +264,24 @@ fn component_env(
     .collect()
 }
 
-fn write_atomically(path: &std::path::Path, content: &[u8]) -> anyhow::Result<()> {
-    crate::layout::write_private(path, content)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// A fresh token for the CLI, readable only by the host's user.
+/// A fresh token for the CLI, readable only by the host's user; on a full disk, the one the
+/// last start wrote.
 fn write_cli_token(layout: &Layout) -> anyhow::Result<String> {
     let token = uuid::Uuid::new_v4().simple().to_string();
-    write_atomically(&layout.cli_token_file(), token.as_bytes())?;
-    Ok(token)
+    let path = layout.cli_token_file();
+    match crate::layout::write_private(&path, token.as_bytes()) {
+        Ok(()) => Ok(token),
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            let kept = std::fs::read_to_string(&path)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .with_context(|| format!("cannot write {}: {e}", path.display()))?;
+            tracing::warn!(error = %e, "the disk is full: the CLI's token stays the last one");
+            Ok(kept)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
 }
 
 const EXAMPLE_HANDLER: &str = r#"import json

@@ -103,6 +103,22 @@ pub const PRIVATE_DIR: u32 = 0o700;
 /// Mode of the host's own files.
 pub const PRIVATE_FILE: u32 = 0o600;
 
+/// Whether the file system holding `path` has no room left for the host's writes (statvfs:
+/// no free block for the host's user; root may use the reserve, so counts that too).
+pub fn disk_full(path: &Path) -> bool {
+    match nix::sys::statvfs::statvfs(path) {
+        Ok(stat) => {
+            let free = if nix::unistd::geteuid().is_root() {
+                stat.blocks_free()
+            } else {
+                stat.blocks_available()
+            };
+            free == 0
+        }
+        Err(_) => false,
+    }
+}
+
 /// Writes `bytes` to `path` through a staging file created 0600, synced and renamed into
 /// place: a reader never sees half of it, and nobody but the host's user ever can.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

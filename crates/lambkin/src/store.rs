@@ -141,11 +141,15 @@ impl Store {
     /// Opens (creating if needed) the database, reads what it holds and starts the store thread.
     pub fn open(path: &Path) -> Result<(Self, Recovered), StoreError> {
         // The database exists 0600 before SQLite opens it: SQLite creates a new one with the
-        // umask's mode, and gives its `-wal` and `-shm` files the database's mode.
+        // umask's mode, and gives its `-wal` file the database's mode.
         crate::layout::create_private_file(path).map_err(StoreError::Create)?;
         let conn = Connection::open(path)?;
+        // Only the host opens its database, so it holds it exclusively; SQLite then keeps the
+        // log's index in memory instead of a `-shm` file, which a full disk could not grow
+        // (the host could not even read its state then).
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
+            "PRAGMA locking_mode=EXCLUSIVE;
+             PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS functions (
                  name TEXT PRIMARY KEY,
@@ -516,7 +520,10 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
         }
         tx.commit()
     })();
-    let failed = commit.err().map(|e| e.to_string());
+    let failed = commit.err().map(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => format!("the device's disk is full ({e})"),
+        _ => e.to_string(),
+    });
     if let Some(e) = &failed {
         tracing::error!(error = %e, "state database transaction failed");
     }
@@ -698,7 +705,7 @@ mod tests {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
         let (store, _) = Store::open(&db).unwrap();
         store.begin_deployment(deployment("d1")).await.unwrap();
-        for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        for file in ["state.db", "state.db-wal"] {
             let mode = std::fs::metadata(tmp.path().join(file))
                 .unwrap_or_else(|e| panic!("{file}: {e}"))
                 .permissions()

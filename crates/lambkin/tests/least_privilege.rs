@@ -632,7 +632,6 @@ async fn the_hosts_own_files_are_its_users_alone() {
     for file in [
         "state/lambkin.db",
         "state/lambkin.db-wal",
-        "state/lambkin.db-shm",
         "state/cli.token",
         "state/api.addr",
         "state/run-with.json",

@@ -43,6 +43,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Service(String),
+    /// No room for a function's code (AWS: the account's code storage is used up; here: the
+    /// device's disk is full).
+    #[error("{0}")]
+    CodeStorageExceeded(String),
     #[error("{0}")]
     UnknownOperation(String),
     #[error("{0}")]
@@ -82,6 +86,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => "TooManyRequestsException",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaTypeException",
             Self::Service(_) => "ServiceException",
+            Self::CodeStorageExceeded(_) => "CodeStorageExceededException",
             Self::UnknownOperation(_) => "UnknownOperationException",
             Self::AccessDenied(_) => "AccessDeniedException",
             Self::ComponentNotFound(_) => "ResourceNotFoundException",
@@ -103,7 +108,9 @@ impl ApiError {
             }
             Self::ResourceConflict(_) => 409,
             Self::AccessDenied(_) | Self::Signature(_) => 403,
-            Self::InvalidParameterValue(_) | Self::InvalidRequestContent(_) => 400,
+            Self::InvalidParameterValue(_)
+            | Self::InvalidRequestContent(_)
+            | Self::CodeStorageExceeded(_) => 400,
             Self::RequestTooLarge { .. } => 413,
             Self::TooManyRequests { .. } => 429,
             Self::UnsupportedMediaType(_) => 415,
@@ -118,6 +125,7 @@ impl ApiError {
             | Self::ResourceConflict(_)
             | Self::InvalidParameterValue(_)
             | Self::InvalidRequestContent(_)
+            | Self::CodeStorageExceeded(_)
             | Self::RequestTooLarge { .. }
             | Self::TooManyRequests { .. }
             | Self::UnsupportedMediaType(_)

@@ -36,6 +36,11 @@ fn api_error(e: ManageError) -> ApiError {
             | CodeError::MissingEntryPoint(_)
             | CodeError::TooLarge(_),
         ) => ApiError::InvalidParameterValue(e.to_string()),
+        ManageError::Code(CodeError::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => {
+            ApiError::CodeStorageExceeded(format!(
+                "the device's disk is full: cannot store the function's code ({io})"
+            ))
+        }
         ManageError::Code(CodeError::Io(_)) | ManageError::Store(_) | ManageError::Log(_) => {
             ApiError::Service(e.to_string())
         }

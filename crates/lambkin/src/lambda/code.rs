@@ -176,8 +176,12 @@ pub fn unpack_within(bytes: &[u8], dest: &Path, limits: Limits) -> Result<(), Co
                     .mode(0o600)
                     .open(&path)?;
                 let room = limits.unpacked_bytes - written;
-                let copied = std::io::copy(&mut (&mut file).take(room + 1), &mut out)
-                    .map_err(|e| CodeError::BadZip(e.to_string()))?;
+                let copied = std::io::copy(&mut (&mut file).take(room + 1), &mut out).map_err(
+                    |e| match e.kind() {
+                        std::io::ErrorKind::StorageFull => CodeError::Io(e),
+                        _ => CodeError::BadZip(e.to_string()),
+                    },
+                )?;
                 written += copied;
                 if copied > room {
                     return Err(CodeError::TooLarge(format!(
