@@ -2,7 +2,9 @@
 a component using the AWS IoT Device SDK v2 (awsiotsdk) publishes with PublishToIoTCore and a
 paho-mqtt client receives; paho publishes and the component's SubscribeToIoTCore stream
 receives. QoS 1 messages published while the broker is down are delivered in order once it is
-back, also when the host is killed with SIGKILL and restarted in between. Everything runs with
+back, also when the host is killed with SIGKILL and restarted in between. A retained message
+over the host's size limit neither ends its connection at every reconnect nor holds up the
+next ones. Everything runs with
 the host speaking MQTT 5 and MQTT 3.1.1 (`[mqtt] version`).
 
 Over mqtts://, Mosquitto's TLS listener requires a client certificate (certificates made here
@@ -470,6 +472,55 @@ def test_subscriptions_are_made_again_after_the_broker_returns(setup):
     session): the component's stream gets messages again only if the host subscribed anew."""
     broker, subscriber, host = setup
     publish_down(broker, host, tag="after-restart")
+
+
+def retain(broker: Broker, topic: str, payload: bytes) -> None:
+    """paho publishes `payload` retained on `topic` (an empty payload clears it)."""
+    publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="lambkin-conformance-big")
+    publisher.connect("127.0.0.1", broker.port)
+    publisher.loop_start()
+    try:
+        publisher.publish(topic, payload, qos=1, retain=True).wait_for_publish(30)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+
+
+def test_an_oversized_retained_message_neither_drops_the_connection_nor_blocks_others(
+        setup, request):
+    """A retained message over the host's max_message_size_bytes (128 KiB by default) on a
+    topic it subscribes to comes back at every subscription. On MQTT 5 the host tells the
+    broker its limit and the broker never sends it; on MQTT 3.1.1 nothing can, so the host
+    takes it and drops it with a warning. Either way the connection made after the broker's
+    restart stays up (no reconnect after reconnect) and the next messages arrive."""
+    broker, _, host = setup
+    version = request.node.callspec.params["setup"]
+    big = "lambkin/down/big/retained"
+    retain(broker, big, b"x" * (256 * 1024))
+    try:
+        # A fresh connection and subscription: the broker hands the retained message over.
+        broker.stop()
+        seen = len(broker.log().splitlines())
+        broker.start()
+        # Until the host has subscribed again, a message finds no subscriber: publish until
+        # one arrives.
+        received = host.work / "received.jsonl"
+
+        def arrived():
+            retain(broker, "lambkin/down/after-big/probe", b"{}")
+            text = received.read_text() if received.exists() else ""
+            return "lambkin/down/after-big/probe" in text
+
+        until(arrived, "a message after the oversized one at the component", host.output)
+        connects = [line for line in broker.log().splitlines()[seen:]
+                    if "as conformance-thing (" in line]
+        assert 1 <= len(connects) <= 2, connects
+        if version == "mqtt3":
+            log = "".join(p.read_text(errors="replace") for p in host.base.glob("host-*.log"))
+            assert "over max_message_size_bytes; dropped" in log, host.output()
+    finally:
+        retain(broker, big, b"")
+        retain(broker, "lambkin/down/after-big/probe", b"")
 
 
 def test_qos1_spooled_survives_sigkill_of_the_host(setup):
