@@ -4,8 +4,7 @@ paho-mqtt client receives; paho publishes and the component's SubscribeToIoTCore
 receives. QoS 1 messages published while the broker is down are delivered in order once it is
 back, also when the host is killed with SIGKILL and restarted in between. A retained message
 over the host's size limit neither ends its connection at every reconnect nor holds up the
-next ones. Everything runs with
-the host speaking MQTT 5 and MQTT 3.1.1 (`[mqtt] version`).
+next ones. Everything runs with the host speaking MQTT 5 and MQTT 3.1.1 (`[mqtt] version`).
 
 Over mqtts://, Mosquitto's TLS listener requires a client certificate (certificates made here
 with the openssl command, as AWS IoT Core's mutual TLS): the round trip works with the right
