@@ -145,3 +145,57 @@ fn a_setsid_child_of_a_removed_component_is_gone() {
         "the setsid daemon {pid} outlived its component"
     );
 }
+
+/// The same for a Lambda component (NoContainer, no systemResourceLimits): its function's
+/// module starts a daemon in a session of its own; removing the component ends it.
+#[test]
+fn a_setsid_child_of_a_removed_lambda_component_is_gone() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: a component's own cgroup needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let marks = tmp.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let root = tmp.path().join("root");
+    let _host = Host::start(&root);
+    let handler = format!(
+        "import subprocess\n\
+         subprocess.Popen(['setsid', 'sh', '-c', 'echo $$ > {m}/daemon.new; mv {m}/daemon.new {m}/daemon; exec sleep 600'],\n\
+         \x20   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+         def lambda_handler(event, context):\n\
+         \x20   return {{}}\n",
+        m = marks.display()
+    );
+    let name = "com.example.LambdaEscapee";
+    let recipe = support::lambda_component(
+        tmp.path(),
+        name,
+        &[("lambda_function.py", &handler, 0o644)],
+        json!({"containerMode": "NoContainer", "pinned": true}),
+    );
+    let deploy =
+        |args: &[&str]| support::deployed(&root, tmp.path(), std::slice::from_ref(&recipe), args);
+    deploy(&["-m", &format!("{name}=1.0.0")]);
+    let pid: u32 = wait_for(PATIENCE, || {
+        std::fs::read_to_string(marks.join("daemon"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .expect("the daemon never started");
+    assert!(support::process_alive(pid));
+
+    deploy(&["--remove", name]);
+    let gone = wait_for(Duration::from_secs(10), || {
+        (!support::process_alive(pid)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the setsid daemon {pid} outlived its Lambda component"
+    );
+}

@@ -1306,8 +1306,10 @@ impl Actor {
         self.give_artifacts(c, run_as.as_ref())?;
         let work = deployment::paths(&self.settings.layout, &c.name, &c.version).work;
         env.extend(self.lambda_api_env(c, &work, run_as.as_ref())?);
-        // systemResourceLimits hold a plain function's instances together, as a generic
-        // component's steps; a containerized one has its container's memory limit instead.
+        // A plain function's instances share a group, as a generic component's steps: with
+        // systemResourceLimits it applies them; without, it only holds what they start (a
+        // `setsid` daemon too), so that removing the component ends all of it (as root, with
+        // cgroups; otherwise process groups only). A containerized instance has its own.
         let cgroup = match (&config.greengrass.isolation, self.limits(c)) {
             (lambkin_proto::lambda::function::Isolation::NoContainer, Some(limits)) => Some(
                 crate::cgroup::host()
@@ -1325,6 +1327,21 @@ impl Actor {
                         )
                     })?,
             ),
+            (lambkin_proto::lambda::function::Isolation::NoContainer, None) => {
+                match crate::cgroup::host()
+                    .map_err(|e| e.to_string())
+                    .and_then(|cgroups| {
+                        cgroups
+                            .create_tracking(&format!("component-{}", c.name))
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(group) => Some(group),
+                    Err(e) => {
+                        tracing::debug!(component = %c.name, error = %e, "no cgroup to hold the function's processes; its instances' process groups are stopped instead");
+                        None
+                    }
+                }
+            }
             _ => None,
         };
         if let Some(group) = &cgroup {
@@ -1712,12 +1729,17 @@ impl Actor {
     }
 }
 
-/// Removes the control group a Lambda component's plain instances shared (they have ended).
+/// Removes the control group a Lambda component's plain instances shared: they have ended;
+/// what they started and left behind (a `setsid` daemon) is killed first.
 async fn remove_component_cgroup(name: &str, group: Option<crate::cgroup::Cgroup>) {
     let Some(group) = group else {
         return;
     };
-    let removed = tokio::task::spawn_blocking(move || group.remove()).await;
+    let removed = tokio::task::spawn_blocking(move || {
+        group.kill_all();
+        group.remove()
+    })
+    .await;
     if let Ok(Err(e)) = removed {
         tracing::warn!(component = %name, error = %e, "cannot remove the component's cgroup");
     }
