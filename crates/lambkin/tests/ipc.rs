@@ -483,6 +483,72 @@ fn a_local_user_holding_thousands_of_connections_does_not_keep_a_component_out()
     drop(host);
 }
 
+/// A component cannot multiply what it makes the host hold by opening more connections: its
+/// subscriptions on all of them share one budget. Four connections of one component, each
+/// subscribed to four topics of its own and reading nothing; 4 MiB messages fill every
+/// subscription's queue (8 MiB each, 128 MiB in all, were each connection its own budget of
+/// 32 MiB); the host grows by less than 64 MiB.
+#[test]
+fn many_connections_of_one_component_share_one_subscription_budget() {
+    const CONNECTIONS: usize = 4;
+    const TOPICS: usize = 4;
+    const SIZE: usize = 4 * 1024 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let host = Host::start(&root);
+    let token = deploy_probe_with(
+        &root,
+        tmp.path(),
+        json!({"accessControl": {"aws.greengrass.ipc.pubsub": {
+            "probe:pubsub:1": {"operations": ["*"], "resources": ["held/*"]}
+        }}}),
+    );
+    let mut subscribers = Vec::new();
+    for c in 0..CONNECTIONS {
+        let (mut stream, mut decoder) = authenticated(&root, &token);
+        for t in 0..TOPICS {
+            let (shape, body) = call(
+                &mut stream,
+                &mut decoder,
+                t as i32 + 1,
+                "SubscribeToTopic",
+                json!({"topic": format!("held/{c}-{t}"), "receiveMode": "RECEIVE_ALL_MESSAGES"}),
+            );
+            assert_eq!(shape, "aws.greengrass#SubscribeToTopicResponse", "{body}");
+        }
+        subscribers.push((stream, decoder));
+    }
+    let (mut publisher, mut publisher_decoder) = authenticated(&root, &token);
+    let before = vm_rss_kib(host.pid());
+    let mut n = 0;
+    for c in 0..CONNECTIONS {
+        for t in 0..TOPICS {
+            for _ in 0..2 {
+                n += 1;
+                // Each message its own bytes: nothing for the host to share between queues.
+                let message = base64::engine::general_purpose::STANDARD.encode(vec![n as u8; SIZE]);
+                let (shape, body) = call(
+                    &mut publisher,
+                    &mut publisher_decoder,
+                    n,
+                    "PublishToTopic",
+                    json!({"topic": format!("held/{c}-{t}"),
+                           "publishMessage": {"binaryMessage": {"message": message}}}),
+                );
+                assert_eq!(shape, "aws.greengrass#PublishToTopicResponse", "{body}");
+            }
+        }
+    }
+    let after = vm_rss_kib(host.pid());
+    let growth = after.saturating_sub(before);
+    println!(
+        "host VmRSS {before} KiB before, {after} KiB after {n} messages of {SIZE} bytes to {CONNECTIONS} connections of one component that do not read; VmHWM {} KiB",
+        status_kib(host.pid(), "VmHWM:")
+    );
+    assert!(growth < 64 * 1024, "host grew by {growth} KiB");
+    drop(subscribers);
+}
+
 #[test]
 fn a_subscriber_that_never_reads_large_messages_holds_its_bytes_and_no_more() {
     const MESSAGES: usize = 12;

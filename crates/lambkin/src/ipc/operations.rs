@@ -62,6 +62,8 @@ pub struct Services {
     config_updates: broadcast::Sender<ConfigurationChanged>,
     /// The latest UpdateConfiguration timestamp per component, for the stale check.
     modified: Mutex<HashMap<String, f64>>,
+    /// Each component's subscription byte budget, shared by its connections.
+    budgets: Mutex<HashMap<String, std::sync::Weak<Mutex<crate::pubsub::Budget>>>>,
 }
 
 /// One configuration node changed by UpdateConfiguration.
@@ -122,7 +124,24 @@ impl Services {
             mqtt: None,
             config_updates,
             modified: Mutex::default(),
+            budgets: Mutex::default(),
         }
+    }
+
+    /// The byte budget every subscription queue of `component` counts against, over all
+    /// its connections: many connections do not multiply what one component can make the
+    /// host hold. Kept while one of its connections is.
+    pub fn subscription_budget(&self, component: &str) -> crate::pubsub::SharedBudget {
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        budgets.retain(|_, b| b.strong_count() > 0);
+        if let Some(budget) = budgets.get(component).and_then(std::sync::Weak::upgrade) {
+            return budget;
+        }
+        let budget = Arc::new(Mutex::new(crate::pubsub::Budget::new(
+            super::server::SUBSCRIPTION_BYTES,
+        )));
+        budgets.insert(component.to_owned(), Arc::downgrade(&budget));
+        budget
     }
 
     /// IoT Core operations go to `mqtt`.

@@ -13,8 +13,9 @@
 //!   connecting.
 //! - **After**, at most 1024 authenticated connections; each takes frames up to the
 //!   protocol's 24 MiB, keeps at most 1024 streams open (the next is answered
-//!   `ServiceError`), and holds its subscriptions' queued messages in one budget of 32 MiB
-//!   (each subscription at most the pub/sub limits; the overflow policy, dropping the
+//!   `ServiceError`), and its subscriptions' queued messages count against one budget of
+//!   32 MiB per component, whatever the number of its connections (each subscription at
+//!   most the pub/sub limits; the overflow policy, dropping the
 //!   oldest, is in [`crate::pubsub`]). Frames for the client wait in a queue drained by the
 //!   connection's writer task; while more than 1 MiB waits, the connection reads no more
 //!   requests and takes no more messages from its subscriptions (which then drop their
@@ -67,8 +68,9 @@ const MAX_CONNECTIONS: usize = 1024;
 /// no more subscription messages until the client reads: enough to keep a busy subscriber's
 /// socket full, small next to what a host holds.
 const WRITE_QUEUE_BYTES: usize = 1024 * 1024;
-/// Bytes all of one connection's subscriptions may hold queued together.
-const SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes all of one component's subscriptions may hold queued together, over all its
+/// connections (`Services::subscription_budget`).
+pub(crate) const SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
 /// Most bytes of queued frames gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Bytes read from the socket at a time.
@@ -381,8 +383,9 @@ impl Connection {
         let mut revocations = self.services.tokens.revocations();
         let mut buf = vec![0u8; READ_CHUNK];
         let connect_deadline = Instant::now() + CONNECT_DEADLINE;
-        let group = self.group.clone();
         let end = loop {
+            // Replaced once the client authenticates (its component's budget).
+            let group = self.group.clone();
             let actions = tokio::select! {
                 read = reader.read(&mut buf), if out.has_room() => match read {
                     Ok(0) | Err(_) => {
@@ -522,7 +525,11 @@ impl Connection {
                         },
                     };
                     actions.extend(self.session.on_authenticated(principal));
-                    if self.session.principal().is_some() {
+                    if let Some(principal) = self.session.principal() {
+                        // No subscription exists before CONNECT: the connection's queues
+                        // count against its component's budget from the first one.
+                        self.group =
+                            Group::sharing(self.services.subscription_budget(principal.as_str()));
                         self.token = Some(token.as_str().to_owned());
                         // A component may send what the protocol allows.
                         self.decoder.set_max_frame_len(MAX_FRAME_LEN);

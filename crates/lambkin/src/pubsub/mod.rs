@@ -81,7 +81,7 @@ pub mod topic;
 pub mod trie;
 
 pub use actor::{Limits, PubSubHandle, Stopped, Subscription, SubscriptionStatus};
-pub use queue::{Budget, Group, TryRecvError};
+pub use queue::{Budget, Group, SharedBudget, TryRecvError};
 pub use router::{
     Client, Delivery, Message, Payload, ReceiveMode, Router, Subscriber, SubscriptionId,
 };

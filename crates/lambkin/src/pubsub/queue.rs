@@ -171,14 +171,22 @@ pub enum TryRecvError {
 /// gives when an item arrives in its empty queue or it closes.
 #[derive(Debug)]
 pub struct Group {
-    budget: Mutex<Budget>,
+    budget: SharedBudget,
     ready: Notify,
 }
 
+/// A budget several groups count against (each with its own reader and wake-up).
+pub type SharedBudget = Arc<Mutex<Budget>>;
+
 impl Group {
     pub fn new(budget: Budget) -> Arc<Self> {
+        Self::sharing(Arc::new(Mutex::new(budget)))
+    }
+
+    /// A group whose queues count against `budget` together with other groups' queues.
+    pub fn sharing(budget: SharedBudget) -> Arc<Self> {
         Arc::new(Self {
-            budget: Mutex::new(budget),
+            budget,
             ready: Notify::new(),
         })
     }
