@@ -1332,7 +1332,13 @@ impl Actor {
                     .map_err(|e| e.to_string())
                     .and_then(|cgroups| {
                         cgroups
-                            .create_tracking(&format!("component-{}", c.name))
+                            // Named after this host: a group is killed whole, so two
+                            // hosts' components of one name must never share one.
+                            .create_tracking(&format!(
+                                "{}.component-{}",
+                                std::process::id(),
+                                c.name
+                            ))
                             .map_err(|e| e.to_string())
                     }) {
                     Ok(group) => Some(group),
@@ -1578,6 +1584,21 @@ impl Actor {
             .envs(&env)
             .env(crate::orphans::MARKER, self.settings.layout.root())
             .stdin(std::process::Stdio::null());
+        // Its own process group, and (as root, with cgroups) a group of its own, so that a
+        // timed-out Bootstrap ends with everything it started, a `setsid` daemon included.
+        // The group is joined while still root, before the user changes.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let tracking = crate::cgroup::host().ok().and_then(|cgroups| {
+            cgroups
+                .create_tracking(&format!("{}.bootstrap-{}", std::process::id(), c.name))
+                .ok()
+        });
+        if let Some(group) = &tracking {
+            lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())
+                .map_err(|e| format!("{at}: Bootstrap could not start: {e}"))?;
+        }
         let privileged = match run_as.as_ref() {
             Some(run_as) if !step.requires_privilege => {
                 run_as.apply(&mut cmd);
@@ -1593,8 +1614,22 @@ impl Actor {
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let limit = step.timeout.unwrap_or(Duration::from_secs(120));
-        let status = match tokio::time::timeout(limit, cmd.output()).await {
-            Ok(Ok(output)) => {
+        let ended = run_to_end(cmd, limit).await;
+        if let Some(group) = tracking {
+            // Nothing of a step that ended may hold its group: what it left running goes
+            // with it on a timeout; after an exit the group is kept until its last process
+            // is gone (a later start of the host removes it).
+            let timed_out = matches!(ended, Ended::TimedOut);
+            let _ = tokio::task::spawn_blocking(move || {
+                if timed_out {
+                    group.kill_all();
+                }
+                group.remove()
+            })
+            .await;
+        }
+        let status = match ended {
+            Ended::Exited(status, stdout, stderr) => {
                 let log = self
                     .settings
                     .layout
@@ -1609,13 +1644,13 @@ impl Actor {
                         tracing::info!(component = %at, "Bootstrap ran as root (RequiresPrivilege)");
                     }
                     let trim = |b: &[u8]| b.strip_suffix(b"\n").unwrap_or(b).to_vec();
-                    log.write_lines(crate::logfile::Level::Info, &trim(&output.stdout));
-                    log.write_lines(crate::logfile::Level::Warn, &trim(&output.stderr));
+                    log.write_lines(crate::logfile::Level::Info, &trim(&stdout));
+                    log.write_lines(crate::logfile::Level::Warn, &trim(&stderr));
                 }
-                output.status
+                status
             }
-            Ok(Err(e)) => return Err(format!("{at}: Bootstrap could not start: {e}")),
-            Err(_) => {
+            Ended::NotStarted(e) => return Err(format!("{at}: Bootstrap could not start: {e}")),
+            Ended::TimedOut => {
                 return Err(format!(
                     "{at}: Bootstrap timed out after {} s",
                     limit.as_secs()
@@ -1743,6 +1778,79 @@ async fn remove_component_cgroup(name: &str, group: Option<crate::cgroup::Cgroup
     if let Ok(Err(e)) = removed {
         tracing::warn!(component = %name, error = %e, "cannot remove the component's cgroup");
     }
+}
+
+/// How a step run to its end ended.
+enum Ended {
+    /// Exited with its status; what it wrote to stdout and stderr.
+    Exited(std::process::ExitStatus, Vec<u8>, Vec<u8>),
+    NotStarted(std::io::Error),
+    /// Did not exit within its timeout: its process group was killed.
+    TimedOut,
+}
+
+/// Runs `cmd` (its own process group, stdout and stderr piped) until it exits or `limit`
+/// passes; on the timeout its whole process group is killed. Its output is what it wrote
+/// until it exited and, for a moment after, what a background child still writes: a child
+/// left holding the pipes does not hold the step.
+async fn run_to_end(mut cmd: tokio::process::Command, limit: Duration) -> Ended {
+    use tokio::io::AsyncReadExt as _;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return Ended::NotStarted(e),
+    };
+    let pgid = child.id().and_then(|pid| i32::try_from(pid).ok());
+    // What a pipe gave so far stays readable when its reader is given up.
+    type Sink = Arc<Mutex<Vec<u8>>>;
+    let read = |pipe: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        let sink = Sink::default();
+        let task = tokio::spawn({
+            let sink = sink.clone();
+            async move {
+                let Some(mut pipe) = pipe else { return };
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        (task, sink)
+    };
+    let (stdout, stdout_sink) = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let (stderr, stderr_sink) = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Ended::NotStarted(e),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.kill().await;
+            stdout.abort();
+            stderr.abort();
+            return Ended::TimedOut;
+        }
+    };
+    let collect = |task: tokio::task::JoinHandle<()>, sink: Sink| async move {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        std::mem::take(&mut *sink.lock().unwrap_or_else(PoisonError::into_inner))
+    };
+    let (stdout, stderr) = tokio::join!(collect(stdout, stdout_sink), collect(stderr, stderr_sink));
+    Ended::Exited(status, stdout, stderr)
 }
 
 /// What identifies a component's running form: version, configuration and lifecycle.
