@@ -2,7 +2,8 @@
 functions' zips (built once per session), boto3 and AWS CLI clients.
 
 Environment:
-  LAMBKIN_BIN   host binary (default: target/debug/lambkin, relative to the repo root)
+  LAMBKIN_BIN   host binary (default: debug/lambkin in cargo's target directory:
+                $CARGO_TARGET_DIR, else target/ at the repo root)
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ class Host:
 
 def _host_binary() -> Path:
     env = os.environ.get("LAMBKIN_BIN")
-    path = Path(env) if env else Path("target/debug/lambkin")
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or "target")
+    path = Path(env) if env else target / "debug" / "lambkin"
     if not path.is_absolute():
         path = REPO / path
     if not path.is_file():
