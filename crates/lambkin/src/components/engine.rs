@@ -49,7 +49,7 @@ pub struct ComponentStatus {
     pub version: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub state: String,
+    pub state: State,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// The supervisor whose reports this entry follows (generic components).
@@ -445,7 +445,7 @@ async fn watch_reports(
                 .get_mut(&report.name)
                 .filter(|s| s.instance == Some(report.instance))
             {
-                status.state = report.state.as_str().to_owned();
+                status.state = report.state;
                 status.detail = report.detail.clone();
             }
         }
@@ -494,11 +494,8 @@ fn start_waiting(board: &Board, graph: &Mutex<Graph>) {
         waiting
             .into_iter()
             .filter(|(_, deps)| {
-                deps.iter().all(|d| {
-                    board
-                        .get(d)
-                        .is_some_and(|s| s.state == "RUNNING" || s.state == "FINISHED")
-                })
+                deps.iter()
+                    .all(|d| board.get(d).is_some_and(|s| s.state.is_up()))
             })
             .map(|(n, _)| n)
             .collect()
@@ -619,22 +616,22 @@ impl Actor {
                     .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
                 match action {
                     Control::Restart => {
-                        self.set_status(&planned, "STARTING");
+                        self.set_status(&planned, State::Starting);
                         match self.define_lambda(&planned).await {
                             Ok(()) => {
                                 self.triggers.start(name, &planned.config).await;
-                                self.set_status(&planned, "RUNNING");
+                                self.set_status(&planned, State::Running);
                             }
                             Err(e) => self.set_failed(&planned, e),
                         }
                     }
                     Control::Stop => {
-                        self.set_status(&planned, "STOPPING");
+                        self.set_status(&planned, State::Stopping);
                         self.triggers.stop(name);
                         if let Ok(function) = FunctionName::parse(name) {
                             self.registry.remove_for_component(&function).await;
                         }
-                        self.set_status(&planned, "FINISHED");
+                        self.set_status(&planned, State::Finished);
                     }
                 }
             }
@@ -983,7 +980,7 @@ impl Actor {
             request
                 .merge
                 .keys()
-                .filter(|n| board.get(*n).is_some_and(|s| s.state == "BROKEN"))
+                .filter(|n| board.get(*n).is_some_and(|s| s.state == State::Broken))
                 .cloned()
                 .collect()
         };
@@ -1106,7 +1103,7 @@ impl Actor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
-            .is_some_and(|s| s.state == "RUNNING" || s.state == "FINISHED")
+            .is_some_and(|s| s.state.is_up())
     }
 
     fn set_graph(&self, plan: &Plan) {
@@ -1169,7 +1166,7 @@ impl Actor {
         }
     }
 
-    fn set_status(&self, c: &PlannedComponent, state: &str) {
+    fn set_status(&self, c: &PlannedComponent, state: State) {
         self.board
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -1179,7 +1176,7 @@ impl Actor {
                     name: c.name.clone(),
                     version: c.version.to_string(),
                     kind: kind_name(&c.kind).to_owned(),
-                    state: state.to_owned(),
+                    state,
                     detail: None,
                     instance: None,
                 },
@@ -1210,20 +1207,20 @@ impl Actor {
             ipc.renew(&c.name);
         }
         match c.kind {
-            Kind::Builtin => self.set_status(c, "RUNNING"),
+            Kind::Builtin => self.set_status(c, State::Running),
             Kind::Lambda => {
-                self.set_status(c, "STARTING");
+                self.set_status(c, State::Starting);
                 result = self.define_lambda(c).await;
                 if result.is_ok() {
                     self.triggers.start(&c.name, &c.config).await;
                 }
                 match &result {
-                    Ok(()) => self.set_status(c, "RUNNING"),
+                    Ok(()) => self.set_status(c, State::Running),
                     Err(e) => self.set_failed(c, e.clone()),
                 }
             }
             Kind::Generic => {
-                self.set_status(c, "NEW");
+                self.set_status(c, State::New);
                 self.bootstrap(c).await?;
                 let spec = self.component_spec(c)?;
                 let timeout = [StepKey::Install, StepKey::Startup]
@@ -1283,7 +1280,7 @@ impl Actor {
     }
 
     fn set_failed(&self, c: &PlannedComponent, why: String) {
-        self.set_status(c, "ERRORED");
+        self.set_status(c, State::Errored);
         if let Some(s) = self
             .board
             .lock()
@@ -1375,9 +1372,9 @@ impl Actor {
                 .get(name)
                 .cloned();
             if let Some(s) = status {
-                match s.state.as_str() {
-                    "RUNNING" | "FINISHED" => return Ok(()),
-                    "ERRORED" | "BROKEN" => {
+                match s.state {
+                    State::Running | State::Finished => return Ok(()),
+                    State::Errored | State::Broken => {
                         return Err(format!(
                             "{name}@{} failed to start: {}",
                             s.version,
@@ -1865,12 +1862,12 @@ fn fingerprint(c: &PlannedComponent) -> String {
 mod tests {
     use super::*;
 
-    fn status(state: &str, instance: u64) -> ComponentStatus {
+    fn status(state: State, instance: u64) -> ComponentStatus {
         ComponentStatus {
             name: "com.example.C".into(),
             version: "1.0.0".into(),
             kind: "generic".into(),
-            state: state.into(),
+            state,
             detail: None,
             instance: Some(instance),
         }
@@ -1891,23 +1888,23 @@ mod tests {
         board
             .lock()
             .unwrap()
-            .insert("com.example.C".into(), status("NEW", 2));
+            .insert("com.example.C".into(), status(State::New, 2));
         let (tx, rx) = mpsc::unbounded_channel();
         let (changed_tx, mut changed) = watch::channel(0u64);
         let task = tokio::spawn(watch_reports(rx, board.clone(), changed_tx, Arc::default()));
-        let state = || board.lock().unwrap()["com.example.C"].state.clone();
+        let state = || board.lock().unwrap()["com.example.C"].state;
 
         // Supervisor 1 was shut down for a deployment; its FINISHED arrives late.
         tx.send(report(State::Finished, 1)).unwrap();
         changed.wait_for(|n| *n == 1).await.unwrap();
         assert_eq!(
             state(),
-            "NEW",
+            State::New,
             "a deployment waiting for 2 must not see 1's FINISHED"
         );
         tx.send(report(State::Installed, 2)).unwrap();
         changed.wait_for(|n| *n == 2).await.unwrap();
-        assert_eq!(state(), "INSTALLED");
+        assert_eq!(state(), State::Installed);
         drop(tx);
         task.await.unwrap();
     }

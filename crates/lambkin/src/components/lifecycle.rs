@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A component's state, as the nucleus names it (serialized as `RUNNING`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     New,
     Installed,
@@ -36,6 +38,29 @@ impl State {
             Self::Finished => "FINISHED",
             Self::Errored => "ERRORED",
             Self::Broken => "BROKEN",
+        }
+    }
+}
+
+impl State {
+    /// Up as far as a deployment or a dependent needs: RUNNING, or FINISHED (a `Run` that
+    /// exited 0).
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Running | Self::Finished)
+    }
+}
+
+impl From<State> for lambkin_proto::ipc::shapes::components::LifecycleState {
+    fn from(state: State) -> Self {
+        match state {
+            State::New => Self::New,
+            State::Installed => Self::Installed,
+            State::Starting => Self::Starting,
+            State::Running => Self::Running,
+            State::Stopping => Self::Stopping,
+            State::Finished => Self::Finished,
+            State::Errored => Self::Errored,
+            State::Broken => Self::Broken,
         }
     }
 }

@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 
 use lambkin_proto::ipc::shapes::components::{
     caller_not_found, component_not_found, ComponentDetails, ComponentRequest,
-    GetComponentDetailsResponse, LifecycleState, ListComponentsResponse, RequestStatus,
-    RestartComponentResponse, StopComponentResponse, UpdateStateRequest,
+    GetComponentDetailsResponse, ListComponentsResponse, RequestStatus, RestartComponentResponse,
+    StopComponentResponse, UpdateStateRequest,
 };
 use lambkin_proto::ipc::shapes::configuration::{
     key_not_found, stale_update, ConfigurationUpdateEvent, ConfigurationUpdateEvents,
@@ -548,8 +548,7 @@ fn details(s: &Services, status: &crate::components::engine::ComponentStatus) ->
     ComponentDetails {
         component_name: status.name.clone(),
         version: status.version.clone(),
-        state: serde_json::from_value(Value::String(status.state.clone()))
-            .unwrap_or(LifecycleState::New),
+        state: status.state.into(),
         configuration: s
             .engine
             .configuration(&status.name)
