@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 
 use crate::config::HostConfig;
 use crate::layout::Layout;
@@ -477,7 +478,7 @@ pub async fn deploy(
     let id = outcome["deploymentId"].as_str().unwrap_or_default();
     let status = outcome["status"].as_str().unwrap_or_default();
     println!("Deployment {id}: {status}");
-    if status == "SUCCEEDED" {
+    if DeploymentStatus::parse(status) == Some(DeploymentStatus::Succeeded) {
         Ok(0)
     } else {
         eprintln!(

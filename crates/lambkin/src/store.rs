@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
 
 /// How many commands may wait for the store thread before senders wait too.
@@ -76,7 +77,7 @@ enum Command {
     /// Ends a deployment; on success also replaces the device's components, atomically.
     EndDeployment {
         id: String,
-        status: String,
+        status: DeploymentStatus,
         message: String,
         components: Option<Vec<ComponentRecord>>,
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -121,7 +122,7 @@ pub struct ComponentRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentRecord {
     pub id: String,
-    pub status: String,
+    pub status: DeploymentStatus,
     /// The request as JSON, kept for `ListLocalDeployments` and diagnosis.
     pub request: String,
     pub message: String,
@@ -250,14 +251,14 @@ impl Store {
     pub async fn end_deployment(
         &self,
         id: String,
-        status: &str,
+        status: DeploymentStatus,
         message: String,
         components: Option<Vec<ComponentRecord>>,
     ) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::EndDeployment {
             id,
-            status: status.to_owned(),
+            status,
             message,
             components,
             reply,
@@ -373,9 +374,17 @@ fn load_deployments(conn: &Connection, filter: &str) -> Result<Vec<DeploymentRec
         "SELECT id, status, request, message FROM deployments {filter} ORDER BY seq DESC LIMIT 50"
     ))?;
     let rows = stmt.query_map([], |row| {
+        let status: String = row.get(1)?;
+        let status = DeploymentStatus::parse(&status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("unknown deployment status {status:?}").into(),
+            )
+        })?;
         Ok(DeploymentRecord {
             id: row.get(0)?,
-            status: row.get(1)?,
+            status,
             request: row.get(2)?,
             message: row.get(3)?,
         })
@@ -459,7 +468,7 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                     let outcome = tx
                         .execute(
                             "INSERT INTO deployments (id, status, request, message) VALUES (?1, ?2, ?3, ?4)",
-                            params![record.id, record.status, record.request, record.message],
+                            params![record.id, record.status.as_str(), record.request, record.message],
                         )
                         .map(drop)
                         .map_err(StoreError::from);
@@ -474,8 +483,7 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                     components,
                     reply,
                 } => {
-                    let outcome =
-                        end_deployment(&tx, &id, &status, &message, components.as_deref());
+                    let outcome = end_deployment(&tx, &id, status, &message, components.as_deref());
                     replies.push(Box::new(move |failed| {
                         let _ = reply.send(outcome.and(committed(failed)));
                     }));
@@ -542,13 +550,13 @@ fn committed(failed: Option<&str>) -> Result<(), StoreError> {
 fn end_deployment(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
-    status: &str,
+    status: DeploymentStatus,
     message: &str,
     components: Option<&[ComponentRecord]>,
 ) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE deployments SET status = ?2, message = ?3 WHERE id = ?1",
-        params![id, status, message],
+        params![id, status.as_str(), message],
     )?;
     if let Some(components) = components {
         // The configurations given are the components' whole configurations, changes made
@@ -689,7 +697,7 @@ mod tests {
     fn deployment(id: &str) -> DeploymentRecord {
         DeploymentRecord {
             id: id.into(),
-            status: "IN_PROGRESS".into(),
+            status: DeploymentStatus::InProgress,
             request: "{}".into(),
             message: String::new(),
         }
@@ -730,7 +738,7 @@ mod tests {
             store
                 .end_deployment(
                     "d1".into(),
-                    "SUCCEEDED",
+                    DeploymentStatus::Succeeded,
                     String::new(),
                     Some(vec![component("1.0.0")]),
                 )
@@ -738,7 +746,12 @@ mod tests {
                 .unwrap();
             store.begin_deployment(deployment("d2")).await.unwrap();
             store
-                .end_deployment("d2".into(), "FAILED", "install failed".into(), None)
+                .end_deployment(
+                    "d2".into(),
+                    DeploymentStatus::Failed,
+                    "install failed".into(),
+                    None,
+                )
                 .await
                 .unwrap();
             // d3 never ends: the host "crashes".
@@ -771,7 +784,12 @@ mod tests {
             config,
         };
         store
-            .end_deployment(id.into(), "SUCCEEDED", String::new(), Some(vec![record]))
+            .end_deployment(
+                id.into(),
+                DeploymentStatus::Succeeded,
+                String::new(),
+                Some(vec![record]),
+            )
             .await
             .unwrap();
     }
@@ -860,7 +878,12 @@ mod tests {
                 config: serde_json::json!({"n": 1, "keep": true}),
             };
             store
-                .end_deployment("d1".into(), "SUCCEEDED", String::new(), Some(vec![a]))
+                .end_deployment(
+                    "d1".into(),
+                    DeploymentStatus::Succeeded,
+                    String::new(),
+                    Some(vec![a]),
+                )
                 .await
                 .unwrap();
             store

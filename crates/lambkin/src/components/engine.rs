@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use lambkin_proto::ipc::shapes::configuration::{apply_update, ConfigurationUpdate};
+use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::function::{
     FunctionConfig, FunctionName, GreengrassSettings, PayloadEncoding, Runtime,
 };
@@ -61,7 +62,7 @@ pub struct ComponentStatus {
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentOutcome {
     pub deployment_id: String,
-    pub status: String,
+    pub status: DeploymentStatus,
     pub message: String,
 }
 
@@ -196,7 +197,7 @@ impl Engine {
         for d in interrupted {
             let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
             if let Err(e) = store
-                .end_deployment(d.id.clone(), "FAILED", message, None)
+                .end_deployment(d.id.clone(), DeploymentStatus::Failed, message, None)
                 .await
             {
                 tracing::error!(deployment = %d.id, error = %e, "cannot mark an interrupted deployment failed");
@@ -794,19 +795,22 @@ impl Actor {
 
     async fn deploy(&mut self, request: DeploymentRequest) -> DeploymentOutcome {
         let id = uuid::Uuid::new_v4().to_string();
-        let outcome = |status: &str, message: String| DeploymentOutcome {
+        let outcome = |status: DeploymentStatus, message: String| DeploymentOutcome {
             deployment_id: id.clone(),
-            status: status.to_owned(),
+            status,
             message,
         };
         let record = DeploymentRecord {
             id: id.clone(),
-            status: "IN_PROGRESS".into(),
+            status: DeploymentStatus::InProgress,
             request: serde_json::to_string(&request).unwrap_or_default(),
             message: String::new(),
         };
         if let Err(e) = self.store.begin_deployment(record).await {
-            return outcome("FAILED", format!("cannot record the deployment: {e}"));
+            return outcome(
+                DeploymentStatus::Failed,
+                format!("cannot record the deployment: {e}"),
+            );
         }
         self.absorb_configuration_updates();
         let previous = self.current();
@@ -816,7 +820,11 @@ impl Actor {
             .prepare_and_apply(&id, &previous, &request, &mut brought)
             .await;
         let (status, message, committed) = match result {
-            Ok(()) => ("SUCCEEDED", String::new(), Some(self.records())),
+            Ok(()) => (
+                DeploymentStatus::Succeeded,
+                String::new(),
+                Some(self.records()),
+            ),
             Err(why) => {
                 if request.failure_policy == FailurePolicy::Rollback {
                     deployment::restore_artifacts(&self.settings.layout, &id);
@@ -839,7 +847,7 @@ impl Actor {
                 }
                 let committed =
                     (request.failure_policy == FailurePolicy::DoNothing).then(|| self.records());
-                ("FAILED", message, committed)
+                (DeploymentStatus::Failed, message, committed)
             }
         };
         let layout = &self.settings.layout;
@@ -871,7 +879,10 @@ impl Actor {
         {
             deployment::drop_run_with(layout, &id);
             deployment::drop_recipes(layout, &id);
-            return outcome("FAILED", format!("cannot record the deployment's end: {e}"));
+            return outcome(
+                DeploymentStatus::Failed,
+                format!("cannot record the deployment's end: {e}"),
+            );
         }
         if keeps_recipes {
             if let Err(e) = deployment::keep_recipes(layout, &id) {

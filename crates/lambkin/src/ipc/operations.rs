@@ -23,8 +23,8 @@ use lambkin_proto::ipc::shapes::configuration::{
     UpdateConfigurationRequest,
 };
 use lambkin_proto::ipc::shapes::deployments::{
-    CreateLocalDeploymentRequest, CreateLocalDeploymentResponse, DeploymentStatus,
-    FailureHandlingPolicy, GetLocalDeploymentStatusRequest, GetLocalDeploymentStatusResponse,
+    CreateLocalDeploymentRequest, CreateLocalDeploymentResponse, FailureHandlingPolicy,
+    GetLocalDeploymentStatusRequest, GetLocalDeploymentStatusResponse,
     ListLocalDeploymentsResponse, LocalDeployment,
 };
 use lambkin_proto::ipc::shapes::iot_core::{
@@ -661,16 +661,9 @@ fn create_local_deployment(
 }
 
 fn local_deployment(record: DeploymentRecord) -> LocalDeployment {
-    let status = match record.status.as_str() {
-        "SUCCEEDED" => DeploymentStatus::Succeeded,
-        "FAILED" => DeploymentStatus::Failed,
-        "QUEUED" => DeploymentStatus::Queued,
-        "CANCELED" => DeploymentStatus::Canceled,
-        _ => DeploymentStatus::InProgress,
-    };
     LocalDeployment {
         deployment_id: record.id,
-        status,
+        status: record.status,
         created_on: None,
         deployment_status_details: None,
     }

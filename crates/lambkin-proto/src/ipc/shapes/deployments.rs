@@ -83,6 +83,32 @@ pub enum DeploymentStatus {
     Canceled,
 }
 
+impl DeploymentStatus {
+    /// The name on the wire (`IN_PROGRESS`, ...), also how the host stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Canceled => "CANCELED",
+        }
+    }
+
+    /// The status of that name; `None` for any other text.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::InProgress,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Canceled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
 /// `DetailedDeploymentStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
