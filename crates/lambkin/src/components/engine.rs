@@ -1687,6 +1687,7 @@ impl Actor {
                 .unwrap_or_default(),
             role: String::new(),
             greengrass,
+            layers: Vec::new(),
         };
         function.validate().map_err(|e| format!("{at}: {e}"))?;
         let code_dir = deployment::paths(&self.settings.layout, &c.name, &c.version)

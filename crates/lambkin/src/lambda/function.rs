@@ -52,6 +52,8 @@ pub struct FunctionSpec {
     pub zygote: super::sandbox::ZygoteSlot,
     /// Where the host places instances (one for every function).
     pub placement: Arc<super::placement::Placement>,
+    /// The function's layers, when it has any.
+    pub layers: Option<super::layers::LayerView>,
 }
 
 impl FunctionSpec {

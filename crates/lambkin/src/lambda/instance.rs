@@ -523,6 +523,16 @@ fn environment(spec: &FunctionSpec, runtime_api: &str) -> Vec<(OsString, OsStrin
     fn set(env: &mut std::collections::BTreeMap<OsString, OsString>, key: &str, value: &OsStr) {
         env.insert(key.into(), value.to_owned());
     }
+    // AWS's layer paths first: they are not reserved, so a function's own values win.
+    if let Some(layers) = &spec.layers {
+        let path = env
+            .get(OsStr::new("PATH"))
+            .cloned()
+            .unwrap_or_else(|| crate::child_env::DEFAULT_PATH.into());
+        for (key, value) in layers.env(&config.runtime, &path) {
+            set(&mut env, key, &value);
+        }
+    }
     for (key, value) in config.environment.iter().chain(&spec.component_env) {
         set(&mut env, key, value.as_ref());
     }
@@ -632,6 +642,14 @@ fn command(
     if !contained {
         if let Some(group) = &spec.cgroup {
             lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())?;
+        }
+        // Its layers at /opt, read-only, in a mount namespace of its own (while still root).
+        if let Some(layers) = spec.layers.as_ref().filter(|l| l.at_opt) {
+            lambkin_sys::bind_read_only_privately(
+                &mut cmd,
+                &layers.dir,
+                std::path::Path::new(crate::lambda::layers::OPT),
+            )?;
         }
         if let Some(run_as) = &spec.run_as {
             run_as.apply(&mut cmd);
