@@ -618,3 +618,92 @@ async fn the_exec_wrapper_from_a_layer_starts_the_runtime() {
     assert_eq!(host.create(plain).await.status, 201);
     assert_eq!(invoke_ok(&host, "plain").await, json!([null, null]));
 }
+
+const COMPONENT_HANDLER: &str = r#"
+import os, shared
+def lambda_handler(event, context):
+    try:
+        open("/opt/python/new.py", "w").close()
+        write = "written"
+    except OSError as e:
+        write = e.strerror
+    return {"who": shared.WHO, "file": shared.__file__, "write": write}
+"#;
+
+/// Why GreengrassContainer cannot be tried here, if it cannot (it needs root and cgroups).
+fn containers_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("containers need root".into());
+    }
+    lambkin::cgroup::Cgroups::detect()
+        .err()
+        .map(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_lambda_component_gets_its_layers_at_opt_in_both_container_modes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let host = Host::start(&root);
+    let first = published(
+        &host,
+        "base",
+        &[("python/shared.py", "WHO = 'base'\n", 0o644)],
+    )
+    .await;
+    let second = published(
+        &host,
+        "over",
+        &[("python/shared.py", "WHO = 'over'\n", 0o644)],
+    )
+    .await;
+    let mut modes = vec!["NoContainer"];
+    match containers_unavailable() {
+        None => modes.push("GreengrassContainer"),
+        Some(why) => println!("GreengrassContainer skipped: {why}"),
+    }
+    for (i, mode) in modes.iter().enumerate() {
+        let name = format!("com.example.Layered{i}");
+        let recipe = support::lambda_component(
+            tmp.path(),
+            &name,
+            &[("lambda_function.py", COMPONENT_HANDLER, 0o644)],
+            json!({"containerMode": mode, "pinned": false, "layers": [first, second]}),
+        );
+        support::deployed(
+            &root,
+            tmp.path(),
+            &[recipe],
+            &["-m", &format!("{name}=1.0.0")],
+        );
+        let out = invoke_ok(&host, &name).await;
+        assert_eq!(out["who"], "over", "{mode}: {out}");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(out["file"], "/opt/python/shared.py", "{mode}");
+            assert_eq!(out["write"], "Read-only file system", "{mode}");
+        } else {
+            assert_ne!(out["write"], "written", "{mode}");
+        }
+    }
+    // A layer that does not exist fails the deployment, naming it.
+    let missing = format!("{ACCOUNT_REGION}absent:1");
+    let recipe = support::lambda_component(
+        tmp.path(),
+        "com.example.Missing",
+        &[("lambda_function.py", COMPONENT_HANDLER, 0o644)],
+        json!({"containerMode": "NoContainer", "layers": [missing]}),
+    );
+    let out = support::deploy(
+        &root,
+        tmp.path(),
+        &[recipe],
+        &["-m", "com.example.Missing=1.0.0"],
+    );
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!("Layer version {missing} does not exist.")),
+        "{text}"
+    );
+}

@@ -245,9 +245,13 @@ impl Registry {
             };
             for version in versions.flatten() {
                 let path = version.path();
-                let in_use = current.as_ref().is_some_and(|spec| {
-                    spec.code_dir == path || spec.layers.as_ref().is_some_and(|l| l.dir == path)
-                });
+                let in_use = match &current {
+                    Some(spec) => {
+                        spec.code_dir == path || spec.layers.as_ref().is_some_and(|l| l.dir == path)
+                    }
+                    // A Lambda component's merged layers: its function is defined after this.
+                    None => version.file_name().to_string_lossy().starts_with("opt-"),
+                };
                 if !in_use {
                     let _ = std::fs::remove_dir_all(version.path());
                 }
@@ -686,6 +690,8 @@ impl Registry {
                 .handle
                 .shutdown(InvocationAbort::FunctionRemoved)
                 .await;
+            // Its merged layers, the only thing a component's function keeps there.
+            let _ = std::fs::remove_dir_all(self.inner.layout.function_dir(name));
         }
     }
 
