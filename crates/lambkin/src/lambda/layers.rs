@@ -343,6 +343,31 @@ impl Layers {
         Ok(())
     }
 
+    /// The directory of `into` holding `layers` merged in order ([`merge`]), made from the
+    /// published versions when it is not there yet: each must still be the content the
+    /// function took (a name published again after a delete is another layer). No version is
+    /// deleted while it is copied.
+    pub async fn merged(&self, layers: &[LayerUse], into: PathBuf) -> Result<PathBuf, LayersError> {
+        let name = merged_dir_name(layers);
+        let target = into.join(&name);
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let _guard = self.inner.writes.lock().await;
+        let arns: Vec<String> = layers.iter().map(|l| l.arn.clone()).collect();
+        let resolved = self.resolve(&arns)?;
+        for (now, then) in resolved.iter().zip(layers) {
+            if now.layer.code_sha256 != then.code_sha256 {
+                return Err(LayersError::UnknownVersion(then.arn.clone()));
+            }
+        }
+        let sources: Vec<PathBuf> = resolved.into_iter().map(|r| r.content).collect();
+        let merged = tokio::task::spawn_blocking(move || merge(&sources, &into, &name))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(merged)
+    }
+
     /// The versions a function's `Layers` name, in order, checked as AWS checks them.
     pub fn resolve(&self, arns: &[String]) -> Result<Vec<Resolved>, LayersError> {
         let parsed = lambkin_proto::lambda::layer::parse_function_layers(arns)?;
@@ -573,6 +598,45 @@ mod tests {
             .is_symlink());
         assert!(merged.join("lib/libx.so").is_file());
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_view_elsewhere_than_opt_names_the_directory_in_every_variable() {
+        let view = LayerView {
+            dir: PathBuf::from("/r/functions/f/opt-1"),
+            at_opt: false,
+        };
+        let env: BTreeMap<_, _> = view
+            .env(&Runtime::Python { minor: 12 }, OsStr::new("/usr/bin:/bin"))
+            .into_iter()
+            .collect();
+        assert_eq!(env["PATH"], "/usr/bin:/bin:/r/functions/f/opt-1/bin");
+        assert_eq!(env["LD_LIBRARY_PATH"], "/r/functions/f/opt-1/lib");
+        assert_eq!(
+            env["PYTHONPATH"],
+            "/r/functions/f/opt-1/python/lib/python3.12/site-packages:/r/functions/f/opt-1/python"
+        );
+        assert_eq!(
+            view.seen(Path::new("/opt/wrapper")),
+            Path::new("/r/functions/f/opt-1/wrapper")
+        );
+        assert_eq!(view.seen(Path::new("/usr/bin/w")), Path::new("/usr/bin/w"));
+        let at_opt = LayerView {
+            at_opt: true,
+            ..view
+        };
+        let env: BTreeMap<_, _> = at_opt
+            .env(&Runtime::Node { major: 22 }, OsStr::new("/bin"))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            env["NODE_PATH"],
+            "/opt/nodejs/node22/node_modules:/opt/nodejs/node_modules"
+        );
+        assert_eq!(
+            at_opt.seen(Path::new("/opt/wrapper")),
+            Path::new("/opt/wrapper")
+        );
     }
 
     #[test]

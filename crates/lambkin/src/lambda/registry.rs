@@ -363,23 +363,7 @@ impl Registry {
             return Ok(None);
         }
         let into = self.inner.layout.function_dir(&record.name);
-        let name = super::layers::merged_dir_name(layers);
-        let target = into.join(&name);
-        if !target.is_dir() {
-            let arns: Vec<String> = layers.iter().map(|l| l.arn.clone()).collect();
-            let resolved = self.inner.layers.resolve(&arns)?;
-            // The function took these versions with this content: the same ARN published
-            // again after a delete is another layer.
-            for (now, then) in resolved.iter().zip(layers) {
-                if now.layer.code_sha256 != then.code_sha256 {
-                    return Err(LayersError::UnknownVersion(then.arn.clone()).into());
-                }
-            }
-            let sources: Vec<PathBuf> = resolved.into_iter().map(|r| r.content).collect();
-            tokio::task::spawn_blocking(move || super::layers::merge(&sources, &into, &name))
-                .await
-                .map_err(|e| CodeError::Io(std::io::Error::other(e.to_string())))??;
-        }
+        let target = self.inner.layers.merged(layers, into).await?;
         crate::users::give_code(&target, gid).map_err(|e| ManageError::Code(e.into()))?;
         Ok(Some(LayerView::new(
             target,
