@@ -54,6 +54,9 @@ pub struct FunctionSpec {
     pub placement: Arc<super::placement::Placement>,
     /// The function's layers, when it has any.
     pub layers: Option<super::layers::LayerView>,
+    /// The external extensions its layers bring (`/opt/extensions/NAME`), started with each
+    /// instance's runtime.
+    pub extensions: Vec<String>,
 }
 
 impl FunctionSpec {

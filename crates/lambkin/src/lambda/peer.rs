@@ -211,6 +211,18 @@ impl Procfs {
         })
     }
 
+    /// When process `pid` started (clock ticks after boot, `/proc/PID/stat`'s 22nd field):
+    /// with the pid, it names one process, never a later one given the same pid.
+    pub fn start_time(&self, pid: u32) -> Option<u64> {
+        let text = std::fs::read(self.root.join(format!("{pid}/stat"))).ok()?;
+        let end = text.iter().rposition(|b| *b == b')')?;
+        let field = text[end + 1..]
+            .split(|b| *b == b' ')
+            .filter(|f| !f.is_empty())
+            .nth(19)?;
+        std::str::from_utf8(field).ok()?.parse().ok()
+    }
+
     /// Every process's pid.
     fn pids(&self) -> Vec<u32> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
@@ -439,6 +451,21 @@ mod tests {
                 "00000000000000000000000001000000:0050"
             );
         }
+    }
+
+    #[test]
+    fn a_start_time_names_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = "7 (a (b) c) S 1 7 7 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 4242 100 1";
+        std::fs::create_dir(dir.path().join("7")).unwrap();
+        std::fs::write(dir.path().join("7/stat"), stat).unwrap();
+        let procfs = Procfs::at(dir.path());
+        assert_eq!(procfs.start_time(7), Some(4242));
+        assert_eq!(procfs.start_time(8), None);
+        let me = std::process::id();
+        let host = Procfs::host();
+        assert!(host.start_time(me).is_some());
+        assert_eq!(host.start_time(me), host.start_time(me));
     }
 
     /// A directory shaped like `/proc`: a socket table, and processes with parents and fds.

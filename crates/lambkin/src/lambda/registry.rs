@@ -315,6 +315,11 @@ impl Registry {
             .launch(&record.config.runtime, &code_dir, run_as.as_ref())
             .await?;
         let launch = exec_wrapper(launch, &record.config, layers.as_ref());
+        let extensions = super::extensions::external(layers.as_ref());
+        let launch = match &layers {
+            Some(view) => super::extensions::launch(launch, &extensions, view),
+            None => launch,
+        };
         let log = LogFile::open(&self.inner.layout.function_log(&record.name))
             .map_err(ManageError::Log)?;
         Ok(Arc::new(FunctionSpec {
@@ -334,6 +339,7 @@ impl Registry {
             zygote: Default::default(),
             placement: self.inner.host.placement.clone(),
             layers,
+            extensions,
         }))
     }
 
