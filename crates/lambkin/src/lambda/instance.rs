@@ -1399,11 +1399,11 @@ impl Admitted {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        known.into_iter().find_map(|(pid, started)| {
-            procfs
-                .runtime_itself(pid, ours, peer)
-                .filter(|_| procfs.start_time(pid) == Some(started))
-        })
+        let pids: Vec<u32> = known.iter().map(|(pid, _)| *pid).collect();
+        let pid = procfs.held_by(&pids, ours, peer)?;
+        known
+            .contains(&(pid, procfs.start_time(pid)?))
+            .then_some(pid)
     }
 }
 

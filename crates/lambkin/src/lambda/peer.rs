@@ -107,6 +107,17 @@ impl Procfs {
             .then_some(runtime)
     }
 
+    /// Which of `pids` holds the client's socket (one kernel lookup, one fd directory each),
+    /// as cheap as [`Self::runtime_itself`] per process.
+    pub fn held_by(&self, pids: &[u32], ours: SocketAddr, peer: SocketAddr) -> Option<u32> {
+        if !self.sock_diag || pids.is_empty() {
+            return None;
+        }
+        let socket = sock_diag::lookup(ours, peer).ok()??;
+        let link = socket_link(socket.inode);
+        pids.iter().copied().find(|pid| self.holds(*pid, &link))
+    }
+
     /// The client's socket of the TCP connection from `peer` to `ours`.
     pub fn peer_socket(&self, ours: SocketAddr, peer: SocketAddr) -> Result<PeerSocket, PeerError> {
         if self.sock_diag {
