@@ -212,3 +212,63 @@ async fn the_extensions_api_refuses_as_the_emulator_does() {
         "{out}"
     );
 }
+
+/// The handler sleeps past its timeout or exits, as the event asks.
+const FRAGILE: &str = r#"
+import os, time
+def handler(event, context):
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("exit"):
+        os._exit(event["exit"])
+    return "ok"
+"#;
+
+#[tokio::test]
+async fn an_extension_hears_why_its_instance_was_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(&tmp.path().join("root"));
+    let shared = support::dir_for_components(tmp.path(), "shared");
+    let log = shared.join("extension.log");
+    let layer = publish_recorder(&host).await;
+    let env = BTreeMap::from([("EXTENSION_LOG", log.display().to_string())]);
+    let mut spec = python_function("fragile", FRAGILE, json!({"Pinned": false}), env);
+    spec["Layers"] = json!([layer]);
+    spec["Timeout"] = json!(1);
+    assert_eq!(host.create(spec).await.status, 201);
+    let shutdowns = || -> Vec<String> {
+        log_lines(&log)
+            .into_iter()
+            .filter(|l| l.starts_with("SHUTDOWN"))
+            .collect()
+    };
+
+    let timed_out = json(&host.invoke("fragile", &json!({"sleep": 5})).await);
+    assert_eq!(timed_out["errorType"], "Sandbox.Timedout", "{timed_out}");
+    let seen = support::wait_for(Duration::from_secs(10), || {
+        Some(shutdowns()).filter(|s| !s.is_empty())
+    });
+    assert_eq!(
+        seen,
+        Some(vec!["SHUTDOWN timeout".to_owned()]),
+        "{:?}",
+        log_lines(&log)
+    );
+
+    let crashed = json(&host.invoke("fragile", &json!({"exit": 3})).await);
+    assert_eq!(crashed["errorType"], "Runtime.ExitError", "{crashed}");
+    // The error was answered once the extension had its SHUTDOWN.
+    assert_eq!(
+        shutdowns(),
+        ["SHUTDOWN timeout", "SHUTDOWN failure"],
+        "{:?}",
+        log_lines(&log)
+    );
+    // A new instance, with its extension registered again, serves the next invocation.
+    assert_eq!(json(&host.invoke("fragile", &json!({})).await), "ok");
+    let registrations = log_lines(&log)
+        .iter()
+        .filter(|l| l.starts_with("registered"))
+        .count();
+    assert_eq!(registrations, 3, "{:?}", log_lines(&log));
+}

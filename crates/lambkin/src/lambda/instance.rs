@@ -316,6 +316,8 @@ struct Instance {
     /// `SHUTDOWN` went to its extensions: they get the grace period to finish, after the
     /// runtime has gone.
     extensions_shutting_down: bool,
+    /// The processes its Runtime API admitted besides the runtime (its extensions).
+    admitted: Arc<Admitted>,
 }
 
 /// Runs the instance to its end; returns the init failure if it never became ready.
@@ -351,8 +353,10 @@ async fn run(
     // The server needs the runtime's pid to tell its connections from others' (`peer`); it is
     // known once the process is started, and a connection made before waits for it.
     let (runtime_tx, runtime_rx) = watch::channel(None);
+    let admitted = Arc::new(Admitted::default());
     let server = AbortOnDrop(tokio::spawn(serve_runtime_api(
         listener,
+        admitted.clone(),
         api_tx,
         runtime_rx,
         spec.name.to_string(),
@@ -392,6 +396,7 @@ async fn run(
         last_duration: None,
         extensions: Extensions::new(spec.extensions.clone()),
         extensions_shutting_down: false,
+        admitted,
         spec,
     };
     let mut timer = DeadlineTimer::new();
@@ -408,6 +413,11 @@ async fn run(
             () = timer.wait(deadline) => inst.on_deadline().await,
         }
     };
+    // A runtime that ended by itself (a crash, an exit) resets the instance: its extensions
+    // hear why. Its invocation's answer waits for them (at most the grace period).
+    if !matches!(inst.phase, Phase::Init | Phase::Ending) {
+        inst.shut_extensions_down(ShutdownReason::Failure);
+    }
     if inst.extensions_shutting_down {
         inst.wait_for_extensions(&mut rx).await;
     }
@@ -769,27 +779,14 @@ impl Instance {
             InstanceMsg::Assign(inv) => self.assign(inv).await,
             InstanceMsg::Stop => {
                 let grace = self.spec.shutdown_grace;
-                let contained = matches!(
-                    self.spec.config.greengrass.isolation,
-                    Isolation::GreengrassContainer(_)
-                );
-                let shutdown = ExtensionEvent::Shutdown {
-                    shutdown_reason: ShutdownReason::Spindown,
-                    deadline_ms: timestamp::epoch_millis(SystemTime::now())
-                        + grace.as_millis() as u64,
-                };
-                if !matches!(self.phase, Phase::Ending)
-                    && self.extensions.want_shutdown()
-                    && self.extensions.publish(&shutdown) > 0
-                    && !contained
-                    && self.pid != 0
+                if matches!(self.phase, Phase::Ending)
+                    || !self.shut_extensions_down(ShutdownReason::Spindown)
                 {
+                    self.signal_group(Signal::SIGTERM);
+                } else {
                     // The runtime gets SIGTERM; its extensions finish on SHUTDOWN, within
                     // the grace period, as in Lambda.
-                    let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
-                    self.extensions_shutting_down = true;
-                } else {
-                    self.signal_group(Signal::SIGTERM);
+                    self.signal_runtime(Signal::SIGTERM);
                 }
                 self.deadline = Some(Instant::now() + grace);
                 let phase = std::mem::replace(&mut self.phase, Phase::Ending);
@@ -970,6 +967,37 @@ impl Instance {
         }
     }
 
+    /// Sends `SHUTDOWN` to the extensions that take it, when the instance's processes can
+    /// outlive its runtime (not in a container, whose processes go with its init); returns
+    /// whether any did: then only the runtime is to be signalled, and the extensions get the
+    /// grace period after it has gone.
+    fn shut_extensions_down(&mut self, reason: ShutdownReason) -> bool {
+        let contained = matches!(
+            self.spec.config.greengrass.isolation,
+            Isolation::GreengrassContainer(_)
+        );
+        if contained || self.pid == 0 || self.extensions_shutting_down {
+            return false;
+        }
+        let grace = self.spec.shutdown_grace;
+        let shutdown = ExtensionEvent::Shutdown {
+            shutdown_reason: reason,
+            deadline_ms: timestamp::epoch_millis(SystemTime::now()) + grace.as_millis() as u64,
+        };
+        if self.extensions.publish(&shutdown) == 0 {
+            return false;
+        }
+        self.extensions_shutting_down = true;
+        self.deadline = Some(Instant::now() + grace);
+        true
+    }
+
+    fn signal_runtime(&self, signal: Signal) {
+        if self.pid != 0 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
     /// Becomes ready once the runtime and every extension wait for their next event.
     fn try_ready(&mut self, reports: &mpsc::UnboundedSender<FunctionReport>) {
         if !matches!(self.phase, Phase::Init | Phase::Between)
@@ -990,14 +1018,15 @@ impl Instance {
         let _ = reports.send(FunctionReport::InstanceReady(self.id));
     }
 
-    /// After `SHUTDOWN`: waits, until the stop's deadline, for what is left of the instance's
-    /// process group (its extensions) to end by itself, still answering their `event/next`
-    /// (one busy when the stop came gets its `SHUTDOWN` only when it asks again).
+    /// After `SHUTDOWN`: waits, until the stop's deadline, for the processes that used the
+    /// Runtime API besides the runtime (its extensions) to end by themselves, still answering
+    /// their `event/next` (one busy when the stop came gets its `SHUTDOWN` only when it asks
+    /// again).
     async fn wait_for_extensions(&mut self, rx: &mut mpsc::UnboundedReceiver<InstanceMsg>) {
         let deadline = self.deadline.unwrap_or_else(Instant::now);
-        let group = Pid::from_raw(self.pid as i32);
+        let procfs = peer::Procfs::host();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
-        while Instant::now() < deadline && killpg(group, None).is_ok() {
+        while Instant::now() < deadline && self.admitted.any_running(&procfs) {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(InstanceMsg::ExtensionNext { id, reply }) => self.extensions.next(&id, reply),
@@ -1263,7 +1292,11 @@ impl Instance {
                 {
                     self.log_end(end);
                 }
-                self.kill();
+                if self.shut_extensions_down(ShutdownReason::Timeout) {
+                    self.signal_runtime(Signal::SIGKILL);
+                } else {
+                    self.kill();
+                }
             }
             // Init after /init/error, or a stop's grace period: the process had its chance.
             Phase::Init | Phase::Ending | Phase::Idle | Phase::Between => self.kill(),
@@ -1318,6 +1351,7 @@ impl Instance {
 
 async fn serve_runtime_api(
     listener: TcpListener,
+    admitted: Arc<Admitted>,
     tx: mpsc::UnboundedSender<InstanceMsg>,
     runtime: watch::Receiver<Option<u32>>,
     function: String,
@@ -1326,7 +1360,6 @@ async fn serve_runtime_api(
     let mut connections = JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(RUNTIME_API_CONNECTIONS));
     let refusals = Arc::new(crate::logfile::Noted::default());
-    let admitted = Arc::new(Admitted::default());
     let mut backoff = crate::http::AcceptBackoff::default();
     loop {
         // Past the cap the loop stops accepting until a connection ends (the kernel's backlog
@@ -1373,6 +1406,15 @@ struct Admitted(std::sync::Mutex<Vec<(u32, u64)>>);
 impl Admitted {
     /// The most processes remembered (a runtime and its extensions are a handful).
     const MAX: usize = 64;
+
+    /// Whether a remembered process still runs.
+    fn any_running(&self, procfs: &peer::Procfs) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|(pid, started)| procfs.still_running(*pid, *started))
+    }
 
     fn remember(&self, procfs: &peer::Procfs, pid: u32) {
         let Some(started) = procfs.start_time(pid) else {

@@ -234,6 +234,24 @@ impl Procfs {
         std::str::from_utf8(field).ok()?.parse().ok()
     }
 
+    /// Whether the process `pid` that started at `started` still runs (a zombie has ended).
+    pub fn still_running(&self, pid: u32, started: u64) -> bool {
+        let Ok(text) = std::fs::read(self.root.join(format!("{pid}/stat"))) else {
+            return false;
+        };
+        let Some(end) = text.iter().rposition(|b| *b == b')') else {
+            return false;
+        };
+        let mut fields = text[end + 1..]
+            .split(|b| *b == b' ')
+            .filter(|f| !f.is_empty());
+        let state = fields.next();
+        let start = fields
+            .nth(18)
+            .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
+        state != Some(b"Z".as_slice()) && start == Some(started)
+    }
+
     /// Every process's pid.
     fn pids(&self) -> Vec<u32> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
@@ -473,6 +491,13 @@ mod tests {
         let procfs = Procfs::at(dir.path());
         assert_eq!(procfs.start_time(7), Some(4242));
         assert_eq!(procfs.start_time(8), None);
+        assert!(procfs.still_running(7, 4242));
+        assert!(
+            !procfs.still_running(7, 4243),
+            "another process with that pid"
+        );
+        std::fs::write(dir.path().join("7/stat"), stat.replace(") S ", ") Z ")).unwrap();
+        assert!(!procfs.still_running(7, 4242), "a zombie has ended");
         let me = std::process::id();
         let host = Procfs::host();
         assert!(host.start_time(me).is_some());
