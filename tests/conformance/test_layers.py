@@ -54,6 +54,15 @@ def test_boto3_layer_lifecycle_and_a_function_using_layers(lambda_client, tmp_pa
     assert for_python[name]["LatestMatchingVersion"]["Version"] == 1
     versions = lambda_client.list_layer_versions(LayerName=name)["LayerVersions"]
     assert [v["Version"] for v in versions] == [2, 1]
+    pages = list(
+        lambda_client.get_paginator("list_layer_versions").paginate(
+            LayerName=name, PaginationConfig={"PageSize": 1}
+        )
+    )
+    assert len(pages) == 2, pages
+    assert [v["Version"] for page in pages for v in page["LayerVersions"]] == [2, 1]
+    layer_pages = lambda_client.get_paginator("list_layers").paginate(PaginationConfig={"PageSize": 1})
+    assert name in [l["LayerName"] for page in layer_pages for l in page["Layers"]]
     lambda_client.delete_layer_version(LayerName=name, VersionNumber=2)
 
     # A function with two layers: the later one's module wins.

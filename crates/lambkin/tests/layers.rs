@@ -147,6 +147,35 @@ async fn layer_versions_are_published_listed_and_deleted_as_aws_numbers_them() {
         .map(|v| v["Version"].as_u64().unwrap())
         .collect();
     assert_eq!(numbers, [2, 1], "newest first");
+    // A page at a time, as the SDKs' paginators ask.
+    let first_page = json(
+        &host
+            .call(
+                "GET",
+                "/2018-10-31/layers/tools/versions?MaxItems=1",
+                &[],
+                "",
+            )
+            .await,
+    );
+    assert_eq!(first_page["LayerVersions"][0]["Version"], 2);
+    let marker = first_page["NextMarker"].as_str().unwrap().to_owned();
+    let second_page = json(
+        &host
+            .call(
+                "GET",
+                &format!("/2018-10-31/layers/tools/versions?MaxItems=1&Marker={marker}"),
+                &[],
+                "",
+            )
+            .await,
+    );
+    assert_eq!(second_page["LayerVersions"][0]["Version"], 1);
+    assert_eq!(second_page.get("NextMarker"), None);
+    let too_many = host
+        .call("GET", "/2018-10-31/layers?MaxItems=51", &[], "")
+        .await;
+    assert_eq!(error_of(&too_many).1, "ValidationException");
 
     let deleted = host
         .call("DELETE", "/2018-10-31/layers/tools/versions/2", &[], "")

@@ -271,6 +271,57 @@ impl LayerFilter {
     }
 }
 
+/// A page of ListLayers or ListLayerVersions (query `Marker`, `MaxItems`): at most
+/// `max_items` entries after `marker`, the last entry of the page before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub marker: Option<String>,
+    pub max_items: usize,
+}
+
+impl Page {
+    /// AWS's range for `MaxItems`, and its default.
+    pub const MAX_ITEMS: usize = 50;
+
+    pub fn parse(marker: Option<String>, max_items: Option<&str>) -> Result<Self, String> {
+        let max_items = match max_items {
+            None => Self::MAX_ITEMS,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=Self::MAX_ITEMS).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "1 validation error detected: Value '{v}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and {}",
+                        Self::MAX_ITEMS
+                    )
+                })?,
+        };
+        Ok(Self {
+            marker: marker.filter(|m| !m.is_empty()),
+            max_items,
+        })
+    }
+
+    /// The entries of this page of `all` (in listing order, each with its marker) and the
+    /// marker of the next page, if there is one.
+    pub fn take<T>(&self, all: Vec<(String, T)>) -> (Vec<T>, Option<String>) {
+        let start = match &self.marker {
+            Some(marker) => all
+                .iter()
+                .position(|(m, _)| m == marker)
+                .map_or(all.len(), |i| i + 1),
+            None => 0,
+        };
+        let rest = all.len().saturating_sub(start);
+        let mut page: Vec<(String, T)> = all.into_iter().skip(start).take(self.max_items).collect();
+        let next = (rest > self.max_items)
+            .then(|| page.last().map(|(m, _)| m.clone()))
+            .flatten();
+        (page.drain(..).map(|(_, t)| t).collect(), next)
+    }
+}
+
 /// A layer as a function's configuration lists it (`Layers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -331,6 +382,21 @@ mod tests {
         ] {
             assert!(LayerVersionArn::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pages_follow_their_markers() {
+        let all = |n: usize| (1..=n).map(|i| (i.to_string(), i)).collect::<Vec<_>>();
+        let page = Page::parse(None, Some("2")).unwrap();
+        assert_eq!(page.take(all(5)), (vec![1, 2], Some("2".into())));
+        let page = Page::parse(Some("2".into()), Some("2")).unwrap();
+        assert_eq!(page.take(all(5)), (vec![3, 4], Some("4".into())));
+        let page = Page::parse(Some("4".into()), Some("2")).unwrap();
+        assert_eq!(page.take(all(5)), (vec![5], None));
+        let page = Page::parse(None, None).unwrap();
+        assert_eq!(page.take(all(3)), (vec![1, 2, 3], None));
+        assert!(Page::parse(None, Some("0")).is_err());
+        assert!(Page::parse(None, Some("51")).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use hyper::{Response, StatusCode};
 
 use lambkin_proto::lambda::error::ApiError;
 use lambkin_proto::lambda::layer::{
-    LayerError, LayerFilter, LayerName, LayerVersionNumber, PublishLayerVersionRequest,
+    LayerError, LayerFilter, LayerName, LayerVersionNumber, Page, PublishLayerVersionRequest,
 };
 
 use super::{json_response, ApiState, Body};
@@ -106,9 +106,32 @@ pub fn get_by_arn(state: &ApiState, query: Option<&str>) -> Result<Response<Body
     to_json(StatusCode::OK, &found)
 }
 
+fn page(query: Option<&str>) -> Result<Page, ApiError> {
+    Page::parse(
+        query_value(query, "Marker"),
+        query_value(query, "MaxItems").as_deref(),
+    )
+    .map_err(ApiError::Validation)
+}
+
+/// A list and, when there is more, `NextMarker`.
+fn listed<T: serde::Serialize>(
+    key: &str,
+    (items, next): (Vec<T>, Option<String>),
+) -> Result<Response<Body>, ApiError> {
+    let mut body = serde_json::json!({ key: items });
+    if let Some(next) = next {
+        body["NextMarker"] = next.into();
+    }
+    to_json(StatusCode::OK, &body)
+}
+
 pub fn list(state: &ApiState, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-    let layers = state.registry.layers().list(&filter(query));
-    to_json(StatusCode::OK, &serde_json::json!({ "Layers": layers }))
+    let page = page(query)?;
+    listed(
+        "Layers",
+        state.registry.layers().list(&filter(query), &page),
+    )
 }
 
 pub fn list_versions(
@@ -117,13 +140,13 @@ pub fn list_versions(
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let layer = name(layer)?;
-    let versions = state
-        .registry
-        .layers()
-        .list_versions(&layer, &filter(query));
-    to_json(
-        StatusCode::OK,
-        &serde_json::json!({ "LayerVersions": versions }),
+    let page = page(query)?;
+    listed(
+        "LayerVersions",
+        state
+            .registry
+            .layers()
+            .list_versions(&layer, &filter(query), &page),
     )
 }
 

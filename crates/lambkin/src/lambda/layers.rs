@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use lambkin_proto::lambda::function::{Isolation, LayerUse, Runtime};
 use lambkin_proto::lambda::layer::{
     LayerError, LayerFilter, LayerName, LayerVersion, LayerVersionArn, LayerVersionContentOutput,
-    LayerVersionNumber, LayerVersionsListItem, LayersListItem, PublishLayerVersionRequest,
+    LayerVersionNumber, LayerVersionsListItem, LayersListItem, Page, PublishLayerVersionRequest,
 };
 
 use super::code::{CodeError, CodeZip};
@@ -279,10 +279,11 @@ impl Layers {
         self.get(&arn.name, arn.version)
     }
 
-    /// ListLayers: each layer with a version that matches, and its latest such version.
-    pub fn list(&self, filter: &LayerFilter) -> Vec<LayersListItem> {
+    /// ListLayers: each layer with a version that matches, and its latest such version, in
+    /// name order; one page of them and the next page's marker.
+    pub fn list(&self, filter: &LayerFilter, page: &Page) -> (Vec<LayersListItem>, Option<String>) {
         let index = self.index();
-        index
+        let all = index
             .layers
             .iter()
             .filter_map(|(name, layer)| {
@@ -292,33 +293,40 @@ impl Layers {
                     .rev()
                     .map(|(v, r)| self.describe(name, *v, r))
                     .find(|v| filter.matches(v))?;
-                Some(LayersListItem {
-                    layer_name: name.to_string(),
-                    layer_arn: self.layer_arn(name),
-                    latest_matching_version: LayerVersionsListItem::from(&latest),
-                })
+                Some((
+                    name.to_string(),
+                    LayersListItem {
+                        layer_name: name.to_string(),
+                        layer_arn: self.layer_arn(name),
+                        latest_matching_version: LayerVersionsListItem::from(&latest),
+                    },
+                ))
             })
-            .collect()
+            .collect();
+        page.take(all)
     }
 
-    /// ListLayerVersions: the versions that match, newest first, as AWS lists them.
+    /// ListLayerVersions: the versions that match, newest first, as AWS lists them; one page
+    /// of them and the next page's marker.
     pub fn list_versions(
         &self,
         name: &LayerName,
         filter: &LayerFilter,
-    ) -> Vec<LayerVersionsListItem> {
+        page: &Page,
+    ) -> (Vec<LayerVersionsListItem>, Option<String>) {
         let index = self.index();
         let Some(layer) = index.layers.get(name) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
-        layer
+        let all = layer
             .versions
             .iter()
             .rev()
             .map(|(v, r)| self.describe(name, *v, r))
             .filter(|v| filter.matches(v))
-            .map(|v| LayerVersionsListItem::from(&v))
-            .collect()
+            .map(|v| (v.version.to_string(), LayerVersionsListItem::from(&v)))
+            .collect();
+        page.take(all)
     }
 
     /// DeleteLayerVersion: the record and the content go; functions keep their own copy of
