@@ -21,7 +21,8 @@ pub fn api_error(e: LayersError) -> ApiError {
         }
         LayersError::Invalid(LayerError::TooMany | LayerError::SameLayerTwice(..))
         | LayersError::UnknownVersion(_)
-        | LayersError::Unsupported(_) => ApiError::InvalidParameterValue(e.to_string()),
+        | LayersError::Unsupported(_)
+        | LayersError::TooLarge { .. } => ApiError::InvalidParameterValue(e.to_string()),
         LayersError::NotFound => ApiError::LayerVersionNotFound,
         LayersError::Code(
             CodeError::NotBase64(_)

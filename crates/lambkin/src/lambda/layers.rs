@@ -37,6 +37,9 @@ pub enum LayersError {
     UnknownVersion(String),
     #[error("{0}")]
     Unsupported(String),
+    /// AWS's limit on a function's code and layers together, unzipped.
+    #[error("Function code combined with layers exceeds the maximum allowed size of {limit} bytes. The actual size is {actual} bytes.")]
+    TooLarge { actual: u64, limit: u64 },
     #[error(transparent)]
     Code(#[from] CodeError),
     #[error("cannot store the layer: {0}")]
@@ -484,6 +487,32 @@ impl LayerView {
     }
 }
 
+/// Checks a function's code and merged layers against AWS's unzipped limit for both together
+/// (the one a single archive has, [`super::code::Limits`]). Blocking: it walks both trees.
+pub fn check_combined_size(code_dir: &Path, merged: &Path) -> Result<(), LayersError> {
+    let limit = super::code::Limits::default().unpacked_bytes;
+    let actual = unpacked_size(code_dir)? + unpacked_size(merged)?;
+    if actual > limit {
+        return Err(LayersError::TooLarge { actual, limit });
+    }
+    Ok(())
+}
+
+/// The bytes of the regular files under `dir` (links not followed).
+fn unpacked_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            total += unpacked_size(&entry.path())?;
+        } else if kind.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
 /// The name of the directory holding a function's merged layers: one per list of versions
 /// (ARN and content hash, in order), so a configuration that keeps its layers keeps its
 /// directory.
@@ -644,6 +673,32 @@ mod tests {
         assert_eq!(
             at_opt.seen(Path::new("/opt/wrapper")),
             Path::new("/opt/wrapper")
+        );
+    }
+
+    #[test]
+    fn code_and_layers_together_stay_within_the_unzipped_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (code, merged) = (tmp.path().join("code"), tmp.path().join("opt"));
+        write(&code.join("app.py"), "x");
+        write(&merged.join("python/big.bin"), "");
+        std::os::unix::fs::symlink("/usr", merged.join("linked")).unwrap();
+        assert!(
+            check_combined_size(&code, &merged).is_ok(),
+            "links are not followed"
+        );
+        let limit = super::super::code::Limits::default().unpacked_bytes;
+        // A sparse file: its length counts, no disk is used.
+        std::fs::File::options()
+            .write(true)
+            .open(merged.join("python/big.bin"))
+            .unwrap()
+            .set_len(limit)
+            .unwrap();
+        let err = check_combined_size(&code, &merged).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("Function code combined with layers exceeds the maximum allowed size of {limit} bytes. The actual size is {} bytes.", limit + 1)
         );
     }
 

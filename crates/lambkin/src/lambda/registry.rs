@@ -309,6 +309,12 @@ impl Registry {
             .as_ref()
             .map_or_else(|| nix::unistd::getegid().as_raw(), |r| r.gid);
         let layers = self.layer_view(record, gid).await?;
+        if let Some(view) = &layers {
+            let (code, merged) = (code_dir.clone(), view.dir.clone());
+            tokio::task::spawn_blocking(move || super::layers::check_combined_size(&code, &merged))
+                .await
+                .map_err(|e| CodeError::Io(std::io::Error::other(e.to_string())))??;
+        }
         let launch = self
             .inner
             .runtimes
