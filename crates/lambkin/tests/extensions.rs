@@ -26,11 +26,13 @@ def log(line):
 register = urllib.request.Request(
     base + "/register", method="POST",
     data=json.dumps({"events": ["INVOKE", "SHUTDOWN"]}).encode(),
-    headers={"Lambda-Extension-Name": os.path.basename(__file__)})
+    headers={"Lambda-Extension-Name": os.path.basename(__file__),
+             "Lambda-Extension-Accept-Feature": "accountId"})
 with urllib.request.urlopen(register) as r:
     ident = r.headers["Lambda-Extension-Identifier"]
     info = json.load(r)
-log("registered %s %s %s" % (info["functionName"], info["functionVersion"], info["handler"]))
+log("registered %s %s %s %s" % (
+    info["functionName"], info["functionVersion"], info["handler"], info["accountId"]))
 error = os.environ.get("EXTENSION_INIT_ERROR")
 if error:
     urllib.request.urlopen(urllib.request.Request(
@@ -102,7 +104,10 @@ async fn an_external_extension_registers_first_then_gets_invoke_and_shutdown() {
         assert_eq!(support::header(&reply, "x-amz-function-error"), None);
         let seen: Value = json(&reply);
         // The function ran only once the extension had registered.
-        assert_eq!(seen[0], "registered observed $LATEST app.handler", "{seen}");
+        assert_eq!(
+            seen[0], "registered observed $LATEST app.handler 000000000000",
+            "{seen}"
+        );
         request_ids.push(
             support::header(&reply, "x-amzn-requestid")
                 .unwrap()

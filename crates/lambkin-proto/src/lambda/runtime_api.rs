@@ -20,6 +20,7 @@ pub const HEADER_EXTENSION_NAME: &str = "lambda-extension-name";
 pub const HEADER_EXTENSION_IDENTIFIER: &str = "lambda-extension-identifier";
 pub const HEADER_EXTENSION_EVENT_IDENTIFIER: &str = "lambda-extension-event-identifier";
 pub const HEADER_EXTENSION_ERROR_TYPE: &str = "lambda-extension-function-error-type";
+pub const HEADER_EXTENSION_ACCEPT_FEATURE: &str = "lambda-extension-accept-feature";
 
 /// One Runtime API endpoint, parsed from method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +185,14 @@ pub struct RegisterResponse {
     pub function_name: String,
     pub function_version: String,
     pub handler: String,
+    /// Only when the extension asked for it (`Lambda-Extension-Accept-Feature: accountId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// Whether a `Lambda-Extension-Accept-Feature` value (a comma-separated list) names `accountId`.
+pub fn accepts_account_id(features: &str) -> bool {
+    features.split(',').any(|f| f.trim() == "accountId")
 }
 
 /// Why an instance is shutting down, as `SHUTDOWN` says it.
@@ -359,6 +368,8 @@ mod tests {
             RegisterRequest::parse(b"{"),
             Err(ExtensionError::InvalidRequestFormat(_))
         ));
+        assert!(accepts_account_id("other, accountId"));
+        assert!(!accepts_account_id("accountIds"));
         let e = RuntimeApiError::from(ExtensionError::MissingIdentifier);
         assert_eq!(
             (e.status(), e.error_type()),

@@ -136,6 +136,8 @@ pub enum InstanceMsg {
     ExtensionRegister {
         name: String,
         events: Vec<ExtensionEventType>,
+        /// `Lambda-Extension-Accept-Feature: accountId`.
+        with_account: bool,
         reply: Reply<(String, RegisterResponse)>,
     },
     /// Extensions API `event/next`.
@@ -801,6 +803,7 @@ impl Instance {
             InstanceMsg::ExtensionRegister {
                 name,
                 events,
+                with_account,
                 reply,
             } => {
                 let result = if matches!(self.phase, Phase::Init) {
@@ -809,6 +812,10 @@ impl Instance {
                             function_name: self.spec.name.to_string(),
                             function_version: LATEST.into(),
                             handler: self.spec.config.handler.clone().unwrap_or_default(),
+                            // arn:aws:lambda:REGION:ACCOUNT:function:NAME
+                            account_id: with_account
+                                .then(|| self.spec.arn.split(':').nth(4).map(str::to_owned))
+                                .flatten(),
                         };
                         (id, response)
                     })
@@ -1626,6 +1633,8 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
         },
         Route::ExtensionRegister => {
             let name = header(&req, rt::HEADER_EXTENSION_NAME).unwrap_or_default();
+            let with_account = header(&req, rt::HEADER_EXTENSION_ACCEPT_FEATURE)
+                .is_some_and(|f| rt::accepts_account_id(&f));
             match read_body(req, MAX_ERROR_BODY_BYTES)
                 .await
                 .and_then(|body| RegisterRequest::parse(&body).map_err(Into::into))
@@ -1635,6 +1644,7 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
                     let msg = InstanceMsg::ExtensionRegister {
                         name,
                         events: request.events,
+                        with_account,
                         reply,
                     };
                     call(tx, msg, rx).await.map(|(id, response)| {
