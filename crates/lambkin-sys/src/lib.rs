@@ -9,8 +9,10 @@ use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 mod identity;
+mod mounts;
 
 pub use identity::{give_pipes, join_cgroups, run_as};
+pub use mounts::bind_read_only_privately;
 
 pub mod container;
 

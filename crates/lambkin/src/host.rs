@@ -84,10 +84,17 @@ pub async fn run(
         let placement = placement.clone();
         async move { placement.watch().await }
     });
+    let layers = crate::lambda::layers::Layers::open(
+        layout.clone(),
+        opts.config.region.clone(),
+        opts.config.account_id.clone(),
+    )
+    .with_context(|| format!("cannot open {}", layout.layers_dir().display()))?;
     let registry = Registry::new(
         store,
         layout.clone(),
         runtimes,
+        layers,
         HostSettings {
             region: opts.config.region.clone(),
             account_id: opts.config.account_id.clone(),
@@ -313,6 +320,7 @@ async fn define_example(registry: &Registry) -> anyhow::Result<()> {
         memory_size: None,
         environment: None,
         greengrass: None,
+        layers: None,
         package_type: None,
         publish: None,
         tags: None,

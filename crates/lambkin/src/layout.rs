@@ -73,6 +73,15 @@ impl Layout {
     pub fn function_dir(&self, name: &FunctionName) -> PathBuf {
         self.functions_dir().join(name.as_str())
     }
+    /// Published layer versions, unpacked (`NAME/VERSION/`): the host's alone; functions get
+    /// their own merged copy.
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+    /// The records of the published layer versions.
+    pub fn layers_index(&self) -> PathBuf {
+        self.state_dir().join("layers.json")
+    }
     /// The runtime clients Lambkin ships, written out at start.
     pub fn runtimes_dir(&self) -> PathBuf {
         self.root.join("runtimes")

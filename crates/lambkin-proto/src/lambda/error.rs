@@ -22,12 +22,19 @@ impl ThrottleReason {
 pub enum ApiError {
     #[error("Function not found: {0}")]
     ResourceNotFound(String),
+    /// A layer version that does not exist (or no longer does).
+    #[error("The resource you requested does not exist.")]
+    LayerVersionNotFound,
     #[error("{0}")]
     ResourceConflict(String),
     #[error("{0}")]
     InvalidParameterValue(String),
     #[error("{0}")]
     InvalidRequestContent(String),
+    /// A parameter outside its constraint (a pattern, a length), as AWS's request
+    /// validation answers it.
+    #[error("{0}")]
+    Validation(String),
     #[error("Request must be smaller than {limit} bytes for the {operation} operation")]
     RequestTooLarge {
         limit: usize,
@@ -78,7 +85,8 @@ impl ApiError {
     /// The AWS error code sent as `X-Amzn-ErrorType`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::ResourceNotFound(_) => "ResourceNotFoundException",
+            Self::ResourceNotFound(_) | Self::LayerVersionNotFound => "ResourceNotFoundException",
+            Self::Validation(_) => "ValidationException",
             Self::ResourceConflict(_) => "ResourceConflictException",
             Self::InvalidParameterValue(_) => "InvalidParameterValueException",
             Self::InvalidRequestContent(_) => "InvalidRequestContentException",
@@ -103,14 +111,16 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::ResourceNotFound(_) | Self::UnknownOperation(_) | Self::ComponentNotFound(_) => {
-                404
-            }
+            Self::ResourceNotFound(_)
+            | Self::LayerVersionNotFound
+            | Self::UnknownOperation(_)
+            | Self::ComponentNotFound(_) => 404,
             Self::ResourceConflict(_) => 409,
             Self::AccessDenied(_) | Self::Signature(_) => 403,
             Self::InvalidParameterValue(_)
             | Self::InvalidRequestContent(_)
-            | Self::CodeStorageExceeded(_) => 400,
+            | Self::CodeStorageExceeded(_)
+            | Self::Validation(_) => 400,
             Self::RequestTooLarge { .. } => 413,
             Self::TooManyRequests { .. } => 429,
             Self::UnsupportedMediaType(_) => 415,
@@ -122,6 +132,8 @@ impl ApiError {
         match self {
             Self::Service(_) => Blame::Service,
             Self::ResourceNotFound(_)
+            | Self::LayerVersionNotFound
+            | Self::Validation(_)
             | Self::ResourceConflict(_)
             | Self::InvalidParameterValue(_)
             | Self::InvalidRequestContent(_)

@@ -371,6 +371,19 @@ pub struct FunctionConfig {
     pub description: String,
     pub role: String,
     pub greengrass: GreengrassSettings,
+    /// The layers laid over `/opt`, in order (a later one's file wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerUse>,
+}
+
+/// A layer version a function uses, as it was when the function took it: AWS keeps a
+/// function's layers working after the version is deleted, and so does the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerUse {
+    pub arn: String,
+    pub code_size: u64,
+    /// Base64 of the SHA-256 of the layer's zip.
+    pub code_sha256: String,
 }
 
 impl FunctionConfig {
@@ -503,6 +516,7 @@ mod tests {
             description: String::new(),
             role: String::new(),
             greengrass: GreengrassSettings::default(),
+            layers: Vec::new(),
         }
     }
 

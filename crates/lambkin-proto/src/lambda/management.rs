@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::function::{FunctionName, GreengrassPatch, GreengrassSettings};
+use super::layer::FunctionLayer;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -43,6 +44,8 @@ pub struct CreateFunctionRequest {
     pub memory_size: Option<u32>,
     pub environment: Option<Environment>,
     pub greengrass: Option<GreengrassPatch>,
+    /// Layer version ARNs, laid over `/opt` in this order.
+    pub layers: Option<Vec<String>>,
     /// Only `Zip` exists on a device.
     pub package_type: Option<String>,
     // Accepted and ignored: they describe the cloud, not the device.
@@ -82,6 +85,8 @@ pub struct UpdateFunctionConfigurationRequest {
     pub memory_size: Option<u32>,
     pub environment: Option<Environment>,
     pub greengrass: Option<GreengrassPatch>,
+    /// Layer version ARNs replacing the function's (an empty list removes them all).
+    pub layers: Option<Vec<String>>,
     pub revision_id: Option<String>,
     pub tracing_config: Option<serde_json::Value>,
     pub logging_config: Option<serde_json::Value>,
@@ -110,5 +115,7 @@ pub struct FunctionConfiguration {
     pub last_update_status: String,
     pub package_type: String,
     pub architectures: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<FunctionLayer>,
     pub greengrass: GreengrassSettings,
 }

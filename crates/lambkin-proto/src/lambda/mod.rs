@@ -3,6 +3,7 @@
 pub mod error;
 pub mod function;
 pub mod invoke;
+pub mod layer;
 pub mod management;
 pub mod runtime_api;
 pub mod sigv4;

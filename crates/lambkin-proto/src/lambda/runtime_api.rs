@@ -1,5 +1,8 @@
 //! The Lambda Runtime API 2018-06-01 as Lambkin serves it to each instance: routes and the
-//! exact header names real runtime clients read (`lambda-apis.md` §1).
+//! exact header names real runtime clients read (`lambda-apis.md` §1); and on the same port
+//! the Extensions API 2020-01-01 (§1.7): registration, events, init and exit errors.
+
+use serde::{Deserialize, Serialize};
 
 pub const PREFIX: &str = "/2018-06-01";
 
@@ -12,6 +15,13 @@ pub const HEADER_COGNITO_IDENTITY: &str = "lambda-runtime-cognito-identity";
 pub const HEADER_ERROR_TYPE: &str = "lambda-runtime-function-error-type";
 pub const HEADER_RESPONSE_MODE: &str = "lambda-runtime-function-response-mode";
 
+pub const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
+pub const HEADER_EXTENSION_NAME: &str = "lambda-extension-name";
+pub const HEADER_EXTENSION_IDENTIFIER: &str = "lambda-extension-identifier";
+pub const HEADER_EXTENSION_EVENT_IDENTIFIER: &str = "lambda-extension-event-identifier";
+pub const HEADER_EXTENSION_ERROR_TYPE: &str = "lambda-extension-function-error-type";
+pub const HEADER_EXTENSION_ACCEPT_FEATURE: &str = "lambda-extension-accept-feature";
+
 /// One Runtime API endpoint, parsed from method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -21,6 +31,10 @@ pub enum Route {
     InitError,
     /// RIE's legacy health check.
     Ping,
+    ExtensionRegister,
+    ExtensionNext,
+    ExtensionInitError,
+    ExtensionExitError,
     NotFound,
     MethodNotAllowed,
 }
@@ -30,6 +44,20 @@ impl Route {
         if path == "/ping" {
             return if method == "GET" {
                 Self::Ping
+            } else {
+                Self::MethodNotAllowed
+            };
+        }
+        if let Some(rest) = path.strip_prefix(EXTENSION_PREFIX) {
+            let (route, expected) = match rest {
+                "/register" => (Self::ExtensionRegister, "POST"),
+                "/event/next" => (Self::ExtensionNext, "GET"),
+                "/init/error" => (Self::ExtensionInitError, "POST"),
+                "/exit/error" => (Self::ExtensionExitError, "POST"),
+                _ => return Self::NotFound,
+            };
+            return if method == expected {
+                route
             } else {
                 Self::MethodNotAllowed
             };
@@ -80,6 +108,135 @@ pub enum RuntimeApiError {
     /// started: an instance's Runtime API is its runtime's alone.
     #[error("this Runtime API serves only its instance's runtime and the processes it started")]
     NotTheRuntime,
+    /// An Extensions API refusal (all 403, with RIE's `errorType`s).
+    #[error("{0}")]
+    Extension(#[from] ExtensionError),
+}
+
+/// What the Extensions API refuses, named as the Runtime Interface Emulator names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtensionError {
+    #[error("Empty extension name")]
+    EmptyName,
+    #[error("Extension registration closed already")]
+    RegistrationClosed,
+    #[error("Extension with this name already registered")]
+    NameTaken,
+    #[error("{0}")]
+    InvalidEventType(String),
+    #[error("{0}")]
+    InvalidRequestFormat(String),
+    #[error("Missing Lambda-Extension-Identifier header")]
+    MissingIdentifier,
+    #[error("Unknown extension {0}")]
+    UnknownIdentifier(String),
+    #[error("Missing Lambda-Extension-Function-Error-Type header")]
+    MissingErrorType,
+    #[error("{0}")]
+    InvalidState(String),
+}
+
+impl ExtensionError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::EmptyName => "Extension.InvalidExtensionName",
+            Self::RegistrationClosed => "Extension.RegistrationClosed",
+            Self::NameTaken | Self::InvalidState(_) => "Extension.InvalidExtensionState",
+            Self::InvalidEventType(_) => "Extension.InvalidEventType",
+            Self::InvalidRequestFormat(_) => "InvalidRequestFormat",
+            Self::MissingIdentifier => "Extension.MissingExtensionIdentifier",
+            Self::UnknownIdentifier(_) => "Extension.UnknownExtensionIdentifier",
+            Self::MissingErrorType => "Extension.MissingHeader",
+        }
+    }
+}
+
+/// The events an extension subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ExtensionEventType {
+    Invoke,
+    Shutdown,
+}
+
+/// `POST /extension/register`'s body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RegisterRequest {
+    #[serde(default)]
+    pub events: Vec<ExtensionEventType>,
+}
+
+impl RegisterRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ExtensionError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        serde_json::from_slice(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ExtensionError::InvalidEventType(e.to_string()),
+            _ => ExtensionError::InvalidRequestFormat(e.to_string()),
+        })
+    }
+}
+
+/// `POST /extension/register`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterResponse {
+    pub function_name: String,
+    pub function_version: String,
+    pub handler: String,
+    /// Only when the extension asked for it (`Lambda-Extension-Accept-Feature: accountId`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// Whether a `Lambda-Extension-Accept-Feature` value (a comma-separated list) names `accountId`.
+pub fn accepts_account_id(features: &str) -> bool {
+    features.split(',').any(|f| f.trim() == "accountId")
+}
+
+/// Why an instance is shutting down, as `SHUTDOWN` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownReason {
+    Spindown,
+    Timeout,
+    Failure,
+}
+
+/// What `GET /extension/event/next` hands an extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "eventType", rename_all = "UPPERCASE")]
+pub enum ExtensionEvent {
+    #[serde(rename_all = "camelCase")]
+    Invoke {
+        deadline_ms: u64,
+        request_id: String,
+        invoked_function_arn: String,
+        tracing: Tracing,
+    },
+    #[serde(rename_all = "camelCase")]
+    Shutdown {
+        shutdown_reason: ShutdownReason,
+        deadline_ms: u64,
+    },
+}
+
+impl ExtensionEvent {
+    pub fn kind(&self) -> ExtensionEventType {
+        match self {
+            Self::Invoke { .. } => ExtensionEventType::Invoke,
+            Self::Shutdown { .. } => ExtensionEventType::Shutdown,
+        }
+    }
+}
+
+/// An `INVOKE` event's trace header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tracing {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
 }
 
 impl RuntimeApiError {
@@ -88,7 +245,7 @@ impl RuntimeApiError {
             Self::InvalidRequestId(_)
             | Self::TruncatedHttpRequest(_)
             | Self::InvalidResponseMode(_) => 400,
-            Self::InvalidStateTransition(_) | Self::NotTheRuntime => 403,
+            Self::InvalidStateTransition(_) | Self::NotTheRuntime | Self::Extension(_) => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestEntityTooLarge { .. } => 413,
@@ -107,6 +264,7 @@ impl RuntimeApiError {
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::ShuttingDown => "InternalServerError",
             Self::NotTheRuntime => "AccessDenied",
+            Self::Extension(e) => e.error_type(),
         }
     }
 
@@ -150,6 +308,73 @@ mod tests {
             Route::NotFound
         );
         assert_eq!(Route::parse("GET", "/ping"), Route::Ping);
+    }
+
+    #[test]
+    fn extension_routes_and_events_are_aws_shapes() {
+        assert_eq!(
+            Route::parse("POST", "/2020-01-01/extension/register"),
+            Route::ExtensionRegister
+        );
+        assert_eq!(
+            Route::parse("GET", "/2020-01-01/extension/event/next"),
+            Route::ExtensionNext
+        );
+        assert_eq!(
+            Route::parse("POST", "/2020-01-01/extension/init/error"),
+            Route::ExtensionInitError
+        );
+        assert_eq!(
+            Route::parse("POST", "/2020-01-01/extension/exit/error"),
+            Route::ExtensionExitError
+        );
+        assert_eq!(
+            Route::parse("GET", "/2020-01-01/extension/register"),
+            Route::MethodNotAllowed
+        );
+        let invoke = ExtensionEvent::Invoke {
+            deadline_ms: 5,
+            request_id: "r".into(),
+            invoked_function_arn: "arn".into(),
+            tracing: Tracing {
+                kind: "X-Amzn-Trace-Id".into(),
+                value: "Root=1".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&invoke).unwrap(),
+            serde_json::json!({"eventType": "INVOKE", "deadlineMs": 5, "requestId": "r",
+                "invokedFunctionArn": "arn", "tracing": {"type": "X-Amzn-Trace-Id", "value": "Root=1"}})
+        );
+        let shutdown = ExtensionEvent::Shutdown {
+            shutdown_reason: ShutdownReason::Spindown,
+            deadline_ms: 7,
+        };
+        assert_eq!(
+            serde_json::to_value(&shutdown).unwrap(),
+            serde_json::json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": 7})
+        );
+        assert_eq!(
+            RegisterRequest::parse(br#"{"events":["INVOKE","SHUTDOWN"]}"#),
+            Ok(RegisterRequest {
+                events: vec![ExtensionEventType::Invoke, ExtensionEventType::Shutdown]
+            })
+        );
+        assert!(matches!(
+            RegisterRequest::parse(br#"{"events":["BOOT"]}"#),
+            Err(ExtensionError::InvalidEventType(_))
+        ));
+        assert!(matches!(
+            RegisterRequest::parse(b"{"),
+            Err(ExtensionError::InvalidRequestFormat(_))
+        ));
+        assert!(accepts_account_id("other, accountId"));
+        assert!(!accepts_account_id("accountIds"));
+        let e = RuntimeApiError::from(ExtensionError::MissingIdentifier);
+        assert_eq!(
+            (e.status(), e.error_type()),
+            (403, "Extension.MissingExtensionIdentifier")
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn api_error(e: ManageError) -> ApiError {
         ManageError::Code(CodeError::Io(_)) | ManageError::Store(_) | ManageError::Log(_) => {
             ApiError::Service(e.to_string())
         }
+        ManageError::Layers(e) => super::layers::api_error(e),
     }
 }
 

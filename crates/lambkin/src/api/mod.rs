@@ -10,6 +10,7 @@
 pub mod access;
 pub mod auth;
 mod invoke;
+mod layers;
 mod local;
 mod management;
 
@@ -76,7 +77,7 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
             Ok(()) => local::route(req, state, &method, &segments[2..]).await,
             Err(e) => Err(e),
         },
-        _ => match Operation::route(&method, &segments) {
+        _ => match Operation::route(&method, &segments, req.uri().query()) {
             Some(operation) => lambda_api(req, state, operation).await,
             None => Err(ApiError::UnknownOperation(format!(
                 "no operation for {method} {path}"
@@ -97,6 +98,13 @@ pub enum Operation {
     DeleteFunction(String),
     UpdateFunctionCode(String),
     UpdateFunctionConfiguration(String),
+    /// Layer operations: the layer's name (or ARN) and version as the path gave them.
+    PublishLayerVersion(String),
+    GetLayerVersion(String, String),
+    GetLayerVersionByArn,
+    ListLayers,
+    ListLayerVersions(String),
+    DeleteLayerVersion(String, String),
 }
 
 /// Zips travel base64 inside JSON: 50 MB of zip, as Lambda's direct-upload limit.
@@ -105,10 +113,29 @@ const MAX_MANAGEMENT_BODY_BYTES: usize = 70 * 1024 * 1024;
 const MAX_EMPTY_BODY_BYTES: usize = 64 * 1024;
 
 impl Operation {
-    /// The operation a method and path (decoded segments) name.
-    fn route(method: &Method, segments: &[&str]) -> Option<Self> {
+    /// The operation a method and path (decoded segments) name, and for one path, the query.
+    fn route(method: &Method, segments: &[&str], query: Option<&str>) -> Option<Self> {
         let name = |n: &str| n.to_owned();
         Some(match (method, segments) {
+            (&Method::GET, ["2018-10-31", "layers"] | ["2018-10-31", "layers", ""]) => {
+                if layers::query_value(query, "find").as_deref() == Some("LayerVersion") {
+                    Self::GetLayerVersionByArn
+                } else {
+                    Self::ListLayers
+                }
+            }
+            (&Method::POST, ["2018-10-31", "layers", l, "versions"]) => {
+                Self::PublishLayerVersion(name(l))
+            }
+            (&Method::GET, ["2018-10-31", "layers", l, "versions"]) => {
+                Self::ListLayerVersions(name(l))
+            }
+            (&Method::GET, ["2018-10-31", "layers", l, "versions", v]) => {
+                Self::GetLayerVersion(name(l), name(v))
+            }
+            (&Method::DELETE, ["2018-10-31", "layers", l, "versions", v]) => {
+                Self::DeleteLayerVersion(name(l), name(v))
+            }
             (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => Self::Invoke(name(f)),
             (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
                 Self::CreateFunction
@@ -142,6 +169,12 @@ impl Operation {
             Self::DeleteFunction(_) => "lambda:DeleteFunction",
             Self::UpdateFunctionCode(_) => "lambda:UpdateFunctionCode",
             Self::UpdateFunctionConfiguration(_) => "lambda:UpdateFunctionConfiguration",
+            Self::PublishLayerVersion(_) => "lambda:PublishLayerVersion",
+            // GetLayerVersionByArn is GetLayerVersion in IAM.
+            Self::GetLayerVersion(..) | Self::GetLayerVersionByArn => "lambda:GetLayerVersion",
+            Self::ListLayers => "lambda:ListLayers",
+            Self::ListLayerVersions(_) => "lambda:ListLayerVersions",
+            Self::DeleteLayerVersion(..) => "lambda:DeleteLayerVersion",
         }
     }
 
@@ -155,7 +188,14 @@ impl Operation {
             | Self::DeleteFunction(f)
             | Self::UpdateFunctionCode(f)
             | Self::UpdateFunctionConfiguration(f) => Some(f),
-            Self::CreateFunction | Self::ListFunctions => None,
+            Self::CreateFunction
+            | Self::ListFunctions
+            | Self::PublishLayerVersion(_)
+            | Self::GetLayerVersion(..)
+            | Self::GetLayerVersionByArn
+            | Self::ListLayers
+            | Self::ListLayerVersions(_)
+            | Self::DeleteLayerVersion(..) => None,
         }
     }
 
@@ -178,6 +218,12 @@ impl Operation {
             Self::UpdateFunctionConfiguration(_) => {
                 (MAX_MANAGEMENT_BODY_BYTES, "UpdateFunctionConfiguration")
             }
+            Self::PublishLayerVersion(_) => (MAX_MANAGEMENT_BODY_BYTES, "PublishLayerVersion"),
+            Self::GetLayerVersion(..) => (MAX_EMPTY_BODY_BYTES, "GetLayerVersion"),
+            Self::GetLayerVersionByArn => (MAX_EMPTY_BODY_BYTES, "GetLayerVersionByArn"),
+            Self::ListLayers => (MAX_EMPTY_BODY_BYTES, "ListLayers"),
+            Self::ListLayerVersions(_) => (MAX_EMPTY_BODY_BYTES, "ListLayerVersions"),
+            Self::DeleteLayerVersion(..) => (MAX_EMPTY_BODY_BYTES, "DeleteLayerVersion"),
             // These take no body; a small one is tolerated.
             Self::ListFunctions => (MAX_EMPTY_BODY_BYTES, "ListFunctions"),
             Self::GetFunction(_) => (MAX_EMPTY_BODY_BYTES, "GetFunction"),
@@ -210,6 +256,12 @@ async fn lambda_api(
         Operation::UpdateFunctionConfiguration(f) => {
             management::update_configuration(&body, state, &f).await
         }
+        Operation::PublishLayerVersion(l) => layers::publish(&body, state, &l).await,
+        Operation::GetLayerVersion(l, v) => layers::get(state, &l, &v),
+        Operation::GetLayerVersionByArn => layers::get_by_arn(state, parts.uri.query()),
+        Operation::ListLayers => layers::list(state, parts.uri.query()),
+        Operation::ListLayerVersions(l) => layers::list_versions(state, &l, parts.uri.query()),
+        Operation::DeleteLayerVersion(l, v) => layers::delete(state, &l, &v).await,
     }
 }
 

@@ -132,12 +132,13 @@ struct ProtectedKey {
 }
 
 /// A Lambda component's keys that decide how the host runs its function: isolation,
-/// triggers, its environment.
-const LAMBDA_HOST_KEYS: [&str; 4] = [
+/// triggers, its environment, its layers.
+const LAMBDA_HOST_KEYS: [&str; 5] = [
     "containerMode",
     "containerParams",
     "pubsubTopics",
     "lambdaExecutionParameters",
+    "layers",
 ];
 
 /// The `accessControl` of a component's configuration (its key of that name, in any case, as
@@ -1763,12 +1764,36 @@ impl Actor {
                 .unwrap_or_default(),
             role: String::new(),
             greengrass,
+            layers: self
+                .lambda_layers(config)
+                .map_err(|e| format!("{at}: {e}"))?,
         };
         function.validate().map_err(|e| format!("{at}: {e}"))?;
         let code_dir = deployment::paths(&self.settings.layout, &c.name, &c.version)
             .decompressed
             .join("lambda-artifact");
         Ok((name, function, code_dir))
+    }
+}
+
+impl Actor {
+    /// A Lambda component's `layers` (Lambkin's key: layer version ARNs published on this
+    /// host, laid over `/opt` in order, as a function's `Layers`).
+    fn lambda_layers(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<Vec<lambkin_proto::lambda::function::LayerUse>, String> {
+        let Some(value) = config.get("layers") else {
+            return Ok(Vec::new());
+        };
+        let arns: Vec<String> = serde_json::from_value(value.clone())
+            .map_err(|e| format!("layers must be a list of layer version ARNs: {e}"))?;
+        let resolved = self
+            .registry
+            .layers()
+            .resolve(&arns)
+            .map_err(|e| e.to_string())?;
+        Ok(resolved.into_iter().map(|r| r.layer).collect())
     }
 }
 

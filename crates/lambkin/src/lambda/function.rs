@@ -52,6 +52,11 @@ pub struct FunctionSpec {
     pub zygote: super::sandbox::ZygoteSlot,
     /// Where the host places instances (one for every function).
     pub placement: Arc<super::placement::Placement>,
+    /// The function's layers, when it has any.
+    pub layers: Option<super::layers::LayerView>,
+    /// The external extensions its layers bring (`/opt/extensions/NAME`), started with each
+    /// instance's runtime.
+    pub extensions: Vec<String>,
 }
 
 impl FunctionSpec {

@@ -27,9 +27,13 @@ use tokio::task::JoinSet;
 
 use lambkin_proto::lambda::function::Isolation;
 use lambkin_proto::lambda::invoke::LATEST;
-use lambkin_proto::lambda::runtime_api::{self as rt, Route, RuntimeApiError};
+use lambkin_proto::lambda::runtime_api::{
+    self as rt, ExtensionError, ExtensionEvent, ExtensionEventType, RegisterRequest,
+    RegisterResponse, Route, RuntimeApiError, ShutdownReason,
+};
 use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 
+use super::extensions::{Delivery, Extensions};
 use super::function::{FunctionReport, FunctionSpec};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
 use super::logs::{self, LogTail, Report};
@@ -126,6 +130,26 @@ pub enum InstanceMsg {
     },
     InitError {
         body: Bytes,
+        reply: Reply<()>,
+    },
+    /// Extensions API `register`.
+    ExtensionRegister {
+        name: String,
+        events: Vec<ExtensionEventType>,
+        /// `Lambda-Extension-Accept-Feature: accountId`.
+        with_account: bool,
+        reply: Reply<(String, RegisterResponse)>,
+    },
+    /// Extensions API `event/next`.
+    ExtensionNext {
+        id: String,
+        reply: Reply<Delivery>,
+    },
+    /// Extensions API `init/error` (`init`) or `exit/error`.
+    ExtensionError {
+        id: String,
+        error_type: String,
+        init: bool,
         reply: Reply<()>,
     },
 }
@@ -289,6 +313,13 @@ struct Instance {
     sandbox: Option<sandbox::InstanceCgroup>,
     /// How long the previous invocation ran (placement: short ones share the host's CPU).
     last_duration: Option<Duration>,
+    /// Its extensions (none unless its layers bring some, or its runtime registers one).
+    extensions: Extensions,
+    /// `SHUTDOWN` went to its extensions: they get the grace period to finish, after the
+    /// runtime has gone.
+    extensions_shutting_down: bool,
+    /// The processes its Runtime API admitted besides the runtime (its extensions).
+    admitted: Arc<Admitted>,
 }
 
 /// Runs the instance to its end; returns the init failure if it never became ready.
@@ -324,8 +355,10 @@ async fn run(
     // The server needs the runtime's pid to tell its connections from others' (`peer`); it is
     // known once the process is started, and a connection made before waits for it.
     let (runtime_tx, runtime_rx) = watch::channel(None);
+    let admitted = Arc::new(Admitted::default());
     let server = AbortOnDrop(tokio::spawn(serve_runtime_api(
         listener,
+        admitted.clone(),
         api_tx,
         runtime_rx,
         spec.name.to_string(),
@@ -363,6 +396,9 @@ async fn run(
         timed_out_init: false,
         sandbox,
         last_duration: None,
+        extensions: Extensions::new(spec.extensions.clone()),
+        extensions_shutting_down: false,
+        admitted,
         spec,
     };
     let mut timer = DeadlineTimer::new();
@@ -379,6 +415,14 @@ async fn run(
             () = timer.wait(deadline) => inst.on_deadline().await,
         }
     };
+    // A runtime that ended by itself (a crash, an exit) resets the instance: its extensions
+    // hear why. Its invocation's answer waits for them (at most the grace period).
+    if !matches!(inst.phase, Phase::Init | Phase::Ending) {
+        inst.shut_extensions_down(ShutdownReason::Failure);
+    }
+    if inst.extensions_shutting_down {
+        inst.wait_for_extensions(&mut rx).await;
+    }
     drop(server);
     inst.drain_output();
     // Whatever the runtime left behind in its process group goes with it.
@@ -461,7 +505,14 @@ async fn refuse(msg: InstanceMsg) {
         InstanceMsg::Response { reply, .. }
         | InstanceMsg::ResponseTooLarge { reply, .. }
         | InstanceMsg::Error { reply, .. }
-        | InstanceMsg::InitError { reply, .. } => {
+        | InstanceMsg::InitError { reply, .. }
+        | InstanceMsg::ExtensionError { reply, .. } => {
+            let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
+        }
+        InstanceMsg::ExtensionRegister { reply, .. } => {
+            let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
+        }
+        InstanceMsg::ExtensionNext { reply, .. } => {
             let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
         }
     }
@@ -522,6 +573,16 @@ fn environment(spec: &FunctionSpec, runtime_api: &str) -> Vec<(OsString, OsStrin
         crate::child_env::passed().iter().cloned().collect();
     fn set(env: &mut std::collections::BTreeMap<OsString, OsString>, key: &str, value: &OsStr) {
         env.insert(key.into(), value.to_owned());
+    }
+    // AWS's layer paths first: they are not reserved, so a function's own values win.
+    if let Some(layers) = &spec.layers {
+        let path = env
+            .get(OsStr::new("PATH"))
+            .cloned()
+            .unwrap_or_else(|| crate::child_env::DEFAULT_PATH.into());
+        for (key, value) in layers.env(&config.runtime, &path) {
+            set(&mut env, key, &value);
+        }
     }
     for (key, value) in config.environment.iter().chain(&spec.component_env) {
         set(&mut env, key, value.as_ref());
@@ -633,6 +694,14 @@ fn command(
         if let Some(group) = &spec.cgroup {
             lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())?;
         }
+        // Its layers at /opt, read-only, in a mount namespace of its own (while still root).
+        if let Some(layers) = spec.layers.as_ref().filter(|l| l.at_opt) {
+            lambkin_sys::bind_read_only_privately(
+                &mut cmd,
+                &layers.dir,
+                std::path::Path::new(crate::lambda::layers::OPT),
+            )?;
+        }
         if let Some(run_as) = &spec.run_as {
             run_as.apply(&mut cmd);
         }
@@ -711,8 +780,17 @@ impl Instance {
         match msg {
             InstanceMsg::Assign(inv) => self.assign(inv).await,
             InstanceMsg::Stop => {
-                self.signal_group(Signal::SIGTERM);
-                self.deadline = Some(Instant::now() + self.spec.shutdown_grace);
+                let grace = self.spec.shutdown_grace;
+                if matches!(self.phase, Phase::Ending)
+                    || !self.shut_extensions_down(ShutdownReason::Spindown)
+                {
+                    self.signal_group(Signal::SIGTERM);
+                } else {
+                    // The runtime gets SIGTERM; its extensions finish on SHUTDOWN, within
+                    // the grace period, as in Lambda.
+                    self.signal_runtime(Signal::SIGTERM);
+                }
+                self.deadline = Some(Instant::now() + grace);
                 let phase = std::mem::replace(&mut self.phase, Phase::Ending);
                 if let Phase::Busy(current) = phase {
                     current.inv.abort(InvocationAbort::ShuttingDown).await;
@@ -722,6 +800,73 @@ impl Instance {
                 }
             }
             InstanceMsg::Next(reply) => self.next(reply, reports),
+            InstanceMsg::ExtensionRegister {
+                name,
+                events,
+                with_account,
+                reply,
+            } => {
+                let result = if matches!(self.phase, Phase::Init) {
+                    self.extensions.register(&name, events).map(|id| {
+                        let response = RegisterResponse {
+                            function_name: self.spec.name.to_string(),
+                            function_version: LATEST.into(),
+                            handler: self.spec.config.handler.clone().unwrap_or_default(),
+                            // arn:aws:lambda:REGION:ACCOUNT:function:NAME
+                            account_id: with_account
+                                .then(|| self.spec.arn.split(':').nth(4).map(str::to_owned))
+                                .flatten(),
+                        };
+                        (id, response)
+                    })
+                } else {
+                    Err(ExtensionError::RegistrationClosed)
+                };
+                let _ = reply.send(result.map_err(Into::into));
+            }
+            InstanceMsg::ExtensionNext { id, reply } => {
+                self.extensions.next(&id, reply);
+                self.try_ready(reports);
+            }
+            InstanceMsg::ExtensionError {
+                id,
+                error_type,
+                init,
+                reply,
+            } => {
+                let name = match self.extensions.name(&id) {
+                    Ok(name) => name.to_owned(),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let during_init = matches!(self.phase, Phase::Init);
+                if init && !during_init {
+                    let _ = reply.send(Err(ExtensionError::InvalidState(
+                        "init/error is only allowed during init".into(),
+                    )
+                    .into()));
+                    return;
+                }
+                let what = if init { "init" } else { "exit" };
+                self.spec.log.write_lines(
+                    Level::Warn,
+                    format!("extension {name} reported an {what} error: {error_type}").as_bytes(),
+                );
+                let _ = reply.send(Ok(()));
+                if during_init {
+                    // The instance's init fails with it, as the runtime's own would.
+                    self.init_error = Some(error_body(
+                        &error_type,
+                        &format!("extension {name} failed to initialize: {error_type}"),
+                    ));
+                    self.deadline = Some(Instant::now() + INIT_ERROR_GRACE);
+                } else {
+                    // An extension that exits with an error resets the instance.
+                    self.kill();
+                }
+            }
             InstanceMsg::Response {
                 request_id,
                 body,
@@ -796,16 +941,14 @@ impl Instance {
     ) {
         match &self.phase {
             Phase::Init | Phase::Between => {
-                if matches!(self.phase, Phase::Init) {
-                    self.init_duration = Some(self.spawned.elapsed());
-                    // The next instance's sandbox init is prepared now that this one is up,
-                    // not while it was starting: both would compete for the CPU.
-                    sandbox::ZygoteSlot::refill(&self.spec);
+                if self.parked.as_ref().is_some_and(|p| !p.is_closed()) {
+                    let _ = reply.send(Err(RuntimeApiError::InvalidStateTransition(
+                        "another /next is already waiting".into(),
+                    )));
+                    return;
                 }
-                self.phase = Phase::Idle;
-                self.deadline = None;
                 self.parked = Some(reply);
-                let _ = reports.send(FunctionReport::InstanceReady(self.id));
+                self.try_ready(reports);
             }
             Phase::Idle => {
                 if self.parked.as_ref().is_some_and(|p| !p.is_closed()) {
@@ -827,6 +970,77 @@ impl Instance {
             }
             Phase::Ending => {
                 let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
+            }
+        }
+    }
+
+    /// Sends `SHUTDOWN` to the extensions that take it, when the instance's processes can
+    /// outlive its runtime (not in a container, whose processes go with its init); returns
+    /// whether any did: then only the runtime is to be signalled, and the extensions get the
+    /// grace period after it has gone.
+    fn shut_extensions_down(&mut self, reason: ShutdownReason) -> bool {
+        let contained = matches!(
+            self.spec.config.greengrass.isolation,
+            Isolation::GreengrassContainer(_)
+        );
+        if contained || self.pid == 0 || self.extensions_shutting_down {
+            return false;
+        }
+        let grace = self.spec.shutdown_grace;
+        let shutdown = ExtensionEvent::Shutdown {
+            shutdown_reason: reason,
+            deadline_ms: timestamp::epoch_millis(SystemTime::now()) + grace.as_millis() as u64,
+        };
+        if self.extensions.publish(&shutdown) == 0 {
+            return false;
+        }
+        self.extensions_shutting_down = true;
+        self.deadline = Some(Instant::now() + grace);
+        true
+    }
+
+    fn signal_runtime(&self, signal: Signal) {
+        if self.pid != 0 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    /// Becomes ready once the runtime and every extension wait for their next event.
+    fn try_ready(&mut self, reports: &mpsc::UnboundedSender<FunctionReport>) {
+        if !matches!(self.phase, Phase::Init | Phase::Between)
+            || self.parked.is_none()
+            || !self.extensions.ready()
+        {
+            return;
+        }
+        if matches!(self.phase, Phase::Init) {
+            self.init_duration = Some(self.spawned.elapsed());
+            self.extensions.close();
+            // The next instance's sandbox init is prepared now that this one is up,
+            // not while it was starting: both would compete for the CPU.
+            sandbox::ZygoteSlot::refill(&self.spec);
+        }
+        self.phase = Phase::Idle;
+        self.deadline = None;
+        let _ = reports.send(FunctionReport::InstanceReady(self.id));
+    }
+
+    /// After `SHUTDOWN`: waits, until the stop's deadline, for the processes that used the
+    /// Runtime API besides the runtime (its extensions) to end by themselves, still answering
+    /// their `event/next` (one busy when the stop came gets its `SHUTDOWN` only when it asks
+    /// again).
+    async fn wait_for_extensions(&mut self, rx: &mut mpsc::UnboundedReceiver<InstanceMsg>) {
+        let deadline = self.deadline.unwrap_or_else(Instant::now);
+        let procfs = peer::Procfs::host();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while Instant::now() < deadline && self.admitted.any_running(&procfs) {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(InstanceMsg::ExtensionNext { id, reply }) => self.extensions.next(&id, reply),
+                    Some(other) => refuse(other).await,
+                    None => break,
+                },
+                _ = tick.tick() => {}
             }
         }
     }
@@ -866,6 +1080,15 @@ impl Instance {
             self.undelivered = Some(inv);
             return;
         }
+        self.extensions.publish(&ExtensionEvent::Invoke {
+            deadline_ms,
+            request_id: inv.request_id.to_string(),
+            invoked_function_arn: self.spec.arn.to_string(),
+            tracing: rt::Tracing {
+                kind: "X-Amzn-Trace-Id".into(),
+                value: inv.trace_id.clone().unwrap_or_default(),
+            },
+        });
         let tail = inv.want_log_tail.then(LogTail::default);
         let request_id = inv.request_id.to_string();
         self.phase = Phase::Busy(Box::new(Current {
@@ -930,7 +1153,9 @@ impl Instance {
         let request_id = current.inv.request_id.to_string();
         self.last_answered = Some(request_id.clone());
         if !timed_out {
-            self.deadline = None;
+            // Extensions still busy with the invocation share its timeout, as in Lambda.
+            let timeout = Duration::from_secs(u64::from(self.spec.config.timeout_seconds));
+            self.deadline = (!self.extensions.ready()).then(|| current.started + timeout);
         }
         // The caller waits only for what it asked for: with a log tail, the output and the
         // END/REPORT lines come first; without one, they are written after the answer.
@@ -1041,10 +1266,15 @@ impl Instance {
         match &self.phase {
             Phase::Init if self.init_error.is_none() => {
                 self.timed_out_init = true;
+                let who = if self.parked.is_some() {
+                    "its extensions did not all register and ask for their next event"
+                } else {
+                    "runtime did not call /next"
+                };
                 self.spec.log.write_lines(
                     Level::Warn,
                     format!(
-                        "runtime did not call /next within {:.2} seconds; stopping it",
+                        "{who} within {:.2} seconds; stopping it",
                         self.spec.init_timeout.as_secs_f64()
                     )
                     .as_bytes(),
@@ -1069,7 +1299,11 @@ impl Instance {
                 {
                     self.log_end(end);
                 }
-                self.kill();
+                if self.shut_extensions_down(ShutdownReason::Timeout) {
+                    self.signal_runtime(Signal::SIGKILL);
+                } else {
+                    self.kill();
+                }
             }
             // Init after /init/error, or a stop's grace period: the process had its chance.
             Phase::Init | Phase::Ending | Phase::Idle | Phase::Between => self.kill(),
@@ -1124,6 +1358,7 @@ impl Instance {
 
 async fn serve_runtime_api(
     listener: TcpListener,
+    admitted: Arc<Admitted>,
     tx: mpsc::UnboundedSender<InstanceMsg>,
     runtime: watch::Receiver<Option<u32>>,
     function: String,
@@ -1150,21 +1385,74 @@ async fn serve_runtime_api(
             }
         };
         while connections.try_join_next().is_some() {}
-        let (tx, runtime, function, refusals) = (
+        let (tx, runtime, function, refusals, admitted) = (
             tx.clone(),
             runtime.clone(),
             function.clone(),
             refusals.clone(),
+            admitted.clone(),
         );
         connections.spawn(async move {
             let _slot = slot;
-            if admit(&stream, peer, runtime, &function, &refusals).await {
+            if admit(&stream, peer, runtime, &function, &refusals, &admitted).await {
                 serve_connection(stream, tx).await;
             } else {
                 // A stranger gets its answer or, if it sends nothing, the door.
                 let _ = tokio::time::timeout(REFUSAL_TIMEOUT, serve_refusal(stream)).await;
             }
         });
+    }
+}
+
+/// Processes of the instance's tree admitted before, by pid and start time: an extension the
+/// runtime started stays admitted once the runtime has gone (in its shutdown, as in Lambda),
+/// and a later process given the same pid is not.
+#[derive(Debug, Default)]
+struct Admitted(std::sync::Mutex<Vec<(u32, u64)>>);
+
+impl Admitted {
+    /// The most processes remembered (a runtime and its extensions are a handful).
+    const MAX: usize = 64;
+
+    /// Whether a remembered process still runs.
+    fn any_running(&self, procfs: &peer::Procfs) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|(pid, started)| procfs.still_running(*pid, *started))
+    }
+
+    fn remember(&self, procfs: &peer::Procfs, pid: u32) {
+        let Some(started) = procfs.start_time(pid) else {
+            return;
+        };
+        let mut known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !known.contains(&(pid, started)) && known.len() < Self::MAX {
+            known.push((pid, started));
+        }
+    }
+
+    /// The remembered process that holds the client's socket, if one does.
+    fn holder(
+        &self,
+        procfs: &peer::Procfs,
+        ours: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+    ) -> Option<u32> {
+        let known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let pids: Vec<u32> = known.iter().map(|(pid, _)| *pid).collect();
+        let pid = procfs.held_by(&pids, ours, peer)?;
+        known
+            .contains(&(pid, procfs.start_time(pid)?))
+            .then_some(pid)
     }
 }
 
@@ -1184,6 +1472,7 @@ async fn admit(
     mut runtime: watch::Receiver<Option<u32>>,
     function: &str,
     refusals: &crate::logfile::Noted,
+    admitted: &Admitted,
 ) -> bool {
     let Ok(pid) = runtime.wait_for(Option::is_some).await.map(|pid| *pid) else {
         return false;
@@ -1195,6 +1484,10 @@ async fn admit(
     let procfs = peer::Procfs::host();
     if let Some(pid) = procfs.runtime_itself(pid, ours, peer) {
         tracing::debug!(function, pid, took = ?started.elapsed(), "a Runtime API connection from the instance's runtime");
+        return true;
+    }
+    if let Some(pid) = admitted.holder(&procfs, ours, peer) {
+        tracing::debug!(function, pid, took = ?started.elapsed(), "a Runtime API connection from a process of the instance admitted before");
         return true;
     }
     let identified = tokio::task::spawn_blocking(move || {
@@ -1210,6 +1503,7 @@ async fn admit(
     match identified {
         Ok(Ok((peer::Peer::Runtime { pid }, _))) => {
             tracing::debug!(function, pid, took = ?started.elapsed(), "a Runtime API connection from the instance's runtime");
+            admitted.remember(&peer::Procfs::host(), pid);
             true
         }
         Ok(Ok((peer::Peer::Stranger(socket), stranger))) => {
@@ -1337,6 +1631,69 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
             }
             Err(e) => Err(e),
         },
+        Route::ExtensionRegister => {
+            let name = header(&req, rt::HEADER_EXTENSION_NAME).unwrap_or_default();
+            let with_account = header(&req, rt::HEADER_EXTENSION_ACCEPT_FEATURE)
+                .is_some_and(|f| rt::accepts_account_id(&f));
+            match read_body(req, MAX_ERROR_BODY_BYTES)
+                .await
+                .and_then(|body| RegisterRequest::parse(&body).map_err(Into::into))
+            {
+                Ok(request) => {
+                    let (reply, rx) = oneshot::channel();
+                    let msg = InstanceMsg::ExtensionRegister {
+                        name,
+                        events: request.events,
+                        with_account,
+                        reply,
+                    };
+                    call(tx, msg, rx).await.map(|(id, response)| {
+                        let mut r = json_ok(&response);
+                        if let Ok(id) = http::HeaderValue::from_str(&id) {
+                            r.headers_mut().insert(rt::HEADER_EXTENSION_IDENTIFIER, id);
+                        }
+                        r
+                    })
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Route::ExtensionNext => match header(&req, rt::HEADER_EXTENSION_IDENTIFIER) {
+            Some(id) => {
+                let (reply, rx) = oneshot::channel();
+                call(tx, InstanceMsg::ExtensionNext { id, reply }, rx)
+                    .await
+                    .map(|(event_id, event)| {
+                        let mut r = json_ok(&event);
+                        if let Ok(id) = http::HeaderValue::from_str(&event_id) {
+                            r.headers_mut()
+                                .insert(rt::HEADER_EXTENSION_EVENT_IDENTIFIER, id);
+                        }
+                        r
+                    })
+            }
+            None => Err(ExtensionError::MissingIdentifier.into()),
+        },
+        Route::ExtensionInitError | Route::ExtensionExitError => {
+            let init = route == Route::ExtensionInitError;
+            let id = header(&req, rt::HEADER_EXTENSION_IDENTIFIER);
+            let error_type = header(&req, rt::HEADER_EXTENSION_ERROR_TYPE);
+            let _ = read_body(req, MAX_ERROR_BODY_BYTES).await;
+            match (id, error_type) {
+                (None, _) => Err(ExtensionError::MissingIdentifier.into()),
+                (_, None) => Err(ExtensionError::MissingErrorType.into()),
+                (Some(id), Some(error_type)) => {
+                    let (reply, rx) = oneshot::channel();
+                    let msg = InstanceMsg::ExtensionError {
+                        id,
+                        error_type,
+                        init,
+                        reply,
+                    };
+                    call(tx, msg, rx).await.map(|()| accepted())
+                }
+            }
+        }
         Route::Ping => Ok(plain(StatusCode::OK, "pong")),
         Route::NotFound => Err(RuntimeApiError::NotFound),
         Route::MethodNotAllowed => Err(RuntimeApiError::MethodNotAllowed),
@@ -1413,6 +1770,16 @@ fn header_safe_json(json: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+fn json_ok<T: serde::Serialize>(value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn accepted() -> Response<Body> {

@@ -6,6 +6,8 @@
 //! - [`instance`]: one actor per runtime process and its Runtime API server.
 //! - [`invocation`]: an invocation in flight and how its outcome is delivered.
 //! - [`code`]: unpacking and checking a function's zip.
+//! - [`layers`]: published layer versions, and a function's layers merged for `/opt`.
+//! - [`extensions`]: the Extensions API's state on an instance, and starting the external ones.
 //! - [`runtimes`]: how a runtime id becomes a command, and the runtime clients we ship.
 //! - [`sandbox`]: GreengrassContainer isolation: config mapping, cgroups, the sandbox init.
 //! - [`peer`]: who is at the other end of a Runtime API connection (the runtime, or not).
@@ -13,9 +15,11 @@
 //! - [`logs`]: the function log and the START/END/REPORT frame.
 
 pub mod code;
+pub mod extensions;
 pub mod function;
 pub mod instance;
 pub mod invocation;
+pub mod layers;
 pub mod logs;
 pub mod peer;
 pub mod placement;

@@ -107,6 +107,17 @@ impl Procfs {
             .then_some(runtime)
     }
 
+    /// Which of `pids` holds the client's socket (one kernel lookup, one fd directory each),
+    /// as cheap as [`Self::runtime_itself`] per process.
+    pub fn held_by(&self, pids: &[u32], ours: SocketAddr, peer: SocketAddr) -> Option<u32> {
+        if !self.sock_diag || pids.is_empty() {
+            return None;
+        }
+        let socket = sock_diag::lookup(ours, peer).ok()??;
+        let link = socket_link(socket.inode);
+        pids.iter().copied().find(|pid| self.holds(*pid, &link))
+    }
+
     /// The client's socket of the TCP connection from `peer` to `ours`.
     pub fn peer_socket(&self, ours: SocketAddr, peer: SocketAddr) -> Result<PeerSocket, PeerError> {
         if self.sock_diag {
@@ -209,6 +220,36 @@ impl Procfs {
         fds.flatten().any(|fd| {
             std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str().as_bytes() == link)
         })
+    }
+
+    /// When process `pid` started (clock ticks after boot, `/proc/PID/stat`'s 22nd field):
+    /// with the pid, it names one process, never a later one given the same pid.
+    pub fn start_time(&self, pid: u32) -> Option<u64> {
+        let text = std::fs::read(self.root.join(format!("{pid}/stat"))).ok()?;
+        let end = text.iter().rposition(|b| *b == b')')?;
+        let field = text[end + 1..]
+            .split(|b| *b == b' ')
+            .filter(|f| !f.is_empty())
+            .nth(19)?;
+        std::str::from_utf8(field).ok()?.parse().ok()
+    }
+
+    /// Whether the process `pid` that started at `started` still runs (a zombie has ended).
+    pub fn still_running(&self, pid: u32, started: u64) -> bool {
+        let Ok(text) = std::fs::read(self.root.join(format!("{pid}/stat"))) else {
+            return false;
+        };
+        let Some(end) = text.iter().rposition(|b| *b == b')') else {
+            return false;
+        };
+        let mut fields = text[end + 1..]
+            .split(|b| *b == b' ')
+            .filter(|f| !f.is_empty());
+        let state = fields.next();
+        let start = fields
+            .nth(18)
+            .and_then(|f| std::str::from_utf8(f).ok()?.parse::<u64>().ok());
+        state != Some(b"Z".as_slice()) && start == Some(started)
     }
 
     /// Every process's pid.
@@ -439,6 +480,28 @@ mod tests {
                 "00000000000000000000000001000000:0050"
             );
         }
+    }
+
+    #[test]
+    fn a_start_time_names_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = "7 (a (b) c) S 1 7 7 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 4242 100 1";
+        std::fs::create_dir(dir.path().join("7")).unwrap();
+        std::fs::write(dir.path().join("7/stat"), stat).unwrap();
+        let procfs = Procfs::at(dir.path());
+        assert_eq!(procfs.start_time(7), Some(4242));
+        assert_eq!(procfs.start_time(8), None);
+        assert!(procfs.still_running(7, 4242));
+        assert!(
+            !procfs.still_running(7, 4243),
+            "another process with that pid"
+        );
+        std::fs::write(dir.path().join("7/stat"), stat.replace(") S ", ") Z ")).unwrap();
+        assert!(!procfs.still_running(7, 4242), "a zombie has ended");
+        let me = std::process::id();
+        let host = Procfs::host();
+        assert!(host.start_time(me).is_some());
+        assert_eq!(host.start_time(me), host.start_time(me));
     }
 
     /// A directory shaped like `/proc`: a socket table, and processes with parents and fds.

@@ -19,6 +19,7 @@ use lambkin_proto::lambda::management::{
 use super::code::{check_entry_point, CodeError, CodeZip};
 use super::function::{FunctionHandle, FunctionSpec};
 use super::invocation::{Completion, Invocation, InvocationAbort, RequestId};
+use super::layers::{LayerView, Layers, LayersError};
 use super::placement::Placement;
 use super::runtimes::{RuntimeError, Runtimes};
 use crate::layout::Layout;
@@ -60,6 +61,8 @@ pub enum ManageError {
     Log(std::io::Error),
     #[error("function {0} belongs to the Greengrass component of the same name; change it with a deployment")]
     OwnedByComponent(FunctionName),
+    #[error(transparent)]
+    Layers(#[from] LayersError),
 }
 
 struct Entry {
@@ -92,11 +95,18 @@ struct Inner {
     store: Store,
     layout: Layout,
     runtimes: Runtimes,
+    layers: Layers,
     host: HostSettings,
 }
 
 impl Registry {
-    pub fn new(store: Store, layout: Layout, runtimes: Runtimes, host: HostSettings) -> Self {
+    pub fn new(
+        store: Store,
+        layout: Layout,
+        runtimes: Runtimes,
+        layers: Layers,
+        host: HostSettings,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 functions: RwLock::new(BTreeMap::new()),
@@ -105,6 +115,7 @@ impl Registry {
                 store,
                 layout,
                 runtimes,
+                layers,
                 host,
             }),
         }
@@ -112,6 +123,11 @@ impl Registry {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The host's published layers.
+    pub fn layers(&self) -> &Layers {
+        &self.inner.layers
     }
 
     pub fn arn(&self, name: &str) -> String {
@@ -223,12 +239,20 @@ impl Registry {
         for dir in dirs.flatten() {
             let current = FunctionName::parse(&dir.file_name().to_string_lossy())
                 .ok()
-                .and_then(|n| map.get(&n).map(|e| e.spec.code_dir.clone()));
+                .and_then(|n| map.get(&n).map(|e| e.spec.clone()));
             let Ok(versions) = std::fs::read_dir(dir.path()) else {
                 continue;
             };
             for version in versions.flatten() {
-                if current.as_deref() != Some(version.path().as_path()) {
+                let path = version.path();
+                let in_use = match &current {
+                    Some(spec) => {
+                        spec.code_dir == path || spec.layers.as_ref().is_some_and(|l| l.dir == path)
+                    }
+                    // A Lambda component's merged layers: its function is defined after this.
+                    None => version.file_name().to_string_lossy().starts_with("opt-"),
+                };
+                if !in_use {
                     let _ = std::fs::remove_dir_all(version.path());
                 }
             }
@@ -281,11 +305,27 @@ impl Registry {
         run_as: Option<crate::users::RunAs>,
         cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
+        let gid = run_as
+            .as_ref()
+            .map_or_else(|| nix::unistd::getegid().as_raw(), |r| r.gid);
+        let layers = self.layer_view(record, gid).await?;
+        if let Some(view) = &layers {
+            let (code, merged) = (code_dir.clone(), view.dir.clone());
+            tokio::task::spawn_blocking(move || super::layers::check_combined_size(&code, &merged))
+                .await
+                .map_err(|e| CodeError::Io(std::io::Error::other(e.to_string())))??;
+        }
         let launch = self
             .inner
             .runtimes
             .launch(&record.config.runtime, &code_dir, run_as.as_ref())
             .await?;
+        let launch = exec_wrapper(launch, &record.config, layers.as_ref());
+        let extensions = super::extensions::external(layers.as_ref());
+        let launch = match &layers {
+            Some(view) => super::extensions::launch(launch, &extensions, view),
+            None => launch,
+        };
         let log = LogFile::open(&self.inner.layout.function_log(&record.name))
             .map_err(ManageError::Log)?;
         Ok(Arc::new(FunctionSpec {
@@ -304,7 +344,43 @@ impl Registry {
             cgroup,
             zygote: Default::default(),
             placement: self.inner.host.placement.clone(),
+            layers,
+            extensions,
         }))
+    }
+
+    /// The versions a function's `Layers` name, as the function records them.
+    fn layer_uses(
+        &self,
+        arns: &[String],
+    ) -> Result<Vec<lambkin_proto::lambda::function::LayerUse>, ManageError> {
+        Ok(self
+            .inner
+            .layers
+            .resolve(arns)?
+            .into_iter()
+            .map(|r| r.layer)
+            .collect())
+    }
+
+    /// The function's layers merged into `ROOT/functions/NAME/opt-…` (made from the published
+    /// versions if it is not there yet), readable by `gid`, writable by no one but the host.
+    async fn layer_view(
+        &self,
+        record: &FunctionRecord,
+        gid: u32,
+    ) -> Result<Option<LayerView>, ManageError> {
+        let layers = &record.config.layers;
+        if layers.is_empty() {
+            return Ok(None);
+        }
+        let into = self.inner.layout.function_dir(&record.name);
+        let target = self.inner.layers.merged(layers, into).await?;
+        crate::users::give_code(&target, gid).map_err(|e| ManageError::Code(e.into()))?;
+        Ok(Some(LayerView::new(
+            target,
+            &record.config.greengrass.isolation,
+        )))
     }
 
     fn configuration(&self, record: &FunctionRecord) -> FunctionConfiguration {
@@ -329,6 +405,14 @@ impl Registry {
             last_update_status: "Successful".into(),
             package_type: "Zip".into(),
             architectures: vec![std::env::consts::ARCH.replace("aarch64", "arm64")],
+            layers: c
+                .layers
+                .iter()
+                .map(|l| lambkin_proto::lambda::layer::FunctionLayer {
+                    arn: l.arn.clone(),
+                    code_size: l.code_size,
+                })
+                .collect(),
             greengrass: c.greengrass.clone(),
         }
     }
@@ -392,6 +476,7 @@ impl Registry {
                 }
                 settings
             },
+            layers: self.layer_uses(req.layers.as_deref().unwrap_or_default())?,
         };
         config.validate()?;
         let zip = CodeZip::from_base64(zip_file)?;
@@ -473,6 +558,9 @@ impl Registry {
         }
         if let Some(patch) = &req.greengrass {
             patch.apply(&mut c.greengrass);
+        }
+        if let Some(layers) = &req.layers {
+            c.layers = self.layer_uses(layers)?;
         }
         c.validate()?;
         if c.runtime != old_config.runtime || c.handler != old_config.handler {
@@ -598,6 +686,8 @@ impl Registry {
                 .handle
                 .shutdown(InvocationAbort::FunctionRemoved)
                 .await;
+            // Its merged layers, the only thing a component's function keeps there.
+            let _ = std::fs::remove_dir_all(self.inner.layout.function_dir(name));
         }
     }
 
@@ -648,6 +738,35 @@ impl Registry {
         };
         handle.reconfigure(spec).await;
         Ok(configuration)
+    }
+}
+
+/// `AWS_LAMBDA_EXEC_WRAPPER`, as Lambda honours it for its managed runtimes: the runtime's
+/// command runs as the wrapper's arguments (`WRAPPER PROGRAM ARGS…`). A wrapper under `/opt`
+/// is found where the function's layers are. `provided*` runtimes start their own bootstrap
+/// and ignore it, as in Lambda.
+fn exec_wrapper(
+    launch: super::runtimes::Launch,
+    config: &FunctionConfig,
+    layers: Option<&LayerView>,
+) -> super::runtimes::Launch {
+    let wrapper = config
+        .environment
+        .get("AWS_LAMBDA_EXEC_WRAPPER")
+        .filter(|w| !w.is_empty());
+    match wrapper {
+        Some(wrapper) if launch.execution_env.is_some() => {
+            let wrapper = std::path::Path::new(wrapper);
+            let program = layers.map_or_else(|| wrapper.to_owned(), |l| l.seen(wrapper));
+            let mut args = vec![launch.program.into_os_string()];
+            args.extend(launch.args);
+            super::runtimes::Launch {
+                program,
+                args,
+                ..launch
+            }
+        }
+        _ => launch,
     }
 }
 

@@ -6,9 +6,9 @@
 //! small init joins the instance's cgroup, takes new mount, PID, IPC and UTS namespaces,
 //! builds the container's root and execs the runtime (`lambkin_sys::container`). The runtime
 //! then sees: the host's directories read-only, its code read-only at `/lambda`, the runtime
-//! client at `/runtime`, a private `/tmp`, a minimal `/dev` plus its devices, its own
-//! `/proc`, `/sys` only with `mountROSysfs`, and its volumes with their permissions. The
-//! Runtime API stays on loopback: the network namespace is the host's.
+//! client at `/runtime`, its layers read-only at `/opt`, a private `/tmp`, a minimal `/dev`
+//! plus its devices, its own `/proc`, `/sys` only with `mountROSysfs`, and its volumes with
+//! their permissions. The Runtime API stays on loopback: the network namespace is the host's.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -250,6 +250,9 @@ pub struct InitSpec {
     /// otherwise (a root under `/tmp`, which the container has its own of).
     #[serde(default)]
     pub ipc_socket: Option<PathBuf>,
+    /// The function's merged layers, bound read-only at `/opt`.
+    #[serde(default)]
+    pub layers: Option<PathBuf>,
 }
 
 /// The host's IPC socket when a container does not see it through the host's directories it
@@ -418,6 +421,7 @@ pub fn command(
         run_as: container_user(spec, params),
         zygote,
         ipc_socket: hidden_ipc_socket(&spec.host_root),
+        layers: spec.layers.as_ref().map(|l| l.dir.clone()),
     };
     let init = serde_json::to_string(&init)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -656,6 +660,13 @@ pub fn init_main(spec: &OsString) -> i32 {
         binds.push(lambkin_sys::container::Bind {
             source: spec.runtime_dir.clone(),
             target: PathBuf::from(RUNTIME_PATH),
+            writable: false,
+        });
+    }
+    if let Some(layers) = &spec.layers {
+        binds.push(lambkin_sys::container::Bind {
+            source: layers.clone(),
+            target: PathBuf::from(crate::lambda::layers::OPT),
             writable: false,
         });
     }
