@@ -1174,6 +1174,190 @@ pub fn stored_recipes(layout: &Layout) -> Available {
 mod tests {
     use super::*;
 
+    /// A recipe of `name@version` with `dependencies` (name → requirement), `defaults` and a
+    /// Run step.
+    fn recipe(
+        name: &str,
+        version: &str,
+        dependencies: &[(&str, &str)],
+        defaults: serde_json::Value,
+        run: &str,
+    ) -> Recipe {
+        let deps: serde_json::Map<String, serde_json::Value> = dependencies
+            .iter()
+            .map(|(n, r)| {
+                (
+                    (*n).to_owned(),
+                    serde_json::json!({ "VersionRequirement": r }),
+                )
+            })
+            .collect();
+        let text = serde_json::json!({
+            "RecipeFormatVersion": "2020-01-25",
+            "ComponentName": name,
+            "ComponentVersion": version,
+            "ComponentDependencies": deps,
+            "ComponentConfiguration": { "DefaultConfiguration": defaults },
+            "Manifests": [{ "Lifecycle": { "Run": run } }],
+        })
+        .to_string();
+        Recipe::parse(&text, RecipeFormat::Json).unwrap()
+    }
+
+    fn available(recipes: Vec<Recipe>) -> Available {
+        let mut available = Available::default();
+        for r in recipes {
+            available.add(r);
+        }
+        available
+    }
+
+    fn request(merge: &[(&str, &str)]) -> DeploymentRequest {
+        DeploymentRequest {
+            merge: merge
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..DeploymentRequest::default()
+        }
+    }
+
+    fn planned(
+        current: &Current,
+        request: &DeploymentRequest,
+        available: &Available,
+    ) -> Result<Plan, PlanError> {
+        let layout = Layout::new("/gg");
+        plan(
+            current,
+            request,
+            available,
+            &layout,
+            &PlatformInfo::current(),
+            "thing",
+        )
+    }
+
+    fn problems(result: Result<Plan, PlanError>) -> String {
+        match result {
+            Ok(plan) => panic!("planned {:?}", plan.order),
+            Err(PlanError::Invalid(text)) => text,
+        }
+    }
+
+    #[test]
+    fn a_dependency_gets_the_highest_version_that_satisfies_it_and_starts_first() {
+        let available = available(vec![
+            recipe(
+                "app",
+                "1.0.0",
+                &[("lib", "^1.0.0")],
+                serde_json::json!({}),
+                "run app",
+            ),
+            recipe("lib", "1.0.0", &[], serde_json::json!({}), "run lib 1.0"),
+            recipe("lib", "1.2.0", &[], serde_json::json!({}), "run lib 1.2"),
+            recipe("lib", "2.0.0", &[], serde_json::json!({}), "run lib 2.0"),
+        ]);
+        let plan = planned(&Current::new(), &request(&[("app", "1.0.0")]), &available).unwrap();
+        assert_eq!(plan.order, ["lib", "app"]);
+        assert_eq!(plan.components["lib"].version.to_string(), "1.2.0");
+        assert_eq!(
+            plan.components["app"].dependencies,
+            [("lib".to_owned(), DependencyType::Hard)]
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_planned_is_named_all_at_once() {
+        let available = available(vec![
+            recipe(
+                "app",
+                "1.0.0",
+                &[("lib", "^1.0.0")],
+                serde_json::json!({}),
+                "run",
+            ),
+            recipe("lib", "2.0.0", &[], serde_json::json!({}), "run"),
+            recipe("other", "1.0.0", &[], serde_json::json!({}), "run"),
+        ]);
+        let mut req = request(&[("app", "1.0.0"), ("lib", "2.0.0"), ("other", "9.0.0")]);
+        req.remove = vec!["ghost".into()];
+        req.update_config
+            .insert("stranger".into(), ConfigUpdate::default());
+        let text = problems(planned(&Current::new(), &req, &available));
+        for expected in [
+            "app@1.0.0 needs lib ^1.0.0, but the deployment has lib@2.0.0",
+            "no recipe for other@9.0.0; available: 1.0.0",
+            "--remove ghost: no such component on the device",
+            "--update-config names stranger, which the deployment does not include",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in {text}");
+        }
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_refused_naming_it() {
+        let available = available(vec![
+            recipe(
+                "a",
+                "1.0.0",
+                &[("b", "1.0.0")],
+                serde_json::json!({}),
+                "run",
+            ),
+            recipe(
+                "b",
+                "1.0.0",
+                &[("a", "1.0.0")],
+                serde_json::json!({}),
+                "run",
+            ),
+        ]);
+        let text = problems(planned(
+            &Current::new(),
+            &request(&[("a", "1.0.0")]),
+            &available,
+        ));
+        assert!(text.contains("cycle"), "{text}");
+        assert!(text.contains('a') && text.contains('b'), "{text}");
+    }
+
+    #[test]
+    fn configuration_is_defaults_then_the_device_then_reset_then_merge() {
+        let available = available(vec![recipe(
+            "app",
+            "1.0.0",
+            &[],
+            serde_json::json!({"a": 1, "b": 2, "c": {"d": 3}}),
+            "run {configuration:/a} {configuration:/b} {configuration:/c/d}",
+        )]);
+        let current = Current::from([(
+            "app".to_owned(),
+            (
+                Version::parse("1.0.0").unwrap(),
+                serde_json::json!({"a": 10, "b": 20, "c": {"d": 30}}),
+            ),
+        )]);
+        let mut req = request(&[]);
+        req.update_config.insert(
+            "app".into(),
+            ConfigUpdate {
+                reset: vec!["/b".into()],
+                merge: Some(serde_json::json!({"c": {"d": "x y"}})),
+            },
+        );
+        let plan = planned(&current, &req, &available).unwrap();
+        let app = &plan.components["app"];
+        assert_eq!(
+            app.config,
+            serde_json::json!({"a": 10, "b": 2, "c": {"d": "x y"}})
+        );
+        // Interpolated into the Run script, each value quoted for the shell where needed.
+        let run = app.lifecycle.steps.values().next().unwrap();
+        assert_eq!(run.script, "run 10 2 'x y'");
+    }
+
     #[test]
     fn reset_of_a_list_element_resets_the_whole_list() {
         let defaults = serde_json::json!({"list": [1, 2, 3], "x": {"y": 1}});
