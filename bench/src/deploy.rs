@@ -18,15 +18,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::deploy_report::{
-    self, Baseline, DeploySample, Phases, Rep, Report, RestartSample, Stopped,
+    self, Baseline, DeploySample, Phases, Python, Rep, Report, RestartSample, Stopped, INSTALL, RUN,
 };
 use crate::procfs;
 
 /// The version every benchmark component has.
 const VERSION: &str = "1.0.0";
-/// The generic components' steps (run with `sh -c`, by Lambkin and by the baseline alike).
-pub const INSTALL: &str = "true";
-pub const RUN: &str = "echo started; exec sleep 3600";
 /// How long anything the bench waits for may take before the run fails.
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
 /// How long the host has to exit after SIGTERM before it gets SIGKILL.
@@ -64,19 +61,6 @@ pub fn main(lambkin: Option<PathBuf>, args: &Args) -> ExitCode {
 
 fn say(message: impl AsRef<str>) {
     eprintln!("[bench] {}", message.as_ref());
-}
-
-/// The interpreter the Lambda components run with, and how it was chosen.
-#[derive(Debug, Clone)]
-pub struct Python {
-    /// The executable the baseline runs (the one Lambkin runs, too).
-    pub interpreter: PathBuf,
-    /// The recipes' `AWS_GREENGRASS_LAMBDA_RUNTIME`, `python3.MINOR`.
-    pub runtime: String,
-    /// `python --version`.
-    pub version: String,
-    /// Whether Lambkin was told to use it (`--python`), rather than finding it itself.
-    pub configured: bool,
 }
 
 /// Everything one run deploys: recipes and artifacts, written once, used by every repetition.

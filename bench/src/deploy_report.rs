@@ -3,7 +3,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::deploy::{Python, INSTALL, RUN};
+/// The generic components' steps (run with `sh -c`, by Lambkin and by the baseline alike).
+pub const INSTALL: &str = "true";
+pub const RUN: &str = "echo started; exec sleep 3600";
+
+/// The interpreter the Lambda components run with, and how it was chosen.
+#[derive(Debug, Clone)]
+pub struct Python {
+    /// The executable the baseline runs (the one Lambkin runs, too).
+    pub interpreter: PathBuf,
+    /// The recipes' `AWS_GREENGRASS_LAMBDA_RUNTIME`, `python3.MINOR`.
+    pub runtime: String,
+    /// `python --version`.
+    pub version: String,
+    /// Whether Lambkin was told to use it (`--python`), rather than finding it itself.
+    pub configured: bool,
+}
 
 /// Target: `lambkin deploy` to every component RUNNING.
 const DEPLOY_TARGET: Duration = Duration::from_secs(2);

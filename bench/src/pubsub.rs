@@ -29,7 +29,9 @@ use tokio::process::{Child, ChildStdout, Command};
 use crate::lambkin::Host;
 use crate::process::Supervised;
 use crate::procfs;
-use crate::pubsub_report::{self, Broker, Case, ClientKind, Outcome, Report, Trigger};
+use crate::pubsub_report::{
+    self, Broker, Case, ClientKind, Outcome, Plan, Report, Trigger, TRIGGER_INTERVAL_US,
+};
 
 /// The Python client, written into the work directory for each run.
 const CLIENT_PY: &str = include_str!("../pubsub/client.py");
@@ -81,15 +83,6 @@ pub struct Args {
     /// Keep the work directory (the host's root, client logs) and say where it is.
     #[arg(long)]
     pub keep: bool,
-}
-
-/// How much every case does.
-#[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    pub latency: usize,
-    pub interval_us: u64,
-    pub throughput: usize,
-    pub window: usize,
 }
 
 pub fn main(lambkin: Option<PathBuf>, args: &Args) -> ExitCode {
@@ -688,9 +681,6 @@ async fn run_trigger(clients: &Clients, brokers: &Brokers, plan: &Plan) -> anyho
     let result = running.result(PUBLISH_LIMIT).await?;
     Trigger::from_result(plan, &result)
 }
-
-/// Time between two paced messages to the function (it runs one invocation at a time).
-pub const TRIGGER_INTERVAL_US: u64 = 10_000;
 
 /// The run's work directory (removed on the way out unless `--keep`).
 #[derive(Debug)]

@@ -7,7 +7,17 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
 
-use crate::pubsub::Plan;
+/// How much every case does.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub latency: usize,
+    pub interval_us: u64,
+    pub throughput: usize,
+    pub window: usize,
+}
+
+/// Time between two paced messages to the function (it runs one invocation at a time).
+pub const TRIGGER_INTERVAL_US: u64 = 10_000;
 
 /// Which clients a case uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -345,7 +355,7 @@ pub fn render(r: &Report) -> String {
              the wall clock when it is called and publishes it back (target: p50 to the \
              handler under 1 ms above the broker's own delivery: {}).",
             t.expected,
-            crate::pubsub::TRIGGER_INTERVAL_US / 1000,
+            TRIGGER_INTERVAL_US / 1000,
             if t.to_handler.0 - t.broker.0 < 1000.0 { "met" } else { "not met" }
         );
     }

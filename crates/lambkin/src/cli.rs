@@ -170,15 +170,33 @@ pub enum Command {
     },
 }
 
-/// Loads the configuration a command names, or the root's default one.
+/// Loads the configuration a command names, or the root's default one, and checks that the
+/// files it names for TLS (`[mqtt]` over `mqtts://`, `[tes]` from `iot`) hold what those
+/// clients need, with the clients' own code.
 pub fn load_config(
     layout: &Layout,
     explicit: Option<&Path>,
 ) -> Result<HostConfig, crate::config::ConfigError> {
-    match explicit {
-        Some(path) => HostConfig::load(path, true),
-        None => HostConfig::load(&layout.config_file(), false),
+    let path = explicit.map_or_else(|| layout.config_file(), Path::to_owned);
+    let config = HostConfig::load(&path, explicit.is_some())?;
+    let invalid = |problems: String| crate::config::ConfigError::Invalid {
+        path: path.clone(),
+        problems,
+    };
+    if let Some(mqtt) = &config.mqtt {
+        if let Ok(broker) = mqtt.broker() {
+            if broker.tls {
+                crate::mqtt::tls::client_config(mqtt, broker.port).map_err(invalid)?;
+            }
+        }
     }
+    if let Some(tes) = &config.tes {
+        if tes.source == crate::config::TesSource::Iot {
+            crate::tes::iot::IotProvider::new(tes, "")
+                .map_err(|e| invalid(format!("[tes]: {e:#}")))?;
+        }
+    }
+    Ok(config)
 }
 
 fn host_addr(layout: &Layout) -> anyhow::Result<String> {

@@ -263,8 +263,9 @@ impl MqttConfig {
     }
 
     /// Makes the TLS file paths absolute (relative to `dir`, the configuration file's
-    /// directory) and checks that they hold what `mqtts://` needs.
-    fn check_files(&mut self, dir: &Path) -> Result<(), String> {
+    /// directory). What they hold is checked by the MQTT client's own code
+    /// (`crate::cli::load_config`), so this module needs none of it.
+    fn resolve_paths(&mut self, dir: &Path) {
         for path in [&mut self.ca, &mut self.cert, &mut self.key]
             .into_iter()
             .flatten()
@@ -272,12 +273,6 @@ impl MqttConfig {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }
-        }
-        match self.broker() {
-            Ok(broker) if broker.tls => {
-                crate::mqtt::tls::client_config(self, broker.port).map(|_| ())
-            }
-            _ => Ok(()),
         }
     }
 
@@ -451,11 +446,11 @@ impl TesConfig {
         }
     }
 
-    /// Makes the file paths absolute (relative to `dir`, the configuration file's directory)
-    /// and, for `iot`, checks that the certificate, key and CA are what mutual TLS needs, with
-    /// the same code the client uses. A `file` source's file may appear later: it is read on
+    /// Makes the file paths absolute (relative to `dir`, the configuration file's
+    /// directory). For `iot`, the certificate, key and CA are checked by the client's own code
+    /// (`crate::cli::load_config`); a `file` source's file may appear later: it is read on
     /// every request.
-    fn check_files(&mut self, dir: &Path) -> Result<(), String> {
+    fn resolve_paths(&mut self, dir: &Path) {
         for path in [&mut self.path, &mut self.cert, &mut self.key, &mut self.ca]
             .into_iter()
             .flatten()
@@ -464,10 +459,6 @@ impl TesConfig {
                 *path = dir.join(&*path);
             }
         }
-        if self.source == TesSource::Iot {
-            crate::tes::iot::IotProvider::new(self, "").map_err(|e| format!("[tes]: {e:#}"))?;
-        }
-        Ok(())
     }
 
     /// `endpoint` as (host, port).
@@ -576,21 +567,12 @@ impl HostConfig {
             path: path.to_owned(),
             problems,
         })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         if let Some(mqtt) = &mut config.mqtt {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            mqtt.check_files(dir)
-                .map_err(|problems| ConfigError::Invalid {
-                    path: path.to_owned(),
-                    problems,
-                })?;
+            mqtt.resolve_paths(dir);
         }
         if let Some(tes) = &mut config.tes {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            tes.check_files(dir)
-                .map_err(|problems| ConfigError::Invalid {
-                    path: path.to_owned(),
-                    problems,
-                })?;
+            tes.resolve_paths(dir);
         }
         Ok(config)
     }
@@ -800,7 +782,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_files_are_checked_when_loading() {
+    fn tls_file_paths_are_relative_to_the_configuration_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(
@@ -808,11 +790,10 @@ mod tests {
             "[mqtt]\nurl = \"mqtts://h\"\nca = \"certs/ca.pem\"\n",
         )
         .unwrap();
-        let err = HostConfig::load(&path, true).unwrap_err().to_string();
-        let expected = dir.path().join("certs/ca.pem");
-        assert!(
-            err.contains("mqtt.ca") && err.contains(&expected.display().to_string()),
-            "{err}"
+        let config = HostConfig::load(&path, true).unwrap();
+        assert_eq!(
+            config.mqtt.and_then(|m| m.ca),
+            Some(dir.path().join("certs/ca.pem"))
         );
     }
 }

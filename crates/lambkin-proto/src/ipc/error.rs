@@ -6,7 +6,6 @@ use std::fmt;
 use serde_json::{json, Map, Value};
 
 use super::envelope::{CONTENT_TYPE_JSON, CONTENT_TYPE_TEXT};
-use super::operation::Operation;
 
 /// A modelled error shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,11 +133,11 @@ impl IpcError {
     }
 
     /// What the nucleus answers for an operation of the model that it does not implement
-    /// (§3.7, §4.7): `ServiceError "Operation aws.greengrass#X is not supported by Greengrass"`.
-    pub fn not_supported(operation: Operation) -> Self {
+    /// (§3.7, §4.7), given the operation's name (`Operation::name`): `ServiceError
+    /// "Operation aws.greengrass#X is not supported by Greengrass"`.
+    pub fn not_supported(operation: &str) -> Self {
         Self::service(format!(
-            "Operation {} is not supported by Greengrass",
-            operation.name()
+            "Operation {operation} is not supported by Greengrass"
         ))
     }
 
@@ -222,7 +221,7 @@ mod tests {
 
     #[test]
     fn service_error_for_an_unimplemented_operation_matches_the_capture() {
-        let wire = IpcError::not_supported(Operation::ListComponents).to_wire();
+        let wire = IpcError::not_supported("aws.greengrass#ListComponents").to_wire();
         assert_eq!(wire.content_type, "application/json");
         assert_eq!(wire.service_model_type, Some("aws.greengrass#ServiceError"));
         assert_eq!(

@@ -45,7 +45,7 @@
 //!             }
 //!             Action::Dispatch(request) => {
 //!                 // Authorize, parse the payload into its shape, run it, then answer:
-//!                 let error = IpcError::not_supported(request.operation);
+//!                 let error = IpcError::not_supported(request.operation.name());
 //!                 actions.extend(session.fail(request.stream, &error)?);
 //!             }
 //!             Action::StreamClosed(_stream) => { /* drop the stream's subscription */ }

@@ -17,6 +17,7 @@ mod document;
 pub mod lifecycle;
 pub mod model;
 pub mod platform;
+pub mod select;
 mod shell;
 pub mod variables;
 pub mod version;
@@ -31,10 +32,8 @@ pub use model::{
     DependencyType, DigestAlgorithm, InvalidComponentName, Manifest, PermissionLevel, Recipe,
     Unarchive, RECIPE_FORMAT_VERSION,
 };
-pub use platform::{
-    select_manifest, NoMatchingManifest, PlatformInfo, PlatformPattern, PlatformRequirement,
-    PlatformTemplate, SelectedManifest,
-};
+pub use platform::{PlatformInfo, PlatformPattern, PlatformRequirement, PlatformTemplate};
+pub use select::{select_manifest, NoMatchingManifest, SelectedManifest};
 pub use variables::{privileged_configuration_reads, ComponentVariables, VariableError, Variables};
 pub use version::{parse_component_version, Version, VersionRequirement, VersionRequirementError};
 

@@ -137,9 +137,7 @@ impl Services {
         if let Some(budget) = budgets.get(component).and_then(std::sync::Weak::upgrade) {
             return budget;
         }
-        let budget = Arc::new(Mutex::new(crate::pubsub::Budget::new(
-            super::server::SUBSCRIPTION_BYTES,
-        )));
+        let budget = Arc::new(Mutex::new(crate::pubsub::Budget::new(SUBSCRIPTION_BYTES)));
         budgets.insert(component.to_owned(), Arc::downgrade(&budget));
         budget
     }
@@ -235,7 +233,7 @@ pub async fn dispatch(services: &Arc<Services>, request: Request, group: &Arc<Gr
         | VerifyClientDeviceIdentity
         | GetClientDeviceAuthToken
         | AuthorizeClientDeviceAction
-        | SubscribeToCertificateUpdates => reply(Err(IpcError::not_supported(operation))),
+        | SubscribeToCertificateUpdates => reply(Err(IpcError::not_supported(operation.name()))),
     }
 }
 
@@ -422,6 +420,10 @@ fn get_configuration(
         value,
     })
 }
+
+/// Bytes all of one component's subscriptions may hold queued together, over all its
+/// connections ([`Services::subscription_budget`]).
+pub(crate) const SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
 
 /// The largest configuration a component may have through UpdateConfiguration (its
 /// deployment's configuration and its updates together, as JSON).

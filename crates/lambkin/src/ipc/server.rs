@@ -68,9 +68,6 @@ const MAX_CONNECTIONS: usize = 1024;
 /// no more subscription messages until the client reads: enough to keep a busy subscriber's
 /// socket full, small next to what a host holds.
 const WRITE_QUEUE_BYTES: usize = 1024 * 1024;
-/// Bytes all of one component's subscriptions may hold queued together, over all its
-/// connections (`Services::subscription_budget`).
-pub(crate) const SUBSCRIPTION_BYTES: usize = 32 * 1024 * 1024;
 /// Most bytes of queued frames gathered into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 /// Bytes read from the socket at a time.
@@ -367,7 +364,7 @@ impl Connection {
             session,
             decoder,
             sources: BTreeMap::new(),
-            group: Group::new(Budget::new(SUBSCRIPTION_BYTES)),
+            group: Group::new(Budget::new(operations::SUBSCRIPTION_BYTES)),
             backlog: false,
             config_streams: HashMap::new(),
             pending: JoinSet::new(),

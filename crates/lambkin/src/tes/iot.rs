@@ -18,7 +18,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::TesConfig;
 
-use super::source::{Credentials, FetchError};
+use super::credentials::{Credentials, FetchError};
 
 /// How long a whole request may take (the nucleus's upstream timeout, answered with 504).
 pub const TIMEOUT: Duration = Duration::from_secs(30);

@@ -7,7 +7,9 @@
 //! - [`source`]: where credentials come from (`[tes]` in `config.toml`): `static` keys, a
 //!   `file`, or the AWS IoT credentials provider with the cache of its answers.
 //! - [`iot`]: the AWS IoT credentials provider client (mutual TLS, `x-amzn-iot-thingname`).
+//! - [`credentials`]: what they all share: the credentials and why none can be given.
 
+pub mod credentials;
 pub mod iot;
 pub mod server;
 pub mod source;
@@ -24,7 +26,8 @@ use tokio::task::JoinHandle;
 use crate::config::TesConfig;
 use crate::ipc::Tokens;
 
-pub use source::{Credentials, FetchError, Source};
+pub use credentials::{Credentials, FetchError};
+pub use source::Source;
 
 /// The one path the service answers (the nucleus's `HttpServerImpl.URL`).
 pub const PATH: &str = "/2016-11-01/credentialprovider/";

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 use crate::ipc::Tokens;
 
-use super::source::{FetchError, Source};
+use super::credentials::FetchError;
+use super::source::Source;
 use super::PATH;
 
 /// What requests are answered from.
