@@ -172,12 +172,19 @@ pub async fn run(
     .await;
     registry.report_awaiting();
     let cli_token = write_cli_token(&layout)?;
+    let openwhisk = crate::openwhisk::OpenWhisk::start(
+        &layout,
+        registry.clone(),
+        &opts.config.thing_name,
+        format!("http://{addr}"),
+    )?;
     let state = Arc::new(ApiState {
         registry: registry.clone(),
         engine: engine.clone(),
         pubsub: pubsub.clone(),
         cli_token,
         gate: crate::api::auth::Gate::new(opts.config.api.auth, api_keys, addr),
+        openwhisk: openwhisk.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());
@@ -190,6 +197,10 @@ pub async fn run(
     write_atomically(&layout.api_addr_file(), addr.to_string().as_bytes())?;
     tracing::info!(%addr, root = %layout.root().display(), "host ready");
     println!("listening on http://{addr}");
+    println!(
+        "OpenWhisk API: wsk property set --apihost http://{addr} --auth \"$(cat {})\"",
+        crate::openwhisk::auth_file(&layout).display()
+    );
     if opts.with_example {
         let root = layout.root().display();
         println!("example function `hello` is ready; invoke it with:");
@@ -211,6 +222,7 @@ pub async fn run(
     engine.shutdown().await;
     tes.shutdown().await;
     registry.shutdown().await;
+    openwhisk.shutdown();
     pubsub.shutdown().await;
     if let Some(mqtt) = &mqtt {
         mqtt.shutdown().await;
