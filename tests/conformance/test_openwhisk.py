@@ -1,0 +1,293 @@
+"""OpenWhisk actions with the real `openwhisk` npm client (the JavaScript library OpenWhisk
+users script with), unmodified, pointed at the host's `/api/v1` with the key the host made in
+ROOT/state/openwhisk.auth. Each test drives the client through openwhisk/driver.js."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from support import unique_name
+
+HERE = Path(__file__).parent / "openwhisk"
+DEADLINE = 30.0
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z (stdout|stderr): ")
+# The host's instance limit for an action's function (openwhisk::MAX_INSTANCES).
+MAX_INSTANCES = 8
+
+NODE_GREETING = """
+function main(params) {
+  console.log('greeting', params.name);
+  console.error('to stderr');
+  return { greeting: `Hello, ${params.name}!`, place: params.place,
+           activation: process.env.__OW_ACTIVATION_ID, action: process.env.__OW_ACTION_NAME,
+           namespace: process.env.__OW_NAMESPACE, apiHost: process.env.__OW_API_HOST,
+           hasKey: (process.env.__OW_API_KEY || '').includes(':'),
+           deadline: Number(process.env.__OW_DEADLINE) };
+}
+"""
+
+PYTHON_COUNT = """
+def main(params):
+    print("counting", params.get("n"))
+    return {"n": params.get("n", 0) + params.get("step", 1), "greeting": params.get("greeting")}
+"""
+
+
+class Whisk:
+    """The npm client as a function: steps in, results out."""
+
+    def __init__(self, host, auth: str | None = None):
+        self.host = host
+        self.auth = auth or (host.root / "state" / "openwhisk.auth").read_text().strip()
+
+    def run(self, *steps) -> list:
+        node_modules = HERE / "node_modules"
+        if not (node_modules / "openwhisk").is_dir():
+            pytest.fail("tests/conformance/openwhisk/node_modules is missing: run scripts/install-test-deps")
+        env = dict(os.environ, OW_APIHOST=self.host.endpoint, OW_AUTH=self.auth)
+        result = subprocess.run(
+            ["node", str(HERE / "driver.js")], input=json.dumps(list(steps)), env=env,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def one(self, method: str, options: dict):
+        (out,) = self.run([method, options])
+        assert "ok" in out, f"{method} {options.get('name')}: {out['error']}"
+        return out["ok"]
+
+    def fails(self, method: str, options: dict) -> dict:
+        (out,) = self.run([method, options])
+        assert "error" in out, f"{method} succeeded: {out['ok']}"
+        return out["error"]
+
+    def create(self, name: str, code: str, kind: str, **extra) -> dict:
+        return self.one("actions.create", {"name": name, "action": code, "kind": kind, **extra})
+
+    def activation(self, activation_id: str) -> dict:
+        """The record, once it exists (a non-blocking invoke's is written when it ends)."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            (out,) = self.run(["activations.get", {"name": activation_id}])
+            if "ok" in out:
+                return out["ok"]
+            assert out["error"]["statusCode"] == 404, out
+            assert time.monotonic() < deadline, f"no activation {activation_id}"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def whisk(host) -> Whisk:
+    return Whisk(host)
+
+
+def response(record: dict) -> tuple:
+    r = record["response"]
+    return r["status"], r["statusCode"], r["success"]
+
+
+def annotation(record: dict, key: str):
+    return next((a["value"] for a in record["annotations"] if a["key"] == key), None)
+
+
+def test_node_and_python_actions_with_default_parameters(whisk, host, lambda_client):
+    node, py = unique_name("ow-node"), unique_name("ow-py")
+    created = whisk.create(node, NODE_GREETING, "nodejs:20",
+                           params={"name": "default", "place": "edge"})
+    assert created["exec"]["kind"] == "nodejs:20" and created["version"] == "0.0.1"
+    assert {"key": "place", "value": "edge"} in created["parameters"]
+    whisk.create(py, PYTHON_COUNT, "python:3", params={"step": 10})
+
+    # Blocking, the result only: the invoke's parameters over the defaults.
+    result = whisk.one("actions.invoke", {"name": node, "blocking": True, "result": True,
+                                          "params": {"name": "device"}})
+    assert result["greeting"] == "Hello, device!" and result["place"] == "edge"
+    assert result["action"].endswith(f"/{node}") and result["hasKey"]
+    assert result["apiHost"] == host.endpoint
+    assert result["deadline"] > time.time() * 1000
+    assert whisk.one("actions.invoke", {"name": py, "blocking": True, "result": True,
+                                        "params": {"n": 1}})["n"] == 11
+
+    # Blocking, the whole record; then the same record, its logs and result by id.
+    record = whisk.one("actions.invoke", {"name": node, "blocking": True, "params": {"name": "x"}})
+    assert response(record) == ("success", 0, True)
+    activation_id = record["activationId"]
+    assert re.fullmatch(r"[0-9a-f]{32}", activation_id)
+    assert record["response"]["result"]["activation"] == activation_id
+    assert record["end"] - record["start"] == record["duration"] >= 0
+    assert annotation(record, "kind") == "nodejs:20"
+    assert annotation(record, "path").endswith(f"/{node}")
+    assert annotation(record, "limits")["timeout"] == 60000
+    assert isinstance(annotation(record, "waitTime"), int)
+    assert all(LOG_LINE.match(line) for line in record["logs"]), record["logs"]
+    assert any(line.endswith("stdout: greeting x") for line in record["logs"])
+    assert any(line.endswith("stderr: to stderr") for line in record["logs"])
+    assert whisk.one("activations.get", {"name": activation_id}) == record
+    assert whisk.one("activations.logs", {"name": activation_id})["logs"] == record["logs"]
+    assert whisk.one("activations.result", {"name": activation_id})["result"] == \
+        record["response"]["result"]
+
+    # Non-blocking: 202 and the id at once; the record once it has run.
+    accepted = whisk.one("actions.invoke", {"name": py, "params": {"n": 5}})
+    assert set(accepted) == {"activationId"}
+    later = whisk.activation(accepted["activationId"])
+    assert response(later) == ("success", 0, True) and later["response"]["result"]["n"] == 15
+    assert any(line.endswith("stdout: counting 5") for line in later["logs"])
+    listed = whisk.one("activations.list", {"name": py, "limit": 5})
+    assert listed[0]["activationId"] == accepted["activationId"]
+    assert {a["name"] for a in listed} == {py}
+
+    # The same action, seen through the Lambda API.
+    config = lambda_client.get_function(FunctionName=f"ow-{node}")["Configuration"]
+    assert config["Runtime"] == "nodejs20.x"
+
+
+def test_update_and_delete(whisk, lambda_client):
+    name = unique_name("ow-upd")
+    whisk.create(name, "function main() { return { v: 1 } }", "nodejs:20")
+    assert whisk.one("actions.invoke", {"name": name, "blocking": True, "result": True}) == {"v": 1}
+    updated = whisk.one("actions.update", {"name": name, "action": "def main(p):\n    return {'v': 2}\n",
+                                           "kind": "python:3.11", "limits": {"timeout": 5000}})
+    assert updated["version"] == "0.0.2" and updated["limits"]["timeout"] == 5000
+    assert whisk.one("actions.invoke", {"name": name, "blocking": True, "result": True}) == {"v": 2}
+    fetched = whisk.one("actions.get", {"name": name})
+    assert fetched["exec"]["kind"] == "python:3.11" and "code" in fetched["exec"]
+    assert "code" not in whisk.one("actions.get", {"name": name, "code": False})["exec"]
+    assert name in [a["name"] for a in whisk.one("actions.list", {"limit": 200})]
+
+    whisk.one("actions.delete", {"name": name})
+    assert whisk.fails("actions.get", {"name": name})["statusCode"] == 404
+    assert whisk.fails("actions.invoke", {"name": name, "blocking": True})["statusCode"] == 404
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.get_function(FunctionName=f"ow-{name}")
+
+
+def test_sequence_of_a_node_and_a_python_action(whisk):
+    node, py, seq = unique_name("ow-s1"), unique_name("ow-s2"), unique_name("ow-seq")
+    whisk.create(node, "function main(p) { return { n: p.n * 2, greeting: 'hi' } }", "nodejs:20")
+    whisk.create(py, PYTHON_COUNT, "python:3")
+    whisk.one("actions.create", {"name": seq, "sequence": [f"/_/{node}", f"/_/{py}"]})
+    record = whisk.one("actions.invoke", {"name": seq, "blocking": True, "params": {"n": 4}})
+    assert response(record) == ("success", 0, True)
+    assert record["response"]["result"] == {"n": 9, "greeting": "hi"}
+    assert annotation(record, "kind") == "sequence"
+    first, second = (whisk.activation(i) for i in record["logs"])
+    assert (first["name"], second["name"]) == (node, py)
+
+
+def invoke_record(whisk: Whisk, name: str) -> dict:
+    """A blocking invoke that did not succeed answers 502 with the record."""
+    error = whisk.fails("actions.invoke", {"name": name, "blocking": True})
+    assert error["statusCode"] == 502, error
+    return error["body"]
+
+
+def test_errors_as_openwhisk_reports_them(whisk):
+    cases = {
+        "throws": ("nodejs:20", "function main() { throw new Error('boom') }",
+                   "action developer error", 2, "An error has occurred: Error: boom"),
+        "errs": ("nodejs:20", "function main() { return { error: 'no such thing' } }",
+                 "application error", 1, "no such thing"),
+        "rejects": ("nodejs:20", "async function main() { return Promise.reject({ reason: 7 }) }",
+                    "application error", 1, {"reason": 7}),
+        "raises": ("python:3", "def main(p):\n    raise ValueError('bad value')\n",
+                   "application error", 1, "bad value"),
+        "slow": ("nodejs:20", "function main() { return new Promise(r => setTimeout(r, 10000)) }",
+                 "action developer error", 2,
+                 "The action exceeded its time limits of 1000 milliseconds."),
+        "exits": ("nodejs:20", "function main() { process.exit(3) }",
+                  "action developer error", 2,
+                  "The action did not produce a valid response and exited unexpectedly."),
+    }
+    names = {}
+    for case, (kind, code, *_rest) in cases.items():
+        names[case] = unique_name(f"ow-{case}")
+        whisk.create(names[case], code, kind, limits={"timeout": 1000})
+    for case, (_kind, _code, status, code, error) in cases.items():
+        record = invoke_record(whisk, names[case])
+        assert response(record) == (status, code, False), case
+        assert record["response"]["result"] == {"error": error}, case
+        assert annotation(record, "timeout") is (case == "slow"), case
+    # The instance that exited is replaced: the action runs again.
+    again = invoke_record(whisk, names["errs"])
+    assert again["response"]["statusCode"] == 1
+
+
+def test_bad_input_is_refused_and_nothing_is_half_created(whisk, host, lambda_client):
+    before_actions = {a["name"] for a in whisk.one("actions.list", {"limit": 200})}
+    before_functions = {f["FunctionName"] for f in lambda_client.list_functions()["Functions"]}
+    bad = unique_name("ow-bad")
+    unknown = whisk.fails("actions.create", {"name": bad, "action": "x", "kind": "java:8"})
+    assert unknown["statusCode"] == 400
+    assert "The specified runtime 'java:8' is not supported" in unknown["body"]["error"]
+    syntax = whisk.fails("actions.create", {"name": bad, "action": "function main( {", "kind": "nodejs:20"})
+    assert syntax["statusCode"] == 400 and "SyntaxError" in syntax["body"]["error"]
+    pysyntax = whisk.fails("actions.create", {"name": bad, "action": "def main(:\n", "kind": "python:3"})
+    assert pysyntax["statusCode"] == 400 and "SyntaxError" in pysyntax["body"]["error"]
+    no_main = whisk.fails("actions.create", {"name": bad, "action": "function other() {}", "kind": "nodejs:20"})
+    assert no_main["statusCode"] == 400
+    assert "Action entrypoint 'main' is not a function." in no_main["body"]["error"]
+    missing = whisk.fails("actions.create", {"name": bad, "sequence": [f"/_/{unique_name('nothing')}"]})
+    assert missing["statusCode"] == 400 and "Sequence component does not exist" in missing["body"]["error"]
+    assert whisk.fails("actions.get", {"name": bad})["statusCode"] == 404
+
+    # An update with broken code keeps the action as it was.
+    good = unique_name("ow-good")
+    whisk.create(good, "function main() { return { ok: true } }", "nodejs:20")
+    whisk.fails("actions.update", {"name": good, "action": "function main( {", "kind": "nodejs:20"})
+    assert whisk.one("actions.get", {"name": good})["version"] == "0.0.1"
+    assert whisk.one("actions.invoke", {"name": good, "blocking": True, "result": True}) == {"ok": True}
+    # Creating over an existing action without overwrite is a conflict.
+    assert whisk.fails("actions.create", {"name": good, "action": "function main() {}",
+                                          "kind": "nodejs:20"})["statusCode"] == 409
+
+    after_actions = {a["name"] for a in whisk.one("actions.list", {"limit": 200})}
+    after_functions = {f["FunctionName"] for f in lambda_client.list_functions()["Functions"]}
+    assert after_actions - before_actions == {good}
+    assert after_functions - before_functions == {f"ow-{good}"}, "no scratch function left behind"
+
+
+def test_wrong_key_is_401_as_openwhisk_answers(host, whisk):
+    uuid = whisk.auth.split(":")[0]
+    wrong = Whisk(host, auth=f"{uuid}:{'x' * 64}")
+    error = wrong.fails("actions.list", {})
+    assert error["statusCode"] == 401
+    assert error["body"]["error"] == "The supplied authentication is invalid"
+    assert re.fullmatch(r"[0-9a-f]+", error["body"]["code"])
+    # No credentials at all, and a browser's request with the right key.
+    url = f"{host.endpoint}/api/v1/namespaces/_/actions"
+    with pytest.raises(urllib.error.HTTPError) as none:
+        urllib.request.urlopen(url, timeout=10)
+    assert none.value.code == 401
+    assert none.value.headers["WWW-Authenticate"] == 'Basic realm="whisk rest service"'
+    import base64
+    token = base64.b64encode(whisk.auth.encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}",
+                                                   "Origin": "http://evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as browser:
+        urllib.request.urlopen(request, timeout=10)
+    assert browser.value.code == 403
+    assert "access-control-allow-origin" not in {k.lower() for k in browser.value.headers}
+
+
+def test_fifty_concurrent_blocking_invokes_within_the_instance_limit(whisk, host):
+    name = unique_name("ow-burst")
+    whisk.create(name, "function main(p) { return new Promise(r => setTimeout(() => r({ i: p.i }), 50)) }",
+                 "nodejs:20")
+    (results,) = whisk.run({"parallel": 50, "step": ["actions.invoke",
+                                                      {"name": name, "blocking": True, "params": {"i": 1}}]})
+    failures = [r for r in results if "ok" not in r or r["ok"]["response"]["statusCode"] != 0]
+    assert not failures, failures[:3]
+    assert len({r["ok"]["activationId"] for r in results}) == 50
+    instances = host.function_processes(f"ow-{name}")
+    assert 1 <= len(instances) <= MAX_INSTANCES, instances
