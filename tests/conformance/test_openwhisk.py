@@ -291,3 +291,54 @@ def test_fifty_concurrent_blocking_invokes_within_the_instance_limit(whisk, host
     assert len({r["ok"]["activationId"] for r in results}) == 50
     instances = host.function_processes(f"ow-{name}")
     assert 1 <= len(instances) <= MAX_INSTANCES, instances
+
+
+WEB_ACTION = """
+function main(params) {
+  if (params.__ow_path === '/teapot') {
+    return { statusCode: 418, headers: { 'x-kind': 'teapot' }, body: 'short and stout' };
+  }
+  if (params.fail) return { error: { statusCode: 400, body: 'refused: ' + params.fail } };
+  return { statusCode: 200, headers: { 'content-type': 'application/json' },
+           body: { method: params.__ow_method, path: params.__ow_path, who: params.who,
+                   greeting: params.greeting, agent: params.__ow_headers['user-agent'] } };
+}
+"""
+
+
+def fetch(url: str, data: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def test_web_action_over_plain_http(whisk, host):
+    name, private = unique_name("ow-web"), unique_name("ow-private")
+    whisk.create(name, WEB_ACTION, "nodejs:20", params={"greeting": "hi"},
+                 annotations={"web-export": True})
+    whisk.create(private, "function main() { return {} }", "nodejs:20")
+    base = f"{host.endpoint}/api/v1/web/_/default"
+
+    status, headers, body = fetch(f"{base}/{name}/some/path?who=plain", headers={"User-Agent": "probe"})
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"method": "get", "path": "/some/path", "who": "plain",
+                                "greeting": "hi", "agent": "probe"}
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-openwhisk-activation-id"])
+    status, _, body = fetch(f"{base}/{name}.json", data=json.dumps({"who": "posted"}).encode(),
+                            headers={"Content-Type": "application/json"})
+    assert status == 200 and json.loads(body)["body"]["method"] == "post"
+    assert json.loads(body)["body"]["who"] == "posted"
+    status, headers, body = fetch(f"{base}/{name}.http/teapot")
+    assert (status, headers["x-kind"], body) == (418, "teapot", b"short and stout")
+    status, _, body = fetch(f"{base}/{name}?fail=no")
+    assert (status, body) == (400, b"refused: no")
+
+    # Not a web action, or not there: 404. A web page's request: refused, no CORS.
+    assert fetch(f"{base}/{private}")[0] == 404
+    assert fetch(f"{base}/{unique_name('nothing')}")[0] == 404
+    status, headers, _ = fetch(f"{base}/{name}", headers={"Origin": "http://evil.example"})
+    assert status == 403 and not any(k.lower().startswith("access-control") for k in headers)
+    assert fetch(f"{base}/{name}", headers={"Sec-Fetch-Site": "cross-site"})[0] == 403

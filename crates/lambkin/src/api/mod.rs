@@ -78,9 +78,7 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
             Ok(()) => local::route(req, state, &method, &segments[2..]).await,
             Err(e) => Err(e),
         },
-        (_, ["api", "v1", rest @ ..]) => {
-            Ok(crate::openwhisk::http::route(req, &state.openwhisk, rest).await)
-        }
+        (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
         _ => match Operation::route(&method, &segments) {
             Some(operation) => lambda_api(req, state, operation).await,
             None => Err(ApiError::UnknownOperation(format!(

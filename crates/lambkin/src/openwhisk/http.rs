@@ -15,21 +15,28 @@ use serde_json::{json, Map, Value};
 
 use lambkin_proto::openwhisk::{basic_credentials, ActionPut, ListQuery, Outcome, WhiskError};
 
-use super::OpenWhisk;
-use crate::api::Body;
+use super::{web, OpenWhisk};
+use crate::api::{ApiState, Body};
 
 /// The longest a blocking invoke waits before answering 202 with the activation id
 /// (OpenWhisk's controller waits 60 s too).
-const BLOCKING_WAIT: Duration = Duration::from_secs(60);
+pub(super) const BLOCKING_WAIT: Duration = Duration::from_secs(60);
 /// An action's document with its code (OpenWhisk takes up to 48 MB of code).
 const MAX_ACTION_BODY_BYTES: usize = 50 * 1024 * 1024;
 /// An invoke's parameters (the Lambda payload limit).
-const MAX_INVOKE_BODY_BYTES: usize = lambkin_proto::lambda::MAX_SYNC_REQUEST_BYTES;
+pub(super) const MAX_INVOKE_BODY_BYTES: usize = lambkin_proto::lambda::MAX_SYNC_REQUEST_BYTES;
 
 /// Serves one `/api/v1/...` request; `rest` are the decoded path segments after `v1`.
-pub async fn route(req: Request<Incoming>, ow: &Arc<OpenWhisk>, rest: &[&str]) -> Response<Body> {
+pub async fn route(req: Request<Incoming>, state: &ApiState, rest: &[&str]) -> Response<Body> {
     let transaction = uuid::Uuid::new_v4().simple().to_string();
-    match dispatch(req, ow, rest).await {
+    let ow = &state.openwhisk;
+    let answer = match rest {
+        ["web", namespace, package, action, path @ ..] => {
+            web::serve(req, state, namespace, package, action, path).await
+        }
+        _ => dispatch(req, ow, rest).await,
+    };
+    match answer {
         Ok(response) => response,
         Err(e) => error_response(&e, &transaction),
     }
@@ -186,14 +193,14 @@ async fn invoke(
     Ok(r)
 }
 
-fn set_activation_header(r: &mut Response<Body>, id: &str) {
+pub(super) fn set_activation_header(r: &mut Response<Body>, id: &str) {
     if let Ok(v) = http::HeaderValue::from_str(id) {
         r.headers_mut().insert("x-openwhisk-activation-id", v);
     }
 }
 
 /// An invoke's body: a JSON object, or nothing.
-fn parameters(body: &[u8]) -> Result<Map<String, Value>, WhiskError> {
+pub(super) fn parameters(body: &[u8]) -> Result<Map<String, Value>, WhiskError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -224,7 +231,7 @@ fn authenticate(req: &Request<Incoming>, ow: &OpenWhisk) -> Result<(), WhiskErro
     }
 }
 
-fn not_from_a_browser(req: &Request<Incoming>) -> Result<(), WhiskError> {
+pub(super) fn not_from_a_browser(req: &Request<Incoming>) -> Result<(), WhiskError> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if let Some(origin) = header("origin") {
         return Err(WhiskError::Refused(format!(
@@ -239,7 +246,7 @@ fn not_from_a_browser(req: &Request<Incoming>) -> Result<(), WhiskError> {
     Ok(())
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, WhiskError> {
+pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, WhiskError> {
     Limited::new(req.into_body(), limit)
         .collect()
         .await
@@ -256,7 +263,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, WhiskE
 }
 
 /// The query's pairs, decoded (`+` is a space).
-fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+pub(super) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.uri()
         .query()
         .unwrap_or("")
@@ -270,7 +277,7 @@ fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     crate::api::json_response(status, value)
 }
 

@@ -9,6 +9,7 @@
 pub mod activations;
 pub mod http;
 pub mod key;
+mod web;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
