@@ -342,3 +342,56 @@ def test_web_action_over_plain_http(whisk, host):
     status, headers, _ = fetch(f"{base}/{name}", headers={"Origin": "http://evil.example"})
     assert status == 403 and not any(k.lower().startswith("access-control") for k in headers)
     assert fetch(f"{base}/{name}", headers={"Sec-Fetch-Site": "cross-site"})[0] == 403
+
+
+def wait_for_activation_of(whisk: Whisk, action: str, predicate) -> dict:
+    """The newest activation of `action` whose record satisfies `predicate`."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        for summary in whisk.one("activations.list", {"name": action, "limit": 10}):
+            record = whisk.one("activations.get", {"name": summary["activationId"]})
+            if predicate(record):
+                return record
+        assert time.monotonic() < deadline, f"no matching activation of {action}"
+        time.sleep(0.2)
+
+
+def test_trigger_and_rule_fired_through_the_api_and_by_a_pubsub_message(whisk, host, lambkin_bin):
+    action, trigger, rule = unique_name("ow-echo"), unique_name("ow-trig"), unique_name("ow-rule")
+    topic = f"openwhisk/{trigger}/reading"
+    whisk.create(action, "function main(p) { return { got: p } }", "nodejs:20")
+    created = whisk.one("triggers.create", {"name": trigger, "trigger": {
+        "parameters": [{"key": "source", "value": "trigger-default"}],
+        "annotations": [{"key": "lambkin-pubsub-topic", "value": f"openwhisk/{trigger}/+"}]}})
+    assert created["name"] == trigger
+    made = whisk.one("rules.create", {"name": rule, "trigger": trigger, "action": action})
+    assert made["status"] == "active" and made["action"]["name"] == action
+
+    # Through the API: the trigger's activation names the action's.
+    fired = whisk.one("triggers.invoke", {"name": trigger, "params": {"value": 1}})
+    trigger_record = whisk.activation(fired["activationId"])
+    (outcome,) = [json.loads(line) for line in trigger_record["logs"]]
+    assert outcome["success"] and outcome["action"].endswith(f"/{action}")
+    action_record = whisk.activation(outcome["activationId"])
+    assert action_record["response"]["result"]["got"] == {"source": "trigger-default", "value": 1}
+
+    # Through local pub/sub: a message on a matching topic fires it.
+    published = subprocess.run([str(lambkin_bin), "pub", topic, json.dumps({"celsius": 21.5}),
+                                "--root", str(host.root)], capture_output=True, text=True, timeout=30)
+    assert published.returncode == 0, published.stderr
+    record = wait_for_activation_of(
+        whisk, action, lambda r: r["response"]["result"]["got"].get("celsius") == 21.5)
+    assert record["response"]["result"]["got"] == {"source": "trigger-default", "celsius": 21.5,
+                                                   "topic": topic}
+
+    # A disabled rule fires nothing: OpenWhisk answers 204, the client an empty result.
+    whisk.one("rules.disable", {"name": rule})
+    assert whisk.one("rules.get", {"name": rule})["status"] == "inactive"
+    assert "activationId" not in (whisk.one("triggers.invoke", {"name": trigger}) or {})
+    # A rule naming a missing action is refused; deleting works.
+    missing = whisk.fails("rules.create", {"name": unique_name("ow-rule"), "trigger": trigger,
+                                           "action": unique_name("nothing")})
+    assert missing["statusCode"] == 400 and "does not exist" in missing["body"]["error"]
+    whisk.one("rules.delete", {"name": rule})
+    whisk.one("triggers.delete", {"name": trigger})
+    assert whisk.fails("triggers.get", {"name": trigger})["statusCode"] == 404

@@ -429,6 +429,156 @@ fn bump_patch(version: &str) -> String {
     format!("{}.{}.{}", parts[0], parts[1], parts[2])
 }
 
+/// The body of `PUT /api/v1/namespaces/NS/triggers/NAME`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct TriggerPut {
+    pub parameters: Option<Vec<KeyValue>>,
+    pub annotations: Option<Vec<KeyValue>>,
+    pub version: Option<String>,
+    pub publish: Option<bool>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub limits: Option<Value>,
+}
+
+/// A trigger, as stored and returned. The annotation [`Trigger::PUBSUB_TOPIC`] binds it to a
+/// local pub/sub topic filter: each message fires it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub publish: bool,
+    pub parameters: Vec<KeyValue>,
+    pub annotations: Vec<KeyValue>,
+    pub limits: Value,
+    pub updated: u64,
+}
+
+impl Trigger {
+    /// The annotation naming the local pub/sub topic filter whose messages fire the trigger.
+    pub const PUBSUB_TOPIC: &'static str = "lambkin-pubsub-topic";
+
+    pub fn from_put(
+        put: TriggerPut,
+        existing: Option<&Trigger>,
+        namespace: &str,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<Self, WhiskError> {
+        check_name(name)?;
+        let trigger = Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            version: existing.map_or_else(
+                || put.version.clone().unwrap_or_else(|| "0.0.1".into()),
+                |t| bump_patch(&t.version),
+            ),
+            publish: put.publish.unwrap_or(false),
+            parameters: put
+                .parameters
+                .or_else(|| existing.map(|t| t.parameters.clone()))
+                .unwrap_or_default(),
+            annotations: put
+                .annotations
+                .or_else(|| existing.map(|t| t.annotations.clone()))
+                .unwrap_or_default(),
+            limits: json!({}),
+            updated: now_ms,
+        };
+        match trigger
+            .annotations
+            .iter()
+            .find(|kv| kv.key == Self::PUBSUB_TOPIC)
+            .map(|kv| &kv.value)
+        {
+            None | Some(Value::String(_)) => Ok(trigger),
+            Some(other) => Err(WhiskError::BadRequest(format!(
+                "annotation {} must be a topic filter (a string), not {other}",
+                Self::PUBSUB_TOPIC
+            ))),
+        }
+    }
+
+    /// The local pub/sub topic filter bound to the trigger, if any.
+    pub fn pubsub_topic(&self) -> Option<&str> {
+        self.annotations
+            .iter()
+            .find(|kv| kv.key == Self::PUBSUB_TOPIC)
+            .and_then(|kv| kv.value.as_str())
+    }
+
+    pub fn merged_parameters(&self, over: Map<String, Value>) -> Map<String, Value> {
+        let mut merged: Map<String, Value> = self
+            .parameters
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        merged.extend(over);
+        merged
+    }
+}
+
+/// The body of `PUT /api/v1/namespaces/NS/rules/NAME` (`/NS/NAME` references), and of
+/// `POST` (`{"status": "active" | "inactive"}`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RulePut {
+    pub trigger: Option<String>,
+    pub action: Option<String>,
+    pub status: Option<String>,
+    pub annotations: Option<Vec<KeyValue>>,
+}
+
+/// A rule's trigger or action: `{"name", "path"}` (path: the namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityRef {
+    pub name: String,
+    pub path: String,
+}
+
+/// A rule: its trigger fires its action while it is `active`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub publish: bool,
+    pub status: String,
+    pub trigger: EntityRef,
+    pub action: EntityRef,
+    pub annotations: Vec<KeyValue>,
+    pub updated: u64,
+}
+
+impl Rule {
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+/// `active` or `inactive`, as a rule's status.
+pub fn rule_status(status: &str) -> Result<&'static str, WhiskError> {
+    match status {
+        "active" => Ok("active"),
+        "inactive" => Ok("inactive"),
+        other => Err(WhiskError::BadRequest(format!(
+            "Rule status '{other}' is not 'active' or 'inactive'."
+        ))),
+    }
+}
+
+/// The namespace (if given) and name of a reference: `/NS/NAME`, `NS/NAME` or `NAME`.
+pub fn split_reference(reference: &str) -> Result<(Option<&str>, &str), WhiskError> {
+    let parts: Vec<&str> = reference.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [name] => Ok((None, name)),
+        [ns, name] | [ns, "default", name] => Ok((Some(ns), name)),
+        _ => Err(WhiskError::BadRequest(format!(
+            "'{reference}' is not a fully qualified name (packages are not supported)."
+        ))),
+    }
+}
+
 /// OpenWhisk's four outcomes (`ActivationResponse.statusCode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "u8", try_from = "u8")]

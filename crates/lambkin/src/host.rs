@@ -175,9 +175,11 @@ pub async fn run(
     let openwhisk = crate::openwhisk::OpenWhisk::start(
         &layout,
         registry.clone(),
+        pubsub.clone(),
         &opts.config.thing_name,
         format!("http://{addr}"),
     )?;
+    openwhisk.bind_stored().await;
     let state = Arc::new(ApiState {
         registry: registry.clone(),
         engine: engine.clone(),

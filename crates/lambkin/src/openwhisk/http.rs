@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use lambkin_proto::openwhisk::{basic_credentials, ActionPut, ListQuery, Outcome, WhiskError};
+use lambkin_proto::openwhisk::{
+    basic_credentials, ActionPut, ListQuery, Outcome, RulePut, TriggerPut, WhiskError,
+};
 
 use super::{web, OpenWhisk};
 use crate::api::{ApiState, Body};
@@ -133,7 +135,92 @@ async fn dispatch(
             let a = ow.activations.get(id).ok_or(WhiskError::NotFound)?;
             Ok(json_response(StatusCode::OK, &a.response.to_json()))
         }
-        (_, ["namespaces", _, "actions" | "activations", ..]) => Err(WhiskError::MethodNotAllowed),
+        (&Method::GET, ["namespaces", _, "triggers"] | ["namespaces", _, "triggers", ""]) => {
+            let q = ListQuery::parse(&query, "triggers")?;
+            let list: Vec<Value> = ow
+                .triggers()
+                .iter()
+                .skip(q.skip)
+                .take(q.limit)
+                .map(|t| json!(**t))
+                .collect();
+            Ok(json_response(StatusCode::OK, &Value::Array(list)))
+        }
+        (&Method::GET, ["namespaces", _, "triggers", name]) => {
+            let trigger = ow.trigger(name).ok_or(WhiskError::NotFound)?;
+            Ok(json_response(StatusCode::OK, &json!(*trigger)))
+        }
+        (&Method::PUT, ["namespaces", _, "triggers", name]) => {
+            let name = name.to_string();
+            let body = read_body(req, MAX_INVOKE_BODY_BYTES).await?;
+            let put: TriggerPut = if body.iter().all(u8::is_ascii_whitespace) {
+                TriggerPut::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| WhiskError::Malformed(e.to_string()))?
+            };
+            let trigger = ow.put_trigger(&name, put, flag("overwrite")).await?;
+            Ok(json_response(StatusCode::OK, &json!(*trigger)))
+        }
+        (&Method::DELETE, ["namespaces", _, "triggers", name]) => {
+            let trigger = ow.delete_trigger(name).await?;
+            Ok(json_response(StatusCode::OK, &json!(*trigger)))
+        }
+        (&Method::POST, ["namespaces", _, "triggers", name]) => {
+            let name = name.to_string();
+            let body = read_body(req, MAX_INVOKE_BODY_BYTES).await?;
+            let params = parameters(&body)?;
+            let trigger = ow.trigger(&name).ok_or(WhiskError::NotFound)?;
+            Ok(match ow.fire(&trigger, params) {
+                Some(id) => json_response(StatusCode::ACCEPTED, &json!({ "activationId": id })),
+                None => {
+                    let mut r = crate::api::json_response(StatusCode::NO_CONTENT, &Value::Null);
+                    *r.body_mut() = http_body_util::Full::new(Bytes::new());
+                    r.headers_mut().remove("content-type");
+                    r
+                }
+            })
+        }
+        (&Method::GET, ["namespaces", _, "rules"] | ["namespaces", _, "rules", ""]) => {
+            let q = ListQuery::parse(&query, "rules")?;
+            let list: Vec<Value> = ow
+                .rules()
+                .iter()
+                .skip(q.skip)
+                .take(q.limit)
+                .map(|r| json!(**r))
+                .collect();
+            Ok(json_response(StatusCode::OK, &Value::Array(list)))
+        }
+        (&Method::GET, ["namespaces", _, "rules", name]) => {
+            let rule = ow.rule(name).ok_or(WhiskError::NotFound)?;
+            Ok(json_response(StatusCode::OK, &json!(*rule)))
+        }
+        (&Method::PUT, ["namespaces", _, "rules", name]) => {
+            let name = name.to_string();
+            let body = read_body(req, MAX_INVOKE_BODY_BYTES).await?;
+            let put: RulePut =
+                serde_json::from_slice(&body).map_err(|e| WhiskError::Malformed(e.to_string()))?;
+            let rule = ow.put_rule(&name, put, flag("overwrite")).await?;
+            Ok(json_response(StatusCode::OK, &json!(*rule)))
+        }
+        (&Method::POST, ["namespaces", _, "rules", name]) => {
+            let name = name.to_string();
+            let body = read_body(req, MAX_INVOKE_BODY_BYTES).await?;
+            let put: RulePut =
+                serde_json::from_slice(&body).map_err(|e| WhiskError::Malformed(e.to_string()))?;
+            let status = put.status.ok_or_else(|| {
+                WhiskError::Malformed("the body must give the rule's status".into())
+            })?;
+            ow.set_rule_status(&name, &status).await?;
+            Ok(json_response(StatusCode::OK, &json!({})))
+        }
+        (&Method::DELETE, ["namespaces", _, "rules", name]) => {
+            let rule = ow.delete_rule(name).await?;
+            Ok(json_response(StatusCode::OK, &json!(*rule)))
+        }
+        (_, ["namespaces", _, "actions" | "activations" | "triggers" | "rules", ..]) => {
+            Err(WhiskError::MethodNotAllowed)
+        }
         _ => Err(WhiskError::NotFound),
     }
 }

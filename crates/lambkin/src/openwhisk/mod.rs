@@ -9,6 +9,7 @@
 pub mod activations;
 pub mod http;
 pub mod key;
+mod triggers;
 mod web;
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use tokio::sync::oneshot;
 use lambkin_proto::lambda::function::FunctionName;
 use lambkin_proto::openwhisk::{
     messages, Action, ActionPut, Activation, ActivationResponse, AdapterAnswer, KeyValue, Kind,
-    Outcome, WhiskError,
+    Outcome, Rule, Trigger, WhiskError,
 };
 
 use crate::lambda::code::CodeError;
@@ -34,6 +35,7 @@ use crate::lambda::invocation::{
 };
 use crate::lambda::registry::{ManageError, Registry};
 use crate::layout::Layout;
+use crate::pubsub::PubSubHandle;
 
 use activations::Activations;
 use key::WhiskKey;
@@ -63,6 +65,24 @@ pub struct OpenWhisk {
     /// Serialises action writes, so each sees the previous one's result.
     writes: tokio::sync::Mutex<()>,
     pub activations: Activations,
+    entities: RwLock<Entities>,
+    dirs: Dirs,
+    /// The tasks that fire bound triggers, by trigger.
+    feeds: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+    pubsub: PubSubHandle,
+}
+
+/// Triggers and rules, by name.
+#[derive(Debug, Default)]
+struct Entities {
+    triggers: BTreeMap<String, Arc<Trigger>>,
+    rules: BTreeMap<String, Arc<Rule>>,
+}
+
+#[derive(Debug)]
+struct Dirs {
+    triggers: PathBuf,
+    rules: PathBuf,
 }
 
 impl std::fmt::Debug for OpenWhisk {
@@ -137,6 +157,7 @@ impl OpenWhisk {
     pub fn start(
         layout: &Layout,
         registry: Registry,
+        pubsub: PubSubHandle,
         thing_name: &str,
         api_host: String,
     ) -> anyhow::Result<Arc<Self>> {
@@ -146,27 +167,31 @@ impl OpenWhisk {
             .with_context(|| format!("cannot make {}", auth_file(layout).display()))?;
         let base = layout.state_dir().join("openwhisk");
         let actions_dir = base.join("actions");
-        std::fs::create_dir_all(&actions_dir)
-            .with_context(|| format!("cannot make {}", actions_dir.display()))?;
-        for dir in [&base, &actions_dir] {
+        let dirs = Dirs {
+            triggers: base.join("triggers"),
+            rules: base.join("rules"),
+        };
+        for dir in [&actions_dir, &dirs.triggers, &dirs.rules] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make {}", dir.display()))?;
+        }
+        for dir in [&base, &actions_dir, &dirs.triggers, &dirs.rules] {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let mut actions = BTreeMap::new();
-        for entry in std::fs::read_dir(&actions_dir)?.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Action>(&b).ok())
-            {
-                Some(action) => {
-                    actions.insert(action.name.clone(), Arc::new(action));
-                }
-                None => tracing::error!(path = %path.display(), "unreadable OpenWhisk action"),
-            }
-        }
+        let entities = Entities {
+            triggers: triggers::load_all::<Trigger>(&dirs.triggers)?
+                .into_iter()
+                .map(|t| (t.name.clone(), Arc::new(t)))
+                .collect(),
+            rules: triggers::load_all::<Rule>(&dirs.rules)?
+                .into_iter()
+                .map(|r| (r.name.clone(), Arc::new(r)))
+                .collect(),
+        };
+        let actions: BTreeMap<String, Arc<Action>> = triggers::load_all::<Action>(&actions_dir)?
+            .into_iter()
+            .map(|a| (a.name.clone(), Arc::new(a)))
+            .collect();
         let activations = Activations::open(&base.join("activations"), RETENTION)
             .context("cannot open the OpenWhisk activation records")?;
         Ok(Arc::new(Self {
@@ -178,6 +203,10 @@ impl OpenWhisk {
             actions_dir,
             writes: tokio::sync::Mutex::new(()),
             activations,
+            entities: RwLock::new(entities),
+            dirs,
+            feeds: std::sync::Mutex::default(),
+            pubsub,
         }))
     }
 
@@ -602,6 +631,7 @@ impl OpenWhisk {
 
     /// Lets the pending activation records reach the disk.
     pub fn shutdown(&self) {
+        self.unbind_all();
         self.activations.shutdown();
     }
 }
