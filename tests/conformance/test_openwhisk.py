@@ -395,3 +395,61 @@ def test_trigger_and_rule_fired_through_the_api_and_by_a_pubsub_message(whisk, h
     whisk.one("rules.delete", {"name": rule})
     whisk.one("triggers.delete", {"name": trigger})
     assert whisk.fails("triggers.get", {"name": trigger})["statusCode"] == 404
+
+
+ACTIONLOOP_SCRIPT = """#!/bin/sh
+# ActionLoop: one JSON line per activation on stdin, the result as one line on fd 3.
+count=0
+while read -r line; do
+  count=$((count + 1))
+  echo "activation $count"
+  echo "{\\"count\\": $count, \\"pid\\": $$}" >&3
+done
+"""
+
+ACTIONLOOP_PYTHON = """#!/usr/bin/env python3
+import json, os, sys
+out = os.fdopen(3, "w")
+seen = []
+for line in sys.stdin:
+    message = json.loads(line)
+    seen.append(message["value"].get("word"))
+    print("heard", seen[-1], file=sys.stderr, flush=True)
+    out.write(json.dumps({"seen": seen, "activation": message["activation_id"],
+                          "action": message["action_name"]}) + "\\n")
+    out.flush()
+"""
+
+
+def test_native_actionloop_action_keeps_state_between_warm_activations(whisk):
+    import base64
+    import io
+    import zipfile
+    script, zipped = unique_name("ow-native"), unique_name("ow-native-zip")
+    whisk.one("actions.create", {"name": script, "action": {
+        "exec": {"kind": "blackbox", "image": "openwhisk/dockerskeleton", "code": ACTIONLOOP_SCRIPT}}})
+    first = whisk.one("actions.invoke", {"name": script, "blocking": True})
+    second = whisk.one("actions.invoke", {"name": script, "blocking": True})
+    assert response(first) == response(second) == ("success", 0, True)
+    assert first["response"]["result"]["count"] == 1
+    assert second["response"]["result"] == {"count": 2, "pid": first["response"]["result"]["pid"]}
+    assert [l.split(": ", 1)[1] for l in second["logs"]] == ["activation 2"]
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("exec")
+        info.external_attr = 0o755 << 16
+        z.writestr(info, ACTIONLOOP_PYTHON)
+    whisk.one("actions.create", {"name": zipped, "action": {"exec": {
+        "kind": "blackbox", "binary": True, "code": base64.b64encode(buf.getvalue()).decode()}}})
+    whisk.one("actions.invoke", {"name": zipped, "blocking": True, "params": {"word": "one"}})
+    record = whisk.one("actions.invoke", {"name": zipped, "blocking": True, "params": {"word": "two"}})
+    result = record["response"]["result"]
+    assert result["seen"] == ["one", "two"] and result["activation"] == record["activationId"]
+    assert result["action"].endswith(f"/{zipped}")
+    assert record["logs"][-1].endswith("stderr: heard two")
+
+    # An image this host cannot run, or a script without #!, is refused.
+    image = whisk.fails("actions.create", {"name": unique_name("ow-img"), "action": {
+        "exec": {"kind": "blackbox", "image": "someone/runtime:1", "code": ACTIONLOOP_SCRIPT}}})
+    assert image["statusCode"] == 400 and "runs no container images" in image["body"]["error"]

@@ -100,6 +100,10 @@ pub enum Kind {
     Node { major: Option<u32> },
     /// `python:3`, `python:3.N` (or `python:default`: `None`).
     Python { minor: Option<u32> },
+    /// `blackbox` (or `native`): an executable speaking OpenWhisk's ActionLoop protocol (one
+    /// JSON line per activation on stdin, the result on file descriptor 3), given as a script
+    /// or as a zip holding `exec`.
+    Native,
     /// `sequence`: the action runs its components in order.
     Sequence,
 }
@@ -116,7 +120,16 @@ impl Kind {
         "python:3.10",
         "python:3.11",
         "python:3.12",
+        "blackbox",
+        "native",
         "sequence",
+    ];
+
+    /// Images a `blackbox` action may name: the ActionLoop skeletons (no image runs here).
+    pub const NATIVE_IMAGES: &'static [&'static str] = &[
+        "openwhisk/dockerskeleton",
+        "openwhisk/actionloop-v2",
+        "openwhisk/actionloop",
     ];
 
     pub fn parse(kind: &str) -> Result<Self, WhiskError> {
@@ -128,6 +141,9 @@ impl Kind {
         };
         if kind == "sequence" {
             return Ok(Self::Sequence);
+        }
+        if kind == "blackbox" || kind == "native" {
+            return Ok(Self::Native);
         }
         if let Some(v) = kind.strip_prefix("nodejs:") {
             return match v {
@@ -154,11 +170,13 @@ impl Kind {
         Err(unsupported())
     }
 
-    /// The Lambda runtime the kind runs on (`nodejs20.x`, `python3.12`); `None` for a sequence.
+    /// The Lambda runtime the kind runs on (`nodejs20.x`, `python3.12`; a native action's
+    /// ActionLoop adapter is Python); `None` for a sequence.
     pub fn lambda_runtime(&self) -> Option<String> {
         match self {
             Self::Node { major } => Some(format!("nodejs{}.x", major.unwrap_or(20))),
             Self::Python { minor } => Some(format!("python3.{}", minor.unwrap_or(12))),
+            Self::Native => Some("python3.12".into()),
             Self::Sequence => None,
         }
     }
@@ -393,6 +411,35 @@ fn check_exec(exec: ExecPut) -> Result<Exec, WhiskError> {
                 binary: false,
                 main: None,
                 components: Some(components),
+            })
+        }
+        Kind::Native => {
+            if let Some(image) = exec.image.as_deref() {
+                let base = image.split(':').next().unwrap_or(image);
+                if !Kind::NATIVE_IMAGES.contains(&base) {
+                    return Err(WhiskError::BadRequest(format!(
+                        "image '{image}' cannot run here: this host runs no container images; give the executable as exec.code (a script, or a zip holding exec with binary: true)"
+                    )));
+                }
+            }
+            let code = exec.code.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
+                WhiskError::BadRequest(
+                    "The request content was malformed: exec.code (the executable) is required."
+                        .into(),
+                )
+            })?;
+            let binary = exec.binary == Some(true);
+            if !binary && !code.starts_with("#!") {
+                return Err(WhiskError::BadRequest(
+                    "a native action's code must be a script starting with #! or a base64 zip holding exec (binary: true)".into(),
+                ));
+            }
+            Ok(Exec {
+                kind: exec.kind,
+                code: Some(code),
+                binary,
+                main: exec.main,
+                components: None,
             })
         }
         Kind::Node { .. } | Kind::Python { .. } => {
@@ -1025,6 +1072,7 @@ mod tests {
         assert_eq!(rt("python:3.11").as_deref(), Some("python3.11"));
         assert_eq!(rt("python:3").as_deref(), Some("python3.12"));
         assert_eq!(rt("sequence"), None);
+        assert_eq!(Kind::parse("blackbox").unwrap(), Kind::Native);
         for bad in ["java:8", "nodejs:6", "python:2", "nodejs", ""] {
             let e = Kind::parse(bad).unwrap_err();
             assert_eq!(e.status(), 400);

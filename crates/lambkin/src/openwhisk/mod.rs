@@ -46,11 +46,14 @@ pub const FUNCTION_PREFIX: &str = "ow-";
 pub const MAX_INSTANCES: u32 = 8;
 /// Activation records kept.
 pub const RETENTION: usize = 10_000;
+/// The most a native action's zip may inflate to (a Lambda function's unzipped limit).
+const MAX_NATIVE_BYTES: u64 = 250 * 1024 * 1024;
 /// How deep sequences may nest.
 const MAX_SEQUENCE_DEPTH: usize = 16;
 
 const ADAPTER_JS: &str = include_str!("../../runtimes/openwhisk/adapter.js");
 const ADAPTER_PY: &str = include_str!("../../runtimes/openwhisk/adapter.py");
+const ACTIONLOOP_PY: &str = include_str!("../../runtimes/openwhisk/actionloop.py");
 
 /// The OpenWhisk side of the host: its key, its actions, their activations.
 pub struct OpenWhisk {
@@ -276,7 +279,7 @@ impl OpenWhisk {
             .is_some_and(|a| !matches!(a.kind(), Ok(Kind::Sequence)));
         match kind {
             Kind::Sequence => self.check_sequence(&action)?,
-            Kind::Node { .. } | Kind::Python { .. } => {
+            Kind::Node { .. } | Kind::Python { .. } | Kind::Native => {
                 let zip = code_zip(&action, kind)?;
                 self.check_code(&action, kind, &zip).await?;
                 if had_function {
@@ -471,7 +474,7 @@ impl OpenWhisk {
             let params = action.merged_parameters(params);
             let activation = match action.kind()? {
                 Kind::Sequence => self.run_sequence(&action, params, id, depth).await?,
-                Kind::Node { .. } | Kind::Python { .. } => {
+                Kind::Node { .. } | Kind::Python { .. } | Kind::Native => {
                     self.run_code(&action, params, id).await?
                 }
             };
@@ -671,7 +674,10 @@ fn parse_request<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Whis
 fn function_config(action: &Action, kind: Kind) -> Value {
     json!({
         "Runtime": kind.lambda_runtime(),
-        "Handler": "__openwhisk_adapter.handler",
+        "Handler": match kind {
+            Kind::Native => "__openwhisk_actionloop.handler",
+            Kind::Node { .. } | Kind::Python { .. } | Kind::Sequence => "__openwhisk_adapter.handler",
+        },
         "Timeout": action.limits.timeout.div_ceil(1000),
         "MemorySize": action.limits.memory,
         "Description": format!("OpenWhisk action /{}/{}", action.namespace, action.name),
@@ -691,32 +697,79 @@ fn create_request(function: &FunctionName, action: &Action, kind: Kind, zip: Str
     request
 }
 
-/// The function's code: both adapters, the action's code and its entry point (base64 zip).
+/// The function's code: the adapters, the action's code and its entry point (base64 zip). A
+/// native action's executable goes under `__openwhisk_native/` (a zip's entries keep their
+/// modes; a script becomes `exec`, 0755).
 fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
-    use std::io::Write;
+    use std::io::{Read, Write};
+    let b64 = &base64::engine::general_purpose::STANDARD;
     let code = action.exec.code.as_deref().unwrap_or_default();
-    let code_file = match kind {
-        Kind::Python { .. } => "__openwhisk_action.py",
-        Kind::Node { .. } | Kind::Sequence => "__openwhisk_action.js",
-    };
     let meta = json!({ "main": action.main(), "kind": action.exec.kind }).to_string();
-    let files = [
-        ("__openwhisk_adapter.js", ADAPTER_JS),
-        ("__openwhisk_adapter.py", ADAPTER_PY),
-        ("__openwhisk_action.json", meta.as_str()),
-        (code_file, code),
+    let mut files: Vec<(String, Vec<u8>, u32)> = vec![
+        ("__openwhisk_adapter.js".into(), ADAPTER_JS.into(), 0o644),
+        ("__openwhisk_adapter.py".into(), ADAPTER_PY.into(), 0o644),
+        (
+            "__openwhisk_actionloop.py".into(),
+            ACTIONLOOP_PY.into(),
+            0o644,
+        ),
+        ("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
     ];
+    match kind {
+        Kind::Python { .. } => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
+        Kind::Node { .. } | Kind::Sequence => {
+            files.push(("__openwhisk_action.js".into(), code.into(), 0o644))
+        }
+        Kind::Native if !action.exec.binary => {
+            files.push(("__openwhisk_native/exec".into(), code.into(), 0o755))
+        }
+        Kind::Native => {
+            let bad = |why: String| WhiskError::BadRequest(format!("exec.code: {why}"));
+            let bytes = b64
+                .decode(code.trim())
+                .map_err(|e| bad(format!("not base64: {e}")))?;
+            let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+                .map_err(|e| bad(format!("not a zip: {e}")))?;
+            if archive.by_name("exec").is_err() {
+                return Err(bad("the zip holds no exec at its root".into()));
+            }
+            let mut inflated = 0u64;
+            for i in 0..archive.len() {
+                let mut entry = archive
+                    .by_index(i)
+                    .map_err(|e| bad(format!("unreadable entry: {e}")))?;
+                if entry.is_dir() {
+                    continue;
+                }
+                let name = entry.name().to_owned();
+                let mode = entry.unix_mode().unwrap_or(0o644) & 0o777;
+                let mut content = Vec::new();
+                (&mut entry)
+                    .take(MAX_NATIVE_BYTES + 1 - inflated)
+                    .read_to_end(&mut content)
+                    .map_err(|e| bad(format!("unreadable {name}: {e}")))?;
+                inflated += content.len() as u64;
+                if inflated > MAX_NATIVE_BYTES {
+                    return Err(bad(format!(
+                        "the zip inflates past {MAX_NATIVE_BYTES} bytes"
+                    )));
+                }
+                let mode = if name == "exec" { mode | 0o755 } else { mode };
+                files.push((format!("__openwhisk_native/{name}"), content, mode));
+            }
+        }
+    }
     let zip = (|| -> zip::result::ZipResult<Vec<u8>> {
         let mut buf = std::io::Cursor::new(Vec::new());
         let mut w = zip::ZipWriter::new(&mut buf);
-        let options = zip::write::SimpleFileOptions::default().unix_permissions(0o644);
-        for (name, content) in files {
-            w.start_file(name, options)?;
-            w.write_all(content.as_bytes())?;
+        for (name, content, mode) in &files {
+            let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            w.start_file(name.as_str(), options)?;
+            w.write_all(content)?;
         }
         w.finish()?;
         Ok(buf.into_inner())
     })()
     .map_err(|e| WhiskError::Internal(format!("cannot pack the action: {e}")))?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(zip))
+    Ok(b64.encode(zip))
 }
