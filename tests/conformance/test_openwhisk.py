@@ -100,7 +100,7 @@ def annotation(record: dict, key: str):
     return next((a["value"] for a in record["annotations"] if a["key"] == key), None)
 
 
-def test_node_and_python_actions_with_default_parameters(whisk, host, lambda_client):
+def test_node_and_python_actions_with_default_parameters(whisk, host, lambda_client, lambkin_bin):
     node, py = unique_name("ow-node"), unique_name("ow-py")
     created = whisk.create(node, NODE_GREETING, "nodejs:20",
                            params={"name": "default", "place": "edge"})
@@ -147,9 +147,20 @@ def test_node_and_python_actions_with_default_parameters(whisk, host, lambda_cli
     assert listed[0]["activationId"] == accepted["activationId"]
     assert {a["name"] for a in listed} == {py}
 
-    # The same action, seen through the Lambda API.
+    # The same actions, seen through the Lambda API (action NAME is function ow-NAME) and
+    # listed by `lambkin list`.
     config = lambda_client.get_function(FunctionName=f"ow-{node}")["Configuration"]
     assert config["Runtime"] == "nodejs20.x"
+    assert config["Handler"] == "__openwhisk_adapter.handler"
+    assert f"ow-{py}" in {f["FunctionName"] for f in lambda_client.list_functions()["Functions"]}
+    lambda_result = lambda_client.invoke(FunctionName=f"ow-{node}",
+                                         Payload=json.dumps({"value": {"name": "lambda"}}))
+    assert json.loads(lambda_result["Payload"].read())["returned"]["greeting"] == "Hello, lambda!"
+    listed = subprocess.run([str(lambkin_bin), "list", "--root", str(host.root)],
+                            capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(node + " "))
+    assert row.split()[1:3] == ["0.0.1", "openwhisk"] and f"Lambda ow-{node}" in row
 
 
 def test_update_and_delete(whisk, lambda_client):

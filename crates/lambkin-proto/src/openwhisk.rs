@@ -343,7 +343,7 @@ impl Action {
             "publish": self.publish,
             "annotations": self.annotations,
             "limits": self.limits,
-            "exec": { "binary": self.exec.binary },
+            "exec": { "kind": self.exec.kind, "binary": self.exec.binary },
             "updated": self.updated,
         })
     }
