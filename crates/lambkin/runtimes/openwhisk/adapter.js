@@ -48,38 +48,64 @@ function load() {
   return found;
 }
 
-/** Records what the activation writes to stdout and stderr, line by line. */
-function capture() {
-  const lines = [];
-  const partial = { stdout: '', stderr: '' };
-  const streams = { stdout: process.stdout, stderr: process.stderr };
-  const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
-  const consoles = {};
-  for (const m of ['log', 'info', 'debug', 'trace', 'warn', 'error']) consoles[m] = console[m];
+/**
+ * Records what an activation writes to stdout and stderr, line by line, into `lines` while one
+ * runs (the hooks stay installed; between activations they only pass output on).
+ */
+let lines = null;
+const partial = { stdout: '', stderr: '' };
+let hooked = false;
+
+function hook() {
+  if (hooked) return;
+  hooked = true;
   for (const name of ['stdout', 'stderr']) {
-    const stream = streams[name];
-    stream.write = function write(chunk, encoding, callback) {
-      const text =
-        partial[name] + (typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
-      const parts = text.split('\n');
-      partial[name] = parts.pop();
-      const now = Date.now();
-      for (const line of parts) lines.push([name, now, line]);
-      return writes[name].call(stream, chunk, encoding, callback);
+    const stream = process[name];
+    const write = stream.write;
+    stream.write = function captured(chunk, encoding, callback) {
+      if (lines !== null) {
+        const text =
+          partial[name] + (typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+        const parts = text.split('\n');
+        partial[name] = parts.pop();
+        const now = Date.now();
+        for (const line of parts) lines.push([name, now, line]);
+      }
+      return write.call(stream, chunk, encoding, callback);
     };
   }
+}
+
+/** Starts recording with console going to the plain streams, as in OpenWhisk's runtime. */
+function capture() {
+  hook();
+  lines = [];
+  const consoles = {};
+  for (const m of ['log', 'info', 'debug', 'trace', 'warn', 'error']) consoles[m] = console[m];
   const out = (...args) => process.stdout.write(`${util.format(...args)}\n`);
   const err = (...args) => process.stderr.write(`${util.format(...args)}\n`);
   console.log = console.info = console.debug = console.trace = out;
   console.warn = console.error = err;
   return () => {
+    const recorded = lines;
+    lines = null;
     for (const name of ['stdout', 'stderr']) {
-      streams[name].write = writes[name];
-      if (partial[name]) lines.push([name, Date.now(), partial[name]]);
+      if (partial[name]) recorded.push([name, Date.now(), partial[name]]);
+      partial[name] = '';
     }
     Object.assign(console, consoles);
-    return lines;
+    return recorded;
   };
+}
+
+/** The `__OW_*` variables as last set: only those that change are set again. */
+const envSet = {};
+
+function setEnv(key, value) {
+  if (envSet[key] !== value) {
+    process.env[key] = value;
+    envSet[key] = value;
+  }
 }
 
 function serializeError(e) {
@@ -122,8 +148,8 @@ exports.handler = async (event, context) => {
   }
   if (event && event.check) return { returned: {}, logs: [], init_ms: initMs };
   const env = (event && event.env) || {};
-  for (const key of Object.keys(env)) process.env[key] = String(env[key]);
-  process.env.__OW_DEADLINE = String(Date.now() + context.getRemainingTimeInMillis());
+  for (const key of Object.keys(env)) setEnv(key, String(env[key]));
+  setEnv('__OW_DEADLINE', String(Date.now() + context.getRemainingTimeInMillis()));
   const stop = capture();
   let answer;
   try {

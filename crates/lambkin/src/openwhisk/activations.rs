@@ -14,27 +14,77 @@ use lambkin_proto::openwhisk::{Activation, ListQuery};
 /// (and a warning says so).
 const PENDING_WRITES: usize = 4096;
 
-enum Write {
-    Put(Arc<Activation>),
-    Remove(String),
-}
-
 #[derive(Debug)]
 pub struct Activations {
     /// Oldest first.
     records: Mutex<VecDeque<Arc<Activation>>>,
     retention: usize,
-    writer: Mutex<Option<SyncSender<Write>>>,
+    writer: Mutex<Option<SyncSender<Arc<Activation>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for Write {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Put(a) => write!(f, "Put({})", a.activation_id),
-            Self::Remove(id) => write!(f, "Remove({id})"),
+/// Appends records to the newest segment, starting a new one every `per_segment` records and
+/// removing the ones no longer needed.
+struct SegmentWriter {
+    dir: PathBuf,
+    per_segment: usize,
+    number: u64,
+    written: usize,
+    file: Option<std::fs::File>,
+}
+
+impl SegmentWriter {
+    fn append(&mut self, record: &Activation) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.file.is_none() || self.written >= self.per_segment {
+            self.number += 1;
+            self.written = 0;
+            self.file = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(crate::layout::PRIVATE_FILE)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(segment_path(&self.dir, self.number))?,
+            );
+            // Two full segments after it hold the retention: the one before them goes.
+            if let Some(old) = self.number.checked_sub(3) {
+                let _ = std::fs::remove_file(segment_path(&self.dir, old));
+            }
         }
+        let mut line = record.to_json().to_string();
+        line.push('\n');
+        if let Some(file) = self.file.as_mut() {
+            file.write_all(line.as_bytes())?;
+        }
+        self.written += 1;
+        Ok(())
     }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:012}.jsonl"))
+}
+
+/// The segments in `dir`, oldest first.
+fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let number = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()?;
+            Some((number, path))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
 }
 
 impl Activations {
@@ -43,49 +93,41 @@ impl Activations {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let record = std::fs::read(&path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                .and_then(|v| Activation::from_json(&v));
-            match record {
-                Some(a) => found.push(a),
-                None => {
-                    tracing::warn!(path = %path.display(), "unreadable activation record removed");
-                    let _ = std::fs::remove_file(&path);
+        let segments = segments(dir)?;
+        let mut found: VecDeque<Arc<Activation>> = VecDeque::new();
+        for (_, path) in &segments {
+            let text = std::fs::read_to_string(path)?;
+            for line in text.lines() {
+                // A line cut short by a crash is skipped.
+                if let Some(a) = serde_json::from_str(line)
+                    .ok()
+                    .and_then(|v| Activation::from_json(&v))
+                {
+                    found.push_back(Arc::new(a));
                 }
             }
         }
-        found.sort_by_key(|a| (a.end_ms, a.start_ms));
         let excess = found.len().saturating_sub(retention);
-        for old in found.drain(..excess) {
-            let _ = std::fs::remove_file(record_path(dir, &old.activation_id));
-        }
-        let (tx, rx) = sync_channel::<Write>(PENDING_WRITES);
-        let dir: PathBuf = dir.to_owned();
+        found.drain(..excess);
+        let (tx, rx) = sync_channel::<Arc<Activation>>(PENDING_WRITES);
+        let mut writer = SegmentWriter {
+            dir: dir.to_owned(),
+            per_segment: retention.div_ceil(2).max(1),
+            number: segments.last().map_or(0, |(n, _)| *n),
+            written: 0,
+            file: None,
+        };
         let thread = std::thread::Builder::new()
             .name("openwhisk-activations".into())
             .spawn(move || {
-                for write in rx {
-                    let result = match &write {
-                        Write::Put(a) => crate::layout::write_private(
-                            &record_path(&dir, &a.activation_id),
-                            a.to_json().to_string().as_bytes(),
-                        ),
-                        Write::Remove(id) => std::fs::remove_file(record_path(&dir, id)),
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(?write, error = %e, "cannot update an activation record");
+                for record in rx {
+                    if let Err(e) = writer.append(&record) {
+                        tracing::warn!(activation = %record.activation_id, error = %e, "cannot keep an activation record on disk");
                     }
                 }
             })?;
         Ok(Self {
-            records: Mutex::new(found.into_iter().map(Arc::new).collect()),
+            records: Mutex::new(found),
             retention,
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -99,24 +141,18 @@ impl Activations {
     /// Keeps `activation` (the oldest goes past the limit).
     pub fn record(&self, activation: Activation) -> Arc<Activation> {
         let activation = Arc::new(activation);
-        let dropped = {
+        {
             let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
             records.push_back(activation.clone());
             let excess = records.len().saturating_sub(self.retention);
-            records.drain(..excess).collect::<Vec<_>>()
-        };
+            records.drain(..excess);
+        }
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(writer) = writer.as_ref() {
-            let writes = dropped
-                .into_iter()
-                .map(|a| Write::Remove(a.activation_id.clone()))
-                .chain(std::iter::once(Write::Put(activation.clone())));
-            for write in writes {
-                if let Err(TrySendError::Full(w) | TrySendError::Disconnected(w)) =
-                    writer.try_send(write)
-                {
-                    tracing::warn!(write = ?w, "activation records are written slower than made: not kept on disk");
-                }
+            if let Err(TrySendError::Full(a) | TrySendError::Disconnected(a)) =
+                writer.try_send(activation.clone())
+            {
+                tracing::warn!(activation = %a.activation_id, "activation records are made faster than written: one is not kept on disk");
             }
         }
         activation
@@ -165,13 +201,6 @@ impl Activations {
             let _ = thread.join();
         }
     }
-}
-
-/// Activation ids are generated here (32 hex digits); a stored name that is not one is never
-/// made into a path.
-fn record_path(dir: &Path, id: &str) -> PathBuf {
-    let safe: String = id.chars().filter(char::is_ascii_hexdigit).collect();
-    dir.join(format!("{safe}.json"))
 }
 
 #[cfg(test)]
@@ -224,11 +253,26 @@ mod tests {
         assert_eq!(ids(store.list(&window)), vec![30]);
         assert!(store.get(&format!("{:032x}", 0)).is_none());
         store.shutdown();
-        let files = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(files, 3, "the dropped records' files are removed");
-        let reopened = Activations::open(dir.path(), 2).unwrap();
-        assert_eq!(ids(reopened.list(&all)), vec![40, 30]);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // Segments of 2 records (half the retention).
+        let names = || -> Vec<u64> {
+            segments(dir.path())
+                .unwrap()
+                .iter()
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        assert_eq!(names(), vec![1, 2, 3]);
+        let reopened = Activations::open(dir.path(), 3).unwrap();
+        assert_eq!(
+            ids(reopened.list(&all)),
+            vec![40, 30, 20],
+            "read back at start"
+        );
+        reopened.record(activation(&format!("{:032x}", 9), "c", 90));
         reopened.shutdown();
+        assert_eq!(names(), vec![2, 3, 4], "segment 1 goes once 4 starts");
+        let again = Activations::open(dir.path(), 2).unwrap();
+        assert_eq!(ids(again.list(&all)), vec![90, 40]);
+        again.shutdown();
     }
 }
