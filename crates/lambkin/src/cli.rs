@@ -506,7 +506,11 @@ pub async fn list(layout: &Layout, json: bool) -> anyhow::Result<i32> {
             field("state")
         );
     }
-    for action in openwhisk_actions(layout).await? {
+    let actions = openwhisk_actions(layout).await.unwrap_or_else(|e| {
+        eprintln!("cannot list the OpenWhisk actions: {e:#}");
+        Vec::new()
+    });
+    for action in actions {
         let field = |k: &str| action[k].as_str().unwrap_or_default().to_owned();
         let kind = action["exec"]["kind"].as_str().unwrap_or_default();
         let runs_as = match kind {
