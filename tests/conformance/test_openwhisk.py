@@ -464,3 +464,49 @@ def test_native_actionloop_action_keeps_state_between_warm_activations(whisk):
     image = whisk.fails("actions.create", {"name": unique_name("ow-img"), "action": {
         "exec": {"kind": "blackbox", "image": "someone/runtime:1", "code": ACTIONLOOP_SCRIPT}}})
     assert image["statusCode"] == 400 and "runs no container images" in image["body"]["error"]
+
+
+def test_trigger_bound_to_an_iot_core_topic(lambkin_bin, device_dir):
+    """A broker (Mosquitto) and a host with [mqtt]: a paho message on the trigger's topic
+    fires it, and its rule runs the action with the message as parameters."""
+    paho = pytest.importorskip("paho.mqtt.client")
+    from test_mqtt import Broker, until
+    from test_mqtt import Host as MqttHost
+
+    base = device_dir("openwhisk-mqtt")
+    (base / "broker").mkdir()
+    broker = Broker(base / "broker")
+    broker.start()
+    host = MqttHost(lambkin_bin, base / "host", f'url = "mqtt://127.0.0.1:{broker.port}"\n')
+    publisher = None
+    try:
+        host.start()
+        host.endpoint = f"http://{(host.root / 'state' / 'api.addr').read_text().strip()}"
+        whisk = Whisk(host)
+        action, trigger, rule = "echo", "reading", "on-reading"
+        whisk.create(action, "function main(p) { return { got: p } }", "nodejs:20")
+        whisk.one("triggers.create", {"name": trigger, "trigger": {
+            "annotations": [{"key": "lambkin-iotcore-topic", "value": "sensors/+/reading"}]}})
+        whisk.one("rules.create", {"name": rule, "trigger": trigger, "action": action})
+
+        publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="ow-conformance-pub")
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        found = []
+
+        def fired():
+            # Published again until it arrives: the host's subscription may not be made yet.
+            publisher.publish("sensors/kitchen/reading", json.dumps({"celsius": 19}), qos=1)
+            found[:] = [a for a in whisk.one("activations.list", {"name": action, "limit": 5})]
+            return bool(found)
+
+        until(fired, "an activation of the action fired by an MQTT message", host.output)
+        record = whisk.activation(found[-1]["activationId"])
+        assert record["response"]["result"]["got"] == {"celsius": 19,
+                                                       "topic": "sensors/kitchen/reading"}
+    finally:
+        if publisher is not None:
+            publisher.loop_stop()
+            publisher.disconnect()
+        host.stop()
+        broker.stop()

@@ -505,6 +505,8 @@ pub struct Trigger {
 impl Trigger {
     /// The annotation naming the local pub/sub topic filter whose messages fire the trigger.
     pub const PUBSUB_TOPIC: &'static str = "lambkin-pubsub-topic";
+    /// The annotation naming the IoT Core (MQTT broker) topic filter whose messages fire it.
+    pub const IOTCORE_TOPIC: &'static str = "lambkin-iotcore-topic";
 
     pub fn from_put(
         put: TriggerPut,
@@ -533,26 +535,34 @@ impl Trigger {
             limits: json!({}),
             updated: now_ms,
         };
-        match trigger
-            .annotations
-            .iter()
-            .find(|kv| kv.key == Self::PUBSUB_TOPIC)
-            .map(|kv| &kv.value)
-        {
-            None | Some(Value::String(_)) => Ok(trigger),
-            Some(other) => Err(WhiskError::BadRequest(format!(
-                "annotation {} must be a topic filter (a string), not {other}",
-                Self::PUBSUB_TOPIC
-            ))),
+        for key in [Self::PUBSUB_TOPIC, Self::IOTCORE_TOPIC] {
+            match trigger.annotation(key) {
+                None | Some(Value::String(_)) => {}
+                Some(other) => {
+                    return Err(WhiskError::BadRequest(format!(
+                        "annotation {key} must be a topic filter (a string), not {other}"
+                    )))
+                }
+            }
         }
+        Ok(trigger)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&Value> {
+        self.annotations
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| &kv.value)
     }
 
     /// The local pub/sub topic filter bound to the trigger, if any.
     pub fn pubsub_topic(&self) -> Option<&str> {
-        self.annotations
-            .iter()
-            .find(|kv| kv.key == Self::PUBSUB_TOPIC)
-            .and_then(|kv| kv.value.as_str())
+        self.annotation(Self::PUBSUB_TOPIC).and_then(Value::as_str)
+    }
+
+    /// The IoT Core topic filter bound to the trigger, if any.
+    pub fn iotcore_topic(&self) -> Option<&str> {
+        self.annotation(Self::IOTCORE_TOPIC).and_then(Value::as_str)
     }
 
     pub fn merged_parameters(&self, over: Map<String, Value>) -> Map<String, Value> {

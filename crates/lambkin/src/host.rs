@@ -176,6 +176,7 @@ pub async fn run(
         &layout,
         registry.clone(),
         pubsub.clone(),
+        mqtt.clone(),
         &opts.config.thing_name,
         format!("http://{addr}"),
     )?;

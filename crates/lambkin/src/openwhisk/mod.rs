@@ -73,6 +73,8 @@ pub struct OpenWhisk {
     /// The tasks that fire bound triggers, by trigger.
     feeds: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
     pubsub: PubSubHandle,
+    /// The broker connection, for triggers bound to IoT Core topics.
+    mqtt: Option<crate::mqtt::Mqtt>,
 }
 
 /// Triggers and rules, by name.
@@ -161,6 +163,7 @@ impl OpenWhisk {
         layout: &Layout,
         registry: Registry,
         pubsub: PubSubHandle,
+        mqtt: Option<crate::mqtt::Mqtt>,
         thing_name: &str,
         api_host: String,
     ) -> anyhow::Result<Arc<Self>> {
@@ -210,6 +213,7 @@ impl OpenWhisk {
             dirs,
             feeds: std::sync::Mutex::default(),
             pubsub,
+            mqtt,
         }))
     }
 

@@ -1,11 +1,15 @@
 //! Triggers and rules: firing a trigger (through the API, or by a message on the local pub/sub
-//! topic filter its `lambkin-pubsub-topic` annotation names) activates the action of each of
+//! topic filter its `lambkin-pubsub-topic` annotation names, or on the IoT Core topic filter
+//! its `lambkin-iotcore-topic` names, through the host's MQTT connection at QoS 1) activates
+//! the action of each of
 //! its active rules with the trigger's parameters under the fired ones, and records the
 //! trigger's own activation (its logs: one JSON line per rule, naming the action's activation).
 //! Triggers and rules are kept in `ROOT/state/openwhisk/{triggers,rules}/NAME.json`.
 //!
 //! A bound trigger's messages, like a Lambda component's `pubsubTopics`, are not persisted:
-//! local pub/sub promises no delivery, and an activation starts per message as it arrives.
+//! local pub/sub promises no delivery, a broker's QoS 1 ends at the host, and an activation
+//! starts per message as it arrives. Without `[mqtt]` an IoT Core binding is kept and warned
+//! about, and fires nothing.
 
 use std::path::Path;
 use std::sync::{Arc, PoisonError, Weak};
@@ -106,20 +110,22 @@ impl OpenWhisk {
             return Err(WhiskError::AlreadyExists);
         }
         let trigger = Trigger::from_put(put, existing.as_deref(), &self.namespace, name, now_ms())?;
-        let filter = trigger
-            .pubsub_topic()
-            .map(|topic| {
-                Filter::parse(topic).map_err(|e| {
-                    WhiskError::BadRequest(format!("topic filter '{topic}' is not valid: {e}"))
-                })
+        let parse = |topic: &str| {
+            Filter::parse(topic).map_err(|e| {
+                WhiskError::BadRequest(format!("topic filter '{topic}' is not valid: {e}"))
             })
-            .transpose()?;
+        };
+        let filter = trigger.pubsub_topic().map(parse).transpose()?;
+        if let Some(topic) = trigger.iotcore_topic() {
+            parse(topic)?;
+        }
         store(&self.dirs.triggers, name, &trigger)?;
         let trigger = Arc::new(trigger);
         self.entities_mut()
             .triggers
             .insert(name.to_owned(), trigger.clone());
         self.unbind(name);
+        self.bind_iotcore(&trigger);
         if let Some(filter) = filter {
             self.bind(&trigger, filter).await;
         }
@@ -319,18 +325,10 @@ impl OpenWhisk {
                 let Some(trigger) = ow.trigger(&name) else {
                     return;
                 };
-                let topic = message.topic.to_string();
-                let mut params = match &message.payload {
-                    Payload::Json(value) => match value.as_ref() {
-                        Value::Object(fields) => fields.clone(),
-                        other => Map::from_iter([("message".to_owned(), other.clone())]),
-                    },
-                    Payload::Binary(bytes) => Map::from_iter([(
-                        "message".to_owned(),
-                        json!(String::from_utf8_lossy(bytes)),
-                    )]),
+                let params = match &message.payload {
+                    Payload::Json(value) => message_parameters(value, &message.topic.to_string()),
+                    Payload::Binary(bytes) => bytes_parameters(bytes, &message.topic.to_string()),
                 };
-                params.entry("topic").or_insert(json!(topic));
                 ow.fire(&trigger, params);
             }
         });
@@ -340,20 +338,53 @@ impl OpenWhisk {
             .insert(trigger.name.clone(), task);
     }
 
-    fn unbind(&self, name: &str) {
-        if let Some(task) = self
-            .feeds
+    /// Subscribes at the broker (in the background: the broker may be away) and fires the
+    /// trigger at each message.
+    fn bind_iotcore(self: &Arc<Self>, trigger: &Trigger) {
+        let Some(topic) = trigger.iotcore_topic().map(str::to_owned) else {
+            return;
+        };
+        let Some(mqtt) = self.mqtt.clone() else {
+            tracing::warn!(trigger = %trigger.name, %topic, "no [mqtt] broker is configured: the trigger's IoT Core topic fires nothing");
+            return;
+        };
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let name = trigger.name.clone();
+        let task = tokio::spawn(async move {
+            let mut messages = match mqtt.subscribe(&topic, true).await {
+                Ok(messages) => messages,
+                Err(e) => {
+                    tracing::warn!(trigger = %name, %topic, error = %e, "cannot subscribe to the IoT Core topic; the trigger is not bound");
+                    return;
+                }
+            };
+            while let Some(message) = messages.recv().await {
+                let Some(ow) = weak.upgrade() else { return };
+                let Some(trigger) = ow.trigger(&name) else {
+                    return;
+                };
+                ow.fire(&trigger, bytes_parameters(&message.payload, &message.topic));
+            }
+        });
+        self.feeds
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(name)
-        {
-            task.abort();
+            .insert(format!("{}\u{0}iotcore", trigger.name), task);
+    }
+
+    fn unbind(&self, name: &str) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in [name.to_owned(), format!("{name}\u{0}iotcore")] {
+            if let Some(task) = feeds.remove(&key) {
+                task.abort();
+            }
         }
     }
 
     /// Binds the stored triggers that name a topic (at start).
     pub async fn bind_stored(self: &Arc<Self>) {
         for trigger in self.triggers() {
+            self.bind_iotcore(&trigger);
             if let Some(filter) = trigger.pubsub_topic().and_then(|t| Filter::parse(t).ok()) {
                 self.bind(&trigger, filter).await;
             }
@@ -370,5 +401,23 @@ impl OpenWhisk {
         {
             task.abort();
         }
+    }
+}
+
+/// A message's parameters: a JSON object's fields, else `{"message": VALUE}`; and `topic`.
+fn message_parameters(value: &Value, topic: &str) -> Map<String, Value> {
+    let mut params = match value {
+        Value::Object(fields) => fields.clone(),
+        other => Map::from_iter([("message".to_owned(), other.clone())]),
+    };
+    params.entry("topic").or_insert(json!(topic));
+    params
+}
+
+/// As [`message_parameters`] for bytes: JSON if they are, else their text.
+fn bytes_parameters(bytes: &[u8], topic: &str) -> Map<String, Value> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => message_parameters(&value, topic),
+        Err(_) => message_parameters(&json!(String::from_utf8_lossy(bytes)), topic),
     }
 }
