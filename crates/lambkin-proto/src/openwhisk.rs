@@ -92,39 +92,23 @@ pub struct LimitsPut {
     pub concurrency: Option<u32>,
 }
 
-/// The language an action's code is in, from its `exec.kind` (`nodejs:20`, `python:3.11`,
-/// `nodejs:default`, `sequence`).
+/// How an action's code runs, from the family of its `exec.kind` (`nodejs:20` → Node,
+/// `python:3.11` → Python); which Lambda runtime it runs on is the [`KindTable`]'s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `nodejs:N` (or `nodejs:default`: `None`).
-    Node { major: Option<u32> },
-    /// `python:3`, `python:3.N` (or `python:default`: `None`).
-    Python { minor: Option<u32> },
+    /// `nodejs:*`: the Node adapter on a `nodejs*.x` runtime.
+    Node,
+    /// `python:*`: the Python adapter on a `python3.*` runtime.
+    Python,
     /// `blackbox` (or `native`): an executable speaking OpenWhisk's ActionLoop protocol (one
     /// JSON line per activation on stdin, the result on file descriptor 3), given as a script
-    /// or as a zip holding `exec`.
+    /// or as a zip holding `exec`; its adapter runs on a `python3.*` runtime.
     Native,
     /// `sequence`: the action runs its components in order.
     Sequence,
 }
 
 impl Kind {
-    /// The kinds this host runs, as the error for an unknown one lists them.
-    pub const SUPPORTED: &'static [&'static str] = &[
-        "nodejs:default",
-        "nodejs:18",
-        "nodejs:20",
-        "nodejs:22",
-        "python:default",
-        "python:3",
-        "python:3.10",
-        "python:3.11",
-        "python:3.12",
-        "blackbox",
-        "native",
-        "sequence",
-    ];
-
     /// Images a `blackbox` action may name: the ActionLoop skeletons (no image runs here).
     pub const NATIVE_IMAGES: &'static [&'static str] = &[
         "openwhisk/dockerskeleton",
@@ -132,53 +116,111 @@ impl Kind {
         "openwhisk/actionloop",
     ];
 
-    pub fn parse(kind: &str) -> Result<Self, WhiskError> {
-        let unsupported = || {
-            WhiskError::BadRequest(format!(
-                "The specified runtime '{kind}' is not supported by this platform. Valid values are: '{}'.",
-                Self::SUPPORTED.join("', '")
-            ))
-        };
-        if kind == "sequence" {
-            return Ok(Self::Sequence);
+    /// The family of `kind`, whether or not the table has it.
+    pub fn family(kind: &str) -> Option<Self> {
+        match kind {
+            "sequence" => Some(Self::Sequence),
+            "blackbox" | "native" => Some(Self::Native),
+            _ if kind.starts_with("nodejs:") => Some(Self::Node),
+            _ if kind.starts_with("python:") => Some(Self::Python),
+            _ => None,
         }
-        if kind == "blackbox" || kind == "native" {
-            return Ok(Self::Native);
-        }
-        if let Some(v) = kind.strip_prefix("nodejs:") {
-            return match v {
-                "default" => Ok(Self::Node { major: None }),
-                _ => match v.parse::<u32>() {
-                    Ok(major) if (16..=24).contains(&major) => {
-                        Ok(Self::Node { major: Some(major) })
-                    }
-                    _ => Err(unsupported()),
-                },
-            };
-        }
-        if let Some(v) = kind.strip_prefix("python:") {
-            return match v {
-                "default" | "3" => Ok(Self::Python { minor: None }),
-                _ => match v.strip_prefix("3.").map(str::parse::<u32>) {
-                    Some(Ok(minor)) if (8..=14).contains(&minor) => {
-                        Ok(Self::Python { minor: Some(minor) })
-                    }
-                    _ => Err(unsupported()),
-                },
-            };
-        }
-        Err(unsupported())
     }
 
-    /// The Lambda runtime the kind runs on (`nodejs20.x`, `python3.12`; a native action's
-    /// ActionLoop adapter is Python); `None` for a sequence.
-    pub fn lambda_runtime(&self) -> Option<String> {
+    /// Whether a Lambda runtime id suits the family's adapter.
+    fn runs_on(self, runtime: &str) -> bool {
         match self {
-            Self::Node { major } => Some(format!("nodejs{}.x", major.unwrap_or(20))),
-            Self::Python { minor } => Some(format!("python3.{}", minor.unwrap_or(12))),
-            Self::Native => Some("python3.12".into()),
-            Self::Sequence => None,
+            Self::Node => runtime.starts_with("nodejs"),
+            Self::Python | Self::Native => runtime.starts_with("python3."),
+            Self::Sequence => false,
         }
+    }
+}
+
+/// OpenWhisk kind → the Lambda runtime it runs on, as the proposal maps them. Built in:
+/// `nodejs:default|18|20|22`, `python:default|3|3.10–3.13`, `blackbox`, `native`; the
+/// configuration (`[openwhisk.kinds]`) adds kinds or maps them elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindTable {
+    runtimes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KindTable {
+    fn default() -> Self {
+        let mut runtimes = std::collections::BTreeMap::new();
+        for (kind, runtime) in [
+            ("nodejs:default", "nodejs20.x"),
+            ("nodejs:18", "nodejs18.x"),
+            ("nodejs:20", "nodejs20.x"),
+            ("nodejs:22", "nodejs22.x"),
+            ("python:default", "python3.12"),
+            ("python:3", "python3.12"),
+            ("python:3.10", "python3.10"),
+            ("python:3.11", "python3.11"),
+            ("python:3.12", "python3.12"),
+            ("python:3.13", "python3.13"),
+            ("blackbox", "python3.12"),
+            ("native", "python3.12"),
+        ] {
+            runtimes.insert(kind.to_owned(), runtime.to_owned());
+        }
+        Self { runtimes }
+    }
+}
+
+impl KindTable {
+    /// The built-in table with `entries` (kind → Lambda runtime id) over it. Each kind must be
+    /// of a family this host runs (`nodejs:*`, `python:*`, `blackbox`, `native`) and its
+    /// runtime one that family's adapter runs on; every problem is named.
+    pub fn with(entries: &std::collections::BTreeMap<String, String>) -> Result<Self, Vec<String>> {
+        let mut table = Self::default();
+        let mut problems = Vec::new();
+        for (kind, runtime) in entries {
+            match Kind::family(kind) {
+                None | Some(Kind::Sequence) => problems.push(format!(
+                    "kind {kind:?} is not of a family this host runs (nodejs:*, python:*, blackbox, native)"
+                )),
+                Some(family) if !family.runs_on(runtime) => problems.push(format!(
+                    "kind {kind:?} cannot run on {runtime:?} (nodejs:* needs nodejsN.x; python:*, blackbox and native need python3.N)"
+                )),
+                Some(_) => {
+                    if let Err(e) = crate::lambda::function::Runtime::parse(runtime) {
+                        problems.push(format!("kind {kind:?}: {e}"));
+                    } else {
+                        table.runtimes.insert(kind.clone(), runtime.clone());
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(table)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The kind's family and Lambda runtime (`None` for a sequence), or OpenWhisk's error
+    /// naming the kinds there are.
+    pub fn resolve(&self, kind: &str) -> Result<(Kind, Option<&str>), WhiskError> {
+        if kind == "sequence" {
+            return Ok((Kind::Sequence, None));
+        }
+        match (Kind::family(kind), self.runtimes.get(kind)) {
+            (Some(family), Some(runtime)) => Ok((family, Some(runtime.as_str()))),
+            _ => Err(WhiskError::BadRequest(format!(
+                "The specified runtime '{kind}' is not supported by this platform. Valid values are: '{}'.",
+                self.kinds().join("', '")
+            ))),
+        }
+    }
+
+    /// Every kind, `sequence` last.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.runtimes
+            .keys()
+            .map(String::as_str)
+            .chain(std::iter::once("sequence"))
+            .collect()
     }
 }
 
@@ -245,10 +287,11 @@ impl Action {
         namespace: &str,
         name: &str,
         now_ms: u64,
+        kinds: &KindTable,
     ) -> Result<Self, WhiskError> {
         check_name(name)?;
         let exec = match (put.exec, existing) {
-            (Some(exec), _) => check_exec(exec)?,
+            (Some(exec), _) => check_exec(exec, kinds)?,
             (None, Some(old)) => old.exec.clone(),
             (None, None) => {
                 return Err(WhiskError::BadRequest(
@@ -287,8 +330,11 @@ impl Action {
         })
     }
 
+    /// The family of the action's kind (checked against the table when it was written).
     pub fn kind(&self) -> Result<Kind, WhiskError> {
-        Kind::parse(&self.exec.kind)
+        Kind::family(&self.exec.kind).ok_or_else(|| {
+            WhiskError::Internal(format!("the stored kind '{}' is unknown", self.exec.kind))
+        })
     }
 
     /// The entry point (`main` unless named).
@@ -390,8 +436,8 @@ fn check_main(main: &str) -> Result<(), WhiskError> {
     }
 }
 
-fn check_exec(exec: ExecPut) -> Result<Exec, WhiskError> {
-    let kind = Kind::parse(&exec.kind)?;
+fn check_exec(exec: ExecPut, kinds: &KindTable) -> Result<Exec, WhiskError> {
+    let (kind, _) = kinds.resolve(&exec.kind)?;
     match kind {
         Kind::Sequence => {
             let components = exec.components.unwrap_or_default();
@@ -442,7 +488,7 @@ fn check_exec(exec: ExecPut) -> Result<Exec, WhiskError> {
                 components: None,
             })
         }
-        Kind::Node { .. } | Kind::Python { .. } => {
+        Kind::Node | Kind::Python => {
             let code = exec.code.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
                 WhiskError::BadRequest(
                     "The request content was malformed: exec.code is required for this kind."
@@ -1076,15 +1122,16 @@ mod tests {
 
     #[test]
     fn kinds_map_to_lambda_runtimes() {
-        let rt = |k: &str| Kind::parse(k).unwrap().lambda_runtime();
-        assert_eq!(rt("nodejs:20").as_deref(), Some("nodejs20.x"));
-        assert_eq!(rt("nodejs:default").as_deref(), Some("nodejs20.x"));
-        assert_eq!(rt("python:3.11").as_deref(), Some("python3.11"));
-        assert_eq!(rt("python:3").as_deref(), Some("python3.12"));
-        assert_eq!(rt("sequence"), None);
-        assert_eq!(Kind::parse("blackbox").unwrap(), Kind::Native);
+        let table = KindTable::default();
+        let rt = |k: &str| table.resolve(k).unwrap();
+        assert_eq!(rt("nodejs:20"), (Kind::Node, Some("nodejs20.x")));
+        assert_eq!(rt("nodejs:default"), (Kind::Node, Some("nodejs20.x")));
+        assert_eq!(rt("python:3.11"), (Kind::Python, Some("python3.11")));
+        assert_eq!(rt("python:3"), (Kind::Python, Some("python3.12")));
+        assert_eq!(rt("sequence"), (Kind::Sequence, None));
+        assert_eq!(rt("blackbox"), (Kind::Native, Some("python3.12")));
         for bad in ["java:8", "nodejs:6", "python:2", "nodejs", ""] {
-            let e = Kind::parse(bad).unwrap_err();
+            let e = table.resolve(bad).unwrap_err();
             assert_eq!(e.status(), 400);
             assert!(
                 e.to_string()
@@ -1092,6 +1139,38 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn the_kind_table_takes_entries_of_known_families() {
+        let entries = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let table = KindTable::with(&entries(&[
+            ("nodejs:24", "nodejs22.x"),
+            ("python:3", "python3.11"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            table.resolve("nodejs:24").unwrap(),
+            (Kind::Node, Some("nodejs22.x"))
+        );
+        assert_eq!(
+            table.resolve("python:3").unwrap(),
+            (Kind::Python, Some("python3.11"))
+        );
+        assert!(table.kinds().contains(&"nodejs:24"));
+        let problems = KindTable::with(&entries(&[
+            ("java:8", "java8"),
+            ("nodejs:24", "python3.12"),
+            ("python:3.99", "python3.99"),
+            ("sequence", "nodejs20.x"),
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 
     fn put(body: Value) -> ActionPut {
@@ -1110,6 +1189,7 @@ mod tests {
             "guest",
             "hello",
             1,
+            &KindTable::default(),
         )
         .unwrap();
         assert_eq!(first.version, "0.0.1");
@@ -1121,6 +1201,7 @@ mod tests {
             "guest",
             "hello",
             2,
+            &KindTable::default(),
         )
         .unwrap();
         assert_eq!(second.version, "0.0.2");
@@ -1134,7 +1215,7 @@ mod tests {
     #[test]
     fn bad_actions_are_refused_with_a_reason() {
         let bad = |body: Value, name: &str| {
-            Action::from_put(put(body), None, "guest", name, 0)
+            Action::from_put(put(body), None, "guest", name, 0, &KindTable::default())
                 .unwrap_err()
                 .to_string()
         };

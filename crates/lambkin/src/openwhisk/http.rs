@@ -57,7 +57,7 @@ async fn dispatch(
             &json!({
                 "description": "Lambkin's OpenWhisk API",
                 "api_paths": ["/api/v1"],
-                "runtimes": lambkin_proto::openwhisk::Kind::SUPPORTED,
+                "runtimes": ow.kinds().kinds(),
             }),
         ));
     }

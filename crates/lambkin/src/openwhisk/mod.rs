@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use lambkin_proto::lambda::function::FunctionName;
 use lambkin_proto::openwhisk::{
     messages, Action, ActionPut, Activation, ActivationResponse, AdapterAnswer, KeyValue, Kind,
-    Outcome, Rule, Trigger, WhiskError,
+    KindTable, Outcome, Rule, Trigger, WhiskError,
 };
 
 use crate::lambda::code::CodeError;
@@ -75,6 +75,8 @@ pub struct OpenWhisk {
     pubsub: PubSubHandle,
     /// The broker connection, for triggers bound to IoT Core topics.
     mqtt: Option<crate::mqtt::Mqtt>,
+    /// Kind → Lambda runtime.
+    kinds: KindTable,
 }
 
 /// Triggers and rules, by name.
@@ -164,6 +166,7 @@ impl OpenWhisk {
         registry: Registry,
         pubsub: PubSubHandle,
         mqtt: Option<crate::mqtt::Mqtt>,
+        kinds: KindTable,
         thing_name: &str,
         api_host: String,
     ) -> anyhow::Result<Arc<Self>> {
@@ -214,7 +217,12 @@ impl OpenWhisk {
             feeds: std::sync::Mutex::default(),
             pubsub,
             mqtt,
+            kinds,
         }))
+    }
+
+    pub fn kinds(&self) -> &KindTable {
+        &self.kinds
     }
 
     pub fn key(&self) -> &WhiskKey {
@@ -275,7 +283,16 @@ impl OpenWhisk {
         if existing.is_some() && !overwrite {
             return Err(WhiskError::AlreadyExists);
         }
-        let action = Action::from_put(put, existing.as_deref(), &self.namespace, name, now_ms())?;
+        let action = Action::from_put(
+            put,
+            existing.as_deref(),
+            &self.namespace,
+            name,
+            now_ms(),
+            &self.kinds,
+        )?;
+        let (_, runtime) = self.kinds.resolve(&action.exec.kind)?;
+        let runtime = runtime.unwrap_or_default().to_owned();
         let kind = action.kind()?;
         let function = function_name(name)?;
         let had_function = existing
@@ -283,15 +300,15 @@ impl OpenWhisk {
             .is_some_and(|a| !matches!(a.kind(), Ok(Kind::Sequence)));
         match kind {
             Kind::Sequence => self.check_sequence(&action)?,
-            Kind::Node { .. } | Kind::Python { .. } | Kind::Native => {
+            Kind::Node | Kind::Python | Kind::Native => {
                 let zip = code_zip(&action, kind)?;
-                self.check_code(&action, kind, &zip).await?;
+                self.check_code(&action, kind, &runtime, &zip).await?;
                 if had_function {
                     self.registry
                         .update_code(&function, parse_request(json!({ "ZipFile": zip }))?)
                         .await
                         .map_err(whisk_error)?;
-                    let config = function_config(&action, kind);
+                    let config = function_config(&action, kind, &runtime);
                     self.registry
                         .update_configuration(&function, parse_request(config)?)
                         .await
@@ -299,7 +316,7 @@ impl OpenWhisk {
                 } else {
                     self.registry
                         .create(parse_request(create_request(
-                            &function, &action, kind, zip,
+                            &function, &action, kind, &runtime, zip,
                         ))?)
                         .await
                         .map_err(whisk_error)?;
@@ -380,7 +397,13 @@ impl OpenWhisk {
 
     /// Loads the action's code in a scratch function (the same runtime, user and limits)
     /// without running it.
-    async fn check_code(&self, action: &Action, kind: Kind, zip: &str) -> Result<(), WhiskError> {
+    async fn check_code(
+        &self,
+        action: &Action,
+        kind: Kind,
+        runtime: &str,
+        zip: &str,
+    ) -> Result<(), WhiskError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let scratch = FunctionName::parse(&format!("owcheck-{}", &id[..16]))
             .map_err(|e| WhiskError::Internal(e.to_string()))?;
@@ -389,6 +412,7 @@ impl OpenWhisk {
                 &scratch,
                 action,
                 kind,
+                runtime,
                 zip.to_owned(),
             ))?)
             .await
@@ -478,7 +502,7 @@ impl OpenWhisk {
             let params = action.merged_parameters(params);
             let activation = match action.kind()? {
                 Kind::Sequence => self.run_sequence(&action, params, id, depth).await?,
-                Kind::Node { .. } | Kind::Python { .. } | Kind::Native => {
+                Kind::Node | Kind::Python | Kind::Native => {
                     self.run_code(&action, params, id).await?
                 }
             };
@@ -675,12 +699,12 @@ fn parse_request<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Whis
 /// The function's settings from the action's: its runtime, the adapter as handler, the
 /// timeout rounded up to whole seconds (the activation still reports the action's own), the
 /// memory, on-demand instances.
-fn function_config(action: &Action, kind: Kind) -> Value {
+fn function_config(action: &Action, kind: Kind, runtime: &str) -> Value {
     json!({
-        "Runtime": kind.lambda_runtime(),
+        "Runtime": runtime,
         "Handler": match kind {
             Kind::Native => "__openwhisk_actionloop.handler",
-            Kind::Node { .. } | Kind::Python { .. } | Kind::Sequence => "__openwhisk_adapter.handler",
+            Kind::Node | Kind::Python | Kind::Sequence => "__openwhisk_adapter.handler",
         },
         "Timeout": action.limits.timeout.div_ceil(1000),
         "MemorySize": action.limits.memory,
@@ -692,8 +716,14 @@ fn function_config(action: &Action, kind: Kind) -> Value {
     })
 }
 
-fn create_request(function: &FunctionName, action: &Action, kind: Kind, zip: String) -> Value {
-    let mut request = function_config(action, kind);
+fn create_request(
+    function: &FunctionName,
+    action: &Action,
+    kind: Kind,
+    runtime: &str,
+    zip: String,
+) -> Value {
+    let mut request = function_config(action, kind, runtime);
     if let Some(obj) = request.as_object_mut() {
         obj.insert("FunctionName".into(), json!(function.as_str()));
         obj.insert("Code".into(), json!({ "ZipFile": zip }));
@@ -720,8 +750,8 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
         ("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
     ];
     match kind {
-        Kind::Python { .. } => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
-        Kind::Node { .. } | Kind::Sequence => {
+        Kind::Python => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
+        Kind::Node | Kind::Sequence => {
             files.push(("__openwhisk_action.js".into(), code.into(), 0o644))
         }
         Kind::Native if !action.exec.binary => {
