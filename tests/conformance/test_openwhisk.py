@@ -510,3 +510,38 @@ def test_trigger_bound_to_an_iot_core_topic(lambkin_bin, device_dir):
             publisher.disconnect()
         host.stop()
         broker.stop()
+
+
+def zipped(files: dict[str, str]) -> str:
+    import base64
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_zip_actions_in_node_and_python(whisk):
+    node, py = unique_name("ow-zip-node"), unique_name("ow-zip-py")
+    whisk.one("actions.create", {"name": node, "action": {"exec": {
+        "kind": "nodejs:20", "binary": True, "main": "greet", "code": zipped({
+            "package.json": json.dumps({"name": "greeter", "main": "lib/greeter.js"}),
+            "lib/greeter.js": "const word = require('./word');\n"
+                              "exports.greet = (p) => ({ text: `${word} ${p.name}` });\n",
+            "lib/word.js": "module.exports = 'hello';\n"})}}})
+    assert whisk.one("actions.invoke", {"name": node, "blocking": True, "result": True,
+                                        "params": {"name": "zip"}}) == {"text": "hello zip"}
+    whisk.one("actions.create", {"name": py, "action": {"exec": {
+        "kind": "python:3", "binary": True, "code": zipped({
+            "__main__.py": "import helper\n\ndef main(p):\n    return {'twice': helper.twice(p['n'])}\n",
+            "helper.py": "def twice(n):\n    return 2 * n\n"})}}})
+    assert whisk.one("actions.invoke", {"name": py, "blocking": True, "result": True,
+                                        "params": {"n": 21}}) == {"twice": 42}
+    assert whisk.one("actions.get", {"name": py})["exec"]["binary"] is True
+
+    # A zip without its entry file is refused with the reason.
+    missing = whisk.fails("actions.create", {"name": unique_name("ow-zip-bad"), "action": {"exec": {
+        "kind": "python:3", "binary": True, "code": zipped({"other.py": "x = 1\n"})}}})
+    assert missing["statusCode"] == 400 and "__main__.py" in missing["body"]["error"]

@@ -495,19 +495,13 @@ fn check_exec(exec: ExecPut, kinds: &KindTable) -> Result<Exec, WhiskError> {
                         .into(),
                 )
             })?;
-            if exec.binary == Some(true) {
-                return Err(WhiskError::BadRequest(
-                    "binary (zip) actions are not supported on this host yet; send the code as text"
-                        .into(),
-                ));
-            }
             if let Some(main) = &exec.main {
                 check_main(main)?;
             }
             Ok(Exec {
                 kind: exec.kind,
                 code: Some(code),
-                binary: false,
+                binary: exec.binary == Some(true),
                 main: exec.main,
                 components: None,
             })

@@ -26,6 +26,16 @@ let main;
 
 function load() {
   const meta = JSON.parse(fs.readFileSync(path.join(__dirname, '__openwhisk_action.json'), 'utf8'));
+  if (meta.binary) {
+    // A zip action: its package.json's main, or its index.js, exports the entry point.
+    // The trailing slash: the directory, not __openwhisk_action.json beside it.
+    const dir = `${path.join(__dirname, '__openwhisk_action')}/`;
+    const exported = require(dir)[meta.main];
+    if (typeof exported !== 'function') {
+      throw new Error(`Action entrypoint '${meta.main}' is not a function.`);
+    }
+    return exported;
+  }
   const file = path.join(__dirname, '__openwhisk_action.js');
   const code = fs.readFileSync(file, 'utf8');
   const entry = meta.main;

@@ -3,7 +3,8 @@ every Python action's function (``__openwhisk_adapter.handler``).
 
 The host packs it with the action's code (``__openwhisk_action.py``) and entry
 point (``__openwhisk_action.json``); it runs the action as OpenWhisk's Python
-runtime does: the code is loaded once per instance as the module ``main__``,
+runtime does: the code (or a zip action's ``__main__.py``) is loaded once per
+instance as the module ``main__``,
 ``main(params)`` returns a dict (or a list); an exception becomes
 ``{"error": str(exception)}`` with the traceback on stderr (an application
 error, as OpenWhisk's launcher reports it).
@@ -31,8 +32,15 @@ def _now_ms():
 
 def _load():
     with open(os.path.join(_HERE, "__openwhisk_action.json")) as f:
-        entry = json.load(f)["main"]
-    path = os.path.join(_HERE, "__openwhisk_action.py")
+        meta = json.load(f)
+    entry = meta["main"]
+    if meta.get("binary"):
+        # A zip action: its __main__.py, with its other modules importable.
+        directory = os.path.join(_HERE, "__openwhisk_action")
+        sys.path.insert(0, directory)
+        path = os.path.join(directory, "__main__.py")
+    else:
+        path = os.path.join(_HERE, "__openwhisk_action.py")
     with open(path) as f:
         code = f.read()
     namespace = {"__name__": "main__", "__file__": path}

@@ -46,8 +46,8 @@ pub const FUNCTION_PREFIX: &str = "ow-";
 pub const MAX_INSTANCES: u32 = 8;
 /// Activation records kept.
 pub const RETENTION: usize = 10_000;
-/// The most a native action's zip may inflate to (a Lambda function's unzipped limit).
-const MAX_NATIVE_BYTES: u64 = 250 * 1024 * 1024;
+/// The most an action's zip may inflate to (a Lambda function's unzipped limit).
+const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
 /// How deep sequences may nest.
 const MAX_SEQUENCE_DEPTH: usize = 16;
 
@@ -732,13 +732,19 @@ fn create_request(
 }
 
 /// The function's code: the adapters, the action's code and its entry point (base64 zip). A
-/// native action's executable goes under `__openwhisk_native/` (a zip's entries keep their
-/// modes; a script becomes `exec`, 0755).
+/// zip action's entries go under `__openwhisk_action/` (Node: `package.json` or `index.js` at
+/// its root; Python: `__main__.py`), a native action's under `__openwhisk_native/` (a zip's
+/// entries keep their modes; a script becomes `exec`, 0755).
 fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let b64 = &base64::engine::general_purpose::STANDARD;
     let code = action.exec.code.as_deref().unwrap_or_default();
-    let meta = json!({ "main": action.main(), "kind": action.exec.kind }).to_string();
+    let meta = json!({
+        "main": action.main(),
+        "kind": action.exec.kind,
+        "binary": action.exec.binary,
+    })
+    .to_string();
     let mut files: Vec<(String, Vec<u8>, u32)> = vec![
         ("__openwhisk_adapter.js".into(), ADAPTER_JS.into(), 0o644),
         ("__openwhisk_adapter.py".into(), ADAPTER_PY.into(), 0o644),
@@ -749,49 +755,22 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
         ),
         ("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
     ];
-    match kind {
-        Kind::Python => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
-        Kind::Node | Kind::Sequence => {
+    match (kind, action.exec.binary) {
+        (Kind::Python, false) => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
+        (Kind::Node | Kind::Sequence, false) => {
             files.push(("__openwhisk_action.js".into(), code.into(), 0o644))
         }
-        Kind::Native if !action.exec.binary => {
-            files.push(("__openwhisk_native/exec".into(), code.into(), 0o755))
+        (Kind::Native, false) => files.push(("__openwhisk_native/exec".into(), code.into(), 0o755)),
+        (Kind::Python, true) => {
+            unzip_into(code, "__openwhisk_action", &["__main__.py"], &mut files)?
         }
-        Kind::Native => {
-            let bad = |why: String| WhiskError::BadRequest(format!("exec.code: {why}"));
-            let bytes = b64
-                .decode(code.trim())
-                .map_err(|e| bad(format!("not base64: {e}")))?;
-            let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-                .map_err(|e| bad(format!("not a zip: {e}")))?;
-            if archive.by_name("exec").is_err() {
-                return Err(bad("the zip holds no exec at its root".into()));
-            }
-            let mut inflated = 0u64;
-            for i in 0..archive.len() {
-                let mut entry = archive
-                    .by_index(i)
-                    .map_err(|e| bad(format!("unreadable entry: {e}")))?;
-                if entry.is_dir() {
-                    continue;
-                }
-                let name = entry.name().to_owned();
-                let mode = entry.unix_mode().unwrap_or(0o644) & 0o777;
-                let mut content = Vec::new();
-                (&mut entry)
-                    .take(MAX_NATIVE_BYTES + 1 - inflated)
-                    .read_to_end(&mut content)
-                    .map_err(|e| bad(format!("unreadable {name}: {e}")))?;
-                inflated += content.len() as u64;
-                if inflated > MAX_NATIVE_BYTES {
-                    return Err(bad(format!(
-                        "the zip inflates past {MAX_NATIVE_BYTES} bytes"
-                    )));
-                }
-                let mode = if name == "exec" { mode | 0o755 } else { mode };
-                files.push((format!("__openwhisk_native/{name}"), content, mode));
-            }
-        }
+        (Kind::Node | Kind::Sequence, true) => unzip_into(
+            code,
+            "__openwhisk_action",
+            &["package.json", "index.js"],
+            &mut files,
+        )?,
+        (Kind::Native, true) => unzip_into(code, "__openwhisk_native", &["exec"], &mut files)?,
     }
     let zip = (|| -> zip::result::ZipResult<Vec<u8>> {
         let mut buf = std::io::Cursor::new(Vec::new());
@@ -806,4 +785,53 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
     })()
     .map_err(|e| WhiskError::Internal(format!("cannot pack the action: {e}")))?;
     Ok(b64.encode(zip))
+}
+
+/// Adds the files of the base64 zip `code` under `prefix/`, which must hold one of `needs` at
+/// its root (an `exec` becomes executable); at most [`MAX_UNZIPPED_BYTES`] inflated.
+fn unzip_into(
+    code: &str,
+    prefix: &str,
+    needs: &[&str],
+    files: &mut Vec<(String, Vec<u8>, u32)>,
+) -> Result<(), WhiskError> {
+    use std::io::Read;
+    let bad = |why: String| WhiskError::BadRequest(format!("exec.code: {why}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(code.trim())
+        .map_err(|e| bad(format!("not base64: {e}")))?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(format!("not a zip: {e}")))?;
+    if !needs.iter().any(|n| archive.by_name(n).is_ok()) {
+        return Err(bad(format!(
+            "the zip must hold {} at its root",
+            needs.join(" or ")
+        )));
+    }
+    let mut inflated = 0u64;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| bad(format!("unreadable entry: {e}")))?;
+        if entry.is_dir() {
+            continue;
+        }
+        let name = entry.name().to_owned();
+        // Readable by the function's user whatever the zip says (an archiver may record 0600).
+        let mode = (entry.unix_mode().unwrap_or(0o644) & 0o777) | 0o644;
+        let mut content = Vec::new();
+        (&mut entry)
+            .take(MAX_UNZIPPED_BYTES + 1 - inflated)
+            .read_to_end(&mut content)
+            .map_err(|e| bad(format!("unreadable {name}: {e}")))?;
+        inflated += content.len() as u64;
+        if inflated > MAX_UNZIPPED_BYTES {
+            return Err(bad(format!(
+                "the zip inflates past {MAX_UNZIPPED_BYTES} bytes"
+            )));
+        }
+        let mode = if name == "exec" { mode | 0o755 } else { mode };
+        files.push((format!("{prefix}/{name}"), content, mode));
+    }
+    Ok(())
 }
