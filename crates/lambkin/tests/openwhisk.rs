@@ -1,6 +1,8 @@
 //! The OpenWhisk API across a restart of the host: actions, triggers, rules and activation
 //! records are kept under ROOT/state/openwhisk, the key in ROOT/state/openwhisk.auth.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
