@@ -146,6 +146,7 @@ def test_node_and_python_actions_with_default_parameters(whisk, host, lambda_cli
     listed = whisk.one("activations.list", {"name": py, "limit": 5})
     assert listed[0]["activationId"] == accepted["activationId"]
     assert {a["name"] for a in listed} == {py}
+    assert whisk.one("activations.list", {"name": py, "count": True}) == {"activations": 2}
 
     # The same actions, seen through the Lambda API (action NAME is function ow-NAME) and
     # listed by `lambkin list`.

@@ -989,6 +989,8 @@ pub struct ListQuery {
     pub since: Option<u64>,
     pub upto: Option<u64>,
     pub docs: bool,
+    /// `count=true`: the number of matches (`{"COLLECTION": N}`), not the list.
+    pub count: bool,
 }
 
 impl ListQuery {
@@ -1025,6 +1027,7 @@ impl ListQuery {
                 "since" => q.since = Some(integer(v)?),
                 "upto" => q.upto = Some(integer(v)?),
                 "docs" => q.docs = v == "true",
+                "count" => q.count = v == "true",
                 _ => {}
             }
         }

@@ -73,6 +73,12 @@ async fn dispatch(
         }
         (&Method::GET, ["namespaces", _, "actions"] | ["namespaces", _, "actions", ""]) => {
             let q = ListQuery::parse(&query, "actions")?;
+            if q.count {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "actions": ow.actions().len() }),
+                ));
+            }
             let list: Vec<Value> = ow
                 .actions()
                 .iter()
@@ -115,6 +121,15 @@ async fn dispatch(
         }
         (&Method::GET, ["namespaces", _, "activations"] | ["namespaces", _, "activations", ""]) => {
             let q = ListQuery::parse(&query, "activations")?;
+            if q.count {
+                let all = ListQuery {
+                    skip: 0,
+                    limit: usize::MAX,
+                    ..q.clone()
+                };
+                let n = ow.activations.list(&all).len();
+                return Ok(json_response(StatusCode::OK, &json!({ "activations": n })));
+            }
             let list: Vec<Value> = ow
                 .activations
                 .list(&q)
