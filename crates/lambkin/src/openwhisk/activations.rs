@@ -1,26 +1,38 @@
-//! Activation records: the newest [`Activations::retention`] are kept in memory for reads and
-//! on disk (`ROOT/state/openwhisk/activations/ID.json`, 0600) for the next start. A thread of
-//! their own writes and removes the files, so an activation's answer never waits for the disk;
-//! the oldest record past the limit is dropped from both.
+//! Activation records: the newest [`Activations::retention`] are kept in memory for reads, and
+//! appended as JSON lines to segment files on disk (`ROOT/state/openwhisk/activations/N.jsonl`,
+//! 0600, each of half the retention) for the next start. A thread of their own writes them in
+//! batches, every [`FLUSH_EVERY`] (and at shutdown): an activation's answer never waits for the
+//! disk, and no activation wakes the writer. A segment is removed once the two after it hold
+//! the retention. Records are not synced (like OpenWhisk's activation store, they are a log of
+//! what ran, not an acknowledgement): a crash may lose the last ones.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use lambkin_proto::openwhisk::{Activation, ListQuery};
 
-/// How many file writes may wait for the writer; past that a record stays in memory only
-/// (and a warning says so).
-const PENDING_WRITES: usize = 4096;
+/// How many records may wait for the writer; past that a record stays in memory only (and a
+/// warning says so).
+const PENDING_WRITES: usize = 16_384;
+/// How often the writer writes what is pending.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct Activations {
     /// Oldest first.
     records: Mutex<VecDeque<Arc<Activation>>>,
     retention: usize,
-    writer: Mutex<Option<SyncSender<Arc<Activation>>>>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the writer has still to write, and whether it is to stop once it has.
+#[derive(Debug, Default)]
+struct Pending {
+    records: Vec<Arc<Activation>>,
+    closed: bool,
 }
 
 /// Appends records to the newest segment, starting a new one every `per_segment` records and
@@ -109,7 +121,7 @@ impl Activations {
         }
         let excess = found.len().saturating_sub(retention);
         found.drain(..excess);
-        let (tx, rx) = sync_channel::<Arc<Activation>>(PENDING_WRITES);
+        let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
         let mut writer = SegmentWriter {
             dir: dir.to_owned(),
             per_segment: retention.div_ceil(2).max(1),
@@ -119,17 +131,31 @@ impl Activations {
         };
         let thread = std::thread::Builder::new()
             .name("openwhisk-activations".into())
-            .spawn(move || {
-                for record in rx {
-                    if let Err(e) = writer.append(&record) {
-                        tracing::warn!(activation = %record.activation_id, error = %e, "cannot keep an activation record on disk");
+            .spawn({
+                let pending = pending.clone();
+                move || loop {
+                    let (lock, stop) = &*pending;
+                    let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (mut guard, _) = stop
+                        .wait_timeout_while(guard, FLUSH_EVERY, |p| !p.closed)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let batch = std::mem::take(&mut guard.records);
+                    let closed = guard.closed;
+                    drop(guard);
+                    for record in &batch {
+                        if let Err(e) = writer.append(record) {
+                            tracing::warn!(activation = %record.activation_id, error = %e, "cannot keep an activation record on disk");
+                        }
+                    }
+                    if closed {
+                        return;
                     }
                 }
             })?;
         Ok(Self {
             records: Mutex::new(found),
             retention,
-            writer: Mutex::new(Some(tx)),
+            pending,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -147,14 +173,19 @@ impl Activations {
             let excess = records.len().saturating_sub(self.retention);
             records.drain(..excess);
         }
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(writer) = writer.as_ref() {
-            if let Err(TrySendError::Full(a) | TrySendError::Disconnected(a)) =
-                writer.try_send(activation.clone())
-            {
-                tracing::warn!(activation = %a.activation_id, "activation records are made faster than written: one is not kept on disk");
-            }
+        let mut pending = self
+            .pending
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if pending.closed {
+            // Shutting down: kept in memory only.
+        } else if pending.records.len() < PENDING_WRITES {
+            pending.records.push(activation.clone());
+        } else {
+            tracing::warn!(activation = %activation.activation_id, "activation records are made faster than written: one is not kept on disk");
         }
+        drop(pending);
         activation
     }
 
@@ -186,12 +217,11 @@ impl Activations {
 
     /// Writes what is pending and stops the writer.
     pub fn shutdown(&self) {
-        drop(
-            self.writer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        {
+            let (lock, stop) = &*self.pending;
+            lock.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+            stop.notify_one();
+        }
         if let Some(thread) = self
             .thread
             .lock()
