@@ -27,12 +27,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// client chose, as AWS does, so any region name would do.
 pub const REGION: &str = "us-east-1";
 
-/// The access key a host's Lambda API wants requests signed with.
+/// The access key a host's Lambda API wants requests signed with; or, for its OpenWhisk API,
+/// the `UUID:KEY` sent as HTTP Basic credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
     pub access_key_id: String,
     pub secret: String,
     pub region: String,
+    /// `Authorization: Basic …` instead of a signature.
+    pub basic: Option<String>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -55,6 +58,28 @@ impl ApiKey {
             access_key_id: key.access_key_id,
             secret: key.secret,
             region: REGION.to_owned(),
+            basic: None,
+        }))
+    }
+
+    /// The host's OpenWhisk key (`ROOT/state/openwhisk.auth`), sent as Basic credentials.
+    pub fn openwhisk_of_host(root: &Path) -> anyhow::Result<Arc<Self>> {
+        use base64::Engine as _;
+        let path = root.join("state").join("openwhisk.auth");
+        let auth = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the host's OpenWhisk key from {}",
+                path.display()
+            )
+        })?;
+        Ok(Arc::new(Self {
+            access_key_id: String::new(),
+            secret: String::new(),
+            region: REGION.to_owned(),
+            basic: Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(auth.trim())
+            )),
         }))
     }
 
@@ -62,6 +87,12 @@ impl ApiKey {
     /// Signature Version 4 at the current time over the payload's hash, as an SDK signs
     /// each call.
     pub fn sign<B>(&self, request: &mut Request<B>, body: &[u8]) -> anyhow::Result<()> {
+        if let Some(basic) = &self.basic {
+            request
+                .headers_mut()
+                .insert(hyper::header::AUTHORIZATION, basic.parse()?);
+            return Ok(());
+        }
         sigv4::sign_request(
             request,
             body,

@@ -8,6 +8,7 @@ mod deploy;
 mod deploy_report;
 mod floor;
 mod lambkin;
+mod openwhisk;
 mod process;
 mod procfs;
 mod pubsub;
@@ -88,6 +89,9 @@ enum Sub {
     Pubsub(pubsub::Args),
     /// Container benchmark (root): cold start and memory of GreengrassContainer over NoContainer.
     Container(container::Args),
+    /// OpenWhisk benchmark: a Node action's blocking invoke through the OpenWhisk API against
+    /// the same handler as a Lambda function through the Invoke API.
+    Openwhisk(openwhisk::Args),
     /// One publisher or subscriber of the messaging benchmark (used by the bench itself).
     #[command(hide = true)]
     PubsubClient(pubsub_client::Args),
@@ -130,6 +134,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Sub::Deploy(args)) = &cli.command {
         return deploy::main(cli.lambkin.clone(), args);
+    }
+    if let Some(Sub::Openwhisk(args)) = &cli.command {
+        return openwhisk::main(cli.lambkin.clone(), args);
     }
     if let Some(Sub::Container(args)) = &cli.command {
         return container::main(cli.lambkin.clone(), cli.bootstrap.clone(), args);

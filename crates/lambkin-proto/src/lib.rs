@@ -15,4 +15,5 @@ pub mod calendar;
 pub mod eventstream;
 pub mod ipc;
 pub mod lambda;
+pub mod openwhisk;
 pub mod recipe;

@@ -525,7 +525,57 @@ pub async fn list(layout: &Layout, json: bool) -> anyhow::Result<i32> {
             field("state")
         );
     }
+    let actions = openwhisk_actions(layout).await.unwrap_or_else(|e| {
+        eprintln!("cannot list the OpenWhisk actions: {e:#}");
+        Vec::new()
+    });
+    for action in actions {
+        let field = |k: &str| action[k].as_str().unwrap_or_default().to_owned();
+        let kind = action["exec"]["kind"].as_str().unwrap_or_default();
+        let runs_as = match kind {
+            "sequence" => "sequence".to_owned(),
+            _ => format!(
+                "{kind}, Lambda {}{}",
+                crate::openwhisk::FUNCTION_PREFIX,
+                field("name")
+            ),
+        };
+        println!(
+            "{:<44} {:<10} {:<8} ready ({runs_as})",
+            field("name"),
+            field("version"),
+            "openwhisk",
+        );
+    }
     Ok(0)
+}
+
+/// The host's OpenWhisk actions, through its OpenWhisk API with its key.
+async fn openwhisk_actions(layout: &Layout) -> anyhow::Result<Vec<serde_json::Value>> {
+    let addr = host_addr(layout)?;
+    let auth_path = crate::openwhisk::auth_file(layout);
+    let auth = std::fs::read_to_string(&auth_path)
+        .with_context(|| format!("cannot read {}", auth_path.display()))?;
+    let req = Request::builder()
+        .method("GET")
+        .uri("/api/v1/namespaces/_/actions?limit=200")
+        .header("host", &addr)
+        .header(
+            "authorization",
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(auth.trim())
+            ),
+        )
+        .body(Full::new(Bytes::new()))?;
+    let reply = request(&addr, req).await?;
+    if !(200..300).contains(&reply.status) {
+        bail!(
+            "OpenWhisk actions: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    Ok(serde_json::from_slice(&reply.body)?)
 }
 
 pub async fn control(layout: &Layout, name: &str, action: &str) -> anyhow::Result<i32> {

@@ -30,6 +30,24 @@ pub struct HostConfig {
     pub mqtt: Option<MqttConfig>,
     /// The token exchange service's credential source; none: it answers that none is set.
     pub tes: Option<TesConfig>,
+    /// `[openwhisk]`: the OpenWhisk API's kinds.
+    pub openwhisk: OpenWhiskConfig,
+}
+
+/// `[openwhisk]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct OpenWhiskConfig {
+    /// `[openwhisk.kinds]`: OpenWhisk kind → Lambda runtime id, over the built-in table
+    /// (`lambkin_proto::openwhisk::KindTable`), e.g. `"nodejs:24" = "nodejs22.x"`.
+    pub kinds: std::collections::BTreeMap<String, String>,
+}
+
+impl OpenWhiskConfig {
+    /// The kind table this configuration makes.
+    pub fn kind_table(&self) -> Result<lambkin_proto::openwhisk::KindTable, Vec<String>> {
+        lambkin_proto::openwhisk::KindTable::with(&self.kinds)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,6 +79,7 @@ impl Default for HostConfig {
             system_resource_limits: SystemResourceLimits::default(),
             mqtt: None,
             tes: None,
+            openwhisk: OpenWhiskConfig::default(),
         }
     }
 }
@@ -634,6 +653,9 @@ impl HostConfig {
         if let Some(tes) = &self.tes {
             tes.problems(&mut problems);
         }
+        if let Err(kinds) = self.openwhisk.kind_table() {
+            problems.extend(kinds.into_iter().map(|p| format!("openwhisk.kinds: {p}")));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -654,6 +676,30 @@ mod tests {
             .unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.lambda.shutdown_grace(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn openwhisk_kinds_extend_the_built_in_table() {
+        let c = HostConfig::parse("[openwhisk.kinds]\n\"nodejs:24\" = \"nodejs22.x\"\n").unwrap();
+        let table = c.openwhisk.kind_table().unwrap();
+        assert_eq!(
+            table.resolve("nodejs:24").unwrap().1,
+            Some("nodejs22.x"),
+            "added"
+        );
+        assert!(
+            table.resolve("nodejs:20").is_ok(),
+            "the built-in kinds stay"
+        );
+        let err = HostConfig::parse(
+            "[openwhisk.kinds]\n\"java:8\" = \"java8\"\n\"python:3\" = \"nodejs20.x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("openwhisk.kinds: kind \"java:8\""), "{err}");
+        assert!(
+            err.contains("kind \"python:3\" cannot run on \"nodejs20.x\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -186,12 +186,26 @@ pub async fn run(
     .await;
     registry.report_awaiting();
     let cli_token = write_cli_token(&layout)?;
+    let openwhisk = crate::openwhisk::OpenWhisk::start(
+        &layout,
+        registry.clone(),
+        pubsub.clone(),
+        mqtt.clone(),
+        opts.config
+            .openwhisk
+            .kind_table()
+            .map_err(|problems| anyhow::anyhow!("openwhisk.kinds: {}", problems.join("; ")))?,
+        &opts.config.thing_name,
+        format!("http://{addr}"),
+    )?;
+    openwhisk.bind_stored().await;
     let state = Arc::new(ApiState {
         registry: registry.clone(),
         engine: engine.clone(),
         pubsub: pubsub.clone(),
         cli_token,
         gate: crate::api::auth::Gate::new(opts.config.api.auth, api_keys, addr),
+        openwhisk: openwhisk.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());
@@ -216,6 +230,10 @@ pub async fn run(
     }
     tracing::info!(%addr, root = %layout.root().display(), "host ready");
     println!("listening on http://{addr}");
+    println!(
+        "OpenWhisk API: wsk property set --apihost http://{addr} --auth \"$(cat {})\"",
+        crate::openwhisk::auth_file(&layout).display()
+    );
     if opts.with_example {
         let root = layout.root().display();
         println!("example function `hello` is ready; invoke it with:");
@@ -237,6 +255,7 @@ pub async fn run(
     engine.shutdown().await;
     tes.shutdown().await;
     registry.shutdown().await;
+    openwhisk.shutdown();
     pubsub.shutdown().await;
     if let Some(mqtt) = &mqtt {
         mqtt.shutdown().await;

@@ -17,6 +17,7 @@
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
+//! - [`openwhisk`]: OpenWhisk actions (`/api/v1`) as Lambda functions, their activations.
 //! - [`tes`]: the token exchange service: AWS credentials for components over loopback HTTP.
 //! - [`timestamp`]: UTC formatting for logs and API fields.
 //! - [`users`]: the users components and functions run as, their work directories and code.
@@ -36,6 +37,7 @@ pub mod lambda;
 pub mod layout;
 pub mod logfile;
 pub mod mqtt;
+pub mod openwhisk;
 pub mod orphans;
 pub mod pubsub;
 pub mod store;

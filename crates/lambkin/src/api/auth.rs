@@ -129,7 +129,8 @@ impl Gate {
         }
     }
 
-    fn not_a_browser(&self, parts: &Parts) -> Result<(), ApiError> {
+    /// No `Origin`, no cross-site `Sec-Fetch-Site`, and a `Host` naming this listener.
+    pub fn not_a_browser(&self, parts: &Parts) -> Result<(), ApiError> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         if let Some(origin) = header("origin") {
             return Err(ApiError::AccessDenied(format!(

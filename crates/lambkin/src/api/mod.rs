@@ -45,6 +45,8 @@ pub struct ApiState {
     pub cli_token: String,
     /// Who may call the Lambda API.
     pub gate: auth::Gate,
+    /// The OpenWhisk API (`/api/v1`), with its own key.
+    pub openwhisk: Arc<crate::openwhisk::OpenWhisk>,
 }
 
 /// Serves until `shutdown` turns true, then stops accepting and lets open requests finish.
@@ -77,6 +79,7 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
             Ok(()) => local::route(req, state, &method, &segments[2..]).await,
             Err(e) => Err(e),
         },
+        (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
         _ => match Operation::route(&method, &segments, req.uri().query()) {
             Some(operation) => lambda_api(req, state, operation).await,
             None => Err(ApiError::UnknownOperation(format!(
@@ -342,7 +345,7 @@ fn error_response(e: ApiError) -> Response<Body> {
     r
 }
 
-fn percent_decode(segment: &str) -> String {
+pub(crate) fn percent_decode(segment: &str) -> String {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

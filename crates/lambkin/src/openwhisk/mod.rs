@@ -1,0 +1,838 @@
+//! OpenWhisk actions on Lambkin's Lambda machinery (Apache OpenWhisk's proposal "Execute
+//! OpenWhisk action via AWS Lambda"): an action's `kind` names a Lambda runtime
+//! (`Kind::lambda_runtime`), and each code action is a Lambda function `ow-NAME` whose handler
+//! is the adapter shipped in `runtimes/openwhisk/`, packed with the action's code. Lifecycles,
+//! queues, timeouts, memory and logs are the functions'. This module keeps the actions
+//! (`ROOT/state/openwhisk/actions/NAME.json`), runs activations (code actions and sequences)
+//! and keeps their records (`activations`); `http` is the REST API's edge.
+
+pub mod activations;
+pub mod http;
+pub mod key;
+mod triggers;
+mod web;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+
+use lambkin_proto::lambda::function::FunctionName;
+use lambkin_proto::openwhisk::{
+    messages, Action, ActionPut, Activation, ActivationResponse, AdapterAnswer, KeyValue, Kind,
+    KindTable, Outcome, Rule, Trigger, WhiskError,
+};
+
+use crate::lambda::code::CodeError;
+use crate::lambda::function::Refusal;
+use crate::lambda::invocation::{
+    Completion, FunctionResponse, Invocation, InvocationAbort, RequestId,
+};
+use crate::lambda::registry::{ManageError, Registry};
+use crate::layout::Layout;
+use crate::pubsub::PubSubHandle;
+
+use activations::Activations;
+use key::WhiskKey;
+
+/// An action `NAME` is the Lambda function `ow-NAME`.
+pub const FUNCTION_PREFIX: &str = "ow-";
+/// Instances an action's function may run at once (its further activations queue).
+pub const MAX_INSTANCES: u32 = 8;
+/// Activation records kept.
+pub const RETENTION: usize = 10_000;
+/// The most an action's zip may inflate to (a Lambda function's unzipped limit).
+const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
+/// How deep sequences may nest.
+const MAX_SEQUENCE_DEPTH: usize = 16;
+
+const ADAPTER_JS: &str = include_str!("../../runtimes/openwhisk/adapter.js");
+const ADAPTER_PY: &str = include_str!("../../runtimes/openwhisk/adapter.py");
+const ACTIONLOOP_PY: &str = include_str!("../../runtimes/openwhisk/actionloop.py");
+
+/// The OpenWhisk side of the host: its key, its actions, their activations.
+pub struct OpenWhisk {
+    /// The device's namespace (`_` names it too).
+    pub namespace: String,
+    key: WhiskKey,
+    /// What actions get as `__OW_API_HOST`.
+    api_host: String,
+    registry: Registry,
+    actions: RwLock<BTreeMap<String, Arc<Action>>>,
+    actions_dir: PathBuf,
+    /// Serialises action writes, so each sees the previous one's result.
+    writes: tokio::sync::Mutex<()>,
+    pub activations: Activations,
+    entities: RwLock<Entities>,
+    dirs: Dirs,
+    /// The tasks that fire bound triggers, by trigger.
+    feeds: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+    pubsub: PubSubHandle,
+    /// The broker connection, for triggers bound to IoT Core topics.
+    mqtt: Option<crate::mqtt::Mqtt>,
+    /// Kind → Lambda runtime.
+    kinds: KindTable,
+}
+
+/// Triggers and rules, by name.
+#[derive(Debug, Default)]
+struct Entities {
+    triggers: BTreeMap<String, Arc<Trigger>>,
+    rules: BTreeMap<String, Arc<Rule>>,
+}
+
+#[derive(Debug)]
+struct Dirs {
+    triggers: PathBuf,
+    rules: PathBuf,
+}
+
+impl std::fmt::Debug for OpenWhisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenWhisk")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `ROOT/state/openwhisk.auth`.
+pub fn auth_file(layout: &Layout) -> PathBuf {
+    layout.state_dir().join("openwhisk.auth")
+}
+
+/// The device's namespace: the thing name when OpenWhisk can name it so, else `guest`.
+pub fn namespace_of(thing_name: &str) -> String {
+    let ok = !thing_name.is_empty()
+        && thing_name.len() <= 256
+        && thing_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_@.-".contains(&b));
+    if ok {
+        thing_name.to_owned()
+    } else {
+        "guest".into()
+    }
+}
+
+/// The Lambda function that runs action `name`.
+pub fn function_name(name: &str) -> Result<FunctionName, WhiskError> {
+    FunctionName::parse(&format!("{FUNCTION_PREFIX}{name}"))
+        .map_err(|e| WhiskError::BadRequest(e.to_string()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new activation id: 32 hex digits (the Lambda request id is the same UUID, hyphenated).
+pub fn new_activation_id() -> uuid::Uuid {
+    uuid::Uuid::new_v4()
+}
+
+/// The one place the registry's errors become OpenWhisk's.
+fn whisk_error(e: ManageError) -> WhiskError {
+    match e {
+        ManageError::NotFound(_) => WhiskError::NotFound,
+        ManageError::AlreadyExists(_) | ManageError::OwnedByComponent(_) => {
+            WhiskError::Conflict(format!("the action's Lambda function: {e}"))
+        }
+        ManageError::Invalid(_)
+        | ManageError::Unsupported(_)
+        | ManageError::Runtime(_)
+        | ManageError::Layers(_)
+        | ManageError::Code(
+            CodeError::NotBase64(_)
+            | CodeError::BadZip(_)
+            | CodeError::UnsafePath(_)
+            | CodeError::MissingEntryPoint(_)
+            | CodeError::TooLarge(_),
+        ) => WhiskError::BadRequest(e.to_string()),
+        ManageError::Code(CodeError::Io(_)) | ManageError::Store(_) | ManageError::Log(_) => {
+            WhiskError::Internal(e.to_string())
+        }
+    }
+}
+
+impl OpenWhisk {
+    /// Reads the key (made at the first start), the actions and the kept activations.
+    pub fn start(
+        layout: &Layout,
+        registry: Registry,
+        pubsub: PubSubHandle,
+        mqtt: Option<crate::mqtt::Mqtt>,
+        kinds: KindTable,
+        thing_name: &str,
+        api_host: String,
+    ) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
+        use std::os::unix::fs::PermissionsExt;
+        let key = key::load_or_create(&auth_file(layout))
+            .with_context(|| format!("cannot make {}", auth_file(layout).display()))?;
+        let base = layout.state_dir().join("openwhisk");
+        let actions_dir = base.join("actions");
+        let dirs = Dirs {
+            triggers: base.join("triggers"),
+            rules: base.join("rules"),
+        };
+        for dir in [&actions_dir, &dirs.triggers, &dirs.rules] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make {}", dir.display()))?;
+        }
+        for dir in [&base, &actions_dir, &dirs.triggers, &dirs.rules] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let entities = Entities {
+            triggers: triggers::load_all::<Trigger>(&dirs.triggers)?
+                .into_iter()
+                .map(|t| (t.name.clone(), Arc::new(t)))
+                .collect(),
+            rules: triggers::load_all::<Rule>(&dirs.rules)?
+                .into_iter()
+                .map(|r| (r.name.clone(), Arc::new(r)))
+                .collect(),
+        };
+        let actions: BTreeMap<String, Arc<Action>> = triggers::load_all::<Action>(&actions_dir)?
+            .into_iter()
+            .map(|a| (a.name.clone(), Arc::new(a)))
+            .collect();
+        let activations = Activations::open(&base.join("activations"), RETENTION)
+            .context("cannot open the OpenWhisk activation records")?;
+        Ok(Arc::new(Self {
+            namespace: namespace_of(thing_name),
+            key,
+            api_host,
+            registry,
+            actions: RwLock::new(actions),
+            actions_dir,
+            writes: tokio::sync::Mutex::new(()),
+            activations,
+            entities: RwLock::new(entities),
+            dirs,
+            feeds: std::sync::Mutex::default(),
+            pubsub,
+            mqtt,
+            kinds,
+        }))
+    }
+
+    pub fn kinds(&self) -> &KindTable {
+        &self.kinds
+    }
+
+    pub fn key(&self) -> &WhiskKey {
+        &self.key
+    }
+
+    /// Whether `namespace` (from a path) is this device's.
+    pub fn is_own_namespace(&self, namespace: &str) -> bool {
+        namespace == "_" || namespace == self.namespace
+    }
+
+    pub fn action(&self, name: &str) -> Option<Arc<Action>> {
+        self.actions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    pub fn actions(&self) -> Vec<Arc<Action>> {
+        self.actions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn keep(&self, action: Arc<Action>) {
+        self.actions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(action.name.clone(), action);
+    }
+
+    fn forget(&self, name: &str) {
+        self.actions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name);
+    }
+
+    fn action_path(&self, name: &str) -> PathBuf {
+        self.actions_dir.join(format!("{name}.json"))
+    }
+
+    /// Creates or (with `overwrite`) updates an action. The code is loaded once in a scratch
+    /// function before anything changes, so code that does not parse or lacks its entry point
+    /// is refused with the reason and the action stays as it was.
+    pub async fn put_action(
+        &self,
+        name: &str,
+        put: ActionPut,
+        overwrite: bool,
+    ) -> Result<Arc<Action>, WhiskError> {
+        let _guard = self.writes.lock().await;
+        let existing = self.action(name);
+        if existing.is_some() && !overwrite {
+            return Err(WhiskError::AlreadyExists);
+        }
+        let action = Action::from_put(
+            put,
+            existing.as_deref(),
+            &self.namespace,
+            name,
+            now_ms(),
+            &self.kinds,
+        )?;
+        let (_, runtime) = self.kinds.resolve(&action.exec.kind)?;
+        let runtime = runtime.unwrap_or_default().to_owned();
+        let kind = action.kind()?;
+        let function = function_name(name)?;
+        let had_function = existing
+            .as_deref()
+            .is_some_and(|a| !matches!(a.kind(), Ok(Kind::Sequence)));
+        match kind {
+            Kind::Sequence => self.check_sequence(&action)?,
+            Kind::Node | Kind::Python | Kind::Native => {
+                let zip = code_zip(&action, kind)?;
+                self.check_code(&action, kind, &runtime, &zip).await?;
+                if had_function {
+                    self.registry
+                        .update_code(&function, parse_request(json!({ "ZipFile": zip }))?)
+                        .await
+                        .map_err(whisk_error)?;
+                    let config = function_config(&action, kind, &runtime);
+                    self.registry
+                        .update_configuration(&function, parse_request(config)?)
+                        .await
+                        .map_err(whisk_error)?;
+                } else {
+                    self.registry
+                        .create(parse_request(create_request(
+                            &function, &action, kind, &runtime, zip,
+                        ))?)
+                        .await
+                        .map_err(whisk_error)?;
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&action).map_err(|e| WhiskError::Internal(e.to_string()))?;
+        if let Err(e) = crate::layout::write_private(&self.action_path(name), &bytes) {
+            if !had_function && kind != Kind::Sequence {
+                let _ = self.registry.delete(&function).await;
+            }
+            return Err(WhiskError::Internal(format!(
+                "cannot keep the action {name}: {e}"
+            )));
+        }
+        if had_function && kind == Kind::Sequence {
+            let _ = self.registry.delete(&function).await;
+        }
+        let action = Arc::new(action);
+        self.keep(action.clone());
+        Ok(action)
+    }
+
+    pub async fn delete_action(&self, name: &str) -> Result<Arc<Action>, WhiskError> {
+        let _guard = self.writes.lock().await;
+        let action = self.action(name).ok_or(WhiskError::NotFound)?;
+        std::fs::remove_file(self.action_path(name))
+            .map_err(|e| WhiskError::Internal(format!("cannot delete the action {name}: {e}")))?;
+        self.forget(name);
+        if !matches!(action.kind(), Ok(Kind::Sequence)) {
+            match self.registry.delete(&function_name(name)?).await {
+                Ok(()) | Err(ManageError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(action = name, error = %e, "cannot delete the action's function")
+                }
+            }
+        }
+        Ok(action)
+    }
+
+    /// Every component must be an action of this namespace, and not the sequence itself.
+    fn check_sequence(&self, action: &Action) -> Result<(), WhiskError> {
+        for component in action.exec.components.iter().flatten() {
+            let name = self.component_name(component)?;
+            if name == action.name {
+                return Err(WhiskError::BadRequest(
+                    "Sequence may not refer to itself.".into(),
+                ));
+            }
+            if self.action(&name).is_none() {
+                return Err(WhiskError::BadRequest(format!(
+                    "Sequence component does not exist: {component}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `/NS/NAME`, `/NS/default/NAME`, `NS/NAME` or `NAME` → NAME, for this namespace.
+    fn component_name(&self, component: &str) -> Result<String, WhiskError> {
+        let parts: Vec<&str> = component.trim_start_matches('/').split('/').collect();
+        let (namespace, name) = match parts.as_slice() {
+            [name] => (None, *name),
+            [ns, name] | [ns, "default", name] => (Some(*ns), *name),
+            _ => {
+                return Err(WhiskError::BadRequest(format!(
+                    "Sequence component does not exist: {component} (packages are not supported)"
+                )))
+            }
+        };
+        if namespace.is_some_and(|ns| !self.is_own_namespace(ns)) {
+            return Err(WhiskError::BadRequest(format!(
+                "Sequence component does not exist: {component}"
+            )));
+        }
+        Ok(name.to_owned())
+    }
+
+    /// Loads the action's code in a scratch function (the same runtime, user and limits)
+    /// without running it.
+    async fn check_code(
+        &self,
+        action: &Action,
+        kind: Kind,
+        runtime: &str,
+        zip: &str,
+    ) -> Result<(), WhiskError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let scratch = FunctionName::parse(&format!("owcheck-{}", &id[..16]))
+            .map_err(|e| WhiskError::Internal(e.to_string()))?;
+        self.registry
+            .create(parse_request(create_request(
+                &scratch,
+                action,
+                kind,
+                runtime,
+                zip.to_owned(),
+            ))?)
+            .await
+            .map_err(whisk_error)?;
+        let answer = self
+            .call(&scratch, &json!({ "check": true }), RequestId::new())
+            .await;
+        if let Err(e) = self.registry.delete(&scratch).await {
+            tracing::warn!(function = %scratch, error = %e, "cannot delete a scratch function");
+        }
+        let response = answer?;
+        if response.function_error {
+            return Err(WhiskError::BadRequest(format!(
+                "The action's code could not be loaded: {}",
+                String::from_utf8_lossy(&response.body)
+            )));
+        }
+        match AdapterAnswer::parse(&response.body).map(|a| a.outcome) {
+            Some(lambkin_proto::openwhisk::AdapterOutcome::InitFailed(message)) => {
+                Err(WhiskError::BadRequest(message))
+            }
+            Some(_) => Ok(()),
+            None => Err(WhiskError::Internal(
+                "the action adapter gave no answer".into(),
+            )),
+        }
+    }
+
+    /// One Lambda invocation of `function`, waited for.
+    async fn call(
+        &self,
+        function: &FunctionName,
+        event: &Value,
+        request_id: RequestId,
+    ) -> Result<FunctionResponse, WhiskError> {
+        let (handle, _) = self.registry.lookup(function).ok_or_else(|| {
+            WhiskError::Internal(format!("the action's function {function} is missing"))
+        })?;
+        let (tx, rx) = oneshot::channel();
+        handle
+            .submit(Invocation {
+                request_id,
+                payload: Bytes::from(event.to_string()),
+                content_type: None,
+                client_context: None,
+                trace_id: None,
+                want_log_tail: false,
+                completion: Completion::Caller(tx),
+            })
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::QueueFull { max_queue } => WhiskError::TooManyRequests(format!(
+                    "the action's queue of {max_queue} activations is full"
+                )),
+                Refusal::ShuttingDown => WhiskError::Unavailable,
+            })?;
+        rx.await
+            .map_err(|_| WhiskError::Internal("the activation was lost".into()))?
+            .map_err(|abort| match abort {
+                InvocationAbort::ShuttingDown => WhiskError::Unavailable,
+                InvocationAbort::FunctionRemoved => WhiskError::Conflict(
+                    "Action could not be found or may have been deleted.".into(),
+                ),
+            })
+    }
+
+    /// Runs `action` with `params` over its defaults and keeps the activation's record.
+    pub async fn activate(
+        self: Arc<Self>,
+        action: Arc<Action>,
+        params: Map<String, Value>,
+        id: uuid::Uuid,
+    ) -> Result<Arc<Activation>, WhiskError> {
+        self.activate_nested(action, params, id, 0).await
+    }
+
+    fn activate_nested(
+        self: Arc<Self>,
+        action: Arc<Action>,
+        params: Map<String, Value>,
+        id: uuid::Uuid,
+        depth: usize,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Arc<Activation>, WhiskError>> + Send>,
+    > {
+        Box::pin(async move {
+            let params = action.merged_parameters(params);
+            let activation = match action.kind()? {
+                Kind::Sequence => self.run_sequence(&action, params, id, depth).await?,
+                Kind::Node | Kind::Python | Kind::Native => {
+                    self.run_code(&action, params, id).await?
+                }
+            };
+            Ok(self.activations.record(activation))
+        })
+    }
+
+    async fn run_code(
+        &self,
+        action: &Action,
+        params: Map<String, Value>,
+        id: uuid::Uuid,
+    ) -> Result<Activation, WhiskError> {
+        let activation_id = id.simple().to_string();
+        let path = format!("{}/{}", self.namespace, action.name);
+        let event = json!({
+            "value": params,
+            "env": {
+                "__OW_API_HOST": self.api_host,
+                "__OW_API_KEY": self.key.auth(),
+                "__OW_NAMESPACE": self.namespace,
+                "__OW_ACTION_NAME": format!("/{path}"),
+                "__OW_ACTION_VERSION": action.version,
+                "__OW_ACTIVATION_ID": activation_id,
+                "__OW_TRANSACTION_ID": activation_id,
+            },
+        });
+        let start_ms = now_ms();
+        let response = self
+            .call(
+                &function_name(&action.name)?,
+                &event,
+                RequestId::from_stored(id.hyphenated().to_string()),
+            )
+            .await?;
+        let end_ms = now_ms();
+        let (outcome, answer) = if response.function_error {
+            let error: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+            let field = |k: &str| {
+                error
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let (error_type, message) = (field("errorType"), field("errorMessage"));
+            (
+                ActivationResponse::classify(
+                    Some((&error_type, &message)),
+                    None,
+                    action.limits.timeout,
+                ),
+                None,
+            )
+        } else {
+            let answer = AdapterAnswer::parse(&response.body);
+            (
+                ActivationResponse::classify(None, answer.as_ref(), action.limits.timeout),
+                answer,
+            )
+        };
+        let timed_out = outcome.result.get("error").and_then(Value::as_str)
+            == Some(messages::timed_out(action.limits.timeout).as_str());
+        let mut annotations = vec![
+            kv("path", json!(path)),
+            kv(
+                "waitTime",
+                json!(answer
+                    .as_ref()
+                    .and_then(|a| a.started_ms)
+                    .map_or(0, |s| s.saturating_sub(start_ms))),
+            ),
+            kv("kind", json!(action.exec.kind)),
+            kv("timeout", json!(timed_out)),
+            kv("limits", json!(action.limits)),
+        ];
+        if let Some(init) = answer.as_ref().and_then(|a| a.init_ms) {
+            annotations.push(kv("initTime", json!(init)));
+        }
+        let logs = answer
+            .map(|a| log_lines(&a, action.limits.log_bytes()))
+            .unwrap_or_default();
+        Ok(Activation {
+            namespace: self.namespace.clone(),
+            name: action.name.clone(),
+            version: action.version.clone(),
+            subject: self.key.uuid.clone(),
+            activation_id,
+            start_ms,
+            end_ms,
+            response: outcome,
+            logs,
+            annotations,
+        })
+    }
+
+    /// The components in order, each one's result the next one's parameters; the first that
+    /// fails ends the sequence with its response. The sequence's logs are the components'
+    /// activation ids.
+    async fn run_sequence(
+        self: &Arc<Self>,
+        action: &Action,
+        params: Map<String, Value>,
+        id: uuid::Uuid,
+        depth: usize,
+    ) -> Result<Activation, WhiskError> {
+        let start_ms = now_ms();
+        let mut logs = Vec::new();
+        let mut params = params;
+        let mut response = ActivationResponse::success(Value::Object(params.clone()));
+        for component in action.exec.components.iter().flatten() {
+            let found = self
+                .component_name(component)
+                .ok()
+                .and_then(|n| self.action(&n));
+            let Some(next) = found.filter(|_| depth < MAX_SEQUENCE_DEPTH) else {
+                response = ActivationResponse::error(
+                    Outcome::ApplicationError,
+                    json!("Sequence component does not exist."),
+                );
+                break;
+            };
+            let step = self
+                .clone()
+                .activate_nested(next, params, new_activation_id(), depth + 1)
+                .await?;
+            logs.push(step.activation_id.clone());
+            response = step.response.clone();
+            if response.outcome != Outcome::Success {
+                break;
+            }
+            params = match &response.result {
+                Value::Object(fields) => fields.clone(),
+                _ => Map::new(),
+            };
+        }
+        let path = format!("{}/{}", self.namespace, action.name);
+        Ok(Activation {
+            namespace: self.namespace.clone(),
+            name: action.name.clone(),
+            version: action.version.clone(),
+            subject: self.key.uuid.clone(),
+            activation_id: id.simple().to_string(),
+            start_ms,
+            end_ms: now_ms(),
+            response,
+            logs,
+            annotations: vec![
+                kv("topmost", json!(depth == 0)),
+                kv("path", json!(path)),
+                kv("waitTime", json!(0)),
+                kv("kind", json!("sequence")),
+                kv("limits", json!(action.limits)),
+            ],
+        })
+    }
+
+    /// Lets the pending activation records reach the disk.
+    pub fn shutdown(&self) {
+        self.unbind_all();
+        self.activations.shutdown();
+    }
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value,
+    }
+}
+
+/// The activation's log lines, within its `logs` limit (OpenWhisk's truncation notice last).
+fn log_lines(answer: &AdapterAnswer, limit: usize) -> Vec<String> {
+    let mut lines = Vec::with_capacity(answer.logs.len());
+    let mut used = 0usize;
+    for entry in &answer.logs {
+        let line = entry.to_line();
+        used += line.len();
+        if used > limit {
+            lines.push(format!(
+                "Logs were truncated because the total bytes size exceeds the limit of {limit} bytes."
+            ));
+            break;
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+fn parse_request<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, WhiskError> {
+    serde_json::from_value(value).map_err(|e| WhiskError::Internal(e.to_string()))
+}
+
+/// The function's settings from the action's: its runtime, the adapter as handler, the
+/// timeout rounded up to whole seconds (the activation still reports the action's own), the
+/// memory, on-demand instances.
+fn function_config(action: &Action, kind: Kind, runtime: &str) -> Value {
+    json!({
+        "Runtime": runtime,
+        "Handler": match kind {
+            Kind::Native => "__openwhisk_actionloop.handler",
+            Kind::Node | Kind::Python | Kind::Sequence => "__openwhisk_adapter.handler",
+        },
+        "Timeout": action.limits.timeout.div_ceil(1000),
+        "MemorySize": action.limits.memory,
+        "Description": format!("OpenWhisk action /{}/{}", action.namespace, action.name),
+        "Greengrass": {
+            "Pinned": false,
+            "MaxInstancesCount": MAX_INSTANCES,
+        },
+    })
+}
+
+fn create_request(
+    function: &FunctionName,
+    action: &Action,
+    kind: Kind,
+    runtime: &str,
+    zip: String,
+) -> Value {
+    let mut request = function_config(action, kind, runtime);
+    if let Some(obj) = request.as_object_mut() {
+        obj.insert("FunctionName".into(), json!(function.as_str()));
+        obj.insert("Code".into(), json!({ "ZipFile": zip }));
+    }
+    request
+}
+
+/// The function's code: the adapters, the action's code and its entry point (base64 zip). A
+/// zip action's entries go under `__openwhisk_action/` (Node: `package.json` or `index.js` at
+/// its root; Python: `__main__.py`), a native action's under `__openwhisk_native/` (a zip's
+/// entries keep their modes; a script becomes `exec`, 0755).
+fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
+    use std::io::Write;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let code = action.exec.code.as_deref().unwrap_or_default();
+    let meta = json!({
+        "main": action.main(),
+        "kind": action.exec.kind,
+        "binary": action.exec.binary,
+    })
+    .to_string();
+    let mut files: Vec<(String, Vec<u8>, u32)> = vec![
+        ("__openwhisk_adapter.js".into(), ADAPTER_JS.into(), 0o644),
+        ("__openwhisk_adapter.py".into(), ADAPTER_PY.into(), 0o644),
+        (
+            "__openwhisk_actionloop.py".into(),
+            ACTIONLOOP_PY.into(),
+            0o644,
+        ),
+        ("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
+    ];
+    match (kind, action.exec.binary) {
+        (Kind::Python, false) => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
+        (Kind::Node | Kind::Sequence, false) => {
+            files.push(("__openwhisk_action.js".into(), code.into(), 0o644))
+        }
+        (Kind::Native, false) => files.push(("__openwhisk_native/exec".into(), code.into(), 0o755)),
+        (Kind::Python, true) => {
+            unzip_into(code, "__openwhisk_action", &["__main__.py"], &mut files)?
+        }
+        (Kind::Node | Kind::Sequence, true) => unzip_into(
+            code,
+            "__openwhisk_action",
+            &["package.json", "index.js"],
+            &mut files,
+        )?,
+        (Kind::Native, true) => unzip_into(code, "__openwhisk_native", &["exec"], &mut files)?,
+    }
+    let zip = (|| -> zip::result::ZipResult<Vec<u8>> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, content, mode) in &files {
+            let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            w.start_file(name.as_str(), options)?;
+            w.write_all(content)?;
+        }
+        w.finish()?;
+        Ok(buf.into_inner())
+    })()
+    .map_err(|e| WhiskError::Internal(format!("cannot pack the action: {e}")))?;
+    Ok(b64.encode(zip))
+}
+
+/// Adds the files of the base64 zip `code` under `prefix/`, which must hold one of `needs` at
+/// its root (an `exec` becomes executable); at most [`MAX_UNZIPPED_BYTES`] inflated.
+fn unzip_into(
+    code: &str,
+    prefix: &str,
+    needs: &[&str],
+    files: &mut Vec<(String, Vec<u8>, u32)>,
+) -> Result<(), WhiskError> {
+    use std::io::Read;
+    let bad = |why: String| WhiskError::BadRequest(format!("exec.code: {why}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(code.trim())
+        .map_err(|e| bad(format!("not base64: {e}")))?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(format!("not a zip: {e}")))?;
+    if !needs.iter().any(|n| archive.by_name(n).is_ok()) {
+        return Err(bad(format!(
+            "the zip must hold {} at its root",
+            needs.join(" or ")
+        )));
+    }
+    let mut inflated = 0u64;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| bad(format!("unreadable entry: {e}")))?;
+        if entry.is_dir() {
+            continue;
+        }
+        let name = entry.name().to_owned();
+        // Readable by the function's user whatever the zip says (an archiver may record 0600).
+        let mode = (entry.unix_mode().unwrap_or(0o644) & 0o777) | 0o644;
+        let mut content = Vec::new();
+        (&mut entry)
+            .take(MAX_UNZIPPED_BYTES + 1 - inflated)
+            .read_to_end(&mut content)
+            .map_err(|e| bad(format!("unreadable {name}: {e}")))?;
+        inflated += content.len() as u64;
+        if inflated > MAX_UNZIPPED_BYTES {
+            return Err(bad(format!(
+                "the zip inflates past {MAX_UNZIPPED_BYTES} bytes"
+            )));
+        }
+        let mode = if name == "exec" { mode | 0o755 } else { mode };
+        files.push((format!("{prefix}/{name}"), content, mode));
+    }
+    Ok(())
+}
