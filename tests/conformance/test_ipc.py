@@ -10,18 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from support import component_python
+from support import component_python, until
 
 HERE = Path(__file__).parent / "ipc_components"
 SUB = "com.lambkin.conformance.IpcSubscriber"
 PUB = "com.lambkin.conformance.IpcPublisher"
 VERSION = "1.0.0"
-DEADLINE = 30.0
 
 
 def recipe(name: str, script: str, args: str, access: dict, config: dict) -> dict:
@@ -45,26 +43,22 @@ def pubsub_policy(name: str, operations: list[str], resources: list[str]) -> dic
         f"{name}:pubsub:1": {"operations": operations, "resources": resources}}}
 
 
+def component_logs(host) -> str:
+    return "\n".join(
+        (host.root / "logs" / f"{n}.log").read_text(errors="replace")
+        for n in (SUB, PUB) if (host.root / "logs" / f"{n}.log").exists())
+
+
 def wait_for(path: Path, what: str, host) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not path.exists():
-        if time.monotonic() > deadline:
-            logs = "\n".join(
-                (host.root / "logs" / f"{n}.log").read_text(errors="replace")
-                for n in (SUB, PUB) if (host.root / "logs" / f"{n}.log").exists())
-            pytest.fail(f"{what}: {path} did not appear within {DEADLINE:.0f}s\n{logs}")
-        time.sleep(0.05)
+    until(path.exists, f"{what}: {path} appearing", lambda: component_logs(host))
 
 
 def received(path: Path, count: int, host) -> list[dict]:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= count:
-            return [json.loads(line) for line in lines]
-        if time.monotonic() > deadline:
-            pytest.fail(f"{len(lines)} of {count} messages arrived in {DEADLINE:.0f}s: {lines}")
-        time.sleep(0.05)
+    def lines():
+        return path.read_text().splitlines() if path.exists() else []
+
+    until(lambda: len(lines()) >= count, f"{count} messages arriving", lambda: str(lines()))
+    return [json.loads(line) for line in lines()]
 
 
 @pytest.fixture(scope="module")
@@ -178,13 +172,9 @@ def node_component(host, lambkin_bin, tmp_path_factory):
 
 def test_node_sdk_component(node_component, host):
     results_file = node_component / "results.json"
-    deadline = time.monotonic() + DEADLINE
-    while not results_file.exists():
-        if time.monotonic() > deadline:
-            log = host.root / "logs" / f"{NODE}.log"
-            pytest.fail(f"no results within {DEADLINE:.0f}s\n"
-                        + (log.read_text(errors="replace") if log.exists() else ""))
-        time.sleep(0.05)
+    log = host.root / "logs" / f"{NODE}.log"
+    until(results_file.exists, "the Node component's results",
+          lambda: log.read_text(errors="replace") if log.exists() else "")
     results = json.loads(results_file.read_text())
     assert results["messages"] == [
         {"kind": "json", "message": {"hello": "node"}, "topic": "test/node"},
