@@ -1361,3 +1361,61 @@ fn sigkill_during_deployments_never_leaves_a_half_applied_device() {
     );
     assert!(midway > 0, "no kill landed in the middle of a deployment");
 }
+
+#[test]
+fn skipif_skips_a_step_whose_check_holds_and_runs_one_whose_check_does_not() {
+    let mut device = Device::start();
+    let flag = device.scratch("flag");
+    std::fs::write(&flag, "").unwrap();
+    let flag = flag.display().to_string();
+    // `exists` holds: Install skipped; `onpath` of a command nobody has does not: Run runs.
+    let skipper = component(
+        "com.example.Skipper",
+        "1.0.0",
+        json!({
+            "Install": { "Script": "echo install >> steps.txt", "Skipif": format!("exists {flag}") },
+            "Run": {
+                "Script": "echo run >> steps.txt; exec sleep 600",
+                "Skipif": "onpath no-such-command-on-any-path",
+            },
+        }),
+    );
+    // `!exists` of a file that exists does not hold: Install runs; `onpath sh` holds: Run
+    // is skipped, and the component, with nothing left to run, finishes.
+    let negated = component(
+        "com.example.Negated",
+        "1.0.0",
+        json!({
+            "Install": { "Script": "echo install >> steps.txt", "Skipif": format!("!exists {flag}") },
+            "Run": { "Script": "echo run >> steps.txt; exec sleep 600", "Skipif": "onpath sh" },
+        }),
+    );
+    device
+        .deploy(
+            &[skipper, negated],
+            &[
+                "-m",
+                "com.example.Skipper=1.0.0",
+                "-m",
+                "com.example.Negated=1.0.0",
+            ],
+        )
+        .unwrap();
+    device.wait_state("com.example.Skipper", "RUNNING");
+    let steps = |name: &str| lines(&device.work(name).join("steps.txt"));
+    wait_for(PATIENCE, || {
+        (!steps("com.example.Skipper").is_empty()).then_some(())
+    })
+    .expect("Skipper's Run wrote its line");
+    assert_eq!(steps("com.example.Skipper"), ["run"]);
+    assert_mentions(
+        &device.log("com.example.Skipper"),
+        &["Install skipped (Skipif)"],
+    );
+    device.wait_state("com.example.Negated", "FINISHED");
+    assert_eq!(steps("com.example.Negated"), ["install"]);
+    assert_mentions(
+        &device.log("com.example.Negated"),
+        &["Run skipped (Skipif)"],
+    );
+}
