@@ -374,3 +374,39 @@ async fn sequential_short_invocations_share_the_host_cpu_until_they_run_concurre
     }
     assert_eq!(cpus_allowed(host.pid(), host.pid()), host_cpus);
 }
+
+/// A pinned function's instance killed from outside comes back by itself, before any
+/// invocation asks for it, and answers the next one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_pinned_instance_comes_back_without_being_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let created = host
+        .create(python_function(
+            "pinned",
+            WORKER,
+            json!({"Pinned": true}),
+            BTreeMap::new(),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let first = host.invoke("pinned", &json!({})).await;
+    assert_eq!(first.status, 200);
+    let pid = json(&first)["pid"].as_u64().unwrap() as u32;
+    let before = children_of(host.pid());
+    support::signal(pid, "KILL");
+    let back = wait_for(Duration::from_secs(30), || {
+        children_of(host.pid())
+            .into_iter()
+            .find(|p| !before.contains(p) && process_alive(*p))
+    })
+    .expect("no new instance after the pinned one was killed");
+    let next = host.invoke("pinned", &json!({})).await;
+    assert_eq!(next.status, 200);
+    let answered = json(&next)["pid"].as_u64().unwrap() as u32;
+    assert_ne!(answered, pid);
+    assert!(
+        answered == back || children_of(back).contains(&answered),
+        "the instance that came back ({back}) answered, not {answered}"
+    );
+}
