@@ -340,3 +340,49 @@ async fn runtime_api_enforces_ids_states_and_sizes() {
     eprintln!("{log}");
     assert!(log.contains("second answer: 403"), "{log}");
 }
+
+/// `InputPayloadEncodingType: binary`: the Invoke API takes any bytes and the handler gets
+/// them as they were sent; the same bytes to a `json` function are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binary_function_gets_the_bytes_it_was_sent_and_a_json_one_refuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let code = "def handler(event, context):\n    \
+                return {'type': type(event).__name__, 'hex': event.hex() if isinstance(event, bytes) else None}\n";
+    for (name, encoding) in [("raw", "binary"), ("doc", "json")] {
+        let created = host
+            .create(python_function(
+                name,
+                code,
+                json!({"Pinned": false, "InputPayloadEncodingType": encoding}),
+                BTreeMap::new(),
+            ))
+            .await;
+        assert_eq!(
+            created.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&created.body)
+        );
+    }
+    let bytes: &[u8] = b"\x00\x01\xff not json {";
+    let paths = ["raw", "doc"].map(|name| format!("/2015-03-31/functions/{name}/invocations"));
+    let headers = [("content-type", "application/octet-stream")];
+    let reply = host.call("POST", &paths[0], &headers, bytes.to_vec()).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(header(&reply, "x-amz-function-error"), None);
+    let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(json(&reply), json!({"type": "bytes", "hex": expected}));
+
+    let refused = host.call("POST", &paths[1], &headers, bytes.to_vec()).await;
+    let (status, code, _) = error_of(&refused);
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "InvalidRequestContentException")
+    );
+}
