@@ -558,14 +558,23 @@ def test_qos1_spooled_survives_sigkill_of_the_host(setup):
 def tls_setup(lambkin_bin, device_dir):
     """Mosquitto's TLS listener requiring a client certificate, a paho subscriber with its
     own certificate, and a host with the component connecting over mqtts://."""
-    base = device_dir("mqtts")
+    yield from tls_device(lambkin_bin, device_dir("mqtts"), "")
+
+
+@pytest.fixture(scope="module")
+def tls_mqtt3_setup(lambkin_bin, device_dir):
+    """As tls_setup, the host speaking MQTT 3.1.1."""
+    yield from tls_device(lambkin_bin, device_dir("mqtts3"), 'version = "mqtt3"\n')
+
+
+def tls_device(lambkin_bin, base: Path, extra_mqtt_lines: str):
     certs = Certificates(base / "certs")
     broker_dir = base / "broker"
     broker_dir.mkdir()
     broker = Broker(broker_dir, tls=certs)
     broker.start()
     subscriber = Subscriber(broker.port, tls=certs)
-    host = Host(lambkin_bin, base, certs.mqtt_lines(broker.port))
+    host = Host(lambkin_bin, base, certs.mqtt_lines(broker.port) + extra_mqtt_lines)
     host.start()
     deploy_component(lambkin_bin, base, host)
     yield broker, subscriber, host, certs
@@ -579,6 +588,16 @@ def test_mqtts_with_a_client_certificate_round_trip(tls_setup):
     publish_batch(host, "tls", 5)
     assert check_in_order(subscriber, "tls", 5, host) == 0
     publish_down(broker, host, tls=certs)
+
+
+def test_mqtts_round_trip_on_mqtt_3_1_1(tls_mqtt3_setup):
+    """TLS with a client certificate, the host speaking MQTT 3.1.1 (mosquitto logs p2)."""
+    broker, subscriber, host, certs = tls_mqtt3_setup
+    publish_batch(host, "tls3", 5)
+    assert check_in_order(subscriber, "tls3", 5, host) == 0
+    publish_down(broker, host, tls=certs, tag="tls3")
+    connects = [line for line in broker.log().splitlines() if "as conformance-thing (" in line]
+    assert connects and all("as conformance-thing (p2," in line for line in connects), connects
 
 
 def host_log(host: Host) -> str:
