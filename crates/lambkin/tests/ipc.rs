@@ -1073,3 +1073,54 @@ fn offline_the_memory_spool_keeps_qos1_until_full_and_refuses_qos0() {
     let (_, before) = arrives(&messages, "dev/after");
     assert!(before.is_empty(), "{before:?}");
 }
+
+/// A broker that takes each connection and drops it at once: the host tries again after
+/// `reconnect_min_ms`, twice as long each time, up to `reconnect_max_ms`.
+#[test]
+fn reconnection_attempts_back_off_doubling_up_to_the_maximum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    std::fs::write(
+        root.join("config.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 400\n"
+        ),
+    )
+    .unwrap();
+    let _host = Host::start(&root);
+    let (tx, attempts) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let at = Instant::now();
+            drop(stream);
+            if tx.send(at).is_err() {
+                return;
+            }
+        }
+    });
+    let mut times = Vec::new();
+    for _ in 0..8 {
+        times.push(
+            attempts
+                .recv_timeout(PATIENCE)
+                .expect("the host stopped trying to connect"),
+        );
+    }
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    // Each pause starts after the attempt it follows, so a gap is never shorter than it.
+    for (gap, pause) in gaps.iter().zip([50, 100, 200, 400, 400, 400, 400]) {
+        assert!(
+            *gap >= pause,
+            "gaps {gaps:?}: one under its pause of {pause} ms"
+        );
+    }
+    // Capped: doubling on would take 6.35 s for these seven pauses, the cap 1.95 s.
+    let total: u128 = gaps.iter().sum();
+    assert!(total < 4000, "no cap at 400 ms: gaps {gaps:?}");
+}
