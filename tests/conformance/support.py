@@ -250,16 +250,26 @@ def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str):
-    """Poll predicate until it returns something truthy; fail after timeout."""
+DEADLINE = 60.0
+
+
+def until(predicate: Callable[[], object], what: str, details: Callable[[], str] = lambda: "",
+          timeout: float = DEADLINE):
+    """Poll predicate until it returns something truthy and return that; fail naming `what`
+    (and `details()`) once `timeout` seconds have passed. The suite's one way to wait."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+            pytest.fail(f"{what} did not happen within {timeout:.0f}s\n{details()}")
+        time.sleep(0.02)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str):
+    """As `until`, with the timeout first."""
+    return until(predicate, what, timeout=timeout)
 
 
 # --------------------------------------------------------------------------

@@ -10,18 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from support import component_python
+from support import component_python, until
 
 HERE = Path(__file__).parent / "ipc_components"
 SUB = "com.lambkin.conformance.IpcSubscriber"
 PUB = "com.lambkin.conformance.IpcPublisher"
 VERSION = "1.0.0"
-DEADLINE = 30.0
 
 
 def recipe(name: str, script: str, args: str, access: dict, config: dict) -> dict:
@@ -45,26 +43,22 @@ def pubsub_policy(name: str, operations: list[str], resources: list[str]) -> dic
         f"{name}:pubsub:1": {"operations": operations, "resources": resources}}}
 
 
+def component_logs(host) -> str:
+    return "\n".join(
+        (host.root / "logs" / f"{n}.log").read_text(errors="replace")
+        for n in (SUB, PUB) if (host.root / "logs" / f"{n}.log").exists())
+
+
 def wait_for(path: Path, what: str, host) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not path.exists():
-        if time.monotonic() > deadline:
-            logs = "\n".join(
-                (host.root / "logs" / f"{n}.log").read_text(errors="replace")
-                for n in (SUB, PUB) if (host.root / "logs" / f"{n}.log").exists())
-            pytest.fail(f"{what}: {path} did not appear within {DEADLINE:.0f}s\n{logs}")
-        time.sleep(0.05)
+    until(path.exists, f"{what}: {path} appearing", lambda: component_logs(host))
 
 
 def received(path: Path, count: int, host) -> list[dict]:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= count:
-            return [json.loads(line) for line in lines]
-        if time.monotonic() > deadline:
-            pytest.fail(f"{len(lines)} of {count} messages arrived in {DEADLINE:.0f}s: {lines}")
-        time.sleep(0.05)
+    def lines():
+        return path.read_text().splitlines() if path.exists() else []
+
+    until(lambda: len(lines()) >= count, f"{count} messages arriving", lambda: str(lines()))
+    return [json.loads(line) for line in lines()]
 
 
 @pytest.fixture(scope="module")
@@ -178,13 +172,9 @@ def node_component(host, lambkin_bin, tmp_path_factory):
 
 def test_node_sdk_component(node_component, host):
     results_file = node_component / "results.json"
-    deadline = time.monotonic() + DEADLINE
-    while not results_file.exists():
-        if time.monotonic() > deadline:
-            log = host.root / "logs" / f"{NODE}.log"
-            pytest.fail(f"no results within {DEADLINE:.0f}s\n"
-                        + (log.read_text(errors="replace") if log.exists() else ""))
-        time.sleep(0.05)
+    log = host.root / "logs" / f"{NODE}.log"
+    until(results_file.exists, "the Node component's results",
+          lambda: log.read_text(errors="replace") if log.exists() else "")
     results = json.loads(results_file.read_text())
     assert results["messages"] == [
         {"kind": "json", "message": {"hello": "node"}, "topic": "test/node"},
@@ -199,3 +189,105 @@ def test_node_sdk_component(node_component, host):
     assert results["denied_message"] == (
         f"Principal {NODE} is not authorized to perform "
         "aws.greengrass.ipc.pubsub:aws.greengrass#PublishToTopic on resource forbidden/x")
+
+
+# --------------------------------------------------------------------------
+# Component and deployment operations (aws.greengrass.Cli's), and token validation.
+# --------------------------------------------------------------------------
+
+MANAGER = "com.lambkin.conformance.IpcManager"
+TARGET = "com.lambkin.conformance.IpcTarget"
+STREAM_MANAGER = "aws.greengrass.StreamManager"
+CLI_OPERATIONS = [
+    "aws.greengrass#ListComponents", "aws.greengrass#GetComponentDetails",
+    "aws.greengrass#RestartComponent", "aws.greengrass#StopComponent",
+    "aws.greengrass#CreateLocalDeployment", "aws.greengrass#GetLocalDeploymentStatus",
+]
+
+
+def lambkin_list(lambkin_bin: Path, host) -> dict[str, dict]:
+    out = subprocess.run([str(lambkin_bin), "list", "--json", "--root", str(host.root)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return {c["name"]: c for c in json.loads(out.stdout)}
+
+
+@pytest.fixture(scope="module")
+def managed(host, lambkin_bin, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ipc-manage")
+    recipes, artifacts = base / "recipes", base / "artifacts"
+    recipes.mkdir()
+    for name, script in ((MANAGER, "manager.py"), (STREAM_MANAGER, "token_validator.py")):
+        d = artifacts / name / VERSION
+        d.mkdir(parents=True)
+        shutil.copy(HERE / script, d / script)
+    cli_policy = {"aws.greengrass.Cli": {f"{MANAGER}:cli:1": {
+        "operations": CLI_OPERATIONS, "resources": ["*"]}}}
+    target = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": TARGET,
+        "ComponentVersion": VERSION,
+        "ComponentConfiguration": {"DefaultConfiguration": {"greeting": "hello"}},
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {
+            "Run": "echo \"$$ {configuration:/greeting}\" >> runs.txt; exec sleep 600"}}],
+    }
+    (recipes / f"{TARGET}-{VERSION}.json").write_text(json.dumps(target))
+    (recipes / f"{MANAGER}-{VERSION}.json").write_text(json.dumps(recipe(
+        MANAGER, "manager.py", TARGET, cli_policy, {})))
+    (recipes / f"{STREAM_MANAGER}-{VERSION}.json").write_text(json.dumps(recipe(
+        STREAM_MANAGER, "token_validator.py", MANAGER, {}, {})))
+    result = subprocess.run(
+        [str(lambkin_bin), "deploy", "--root", str(host.root), "-r", str(recipes),
+         "-a", str(artifacts), "-m", f"{TARGET}={VERSION}", "-m", f"{MANAGER}={VERSION}",
+         "-m", f"{STREAM_MANAGER}={VERSION}"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    yield host.root / "work"
+    subprocess.run(
+        [str(lambkin_bin), "deploy", "--root", str(host.root), "--remove", MANAGER,
+         "--remove", TARGET, "--remove", STREAM_MANAGER],
+        capture_output=True, text=True, timeout=120)
+
+
+def manager_logs(host) -> str:
+    return "\n".join(
+        (host.root / "logs" / f"{n}.log").read_text(errors="replace")
+        for n in (MANAGER, TARGET, STREAM_MANAGER) if (host.root / "logs" / f"{n}.log").exists())
+
+
+def test_component_and_deployment_operations_with_the_real_sdk(managed, host, lambkin_bin):
+    """ListComponents, GetComponentDetails, RestartComponent, CreateLocalDeployment,
+    GetLocalDeploymentStatus and StopComponent from awsiotsdk act on the device: the
+    restart and the deployment start the target again (with the deployed configuration),
+    the stop leaves it FINISHED."""
+    results_file = managed / MANAGER / "results.json"
+    until(results_file.exists, "the manager's results", lambda: manager_logs(host))
+    results = json.loads(results_file.read_text())
+    assert {MANAGER, TARGET, STREAM_MANAGER} <= set(results["listed"]), results
+    assert results["details"] == {"name": TARGET, "version": VERSION, "state": "RUNNING",
+                                  "greeting": "hello"}
+    assert results["details_unknown"] == "ResourceNotFoundError"
+    assert results["restart"] == "SUCCEEDED"
+    assert results["deployment_id"]
+    assert results["deployment_status"] == "SUCCEEDED"
+    assert results["deployment_unknown"] == "ResourceNotFoundError"
+    assert results["stop"] == "SUCCEEDED"
+    # What the calls did, seen from outside: three starts (deployment, restart, the
+    # deployed configuration), each its own process, and the target stopped.
+    runs = (managed / TARGET / "runs.txt").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in runs] == ["hello", "hello", "deployed"], runs
+    assert len({line.split(" ", 1)[0] for line in runs}) == 3, runs
+    until(lambda: lambkin_list(lambkin_bin, host)[TARGET]["state"] == "FINISHED",
+          "the target FINISHED after StopComponent", lambda: str(lambkin_list(lambkin_bin, host)))
+
+
+def test_validate_authorization_token_is_for_stream_manager_only(managed, host):
+    """ValidateAuthorizationToken: another component is refused; the component named
+    aws.greengrass.StreamManager gets isValid for a token the host gave out and
+    InvalidTokenError for one it did not."""
+    manager = json.loads(until(lambda: (managed / MANAGER / "results.json").exists()
+                               and (managed / MANAGER / "results.json").read_text(),
+                               "the manager's results", lambda: manager_logs(host)))
+    assert manager["validate_as_other"] == "UnauthorizedError"
+    results_file = managed / STREAM_MANAGER / "results.json"
+    until(results_file.exists, "the validator's results", lambda: manager_logs(host))
+    assert json.loads(results_file.read_text()) == {"valid": True, "unknown": "InvalidTokenError"}

@@ -14,6 +14,7 @@ running; missing or bad PEM files are configuration errors naming the file."""
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
 import shutil
@@ -26,14 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from support import component_python
+from support import component_python, until
 
 paho = pytest.importorskip("paho.mqtt.client")
 
 HERE = Path(__file__).parent / "mqtt_components"
 NAME = "com.lambkin.conformance.IotCore"
 VERSION = "1.0.0"
-DEADLINE = 60.0
 OFFLINE_BATCH = int(os.environ.get("LAMBKIN_MQTT_BATCH", "1000"))
 EXIT_CONFIG = 78
 
@@ -42,17 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def until(predicate, what: str, details=lambda: ""):
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {DEADLINE:.0f}s\n{details()}")
-        time.sleep(0.02)
 
 
 class Certificates:
@@ -467,9 +456,38 @@ def test_qos1_published_offline_arrives_in_order_when_the_broker_returns(setup):
 
 
 def test_subscriptions_are_made_again_after_the_broker_returns(setup):
-    """The broker restarted in the test before forgot the host's subscription (clean
-    session): the component's stream gets messages again only if the host subscribed anew."""
+    """The broker, restarted here, forgets the host's subscription (clean session): the
+    component's stream gets messages again only if the host subscribed anew."""
     broker, subscriber, host = setup
+    publish_down(broker, host, tag="before-restart")
+    broker.stop()
+    broker.start()
+    # Messages published before the host is back are lost (nobody subscribed): probes go out
+    # until one arrives, which needs the new subscription; then the real batch.
+    received = host.work / "received.jsonl"
+    publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="lambkin-conformance-probe")
+    publisher.connect("127.0.0.1", broker.port)
+    publisher.loop_start()
+    probes = itertools.count()
+    next_probe = 0.0
+
+    def probe_arrived():
+        nonlocal next_probe
+        text = received.read_text() if received.exists() else ""
+        if "lambkin/down/probe/" in text:
+            return True
+        if time.monotonic() >= next_probe:
+            next_probe = time.monotonic() + 0.2
+            publisher.publish(f"lambkin/down/probe/{next(probes)}", "{}",
+                              qos=1).wait_for_publish(30)
+        return False
+
+    try:
+        until(probe_arrived, "a message at the component after the broker's restart",
+              lambda: host.output() + broker.log())
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
     publish_down(broker, host, tag="after-restart")
 
 
@@ -540,14 +558,23 @@ def test_qos1_spooled_survives_sigkill_of_the_host(setup):
 def tls_setup(lambkin_bin, device_dir):
     """Mosquitto's TLS listener requiring a client certificate, a paho subscriber with its
     own certificate, and a host with the component connecting over mqtts://."""
-    base = device_dir("mqtts")
+    yield from tls_device(lambkin_bin, device_dir("mqtts"), "")
+
+
+@pytest.fixture(scope="module")
+def tls_mqtt3_setup(lambkin_bin, device_dir):
+    """As tls_setup, the host speaking MQTT 3.1.1."""
+    yield from tls_device(lambkin_bin, device_dir("mqtts3"), 'version = "mqtt3"\n')
+
+
+def tls_device(lambkin_bin, base: Path, extra_mqtt_lines: str):
     certs = Certificates(base / "certs")
     broker_dir = base / "broker"
     broker_dir.mkdir()
     broker = Broker(broker_dir, tls=certs)
     broker.start()
     subscriber = Subscriber(broker.port, tls=certs)
-    host = Host(lambkin_bin, base, certs.mqtt_lines(broker.port))
+    host = Host(lambkin_bin, base, certs.mqtt_lines(broker.port) + extra_mqtt_lines)
     host.start()
     deploy_component(lambkin_bin, base, host)
     yield broker, subscriber, host, certs
@@ -561,6 +588,16 @@ def test_mqtts_with_a_client_certificate_round_trip(tls_setup):
     publish_batch(host, "tls", 5)
     assert check_in_order(subscriber, "tls", 5, host) == 0
     publish_down(broker, host, tls=certs)
+
+
+def test_mqtts_round_trip_on_mqtt_3_1_1(tls_mqtt3_setup):
+    """TLS with a client certificate, the host speaking MQTT 3.1.1 (mosquitto logs p2)."""
+    broker, subscriber, host, certs = tls_mqtt3_setup
+    publish_batch(host, "tls3", 5)
+    assert check_in_order(subscriber, "tls3", 5, host) == 0
+    publish_down(broker, host, tls=certs, tag="tls3")
+    connects = [line for line in broker.log().splitlines() if "as conformance-thing (" in line]
+    assert connects and all("as conformance-thing (p2," in line for line in connects), connects
 
 
 def host_log(host: Host) -> str:

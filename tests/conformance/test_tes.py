@@ -17,33 +17,20 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from support import PACKAGES, component_python, device_python, signed_request, zip_files
+from support import PACKAGES, component_python, device_python, signed_request, until, zip_files
 
 HERE = Path(__file__).parent / "tes_components"
 FIXTURE = HERE / "container-component-recipe.yaml"
 BOTO = "com.lambkin.conformance.TesBoto3"
 VERSION = "1.0.0"
-DEADLINE = 60.0
 REGION = "eu-central-1"
 THING = "tes-conformance-thing"
-
-
-def until(predicate, what: str, details=lambda: ""):
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {DEADLINE:.0f}s\n{details()}")
-        time.sleep(0.05)
 
 
 class Host:

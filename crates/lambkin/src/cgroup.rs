@@ -694,21 +694,47 @@ mod tests {
     /// The host's real hierarchy when there is one and this process may write it; says why
     /// the test is skipped otherwise.
     fn writable_host_hierarchy() -> Option<Cgroups> {
+        // As the integration tests' `support::skipped`: `.ci/run` sets the variable where
+        // these tests must run, and a skip there is a failure.
+        let skipped = |why: &str| {
+            if std::env::var("LAMBKIN_REQUIRE_ROOT_TESTS").is_ok_and(|v| v == "1") {
+                panic!("skipped where it must run (LAMBKIN_REQUIRE_ROOT_TESTS=1): {why}");
+            }
+            eprintln!("skipped: {why}");
+        };
         let cgroups = match Cgroups::detect() {
             Ok(c) => c,
             Err(e) => {
-                println!("skipped: {e}");
+                skipped(&e.to_string());
                 return None;
             }
         };
         if !nix::unistd::geteuid().is_root() {
-            println!("skipped: creating cgroups needs root");
+            skipped("creating cgroups needs root");
             return None;
         }
         Some(cgroups)
     }
 
-    /// The real hierarchy, where the host has it and may write it.
+    /// A shell in `group` that waits for a line on stdin, then runs `script`: it is in the
+    /// group before it does anything the limits count.
+    fn in_group(group: &Cgroup, script: &str) -> std::process::Child {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &format!("read _; {script}")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        group.add(child.id()).unwrap();
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        child
+    }
+
+    /// The real hierarchy, where the host has it and may write it: a process that asks for
+    /// more memory than the limit is killed by the kernel and counted, and one that starts
+    /// more processes than the limit allows is refused the rest.
     #[test]
     fn the_hosts_hierarchy_enforces_limits() {
         let Some(cgroups) = writable_host_hierarchy() else {
@@ -725,17 +751,43 @@ mod tests {
                 },
             )
             .unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        group.add(child.id()).unwrap();
+        // Whatever the test's outcome, nothing of it stays behind.
+        struct Cleanup<'a>(&'a Cgroup);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                self.0.kill_all();
+                let _ = self.0.remove();
+            }
+        }
+        let cleanup = Cleanup(&group);
+
+        // 32 MiB held in one shell variable, four times the limit.
+        let hog = in_group(
+            &group,
+            "x=$(head -c 33554432 /dev/zero | tr '\\0' a); echo kept",
+        );
         let procs = std::fs::read_to_string(&group.procs_files()[0]).unwrap();
-        assert!(procs.contains(&child.id().to_string()), "{procs}");
-        assert!(!group.oom_killed());
-        child.kill().unwrap();
-        child.wait().unwrap();
-        group.remove().unwrap();
+        assert!(procs.contains(&hog.id().to_string()), "{procs}");
+        let out = hog.wait_with_output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("kept"),
+            "32 MiB held under an 8 MiB limit: {out:?}"
+        );
+        assert!(group.oom_killed(), "the kernel's kill is counted: {out:?}");
+
+        // 40 background sleeps under a limit of 16 processes: the forks past it fail.
+        let forker = in_group(
+            &group,
+            "i=0; while [ $i -lt 40 ]; do sleep 30 >/dev/null 2>&1 & i=$((i+1)); done; echo forked",
+        );
+        let out = forker.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("forked") || stderr.contains("fork"),
+            "40 processes started under a limit of 16: {out:?}"
+        );
+        assert!(group.pids().len() <= 16, "{:?}", group.pids());
+        drop(cleanup);
         assert!(group.procs_files().iter().all(|f| !f.exists()));
     }
 

@@ -354,20 +354,39 @@ pub async fn logs(layout: &Layout, name: &str, follow: bool, lines: usize) -> an
     }
     let mut offset = file.stream_position()?;
     loop {
+        // Paces the polling of the file; not a synchronisation.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let len = std::fs::metadata(&path)?.len();
-        if len < offset {
+        // Rotated: NAME.log is a new file and the one open is NAME.log.1. What was written
+        // to the old one since the last read is printed, then the new one from its start.
+        let rotated = {
+            use std::os::unix::fs::MetadataExt as _;
+            let open = file.metadata()?;
+            std::fs::metadata(&path)
+                .is_ok_and(|now| (now.dev(), now.ino()) != (open.dev(), open.ino()))
+        };
+        if rotated {
+            print_from(&mut file, offset, &mut out)?;
+            file = std::fs::File::open(&path)?;
             offset = 0;
         }
-        if len > offset {
-            file.seek(SeekFrom::Start(offset))?;
-            let mut chunk = Vec::new();
-            file.read_to_end(&mut chunk)?;
-            offset += chunk.len() as u64;
-            out.write_all(&chunk)?;
-            out.flush()?;
+        if file.metadata()?.len() < offset {
+            // Truncated in place: start again from its beginning.
+            offset = 0;
         }
+        offset += print_from(&mut file, offset, &mut out)?;
     }
+}
+
+/// Prints what `file` holds from `offset` on; returns how many bytes that was.
+fn print_from(file: &mut std::fs::File, offset: u64, out: &mut impl Write) -> std::io::Result<u64> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut chunk = Vec::new();
+    file.read_to_end(&mut chunk)?;
+    if !chunk.is_empty() {
+        out.write_all(&chunk)?;
+        out.flush()?;
+    }
+    Ok(chunk.len() as u64)
 }
 
 /// A request to the host's local API, with the token the host wrote.

@@ -7,6 +7,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use support::Host;
 
@@ -24,7 +25,7 @@ Manifests:
       os: linux
     Lifecycle:
       Bootstrap: "{bootstrap}"
-      Run: "sleep 300"
+      Run: "echo run >> runs.txt; exec sleep 300"
 "#
     )
 }
@@ -44,6 +45,19 @@ fn boots(root: &Path) -> usize {
     std::fs::read_to_string(root.join("work/com.example.Boot/boots.txt"))
         .map(|s| s.lines().count())
         .unwrap_or(0)
+}
+
+/// How many times the Run step started (`runs.txt`).
+fn runs(root: &Path) -> usize {
+    support::lines(&root.join("work/com.example.Boot/runs.txt")).len()
+}
+
+/// Waits until the Run step has started `count` times: Bootstrap, when it runs, comes before.
+fn wait_runs(root: &Path, count: usize) {
+    support::wait_for(Duration::from_secs(30), || {
+        (runs(root) >= count).then_some(())
+    })
+    .unwrap_or_else(|| panic!("Run did not start {count} times: {}", runs(root)));
 }
 
 #[test]
@@ -81,8 +95,12 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let before = runs(&root);
     host.stop();
     let _host = Host::start(&root);
+    // Counted once the component has started again: a Bootstrap at the host's start would
+    // have run before that.
+    wait_runs(&root, before + 1);
     assert_eq!(boots(&root), 1);
 
     // A new version bootstraps again.
@@ -125,4 +143,33 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
     let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.2.0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("reboot"));
+}
+
+#[test]
+fn bootstrap_exit_100_asks_for_a_restart_that_lambkin_does_without_and_the_deployment_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let recipes = tmp.path().join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(
+        recipes.join("v1.yaml"),
+        recipe("1.0.0", "echo boot >> boots.txt; exit 100"),
+    )
+    .unwrap();
+    let mut host = Host::start(&root);
+
+    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.0.0"]);
+    assert!(
+        out.status.success(),
+        "exit 100 is not a failure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(boots(&root), 1);
+    wait_runs(&root, 1);
+
+    // The Bootstrap counts as done: a restart of the host does not run it again.
+    host.stop();
+    let _host = Host::start(&root);
+    wait_runs(&root, 2);
+    assert_eq!(boots(&root), 1);
 }

@@ -296,6 +296,10 @@ async fn the_seed_lambda_recipe_deploys_with_only_its_digest_changed_and_answers
     );
     let mut result = support::json(&reply);
     let instance = result["instance"].take();
+    assert!(
+        instance.is_string(),
+        "the handler names its instance: {instance}"
+    );
     assert_eq!(
         result,
         json!({"greeting": "hello edge", "function": "example-lambda-python", "cwd_has_code": true, "instance": null})
@@ -336,7 +340,20 @@ async fn the_seed_lambda_recipe_deploys_with_only_its_digest_changed_and_answers
         .host
         .invoke("example-lambda-python", &json!({}))
         .await;
-    assert_ne!(support::json(&reply)["instance"], result["instance"]);
+    // An error body has no `instance`: only an answer from the handler counts.
+    assert_eq!(reply.status, 200, "{}", text(&reply.body));
+    assert_eq!(
+        header(&reply, "x-amz-function-error"),
+        None,
+        "{}",
+        text(&reply.body)
+    );
+    let again = support::json(&reply)["instance"].clone();
+    assert!(again.is_string(), "the handler answered: {again}");
+    assert_ne!(
+        again, result["instance"],
+        "a second restart, a new instance"
+    );
     // Built-in components are not Lambkin's to restart.
     let out = device.cli(&["restart", "aws.greengrass.LambdaLauncher"]);
     assert!(!out.status.success());
@@ -741,14 +758,15 @@ fn faulty_deployments_are_rejected_naming_the_cause_and_the_device_keeps_its_dep
             .unwrap_or_else(|| panic!("{} was accepted", fault.what));
         assert_mentions(&message, fault.expect);
         assert_eq!(device.list(), before, "after {}", fault.what);
-        let runs = device.runs("com.example.Steady");
         if fault.restarts_steady {
-            // Stopped for the update, then started again as it was.
+            // Stopped for the update, then started again as it was: RUNNING comes before
+            // the Run step writes its line, so the line is waited for.
+            let runs = device.wait_runs("com.example.Steady", live.len() + 1);
             let (pid, marker) = runs.last().unwrap();
-            assert!(runs.len() > live.len(), "{}: {runs:?}", fault.what);
             assert_eq!(marker, "configured", "{}", fault.what);
             assert!(process_alive(*pid), "{}", fault.what);
         } else {
+            let runs = device.runs("com.example.Steady");
             assert_eq!(runs, live, "{} restarted Steady", fault.what);
             assert!(process_alive(live_pid), "{}", fault.what);
         }
@@ -761,18 +779,19 @@ fn faulty_deployments_are_rejected_naming_the_cause_and_the_device_keeps_its_dep
     assert!(!unarchived.join("escaped.txt").exists());
 
     // What the host committed is the same deployment.
+    let runs = device.runs("com.example.Steady").len();
     device.host.stop();
     device.host = Host::start(&device.root);
-    assert_eq!(device.list(), before);
     assert_eq!(
-        device.runs("com.example.Steady").last().unwrap().1,
+        device.wait_runs("com.example.Steady", runs + 1)[runs].1,
         "configured"
     );
+    assert_eq!(device.list(), before);
     // And the device still takes good deployments.
     device
         .deploy(&[], &["-c", &merge_greeting("after the faults")])
         .unwrap();
-    let (pid, marker) = device.runs("com.example.Steady").last().cloned().unwrap();
+    let (pid, marker) = device.wait_runs("com.example.Steady", runs + 2)[runs + 1].clone();
     assert_eq!(marker, "after the faults");
     assert!(process_alive(pid));
 }
@@ -941,6 +960,8 @@ fn a_component_that_fails_as_the_host_starts_keeps_its_place_and_holds_back_only
             .collect()
     };
     let before = names(&device.list());
+    device.wait_runs("com.example.Zed", 1);
+    device.wait_runs("com.example.Needs", 1);
 
     // Flaky's Install fails from now on, and the host restarts.
     device.host.stop();
@@ -948,7 +969,7 @@ fn a_component_that_fails_as_the_host_starts_keeps_its_place_and_holds_back_only
     device.host = Host::start(&device.root);
     device.wait_state("com.example.Flaky", "BROKEN");
     device.wait_state("com.example.Zed", "RUNNING");
-    assert_eq!(device.runs("com.example.Zed").len(), 2);
+    assert_eq!(device.wait_runs("com.example.Zed", 2).len(), 2);
     // Needs waits for Flaky, listed but not started.
     assert_eq!(device.status("com.example.Needs").unwrap()["state"], "NEW");
     assert_eq!(device.runs("com.example.Needs").len(), 1);
@@ -961,7 +982,7 @@ fn a_component_that_fails_as_the_host_starts_keeps_its_place_and_holds_back_only
             &["-c", r#"{"com.example.Zed":{"MERGE":{"note":"updated"}}}"#],
         )
         .unwrap();
-    assert_eq!(device.runs("com.example.Zed").last().unwrap().1, "updated");
+    assert_eq!(device.wait_runs("com.example.Zed", 3)[2].1, "updated");
     assert_eq!(names(&device.list()), before);
 
     // Repaired and deployed again, Flaky comes up and Needs with it.
@@ -975,12 +996,16 @@ fn a_component_that_fails_as_the_host_starts_keeps_its_place_and_holds_back_only
     assert!(process_alive(needs_runs[1].0));
 
     // And the device's set survives another restart whole.
+    let zed_runs = device.runs("com.example.Zed").len();
     device.host.stop();
     device.host = Host::start(&device.root);
     for name in ["com.example.Flaky", "com.example.Needs", "com.example.Zed"] {
         device.wait_state(name, "RUNNING");
     }
-    assert_eq!(device.runs("com.example.Zed").last().unwrap().1, "updated");
+    assert_eq!(
+        device.wait_runs("com.example.Zed", zed_runs + 1)[zed_runs].1,
+        "updated"
+    );
 }
 
 #[test]
@@ -1012,14 +1037,17 @@ fn a_component_that_keeps_crashing_goes_broken_on_the_third_error_until_deployed
     let log = device.log("com.example.Crasher");
     assert_eq!(log.matches("state: ERRORED").count(), 3, "{log}");
     assert_eq!(log.matches("state: BROKEN").count(), 1, "{log}");
-    // Not restarted, not even when asked.
+    // Not restarted, not even when asked. The restart goes to the component's supervisor,
+    // which takes it before the shutdown that deploying the component again sends after it:
+    // once that deployment is done, a restart that was honoured, however late, has left its
+    // states in the log.
+    let broken_at = log.len();
     let out = device.cli(&["restart", "com.example.Crasher"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         device.status("com.example.Crasher").unwrap()["state"],
         "BROKEN"
     );
-    assert_eq!(device.runs("com.example.Crasher").len(), 3);
 
     // Deploying it again clears BROKEN.
     std::fs::remove_file(&crash).unwrap();
@@ -1028,7 +1056,17 @@ fn a_component_that_keeps_crashing_goes_broken_on_the_third_error_until_deployed
         .unwrap();
     device.wait_state("com.example.Crasher", "RUNNING");
     let runs = device.wait_runs("com.example.Crasher", 4);
-    assert_eq!(runs.len(), 4);
+    let log = device.log("com.example.Crasher");
+    let states: Vec<&str> = log[broken_at..]
+        .lines()
+        .filter_map(|l| l.split_once("state: ").map(|(_, s)| s.trim()))
+        .collect();
+    assert_eq!(
+        states,
+        ["INSTALLED", "STARTING", "RUNNING"],
+        "only the new deployment's states follow BROKEN: {log}"
+    );
+    assert_eq!(runs.len(), 4, "{runs:?}");
     let pid = runs[3].0;
     assert!(process_alive(pid));
     assert!(device.status("com.example.Crasher").unwrap()["detail"].is_null());
@@ -1322,4 +1360,62 @@ fn sigkill_during_deployments_never_leaves_a_half_applied_device() {
         started.elapsed()
     );
     assert!(midway > 0, "no kill landed in the middle of a deployment");
+}
+
+#[test]
+fn skipif_skips_a_step_whose_check_holds_and_runs_one_whose_check_does_not() {
+    let mut device = Device::start();
+    let flag = device.scratch("flag");
+    std::fs::write(&flag, "").unwrap();
+    let flag = flag.display().to_string();
+    // `exists` holds: Install skipped; `onpath` of a command nobody has does not: Run runs.
+    let skipper = component(
+        "com.example.Skipper",
+        "1.0.0",
+        json!({
+            "Install": { "Script": "echo install >> steps.txt", "Skipif": format!("exists {flag}") },
+            "Run": {
+                "Script": "echo run >> steps.txt; exec sleep 600",
+                "Skipif": "onpath no-such-command-on-any-path",
+            },
+        }),
+    );
+    // `!exists` of a file that exists does not hold: Install runs; `onpath sh` holds: Run
+    // is skipped, and the component, with nothing left to run, finishes.
+    let negated = component(
+        "com.example.Negated",
+        "1.0.0",
+        json!({
+            "Install": { "Script": "echo install >> steps.txt", "Skipif": format!("!exists {flag}") },
+            "Run": { "Script": "echo run >> steps.txt; exec sleep 600", "Skipif": "onpath sh" },
+        }),
+    );
+    device
+        .deploy(
+            &[skipper, negated],
+            &[
+                "-m",
+                "com.example.Skipper=1.0.0",
+                "-m",
+                "com.example.Negated=1.0.0",
+            ],
+        )
+        .unwrap();
+    device.wait_state("com.example.Skipper", "RUNNING");
+    let steps = |name: &str| lines(&device.work(name).join("steps.txt"));
+    wait_for(PATIENCE, || {
+        (!steps("com.example.Skipper").is_empty()).then_some(())
+    })
+    .expect("Skipper's Run wrote its line");
+    assert_eq!(steps("com.example.Skipper"), ["run"]);
+    assert_mentions(
+        &device.log("com.example.Skipper"),
+        &["Install skipped (Skipif)"],
+    );
+    device.wait_state("com.example.Negated", "FINISHED");
+    assert_eq!(steps("com.example.Negated"), ["install"]);
+    assert_mentions(
+        &device.log("com.example.Negated"),
+        &["Run skipped (Skipif)"],
+    );
 }

@@ -130,10 +130,7 @@ fn echo(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_leaves_the_host_serving_and_refusing_writes_clearly() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: mounting a small file system needs root");
-        return;
-    }
+    require_root!("mounting a small file system");
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         tmp.path(),

@@ -204,8 +204,16 @@ fn a_wrong_token_is_refused_and_bad_frames_close_only_their_connection() {
     let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["componentName"], COMPONENT);
 
-    // Decodes the frame the good client got, to be sure it was one frame and nothing more.
-    let _: Option<Frame> = good_decoder.next_frame().unwrap();
+    // One frame and nothing more: nothing else is buffered, and the next request's answer
+    // is the next message on the connection (a repeated or stray frame would come first).
+    assert!(good_decoder.next_frame().unwrap().is_none());
+    assert_eq!(good_decoder.buffered_len(), 0);
+    good.write_all(&get_configuration(2)).unwrap();
+    let reply = read_message(&mut good, &mut good_decoder);
+    assert_eq!(
+        (reply.message_type, reply.stream_id),
+        (MessageType::ApplicationMessage, 2)
+    );
 
     assert_eq!(host.stop(), Some(0));
     assert!(
@@ -272,10 +280,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
         .unwrap()
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// A scratch directory other users can pass through, and the host's root in it.
@@ -416,10 +420,7 @@ fn line_within(lines: &std::sync::mpsc::Receiver<String>, limit: Duration) -> St
 
 #[test]
 fn a_local_user_holding_thousands_of_connections_does_not_keep_a_component_out() {
-    if !is_root() {
-        println!("skipped: running a client as another user (nobody) needs root");
-        return;
-    }
+    require_root!("running a client as another user (nobody)");
     let (tmp, root) = open_scratch();
     let host = Host::start(&root);
     let token = deploy_probe(&root, tmp.path());
@@ -718,17 +719,30 @@ struct Broker {
     port: u16,
 }
 
+/// A loopback port free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn mosquitto() -> Option<&'static Path> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+}
+
 impl Broker {
     fn start(dir: &Path) -> Option<Broker> {
-        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Broker::start_on(dir, free_port())
+    }
+
+    /// On `port`, keeping its sessions in `dir` across a stop and a start (persistence).
+    fn start_on(dir: &Path, port: u16) -> Option<Broker> {
+        let binary = mosquitto()?;
         let conf = dir.join("mosquitto.conf");
         let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .unwrap()
@@ -736,10 +750,18 @@ impl Broker {
         std::fs::write(
             &conf,
             // Run as root, mosquitto would switch to its own user.
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\n\
+                 persistence true\npersistence_location {}/\n",
+                dir.display()
+            ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("mosquitto.log"))
+            .unwrap();
         let child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
@@ -757,6 +779,14 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// SIGTERM, so that mosquitto saves its sessions, then waits.
+    fn stop(mut self) {
+        support::signal(self.child.id(), "TERM");
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -767,8 +797,19 @@ impl Drop for Broker {
 /// An MQTT client at the broker subscribed to `filter`; what arrives comes out of the
 /// receiver as (topic, payload). Returns once the broker has acknowledged the subscription.
 fn broker_subscriber(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
+    session_subscriber(port, filter, true)
+}
+
+/// As [`broker_subscriber`]; with `clean` false, a persistent session (the broker keeps
+/// what arrives for it while it is away, and hands it over when it connects again).
+fn session_subscriber(
+    port: u16,
+    filter: &str,
+    clean: bool,
+) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
     let mut options = rumqttc::MqttOptions::new("lambkin-test-sub", "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_session(clean);
     let (client, mut connection) = rumqttc::Client::new(options, 16);
     client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -819,7 +860,7 @@ fn arrives(
 fn subscriptions_stay_inside_the_policy_and_unsendable_topics_never_block_the_spool() {
     let tmp = tempfile::tempdir().unwrap();
     let Some(broker) = Broker::start(tmp.path()) else {
-        println!("skipped: mosquitto is not installed (scripts/install-test-deps)");
+        support::skipped("mosquitto is not installed (scripts/install-test-deps)");
         return;
     };
     let root = tmp.path().join("root");
@@ -945,4 +986,141 @@ fn subscriptions_stay_inside_the_policy_and_unsendable_topics_never_block_the_sp
         wait_for(PATIENCE, || spool.usage().ok().filter(|(n, _)| *n == 0)).is_some(),
         "the spool still holds messages"
     );
+}
+
+/// PublishToIoTCore while the broker is away, with the in-memory spool: QoS 1 messages are
+/// kept until the spool is full, then refused with its own answer; QoS 0 ones are refused
+/// at once; nothing is written to disk; and when the broker comes, the kept messages arrive
+/// in order and the refused ones never.
+#[test]
+fn offline_the_memory_spool_keeps_qos1_until_full_and_refuses_qos0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broker_dir = tmp.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).unwrap();
+    let port = free_port();
+    // A persistent session at the broker, made before it goes away: what the host sends
+    // when the broker is back waits there for the test's subscriber, however fast the host.
+    let Some(broker) = Broker::start_on(&broker_dir, port) else {
+        support::skipped("mosquitto is not installed (scripts/install-test-deps)");
+        return;
+    };
+    drop(session_subscriber(port, "dev/#", false));
+    broker.stop();
+
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    std::fs::write(
+        root.join("config.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nreconnect_min_ms = 100\nreconnect_max_ms = 200\n\
+             [mqtt.spool]\nstorage_type = \"memory\"\nmax_size_bytes = 1000\n"
+        ),
+    )
+    .unwrap();
+    let _host = Host::start(&root);
+    let token = deploy_probe_with(
+        &root,
+        tmp.path(),
+        json!({"accessControl": {"aws.greengrass.ipc.mqttproxy": {"probe:mqttproxy:1": {
+            "operations": ["*"], "resources": ["dev/*"]
+        }}}}),
+    );
+    let (mut ipc, mut decoder) = authenticated(&root, &token);
+    let payload = base64::engine::general_purpose::STANDARD.encode([b'x'; 300]);
+    let mut next = 0;
+    let mut publish = |topic: &str, qos: &str| {
+        next += 1;
+        call(
+            &mut ipc,
+            &mut decoder,
+            next,
+            "PublishToIoTCore",
+            json!({"topicName": topic, "qos": qos, "payload": payload}),
+        )
+    };
+
+    // Three messages of some 300 bytes fit in 1000; the fourth does not.
+    for topic in ["dev/1", "dev/2", "dev/3"] {
+        let (shape, body) = publish(topic, "1");
+        assert_eq!(shape, "aws.greengrass#PublishToIoTCoreResponse", "{body}");
+    }
+    let (shape, body) = publish("dev/4", "1");
+    assert_eq!(shape, "aws.greengrass#ServiceError", "{body}");
+    assert_eq!(
+        body["message"],
+        "Publish to topic dev/4 failed: Message spool is full"
+    );
+    // QoS 0 is not kept for a broker that is away.
+    let (shape, body) = publish("dev/q0", "0");
+    assert_eq!(shape, "aws.greengrass#ServiceError", "{body}");
+    assert_eq!(
+        body["message"],
+        "Publish to topic dev/q0 failed: Device is offline. Dropping QoS 0 message."
+    );
+    assert!(
+        !root.join("state/spool.db").exists(),
+        "the memory spool wrote a file"
+    );
+
+    // The broker comes back: the three kept messages arrive, in order; then a message sent
+    // now arrives with nothing before it (the refused ones were never sent).
+    let _broker = Broker::start_on(&broker_dir, port).unwrap();
+    let messages = session_subscriber(port, "dev/#", false);
+    let (_, before) = arrives(&messages, "dev/3");
+    assert_eq!(before, ["dev/1", "dev/2"]);
+    let (shape, body) = publish("dev/after", "1");
+    assert_eq!(shape, "aws.greengrass#PublishToIoTCoreResponse", "{body}");
+    let (_, before) = arrives(&messages, "dev/after");
+    assert!(before.is_empty(), "{before:?}");
+}
+
+/// A broker that takes each connection and drops it at once: the host tries again after
+/// `reconnect_min_ms`, twice as long each time, up to `reconnect_max_ms`.
+#[test]
+fn reconnection_attempts_back_off_doubling_up_to_the_maximum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    std::fs::write(
+        root.join("config.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 400\n"
+        ),
+    )
+    .unwrap();
+    let _host = Host::start(&root);
+    let (tx, attempts) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let at = Instant::now();
+            drop(stream);
+            if tx.send(at).is_err() {
+                return;
+            }
+        }
+    });
+    let mut times = Vec::new();
+    for _ in 0..8 {
+        times.push(
+            attempts
+                .recv_timeout(PATIENCE)
+                .expect("the host stopped trying to connect"),
+        );
+    }
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    // Each pause starts after the attempt it follows, so a gap is never shorter than it.
+    for (gap, pause) in gaps.iter().zip([50, 100, 200, 400, 400, 400, 400]) {
+        assert!(
+            *gap >= pause,
+            "gaps {gaps:?}: one under its pause of {pause} ms"
+        );
+    }
+    // Capped: doubling on would take 6.35 s for these seven pauses, the cap 1.95 s.
+    let total: u128 = gaps.iter().sum();
+    assert!(total < 4000, "no cap at 400 ms: gaps {gaps:?}");
 }

@@ -29,10 +29,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 macro_rules! needs_root {
     () => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: running components as other users needs root");
-            return;
-        }
+        require_root!("running components as other users")
     };
 }
 
@@ -273,7 +270,7 @@ async fn with_no_default_user_nothing_runs_as_root_nor_reads_what_is_not_its_own
         ));
         args.extend(["-m", "com.example.ContainedLambda=1.0.0"]);
     } else {
-        eprintln!("SKIPPED the GreengrassContainer case: no memory cgroup here");
+        support::skipped("the GreengrassContainer case: no memory cgroup here");
     }
     device.deploy(&recipes, &args);
     assert!(secret.exists());

@@ -21,6 +21,12 @@ import os, time
 
 def handler(event, context):
     time.sleep(event.get("sleep", 0))
+    gate = event.get("gate")
+    if gate is not None:
+        # Hold the instance until the test opens the gate (up to a minute).
+        deadline = time.time() + 60
+        while not os.path.exists(gate) and time.time() < deadline:
+            time.sleep(0.01)
     meet = event.get("meet")
     if meet is not None:
         # Wait (up to a minute) until `count` invocations have arrived here: they are then
@@ -191,7 +197,7 @@ async fn idle_on_demand_instances_are_reaped() {
         .create(python_function(
             "idle",
             WORKER,
-            json!({"Pinned": false, "MaxIdleTimeInSeconds": 1}),
+            json!({"Pinned": false, "MaxIdleTimeInSeconds": 3}),
             BTreeMap::new(),
         ))
         .await;
@@ -229,20 +235,26 @@ async fn events_accepted_before_a_sigkill_all_run_after_restart() {
         ))
         .await;
     assert_eq!(created.status, 201);
+    // The first event holds the one instance until the gate opens, after the crash: the
+    // crash finds every event still queued or in flight, however fast the machine.
+    let gate = out.with_file_name("gate");
     let mut accepted = BTreeSet::new();
     for seq in 0..150 {
-        let reply = host
-            .invoke_event("durable", &json!({"seq": seq, "sleep": 0.01}))
-            .await;
+        let event = if seq == 0 {
+            json!({"seq": seq, "gate": gate})
+        } else {
+            json!({"seq": seq, "sleep": 0.01})
+        };
+        let reply = host.invoke_event("durable", &event).await;
         assert_eq!(reply.status, 202);
         accepted.insert(seq.to_string());
     }
     let instances = children_of(host.pid());
     host.crash();
-    let ran_before = lines(&out).len();
-    assert!(
-        ran_before < 150,
-        "the crash should interrupt the queue (ran {ran_before})"
+    assert_eq!(
+        lines(&out),
+        Vec::<String>::new(),
+        "nothing ran before the crash"
     );
     // The killed host's runtime processes die with it.
     for pid in instances {
@@ -253,6 +265,7 @@ async fn events_accepted_before_a_sigkill_all_run_after_restart() {
             "instance {pid} outlived its host"
         );
     }
+    std::fs::write(&gate, "").unwrap();
     let _host = Host::start(&root);
     let ran = wait_for(Duration::from_secs(60), || {
         let ran: BTreeSet<String> = lines(&out).into_iter().collect();
@@ -360,4 +373,40 @@ async fn sequential_short_invocations_share_the_host_cpu_until_they_run_concurre
         );
     }
     assert_eq!(cpus_allowed(host.pid(), host.pid()), host_cpus);
+}
+
+/// A pinned function's instance killed from outside comes back by itself, before any
+/// invocation asks for it, and answers the next one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_pinned_instance_comes_back_without_being_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let created = host
+        .create(python_function(
+            "pinned",
+            WORKER,
+            json!({"Pinned": true}),
+            BTreeMap::new(),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let first = host.invoke("pinned", &json!({})).await;
+    assert_eq!(first.status, 200);
+    let pid = json(&first)["pid"].as_u64().unwrap() as u32;
+    let before = children_of(host.pid());
+    support::signal(pid, "KILL");
+    let back = wait_for(Duration::from_secs(30), || {
+        children_of(host.pid())
+            .into_iter()
+            .find(|p| !before.contains(p) && process_alive(*p))
+    })
+    .expect("no new instance after the pinned one was killed");
+    let next = host.invoke("pinned", &json!({})).await;
+    assert_eq!(next.status, 200);
+    let answered = json(&next)["pid"].as_u64().unwrap() as u32;
+    assert_ne!(answered, pid);
+    assert!(
+        answered == back || children_of(back).contains(&answered),
+        "the instance that came back ({back}) answered, not {answered}"
+    );
 }

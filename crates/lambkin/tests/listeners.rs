@@ -195,7 +195,7 @@ async fn slow_headers_and_idle_connections_are_closed_after_the_head_timeout() {
 #[test]
 fn out_of_descriptors_the_host_neither_spins_nor_floods_its_log() {
     if Command::new("prlimit").arg("--version").output().is_err() {
-        println!("skipped: prlimit is not installed");
+        support::skipped("prlimit is not installed");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

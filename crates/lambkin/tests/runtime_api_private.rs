@@ -166,7 +166,7 @@ async fn hold_and_attack(host: Arc<Host>, function: &str, exchange: &Path, dir_i
     )];
     match as_nobody() {
         Ok(cmd) => attackers.push(("a process of user nobody", cmd)),
-        Err(why) => println!("skipped the attack from another user: {why}"),
+        Err(why) => support::skipped(&format!("the attack from another user: {why}")),
     }
     for (who, cmd) in attackers {
         // The attacker knows the real request id too: even then it cannot answer.
@@ -287,14 +287,13 @@ fn deploy_holding_component(tmp: &Path, root: &Path, name: &str, config: &Value)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_other_process_can_take_or_answer_a_container_instance_s_event() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: containers need root");
-        return;
-    }
-    if let Err(e) = lambkin::cgroup::Cgroups::detect() {
-        println!("skipped: {e}");
-        return;
-    }
+    require_root!("a container");
+    let cgroups = lambkin::cgroup::Cgroups::detect();
+    require!(
+        cgroups.is_ok(),
+        "{}",
+        cgroups.err().map(|e| e.to_string()).unwrap_or_default()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let host = Arc::new(Host::start(&root));

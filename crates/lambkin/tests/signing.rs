@@ -152,10 +152,6 @@ impl Device {
     }
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -272,10 +268,7 @@ async fn unsigned_forged_and_stale_requests_are_refused_with_aws_codes_and_nothi
 
 #[tokio::test]
 async fn another_local_user_cannot_read_the_key_or_call_the_api() {
-    if !is_root() {
-        println!("skipped: running as another user needs root");
-        return;
-    }
+    require_root!("running as another user");
     let device = Device::start("");
     device.define_victim().await;
     let marker = device.open_dir("marks").join("ran");
@@ -304,10 +297,7 @@ async fn another_local_user_cannot_read_the_key_or_call_the_api() {
 
 #[tokio::test]
 async fn a_component_without_a_grant_gets_no_key_and_is_refused() {
-    if !is_root() {
-        println!("skipped: running a component as another user needs root");
-        return;
-    }
+    require_root!("running a component as another user");
     let device = Device::start("");
     device.define_victim().await;
     let marker = device.open_dir("marks").join("ran");
@@ -346,10 +336,7 @@ async fn a_component_without_a_grant_gets_no_key_and_is_refused() {
 
 #[tokio::test]
 async fn a_granted_component_signs_with_its_own_key_for_what_it_was_granted_only() {
-    if !is_root() {
-        println!("skipped: running a component as another user needs root");
-        return;
-    }
+    require_root!("running a component as another user");
     let device = Device::start("");
     device.define_victim().await;
     let r = device
@@ -564,14 +551,13 @@ fn lambkin_credentials_prints_what_the_aws_cli_needs() {
 
 #[tokio::test]
 async fn a_containerised_function_cannot_read_the_key_or_call_the_api() {
-    if !is_root() {
-        println!("skipped: containers need root");
-        return;
-    }
-    if let Err(e) = lambkin::cgroup::Cgroups::detect() {
-        println!("skipped: {e}");
-        return;
-    }
+    require_root!("a container");
+    let cgroups = lambkin::cgroup::Cgroups::detect();
+    require!(
+        cgroups.is_ok(),
+        "{}",
+        cgroups.err().map(|e| e.to_string()).unwrap_or_default()
+    );
     // A root outside /tmp, so that the container sees it (read-only) where it is on the host,
     // as it would see /greengrass/v2.
     let tmp = tempfile::Builder::new()

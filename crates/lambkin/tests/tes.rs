@@ -522,17 +522,30 @@ async fn iot_provider_failures_are_answered_and_kept_per_their_class() {
     assert_eq!(provider.requests.load(Ordering::SeqCst), 3);
     assert_eq!(host.stop(), Some(0));
 
-    // Nothing listening: 500 naming the failure, and the next request tries again.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let (_dir3, mut host, probe) = host_with(&iot_config(&provider, closed, ""));
+    // A provider that drops every connection at once: 500 naming the failure, and that
+    // answer is kept for a while (UNREACHABLE_KEEP, 10 s): the next request gets it without
+    // a second attempt.
+    let dropping = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dropping.local_addr().unwrap().port();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
+    std::thread::spawn(move || {
+        for stream in dropping.incoming() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let (_dir3, mut host, probe) = host_with(&iot_config(&provider, port, ""));
     for _ in 0..2 {
         let down = call(&probe.uri, "GET", PATH, Some(&probe.token)).await;
         assert_eq!(down.status, 500);
         assert!(body(&down).contains("cannot be reached"), "{}", body(&down));
     }
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the failure was not kept"
+    );
     assert_eq!(host.stop(), Some(0));
 }
 

@@ -98,10 +98,7 @@ fn a_removed_component_s_token_is_refused_and_a_redeployment_gets_a_new_one() {
 
 #[test]
 fn a_setsid_child_of_a_removed_component_is_gone() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: a component's own cgroup needs root");
-        return;
-    }
+    require_root!("a component's own cgroup");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let _host = Host::start(&root);
@@ -150,10 +147,7 @@ fn a_setsid_child_of_a_removed_component_is_gone() {
 /// module starts a daemon in a session of its own; removing the component ends it.
 #[test]
 fn a_setsid_child_of_a_removed_lambda_component_is_gone() {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: a component's own cgroup needs root");
-        return;
-    }
+    require_root!("a component's own cgroup");
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -28,16 +28,9 @@ use support::{wait_for, Host};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 macro_rules! needs_root {
     () => {
-        if !is_root() {
-            eprintln!("SKIPPED: running components as other users needs root");
-            return;
-        }
+        require_root!("running components as other users")
     };
 }
 
@@ -628,7 +621,7 @@ fn a_lambda_component_runs_as_its_user() {
     if std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
         modes.push("GreengrassContainer");
     } else {
-        eprintln!("SKIPPED the GreengrassContainer case: no memory cgroup controller here");
+        support::skipped("the GreengrassContainer case: no memory cgroup controller here");
     }
     for mode in modes {
         let name = format!("whoami-{}", mode.to_lowercase());
@@ -676,10 +669,10 @@ fn cgroup_file(group: &str, controller: &str, v1_file: &str, v2_file: &str) -> O
 #[test]
 fn system_resource_limits_hold_every_step_and_a_memory_hog_is_killed() {
     needs_root!();
-    if lambkin::cgroup::host().is_err() {
-        eprintln!("SKIPPED: no cgroup memory controller on this machine");
-        return;
-    }
+    require!(
+        lambkin::cgroup::host().is_ok(),
+        "no cgroup memory controller on this machine"
+    );
     // The host default gives every component half a core.
     let mut device = Device::start_with_config("[system_resource_limits]\ncpus = 0.5\n");
     let contained = component(
@@ -774,10 +767,10 @@ fn system_resource_limits_hold_every_step_and_a_memory_hog_is_killed() {
 #[test]
 fn system_resource_limits_hold_a_plain_lambda_components_instances() {
     needs_root!();
-    if lambkin::cgroup::host().is_err() {
-        eprintln!("SKIPPED: no cgroup memory controller on this machine");
-        return;
-    }
+    require!(
+        lambkin::cgroup::host().is_ok(),
+        "no cgroup memory controller on this machine"
+    );
     let mut device = Device::start_with_config("[lambda]\npython = \"/usr/bin/python3\"\n");
     let name = "limited-lambda";
     let recipe = whoami_lambda(&device, name, "NoContainer");
@@ -814,8 +807,30 @@ fn system_resource_limits_hold_a_plain_lambda_components_instances() {
     assert_eq!(limit.as_deref(), Some("67108864"));
 
     // An invocation that fills 256 MB ends its instance instead of the device's memory.
+    let oom_kills = || {
+        let events = cgroup_file(
+            &format!("component-{name}"),
+            "memory",
+            "memory.oom_control",
+            "memory.events",
+        )
+        .unwrap_or_default();
+        events
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no oom_kill count in {events:?}"))
+    };
+    let kills_before = oom_kills();
     let out = device.cli(&["invoke", name, r#"{"hog": true}"#]);
     assert!(!out.status.success(), "{}", text(&out.stdout));
+    // Ended by the kernel for the group's memory, not for any other failure.
+    assert!(
+        oom_kills() > kills_before,
+        "the invocation failed without a kill for memory: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     // The next invocation gets a fresh instance, still held.
     let out = device.cli(&["invoke", name, "{}"]);
     assert!(

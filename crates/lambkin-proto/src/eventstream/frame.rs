@@ -349,9 +349,21 @@ mod tests {
         bytes
     }
 
+    /// Both CRCs are CRC-32 (IEEE) over the bytes before them, as the spec's own bytes for
+    /// an empty message and for a one-byte payload show (computed outside the codec).
     #[test]
-    fn crc_is_plain_crc32() {
-        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+    fn frames_carry_the_ieee_crc32_of_their_prelude_and_message() {
+        let empty = Frame::new(vec![], vec![]).unwrap().encode();
+        assert_eq!(
+            empty,
+            [0, 0, 0, 0x10, 0, 0, 0, 0, 0x05, 0xc2, 0x48, 0xeb, 0x7d, 0x98, 0xc8, 0xff]
+        );
+        let x = Frame::new(vec![], b"x".to_vec()).unwrap().encode();
+        assert_eq!(
+            x,
+            [0, 0, 0, 0x11, 0, 0, 0, 0, 0x38, 0xa2, 0x61, 0x5b, b'x', 0xff, 0xaf, 0x52, 0x1b]
+        );
+        assert_eq!(Frame::decode(&x).unwrap().payload(), b"x");
     }
 
     #[test]

@@ -617,12 +617,26 @@ mod tests {
         })
     }
 
+    /// How long a test waits for anything it expects.
+    const PATIENCE: Duration = Duration::from_secs(20);
+
     async fn wait_for_state(
         rx: &mut mpsc::UnboundedReceiver<StateReport>,
         want: State,
     ) -> Vec<State> {
         let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        wait_for_report(rx, want, &mut seen).await;
+        seen
+    }
+
+    /// The first report of `want`, the states before it added to `seen`; fails after
+    /// [`PATIENCE`].
+    async fn wait_for_report(
+        rx: &mut mpsc::UnboundedReceiver<StateReport>,
+        want: State,
+        seen: &mut Vec<State>,
+    ) -> StateReport {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let report = tokio::time::timeout_at(deadline, rx.recv())
                 .await
@@ -630,8 +644,20 @@ mod tests {
                 .unwrap();
             seen.push(report.state);
             if report.state == want {
-                return seen;
+                return report;
             }
+        }
+    }
+
+    /// Polls `f` until it returns `Some`; fails naming `what` after [`PATIENCE`].
+    async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what} did not happen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -660,17 +686,12 @@ mod tests {
         );
         assert!(tmp.path().join("installed.txt").is_file());
         let log_path = tmp.path().join("component.log");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log_path)
-            .unwrap()
-            .contains("hello from run")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the Run step's output never reached the log"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the Run step's output reaching the log", || {
+            std::fs::read_to_string(&log_path)
+                .ok()
+                .filter(|log| log.contains("hello from run"))
+        })
+        .await;
         handle.shutdown().await;
         let log = std::fs::read_to_string(&log_path).unwrap();
         assert!(log.contains("Run stopped"), "{log}");
@@ -705,14 +726,8 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let handle = spawn(spec, tx);
         handle.start();
-        let started = Instant::now();
-        let report = loop {
-            let r = rx.recv().await.unwrap();
-            if r.state == State::Errored {
-                break r;
-            }
-        };
-        assert!(started.elapsed() < Duration::from_secs(5));
+        // Errored for the timeout (the step itself would sleep 30 s, then succeed).
+        let report = wait_for_report(&mut rx, State::Errored, &mut Vec::new()).await;
         assert_eq!(report.detail.as_deref(), Some("Startup timed out"));
         handle.shutdown().await;
     }
@@ -732,15 +747,12 @@ mod tests {
         handle.start();
         wait_for_state(&mut rx, State::Running).await;
         let pid_file = tmp.path().join("child.pid");
-        let pid = loop {
-            if let Some(pid) = std::fs::read_to_string(&pid_file)
+        let pid = eventually("the Run step writing its child's pid", || {
+            std::fs::read_to_string(&pid_file)
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok())
-            {
-                break pid;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        })
+        .await;
         handle.stop();
         wait_for_state(&mut rx, State::Finished).await;
         assert!(tmp.path().join("shutdown.txt").is_file());
@@ -752,11 +764,10 @@ mod tests {
                 stat.contains(") Z ") || stat.contains(") X ")
             }
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !gone() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(gone(), "the Run step's child {pid} outlived the stop");
+        eventually("the Run step's child going with the stop", || {
+            gone().then_some(())
+        })
+        .await;
         handle.shutdown().await;
     }
 }

@@ -402,6 +402,70 @@ mod tests {
         assert_eq!(s.live_instances(), 1);
     }
 
+    /// A pinned instance that keeps dying before it is ready comes back after 250 ms, then
+    /// twice as long each time up to 30 s, where it stays; one that becomes ready resets the
+    /// delay, and one killed once it was ready comes back at once.
+    #[test]
+    fn a_pinned_instance_comes_back_with_doubling_backoff_up_to_its_cap() {
+        let now = Instant::now();
+        let mut s: Scheduler<u32> = Scheduler::new(Limits {
+            pinned: true,
+            max_instances: 100,
+            max_queue: 10,
+            max_idle: Duration::from_secs(60),
+        });
+        let restart = |actions: &[Action<u32>]| -> (InstanceId, Duration) {
+            let found: Vec<_> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Start { id, delay } => Some((*id, *delay)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(found.len(), 1, "one instance comes back: {actions:?}");
+            found[0]
+        };
+        let (mut id, first) = restart(&s.start(now));
+        assert_eq!(first, Duration::ZERO);
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            let back = s.on(
+                Event::Exited {
+                    id,
+                    before_ready: true,
+                },
+                now,
+            );
+            let (next, delay) = restart(&back);
+            delays.push(delay.as_millis());
+            id = next;
+        }
+        assert_eq!(
+            delays,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert_eq!(s.live_instances(), 1);
+
+        // Ready: the count starts again. Killed while ready, it comes back at once.
+        s.on(Event::Ready(id), now);
+        let (id, delay) = restart(&s.on(
+            Event::Exited {
+                id,
+                before_ready: false,
+            },
+            now,
+        ));
+        assert_eq!(delay, Duration::ZERO);
+        let (_, delay) = restart(&s.on(
+            Event::Exited {
+                id,
+                before_ready: true,
+            },
+            now,
+        ));
+        assert_eq!(delay, Duration::from_millis(250));
+    }
+
     #[test]
     fn pinned_runs_in_order_on_one_instance() {
         let now = Instant::now();

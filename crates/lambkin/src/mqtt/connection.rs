@@ -758,6 +758,15 @@ mod backoff_tests {
     use super::*;
 
     #[test]
+    fn failed_attempts_wait_twice_as_long_each_time_up_to_the_maximum() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_millis(1500));
+        let mut b = Backoff::new(min, max);
+        let t0 = std::time::Instant::now();
+        let pauses: Vec<u128> = (0..7).map(|_| b.down(t0).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1500, 1500, 1500]);
+    }
+
+    #[test]
     fn the_backoff_starts_over_only_after_a_connection_that_lasted() {
         let (min, max) = (Duration::from_millis(100), Duration::from_secs(30));
         let mut b = Backoff::new(min, max);

@@ -240,4 +240,77 @@ mod tests {
             Duration::ZERO
         );
     }
+
+    /// An `iot` source for a provider at `127.0.0.1:port`, with a CA and a device
+    /// certificate made for the test in `dir`.
+    fn iot_source(dir: &std::path::Path, port: u16) -> Source {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Test credentials CA");
+        let ca = ca_params.self_signed(&ca_key).expect("a CA");
+        let device_key = KeyPair::generate().expect("a device key");
+        let device = CertificateParams::new(Vec::<String>::new())
+            .expect("device params")
+            .signed_by(&device_key, &ca, &ca_key)
+            .expect("a device certificate");
+        let files = [
+            ("ca.pem", ca.pem()),
+            ("device.pem.crt", device.pem()),
+            ("private.pem.key", device_key.serialize_pem()),
+        ];
+        for (name, pem) in &files {
+            std::fs::write(dir.join(name), pem).expect("a PEM file");
+        }
+        let config = crate::config::HostConfig::parse(&format!(
+            "[tes]\nsource = \"iot\"\nendpoint = \"127.0.0.1:{port}\"\nrole_alias = \"alias\"\n\
+             cert = {:?}\nkey = {:?}\nca = {:?}\n",
+            dir.join("device.pem.crt").display().to_string(),
+            dir.join("private.pem.key").display().to_string(),
+            dir.join("ca.pem").display().to_string(),
+        ))
+        .expect("the configuration");
+        Source::from_config(config.tes.as_ref(), "thing").expect("the iot source")
+    }
+
+    /// A provider that takes the connection and never answers: the request ends after the
+    /// 30 s timeout, answered 504, and a request right after gets that answer at once
+    /// (kept, not a second 30 s wait). The clock is tokio's, paused: no real 30 s pass.
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_never_answers_is_answered_504_after_its_timeout_and_kept() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listener");
+        let port = listener.local_addr().expect("its address").port();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let source = iot_source(dir.path(), port);
+
+        let started = tokio::time::Instant::now();
+        let answer = source.credentials().await;
+        assert!(
+            matches!(answer, Err(FetchError::TimedOut(t)) if t == super::super::iot::TIMEOUT),
+            "{answer:?}"
+        );
+        assert_eq!(answer.as_ref().map_err(FetchError::status).err(), Some(504));
+        assert!(started.elapsed() >= super::super::iot::TIMEOUT);
+
+        let again = tokio::time::Instant::now();
+        let kept = source.credentials().await;
+        assert!(matches!(kept, Err(FetchError::TimedOut(_))), "{kept:?}");
+        assert!(
+            again.elapsed() < Duration::from_secs(1),
+            "the kept answer waited {:?}",
+            again.elapsed()
+        );
+        silent.abort();
+    }
 }

@@ -207,6 +207,49 @@ pub fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Set by `.ci/run` on a machine where every test must run (root, cgroup v1, the test
+/// dependencies installed): a test that would skip for want of one of them fails instead.
+pub const REQUIRE_ALL_TESTS: &str = "LAMBKIN_REQUIRE_ROOT_TESTS";
+
+/// Reports that the calling test does not run here, and why: `skipped: WHY` on stderr,
+/// which the test's output shows. Under [`REQUIRE_ALL_TESTS`]`=1` it panics instead, so that
+/// a machine meant to run everything cannot pass a test that ran nothing.
+pub fn skipped(why: &str) {
+    if std::env::var(REQUIRE_ALL_TESTS).is_ok_and(|v| v == "1") {
+        panic!("skipped where it must run ({REQUIRE_ALL_TESTS}=1): {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Returns from the calling test, reported by [`skipped`], unless it runs as root:
+/// `require_root!("running components as other users")`.
+#[macro_export]
+macro_rules! require_root {
+    ($why:expr) => {
+        if !support::is_root() {
+            support::skipped(&format!("{} needs root", $why));
+            return;
+        }
+    };
+}
+
+/// Returns from the calling test, reported by [`skipped`], unless `$cond` holds:
+/// `require!(cgroup::host().is_ok(), "no cgroup memory controller")`.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            support::skipped(&format!($($why)+));
+            return;
+        }
+    };
+}
+
 /// Polls `f` until it returns `Some` or the deadline passes.
 pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
