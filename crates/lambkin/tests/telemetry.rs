@@ -21,7 +21,7 @@ use support::{json, python_function, zip, Host};
 /// the bad subscriptions of the probe and writes their answers to `$EXTENSION_LOG`; with
 /// `$TELEMETRY_URI` it subscribes that URI instead of its own listener.
 const SUBSCRIBER: &str = r#"#!/usr/bin/env python3
-import http.server, json, os, socket, socketserver, sys, threading, urllib.request, urllib.error
+import http.server, json, os, socketserver, sys, threading, time, urllib.request, urllib.error
 api = os.environ["AWS_LAMBDA_RUNTIME_API"]
 records = os.environ["TELEMETRY_LOG"]
 lock = threading.Lock()
@@ -32,8 +32,12 @@ def keep(items):
 def log(line):
     with open(os.environ["EXTENSION_LOG"], "a") as f:
         f.write(line + "\n")
+slow = [float(os.environ.get("TELEMETRY_SLOW", "0"))]
 class Http(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
+        # With $TELEMETRY_SLOW, the first batch takes that many seconds.
+        time.sleep(slow[0])
+        slow[0] = 0
         body = self.rfile.read(int(self.headers["Content-Length"]))
         keep(json.loads(body))
         self.send_response(200)
@@ -93,10 +97,13 @@ while True:
         sys.exit(0)
 "#;
 
-/// The handler prints a line naming its request.
+/// The handler prints a line naming its request, and `event["lines"]` more.
 const HANDLER: &str = r#"
+import sys
 def handler(event, context):
     print("hello from %s" % context.aws_request_id, flush=True)
+    sys.stdout.write("".join("line %d\n" % i for i in range(event.get("lines", 0))))
+    sys.stdout.flush()
     return "done"
 "#;
 
@@ -379,4 +386,41 @@ async fn a_destination_outside_the_instance_gets_nothing() {
     // The subscription's batches (every 25 ms) would have connected long before this.
     let connected = support::wait_for(Duration::from_secs(2), || stranger.accept().ok());
     assert!(connected.is_none(), "the host connected to a stranger");
+}
+
+/// A destination that falls behind loses records, counted in a `platform.logsDropped` record,
+/// and never holds up an invocation.
+#[tokio::test]
+async fn a_slow_destination_loses_records_not_invocations() {
+    let s = setup("flooded", &[("TELEMETRY_SLOW", "3")]).await;
+    // The first batch (the init's records) keeps the destination busy for 3 seconds.
+    assert_eq!(json(&s.host.invoke("flooded", &json!({})).await), "done");
+    let started = std::time::Instant::now();
+    let reply = s.host.invoke("flooded", &json!({"lines": 5000})).await;
+    assert_eq!(json(&reply), "done");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the invocation waited for the destination: {:?}",
+        started.elapsed()
+    );
+    let dropped = support::wait_for(Duration::from_secs(15), || {
+        let all = records(&s.records);
+        of_type(&all, "platform.logsDropped")
+            .first()
+            .map(|r| (*r).clone())
+    })
+    .unwrap_or_else(|| panic!("records: {}", support::lines(&s.records).len()));
+    let lost = dropped["record"]["droppedRecords"].as_u64().unwrap();
+    assert!(lost >= 1000, "{dropped}");
+    assert!(dropped["record"]["droppedBytes"].as_u64().unwrap() > 0);
+    assert!(dropped["record"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("dropped"));
+    // What was queued before the queue (maxItems records) filled still arrives.
+    let queued = support::wait_for(Duration::from_secs(10), || {
+        let n = of_type(&records(&s.records), "function").len();
+        (n >= 990).then_some(n)
+    });
+    assert!(queued.is_some(), "{}", records(&s.records).len());
 }
