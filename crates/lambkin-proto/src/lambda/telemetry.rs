@@ -121,8 +121,8 @@ impl SubscriptionError {
 /// The host names that mean the instance itself.
 pub const LOCAL_HOSTS: [&str; 3] = ["sandbox.localdomain", "localhost", "127.0.0.1"];
 
+/// The request as sent; fields Lambkin does not know are ignored, as newer clients send more.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRequest {
     #[serde(rename = "schemaVersion")]
     schema_version: Option<String>,
@@ -133,7 +133,7 @@ struct RawRequest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct RawBuffering {
     max_items: Option<i64>,
     max_bytes: Option<i64>,
@@ -141,7 +141,6 @@ struct RawBuffering {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDestination {
     protocol: Option<String>,
     #[serde(rename = "URI")]
