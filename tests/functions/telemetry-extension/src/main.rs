@@ -7,6 +7,8 @@
 //! - `start <request id>`, `runtimeDone <request id> <status>`,
 //!   `report <request id> <durationMs> <billedDurationMs> <maxMemoryUsedMB>`
 //! - `function <line>`
+//!
+//! With `TELEMETRY=off` it subscribes to nothing; without `$EXTENSION_LOG` it writes nothing.
 
 use std::io::Write;
 
@@ -66,8 +68,12 @@ async fn main() -> Result<(), Error> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(8080);
-    Extension::new()
-        .with_events_processor(service_fn(events))
+    let extension = Extension::new().with_events_processor(service_fn(events));
+    // `TELEMETRY=off`: a plain extension (events only), as the benchmark's no-op one.
+    if std::env::var("TELEMETRY").is_ok_and(|v| v == "off") {
+        return extension.run().await;
+    }
+    extension
         .with_telemetry_processor(SharedService::new(service_fn(telemetry)))
         .with_telemetry_port_number(port)
         .run()
