@@ -1,7 +1,7 @@
 """The cost of extensions and of telemetry on the invoke path: one host, three copies of the
 benchmark's Rust echo (tests/functions/rust-fixture): alone, with one external extension that
 does nothing but take INVOKE and SHUTDOWN, and with the same extension subscribed to the
-Telemetry API (platform and function records, HTTP, timeoutMs 25). Each is measured by
+Telemetry API as the `lambda-extension` crate subscribes by default (HTTP). Each is measured by
 `lambkin-bench load` (sequential p50 over 2,000 invokes, then invocations/s at concurrency 8),
 in turns, in the same run.
 
@@ -59,7 +59,7 @@ def main() -> None:
         variants = {
             "echo": ([], {}),
             "echo-extension": ([layer], {"TELEMETRY": "off"}),
-            "echo-telemetry": ([layer], {"TELEMETRY_PORT": "18089"}),
+            "echo-telemetry": ([layer], {}),
         }
         for name, (layers, env) in variants.items():
             client.create_function(

@@ -1,6 +1,6 @@
 //! Conformance fixture: an external extension built on the `lambda-extension` crate. It takes
 //! `INVOKE` and `SHUTDOWN` and subscribes to the Telemetry API (on the port
-//! `$TELEMETRY_PORT`, 8080 by default), and writes one line per event and per record of
+//! `$TELEMETRY_PORT`, else one that is free), and writes one line per event and per record of
 //! interest to `$EXTENSION_LOG`:
 //!
 //! - `INVOKE <request id>`, `SHUTDOWN <reason>`
@@ -64,10 +64,12 @@ async fn telemetry(records: Vec<LambdaTelemetry>) -> Result<(), Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let port = std::env::var("TELEMETRY_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8080);
+    // Instances of a plain function share the device's loopback: without a port given, each
+    // takes one that is free.
+    let port = match std::env::var("TELEMETRY_PORT").ok().and_then(|p| p.parse().ok()) {
+        Some(port) => port,
+        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+    };
     let extension = Extension::new().with_events_processor(service_fn(events));
     // `TELEMETRY=off`: a plain extension (events only), as the benchmark's no-op one.
     if std::env::var("TELEMETRY").is_ok_and(|v| v == "off") {
