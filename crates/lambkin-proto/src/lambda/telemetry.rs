@@ -535,6 +535,24 @@ mod tests {
         .is_err());
     }
 
+    proptest::proptest! {
+        /// Any body, from any extension, is a subscription or a refusal: never a panic.
+        #[test]
+        fn any_body_parses_or_is_refused(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = Subscription::parse(Api::Telemetry, &body);
+            let _ = Subscription::parse(Api::Logs, &body);
+        }
+
+        #[test]
+        fn any_uri_stays_on_the_loopback(uri in "(http|tcp)://[a-z0-9.:@/%-]{0,40}") {
+            let body = json!({"schemaVersion": "2022-07-01", "types": ["platform"],
+                "destination": {"protocol": "HTTP", "URI": uri}});
+            if let Ok(s) = parse(body) {
+                proptest::prop_assert!(LOCAL_HOSTS.contains(&s.destination.host.to_ascii_lowercase().as_str()));
+            }
+        }
+    }
+
     #[test]
     fn records_are_aws_shapes() {
         let report = Record::Report {
