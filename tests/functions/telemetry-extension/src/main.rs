@@ -66,9 +66,14 @@ async fn telemetry(records: Vec<LambdaTelemetry>) -> Result<(), Error> {
 async fn main() -> Result<(), Error> {
     // Instances of a plain function share the device's loopback: without a port given, each
     // takes one that is free.
-    let port = match std::env::var("TELEMETRY_PORT").ok().and_then(|p| p.parse().ok()) {
+    let port = match std::env::var("TELEMETRY_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+    {
         Some(port) => port,
-        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+        None => std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port(),
     };
     let extension = Extension::new().with_events_processor(service_fn(events));
     // `TELEMETRY=off`: a plain extension (events only), as the benchmark's no-op one.
