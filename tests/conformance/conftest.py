@@ -404,6 +404,32 @@ def aws_cli(host: Host, tmp_path_factory: pytest.TempPathFactory) -> AwsCli:
     return AwsCli(host.endpoint, env, home)
 
 
+def _cargo_binary(package: str, binary: str) -> Path:
+    """Builds a workspace package's binary (debug) and returns its path, as cargo reports it."""
+    proc = subprocess.run(
+        [
+            "cargo",
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            binary,
+            "--message-format=json-render-diagnostics",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    for line in proc.stdout.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
+            if msg["target"]["name"] == binary:
+                return Path(msg["executable"])
+    pytest.fail(f"cargo did not report {package}'s {binary} binary", pytrace=False)
+
+
 def _skip_build_junk(path: Path) -> bool:
     return path.name in ("__pycache__", ".bin") or path.suffix == ".pyc"
 
@@ -494,6 +520,20 @@ class ZipBuilder:
         if shutil.which("strip"):
             subprocess.run(["strip", str(binary)], check=True)
         return zip_files({"bootstrap": binary}, out / "function.zip", {"bootstrap": 0o755})
+
+    def _build_telemetry_extension(self, out: Path) -> bytes:
+        """A layer whose `extensions/telemetry-extension` is built on the `lambda-extension`
+        crate (tests/functions/telemetry-extension)."""
+        out.mkdir(parents=True)
+        binary = out / "telemetry-extension"
+        shutil.copy2(_cargo_binary("lambkin-fixture-telemetry-extension", "telemetry-extension"), binary)
+        if shutil.which("strip"):
+            subprocess.run(["strip", str(binary)], check=True)
+        return zip_files(
+            {"extensions/telemetry-extension": binary},
+            out / "layer.zip",
+            {"extensions/telemetry-extension": 0o755},
+        )
 
     def _build_python_handler(self, out: Path) -> bytes:
         out.mkdir(parents=True)

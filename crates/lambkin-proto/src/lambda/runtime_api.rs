@@ -35,6 +35,8 @@ pub enum Route {
     ExtensionNext,
     ExtensionInitError,
     ExtensionExitError,
+    /// Telemetry API or Logs API `subscribe` (`PUT`).
+    Subscribe(super::telemetry::Api),
     NotFound,
     MethodNotAllowed,
 }
@@ -44,6 +46,13 @@ impl Route {
         if path == "/ping" {
             return if method == "GET" {
                 Self::Ping
+            } else {
+                Self::MethodNotAllowed
+            };
+        }
+        if let Some(api) = super::telemetry::Api::from_path(path) {
+            return if method == "PUT" {
+                Self::Subscribe(api)
             } else {
                 Self::MethodNotAllowed
             };
@@ -111,6 +120,9 @@ pub enum RuntimeApiError {
     /// An Extensions API refusal (all 403, with RIE's `errorType`s).
     #[error("{0}")]
     Extension(#[from] ExtensionError),
+    /// A Telemetry or Logs API subscription refused.
+    #[error("{0}")]
+    Subscription(#[from] super::telemetry::SubscriptionError),
 }
 
 /// What the Extensions API refuses, named as the Runtime Interface Emulator names it.
@@ -245,6 +257,7 @@ impl RuntimeApiError {
             Self::InvalidRequestId(_)
             | Self::TruncatedHttpRequest(_)
             | Self::InvalidResponseMode(_) => 400,
+            Self::Subscription(e) => e.status(),
             Self::InvalidStateTransition(_) | Self::NotTheRuntime | Self::Extension(_) => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -265,6 +278,7 @@ impl RuntimeApiError {
             Self::ShuttingDown => "InternalServerError",
             Self::NotTheRuntime => "AccessDenied",
             Self::Extension(e) => e.error_type(),
+            Self::Subscription(e) => e.error_type(),
         }
     }
 
@@ -308,6 +322,18 @@ mod tests {
             Route::NotFound
         );
         assert_eq!(Route::parse("GET", "/ping"), Route::Ping);
+        assert_eq!(
+            Route::parse("PUT", "/2022-07-01/telemetry"),
+            Route::Subscribe(crate::lambda::telemetry::Api::Telemetry)
+        );
+        assert_eq!(
+            Route::parse("PUT", "/2020-08-15/logs/"),
+            Route::Subscribe(crate::lambda::telemetry::Api::Logs)
+        );
+        assert_eq!(
+            Route::parse("POST", "/2022-07-01/telemetry"),
+            Route::MethodNotAllowed
+        );
     }
 
     #[test]

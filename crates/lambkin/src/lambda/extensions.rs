@@ -183,6 +183,24 @@ impl Extensions {
         sent
     }
 
+    /// Each registered extension's name and events, as `platform.extension` lists them.
+    pub fn registered(&self) -> Vec<(String, Vec<String>)> {
+        self.registered
+            .values()
+            .map(|r| {
+                let events = r
+                    .events
+                    .iter()
+                    .map(|e| match e {
+                        ExtensionEventType::Invoke => "INVOKE".to_owned(),
+                        ExtensionEventType::Shutdown => "SHUTDOWN".to_owned(),
+                    })
+                    .collect();
+                (r.name.clone(), events)
+            })
+            .collect()
+    }
+
     /// Whether an extension takes `SHUTDOWN`.
     pub fn want_shutdown(&self) -> bool {
         self.registered

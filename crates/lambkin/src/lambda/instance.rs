@@ -31,6 +31,7 @@ use lambkin_proto::lambda::runtime_api::{
     self as rt, ExtensionError, ExtensionEvent, ExtensionEventType, RegisterRequest,
     RegisterResponse, Route, RuntimeApiError, ShutdownReason,
 };
+use lambkin_proto::lambda::telemetry::{self as tm, Record, RecordType, Subscription};
 use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 
 use super::extensions::{Delivery, Extensions};
@@ -41,6 +42,7 @@ use super::peer;
 use super::placement;
 use super::sandbox;
 use super::scheduler::InstanceId;
+use super::telemetry::Telemetry;
 use crate::logfile::Level;
 use crate::timestamp;
 
@@ -152,6 +154,12 @@ pub enum InstanceMsg {
         init: bool,
         reply: Reply<()>,
     },
+    /// Telemetry API or Logs API `subscribe`.
+    Subscribe {
+        id: String,
+        subscription: Subscription,
+        reply: Reply<()>,
+    },
 }
 
 /// The function actor's handle on an instance.
@@ -201,6 +209,8 @@ struct EndFrame {
     duration: Duration,
     init_duration: Option<Duration>,
     timed_out: bool,
+    function_error: bool,
+    produced_bytes: u64,
 }
 
 enum Phase {
@@ -245,6 +255,7 @@ impl OutputPipe {
         spec: &FunctionSpec,
         tail: Option<&mut LogTail>,
         pending_start: &mut Option<String>,
+        telemetry: &mut Telemetry,
     ) {
         let Some(rx) = &self.rx else {
             return;
@@ -278,6 +289,7 @@ impl OutputPipe {
                 spec.log.write_lines(Level::Info, start.as_bytes());
             }
             spec.log.write_lines(self.level, text);
+            telemetry.function_lines(text);
             if let Some(tail) = tail {
                 for line in text.split(|b| *b == b'\n') {
                     tail.push_line(line);
@@ -320,6 +332,8 @@ struct Instance {
     extensions_shutting_down: bool,
     /// The processes its Runtime API admitted besides the runtime (its extensions).
     admitted: Arc<Admitted>,
+    /// Its extensions' Telemetry and Logs API subscriptions.
+    telemetry: Telemetry,
 }
 
 /// Runs the instance to its end; returns the init failure if it never became ready.
@@ -399,8 +413,13 @@ async fn run(
         extensions: Extensions::new(spec.extensions.clone()),
         extensions_shutting_down: false,
         admitted,
+        telemetry: Telemetry::default(),
         spec,
     };
+    inst.telemetry.emit(Record::InitStart {
+        initialization_type: tm::InitType::OnDemand,
+        phase: tm::Phase::Init,
+    });
     let mut timer = DeadlineTimer::new();
     let status = loop {
         let deadline = inst.deadline;
@@ -450,9 +469,10 @@ fn drain_into(
     spec: &FunctionSpec,
     mut tail: Option<&mut LogTail>,
     pending_start: &mut Option<String>,
+    telemetry: &mut Telemetry,
 ) {
-    stdout.drain(spec, tail.as_deref_mut(), pending_start);
-    stderr.drain(spec, tail, pending_start);
+    stdout.drain(spec, tail.as_deref_mut(), pending_start, telemetry);
+    stderr.drain(spec, tail, pending_start, telemetry);
 }
 
 /// An instance's one timer for its deadlines (init, invocation timeout, stop grace).
@@ -506,7 +526,8 @@ async fn refuse(msg: InstanceMsg) {
         | InstanceMsg::ResponseTooLarge { reply, .. }
         | InstanceMsg::Error { reply, .. }
         | InstanceMsg::InitError { reply, .. }
-        | InstanceMsg::ExtensionError { reply, .. } => {
+        | InstanceMsg::ExtensionError { reply, .. }
+        | InstanceMsg::Subscribe { reply, .. } => {
             let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
         }
         InstanceMsg::ExtensionRegister { reply, .. } => {
@@ -743,6 +764,7 @@ impl Instance {
             &self.spec,
             tail,
             &mut self.pending_start,
+            &mut self.telemetry,
         );
     }
 
@@ -866,6 +888,22 @@ impl Instance {
                     // An extension that exits with an error resets the instance.
                     self.kill();
                 }
+            }
+            InstanceMsg::Subscribe {
+                id,
+                subscription,
+                reply,
+            } => {
+                let result = match self.extensions.name(&id) {
+                    Ok(name) => {
+                        let name = name.to_owned();
+                        self.telemetry
+                            .subscribe(&id, &name, subscription, self.pid)
+                            .map_err(Into::into)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(result);
             }
             InstanceMsg::Response {
                 request_id,
@@ -1014,8 +1052,10 @@ impl Instance {
             return;
         }
         if matches!(self.phase, Phase::Init) {
-            self.init_duration = Some(self.spawned.elapsed());
+            let init_duration = self.spawned.elapsed();
+            self.init_duration = Some(init_duration);
             self.extensions.close();
+            self.init_telemetry(init_duration);
             // The next instance's sandbox init is prepared now that this one is up,
             // not while it was starting: both would compete for the CPU.
             sandbox::ZygoteSlot::refill(&self.spec);
@@ -1102,6 +1142,20 @@ impl Instance {
         self.spec
             .placement
             .busy(self.pid, short, || self.processes());
+        if self.telemetry.wants(RecordType::Platform) {
+            let tracing = match &self.phase {
+                Phase::Busy(current) => current.inv.trace_id.clone(),
+                _ => None,
+            };
+            self.telemetry.emit(Record::Start {
+                request_id: request_id.clone(),
+                version: LATEST,
+                tracing: tracing.map(|value| tm::TraceContext {
+                    kind: "X-Amzn-Trace-Id",
+                    value,
+                }),
+            });
+        }
         let start = logs::start_line(&request_id, LATEST);
         if let Some(tail) = self.tail() {
             tail.push_line(start.as_bytes());
@@ -1159,6 +1213,7 @@ impl Instance {
         }
         // The caller waits only for what it asked for: with a log tail, the output and the
         // END/REPORT lines come first; without one, they are written after the answer.
+        let produced_bytes = body.len() as u64;
         let log_tail = match current.tail.take() {
             Some(mut tail) => {
                 drain_into(
@@ -1167,9 +1222,16 @@ impl Instance {
                     &self.spec,
                     Some(&mut tail),
                     &mut self.pending_start,
+                    &mut self.telemetry,
                 );
-                let (end, report) =
-                    self.frame_end(&request_id, duration, current.init_duration, timed_out);
+                let (end, report) = self.frame_end(&EndFrame {
+                    request_id: request_id.clone(),
+                    duration,
+                    init_duration: current.init_duration,
+                    timed_out,
+                    function_error,
+                    produced_bytes,
+                });
                 tail.push_line(end.as_bytes());
                 tail.push_line(report.as_bytes());
                 self.write_end(&end, &report);
@@ -1193,18 +1255,15 @@ impl Instance {
             duration,
             init_duration,
             timed_out,
+            function_error,
+            produced_bytes,
         })
     }
 
     /// Writes the output and END/REPORT lines of an invocation answered without a log tail.
     fn log_end(&mut self, frame: EndFrame) {
         self.drain_output();
-        let (end, report) = self.frame_end(
-            &frame.request_id,
-            frame.duration,
-            frame.init_duration,
-            frame.timed_out,
-        );
+        let (end, report) = self.frame_end(&frame);
         self.write_end(&end, &report);
     }
 
@@ -1237,14 +1296,17 @@ impl Instance {
         self.spec.log.write_lines(Level::Info, text.as_bytes());
     }
 
-    /// The END and REPORT lines of an invocation.
-    fn frame_end(
-        &self,
-        request_id: &str,
-        duration: Duration,
-        init_duration: Option<Duration>,
-        timed_out: bool,
-    ) -> (String, String) {
+    /// The END and REPORT lines of an invocation (and its `platform.runtimeDone` and
+    /// `platform.report` records, with the same numbers).
+    fn frame_end(&mut self, frame: &EndFrame) -> (String, String) {
+        let EndFrame {
+            ref request_id,
+            duration,
+            init_duration,
+            timed_out,
+            function_error,
+            produced_bytes,
+        } = *frame;
         let report = Report {
             duration,
             memory_size_mb: self.spec.config.memory_size_mb,
@@ -1255,10 +1317,74 @@ impl Instance {
             init_duration,
             timed_out,
         };
+        if self.telemetry.wants(RecordType::Platform) {
+            let status = if timed_out {
+                tm::Status::Timeout
+            } else if function_error {
+                tm::Status::Error
+            } else {
+                tm::Status::Success
+            };
+            let error_type = (status != tm::Status::Success).then(|| match status {
+                tm::Status::Timeout => "Sandbox.Timedout".to_owned(),
+                _ => "Function.Error".to_owned(),
+            });
+            let (duration_ms, billed_duration_ms) = logs::report_durations(&report);
+            self.telemetry.emit(Record::RuntimeDone {
+                request_id: request_id.clone(),
+                status,
+                error_type: error_type.clone(),
+                metrics: tm::RuntimeDoneMetrics {
+                    duration_ms,
+                    produced_bytes,
+                },
+            });
+            self.telemetry.emit(Record::Report {
+                request_id: request_id.clone(),
+                status,
+                error_type,
+                metrics: tm::ReportMetrics {
+                    duration_ms,
+                    billed_duration_ms,
+                    memory_size_mb: report.memory_size_mb,
+                    max_memory_used_mb: report.max_memory_used_mb,
+                    init_duration_ms: report.init_duration.map(logs::millis_2dp),
+                },
+            });
+        }
         (
             logs::end_line(request_id),
             logs::report_line(request_id, &report),
         )
+    }
+
+    /// The init's platform records: each extension's, the runtime's done, the init's report.
+    fn init_telemetry(&mut self, init_duration: Duration) {
+        if !self.telemetry.wants(RecordType::Platform) {
+            self.telemetry.init_done();
+            return;
+        }
+        for (name, events) in self.extensions.registered() {
+            self.telemetry.emit(Record::PlatformExtension {
+                name,
+                state: "Ready",
+                events,
+            });
+        }
+        self.telemetry.emit(Record::InitRuntimeDone {
+            initialization_type: tm::InitType::OnDemand,
+            phase: tm::Phase::Init,
+            status: tm::Status::Success,
+            error_type: None,
+        });
+        self.telemetry.emit(Record::InitReport {
+            initialization_type: tm::InitType::OnDemand,
+            phase: tm::Phase::Init,
+            metrics: tm::InitReportMetrics {
+                duration_ms: logs::millis_2dp(init_duration),
+            },
+        });
+        self.telemetry.init_done();
     }
 
     async fn on_deadline(&mut self) {
@@ -1692,6 +1818,28 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
                     };
                     call(tx, msg, rx).await.map(|()| accepted())
                 }
+            }
+        }
+        Route::Subscribe(api) => {
+            let id = header(&req, rt::HEADER_EXTENSION_IDENTIFIER);
+            let body = read_body(req, MAX_ERROR_BODY_BYTES).await;
+            match (id, body) {
+                (None, _) => Err(ExtensionError::MissingIdentifier.into()),
+                (_, Err(e)) => Err(e),
+                (Some(id), Ok(body)) => match Subscription::parse(api, &body) {
+                    Ok(subscription) => {
+                        let (reply, rx) = oneshot::channel();
+                        let msg = InstanceMsg::Subscribe {
+                            id,
+                            subscription,
+                            reply,
+                        };
+                        call(tx, msg, rx)
+                            .await
+                            .map(|()| plain(StatusCode::OK, "OK"))
+                    }
+                    Err(e) => Err(e.into()),
+                },
             }
         }
         Route::Ping => Ok(plain(StatusCode::OK, "pong")),

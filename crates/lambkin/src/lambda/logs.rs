@@ -48,22 +48,29 @@ pub struct Report {
 }
 
 pub fn report_line(request_id: &str, r: &Report) -> String {
-    let ms = r.duration.as_secs_f64() * 1000.0;
-    let billed = (r.duration.as_micros().div_ceil(1000)).max(1);
+    let (ms, billed) = report_durations(r);
     let mut line = format!(
         "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
         r.memory_size_mb, r.max_memory_used_mb
     );
     if let Some(init) = r.init_duration {
-        line.push_str(&format!(
-            "\tInit Duration: {:.2} ms",
-            init.as_secs_f64() * 1000.0
-        ));
+        line.push_str(&format!("\tInit Duration: {:.2} ms", millis_2dp(init)));
     }
     if r.timed_out {
         line.push_str("\tStatus: timeout");
     }
     line
+}
+
+/// A duration in milliseconds as the REPORT line prints it (two decimals).
+pub fn millis_2dp(d: Duration) -> f64 {
+    (d.as_micros() as f64 / 10.0).round() / 100.0
+}
+
+/// The REPORT line's `Duration` and `Billed Duration`, in milliseconds.
+pub fn report_durations(r: &Report) -> (f64, u64) {
+    let billed = (r.duration.as_micros().div_ceil(1000)).max(1) as u64;
+    (millis_2dp(r.duration), billed)
 }
 
 /// Reads a process's peak resident memory (`VmHWM` of `/proc/PID/status`) with one `pread`

@@ -13,6 +13,7 @@
 //! - [`peer`]: who is at the other end of a Runtime API connection (the runtime, or not).
 //! - [`placement`]: which CPU an instance answering short invocations one at a time runs on.
 //! - [`logs`]: the function log and the START/END/REPORT frame.
+//! - [`telemetry`]: Telemetry and Logs API subscriptions, and delivering their records.
 
 pub mod code;
 pub mod extensions;
@@ -27,3 +28,4 @@ pub mod registry;
 pub mod runtimes;
 pub mod sandbox;
 pub mod scheduler;
+pub mod telemetry;

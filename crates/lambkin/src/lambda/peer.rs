@@ -263,6 +263,42 @@ impl Procfs {
             .collect()
     }
 
+    /// The inodes of the TCP sockets listening on `port` on the loopback interface (bound to
+    /// a loopback or the wildcard address), from `net/tcp` and `net/tcp6`.
+    pub fn loopback_listeners(&self, port: u16) -> Vec<u64> {
+        const LOCAL_V4: [&str; 2] = ["0100007F", "00000000"];
+        const LOCAL_V6: [&str; 3] = [
+            "00000000000000000000000001000000",
+            "00000000000000000000000000000000",
+            "0000000000000000FFFF00000100007F",
+        ];
+        let port = format!("{port:04X}");
+        let mut found = Vec::new();
+        for table in ["net/tcp", "net/tcp6"] {
+            let Ok(text) = std::fs::read_to_string(self.root.join(table)) else {
+                continue;
+            };
+            for row in text.lines().skip(1) {
+                let fields: Vec<&str> = row.split_whitespace().collect();
+                let (Some(local), Some(state), Some(inode)) =
+                    (fields.get(1), fields.get(3), fields.get(9))
+                else {
+                    continue;
+                };
+                let Some((addr, p)) = local.split_once(':') else {
+                    continue;
+                };
+                let loopback = LOCAL_V4.contains(&addr) || LOCAL_V6.contains(&addr);
+                if *state == "0A" && p == port && loopback {
+                    if let Ok(inode) = inode.parse() {
+                        found.push(inode);
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// `(pid, parent pid)` of every process.
     fn parents(&self) -> Vec<(u32, u32)> {
         self.pids()
