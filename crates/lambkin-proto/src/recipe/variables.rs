@@ -299,7 +299,7 @@ impl Variables<'_> {
     }
 
     /// A `sh -c` script with every variable replaced by its value quoted for where it
-    /// stands, so that a value is always literal text to the shell (see [`super::shell`]).
+    /// stands, so that a value is always literal text to the shell (`recipe::shell`).
     pub fn interpolate_script(&self, script: &str, at: &str) -> Result<String, VariableError> {
         self.interpolate_in(script, at, true)
     }
