@@ -479,18 +479,26 @@ impl Cgroup {
 
     /// Whether the kernel's OOM killer has killed a process of this group.
     pub fn oom_killed(&self) -> bool {
+        self.oom_kills() > 0
+    }
+
+    /// How many processes of the group the kernel has killed for its memory so far (0 for a
+    /// group without the memory controller).
+    pub fn oom_kills(&self) -> u64 {
         let (file, key) = match self.version {
             Version::V1 => ("memory.oom_control", "oom_kill"),
             Version::V2 => ("memory.events", "oom_kill"),
         };
         let Some(dir) = self.dir("memory") else {
-            return false;
+            return 0;
         };
         std::fs::read_to_string(dir.join(file))
             .unwrap_or_default()
             .lines()
             .filter_map(|line| line.split_once(' '))
-            .any(|(k, v)| k == key && v.trim().parse::<u64>().is_ok_and(|n| n > 0))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
     }
 
     /// The most memory the group has used, in bytes (v2 kernels before 5.19 do not record it).

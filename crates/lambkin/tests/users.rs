@@ -824,6 +824,13 @@ fn system_resource_limits_hold_a_plain_lambda_components_instances() {
     let kills_before = oom_kills();
     let out = device.cli(&["invoke", name, r#"{"hog": true}"#]);
     assert!(!out.status.success(), "{}", text(&out.stdout));
+    // Reported as Lambda reports it.
+    assert!(
+        text(&out.stdout).contains("Runtime.OutOfMemory"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     // Ended by the kernel for the group's memory, not for any other failure.
     assert!(
         oom_kills() > kills_before,

@@ -323,6 +323,9 @@ struct Instance {
     timed_out_init: bool,
     /// A containerised instance's cgroup (removed with the instance).
     sandbox: Option<sandbox::InstanceCgroup>,
+    /// A plain instance in its component's group (systemResourceLimits): the group's count
+    /// of kills for memory when the instance started, to tell whether one ended it.
+    component_oom_kills: u64,
     /// How long the previous invocation ran (placement: short ones share the host's CPU).
     last_duration: Option<Duration>,
     /// Its extensions (none unless its layers bring some, or its runtime registers one).
@@ -408,6 +411,7 @@ async fn run(
         stderr: OutputPipe::new(stderr, Level::Warn),
         deadline: Some(Instant::now() + spec.init_timeout),
         timed_out_init: false,
+        component_oom_kills: spec.cgroup.as_ref().map_or(0, |g| g.oom_kills()),
         sandbox,
         last_duration: None,
         extensions: Extensions::new(spec.extensions.clone()),
@@ -459,6 +463,19 @@ async fn run(
     {
         how = format!("{how} (out of memory: the limit is {limit} KB)");
     }
+    // A plain instance killed while its component's group counted a kill for memory.
+    let killed = matches!(&status, Ok(s) if s.signal() == Some(Signal::SIGKILL as i32));
+    let component_out_of_memory = inst.sandbox.is_none()
+        && killed
+        && inst
+            .spec
+            .cgroup
+            .as_ref()
+            .is_some_and(|g| g.oom_kills() > inst.component_oom_kills);
+    if component_out_of_memory {
+        how = format!("{how} (out of memory: over its component's memory limit)");
+    }
+    let out_of_memory = out_of_memory || component_out_of_memory;
     inst.on_exit(how, out_of_memory).await
 }
 
