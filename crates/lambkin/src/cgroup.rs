@@ -81,6 +81,20 @@ pub fn host() -> Result<&'static Cgroups, &'static CgroupError> {
         .as_ref()
 }
 
+/// A group that only holds processes together (see [`Cgroups::create_tracking`]), named
+/// `HOSTPID.label` so that two hosts never share one (it is killed whole, and a later start
+/// removes it with the host's other stale groups). Made only where the host can: as root,
+/// with cgroups; otherwise why not, for the caller to log and fall back on process groups.
+pub fn tracking(label: &str) -> Result<Cgroup, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the host is not root".to_owned());
+    }
+    host()
+        .map_err(|e| e.to_string())?
+        .create_tracking(&format!("{}.{label}", std::process::id()))
+        .map_err(|e| e.to_string())
+}
+
 impl Cgroups {
     /// Detects the interface mounted at [`MOUNT_POINT`].
     pub fn detect() -> Result<Self, CgroupError> {

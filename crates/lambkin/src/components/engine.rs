@@ -1337,19 +1337,7 @@ impl Actor {
                     })?,
             ),
             (lambkin_proto::lambda::function::Isolation::NoContainer, None) => {
-                match crate::cgroup::host()
-                    .map_err(|e| e.to_string())
-                    .and_then(|cgroups| {
-                        cgroups
-                            // Named after this host: a group is killed whole, so two
-                            // hosts' components of one name must never share one.
-                            .create_tracking(&format!(
-                                "{}.component-{}",
-                                std::process::id(),
-                                c.name
-                            ))
-                            .map_err(|e| e.to_string())
-                    }) {
+                match crate::cgroup::tracking(&format!("component-{}", c.name)) {
                     Ok(group) => Some(group),
                     Err(e) => {
                         tracing::debug!(component = %c.name, error = %e, "no cgroup to hold the function's processes; its instances' process groups are stopped instead");
@@ -1599,11 +1587,7 @@ impl Actor {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let tracking = crate::cgroup::host().ok().and_then(|cgroups| {
-            cgroups
-                .create_tracking(&format!("{}.bootstrap-{}", std::process::id(), c.name))
-                .ok()
-        });
+        let tracking = crate::cgroup::tracking(&format!("bootstrap-{}", c.name)).ok();
         if let Some(group) = &tracking {
             lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())
                 .map_err(|e| format!("{at}: Bootstrap could not start: {e}"))?;

@@ -303,10 +303,10 @@ async fn run(
 /// one left, `Cgroups::remove_stale`), then the component and a number of this supervisor's
 /// own, so that two hosts, or two supervisors of one name, never share a group (stopping one
 /// kills everything in its group).
-fn tracking_group_name(component: &str) -> String {
+fn tracking_label(component: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}.component-{component}-{n}", std::process::id())
+    format!("component-{component}-{n}")
 }
 
 async fn wait_current(
@@ -357,17 +357,10 @@ impl Actor {
         let Some(limits) = self.spec.limits else {
             if self.cgroup.is_none() && !self.tracking_tried {
                 self.tracking_tried = true;
-                if nix::unistd::geteuid().is_root() {
-                    match crate::cgroup::host()
-                        .map_err(|e| e.to_string())
-                        .and_then(|c| {
-                            c.create_tracking(&tracking_group_name(&self.spec.name))
-                                .map_err(|e| e.to_string())
-                        }) {
-                        Ok(group) => self.cgroup = Some(group),
-                        Err(e) => {
-                            tracing::debug!(component = %self.spec.name, error = %e, "no cgroup to hold the component's processes; its process groups are stopped instead")
-                        }
+                match crate::cgroup::tracking(&tracking_label(&self.spec.name)) {
+                    Ok(group) => self.cgroup = Some(group),
+                    Err(e) => {
+                        tracing::debug!(component = %self.spec.name, error = %e, "no cgroup to hold the component's processes; its process groups are stopped instead")
                     }
                 }
             }
