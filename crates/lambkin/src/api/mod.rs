@@ -274,7 +274,9 @@ fn authorized(req: &Request<Incoming>, state: &ApiState) -> Result<(), ApiError>
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented == Some(state.cli_token.as_str()) {
+    if presented.is_some_and(|p| {
+        lambkin_proto::lambda::sigv4::constant_time_eq(p.as_bytes(), state.cli_token.as_bytes())
+    }) {
         Ok(())
     } else {
         Err(ApiError::AccessDenied(

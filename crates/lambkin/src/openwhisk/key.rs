@@ -55,13 +55,7 @@ impl WhiskKey {
 
     /// Whether `presented` (decoded Basic credentials) is this key, in constant time.
     pub fn matches(&self, presented: &str) -> bool {
-        let want = self.auth();
-        let (a, b) = (want.as_bytes(), presented.as_bytes());
-        let mut diff = a.len() ^ b.len();
-        for (i, x) in a.iter().enumerate() {
-            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-        }
-        diff == 0
+        lambkin_proto::lambda::sigv4::constant_time_eq(self.auth().as_bytes(), presented.as_bytes())
     }
 }
 
