@@ -102,9 +102,7 @@ fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 impl Activations {
     /// Reads the records kept in `dir` (made 0700 if missing) and starts the writer.
     pub fn open(dir: &Path, retention: usize) -> std::io::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        crate::layout::create_private_dir(dir)?;
         let segments = segments(dir)?;
         let mut found: VecDeque<Arc<Activation>> = VecDeque::new();
         for (_, path) in &segments {

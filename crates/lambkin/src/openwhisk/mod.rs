@@ -172,7 +172,6 @@ impl OpenWhisk {
         api_host: String,
     ) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context;
-        use std::os::unix::fs::PermissionsExt;
         let key = key::load_or_create(&auth_file(layout))
             .with_context(|| format!("cannot make {}", auth_file(layout).display()))?;
         let base = layout.state_dir().join("openwhisk");
@@ -181,12 +180,9 @@ impl OpenWhisk {
             triggers: base.join("triggers"),
             rules: base.join("rules"),
         };
-        for dir in [&actions_dir, &dirs.triggers, &dirs.rules] {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot make {}", dir.display()))?;
-        }
         for dir in [&base, &actions_dir, &dirs.triggers, &dirs.rules] {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            crate::layout::create_private_dir(dir)
+                .with_context(|| format!("cannot make {}", dir.display()))?;
         }
         let entities = Entities {
             triggers: triggers::load_all::<Trigger>(&dirs.triggers)?
