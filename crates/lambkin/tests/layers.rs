@@ -736,3 +736,54 @@ async fn a_lambda_component_gets_its_layers_at_opt_in_both_container_modes() {
         "{text}"
     );
 }
+
+/// Without a signature, as any local process or a web page would call it, the layer API
+/// answers AWS's 403 and nothing is published, listed or deleted.
+#[tokio::test]
+async fn the_layer_api_refuses_unsigned_callers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(&tmp.path().join("root"));
+    let arn = published(&host, "kept", &[("python/kept.py", "K = 1\n", 0o644)]).await;
+    let zip_b64 = zip(&[("python/evil.py", "E = 1\n", 0o644)]);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/2018-10-31/layers/evil/versions".to_owned(),
+            json!({"Content": {"ZipFile": zip_b64}}).to_string(),
+        ),
+        ("GET", "/2018-10-31/layers".to_owned(), String::new()),
+        (
+            "GET",
+            "/2018-10-31/layers/kept/versions/1".to_owned(),
+            String::new(),
+        ),
+        (
+            "DELETE",
+            "/2018-10-31/layers/kept/versions/1".to_owned(),
+            String::new(),
+        ),
+    ] {
+        let reply = host
+            .call_unsigned(method, &path, &[("content-type", "application/json")], body)
+            .await;
+        let (status, kind, _) = error_of(&reply);
+        assert_eq!(
+            (status, kind.as_str()),
+            (403, "MissingAuthenticationTokenException"),
+            "{method} {path}"
+        );
+    }
+    // Signed, the host shows what was there before and nothing more.
+    let listed = host.call("GET", "/2018-10-31/layers", &[], "").await;
+    let names: Vec<String> = json(&listed)["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["LayerName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["kept"]);
+    let got = host
+        .call("GET", "/2018-10-31/layers/kept/versions/1", &[], "")
+        .await;
+    assert_eq!(json(&got)["LayerVersionArn"], arn.as_str());
+}

@@ -57,18 +57,20 @@ lambda_handler = handler
 
 /// The attacker: `python3 -c ATTACKER API [ID…]`. Asks for the event, then posts a forged
 /// answer and a forged error for a guessed id, each id it was given, and every id the answers
-/// let it learn; prints its pid and what it got back.
+/// let it learn; then tries the same port's Extensions API (register, next) and Telemetry and
+/// Logs APIs (a subscription to its own listener); prints its pid and what it got back.
 const ATTACKER: &str = r#"import http.client, json, os, re, sys, uuid
 
 host, port = sys.argv[1].rsplit(":", 1)
 attempts = []
 
 
-def attempt(method, path, body=None):
+def attempt(method, path, body=None, headers=None):
+    path = path if path.startswith("/20") else "/2018-06-01/runtime" + path
     try:
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        conn.request(method, "/2018-06-01/runtime" + path, body=body,
-                     headers={"Content-Type": "application/json"})
+        conn.request(method, path, body=body,
+                     headers={"Content-Type": "application/json", **(headers or {})})
         r = conn.getresponse()
         got = {"status": r.status, "headers": dict(r.getheaders()),
                "body": r.read().decode("utf-8", "replace")}
@@ -87,6 +89,16 @@ for rid in [str(uuid.uuid4())] + sys.argv[2:] + learned:
     attempt("POST", "/invocation/%s/error" % rid,
             json.dumps({"errorMessage": "forged", "errorType": "Forged"}))
 attempt("POST", "/init/error", json.dumps({"errorMessage": "forged", "errorType": "Forged"}))
+registered = attempt("POST", "/2020-01-01/extension/register",
+                     json.dumps({"events": ["INVOKE", "SHUTDOWN"]}),
+                     {"Lambda-Extension-Name": "eavesdropper"})
+ext_id = registered["headers"].get("Lambda-Extension-Identifier", str(uuid.uuid4()))
+attempt("GET", "/2020-01-01/extension/event/next", None, {"Lambda-Extension-Identifier": ext_id})
+subscription = json.dumps({"schemaVersion": "2022-12-13", "types": ["platform", "function"],
+                           "destination": {"protocol": "HTTP",
+                                           "URI": "http://sandbox.localdomain:9/"}})
+attempt("PUT", "/2022-07-01/telemetry", subscription, {"Lambda-Extension-Identifier": ext_id})
+attempt("PUT", "/2020-08-15/logs", subscription, {"Lambda-Extension-Identifier": ext_id})
 print(json.dumps({"pid": os.getpid(), "attempts": attempts}))
 "#;
 
@@ -171,7 +183,7 @@ async fn hold_and_attack(host: Arc<Host>, function: &str, exchange: &Path, dir_i
     for (who, cmd) in attackers {
         // The attacker knows the real request id too: even then it cannot answer.
         let (pid, attempts) = attack(cmd, api, &[request_id]).await;
-        assert!(attempts.len() >= 6, "{who}: {attempts:?}");
+        assert!(attempts.len() >= 10, "{who}: {attempts:?}");
         for attempt in &attempts {
             let got = &attempt["got"];
             assert_eq!(got["status"], 403, "{who}: {attempt}");
