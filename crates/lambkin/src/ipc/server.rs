@@ -380,9 +380,12 @@ impl Connection {
         let mut revocations = self.services.tokens.revocations();
         let mut buf = vec![0u8; READ_CHUNK];
         let connect_deadline = Instant::now() + CONNECT_DEADLINE;
+        let mut group = self.group.clone();
         let end = loop {
-            // Replaced once the client authenticates (its component's budget).
-            let group = self.group.clone();
+            // Replaced once, when the client authenticates (its component's budget).
+            if !Arc::ptr_eq(&group, &self.group) {
+                group = self.group.clone();
+            }
             let actions = tokio::select! {
                 read = reader.read(&mut buf), if out.has_room() => match read {
                     Ok(0) | Err(_) => {
