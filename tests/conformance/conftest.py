@@ -145,6 +145,9 @@ class Host:
     addr: str
     stdout_path: Path
     stderr_path: Path
+    # The test process's children when this host started (other hosts, brokers): not its
+    # processes, though they share its parent.
+    siblings: frozenset[int] = frozenset()
 
     @property
     def endpoint(self) -> str:
@@ -155,6 +158,10 @@ class Host:
 
     def log_path(self, function_name: str) -> Path:
         return self.root / "logs" / f"{function_name}.log"
+
+    def stop(self) -> None:
+        """SIGTERM, then the checks of a clean stop: status 0 and no process left behind."""
+        _stop_host(self, _become_subreaper())
 
     def output(self) -> str:
         out = self.stdout_path.read_text(errors="replace")
@@ -202,17 +209,16 @@ def device_dir():
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def host(device_dir) -> Host:
+def _start_host(base: Path) -> Host:
+    """Starts a host on a new root under `base`, once it serves and has said where."""
     binary = _host_binary()
-    subreaper = _become_subreaper()
-    base = device_dir("host")
     root = base / "root"
     root.mkdir()
     stdout_path = base / "host.stdout"
     stderr_path = base / "host.stderr"
     env = dict(os.environ)
     env.setdefault("RUST_BACKTRACE", "1")
+    siblings = frozenset(p for p in _all_pids() if (_proc_stat(p) or (0,))[0] == os.getpid())
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             [str(binary), "run", "--root", str(root), "--listen", "127.0.0.1:0"],
@@ -224,7 +230,7 @@ def host(device_dir) -> Host:
             start_new_session=True,
         )
     addr_file = root / "state" / "api.addr"
-    h = Host(root, proc, "", stdout_path, stderr_path)
+    h = Host(root, proc, "", stdout_path, stderr_path, siblings)
     deadline = time.monotonic() + HOST_START_TIMEOUT
     while True:
         if addr_file.is_file():
@@ -254,10 +260,26 @@ def host(device_dir) -> Host:
             _kill_tree(proc)
             pytest.fail(f"host did not print {banner!r}\n" + h.output(), pytrace=False)
         time.sleep(0.05)
+    return h
 
+
+@pytest.fixture(scope="session")
+def host(device_dir) -> Host:
+    subreaper = _become_subreaper()
+    h = _start_host(device_dir("host"))
     yield h
-
     _stop_host(h, subreaper)
+
+
+@pytest.fixture
+def own_host(device_dir):
+    """A host of the test's own, for a test that stops it (`Host.stop`); one the test left
+    running is stopped at its end, with the same checks."""
+    subreaper = _become_subreaper()
+    h = _start_host(device_dir("own-host"))
+    yield h
+    if h.proc.poll() is None:
+        _stop_host(h, subreaper)
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -293,7 +315,7 @@ def _stop_host(h: Host, subreaper: bool) -> None:
         alive = {pid for pid in before if _alive(pid)}
         for pid in _all_pids():
             st = _proc_stat(pid)
-            if st is None or st[2] == "Z":
+            if st is None or st[2] == "Z" or pid in h.siblings:
                 continue
             if st[1] == proc.pid or (subreaper and st[0] == os.getpid() and pid != proc.pid):
                 alive.add(pid)

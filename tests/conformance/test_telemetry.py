@@ -1,7 +1,7 @@
 """The Telemetry API with an extension we did not write the client of: one built on the
 `lambda-extension` crate (tests/functions/telemetry-extension), in a layer, beside a Python
-function invoked through boto3. It gets every INVOKE, the SHUTDOWN when its instance is reaped,
-and `platform.start`, `platform.runtimeDone` and `platform.report` records whose request ids and
+function invoked through boto3. It gets every INVOKE, the SHUTDOWN when its instance is reaped
+or the host stops, and `platform.start`, `platform.runtimeDone` and `platform.report` records whose request ids and
 durations are those of the function's REPORT lines; the function's own lines arrive as
 `function` records."""
 
@@ -11,6 +11,7 @@ import re
 import socket
 from pathlib import Path
 
+import support
 from support import ROLE, invoke, unique_name, wait_active, wait_for, zip_files
 
 HANDLER = b"""
@@ -87,3 +88,30 @@ def test_a_lambda_extension_crate_subscriber_sees_what_the_report_lines_say(
     lambda_client.delete_function(FunctionName=name)
     wait_for(lambda: "SHUTDOWN spindown" in lines(log), 15, "SHUTDOWN")
     lambda_client.delete_layer_version(LayerName=layer["LayerArn"].rsplit(":", 1)[1], VersionNumber=1)
+
+
+def test_the_extension_gets_shutdown_when_the_host_stops(own_host, fixture_zip, device_dir, tmp_path):
+    client = support.lambda_client(own_host.root, own_host.endpoint, retries={"total_max_attempts": 1})
+    shared = device_dir("telemetry-stop")
+    shared.chmod(0o777)
+    log = shared / "extension.log"
+    layer = client.publish_layer_version(
+        LayerName="telemetry", Content={"ZipFile": fixture_zip("telemetry-extension")}
+    )
+    client.create_function(
+        FunctionName="observed",
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": zip_files({"app.py": HANDLER}, tmp_path / "app.zip")},
+        Layers=[layer["LayerVersionArn"]],
+        Environment={"Variables": {"EXTENSION_LOG": str(log), "TELEMETRY_PORT": str(free_port())}},
+    )
+    wait_active(client, "observed")
+    result = invoke(client, "observed")
+    assert result.function_error is None, result.payload
+    wait_for(lambda: f"INVOKE {result.request_id}" in lines(log), 15, "the INVOKE")
+    # The instance is idle, not reaped: the host's stop is what ends it.
+    assert not any(l.startswith("SHUTDOWN") for l in lines(log)), lines(log)
+    own_host.stop()
+    assert [l for l in lines(log) if l.startswith("SHUTDOWN")] == ["SHUTDOWN spindown"], lines(log)

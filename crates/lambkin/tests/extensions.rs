@@ -277,3 +277,128 @@ async fn an_extension_hears_why_its_instance_was_reset() {
         .count();
     assert_eq!(registrations, 3, "{:?}", log_lines(&log));
 }
+
+/// A slow external extension that writes `registered` to `$ORDER_FILE` once it has registered,
+/// then waits for events, writing `SHUTDOWN <reason>` when it gets one.
+const SLOW_STARTER: &str = r#"#!/usr/bin/env python3
+import json, os, time, urllib.request
+time.sleep(1)
+base = "http://%s/2020-01-01/extension" % os.environ["AWS_LAMBDA_RUNTIME_API"]
+register = urllib.request.Request(
+    base + "/register", method="POST", data=json.dumps({"events": ["SHUTDOWN"]}).encode(),
+    headers={"Lambda-Extension-Name": os.path.basename(__file__)})
+with urllib.request.urlopen(register) as r:
+    ident = r.headers["Lambda-Extension-Identifier"]
+def note(line):
+    with open(os.environ["ORDER_FILE"], "a") as f:
+        f.write(line + "\n")
+note("registered")
+while True:
+    with urllib.request.urlopen(urllib.request.Request(
+            base + "/event/next", headers={"Lambda-Extension-Identifier": ident})) as r:
+        event = json.load(r)
+    note("%s %s" % (event["eventType"], event.get("shutdownReason")))
+    if event["eventType"] == "SHUTDOWN":
+        break
+"#;
+
+/// The handler's module notes, when it is imported (the runtime's init), what the extension
+/// had written by then.
+const ORDER_HANDLER: &str = r#"
+import os
+def seen():
+    try:
+        with open(os.environ["ORDER_FILE"]) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+AT_INIT = seen()
+def lambda_handler(event, context):
+    if event.get("exit"):
+        os._exit(1)
+    return AT_INIT
+"#;
+
+/// As in Lambda, extension init comes before runtime init: the runtime (here, the import of
+/// the handler's module) starts only once every external extension has registered, in both
+/// container modes. And a host that stops sends its extensions `SHUTDOWN` first.
+#[tokio::test]
+async fn the_runtime_starts_after_every_external_extension_registered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let mut host = Host::start(&root);
+    let shared = support::dir_for_components(tmp.path(), "shared");
+    let reply = host
+        .call(
+            "POST",
+            "/2018-10-31/layers/slow/versions",
+            &[("content-type", "application/json")],
+            json!({"Content": {"ZipFile": zip(&[("extensions/slow", SLOW_STARTER, 0o755)])}})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 201);
+    let layer = json(&reply)["LayerVersionArn"].as_str().unwrap().to_owned();
+    let mut modes = vec![("NoContainer", shared.join("plain.order"))];
+    match support::containers_unavailable() {
+        // The container's own /tmp, shared by the extension and the runtime inside it.
+        None => modes.push(("GreengrassContainer", "/tmp/order".into())),
+        Some(why) => support::skipped(&format!("GreengrassContainer: {why}")),
+    }
+    for (i, (mode, order)) in modes.iter().enumerate() {
+        let name = format!("com.example.Ordered{i}");
+        let recipe = support::lambda_component(
+            tmp.path(),
+            &name,
+            &[("lambda_function.py", ORDER_HANDLER, 0o644)],
+            json!({
+                "containerMode": mode,
+                // Two Python processes share the container's memory.
+                "containerParams": {"memorySize": 131072},
+                // The plain one stays up for the host's stop; an on-demand container's next
+                // instance comes from a sandbox init made ready in the background.
+                "pinned": *mode == "NoContainer",
+                "layers": [layer],
+                "lambdaExecutionParameters": {
+                    "EnvironmentVariables": {"ORDER_FILE": order.display().to_string()}
+                },
+            }),
+        );
+        support::deployed(
+            &root,
+            tmp.path(),
+            &[recipe],
+            &["-m", &format!("{name}=1.0.0")],
+        );
+        let reply = host.invoke(&name, &json!({})).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            json(&reply),
+            json!(["registered"]),
+            "{mode}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    if let Some((_, order)) = modes.get(1) {
+        // A container's next instance starts from the sandbox init made ready in the
+        // background once the first was up: the same order holds there (a fresh /tmp).
+        let name = "com.example.Ordered1";
+        let crashed = host.invoke(name, &json!({"exit": 1})).await;
+        assert_eq!(json(&crashed)["errorType"], "Runtime.ExitError");
+        let reply = host.invoke(name, &json!({})).await;
+        assert_eq!(
+            json(&reply),
+            json!(["registered"]),
+            "{}: the second instance",
+            order.display()
+        );
+    }
+    // The pinned plain instance is running: stopping the host sends its extension SHUTDOWN.
+    let plain = &modes[0].1;
+    host.stop();
+    assert_eq!(
+        log_lines(plain),
+        ["registered", "SHUTDOWN spindown"],
+        "the extension's notes at host stop"
+    );
+}

@@ -659,16 +659,6 @@ def lambda_handler(event, context):
     return {"who": shared.WHO, "file": shared.__file__, "write": write}
 "#;
 
-/// Why GreengrassContainer cannot be tried here, if it cannot (it needs root and cgroups).
-fn containers_unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("containers need root".into());
-    }
-    lambkin::cgroup::Cgroups::detect()
-        .err()
-        .map(|e| e.to_string())
-}
-
 #[tokio::test]
 async fn a_lambda_component_gets_its_layers_at_opt_in_both_container_modes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -687,7 +677,7 @@ async fn a_lambda_component_gets_its_layers_at_opt_in_both_container_modes() {
     )
     .await;
     let mut modes = vec!["NoContainer"];
-    match containers_unavailable() {
+    match support::containers_unavailable() {
         None => modes.push("GreengrassContainer"),
         Some(why) => println!("GreengrassContainer skipped: {why}"),
     }

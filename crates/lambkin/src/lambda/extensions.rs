@@ -2,9 +2,11 @@
 //! for which events, and whether each is waiting for its next one.
 //!
 //! External extensions are the executables in a function's `/opt/extensions/` (from its
-//! layers). They are started with the runtime, by the same process ([`launch`]), so they share
+//! layers). They are started before the runtime, by the same process ([`launch`]), so they share
 //! its user, mount namespace, container and process group, and its Runtime API admits them as
-//! processes the runtime started. An internal extension is one the runtime's own process
+//! processes the runtime started. As in Lambda, the runtime's init begins once every external
+//! extension has registered: the process waits on its stdin (the instance's gate), which the
+//! instance closes when the last one registers. An internal extension is one the runtime's own process
 //! registers under another name; it may not take `SHUTDOWN`, as in Lambda.
 //!
 //! The instance becomes ready once the runtime and every extension wait in their `next`: at
@@ -160,14 +162,17 @@ impl Extensions {
         registered.flush();
     }
 
+    /// Whether every external extension has registered.
+    pub fn all_external_registered(&self) -> bool {
+        self.external
+            .iter()
+            .all(|name| self.registered.values().any(|r| &r.name == name))
+    }
+
     /// Whether every external extension has registered and every registered one waits in
     /// `next`.
     pub fn ready(&self) -> bool {
-        let all_external = self
-            .external
-            .iter()
-            .all(|name| self.registered.values().any(|r| &r.name == name));
-        all_external && self.registered.values().all(Registered::ready)
+        self.all_external_registered() && self.registered.values().all(Registered::ready)
     }
 
     /// Gives `event` to every extension that subscribed to its kind; returns how many.
@@ -233,12 +238,14 @@ pub fn external(layers: Option<&LayerView>) -> Vec<String> {
 }
 
 /// Starts `names` (under `/opt/extensions`, as instances see it) before the runtime, from the
-/// same process: `/bin/sh` starts each in the background, then becomes the runtime.
+/// same process: `/bin/sh` starts each in the background, waits until its stdin (the
+/// instance's gate) is closed, then becomes the runtime. Neither the extensions nor the
+/// runtime keep the gate as their stdin.
 pub fn launch(launch: Launch, names: &[String], layers: &LayerView) -> Launch {
     if names.is_empty() {
         return launch;
     }
-    const SCRIPT: &str = r#"while [ "$1" != -- ]; do "$1" & shift; done; shift; exec "$@""#;
+    const SCRIPT: &str = r#"while [ "$1" != -- ]; do "$1" </dev/null & shift; done; shift; read -r _ || :; exec "$@" </dev/null"#;
     let mut args: Vec<OsString> = vec!["-c".into(), SCRIPT.into(), "lambkin-extensions".into()];
     for name in names {
         let path = layers.seen(&Path::new(super::layers::OPT).join("extensions").join(name));

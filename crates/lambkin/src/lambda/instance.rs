@@ -337,6 +337,10 @@ struct Instance {
     admitted: Arc<Admitted>,
     /// Its extensions' Telemetry and Logs API subscriptions.
     telemetry: Telemetry,
+    /// With external extensions, the process's stdin: the runtime starts once it is closed,
+    /// when every external extension has registered (Lambda's extension init, then runtime
+    /// init).
+    gate: Option<tokio::process::ChildStdin>,
 }
 
 /// Runs the instance to its end; returns the init failure if it never became ready.
@@ -393,6 +397,7 @@ async fn run(
     if pid != 0 {
         runtime_tx.send_replace(Some(pid));
     }
+    let gate = child.stdin.take();
     let stdout = child.stdout.take().and_then(|s| s.into_owned_fd().ok());
     let stderr = child.stderr.take().and_then(|s| s.into_owned_fd().ok());
     let mut inst = Instance {
@@ -418,6 +423,7 @@ async fn run(
         extensions_shutting_down: false,
         admitted,
         telemetry: Telemetry::default(),
+        gate,
         spec,
     };
     inst.telemetry.emit(Record::InitStart {
@@ -575,7 +581,8 @@ async fn start(
     let zygote = spec.zygote.take().await;
     if let Some(zygote) = zygote {
         let pid = zygote.pid();
-        match zygote.start(&environment(spec, runtime_api)).await {
+        let gated = !spec.extensions.is_empty();
+        match zygote.start(&environment(spec, runtime_api), gated).await {
             Ok((child, cgroup)) => {
                 tracing::debug!(function = %spec.name, ?pid, "instance started from a waiting sandbox init");
                 return Ok((Some(cgroup), child));
@@ -719,7 +726,12 @@ fn command(
         }
     };
     cmd.current_dir(&spec.code_dir)
-        .stdin(Stdio::null())
+        // With external extensions, stdin is the gate the runtime waits behind.
+        .stdin(if spec.extensions.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -862,6 +874,10 @@ impl Instance {
                     Err(ExtensionError::RegistrationClosed)
                 };
                 let _ = reply.send(result.map_err(Into::into));
+                if self.gate.is_some() && self.extensions.all_external_registered() {
+                    // Extension init is over: the runtime starts.
+                    self.gate = None;
+                }
             }
             InstanceMsg::ExtensionNext { id, reply } => {
                 self.extensions.next(&id, reply);

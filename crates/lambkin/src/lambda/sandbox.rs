@@ -506,10 +506,13 @@ impl Zygote {
     }
 
     /// Hands the zygote the runtime's environment: the process carries on into the
-    /// container and the runtime, exactly as a sandbox init started now would.
+    /// container and the runtime, exactly as a sandbox init started now would. With `gated`
+    /// (external extensions start first), the environment ends with an empty entry and the
+    /// child's stdin stays open as the instance's gate; otherwise it is closed.
     pub async fn start(
         mut self,
         env: &[(OsString, OsString)],
+        gated: bool,
     ) -> std::io::Result<(tokio::process::Child, InstanceCgroup)> {
         use tokio::io::AsyncWriteExt;
         let mut message = Vec::new();
@@ -519,11 +522,16 @@ impl Zygote {
             message.extend_from_slice(value.as_bytes());
             message.push(0);
         }
+        if gated {
+            message.push(0);
+        }
         let mut stdin = self.child.stdin.take().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the zygote has no stdin")
         })?;
         stdin.write_all(&message).await?;
-        drop(stdin);
+        if gated {
+            self.child.stdin = Some(stdin);
+        }
         Ok((self.child, self.cgroup))
     }
 }
@@ -709,8 +717,9 @@ pub fn init_main(spec: &OsString) -> i32 {
     126
 }
 
-/// A zygote's wait: joins the groups, says so, reads the environment to EOF and puts
-/// `/dev/null` where the runtime expects its stdin.
+/// A zygote's wait: joins the groups, says so, and reads the environment: to EOF, then
+/// `/dev/null` is put where the runtime expects its stdin; or to an empty entry, and the rest
+/// of stdin is the instance's gate, for the process that starts extensions first.
 fn zygote_wait(cgroup_procs: &[PathBuf]) -> std::io::Result<Vec<OsString>> {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
@@ -724,9 +733,23 @@ fn zygote_wait(cgroup_procs: &[PathBuf]) -> std::io::Result<Vec<OsString>> {
     std::io::stdout().write_all(&[ZYGOTE_READY])?;
     std::io::stdout().flush()?;
     let mut message = Vec::new();
-    std::io::stdin().read_to_end(&mut message)?;
-    let null = std::fs::File::open("/dev/null")?;
-    nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    let mut chunk = [0u8; 8192];
+    let gated = loop {
+        // Nothing follows the end mark until the gate closes, so no read goes past it.
+        if message.ends_with(&[0, 0]) || message == [0] {
+            break true;
+        }
+        match std::io::stdin().read(&mut chunk) {
+            Ok(0) => break false,
+            Ok(n) => message.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if !gated {
+        let null = std::fs::File::open("/dev/null")?;
+        nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    }
     Ok(message
         .split(|b| *b == 0)
         .filter(|entry| !entry.is_empty())

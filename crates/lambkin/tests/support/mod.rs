@@ -221,6 +221,16 @@ pub fn skipped(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+/// Why GreengrassContainer cannot be tried here, if it cannot (it needs root and cgroups).
+pub fn containers_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("containers need root".into());
+    }
+    lambkin::cgroup::Cgroups::detect()
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// Whether the tests run as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
