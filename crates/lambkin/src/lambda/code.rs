@@ -355,14 +355,18 @@ fn enclosed_lexically(path: &Path) -> Option<PathBuf> {
 }
 
 /// Checks that the unpacked code has what the runtime will start: an executable `bootstrap`
-/// for `provided*`, the handler's module for Python and Node.
+/// for `provided*`, the handler's module for Python and Node. With an exec wrapper
+/// (`AWS_LAMBDA_EXEC_WRAPPER`), what the handler means is the wrapper's business (the Lambda
+/// Web Adapter's names a start script): Python and Node handlers are not checked.
 pub fn check_entry_point(
     code_dir: &Path,
     runtime: &Runtime,
     handler: Option<&str>,
+    exec_wrapper: bool,
 ) -> Result<(), CodeError> {
     let missing = |msg: String| Err(CodeError::MissingEntryPoint(msg));
     match runtime {
+        Runtime::Python { .. } | Runtime::Node { .. } if exec_wrapper => Ok(()),
         Runtime::Provided(id) => {
             let bootstrap = code_dir.join("bootstrap");
             match std::fs::metadata(&bootstrap) {
@@ -450,11 +454,12 @@ mod tests {
         ]));
         let dir = zip.unpack_into(tmp.path()).unwrap();
         assert!(dir.join("lib/a.txt").is_file());
-        check_entry_point(&dir, &Runtime::Provided("provided".into()), None).unwrap();
+        check_entry_point(&dir, &Runtime::Provided("provided".into()), None, false).unwrap();
 
         let zip = CodeZip::from_bytes(zip_of(&[("bootstrap", b"#!/bin/sh\n", 0o644)]));
         let dir = zip.unpack_into(tmp.path()).unwrap();
-        let err = check_entry_point(&dir, &Runtime::Provided("provided".into()), None).unwrap_err();
+        let err = check_entry_point(&dir, &Runtime::Provided("provided".into()), None, false)
+            .unwrap_err();
         assert!(err.to_string().contains("not executable"), "{err}");
     }
 
@@ -615,14 +620,18 @@ mod tests {
         ]));
         let dir = zip.unpack_into(tmp.path()).unwrap();
         let py = Runtime::Python { minor: 11 };
-        check_entry_point(&dir, &py, Some("src/app.handler")).unwrap();
-        check_entry_point(&dir, &py, Some("src.app.handler")).unwrap();
-        let err = check_entry_point(&dir, &py, Some("app.handler")).unwrap_err();
+        check_entry_point(&dir, &py, Some("src/app.handler"), false).unwrap();
+        check_entry_point(&dir, &py, Some("src.app.handler"), false).unwrap();
+        let err = check_entry_point(&dir, &py, Some("app.handler"), false).unwrap_err();
         assert!(err.to_string().contains("app.py"), "{err}");
-        assert!(check_entry_point(&dir, &py, Some("nohandler")).is_err());
-        check_entry_point(&dir, &Runtime::Node { major: 20 }, Some("index.handler")).unwrap();
-        assert!(
-            check_entry_point(&dir, &Runtime::Node { major: 20 }, Some("main.handler")).is_err()
-        );
+        assert!(check_entry_point(&dir, &py, Some("nohandler"), false).is_err());
+        let node = Runtime::Node { major: 20 };
+        check_entry_point(&dir, &node, Some("index.handler"), false).unwrap();
+        assert!(check_entry_point(&dir, &node, Some("main.handler"), false).is_err());
+        // With an exec wrapper the handler is the wrapper's to read (a start script, say).
+        check_entry_point(&dir, &py, Some("run.sh"), true).unwrap();
+        check_entry_point(&dir, &node, Some("run.sh"), true).unwrap();
+        let provided = Runtime::Provided("provided".into());
+        assert!(check_entry_point(&dir, &provided, None, true).is_err());
     }
 }

@@ -563,8 +563,16 @@ impl Registry {
             c.layers = self.layer_uses(layers)?;
         }
         c.validate()?;
-        if c.runtime != old_config.runtime || c.handler != old_config.handler {
-            check_entry_point(&code_dir, &c.runtime, c.handler.as_deref())?;
+        if c.runtime != old_config.runtime
+            || c.handler != old_config.handler
+            || has_exec_wrapper(c) != has_exec_wrapper(&old_config)
+        {
+            check_entry_point(
+                &code_dir,
+                &c.runtime,
+                c.handler.as_deref(),
+                has_exec_wrapper(c),
+            )?;
         }
         record.last_modified = timestamp::lambda_last_modified(SystemTime::now());
         self.replace(record, code_dir).await
@@ -622,7 +630,12 @@ impl Registry {
         cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
-        check_entry_point(&code_dir, &config.runtime, config.handler.as_deref())?;
+        check_entry_point(
+            &code_dir,
+            &config.runtime,
+            config.handler.as_deref(),
+            has_exec_wrapper(&config),
+        )?;
         let existing = self.read_map().get(&name).map(|e| e.owned_by_component);
         if existing == Some(false) {
             return Err(ManageError::AlreadyExists(name));
@@ -707,9 +720,10 @@ impl Registry {
         let into = self.inner.layout.function_dir(&record.name);
         let runtime = record.config.runtime.clone();
         let handler = record.config.handler.clone();
+        let wrapped = has_exec_wrapper(&record.config);
         let unpacked = tokio::task::spawn_blocking(move || {
             let dir = zip.unpack_into(&into)?;
-            check_entry_point(&dir, &runtime, handler.as_deref())?;
+            check_entry_point(&dir, &runtime, handler.as_deref(), wrapped)?;
             Ok::<_, crate::lambda::code::CodeError>(dir)
         })
         .await
@@ -745,6 +759,14 @@ impl Registry {
 /// command runs as the wrapper's arguments (`WRAPPER PROGRAM ARGS…`). A wrapper under `/opt`
 /// is found where the function's layers are. `provided*` runtimes start their own bootstrap
 /// and ignore it, as in Lambda.
+/// Whether the function names an exec wrapper for its runtime.
+fn has_exec_wrapper(config: &FunctionConfig) -> bool {
+    config
+        .environment
+        .get("AWS_LAMBDA_EXEC_WRAPPER")
+        .is_some_and(|w| !w.is_empty())
+}
+
 fn exec_wrapper(
     launch: super::runtimes::Launch,
     config: &FunctionConfig,
