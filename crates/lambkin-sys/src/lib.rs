@@ -86,6 +86,27 @@ pub fn host_child(command: &mut std::process::Command) {
     }
 }
 
+/// Gives the child `fd` as its file descriptor `target`, open across exec. The command keeps
+/// `fd` until it is dropped: drop it once the child is spawned, so the child holds the only
+/// copy.
+pub fn pass_fd(command: &mut std::process::Command, fd: std::os::fd::OwnedFd, target: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the closure runs in the forked child before exec; it makes one `dup2` or
+    // `fcntl` system call, allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(move || {
+            let raw = fd.as_raw_fd();
+            if raw == target {
+                use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+                fcntl(raw, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
+            } else {
+                nix::unistd::dup2(raw, target).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes glibc give freed memory back to the kernel promptly. Its defaults raise the mmap
 /// threshold after a large block is freed (a function's zip arrives as tens of MB of base64),
 /// after which such blocks come from a heap that is never trimmed: the host's RSS would stay at

@@ -72,7 +72,8 @@ def subscribe(path, body):
         return [e.code, answer["errorType"], answer["errorMessage"]]
 scheme = "http" if protocol == "HTTP" else "tcp"
 uri = os.environ.get("TELEMETRY_URI", "%s://sandbox.localdomain:%d" % (scheme, port))
-good = {"schemaVersion": "2022-12-13", "types": ["platform", "function"],
+types = os.environ.get("TELEMETRY_TYPES", "platform,function").split(",")
+good = {"schemaVersion": "2022-12-13", "types": types,
         "buffering": {"maxItems": 1000, "maxBytes": 262144, "timeoutMs": 25},
         "destination": {"protocol": protocol, "URI": uri}}
 if os.environ.get("TELEMETRY_PROBE"):
@@ -92,6 +93,10 @@ while True:
         event = json.load(r)
     if event["eventType"] == "INVOKE":
         log("INVOKE %s" % event["requestId"])
+        # Written a piece at a time, as the runtime may write at the same moment.
+        sys.stdout.write("extension saw ")
+        sys.stdout.flush()
+        print(event["requestId"], flush=True)
     else:
         log("SHUTDOWN %s" % event["shutdownReason"])
         sys.exit(0)
@@ -315,6 +320,48 @@ async fn an_http_subscriber_gets_the_platform_records_and_the_function_lines() {
         ids.iter()
             .map(|id| format!("INVOKE {id}"))
             .collect::<Vec<_>>()
+    );
+}
+
+/// What an extension writes arrives as `extension` records (and in the function's log), not as
+/// the function's, even when both write at once.
+#[tokio::test]
+async fn an_extensions_own_lines_are_extension_records() {
+    let s = setup(
+        "talkative",
+        &[("TELEMETRY_TYPES", "platform,function,extension")],
+    )
+    .await;
+    let ids = invoke_twice(&s, "talkative").await;
+    check_invocations(&s, &ids);
+    let said: Vec<String> = ids.iter().map(|id| format!("extension saw {id}")).collect();
+    let got = support::wait_for(Duration::from_secs(10), || {
+        let all = records(&s.records);
+        let lines: Vec<String> = of_type(&all, "extension")
+            .iter()
+            .filter_map(|r| r["record"].as_str().map(str::to_owned))
+            .collect();
+        said.iter().all(|l| lines.contains(l)).then_some(all)
+    })
+    .unwrap_or_else(|| panic!("records: {:?}", support::lines(&s.records)));
+    for line in &said {
+        assert!(
+            !of_type(&got, "function")
+                .iter()
+                .any(|r| r["record"].as_str() == Some(line.as_str())),
+            "an extension's line came as a function record: {got:?}"
+        );
+        assert!(
+            support::lines(&s.function_log)
+                .iter()
+                .any(|l| l.ends_with(&format!("] {line}"))),
+            "{:?}",
+            support::lines(&s.function_log)
+        );
+    }
+    assert_eq!(
+        of_type(&got, "platform.telemetrySubscription")[0]["record"]["types"],
+        json!(["platform", "function", "extension"])
     );
 }
 

@@ -237,15 +237,24 @@ pub fn external(layers: Option<&LayerView>) -> Vec<String> {
     names
 }
 
+/// The file descriptor on which the process that starts external extensions gets the pipe
+/// for their output (stdout and stderr), apart from the runtime's: what they write becomes
+/// `extension` records.
+pub const OUTPUT_FD: i32 = 3;
+
 /// Starts `names` (under `/opt/extensions`, as instances see it) before the runtime, from the
-/// same process: `/bin/sh` starts each in the background, waits until its stdin (the
-/// instance's gate) is closed, then becomes the runtime. Neither the extensions nor the
-/// runtime keep the gate as their stdin.
+/// same process: `/bin/sh` starts each in the background, with [`OUTPUT_FD`] as its stdout and
+/// stderr, waits until its stdin (the instance's gate) is closed, then becomes the runtime.
+/// Neither the extensions nor the runtime keep the gate as their stdin, and the runtime does
+/// not keep the extensions' output pipe.
 pub fn launch(launch: Launch, names: &[String], layers: &LayerView) -> Launch {
     if names.is_empty() {
         return launch;
     }
-    const SCRIPT: &str = r#"while [ "$1" != -- ]; do "$1" </dev/null & shift; done; shift; read -r _ || :; exec "$@" </dev/null"#;
+    const SCRIPT: &str = concat!(
+        r#"while [ "$1" != -- ]; do "$1" </dev/null >&3 2>&3 3>&- & shift; done; shift; "#,
+        r#"read -r _ || :; exec "$@" </dev/null 3>&-"#
+    );
     let mut args: Vec<OsString> = vec!["-c".into(), SCRIPT.into(), "lambkin-extensions".into()];
     for name in names {
         let path = layers.seen(&Path::new(super::layers::OPT).join("extensions").join(name));

@@ -227,6 +227,8 @@ struct OutputPipe {
     rx: Option<pipe::Receiver>,
     partial: Vec<u8>,
     level: Level,
+    /// The external extensions' pipe: its lines are `extension` records, not `function` ones.
+    extensions: bool,
 }
 
 impl OutputPipe {
@@ -236,6 +238,14 @@ impl OutputPipe {
             rx,
             partial: Vec::new(),
             level,
+            extensions: false,
+        }
+    }
+
+    fn of_extensions(fd: Option<std::os::fd::OwnedFd>) -> Self {
+        Self {
+            extensions: true,
+            ..Self::new(fd, Level::Info)
         }
     }
 
@@ -289,7 +299,11 @@ impl OutputPipe {
                 spec.log.write_lines(Level::Info, start.as_bytes());
             }
             spec.log.write_lines(self.level, text);
-            telemetry.function_lines(text);
+            if self.extensions {
+                telemetry.extension_lines(text);
+            } else {
+                telemetry.function_lines(text);
+            }
             if let Some(tail) = tail {
                 for line in text.split(|b| *b == b'\n') {
                     tail.push_line(line);
@@ -319,6 +333,8 @@ struct Instance {
     pending_start: Option<String>,
     stdout: OutputPipe,
     stderr: OutputPipe,
+    /// What its external extensions write, on a pipe of its own.
+    extension_output: OutputPipe,
     deadline: Option<Instant>,
     timed_out_init: bool,
     /// A containerised instance's cgroup (removed with the instance).
@@ -386,13 +402,14 @@ async fn run(
     )));
     // Init Duration counts from here: starting the process is part of the runtime's init.
     let spawned = Instant::now();
-    let (sandbox, mut child) = match start(&spec, id, &addr.to_string()).await {
+    let mut started = match start(&spec, id, &addr.to_string()).await {
         Ok(started) => started,
         Err(why) => {
             spec.log.write_lines(Level::Warn, why.as_bytes());
             return Some(InitFailure::LaunchFailed(why));
         }
     };
+    let (sandbox, mut child) = (started.sandbox.take(), started.child);
     let pid = child.id().unwrap_or(0);
     if pid != 0 {
         runtime_tx.send_replace(Some(pid));
@@ -414,6 +431,7 @@ async fn run(
         pending_start: None,
         stdout: OutputPipe::new(stdout, Level::Info),
         stderr: OutputPipe::new(stderr, Level::Warn),
+        extension_output: OutputPipe::of_extensions(started.extension_output),
         deadline: Some(Instant::now() + spec.init_timeout),
         timed_out_init: false,
         component_oom_kills: spec.cgroup.as_ref().map_or(0, |g| g.oom_kills()),
@@ -441,6 +459,7 @@ async fn run(
             },
             () = inst.stdout.readable() => inst.drain_output(),
             () = inst.stderr.readable() => inst.drain_output(),
+            () = inst.extension_output.readable() => inst.drain_output(),
             () = timer.wait(deadline) => inst.on_deadline().await,
         }
     };
@@ -487,15 +506,15 @@ async fn run(
 
 /// Reads what both pipes hold now into the log (and the tail).
 fn drain_into(
-    stdout: &mut OutputPipe,
-    stderr: &mut OutputPipe,
+    pipes: [&mut OutputPipe; 3],
     spec: &FunctionSpec,
     mut tail: Option<&mut LogTail>,
     pending_start: &mut Option<String>,
     telemetry: &mut Telemetry,
 ) {
-    stdout.drain(spec, tail.as_deref_mut(), pending_start, telemetry);
-    stderr.drain(spec, tail, pending_start, telemetry);
+    for pipe in pipes {
+        pipe.drain(spec, tail.as_deref_mut(), pending_start, telemetry);
+    }
 }
 
 /// An instance's one timer for its deadlines (init, invocation timeout, stop grace).
@@ -570,6 +589,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// An instance's started process.
+struct Started {
+    /// A container's cgroup.
+    sandbox: Option<sandbox::InstanceCgroup>,
+    child: tokio::process::Child,
+    /// With external extensions, the read end of their output pipe.
+    extension_output: Option<std::os::fd::OwnedFd>,
+}
+
+/// A pipe for external extensions' output, when the function has some: (read, write).
+pub(super) fn extension_pipe(
+    spec: &FunctionSpec,
+) -> std::io::Result<Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>> {
+    if spec.extensions.is_empty() {
+        return Ok(None);
+    }
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map(Some)
+        .map_err(std::io::Error::from)
+}
+
 /// Starts the instance's process: a containerised one from its configuration's waiting
 /// sandbox init when there is one (which then gets replaced in the background), otherwise
 /// spawned here (and, for a container, attached to a new cgroup here).
@@ -577,15 +617,19 @@ async fn start(
     spec: &Arc<FunctionSpec>,
     id: InstanceId,
     runtime_api: &str,
-) -> Result<(Option<sandbox::InstanceCgroup>, tokio::process::Child), String> {
+) -> Result<Started, String> {
     let zygote = spec.zygote.take().await;
     if let Some(zygote) = zygote {
         let pid = zygote.pid();
         let gated = !spec.extensions.is_empty();
         match zygote.start(&environment(spec, runtime_api), gated).await {
-            Ok((child, cgroup)) => {
+            Ok((child, cgroup, extension_output)) => {
                 tracing::debug!(function = %spec.name, ?pid, "instance started from a waiting sandbox init");
-                return Ok((Some(cgroup), child));
+                return Ok(Started {
+                    sandbox: Some(cgroup),
+                    child,
+                    extension_output,
+                });
             }
             Err(e) => {
                 tracing::warn!(function = %spec.name, "a waiting sandbox init failed ({e}); starting one the usual way");
@@ -593,18 +637,24 @@ async fn start(
         }
     }
     let sandbox = sandbox::prepare(spec, id)?;
-    let cmd = command(spec, runtime_api, sandbox.as_ref());
-    let child = cmd.and_then(|cmd| {
+    let cannot = |e: std::io::Error| format!("cannot start {}: {e}", spec.launch.program.display());
+    let (extension_output, extension_input) = match extension_pipe(spec).map_err(cannot)? {
+        Some((read, write)) => (Some(read), Some(write)),
+        None => (None, None),
+    };
+    // The command (and with it the pipe's write end) is dropped once the child has its copy.
+    let child = command(spec, runtime_api, sandbox.as_ref(), extension_input).and_then(|cmd| {
         tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .spawn()
     });
     match child {
-        Ok(child) => Ok((sandbox, child)),
-        Err(e) => Err(format!(
-            "cannot start {}: {e}",
-            spec.launch.program.display()
-        )),
+        Ok(child) => Ok(Started {
+            sandbox,
+            child,
+            extension_output,
+        }),
+        Err(e) => Err(cannot(e)),
     }
 }
 
@@ -704,11 +754,13 @@ fn environment(spec: &FunctionSpec, runtime_api: &str) -> Vec<(OsString, OsStrin
 }
 
 /// The command that starts the instance's process (for a container, with `sandbox` its
-/// cgroup, the sandbox init), with the runtime's whole environment.
+/// cgroup, the sandbox init), with the runtime's whole environment, and the write end of the
+/// external extensions' output pipe when there are some.
 fn command(
     spec: &FunctionSpec,
     runtime_api: &str,
     sandbox: Option<&sandbox::InstanceCgroup>,
+    extension_input: Option<std::os::fd::OwnedFd>,
 ) -> std::io::Result<std::process::Command> {
     let config = &spec.config;
     let contained = matches!(
@@ -756,6 +808,9 @@ fn command(
             run_as.apply(&mut cmd);
         }
     }
+    if let Some(fd) = extension_input {
+        lambkin_sys::pass_fd(&mut cmd, fd, super::extensions::OUTPUT_FD);
+    }
     lambkin_sys::host_child(&mut cmd);
     Ok(cmd)
 }
@@ -788,8 +843,11 @@ impl Instance {
             _ => None,
         };
         drain_into(
-            &mut self.stdout,
-            &mut self.stderr,
+            [
+                &mut self.stdout,
+                &mut self.stderr,
+                &mut self.extension_output,
+            ],
             &self.spec,
             tail,
             &mut self.pending_start,
@@ -1250,8 +1308,11 @@ impl Instance {
         let log_tail = match current.tail.take() {
             Some(mut tail) => {
                 drain_into(
-                    &mut self.stdout,
-                    &mut self.stderr,
+                    [
+                        &mut self.stdout,
+                        &mut self.stderr,
+                        &mut self.extension_output,
+                    ],
                     &self.spec,
                     Some(&mut tail),
                     &mut self.pending_start,

@@ -445,6 +445,8 @@ pub struct Zygote {
     // Dropped first: the process goes before its group is removed.
     child: tokio::process::Child,
     cgroup: InstanceCgroup,
+    /// With external extensions, the read end of their output pipe.
+    extension_output: Option<std::os::fd::OwnedFd>,
 }
 
 impl Zygote {
@@ -467,6 +469,15 @@ impl Zygote {
                 .map_err(|e| format!("cannot create the container's cgroup: {e}"))?
                 .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
         let mut cmd = command(spec, params, &cgroup, true).map_err(|e| e.to_string())?;
+        let (extension_output, extension_input) = match super::instance::extension_pipe(spec)
+            .map_err(|e| format!("cannot make a pipe: {e}"))?
+        {
+            Some((read, write)) => (Some(read), Some(write)),
+            None => (None, None),
+        };
+        if let Some(fd) = extension_input {
+            lambkin_sys::pass_fd(&mut cmd, fd, crate::lambda::extensions::OUTPUT_FD);
+        }
         // Its own environment is the allowed one and the marker; the runtime's comes later,
         // on its stdin.
         crate::child_env::start_empty(&mut cmd);
@@ -481,7 +492,11 @@ impl Zygote {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start a sandbox init: {e}"))?;
-        Ok(Self { child, cgroup })
+        Ok(Self {
+            child,
+            cgroup,
+            extension_output,
+        })
     }
 
     /// The zygote's process id.
@@ -513,7 +528,11 @@ impl Zygote {
         mut self,
         env: &[(OsString, OsString)],
         gated: bool,
-    ) -> std::io::Result<(tokio::process::Child, InstanceCgroup)> {
+    ) -> std::io::Result<(
+        tokio::process::Child,
+        InstanceCgroup,
+        Option<std::os::fd::OwnedFd>,
+    )> {
         use tokio::io::AsyncWriteExt;
         let mut message = Vec::new();
         for (key, value) in env {
@@ -532,7 +551,7 @@ impl Zygote {
         if gated {
             self.child.stdin = Some(stdin);
         }
-        Ok((self.child, self.cgroup))
+        Ok((self.child, self.cgroup, self.extension_output))
     }
 }
 

@@ -138,6 +138,18 @@ impl Telemetry {
         }
     }
 
+    /// Emits one `extension` record per line of `text` (what external extensions wrote).
+    pub fn extension_lines(&mut self, text: &[u8]) {
+        if !self.wants(RecordType::Extension) {
+            return;
+        }
+        for line in text.split(|b| *b == b'\n') {
+            self.emit(Record::Extension(
+                String::from_utf8_lossy(line).into_owned(),
+            ));
+        }
+    }
+
     /// The init is over: no more backlog.
     pub fn init_done(&mut self) {
         self.backlog = None;
