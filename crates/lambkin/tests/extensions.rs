@@ -341,8 +341,11 @@ async fn the_runtime_starts_after_every_external_extension_registered() {
     let layer = json(&reply)["LayerVersionArn"].as_str().unwrap().to_owned();
     let mut modes = vec![("NoContainer", shared.join("plain.order"))];
     match support::containers_unavailable() {
-        // The container's own /tmp, shared by the extension and the runtime inside it.
-        None => modes.push(("GreengrassContainer", "/tmp/order".into())),
+        // The shared directory, bound into the container.
+        None => modes.push((
+            "GreengrassContainer",
+            std::path::PathBuf::from("/shared/container.order"),
+        )),
         Some(why) => support::skipped(&format!("GreengrassContainer: {why}")),
     }
     for (i, (mode, order)) in modes.iter().enumerate() {
@@ -354,7 +357,13 @@ async fn the_runtime_starts_after_every_external_extension_registered() {
             json!({
                 "containerMode": mode,
                 // Two Python processes share the container's memory.
-                "containerParams": {"memorySize": 131072},
+                "containerParams": {
+                    "memorySize": 131072,
+                    "volumes": {"0": {
+                        "sourcePath": shared, "destinationPath": "/shared",
+                        "permission": "rw", "addGroupOwner": false
+                    }},
+                },
                 // The plain one stays up for the host's stop; an on-demand container's next
                 // instance comes from a sandbox init made ready in the background.
                 "pinned": *mode == "NoContainer",
@@ -379,26 +388,34 @@ async fn the_runtime_starts_after_every_external_extension_registered() {
             String::from_utf8_lossy(&reply.body)
         );
     }
-    if let Some((_, order)) = modes.get(1) {
+    let contained = modes.len() > 1;
+    if contained {
         // A container's next instance starts from the sandbox init made ready in the
-        // background once the first was up: the same order holds there (a fresh /tmp).
+        // background once the first was up: the same order holds there. (The first
+        // container ended with its runtime: its extension heard nothing.)
         let name = "com.example.Ordered1";
         let crashed = host.invoke(name, &json!({"exit": 1})).await;
         assert_eq!(json(&crashed)["errorType"], "Runtime.ExitError");
         let reply = host.invoke(name, &json!({})).await;
         assert_eq!(
             json(&reply),
-            json!(["registered"]),
-            "{}: the second instance",
-            order.display()
+            json!(["registered", "registered"]),
+            "the second container instance"
         );
     }
-    // The pinned plain instance is running: stopping the host sends its extension SHUTDOWN.
-    let plain = &modes[0].1;
+    // Both instances are running: stopping the host sends each extension SHUTDOWN, the
+    // container's too (its processes are signalled once the extension has ended).
     host.stop();
     assert_eq!(
-        log_lines(plain),
+        log_lines(&shared.join("plain.order")),
         ["registered", "SHUTDOWN spindown"],
-        "the extension's notes at host stop"
+        "the plain extension's notes at host stop"
     );
+    if contained {
+        assert_eq!(
+            log_lines(&shared.join("container.order")),
+            ["registered", "registered", "SHUTDOWN spindown"],
+            "the container's extension's notes at host stop"
+        );
+    }
 }

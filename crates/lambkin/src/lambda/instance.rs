@@ -349,6 +349,9 @@ struct Instance {
     /// `SHUTDOWN` went to its extensions: they get the grace period to finish, after the
     /// runtime has gone.
     extensions_shutting_down: bool,
+    /// In a container, the signal for its processes once its extensions have ended after
+    /// their `SHUTDOWN` (the runtime cannot go first: the container ends with it).
+    after_extensions: Option<Signal>,
     /// The processes its Runtime API admitted besides the runtime (its extensions).
     admitted: Arc<Admitted>,
     /// Its extensions' Telemetry and Logs API subscriptions.
@@ -439,6 +442,7 @@ async fn run(
         last_duration: None,
         extensions: Extensions::new(spec.extensions.clone()),
         extensions_shutting_down: false,
+        after_extensions: None,
         admitted,
         telemetry: Telemetry::default(),
         gate,
@@ -461,6 +465,11 @@ async fn run(
             () = inst.stderr.readable() => inst.drain_output(),
             () = inst.extension_output.readable() => inst.drain_output(),
             () = timer.wait(deadline) => inst.on_deadline().await,
+            // A container's extensions finishing their SHUTDOWN: looked at every 10 ms, for at
+            // most the grace period.
+            () = tokio::time::sleep(Duration::from_millis(10)), if inst.after_extensions.is_some() => {
+                inst.signal_once_extensions_ended();
+            }
         }
     };
     // A runtime that ended by itself (a crash, an exit) resets the instance: its extensions
@@ -1103,16 +1112,11 @@ impl Instance {
         }
     }
 
-    /// Sends `SHUTDOWN` to the extensions that take it, when the instance's processes can
-    /// outlive its runtime (not in a container, whose processes go with its init); returns
-    /// whether any did: then only the runtime is to be signalled, and the extensions get the
-    /// grace period after it has gone.
+    /// Sends `SHUTDOWN` to the extensions that take it; returns whether any did: then only
+    /// the runtime is to be signalled ([`Self::signal_runtime`]), and the extensions get the
+    /// grace period.
     fn shut_extensions_down(&mut self, reason: ShutdownReason) -> bool {
-        let contained = matches!(
-            self.spec.config.greengrass.isolation,
-            Isolation::GreengrassContainer(_)
-        );
-        if contained || self.pid == 0 || self.extensions_shutting_down {
+        if self.pid == 0 || self.extensions_shutting_down {
             return false;
         }
         let grace = self.spec.shutdown_grace;
@@ -1128,9 +1132,35 @@ impl Instance {
         true
     }
 
-    fn signal_runtime(&self, signal: Signal) {
-        if self.pid != 0 {
+    /// Signals the runtime alone, its extensions finishing their `SHUTDOWN`. A container ends
+    /// with its runtime (the init goes, and the kernel kills the rest), so there the signal
+    /// goes to every process once the extensions have ended, or at the grace period's end.
+    fn signal_runtime(&mut self, signal: Signal) {
+        let contained = matches!(
+            self.spec.config.greengrass.isolation,
+            Isolation::GreengrassContainer(_)
+        );
+        if contained {
+            self.after_extensions = match self.after_extensions {
+                Some(Signal::SIGKILL) => Some(Signal::SIGKILL),
+                _ => Some(signal),
+            };
+        } else if self.pid != 0 {
             let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    /// In a container: once no process besides the runtime that used the Runtime API (an
+    /// extension) runs, the container's processes get the signal kept for them.
+    fn signal_once_extensions_ended(&mut self) {
+        let Some(signal) = self.after_extensions else {
+            return;
+        };
+        let runtime = contained_runtime(self.pid);
+        let procfs = peer::Procfs::host();
+        if !self.admitted.any_running_besides(&procfs, runtime) {
+            self.after_extensions = None;
+            self.signal_group(signal);
         }
     }
 
@@ -1636,11 +1666,16 @@ impl Admitted {
 
     /// Whether a remembered process still runs.
     fn any_running(&self, procfs: &peer::Procfs) -> bool {
+        self.any_running_besides(procfs, None)
+    }
+
+    /// Whether a remembered process other than `besides` still runs.
+    fn any_running_besides(&self, procfs: &peer::Procfs, besides: Option<u32>) -> bool {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .any(|(pid, started)| procfs.still_running(*pid, *started))
+            .any(|(pid, started)| Some(*pid) != besides && procfs.still_running(*pid, *started))
     }
 
     fn remember(&self, procfs: &peer::Procfs, pid: u32) {
@@ -1674,6 +1709,20 @@ impl Admitted {
             .contains(&(pid, procfs.start_time(pid)?))
             .then_some(pid)
     }
+}
+
+/// A container's runtime, by its pid on the host: the first child of the container's init,
+/// which is the child of the sandbox's monitor (`monitor`, the process the instance started).
+fn contained_runtime(monitor: u32) -> Option<u32> {
+    let children = |pid: u32| -> Option<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    children(children(monitor)?)
 }
 
 /// Connections one instance's Runtime API holds at once.
