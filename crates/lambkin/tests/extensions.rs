@@ -419,3 +419,79 @@ async fn the_runtime_starts_after_every_external_extension_registered() {
         );
     }
 }
+
+/// Publishes a layer holding one extension, `extensions/NAME`.
+async fn publish_extension(host: &Host, name: &str, script: &str) -> String {
+    let reply = host
+        .call(
+            "POST",
+            &format!("/2018-10-31/layers/{name}/versions"),
+            &[("content-type", "application/json")],
+            json!({"Content": {"ZipFile": zip(&[(&format!("extensions/{name}"), script, 0o755)])}})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 201);
+    json(&reply)["LayerVersionArn"].as_str().unwrap().to_owned()
+}
+
+/// An extension that dies before registering fails the init with `Extension.Crash`, naming
+/// it and its exit; one that registers but never asks for its next event fails it at the init
+/// timeout, named too. The host carries on.
+#[tokio::test]
+async fn an_extension_that_exits_or_hangs_in_init_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("config.toml"),
+        "[lambda]\ninit_timeout_seconds = 2\n",
+    )
+    .unwrap();
+    let host = Host::start(&root);
+    let crasher = publish_extension(&host, "crasher", "#!/bin/sh\nexit 3\n").await;
+    let silent = publish_extension(
+        &host,
+        "silent",
+        r#"#!/usr/bin/env python3
+import os, time, urllib.request
+urllib.request.urlopen(urllib.request.Request(
+    "http://%s/2020-01-01/extension/register" % os.environ["AWS_LAMBDA_RUNTIME_API"],
+    method="POST", data=b'{"events": ["INVOKE"]}',
+    headers={"Lambda-Extension-Name": "silent"}))
+time.sleep(600)
+"#,
+    )
+    .await;
+    let handler = "def handler(e, c):\n    return 'ran'\n";
+    for (name, layer) in [("crashing", &crasher), ("hanging", &silent)] {
+        let mut spec = python_function(name, handler, json!({"Pinned": false}), BTreeMap::new());
+        spec["Layers"] = json!([layer]);
+        assert_eq!(host.create(spec).await.status, 201);
+    }
+
+    let reply = host.invoke("crashing", &json!({})).await;
+    assert_eq!(
+        support::header(&reply, "x-amz-function-error"),
+        Some("Unhandled")
+    );
+    let error = json(&reply);
+    assert_eq!(error["errorType"], "Extension.Crash", "{error}");
+    assert_eq!(
+        error["errorMessage"], "extension crasher exited during init: exit status 3",
+        "{error}"
+    );
+
+    let reply = host.invoke("hanging", &json!({})).await;
+    let error = json(&reply);
+    assert_eq!(error["errorType"], "Sandbox.Timedout", "{error}");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("timed out after 2.00 seconds: extension silent did not register"),
+        "{message}"
+    );
+
+    let plain = python_function("plain", handler, json!({"Pinned": false}), BTreeMap::new());
+    assert_eq!(host.create(plain).await.status, 201);
+    assert_eq!(json(&host.invoke("plain", &json!({})).await), "ran");
+}

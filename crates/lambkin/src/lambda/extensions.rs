@@ -162,6 +162,24 @@ impl Extensions {
         registered.flush();
     }
 
+    /// The extensions an instance's init waits for: external ones not registered yet, and
+    /// registered ones not waiting in `next`.
+    pub fn awaited(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .external
+            .iter()
+            .filter(|name| !self.registered.values().any(|r| &r.name == *name))
+            .cloned()
+            .collect();
+        names.extend(
+            self.registered
+                .values()
+                .filter(|r| !r.ready())
+                .map(|r| r.name.clone()),
+        );
+        names
+    }
+
     /// Whether every external extension has registered.
     pub fn all_external_registered(&self) -> bool {
         self.external
@@ -242,18 +260,51 @@ pub fn external(layers: Option<&LayerView>) -> Vec<String> {
 /// `extension` records.
 pub const OUTPUT_FD: i32 = 3;
 
+/// What starts the line the launch script writes on [`OUTPUT_FD`] when an extension has
+/// exited (ASCII's unit separator): `NAME STATUS`.
+pub const EXIT_REPORT: u8 = 0x1f;
+
+/// An extension's exit, as the launch script reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exited {
+    pub name: String,
+    /// The shell's `$?`: the exit status, or 128 + the signal.
+    pub status: String,
+}
+
+impl Exited {
+    /// Reads a report line (after its [`EXIT_REPORT`] byte).
+    pub fn parse(line: &[u8]) -> Option<Self> {
+        let line = std::str::from_utf8(line).ok()?;
+        let (name, status) = line.rsplit_once(' ')?;
+        Some(Self {
+            name: name.to_owned(),
+            status: status.to_owned(),
+        })
+    }
+
+    /// How it ended, in the words of an exit status.
+    pub fn how(&self) -> String {
+        match self.status.parse::<i32>() {
+            Ok(code) if code > 128 => format!("signal {}", code - 128),
+            _ => format!("exit status {}", self.status),
+        }
+    }
+}
+
 /// Starts `names` (under `/opt/extensions`, as instances see it) before the runtime, from the
 /// same process: `/bin/sh` starts each in the background, with [`OUTPUT_FD`] as its stdout and
-/// stderr, waits until its stdin (the instance's gate) is closed, then becomes the runtime.
-/// Neither the extensions nor the runtime keep the gate as their stdin, and the runtime does
-/// not keep the extensions' output pipe.
+/// stderr (and reports its exit there, [`EXIT_REPORT`]), waits until its stdin (the instance's
+/// gate) is closed, then becomes the runtime. Neither the extensions nor the runtime keep the
+/// gate as their stdin, and the runtime does not keep the extensions' output pipe.
 pub fn launch(launch: Launch, names: &[String], layers: &LayerView) -> Launch {
     if names.is_empty() {
         return launch;
     }
     const SCRIPT: &str = concat!(
-        r#"while [ "$1" != -- ]; do "$1" </dev/null >&3 2>&3 3>&- & shift; done; shift; "#,
-        r#"read -r _ || :; exec "$@" </dev/null 3>&-"#
+        r#"while [ "$1" != -- ]; do "#,
+        r#"{ "$1" </dev/null >&3 2>&3 3>&-; printf '\037%s %s\n' "${1##*/}" "$?" >&3; } & "#,
+        r#"shift; done; shift; read -r _ || :; exec "$@" </dev/null 3>&-"#
     );
     let mut args: Vec<OsString> = vec!["-c".into(), SCRIPT.into(), "lambkin-extensions".into()];
     for name in names {
@@ -299,6 +350,24 @@ mod tests {
         let (_, event) = rx.try_recv().unwrap().unwrap();
         assert_eq!(event, shutdown());
         assert!(!ext.ready(), "a is handling its event");
+    }
+
+    #[test]
+    fn exit_reports_are_read_and_init_names_whom_it_waits_for() {
+        let e = Exited::parse(b"my ext 3").unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.how()),
+            ("my ext", "exit status 3".to_owned())
+        );
+        assert_eq!(Exited::parse(b"x 137").unwrap().how(), "signal 9");
+        assert_eq!(Exited::parse(b"nospace"), None);
+        let mut ext = Extensions::new(vec!["a".into(), "b".into()]);
+        assert_eq!(ext.awaited(), ["a", "b"]);
+        let id = ext.register("a", vec![]).unwrap();
+        assert_eq!(ext.awaited(), ["b", "a"]);
+        let (tx, _rx) = oneshot::channel();
+        ext.next(&id, tx);
+        assert_eq!(ext.awaited(), ["b"]);
     }
 
     #[test]

@@ -58,8 +58,9 @@ pub enum InitFailure {
     Posted(Bytes),
     /// The process exited before its first `/next` ("exit status 1").
     Exited(String),
-    /// No `/next` within the init limit.
-    TimedOut(Duration),
+    /// No `/next` within the init limit; or, naming them, extensions that had not registered
+    /// or asked for their next event.
+    TimedOut(Duration, Vec<String>),
     /// The process could not be started.
     LaunchFailed(String),
 }
@@ -73,12 +74,20 @@ impl InitFailure {
                 "Runtime.ExitError",
                 format!("RequestId: {request_id} Error: Runtime exited with error: {how}"),
             ),
-            Self::TimedOut(limit) => (
+            Self::TimedOut(limit, awaited) => (
                 "Sandbox.Timedout",
-                format!(
-                    "RequestId: {request_id} Error: Runtime init timed out after {:.2} seconds",
-                    limit.as_secs_f64()
-                ),
+                if awaited.is_empty() {
+                    format!(
+                        "RequestId: {request_id} Error: Runtime init timed out after {:.2} seconds",
+                        limit.as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "RequestId: {request_id} Error: Runtime init timed out after {:.2} seconds: extension {} did not register and ask for its next event",
+                        limit.as_secs_f64(),
+                        awaited.join(", ")
+                    )
+                },
             ),
             Self::LaunchFailed(why) => (
                 "Runtime.InvalidEntrypoint",
@@ -229,6 +238,8 @@ struct OutputPipe {
     level: Level,
     /// The external extensions' pipe: its lines are `extension` records, not `function` ones.
     extensions: bool,
+    /// On the extensions' pipe: the exits reported, not yet handled.
+    exits: Vec<super::extensions::Exited>,
 }
 
 impl OutputPipe {
@@ -239,6 +250,7 @@ impl OutputPipe {
             partial: Vec::new(),
             level,
             extensions: false,
+            exits: Vec::new(),
         }
     }
 
@@ -293,7 +305,13 @@ impl OutputPipe {
             None => 0,
         };
         if complete > 0 {
-            let text: Vec<u8> = self.partial.drain(..complete).collect();
+            let mut text: Vec<u8> = self.partial.drain(..complete).collect();
+            if self.extensions && text.contains(&super::extensions::EXIT_REPORT) {
+                text = self.take_exit_reports(&text);
+                if text.is_empty() {
+                    return self.close_if(closed);
+                }
+            }
             let text = text.strip_suffix(b"\n").unwrap_or(&text);
             if let Some(start) = pending_start.take() {
                 spec.log.write_lines(Level::Info, start.as_bytes());
@@ -310,9 +328,29 @@ impl OutputPipe {
                 }
             }
         }
+        self.close_if(closed);
+    }
+
+    fn close_if(&mut self, closed: bool) {
         if closed {
             self.rx = None;
         }
+    }
+
+    /// Keeps the launch script's exit reports out of `text` (whole lines, each ending in a
+    /// newline but perhaps the last), in [`Self::exits`]; returns the rest.
+    fn take_exit_reports(&mut self, text: &[u8]) -> Vec<u8> {
+        let mut rest = Vec::with_capacity(text.len());
+        for line in text.split_inclusive(|b| *b == b'\n') {
+            match line.split_first() {
+                Some((&super::extensions::EXIT_REPORT, report)) => {
+                    let report = report.strip_suffix(b"\n").unwrap_or(report);
+                    self.exits.extend(super::extensions::Exited::parse(report));
+                }
+                _ => rest.extend_from_slice(line),
+            }
+        }
+        rest
     }
 }
 
@@ -337,6 +375,8 @@ struct Instance {
     extension_output: OutputPipe,
     deadline: Option<Instant>,
     timed_out_init: bool,
+    /// The extensions a timed-out init was waiting for.
+    init_awaited: Vec<String>,
     /// A containerised instance's cgroup (removed with the instance).
     sandbox: Option<sandbox::InstanceCgroup>,
     /// A plain instance in its component's group (systemResourceLimits): the group's count
@@ -437,6 +477,7 @@ async fn run(
         extension_output: OutputPipe::of_extensions(started.extension_output),
         deadline: Some(Instant::now() + spec.init_timeout),
         timed_out_init: false,
+        init_awaited: Vec::new(),
         component_oom_kills: spec.cgroup.as_ref().map_or(0, |g| g.oom_kills()),
         sandbox,
         last_duration: None,
@@ -862,6 +903,36 @@ impl Instance {
             &mut self.pending_start,
             &mut self.telemetry,
         );
+        for exited in std::mem::take(&mut self.extension_output.exits) {
+            self.extension_exited(&exited);
+        }
+    }
+
+    /// An external extension has exited. In a shutdown that is its part; during init it
+    /// fails the init (`Extension.Crash`, as in Lambda); after it, the instance is reset.
+    fn extension_exited(&mut self, exited: &super::extensions::Exited) {
+        if self.extensions_shutting_down || matches!(self.phase, Phase::Ending) {
+            return;
+        }
+        let how = exited.how();
+        if matches!(self.phase, Phase::Init) {
+            if self.init_error.is_none() {
+                let message = format!("extension {} exited during init: {how}", exited.name);
+                self.spec.log.write_lines(Level::Warn, message.as_bytes());
+                self.init_error = Some(error_body("Extension.Crash", &message));
+                self.deadline = Some(Instant::now() + INIT_ERROR_GRACE);
+            }
+        } else {
+            self.spec.log.write_lines(
+                Level::Warn,
+                format!(
+                    "extension {} exited ({how}); the instance is reset",
+                    exited.name
+                )
+                .as_bytes(),
+            );
+            self.kill();
+        }
     }
 
     fn signal_group(&self, signal: Signal) {
@@ -1516,10 +1587,15 @@ impl Instance {
         match &self.phase {
             Phase::Init if self.init_error.is_none() => {
                 self.timed_out_init = true;
-                let who = if self.parked.is_some() {
-                    "its extensions did not all register and ask for their next event"
+                // The runtime starts once every external extension has registered.
+                self.init_awaited = self.extensions.awaited();
+                let who = if self.init_awaited.is_empty() {
+                    "runtime did not call /next".to_owned()
                 } else {
-                    "runtime did not call /next"
+                    format!(
+                        "extension {} did not register and ask for its next event",
+                        self.init_awaited.join(", ")
+                    )
                 };
                 self.spec.log.write_lines(
                     Level::Warn,
@@ -1571,7 +1647,7 @@ impl Instance {
                 let failure = if let Some(body) = self.init_error.take() {
                     InitFailure::Posted(body)
                 } else if self.timed_out_init {
-                    InitFailure::TimedOut(self.spec.init_timeout)
+                    InitFailure::TimedOut(self.spec.init_timeout, self.init_awaited.clone())
                 } else {
                     InitFailure::Exited(how.clone())
                 };
