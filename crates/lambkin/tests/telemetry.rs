@@ -483,3 +483,60 @@ async fn a_slow_destination_loses_records_not_invocations() {
     });
     assert!(queued.is_some(), "{}", records(&s.records).len());
 }
+
+/// In a GreengrassContainer (a Lambda component's), the extension's listener is one of the
+/// container's processes: it subscribes and gets the same records.
+#[tokio::test]
+async fn a_container_instances_subscriber_gets_the_records() {
+    if let Some(why) = support::containers_unavailable() {
+        support::skipped(&why);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let host = Host::start(&root);
+    let shared = support::dir_for_components(tmp.path(), "shared");
+    let layer = publish_subscriber(&host).await;
+    let name = "com.example.Observed";
+    let handler = HANDLER.replace("def handler(", "def lambda_handler(");
+    let recipe = support::lambda_component(
+        tmp.path(),
+        name,
+        &[("lambda_function.py", handler.as_str(), 0o644)],
+        json!({
+            "containerMode": "GreengrassContainer",
+            "containerParams": {
+                "memorySize": 131072,
+                "volumes": {"0": {
+                    "sourcePath": shared, "destinationPath": "/shared",
+                    "permission": "rw", "addGroupOwner": false
+                }},
+            },
+            "pinned": false,
+            "layers": [layer],
+            "lambdaExecutionParameters": {"EnvironmentVariables": {
+                "TELEMETRY_LOG": "/shared/records.jsonl",
+                "EXTENSION_LOG": "/shared/extension.log",
+            }},
+        }),
+    );
+    support::deployed(
+        &root,
+        tmp.path(),
+        &[recipe],
+        &["-m", &format!("{name}=1.0.0")],
+    );
+    let s = Setup {
+        function_log: root.join(format!("logs/{name}.log")),
+        records: shared.join("records.jsonl"),
+        extension: shared.join("extension.log"),
+        host,
+        _tmp: tmp,
+    };
+    let ids = invoke_twice(&s, name).await;
+    check_invocations(&s, &ids);
+    assert_eq!(
+        support::lines(&s.extension)[0],
+        r#"{"subscribed": [200, "OK"]}"#
+    );
+}
