@@ -122,6 +122,11 @@ pub enum Command {
         /// greengrass-cli's --systemLimits).
         #[arg(long)]
         system_limits: Option<String>,
+        /// Tell the components subscribed to updates (SubscribeToComponentUpdates) first and
+        /// let them defer it, waiting up to SECONDS (default 60) for each answer: a cloud
+        /// deployment's NOTIFY_COMPONENTS. Local deployments skip it otherwise.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+        notify_components: Option<u64>,
     },
     /// List components: name, version, type, state.
     List {
@@ -458,6 +463,7 @@ pub async fn deploy(
     failure_policy: &str,
     run_with: Vec<String>,
     system_limits: Option<String>,
+    notify_components: Option<u64>,
 ) -> anyhow::Result<i32> {
     let mut runs_with = serde_json::Map::new();
     for r in run_with {
@@ -500,7 +506,7 @@ pub async fn deploy(
             serde_json::from_str(&text).context("--update-config is not valid JSON")?
         }
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "recipeDir": recipe_dir.map(absolute).transpose()?,
         "artifactDir": artifact_dir.map(absolute).transpose()?,
         "merge": merged,
@@ -509,6 +515,10 @@ pub async fn deploy(
         "failurePolicy": if failure_policy == "do-nothing" { "DO_NOTHING" } else { "ROLLBACK" },
         "runWith": runs_with,
     });
+    if let Some(seconds) = notify_components {
+        body["componentUpdatePolicy"] =
+            serde_json::json!({"action": "NOTIFY_COMPONENTS", "timeoutInSeconds": seconds});
+    }
     println!("Local deployment submitted; waiting for it to finish");
     let reply = local(layout, "POST", "/lambkin/v1/deployments", Some(body)).await?;
     let outcome: serde_json::Value = serde_json::from_slice(&reply.body)?;

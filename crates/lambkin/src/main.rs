@@ -109,6 +109,7 @@ async fn dispatch(command: Command) -> i32 {
             failure_policy,
             run_with,
             system_limits,
+            notify_components,
         } => {
             cli::deploy(
                 &root.layout(),
@@ -120,6 +121,7 @@ async fn dispatch(command: Command) -> i32 {
                 &failure_policy,
                 run_with,
                 system_limits,
+                notify_components,
             )
             .await
         }

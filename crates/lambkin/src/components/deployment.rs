@@ -42,6 +42,40 @@ pub struct DeploymentRequest {
     /// for later deployments until one gives it another (`--run-with`, `componentToRunWithInfo`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub run_with: BTreeMap<String, RunWith>,
+    /// Whether the components subscribed to updates are told first, and may defer it (a
+    /// cloud deployment's `componentUpdatePolicy`; local deployments skip it unless asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_update_policy: Option<ComponentUpdatePolicy>,
+}
+
+/// A deployment's `componentUpdatePolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentUpdatePolicy {
+    pub action: UpdateAction,
+    /// How long each component's answer is waited for (the nucleus's default: 60 s).
+    #[serde(default = "ComponentUpdatePolicy::default_timeout")]
+    pub timeout_in_seconds: u64,
+}
+
+impl ComponentUpdatePolicy {
+    fn default_timeout() -> u64 {
+        60
+    }
+
+    /// The wait for each answer, when the components are to be told.
+    pub fn notify(&self) -> Option<std::time::Duration> {
+        (self.action == UpdateAction::NotifyComponents)
+            .then(|| std::time::Duration::from_secs(self.timeout_in_seconds))
+    }
+}
+
+/// `componentUpdatePolicy.action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UpdateAction {
+    NotifyComponents,
+    SkipNotifyComponents,
 }
 
 /// A component's `runWith`.

@@ -32,6 +32,7 @@ use super::supervisor::{
     self, ComponentSpec, SkipIf, StateReport, StepKey, StepSpec, SupervisorHandle,
 };
 use super::triggers::Triggers;
+use super::updates::ComponentUpdates;
 use crate::lambda::registry::Registry;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
@@ -176,6 +177,8 @@ pub struct Engine {
     unsaved: Arc<Mutex<Vec<ConfigChange>>>,
     /// One configuration write to the store at a time.
     persisting: Arc<tokio::sync::Mutex<()>>,
+    /// SubscribeToComponentUpdates and DeferComponentUpdate, shared with IPC.
+    updates: Arc<ComponentUpdates>,
 }
 
 impl Engine {
@@ -210,6 +213,7 @@ impl Engine {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let (changed_tx, changed_rx) = watch::channel(0u64);
         let graph: Arc<Mutex<Graph>> = Arc::default();
+        let updates: Arc<ComponentUpdates> = Arc::default();
         tokio::spawn(watch_reports(
             reports_rx,
             board.clone(),
@@ -235,6 +239,7 @@ impl Engine {
             applied: Plan::default(),
             stored_run_with,
             lambda_cgroups: Mutex::default(),
+            updates: updates.clone(),
         };
         let current: Current = committed
             .into_iter()
@@ -273,7 +278,13 @@ impl Engine {
             store,
             unsaved: Arc::default(),
             persisting: Arc::default(),
+            updates,
         }
+    }
+
+    /// The components' update subscriptions and answers (IPC's side of them).
+    pub fn component_updates(&self) -> &Arc<ComponentUpdates> {
+        &self.updates
     }
 
     /// Applies a deployment and waits for its outcome.
@@ -412,6 +423,8 @@ impl Engine {
 
     /// Stops every component (Shutdown steps, then their processes).
     pub async fn shutdown(&self) {
+        // A deployment waiting on components' answers waits no more.
+        self.updates.stop();
         let (done, rx) = oneshot::channel();
         if self.tx.send(Command::Shutdown(done)).await.is_ok() {
             let _ = rx.await;
@@ -561,6 +574,8 @@ struct Actor {
     lambda_cgroups: Mutex<BTreeMap<String, crate::cgroup::Cgroup>>,
     /// Lambda components' `PUB_SUB` topic subscriptions.
     triggers: Triggers,
+    /// Components told of an update before it (`componentUpdatePolicy`).
+    updates: Arc<ComponentUpdates>,
 }
 
 fn kind_name(kind: &Kind) -> &'static str {
@@ -900,6 +915,13 @@ impl Actor {
         if commits {
             deployment::drop_previous_artifacts(layout, &id);
         }
+        let notified = request
+            .component_update_policy
+            .as_ref()
+            .is_some_and(|p| p.notify().is_some());
+        if notified && status == DeploymentStatus::Succeeded {
+            self.updates.done(&id);
+        }
         outcome(status, message)
     }
 
@@ -1002,6 +1024,15 @@ impl Actor {
             FailurePolicy::Rollback => OnFailure::Stop,
             FailurePolicy::DoNothing => OnFailure::Continue,
         };
+        // The components that asked are told, and may defer the update, before anything
+        // stops or changes.
+        if let Some(timeout) = request
+            .component_update_policy
+            .as_ref()
+            .and_then(|p| p.notify())
+        {
+            self.updates.ask(id, timeout).await;
+        }
         let result = self.apply(&plan, &broken, on_failure).await;
         self.settle(&plan);
         result

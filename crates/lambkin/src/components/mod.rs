@@ -6,6 +6,7 @@
 //! - [`lifecycle`]: the per-component state machine (sans-I/O).
 //! - [`supervisor`]: one actor per component, running its steps as processes.
 //! - [`triggers`]: a Lambda component's `PUB_SUB` topics, invoking its function.
+//! - [`updates`]: telling subscribed components of a deployment's update, which they may defer.
 
 pub mod builtin;
 pub mod deployment;
@@ -13,3 +14,4 @@ pub mod engine;
 pub mod lifecycle;
 pub mod supervisor;
 pub mod triggers;
+pub mod updates;

@@ -43,10 +43,15 @@ use lambkin_proto::recipe::ComponentName;
 use super::tokens::Tokens;
 use crate::components::deployment::{ConfigUpdate, DeploymentRequest, FailurePolicy};
 use crate::components::engine::{ControlError, Engine};
+use crate::components::updates::UpdateNotice;
 use crate::mqtt::{IncomingMessage, Mqtt, OutgoingMessage};
 use crate::pubsub::queue::Inbox;
 use crate::pubsub::{self, Client, Filter, Group, PubSubHandle, Subscription, Topic};
 use crate::store::DeploymentRecord;
+use lambkin_proto::ipc::shapes::updates::{
+    ComponentUpdatePolicyEvents, DeferComponentUpdateRequest, PostComponentUpdateEvent,
+    PreComponentUpdateEvent,
+};
 
 /// Configuration-update events waiting for slow connections before the oldest are lost.
 const CONFIG_EVENTS: usize = 256;
@@ -93,6 +98,8 @@ pub enum Outcome {
         component: String,
         key_path: Vec<String>,
     },
+    /// SubscribeToComponentUpdates: respond, then send each deployment's notices.
+    ComponentUpdates,
 }
 
 impl std::fmt::Debug for Outcome {
@@ -110,6 +117,7 @@ impl std::fmt::Debug for Outcome {
                 .field("component", component)
                 .field("key_path", key_path)
                 .finish(),
+            Self::ComponentUpdates => f.write_str("ComponentUpdates"),
         }
     }
 }
@@ -215,11 +223,11 @@ pub async fn dispatch(services: &Arc<Services>, request: Request, group: &Arc<Gr
         GetLocalDeploymentStatus => reply(get_local_deployment_status(s, p, &payload).await),
         ListLocalDeployments => reply(list_local_deployments(s, p).await),
         ValidateAuthorizationToken => reply(validate_authorization_token(s, p, &payload)),
+        SubscribeToComponentUpdates => Outcome::ComponentUpdates,
+        DeferComponentUpdate => reply(defer_component_update(s, p, &payload)),
         SubscribeToIoTCoreConnectionStatus
         | SubscribeToValidateConfigurationUpdates
         | SendConfigurationValidityReport
-        | SubscribeToComponentUpdates
-        | DeferComponentUpdate
         | PauseComponent
         | ResumeComponent
         | CancelLocalDeployment
@@ -531,6 +539,43 @@ pub fn configuration_event(
     })
 }
 
+// ------------------------------------------------------------------ updates ----
+
+fn defer_component_update(
+    s: &Services,
+    principal: &ComponentName,
+    payload: &[u8],
+) -> Result<Vec<u8>, IpcError> {
+    let request: DeferComponentUpdateRequest = parse_request(payload)?;
+    let (deployment_id, recheck_ms) = request.validate()?;
+    s.engine.component_updates().defer(
+        principal.as_str(),
+        deployment_id,
+        recheck_ms,
+        request.message.as_deref(),
+    )?;
+    Ok(EMPTY.to_vec())
+}
+
+/// The event a SubscribeToComponentUpdates stream sends for `notice`.
+pub fn component_update_event(notice: &UpdateNotice) -> Result<Vec<u8>, IpcError> {
+    to_json(&match notice {
+        UpdateNotice::Pre(id) => ComponentUpdatePolicyEvents {
+            pre_update_event: Some(PreComponentUpdateEvent {
+                deployment_id: id.clone(),
+                is_ggc_restarting: false,
+            }),
+            post_update_event: None,
+        },
+        UpdateNotice::Post(id) => ComponentUpdatePolicyEvents {
+            pre_update_event: None,
+            post_update_event: Some(PostComponentUpdateEvent {
+                deployment_id: id.clone(),
+            }),
+        },
+    })
+}
+
 // --------------------------------------------------------------- components ----
 
 fn update_state(
@@ -652,6 +697,8 @@ fn create_local_deployment(
             Some(FailureHandlingPolicy::DoNothing) | None => FailurePolicy::DoNothing,
         },
         run_with: request.component_to_run_with_info.unwrap_or_default(),
+        // Local deployments do not notify components (the nucleus's default for them).
+        component_update_policy: None,
     };
     let engine = s.engine.clone();
     Ok(Box::pin(async move {

@@ -26,7 +26,7 @@
 //! and its subscriptions' queues (one [`Group`] wake-up for all of them), so an event is
 //! serialized only once there is room to write it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -48,6 +48,7 @@ use lambkin_proto::ipc::{
 };
 
 use super::operations::{self, ConfigurationChanged, Outcome, Services};
+use crate::components::updates::UpdateNotice;
 use crate::mqtt::IncomingMessage;
 use crate::pubsub::queue::Inbox;
 use crate::pubsub::{Budget, Group, Subscription, TryRecvError};
@@ -339,6 +340,8 @@ struct Connection {
     backlog: bool,
     /// Open SubscribeToConfigurationUpdate streams: component and key path.
     config_streams: HashMap<StreamId, (String, Vec<String>)>,
+    /// Open SubscribeToComponentUpdates streams, for the principal's component.
+    update_streams: BTreeSet<StreamId>,
     /// Operations answered later (they wait on the engine), by stream.
     pending: JoinSet<(StreamId, Result<Vec<u8>, IpcError>)>,
     /// The token the connection authenticated with: when it is revoked (its component was
@@ -367,6 +370,7 @@ impl Connection {
             group: Group::new(Budget::new(operations::SUBSCRIPTION_BYTES)),
             backlog: false,
             config_streams: HashMap::new(),
+            update_streams: BTreeSet::new(),
             pending: JoinSet::new(),
             token: None,
         }
@@ -377,6 +381,7 @@ impl Connection {
         let (out, frames) = WriteQueue::new();
         let writer_task = tokio::spawn(write_frames(writer, frames, out.state.clone()));
         let mut config_changes = self.services.configuration_changes();
+        let mut update_notices = self.services.engine.component_updates().notices();
         let mut revocations = self.services.tokens.revocations();
         let mut buf = vec![0u8; READ_CHUNK];
         let connect_deadline = Instant::now() + CONNECT_DEADLINE;
@@ -412,6 +417,9 @@ impl Connection {
                 change = config_changes.recv(), if !self.config_streams.is_empty() && out.has_room() => {
                     self.configuration_events(change)
                 }
+                notice = update_notices.recv(), if !self.update_streams.is_empty() && out.has_room() => {
+                    self.component_update_events(notice)
+                }
                 Ok(()) = revocations.changed(), if self.token.is_some() => {
                     let still = self
                         .token
@@ -441,6 +449,9 @@ impl Connection {
         };
         self.pending.shutdown().await;
         self.sources.clear();
+        for stream in std::mem::take(&mut self.update_streams) {
+            self.update_stream_closed(stream);
+        }
         if let End::AwaitClientClose = end {
             // Leave the rejected client time to read the ACK and close first (§1.3).
             let _ = tokio::time::timeout(REJECTED_LINGER, async {
@@ -563,6 +574,16 @@ impl Connection {
                             self.config_streams.insert(stream, (component, key_path));
                             self.answer(stream, Ok(b"{}".to_vec()))
                         }
+                        Outcome::ComponentUpdates => {
+                            if let Some(principal) = self.session.principal() {
+                                self.services
+                                    .engine
+                                    .component_updates()
+                                    .opened(principal.as_str());
+                                self.update_streams.insert(stream);
+                            }
+                            self.answer(stream, Ok(b"{}".to_vec()))
+                        }
                     };
                     actions.extend(more);
                 }
@@ -570,6 +591,9 @@ impl Connection {
                     // Dropping the source ends its subscription.
                     self.sources.remove(&stream);
                     self.config_streams.remove(&stream);
+                    if self.update_streams.remove(&stream) {
+                        self.update_stream_closed(stream);
+                    }
                 }
                 Action::AwaitClientClose => return Some(End::AwaitClientClose),
                 Action::Close => return Some(End::Close),
@@ -646,6 +670,46 @@ impl Connection {
             tracing::debug!(error = %e, "IPC answer not sent");
             Vec::new()
         })
+    }
+
+    /// A SubscribeToComponentUpdates stream is gone: its component no longer answers on it.
+    fn update_stream_closed(&mut self, _stream: StreamId) {
+        if let Some(principal) = self.session.principal() {
+            self.services
+                .engine
+                .component_updates()
+                .closed(principal.as_str());
+        }
+    }
+
+    fn component_update_events(
+        &mut self,
+        notice: Result<UpdateNotice, broadcast::error::RecvError>,
+    ) -> Vec<Action> {
+        let notice = match notice {
+            Ok(notice) => notice,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    lost = n,
+                    "IPC connection fell behind on component update notices"
+                );
+                return Vec::new();
+            }
+            Err(broadcast::error::RecvError::Closed) => return Vec::new(),
+        };
+        let Ok(payload) = operations::component_update_event(&notice) else {
+            return Vec::new();
+        };
+        let streams: Vec<StreamId> = self.update_streams.iter().copied().collect();
+        let mut actions = Vec::new();
+        for stream in streams {
+            actions.extend(
+                self.session
+                    .send_event(stream, payload.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        actions
     }
 
     fn configuration_events(

@@ -10,6 +10,7 @@
 //! - [`components`]: UpdateState and the CLI's component operations.
 //! - [`deployments`]: the CLI's local deployment operations.
 //! - [`token`]: ValidateAuthorizationToken, for Stream Manager.
+//! - [`updates`]: SubscribeToComponentUpdates and DeferComponentUpdate.
 
 pub mod components;
 pub mod configuration;
@@ -17,6 +18,7 @@ pub mod deployments;
 pub mod iot_core;
 pub mod pubsub;
 pub mod token;
+pub mod updates;
 
 use std::fmt;
 
