@@ -260,6 +260,18 @@ pub fn external(layers: Option<&LayerView>) -> Vec<String> {
 /// `extension` records.
 pub const OUTPUT_FD: i32 = 3;
 
+/// A pipe for external extensions' output, when there are some (`wanted`): (read, write).
+pub fn output_pipe(
+    wanted: bool,
+) -> std::io::Result<Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>> {
+    if !wanted {
+        return Ok(None);
+    }
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map(Some)
+        .map_err(std::io::Error::from)
+}
+
 /// What starts the line the launch script writes on [`OUTPUT_FD`] when an extension has
 /// exited (ASCII's unit separator): `NAME STATUS`.
 pub const EXIT_REPORT: u8 = 0x1f;

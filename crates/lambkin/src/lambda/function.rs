@@ -3,61 +3,20 @@
 //! its instances, and performs the scheduler's actions.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
-
-use super::instance::{self, InitFailure, InstanceHandle, InstanceMsg};
+use super::instance::{self, FunctionReport, InitFailure, InstanceHandle, InstanceMsg};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
-use super::runtimes::Launch;
 use super::scheduler::{Action, Event, InstanceId, Limits, Scheduler};
-use crate::logfile::LogFile;
+use super::spec::FunctionSpec;
 
 /// Invocations that may wait for the actor before callers wait too.
 const MAILBOX: usize = 256;
 /// How long past the grace period shutdown waits for instances before giving up on them.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(1);
-
-/// Everything an instance needs to start, frozen per configuration generation.
-#[derive(Debug)]
-pub struct FunctionSpec {
-    pub name: FunctionName,
-    pub arn: Arc<str>,
-    pub config: FunctionConfig,
-    pub code_dir: PathBuf,
-    pub launch: Launch,
-    pub log: Arc<LogFile>,
-    pub region: String,
-    pub init_timeout: Duration,
-    pub shutdown_grace: Duration,
-    /// The host's root, marked on every instance process (see [`crate::orphans`]).
-    pub host_root: PathBuf,
-    /// Variables a Lambda component gives its function: its IPC token (`SVCUID`,
-    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`), the IPC socket and the device's variables.
-    /// Empty for a function created through the management API: it belongs to no
-    /// component, so it has no principal to use IPC as.
-    pub component_env: BTreeMap<String, String>,
-    /// The user the instances run as: a Lambda component's `runWith`, an API function's the
-    /// default user; `None`: the host's user. The plain path drops to it before exec, the
-    /// sandbox init after mounting.
-    pub run_as: Option<crate::users::RunAs>,
-    /// The component's control group (`systemResourceLimits`), which a plain (NoContainer)
-    /// instance joins before exec; a containerized one has its own group.
-    pub cgroup: Option<crate::cgroup::Cgroup>,
-    /// The sandbox init waiting for this configuration's next instance, if any.
-    pub zygote: super::sandbox::ZygoteSlot,
-    /// Where the host places instances (one for every function).
-    pub placement: Arc<super::placement::Placement>,
-    /// The function's layers, when it has any.
-    pub layers: Option<super::layers::LayerView>,
-    /// The external extensions its layers bring (`/opt/extensions/NAME`), started with each
-    /// instance's runtime.
-    pub extensions: Vec<String>,
-}
 
 impl FunctionSpec {
     fn limits(&self) -> Limits {
@@ -69,17 +28,6 @@ impl FunctionSpec {
             max_idle: Duration::from_secs(u64::from(g.max_idle_time_in_seconds)),
         }
     }
-}
-
-/// What instances tell their function.
-#[derive(Debug)]
-pub enum FunctionReport {
-    InstanceReady(InstanceId),
-    InstanceExited {
-        id: InstanceId,
-        before_ready: bool,
-        failure: Option<InitFailure>,
-    },
 }
 
 /// Why an invocation was not admitted.
@@ -172,7 +120,7 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
     };
     // An on-demand container function's first instance starts from a waiting sandbox init
     // too: it is prepared as soon as the configuration is known.
-    super::sandbox::ZygoteSlot::refill(&actor.spec);
+    super::sandbox::refill_zygote(&actor.spec);
     let actions = actor.scheduler.start(Instant::now());
     actor.perform(actions, None).await;
     let mut shutdown: Option<(oneshot::Sender<()>, Instant)> = None;
@@ -200,7 +148,7 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
                     let limits = spec.limits();
                     actor.spec.zygote.retire();
                     actor.spec = spec;
-                    super::sandbox::ZygoteSlot::refill(&actor.spec);
+                    super::sandbox::refill_zygote(&actor.spec);
                     let actions = actor.scheduler.on(Event::Reconfigured(limits), Instant::now());
                     actor.perform(actions, None).await;
                 }

@@ -35,13 +35,14 @@ use lambkin_proto::lambda::telemetry::{self as tm, Record, RecordType, Subscript
 use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 
 use super::extensions::{Delivery, Extensions};
-use super::function::{FunctionReport, FunctionSpec};
+use super::instance_cgroup::InstanceCgroup;
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
 use super::logs::{self, LogTail, Report};
 use super::peer;
 use super::placement;
 use super::sandbox;
 use super::scheduler::InstanceId;
+use super::spec::FunctionSpec;
 use super::telemetry::Telemetry;
 use crate::logfile::Level;
 use crate::timestamp;
@@ -52,6 +53,17 @@ const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
 const INIT_ERROR_GRACE: Duration = Duration::from_millis(500);
 
 /// Why an instance never became ready; the oldest waiting invocation gets it as its error.
+/// What instances tell their function.
+#[derive(Debug)]
+pub enum FunctionReport {
+    InstanceReady(InstanceId),
+    InstanceExited {
+        id: InstanceId,
+        before_ready: bool,
+        failure: Option<InitFailure>,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub enum InitFailure {
     /// The runtime posted this to `/init/error`.
@@ -378,7 +390,7 @@ struct Instance {
     /// The extensions a timed-out init was waiting for.
     init_awaited: Vec<String>,
     /// A containerised instance's cgroup (removed with the instance).
-    sandbox: Option<sandbox::InstanceCgroup>,
+    sandbox: Option<InstanceCgroup>,
     /// A plain instance in its component's group (systemResourceLimits): the group's count
     /// of kills for memory when the instance started, to tell whether one ended it.
     component_oom_kills: u64,
@@ -642,22 +654,10 @@ impl Drop for AbortOnDrop {
 /// An instance's started process.
 struct Started {
     /// A container's cgroup.
-    sandbox: Option<sandbox::InstanceCgroup>,
+    sandbox: Option<InstanceCgroup>,
     child: tokio::process::Child,
     /// With external extensions, the read end of their output pipe.
     extension_output: Option<std::os::fd::OwnedFd>,
-}
-
-/// A pipe for external extensions' output, when the function has some: (read, write).
-pub(super) fn extension_pipe(
-    spec: &FunctionSpec,
-) -> std::io::Result<Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>> {
-    if spec.extensions.is_empty() {
-        return Ok(None);
-    }
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map(Some)
-        .map_err(std::io::Error::from)
 }
 
 /// Starts the instance's process: a containerised one from its configuration's waiting
@@ -688,10 +688,11 @@ async fn start(
     }
     let sandbox = sandbox::prepare(spec, id)?;
     let cannot = |e: std::io::Error| format!("cannot start {}: {e}", spec.launch.program.display());
-    let (extension_output, extension_input) = match extension_pipe(spec).map_err(cannot)? {
-        Some((read, write)) => (Some(read), Some(write)),
-        None => (None, None),
-    };
+    let (extension_output, extension_input) =
+        match super::extensions::output_pipe(!spec.extensions.is_empty()).map_err(cannot)? {
+            Some((read, write)) => (Some(read), Some(write)),
+            None => (None, None),
+        };
     // The command (and with it the pipe's write end) is dropped once the child has its copy.
     let child = command(spec, runtime_api, sandbox.as_ref(), extension_input).and_then(|cmd| {
         tokio::process::Command::from(cmd)
@@ -809,7 +810,7 @@ fn environment(spec: &FunctionSpec, runtime_api: &str) -> Vec<(OsString, OsStrin
 fn command(
     spec: &FunctionSpec,
     runtime_api: &str,
-    sandbox: Option<&sandbox::InstanceCgroup>,
+    sandbox: Option<&InstanceCgroup>,
     extension_input: Option<std::os::fd::OwnedFd>,
 ) -> std::io::Result<std::process::Command> {
     let config = &spec.config;
@@ -1250,7 +1251,7 @@ impl Instance {
             self.init_telemetry(init_duration);
             // The next instance's sandbox init is prepared now that this one is up,
             // not while it was starting: both would compete for the CPU.
-            sandbox::ZygoteSlot::refill(&self.spec);
+            sandbox::refill_zygote(&self.spec);
         }
         self.phase = Phase::Idle;
         self.deadline = None;

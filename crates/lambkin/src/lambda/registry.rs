@@ -17,11 +17,12 @@ use lambkin_proto::lambda::management::{
 };
 
 use super::code::{check_entry_point, CodeError, CodeZip};
-use super::function::{FunctionHandle, FunctionSpec};
+use super::function::FunctionHandle;
 use super::invocation::{Completion, Invocation, InvocationAbort, RequestId};
 use super::layers::{LayerView, Layers, LayersError};
 use super::placement::Placement;
 use super::runtimes::{RuntimeError, Runtimes};
+use super::spec::FunctionSpec;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
 use crate::store::{FunctionRecord, PendingEvent, Store, StoreError};

@@ -19,18 +19,16 @@ use serde_json::Value;
 
 use lambkin_proto::lambda::function::{Access, ContainerParams, Device, Isolation, Volume};
 
-use super::function::FunctionSpec;
+use super::instance_cgroup::InstanceCgroup;
 use super::runtimes::Launch;
 use super::scheduler::InstanceId;
-use crate::cgroup::{self, Cgroup, DeviceRule, Limits};
+use super::spec::FunctionSpec;
+use super::zygote::{Zygote, ZYGOTE_READY};
 
 /// The hidden subcommand that runs [`init_main`].
 pub const INIT_COMMAND: &str = "sandbox-init";
 /// Where a containerised function finds the runtime client Lambkin ships.
 pub const RUNTIME_PATH: &str = "/runtime";
-/// The most processes and threads one instance may have.
-pub const PIDS_LIMIT: u64 = 1024;
-
 /// Reads a Lambda component's isolation from its configuration: `containerMode` (default
 /// `GreengrassContainer`) and `containerParams`. Numbers may arrive as floats. Checks what
 /// only the device can check (volume sources exist, devices are devices) and that the host
@@ -221,7 +219,7 @@ pub fn can_contain() -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("containers need the host to run as root".into());
     }
-    cgroup::host().map(|_| ()).map_err(|e| e.to_string())
+    crate::cgroup::host().map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// What the sandbox init is told, as JSON in its argument.
@@ -281,113 +279,6 @@ pub fn inside_path(path: &Path, code_dir: &Path, runtime_dir: &Path) -> PathBuf 
     path.to_owned()
 }
 
-/// A per-instance cgroup for a containerised function, removed when dropped.
-#[derive(Debug)]
-pub struct InstanceCgroup {
-    group: Cgroup,
-    limit_kib: u64,
-}
-
-impl InstanceCgroup {
-    /// Creates the group `name` limited to `params.memory_size_kib` and [`PIDS_LIMIT`].
-    pub fn create(name: &str, params: &ContainerParams) -> Result<Self, String> {
-        let cgroups = cgroup::host().map_err(|e| e.to_string())?;
-        let group = cgroups
-            .create(
-                name,
-                Limits {
-                    memory_bytes: Some(params.memory_size_kib.saturating_mul(1024)),
-                    pids: Some(PIDS_LIMIT),
-                    cpus: None,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        let mut group = scopeguard(group);
-        let standard = lambkin_sys::container::STANDARD_DEVICES
-            .iter()
-            .filter_map(|name| DeviceRule::of(&Path::new("/dev").join(name), true));
-        let given = params
-            .devices
-            .iter()
-            .filter_map(|d| DeviceRule::of(Path::new(&d.path), d.permission == Access::ReadWrite));
-        let rules: Vec<DeviceRule> = standard.chain(given).collect();
-        if let Err(e) = group.0.restrict_devices(&rules) {
-            return Err(e.to_string());
-        }
-        let group = group.take();
-        Ok(Self {
-            group,
-            limit_kib: params.memory_size_kib,
-        })
-    }
-
-    /// The group's `cgroup.procs` files.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.group.procs_files()
-    }
-
-    /// Whether the kernel killed a process of this instance for memory.
-    pub fn oom_killed(&self) -> bool {
-        self.group.oom_killed()
-    }
-
-    /// The processes in the group now (the sandbox's monitor, its init, the runtime and
-    /// whatever the runtime started).
-    pub fn processes(&self) -> Vec<u32> {
-        self.group
-            .procs_files()
-            .first()
-            .and_then(|file| std::fs::read_to_string(file).ok())
-            .map(|procs| {
-                procs
-                    .lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The most memory the instance used, in MB.
-    pub fn peak_mb(&self) -> Option<u64> {
-        self.group.peak_memory_bytes().map(|b| b.div_ceil(1 << 20))
-    }
-
-    /// The limit, in KB.
-    pub fn limit_kib(&self) -> u64 {
-        self.limit_kib
-    }
-}
-
-/// Removes a group that failed to be set up completely.
-struct Unfinished(Cgroup, bool);
-
-fn scopeguard(group: Cgroup) -> Unfinished {
-    Unfinished(group, true)
-}
-
-impl Unfinished {
-    fn take(mut self) -> Cgroup {
-        self.1 = false;
-        self.0.clone()
-    }
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if self.1 {
-            let _ = self.0.remove();
-        }
-    }
-}
-
-impl Drop for InstanceCgroup {
-    fn drop(&mut self) {
-        if let Err(e) = self.group.remove() {
-            tracing::warn!(error = %e, "cannot remove an instance's cgroup");
-        }
-    }
-}
-
 /// The command that starts one containerised instance of `spec`: this binary (through
 /// `/proc/self/exe`, which stays valid even if the file is replaced) as the sandbox init, told
 /// where the code, the runtime client, the volumes and the devices are, and the program to run
@@ -430,195 +321,75 @@ pub fn command(
     Ok(cmd)
 }
 
-/// What a zygote writes to its stdout once it is in its cgroup.
-const ZYGOTE_READY: u8 = b'R';
-/// The longest a zygote still joining its cgroup is waited for before it is given up.
-const ZYGOTE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A sandbox init started ahead of need (`lambkin sandbox-init` in zygote mode): already
-/// exec'd and already in a fresh instance cgroup, which is the slow part of a container's
-/// start on cgroup v1 (the kernel's attach waits for an RCU grace period). It waits on its
-/// stdin for the runtime's environment (`KEY=value` entries, each ended by a NUL); at EOF it
-/// carries on as an ordinary sandbox init. Killed, and its cgroup removed, when dropped.
-#[derive(Debug)]
-pub struct Zygote {
-    // Dropped first: the process goes before its group is removed.
-    child: tokio::process::Child,
-    cgroup: InstanceCgroup,
-    /// With external extensions, the read end of their output pipe.
-    extension_output: Option<std::os::fd::OwnedFd>,
-}
-
-impl Zygote {
-    /// Starts a zygote for `spec` (a containerised function): its cgroup, made on a blocking
-    /// thread (on cgroup v1 a `mkdir` can wait behind another group's attach for an RCU grace
-    /// period, and the host's thread must not), then the process, forked from the host's
-    /// thread (the parent-death signal follows the thread that forks), marked, in its own
-    /// process group, killed if the host dies.
-    pub async fn spawn(spec: &FunctionSpec) -> Result<Self, String> {
-        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let Isolation::GreengrassContainer(params) = &spec.config.greengrass.isolation else {
-            return Err("not a containerised function".into());
-        };
-        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("{}.{}.z{n}", std::process::id(), spec.name);
-        let group_params = params.clone();
-        let cgroup =
-            tokio::task::spawn_blocking(move || InstanceCgroup::create(&name, &group_params))
-                .await
-                .map_err(|e| format!("cannot create the container's cgroup: {e}"))?
-                .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
-        let mut cmd = command(spec, params, &cgroup, true).map_err(|e| e.to_string())?;
-        let (extension_output, extension_input) = match super::instance::extension_pipe(spec)
+/// Starts a zygote ([`Zygote`]) for `spec` (a containerised function): its cgroup, made on a blocking
+/// thread (on cgroup v1 a `mkdir` can wait behind another group's attach for an RCU grace
+/// period, and the host's thread must not), then the process, forked from the host's
+/// thread (the parent-death signal follows the thread that forks), marked, in its own
+/// process group, killed if the host dies.
+pub async fn spawn_zygote(spec: &FunctionSpec) -> Result<Zygote, String> {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Isolation::GreengrassContainer(params) = &spec.config.greengrass.isolation else {
+        return Err("not a containerised function".into());
+    };
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("{}.{}.z{n}", std::process::id(), spec.name);
+    let group_params = params.clone();
+    let cgroup = tokio::task::spawn_blocking(move || InstanceCgroup::create(&name, &group_params))
+        .await
+        .map_err(|e| format!("cannot create the container's cgroup: {e}"))?
+        .map_err(|e| format!("cannot create the container's cgroup: {e}"))?;
+    let mut cmd = command(spec, params, &cgroup, true).map_err(|e| e.to_string())?;
+    let (extension_output, extension_input) =
+        match super::extensions::output_pipe(!spec.extensions.is_empty())
             .map_err(|e| format!("cannot make a pipe: {e}"))?
         {
             Some((read, write)) => (Some(read), Some(write)),
             None => (None, None),
         };
-        if let Some(fd) = extension_input {
-            lambkin_sys::pass_fd(&mut cmd, fd, crate::lambda::extensions::OUTPUT_FD);
-        }
-        // Its own environment is the allowed one and the marker; the runtime's comes later,
-        // on its stdin.
-        crate::child_env::start_empty(&mut cmd);
-        cmd.current_dir(&spec.code_dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .env(crate::orphans::MARKER, &spec.host_root);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        lambkin_sys::host_child(&mut cmd);
-        let child = tokio::process::Command::from(cmd)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start a sandbox init: {e}"))?;
-        Ok(Self {
-            child,
-            cgroup,
-            extension_output,
-        })
+    if let Some(fd) = extension_input {
+        lambkin_sys::pass_fd(&mut cmd, fd, crate::lambda::extensions::OUTPUT_FD);
     }
-
-    /// The zygote's process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Waits until the zygote is in its cgroup; `None` (and it is discarded) if it died.
-    async fn ready(mut self) -> Option<Self> {
-        use tokio::io::AsyncReadExt;
-        let stdout = self.child.stdout.as_mut()?;
-        let mut byte = [0u8; 1];
-        let read = tokio::time::timeout(ZYGOTE_PATIENCE, stdout.read_exact(&mut byte)).await;
-        let alive = matches!(self.child.try_wait(), Ok(None));
-        match read {
-            Ok(Ok(_)) if byte[0] == ZYGOTE_READY && alive => Some(self),
-            _ => {
-                tracing::warn!(pid = ?self.child.id(), "a waiting sandbox init is gone; starting one the usual way");
-                None
-            }
-        }
-    }
-
-    /// Hands the zygote the runtime's environment: the process carries on into the
-    /// container and the runtime, exactly as a sandbox init started now would. With `gated`
-    /// (external extensions start first), the environment ends with an empty entry and the
-    /// child's stdin stays open as the instance's gate; otherwise it is closed.
-    pub async fn start(
-        mut self,
-        env: &[(OsString, OsString)],
-        gated: bool,
-    ) -> std::io::Result<(
-        tokio::process::Child,
-        InstanceCgroup,
-        Option<std::os::fd::OwnedFd>,
-    )> {
-        use tokio::io::AsyncWriteExt;
-        let mut message = Vec::new();
-        for (key, value) in env {
-            message.extend_from_slice(key.as_bytes());
-            message.push(b'=');
-            message.extend_from_slice(value.as_bytes());
-            message.push(0);
-        }
-        if gated {
-            message.push(0);
-        }
-        let mut stdin = self.child.stdin.take().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the zygote has no stdin")
-        })?;
-        stdin.write_all(&message).await?;
-        if gated {
-            self.child.stdin = Some(stdin);
-        }
-        Ok((self.child, self.cgroup, self.extension_output))
-    }
+    // Its own environment is the allowed one and the marker; the runtime's comes later,
+    // on its stdin.
+    crate::child_env::start_empty(&mut cmd);
+    cmd.current_dir(&spec.code_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env(crate::orphans::MARKER, &spec.host_root);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    lambkin_sys::host_child(&mut cmd);
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start a sandbox init: {e}"))?;
+    Ok(Zygote {
+        child,
+        cgroup,
+        extension_output,
+    })
 }
 
-/// The zygote of one function *configuration*: it lives in that configuration's
-/// [`FunctionSpec`], so an update or redeploy (a new spec) never hands an old one out, and it
-/// is retired (killed, its cgroup removed) when the function is reconfigured or stopped.
-#[derive(Debug, Default)]
-pub struct ZygoteSlot(std::sync::Mutex<SlotState>);
-
-#[derive(Debug, Default)]
-struct SlotState {
-    retired: bool,
-    starting: bool,
-    ready: Option<Zygote>,
-}
-
-impl ZygoteSlot {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// Starts the next zygote of `spec` in the background, unless one is ready or starting, or
+/// the configuration was retired. Only for on-demand containerised functions.
+pub fn refill_zygote(spec: &std::sync::Arc<FunctionSpec>) {
+    let wanted = matches!(
+        spec.config.greengrass.isolation,
+        Isolation::GreengrassContainer(_)
+    ) && !spec.config.greengrass.pinned;
+    if !wanted || !spec.zygote.start_one() {
+        return;
     }
-
-    /// Takes the waiting zygote once it is in its cgroup; `None`: start the usual way.
-    pub async fn take(&self) -> Option<Zygote> {
-        let zygote = self.lock().ready.take()?;
-        zygote.ready().await
-    }
-
-    /// Starts the next zygote in the background, unless one is ready or starting, or the
-    /// configuration was retired. Only for on-demand containerised functions.
-    pub fn refill(spec: &std::sync::Arc<FunctionSpec>) {
-        let wanted = matches!(
-            spec.config.greengrass.isolation,
-            Isolation::GreengrassContainer(_)
-        ) && !spec.config.greengrass.pinned;
-        {
-            let mut state = spec.zygote.lock();
-            if !wanted || state.retired || state.starting || state.ready.is_some() {
-                return;
+    let spec = spec.clone();
+    tokio::spawn(async move {
+        match spawn_zygote(&spec).await {
+            Ok(zygote) => spec.zygote.started(zygote),
+            Err(why) => {
+                spec.zygote.not_started();
+                tracing::warn!(function = %spec.name, "cannot prepare a sandbox init: {why}")
             }
-            state.starting = true;
         }
-        let spec = spec.clone();
-        tokio::spawn(async move {
-            let started = Zygote::spawn(&spec).await;
-            let mut state = spec.zygote.lock();
-            state.starting = false;
-            match started {
-                Ok(zygote) if !state.retired => state.ready = Some(zygote),
-                Ok(_) => {}
-                Err(why) => {
-                    tracing::warn!(function = %spec.name, "cannot prepare a sandbox init: {why}")
-                }
-            }
-        });
-    }
-
-    /// Kills the waiting zygote, if any, and starts no more.
-    pub fn retire(&self) {
-        let stale = {
-            let mut state = self.lock();
-            state.retired = true;
-            state.ready.take()
-        };
-        drop(stale);
-    }
+    });
 }
 
 /// `LAMBDA_TASK_ROOT` and `LAMBDA_RUNTIME_DIR` as a containerised runtime sees them.
