@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod cgroup;
+pub mod child;
 pub mod child_env;
 pub mod cli;
 pub mod components;

@@ -1610,31 +1610,32 @@ impl Actor {
             .arg(&step.script)
             .current_dir(&paths.work)
             .envs(&env)
-            .env(crate::orphans::MARKER, self.settings.layout.root())
-            .stdin(std::process::Stdio::null());
-        // Its own process group, and (as root, with cgroups) a group of its own, so that a
-        // timed-out Bootstrap ends with everything it started, a `setsid` daemon included.
-        // The group is joined while still root, before the user changes.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
+        // Its own process group, and (as root, with cgroups) a group of its own, so that a
+        // timed-out Bootstrap ends with everything it started, a `setsid` daemon included.
         let tracking = crate::cgroup::tracking(&format!("bootstrap-{}", c.name)).ok();
-        if let Some(group) = &tracking {
-            lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())
-                .map_err(|e| format!("{at}: Bootstrap could not start: {e}"))?;
-        }
-        let privileged = match run_as.as_ref() {
-            Some(run_as) if !step.requires_privilege => {
-                run_as.apply(&mut cmd);
-                false
-            }
-            run_as => {
-                let host = crate::users::host_identity();
-                host.apply_env(&mut cmd);
-                run_as.is_some_and(|r| !r.is_root()) && host.is_root()
-            }
+        let (user, privileged) = match run_as.as_ref() {
+            Some(run_as) if !step.requires_privilege => (crate::child::User::Become(run_as), false),
+            run_as => (
+                crate::child::User::Host,
+                run_as.is_some_and(|r| !r.is_root()) && crate::users::host_identity().is_root(),
+            ),
         };
-        lambkin_sys::host_child(&mut cmd);
+        crate::child::prepare(
+            &mut cmd,
+            crate::child::Setup {
+                marker: Some(self.settings.layout.root()),
+                cgroups: tracking
+                    .as_ref()
+                    .map(|g| g.procs_files())
+                    .unwrap_or_default(),
+                user,
+                ..crate::child::Setup::default()
+            },
+        )
+        .map_err(|e| format!("{at}: Bootstrap could not start: {e}"))?;
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let limit = step.timeout.unwrap_or(Duration::from_secs(120));

@@ -4,7 +4,7 @@
 //! output to `ROOT/logs/NAME.log`, and reports every state change.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::lifecycle::{Input, Lifecycle, Outcome, Output, State, Step, Steps};
+use crate::child::{Setup, User};
 use crate::logfile::{Level, LogFile};
 use crate::users::RunAs;
 
@@ -464,43 +465,52 @@ impl Actor {
             .envs(&env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        cmd.env(crate::orphans::MARKER, &self.spec.host_root);
-        // The control group first (its files are root's), then the user, then the
-        // parent-death signal (changing user clears it).
-        let joined = match self.cgroup() {
-            Ok(Some(group)) => {
-                let oom_before = oom_kills(group);
-                let joined = lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())
-                    .map_err(|e| format!("cannot join the component's cgroup: {e}"));
-                self.oom_before_step = oom_before;
-                joined
+            .stderr(Stdio::piped());
+        let cgroups = match self.cgroup() {
+            Ok(Some(group)) => Some((oom_kills(group), group.procs_files())),
+            Ok(None) => None,
+            Err(why) => {
+                Box::pin(self.step_ended(step, Outcome::Failed(why))).await;
+                return;
             }
-            Ok(None) => Ok(()),
-            Err(why) => Err(why),
         };
-        if let Err(why) = joined {
-            Box::pin(self.step_ended(step, Outcome::Failed(why))).await;
-            return;
-        }
-        match self.spec.run_as.as_ref() {
-            Some(run_as) if !spec.requires_privilege => run_as.apply(&mut cmd),
+        let cgroups = match cgroups {
+            Some((oom_before, files)) => {
+                self.oom_before_step = oom_before;
+                files
+            }
+            None => Vec::new(),
+        };
+        let user = match self.spec.run_as.as_ref() {
+            Some(run_as) if !spec.requires_privilege => User::Become(run_as),
             run_as => {
-                let host = crate::users::host_identity();
-                host.apply_env(&mut cmd);
                 // Said where the component's owner looks, each time: a step that would
                 // otherwise run as the component's user runs as root.
-                if run_as.is_some_and(|r| !r.is_root()) && host.is_root() {
+                if run_as.is_some_and(|r| !r.is_root()) && crate::users::host_identity().is_root() {
                     self.log(
                         Level::Info,
                         &format!("{step:?} runs as root (RequiresPrivilege)"),
                     );
                     tracing::info!(component = %self.spec.name, step = ?step, "step runs as root (RequiresPrivilege)");
                 }
+                User::Host
             }
+        };
+        let host_root = self.spec.host_root.clone();
+        let prepared = crate::child::prepare(
+            &mut cmd,
+            Setup {
+                marker: Some(&host_root),
+                cgroups,
+                user,
+                ..Setup::default()
+            },
+        );
+        if let Err(e) = prepared {
+            let why = format!("cannot join the component's cgroup: {e}");
+            Box::pin(self.step_ended(step, Outcome::Failed(why))).await;
+            return;
         }
-        lambkin_sys::host_child(&mut cmd);
         match tokio::process::Command::from(cmd).spawn() {
             Ok(mut child) => {
                 let pgid = child.id().map(|p| p as i32);

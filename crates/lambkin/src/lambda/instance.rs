@@ -8,7 +8,7 @@
 //! timeout runs from the moment `/next` hands the event over; init has its own limit.
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -837,32 +837,34 @@ fn command(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .env_clear()
         .envs(environment(spec, runtime_api));
     // The sandbox init joins its group and changes user itself, after mounting. A plain
-    // process joins the component's group while still root, then changes user, all before
-    // exec and before the parent-death signal, which changing user clears.
+    // process joins the component's group, gets its layers at /opt (read-only, in a mount
+    // namespace of its own) and changes user. Its environment has the marker and names its
+    // user already.
+    let mut setup = crate::child::Setup {
+        fds: extension_input
+            .map(|fd| vec![(fd, super::extensions::OUTPUT_FD)])
+            .unwrap_or_default(),
+        ..crate::child::Setup::default()
+    };
     if !contained {
-        if let Some(group) = &spec.cgroup {
-            lambkin_sys::join_cgroups(&mut cmd, &group.procs_files())?;
-        }
-        // Its layers at /opt, read-only, in a mount namespace of its own (while still root).
-        if let Some(layers) = spec.layers.as_ref().filter(|l| l.at_opt) {
-            lambkin_sys::bind_read_only_privately(
-                &mut cmd,
-                &layers.dir,
-                std::path::Path::new(crate::lambda::layers::OPT),
-            )?;
-        }
+        setup.cgroups = spec
+            .cgroup
+            .as_ref()
+            .map(|g| g.procs_files())
+            .unwrap_or_default();
+        setup.read_only_bind = spec
+            .layers
+            .as_ref()
+            .filter(|l| l.at_opt)
+            .map(|l| (l.dir.as_path(), std::path::Path::new(super::layers::OPT)));
         if let Some(run_as) = &spec.run_as {
-            run_as.apply(&mut cmd);
+            setup.user = crate::child::User::Become(run_as);
         }
     }
-    if let Some(fd) = extension_input {
-        lambkin_sys::pass_fd(&mut cmd, fd, super::extensions::OUTPUT_FD);
-    }
-    lambkin_sys::host_child(&mut cmd);
+    crate::child::prepare(&mut cmd, setup)?;
     Ok(cmd)
 }
 

@@ -204,10 +204,17 @@ async fn runs(interpreter: &Path, run_as: Option<&RunAs>) -> bool {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     crate::child_env::start_empty(&mut probe);
-    if let Some(run_as) = run_as {
-        run_as.apply(&mut probe);
+    let prepared = crate::child::prepare(
+        &mut probe,
+        crate::child::Setup {
+            own_group: false,
+            user: run_as.map_or(crate::child::User::Unchanged, crate::child::User::Become),
+            ..crate::child::Setup::default()
+        },
+    );
+    if prepared.is_err() {
+        return false;
     }
-    lambkin_sys::host_child(&mut probe);
     let mut probe = tokio::process::Command::from(probe);
     probe.kill_on_drop(true);
     matches!(

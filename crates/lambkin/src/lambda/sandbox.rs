@@ -346,19 +346,24 @@ pub async fn spawn_zygote(spec: &FunctionSpec) -> Result<Zygote, String> {
             Some((read, write)) => (Some(read), Some(write)),
             None => (None, None),
         };
-    if let Some(fd) = extension_input {
-        lambkin_sys::pass_fd(&mut cmd, fd, crate::lambda::extensions::OUTPUT_FD);
-    }
     // Its own environment is the allowed one and the marker; the runtime's comes later,
     // on its stdin.
     crate::child_env::start_empty(&mut cmd);
     cmd.current_dir(&spec.code_dir)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .env(crate::orphans::MARKER, &spec.host_root);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    lambkin_sys::host_child(&mut cmd);
+        .stderr(std::process::Stdio::piped());
+    crate::child::prepare(
+        &mut cmd,
+        crate::child::Setup {
+            marker: Some(&spec.host_root),
+            fds: extension_input
+                .map(|fd| vec![(fd, crate::lambda::extensions::OUTPUT_FD)])
+                .unwrap_or_default(),
+            ..crate::child::Setup::default()
+        },
+    )
+    .map_err(|e| format!("cannot start a sandbox init: {e}"))?;
     let child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()
