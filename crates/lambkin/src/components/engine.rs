@@ -27,6 +27,7 @@ use lambkin_proto::recipe::version::Version;
 use super::deployment::{
     self, Available, Current, DeploymentRequest, FailurePolicy, Kind, Plan, PlannedComponent,
 };
+use super::graph::{DependencyGraph, GraphAction};
 use super::lifecycle::State;
 use super::supervisor::{
     self, ComponentSpec, SkipIf, StateReport, StepKey, StepSpec, SupervisorHandle,
@@ -433,96 +434,69 @@ impl Engine {
 }
 
 /// Who depends HARD on whom, for restarts, and who waits for whom to start.
+/// The dependency rules and the supervisors they act on.
 #[derive(Debug, Default)]
 struct Graph {
-    hard_dependents: BTreeMap<String, Vec<String>>,
+    rules: DependencyGraph,
     handles: BTreeMap<String, Arc<SupervisorHandle>>,
-    /// Components not started because these dependencies of theirs were not up.
-    waiting: BTreeMap<String, Vec<String>>,
 }
 
-/// Keeps the status board current, restarts HARD dependents when a dependency has restarted
-/// (it was down and is RUNNING again), and starts waiting components once their dependencies
-/// are up.
+impl Graph {
+    /// Carries out what the rules decided.
+    fn perform(&self, actions: Vec<GraphAction>) {
+        for action in actions {
+            match action {
+                GraphAction::Start(name) => {
+                    if let Some(h) = self.handles.get(&name) {
+                        tracing::info!(component = %name, "starting now that its dependencies are up");
+                        h.start();
+                    }
+                }
+                GraphAction::Restart {
+                    dependent,
+                    dependency,
+                } => {
+                    if let Some(h) = self.handles.get(&dependent) {
+                        tracing::info!(component = %dependent, %dependency, "restarting after its HARD dependency restarted");
+                        h.restart();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `name` is up on the board.
+fn is_up(board: &BTreeMap<String, ComponentStatus>, name: &str) -> bool {
+    board.get(name).is_some_and(|s| s.state.is_up())
+}
+
+/// Keeps the status board current and lets the dependency rules act on each report.
 async fn watch_reports(
     mut reports: mpsc::UnboundedReceiver<StateReport>,
     board: Board,
     changed: watch::Sender<u64>,
     graph: Arc<Mutex<Graph>>,
 ) {
-    let mut was_down: BTreeSet<String> = BTreeSet::new();
     while let Some(report) = reports.recv().await {
+        let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
+        // A replaced supervisor's last reports may come after its successor's entry: they
+        // are not the component's state.
+        if let Some(status) = board
+            .get_mut(&report.name)
+            .filter(|s| s.instance == Some(report.instance))
         {
-            let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
-            // A replaced supervisor's last reports may come after its successor's entry: they
-            // are not the component's state.
-            if let Some(status) = board
-                .get_mut(&report.name)
-                .filter(|s| s.instance == Some(report.instance))
-            {
-                status.state = report.state;
-                status.detail = report.detail.clone();
-            }
+            status.state = report.state;
+            status.detail = report.detail.clone();
         }
-        match report.state {
-            State::Stopping | State::Errored => {
-                was_down.insert(report.name.clone());
-            }
-            State::Running if was_down.remove(&report.name) => {
-                let graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
-                for dependent in graph
-                    .hard_dependents
-                    .get(&report.name)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(h) = graph.handles.get(dependent) {
-                        tracing::info!(component = %dependent, dependency = %report.name, "restarting after its HARD dependency restarted");
-                        h.restart();
-                    }
-                }
-            }
-            _ => {}
-        }
-        if matches!(report.state, State::Running | State::Finished) {
-            start_waiting(&board, &graph);
-        }
+        let mut graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
+        let actions = graph
+            .rules
+            .on_report(&report.name, report.state, |n| is_up(&board, n));
+        drop(board);
+        graph.perform(actions);
+        drop(graph);
         changed.send_modify(|n| *n += 1);
-    }
-}
-
-/// Starts the waiting components whose dependencies are all up.
-fn start_waiting(board: &Board, graph: &Mutex<Graph>) {
-    let waiting: Vec<(String, Vec<String>)> = {
-        let graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
-        if graph.waiting.is_empty() {
-            return;
-        }
-        graph
-            .waiting
-            .iter()
-            .map(|(n, d)| (n.clone(), d.clone()))
-            .collect()
-    };
-    let ready: Vec<String> = {
-        let board = board.lock().unwrap_or_else(PoisonError::into_inner);
-        waiting
-            .into_iter()
-            .filter(|(_, deps)| {
-                deps.iter()
-                    .all(|d| board.get(d).is_some_and(|s| s.state.is_up()))
-            })
-            .map(|(n, _)| n)
-            .collect()
-    };
-    let mut graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
-    for name in ready {
-        if graph.waiting.remove(&name).is_some() {
-            if let Some(h) = graph.handles.get(&name) {
-                tracing::info!(component = %name, "starting now that its dependencies are up");
-                h.start();
-            }
-        }
     }
 }
 
@@ -1151,18 +1125,17 @@ impl Actor {
 
     fn set_graph(&self, plan: &Plan) {
         let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
-        graph.hard_dependents.clear();
-        for c in plan.components.values() {
-            for (dep, ty) in &c.dependencies {
-                if *ty == DependencyType::Hard {
-                    graph
-                        .hard_dependents
-                        .entry(dep.clone())
-                        .or_default()
-                        .push(c.name.clone());
-                }
-            }
-        }
+        graph
+            .rules
+            .set_hard_dependencies(plan.components.values().map(|c| {
+                let hard = c
+                    .dependencies
+                    .iter()
+                    .filter(|(_, ty)| *ty == DependencyType::Hard)
+                    .map(|(dep, _)| dep.as_str())
+                    .collect();
+                (c.name.as_str(), hard)
+            }));
     }
 
     async fn stop_components<'a>(&mut self, names: impl Iterator<Item = &'a String>) {
@@ -1186,7 +1159,7 @@ impl Actor {
                     }
                     let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
                     graph.handles.remove(name);
-                    graph.waiting.remove(name);
+                    graph.rules.forget(name);
                 }
                 Kind::Lambda => {
                     self.triggers.stop(name);
@@ -1280,12 +1253,19 @@ impl Actor {
                     s.instance = Some(handle.instance());
                 }
                 {
+                    // The board first, then the graph: the order the report watcher takes them.
+                    let board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
                     let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
                     graph.handles.insert(c.name.clone(), handle.clone());
                     match &hold {
                         Some(dependencies) => {
                             tracing::warn!(component = %c.name, ?dependencies, "waiting for its dependencies to come up");
-                            graph.waiting.insert(c.name.clone(), dependencies.clone());
+                            // The dependencies may have come up since they were looked at.
+                            let actions = graph
+                                .rules
+                                .hold(&c.name, dependencies.clone(), |n| is_up(&board, n));
+                            drop(board);
+                            graph.perform(actions);
                         }
                         None => handle.start(),
                     }
@@ -1302,8 +1282,6 @@ impl Actor {
                     },
                 );
                 if hold.is_some() {
-                    // The dependencies may have come up since they were looked at.
-                    start_waiting(&self.board, &self.graph);
                     return Ok(None);
                 }
                 return Ok(Some((Instant::now(), timeout + START_SLACK)));

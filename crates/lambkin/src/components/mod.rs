@@ -3,6 +3,8 @@
 //! - [`builtin`]: the components Lambkin provides itself.
 //! - [`deployment`]: planning a deployment (dependencies, versions, configuration, artifacts).
 //! - [`engine`]: the actor that applies deployments and owns the running components.
+//! - [`graph`]: who depends on whom (sans-I/O): when a held component starts, when a HARD
+//!   dependent restarts.
 //! - [`lifecycle`]: the per-component state machine (sans-I/O).
 //! - [`supervisor`]: one actor per component, running its steps as processes.
 //! - [`triggers`]: a Lambda component's `PUB_SUB` topics, invoking its function.
@@ -11,6 +13,7 @@
 pub mod builtin;
 pub mod deployment;
 pub mod engine;
+pub mod graph;
 pub mod lifecycle;
 pub mod supervisor;
 pub mod triggers;
