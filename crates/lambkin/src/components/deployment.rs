@@ -923,6 +923,78 @@ fn write_artifact(
     Ok(())
 }
 
+/// What a deployment changes on disk besides the store, and the one rule for it: nothing the
+/// device runs from is replaced until the deployment commits (the store records its end).
+///
+/// - Recipes it brings and the components' `runWith` wait beside the device's (set aside);
+///   [`Staging::commit`] moves them in, [`Staging::abandon`] drops them.
+/// - Artifacts of a version it brings again are moved out of the way (by
+///   [`stage_artifacts`]); [`Staging::commit`] forgets them, [`Staging::restore_artifacts`]
+///   puts them back.
+/// - A crash between the two is settled at the next start ([`Staging::settle`]): the store
+///   says which deployments never committed; theirs are dropped (artifacts put back), the
+///   others' kept.
+#[derive(Debug)]
+pub struct Staging<'a> {
+    layout: &'a Layout,
+    id: &'a str,
+}
+
+impl<'a> Staging<'a> {
+    pub fn new(layout: &'a Layout, deployment_id: &'a str) -> Self {
+        Self {
+            layout,
+            id: deployment_id,
+        }
+    }
+
+    /// Sets aside the recipes the deployment brings.
+    pub fn set_aside_recipes(&self, recipes: &[(PathBuf, Recipe)]) -> std::io::Result<()> {
+        set_aside_recipes(self.layout, self.id, recipes)
+    }
+
+    /// Sets aside the components' `runWith` as the deployment leaves them.
+    pub fn set_aside_run_with(&self, run_with: &BTreeMap<String, RunWith>) -> std::io::Result<()> {
+        set_aside_run_with(self.layout, self.id, run_with)
+    }
+
+    /// The deployment failed and rolls back: the artifacts it replaced come back.
+    pub fn restore_artifacts(&self) {
+        restore_artifacts(self.layout, self.id);
+    }
+
+    /// The deployment did not commit: what it set aside goes.
+    pub fn abandon(&self) {
+        drop_run_with(self.layout, self.id);
+        drop_recipes(self.layout, self.id);
+    }
+
+    /// The deployment committed: what it set aside becomes the device's, and what it replaced
+    /// is forgotten. Failures are logged: the device runs the committed set already.
+    pub fn commit(&self) {
+        if let Err(e) = keep_recipes(self.layout, self.id) {
+            tracing::error!(deployment = %self.id, error = %e, "cannot keep the deployment's recipes");
+        }
+        match keep_run_with(self.layout, self.id) {
+            // Nothing was set aside: the deployment committed nothing to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(deployment = %self.id, error = %e, "cannot keep the components' runWith")
+            }
+            Ok(()) => {}
+        }
+        drop_previous_artifacts(self.layout, self.id);
+    }
+
+    /// At start, before anything reads the recipes: finishes or undoes what deployments the
+    /// host stopped during left on disk; `uncommitted` are those the store says never ended.
+    pub fn settle(layout: &Layout, uncommitted: &BTreeSet<String>) {
+        settle_pending_recipes(layout, uncommitted);
+        settle_previous_artifacts(layout, uncommitted);
+        settle_pending_run_with(layout, uncommitted);
+    }
+}
+
 fn recipes_dir(layout: &Layout) -> PathBuf {
     layout.root().join("packages").join("recipes")
 }
@@ -940,7 +1012,7 @@ const PENDING_PREFIX: &str = ".pending-";
 /// the committed deployment still runs until the new one commits. [`keep_recipes`] moves them
 /// in after the commit; at start, [`settle_pending_recipes`] finishes or drops what a crash
 /// interrupted.
-pub fn set_aside_recipes(
+fn set_aside_recipes(
     layout: &Layout,
     deployment_id: &str,
     recipes: &[(PathBuf, Recipe)],
@@ -959,7 +1031,7 @@ pub fn set_aside_recipes(
 }
 
 /// Moves a committed deployment's recipes in with the device's own.
-pub fn keep_recipes(layout: &Layout, deployment_id: &str) -> std::io::Result<()> {
+fn keep_recipes(layout: &Layout, deployment_id: &str) -> std::io::Result<()> {
     let dir = pending_recipes_dir(layout, deployment_id);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -989,7 +1061,7 @@ pub fn keep_recipes(layout: &Layout, deployment_id: &str) -> std::io::Result<()>
 
 /// Drops the recipes set aside by deployments that never committed (`uncommitted`, those the
 /// host found in progress) and keeps those of deployments that did.
-pub fn settle_pending_recipes(layout: &Layout, uncommitted: &BTreeSet<String>) {
+fn settle_pending_recipes(layout: &Layout, uncommitted: &BTreeSet<String>) {
     let Ok(entries) = std::fs::read_dir(recipes_dir(layout)) else {
         return;
     };
@@ -1046,7 +1118,7 @@ fn set_aside_artifacts(
 }
 
 /// Puts back the files a deployment replaced (it failed, or the host stopped during it).
-pub fn restore_artifacts(layout: &Layout, deployment_id: &str) {
+fn restore_artifacts(layout: &Layout, deployment_id: &str) {
     let previous = previous_dir(layout, deployment_id);
     let packages = layout.root().join("packages");
     for kind in ARTIFACT_KINDS {
@@ -1077,13 +1149,13 @@ pub fn restore_artifacts(layout: &Layout, deployment_id: &str) {
 }
 
 /// Forgets the files a committed deployment replaced.
-pub fn drop_previous_artifacts(layout: &Layout, deployment_id: &str) {
+fn drop_previous_artifacts(layout: &Layout, deployment_id: &str) {
     let _ = std::fs::remove_dir_all(previous_dir(layout, deployment_id));
 }
 
 /// At start: deployments that never committed get their replaced files back; those that did
 /// drop them.
-pub fn settle_previous_artifacts(layout: &Layout, uncommitted: &BTreeSet<String>) {
+fn settle_previous_artifacts(layout: &Layout, uncommitted: &BTreeSet<String>) {
     let Ok(entries) = std::fs::read_dir(layout.root().join("packages")) else {
         return;
     };
@@ -1101,7 +1173,7 @@ pub fn settle_previous_artifacts(layout: &Layout, uncommitted: &BTreeSet<String>
 }
 
 /// Drops the recipes a deployment set aside (it did not commit).
-pub fn drop_recipes(layout: &Layout, deployment_id: &str) {
+fn drop_recipes(layout: &Layout, deployment_id: &str) {
     let _ = std::fs::remove_dir_all(pending_recipes_dir(layout, deployment_id));
 }
 
@@ -1119,7 +1191,7 @@ fn pending_run_with_file(layout: &Layout, deployment_id: &str) -> PathBuf {
 
 /// Writes what a deployment about to commit leaves the components running with; like the
 /// recipes it brings, it is kept ([`keep_run_with`]) only once the deployment has committed.
-pub fn set_aside_run_with(
+fn set_aside_run_with(
     layout: &Layout,
     deployment_id: &str,
     run_with: &BTreeMap<String, RunWith>,
@@ -1130,7 +1202,7 @@ pub fn set_aside_run_with(
 }
 
 /// Makes a committed deployment's `runWith` the device's.
-pub fn keep_run_with(layout: &Layout, deployment_id: &str) -> std::io::Result<()> {
+fn keep_run_with(layout: &Layout, deployment_id: &str) -> std::io::Result<()> {
     std::fs::rename(
         pending_run_with_file(layout, deployment_id),
         run_with_file(layout),
@@ -1138,13 +1210,13 @@ pub fn keep_run_with(layout: &Layout, deployment_id: &str) -> std::io::Result<()
 }
 
 /// Drops what [`set_aside_run_with`] wrote for a deployment that did not commit.
-pub fn drop_run_with(layout: &Layout, deployment_id: &str) {
+fn drop_run_with(layout: &Layout, deployment_id: &str) {
     let _ = std::fs::remove_file(pending_run_with_file(layout, deployment_id));
 }
 
 /// At start: keeps the `runWith` of a deployment that committed before the host stopped, drops
 /// that of one that did not (`uncommitted`).
-pub fn settle_pending_run_with(layout: &Layout, uncommitted: &BTreeSet<String>) {
+fn settle_pending_run_with(layout: &Layout, uncommitted: &BTreeSet<String>) {
     let Ok(entries) = std::fs::read_dir(layout.state_dir()) else {
         return;
     };
@@ -1451,5 +1523,42 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[test]
+    fn a_staging_keeps_what_it_set_aside_only_when_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path().join("root"));
+        std::fs::create_dir_all(layout.state_dir()).unwrap();
+        let brought = tmp.path().join("brought");
+        std::fs::create_dir_all(&brought).unwrap();
+        let run_with = BTreeMap::from([("com.example.Kept".to_owned(), RunWith::default())]);
+
+        let failed = Staging::new(&layout, "failed");
+        failed
+            .set_aside_recipes(&[recipe_file(&brought, "1.0.0", "never")])
+            .unwrap();
+        failed.set_aside_run_with(&run_with).unwrap();
+        failed.abandon();
+        assert_eq!(kept_run(&layout, "1.0.0"), None);
+        assert!(stored_run_with(&layout).is_empty());
+
+        let done = Staging::new(&layout, "done");
+        done.set_aside_recipes(&[recipe_file(&brought, "1.0.0", "kept")])
+            .unwrap();
+        done.set_aside_run_with(&run_with).unwrap();
+        // Not the device's until the commit.
+        assert_eq!(kept_run(&layout, "1.0.0"), None);
+        done.commit();
+        assert_eq!(kept_run(&layout, "1.0.0").as_deref(), Some("kept"));
+        assert_eq!(stored_run_with(&layout), run_with);
+
+        // Interrupted: settled as the store says.
+        let interrupted = Staging::new(&layout, "interrupted");
+        interrupted
+            .set_aside_recipes(&[recipe_file(&brought, "1.0.0", "interrupted")])
+            .unwrap();
+        Staging::settle(&layout, &BTreeSet::from(["interrupted".to_owned()]));
+        assert_eq!(kept_run(&layout, "1.0.0").as_deref(), Some("kept"));
     }
 }

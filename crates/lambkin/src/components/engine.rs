@@ -24,6 +24,7 @@ use lambkin_proto::recipe::model::DependencyType;
 use lambkin_proto::recipe::platform::PlatformInfo;
 use lambkin_proto::recipe::version::Version;
 
+use super::deployment::Staging;
 use super::deployment::{
     self, Available, Current, DeploymentRequest, FailurePolicy, Kind, Plan, PlannedComponent,
 };
@@ -195,9 +196,7 @@ impl Engine {
         // Before anything reads the kept recipes: a deployment that committed keeps the recipes
         // it brought, one that did not drops them.
         let uncommitted = interrupted.iter().map(|d| d.id.clone()).collect();
-        deployment::settle_pending_recipes(&settings.layout, &uncommitted);
-        deployment::settle_previous_artifacts(&settings.layout, &uncommitted);
-        deployment::settle_pending_run_with(&settings.layout, &uncommitted);
+        Staging::settle(&settings.layout, &uncommitted);
         let stored_run_with = deployment::stored_run_with(&settings.layout);
         for d in interrupted {
             let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
@@ -817,7 +816,7 @@ impl Actor {
             ),
             Err(why) => {
                 if request.failure_policy == FailurePolicy::Rollback {
-                    deployment::restore_artifacts(&self.settings.layout, &id);
+                    Staging::new(&self.settings.layout, &id).restore_artifacts();
                 }
                 let message = match request.failure_policy {
                     FailurePolicy::Rollback => match self.restore(&previous_plan).await {
@@ -840,15 +839,13 @@ impl Actor {
                 (DeploymentStatus::Failed, message, committed)
             }
         };
-        let layout = &self.settings.layout;
-        let keeps_recipes = committed.is_some() && !brought.is_empty();
-        if keeps_recipes {
-            if let Err(e) = deployment::set_aside_recipes(layout, &id, &brought) {
-                tracing::error!(deployment = %id, error = %e, "cannot keep the deployment's recipes");
+        let staging = Staging::new(&self.settings.layout, &id);
+        if committed.is_some() {
+            if !brought.is_empty() {
+                if let Err(e) = staging.set_aside_recipes(&brought) {
+                    tracing::error!(deployment = %id, error = %e, "cannot keep the deployment's recipes");
+                }
             }
-        }
-        let keeps_run_with = committed.is_some();
-        if keeps_run_with {
             let run_with = self
                 .applied
                 .components
@@ -856,7 +853,7 @@ impl Actor {
                 .filter(|(_, c)| c.run_with != deployment::RunWith::default())
                 .map(|(n, c)| (n.clone(), c.run_with.clone()))
                 .collect();
-            if let Err(e) = deployment::set_aside_run_with(layout, &id, &run_with) {
+            if let Err(e) = staging.set_aside_run_with(&run_with) {
                 tracing::error!(deployment = %id, error = %e, "cannot keep the components' runWith");
             }
         }
@@ -867,27 +864,16 @@ impl Actor {
             .end_deployment(id.clone(), status, message.clone(), committed)
             .await
         {
-            deployment::drop_run_with(layout, &id);
-            deployment::drop_recipes(layout, &id);
+            staging.abandon();
             return outcome(
                 DeploymentStatus::Failed,
                 format!("cannot record the deployment's end: {e}"),
             );
         }
-        if keeps_recipes {
-            if let Err(e) = deployment::keep_recipes(layout, &id) {
-                tracing::error!(deployment = %id, error = %e, "cannot keep the deployment's recipes");
-            }
-        }
-        if keeps_run_with {
-            if let Err(e) = deployment::keep_run_with(layout, &id) {
-                tracing::error!(deployment = %id, error = %e, "cannot keep the components' runWith");
-            }
-        }
         // Only now that the new set is committed: until then a crash must find the replaced
-        // artifacts to put back (`settle_previous_artifacts` at the next start).
+        // artifacts to put back, and the recipes and runWith the device ran before.
         if commits {
-            deployment::drop_previous_artifacts(layout, &id);
+            staging.commit();
         }
         let notified = request
             .component_update_policy
