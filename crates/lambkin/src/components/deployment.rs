@@ -678,7 +678,7 @@ fn interpolate(
 /// device keep theirs.
 ///
 /// A version already on the device that the deployment brings again has its files moved aside
-/// first (see [`restore_artifacts`]), so a failed or interrupted deployment can put them back.
+/// first (see `restore_artifacts`), so a failed or interrupted deployment can put them back.
 pub fn stage_artifacts(
     plan: &Plan,
     artifact_dir: Option<&Path>,
