@@ -1,6 +1,7 @@
 //! Greengrass components: lifecycles, deployments, supervision.
 //!
 //! - [`builtin`]: the components Lambkin provides itself.
+//! - [`containers`]: the Docker containers a component's `Run` started, stopped with it.
 //! - [`deployment`]: planning a deployment (dependencies, versions, configuration, artifacts).
 //! - [`engine`]: the actor that applies deployments and owns the running components.
 //! - [`lifecycle`]: the per-component state machine (sans-I/O).
@@ -8,6 +9,7 @@
 //! - [`triggers`]: a Lambda component's `PUB_SUB` topics, invoking its function.
 
 pub mod builtin;
+pub mod containers;
 pub mod deployment;
 pub mod engine;
 pub mod lifecycle;
