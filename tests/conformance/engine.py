@@ -104,7 +104,7 @@ def missing() -> str | None:
     absent = [exe for exe in ("podman", "runc", "docker", "docker-registry") if not shutil.which(exe)]
     if absent:
         return (f"no {', '.join(absent)} on PATH (scripts/install-test-deps installs podman, "
-                "runc, docker-registry and podman-docker from Debian)")
+                "runc, docker-registry, busybox-static and podman-docker from Debian)")
     return None
 
 
@@ -132,6 +132,8 @@ class Engine:
             "CONTAINERS_STORAGE_CONF": str(self.base / "storage.conf"),
             "CONTAINERS_REGISTRIES_CONF": str(self.base / "registries.conf"),
             "DOCKER_HOST": self.docker_host,
+            # Read by podman-docker's `docker` (podman), where it is the Docker CLI.
+            "CONTAINER_HOST": self.docker_host,
         }
         # The Docker CLI's own configuration directory: nothing of the machine's.
         self.env["DOCKER_CONFIG"] = str(self.base / "docker-config")
@@ -150,10 +152,12 @@ class Engine:
         self._service = subprocess.Popen(
             ["podman", "system", "service", "--time", "0", self.docker_host],
             stdin=subprocess.DEVNULL, stdout=open(self.service_log, "wb"),
-            stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+            stderr=subprocess.STDOUT, start_new_session=True,
+            # The service itself is local: CONTAINER_HOST would make it a client.
+            env={k: v for k, v in self.env.items() if k != "CONTAINER_HOST"})
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            info = self.docker("info", "--format", "{{.ServerVersion}}", check=False)
+            info = self.docker("info", check=False)
             if info.returncode == 0:
                 return
             if self._service.poll() is not None or time.monotonic() > deadline:

@@ -56,8 +56,8 @@ class DockerHost:
             f'session_token = "{self.keys["token"]}"\n'
             f'[lambda]\nshutdown_grace_ms = {int(GRACE * 1000)}\n')
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AWS_", "DOCKER_", "CONTAINERS_"))}
-        env["DOCKER_HOST"] = eng.docker_host
+               if not k.startswith(("AWS_", "DOCKER_", "CONTAINER"))}
+        env["DOCKER_HOST"] = env["CONTAINER_HOST"] = eng.docker_host
         self.log = open(base / "host.log", "wb")
         self.proc = subprocess.Popen(
             [str(binary), "run", "--root", str(self.root), "--listen", "127.0.0.1:0"],
