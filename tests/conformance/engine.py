@@ -15,6 +15,7 @@ tests assemble (`rootfs_tar`, `python_rootfs`) and imported with `podman import`
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -70,6 +72,10 @@ unqualified-search-registries = []
 
 [[registry]]
 location = "127.0.0.1:{port}"
+insecure = true
+
+[[registry]]
+location = "127.0.0.1:{mirror_port}"
 insecure = true
 """
 
@@ -126,6 +132,7 @@ class Engine:
         self.service_log = self.base / "service.log"
         self._registry: subprocess.Popen | None = None
         self._service: subprocess.Popen | None = None
+        self.mirror: TamperingMirror | None = None
         self.env = {
             **os.environ,
             "CONTAINERS_CONF": str(self.base / "containers.conf"),
@@ -147,8 +154,9 @@ class Engine:
         (self.base / "storage.conf").write_text(STORAGE_CONF.format(base=self.base))
         (self.base / "docker-config" / "config.json").write_text("{}\n")
         self._start_registry()
+        self.mirror = TamperingMirror(self.registry_port)
         (self.base / "registries.conf").write_text(
-            REGISTRIES_CONF.format(port=self.registry_port))
+            REGISTRIES_CONF.format(port=self.registry_port, mirror_port=self.mirror.port))
         self._service = subprocess.Popen(
             ["podman", "system", "service", "--time", "0", self.docker_host],
             stdin=subprocess.DEVNULL, stdout=open(self.service_log, "wb"),
@@ -199,6 +207,8 @@ class Engine:
         for proc in (self._service, self._registry):
             if proc is not None:
                 self._end(proc)
+        if self.mirror is not None:
+            self.mirror.close()
         # The overlay driver mounts its directory on itself (and a container's root while
         # it runs): nothing may stay mounted under the directory removed.
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
@@ -295,6 +305,59 @@ class Engine:
 
     def image_present(self, ref: str) -> bool:
         return self.docker("image", "inspect", ref, check=False).returncode == 0
+
+
+class TamperingMirror:
+    """The registry as a man in the middle would serve it (plain HTTP on loopback, as an
+    insecure registry is reached): every request passed through, except that a manifest
+    asked for by a digest in `substitutes` is answered with another digest's manifest, under
+    the digest asked for."""
+
+    def __init__(self, registry_port: int):
+        self.substitutes: dict[str, str] = {}
+        upstream = f"http://127.0.0.1:{registry_port}"
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _relay(self) -> None:
+                path, asked = self.path, None
+                head, sep, digest = path.rpartition("/manifests/")
+                if sep and digest in mirror.substitutes:
+                    asked, path = digest, f"{head}/manifests/{mirror.substitutes[digest]}"
+                # Clients send one Accept per media type: all of them go on.
+                headers = {k: ", ".join(self.headers.get_all(k) or [])
+                           for k in ("Accept", "Range") if k in self.headers}
+                request = urllib.request.Request(upstream + path, method=self.command,
+                                                 headers=headers)
+                try:
+                    response = urllib.request.urlopen(request, timeout=30)
+                except urllib.error.HTTPError as e:
+                    response = e
+                body = response.read()
+                self.send_response(response.status)
+                for k, v in response.headers.items():
+                    if k.lower() in ("content-type", "docker-distribution-api-version"):
+                        self.send_header(k, v)
+                    elif k.lower() == "docker-content-digest":
+                        self.send_header(k, asked or v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = _relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # ---------------------------------------------------------------- images ----
@@ -415,6 +478,10 @@ def python_rootfs(cache: Path, program: dict[str, bytes]) -> Path:
         partial = dest.with_suffix(f".{os.getpid()}.partial")
         rootfs_tar(files, {}, partial)
         partial.rename(dest)
+        # What an older interpreter or older packages made is not needed again.
+        for old in cache.glob("python-*.tar"):
+            if old != dest:
+                old.unlink(missing_ok=True)
     return dest
 
 

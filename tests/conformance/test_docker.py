@@ -6,8 +6,9 @@ a local registry), driven by the real Docker CLI: no stand-in `docker` anywhere.
   handed in; the image's program uses awsiotsdk's IPC client (subscribe, publish) and gets
   credentials from the token exchange service with boto3, inside the container.
 - `docker:` artifacts are pulled from the local registry before the deployment starts, by
-  tag and by digest, and not pulled again when present; a missing image or a digest the
-  registry does not have fails the deployment with the engine's reason.
+  tag and by digest, and not pulled again when present; a missing image, a digest the
+  registry does not have, or a manifest that does not match its pinned digest (served by a
+  tampering mirror) fails the deployment with the engine's reason.
 - A component's container does not outlive it: stopped, restarted, replaced by a deployment
   or stopped with the host, its container is gone within the stop grace, even though its
   PID 1 ignores SIGTERM."""
@@ -290,6 +291,36 @@ def test_a_digest_the_registry_does_not_have_is_refused(docker_host, tmp_path):
         result.stderr
     assert "manifest unknown" in result.stderr, result.stderr
     assert not (host.root / "work" / name / "ran").exists()
+
+
+def test_a_manifest_that_does_not_match_its_pinned_digest_is_refused(docker_host, tmp_path):
+    host, eng = docker_host, docker_host.engine
+    repo = unique_name("lambkin-tampered")
+    busybox_image(eng, tmp_path, f"localhost/{repo}:1", "genuine")
+    genuine = eng.push(f"localhost/{repo}:1", eng.registry(f"{repo}:1"))
+    busybox_image(eng, tmp_path, f"localhost/{repo}:2", "forged")
+    forged = eng.push(f"localhost/{repo}:2", eng.registry(f"{repo}:2"))
+    eng.podman("rmi", "--force", f"localhost/{repo}:1", f"localhost/{repo}:2")
+    # Between the engine and the registry, the pinned digest is answered with the other
+    # image's manifest, claimed to be the one asked for.
+    assert eng.mirror is not None
+    eng.mirror.substitutes[genuine] = forged
+    ref = f"127.0.0.1:{eng.mirror.port}/{repo}@{genuine}"
+    name = unique_name("com.example.Tampered")
+    result = host.deploy(artifact_recipe(name, "1.0.0", [f"docker:{ref}"],
+                                         "touch ran; sleep 600"))
+    assert result.returncode != 0, result.stdout
+    assert f"{name}@1.0.0: artifact docker:{ref}: `docker pull` failed" in result.stderr, \
+        result.stderr
+    # The engine's reason (podman's words; Docker's say "verification failed").
+    reason = result.stderr.split("`docker pull` failed", 1)[1]
+    assert "does not match" in reason or "verification failed" in reason, reason
+    assert not (host.root / "work" / name / "ran").exists()
+    assert not eng.image_present(ref)
+    # The same reference, passed through untouched, is pulled: the refusal was the forgery's.
+    del eng.mirror.substitutes[genuine]
+    host.deployed(artifact_recipe(name, "1.0.1", [f"docker:{ref}"], "touch ran; sleep 600"))
+    assert eng.image_present(ref)
 
 
 # ------------------------------------------------------------------ lifecycle ----
