@@ -157,8 +157,13 @@ def test_the_container_recipe_runs_the_sdk_inside_a_real_container(docker_host):
     results = Subscription(host, "local/inference/results")
     try:
         host.deployed(recipe, "-c", json.dumps(config))
-        containers = until(lambda: eng.containers(image=image),
-                           "the component's container running", host.output)
+        def started():
+            log = host.root / "logs" / f"{name}.log"
+            if log.is_file() and "Run failed" in log.read_text(errors="replace"):
+                pytest.fail(f"the component's docker run failed\n{host.output()}")
+            return eng.containers(image=image)
+
+        containers = until(started, "the component's container running", host.output)
         assert len(containers) == 1, containers
 
         # Each message on local/inference is answered; asked until the container has
