@@ -11,7 +11,7 @@
 //! the step's grace is nearly over. A container given neither is not found; its recipe needs
 //! a `Shutdown` step that stops it by name.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long `docker ps` or `docker inspect` may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,9 +52,11 @@ pub fn handed_the_token(inspect: &str, token: &str) -> Vec<String> {
 /// escapes the newlines and spaces a value may hold), one line per container.
 const INSPECT_FORMAT: &str = "{{.Id}} {{json .Config.Env}}";
 
-/// Stops the running containers handed `token`, giving each `grace` less the engine's margin
-/// between SIGTERM and SIGKILL. Returns the ids it stopped, or why it could not.
-pub async fn stop_handed(token: &str, grace: Duration) -> Result<Vec<String>, String> {
+/// Stops the running containers handed `token` by `deadline` (the end of the stop grace):
+/// SIGTERM, then SIGKILL after what is left of the grace once they are found, less the
+/// engine's margin, in whole seconds (`docker stop -t`). Returns the ids it stopped, or why
+/// it could not.
+pub async fn stop_handed(token: &str, deadline: Instant) -> Result<Vec<String>, String> {
     let running = docker(&["ps", "-q", "--no-trunc"], LIST_TIMEOUT).await?;
     let ids: Vec<&str> = running.split_whitespace().collect();
     if ids.is_empty() {
@@ -72,10 +74,11 @@ pub async fn stop_handed(token: &str, grace: Duration) -> Result<Vec<String>, St
     if ours.is_empty() {
         return Ok(ours);
     }
-    let seconds = grace.saturating_sub(ENGINE_MARGIN).as_secs().to_string();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let seconds = left.saturating_sub(ENGINE_MARGIN).as_secs().to_string();
     let mut args = vec!["stop", "-t", seconds.as_str()];
     args.extend(ours.iter().map(String::as_str));
-    docker(&args, grace + LIST_TIMEOUT).await?;
+    docker(&args, left + LIST_TIMEOUT).await?;
     Ok(ours)
 }
 

@@ -433,8 +433,9 @@ impl Actor {
                                 let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
                             }
                             current.terminating = true;
-                            current.deadline = Some(Instant::now() + self.spec.stop_grace);
-                            self.stop_containers();
+                            let deadline = Instant::now() + self.spec.stop_grace;
+                            current.deadline = Some(deadline);
+                            self.stop_containers(deadline);
                         }
                     }
                 }
@@ -443,8 +444,8 @@ impl Actor {
     }
 
     /// When `Run` calls `docker`: asks the engine to stop the containers handed the
-    /// component's token within the stop grace ([`super::containers`]).
-    fn stop_containers(&mut self) {
+    /// component's token by `deadline`, the end of the stop grace ([`super::containers`]).
+    fn stop_containers(&mut self, deadline: Instant) {
         let runs_docker = self
             .spec
             .steps
@@ -453,11 +454,11 @@ impl Actor {
         let Some(token) = self.spec.env.get("SVCUID").filter(|_| runs_docker) else {
             return;
         };
-        let (token, grace) = (token.clone(), self.spec.stop_grace);
+        let token = token.clone();
         let name = self.spec.name.clone();
         let log = self.spec.log.clone();
         self.container_stops.spawn(async move {
-            match super::containers::stop_handed(&token, grace).await {
+            match super::containers::stop_handed(&token, deadline).await {
                 Ok(ids) if ids.is_empty() => {}
                 Ok(ids) => {
                     let line = format!("stopped its containers {}", ids.join(" "));
