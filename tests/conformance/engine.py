@@ -201,9 +201,12 @@ class Engine:
     def stop(self) -> None:
         """Removes every container and image, ends the service and the registry, unmounts
         and removes the private directory."""
-        if self._service is not None and self._service.poll() is None:
-            self.podman("rm", "--all", "--force", "--time", "0", check=False)
-            self.podman("rmi", "--all", "--force", check=False)
+        # podman itself, on the service's storage: a container outlives a service that died
+        # (its conmon is no child of the service), and is removed all the same.
+        local = {k: v for k, v in self.env.items() if k != "CONTAINER_HOST"}
+        for args in (["rm", "--all", "--force", "--time", "0"], ["rmi", "--all", "--force"]):
+            subprocess.run(["podman", *args], env=local, capture_output=True, timeout=120,
+                           stdin=subprocess.DEVNULL, check=False)
         for proc in (self._service, self._registry):
             if proc is not None:
                 self._end(proc)
