@@ -157,6 +157,7 @@ def test_the_container_recipe_runs_the_sdk_inside_a_real_container(docker_host):
     results = Subscription(host, "local/inference/results")
     try:
         host.deployed(recipe, "-c", json.dumps(config))
+
         def started():
             log = host.root / "logs" / f"{name}.log"
             if log.is_file() and "Run failed" in log.read_text(errors="replace"):
@@ -176,8 +177,9 @@ def test_the_container_recipe_runs_the_sdk_inside_a_real_container(docker_host):
         results.close()
     seen = answer["seen"]
     assert answer["echo"]["job"] >= 1 and answer["n"] >= 1, answer
-    # In a container: its own PID namespace and host name, and only what `docker run` handed
-    # in (PATH, HOSTNAME, HOME and what the image sets come from the engine and the image).
+    # In a container (PID 1 of its own PID namespace), with what `docker run` handed in and
+    # none of the host's Greengrass variables it did not (PATH, HOSTNAME, HOME and the image's
+    # PYTHONPATH come from the engine and the image).
     assert seen["pid"] == 1, seen
     assert all(seen["handed"].values()), seen
     assert seen["svcuid_is_the_token"], seen
