@@ -26,7 +26,7 @@ pub fn uses_docker(script: &str) -> bool {
 }
 
 /// The ids of the containers in `inspect` (lines of `ID ["NAME=VALUE",…]`, as
-/// [`INSPECT_FORMAT`] prints them) whose environment holds `token` as the component's
+/// `INSPECT_FORMAT` prints them) whose environment holds `token` as the component's
 /// `SVCUID` or `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
 pub fn handed_the_token(inspect: &str, token: &str) -> Vec<String> {
     if token.is_empty() {
