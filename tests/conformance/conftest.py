@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+import engine
 import support
 from support import (
     FIXTURE_NAMES,
@@ -207,6 +208,25 @@ def device_dir():
 
     yield make
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def container_engine():
+    """A real container engine (podman serving the Docker API, runc, a local registry) for
+    the session, started at the first test that needs it; everything it made is removed at
+    the end. Skipped, saying why, where it cannot run (not root, packages missing), and
+    failed instead under LAMBKIN_REQUIRE_ROOT_TESTS=1."""
+    why = engine.missing()
+    if why:
+        engine.skip_or_fail(why)
+    e = engine.Engine()
+    try:
+        e.start()
+    except Exception as err:
+        e.stop()
+        pytest.fail(f"the container engine did not start: {err}", pytrace=False)
+    yield e
+    e.stop()
 
 
 def _start_host(base: Path) -> Host:

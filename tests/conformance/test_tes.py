@@ -4,11 +4,9 @@ AWS_CONTAINER_CREDENTIALS_FULL_URI (botocore's container provider), and they sig
 the same endpoint refuses a wrong token (403) and boto3 with a wrong token gets nothing. A Lambda
 function imported as a component (aws.greengrass.lambda) gets them the same way.
 
-The Docker component recipe tes_components/container-component-recipe.yaml is
-deployed with its `docker run` replaced by a process given exactly what that line hands into
-the container: every variable it names is present, and the IPC socket at the path it mounts
-accepts the SDK's connection. (This machine has no Docker engine; the engine's own handling of
--e/-v is not under test.) HTTP-level details are in crates/lambkin/tests/tes.rs."""
+The Docker component recipe tes_components/container-component-recipe.yaml gets its
+credentials the same way inside a real container (test_docker.py). HTTP-level details are in
+crates/lambkin/tests/tes.rs."""
 
 from __future__ import annotations
 
@@ -21,12 +19,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from support import PACKAGES, component_python, device_python, signed_request, until, zip_files
 
 HERE = Path(__file__).parent / "tes_components"
-FIXTURE = HERE / "container-component-recipe.yaml"
 BOTO = "com.lambkin.conformance.TesBoto3"
 VERSION = "1.0.0"
 REGION = "eu-central-1"
@@ -136,40 +132,6 @@ def test_boto3_in_a_component_gets_the_static_credentials_through_the_endpoint(t
     assert result["wrong_token_status"] == 403, result
     assert keys["access_key"] not in result.get("wrong_token_body", "")
     assert not result["wrong_token_sdk"].startswith("got container-role"), result
-
-
-def test_the_container_recipe_gets_every_variable_its_docker_run_hands_in(tes_host):
-    host, _ = tes_host
-    recipe = yaml.safe_load(FIXTURE.read_text())
-    run = recipe["Manifests"][0]["Lifecycle"]["Run"]
-    # What the fixture's `docker run` hands into its container, and nothing else.
-    for handed in ("-e SVCUID", "-e AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT",
-                   "-e AWS_CONTAINER_AUTHORIZATION_TOKEN", "-e AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                   "-e MSG_COUNT_LIMIT={configuration:/MSG_COUNT_LIMIT}",
-                   "-v {work:path}:{work:path}", "--network=host"):
-        assert handed in run, handed
-    name = recipe["ComponentName"]
-    recipe["Manifests"][0]["Lifecycle"]["Run"] = (
-        "env -i SVCUID=\"$SVCUID\" "
-        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT="
-        "\"$AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT\" "
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN=\"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" "
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI=\"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" "
-        "MSG_COUNT_LIMIT={configuration:/MSG_COUNT_LIMIT} "
-        f"{component_python()} -u {{artifacts:path}}/container_probe.py {{work:path}}")
-    recipe["Manifests"][0]["Artifacts"] = [{"URI": "s3://conformance/container_probe.py"}]
-    host.deploy(recipe, "container_probe.py")
-    path = host.root / "work" / name / "container.json"
-    until(path.exists, "the container probe's result", host.output)
-    result = json.loads(path.read_text())
-    env = result["env"]
-    assert all(env.values()), env
-    assert env["SVCUID"] == env["AWS_CONTAINER_AUTHORIZATION_TOKEN"]
-    assert env["MSG_COUNT_LIMIT"] == "2000"
-    assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"].startswith("http://127.0.0.1:")
-    assert result["work"] == str(host.root / "work" / name)
-    assert result["socket_is_absolute"] and result["socket_is_a_socket"]
-    assert result["subscribed"]
 
 
 def test_a_lambda_component_gets_the_credentials_the_same_way(tes_host):

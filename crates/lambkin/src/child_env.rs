@@ -18,7 +18,19 @@ use std::sync::OnceLock;
 ///
 /// `TERM` is left out on purpose: a child's output goes to a pipe and a log file, never to a
 /// terminal, and a `TERM` would make programs write terminal control sequences into the logs.
-const PASSED: &[&str] = &["PATH", "LANG", "LANGUAGE", "TZ"];
+///
+/// `DOCKER_HOST` (and `CONTAINER_HOST`, podman's name for it, read by podman's `docker`)
+/// passes so that a component's `docker run` reaches the engine the host pulled its `docker:`
+/// artifacts into (`components::deployment::pull_docker_images`) and stops its containers in
+/// (`components::containers`): it names a socket or an address, never a secret.
+const PASSED: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "DOCKER_HOST",
+    "CONTAINER_HOST",
+];
 /// Locale categories (`LC_ALL`, `LC_CTYPE`, `LC_TIME`, …) pass too.
 const PASSED_PREFIX: &str = "LC_";
 
@@ -92,10 +104,15 @@ mod tests {
             ("HOME", "/root"),
             ("TERM", "xterm"),
             ("LC_", "not a category"),
+            ("DOCKER_HOST", "unix:///run/engine.sock"),
+            ("CONTAINER_HOST", "unix:///run/podman.sock"),
+            ("DOCKER_CONFIG", "/root/.docker"),
         ]);
         assert_eq!(
             passed_from(host),
             vars(&[
+                ("CONTAINER_HOST", "unix:///run/podman.sock"),
+                ("DOCKER_HOST", "unix:///run/engine.sock"),
                 ("LANG", "C.UTF-8"),
                 ("LC_TIME", "de_DE.UTF-8"),
                 ("PATH", "/usr/bin"),

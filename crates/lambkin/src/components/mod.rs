@@ -1,6 +1,7 @@
 //! Greengrass components: lifecycles, deployments, supervision.
 //!
 //! - [`builtin`]: the components Lambkin provides itself.
+//! - [`containers`]: the Docker containers a component's `Run` started, stopped with it.
 //! - [`deployment`]: planning a deployment (dependencies, versions, configuration, artifacts).
 //! - [`engine`]: the actor that applies deployments and owns the running components.
 //! - [`graph`]: who depends on whom (sans-I/O): when a held component starts, when a HARD
@@ -11,6 +12,7 @@
 //! - [`updates`]: telling subscribed components of a deployment's update, which they may defer.
 
 pub mod builtin;
+pub mod containers;
 pub mod deployment;
 pub mod engine;
 pub mod graph;

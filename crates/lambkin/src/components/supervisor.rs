@@ -203,6 +203,10 @@ struct Actor {
     /// How many processes of the group the kernel had killed for memory when the current
     /// step started.
     oom_before_step: u64,
+    /// Engine requests stopping the containers a stopped `Run` started
+    /// ([`super::containers`]); the next step waits for them, so that a restarted `Run`'s
+    /// new container is never among those stopped.
+    container_stops: JoinSet<()>,
 }
 
 async fn run(
@@ -224,6 +228,7 @@ async fn run(
         cgroup: None,
         tracking_tried: false,
         oom_before_step: 0,
+        container_stops: JoinSet::new(),
     };
     let _ = actor.reports.send(StateReport {
         name: actor.spec.name.clone(),
@@ -272,6 +277,7 @@ async fn run(
             break;
         }
     }
+    actor.containers_stopped().await;
     for pgid in std::mem::take(&mut actor.groups) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
@@ -428,7 +434,9 @@ impl Actor {
                                 let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
                             }
                             current.terminating = true;
-                            current.deadline = Some(Instant::now() + self.spec.stop_grace);
+                            let deadline = Instant::now() + self.spec.stop_grace;
+                            current.deadline = Some(deadline);
+                            self.stop_containers(deadline);
                         }
                     }
                 }
@@ -436,7 +444,43 @@ impl Actor {
         }
     }
 
+    /// When `Run` calls `docker`: asks the engine to stop the containers handed the
+    /// component's token by `deadline`, the end of the stop grace ([`super::containers`]).
+    fn stop_containers(&mut self, deadline: Instant) {
+        let runs_docker = self
+            .spec
+            .steps
+            .get(&StepKey::Run)
+            .is_some_and(|run| super::containers::uses_docker(&run.script));
+        let Some(token) = self.spec.env.get("SVCUID").filter(|_| runs_docker) else {
+            return;
+        };
+        let token = token.clone();
+        let name = self.spec.name.clone();
+        let log = self.spec.log.clone();
+        self.container_stops.spawn(async move {
+            match super::containers::stop_handed(&token, deadline).await {
+                Ok(ids) if ids.is_empty() => {}
+                Ok(ids) => {
+                    let line = format!("stopped its containers {}", ids.join(" "));
+                    log.write_lines(Level::Info, line.as_bytes());
+                }
+                Err(why) => {
+                    tracing::warn!(component = %name, error = %why, "cannot stop the component's containers");
+                    let line = format!("cannot stop its containers: {why}");
+                    log.write_lines(Level::Warn, line.as_bytes());
+                }
+            }
+        });
+    }
+
+    /// Waits for the container stops under way (each bounded by its `docker` timeouts).
+    async fn containers_stopped(&mut self) {
+        while self.container_stops.join_next().await.is_some() {}
+    }
+
     async fn start_step(&mut self, step: Step) {
+        self.containers_stopped().await;
         let Some(spec) = self.spec.steps.get(&StepKey::from(step)).cloned() else {
             // A step the lifecycle asked for but the recipe lacks: nothing to run.
             Box::pin(self.step_ended(step, Outcome::Succeeded)).await;
