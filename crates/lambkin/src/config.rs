@@ -39,8 +39,9 @@ pub struct HostConfig {
 #[serde(deny_unknown_fields, default, rename_all = "snake_case")]
 pub struct OpenWhiskConfig {
     /// `[openwhisk.kinds]`: OpenWhisk kind → Lambda runtime id, over the built-in table
-    /// (`lambkin_proto::openwhisk::KindTable`), e.g. `"nodejs:24" = "nodejs22.x"`.
-    pub kinds: std::collections::BTreeMap<String, String>,
+    /// (`lambkin_proto::openwhisk::KindTable`), e.g. `"nodejs:24" = "nodejs22.x"`, or a
+    /// runtime with layers, `"nodejs:10" = { runtime = "nodejs20.x", layers = ["node10:1"] }`.
+    pub kinds: std::collections::BTreeMap<String, lambkin_proto::openwhisk::KindEntry>,
 }
 
 impl OpenWhiskConfig {
@@ -691,6 +692,24 @@ mod tests {
             table.resolve("nodejs:20").is_ok(),
             "the built-in kinds stay"
         );
+        let layered = HostConfig::parse(
+            "[openwhisk.kinds]\n\"nodejs:10\" = { runtime = \"nodejs20.x\", layers = [\"n10:2\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            layered
+                .openwhisk
+                .kind_table()
+                .unwrap()
+                .layers("nodejs:10")
+                .len(),
+            1
+        );
+        let err = HostConfig::parse(
+            "[openwhisk.kinds]\n\"nodejs:10\" = { runtime = \"nodejs20.x\", layers = [\"n10\"] }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("layer \"n10\" names no version"), "{err}");
         let err = HostConfig::parse(
             "[openwhisk.kinds]\n\"java:8\" = \"java8\"\n\"python:3\" = \"nodejs20.x\"\n",
         )

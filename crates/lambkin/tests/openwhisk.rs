@@ -115,3 +115,102 @@ async fn actions_rules_and_activations_survive_a_restart() {
     let (status, fired) = whisk(&host, "POST", "triggers/tick", json!({})).await;
     assert_eq!(status, 202, "the trigger and its rule are kept: {fired}");
 }
+
+/// A kind `[openwhisk.kinds]` backs with a Lambda layer: its actions are functions with that
+/// layer in their `Layers` (a module the layer carries is importable); without the layer the
+/// action is refused naming it, and nothing is made.
+#[tokio::test]
+async fn a_kind_backed_by_a_layer_runs_its_actions_on_that_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        "[openwhisk.kinds]\n\"python:greet\" = { runtime = \"python3.12\", layers = [\"greeting:1\"] }\n",
+    )
+    .unwrap();
+    let host = Host::start(tmp.path());
+    let action = json!({"exec": {"kind": "python:greet",
+        "code": "import greeting\ndef main(p):\n    return {'text': greeting.hello(p.get('name', 'x'))}\n"}});
+
+    let (status, refused) = whisk(&host, "PUT", "actions/hi", action.clone()).await;
+    assert_eq!(status, 400, "{refused}");
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("python:greet") && error.contains(":layer:greeting:1 does not exist"),
+        "the error names the kind and the missing layer: {error}"
+    );
+    let (status, _) = whisk(&host, "GET", "actions/hi", json!({})).await;
+    assert_eq!(status, 404, "nothing half-made");
+    let function = host
+        .call("GET", "/2015-03-31/functions/ow-hi", &[], "")
+        .await;
+    assert_eq!(function.status, 404, "no function either");
+
+    let published = host
+        .call(
+            "POST",
+            "/2018-10-31/layers/greeting/versions",
+            &[("content-type", "application/json")],
+            json!({"Content": {"ZipFile": support::zip(&[(
+                "python/greeting.py",
+                "def hello(name):\n    return 'hello ' + name + ' from the layer'\n",
+                0o644,
+            )])}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(published.status, 201);
+    let arn = json(&published)["LayerVersionArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, made) = whisk(&host, "PUT", "actions/hi", action).await;
+    assert_eq!(status, 200, "{made}");
+    let (status, result) = whisk(
+        &host,
+        "POST",
+        "actions/hi?blocking=true&result=true",
+        json!({"name": "device"}),
+    )
+    .await;
+    assert_eq!(
+        (status, result),
+        (200, json!({"text": "hello device from the layer"}))
+    );
+    let function = json(
+        &host
+            .call("GET", "/2015-03-31/functions/ow-hi", &[], "")
+            .await,
+    );
+    assert_eq!(
+        function["Configuration"]["Layers"][0]["Arn"].as_str(),
+        Some(arn.as_str()),
+        "the action's function has the kind's layer: {function}"
+    );
+
+    // As AWS, the version may be deleted while a function uses it: the action keeps its copy
+    // and runs; a new action of the kind is refused, naming the layer.
+    let deleted = host
+        .call("DELETE", "/2018-10-31/layers/greeting/versions/1", &[], "")
+        .await;
+    assert_eq!(deleted.status, 204);
+    let (status, result) = whisk(
+        &host,
+        "POST",
+        "actions/hi?blocking=true&result=true",
+        json!({"name": "again"}),
+    )
+    .await;
+    assert_eq!(
+        (status, result),
+        (200, json!({"text": "hello again from the layer"}))
+    );
+    let (status, refused) = whisk(
+        &host,
+        "PUT",
+        "actions/other",
+        json!({"exec": {"kind": "python:greet", "code": "def main(p):\n    return p\n"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+}

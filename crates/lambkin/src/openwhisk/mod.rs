@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use lambkin_proto::lambda::function::FunctionName;
 use lambkin_proto::openwhisk::{
     messages, Action, ActionPut, Activation, ActivationResponse, AdapterAnswer, KeyValue, Kind,
-    KindTable, Outcome, Rule, Trigger, WhiskError,
+    KindLayer, KindTable, Outcome, Rule, Trigger, WhiskError,
 };
 
 use crate::lambda::code::CodeError;
@@ -289,7 +289,10 @@ impl OpenWhisk {
             &self.kinds,
         )?;
         let (_, runtime) = self.kinds.resolve(&action.exec.kind)?;
-        let runtime = runtime.unwrap_or_default().to_owned();
+        let runtime = Target {
+            runtime: runtime.unwrap_or_default().to_owned(),
+            layers: self.kind_layers(&action.exec.kind)?,
+        };
         let kind = action.kind()?;
         let function = function_name(name)?;
         let had_function = existing
@@ -354,6 +357,27 @@ impl OpenWhisk {
         Ok(action)
     }
 
+    /// The layer version ARNs `kind` brings, each checked to exist on this host: an action
+    /// of a kind whose layer is not published is refused, naming the layer.
+    fn kind_layers(&self, kind: &str) -> Result<Vec<String>, WhiskError> {
+        let layers = self.registry.layers();
+        let arns: Vec<String> = self
+            .kinds
+            .layers(kind)
+            .iter()
+            .map(|l| match l {
+                KindLayer::Arn(arn) => arn.to_arn(),
+                KindLayer::Local(name, version) => layers.version_arn(name, *version),
+            })
+            .collect();
+        layers.resolve(&arns).map_err(|e| {
+            WhiskError::BadRequest(format!(
+                "The kind '{kind}' runs with a Lambda layer this host does not have: {e}"
+            ))
+        })?;
+        Ok(arns)
+    }
+
     /// Every component must be an action of this namespace, and not the sequence itself.
     fn check_sequence(&self, action: &Action) -> Result<(), WhiskError> {
         for component in action.exec.components.iter().flatten() {
@@ -398,7 +422,7 @@ impl OpenWhisk {
         &self,
         action: &Action,
         kind: Kind,
-        runtime: &str,
+        runtime: &Target,
         zip: &str,
     ) -> Result<(), WhiskError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -693,12 +717,20 @@ fn parse_request<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Whis
     serde_json::from_value(value).map_err(|e| WhiskError::Internal(e.to_string()))
 }
 
-/// The function's settings from the action's: its runtime, the adapter as handler, the
-/// timeout rounded up to whole seconds (the activation still reports the action's own), the
-/// memory, on-demand instances.
-fn function_config(action: &Action, kind: Kind, runtime: &str) -> Value {
+/// What an action's kind runs on: the Lambda runtime and the layers (ARNs) over its `/opt`.
+#[derive(Debug, Clone)]
+struct Target {
+    runtime: String,
+    layers: Vec<String>,
+}
+
+/// The function's settings from the action's: its runtime and layers, the adapter as handler,
+/// the timeout rounded up to whole seconds (the activation still reports the action's own),
+/// the memory, on-demand instances.
+fn function_config(action: &Action, kind: Kind, target: &Target) -> Value {
     json!({
-        "Runtime": runtime,
+        "Runtime": target.runtime,
+        "Layers": target.layers,
         "Handler": match kind {
             Kind::Native => "__openwhisk_actionloop.handler",
             Kind::Node | Kind::Python | Kind::Sequence => "__openwhisk_adapter.handler",
@@ -717,7 +749,7 @@ fn create_request(
     function: &FunctionName,
     action: &Action,
     kind: Kind,
-    runtime: &str,
+    runtime: &Target,
     zip: String,
 ) -> Value {
     let mut request = function_config(action, kind, runtime);
