@@ -1,7 +1,7 @@
 //! The OpenWhisk API across a restart of the host: actions, triggers, rules and activation
 //! records are kept under ROOT/state/openwhisk, the key in ROOT/state/openwhisk.auth.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -213,4 +213,144 @@ async fn a_kind_backed_by_a_layer_runs_its_actions_on_that_layer() {
     )
     .await;
     assert_eq!(status, 400, "{refused}");
+}
+
+/// Non-blocking activations accepted before the host stops (running, or queued behind the
+/// action's eight instances) run after the restart, and their records appear with their
+/// results under the ids the 202s gave.
+async fn non_blocking_activations_survive(stop: impl FnOnce(&mut Host)) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut host = Host::start(tmp.path());
+    let marks = support::dir_for_components(tmp.path(), "marks");
+    let (status, made) = whisk(
+        &host,
+        "PUT",
+        "actions/slow",
+        json!({"exec": {"kind": "python:3", "code": "import os, time\ndef main(p):\n    open(os.path.join(p['dir'], 'started-' + p['tag']), 'w').close()\n    time.sleep(p.get('sleep', 2))\n    open(os.path.join(p['dir'], 'ended-' + p['tag']), 'w').close()\n    return {'tag': p['tag']}\n"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let dir = marks.to_str().unwrap();
+    let mut accepted = Vec::new();
+    for n in 0..9 {
+        let (status, reply) = whisk(
+            &host,
+            "POST",
+            "actions/slow",
+            json!({"dir": dir, "tag": format!("t{n}")}),
+        )
+        .await;
+        assert_eq!(status, 202, "{reply}");
+        accepted.push((
+            reply["activationId"].as_str().unwrap().to_owned(),
+            format!("t{n}"),
+        ));
+    }
+    // An Event made through the Lambda API that claims to be an activation (a component may
+    // invoke functions) writes no record: it lacks the key's seal.
+    let forged = host
+        .invoke_event(
+            "ow-slow",
+            &json!({"value": {"dir": dir, "tag": "forged", "sleep": 0},
+                    "lambkinActivation": {"ran": {"name": "slow", "version": "0.0.1",
+                        "kind": "python:3", "limits": {"timeout": 60000, "memory": 256, "logs": 10, "concurrency": 1}},
+                        "accepted_ms": 0, "seal": "00"}}),
+        )
+        .await;
+    assert_eq!(forged.status, 202);
+    let forged_id = support::header(&forged, "x-amzn-requestid")
+        .unwrap()
+        .replace('-', "");
+    let started = || std::fs::read_dir(&marks).unwrap().count();
+    support::wait_for(std::time::Duration::from_secs(30), || {
+        (started() > 0).then_some(())
+    })
+    .expect("an activation starts");
+    let (status, _) = whisk(
+        &host,
+        "GET",
+        &format!("activations/{}", accepted[8].0),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404, "the ninth is still queued when the host stops");
+    stop(&mut host);
+
+    let host = Host::start(tmp.path());
+    for (id, tag) in &accepted {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let record = loop {
+            let (status, record) =
+                whisk(&host, "GET", &format!("activations/{id}"), json!({})).await;
+            if status == 200 {
+                break record;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "activation {id} ({tag}) has no record a minute after the restart"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert_eq!(
+            (
+                record["response"]["status"].as_str(),
+                &record["response"]["result"]
+            ),
+            (Some("success"), &json!({"tag": tag})),
+            "{record}"
+        );
+        assert_eq!(record["name"], "slow");
+    }
+    support::wait_for(std::time::Duration::from_secs(30), || {
+        marks.join("ended-forged").exists().then_some(())
+    })
+    .expect("the forged Event runs too");
+    // Its record, were it written, would be within milliseconds of its end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let (status, record) =
+            whisk(&host, "GET", &format!("activations/{forged_id}"), json!({})).await;
+        assert_eq!(status, 404, "no record for the forged activation: {record}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn non_blocking_activations_run_after_a_sigterm_restart() {
+    non_blocking_activations_survive(|host| assert_eq!(host.stop(), Some(0))).await;
+}
+
+#[tokio::test]
+async fn non_blocking_activations_run_after_a_sigkill_restart() {
+    non_blocking_activations_survive(Host::crash).await;
+}
+
+/// A blocking invoke answers once the activation's record is synced: a SIGKILL right after
+/// the answer loses none of them.
+#[tokio::test]
+async fn blocking_activation_records_survive_a_crash_right_after_the_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut host = Host::start(tmp.path());
+    let (status, made) = whisk(
+        &host,
+        "PUT",
+        "actions/echo",
+        json!({"exec": {"kind": "python:3", "code": "def main(p):\n    return p\n"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, record) =
+            whisk(&host, "POST", "actions/echo?blocking=true", json!({"n": n})).await;
+        assert_eq!(status, 200, "{record}");
+        ids.push(record["activationId"].as_str().unwrap().to_owned());
+    }
+    host.crash();
+    let host = Host::start(tmp.path());
+    for (n, id) in ids.iter().enumerate() {
+        let (status, record) = whisk(&host, "GET", &format!("activations/{id}"), json!({})).await;
+        assert_eq!(status, 200, "activation {n} lost in the crash");
+        assert_eq!(record["response"]["result"], json!({"n": n}));
+    }
 }

@@ -484,12 +484,7 @@ impl OpenWhisk {
                 completion: Completion::Caller(tx),
             })
             .await
-            .map_err(|refusal| match refusal {
-                Refusal::QueueFull { max_queue } => WhiskError::TooManyRequests(format!(
-                    "the action's queue of {max_queue} activations is full"
-                )),
-                Refusal::ShuttingDown => WhiskError::Unavailable,
-            })?;
+            .map_err(refused)?;
         rx.await
             .map_err(|_| WhiskError::Internal("the activation was lost".into()))?
             .map_err(|abort| match abort {
@@ -527,7 +522,24 @@ impl OpenWhisk {
                     self.run_code(&action, params, id).await?
                 }
             };
-            Ok(self.activations.record(activation))
+            Ok(self.activations.record_durable(activation).await)
+        })
+    }
+
+    /// The Lambda event an activation of `action` is: the parameters as `value`, the
+    /// `__OW_*` values as `env` (the adapter sets them).
+    fn event(&self, action: &Action, params: Map<String, Value>, activation_id: &str) -> Value {
+        json!({
+            "value": params,
+            "env": {
+                "__OW_API_HOST": self.api_host,
+                "__OW_API_KEY": self.key.auth(),
+                "__OW_NAMESPACE": self.namespace,
+                "__OW_ACTION_NAME": format!("/{}/{}", self.namespace, action.name),
+                "__OW_ACTION_VERSION": action.version,
+                "__OW_ACTIVATION_ID": activation_id,
+                "__OW_TRANSACTION_ID": activation_id,
+            },
         })
     }
 
@@ -538,19 +550,7 @@ impl OpenWhisk {
         id: uuid::Uuid,
     ) -> Result<Activation, WhiskError> {
         let activation_id = id.simple().to_string();
-        let path = format!("{}/{}", self.namespace, action.name);
-        let event = json!({
-            "value": params,
-            "env": {
-                "__OW_API_HOST": self.api_host,
-                "__OW_API_KEY": self.key.auth(),
-                "__OW_NAMESPACE": self.namespace,
-                "__OW_ACTION_NAME": format!("/{path}"),
-                "__OW_ACTION_VERSION": action.version,
-                "__OW_ACTIVATION_ID": activation_id,
-                "__OW_TRANSACTION_ID": activation_id,
-            },
-        });
+        let event = self.event(action, params, &activation_id);
         let start_ms = now_ms();
         let response = self
             .call(
@@ -559,7 +559,120 @@ impl OpenWhisk {
                 RequestId::from_stored(id.hyphenated().to_string()),
             )
             .await?;
-        let end_ms = now_ms();
+        Ok(self.activation_of(
+            &Ran::of(action),
+            activation_id,
+            start_ms,
+            now_ms(),
+            &response,
+        ))
+    }
+
+    /// Accepts a non-blocking activation of a code action: its event is stored durably as a
+    /// Lambda `Event` invocation (the same queue and store, so it runs after a restart too),
+    /// with what its record needs, sealed with the key; when it has run, [`StoredActivations`]
+    /// writes the record (synced) before the store forgets the event.
+    pub async fn enqueue(
+        &self,
+        action: &Action,
+        params: Map<String, Value>,
+        id: uuid::Uuid,
+    ) -> Result<(), WhiskError> {
+        let activation_id = id.simple().to_string();
+        let request_id = RequestId::from_stored(id.hyphenated().to_string());
+        let params = action.merged_parameters(params);
+        let mut event = self.event(action, params, &activation_id);
+        let stored = StoredActivation {
+            ran: Ran::of(action),
+            accepted_ms: now_ms(),
+            seal: self.key.seal(request_id.as_str()),
+        };
+        if let Some(fields) = event.as_object_mut() {
+            fields.insert(
+                STORED_ACTIVATION.into(),
+                serde_json::to_value(&stored).map_err(|e| WhiskError::Internal(e.to_string()))?,
+            );
+        }
+        let function = function_name(&action.name)?;
+        let (handle, _) = self.registry.lookup(&function).ok_or_else(|| {
+            WhiskError::Internal(format!("the action's function {function} is missing"))
+        })?;
+        let payload = Bytes::from(event.to_string());
+        let store = self.registry.store().clone();
+        let seq = store
+            .persist_event(function, request_id.to_string(), payload.clone())
+            .await
+            .map_err(|e| WhiskError::Internal(format!("cannot keep the activation: {e}")))?;
+        let submitted = handle
+            .submit(Invocation {
+                request_id,
+                payload,
+                content_type: None,
+                client_context: None,
+                trace_id: None,
+                want_log_tail: false,
+                completion: Completion::Event {
+                    seq,
+                    store: store.clone(),
+                    sink: self.registry.event_sink(),
+                },
+            })
+            .await;
+        match submitted {
+            Ok(()) => Ok(()),
+            Err(refusal) => {
+                store.complete_event(seq).await;
+                Err(refused(refusal))
+            }
+        }
+    }
+
+    /// Writes the record of a stored activation that has run (see [`OpenWhisk::enqueue`]);
+    /// an event without a valid seal (made through the Lambda API) writes none.
+    async fn finish_stored(
+        &self,
+        request_id: &RequestId,
+        payload: &Bytes,
+        response: &FunctionResponse,
+    ) {
+        let Some(stored) = serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|mut v| v.get_mut(STORED_ACTIVATION).map(Value::take))
+        else {
+            return;
+        };
+        let stored = match serde_json::from_value::<StoredActivation>(stored) {
+            Ok(s) if self.key.sealed(request_id.as_str(), &s.seal) => s,
+            _ => {
+                tracing::warn!(%request_id, "an Event invocation claims to be an OpenWhisk activation without the key's seal: no record written");
+                return;
+            }
+        };
+        let Ok(id) = uuid::Uuid::parse_str(request_id.as_str()) else {
+            return;
+        };
+        let activation = self.activation_of(
+            &stored.ran,
+            id.simple().to_string(),
+            stored.accepted_ms,
+            now_ms(),
+            response,
+        );
+        self.activations.record_durable(activation).await;
+    }
+
+    /// The record of an activation of `ran` that started at `start_ms` and ended with
+    /// `response`.
+    fn activation_of(
+        &self,
+        ran: &Ran,
+        activation_id: String,
+        start_ms: u64,
+        end_ms: u64,
+        response: &FunctionResponse,
+    ) -> Activation {
+        let path = format!("{}/{}", self.namespace, ran.name);
+        let timeout = ran.limits.timeout;
         let (outcome, answer) = if response.function_error {
             let error: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
             let field = |k: &str| {
@@ -571,22 +684,18 @@ impl OpenWhisk {
             };
             let (error_type, message) = (field("errorType"), field("errorMessage"));
             (
-                ActivationResponse::classify(
-                    Some((&error_type, &message)),
-                    None,
-                    action.limits.timeout,
-                ),
+                ActivationResponse::classify(Some((&error_type, &message)), None, timeout),
                 None,
             )
         } else {
             let answer = AdapterAnswer::parse(&response.body);
             (
-                ActivationResponse::classify(None, answer.as_ref(), action.limits.timeout),
+                ActivationResponse::classify(None, answer.as_ref(), timeout),
                 answer,
             )
         };
         let timed_out = outcome.result.get("error").and_then(Value::as_str)
-            == Some(messages::timed_out(action.limits.timeout).as_str());
+            == Some(messages::timed_out(timeout).as_str());
         let mut annotations = vec![
             kv("path", json!(path)),
             kv(
@@ -596,20 +705,20 @@ impl OpenWhisk {
                     .and_then(|a| a.started_ms)
                     .map_or(0, |s| s.saturating_sub(start_ms))),
             ),
-            kv("kind", json!(action.exec.kind)),
+            kv("kind", json!(ran.kind)),
             kv("timeout", json!(timed_out)),
-            kv("limits", json!(action.limits)),
+            kv("limits", json!(ran.limits)),
         ];
         if let Some(init) = answer.as_ref().and_then(|a| a.init_ms) {
             annotations.push(kv("initTime", json!(init)));
         }
         let logs = answer
-            .map(|a| log_lines(&a, action.limits.log_bytes()))
+            .map(|a| log_lines(&a, ran.limits.log_bytes()))
             .unwrap_or_default();
-        Ok(Activation {
+        Activation {
             namespace: self.namespace.clone(),
-            name: action.name.clone(),
-            version: action.version.clone(),
+            name: ran.name.clone(),
+            version: ran.version.clone(),
             subject: self.key.uuid.clone(),
             activation_id,
             start_ms,
@@ -617,7 +726,7 @@ impl OpenWhisk {
             response: outcome,
             logs,
             annotations,
-        })
+        }
     }
 
     /// The components in order, each one's result the next one's parameters; the first that
@@ -685,6 +794,75 @@ impl OpenWhisk {
     pub fn shutdown(&self) {
         self.unbind_all();
         self.activations.shutdown();
+    }
+}
+
+/// The one place a function's refusal becomes OpenWhisk's error.
+fn refused(refusal: Refusal) -> WhiskError {
+    match refusal {
+        Refusal::QueueFull { max_queue } => WhiskError::TooManyRequests(format!(
+            "the action's queue of {max_queue} activations is full"
+        )),
+        Refusal::ShuttingDown => WhiskError::Unavailable,
+    }
+}
+
+/// The event field a stored non-blocking activation carries (the adapter reads only `value`
+/// and `env`).
+const STORED_ACTIVATION: &str = "lambkinActivation";
+
+/// What an activation's record says of the action that ran, as it was when it was accepted.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Ran {
+    name: String,
+    version: String,
+    kind: String,
+    limits: lambkin_proto::openwhisk::Limits,
+}
+
+impl Ran {
+    fn of(action: &Action) -> Self {
+        Self {
+            name: action.name.clone(),
+            version: action.version.clone(),
+            kind: action.exec.kind.clone(),
+            limits: action.limits,
+        }
+    }
+}
+
+/// A stored non-blocking activation's part of its event.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredActivation {
+    ran: Ran,
+    accepted_ms: u64,
+    /// [`WhiskKey::seal`] of the request id.
+    seal: String,
+}
+
+/// Takes the outcome of stored non-blocking activations for the OpenWhisk side (held weakly:
+/// the registry outlives nothing of it).
+#[derive(Debug)]
+pub struct StoredActivations(std::sync::Weak<OpenWhisk>);
+
+impl StoredActivations {
+    pub fn new(ow: &Arc<OpenWhisk>) -> Arc<Self> {
+        Arc::new(Self(Arc::downgrade(ow)))
+    }
+}
+
+impl crate::lambda::invocation::EventSink for StoredActivations {
+    fn finished<'a>(
+        &'a self,
+        request_id: &'a RequestId,
+        payload: &'a Bytes,
+        response: &'a FunctionResponse,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(ow) = self.0.upgrade() {
+                ow.finish_stored(request_id, payload, response).await;
+            }
+        })
     }
 }
 
