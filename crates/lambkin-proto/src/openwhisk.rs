@@ -42,8 +42,10 @@ impl Limits {
     pub const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
     pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=2048;
     pub const LOGS_MB: std::ops::RangeInclusive<u32> = 0..=10;
-    /// An instance runs one activation at a time (each is a Lambda invocation).
-    pub const CONCURRENCY: std::ops::RangeInclusive<u32> = 1..=1;
+    /// OpenWhisk's range (its default maximum, 500). An instance here runs one activation at
+    /// a time (each is a Lambda invocation), so an action of concurrency N may have N times
+    /// as many instances: N times the activations at once, as OpenWhisk users expect.
+    pub const CONCURRENCY: std::ops::RangeInclusive<u32> = 1..=500;
 
     fn apply(mut self, put: &LimitsPut) -> Result<Self, WhiskError> {
         fn check<T: PartialOrd + std::fmt::Display + Copy>(
@@ -72,7 +74,19 @@ impl Limits {
             self.logs = check("logs", "MB", l, &Self::LOGS_MB)?;
         }
         if let Some(c) = put.concurrency {
-            self.concurrency = check("concurrency", "activations", c, &Self::CONCURRENCY)?;
+            // OpenWhisk's `ConcurrencyLimit` words.
+            let (min, max) = (*Self::CONCURRENCY.start(), *Self::CONCURRENCY.end());
+            if c < min {
+                return Err(WhiskError::Malformed(format!(
+                    "concurrency {c} below allowed threshold of {min}"
+                )));
+            }
+            if c > max {
+                return Err(WhiskError::Malformed(format!(
+                    "concurrency {c} exceeds allowed threshold of {max}"
+                )));
+            }
+            self.concurrency = c;
         }
         Ok(self)
     }
@@ -1379,6 +1393,25 @@ mod tests {
         )
         .contains("exec.main"));
         assert!(bad(json!({"exec": code, "limits": {"timeout": 50}}), "a").contains("timeout 50"));
+        assert_eq!(
+            bad(json!({"exec": code, "limits": {"concurrency": 0}}), "a"),
+            "The request content was malformed: concurrency 0 below allowed threshold of 1"
+        );
+        assert_eq!(
+            bad(json!({"exec": code, "limits": {"concurrency": 501}}), "a"),
+            "The request content was malformed: concurrency 501 exceeds allowed threshold of 500"
+        );
+        let kept = Action::from_put(
+            put(json!({"exec": code, "limits": {"concurrency": 500}})),
+            None,
+            "guest",
+            "a",
+            0,
+            &KindTable::default(),
+        )
+        .unwrap();
+        assert_eq!(kept.limits.concurrency, 500);
+        assert_eq!(kept.to_json(false)["limits"]["concurrency"], 500);
         assert!(
             bad(json!({"exec": {"kind": "sequence", "components": []}}), "a")
                 .contains("No component")

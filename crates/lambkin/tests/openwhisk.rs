@@ -354,3 +354,64 @@ async fn blocking_activation_records_survive_a_crash_right_after_the_answer() {
         assert_eq!(record["response"]["result"], json!({"n": n}));
     }
 }
+
+/// `limits.concurrency` N lets an action run N times the activations at once (each instance
+/// runs one): sixteen activations that wait for each other all meet with concurrency 2,
+/// where concurrency 1 gives eight instances.
+#[tokio::test]
+async fn concurrency_runs_that_many_times_the_activations_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let meeting = support::dir_for_components(tmp.path(), "meeting");
+    let (status, made) = whisk(
+        &host,
+        "PUT",
+        "actions/meet",
+        json!({"exec": {"kind": "python:3", "code": "import os, time\ndef main(p):\n    d = p['dir']\n    open(os.path.join(d, 'in-' + p['tag']), 'w').close()\n    deadline = time.time() + 30\n    while len(os.listdir(d)) < p['n'] and time.time() < deadline:\n        time.sleep(0.05)\n    return {'met': len(os.listdir(d))}\n"},
+               "limits": {"concurrency": 2}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["limits"]["concurrency"], 2);
+    let (_, got) = whisk(&host, "GET", "actions/meet", json!({})).await;
+    assert_eq!(got["limits"]["concurrency"], 2, "kept: {got}");
+    let host = std::sync::Arc::new(host);
+    let dir = meeting.to_str().unwrap().to_owned();
+    let all: Vec<_> = (0..16)
+        .map(|n| {
+            let host = host.clone();
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                whisk(
+                    &host,
+                    "POST",
+                    "actions/meet?blocking=true&result=true",
+                    json!({"dir": dir, "tag": n.to_string(), "n": 16}),
+                )
+                .await
+            })
+        })
+        .collect();
+    for task in all {
+        let (status, result) = task.await.unwrap();
+        assert_eq!(
+            (status, result),
+            (200, json!({"met": 16})),
+            "all sixteen run at once"
+        );
+    }
+    let (status, refused) = whisk(
+        &host,
+        "PUT",
+        "actions/meet?overwrite=true",
+        json!({"limits": {"concurrency": 501}}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (
+            400,
+            Some("The request content was malformed: concurrency 501 exceeds allowed threshold of 500")
+        )
+    );
+}

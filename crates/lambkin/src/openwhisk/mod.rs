@@ -895,6 +895,13 @@ fn parse_request<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Whis
     serde_json::from_value(value).map_err(|e| WhiskError::Internal(e.to_string()))
 }
 
+/// The instances an action's function may run at once: an instance runs one activation at a
+/// time, so an action of concurrency N gets N × [`MAX_INSTANCES`], and N times the
+/// activations at once that an action of concurrency 1 gets.
+pub fn max_instances(limits: &lambkin_proto::openwhisk::Limits) -> u32 {
+    MAX_INSTANCES.saturating_mul(limits.concurrency.max(1))
+}
+
 /// What an action's kind runs on: the Lambda runtime and the layers (ARNs) over its `/opt`.
 #[derive(Debug, Clone)]
 struct Target {
@@ -918,7 +925,7 @@ fn function_config(action: &Action, kind: Kind, target: &Target) -> Value {
         "Description": format!("OpenWhisk action /{}/{}", action.namespace, action.name),
         "Greengrass": {
             "Pinned": false,
-            "MaxInstancesCount": MAX_INSTANCES,
+            "MaxInstancesCount": max_instances(&action.limits),
         },
     })
 }
