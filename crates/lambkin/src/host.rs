@@ -344,6 +344,7 @@ async fn define_example(registry: &Registry) -> anyhow::Result<()> {
         },
         description: Some("Lambkin's example function".into()),
         timeout: None,
+        timeout_ms: None,
         memory_size: None,
         environment: None,
         greengrass: None,

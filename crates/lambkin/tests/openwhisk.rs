@@ -415,3 +415,43 @@ async fn concurrency_runs_that_many_times_the_activations_at_once() {
         )
     );
 }
+
+/// An action times out at its own milliseconds, not at the whole seconds the Lambda API shows
+/// for its function: 1500 ms, not 2 s.
+#[tokio::test]
+async fn an_action_times_out_at_its_millisecond_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let (status, made) = whisk(
+        &host,
+        "PUT",
+        "actions/nap",
+        json!({"exec": {"kind": "python:3", "code": "import time\ndef main(p):\n    time.sleep(p.get('s', 0))\n    return {'slept': p.get('s', 0)}\n"},
+               "limits": {"timeout": 1500}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let function = json(
+        &host
+            .call("GET", "/2015-03-31/functions/ow-nap", &[], "")
+            .await,
+    );
+    assert_eq!(
+        function["Configuration"]["Timeout"], 2,
+        "the Lambda API shows whole seconds"
+    );
+    let (status, _) = whisk(&host, "POST", "actions/nap?blocking=true", json!({})).await;
+    assert_eq!(status, 200, "warm");
+    let (status, record) = whisk(&host, "POST", "actions/nap?blocking=true", json!({"s": 3})).await;
+    assert_eq!(status, 502, "{record}");
+    assert_eq!(
+        record["response"]["result"]["error"],
+        "The action exceeded its time limits of 1500 milliseconds."
+    );
+    assert_eq!(record["response"]["status"], "action developer error");
+    let duration = record["duration"].as_u64().unwrap();
+    assert!(
+        (1500..1950).contains(&duration),
+        "ended after {duration} ms: at its 1500 ms limit, well before the 2 s the Lambda API shows and the 3 s it sleeps"
+    );
+}

@@ -479,6 +479,7 @@ impl Registry {
             timeout_seconds: req
                 .timeout
                 .unwrap_or(FunctionConfig::DEFAULT_TIMEOUT_SECONDS),
+            timeout_ms: req.timeout_ms,
             memory_size_mb: req
                 .memory_size
                 .unwrap_or(FunctionConfig::DEFAULT_MEMORY_SIZE_MB),
@@ -559,6 +560,7 @@ impl Registry {
         }
         if let Some(timeout) = req.timeout {
             c.timeout_seconds = timeout;
+            c.timeout_ms = req.timeout_ms;
         }
         if let Some(memory) = req.memory_size {
             c.memory_size_mb = memory;

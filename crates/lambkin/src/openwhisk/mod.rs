@@ -36,6 +36,7 @@ use crate::lambda::invocation::{
 use crate::lambda::registry::{ManageError, Registry};
 use crate::layout::Layout;
 use crate::pubsub::PubSubHandle;
+use lambkin_proto::lambda::management::UpdateFunctionConfigurationRequest;
 
 use activations::Activations;
 use key::WhiskKey;
@@ -310,14 +311,20 @@ impl OpenWhisk {
                         .map_err(whisk_error)?;
                     let config = function_config(&action, kind, &runtime);
                     self.registry
-                        .update_configuration(&function, parse_request(config)?)
+                        .update_configuration(&function, {
+                            let mut request: UpdateFunctionConfigurationRequest =
+                                parse_request(config)?;
+                            request.timeout_ms = timeout_ms(&action);
+                            request
+                        })
                         .await
                         .map_err(whisk_error)?;
                 } else {
                     self.registry
-                        .create(parse_request(create_request(
-                            &function, &action, kind, &runtime, zip,
-                        ))?)
+                        .create(with_timeout_ms(
+                            &action,
+                            create_request(&function, &action, kind, &runtime, zip),
+                        )?)
                         .await
                         .map_err(whisk_error)?;
                 }
@@ -429,13 +436,10 @@ impl OpenWhisk {
         let scratch = FunctionName::parse(&format!("owcheck-{}", &id[..16]))
             .map_err(|e| WhiskError::Internal(e.to_string()))?;
         self.registry
-            .create(parse_request(create_request(
-                &scratch,
+            .create(with_timeout_ms(
                 action,
-                kind,
-                runtime,
-                zip.to_owned(),
-            ))?)
+                create_request(&scratch, action, kind, runtime, zip.to_owned()),
+            )?)
             .await
             .map_err(whisk_error)?;
         let answer = self
@@ -891,6 +895,23 @@ fn log_lines(answer: &AdapterAnswer, limit: usize) -> Vec<String> {
     lines
 }
 
+/// The action's timeout to the millisecond, for the function (its `Timeout` in seconds is
+/// rounded up).
+fn timeout_ms(action: &Action) -> Option<u32> {
+    u32::try_from(action.limits.timeout).ok()
+}
+
+/// A function made for an action times out at the action's millisecond timeout.
+fn with_timeout_ms(
+    action: &Action,
+    request: Value,
+) -> Result<lambkin_proto::lambda::management::CreateFunctionRequest, WhiskError> {
+    let mut request: lambkin_proto::lambda::management::CreateFunctionRequest =
+        parse_request(request)?;
+    request.timeout_ms = timeout_ms(action);
+    Ok(request)
+}
+
 fn parse_request<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, WhiskError> {
     serde_json::from_value(value).map_err(|e| WhiskError::Internal(e.to_string()))
 }
@@ -910,8 +931,8 @@ struct Target {
 }
 
 /// The function's settings from the action's: its runtime and layers, the adapter as handler,
-/// the timeout rounded up to whole seconds (the activation still reports the action's own),
-/// the memory, on-demand instances.
+/// the timeout rounded up to whole seconds (as the Lambda API shows it; the function times out
+/// at the action's milliseconds, [`timeout_ms`]), the memory, on-demand instances.
 fn function_config(action: &Action, kind: Kind, target: &Target) -> Value {
     json!({
         "Runtime": target.runtime,
