@@ -455,3 +455,60 @@ async fn an_action_times_out_at_its_millisecond_limit() {
         "ended after {duration} ms: at its 1500 ms limit, well before the 2 s the Lambda API shows and the 3 s it sleeps"
     );
 }
+
+/// An action's zip goes through the Lambda code's archive planner: an entry out of its
+/// directory and a zip bomb are refused, naming the entry or the limit, and nothing is made.
+#[tokio::test]
+async fn an_action_zip_is_planned_as_function_code_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let main = ("__main__.py", "def main(p):\n    return p\n", 0o644);
+    let escape = support::zip(&[main, ("../evil.py", "x = 1\n", 0o644)]);
+    let bomb = {
+        use std::io::Write;
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        let options = zip::write::SimpleFileOptions::default();
+        w.start_file("__main__.py", options).unwrap();
+        w.write_all(main.1.as_bytes()).unwrap();
+        w.start_file("zeros", options).unwrap();
+        w.write_all(&vec![0u8; 32 * 1024 * 1024]).unwrap();
+        w.finish().unwrap();
+        b64(buf.into_inner())
+    };
+    for (code, says) in [
+        (escape, "\"../evil.py\" would be written outside"),
+        (bomb, "compression ratio"),
+    ] {
+        let (status, refused) = whisk(
+            &host,
+            "PUT",
+            "actions/zipped",
+            json!({"exec": {"kind": "python:3", "code": code, "binary": true}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{refused}");
+        let error = refused["error"].as_str().unwrap();
+        assert!(error.contains(says), "{error}");
+        let (status, _) = whisk(&host, "GET", "actions/zipped", json!({})).await;
+        assert_eq!(status, 404, "nothing made");
+    }
+    let fine = support::zip(&[main, ("lib/helper.py", "X = 1\n", 0o600)]);
+    let (status, made) = whisk(
+        &host,
+        "PUT",
+        "actions/zipped",
+        json!({"exec": {"kind": "python:3", "code": fine, "binary": true}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let (status, result) = whisk(
+        &host,
+        "POST",
+        "actions/zipped?blocking=true&result=true",
+        json!({"ok": true}),
+    )
+    .await;
+    assert_eq!((status, result), (200, json!({"ok": true})));
+}

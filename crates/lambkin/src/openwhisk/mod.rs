@@ -47,8 +47,6 @@ pub const FUNCTION_PREFIX: &str = "ow-";
 pub const MAX_INSTANCES: u32 = 8;
 /// Activation records kept.
 pub const RETENTION: usize = 10_000;
-/// The most an action's zip may inflate to (a Lambda function's unzipped limit).
-const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
 /// How deep sequences may nest.
 const MAX_SEQUENCE_DEPTH: usize = 16;
 
@@ -966,6 +964,12 @@ fn create_request(
     request
 }
 
+/// An entry of the function's zip: a file (name, content, mode) or a link (name, target).
+enum Packed {
+    File(String, Vec<u8>, u32),
+    Link(String, String),
+}
+
 /// The function's code: the adapters, the action's code and its entry point (base64 zip). A
 /// zip action's entries go under `__openwhisk_action/` (Node: `package.json` or `index.js` at
 /// its root; Python: `__main__.py`), a native action's under `__openwhisk_native/` (a zip's
@@ -980,22 +984,32 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
         "binary": action.exec.binary,
     })
     .to_string();
-    let mut files: Vec<(String, Vec<u8>, u32)> = vec![
-        ("__openwhisk_adapter.js".into(), ADAPTER_JS.into(), 0o644),
-        ("__openwhisk_adapter.py".into(), ADAPTER_PY.into(), 0o644),
-        (
+    let mut files: Vec<Packed> = vec![
+        Packed::File("__openwhisk_adapter.js".into(), ADAPTER_JS.into(), 0o644),
+        Packed::File("__openwhisk_adapter.py".into(), ADAPTER_PY.into(), 0o644),
+        Packed::File(
             "__openwhisk_actionloop.py".into(),
             ACTIONLOOP_PY.into(),
             0o644,
         ),
-        ("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
+        Packed::File("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
     ];
     match (kind, action.exec.binary) {
-        (Kind::Python, false) => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
-        (Kind::Node | Kind::Sequence, false) => {
-            files.push(("__openwhisk_action.js".into(), code.into(), 0o644))
-        }
-        (Kind::Native, false) => files.push(("__openwhisk_native/exec".into(), code.into(), 0o755)),
+        (Kind::Python, false) => files.push(Packed::File(
+            "__openwhisk_action.py".into(),
+            code.into(),
+            0o644,
+        )),
+        (Kind::Node | Kind::Sequence, false) => files.push(Packed::File(
+            "__openwhisk_action.js".into(),
+            code.into(),
+            0o644,
+        )),
+        (Kind::Native, false) => files.push(Packed::File(
+            "__openwhisk_native/exec".into(),
+            code.into(),
+            0o755,
+        )),
         (Kind::Python, true) => {
             unzip_into(code, "__openwhisk_action", &["__main__.py"], &mut files)?
         }
@@ -1010,10 +1024,21 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
     let zip = (|| -> zip::result::ZipResult<Vec<u8>> {
         let mut buf = std::io::Cursor::new(Vec::new());
         let mut w = zip::ZipWriter::new(&mut buf);
-        for (name, content, mode) in &files {
-            let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
-            w.start_file(name.as_str(), options)?;
-            w.write_all(content)?;
+        for packed in &files {
+            match packed {
+                Packed::File(name, content, mode) => {
+                    let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+                    w.start_file(name.as_str(), options)?;
+                    w.write_all(content)?;
+                }
+                Packed::Link(name, target) => {
+                    w.add_symlink(
+                        name.as_str(),
+                        target.as_str(),
+                        zip::write::SimpleFileOptions::default(),
+                    )?;
+                }
+            }
         }
         w.finish()?;
         Ok(buf.into_inner())
@@ -1022,51 +1047,52 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
     Ok(b64.encode(zip))
 }
 
-/// Adds the files of the base64 zip `code` under `prefix/`, which must hold one of `needs` at
-/// its root (an `exec` becomes executable); at most [`MAX_UNZIPPED_BYTES`] inflated.
+/// Adds the entries of the base64 zip `code` under `prefix/`, which must hold one of `needs`
+/// at its root (an `exec` becomes executable). The zip is read by the Lambda code's archive
+/// planner ([`crate::lambda::code::read_within`]): an entry out of its directory, through a
+/// link, a link out or to a link, a duplicate, or more than a function's unzipped limits is
+/// refused, naming it.
 fn unzip_into(
     code: &str,
     prefix: &str,
     needs: &[&str],
-    files: &mut Vec<(String, Vec<u8>, u32)>,
+    files: &mut Vec<Packed>,
 ) -> Result<(), WhiskError> {
-    use std::io::Read;
+    use crate::lambda::code::ArchiveEntry;
     let bad = |why: String| WhiskError::BadRequest(format!("exec.code: {why}"));
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(code.trim())
         .map_err(|e| bad(format!("not base64: {e}")))?;
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| bad(format!("not a zip: {e}")))?;
-    if !needs.iter().any(|n| archive.by_name(n).is_ok()) {
+    let entries = crate::lambda::code::read_within(&bytes, crate::lambda::code::Limits::default())
+        .map_err(|e| bad(e.to_string()))?;
+    let at_root = |name: &str| {
+        entries.iter().any(|(path, entry)| {
+            path == std::path::Path::new(name) && !matches!(entry, ArchiveEntry::Dir)
+        })
+    };
+    if !needs.iter().any(|n| at_root(n)) {
         return Err(bad(format!(
             "the zip must hold {} at its root",
             needs.join(" or ")
         )));
     }
-    let mut inflated = 0u64;
-    for i in 0..archive.len() {
-        let mut entry = archive
-            .by_index(i)
-            .map_err(|e| bad(format!("unreadable entry: {e}")))?;
-        if entry.is_dir() {
-            continue;
+    for (path, entry) in entries {
+        let name = format!("{prefix}/{}", path.display());
+        match entry {
+            ArchiveEntry::Dir => {}
+            ArchiveEntry::Link { target } => files.push(Packed::Link(name, target)),
+            ArchiveEntry::File { mode, content } => {
+                // Readable by the function's user whatever the zip says (an archiver may
+                // record 0600, or no mode at all).
+                let mode = if mode == 0 { 0o644 } else { mode | 0o644 };
+                let mode = if path == std::path::Path::new("exec") {
+                    mode | 0o755
+                } else {
+                    mode
+                };
+                files.push(Packed::File(name, content, mode));
+            }
         }
-        let name = entry.name().to_owned();
-        // Readable by the function's user whatever the zip says (an archiver may record 0600).
-        let mode = (entry.unix_mode().unwrap_or(0o644) & 0o777) | 0o644;
-        let mut content = Vec::new();
-        (&mut entry)
-            .take(MAX_UNZIPPED_BYTES + 1 - inflated)
-            .read_to_end(&mut content)
-            .map_err(|e| bad(format!("unreadable {name}: {e}")))?;
-        inflated += content.len() as u64;
-        if inflated > MAX_UNZIPPED_BYTES {
-            return Err(bad(format!(
-                "the zip inflates past {MAX_UNZIPPED_BYTES} bytes"
-            )));
-        }
-        let mode = if name == "exec" { mode | 0o755 } else { mode };
-        files.push((format!("{prefix}/{name}"), content, mode));
     }
     Ok(())
 }
