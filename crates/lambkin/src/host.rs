@@ -135,10 +135,7 @@ pub async fn run(
         registry.clone(),
         pubsub.clone(),
         mqtt.clone(),
-        opts.config
-            .openwhisk
-            .kind_table()
-            .map_err(|problems| anyhow::anyhow!("openwhisk.kinds: {}", problems.join("; ")))?,
+        &opts.config.openwhisk,
         &opts.config.thing_name,
         format!("http://{addr}"),
     )?;

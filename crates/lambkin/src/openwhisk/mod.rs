@@ -76,6 +76,9 @@ pub struct OpenWhisk {
     mqtt: Option<crate::mqtt::Mqtt>,
     /// Kind → Lambda runtime.
     kinds: KindTable,
+    /// Whether a blocking invoke's record is synced before the answer (`[openwhisk]
+    /// sync_blocking_records`).
+    sync_blocking_records: bool,
 }
 
 /// Triggers and rules, by name.
@@ -166,10 +169,13 @@ impl OpenWhisk {
         registry: Registry,
         pubsub: PubSubHandle,
         mqtt: Option<crate::mqtt::Mqtt>,
-        kinds: KindTable,
+        config: &crate::config::OpenWhiskConfig,
         thing_name: &str,
         api_host: String,
     ) -> anyhow::Result<Arc<Self>> {
+        let kinds = config
+            .kind_table()
+            .map_err(|problems| anyhow::anyhow!("openwhisk.kinds: {}", problems.join("; ")))?;
         use anyhow::Context;
         let key = key::load_or_create(&auth_file(layout))
             .with_context(|| format!("cannot make {}", auth_file(layout).display()))?;
@@ -214,6 +220,7 @@ impl OpenWhisk {
             pubsub,
             mqtt,
             kinds,
+            sync_blocking_records: config.sync_blocking_records,
         }))
     }
 
@@ -524,7 +531,11 @@ impl OpenWhisk {
                     self.run_code(&action, params, id).await?
                 }
             };
-            Ok(self.activations.record_durable(activation).await)
+            if self.sync_blocking_records {
+                Ok(self.activations.record_durable(activation).await)
+            } else {
+                Ok(self.activations.record(activation))
+            }
         })
     }
 
