@@ -4,7 +4,10 @@
 //! is the adapter shipped in `runtimes/openwhisk/`, packed with the action's code. Lifecycles,
 //! queues, timeouts, memory and logs are the functions'. This module keeps the actions
 //! (`ROOT/state/openwhisk/actions/NAME.json`), runs activations (code actions and sequences)
-//! and keeps their records (`activations`); `http` is the REST API's edge.
+//! and keeps their records (`activations`); `http` is the REST API's edge. A non-blocking
+//! activation is a stored Lambda `Event` invocation of the action's function
+//! ([`OpenWhisk::enqueue`]), recorded when it has run ([`StoredActivations`]), after a restart
+//! too. A kind may bring Lambda layers, which must be published when an action is made.
 
 pub mod activations;
 pub mod http;
@@ -23,6 +26,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use lambkin_proto::lambda::function::FunctionName;
+use lambkin_proto::lambda::management::UpdateFunctionConfigurationRequest;
 use lambkin_proto::openwhisk::{
     messages, Action, ActionPut, Activation, ActivationResponse, AdapterAnswer, KeyValue, Kind,
     KindLayer, KindTable, Outcome, Rule, Trigger, WhiskError,
@@ -36,7 +40,6 @@ use crate::lambda::invocation::{
 use crate::lambda::registry::{ManageError, Registry};
 use crate::layout::Layout;
 use crate::pubsub::PubSubHandle;
-use lambkin_proto::lambda::management::UpdateFunctionConfigurationRequest;
 
 use activations::Activations;
 use key::WhiskKey;
@@ -173,10 +176,10 @@ impl OpenWhisk {
         thing_name: &str,
         api_host: String,
     ) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
         let kinds = config
             .kind_table()
             .map_err(|problems| anyhow::anyhow!("openwhisk.kinds: {}", problems.join("; ")))?;
-        use anyhow::Context;
         let key = key::load_or_create(&auth_file(layout))
             .with_context(|| format!("cannot make {}", auth_file(layout).display()))?;
         let base = layout.state_dir().join("openwhisk");
