@@ -512,3 +512,85 @@ async fn an_action_zip_is_planned_as_function_code_is() {
     .await;
     assert_eq!((status, result), (200, json!({"ok": true})));
 }
+
+/// The activations a trigger's rule starts are stored as non-blocking ones are: fired nine
+/// times (eight run, one queues), a SIGKILL, and all nine run after the restart.
+#[tokio::test]
+async fn rule_activations_run_after_a_sigkill_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut host = Host::start(tmp.path());
+    let marks = support::dir_for_components(tmp.path(), "marks");
+    let (status, made) = whisk(
+        &host,
+        "PUT",
+        "actions/slow",
+        json!({"exec": {"kind": "python:3", "code": "import os, time\ndef main(p):\n    open(os.path.join(p['dir'], 'started-' + p['tag']), 'w').close()\n    time.sleep(2)\n    return {'tag': p['tag']}\n"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    whisk(&host, "PUT", "triggers/go", json!({})).await;
+    let (status, _) = whisk(
+        &host,
+        "PUT",
+        "rules/go-slow",
+        json!({"trigger": "/_/go", "action": "/_/slow"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let dir = marks.to_str().unwrap();
+    for n in 0..9 {
+        let (status, fired) = whisk(
+            &host,
+            "POST",
+            "triggers/go",
+            json!({"dir": dir, "tag": format!("t{n}")}),
+        )
+        .await;
+        assert_eq!(status, 202, "{fired}");
+    }
+    support::wait_for(std::time::Duration::from_secs(30), || {
+        (std::fs::read_dir(&marks).unwrap().count() > 0).then_some(())
+    })
+    .expect("an activation starts");
+    host.crash();
+
+    let host = Host::start(tmp.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, listed) = whisk(&host, "GET", "activations?name=slow&limit=50", json!({})).await;
+        let recorded = listed.as_array().unwrap().len();
+        if recorded >= 9 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{recorded} of 9 rule activations recorded a minute after the restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, listed) = whisk(
+        &host,
+        "GET",
+        "activations?name=slow&limit=50&docs=true",
+        json!({}),
+    )
+    .await;
+    let mut results: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a["response"]["result"]["tag"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    results.sort();
+    results.dedup();
+    assert_eq!(
+        results,
+        (0..9).map(|n| format!("t{n}")).collect::<Vec<_>>(),
+        "each fired activation ran to its result"
+    );
+}

@@ -185,7 +185,7 @@ async fn dispatch(
             let body = read_body(req, MAX_INVOKE_BODY_BYTES).await?;
             let params = parameters(&body)?;
             let trigger = ow.trigger(&name).ok_or(WhiskError::NotFound)?;
-            Ok(match ow.fire(&trigger, params) {
+            Ok(match ow.fire(&trigger, params).await {
                 Some(id) => json_response(StatusCode::ACCEPTED, &json!({ "activationId": id })),
                 None => {
                     let mut r = crate::api::json_response(StatusCode::NO_CONTENT, &Value::Null);
