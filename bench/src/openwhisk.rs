@@ -3,7 +3,7 @@
 //! auth) against the same handler as a Lambda function (`nodejs20.x`, on demand) through the
 //! Invoke API (signed), on one host, in turns, with the same client. The difference of the
 //! medians is what the OpenWhisk path adds: its API, the adapter in the function process, and
-//! the activation's record.
+//! the activation's record (synced before the answer, or with `--unsynced` not).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +23,10 @@ pub struct Args {
     /// A shorter run (fewer invokes).
     #[arg(long)]
     pub quick: bool,
+    /// Blocking invokes answer without waiting for their record's sync (`[openwhisk]
+    /// sync_blocking_records = false`).
+    #[arg(long)]
+    pub unsynced: bool,
 }
 
 /// The handler both paths run: the action's `main`, the Lambda function's `handler`.
@@ -38,6 +42,7 @@ pub struct Report {
     count: usize,
     rounds: usize,
     loadavg: String,
+    synced: bool,
 }
 
 pub fn main(lambkin: Option<PathBuf>, args: &Args) -> ExitCode {
@@ -56,7 +61,14 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         (500, 5000, 20)
     };
     say("starting a host");
-    let host = Host::start(&lambkin)?;
+    let host = if args.unsynced {
+        Host::start_with_config(
+            &lambkin,
+            Some("[openwhisk]\nsync_blocking_records = false\n"),
+        )?
+    } else {
+        Host::start(&lambkin)?
+    };
 
     say("creating the Lambda function echo-node and the OpenWhisk action echo");
     let zip = node_zip()?;
@@ -119,6 +131,7 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         count,
         rounds,
         loadavg: crate::procfs::loadavg(),
+        synced: !args.unsynced,
     })
 }
 
@@ -153,7 +166,7 @@ fn render(r: &Report) -> String {
          | Invoke API, Lambda function `echo-node` (signed) | {} | {} | {} |\n\
          | OpenWhisk API, action `echo` (blocking, result only) | {} | {} | {} |\n\n\
          The OpenWhisk path adds {added_us:.0} µs at the median ({verdict} the {} budget). \
-         {} timed invokes each, in {} turns; load average {}.",
+         {} timed invokes each, in {} turns; activation records {}; load average {}.",
         micros(r.lambda.p50),
         micros(r.lambda.p99),
         r.lambda.errors,
@@ -163,6 +176,11 @@ fn render(r: &Report) -> String {
         micros(BUDGET),
         r.count,
         r.rounds,
+        if r.synced {
+            "synced before the answer"
+        } else {
+            "unsynced (sync_blocking_records = false)"
+        },
         r.loadavg,
     )
 }

@@ -191,6 +191,11 @@ def lambkin_bin() -> Path:
     return _host_binary()
 
 
+# The OpenWhisk kind the session host backs with a layer, and the layer's name.
+OPENWHISK_LAYERED_KIND = "nodejs:layered"
+OPENWHISK_KIND_LAYER = "conformance-ow-kind"
+
+
 @pytest.fixture(scope="session")
 def device_dir():
     """Makes directories for hosts' roots that every user may pass through, as a device's
@@ -234,6 +239,11 @@ def _start_host(base: Path) -> Host:
     binary = _host_binary()
     root = base / "root"
     root.mkdir()
+    # An OpenWhisk kind backed by a Lambda layer the OpenWhisk tests publish (test_openwhisk).
+    (root / "config.toml").write_text(
+        '[openwhisk.kinds]\n'
+        f'"{OPENWHISK_LAYERED_KIND}" = {{ runtime = "nodejs20.x", layers = ["{OPENWHISK_KIND_LAYER}:1"] }}\n'
+    )
     stdout_path = base / "host.stdout"
     stderr_path = base / "host.stderr"
     env = dict(os.environ)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from support import unique_name
+from conftest import OPENWHISK_KIND_LAYER, OPENWHISK_LAYERED_KIND
+from support import unique_name, zip_files
 
 HERE = Path(__file__).parent / "openwhisk"
 DEADLINE = 30.0
@@ -546,3 +547,35 @@ def test_zip_actions_in_node_and_python(whisk):
     missing = whisk.fails("actions.create", {"name": unique_name("ow-zip-bad"), "action": {"exec": {
         "kind": "python:3", "binary": True, "code": zipped({"other.py": "x = 1\n"})}}})
     assert missing["statusCode"] == 400 and "__main__.py" in missing["body"]["error"]
+
+
+def test_a_kind_backed_by_a_layer(whisk, lambda_client, tmp_path):
+    """The session host's `nodejs:layered` kind names a layer: refused, naming it, until it is
+    published (with boto3); then an action of the kind requires the library the layer
+    carries, as the proposal's "nodejs:10" -> layer ARN."""
+    name = unique_name("ow-layered")
+    code = ("const greeter = require('greeter');\n"
+            "function main(params) { return { text: greeter.greet(params.name) }; }\n")
+    refused = whisk.fails("actions.create", {"name": name, "action": code,
+                                             "kind": OPENWHISK_LAYERED_KIND})
+    assert refused["statusCode"] == 400, refused
+    assert f":layer:{OPENWHISK_KIND_LAYER}:1 does not exist" in refused["body"]["error"], refused
+    assert whisk.fails("actions.get", {"name": name})["statusCode"] == 404
+
+    layer = zip_files(
+        {"nodejs/node_modules/greeter/index.js":
+             b"exports.greet = (name) => `hello ${name}, from the layer`;\n"},
+        tmp_path / "greeter.zip",
+    )
+    published = lambda_client.publish_layer_version(
+        LayerName=OPENWHISK_KIND_LAYER, Content={"ZipFile": layer},
+        CompatibleRuntimes=["nodejs20.x"])
+    assert published["Version"] == 1
+
+    created = whisk.create(name, code, OPENWHISK_LAYERED_KIND)
+    assert created["exec"]["kind"] == OPENWHISK_LAYERED_KIND
+    result = whisk.one("actions.invoke", {"name": name, "blocking": True, "result": True,
+                                          "params": {"name": "device"}})
+    assert result == {"text": "hello device, from the layer"}
+    layers = lambda_client.get_function(FunctionName=f"ow-{name}")["Configuration"]["Layers"]
+    assert [l["Arn"] for l in layers] == [published["LayerVersionArn"]]

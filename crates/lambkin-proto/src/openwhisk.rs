@@ -42,8 +42,10 @@ impl Limits {
     pub const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
     pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=2048;
     pub const LOGS_MB: std::ops::RangeInclusive<u32> = 0..=10;
-    /// An instance runs one activation at a time (each is a Lambda invocation).
-    pub const CONCURRENCY: std::ops::RangeInclusive<u32> = 1..=1;
+    /// OpenWhisk's range (its default maximum, 500). An instance here runs one activation at
+    /// a time (each is a Lambda invocation), so an action of concurrency N may have N times
+    /// as many instances: N times the activations at once, as OpenWhisk users expect.
+    pub const CONCURRENCY: std::ops::RangeInclusive<u32> = 1..=500;
 
     fn apply(mut self, put: &LimitsPut) -> Result<Self, WhiskError> {
         fn check<T: PartialOrd + std::fmt::Display + Copy>(
@@ -72,7 +74,19 @@ impl Limits {
             self.logs = check("logs", "MB", l, &Self::LOGS_MB)?;
         }
         if let Some(c) = put.concurrency {
-            self.concurrency = check("concurrency", "activations", c, &Self::CONCURRENCY)?;
+            // OpenWhisk's `ConcurrencyLimit` words.
+            let (min, max) = (*Self::CONCURRENCY.start(), *Self::CONCURRENCY.end());
+            if c < min {
+                return Err(WhiskError::Malformed(format!(
+                    "concurrency {c} below allowed threshold of {min}"
+                )));
+            }
+            if c > max {
+                return Err(WhiskError::Malformed(format!(
+                    "concurrency {c} exceeds allowed threshold of {max}"
+                )));
+            }
+            self.concurrency = c;
         }
         Ok(self)
     }
@@ -137,12 +151,66 @@ impl Kind {
     }
 }
 
-/// OpenWhisk kind → the Lambda runtime it runs on, as the proposal maps them. Built in:
-/// `nodejs:default|18|20|22`, `python:default|3|3.10–3.13`, `blackbox`, `native`; the
-/// configuration (`[openwhisk.kinds]`) adds kinds or maps them elsewhere.
+/// What `[openwhisk.kinds]` maps a kind to: a Lambda runtime id, or a runtime with the
+/// layers laid over its `/opt` (`{ runtime = "nodejs20.x", layers = ["node-libs:3"] }`), as
+/// the proposal maps `"nodejs:10"` to a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum KindEntry {
+    Runtime(String),
+    Layered(LayeredKind),
+}
+
+/// A kind on a runtime with layers: each a layer version ARN or `NAME:VERSION` (a layer
+/// published on this host), in the order they are laid over `/opt`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayeredKind {
+    pub runtime: String,
+    pub layers: Vec<String>,
+}
+
+/// A kind's layer as the table names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindLayer {
+    Arn(crate::lambda::layer::LayerVersionArn),
+    /// A layer published on this host, by name and version.
+    Local(
+        crate::lambda::layer::LayerName,
+        crate::lambda::layer::LayerVersionNumber,
+    ),
+}
+
+impl KindLayer {
+    /// A layer version ARN, or `NAME:VERSION`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        use crate::lambda::layer::{parse_version, LayerName, LayerVersionArn};
+        if value.starts_with("arn:") {
+            return LayerVersionArn::parse(value)
+                .map(Self::Arn)
+                .map_err(|_| format!("layer {value:?} is not a layer version ARN"));
+        }
+        match value.rsplit_once(':') {
+            Some((name, version)) => match (LayerName::parse(name), parse_version(version)) {
+                (Ok(name), Some(version)) => Ok(Self::Local(name, version)),
+                _ => Err(format!(
+                    "layer {value:?} is neither a layer version ARN nor NAME:VERSION"
+                )),
+            },
+            None => Err(format!(
+                "layer {value:?} names no version (NAME:VERSION or a layer version ARN)"
+            )),
+        }
+    }
+}
+
+/// OpenWhisk kind → the Lambda runtime it runs on (and the layers it brings), as the proposal
+/// maps them. Built in: `nodejs:default|18|20|22`, `python:default|3|3.10–3.13`, `blackbox`,
+/// `native`; the configuration (`[openwhisk.kinds]`) adds kinds or maps them elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindTable {
     runtimes: std::collections::BTreeMap<String, String>,
+    layers: std::collections::BTreeMap<String, Vec<KindLayer>>,
 }
 
 impl Default for KindTable {
@@ -164,18 +232,29 @@ impl Default for KindTable {
         ] {
             runtimes.insert(kind.to_owned(), runtime.to_owned());
         }
-        Self { runtimes }
+        Self {
+            runtimes,
+            layers: std::collections::BTreeMap::new(),
+        }
     }
 }
 
 impl KindTable {
-    /// The built-in table with `entries` (kind → Lambda runtime id) over it. Each kind must be
-    /// of a family this host runs (`nodejs:*`, `python:*`, `blackbox`, `native`) and its
-    /// runtime one that family's adapter runs on; every problem is named.
-    pub fn with(entries: &std::collections::BTreeMap<String, String>) -> Result<Self, Vec<String>> {
+    /// The built-in table with `entries` (kind → Lambda runtime id, and layers) over it. Each
+    /// kind must be of a family this host runs (`nodejs:*`, `python:*`, `blackbox`, `native`),
+    /// its runtime one that family's adapter runs on, its layers at most five, each named
+    /// once; every problem is named. Whether the layers exist is checked when an action of
+    /// the kind is made (they may be published after the host starts).
+    pub fn with(
+        entries: &std::collections::BTreeMap<String, KindEntry>,
+    ) -> Result<Self, Vec<String>> {
         let mut table = Self::default();
         let mut problems = Vec::new();
-        for (kind, runtime) in entries {
+        for (kind, entry) in entries {
+            let (runtime, layers) = match entry {
+                KindEntry::Runtime(runtime) => (runtime, &[][..]),
+                KindEntry::Layered(l) => (&l.runtime, l.layers.as_slice()),
+            };
             match Kind::family(kind) {
                 None | Some(Kind::Sequence) => problems.push(format!(
                     "kind {kind:?} is not of a family this host runs (nodejs:*, python:*, blackbox, native)"
@@ -186,8 +265,41 @@ impl KindTable {
                 Some(_) => {
                     if let Err(e) = crate::lambda::function::Runtime::parse(runtime) {
                         problems.push(format!("kind {kind:?}: {e}"));
-                    } else {
+                        continue;
+                    }
+                    let mut parsed = Vec::new();
+                    for layer in layers {
+                        match KindLayer::parse(layer) {
+                            Ok(l) => parsed.push(l),
+                            Err(e) => problems.push(format!("kind {kind:?}: {e}")),
+                        }
+                    }
+                    let name_of = |l: &KindLayer| match l {
+                        KindLayer::Arn(a) => a.name.clone(),
+                        KindLayer::Local(n, _) => n.clone(),
+                    };
+                    if layers.len() > crate::lambda::layer::MAX_FUNCTION_LAYERS {
+                        problems.push(format!(
+                            "kind {kind:?} names {} layers; a function takes at most {}",
+                            layers.len(),
+                            crate::lambda::layer::MAX_FUNCTION_LAYERS
+                        ));
+                    } else if let Some(twice) = parsed
+                        .iter()
+                        .enumerate()
+                        .find(|(i, l)| parsed[..*i].iter().any(|o| name_of(o) == name_of(l)))
+                    {
+                        problems.push(format!(
+                            "kind {kind:?} names layer {} twice",
+                            name_of(twice.1)
+                        ));
+                    } else if parsed.len() == layers.len() {
                         table.runtimes.insert(kind.clone(), runtime.clone());
+                        if parsed.is_empty() {
+                            table.layers.remove(kind);
+                        } else {
+                            table.layers.insert(kind.clone(), parsed);
+                        }
                     }
                 }
             }
@@ -197,6 +309,11 @@ impl KindTable {
         } else {
             Err(problems)
         }
+    }
+
+    /// The layers `kind` brings (none for most).
+    pub fn layers(&self, kind: &str) -> &[KindLayer] {
+        self.layers.get(kind).map_or(&[], Vec::as_slice)
     }
 
     /// The kind's family and Lambda runtime (`None` for a sequence), or OpenWhisk's error
@@ -1140,10 +1257,10 @@ mod tests {
 
     #[test]
     fn the_kind_table_takes_entries_of_known_families() {
-        let entries = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        let entries = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, KindEntry> {
             pairs
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), KindEntry::Runtime(v.to_string())))
                 .collect()
         };
         let table = KindTable::with(&entries(&[
@@ -1168,6 +1285,55 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn a_kind_may_bring_layers_by_arn_or_name_and_version() {
+        let layered = |layers: &[&str]| {
+            let mut entries = std::collections::BTreeMap::new();
+            entries.insert(
+                "nodejs:10".to_owned(),
+                KindEntry::Layered(LayeredKind {
+                    runtime: "nodejs20.x".into(),
+                    layers: layers.iter().map(|l| l.to_string()).collect(),
+                }),
+            );
+            KindTable::with(&entries)
+        };
+        let table = layered(&[
+            "node10:3",
+            "arn:aws:lambda:us-east-1:123456789012:layer:tools:1",
+        ])
+        .unwrap();
+        assert_eq!(table.resolve("nodejs:10").unwrap().1, Some("nodejs20.x"));
+        assert_eq!(table.layers("nodejs:10").len(), 2);
+        assert!(table.layers("nodejs:20").is_empty());
+        for (bad, says) in [
+            (&["node10"][..], "names no version"),
+            (&["node10:0"][..], "neither a layer version ARN"),
+            (&["a/b:1"][..], "neither a layer version ARN"),
+            (
+                &["arn:aws:lambda:x:1:layer:a:1"][..],
+                "not a layer version ARN",
+            ),
+            (&["a:1", "a:2"][..], "names layer a twice"),
+            (&["a:1", "b:1", "c:1", "d:1", "e:1", "f:1"][..], "at most 5"),
+        ] {
+            let problems = layered(bad).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.contains(says)),
+                "{bad:?}: {problems:?}"
+            );
+        }
+        let parsed: std::collections::BTreeMap<String, KindEntry> = serde_json::from_value(
+            json!({"nodejs:10": {"runtime": "nodejs20.x", "layers": ["n:1"]}, "nodejs:24": "nodejs22.x"}),
+        )
+        .unwrap();
+        assert!(KindTable::with(&parsed).is_ok());
+        assert!(serde_json::from_value::<KindEntry>(
+            json!({"runtime": "nodejs20.x", "layers": [], "image": "x"})
+        )
+        .is_err());
     }
 
     fn put(body: Value) -> ActionPut {
@@ -1227,6 +1393,25 @@ mod tests {
         )
         .contains("exec.main"));
         assert!(bad(json!({"exec": code, "limits": {"timeout": 50}}), "a").contains("timeout 50"));
+        assert_eq!(
+            bad(json!({"exec": code, "limits": {"concurrency": 0}}), "a"),
+            "The request content was malformed: concurrency 0 below allowed threshold of 1"
+        );
+        assert_eq!(
+            bad(json!({"exec": code, "limits": {"concurrency": 501}}), "a"),
+            "The request content was malformed: concurrency 501 exceeds allowed threshold of 500"
+        );
+        let kept = Action::from_put(
+            put(json!({"exec": code, "limits": {"concurrency": 500}})),
+            None,
+            "guest",
+            "a",
+            0,
+            &KindTable::default(),
+        )
+        .unwrap();
+        assert_eq!(kept.limits.concurrency, 500);
+        assert_eq!(kept.to_json(false)["limits"]["concurrency"], 500);
         assert!(
             bad(json!({"exec": {"kind": "sequence", "components": []}}), "a")
                 .contains("No component")

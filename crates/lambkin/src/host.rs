@@ -122,13 +122,37 @@ pub async fn run(
             "api.auth = \"none\": the Lambda API takes unsigned requests from any local process (development mode)"
         );
     }
+    let pubsub = PubSubHandle::spawn(pubsub::Limits::default());
+    let mqtt = match &opts.config.mqtt {
+        Some(config) => Some(
+            Mqtt::start(config, &opts.config.thing_name, &layout.state_dir())
+                .context("cannot start the MQTT connection")?,
+        ),
+        None => None,
+    };
+    let openwhisk = crate::openwhisk::OpenWhisk::start(
+        &layout,
+        registry.clone(),
+        pubsub.clone(),
+        mqtt.clone(),
+        &opts.config.openwhisk,
+        &opts.config.thing_name,
+        format!("http://{addr}"),
+    )?;
+    // Before the stored Event invocations run again: the OpenWhisk activations among them
+    // write their records when they have run.
+    if registry
+        .set_event_sink(crate::openwhisk::StoredActivations::new(&openwhisk))
+        .is_err()
+    {
+        anyhow::bail!("the stored Event invocations already have a sink");
+    }
     registry
         .recover(recovered.functions, recovered.events)
         .await;
     if opts.with_example {
         define_example(&registry).await?;
     }
-    let pubsub = PubSubHandle::spawn(pubsub::Limits::default());
     // Bound before any component starts, so that a component's first connection finds it.
     // Without it the host still runs everything else, and components get no IPC variables.
     let ipc_listener = match ipc::socket_path(layout.root())
@@ -140,13 +164,6 @@ pub async fn run(
             tracing::error!(error = %e, "the IPC socket is not available");
             None
         }
-    };
-    let mqtt = match &opts.config.mqtt {
-        Some(config) => Some(
-            Mqtt::start(config, &opts.config.thing_name, &layout.state_dir())
-                .context("cannot start the MQTT connection")?,
-        ),
-        None => None,
     };
     let tokens = Tokens::new();
     let tes = Tes::start(
@@ -186,18 +203,6 @@ pub async fn run(
     .await;
     registry.report_awaiting();
     let cli_token = write_cli_token(&layout)?;
-    let openwhisk = crate::openwhisk::OpenWhisk::start(
-        &layout,
-        registry.clone(),
-        pubsub.clone(),
-        mqtt.clone(),
-        opts.config
-            .openwhisk
-            .kind_table()
-            .map_err(|problems| anyhow::anyhow!("openwhisk.kinds: {}", problems.join("; ")))?,
-        &opts.config.thing_name,
-        format!("http://{addr}"),
-    )?;
     openwhisk.bind_stored().await;
     let state = Arc::new(ApiState {
         registry: registry.clone(),
@@ -336,6 +341,7 @@ async fn define_example(registry: &Registry) -> anyhow::Result<()> {
         },
         description: Some("Lambkin's example function".into()),
         timeout: None,
+        timeout_ms: None,
         memory_size: None,
         environment: None,
         greengrass: None,

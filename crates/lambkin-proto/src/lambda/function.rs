@@ -366,6 +366,10 @@ pub struct FunctionConfig {
     pub runtime: Runtime,
     pub handler: Option<String>,
     pub timeout_seconds: u32,
+    /// A finer timeout, in milliseconds, within `timeout_seconds` (an OpenWhisk action's
+    /// limit); the Lambda API shows `timeout_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
     pub memory_size_mb: u32,
     pub environment: BTreeMap<String, String>,
     pub description: String,
@@ -394,6 +398,14 @@ impl FunctionConfig {
     /// AWS caps a function's variables at 4 KB in all.
     pub const MAX_ENVIRONMENT_BYTES: usize = 4096;
 
+    /// How long an invocation may run: `timeout_ms` when set, else `timeout_seconds`.
+    pub fn timeout(&self) -> std::time::Duration {
+        match self.timeout_ms {
+            Some(ms) => std::time::Duration::from_millis(u64::from(ms)),
+            None => std::time::Duration::from_secs(u64::from(self.timeout_seconds)),
+        }
+    }
+
     /// Checks every rule at once, so one answer names every problem.
     pub fn validate(&self) -> Result<(), FunctionError> {
         let mut problems = Vec::new();
@@ -402,6 +414,14 @@ impl FunctionConfig {
                 "Timeout must be between 1 and 900 seconds, got {}",
                 self.timeout_seconds
             ));
+        }
+        if let Some(ms) = self.timeout_ms {
+            if ms == 0 || u64::from(ms) > u64::from(self.timeout_seconds) * 1000 {
+                problems.push(format!(
+                    "the timeout of {ms} ms must be at least 1 ms and within Timeout ({} seconds)",
+                    self.timeout_seconds
+                ));
+            }
         }
         if !Self::MEMORY_SIZE_MB.contains(&self.memory_size_mb) {
             problems.push(format!(
@@ -511,6 +531,7 @@ mod tests {
             runtime: Runtime::Python { minor: 11 },
             handler: Some("app.handler".into()),
             timeout_seconds: 3,
+            timeout_ms: None,
             memory_size_mb: 128,
             environment: BTreeMap::new(),
             description: String::new(),
@@ -552,6 +573,24 @@ mod tests {
         ] {
             assert!(Runtime::parse(id).is_err(), "{id}");
         }
+    }
+
+    #[test]
+    fn a_millisecond_timeout_is_within_the_seconds_and_optional_in_stored_records() {
+        let mut c = config();
+        assert_eq!(c.timeout(), std::time::Duration::from_secs(3));
+        c.timeout_ms = Some(2500);
+        assert_eq!(c.timeout(), std::time::Duration::from_millis(2500));
+        assert!(c.validate().is_ok());
+        for bad in [0, 3001] {
+            c.timeout_ms = Some(bad);
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        let mut stored = serde_json::to_value(config()).unwrap();
+        assert!(stored.get("timeout_ms").is_none(), "not written when unset");
+        stored.as_object_mut().unwrap().remove("timeout_ms");
+        let read: FunctionConfig = serde_json::from_value(stored).unwrap();
+        assert_eq!(read.timeout_ms, None, "records from before it read back");
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub struct CreateFunctionRequest {
     pub code: FunctionCode,
     pub description: Option<String>,
     pub timeout: Option<u32>,
+    /// The timeout in milliseconds, finer than `Timeout` (which must still be given, its
+    /// seconds rounded up): set by the host's own callers (an OpenWhisk action's limit),
+    /// never read from the wire.
+    #[serde(skip)]
+    pub timeout_ms: Option<u32>,
     pub memory_size: Option<u32>,
     pub environment: Option<Environment>,
     pub greengrass: Option<GreengrassPatch>,
@@ -82,6 +87,11 @@ pub struct UpdateFunctionConfigurationRequest {
     pub handler: Option<String>,
     pub description: Option<String>,
     pub timeout: Option<u32>,
+    /// The timeout in milliseconds, finer than `Timeout` (which must still be given, its
+    /// seconds rounded up): set by the host's own callers (an OpenWhisk action's limit),
+    /// never read from the wire.
+    #[serde(skip)]
+    pub timeout_ms: Option<u32>,
     pub memory_size: Option<u32>,
     pub environment: Option<Environment>,
     pub greengrass: Option<GreengrassPatch>,

@@ -91,6 +91,7 @@ pub async fn invoke(
                 completion: Completion::Event {
                     seq,
                     store: store.clone(),
+                    sink: None,
                 },
             };
             if let Err(refusal) = handle.submit(inv).await {

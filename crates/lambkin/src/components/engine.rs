@@ -1731,6 +1731,7 @@ impl Actor {
         let function = FunctionConfig {
             runtime,
             handler,
+            timeout_ms: None,
             timeout_seconds: count("timeoutInSeconds", FunctionConfig::DEFAULT_TIMEOUT_SECONDS)
                 .max(1),
             // Greengrass sizes memory in KB for its container; the function still sees at

@@ -175,27 +175,7 @@ pub fn unpack_within(bytes: &[u8], dest: &Path, limits: Limits) -> Result<(), Co
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .mode(0o600)
                     .open(&path)?;
-                let room = limits.unpacked_bytes - written;
-                let copied = std::io::copy(&mut (&mut file).take(room + 1), &mut out).map_err(
-                    |e| match e.kind() {
-                        std::io::ErrorKind::StorageFull => CodeError::Io(e),
-                        _ => CodeError::BadZip(e.to_string()),
-                    },
-                )?;
-                written += copied;
-                if copied > room {
-                    return Err(CodeError::TooLarge(format!(
-                        "the archive unpacks to more than the limit of {} bytes",
-                        limits.unpacked_bytes
-                    )));
-                }
-                if written > RATIO_FLOOR_BYTES && written > compressed.saturating_mul(limits.ratio)
-                {
-                    return Err(CodeError::TooLarge(format!(
-                        "the archive unpacks to over {} times its {compressed} bytes (a compression ratio limit)",
-                        limits.ratio
-                    )));
-                }
+                inflate(&mut file, &mut out, &limits, &mut written, compressed)?;
                 // Files keep their permission bits; zips made without them get rw-r--r--.
                 let perm = Some(*mode).filter(|m| *m != 0).unwrap_or(0o644);
                 out.set_permissions(std::fs::Permissions::from_mode(perm | 0o600))?;
@@ -203,6 +183,89 @@ pub fn unpack_within(bytes: &[u8], dest: &Path, limits: Limits) -> Result<(), Co
         }
     }
     Ok(())
+}
+
+/// Inflates one file of an archive of `compressed` bytes into `out`, counting the bytes
+/// actually inflated into `written` against `limits` (size, and ratio past 16 MiB).
+fn inflate(
+    file: &mut impl Read,
+    out: &mut impl std::io::Write,
+    limits: &Limits,
+    written: &mut u64,
+    compressed: u64,
+) -> Result<(), CodeError> {
+    let room = limits.unpacked_bytes - *written;
+    let copied = std::io::copy(&mut file.take(room + 1), out).map_err(|e| match e.kind() {
+        std::io::ErrorKind::StorageFull => CodeError::Io(e),
+        _ => CodeError::BadZip(e.to_string()),
+    })?;
+    *written += copied;
+    if copied > room {
+        return Err(CodeError::TooLarge(format!(
+            "the archive unpacks to more than the limit of {} bytes",
+            limits.unpacked_bytes
+        )));
+    }
+    if *written > RATIO_FLOOR_BYTES && *written > compressed.saturating_mul(limits.ratio) {
+        return Err(CodeError::TooLarge(format!(
+            "the archive unpacks to over {} times its {compressed} bytes (a compression ratio limit)",
+            limits.ratio
+        )));
+    }
+    Ok(())
+}
+
+/// One entry of an archive read into memory by [`read_within`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveEntry {
+    Dir,
+    /// `mode`: the permission bits the archive gives (0 when it gives none).
+    File {
+        mode: u32,
+        content: Vec<u8>,
+    },
+    Link {
+        target: String,
+    },
+}
+
+/// Reads a zip into memory under the same rules as [`unpack_within`] (the same plan: no
+/// escape, no entry through a link, no link out or to a link, no duplicate; the same limits on
+/// the bytes actually inflated), for a caller that repacks it (an OpenWhisk action's zip).
+/// Entries keep the archive's order; paths are relative and clean.
+pub fn read_within(
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<Vec<(PathBuf, ArchiveEntry)>, CodeError> {
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| CodeError::BadZip(e.to_string()))?;
+    if archive.len() > limits.entries {
+        return Err(CodeError::TooLarge(format!(
+            "the archive has {} entries, over the limit of {}",
+            archive.len(),
+            limits.entries
+        )));
+    }
+    let planned = plan(&mut archive)?;
+    let compressed = bytes.len() as u64;
+    let mut written: u64 = 0;
+    let mut entries = Vec::with_capacity(planned.len());
+    for entry in planned {
+        let read = match entry.kind {
+            EntryKind::Dir => ArchiveEntry::Dir,
+            EntryKind::Link { target } => ArchiveEntry::Link { target },
+            EntryKind::File { mode } => {
+                let mut file = archive
+                    .by_index(entry.index)
+                    .map_err(|e| CodeError::BadZip(e.to_string()))?;
+                let mut content = Vec::new();
+                inflate(&mut file, &mut content, &limits, &mut written, compressed)?;
+                ArchiveEntry::File { mode, content }
+            }
+        };
+        entries.push((entry.relative, read));
+    }
+    Ok(entries)
 }
 
 /// Reads the central directory and refuses, before anything is written: a path out of the
@@ -598,6 +661,44 @@ mod tests {
         assert!(err.to_string().contains("compression ratio"), "{err}");
         // The same bytes under the ratio floor are fine.
         unpack(&bytes, &tmp.path().join("4")).unwrap();
+    }
+
+    #[test]
+    fn read_within_keeps_the_unpacking_rules() {
+        // What unpacking refuses, reading into memory refuses too.
+        for (files, links) in [
+            (vec![("../evil", &b"x"[..])], vec![]),
+            (vec![], vec![("out", "../..")]),
+            (vec![("dir/file", &b"x"[..])], vec![("dir", "elsewhere")]),
+            (vec![("a", &b"1"[..]), ("./a", &b"2"[..])], vec![]),
+        ] {
+            let bytes = zip_with_links(&files, &links);
+            assert!(
+                matches!(
+                    read_within(&bytes, Limits::default()),
+                    Err(CodeError::UnsafePath(_))
+                ),
+                "{files:?} {links:?}"
+            );
+        }
+        let bomb = zip_of(&[("bomb", &vec![0u8; 32 * 1024 * 1024], 0o644)]);
+        let err = read_within(&bomb, Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("compression ratio"), "{err}");
+        let bytes = zip_with_links(&[("bin/tool", b"x")], &[("tools", "bin")]);
+        let entries = read_within(&bytes, Limits::default()).unwrap();
+        assert!(entries.contains(&(
+            PathBuf::from("bin/tool"),
+            ArchiveEntry::File {
+                mode: 0o644,
+                content: b"x".to_vec()
+            }
+        )));
+        assert!(entries.contains(&(
+            PathBuf::from("tools"),
+            ArchiveEntry::Link {
+                target: "bin".into()
+            }
+        )));
     }
 
     #[test]

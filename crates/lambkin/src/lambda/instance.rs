@@ -1300,7 +1300,7 @@ impl Instance {
             return;
         };
         let now = Instant::now();
-        let timeout = Duration::from_secs(u64::from(self.spec.config.timeout_seconds));
+        let timeout = self.spec.config.timeout();
         let deadline_ms = timestamp::epoch_millis(SystemTime::now()) + timeout.as_millis() as u64;
         let next = NextInvocation {
             request_id: inv.request_id.to_string(),
@@ -1403,7 +1403,7 @@ impl Instance {
         self.last_answered = Some(request_id.clone());
         if !timed_out {
             // Extensions still busy with the invocation share its timeout, as in Lambda.
-            let timeout = Duration::from_secs(u64::from(self.spec.config.timeout_seconds));
+            let timeout = self.spec.config.timeout();
             self.deadline = (!self.extensions.ready()).then(|| current.started + timeout);
         }
         // The caller waits only for what it asked for: with a log tail, the output and the
@@ -1611,9 +1611,9 @@ impl Instance {
                 self.kill();
             }
             Phase::Busy(current) => {
-                let timeout = self.spec.config.timeout_seconds;
+                let timeout = self.spec.config.timeout().as_secs_f64();
                 let message = format!(
-                    "RequestId: {} Error: Task timed out after {timeout}.00 seconds",
+                    "RequestId: {} Error: Task timed out after {timeout:.2} seconds",
                     current.inv.request_id
                 );
                 // Measure memory before the kill takes the process away.

@@ -57,13 +57,30 @@ pub enum InvocationAbort {
 
 pub type InvocationResult = Result<FunctionResponse, InvocationAbort>;
 
+/// Learns how a stored `Event` invocation ended before the store forgets it, so what it
+/// writes of the outcome is there whenever the event is (an OpenWhisk activation's record):
+/// a crash in between runs the event again.
+pub trait EventSink: Send + Sync + fmt::Debug {
+    fn finished<'a>(
+        &'a self,
+        request_id: &'a RequestId,
+        payload: &'a Bytes,
+        response: &'a FunctionResponse,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+}
+
 /// Where the outcome goes.
 #[derive(Debug)]
 pub enum Completion {
     /// A `RequestResponse` caller waits for it.
     Caller(oneshot::Sender<InvocationResult>),
-    /// An `Event` invocation: the durable record is removed once it has run.
-    Event { seq: i64, store: Store },
+    /// An `Event` invocation: the durable record is removed once it has run (and `sink` has
+    /// taken its outcome).
+    Event {
+        seq: i64,
+        store: Store,
+        sink: Option<std::sync::Arc<dyn EventSink>>,
+    },
     /// An asynchronous invocation that no one waits for and nothing stores (a message on a
     /// topic that triggers the function): a function error is logged.
     Detached,
@@ -89,7 +106,11 @@ impl Invocation {
             Completion::Caller(tx) => {
                 let _ = tx.send(Ok(response));
             }
-            Completion::Event { seq, store } => {
+            Completion::Event { seq, store, sink } => {
+                if let Some(sink) = sink {
+                    sink.finished(&self.request_id, &self.payload, &response)
+                        .await;
+                }
                 if response.function_error {
                     tracing::warn!(
                         request_id = %self.request_id,
@@ -118,7 +139,7 @@ impl Invocation {
             Completion::Caller(tx) => {
                 let _ = tx.send(Err(why));
             }
-            Completion::Event { seq, store } => match why {
+            Completion::Event { seq, store, .. } => match why {
                 InvocationAbort::ShuttingDown => {}
                 InvocationAbort::FunctionRemoved => store.complete_event(seq).await,
             },

@@ -155,6 +155,11 @@ impl Layers {
         LayerVersionArn::layer_arn(&self.inner.region, &self.inner.account, name)
     }
 
+    /// The ARN of version `version` of this host's layer `name` (published or not).
+    pub fn version_arn(&self, name: &LayerName, version: LayerVersionNumber) -> String {
+        format!("{}:{version}", self.layer_arn(name))
+    }
+
     fn content_dir(&self, name: &LayerName, version: LayerVersionNumber) -> PathBuf {
         self.inner
             .layout

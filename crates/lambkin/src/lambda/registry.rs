@@ -18,7 +18,7 @@ use lambkin_proto::lambda::management::{
 
 use super::code::{check_entry_point, CodeError, CodeZip};
 use super::function::FunctionHandle;
-use super::invocation::{Completion, Invocation, InvocationAbort, RequestId};
+use super::invocation::{Completion, EventSink, Invocation, InvocationAbort, RequestId};
 use super::layers::{LayerView, Layers, LayersError};
 use super::placement::Placement;
 use super::runtimes::{RuntimeError, Runtimes};
@@ -98,6 +98,9 @@ struct Inner {
     runtimes: Runtimes,
     layers: Layers,
     host: HostSettings,
+    /// Takes the outcome of every stored `Event` run again after a restart (set once, before
+    /// [`Registry::recover`]).
+    event_sink: std::sync::OnceLock<Arc<dyn EventSink>>,
 }
 
 impl Registry {
@@ -118,12 +121,24 @@ impl Registry {
                 runtimes,
                 layers,
                 host,
+                event_sink: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Sets what learns how stored `Event` invocations ended; before [`Registry::recover`],
+    /// so that the recovered ones reach it too. A second sink is refused.
+    pub fn set_event_sink(&self, sink: Arc<dyn EventSink>) -> Result<(), Arc<dyn EventSink>> {
+        self.inner.event_sink.set(sink)
+    }
+
+    /// The sink a stored `Event` invocation reports to.
+    pub fn event_sink(&self) -> Option<Arc<dyn EventSink>> {
+        self.inner.event_sink.get().cloned()
     }
 
     /// The host's published layers.
@@ -209,6 +224,7 @@ impl Registry {
                 completion: Completion::Event {
                     seq: event.seq,
                     store: self.inner.store.clone(),
+                    sink: self.event_sink(),
                 },
             })
             .await;
@@ -464,6 +480,7 @@ impl Registry {
             timeout_seconds: req
                 .timeout
                 .unwrap_or(FunctionConfig::DEFAULT_TIMEOUT_SECONDS),
+            timeout_ms: req.timeout_ms,
             memory_size_mb: req
                 .memory_size
                 .unwrap_or(FunctionConfig::DEFAULT_MEMORY_SIZE_MB),
@@ -544,6 +561,7 @@ impl Registry {
         }
         if let Some(timeout) = req.timeout {
             c.timeout_seconds = timeout;
+            c.timeout_ms = req.timeout_ms;
         }
         if let Some(memory) = req.memory_size {
             c.memory_size_mb = memory;

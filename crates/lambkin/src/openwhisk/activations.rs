@@ -1,10 +1,11 @@
 //! Activation records: the newest [`Activations::retention`] are kept in memory for reads, and
 //! appended as JSON lines to segment files on disk (`ROOT/state/openwhisk/activations/N.jsonl`,
-//! 0600, each of half the retention) for the next start. A thread of their own writes them in
-//! batches, every [`FLUSH_EVERY`] (and at shutdown): an activation's answer never waits for the
-//! disk, and no activation wakes the writer. A segment is removed once the two after it hold
-//! the retention. Records are not synced (like OpenWhisk's activation store, they are a log of
-//! what ran, not an acknowledgement): a crash may lose the last ones.
+//! 0600, each of half the retention) for the next start. A thread of their own writes them:
+//! every [`FLUSH_EVERY`] (and at shutdown) what is pending, without syncing; and at once, with
+//! one `fdatasync` for all of them, when a caller waits for its record to be durable
+//! ([`Activations::record_durable`], before a blocking invoke answers and before a stored
+//! non-blocking activation is forgotten): records that arrive while a sync runs share the
+//! next one (group commit). A segment is removed once the two after it hold the retention.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -26,12 +27,17 @@ pub struct Activations {
     retention: usize,
     pending: Arc<(Mutex<Pending>, Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How many times the writer synced (read by tests of the group commit).
+    #[cfg_attr(not(test), allow(dead_code))]
+    syncs: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// What the writer has still to write, and whether it is to stop once it has.
+/// What the writer has still to write, who waits for it to be synced, and whether the writer
+/// is to stop once it has.
 #[derive(Debug, Default)]
 struct Pending {
     records: Vec<Arc<Activation>>,
+    synced: Vec<tokio::sync::oneshot::Sender<()>>,
     closed: bool,
 }
 
@@ -43,12 +49,22 @@ struct SegmentWriter {
     number: u64,
     written: usize,
     file: Option<std::fs::File>,
+    /// A segment was made since the directory was last synced.
+    dir_changed: bool,
+    /// How many times records were synced.
+    syncs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SegmentWriter {
     fn append(&mut self, record: &Activation) -> std::io::Result<()> {
         use std::io::Write;
         if self.file.is_none() || self.written >= self.per_segment {
+            // What the full segment holds is synced before the next one starts, so one sync
+            // of the newest segment covers every record written.
+            if let Some(full) = self.file.take() {
+                full.sync_data()?;
+            }
+            self.dir_changed = true;
             self.number += 1;
             self.written = 0;
             self.file = Some(
@@ -70,6 +86,21 @@ impl SegmentWriter {
             file.write_all(line.as_bytes())?;
         }
         self.written += 1;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable: the newest segment's data, and the directory
+    /// when a segment was made in it.
+    fn sync(&mut self) -> std::io::Result<()> {
+        if let Some(file) = &self.file {
+            file.sync_data()?;
+        }
+        if self.dir_changed {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+            self.dir_changed = false;
+        }
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
@@ -120,12 +151,15 @@ impl Activations {
         let excess = found.len().saturating_sub(retention);
         found.drain(..excess);
         let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
+        let syncs = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut writer = SegmentWriter {
             dir: dir.to_owned(),
             per_segment: retention.div_ceil(2).max(1),
             number: segments.last().map_or(0, |(n, _)| *n),
             written: 0,
             file: None,
+            dir_changed: false,
+            syncs: syncs.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("openwhisk-activations".into())
@@ -135,15 +169,28 @@ impl Activations {
                     let (lock, stop) = &*pending;
                     let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
                     let (mut guard, _) = stop
-                        .wait_timeout_while(guard, FLUSH_EVERY, |p| !p.closed)
+                        .wait_timeout_while(guard, FLUSH_EVERY, |p| {
+                            !p.closed && p.synced.is_empty()
+                        })
                         .unwrap_or_else(PoisonError::into_inner);
                     let batch = std::mem::take(&mut guard.records);
+                    let synced = std::mem::take(&mut guard.synced);
                     let closed = guard.closed;
                     drop(guard);
                     for record in &batch {
                         if let Err(e) = writer.append(record) {
                             tracing::warn!(activation = %record.activation_id, error = %e, "cannot keep an activation record on disk");
                         }
+                    }
+                    if !synced.is_empty() || (closed && !batch.is_empty()) {
+                        if let Err(e) = writer.sync() {
+                            tracing::warn!(error = %e, "cannot sync the activation records");
+                        }
+                    }
+                    // Waiters are answered even when the disk failed: the record is kept in
+                    // memory, and the warning says what was not kept.
+                    for waiter in synced {
+                        let _ = waiter.send(());
                     }
                     if closed {
                         return;
@@ -155,6 +202,7 @@ impl Activations {
             retention,
             pending,
             thread: Mutex::new(Some(thread)),
+            syncs,
         })
     }
 
@@ -162,8 +210,27 @@ impl Activations {
         self.retention
     }
 
-    /// Keeps `activation` (the oldest goes past the limit).
+    /// Keeps `activation` (the oldest goes past the limit); it reaches the disk with the next
+    /// batch, unsynced.
     pub fn record(&self, activation: Activation) -> Arc<Activation> {
+        self.keep(activation, None)
+    }
+
+    /// Keeps `activation` and returns once its record is synced to disk (with any others
+    /// waiting then: one sync for all). While the host shuts down, or when records are made
+    /// faster than the disk takes them, it is kept in memory only and returns at once.
+    pub async fn record_durable(&self, activation: Activation) -> Arc<Activation> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let activation = self.keep(activation, Some(tx));
+        let _ = rx.await;
+        activation
+    }
+
+    fn keep(
+        &self,
+        activation: Activation,
+        synced: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Arc<Activation> {
         let activation = Arc::new(activation);
         {
             let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
@@ -171,15 +238,16 @@ impl Activations {
             let excess = records.len().saturating_sub(self.retention);
             records.drain(..excess);
         }
-        let mut pending = self
-            .pending
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let (lock, wake) = &*self.pending;
+        let mut pending = lock.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.closed {
-            // Shutting down: kept in memory only.
+            // Shutting down: kept in memory only (a dropped waiter returns at once).
         } else if pending.records.len() < PENDING_WRITES {
             pending.records.push(activation.clone());
+            if let Some(tx) = synced {
+                pending.synced.push(tx);
+                wake.notify_one();
+            }
         } else {
             tracing::warn!(activation = %activation.activation_id, "activation records are made faster than written: one is not kept on disk");
         }
@@ -302,5 +370,46 @@ mod tests {
         let again = Activations::open(dir.path(), 2).unwrap();
         assert_eq!(ids(again.list(&all)), vec![90, 40]);
         again.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_durable_record_is_on_disk_when_it_returns_and_waiters_share_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Activations::open(dir.path(), 1000).unwrap());
+        let on_disk = || -> String {
+            segments(dir.path())
+                .unwrap()
+                .iter()
+                .map(|(_, p)| std::fs::read_to_string(p).unwrap())
+                .collect()
+        };
+        let first = format!("{:032x}", 1);
+        store.record_durable(activation(&first, "a", 1)).await;
+        assert!(
+            on_disk().contains(&first),
+            "written before record_durable returns, not at the next batch"
+        );
+        assert_eq!(store.syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let many: Vec<_> = (2..202u64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .record_durable(activation(&format!("{i:032x}"), "a", i))
+                        .await
+                })
+            })
+            .collect();
+        for task in many {
+            task.await.unwrap();
+        }
+        let text = on_disk();
+        assert!((2..202u64).all(|i| text.contains(&format!("{i:032x}"))));
+        let syncs = store.syncs.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            syncs <= 101,
+            "200 concurrent records take one sync each at most every other record: {syncs}"
+        );
+        store.shutdown();
     }
 }

@@ -185,7 +185,7 @@ async fn dispatch(
             let body = read_body(req, MAX_INVOKE_BODY_BYTES).await?;
             let params = parameters(&body)?;
             let trigger = ow.trigger(&name).ok_or(WhiskError::NotFound)?;
-            Ok(match ow.fire(&trigger, params) {
+            Ok(match ow.fire(&trigger, params).await {
                 Some(id) => json_response(StatusCode::ACCEPTED, &json!({ "activationId": id })),
                 None => {
                     let mut r = crate::api::json_response(StatusCode::NO_CONTENT, &Value::Null);
@@ -252,6 +252,20 @@ async fn invoke(
     let action = ow.action(name).ok_or(WhiskError::NotFound)?;
     let id = super::new_activation_id();
     let activation_id = id.simple().to_string();
+    let accepted = || {
+        let mut r = json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "activationId": activation_id }),
+        );
+        set_activation_header(&mut r, &activation_id);
+        r
+    };
+    // A non-blocking activation of a code action is stored before it is acknowledged, and
+    // runs (and is recorded) after a restart if the host stops first.
+    if !blocking && !matches!(action.kind(), Ok(super::Kind::Sequence)) {
+        ow.enqueue(&action, params, id).await?;
+        return Ok(accepted());
+    }
     // The activation runs to its end whether or not the caller still waits for it.
     let run = tokio::spawn({
         let ow = ow.clone();
@@ -264,14 +278,6 @@ async fn invoke(
             outcome
         }
     });
-    let accepted = || {
-        let mut r = json_response(
-            StatusCode::ACCEPTED,
-            &json!({ "activationId": activation_id }),
-        );
-        set_activation_header(&mut r, &activation_id);
-        r
-    };
     if !blocking {
         return Ok(accepted());
     }

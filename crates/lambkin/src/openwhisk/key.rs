@@ -53,10 +53,50 @@ impl WhiskKey {
         })
     }
 
+    /// HMAC-SHA256 of `message` under the key's secret, hex: what a stored non-blocking
+    /// activation carries, so that an `Event` made through the Lambda API (by a component,
+    /// say) cannot pass for one and write an activation record.
+    pub fn seal(&self, message: &str) -> String {
+        hmac_sha256(self.secret.as_bytes(), message.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `seal` is [`WhiskKey::seal`] of `message`, in constant time.
+    pub fn sealed(&self, message: &str, seal: &str) -> bool {
+        lambkin_proto::lambda::sigv4::constant_time_eq(
+            self.seal(message).as_bytes(),
+            seal.as_bytes(),
+        )
+    }
+
     /// Whether `presented` (decoded Basic credentials) is this key, in constant time.
     pub fn matches(&self, presented: &str) -> bool {
         lambkin_proto::lambda::sigv4::constant_time_eq(self.auth().as_bytes(), presented.as_bytes())
     }
+}
+
+/// RFC 2104's HMAC over SHA-256.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| -> [u8; BLOCK] { block.map(|b| b ^ byte) };
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 /// The key in `path`, made there (owner-only) at the first start.
@@ -99,5 +139,28 @@ mod tests {
         assert!(!key.matches(&format!("{auth}x")));
         assert!(!key.matches(""));
         assert!(!format!("{key:?}").contains(auth.split_once(':').unwrap().1));
+    }
+
+    #[test]
+    fn seals_are_rfc_4231_hmac_sha256() {
+        let hex = |b: [u8; 32]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block is hashed first.
+        assert_eq!(
+            hex(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let key = load_or_create(&dir.path().join("k")).unwrap();
+        let seal = key.seal("id-1");
+        assert!(key.sealed("id-1", &seal));
+        assert!(!key.sealed("id-2", &seal));
+        assert!(!key.sealed("id-1", ""));
     }
 }

@@ -4,7 +4,10 @@
 //! is the adapter shipped in `runtimes/openwhisk/`, packed with the action's code. Lifecycles,
 //! queues, timeouts, memory and logs are the functions'. This module keeps the actions
 //! (`ROOT/state/openwhisk/actions/NAME.json`), runs activations (code actions and sequences)
-//! and keeps their records (`activations`); `http` is the REST API's edge.
+//! and keeps their records (`activations`); `http` is the REST API's edge. A non-blocking
+//! activation is a stored Lambda `Event` invocation of the action's function
+//! ([`OpenWhisk::enqueue`]), recorded when it has run ([`StoredActivations`]), after a restart
+//! too. A kind may bring Lambda layers, which must be published when an action is made.
 
 pub mod activations;
 pub mod http;
@@ -23,9 +26,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use lambkin_proto::lambda::function::FunctionName;
+use lambkin_proto::lambda::management::UpdateFunctionConfigurationRequest;
 use lambkin_proto::openwhisk::{
     messages, Action, ActionPut, Activation, ActivationResponse, AdapterAnswer, KeyValue, Kind,
-    KindTable, Outcome, Rule, Trigger, WhiskError,
+    KindLayer, KindTable, Outcome, Rule, Trigger, WhiskError,
 };
 
 use crate::lambda::code::CodeError;
@@ -46,8 +50,6 @@ pub const FUNCTION_PREFIX: &str = "ow-";
 pub const MAX_INSTANCES: u32 = 8;
 /// Activation records kept.
 pub const RETENTION: usize = 10_000;
-/// The most an action's zip may inflate to (a Lambda function's unzipped limit).
-const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
 /// How deep sequences may nest.
 const MAX_SEQUENCE_DEPTH: usize = 16;
 
@@ -77,6 +79,9 @@ pub struct OpenWhisk {
     mqtt: Option<crate::mqtt::Mqtt>,
     /// Kind → Lambda runtime.
     kinds: KindTable,
+    /// Whether a blocking invoke's record is synced before the answer (`[openwhisk]
+    /// sync_blocking_records`).
+    sync_blocking_records: bool,
 }
 
 /// Triggers and rules, by name.
@@ -167,11 +172,14 @@ impl OpenWhisk {
         registry: Registry,
         pubsub: PubSubHandle,
         mqtt: Option<crate::mqtt::Mqtt>,
-        kinds: KindTable,
+        config: &crate::config::OpenWhiskConfig,
         thing_name: &str,
         api_host: String,
     ) -> anyhow::Result<Arc<Self>> {
         use anyhow::Context;
+        let kinds = config
+            .kind_table()
+            .map_err(|problems| anyhow::anyhow!("openwhisk.kinds: {}", problems.join("; ")))?;
         let key = key::load_or_create(&auth_file(layout))
             .with_context(|| format!("cannot make {}", auth_file(layout).display()))?;
         let base = layout.state_dir().join("openwhisk");
@@ -215,6 +223,7 @@ impl OpenWhisk {
             pubsub,
             mqtt,
             kinds,
+            sync_blocking_records: config.sync_blocking_records,
         }))
     }
 
@@ -289,7 +298,10 @@ impl OpenWhisk {
             &self.kinds,
         )?;
         let (_, runtime) = self.kinds.resolve(&action.exec.kind)?;
-        let runtime = runtime.unwrap_or_default().to_owned();
+        let runtime = Target {
+            runtime: runtime.unwrap_or_default().to_owned(),
+            layers: self.kind_layers(&action.exec.kind)?,
+        };
         let kind = action.kind()?;
         let function = function_name(name)?;
         let had_function = existing
@@ -307,14 +319,20 @@ impl OpenWhisk {
                         .map_err(whisk_error)?;
                     let config = function_config(&action, kind, &runtime);
                     self.registry
-                        .update_configuration(&function, parse_request(config)?)
+                        .update_configuration(&function, {
+                            let mut request: UpdateFunctionConfigurationRequest =
+                                parse_request(config)?;
+                            request.timeout_ms = timeout_ms(&action);
+                            request
+                        })
                         .await
                         .map_err(whisk_error)?;
                 } else {
                     self.registry
-                        .create(parse_request(create_request(
-                            &function, &action, kind, &runtime, zip,
-                        ))?)
+                        .create(with_timeout_ms(
+                            &action,
+                            create_request(&function, &action, kind, &runtime, zip),
+                        )?)
                         .await
                         .map_err(whisk_error)?;
                 }
@@ -352,6 +370,27 @@ impl OpenWhisk {
             }
         }
         Ok(action)
+    }
+
+    /// The layer version ARNs `kind` brings, each checked to exist on this host: an action
+    /// of a kind whose layer is not published is refused, naming the layer.
+    fn kind_layers(&self, kind: &str) -> Result<Vec<String>, WhiskError> {
+        let layers = self.registry.layers();
+        let arns: Vec<String> = self
+            .kinds
+            .layers(kind)
+            .iter()
+            .map(|l| match l {
+                KindLayer::Arn(arn) => arn.to_arn(),
+                KindLayer::Local(name, version) => layers.version_arn(name, *version),
+            })
+            .collect();
+        layers.resolve(&arns).map_err(|e| {
+            WhiskError::BadRequest(format!(
+                "The kind '{kind}' runs with a Lambda layer this host does not have: {e}"
+            ))
+        })?;
+        Ok(arns)
     }
 
     /// Every component must be an action of this namespace, and not the sequence itself.
@@ -398,20 +437,17 @@ impl OpenWhisk {
         &self,
         action: &Action,
         kind: Kind,
-        runtime: &str,
+        runtime: &Target,
         zip: &str,
     ) -> Result<(), WhiskError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let scratch = FunctionName::parse(&format!("owcheck-{}", &id[..16]))
             .map_err(|e| WhiskError::Internal(e.to_string()))?;
         self.registry
-            .create(parse_request(create_request(
-                &scratch,
+            .create(with_timeout_ms(
                 action,
-                kind,
-                runtime,
-                zip.to_owned(),
-            ))?)
+                create_request(&scratch, action, kind, runtime, zip.to_owned()),
+            )?)
             .await
             .map_err(whisk_error)?;
         let answer = self
@@ -460,12 +496,7 @@ impl OpenWhisk {
                 completion: Completion::Caller(tx),
             })
             .await
-            .map_err(|refusal| match refusal {
-                Refusal::QueueFull { max_queue } => WhiskError::TooManyRequests(format!(
-                    "the action's queue of {max_queue} activations is full"
-                )),
-                Refusal::ShuttingDown => WhiskError::Unavailable,
-            })?;
+            .map_err(refused)?;
         rx.await
             .map_err(|_| WhiskError::Internal("the activation was lost".into()))?
             .map_err(|abort| match abort {
@@ -503,7 +534,28 @@ impl OpenWhisk {
                     self.run_code(&action, params, id).await?
                 }
             };
-            Ok(self.activations.record(activation))
+            if self.sync_blocking_records {
+                Ok(self.activations.record_durable(activation).await)
+            } else {
+                Ok(self.activations.record(activation))
+            }
+        })
+    }
+
+    /// The Lambda event an activation of `action` is: the parameters as `value`, the
+    /// `__OW_*` values as `env` (the adapter sets them).
+    fn event(&self, action: &Action, params: Map<String, Value>, activation_id: &str) -> Value {
+        json!({
+            "value": params,
+            "env": {
+                "__OW_API_HOST": self.api_host,
+                "__OW_API_KEY": self.key.auth(),
+                "__OW_NAMESPACE": self.namespace,
+                "__OW_ACTION_NAME": format!("/{}/{}", self.namespace, action.name),
+                "__OW_ACTION_VERSION": action.version,
+                "__OW_ACTIVATION_ID": activation_id,
+                "__OW_TRANSACTION_ID": activation_id,
+            },
         })
     }
 
@@ -514,19 +566,7 @@ impl OpenWhisk {
         id: uuid::Uuid,
     ) -> Result<Activation, WhiskError> {
         let activation_id = id.simple().to_string();
-        let path = format!("{}/{}", self.namespace, action.name);
-        let event = json!({
-            "value": params,
-            "env": {
-                "__OW_API_HOST": self.api_host,
-                "__OW_API_KEY": self.key.auth(),
-                "__OW_NAMESPACE": self.namespace,
-                "__OW_ACTION_NAME": format!("/{path}"),
-                "__OW_ACTION_VERSION": action.version,
-                "__OW_ACTIVATION_ID": activation_id,
-                "__OW_TRANSACTION_ID": activation_id,
-            },
-        });
+        let event = self.event(action, params, &activation_id);
         let start_ms = now_ms();
         let response = self
             .call(
@@ -535,7 +575,120 @@ impl OpenWhisk {
                 RequestId::from_stored(id.hyphenated().to_string()),
             )
             .await?;
-        let end_ms = now_ms();
+        Ok(self.activation_of(
+            &Ran::of(action),
+            activation_id,
+            start_ms,
+            now_ms(),
+            &response,
+        ))
+    }
+
+    /// Accepts a non-blocking activation of a code action: its event is stored durably as a
+    /// Lambda `Event` invocation (the same queue and store, so it runs after a restart too),
+    /// with what its record needs, sealed with the key; when it has run, [`StoredActivations`]
+    /// writes the record (synced) before the store forgets the event.
+    pub async fn enqueue(
+        &self,
+        action: &Action,
+        params: Map<String, Value>,
+        id: uuid::Uuid,
+    ) -> Result<(), WhiskError> {
+        let activation_id = id.simple().to_string();
+        let request_id = RequestId::from_stored(id.hyphenated().to_string());
+        let params = action.merged_parameters(params);
+        let mut event = self.event(action, params, &activation_id);
+        let stored = StoredActivation {
+            ran: Ran::of(action),
+            accepted_ms: now_ms(),
+            seal: self.key.seal(request_id.as_str()),
+        };
+        if let Some(fields) = event.as_object_mut() {
+            fields.insert(
+                STORED_ACTIVATION.into(),
+                serde_json::to_value(&stored).map_err(|e| WhiskError::Internal(e.to_string()))?,
+            );
+        }
+        let function = function_name(&action.name)?;
+        let (handle, _) = self.registry.lookup(&function).ok_or_else(|| {
+            WhiskError::Internal(format!("the action's function {function} is missing"))
+        })?;
+        let payload = Bytes::from(event.to_string());
+        let store = self.registry.store().clone();
+        let seq = store
+            .persist_event(function, request_id.to_string(), payload.clone())
+            .await
+            .map_err(|e| WhiskError::Internal(format!("cannot keep the activation: {e}")))?;
+        let submitted = handle
+            .submit(Invocation {
+                request_id,
+                payload,
+                content_type: None,
+                client_context: None,
+                trace_id: None,
+                want_log_tail: false,
+                completion: Completion::Event {
+                    seq,
+                    store: store.clone(),
+                    sink: self.registry.event_sink(),
+                },
+            })
+            .await;
+        match submitted {
+            Ok(()) => Ok(()),
+            Err(refusal) => {
+                store.complete_event(seq).await;
+                Err(refused(refusal))
+            }
+        }
+    }
+
+    /// Writes the record of a stored activation that has run (see [`OpenWhisk::enqueue`]);
+    /// an event without a valid seal (made through the Lambda API) writes none.
+    async fn finish_stored(
+        &self,
+        request_id: &RequestId,
+        payload: &Bytes,
+        response: &FunctionResponse,
+    ) {
+        let Some(stored) = serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|mut v| v.get_mut(STORED_ACTIVATION).map(Value::take))
+        else {
+            return;
+        };
+        let stored = match serde_json::from_value::<StoredActivation>(stored) {
+            Ok(s) if self.key.sealed(request_id.as_str(), &s.seal) => s,
+            _ => {
+                tracing::warn!(%request_id, "an Event invocation claims to be an OpenWhisk activation without the key's seal: no record written");
+                return;
+            }
+        };
+        let Ok(id) = uuid::Uuid::parse_str(request_id.as_str()) else {
+            return;
+        };
+        let activation = self.activation_of(
+            &stored.ran,
+            id.simple().to_string(),
+            stored.accepted_ms,
+            now_ms(),
+            response,
+        );
+        self.activations.record_durable(activation).await;
+    }
+
+    /// The record of an activation of `ran` that started at `start_ms` and ended with
+    /// `response`.
+    fn activation_of(
+        &self,
+        ran: &Ran,
+        activation_id: String,
+        start_ms: u64,
+        end_ms: u64,
+        response: &FunctionResponse,
+    ) -> Activation {
+        let path = format!("{}/{}", self.namespace, ran.name);
+        let timeout = ran.limits.timeout;
         let (outcome, answer) = if response.function_error {
             let error: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
             let field = |k: &str| {
@@ -547,22 +700,18 @@ impl OpenWhisk {
             };
             let (error_type, message) = (field("errorType"), field("errorMessage"));
             (
-                ActivationResponse::classify(
-                    Some((&error_type, &message)),
-                    None,
-                    action.limits.timeout,
-                ),
+                ActivationResponse::classify(Some((&error_type, &message)), None, timeout),
                 None,
             )
         } else {
             let answer = AdapterAnswer::parse(&response.body);
             (
-                ActivationResponse::classify(None, answer.as_ref(), action.limits.timeout),
+                ActivationResponse::classify(None, answer.as_ref(), timeout),
                 answer,
             )
         };
         let timed_out = outcome.result.get("error").and_then(Value::as_str)
-            == Some(messages::timed_out(action.limits.timeout).as_str());
+            == Some(messages::timed_out(timeout).as_str());
         let mut annotations = vec![
             kv("path", json!(path)),
             kv(
@@ -572,20 +721,20 @@ impl OpenWhisk {
                     .and_then(|a| a.started_ms)
                     .map_or(0, |s| s.saturating_sub(start_ms))),
             ),
-            kv("kind", json!(action.exec.kind)),
+            kv("kind", json!(ran.kind)),
             kv("timeout", json!(timed_out)),
-            kv("limits", json!(action.limits)),
+            kv("limits", json!(ran.limits)),
         ];
         if let Some(init) = answer.as_ref().and_then(|a| a.init_ms) {
             annotations.push(kv("initTime", json!(init)));
         }
         let logs = answer
-            .map(|a| log_lines(&a, action.limits.log_bytes()))
+            .map(|a| log_lines(&a, ran.limits.log_bytes()))
             .unwrap_or_default();
-        Ok(Activation {
+        Activation {
             namespace: self.namespace.clone(),
-            name: action.name.clone(),
-            version: action.version.clone(),
+            name: ran.name.clone(),
+            version: ran.version.clone(),
             subject: self.key.uuid.clone(),
             activation_id,
             start_ms,
@@ -593,7 +742,7 @@ impl OpenWhisk {
             response: outcome,
             logs,
             annotations,
-        })
+        }
     }
 
     /// The components in order, each one's result the next one's parameters; the first that
@@ -664,6 +813,75 @@ impl OpenWhisk {
     }
 }
 
+/// The one place a function's refusal becomes OpenWhisk's error.
+fn refused(refusal: Refusal) -> WhiskError {
+    match refusal {
+        Refusal::QueueFull { max_queue } => WhiskError::TooManyRequests(format!(
+            "the action's queue of {max_queue} activations is full"
+        )),
+        Refusal::ShuttingDown => WhiskError::Unavailable,
+    }
+}
+
+/// The event field a stored non-blocking activation carries (the adapter reads only `value`
+/// and `env`).
+const STORED_ACTIVATION: &str = "lambkinActivation";
+
+/// What an activation's record says of the action that ran, as it was when it was accepted.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Ran {
+    name: String,
+    version: String,
+    kind: String,
+    limits: lambkin_proto::openwhisk::Limits,
+}
+
+impl Ran {
+    fn of(action: &Action) -> Self {
+        Self {
+            name: action.name.clone(),
+            version: action.version.clone(),
+            kind: action.exec.kind.clone(),
+            limits: action.limits,
+        }
+    }
+}
+
+/// A stored non-blocking activation's part of its event.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredActivation {
+    ran: Ran,
+    accepted_ms: u64,
+    /// [`WhiskKey::seal`] of the request id.
+    seal: String,
+}
+
+/// Takes the outcome of stored non-blocking activations for the OpenWhisk side (held weakly:
+/// the registry outlives nothing of it).
+#[derive(Debug)]
+pub struct StoredActivations(std::sync::Weak<OpenWhisk>);
+
+impl StoredActivations {
+    pub fn new(ow: &Arc<OpenWhisk>) -> Arc<Self> {
+        Arc::new(Self(Arc::downgrade(ow)))
+    }
+}
+
+impl crate::lambda::invocation::EventSink for StoredActivations {
+    fn finished<'a>(
+        &'a self,
+        request_id: &'a RequestId,
+        payload: &'a Bytes,
+        response: &'a FunctionResponse,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(ow) = self.0.upgrade() {
+                ow.finish_stored(request_id, payload, response).await;
+            }
+        })
+    }
+}
+
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
@@ -689,16 +907,48 @@ fn log_lines(answer: &AdapterAnswer, limit: usize) -> Vec<String> {
     lines
 }
 
+/// The action's timeout to the millisecond, for the function (its `Timeout` in seconds is
+/// rounded up).
+fn timeout_ms(action: &Action) -> Option<u32> {
+    u32::try_from(action.limits.timeout).ok()
+}
+
+/// A function made for an action times out at the action's millisecond timeout.
+fn with_timeout_ms(
+    action: &Action,
+    request: Value,
+) -> Result<lambkin_proto::lambda::management::CreateFunctionRequest, WhiskError> {
+    let mut request: lambkin_proto::lambda::management::CreateFunctionRequest =
+        parse_request(request)?;
+    request.timeout_ms = timeout_ms(action);
+    Ok(request)
+}
+
 fn parse_request<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, WhiskError> {
     serde_json::from_value(value).map_err(|e| WhiskError::Internal(e.to_string()))
 }
 
-/// The function's settings from the action's: its runtime, the adapter as handler, the
-/// timeout rounded up to whole seconds (the activation still reports the action's own), the
-/// memory, on-demand instances.
-fn function_config(action: &Action, kind: Kind, runtime: &str) -> Value {
+/// The instances an action's function may run at once: an instance runs one activation at a
+/// time, so an action of concurrency N gets N × [`MAX_INSTANCES`], and N times the
+/// activations at once that an action of concurrency 1 gets.
+pub fn max_instances(limits: &lambkin_proto::openwhisk::Limits) -> u32 {
+    MAX_INSTANCES.saturating_mul(limits.concurrency.max(1))
+}
+
+/// What an action's kind runs on: the Lambda runtime and the layers (ARNs) over its `/opt`.
+#[derive(Debug, Clone)]
+struct Target {
+    runtime: String,
+    layers: Vec<String>,
+}
+
+/// The function's settings from the action's: its runtime and layers, the adapter as handler,
+/// the timeout rounded up to whole seconds (as the Lambda API shows it; the function times out
+/// at the action's milliseconds, [`timeout_ms`]), the memory, on-demand instances.
+fn function_config(action: &Action, kind: Kind, target: &Target) -> Value {
     json!({
-        "Runtime": runtime,
+        "Runtime": target.runtime,
+        "Layers": target.layers,
         "Handler": match kind {
             Kind::Native => "__openwhisk_actionloop.handler",
             Kind::Node | Kind::Python | Kind::Sequence => "__openwhisk_adapter.handler",
@@ -708,7 +958,7 @@ fn function_config(action: &Action, kind: Kind, runtime: &str) -> Value {
         "Description": format!("OpenWhisk action /{}/{}", action.namespace, action.name),
         "Greengrass": {
             "Pinned": false,
-            "MaxInstancesCount": MAX_INSTANCES,
+            "MaxInstancesCount": max_instances(&action.limits),
         },
     })
 }
@@ -717,7 +967,7 @@ fn create_request(
     function: &FunctionName,
     action: &Action,
     kind: Kind,
-    runtime: &str,
+    runtime: &Target,
     zip: String,
 ) -> Value {
     let mut request = function_config(action, kind, runtime);
@@ -726,6 +976,12 @@ fn create_request(
         obj.insert("Code".into(), json!({ "ZipFile": zip }));
     }
     request
+}
+
+/// An entry of the function's zip: a file (name, content, mode) or a link (name, target).
+enum Packed {
+    File(String, Vec<u8>, u32),
+    Link(String, String),
 }
 
 /// The function's code: the adapters, the action's code and its entry point (base64 zip). A
@@ -742,22 +998,32 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
         "binary": action.exec.binary,
     })
     .to_string();
-    let mut files: Vec<(String, Vec<u8>, u32)> = vec![
-        ("__openwhisk_adapter.js".into(), ADAPTER_JS.into(), 0o644),
-        ("__openwhisk_adapter.py".into(), ADAPTER_PY.into(), 0o644),
-        (
+    let mut files: Vec<Packed> = vec![
+        Packed::File("__openwhisk_adapter.js".into(), ADAPTER_JS.into(), 0o644),
+        Packed::File("__openwhisk_adapter.py".into(), ADAPTER_PY.into(), 0o644),
+        Packed::File(
             "__openwhisk_actionloop.py".into(),
             ACTIONLOOP_PY.into(),
             0o644,
         ),
-        ("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
+        Packed::File("__openwhisk_action.json".into(), meta.into_bytes(), 0o644),
     ];
     match (kind, action.exec.binary) {
-        (Kind::Python, false) => files.push(("__openwhisk_action.py".into(), code.into(), 0o644)),
-        (Kind::Node | Kind::Sequence, false) => {
-            files.push(("__openwhisk_action.js".into(), code.into(), 0o644))
-        }
-        (Kind::Native, false) => files.push(("__openwhisk_native/exec".into(), code.into(), 0o755)),
+        (Kind::Python, false) => files.push(Packed::File(
+            "__openwhisk_action.py".into(),
+            code.into(),
+            0o644,
+        )),
+        (Kind::Node | Kind::Sequence, false) => files.push(Packed::File(
+            "__openwhisk_action.js".into(),
+            code.into(),
+            0o644,
+        )),
+        (Kind::Native, false) => files.push(Packed::File(
+            "__openwhisk_native/exec".into(),
+            code.into(),
+            0o755,
+        )),
         (Kind::Python, true) => {
             unzip_into(code, "__openwhisk_action", &["__main__.py"], &mut files)?
         }
@@ -772,10 +1038,21 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
     let zip = (|| -> zip::result::ZipResult<Vec<u8>> {
         let mut buf = std::io::Cursor::new(Vec::new());
         let mut w = zip::ZipWriter::new(&mut buf);
-        for (name, content, mode) in &files {
-            let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
-            w.start_file(name.as_str(), options)?;
-            w.write_all(content)?;
+        for packed in &files {
+            match packed {
+                Packed::File(name, content, mode) => {
+                    let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+                    w.start_file(name.as_str(), options)?;
+                    w.write_all(content)?;
+                }
+                Packed::Link(name, target) => {
+                    w.add_symlink(
+                        name.as_str(),
+                        target.as_str(),
+                        zip::write::SimpleFileOptions::default(),
+                    )?;
+                }
+            }
         }
         w.finish()?;
         Ok(buf.into_inner())
@@ -784,51 +1061,52 @@ fn code_zip(action: &Action, kind: Kind) -> Result<String, WhiskError> {
     Ok(b64.encode(zip))
 }
 
-/// Adds the files of the base64 zip `code` under `prefix/`, which must hold one of `needs` at
-/// its root (an `exec` becomes executable); at most [`MAX_UNZIPPED_BYTES`] inflated.
+/// Adds the entries of the base64 zip `code` under `prefix/`, which must hold one of `needs`
+/// at its root (an `exec` becomes executable). The zip is read by the Lambda code's archive
+/// planner ([`crate::lambda::code::read_within`]): an entry out of its directory, through a
+/// link, a link out or to a link, a duplicate, or more than a function's unzipped limits is
+/// refused, naming it.
 fn unzip_into(
     code: &str,
     prefix: &str,
     needs: &[&str],
-    files: &mut Vec<(String, Vec<u8>, u32)>,
+    files: &mut Vec<Packed>,
 ) -> Result<(), WhiskError> {
-    use std::io::Read;
+    use crate::lambda::code::ArchiveEntry;
     let bad = |why: String| WhiskError::BadRequest(format!("exec.code: {why}"));
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(code.trim())
         .map_err(|e| bad(format!("not base64: {e}")))?;
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| bad(format!("not a zip: {e}")))?;
-    if !needs.iter().any(|n| archive.by_name(n).is_ok()) {
+    let entries = crate::lambda::code::read_within(&bytes, crate::lambda::code::Limits::default())
+        .map_err(|e| bad(e.to_string()))?;
+    let at_root = |name: &str| {
+        entries.iter().any(|(path, entry)| {
+            path == std::path::Path::new(name) && !matches!(entry, ArchiveEntry::Dir)
+        })
+    };
+    if !needs.iter().any(|n| at_root(n)) {
         return Err(bad(format!(
             "the zip must hold {} at its root",
             needs.join(" or ")
         )));
     }
-    let mut inflated = 0u64;
-    for i in 0..archive.len() {
-        let mut entry = archive
-            .by_index(i)
-            .map_err(|e| bad(format!("unreadable entry: {e}")))?;
-        if entry.is_dir() {
-            continue;
+    for (path, entry) in entries {
+        let name = format!("{prefix}/{}", path.display());
+        match entry {
+            ArchiveEntry::Dir => {}
+            ArchiveEntry::Link { target } => files.push(Packed::Link(name, target)),
+            ArchiveEntry::File { mode, content } => {
+                // Readable by the function's user whatever the zip says (an archiver may
+                // record 0600, or no mode at all).
+                let mode = if mode == 0 { 0o644 } else { mode | 0o644 };
+                let mode = if path == std::path::Path::new("exec") {
+                    mode | 0o755
+                } else {
+                    mode
+                };
+                files.push(Packed::File(name, content, mode));
+            }
         }
-        let name = entry.name().to_owned();
-        // Readable by the function's user whatever the zip says (an archiver may record 0600).
-        let mode = (entry.unix_mode().unwrap_or(0o644) & 0o777) | 0o644;
-        let mut content = Vec::new();
-        (&mut entry)
-            .take(MAX_UNZIPPED_BYTES + 1 - inflated)
-            .read_to_end(&mut content)
-            .map_err(|e| bad(format!("unreadable {name}: {e}")))?;
-        inflated += content.len() as u64;
-        if inflated > MAX_UNZIPPED_BYTES {
-            return Err(bad(format!(
-                "the zip inflates past {MAX_UNZIPPED_BYTES} bytes"
-            )));
-        }
-        let mode = if name == "exec" { mode | 0o755 } else { mode };
-        files.push((format!("{prefix}/{name}"), content, mode));
     }
     Ok(())
 }

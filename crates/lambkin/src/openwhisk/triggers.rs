@@ -244,9 +244,14 @@ impl OpenWhisk {
         Ok(rule)
     }
 
-    /// Fires `trigger`: each active rule's action runs (not waited for). `None` when no rule
-    /// is active (OpenWhisk answers 204 then, and records nothing).
-    pub fn fire(self: &Arc<Self>, trigger: &Trigger, params: Map<String, Value>) -> Option<String> {
+    /// Fires `trigger`: each active rule's action runs (not waited for; a code action's
+    /// activation is stored first, as a non-blocking invoke's, so it runs after a restart
+    /// too). `None` when no rule is active (OpenWhisk answers 204 then, and records nothing).
+    pub async fn fire(
+        self: &Arc<Self>,
+        trigger: &Trigger,
+        params: Map<String, Value>,
+    ) -> Option<String> {
         let rules: Vec<Arc<Rule>> = self
             .rules()
             .into_iter()
@@ -270,19 +275,33 @@ impl OpenWhisk {
                 continue;
             };
             let id = new_activation_id();
+            let started = if matches!(action.kind(), Ok(super::Kind::Sequence)) {
+                let ow = self.clone();
+                let params = params.clone();
+                let rule = rule.name.clone();
+                // Runs to its end on its own; its record is kept like any other activation.
+                tokio::spawn(async move {
+                    if let Err(e) = ow.activate(action, params, id).await {
+                        tracing::warn!(%rule, error = %e, "a rule's activation was refused");
+                    }
+                });
+                Ok(())
+            } else {
+                self.enqueue(&action, params.clone(), id).await
+            };
             logs.push(
-                json!({"statusCode": 0, "success": true, "activationId": id.simple().to_string(),
-                       "rule": rule_path, "action": action_path})
+                match started {
+                    Ok(()) => json!({"statusCode": 0, "success": true,
+                                     "activationId": id.simple().to_string(),
+                                     "rule": rule_path, "action": action_path}),
+                    Err(e) => {
+                        tracing::warn!(rule = %rule.name, error = %e, "a rule's activation was refused");
+                        json!({"statusCode": 1, "success": false, "rule": rule_path,
+                               "action": action_path, "error": e.to_string()})
+                    }
+                }
                 .to_string(),
             );
-            let ow = self.clone();
-            let params = params.clone();
-            // Runs to its end on its own; its record is kept like any other activation.
-            tokio::spawn(async move {
-                if let Err(e) = ow.activate(action, params, id).await {
-                    tracing::warn!(rule = %rule.name, error = %e, "a rule's activation was refused");
-                }
-            });
         }
         let id = new_activation_id().simple().to_string();
         self.activations.record(Activation {
@@ -329,7 +348,7 @@ impl OpenWhisk {
                     Payload::Json(value) => message_parameters(value, &message.topic.to_string()),
                     Payload::Binary(bytes) => bytes_parameters(bytes, &message.topic.to_string()),
                 };
-                ow.fire(&trigger, params);
+                ow.fire(&trigger, params).await;
             }
         });
         self.feeds
@@ -363,7 +382,8 @@ impl OpenWhisk {
                 let Some(trigger) = ow.trigger(&name) else {
                     return;
                 };
-                ow.fire(&trigger, bytes_parameters(&message.payload, &message.topic));
+                ow.fire(&trigger, bytes_parameters(&message.payload, &message.topic))
+                    .await;
             }
         });
         self.feeds
