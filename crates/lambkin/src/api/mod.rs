@@ -13,11 +13,12 @@ mod invoke;
 mod layers;
 mod local;
 mod management;
+pub mod state;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -26,28 +27,9 @@ use tokio::sync::watch;
 use lambkin_proto::lambda::error::ApiError;
 use lambkin_proto::lambda::invoke::HEADER_ERROR_TYPE;
 
-use crate::components::engine::Engine;
-use crate::lambda::registry::Registry;
-use crate::pubsub::PubSubHandle;
-
-pub type Body = Full<Bytes>;
-
 pub use local::SUBSCRIBE_PROTOCOL;
-
-/// What the API's handlers share.
-#[derive(Debug)]
-pub struct ApiState {
-    pub registry: Registry,
-    pub engine: Engine,
-    /// Local pub/sub, for `lambkin pub` and `lambkin sub`.
-    pub pubsub: PubSubHandle,
-    /// The token `/lambkin/v1` callers must present (`Authorization: Bearer …`).
-    pub cli_token: String,
-    /// Who may call the Lambda API.
-    pub gate: auth::Gate,
-    /// The OpenWhisk API (`/api/v1`), with its own key.
-    pub openwhisk: Arc<crate::openwhisk::OpenWhisk>,
-}
+use state::percent_decode;
+pub use state::{json_response, ApiState, Body};
 
 /// Serves until `shutdown` turns true, then stops accepting and lets open requests finish.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch::Receiver<bool>) {
@@ -319,16 +301,6 @@ async fn read_body(
     Ok(collected.freeze())
 }
 
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        "content-type",
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 /// The one place Lambda API errors become HTTP: status, `X-Amzn-ErrorType`, AWS's body.
 fn error_response(e: ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -345,43 +317,4 @@ fn error_response(e: ApiError) -> Response<Body> {
         }
     }
     r
-}
-
-pub(crate) fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match decoded {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn decodes_arns_in_paths() {
-        assert_eq!(
-            percent_decode("arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Af"),
-            "arn:aws:lambda:us-east-1:000000000000:function:f"
-        );
-        assert_eq!(percent_decode("%24LATEST"), "$LATEST");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("plain"), "plain");
-    }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -17,16 +16,15 @@ use lambkin_proto::openwhisk::{
     basic_credentials, ActionPut, ListQuery, Outcome, RulePut, TriggerPut, WhiskError,
 };
 
+use super::request::{
+    json_response, query_pairs, read_body, set_activation_header, BLOCKING_WAIT,
+    MAX_INVOKE_BODY_BYTES,
+};
 use super::{web, OpenWhisk};
-use crate::api::{ApiState, Body};
+use crate::api::state::{ApiState, Body};
 
-/// The longest a blocking invoke waits before answering 202 with the activation id
-/// (OpenWhisk's controller waits 60 s too).
-pub(super) const BLOCKING_WAIT: Duration = Duration::from_secs(60);
 /// An action's document with its code (OpenWhisk takes up to 48 MB of code).
 const MAX_ACTION_BODY_BYTES: usize = 50 * 1024 * 1024;
-/// An invoke's parameters (the Lambda payload limit).
-pub(super) const MAX_INVOKE_BODY_BYTES: usize = lambkin_proto::lambda::MAX_SYNC_REQUEST_BYTES;
 
 /// Serves one `/api/v1/...` request; `rest` are the decoded path segments after `v1`.
 pub async fn route(req: Request<Incoming>, state: &ApiState, rest: &[&str]) -> Response<Body> {
@@ -188,7 +186,7 @@ async fn dispatch(
             Ok(match ow.fire(&trigger, params).await {
                 Some(id) => json_response(StatusCode::ACCEPTED, &json!({ "activationId": id })),
                 None => {
-                    let mut r = crate::api::json_response(StatusCode::NO_CONTENT, &Value::Null);
+                    let mut r = json_response(StatusCode::NO_CONTENT, &Value::Null);
                     *r.body_mut() = http_body_util::Full::new(Bytes::new());
                     r.headers_mut().remove("content-type");
                     r
@@ -301,12 +299,6 @@ async fn invoke(
     Ok(r)
 }
 
-pub(super) fn set_activation_header(r: &mut Response<Body>, id: &str) {
-    if let Ok(v) = http::HeaderValue::from_str(id) {
-        r.headers_mut().insert("x-openwhisk-activation-id", v);
-    }
-}
-
 /// An invoke's body: a JSON object, or nothing.
 pub(super) fn parameters(body: &[u8]) -> Result<Map<String, Value>, WhiskError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -352,41 +344,6 @@ pub(super) fn not_from_a_browser(req: &Request<Incoming>) -> Result<(), WhiskErr
         )));
     }
     Ok(())
-}
-
-pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, WhiskError> {
-    Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                WhiskError::TooLarge(format!("the body exceeds {limit} bytes"))
-            } else {
-                WhiskError::Malformed(format!("the request body could not be read: {e}"))
-            }
-        })
-}
-
-/// The query's pairs, decoded (`+` is a space).
-pub(super) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let decode = |s: &str| crate::api::percent_decode(&s.replace('+', " "));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    crate::api::json_response(status, value)
 }
 
 /// The one place OpenWhisk API errors become HTTP: status, OpenWhisk's body, and the Basic

@@ -12,6 +12,7 @@
 pub mod activations;
 pub mod http;
 pub mod key;
+mod request;
 mod triggers;
 mod web;
 

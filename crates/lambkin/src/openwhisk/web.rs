@@ -15,8 +15,11 @@ use serde_json::{json, Map, Value};
 
 use lambkin_proto::openwhisk::{Outcome, WhiskError};
 
-use super::http::{json_response, query_pairs, read_body, set_activation_header, BLOCKING_WAIT};
-use crate::api::{ApiState, Body};
+use super::request::{
+    json_response, query_pairs, read_body, set_activation_header, BLOCKING_WAIT,
+    MAX_INVOKE_BODY_BYTES,
+};
+use crate::api::state::{percent_decode, ApiState, Body};
 
 /// How the result becomes the response, from the name's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +80,7 @@ pub async fn serve(
         .unwrap_or("")
         .to_ascii_lowercase();
     let query = query_pairs(&req);
-    let body = read_body(req, super::http::MAX_INVOKE_BODY_BYTES).await?;
+    let body = read_body(req, MAX_INVOKE_BODY_BYTES).await?;
 
     let mut params: Map<String, Value> = query.into_iter().map(|(k, v)| (k, json!(v))).collect();
     if !body.is_empty() {
@@ -95,7 +98,7 @@ pub async fn serve(
                 .filter(|p| !p.is_empty())
             {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let decode = |s: &str| crate::api::percent_decode(&s.replace('+', " "));
+                let decode = |s: &str| percent_decode(&s.replace('+', " "));
                 params.insert(decode(k), json!(decode(v)));
             }
         } else {
