@@ -28,8 +28,8 @@ use super::deployment::Staging;
 use super::deployment::{
     self, Available, Current, DeploymentRequest, FailurePolicy, Kind, Plan, PlannedComponent,
 };
-use super::graph::{DependencyGraph, GraphAction};
 use super::lifecycle::State;
+use super::status::{self, Change, Status};
 use super::supervisor::{
     self, ComponentSpec, SkipIf, StateReport, StepKey, StepSpec, SupervisorHandle,
 };
@@ -45,21 +45,7 @@ const START_SLACK: Duration = Duration::from_secs(5);
 /// `errorResetTime` default (§2.5).
 const ERROR_RESET: Duration = Duration::from_secs(3600);
 
-/// What `lambkin list` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ComponentStatus {
-    pub name: String,
-    pub version: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub state: State,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// The supervisor whose reports this entry follows (generic components).
-    #[serde(skip)]
-    pub instance: Option<u64>,
-}
+pub use super::status::ComponentStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -113,8 +99,6 @@ enum Command {
     Stop(String, oneshot::Sender<Result<(), ControlError>>),
     Shutdown(oneshot::Sender<()>),
 }
-
-type Board = Arc<Mutex<BTreeMap<String, ComponentStatus>>>;
 
 /// Each component's effective configuration, shared with IPC (GetConfiguration,
 /// UpdateConfiguration, `accessControl`): set when the component starts in a deployment,
@@ -170,7 +154,8 @@ fn access_control_in(
 #[derive(Debug, Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Command>,
-    board: Board,
+    /// The components' states, as the status board's owner publishes them.
+    board: watch::Receiver<status::Board>,
     configs: Configs,
     protected: Protected,
     store: Store,
@@ -207,19 +192,10 @@ impl Engine {
                 tracing::error!(deployment = %d.id, error = %e, "cannot mark an interrupted deployment failed");
             }
         }
-        let board: Board = Arc::default();
         let configs: Configs = Arc::default();
         let protected: Protected = Arc::default();
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let (changed_tx, changed_rx) = watch::channel(0u64);
-        let graph: Arc<Mutex<Graph>> = Arc::default();
+        let (status, reports_tx, board) = status::spawn();
         let updates: Arc<ComponentUpdates> = Arc::default();
-        tokio::spawn(watch_reports(
-            reports_rx,
-            board.clone(),
-            changed_tx,
-            graph.clone(),
-        ));
         let mut actor = Actor {
             triggers: Triggers::new(
                 settings.pubsub.clone(),
@@ -230,12 +206,10 @@ impl Engine {
             store: store.clone(),
             registry,
             running: BTreeMap::new(),
-            board: board.clone(),
+            status,
             configs: configs.clone(),
             protected: protected.clone(),
             reports_tx,
-            changed: changed_rx,
-            graph,
             applied: Plan::default(),
             stored_run_with,
             lambda_cgroups: Mutex::default(),
@@ -301,12 +275,7 @@ impl Engine {
     }
 
     pub fn list(&self) -> Vec<ComponentStatus> {
-        self.board
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.board.borrow().components.values().cloned().collect()
     }
 
     /// A component's effective configuration; `None` for a component not on the device.
@@ -432,73 +401,6 @@ impl Engine {
     }
 }
 
-/// Who depends HARD on whom, for restarts, and who waits for whom to start.
-/// The dependency rules and the supervisors they act on.
-#[derive(Debug, Default)]
-struct Graph {
-    rules: DependencyGraph,
-    handles: BTreeMap<String, Arc<SupervisorHandle>>,
-}
-
-impl Graph {
-    /// Carries out what the rules decided.
-    fn perform(&self, actions: Vec<GraphAction>) {
-        for action in actions {
-            match action {
-                GraphAction::Start(name) => {
-                    if let Some(h) = self.handles.get(&name) {
-                        tracing::info!(component = %name, "starting now that its dependencies are up");
-                        h.start();
-                    }
-                }
-                GraphAction::Restart {
-                    dependent,
-                    dependency,
-                } => {
-                    if let Some(h) = self.handles.get(&dependent) {
-                        tracing::info!(component = %dependent, %dependency, "restarting after its HARD dependency restarted");
-                        h.restart();
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Whether `name` is up on the board.
-fn is_up(board: &BTreeMap<String, ComponentStatus>, name: &str) -> bool {
-    board.get(name).is_some_and(|s| s.state.is_up())
-}
-
-/// Keeps the status board current and lets the dependency rules act on each report.
-async fn watch_reports(
-    mut reports: mpsc::UnboundedReceiver<StateReport>,
-    board: Board,
-    changed: watch::Sender<u64>,
-    graph: Arc<Mutex<Graph>>,
-) {
-    while let Some(report) = reports.recv().await {
-        let mut board = board.lock().unwrap_or_else(PoisonError::into_inner);
-        // A replaced supervisor's last reports may come after its successor's entry: they
-        // are not the component's state.
-        if let Some(status) = board
-            .get_mut(&report.name)
-            .filter(|s| s.instance == Some(report.instance))
-        {
-            status.state = report.state;
-            status.detail = report.detail.clone();
-        }
-        let mut graph = graph.lock().unwrap_or_else(PoisonError::into_inner);
-        let actions = graph
-            .rules
-            .on_report(&report.name, report.state, |n| is_up(&board, n));
-        drop(board);
-        graph.perform(actions);
-        drop(graph);
-        changed.send_modify(|n| *n += 1);
-    }
-}
-
 /// When a component was started and how long it has to come up.
 type Deadline = (Instant, Duration);
 
@@ -531,12 +433,12 @@ struct Actor {
     store: Store,
     registry: Registry,
     running: BTreeMap<String, RunningComponent>,
-    board: Board,
+    /// The status board and the dependency rules (their owner is `status`'s task).
+    status: Status,
     configs: Configs,
     protected: Protected,
+    /// Where supervisors send their state reports (to the status board's owner).
     reports_tx: mpsc::UnboundedSender<StateReport>,
-    changed: watch::Receiver<u64>,
-    graph: Arc<Mutex<Graph>>,
     /// The plan the running components were started from: what a failed deployment rolls
     /// back to. Kept in memory rather than planned again, because planning reads the kept
     /// recipes and the deployment may have brought another recipe for a version that runs.
@@ -970,11 +872,16 @@ impl Actor {
         staged?;
         // Deploying a BROKEN component again is how it is repaired (§2.5).
         let broken: BTreeSet<String> = {
-            let board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
+            let board = self.status.current().await;
             request
                 .merge
                 .keys()
-                .filter(|n| board.get(*n).is_some_and(|s| s.state == State::Broken))
+                .filter(|n| {
+                    board
+                        .components
+                        .get(*n)
+                        .is_some_and(|s| s.state == State::Broken)
+                })
                 .cloned()
                 .collect()
         };
@@ -1059,10 +966,11 @@ impl Actor {
             let Some(c) = plan.components.get(name) else {
                 continue;
             };
+            let board = self.status.current().await;
             let waits_for: Vec<String> = c
                 .dependencies
                 .iter()
-                .filter(|(d, _)| !self.is_up(d))
+                .filter(|(d, _)| !board.is_up(d))
                 .map(|(d, _)| d.clone())
                 .collect();
             let hold = on_failure == OnFailure::Continue && !waits_for.is_empty();
@@ -1100,28 +1008,21 @@ impl Actor {
         }
     }
 
-    /// Whether `name` is up as a dependency: RUNNING or FINISHED.
-    fn is_up(&self, name: &str) -> bool {
-        self.board
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .is_some_and(|s| s.state.is_up())
-    }
-
-    fn set_graph(&self, plan: &Plan) {
-        let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
-        graph
-            .rules
-            .set_hard_dependencies(plan.components.values().map(|c| {
+    fn set_graph(&mut self, plan: &Plan) {
+        let hard = plan
+            .components
+            .values()
+            .map(|c| {
                 let hard = c
                     .dependencies
                     .iter()
                     .filter(|(_, ty)| *ty == DependencyType::Hard)
-                    .map(|(dep, _)| dep.as_str())
+                    .map(|(dep, _)| dep.clone())
                     .collect();
-                (c.name.as_str(), hard)
-            }));
+                (c.name.clone(), hard)
+            })
+            .collect();
+        self.status.change(Change::HardDependencies(hard));
     }
 
     async fn stop_components<'a>(&mut self, names: impl Iterator<Item = &'a String>) {
@@ -1143,9 +1044,6 @@ impl Actor {
                     if let Some(h) = &c.supervisor {
                         h.shutdown().await;
                     }
-                    let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
-                    graph.handles.remove(name);
-                    graph.rules.forget(name);
                 }
                 Kind::Lambda => {
                     self.triggers.stop(name);
@@ -1161,28 +1059,23 @@ impl Actor {
                 }
                 Kind::Builtin => {}
             }
-            self.board
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(name);
+            self.status.change(Change::Remove(name.clone()));
         }
     }
 
-    fn set_status(&self, c: &PlannedComponent, state: State) {
-        self.board
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                c.name.clone(),
-                ComponentStatus {
-                    name: c.name.clone(),
-                    version: c.version.to_string(),
-                    kind: kind_name(&c.kind).to_owned(),
-                    state,
-                    detail: None,
-                    instance: None,
-                },
-            );
+    fn set_status(&mut self, c: &PlannedComponent, state: State) {
+        self.set_status_with(c, state, None);
+    }
+
+    fn set_status_with(&mut self, c: &PlannedComponent, state: State, detail: Option<String>) {
+        self.status.change(Change::Set(ComponentStatus {
+            name: c.name.clone(),
+            version: c.version.to_string(),
+            kind: kind_name(&c.kind).to_owned(),
+            state,
+            detail,
+            instance: None,
+        }));
     }
 
     /// Starts `c` and waits for it to come up; with `hold`, only readies it to start once
@@ -1230,32 +1123,13 @@ impl Actor {
                     .filter_map(|k| spec.steps.get(k).map(|s| s.timeout.unwrap_or_default()))
                     .sum::<Duration>();
                 let handle = Arc::new(supervisor::spawn(spec, self.reports_tx.clone()));
-                if let Some(s) = self
-                    .board
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_mut(&c.name)
-                {
-                    s.instance = Some(handle.instance());
-                }
-                {
-                    // The board first, then the graph: the order the report watcher takes them.
-                    let board = self.board.lock().unwrap_or_else(PoisonError::into_inner);
-                    let mut graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
-                    graph.handles.insert(c.name.clone(), handle.clone());
-                    match &hold {
-                        Some(dependencies) => {
-                            tracing::warn!(component = %c.name, ?dependencies, "waiting for its dependencies to come up");
-                            // The dependencies may have come up since they were looked at.
-                            let actions = graph
-                                .rules
-                                .hold(&c.name, dependencies.clone(), |n| is_up(&board, n));
-                            drop(board);
-                            graph.perform(actions);
-                        }
-                        None => handle.start(),
-                    }
-                }
+                // Held, the rules start it once its dependencies are up (they may have come up
+                // since they were looked at); otherwise it starts now.
+                self.status.change(Change::Supervised {
+                    name: c.name.clone(),
+                    handle: handle.clone(),
+                    hold: hold.clone(),
+                });
                 supervisor = Some(handle);
                 self.running.insert(
                     c.name.clone(),
@@ -1286,16 +1160,8 @@ impl Actor {
         result.map(|()| None)
     }
 
-    fn set_failed(&self, c: &PlannedComponent, why: String) {
-        self.set_status(c, State::Errored);
-        if let Some(s) = self
-            .board
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(&c.name)
-        {
-            s.detail = Some(why);
-        }
+    fn set_failed(&mut self, c: &PlannedComponent, why: String) {
+        self.set_status_with(c, State::Errored, Some(why));
     }
 
     async fn define_lambda(&self, c: &PlannedComponent) -> Result<(), String> {
@@ -1360,12 +1226,7 @@ impl Actor {
     async fn wait_up(&mut self, name: &str, (since, limit): Deadline) -> Result<(), String> {
         let deadline = since + limit;
         loop {
-            let status = self
-                .board
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(name)
-                .cloned();
+            let status = self.status.current().await.components.get(name).cloned();
             if let Some(s) = status {
                 match s.state {
                     State::Running | State::Finished => return Ok(()),
@@ -1386,7 +1247,7 @@ impl Actor {
                     limit.as_secs()
                 ));
             }
-            let _ = tokio::time::timeout(deadline - now, self.changed.changed()).await;
+            let _ = tokio::time::timeout(deadline - now, self.status.changed()).await;
         }
     }
 
@@ -1873,56 +1734,4 @@ fn fingerprint(c: &PlannedComponent) -> String {
         "{}|{}|{:?}|{:?}",
         c.version, c.config, c.lifecycle, c.run_with
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(state: State, instance: u64) -> ComponentStatus {
-        ComponentStatus {
-            name: "com.example.C".into(),
-            version: "1.0.0".into(),
-            kind: "generic".into(),
-            state,
-            detail: None,
-            instance: Some(instance),
-        }
-    }
-
-    fn report(state: State, instance: u64) -> StateReport {
-        StateReport {
-            name: "com.example.C".into(),
-            instance,
-            state,
-            detail: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn the_last_reports_of_a_replaced_supervisor_leave_its_successor_alone() {
-        let board: Board = Arc::default();
-        board
-            .lock()
-            .unwrap()
-            .insert("com.example.C".into(), status(State::New, 2));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (changed_tx, mut changed) = watch::channel(0u64);
-        let task = tokio::spawn(watch_reports(rx, board.clone(), changed_tx, Arc::default()));
-        let state = || board.lock().unwrap()["com.example.C"].state;
-
-        // Supervisor 1 was shut down for a deployment; its FINISHED arrives late.
-        tx.send(report(State::Finished, 1)).unwrap();
-        changed.wait_for(|n| *n == 1).await.unwrap();
-        assert_eq!(
-            state(),
-            State::New,
-            "a deployment waiting for 2 must not see 1's FINISHED"
-        );
-        tx.send(report(State::Installed, 2)).unwrap();
-        changed.wait_for(|n| *n == 2).await.unwrap();
-        assert_eq!(state(), State::Installed);
-        drop(tx);
-        task.await.unwrap();
-    }
 }

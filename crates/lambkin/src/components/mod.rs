@@ -17,6 +17,7 @@ pub mod deployment;
 pub mod engine;
 pub mod graph;
 pub mod lifecycle;
+pub mod status;
 pub mod supervisor;
 pub mod triggers;
 pub mod updates;
