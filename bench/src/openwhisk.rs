@@ -3,7 +3,7 @@
 //! auth) against the same handler as a Lambda function (`nodejs20.x`, on demand) through the
 //! Invoke API (signed), on one host, in turns, with the same client. The difference of the
 //! medians is what the OpenWhisk path adds: its API, the adapter in the function process, and
-//! the activation's record (synced before the answer, or with `--unsynced` not).
+//! the activation's record (appended unsynced, as by default, or with `--synced` synced before the answer).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,10 +23,10 @@ pub struct Args {
     /// A shorter run (fewer invokes).
     #[arg(long)]
     pub quick: bool,
-    /// Blocking invokes answer without waiting for their record's sync (`[openwhisk]
-    /// sync_blocking_records = false`).
+    /// Blocking invokes answer once their record is synced (`[openwhisk]
+    /// sync_blocking_records = true`).
     #[arg(long)]
-    pub unsynced: bool,
+    pub synced: bool,
 }
 
 /// The handler both paths run: the action's `main`, the Lambda function's `handler`.
@@ -61,10 +61,10 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         (500, 5000, 20)
     };
     say("starting a host");
-    let host = if args.unsynced {
+    let host = if args.synced {
         Host::start_with_config(
             &lambkin,
-            Some("[openwhisk]\nsync_blocking_records = false\n"),
+            Some("[openwhisk]\nsync_blocking_records = true\n"),
         )?
     } else {
         Host::start(&lambkin)?
@@ -131,7 +131,7 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         count,
         rounds,
         loadavg: crate::procfs::loadavg(),
-        synced: !args.unsynced,
+        synced: args.synced,
     })
 }
 
@@ -177,9 +177,9 @@ fn render(r: &Report) -> String {
         r.count,
         r.rounds,
         if r.synced {
-            "synced before the answer"
+            "synced before the answer (sync_blocking_records = true)"
         } else {
-            "unsynced (sync_blocking_records = false)"
+            "appended unsynced (the default)"
         },
         r.loadavg,
     )

@@ -35,27 +35,19 @@ pub struct HostConfig {
 }
 
 /// `[openwhisk]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "snake_case")]
 pub struct OpenWhiskConfig {
     /// `[openwhisk.kinds]`: OpenWhisk kind → Lambda runtime id, over the built-in table
     /// (`lambkin_proto::openwhisk::KindTable`), e.g. `"nodejs:24" = "nodejs22.x"`, or a
     /// runtime with layers, `"nodejs:10" = { runtime = "nodejs20.x", layers = ["node10:1"] }`.
     pub kinds: std::collections::BTreeMap<String, lambkin_proto::openwhisk::KindEntry>,
-    /// Whether a blocking invoke answers only once the activation's record is synced to disk
-    /// (default). `false`: the record is appended with the next 100 ms batch, unsynced, and a
-    /// crash may lose the records of the activations answered in the last moments before it
-    /// (their callers have them). Stored non-blocking activations are synced either way.
+    /// Whether a blocking invoke answers only once the activation's record is synced to disk.
+    /// `false` (default, as OpenWhisk's controller answers before the record is stored): the
+    /// record is appended with the next 100 ms batch, unsynced, and a crash may lose the
+    /// records of the activations answered in the last moments before it (their callers have
+    /// the results). Stored non-blocking activations are synced either way.
     pub sync_blocking_records: bool,
-}
-
-impl Default for OpenWhiskConfig {
-    fn default() -> Self {
-        Self {
-            kinds: std::collections::BTreeMap::new(),
-            sync_blocking_records: true,
-        }
-    }
 }
 
 impl OpenWhiskConfig {
@@ -706,9 +698,9 @@ mod tests {
             table.resolve("nodejs:20").is_ok(),
             "the built-in kinds stay"
         );
-        assert!(c.openwhisk.sync_blocking_records, "synced unless told");
-        let unsynced = HostConfig::parse("[openwhisk]\nsync_blocking_records = false\n").unwrap();
-        assert!(!unsynced.openwhisk.sync_blocking_records);
+        assert!(!c.openwhisk.sync_blocking_records, "unsynced unless told");
+        let synced = HostConfig::parse("[openwhisk]\nsync_blocking_records = true\n").unwrap();
+        assert!(synced.openwhisk.sync_blocking_records);
         let layered = HostConfig::parse(
             "[openwhisk.kinds]\n\"nodejs:10\" = { runtime = \"nodejs20.x\", layers = [\"n10:2\"] }\n",
         )

@@ -325,11 +325,16 @@ async fn non_blocking_activations_run_after_a_sigkill_restart() {
     non_blocking_activations_survive(Host::crash).await;
 }
 
-/// A blocking invoke answers once the activation's record is synced: a SIGKILL right after
-/// the answer loses none of them.
+/// With `sync_blocking_records`, a blocking invoke answers once the activation's record is
+/// synced: a SIGKILL right after the answer loses none of them.
 #[tokio::test]
-async fn blocking_activation_records_survive_a_crash_right_after_the_answer() {
+async fn blocking_activation_records_survive_a_crash_right_after_the_answer_when_synced() {
     let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        "[openwhisk]\nsync_blocking_records = true\n",
+    )
+    .unwrap();
     let mut host = Host::start(tmp.path());
     let (status, made) = whisk(
         &host,
