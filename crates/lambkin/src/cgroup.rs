@@ -131,7 +131,7 @@ impl Cgroups {
     /// Removes the groups hosts that are gone left behind: a host killed with SIGKILL cannot
     /// remove its instances' and zygotes' groups, which are named `HOSTPID.…`. A group goes
     /// when no process with its host's PID runs and no process is left in it (give a killed
-    /// host's processes a moment to exit first, see [`crate::orphans`]); groups of hosts still
+    /// host's processes a moment to exit first, see `crate::orphans`); groups of hosts still
     /// running, on other roots, are kept. Returns how many directories were removed.
     pub fn remove_stale(&self) -> usize {
         let parents: Vec<PathBuf> = match self.version {

@@ -178,7 +178,6 @@ pub async fn run(
             layout: layout.clone(),
             platform: PlatformInfo::current(),
             thing_name: opts.config.thing_name.clone(),
-            region: opts.config.region.clone(),
             stop_grace: opts.config.lambda.shutdown_grace(),
             base_env: component_env(&opts.config, &tes.uri()),
             ipc: ipc_listener.as_ref().map(|(_, socket)| ComponentIpc {

@@ -89,7 +89,7 @@ impl Layout {
 
     /// Creates the root's directories with their modes: `state` and `logs` the host's alone,
     /// `functions` passable (each function's code is its user's group's, see
-    /// [`crate::users::give_code`]), `runtimes` readable (the runtime clients every function
+    /// `crate::users::give_code`), `runtimes` readable (the runtime clients every function
     /// runs); then closes whatever in `state`, `logs` and `config.toml` others could read.
     pub fn create_dirs(&self) -> std::io::Result<()> {
         for (dir, mode) in [

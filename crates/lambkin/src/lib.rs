@@ -1,47 +1,55 @@
-//! Lambkin: runs AWS Lambda functions (and, later, AWS IoT Greengrass V2 components) on a
-//! device, as one binary.
+//! Lambkin: runs AWS Lambda functions, AWS IoT Greengrass V2 components and OpenWhisk actions
+//! on a device, as one binary.
 //!
 //! # Layout
+//! Public: what the binary (`main.rs`), the integration tests and the benches use. The rest is
+//! the crate's own.
 //! - [`host`]: wires the services together and stops them in order.
-//! - [`api`]: the HTTP listener: AWS Invoke and management APIs, `/lambkin/v1`.
-//! - [`lambda`]: functions, their instances (processes with a Runtime API each), scheduling.
-//! - [`store`]: durable state in SQLite (functions, accepted `Event` invocations).
-//! - [`config`]: `config.toml`, validated before anything starts.
-//! - [`layout`]: the root directory's layout.
-//! - [`logfile`]: per-component log files.
-//! - [`cgroup`]: per-instance memory, process and CPU limits (cgroup v1 or v2).
-//! - [`child_env`]: the environment every process the host starts begins with (an allow-list).
-//! - [`orphans`]: ending what a previous run of the host left running.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
-//! - [`components`]: Greengrass components (lifecycle state machine so far).
-//! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
-//! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
+//! - [`lambda`]: functions, their instances (processes with a Runtime API each), scheduling,
+//!   layers, extensions and telemetry, GreengrassContainer sandboxes.
+//! - [`http`]: the HTTP/1.1 listener loop the API and the token exchange service share.
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
-//! - [`openwhisk`]: OpenWhisk actions (`/api/v1`) as Lambda functions, their activations.
 //! - [`tes`]: the token exchange service: AWS credentials for components over loopback HTTP.
-//! - [`timestamp`]: UTC formatting for logs and API fields.
-//! - [`users`]: the users components and functions run as, their work directories and code.
+//! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
+//! - [`cgroup`]: memory, process and CPU limits, and tracking groups (cgroup v1 or v2).
+//! - [`layout`]: the root directory's layout.
+//! - [`logfile`]: per-component and per-function log files.
+//! - [`keys`]: the host's own keys and tokens.
+//! - `api`: the HTTP listener: AWS Invoke, management and layer APIs, `/lambkin/v1`, and the
+//!   OpenWhisk API's edge.
+//! - `components`: Greengrass components: recipes planned into deployments, the lifecycle state
+//!   machine, supervisors, the status board and dependency rules, Lambda components.
+//! - `ipc`: the Greengrass IPC socket that components reach with the Device SDK v2.
+//! - `openwhisk`: OpenWhisk actions (`/api/v1`) as Lambda functions, their activations.
+//! - `store`: durable state in SQLite (functions, accepted `Event` invocations, components,
+//!   deployments, configuration changes).
+//! - `config`: `config.toml`, validated before anything starts.
+//! - `child`: the one setup of every child process; `child_env`: the environment it begins with.
+//! - `orphans`: ending what a previous run of the host left running.
+//! - `users`: the users components and functions run as, their work directories and code.
+//! - `timestamp`: UTC formatting for logs and API fields; `failpoint`: crash points for tests.
 
-pub mod api;
+pub(crate) mod api;
 pub mod cgroup;
-pub mod child;
-pub mod child_env;
+pub(crate) mod child;
+pub(crate) mod child_env;
 pub mod cli;
-pub mod components;
-pub mod config;
-pub mod failpoint;
+pub(crate) mod components;
+pub(crate) mod config;
+pub(crate) mod failpoint;
 pub mod host;
 pub mod http;
-pub mod ipc;
+pub(crate) mod ipc;
 pub mod keys;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;
 pub mod mqtt;
-pub mod openwhisk;
-pub mod orphans;
+pub(crate) mod openwhisk;
+pub(crate) mod orphans;
 pub mod pubsub;
-pub mod store;
+pub(crate) mod store;
 pub mod tes;
-pub mod timestamp;
-pub mod users;
+pub(crate) mod timestamp;
+pub(crate) mod users;

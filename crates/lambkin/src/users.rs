@@ -293,11 +293,6 @@ impl Users {
         Ok(users)
     }
 
-    /// Whether the host can run processes as other users.
-    pub fn host_is_root(&self) -> bool {
-        self.host_is_root
-    }
-
     /// Whom a function made through the Lambda API runs as: the default user; `None` means
     /// the host's own user.
     pub fn for_function(&self) -> Option<RunAs> {

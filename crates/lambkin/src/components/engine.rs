@@ -71,7 +71,6 @@ pub struct EngineSettings {
     pub layout: Layout,
     pub platform: PlatformInfo,
     pub thing_name: String,
-    pub region: String,
     /// Time a stopped `Run` process gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
     /// Environment every component gets.
@@ -1382,7 +1381,6 @@ impl Actor {
             .collect();
         Ok(Arc::new(ComponentSpec {
             name: c.name.clone(),
-            version: c.version.to_string(),
             work_dir: paths.work,
             env,
             steps,

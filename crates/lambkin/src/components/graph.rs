@@ -69,6 +69,7 @@ impl DependencyGraph {
     }
 
     /// Whether `component` is held.
+    #[cfg(test)]
     pub fn is_held(&self, component: &str) -> bool {
         self.waiting.contains_key(component)
     }

@@ -164,6 +164,7 @@ impl Lifecycle {
         }
     }
 
+    #[cfg(test)]
     pub fn state(&self) -> State {
         self.state
     }

@@ -60,7 +60,6 @@ pub struct StepSpec {
 #[derive(Debug)]
 pub struct ComponentSpec {
     pub name: String,
-    pub version: String,
     pub work_dir: PathBuf,
     pub env: BTreeMap<String, String>,
     pub steps: BTreeMap<StepKey, StepSpec>,
@@ -637,7 +636,6 @@ mod tests {
     fn spec(dir: &std::path::Path, steps: &[(StepKey, &str, Option<u64>)]) -> Arc<ComponentSpec> {
         Arc::new(ComponentSpec {
             name: "test.Component".into(),
-            version: "1.0.0".into(),
             work_dir: dir.to_owned(),
             env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
             steps: steps

@@ -38,7 +38,7 @@ pub struct HostSettings {
     /// Where the host places instances (one for every function).
     pub placement: Arc<Placement>,
     /// Whom functions made through the API run as (the default user of
-    /// [`crate::users::Users::for_function`]); `None`: the host's own user.
+    /// `crate::users::Users::for_function`); `None`: the host's own user.
     pub function_user: Option<crate::users::RunAs>,
 }
 

@@ -23,7 +23,7 @@ pub struct FunctionSpec {
     pub region: String,
     pub init_timeout: Duration,
     pub shutdown_grace: Duration,
-    /// The host's root, marked on every instance process (see [`crate::orphans`]).
+    /// The host's root, marked on every instance process (see `crate::orphans`).
     pub host_root: PathBuf,
     /// Variables a Lambda component gives its function: its IPC token (`SVCUID`,
     /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`), the IPC socket and the device's variables.

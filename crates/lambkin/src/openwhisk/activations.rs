@@ -1,4 +1,4 @@
-//! Activation records: the newest [`Activations::retention`] are kept in memory for reads, and
+//! Activation records: the newest (the retention given to `Activations::open`) are kept in memory for reads, and
 //! appended as JSON lines to segment files on disk (`ROOT/state/openwhisk/activations/N.jsonl`,
 //! 0600, each of half the retention) for the next start. A thread of their own writes them:
 //! every [`FLUSH_EVERY`] (and at shutdown) what is pending, without syncing; and at once, with
@@ -204,10 +204,6 @@ impl Activations {
             thread: Mutex::new(Some(thread)),
             syncs,
         })
-    }
-
-    pub fn retention(&self) -> usize {
-        self.retention
     }
 
     /// Keeps `activation` (the oldest goes past the limit); it reaches the disk with the next
