@@ -37,6 +37,30 @@ pub struct RunOptions {
     pub with_example: bool,
 }
 
+/// The exit status for a host that could not start: [`crate::cli::EXIT_CONFIG`] (78) when its
+/// root holds a database a newer Lambkin wrote (the operator runs that version or restores a
+/// backup), 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    use crate::schema::SchemaError;
+    let newer = |e: &SchemaError| matches!(e, SchemaError::Newer { .. });
+    let refused = error.chain().any(|cause| {
+        cause.downcast_ref::<SchemaError>().is_some_and(newer)
+            || matches!(
+                cause.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Schema(e)) if newer(e)
+            )
+            || matches!(
+                cause.downcast_ref::<crate::mqtt::spool::SpoolError>(),
+                Some(crate::mqtt::spool::SpoolError::Schema(e)) if newer(e)
+            )
+    });
+    if refused {
+        crate::cli::EXIT_CONFIG
+    } else {
+        1
+    }
+}
+
 /// Runs the host until `shutdown` resolves, then stops every instance and exits cleanly.
 pub async fn run(
     opts: RunOptions,

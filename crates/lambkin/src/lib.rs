@@ -49,6 +49,7 @@ pub mod mqtt;
 pub(crate) mod openwhisk;
 pub(crate) mod orphans;
 pub mod pubsub;
+pub(crate) mod schema;
 pub(crate) mod store;
 pub mod tes;
 pub(crate) mod timestamp;

@@ -152,7 +152,7 @@ async fn dispatch(command: Command) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lambkin: {e:#}");
-            1
+            host::exit_code(&e)
         }
     }
 }

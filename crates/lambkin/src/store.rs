@@ -17,6 +17,45 @@ use tokio::sync::{mpsc, oneshot};
 use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
 
+/// The state database, as messages name it.
+const DATABASE: &str = "the state database (state/lambkin.db)";
+
+/// The state database's schema, step by step (see `crate::schema`): a new step is added at
+/// the end, never an old one changed. Step 1 is the schema of the releases before versions.
+const SCHEMA: &[&str] = &["
+    CREATE TABLE IF NOT EXISTS functions (
+        name TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        code_sha256 TEXT NOT NULL,
+        code_size INTEGER NOT NULL,
+        last_modified TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS components (
+        name TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        config TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS config_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        component TEXT NOT NULL,
+        key_path TEXT NOT NULL,
+        value_to_merge TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS deployments (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        request TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        function TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        payload BLOB NOT NULL
+    );
+"];
+
 /// How many commands may wait for the store thread before senders wait too.
 const COMMAND_QUEUE: usize = 1024;
 
@@ -28,6 +67,8 @@ pub const FOLD_AFTER: i64 = 64;
 pub enum StoreError {
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
     #[error("cannot create the state database owner-only: {0}")]
     Create(std::io::Error),
     #[error("stored function {name} is unreadable: {source}")]
@@ -144,46 +185,15 @@ impl Store {
         // The database exists 0600 before SQLite opens it: SQLite creates a new one with the
         // umask's mode, and gives its `-wal` file the database's mode.
         crate::layout::create_private_file(path).map_err(StoreError::Create)?;
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         // Only the host opens its database, so it holds it exclusively; SQLite then keeps the
         // log's index in memory instead of a `-shm` file, which a full disk could not grow
         // (the host could not even read its state then).
-        conn.execute_batch(
-            "PRAGMA locking_mode=EXCLUSIVE;
-             PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=FULL;
-             CREATE TABLE IF NOT EXISTS functions (
-                 name TEXT PRIMARY KEY,
-                 config TEXT NOT NULL,
-                 code_sha256 TEXT NOT NULL,
-                 code_size INTEGER NOT NULL,
-                 last_modified TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS components (
-                 name TEXT PRIMARY KEY,
-                 version TEXT NOT NULL,
-                 config TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS config_changes (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 component TEXT NOT NULL,
-                 key_path TEXT NOT NULL,
-                 value_to_merge TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS deployments (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 id TEXT NOT NULL UNIQUE,
-                 status TEXT NOT NULL,
-                 request TEXT NOT NULL,
-                 message TEXT NOT NULL DEFAULT ''
-             );
-             CREATE TABLE IF NOT EXISTS events (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 function TEXT NOT NULL,
-                 request_id TEXT NOT NULL,
-                 payload BLOB NOT NULL
-             );",
-        )?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        // A newer Lambkin's database is refused before anything is written to it.
+        crate::schema::check(&conn, DATABASE, SCHEMA)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+        crate::schema::migrate(&mut conn, DATABASE, SCHEMA)?;
         fold_all_config_changes(&conn)?;
         let recovered = Recovered {
             functions: load_functions(&conn)?,
@@ -720,6 +730,85 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
+    }
+
+    /// A root the releases before schema versions wrote (the same tables, `user_version` 0)
+    /// opens with everything in it, and is marked with the current version.
+    #[tokio::test]
+    async fn a_database_from_before_schema_versions_opens_with_everything_in_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("state.db");
+        let function = FunctionRecord {
+            name: FunctionName::parse("kept").unwrap(),
+            config: FunctionConfig {
+                runtime: lambkin_proto::lambda::function::Runtime::Python { minor: 12 },
+                handler: Some("app.handler".into()),
+                timeout_seconds: 3,
+                timeout_ms: None,
+                memory_size_mb: 128,
+                environment: std::collections::BTreeMap::new(),
+                description: String::new(),
+                role: String::new(),
+                greengrass: Default::default(),
+                layers: Vec::new(),
+            },
+            code_sha256: "c2hh".into(),
+            code_size: 3,
+            last_modified: "2026-01-01T00:00:00.000+0000".into(),
+        };
+        {
+            let (store, _) = Store::open(&db).unwrap();
+            store.put_function(function.clone()).await.unwrap();
+            store
+                .persist_event(
+                    function.name.clone(),
+                    "r1".into(),
+                    Bytes::from_static(b"{}"),
+                )
+                .await
+                .unwrap();
+            deployed(&store, "d1", "com.example.A", json!({"k": 1})).await;
+        }
+        // As an older release left it: no version.
+        let old = Connection::open(&db).unwrap();
+        old.pragma_update(None, "user_version", 0).unwrap();
+        drop(old);
+
+        let (_store, recovered) = Store::open(&db).unwrap();
+        assert_eq!(recovered.functions.len(), 1);
+        assert_eq!(recovered.functions[0].config, function.config);
+        assert_eq!(recovered.events.len(), 1);
+        assert_eq!(recovered.events[0].request_id, "r1");
+        assert_eq!(recovered.components.len(), 1);
+        assert_eq!(recovered.components[0].config, json!({"k": 1}));
+        drop(_store);
+        let reopened = Connection::open(&db).unwrap();
+        let version: i64 = reopened
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, crate::schema::known(SCHEMA));
+    }
+
+    /// A newer Lambkin's database is refused, byte for byte as it was.
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("state.db");
+        let newer = Connection::open(&db).unwrap();
+        newer
+            .execute_batch("CREATE TABLE future (x); PRAGMA user_version = 99;")
+            .unwrap();
+        drop(newer);
+        let before = std::fs::read(&db).unwrap();
+        let e = Store::open(&db).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::Schema(crate::schema::SchemaError::Newer { found: 99, .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), before);
     }
 
     #[tokio::test]

@@ -17,6 +17,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// The spool, as messages name it.
+const DATABASE: &str = "the spool (state/spool.db)";
+
+/// The spool's schema, step by step (see `crate::schema`): a new step is added at the end,
+/// never an old one changed. Step 1 is the schema of the releases before versions.
+const SCHEMA: &[&str] = &["
+    CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        properties TEXT NOT NULL,
+        size INTEGER NOT NULL
+    );
+"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("Message spool is full")]
@@ -25,6 +42,8 @@ pub enum SpoolError {
     TooLarge { size: u64, max: u64 },
     #[error("spool database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
     #[error("cannot create the spool database owner-only: {0}")]
     Create(std::io::Error),
 }
@@ -69,23 +88,16 @@ impl Spool {
                 // Owner-only before SQLite opens it (its `-wal` and `-shm` files take its mode).
                 crate::layout::create_private_file(path).map_err(SpoolError::Create)?;
                 let db = Connection::open(path)?;
+                // A newer Lambkin's spool is refused before anything is written to it.
+                crate::schema::check(&db, DATABASE, SCHEMA)?;
                 db.pragma_update(None, "journal_mode", "WAL")?;
                 db.pragma_update(None, "synchronous", "FULL")?;
                 db
             }
             None => Connection::open_in_memory()?,
         };
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS messages (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                topic TEXT NOT NULL,
-                qos INTEGER NOT NULL,
-                retain INTEGER NOT NULL,
-                payload BLOB NOT NULL,
-                properties TEXT NOT NULL,
-                size INTEGER NOT NULL
-            );",
-        )?;
+        let mut db = db;
+        crate::schema::migrate(&mut db, DATABASE, SCHEMA)?;
         let size: i64 = db.query_row("SELECT COALESCE(SUM(size), 0) FROM messages", [], |r| {
             r.get(0)
         })?;
@@ -264,6 +276,28 @@ mod tests {
         spool.remove(a).unwrap();
         assert_eq!(spool.head().unwrap().unwrap().payload, b"b");
         assert_eq!(spool.usage().unwrap(), (1, 2));
+    }
+
+    #[test]
+    fn a_spool_from_before_schema_versions_keeps_its_messages_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let spool = Spool::open(Some(&path), 1000).unwrap();
+        spool.add(&message("t", 1, b"kept")).unwrap();
+        drop(spool);
+        let version = |v: i64| {
+            let db = Connection::open(&path).unwrap();
+            db.pragma_update(None, "user_version", v).unwrap();
+        };
+        version(0);
+        let spool = Spool::open(Some(&path), 1000).unwrap();
+        assert_eq!(spool.head().unwrap().unwrap().payload, b"kept");
+        drop(spool);
+        version(7);
+        let before = std::fs::read(&path).unwrap();
+        let e = Spool::open(Some(&path), 1000).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("schema version 7"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 
     #[test]
