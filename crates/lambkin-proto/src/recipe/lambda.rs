@@ -588,6 +588,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn setenv() -> BTreeMap<String, String> {
@@ -962,5 +963,346 @@ mod tests {
             problems[1].to_string(),
             "containerParams.devices.0.addGroupOwner 1 is not a boolean"
         );
+    }
+
+    /// Any JSON value: nested objects and arrays of scalars, strings and numbers of every kind.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-zA-Z0-9/._ -]{0,12}".prop_map(Value::from),
+            prop_oneof![
+                Just("true"),
+                Just("false"),
+                Just("ro"),
+                Just("rw"),
+                Just("json"),
+                Just("binary"),
+                Just("NoContainer"),
+                Just("GreengrassContainer"),
+                Just("/dev/null")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z0-9]{0,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const KEYS: [&str; 11] = [
+        "pinned",
+        "maxInstancesCount",
+        "maxQueueSize",
+        "maxIdleTimeInSeconds",
+        "statusTimeoutInSeconds",
+        "timeoutInSeconds",
+        "inputPayloadEncodingType",
+        "lambdaExecutionParameters",
+        "layers",
+        "containerMode",
+        "containerParams",
+    ];
+
+    const CONTAINER_KEYS: [&str; 4] = ["memorySize", "mountROSysfs", "volumes", "devices"];
+
+    /// A configuration with any value at the keys read, and in `containerParams` and its
+    /// entries: where a panic would hide.
+    fn any_configuration() -> impl Strategy<Value = Value> {
+        let entry = proptest::collection::btree_map(
+            prop_oneof![
+                Just("sourcePath"),
+                Just("destinationPath"),
+                Just("permission"),
+                Just("addGroupOwner"),
+                Just("path")
+            ],
+            any_json(),
+            0..5,
+        )
+        .prop_map(|m| json!(m));
+        let entries = proptest::collection::vec(entry, 0..3)
+            .prop_flat_map(|items| {
+                prop_oneof![
+                    Just(Value::Array(items.clone())),
+                    Just(Value::Object(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (i.to_string(), v.clone()))
+                            .collect()
+                    )),
+                ]
+            })
+            .boxed();
+        let params = (
+            proptest::collection::btree_map(
+                proptest::sample::select(&CONTAINER_KEYS[..2]),
+                any_json(),
+                0..3,
+            ),
+            proptest::option::of(entries.clone()),
+            proptest::option::of(entries),
+            any_json(),
+        )
+            .prop_map(|(mut m, volumes, devices, other)| {
+                let mut object: serde_json::Map<String, Value> = m
+                    .iter_mut()
+                    .map(|(k, v)| ((*k).to_owned(), v.take()))
+                    .collect();
+                if let Some(v) = volumes {
+                    object.insert("volumes".into(), v);
+                }
+                if let Some(d) = devices {
+                    object.insert("devices".into(), d);
+                }
+                prop_oneof![Just(Value::Object(object)), Just(other)]
+            })
+            .prop_flat_map(|s| s);
+        (
+            proptest::collection::btree_map(proptest::sample::select(&KEYS[..]), any_json(), 0..8),
+            proptest::option::of(params),
+        )
+            .prop_map(|(m, params)| {
+                let mut object: serde_json::Map<String, Value> =
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                if let Some(p) = params {
+                    object.insert("containerParams".into(), p);
+                }
+                Value::Object(object)
+            })
+    }
+
+    /// A whole number as Greengrass may send it: an integer or its float.
+    fn number(n: u64, float: bool) -> Value {
+        if float {
+            json!(n as f64)
+        } else {
+            json!(n)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Valid {
+        pinned: bool,
+        counts: [u32; 4],
+        timeout: u32,
+        binary: bool,
+        memory_kib: u64,
+        sysfs: bool,
+        volumes: Vec<(u8, u8, bool, bool)>,
+        devices: Vec<(u8, bool, bool)>,
+        environment: BTreeMap<String, String>,
+        floats: bool,
+        contained: bool,
+    }
+
+    fn valid() -> impl Strategy<Value = Valid> {
+        (
+            (
+                any::<bool>(),
+                proptest::array::uniform4(1..=u32::MAX),
+                1..=900u32,
+                any::<bool>(),
+            ),
+            (2048..=MAX_MEMORY_SIZE_KIB, any::<bool>()),
+            proptest::collection::vec((0..20u8, 0..20u8, any::<bool>(), any::<bool>()), 0..4),
+            proptest::collection::vec((0..20u8, any::<bool>(), any::<bool>()), 0..4),
+            proptest::collection::btree_map("[A-Z][A-Z0-9_]{0,8}", "[ -~]{0,16}", 0..4),
+            (any::<bool>(), any::<bool>()),
+        )
+            .prop_map(
+                |(
+                    (pinned, counts, timeout, binary),
+                    (memory_kib, sysfs),
+                    volumes,
+                    devices,
+                    environment,
+                    (floats, contained),
+                )| Valid {
+                    pinned,
+                    counts,
+                    timeout,
+                    binary,
+                    memory_kib,
+                    sysfs,
+                    volumes,
+                    devices,
+                    environment: environment
+                        .into_iter()
+                        .filter(|(k, _)| {
+                            !crate::lambda::function::RESERVED_ENVIRONMENT.contains(&k.as_str())
+                        })
+                        .collect(),
+                    floats,
+                    contained,
+                },
+            )
+    }
+
+    fn access(rw: bool) -> &'static str {
+        if rw {
+            "rw"
+        } else {
+            "ro"
+        }
+    }
+
+    impl Valid {
+        fn configuration(&self) -> Value {
+            let volumes: serde_json::Map<String, Value> = self
+                .volumes
+                .iter()
+                .enumerate()
+                .map(|(i, (s, d, rw, group))| {
+                    (
+                        i.to_string(),
+                        json!({"sourcePath": format!("/srv/v{s}"),
+                        "destinationPath": format!("/data/v{d}"), "permission": access(*rw),
+                        "addGroupOwner": group}),
+                    )
+                })
+                .collect();
+            let devices: Vec<Value> = self
+                .devices
+                .iter()
+                .map(|(n, rw, group)| {
+                    json!({"path": format!("/dev/d{n}"), "permission": access(*rw),
+                           "addGroupOwner": group.to_string()})
+                })
+                .collect();
+            let [instances, queue, idle, status] = self.counts.map(u64::from);
+            json!({
+                "pinned": self.pinned,
+                "maxInstancesCount": number(instances, self.floats),
+                "maxQueueSize": number(queue, self.floats),
+                "maxIdleTimeInSeconds": number(idle, self.floats),
+                "statusTimeoutInSeconds": number(status, self.floats),
+                "timeoutInSeconds": number(u64::from(self.timeout), self.floats),
+                "inputPayloadEncodingType": if self.binary { "binary" } else { "json" },
+                "lambdaExecutionParameters": {"EnvironmentVariables": self.environment},
+                "containerMode": if self.contained { "GreengrassContainer" } else { "NoContainer" },
+                "containerParams": {
+                    "memorySize": number(self.memory_kib, self.floats),
+                    "mountROSysfs": self.sysfs,
+                    "volumes": volumes,
+                    "devices": devices,
+                },
+            })
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_configuration_is_translated_or_refused_without_panicking(
+            configuration in prop_oneof![any_json(), any_configuration()]
+        ) {
+            if let Err(e) = translate(&configuration) {
+                prop_assert!(!e.to_string().is_empty());
+            }
+            let _ = isolation(&configuration);
+        }
+
+        #[test]
+        fn a_valid_configuration_maps_every_field(v in valid()) {
+            let f = translate(&v.configuration());
+            prop_assert!(f.is_ok(), "{:?}", f);
+            let f = f.unwrap();
+            let g = &f.config.greengrass;
+            prop_assert_eq!(g.pinned, v.pinned);
+            prop_assert_eq!(
+                [g.max_instances_count, g.max_queue_size, g.max_idle_time_in_seconds, g.status_timeout_in_seconds],
+                v.counts
+            );
+            prop_assert_eq!(f.config.timeout_seconds, v.timeout);
+            prop_assert_eq!(g.input_payload_encoding_type == PayloadEncoding::Binary, v.binary);
+            prop_assert_eq!(&f.config.environment, &v.environment);
+            let mb = u32::try_from(v.memory_kib.div_ceil(1024)).unwrap().max(128);
+            prop_assert_eq!(f.config.memory_size_mb, mb);
+            match &g.isolation {
+                Isolation::NoContainer => prop_assert!(!v.contained),
+                Isolation::GreengrassContainer(params) => {
+                    prop_assert!(v.contained);
+                    prop_assert_eq!(params.memory_size_kib, v.memory_kib);
+                    prop_assert_eq!(params.mount_ro_sysfs, v.sysfs);
+                    let volumes: Vec<(String, String, Access, bool)> = v.volumes.iter().map(|(s, d, rw, group)| (
+                        format!("/srv/v{s}"), format!("/data/v{d}"),
+                        if *rw { Access::ReadWrite } else { Access::ReadOnly }, *group)).collect();
+                    let read: Vec<(String, String, Access, bool)> = params.volumes.iter().map(|x| (
+                        x.source.clone(), x.destination.clone(), x.permission, x.add_group_owner)).collect();
+                    prop_assert_eq!(read, volumes);
+                    let devices: Vec<(String, Access, bool)> = v.devices.iter().map(|(n, rw, group)| (
+                        format!("/dev/d{n}"), if *rw { Access::ReadWrite } else { Access::ReadOnly }, *group)).collect();
+                    let read: Vec<(String, Access, bool)> = params.devices.iter().map(|x| (
+                        x.path.clone(), x.permission, x.add_group_owner)).collect();
+                    prop_assert_eq!(read, devices);
+                }
+            }
+        }
+
+        #[test]
+        fn a_value_out_of_range_is_refused_naming_its_key(
+            v in valid(),
+            which in 0..6usize,
+            high in any::<bool>(),
+            float in any::<bool>(),
+            excess in 1..=u64::from(u32::MAX),
+        ) {
+            let (key, low, top) = [
+                ("maxInstancesCount", 0, u64::from(u32::MAX)),
+                ("maxQueueSize", 0, u64::from(u32::MAX)),
+                ("maxIdleTimeInSeconds", 0, u64::from(u32::MAX)),
+                ("statusTimeoutInSeconds", 0, u64::from(u32::MAX)),
+                ("timeoutInSeconds", 0, 900),
+                ("containerParams.memorySize", 0, MAX_MEMORY_SIZE_KIB),
+            ][which];
+            // memorySize has no lower bound of its own: the model's 2048 KB applies, in
+            // a container only.
+            let bad = if high || key == "containerParams.memorySize" { top + excess } else { low };
+            let mut configuration = v.configuration();
+            let at = match key.split_once('.') {
+                Some((outer, inner)) => &mut configuration[outer][inner],
+                None => &mut configuration[key],
+            };
+            *at = number(bad, float);
+            let keys: Vec<String> = match translate(&configuration) {
+                Ok(f) => return Err(TestCaseError::fail(format!("accepted: {f:?}"))),
+                Err(e) => e.settings().iter().map(|p| p.key.clone()).collect(),
+            };
+            prop_assert_eq!(keys, vec![key.to_owned()]);
+        }
+
+        #[test]
+        fn a_value_of_the_wrong_kind_is_refused_naming_its_key(
+            v in valid(),
+            which in 0..KEYS.len(),
+            wrong in prop_oneof![
+                Just(json!("x")), Just(json!([])), Just(json!({"a": 1})), Just(json!(-1)),
+                Just(json!(0.5)), Just(json!(true)),
+            ],
+        ) {
+            let key = KEYS[which];
+            // Each key's own kinds: the value is wrong unless the key takes it.
+            let fits = match key {
+                "pinned" => wrong.is_boolean(),
+                "lambdaExecutionParameters" | "containerParams" => wrong.is_object(),
+                "layers" => wrong == json!([]),
+                _ => false,
+            };
+            prop_assume!(!fits);
+            let mut configuration = v.configuration();
+            configuration[key] = wrong;
+            let keys: Vec<String> = match translate(&configuration) {
+                Ok(f) => return Err(TestCaseError::fail(format!("accepted: {f:?}"))),
+                Err(e) => e.settings().iter().map(|p| p.key.clone()).collect(),
+            };
+            prop_assert_eq!(keys, vec![key.to_owned()]);
+        }
     }
 }
