@@ -7,7 +7,8 @@
 //! - [`lambda::runtime_api`]: the Runtime API 2018-06-01 routes and headers.
 //! - [`lambda::management`]: the Lambda management API's JSON shapes (CreateFunction and friends).
 //! - [`lambda::error`]: every error the Lambda APIs answer, with its AWS code and HTTP status.
-//! - [`recipe`]: Greengrass V2 component recipes (JSON/YAML), platform selection, variables.
+//! - [`recipe`]: Greengrass V2 component recipes (JSON/YAML), platform selection, variables,
+//!   and a Lambda component's configuration as the function it defines ([`recipe::lambda`]).
 //! - [`eventstream`]: AWS event-stream frames (prelude, headers, CRCs, limits) and their decoder.
 //! - [`ipc`]: Greengrass IPC: the event-stream RPC session, operation shapes, errors, authorization.
 

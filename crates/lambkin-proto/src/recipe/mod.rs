@@ -8,12 +8,15 @@
 //! them, and reported as warnings by [`Recipe::parse_with_warnings`].
 //!
 //! - [`model`]: the typed recipe, its names, dependencies, manifests and artifacts.
+//! - [`lambda`]: a Lambda component's configuration as the function it defines (settings,
+//!   container, environment, layers), every bad value named by its key.
 //! - [`lifecycle`]: steps, their defaults, and `Selections` applied to the global lifecycle.
 //! - [`platform`]: choosing the manifest for a device.
 //! - [`variables`]: `{artifacts:path}` and friends, checked at parse and interpolated at deploy.
 //! - [`version`]: component versions and npm-style `VersionRequirement` ranges.
 
 mod document;
+pub mod lambda;
 pub mod lifecycle;
 pub mod model;
 pub mod platform;

@@ -16,9 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use lambkin_proto::ipc::shapes::configuration::{apply_update, ConfigurationUpdate};
 use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
-use lambkin_proto::lambda::function::{
-    FunctionConfig, FunctionName, GreengrassSettings, PayloadEncoding, Runtime,
-};
+use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
+use lambkin_proto::recipe::lambda as lambda_component;
 use lambkin_proto::recipe::lifecycle::StepKind;
 use lambkin_proto::recipe::model::DependencyType;
 use lambkin_proto::recipe::platform::PlatformInfo;
@@ -1522,93 +1521,31 @@ impl Actor {
             .map_err(|e| format!("{at}: cannot record its Bootstrap: {e}"))
     }
 
-    /// The function a Lambda component defines (`greengrass-reference.md` §1.2–1.3).
+    /// The function a Lambda component defines (`greengrass-reference.md` §1.2–1.3): its
+    /// values as `lambkin_proto::recipe::lambda` reads them, then what only the device can
+    /// check (its container's paths and devices, containers at all, its layers) and where
+    /// its code is.
     fn lambda_function(
         &self,
         c: &PlannedComponent,
     ) -> Result<(FunctionName, FunctionConfig, PathBuf), String> {
         let at = format!("{}@{}", c.name, c.version);
-        let name = FunctionName::parse(&c.name).map_err(|e| format!("{at}: {e}"))?;
-        let setenv = &c.lifecycle.setenv;
-        let runtime_id = setenv.get("AWS_GREENGRASS_LAMBDA_RUNTIME").ok_or_else(|| {
-            format!("{at}: the recipe's Setenv has no AWS_GREENGRASS_LAMBDA_RUNTIME")
-        })?;
-        let runtime = Runtime::parse(runtime_id).map_err(|e| format!("{at}: {e}"))?;
-        let handler = setenv
-            .get("AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER")
-            .cloned();
-        let config = &c.config;
-        let number = |key: &str| config.get(key).and_then(serde_json::Value::as_f64);
-        let defaults = GreengrassSettings::default();
-        let count =
-            |key: &str, default: u32| number(key).map(|n| n.max(0.0) as u32).unwrap_or(default);
-        let greengrass = GreengrassSettings {
-            pinned: config
-                .get("pinned")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(defaults.pinned),
-            max_instances_count: count("maxInstancesCount", defaults.max_instances_count),
-            max_queue_size: count("maxQueueSize", defaults.max_queue_size),
-            max_idle_time_in_seconds: count(
-                "maxIdleTimeInSeconds",
-                defaults.max_idle_time_in_seconds,
-            ),
-            status_timeout_in_seconds: count(
-                "statusTimeoutInSeconds",
-                defaults.status_timeout_in_seconds,
-            ),
-            input_payload_encoding_type: match config
-                .get("inputPayloadEncodingType")
-                .and_then(|v| v.as_str())
-            {
-                Some("binary") => PayloadEncoding::Binary,
-                _ => PayloadEncoding::Json,
-            },
-            isolation: crate::lambda::sandbox::isolation_from_config(config)
-                .map_err(|e| format!("{at}: {e}"))?,
+        let component = lambda_component::LambdaComponent {
+            name: &c.name,
+            setenv: &c.lifecycle.setenv,
+            description: c.recipe.as_ref().and_then(|r| r.description.as_deref()),
+            configuration: &c.config,
         };
-        let environment = config
-            .pointer("/lambdaExecutionParameters/EnvironmentVariables")
-            .and_then(|v| v.as_object())
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let memory_kb = config
-            .pointer("/containerParams/memorySize")
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(16384.0);
-        let function = FunctionConfig {
-            runtime,
-            handler,
-            timeout_ms: None,
-            timeout_seconds: count("timeoutInSeconds", FunctionConfig::DEFAULT_TIMEOUT_SECONDS)
-                .max(1),
-            // Greengrass sizes memory in KB for its container; the function still sees at
-            // least Lambda's minimum.
-            memory_size_mb: ((memory_kb / 1024.0).ceil() as u32).max(128),
-            environment,
-            description: c
-                .recipe
-                .as_ref()
-                .and_then(|r| r.description.clone())
-                .unwrap_or_default(),
-            role: String::new(),
-            greengrass,
-            layers: self
-                .lambda_layers(config)
-                .map_err(|e| format!("{at}: {e}"))?,
-        };
-        function.validate().map_err(|e| format!("{at}: {e}"))?;
+        let lambda_component::LambdaFunction {
+            name,
+            config: mut function,
+            layers,
+        } = lambda_component::function(&component).map_err(|e| format!("{at}: {e}"))?;
+        crate::lambda::sandbox::check_on_host(&function.greengrass.isolation)
+            .map_err(|e| format!("{at}: {e}"))?;
+        function.layers = self
+            .lambda_layers(&layers)
+            .map_err(|e| format!("{at}: {e}"))?;
         let code_dir = deployment::paths(&self.settings.layout, &c.name, &c.version)
             .decompressed
             .join("lambda-artifact");
@@ -1621,17 +1558,15 @@ impl Actor {
     /// host, laid over `/opt` in order, as a function's `Layers`).
     fn lambda_layers(
         &self,
-        config: &serde_json::Value,
+        arns: &[String],
     ) -> Result<Vec<lambkin_proto::lambda::function::LayerUse>, String> {
-        let Some(value) = config.get("layers") else {
+        if arns.is_empty() {
             return Ok(Vec::new());
-        };
-        let arns: Vec<String> = serde_json::from_value(value.clone())
-            .map_err(|e| format!("layers must be a list of layer version ARNs: {e}"))?;
+        }
         let resolved = self
             .registry
             .layers()
-            .resolve(&arns)
+            .resolve(arns)
             .map_err(|e| e.to_string())?;
         Ok(resolved.into_iter().map(|r| r.layer).collect())
     }

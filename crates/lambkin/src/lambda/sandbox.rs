@@ -1,6 +1,7 @@
-//! GreengrassContainer isolation (`greengrass-reference.md` §1.3, §1.6): how a Lambda
-//! component's `containerMode`/`containerParams` become an [`Isolation`], and how an instance
-//! of a containerised function is started.
+//! GreengrassContainer isolation (`greengrass-reference.md` §1.3, §1.6): what only the device
+//! can check of a Lambda component's `containerMode`/`containerParams` (their values become an
+//! [`Isolation`] in `lambkin_proto::recipe::lambda`), and how an instance of a containerised
+//! function is started.
 //!
 //! The host re-executes its own binary as `lambkin sandbox-init SPEC` ([`init_main`]). That
 //! small init joins the instance's cgroup, takes new mount, PID, IPC and UTS namespaces,
@@ -29,98 +30,55 @@ use super::zygote::{Zygote, ZYGOTE_READY};
 pub const INIT_COMMAND: &str = "sandbox-init";
 /// Where a containerised function finds the runtime client Lambkin ships.
 pub const RUNTIME_PATH: &str = "/runtime";
-/// Reads a Lambda component's isolation from its configuration: `containerMode` (default
-/// `GreengrassContainer`) and `containerParams`. Numbers may arrive as floats. Checks what
-/// only the device can check (volume sources exist, devices are devices) and that the host
-/// can make containers at all.
+/// Reads a Lambda component's isolation from its configuration (its values as
+/// `lambkin_proto::recipe::lambda::isolation` reads them) and checks it on this host
+/// ([`check_on_host`]), naming every problem of either kind at once.
 pub fn isolation_from_config(config: &Value) -> Result<Isolation, String> {
-    let mode = config
-        .get("containerMode")
-        .and_then(Value::as_str)
-        .unwrap_or("GreengrassContainer");
-    match mode {
-        "NoContainer" => return Ok(Isolation::NoContainer),
-        "GreengrassContainer" => {}
-        other => {
+    let (isolation, problems) = lambkin_proto::recipe::lambda::isolation(config);
+    let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let on_host = if problems.is_empty() {
+        check_on_host(&isolation)
+    } else {
+        // Whether containers are possible at all matters once the settings are right.
+        host_problems(&isolation)
+    };
+    if let Err(e) = on_host {
+        problems.push(e);
+    }
+    if problems.is_empty() {
+        Ok(isolation)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// What only the device can check of a container's settings: its volumes' sources exist, its
+/// devices are device nodes, and this host can make containers at all ([`can_contain`]).
+pub fn check_on_host(isolation: &Isolation) -> Result<(), String> {
+    host_problems(isolation)?;
+    if matches!(isolation, Isolation::GreengrassContainer(_)) {
+        if let Err(why) = can_contain() {
             return Err(format!(
-                "containerMode {other:?} is not one of GreengrassContainer, NoContainer"
-            ))
+                "containerMode GreengrassContainer is not available on this host ({why}); use NoContainer"
+            ));
         }
     }
-    let params = config.get("containerParams");
-    let field = |key: &str| params.and_then(|p| p.get(key));
-    let memory_size_kib = match field("memorySize") {
-        None | Some(Value::Null) => ContainerParams::DEFAULT_MEMORY_SIZE_KIB,
-        Some(v) => match v.as_f64() {
-            Some(n) if n.is_finite() && n >= 0.0 => n.ceil() as u64,
-            _ => {
-                return Err(format!(
-                    "containerParams.memorySize {v} is not a number of KB"
-                ))
-            }
-        },
-    };
-    let mount_ro_sysfs = match field("mountROSysfs") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-        Some(v) => return Err(format!("containerParams.mountROSysfs {v} is not a boolean")),
+    Ok(())
+}
+
+/// The volumes and devices of a container that are not on this host.
+fn host_problems(isolation: &Isolation) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let Isolation::GreengrassContainer(params) = isolation else {
+        return Ok(());
     };
     let mut problems = Vec::new();
-    let mut volumes = Vec::new();
-    for (key, v) in entries(field("volumes")) {
-        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let Some(source) = text("sourcePath") else {
-            problems.push(format!("containerParams.volumes.{key} has no sourcePath"));
-            continue;
-        };
-        let destination = text("destinationPath").unwrap_or_else(|| source.clone());
-        let at = format!("containerParams.volumes.{key}");
-        match (permission(v, &at), add_group_owner(v, &at)) {
-            (Ok(permission), Ok(add_group_owner)) => volumes.push(Volume {
-                source,
-                destination,
-                permission,
-                add_group_owner,
-            }),
-            (permission, add_group_owner) => {
-                problems.extend(permission.err());
-                problems.extend(add_group_owner.err());
-            }
-        }
-    }
-    let mut devices = Vec::new();
-    for (key, d) in entries(field("devices")) {
-        let Some(path) = d.get("path").and_then(Value::as_str) else {
-            problems.push(format!("containerParams.devices.{key} has no path"));
-            continue;
-        };
-        let at = format!("containerParams.devices.{key}");
-        match (permission(d, &at), add_group_owner(d, &at)) {
-            (Ok(permission), Ok(add_group_owner)) => devices.push(Device {
-                path: path.to_owned(),
-                permission,
-                add_group_owner,
-            }),
-            (permission, add_group_owner) => {
-                problems.extend(permission.err());
-                problems.extend(add_group_owner.err());
-            }
-        }
-    }
-    let params = ContainerParams {
-        memory_size_kib,
-        mount_ro_sysfs,
-        volumes,
-        devices,
-    };
     for v in &params.volumes {
         if Path::new(&v.source).is_absolute() && std::fs::symlink_metadata(&v.source).is_err() {
             problems.push(format!("volume sourcePath {:?} does not exist", v.source));
         }
     }
     for d in &params.devices {
-        use std::os::unix::fs::FileTypeExt;
         if !d.path.starts_with("/dev/") {
             continue; // named by the model's own validation
         }
@@ -131,49 +89,9 @@ pub fn isolation_from_config(config: &Value) -> Result<Isolation, String> {
         }
     }
     if problems.is_empty() {
-        if let Err(why) = can_contain() {
-            problems.push(format!(
-                "containerMode GreengrassContainer is not available on this host ({why}); use NoContainer"
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(Isolation::GreengrassContainer(params))
+        Ok(())
     } else {
         Err(problems.join("; "))
-    }
-}
-
-/// Greengrass sends lists as objects keyed "0", "1", …; arrays are accepted too.
-fn entries(value: Option<&Value>) -> Vec<(String, &Value)> {
-    match value {
-        Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i.to_string(), v))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn permission(entry: &Value, at: &str) -> Result<Access, String> {
-    match entry.get("permission") {
-        None | Some(Value::Null) => Ok(Access::ReadOnly),
-        Some(Value::String(s)) => {
-            Access::parse(s).ok_or_else(|| format!("{at}.permission {s:?} is not ro or rw"))
-        }
-        Some(v) => Err(format!("{at}.permission {v} is not ro or rw")),
-    }
-}
-
-/// `addGroupOwner` (default false); a string "true"/"false" as the cloud may send it.
-fn add_group_owner(entry: &Value, at: &str) -> Result<bool, String> {
-    match entry.get("addGroupOwner") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
-        Some(v) => Err(format!("{at}.addGroupOwner {v} is not a boolean")),
     }
 }
 
