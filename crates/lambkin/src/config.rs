@@ -134,7 +134,7 @@ impl Default for LambdaConfig {
 
 /// `[run_with_default]` (the nucleus's `runWithDefault`): the user components run as unless
 /// their deployment gives a `posixUser`, and functions made through the Lambda API. Unset:
-/// `ggc_user:ggc_group` on a host that runs as root (see [`crate::users`]); a host that is not
+/// `ggc_user:ggc_group` on a host that runs as root (see `crate::users`); a host that is not
 /// root runs everything as itself. A user or group name that does not exist is created (a
 /// system user, a system group) when the host starts as root.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

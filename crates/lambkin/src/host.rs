@@ -1,12 +1,19 @@
 //! The host: wires the store, the function registry and the API listener, and stops them in
 //! order. The architecture in one place.
+//!
+//! [`run`] takes its [`Listeners`] already bound: the binary binds them from the configuration
+//! ([`Listeners::bind`]); a test binds port 0 and a socket in a temporary directory, and runs
+//! the host in its own runtime (with a paused clock where a timing rule is tested). A host run
+//! inside another program cannot start GreengrassContainer instances: their sandbox init
+//! re-executes the running binary, which must then be `lambkin`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use base64::Engine as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
 use lambkin_proto::lambda::function::FunctionName;
@@ -31,8 +38,6 @@ use crate::tes::Tes;
 pub struct RunOptions {
     pub layout: Layout,
     pub config: HostConfig,
-    /// Overrides `listen` from the configuration.
-    pub listen: Option<SocketAddr>,
     /// Define the example function `hello` if it does not exist.
     pub with_example: bool,
 }
@@ -61,11 +66,92 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
     }
 }
 
-/// Runs the host until `shutdown` resolves, then stops every instance and exits cleanly.
+/// The host's own listeners, bound before it runs. Each instance's Runtime API listener is
+/// not among them: an instance binds its own when it starts.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The Invoke API and all that is served beside it (`interface.md`).
+    pub api: TcpListener,
+    /// The token exchange service, on loopback.
+    pub token_exchange: TcpListener,
+    /// Greengrass IPC. Without it the host still runs everything else, and components get no
+    /// IPC variables.
+    pub ipc: Option<IpcListener>,
+}
+
+/// The Greengrass IPC socket and the absolute path components are given to reach it.
+#[derive(Debug)]
+pub struct IpcListener {
+    pub listener: UnixListener,
+    pub path: PathBuf,
+}
+
+/// A listener of the host that cannot be bound: the host does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr}")]
+    Api {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the token exchange service: cannot listen on {addr}")]
+    TokenExchange {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Listeners {
+    /// Binds what `config` names: the API on `listen` (else `config.listen`), the token
+    /// exchange service on `127.0.0.1:[tes] port` (any free port by default), and the IPC socket
+    /// at `ROOT/ipc.socket`, open to every user (`ipc::bind`). The IPC socket is bound last, as
+    /// binding it replaces a socket left at its path; when it cannot be bound the error is
+    /// logged and the host runs without it.
+    pub async fn bind(
+        layout: &Layout,
+        config: &HostConfig,
+        listen: Option<SocketAddr>,
+    ) -> Result<Self, ListenError> {
+        let addr = listen.unwrap_or(config.listen);
+        let api = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ListenError::Api { addr, source })?;
+        let addr = crate::tes::address(config.tes.as_ref());
+        let token_exchange = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ListenError::TokenExchange { addr, source })?;
+        let ipc = match ipc::socket_path(layout.root())
+            .map_err(anyhow::Error::from)
+            .and_then(|path| Ok((ipc::bind(&path)?, path)))
+        {
+            Ok((listener, path)) => Some(IpcListener { listener, path }),
+            Err(e) => {
+                tracing::error!(error = %e, "the IPC socket is not available");
+                None
+            }
+        };
+        Ok(Self {
+            api,
+            token_exchange,
+            ipc,
+        })
+    }
+}
+
+/// Runs the host on `listeners` until `shutdown` resolves, then stops every instance and
+/// exits cleanly.
 pub async fn run(
     opts: RunOptions,
+    listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        api: listener,
+        token_exchange,
+        ipc: ipc_listener,
+    } = listeners;
     let layout = opts.layout;
     layout
         .create_dirs()
@@ -128,10 +214,6 @@ pub async fn run(
             function_user: users.for_function(),
         },
     );
-    let listen = opts.listen.unwrap_or(opts.config.listen);
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let host_key = crate::keys::load_or_create(&layout.credentials_file())?;
     let api_keys = crate::api::auth::Keys::new();
@@ -177,25 +259,13 @@ pub async fn run(
     if opts.with_example {
         define_example(&registry).await?;
     }
-    // Bound before any component starts, so that a component's first connection finds it.
-    // Without it the host still runs everything else, and components get no IPC variables.
-    let ipc_listener = match ipc::socket_path(layout.root())
-        .map_err(anyhow::Error::from)
-        .and_then(|path| Ok((ipc::bind(&path)?, path)))
-    {
-        Ok(bound) => Some(bound),
-        Err(e) => {
-            tracing::error!(error = %e, "the IPC socket is not available");
-            None
-        }
-    };
     let tokens = Tokens::new();
     let tes = Tes::start(
+        token_exchange,
         opts.config.tes.as_ref(),
         &opts.config.thing_name,
         tokens.clone(),
     )
-    .await
     .context("cannot start the token exchange service")?;
     let engine = Engine::start(
         EngineSettings {
@@ -204,8 +274,10 @@ pub async fn run(
             thing_name: opts.config.thing_name.clone(),
             stop_grace: opts.config.lambda.shutdown_grace(),
             base_env: component_env(&opts.config, &tes.uri()),
-            ipc: ipc_listener.as_ref().map(|(_, socket)| ComponentIpc {
-                socket: socket.clone(),
+            // The socket is bound before any component starts, so that a component's first
+            // connection finds it.
+            ipc: ipc_listener.as_ref().map(|ipc| ComponentIpc {
+                socket: ipc.path.clone(),
                 tokens: tokens.clone(),
             }),
             pubsub: pubsub.clone(),
@@ -236,8 +308,8 @@ pub async fn run(
         openwhisk: openwhisk.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());
-    let ipc_server = ipc_listener.map(|(listener, _)| {
+    let ipc_socket = ipc_listener.as_ref().map(|ipc| ipc.path.clone());
+    let ipc_server = ipc_listener.map(|IpcListener { listener, .. }| {
         let services =
             Arc::new(Services::new(pubsub.clone(), engine.clone(), tokens).with_mqtt(mqtt.clone()));
         tokio::spawn(ipc::serve(listener, services, stop_rx.clone()))

@@ -2,8 +2,8 @@
 //! on a device, as one binary.
 //!
 //! # Layout
-//! Public: what the binary (`main.rs`), the integration tests and the benches use. The rest is
-//! the crate's own.
+//! The linked modules are public: what the binary (`main.rs`), the integration tests and the
+//! benches use. The rest are the crate's own.
 //! - [`host`]: wires the services together and stops them in order.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
 //! - [`lambda`]: functions, their instances (processes with a Runtime API each), scheduling,
@@ -20,13 +20,13 @@
 //!   OpenWhisk API's edge.
 //! - `components`: Greengrass components: recipes planned into deployments, the lifecycle state
 //!   machine, supervisors, the status board and dependency rules, Lambda components.
-//! - `ipc`: the Greengrass IPC socket that components reach with the Device SDK v2.
+//! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
 //! - `openwhisk`: OpenWhisk actions (`/api/v1`) as Lambda functions, their activations.
 //! - `store`: durable state in SQLite (functions, accepted `Event` invocations, components,
 //!   deployments, configuration changes).
-//! - `config`: `config.toml`, validated before anything starts.
+//! - [`config`]: `config.toml`, validated before anything starts.
 //! - `child`: the one setup of every child process; `child_env`: the environment it begins with.
-//! - `orphans`: ending what a previous run of the host left running.
+//! - [`orphans`]: ending what a previous run of the host left running.
 //! - `users`: the users components and functions run as, their work directories and code.
 //! - `timestamp`: UTC formatting for logs and API fields; `failpoint`: crash points for tests.
 
@@ -36,18 +36,18 @@ pub(crate) mod child;
 pub(crate) mod child_env;
 pub mod cli;
 pub(crate) mod components;
-pub(crate) mod config;
+pub mod config;
 pub(crate) mod failpoint;
 pub mod host;
 pub mod http;
-pub(crate) mod ipc;
+pub mod ipc;
 pub mod keys;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;
 pub mod mqtt;
 pub(crate) mod openwhisk;
-pub(crate) mod orphans;
+pub mod orphans;
 pub mod pubsub;
 pub(crate) mod schema;
 pub(crate) mod store;

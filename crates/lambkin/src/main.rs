@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use lambkin::cli::{self, Cli, Command, EXIT_CONFIG};
-use lambkin::host::{self, RunOptions};
+use lambkin::host::{self, Listeners, RunOptions};
 
 fn main() -> ExitCode {
     if let Some(code) = lambkin::lambda::sandbox::run_if_init() {
@@ -67,13 +67,19 @@ async fn dispatch(command: Command) -> i32 {
                 return 1;
             }
             init_tracing(&layout.host_log());
-            let opts = RunOptions {
-                layout,
-                config,
-                listen,
-                with_example,
-            };
-            host::run(opts, shutdown_signal()).await.map(|()| 0)
+            match Listeners::bind(&layout, &config, listen).await {
+                Ok(listeners) => {
+                    let opts = RunOptions {
+                        layout,
+                        config,
+                        with_example,
+                    };
+                    host::run(opts, listeners, shutdown_signal())
+                        .await
+                        .map(|()| 0)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Invoke {
             root,

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,18 +40,15 @@ pub struct Tes {
 }
 
 impl Tes {
-    /// Binds `127.0.0.1:<port>` (`[tes] port`, any free port by default) and serves until
-    /// [`Tes::shutdown`]. Without `[tes]` it still answers, saying no source is configured.
-    pub async fn start(
+    /// Serves on `listener` (bound to [`address`]) until [`Tes::shutdown`]. Without `[tes]`
+    /// it still answers, saying no source is configured.
+    pub fn start(
+        listener: TcpListener,
         config: Option<&TesConfig>,
         thing_name: &str,
         tokens: Tokens,
     ) -> anyhow::Result<Self> {
         let source = Source::from_config(config, thing_name)?;
-        let port = config.map_or(0, |c| c.port);
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let state = Arc::new(server::State { tokens, source });
@@ -70,6 +66,11 @@ impl Tes {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// Where the service listens: `127.0.0.1:<port>`, `[tes] port` or any free port by default.
+pub fn address(config: Option<&TesConfig>) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, config.map_or(0, |c| c.port)))
 }
 
 /// `2026-11-22T08:00:00Z`, the `Expiration` form of the ECS and IoT answers.
