@@ -179,6 +179,64 @@ pub fn create_private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// One host per root: an exclusive lock on `ROOT/state/host.lock` (holding the holder's pid),
+/// taken before the host touches anything else of the root, and released by the kernel when
+/// the process ends, however it ends. A second host on a running root stops there, before it
+/// would end the first one's processes as leftovers or replace its IPC socket.
+#[derive(Debug)]
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootLockError {
+    #[error("another Lambkin host runs on {root}{holder}: one host per root")]
+    Held { root: String, holder: String },
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl RootLock {
+    pub fn acquire(layout: &Layout) -> Result<Self, RootLockError> {
+        let path = layout.state_dir().join("host.lock");
+        let io = |source| RootLockError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        create_private_dir(&layout.state_dir()).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_FILE)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .map(|pid| pid.trim().to_owned())
+                    .filter(|pid| !pid.is_empty())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(RootLockError::Held {
+                    root: layout.root().display().to_string(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// Creates `dir` (and what is missing above it) as a private directory.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()

@@ -67,6 +67,14 @@ async fn dispatch(command: Command) -> i32 {
                 return 1;
             }
             init_tracing(&layout.host_log());
+            // Held until the process ends.
+            let _root = match lambkin::layout::RootLock::acquire(&layout) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    eprintln!("lambkin: {e}");
+                    return 1;
+                }
+            };
             match Listeners::bind(&layout, &config, listen).await {
                 Ok(listeners) => {
                     let opts = RunOptions {
