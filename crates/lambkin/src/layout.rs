@@ -185,7 +185,7 @@ pub fn create_private_file(path: &Path) -> std::io::Result<()> {
 /// would end the first one's processes as leftovers or replace its IPC socket.
 #[derive(Debug)]
 pub struct RootLock {
-    _file: std::fs::File,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +207,7 @@ impl RootLock {
             source,
         };
         create_private_dir(&layout.state_dir()).map_err(io)?;
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -215,25 +215,26 @@ impl RootLock {
             .mode(PRIVATE_FILE)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path)
-                    .ok()
-                    .map(|pid| pid.trim().to_owned())
-                    .filter(|pid| !pid.is_empty())
-                    .map(|pid| format!(" (pid {pid})"))
-                    .unwrap_or_default();
-                return Err(RootLockError::Held {
-                    root: layout.root().display().to_string(),
-                    holder,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-        file.set_len(0).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _file: file })
+        let mut lock =
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .map(|pid| pid.trim().to_owned())
+                        .filter(|pid| !pid.is_empty())
+                        .map(|pid| format!(" (pid {pid})"))
+                        .unwrap_or_default();
+                    return Err(RootLockError::Held {
+                        root: layout.root().display().to_string(),
+                        holder,
+                    });
+                }
+                Err((_, e)) => return Err(io(e.into())),
+            };
+        lock.set_len(0).map_err(io)?;
+        writeln!(lock, "{}", std::process::id()).map_err(io)?;
+        Ok(Self { _lock: lock })
     }
 }
 
