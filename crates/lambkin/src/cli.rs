@@ -166,6 +166,23 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
     },
+    /// Write a backup of the root to FILE (a .tar.gz), while the host runs or not: the
+    /// databases as consistent copies, function code, layers, components and their work
+    /// directories, keys and configuration; not the logs.
+    Backup {
+        #[command(flatten)]
+        root: RootArg,
+        file: PathBuf,
+    },
+    /// Restore a backup into the root (no host may run on it). A root that holds state
+    /// already is refused unless --force, which replaces what it holds.
+    Restore {
+        #[command(flatten)]
+        root: RootArg,
+        file: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
     /// Validate the configuration; exit 0, or 78 naming every problem.
     CheckConfig {
         #[command(flatten)]
@@ -417,6 +434,27 @@ async fn local(
         bail!("{}", error_message(&reply.body));
     }
     Ok(reply)
+}
+
+/// Asks the running host for a consistent copy of its state database (`lambkin backup`).
+async fn local_backup(layout: &Layout) -> anyhow::Result<()> {
+    local(layout, "POST", "/lambkin/v1/backup", None).await?;
+    Ok(())
+}
+
+pub async fn backup(layout: &Layout, file: &std::path::Path) -> anyhow::Result<i32> {
+    let done = crate::backup::backup(layout, file, || local_backup(layout)).await?;
+    println!("{done}");
+    Ok(0)
+}
+
+pub async fn restore(layout: &Layout, file: &std::path::Path, force: bool) -> anyhow::Result<i32> {
+    let layout = layout.clone();
+    let file = file.to_owned();
+    let done = tokio::task::spawn_blocking(move || crate::backup::restore(&layout, &file, force))
+        .await??;
+    println!("{done}");
+    Ok(0)
 }
 
 /// The token the host wrote for the CLI.

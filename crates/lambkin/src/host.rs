@@ -201,7 +201,7 @@ pub async fn run(
     )
     .with_context(|| format!("cannot open {}", layout.layers_dir().display()))?;
     let registry = Registry::new(
-        store,
+        store.clone(),
         layout.clone(),
         runtimes,
         layers,
@@ -306,6 +306,8 @@ pub async fn run(
         cli_token,
         gate: crate::api::auth::Gate::new(opts.config.api.auth, api_keys, addr),
         openwhisk: openwhisk.clone(),
+        store: store.clone(),
+        layout: layout.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|ipc| ipc.path.clone());

@@ -22,6 +22,7 @@
 //!   machine, supervisors, the status board and dependency rules, Lambda components.
 //! - [`ipc`]: the Greengrass IPC socket that components reach with the Device SDK v2.
 //! - `openwhisk`: OpenWhisk actions (`/api/v1`) as Lambda functions, their activations.
+//! - `backup`: `lambkin backup` and `restore`: a root as one archive, the databases as copies.
 //! - `store`: durable state in SQLite (functions, accepted `Event` invocations, components,
 //!   deployments, configuration changes).
 //! - [`config`]: `config.toml`, validated before anything starts.
@@ -31,6 +32,7 @@
 //! - `timestamp`: UTC formatting for logs and API fields; `failpoint`: crash points for tests.
 
 pub(crate) mod api;
+pub(crate) mod backup;
 pub mod cgroup;
 pub(crate) mod child;
 pub(crate) mod child_env;

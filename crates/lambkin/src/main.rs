@@ -149,6 +149,8 @@ async fn dispatch(command: Command) -> i32 {
         } => cli::publish(&root.layout(), &topic, &message).await,
         Command::Sub { root, filter } => cli::subscribe(&root.layout(), &filter).await,
         Command::Credentials { root } => cli::credentials(&root.layout()),
+        Command::Backup { root, file } => cli::backup(&root.layout(), &file).await,
+        Command::Restore { root, file, force } => cli::restore(&root.layout(), &file, force).await,
         Command::CheckConfig { root, config } => {
             match cli::load_config(&root.layout(), config.as_deref()) {
                 Ok(_) => {

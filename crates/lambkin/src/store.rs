@@ -135,6 +135,8 @@ enum Command {
         changes: Vec<ConfigChange>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A consistent copy of the database at a new path, taken between two batches.
+    Snapshot(std::path::PathBuf, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// One UpdateConfiguration of a component's configuration, as saved.
@@ -316,6 +318,14 @@ impl Store {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Writes a consistent copy of the database to `path` (which must not exist), holding
+    /// every write acknowledged before the call.
+    pub async fn snapshot(&self, path: std::path::PathBuf) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Snapshot(path, reply)).await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
     async fn send(&self, command: Command) -> Result<(), StoreError> {
         self.tx.send(command).await.map_err(|_| StoreError::Stopped)
     }
@@ -419,15 +429,39 @@ fn load_events(conn: &Connection) -> Result<Vec<PendingEvent>, StoreError> {
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-            if batch.len() >= COMMAND_QUEUE {
-                break;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                // What came before it is committed first, so the copy holds every write
+                // acknowledged before it was asked for.
+                Command::Snapshot(path, reply) => {
+                    if !batch.is_empty() {
+                        apply_batch(&mut conn, std::mem::take(&mut batch));
+                    }
+                    let _ = reply.send(snapshot(&conn, &path));
+                }
+                command => batch.push(command),
+            }
+            if batch.len() < COMMAND_QUEUE {
+                next = rx.try_recv().ok();
             }
         }
-        apply_batch(&mut conn, std::mem::take(&mut batch));
+        if !batch.is_empty() {
+            apply_batch(&mut conn, std::mem::take(&mut batch));
+        }
     }
+}
+
+/// `VACUUM INTO`: a consistent, compact copy of the database at `path` (which must not exist),
+/// made owner-only.
+fn snapshot(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let target = path
+        .to_str()
+        .ok_or_else(|| StoreError::Commit(format!("{} is not UTF-8", path.display())))?;
+    conn.execute("VACUUM INTO ?1", [target])?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(StoreError::Create)?;
+    Ok(())
 }
 
 /// Applies a batch in one transaction; replies only after the commit, so an acknowledged
@@ -522,6 +556,13 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                     replies.push(Box::new(move |failed| {
                         let _ = reply.send(outcome.and(committed(failed)));
                     }));
+                }
+                // `run` takes snapshots between batches; none reaches a batch.
+                Command::Snapshot(path, reply) => {
+                    let _ = reply.send(Err(StoreError::Commit(format!(
+                        "a snapshot to {} cannot be taken within a batch",
+                        path.display()
+                    ))));
                 }
                 Command::ListDeployments(reply) => {
                     let outcome = load_deployments(&tx, "");

@@ -77,6 +77,12 @@ pub async fn route(
             to_json(&list)
         }
         (&Method::GET, ["components"]) => to_json(&state.engine.list()),
+        (&Method::POST, ["backup"]) => {
+            let path = crate::backup::snapshot_running(&state.layout, &state.store)
+                .await
+                .map_err(|e| ApiError::Service(e.to_string()))?;
+            to_json(&serde_json::json!({ "database": path }))
+        }
         (&Method::POST, ["components", name, "restart"]) => {
             state
                 .engine

@@ -28,6 +28,9 @@ pub struct ApiState {
     pub gate: auth::Gate,
     /// The OpenWhisk API (`/api/v1`), with its own key.
     pub openwhisk: Arc<crate::openwhisk::OpenWhisk>,
+    /// The state database, for `lambkin backup`'s snapshot.
+    pub store: crate::store::Store,
+    pub layout: crate::layout::Layout,
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
