@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -58,7 +57,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves `listener` with `handler` (given each request and the shared `state`) within
 /// `limits` until `shutdown` turns true. `what` names the listener in log lines.
-pub async fn serve<S, F, Fut>(
+pub async fn serve<S, F, Fut, B>(
     listener: TcpListener,
     what: &'static str,
     limits: Limits,
@@ -68,7 +67,8 @@ pub async fn serve<S, F, Fut>(
 ) where
     S: Send + Sync + 'static,
     F: Fn(Request<Incoming>, Arc<S>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
 {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(limits.connections));

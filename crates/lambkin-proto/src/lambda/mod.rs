@@ -7,6 +7,7 @@ pub mod layer;
 pub mod management;
 pub mod runtime_api;
 pub mod sigv4;
+pub mod stream;
 pub mod telemetry;
 
 /// Largest synchronous request payload the Invoke API accepts (6 MiB, as AWS Lambda).

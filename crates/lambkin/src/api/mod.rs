@@ -14,6 +14,7 @@ mod layers;
 mod local;
 mod management;
 pub mod state;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use lambkin_proto::lambda::invoke::HEADER_ERROR_TYPE;
 pub use local::SUBSCRIBE_PROTOCOL;
 use state::percent_decode;
 pub use state::{json_response, ApiState, Body};
+use stream::ResponseBody;
 
 /// Serves until `shutdown` turns true, then stops accepting and lets open requests finish.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch::Receiver<bool>) {
@@ -45,7 +47,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch:
 }
 
 /// The whole route table.
-async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
+async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBody> {
     let path = req.uri().path().to_owned();
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -63,19 +65,26 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
         },
         (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
         _ => match Operation::route(&method, &segments, req.uri().query()) {
-            Some(operation) => lambda_api(req, state, operation).await,
+            Some(operation) => {
+                return lambda_api(req, state, operation)
+                    .await
+                    .unwrap_or_else(|e| error_response(e).map(ResponseBody::from))
+            }
             None => Err(ApiError::UnknownOperation(format!(
                 "no operation for {method} {path}"
             ))),
         },
     };
-    result.unwrap_or_else(error_response)
+    result
+        .unwrap_or_else(error_response)
+        .map(ResponseBody::from)
 }
 
 /// A Lambda API operation, named as IAM names its action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     Invoke(String),
+    InvokeWithResponseStream(String),
     CreateFunction,
     ListFunctions,
     GetFunction(String),
@@ -122,6 +131,9 @@ impl Operation {
                 Self::DeleteLayerVersion(name(l), name(v))
             }
             (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => Self::Invoke(name(f)),
+            (&Method::POST, ["2021-11-15", "functions", f, "response-streaming-invocations"]) => {
+                Self::InvokeWithResponseStream(name(f))
+            }
             (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
                 Self::CreateFunction
             }
@@ -146,7 +158,8 @@ impl Operation {
     /// The IAM action (`lambda:InvokeFunction`, ...).
     pub fn action(&self) -> &'static str {
         match self {
-            Self::Invoke(_) => "lambda:InvokeFunction",
+            // IAM authorizes InvokeWithResponseStream as InvokeFunction.
+            Self::Invoke(_) | Self::InvokeWithResponseStream(_) => "lambda:InvokeFunction",
             Self::CreateFunction => "lambda:CreateFunction",
             Self::ListFunctions => "lambda:ListFunctions",
             Self::GetFunction(_) => "lambda:GetFunction",
@@ -168,6 +181,7 @@ impl Operation {
     pub fn function(&self) -> Option<&str> {
         match self {
             Self::Invoke(f)
+            | Self::InvokeWithResponseStream(f)
             | Self::GetFunction(f)
             | Self::GetFunctionConfiguration(f)
             | Self::DeleteFunction(f)
@@ -198,6 +212,9 @@ impl Operation {
                     _ => (MAX_SYNC_REQUEST_BYTES, "Invoke"),
                 }
             }
+            Self::InvokeWithResponseStream(_) => {
+                (MAX_SYNC_REQUEST_BYTES, "InvokeWithResponseStream")
+            }
             Self::CreateFunction => (MAX_MANAGEMENT_BODY_BYTES, "CreateFunction"),
             Self::UpdateFunctionCode(_) => (MAX_MANAGEMENT_BODY_BYTES, "UpdateFunctionCode"),
             Self::UpdateFunctionConfiguration(_) => {
@@ -223,14 +240,17 @@ async fn lambda_api(
     req: Request<Incoming>,
     state: &ApiState,
     operation: Operation,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = req.into_parts();
     state.gate.precheck(&parts)?;
     let (limit, name) = operation.body_limit(&parts.headers);
     let body = read_body(body, limit, name).await?;
     let principal = state.gate.verify(&parts, &body)?;
     access::authorize(&principal, &operation, state)?;
-    match operation {
+    let whole = match operation {
+        Operation::InvokeWithResponseStream(f) => {
+            return invoke::invoke_with_response_stream(&parts, body, state, &f).await
+        }
         Operation::Invoke(f) => invoke::invoke(&parts, body, state, &f).await,
         Operation::CreateFunction => management::create(&body, state).await,
         Operation::ListFunctions => management::list(state),
@@ -247,7 +267,8 @@ async fn lambda_api(
         Operation::ListLayers => layers::list(state, parts.uri.query()),
         Operation::ListLayerVersions(l) => layers::list_versions(state, &l, parts.uri.query()),
         Operation::DeleteLayerVersion(l, v) => layers::delete(state, &l, &v).await,
-    }
+    };
+    whole.map(|r| r.map(ResponseBody::from))
 }
 
 fn authorized(req: &Request<Incoming>, state: &ApiState) -> Result<(), ApiError> {
