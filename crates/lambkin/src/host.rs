@@ -211,6 +211,12 @@ pub async fn run(
         cli_token,
         gate: crate::api::auth::Gate::new(opts.config.api.auth, api_keys, addr),
         openwhisk: openwhisk.clone(),
+        urls: crate::api::url_store::FunctionUrls::load(
+            &layout.state_dir(),
+            format!("http://{addr}"),
+        )
+        .context("cannot read the function URLs (state/function-urls.json)")?,
+        region: opts.config.region.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|(_, path)| path.clone());

@@ -25,6 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// What one listener allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -68,7 +72,8 @@ pub async fn serve<S, F, Fut, B>(
     S: Send + Sync + 'static,
     F: Fn(Request<Incoming>, Arc<S>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(limits.connections));
@@ -102,9 +107,13 @@ pub async fn serve<S, F, Fut, B>(
                 let state = state.clone();
                 let handler = handler.clone();
                 let mut conn_shutdown = shutdown.clone();
+                let peer = stream.peer_addr().ok();
                 connections.spawn(async move {
                     let _slot = slot;
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        if let Some(peer) = peer {
+                            req.extensions_mut().insert(Peer(peer));
+                        }
                         let answer = handler(req, state.clone());
                         async move { Ok::<_, Infallible>(answer.await) }
                     });

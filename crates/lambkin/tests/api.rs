@@ -520,3 +520,59 @@ async fn streamed_responses_reach_both_invoke_apis() {
         .await;
     assert_eq!(error_of(&r).1, "ResourceNotFoundException");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn function_urls_survive_restarts_and_go_with_their_function() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut host = Host::start(tmp.path());
+    let web = || python_function("web", ECHO, json!({"Pinned": false}), BTreeMap::new());
+    assert_eq!(host.create(web()).await.status, 201);
+    let r = host
+        .call(
+            "POST",
+            "/2021-10-31/functions/web/url",
+            &[],
+            r#"{"AuthType":"NONE"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let url = json(&r)["FunctionUrl"].as_str().unwrap().to_owned();
+    let id = url
+        .split("/lambda-url/")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+
+    host.stop();
+    let host = Host::start(tmp.path());
+    let r = host
+        .call("GET", "/2021-10-31/functions/web/url", &[], "")
+        .await;
+    assert_eq!(r.status, 200);
+    let again = json(&r)["FunctionUrl"].as_str().unwrap().to_owned();
+    // The URL names the listener the host has now.
+    assert_eq!(again, format!("http://{}/lambda-url/{id}/", host.addr));
+    let r = host
+        .call_unsigned("GET", &format!("/lambda-url/{id}/after?x=1"), &[], "")
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json(&r)["rawPath"], "/after");
+
+    // Deleting the function deletes its URL: a new function of that name has none.
+    assert_eq!(
+        host.call("DELETE", "/2015-03-31/functions/web", &[], "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(host.create(web()).await.status, 201);
+    let r = host
+        .call("GET", "/2021-10-31/functions/web/url", &[], "")
+        .await;
+    assert_eq!(error_of(&r).1, "ResourceNotFoundException");
+    let r = host
+        .call_unsigned("GET", &format!("/lambda-url/{id}/"), &[], "")
+        .await;
+    assert_eq!(r.status, 404);
+}

@@ -243,7 +243,7 @@ fn parse(
     })
 }
 
-fn refused(refusal: Refusal) -> ApiError {
+pub(super) fn refused(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::QueueFull { max_queue } => ApiError::TooManyRequests {
             message: format!(

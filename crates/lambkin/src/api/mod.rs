@@ -15,6 +15,9 @@ mod local;
 mod management;
 pub mod state;
 pub mod stream;
+mod url_requests;
+pub mod url_store;
+mod urls;
 
 use std::sync::Arc;
 
@@ -56,6 +59,23 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    // A URL's host form is a URL's alone: nothing else on the listener answers through it.
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(url_id) = url_requests::host_form(host, &state.region) {
+        let raw_path = req.uri().path().to_owned();
+        return url_requests::serve(req, state, &url_id, &raw_path).await;
+    }
+    if let ["lambda-url", url_id, ..] = segments.as_slice() {
+        let url_id = (*url_id).to_owned();
+        // The path after `/lambda-url/URLID`, still percent-encoded (`rawPath`).
+        let after = req.uri().path().strip_prefix("/lambda-url/").unwrap_or("");
+        let raw_path = after.find('/').map_or("/", |i| &after[i..]).to_owned();
+        return url_requests::serve(req, state, &url_id, &raw_path).await;
+    }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
             .map(|()| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
@@ -85,6 +105,11 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
 pub enum Operation {
     Invoke(String),
     InvokeWithResponseStream(String),
+    CreateFunctionUrlConfig(String),
+    GetFunctionUrlConfig(String),
+    UpdateFunctionUrlConfig(String),
+    DeleteFunctionUrlConfig(String),
+    ListFunctionUrlConfigs(String),
     CreateFunction,
     ListFunctions,
     GetFunction(String),
@@ -134,6 +159,21 @@ impl Operation {
             (&Method::POST, ["2021-11-15", "functions", f, "response-streaming-invocations"]) => {
                 Self::InvokeWithResponseStream(name(f))
             }
+            (&Method::POST, ["2021-10-31", "functions", f, "url"]) => {
+                Self::CreateFunctionUrlConfig(name(f))
+            }
+            (&Method::GET, ["2021-10-31", "functions", f, "url"]) => {
+                Self::GetFunctionUrlConfig(name(f))
+            }
+            (&Method::PUT, ["2021-10-31", "functions", f, "url"]) => {
+                Self::UpdateFunctionUrlConfig(name(f))
+            }
+            (&Method::DELETE, ["2021-10-31", "functions", f, "url"]) => {
+                Self::DeleteFunctionUrlConfig(name(f))
+            }
+            (&Method::GET, ["2021-10-31", "functions", f, "urls"]) => {
+                Self::ListFunctionUrlConfigs(name(f))
+            }
             (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
                 Self::CreateFunction
             }
@@ -160,6 +200,11 @@ impl Operation {
         match self {
             // IAM authorizes InvokeWithResponseStream as InvokeFunction.
             Self::Invoke(_) | Self::InvokeWithResponseStream(_) => "lambda:InvokeFunction",
+            Self::CreateFunctionUrlConfig(_) => "lambda:CreateFunctionUrlConfig",
+            Self::GetFunctionUrlConfig(_) => "lambda:GetFunctionUrlConfig",
+            Self::UpdateFunctionUrlConfig(_) => "lambda:UpdateFunctionUrlConfig",
+            Self::DeleteFunctionUrlConfig(_) => "lambda:DeleteFunctionUrlConfig",
+            Self::ListFunctionUrlConfigs(_) => "lambda:ListFunctionUrlConfigs",
             Self::CreateFunction => "lambda:CreateFunction",
             Self::ListFunctions => "lambda:ListFunctions",
             Self::GetFunction(_) => "lambda:GetFunction",
@@ -182,6 +227,11 @@ impl Operation {
         match self {
             Self::Invoke(f)
             | Self::InvokeWithResponseStream(f)
+            | Self::CreateFunctionUrlConfig(f)
+            | Self::GetFunctionUrlConfig(f)
+            | Self::UpdateFunctionUrlConfig(f)
+            | Self::DeleteFunctionUrlConfig(f)
+            | Self::ListFunctionUrlConfigs(f)
             | Self::GetFunction(f)
             | Self::GetFunctionConfiguration(f)
             | Self::DeleteFunction(f)
@@ -215,6 +265,11 @@ impl Operation {
             Self::InvokeWithResponseStream(_) => {
                 (MAX_SYNC_REQUEST_BYTES, "InvokeWithResponseStream")
             }
+            Self::CreateFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "CreateFunctionUrlConfig"),
+            Self::GetFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "GetFunctionUrlConfig"),
+            Self::UpdateFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "UpdateFunctionUrlConfig"),
+            Self::DeleteFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "DeleteFunctionUrlConfig"),
+            Self::ListFunctionUrlConfigs(_) => (MAX_EMPTY_BODY_BYTES, "ListFunctionUrlConfigs"),
             Self::CreateFunction => (MAX_MANAGEMENT_BODY_BYTES, "CreateFunction"),
             Self::UpdateFunctionCode(_) => (MAX_MANAGEMENT_BODY_BYTES, "UpdateFunctionCode"),
             Self::UpdateFunctionConfiguration(_) => {
@@ -252,6 +307,11 @@ async fn lambda_api(
             return invoke::invoke_with_response_stream(&parts, body, state, &f).await
         }
         Operation::Invoke(f) => invoke::invoke(&parts, body, state, &f).await,
+        Operation::CreateFunctionUrlConfig(f) => urls::create(state, &f, parts.uri.query(), &body),
+        Operation::GetFunctionUrlConfig(f) => urls::get(state, &f, parts.uri.query()),
+        Operation::UpdateFunctionUrlConfig(f) => urls::update(state, &f, parts.uri.query(), &body),
+        Operation::DeleteFunctionUrlConfig(f) => urls::delete(state, &f, parts.uri.query()),
+        Operation::ListFunctionUrlConfigs(f) => urls::list(state, &f),
         Operation::CreateFunction => management::create(&body, state).await,
         Operation::ListFunctions => management::list(state),
         Operation::GetFunction(f) => management::get(state, &f),

@@ -28,6 +28,10 @@ pub struct ApiState {
     pub gate: auth::Gate,
     /// The OpenWhisk API (`/api/v1`), with its own key.
     pub openwhisk: Arc<crate::openwhisk::OpenWhisk>,
+    /// Function URLs.
+    pub urls: super::url_store::FunctionUrls,
+    /// The region URLs' host form names (`URLID.lambda-url.REGION.on.aws`).
+    pub region: String,
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -7,7 +7,6 @@
 //! client that goes away drops the body, and with it the stream: the instance reads the rest
 //! of the function's answer and drops it, so the function finishes and the instance is free.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,14 +34,18 @@ impl From<Full<Bytes>> for ResponseBody {
 
 impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    /// A raw stream that failed after its head went out: the connection is cut, so the
+    /// client sees a truncated body rather than a complete one.
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
-            Self::Full(body) => Pin::new(body).poll_frame(cx),
+            Self::Full(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|never| match never {}))),
             Self::Streamed(body) => body.poll(cx),
         }
     }
@@ -67,6 +70,8 @@ impl hyper::body::Body for ResponseBody {
 pub enum Encoding {
     /// `InvokeWithResponseStream`: `PayloadChunk` events, then `InvokeComplete`.
     EventStream,
+    /// A streaming function URL: the bytes themselves; an error cuts the connection.
+    Raw,
 }
 
 /// A function's answer, encoded as it arrives.
@@ -74,6 +79,8 @@ pub enum Encoding {
 pub struct StreamedBody {
     stream: ResponseStream,
     encoding: Encoding,
+    /// Bytes read before the body began (after a prelude), sent first.
+    first: Option<Bytes>,
     done: bool,
 }
 
@@ -82,11 +89,23 @@ impl StreamedBody {
         Self {
             stream,
             encoding,
+            first: None,
             done: false,
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    /// A raw body whose first bytes were read already.
+    pub fn raw(stream: ResponseStream, first: Bytes) -> Self {
+        Self {
+            first: (!first.is_empty()).then_some(first),
+            ..Self::new(stream, Encoding::Raw)
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
         loop {
             if self.done {
                 return Poll::Ready(None);
@@ -109,8 +128,7 @@ impl StreamedBody {
                 Poll::Pending => return Poll::Pending,
             };
             self.done = true;
-            let tail = self.end(ended);
-            return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))));
+            return Poll::Ready(self.end(ended));
         }
     }
 
@@ -124,10 +142,15 @@ impl StreamedBody {
                 st::encode_payload_chunks(data, &mut out);
                 Some(Bytes::from(out))
             }
+            Encoding::Raw => Some(Bytes::copy_from_slice(data)),
         }
     }
 
-    fn end(&self, ended: Result<StreamEnd, InvocationAbort>) -> Bytes {
+    /// The last frame: `InvokeComplete`, or for a raw body nothing (complete) or an error.
+    fn end(
+        &self,
+        ended: Result<StreamEnd, InvocationAbort>,
+    ) -> Option<Result<Frame<Bytes>, std::io::Error>> {
         let end = ended.unwrap_or_else(|abort| StreamEnd {
             error: Some(st::StreamError {
                 error_type: "ServiceException".into(),
@@ -135,11 +158,15 @@ impl StreamedBody {
             }),
             log_tail: None,
         });
-        match self.encoding {
-            Encoding::EventStream => Bytes::from(st::encode_invoke_complete(&InvokeComplete::new(
-                end.error.as_ref(),
-                end.log_tail,
-            ))),
+        match (self.encoding, end.error) {
+            (Encoding::EventStream, error) => Some(Ok(Frame::data(Bytes::from(
+                st::encode_invoke_complete(&InvokeComplete::new(error.as_ref(), end.log_tail)),
+            )))),
+            (Encoding::Raw, None) => None,
+            (Encoding::Raw, Some(error)) => Some(Err(std::io::Error::other(format!(
+                "{}: {}",
+                error.error_type, error.message
+            )))),
         }
     }
 }
@@ -147,8 +174,25 @@ impl StreamedBody {
 /// What a streaming caller sees first: the answer begins, or the invocation ended without one.
 #[derive(Debug)]
 pub enum Began {
-    Open { content_type: Option<String> },
+    Open {
+        content_type: Option<String>,
+        streamed: bool,
+    },
     Ended(Result<StreamEnd, InvocationAbort>),
+}
+
+/// Reads the rest of a stream whole: its data and its end (a buffered answer: one piece).
+pub async fn gather(stream: &mut ResponseStream) -> (Vec<u8>, Result<StreamEnd, InvocationAbort>) {
+    let mut data = Vec::new();
+    while let Some(part) = stream.parts.recv().await {
+        if let StreamPart::Data(bytes) = part {
+            data.extend_from_slice(&bytes);
+        }
+    }
+    let end = (&mut stream.end)
+        .await
+        .unwrap_or(Err(InvocationAbort::ShuttingDown));
+    (data, end)
 }
 
 /// Waits for the answer to begin (the headers go out only then, so an invocation refused or
@@ -157,9 +201,9 @@ pub async fn began(stream: &mut ResponseStream) -> Began {
     tokio::select! {
         biased;
         part = stream.parts.recv() => match part {
-            Some(StreamPart::Open { content_type }) => Began::Open { content_type },
+            Some(StreamPart::Open { content_type, streamed }) => Began::Open { content_type, streamed },
             // The first piece is always `Open`; data first would be a bug upstream.
-            Some(StreamPart::Data(_)) => Began::Open { content_type: None },
+            Some(StreamPart::Data(_)) => Began::Open { content_type: None, streamed: true },
             None => Began::Ended(
                 (&mut stream.end).await.unwrap_or(Err(InvocationAbort::ShuttingDown)),
             ),

@@ -93,9 +93,11 @@ pub enum Completion {
 /// A piece of a streamed answer, in order: `Open` once, then the data.
 #[derive(Debug)]
 pub enum StreamPart {
-    /// The answer begins, with the runtime's content type.
+    /// The answer begins, with the runtime's content type; `streamed`: the runtime streams
+    /// it (otherwise it is one buffered answer, in one `Data`).
     Open {
         content_type: Option<String>,
+        streamed: bool,
     },
     Data(Bytes),
 }
@@ -175,7 +177,10 @@ impl Invocation {
         }
         caller.opened = true;
         // The channel is new and holds more than one part: this fits (or the caller is gone).
-        let _ = caller.parts.try_send(StreamPart::Open { content_type });
+        let _ = caller.parts.try_send(StreamPart::Open {
+            content_type,
+            streamed: true,
+        });
         Some(caller.parts.clone())
     }
 
@@ -191,6 +196,7 @@ impl Invocation {
                 if !caller.opened {
                     let _ = caller.parts.try_send(StreamPart::Open {
                         content_type: response.content_type.clone(),
+                        streamed: false,
                     });
                     if !response.function_error {
                         let _ = caller

@@ -112,6 +112,14 @@ async fn write(mut tx: lambda_runtime::streaming::Sender, event: Value) {
 
 async fn handler(event: LambdaEvent<Value>) -> Result<FunctionResponse<Value, Body>, Error> {
     let (payload, _context) = event.into_parts();
+    // Through a function URL the event is the HTTP request: its body holds the instructions.
+    let payload = match (
+        payload.get("version").and_then(Value::as_str),
+        payload.get("body").and_then(Value::as_str),
+    ) {
+        (Some("2.0"), Some(body)) => serde_json::from_str(body).unwrap_or(payload),
+        _ => payload,
+    };
     match payload.get("action").and_then(Value::as_str) {
         Some("stream") => {}
         Some("pid") => {
