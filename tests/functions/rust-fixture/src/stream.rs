@@ -6,7 +6,8 @@
 //! received chunk `i`), so a client that sees chunk `i` before chunk `i+1` was written proves
 //! the answer flows; without a gate it pauses `gap_ms` between chunks. `"error": M` ends the
 //! stream with an error after the chunks; `"then_sleep": S` sleeps S seconds after them
-//! (past the function's timeout); `"bytes": N` (with `"chunk_bytes"`) streams N bytes of `x`.
+//! (past the function's timeout); `"bytes": N` (with `"chunk_bytes"`) streams N bytes of `x`;
+//! `"stamps": N` writes N lines of the time (ns since the epoch), `gap_ms` apart.
 //! `"status"`, `"headers"`, `"cookies"` go into the HTTP prelude. `{"action":"pid"}` answers
 //! `{"pid": N}` (buffered); any other action answers buffered, with the event itself.
 
@@ -86,6 +87,16 @@ async fn write(mut tx: lambda_runtime::streaming::Sender, event: Value) {
             }
             None => tokio::time::sleep(gap).await,
         }
+    }
+    // Timestamps (ns since the epoch, one a line), for the benchmark's chunk latency.
+    for _ in 0..event.get("stamps").and_then(Value::as_u64).unwrap_or(0) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        if tx.send_data(format!("{now}\n").into()).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(gap).await;
     }
     if let Some(total) = event.get("bytes").and_then(Value::as_u64) {
         let size = event
