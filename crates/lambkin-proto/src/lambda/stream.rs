@@ -163,14 +163,29 @@ fn event_headers(event_type: &str, content_type: &str) -> Vec<Header> {
 /// Appends `PayloadChunk` events carrying `payload` to `out` (one per
 /// [`MAX_CHUNK_PAYLOAD_BYTES`]; none for an empty payload).
 pub fn encode_payload_chunks(payload: &[u8], out: &mut Vec<u8>) {
+    // The headers' bytes, as a frame without payload encodes them (between its prelude and
+    // its CRC); each event is then written straight into `out`, its payload copied once.
+    let Ok(empty) = Frame::new(
+        event_headers("PayloadChunk", "application/octet-stream"),
+        Vec::new(),
+    ) else {
+        return;
+    };
+    let empty = empty.encode();
+    let headers =
+        &empty[crate::eventstream::PRELUDE_LEN..empty.len() - crate::eventstream::TRAILER_LEN];
     for piece in payload.chunks(MAX_CHUNK_PAYLOAD_BYTES) {
-        // Within every limit: three short headers and at most 1 MiB.
-        if let Ok(frame) = Frame::new(
-            event_headers("PayloadChunk", "application/octet-stream"),
-            piece.to_vec(),
-        ) {
-            frame.encode_into(out);
-        }
+        let start = out.len();
+        // At most 1 MiB of payload and three short headers: the lengths fit in u32.
+        let total = (empty.len() + piece.len()) as u32;
+        out.extend_from_slice(&total.to_be_bytes());
+        out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+        let prelude_crc = crc32fast::hash(&out[start..start + 8]);
+        out.extend_from_slice(&prelude_crc.to_be_bytes());
+        out.extend_from_slice(headers);
+        out.extend_from_slice(piece);
+        let message_crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&message_crc.to_be_bytes());
     }
 }
 
@@ -240,6 +255,18 @@ mod tests {
         // Anything else after them: not trailers, just data.
         assert!(in_band_trailers(format!("{text}more data").as_bytes()).is_none());
         assert!(in_band_trailers(b"Lambda-Runtime-Function-Error-Type").is_none());
+    }
+
+    #[test]
+    fn chunks_are_the_frames_the_codec_encodes() {
+        let mut direct = Vec::new();
+        encode_payload_chunks(b"hello", &mut direct);
+        let frame = Frame::new(
+            event_headers("PayloadChunk", "application/octet-stream"),
+            b"hello".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(direct, frame.encode());
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl StreamedBody {
             match self.stream.parts.poll_recv(cx) {
                 Poll::Ready(Some(StreamPart::Open { .. })) => continue,
                 Poll::Ready(Some(StreamPart::Data(data))) => {
-                    if let Some(bytes) = self.data(&data) {
+                    if let Some(bytes) = self.data(data) {
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));
                     }
                     continue;
@@ -132,17 +132,17 @@ impl StreamedBody {
         }
     }
 
-    fn data(&self, data: &[u8]) -> Option<Bytes> {
+    fn data(&self, data: Bytes) -> Option<Bytes> {
         if data.is_empty() {
             return None;
         }
         match self.encoding {
             Encoding::EventStream => {
                 let mut out = Vec::with_capacity(data.len() + 128);
-                st::encode_payload_chunks(data, &mut out);
+                st::encode_payload_chunks(&data, &mut out);
                 Some(Bytes::from(out))
             }
-            Encoding::Raw => Some(Bytes::copy_from_slice(data)),
+            Encoding::Raw => Some(data),
         }
     }
 
