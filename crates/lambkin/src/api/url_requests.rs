@@ -64,6 +64,15 @@ impl UrlError {
 
 /// The URL id a `Host` names in the host form, if it is one.
 pub fn host_form(host: &str, region: &str) -> Option<String> {
+    // Every request to the listener asks: the common answer (no) costs no allocation.
+    const MARK: &[u8] = b".lambda-url.";
+    if !host
+        .as_bytes()
+        .windows(MARK.len())
+        .any(|w| w.eq_ignore_ascii_case(MARK))
+    {
+        return None;
+    }
     let name = host.rsplit_once(':').map_or(host, |(n, p)| {
         if p.bytes().all(|b| b.is_ascii_digit()) {
             n
@@ -348,5 +357,44 @@ async fn streamed(
             let first = Bytes::copy_from_slice(&read[at..]);
             return head_of(&head).map(|r| Head::Streamed(r, first));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_form;
+
+    #[test]
+    fn only_the_region_s_url_hosts_are_urls() {
+        let id = "3f0c9d2a6b1e4f7a8c5d0e1f2a3b4c5d";
+        assert_eq!(
+            host_form(&format!("{id}.lambda-url.us-east-1.on.aws"), "us-east-1").as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            host_form(
+                &format!("{id}.LAMBDA-URL.us-east-1.on.aws:3001"),
+                "us-east-1"
+            )
+            .as_deref(),
+            Some(id)
+        );
+        assert_eq!(host_form("127.0.0.1:3001", "us-east-1"), None);
+        assert_eq!(
+            host_form(&format!("{id}.lambda-url.eu-west-1.on.aws"), "us-east-1"),
+            None
+        );
+        assert_eq!(
+            host_form(
+                &format!("{id}.lambda-url.us-east-1.on.aws.evil.example"),
+                "us-east-1"
+            ),
+            None
+        );
+        assert_eq!(
+            host_form("a.b.lambda-url.us-east-1.on.aws", "us-east-1"),
+            None
+        );
+        assert_eq!(host_form(".lambda-url.us-east-1.on.aws", "us-east-1"), None);
     }
 }
