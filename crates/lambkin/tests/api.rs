@@ -422,7 +422,9 @@ while True:
         r.read()
         conn.request("POST", "/2018-06-01/runtime/invocation/%s/response" % rid,
                      json.dumps({"refused": refused}))
-        conn.getresponse().read()
+        r = conn.getresponse()
+        r.read()
+        print("mode answer %d, late answer %d" % (refused, r.status), flush=True)
         continue
     trailers = []
     if event.get("trailer"):
@@ -501,9 +503,19 @@ async fn streamed_responses_reach_both_invoke_apis() {
         json!({"errorType": "Sensor.Failed", "errorMessage": "it broke"})
     );
 
-    // A response mode the Runtime API does not know is refused (400) to the runtime.
+    // A response mode the Runtime API does not know: 400 to the runtime, and the caller gets
+    // Runtime.InvalidResponseModeHeader (the runtime's answer after it comes too late).
     let r = host.invoke("streamer", &json!({"mode": "sideways"})).await;
-    assert_eq!(json(&r), json!({"refused": 400}));
+    assert_eq!(header(&r, "x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(json(&r)["errorType"], "Runtime.InvalidResponseModeHeader");
+    assert!(json(&r)["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("sideways"));
+    let r = host.invoke("streamer", &json!({})).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, b"one;two;".as_ref()));
+    let log = std::fs::read_to_string(tmp.path().join("logs/streamer.log")).unwrap();
+    assert!(log.contains("mode answer 400, late answer 403"), "{log}");
 
     // The stream API's own refusals.
     let r = host

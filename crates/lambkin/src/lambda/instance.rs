@@ -2059,7 +2059,17 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
                         .unwrap_or_else(error_response)
                 }
                 Ok(ResponseMode::Buffered) => {}
-                Err(e) => return error_response(e),
+                Err(e) => {
+                    // The caller learns why its invocation failed; the runtime gets its 400.
+                    let (reply, rx) = oneshot::channel();
+                    let msg = InstanceMsg::Error {
+                        request_id,
+                        body: error_body("Runtime.InvalidResponseModeHeader", &e.to_string()),
+                        reply,
+                    };
+                    let _ = call(tx, msg, rx).await;
+                    return error_response(e);
+                }
             }
             let content_type = header(&req, "content-type");
             let declared = header(&req, "content-length").and_then(|v| v.parse::<usize>().ok());
