@@ -38,7 +38,7 @@ pub fn serve() -> anyhow::Result<()> {
                     let Ok((stream, _)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(async move {
-                        let service = hyper::service::service_fn(echo);
+                        let service = hyper::service::service_fn(answer);
                         let _ = hyper::server::conn::http1::Builder::new()
                             .writev(true)
                             .serve_connection(TokioIo::new(stream), service)
@@ -51,6 +51,48 @@ pub fn serve() -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `/stream`: a chunked answer written as the streaming fixture writes it (the same JSON
+/// instructions: `stamps`, `gap_ms`, `bytes`, `chunk_bytes`); anything else: the echo.
+async fn answer(req: Request<Incoming>) -> Result<Response<FloorBody>, Infallible> {
+    if req.uri().path() != "/stream" {
+        return echo(req).await.map(|r| r.map(FloorBody::Full));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(crate::stream::write_like_the_fixture(event, tx));
+    Ok(Response::new(FloorBody::Stream(rx)))
+}
+
+/// The floor's body: whole, or chunks as a task writes them.
+#[derive(Debug)]
+pub enum FloorBody {
+    Full(Full<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for FloorBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Self::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c)))),
+        }
+    }
 }
 
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

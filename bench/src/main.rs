@@ -17,6 +17,7 @@ mod pubsub_report;
 mod recipes;
 mod report;
 mod rie;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,6 +93,9 @@ enum Sub {
     /// OpenWhisk benchmark: a Node action's blocking invoke through the OpenWhisk API against
     /// the same handler as a Lambda function through the Invoke API.
     Openwhisk(openwhisk::Args),
+    /// Streaming benchmark: chunk latency and 16 MiB throughput through
+    /// InvokeWithResponseStream and a streaming function URL, against the floor's chunked HTTP.
+    Stream(stream::Args),
     /// One publisher or subscriber of the messaging benchmark (used by the bench itself).
     #[command(hide = true)]
     PubsubClient(pubsub_client::Args),
@@ -137,6 +141,9 @@ fn main() -> ExitCode {
     }
     if let Some(Sub::Openwhisk(args)) = &cli.command {
         return openwhisk::main(cli.lambkin.clone(), args);
+    }
+    if let Some(Sub::Stream(args)) = &cli.command {
+        return stream::main(cli.lambkin.clone(), args);
     }
     if let Some(Sub::Container(args)) = &cli.command {
         return container::main(cli.lambkin.clone(), cli.bootstrap.clone(), args);

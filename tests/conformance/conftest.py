@@ -573,6 +573,16 @@ class ZipBuilder:
             subprocess.run(["strip", str(binary)], check=True)
         return zip_files({"bootstrap": binary}, out / "function.zip", {"bootstrap": 0o755})
 
+    def _build_rust_stream(self, out: Path) -> bytes:
+        """The streaming fixture (`lambda_runtime::streaming`), binary `bootstrap-stream` of
+        crate `lambkin-fixture-rust`, zipped as `bootstrap`."""
+        out.mkdir(parents=True)
+        binary = out / "bootstrap"
+        shutil.copy2(_cargo_binary("lambkin-fixture-rust", "bootstrap-stream"), binary)
+        if shutil.which("strip"):
+            subprocess.run(["strip", str(binary)], check=True)
+        return zip_files({"bootstrap": binary}, out / "function.zip", {"bootstrap": 0o755})
+
     def _build_telemetry_extension(self, out: Path) -> bytes:
         """A layer whose `extensions/telemetry-extension` is built on the `lambda-extension`
         crate (tests/functions/telemetry-extension)."""

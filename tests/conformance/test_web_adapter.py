@@ -217,3 +217,105 @@ def test_the_app_status_and_the_same_warm_app_answer_each_event(lambda_client, w
         for _ in range(3)
     }
     assert len(pids) == 1, pids
+
+
+# A web app whose /stream answer is chunked: it writes part i, then waits for the file
+# GATE/ack-i (the test creates it once part i has arrived) before it writes part i+1.
+STREAM_APP = b"""
+import os, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import urlsplit, parse_qs
+
+class App(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        url = urlsplit(self.path)
+        if url.path != "/stream":
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            return
+        q = parse_qs(url.query)
+        gate, n = q["gate"][0], int(q["n"][0])
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("x-app", "streaming")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for i in range(n):
+            part = ("part-%d;" % i).encode()
+            self.wfile.write(b"%x\\r\\n%s\\r\\n" % (len(part), part))
+            self.wfile.flush()
+            deadline = time.monotonic() + 30
+            while i + 1 < n and not os.path.exists(os.path.join(gate, "ack-%d" % i)):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.005)
+        self.wfile.write(b"0\\r\\n\\r\\n")
+        self.wfile.flush()
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["AWS_LWA_PORT"])), App).serve_forever()
+"""
+
+
+def test_response_stream_mode_streams_through_a_streaming_url(lambda_client, tmp_path):
+    """The adapter in `response_stream` mode (`AWS_LWA_INVOKE_MODE`) behind a RESPONSE_STREAM
+    function URL: the web app's chunked answer reaches the client part by part."""
+    import shutil
+    import tempfile
+
+    import requests
+
+    if not ADAPTER.is_file():
+        pytest.fail(f"{ADAPTER} is missing: scripts/install-test-deps builds it", pytrace=False)
+    layer_zip = zip_files(
+        {"extensions/lambda-adapter": ADAPTER, "bootstrap": BOOTSTRAP},
+        tmp_path / "layer.zip",
+        modes={"extensions/lambda-adapter": 0o755, "bootstrap": 0o755},
+    )
+    layer = lambda_client.publish_layer_version(
+        LayerName=unique_name("conf-lwa-stream"), Content={"ZipFile": layer_zip}
+    )
+    name = unique_name("conf-lwa-stream")
+    lambda_client.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=ROLE,
+        Handler="run.sh",
+        Code={"ZipFile": zip_files({"run.sh": RUN_SH, "app.py": STREAM_APP}, tmp_path / "app.zip",
+                                   modes={"run.sh": 0o755})},
+        Layers=[layer["LayerVersionArn"]],
+        Timeout=20,
+        Environment={"Variables": {
+            "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+            "AWS_LWA_PORT": str(free_port()),
+            "AWS_LWA_INVOKE_MODE": "response_stream",
+        }},
+    )
+    gate = Path(tempfile.mkdtemp(prefix="lambkin-lwa-gate-"))
+    os.chmod(gate, 0o777)
+    try:
+        wait_active(lambda_client, name)
+        url = lambda_client.create_function_url_config(
+            FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM"
+        )["FunctionUrl"]
+        parts = [f"part-{i};" for i in range(3)]
+        r = requests.get(url + "stream", params={"gate": str(gate), "n": len(parts)}, stream=True, timeout=30)
+        assert r.status_code == 200
+        assert r.headers["x-app"] == "streaming"
+        body, seen = b"", 0
+        for piece in r.iter_content(chunk_size=None):
+            body += piece
+            while seen < len(parts) and parts[seen].encode() in body:
+                (gate / f"ack-{seen}").touch()
+                seen += 1
+        assert body == "".join(parts).encode()
+    finally:
+        shutil.rmtree(gate, ignore_errors=True)
+        lambda_client.delete_function(FunctionName=name)
+        lambda_client.delete_layer_version(
+            LayerName=layer["LayerArn"].rsplit(":", 1)[1], VersionNumber=layer["Version"]
+        )

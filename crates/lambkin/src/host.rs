@@ -308,6 +308,12 @@ pub async fn run(
         openwhisk: openwhisk.clone(),
         store: store.clone(),
         layout: layout.clone(),
+        urls: crate::api::url_store::FunctionUrls::load(
+            &layout.state_dir(),
+            format!("http://{addr}"),
+        )
+        .context("cannot read the function URLs (state/function-urls.json)")?,
+        region: opts.config.region.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|ipc| ipc.path.clone());

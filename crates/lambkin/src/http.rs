@@ -18,13 +18,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// What one listener allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +61,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves `listener` with `handler` (given each request and the shared `state`) within
 /// `limits` until `shutdown` turns true. `what` names the listener in log lines.
-pub async fn serve<S, F, Fut>(
+pub async fn serve<S, F, Fut, B>(
     listener: TcpListener,
     what: &'static str,
     limits: Limits,
@@ -68,7 +71,9 @@ pub async fn serve<S, F, Fut>(
 ) where
     S: Send + Sync + 'static,
     F: Fn(Request<Incoming>, Arc<S>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
     let slots = Arc::new(Semaphore::new(limits.connections));
@@ -102,9 +107,13 @@ pub async fn serve<S, F, Fut>(
                 let state = state.clone();
                 let handler = handler.clone();
                 let mut conn_shutdown = shutdown.clone();
+                let peer = stream.peer_addr().ok();
                 connections.spawn(async move {
                     let _slot = slot;
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        if let Some(peer) = peer {
+                            req.extensions_mut().insert(Peer(peer));
+                        }
                         let answer = handler(req, state.clone());
                         async move { Ok::<_, Infallible>(answer.await) }
                     });

@@ -16,7 +16,8 @@
 //! - [`layout`]: the root directory's layout.
 //! - [`logfile`]: per-component and per-function log files.
 //! - [`keys`]: the host's own keys and tokens.
-//! - `api`: the HTTP listener: AWS Invoke, management and layer APIs, `/lambkin/v1`, and the
+//! - `api`: the HTTP listener: AWS Invoke (streamed too), management, layer and function URL
+//!   APIs, function URLs themselves, `/lambkin/v1`, and the
 //!   OpenWhisk API's edge.
 //! - `components`: Greengrass components: recipes planned into deployments, the lifecycle state
 //!   machine, supervisors, the status board and dependency rules, Lambda components.

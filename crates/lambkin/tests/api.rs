@@ -386,3 +386,205 @@ async fn a_binary_function_gets_the_bytes_it_was_sent_and_a_json_one_refuses_the
         (400, "InvalidRequestContentException")
     );
 }
+
+/// A runtime that streams its `/response` as the Runtime API describes it: chunked, with the
+/// error in real HTTP trailers (`{"trailer": true}`), or a mode header the API does not know.
+const STREAMING_RUNTIME: &str = r#"#!/usr/bin/env python3
+import base64, http.client, json, os, socket
+
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+conn = http.client.HTTPConnection(host, int(port))
+
+def stream(rid, chunks, trailers):
+    s = socket.create_connection((host, int(port)))
+    head = ("POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\nHost: x\r\n"
+            "Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n"
+            "Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n"
+            "Content-Type: text/plain\r\n\r\n" % rid)
+    s.sendall(head.encode())
+    for c in chunks:
+        s.sendall(b"%x\r\n%s\r\n" % (len(c), c))
+    s.sendall(b"0\r\n" + b"".join(b"%s: %s\r\n" % kv for kv in trailers) + b"\r\n")
+    answer = s.recv(4096)
+    s.close()
+    return answer
+
+while True:
+    conn.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = conn.getresponse()
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    event = json.loads(r.read())
+    if event.get("mode"):
+        conn.request("POST", "/2018-06-01/runtime/invocation/%s/response" % rid, b"{}",
+                     {"Lambda-Runtime-Function-Response-Mode": event["mode"]})
+        r = conn.getresponse()
+        refused = r.status
+        r.read()
+        conn.request("POST", "/2018-06-01/runtime/invocation/%s/response" % rid,
+                     json.dumps({"refused": refused}))
+        r = conn.getresponse()
+        r.read()
+        print("mode answer %d, late answer %d" % (refused, r.status), flush=True)
+        continue
+    trailers = []
+    if event.get("trailer"):
+        body = base64.b64encode(json.dumps({"errorType": "Sensor", "errorMessage": "it broke"}).encode())
+        trailers = [(b"Lambda-Runtime-Function-Error-Type", b"Sensor.Failed"),
+                    (b"Lambda-Runtime-Function-Error-Body", body)]
+    stream(rid, [b"one;", b"two;"], trailers)
+"#;
+
+/// The events of an `InvokeWithResponseStream` answer: (event type, payload).
+#[allow(clippy::unwrap_used)]
+fn events(reply: &support::HttpReply) -> Vec<(String, Vec<u8>)> {
+    let mut decoder = lambkin_proto::eventstream::Decoder::new();
+    decoder.push(&reply.body);
+    let mut out = Vec::new();
+    while let Some(frame) = decoder.next_frame().unwrap() {
+        let kind = frame
+            .header(":event-type")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        out.push((kind, frame.payload().to_vec()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_responses_reach_both_invoke_apis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(tmp.path());
+    let created = host
+        .create(provided(
+            "streamer",
+            &[("bootstrap", STREAMING_RUNTIME, 0o755)],
+        ))
+        .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let path = "/2021-11-15/functions/streamer/response-streaming-invocations";
+
+    let r = host.call("POST", path, &[], "{}").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        header(&r, "content-type"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    let got = events(&r);
+    let data: Vec<u8> = got
+        .iter()
+        .filter(|(k, _)| k == "PayloadChunk")
+        .flat_map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(data, b"one;two;");
+    assert_eq!(got.last().unwrap().0, "InvokeComplete");
+    assert_eq!(got.last().unwrap().1, b"{}");
+
+    // The error trailers end the stream: InvokeComplete names them.
+    let r = host.call("POST", path, &[], r#"{"trailer":true}"#).await;
+    let got = events(&r);
+    let complete: serde_json::Value = serde_json::from_slice(&got.last().unwrap().1).unwrap();
+    assert_eq!(complete["ErrorCode"], "Sensor.Failed");
+    assert_eq!(complete["ErrorDetails"], "it broke");
+
+    // Invoke gathers a streamed answer; the trailers make it a function error.
+    let r = host.invoke("streamer", &json!({})).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, b"one;two;".as_ref()));
+    let r = host.invoke("streamer", &json!({"trailer": true})).await;
+    assert_eq!(header(&r, "x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(
+        json(&r),
+        json!({"errorType": "Sensor.Failed", "errorMessage": "it broke"})
+    );
+
+    // A response mode the Runtime API does not know: 400 to the runtime, and the caller gets
+    // Runtime.InvalidResponseModeHeader (the runtime's answer after it comes too late).
+    let r = host.invoke("streamer", &json!({"mode": "sideways"})).await;
+    assert_eq!(header(&r, "x-amz-function-error"), Some("Unhandled"));
+    assert_eq!(json(&r)["errorType"], "Runtime.InvalidResponseModeHeader");
+    assert!(json(&r)["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("sideways"));
+    let r = host.invoke("streamer", &json!({})).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, b"one;two;".as_ref()));
+    let log = std::fs::read_to_string(tmp.path().join("logs/streamer.log")).unwrap();
+    assert!(log.contains("mode answer 400, late answer 403"), "{log}");
+
+    // The stream API's own refusals.
+    let r = host
+        .call("POST", path, &[("x-amz-invocation-type", "Event")], "{}")
+        .await;
+    assert_eq!(error_of(&r).0, 400);
+    let r = host
+        .call(
+            "POST",
+            "/2021-11-15/functions/nobody/response-streaming-invocations",
+            &[],
+            "{}",
+        )
+        .await;
+    assert_eq!(error_of(&r).1, "ResourceNotFoundException");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn function_urls_survive_restarts_and_go_with_their_function() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut host = Host::start(tmp.path());
+    let web = || python_function("web", ECHO, json!({"Pinned": false}), BTreeMap::new());
+    assert_eq!(host.create(web()).await.status, 201);
+    let r = host
+        .call(
+            "POST",
+            "/2021-10-31/functions/web/url",
+            &[],
+            r#"{"AuthType":"NONE"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let url = json(&r)["FunctionUrl"].as_str().unwrap().to_owned();
+    let id = url
+        .split("/lambda-url/")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+
+    host.stop();
+    let host = Host::start(tmp.path());
+    let r = host
+        .call("GET", "/2021-10-31/functions/web/url", &[], "")
+        .await;
+    assert_eq!(r.status, 200);
+    let again = json(&r)["FunctionUrl"].as_str().unwrap().to_owned();
+    // The URL names the listener the host has now.
+    assert_eq!(again, format!("http://{}/lambda-url/{id}/", host.addr));
+    let r = host
+        .call_unsigned("GET", &format!("/lambda-url/{id}/after?x=1"), &[], "")
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json(&r)["rawPath"], "/after");
+
+    // Deleting the function deletes its URL: a new function of that name has none.
+    assert_eq!(
+        host.call("DELETE", "/2015-03-31/functions/web", &[], "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(host.create(web()).await.status, 201);
+    let r = host
+        .call("GET", "/2021-10-31/functions/web/url", &[], "")
+        .await;
+    assert_eq!(error_of(&r).1, "ResourceNotFoundException");
+    let r = host
+        .call_unsigned("GET", &format!("/lambda-url/{id}/"), &[], "")
+        .await;
+    assert_eq!(r.status, 404);
+}

@@ -7,7 +7,9 @@ pub mod layer;
 pub mod management;
 pub mod runtime_api;
 pub mod sigv4;
+pub mod stream;
 pub mod telemetry;
+pub mod url;
 
 /// Largest synchronous request payload the Invoke API accepts (6 MiB, as AWS Lambda).
 pub const MAX_SYNC_REQUEST_BYTES: usize = 6 * 1024 * 1024;

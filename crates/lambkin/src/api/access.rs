@@ -41,22 +41,32 @@ pub fn authorize(
     operation: &Operation,
     state: &ApiState,
 ) -> Result<(), ApiError> {
+    authorize_action(principal, operation.action(), operation.function(), state)
+}
+
+/// Decides whether `principal` may perform `action` on `function` (a name or an ARN; `None`:
+/// on no one function).
+pub fn authorize_action(
+    principal: &Principal,
+    action: &str,
+    function: Option<&str>,
+    state: &ApiState,
+) -> Result<(), ApiError> {
     match principal {
         Principal::Host => Ok(()),
         Principal::Component(component) => {
             let policy = state.engine.access_control(component);
-            let function = operation.function().map(|f| {
+            let function = function.map(|f| {
                 FunctionRef::parse(f, None).map_or_else(|_| f.to_owned(), |r| r.name.to_string())
             });
-            if grants(&policy, operation.action(), function.as_deref()) {
+            if grants(&policy, action, function.as_deref()) {
                 Ok(())
             } else {
                 let resource = function
                     .as_deref()
                     .map_or_else(|| "*".to_owned(), |f| state.registry.arn(f));
                 Err(ApiError::AccessDenied(format!(
-                    "User: {component} is not authorized to perform: {} on resource: {resource}",
-                    operation.action()
+                    "User: {component} is not authorized to perform: {action} on resource: {resource}"
                 )))
             }
         }

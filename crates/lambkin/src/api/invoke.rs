@@ -1,4 +1,6 @@
-//! `POST /2015-03-31/functions/{name}/invocations`: the AWS Invoke API (`lambda-apis.md` §2).
+//! `POST /2015-03-31/functions/{name}/invocations`: the AWS Invoke API (`lambda-apis.md` §2),
+//! and `POST /2021-11-15/functions/{name}/response-streaming-invocations`:
+//! `InvokeWithResponseStream` (§2.5), the same request answered as an event stream.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -15,9 +17,11 @@ use lambkin_proto::lambda::invoke::{
     HEADER_REQUEST_ID, HEADER_TRACE_ID, LATEST, MAX_CLIENT_CONTEXT_BYTES,
 };
 
+use super::stream::{self, Began, Encoding, ResponseBody, StreamedBody};
 use super::{ApiState, Body};
-use crate::lambda::function::Refusal;
+use crate::lambda::function::{FunctionHandle, Refusal};
 use crate::lambda::invocation::{Completion, Invocation, InvocationAbort, RequestId};
+use lambkin_proto::lambda::stream::{InvokeComplete, EVENT_STREAM_CONTENT_TYPE};
 
 /// Seconds a throttled caller is told to wait.
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -26,13 +30,176 @@ fn header<'a>(req: &'a Parts, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// An Invoke request, parsed and checked against its function.
+struct InvokeRequest {
+    function: lambkin_proto::lambda::function::FunctionName,
+    handle: FunctionHandle,
+    invocation_type: InvocationType,
+    log_type: LogType,
+    client_context: Option<String>,
+    trace_id: Option<String>,
+    content_type: Option<String>,
+    payload: Bytes,
+}
+
+impl InvokeRequest {
+    fn invocation(
+        self,
+        request_id: RequestId,
+        completion: Completion,
+    ) -> (FunctionHandle, Invocation) {
+        let inv = Invocation {
+            request_id,
+            payload: self.payload,
+            content_type: self.content_type,
+            client_context: self.client_context,
+            trace_id: self.trace_id,
+            want_log_tail: self.log_type == LogType::Tail,
+            completion,
+        };
+        (self.handle, inv)
+    }
+}
+
 /// Runs an invocation whose payload was read within its type's limit (`api::Operation`).
 pub async fn invoke(
+    req: &Parts,
+    payload: Bytes,
+    state: &ApiState,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let parsed = parse(req, payload, state, name)?;
+    let request_id = RequestId::new();
+    let response_base = || {
+        Response::builder()
+            .header(HEADER_REQUEST_ID, request_id.as_str())
+            .header(HEADER_EXECUTED_VERSION, LATEST)
+    };
+    match parsed.invocation_type {
+        InvocationType::DryRun => Ok(response_base()
+            .status(StatusCode::NO_CONTENT)
+            .body(Full::new(Bytes::new()))
+            .map_err(internal)?),
+        InvocationType::Event => {
+            let store = state.registry.store();
+            let function = parsed.function.clone();
+            let seq = store
+                .persist_event(function, request_id.to_string(), parsed.payload.clone())
+                .await
+                .map_err(|e| ApiError::Service(e.to_string()))?;
+            let completion = Completion::Event {
+                seq,
+                store: store.clone(),
+                sink: None,
+            };
+            let (handle, mut inv) = parsed.invocation(request_id.clone(), completion);
+            // An Event gets neither a client context nor a log tail.
+            inv.client_context = None;
+            inv.want_log_tail = false;
+            if let Err(refusal) = handle.submit(inv).await {
+                store.complete_event(seq).await;
+                return Err(refused(refusal));
+            }
+            Ok(response_base()
+                .status(StatusCode::ACCEPTED)
+                .body(Full::new(Bytes::new()))
+                .map_err(internal)?)
+        }
+        InvocationType::RequestResponse => {
+            let (tx, rx) = oneshot::channel();
+            let (handle, inv) = parsed.invocation(request_id.clone(), Completion::Caller(tx));
+            handle.submit(inv).await.map_err(refused)?;
+            let outcome = rx
+                .await
+                .map_err(|_| ApiError::Service("the invocation was lost".into()))?;
+            let response = outcome.map_err(aborted)?;
+            let mut builder = response_base().status(StatusCode::OK).header(
+                "content-type",
+                response
+                    .content_type
+                    .as_deref()
+                    .unwrap_or("application/json"),
+            );
+            if response.function_error {
+                builder = builder.header(HEADER_FUNCTION_ERROR, "Unhandled");
+            }
+            if let Some(tail) = &response.log_tail {
+                builder = builder.header(HEADER_LOG_RESULT, tail);
+            }
+            builder.body(Full::new(response.body)).map_err(internal)
+        }
+    }
+}
+
+/// `InvokeWithResponseStream`: the function's answer as `PayloadChunk` events while it is
+/// written (a function that does not stream: one chunk), then `InvokeComplete` with the error
+/// and the log tail. Errors after the answer began are in `InvokeComplete`; the status stays 200.
+pub async fn invoke_with_response_stream(
+    req: &Parts,
+    payload: Bytes,
+    state: &ApiState,
+    name: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let parsed = parse(req, payload, state, name)?;
+    let request_id = RequestId::new();
+    let response_base = || {
+        Response::builder()
+            .header(HEADER_REQUEST_ID, request_id.as_str())
+            .header(HEADER_EXECUTED_VERSION, LATEST)
+    };
+    match parsed.invocation_type {
+        InvocationType::DryRun => {
+            return response_base()
+                .status(StatusCode::NO_CONTENT)
+                .body(Full::new(Bytes::new()).into())
+                .map_err(internal)
+        }
+        InvocationType::Event => return Err(ApiError::InvalidParameterValue(
+            "InvokeWithResponseStream takes InvocationType RequestResponse or DryRun, not Event"
+                .into(),
+        )),
+        InvocationType::RequestResponse => {}
+    }
+    let (completion, mut response) = crate::lambda::invocation::streaming();
+    let (handle, inv) = parsed.invocation(request_id.clone(), completion);
+    handle.submit(inv).await.map_err(refused)?;
+    let body = match stream::began(&mut response).await {
+        Began::Open { .. } => {
+            ResponseBody::Streamed(StreamedBody::new(response, Encoding::EventStream))
+        }
+        // Every ending sends `Open` first; this is only reached if that changes.
+        Began::Ended(ended) => {
+            let end = ended.map_err(aborted)?;
+            let complete = InvokeComplete::new(end.error.as_ref(), end.log_tail);
+            Full::new(Bytes::from(
+                lambkin_proto::lambda::stream::encode_invoke_complete(&complete),
+            ))
+            .into()
+        }
+    };
+    response_base()
+        .status(StatusCode::OK)
+        .header("content-type", EVENT_STREAM_CONTENT_TYPE)
+        .body(body)
+        .map_err(internal)
+}
+
+fn aborted(abort: InvocationAbort) -> ApiError {
+    match abort {
+        InvocationAbort::ShuttingDown => ApiError::Service("the host is shutting down".into()),
+        InvocationAbort::FunctionRemoved => ApiError::ResourceConflict(
+            "the function was deleted while the invocation waited".into(),
+        ),
+    }
+}
+
+/// Parses an Invoke request's parts and checks its payload against the function.
+fn parse(
     req: &Parts,
     mut payload: Bytes,
     state: &ApiState,
     name: &str,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<InvokeRequest, ApiError> {
     let qualifier = req.uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("Qualifier="))
@@ -64,87 +231,19 @@ pub async fn invoke(
             )));
         }
     }
-    let request_id = RequestId::new();
-    let response_base = || {
-        Response::builder()
-            .header(HEADER_REQUEST_ID, request_id.as_str())
-            .header(HEADER_EXECUTED_VERSION, LATEST)
-    };
-    match invocation_type {
-        InvocationType::DryRun => Ok(response_base()
-            .status(StatusCode::NO_CONTENT)
-            .body(Full::new(Bytes::new()))
-            .map_err(internal)?),
-        InvocationType::Event => {
-            let store = state.registry.store();
-            let seq = store
-                .persist_event(target.name.clone(), request_id.to_string(), payload.clone())
-                .await
-                .map_err(|e| ApiError::Service(e.to_string()))?;
-            let inv = Invocation {
-                request_id: request_id.clone(),
-                payload,
-                content_type,
-                client_context: None,
-                trace_id,
-                want_log_tail: false,
-                completion: Completion::Event {
-                    seq,
-                    store: store.clone(),
-                    sink: None,
-                },
-            };
-            if let Err(refusal) = handle.submit(inv).await {
-                store.complete_event(seq).await;
-                return Err(refused(refusal));
-            }
-            Ok(response_base()
-                .status(StatusCode::ACCEPTED)
-                .body(Full::new(Bytes::new()))
-                .map_err(internal)?)
-        }
-        InvocationType::RequestResponse => {
-            let (tx, rx) = oneshot::channel();
-            let inv = Invocation {
-                request_id: request_id.clone(),
-                payload,
-                content_type,
-                client_context,
-                trace_id,
-                want_log_tail: log_type == LogType::Tail,
-                completion: Completion::Caller(tx),
-            };
-            handle.submit(inv).await.map_err(refused)?;
-            let outcome = rx
-                .await
-                .map_err(|_| ApiError::Service("the invocation was lost".into()))?;
-            let response = outcome.map_err(|abort| match abort {
-                InvocationAbort::ShuttingDown => {
-                    ApiError::Service("the host is shutting down".into())
-                }
-                InvocationAbort::FunctionRemoved => ApiError::ResourceConflict(
-                    "the function was deleted while the invocation waited".into(),
-                ),
-            })?;
-            let mut builder = response_base().status(StatusCode::OK).header(
-                "content-type",
-                response
-                    .content_type
-                    .as_deref()
-                    .unwrap_or("application/json"),
-            );
-            if response.function_error {
-                builder = builder.header(HEADER_FUNCTION_ERROR, "Unhandled");
-            }
-            if let Some(tail) = &response.log_tail {
-                builder = builder.header(HEADER_LOG_RESULT, tail);
-            }
-            builder.body(Full::new(response.body)).map_err(internal)
-        }
-    }
+    Ok(InvokeRequest {
+        function: target.name,
+        handle,
+        invocation_type,
+        log_type,
+        client_context,
+        trace_id,
+        content_type,
+        payload,
+    })
 }
 
-fn refused(refusal: Refusal) -> ApiError {
+pub(super) fn refused(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::QueueFull { max_queue } => ApiError::TooManyRequests {
             message: format!(

@@ -103,6 +103,8 @@ pub fn get_configuration(state: &ApiState, name: &str) -> Result<Response<Body>,
 pub async fn delete(state: &ApiState, name: &str) -> Result<Response<Body>, ApiError> {
     let name = target(state, name)?;
     state.registry.delete(&name).await.map_err(api_error)?;
+    // A function's URL goes with it, as in Lambda.
+    state.urls.function_deleted(name.as_str());
     let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)

@@ -14,6 +14,10 @@ mod layers;
 mod local;
 mod management;
 pub mod state;
+pub mod stream;
+mod url_requests;
+pub mod url_store;
+mod urls;
 
 use std::sync::Arc;
 
@@ -30,6 +34,7 @@ use lambkin_proto::lambda::invoke::HEADER_ERROR_TYPE;
 pub use local::SUBSCRIBE_PROTOCOL;
 use state::percent_decode;
 pub use state::{json_response, ApiState, Body};
+use stream::ResponseBody;
 
 /// Serves until `shutdown` turns true, then stops accepting and lets open requests finish.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch::Receiver<bool>) {
@@ -45,7 +50,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch:
 }
 
 /// The whole route table.
-async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
+async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBody> {
     let path = req.uri().path().to_owned();
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -54,6 +59,23 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    // A URL's host form is a URL's alone: nothing else on the listener answers through it.
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(url_id) = url_requests::host_form(host, &state.region) {
+        let raw_path = req.uri().path().to_owned();
+        return url_requests::serve(req, state, &url_id, &raw_path).await;
+    }
+    if let ["lambda-url", url_id, ..] = segments.as_slice() {
+        let url_id = (*url_id).to_owned();
+        // The path after `/lambda-url/URLID`, still percent-encoded (`rawPath`).
+        let after = req.uri().path().strip_prefix("/lambda-url/").unwrap_or("");
+        let raw_path = after.find('/').map_or("/", |i| &after[i..]).to_owned();
+        return url_requests::serve(req, state, &url_id, &raw_path).await;
+    }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
             .map(|()| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
@@ -63,19 +85,31 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<Body> {
         },
         (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
         _ => match Operation::route(&method, &segments, req.uri().query()) {
-            Some(operation) => lambda_api(req, state, operation).await,
+            Some(operation) => {
+                return lambda_api(req, state, operation)
+                    .await
+                    .unwrap_or_else(|e| error_response(e).map(ResponseBody::from))
+            }
             None => Err(ApiError::UnknownOperation(format!(
                 "no operation for {method} {path}"
             ))),
         },
     };
-    result.unwrap_or_else(error_response)
+    result
+        .unwrap_or_else(error_response)
+        .map(ResponseBody::from)
 }
 
 /// A Lambda API operation, named as IAM names its action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     Invoke(String),
+    InvokeWithResponseStream(String),
+    CreateFunctionUrlConfig(String),
+    GetFunctionUrlConfig(String),
+    UpdateFunctionUrlConfig(String),
+    DeleteFunctionUrlConfig(String),
+    ListFunctionUrlConfigs(String),
     CreateFunction,
     ListFunctions,
     GetFunction(String),
@@ -122,6 +156,24 @@ impl Operation {
                 Self::DeleteLayerVersion(name(l), name(v))
             }
             (&Method::POST, ["2015-03-31", "functions", f, "invocations"]) => Self::Invoke(name(f)),
+            (&Method::POST, ["2021-11-15", "functions", f, "response-streaming-invocations"]) => {
+                Self::InvokeWithResponseStream(name(f))
+            }
+            (&Method::POST, ["2021-10-31", "functions", f, "url"]) => {
+                Self::CreateFunctionUrlConfig(name(f))
+            }
+            (&Method::GET, ["2021-10-31", "functions", f, "url"]) => {
+                Self::GetFunctionUrlConfig(name(f))
+            }
+            (&Method::PUT, ["2021-10-31", "functions", f, "url"]) => {
+                Self::UpdateFunctionUrlConfig(name(f))
+            }
+            (&Method::DELETE, ["2021-10-31", "functions", f, "url"]) => {
+                Self::DeleteFunctionUrlConfig(name(f))
+            }
+            (&Method::GET, ["2021-10-31", "functions", f, "urls"]) => {
+                Self::ListFunctionUrlConfigs(name(f))
+            }
             (&Method::POST, ["2015-03-31", "functions"] | ["2015-03-31", "functions", ""]) => {
                 Self::CreateFunction
             }
@@ -146,7 +198,13 @@ impl Operation {
     /// The IAM action (`lambda:InvokeFunction`, ...).
     pub fn action(&self) -> &'static str {
         match self {
-            Self::Invoke(_) => "lambda:InvokeFunction",
+            // IAM authorizes InvokeWithResponseStream as InvokeFunction.
+            Self::Invoke(_) | Self::InvokeWithResponseStream(_) => "lambda:InvokeFunction",
+            Self::CreateFunctionUrlConfig(_) => "lambda:CreateFunctionUrlConfig",
+            Self::GetFunctionUrlConfig(_) => "lambda:GetFunctionUrlConfig",
+            Self::UpdateFunctionUrlConfig(_) => "lambda:UpdateFunctionUrlConfig",
+            Self::DeleteFunctionUrlConfig(_) => "lambda:DeleteFunctionUrlConfig",
+            Self::ListFunctionUrlConfigs(_) => "lambda:ListFunctionUrlConfigs",
             Self::CreateFunction => "lambda:CreateFunction",
             Self::ListFunctions => "lambda:ListFunctions",
             Self::GetFunction(_) => "lambda:GetFunction",
@@ -168,6 +226,12 @@ impl Operation {
     pub fn function(&self) -> Option<&str> {
         match self {
             Self::Invoke(f)
+            | Self::InvokeWithResponseStream(f)
+            | Self::CreateFunctionUrlConfig(f)
+            | Self::GetFunctionUrlConfig(f)
+            | Self::UpdateFunctionUrlConfig(f)
+            | Self::DeleteFunctionUrlConfig(f)
+            | Self::ListFunctionUrlConfigs(f)
             | Self::GetFunction(f)
             | Self::GetFunctionConfiguration(f)
             | Self::DeleteFunction(f)
@@ -198,6 +262,14 @@ impl Operation {
                     _ => (MAX_SYNC_REQUEST_BYTES, "Invoke"),
                 }
             }
+            Self::InvokeWithResponseStream(_) => {
+                (MAX_SYNC_REQUEST_BYTES, "InvokeWithResponseStream")
+            }
+            Self::CreateFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "CreateFunctionUrlConfig"),
+            Self::GetFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "GetFunctionUrlConfig"),
+            Self::UpdateFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "UpdateFunctionUrlConfig"),
+            Self::DeleteFunctionUrlConfig(_) => (MAX_EMPTY_BODY_BYTES, "DeleteFunctionUrlConfig"),
+            Self::ListFunctionUrlConfigs(_) => (MAX_EMPTY_BODY_BYTES, "ListFunctionUrlConfigs"),
             Self::CreateFunction => (MAX_MANAGEMENT_BODY_BYTES, "CreateFunction"),
             Self::UpdateFunctionCode(_) => (MAX_MANAGEMENT_BODY_BYTES, "UpdateFunctionCode"),
             Self::UpdateFunctionConfiguration(_) => {
@@ -223,15 +295,23 @@ async fn lambda_api(
     req: Request<Incoming>,
     state: &ApiState,
     operation: Operation,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = req.into_parts();
     state.gate.precheck(&parts)?;
     let (limit, name) = operation.body_limit(&parts.headers);
     let body = read_body(body, limit, name).await?;
     let principal = state.gate.verify(&parts, &body)?;
     access::authorize(&principal, &operation, state)?;
-    match operation {
+    let whole = match operation {
+        Operation::InvokeWithResponseStream(f) => {
+            return invoke::invoke_with_response_stream(&parts, body, state, &f).await
+        }
         Operation::Invoke(f) => invoke::invoke(&parts, body, state, &f).await,
+        Operation::CreateFunctionUrlConfig(f) => urls::create(state, &f, parts.uri.query(), &body),
+        Operation::GetFunctionUrlConfig(f) => urls::get(state, &f, parts.uri.query()),
+        Operation::UpdateFunctionUrlConfig(f) => urls::update(state, &f, parts.uri.query(), &body),
+        Operation::DeleteFunctionUrlConfig(f) => urls::delete(state, &f, parts.uri.query()),
+        Operation::ListFunctionUrlConfigs(f) => urls::list(state, &f),
         Operation::CreateFunction => management::create(&body, state).await,
         Operation::ListFunctions => management::list(state),
         Operation::GetFunction(f) => management::get(state, &f),
@@ -247,7 +327,8 @@ async fn lambda_api(
         Operation::ListLayers => layers::list(state, parts.uri.query()),
         Operation::ListLayerVersions(l) => layers::list_versions(state, &l, parts.uri.query()),
         Operation::DeleteLayerVersion(l, v) => layers::delete(state, &l, &v).await,
-    }
+    };
+    whole.map(|r| r.map(ResponseBody::from))
 }
 
 fn authorized(req: &Request<Incoming>, state: &ApiState) -> Result<(), ApiError> {

@@ -31,6 +31,10 @@ pub struct ApiState {
     /// The state database, for `lambkin backup`'s snapshot.
     pub store: crate::store::Store,
     pub layout: crate::layout::Layout,
+    /// Function URLs.
+    pub urls: super::url_store::FunctionUrls,
+    /// The region URLs' host form names (`URLID.lambda-url.REGION.on.aws`).
+    pub region: String,
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -31,12 +31,13 @@ use lambkin_proto::lambda::runtime_api::{
     self as rt, ExtensionError, ExtensionEvent, ExtensionEventType, RegisterRequest,
     RegisterResponse, Route, RuntimeApiError, ShutdownReason,
 };
+use lambkin_proto::lambda::stream::{self as st, ResponseMode, StreamError};
 use lambkin_proto::lambda::telemetry::{self as tm, Record, RecordType, Subscription};
 use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 
 use super::extensions::{Delivery, Extensions};
 use super::instance_cgroup::InstanceCgroup;
-use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
+use super::invocation::{FunctionResponse, Invocation, InvocationAbort, StreamPart};
 use super::logs::{self, LogTail, Report};
 use super::peer;
 use super::placement;
@@ -146,6 +147,18 @@ pub enum InstanceMsg {
         size: Option<usize>,
         reply: Reply<()>,
     },
+    /// A streamed `/response` begins: where its data goes.
+    StreamOpen {
+        request_id: String,
+        content_type: Option<String>,
+        reply: Reply<StreamTarget>,
+    },
+    /// A streamed `/response` has ended.
+    StreamClose {
+        request_id: String,
+        outcome: StreamOutcome,
+        reply: Reply<()>,
+    },
     Error {
         request_id: String,
         body: Bytes,
@@ -181,6 +194,29 @@ pub enum InstanceMsg {
         subscription: Subscription,
         reply: Reply<()>,
     },
+}
+
+/// Where a streamed `/response`'s data goes.
+#[derive(Debug)]
+pub enum StreamTarget {
+    /// To the caller, piece by piece as it arrives.
+    Forward(mpsc::Sender<StreamPart>),
+    /// The caller takes one answer (`Invoke`): the body is read whole, within the buffered
+    /// limit, and answered as a buffered `/response` (or `/error`, from the trailers).
+    Gather,
+}
+
+/// How a streamed `/response` ended.
+#[derive(Debug)]
+pub enum StreamOutcome {
+    /// The body ended; `bytes` were streamed.
+    Complete { bytes: u64 },
+    /// The trailers (or the same lines at the body's end) named an error.
+    Failed { error: StreamError, bytes: u64 },
+    /// The body went past [`st::MAX_STREAMED_RESPONSE_BYTES`].
+    TooLarge,
+    /// The body broke off (the runtime's connection closed mid-stream).
+    Truncated(String),
 }
 
 /// The function actor's handle on an instance.
@@ -222,6 +258,10 @@ struct Current {
     started: Instant,
     tail: Option<LogTail>,
     init_duration: Option<Duration>,
+    /// A streamed `/response` has begun (a second one is refused).
+    streaming: bool,
+    /// The bytes a streamed `/response` carried (its telemetry's `producedBytes`).
+    streamed_bytes: Option<u64>,
 }
 
 /// An answered invocation whose output and END/REPORT lines are still to be written.
@@ -628,6 +668,7 @@ async fn refuse(msg: InstanceMsg) {
         }
         InstanceMsg::Response { reply, .. }
         | InstanceMsg::ResponseTooLarge { reply, .. }
+        | InstanceMsg::StreamClose { reply, .. }
         | InstanceMsg::Error { reply, .. }
         | InstanceMsg::InitError { reply, .. }
         | InstanceMsg::ExtensionError { reply, .. }
@@ -635,6 +676,9 @@ async fn refuse(msg: InstanceMsg) {
             let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
         }
         InstanceMsg::ExtensionRegister { reply, .. } => {
+            let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
+        }
+        InstanceMsg::StreamOpen { reply, .. } => {
             let _ = reply.send(Err(RuntimeApiError::ShuttingDown));
         }
         InstanceMsg::ExtensionNext { reply, .. } => {
@@ -1116,6 +1160,42 @@ impl Instance {
                 }));
                 self.answer_runtime(result, reply, end).await;
             }
+            InstanceMsg::StreamOpen {
+                request_id,
+                content_type,
+                reply,
+            } => {
+                let result = self
+                    .check_answer(&request_id)
+                    .and_then(|()| match &mut self.phase {
+                        Phase::Busy(current) if current.streaming => {
+                            Err(RuntimeApiError::InvalidStateTransition(format!(
+                                "invocation {request_id} is being answered already"
+                            )))
+                        }
+                        Phase::Busy(current) => {
+                            current.streaming = true;
+                            Ok(current
+                                .inv
+                                .open_stream(content_type)
+                                .map_or(StreamTarget::Gather, StreamTarget::Forward))
+                        }
+                        _ => Err(RuntimeApiError::InvalidRequestId(request_id.clone())),
+                    });
+                let _ = reply.send(result);
+            }
+            InstanceMsg::StreamClose {
+                request_id,
+                outcome,
+                reply,
+            } => {
+                let result = self.check_answer(&request_id);
+                let end = match result {
+                    Ok(()) => self.close_stream(outcome).await,
+                    Err(_) => None,
+                };
+                self.answer_runtime(result, reply, end).await;
+            }
             InstanceMsg::Error {
                 request_id,
                 body,
@@ -1331,6 +1411,8 @@ impl Instance {
             started: now,
             tail,
             init_duration: self.init_duration.take(),
+            streaming: false,
+            streamed_bytes: None,
         }));
         self.deadline = Some(now + timeout);
         let short = self.last_duration.is_some_and(|d| d < placement::SHORT);
@@ -1408,7 +1490,7 @@ impl Instance {
         }
         // The caller waits only for what it asked for: with a log tail, the output and the
         // END/REPORT lines come first; without one, they are written after the answer.
-        let produced_bytes = body.len() as u64;
+        let produced_bytes = current.streamed_bytes.unwrap_or(body.len() as u64);
         let log_tail = match current.tail.take() {
             Some(mut tail) => {
                 drain_into(
@@ -1456,6 +1538,46 @@ impl Instance {
             function_error,
             produced_bytes,
         })
+    }
+
+    /// Ends an invocation whose answer was streamed to its caller.
+    #[must_use]
+    async fn close_stream(&mut self, outcome: StreamOutcome) -> Option<EndFrame> {
+        let (bytes, error) = match outcome {
+            StreamOutcome::Complete { bytes } => (bytes, None),
+            StreamOutcome::Failed { error, bytes } => (bytes, Some(error)),
+            StreamOutcome::TooLarge => (
+                st::MAX_STREAMED_RESPONSE_BYTES as u64,
+                Some(StreamError {
+                    error_type: "Function.ResponseSizeTooLarge".into(),
+                    message: format!(
+                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                        st::MAX_STREAMED_RESPONSE_BYTES
+                    ),
+                }),
+            ),
+            StreamOutcome::Truncated(why) => (
+                0,
+                Some(StreamError {
+                    error_type: "Runtime.TruncatedResponse".into(),
+                    message: format!("the runtime's streamed response broke off: {why}"),
+                }),
+            ),
+        };
+        if let Phase::Busy(current) = &mut self.phase {
+            current.streamed_bytes = Some(bytes);
+        }
+        match error {
+            None => self.finish(Bytes::new(), None, false, false).await,
+            Some(error) => {
+                self.log_line(&format!(
+                    "streamed response failed: {}: {}",
+                    error.error_type, error.message
+                ));
+                let body = Bytes::from(error.document().to_string());
+                self.finish(body, None, true, false).await
+            }
+        }
     }
 
     /// Writes the output and END/REPORT lines of an invocation answered without a log tail.
@@ -1930,6 +2052,25 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
                 .map(next_response)
         }
         Route::Response(request_id) => {
+            match ResponseMode::parse(header(&req, rt::HEADER_RESPONSE_MODE).as_deref()) {
+                Ok(ResponseMode::Streaming) => {
+                    return streamed_response(req, request_id, tx)
+                        .await
+                        .unwrap_or_else(error_response)
+                }
+                Ok(ResponseMode::Buffered) => {}
+                Err(e) => {
+                    // The caller learns why its invocation failed; the runtime gets its 400.
+                    let (reply, rx) = oneshot::channel();
+                    let msg = InstanceMsg::Error {
+                        request_id,
+                        body: error_body("Runtime.InvalidResponseModeHeader", &e.to_string()),
+                        reply,
+                    };
+                    let _ = call(tx, msg, rx).await;
+                    return error_response(e);
+                }
+            }
             let content_type = header(&req, "content-type");
             let declared = header(&req, "content-length").and_then(|v| v.parse::<usize>().ok());
             let body = match declared {
@@ -2069,6 +2210,172 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
         Route::MethodNotAllowed => Err(RuntimeApiError::MethodNotAllowed),
     };
     result.unwrap_or_else(error_response)
+}
+
+/// A streamed `/response`: its data goes to the caller as it arrives (or is gathered, for a
+/// caller that takes one answer); its end (trailers, the limit, a break) ends the invocation.
+async fn streamed_response(
+    req: Request<Incoming>,
+    request_id: String,
+    tx: &mpsc::UnboundedSender<InstanceMsg>,
+) -> Result<Response<Body>, RuntimeApiError> {
+    let content_type = header(&req, "content-type");
+    let (reply, rx) = oneshot::channel();
+    let open = InstanceMsg::StreamOpen {
+        request_id: request_id.clone(),
+        content_type: content_type.clone(),
+        reply,
+    };
+    let target = call(tx, open, rx).await?;
+    let outcome = match target {
+        StreamTarget::Forward(parts) => forward(req.into_body(), parts).await,
+        StreamTarget::Gather => {
+            let (reply, rx) = oneshot::channel();
+            let msg = match gather(req.into_body(), MAX_RESPONSE_BYTES).await {
+                Ok((body, None)) => InstanceMsg::Response {
+                    request_id,
+                    body,
+                    content_type,
+                    reply,
+                },
+                Ok((_, Some(error))) => InstanceMsg::Error {
+                    request_id,
+                    body: Bytes::from(error.document().to_string()),
+                    reply,
+                },
+                Err(GatherError::TooLarge) => InstanceMsg::ResponseTooLarge {
+                    request_id,
+                    size: None,
+                    reply,
+                },
+                Err(GatherError::Broken(why)) => InstanceMsg::Error {
+                    request_id,
+                    body: error_body(
+                        "Runtime.TruncatedResponse",
+                        &format!("the runtime's streamed response broke off: {why}"),
+                    ),
+                    reply,
+                },
+            };
+            return call(tx, msg, rx).await.map(|()| accepted());
+        }
+    };
+    let too_large = matches!(outcome, StreamOutcome::TooLarge);
+    let (reply, rx) = oneshot::channel();
+    let close = InstanceMsg::StreamClose {
+        request_id,
+        outcome,
+        reply,
+    };
+    call(tx, close, rx).await?;
+    if too_large {
+        return Err(RuntimeApiError::RequestEntityTooLarge {
+            size: st::MAX_STREAMED_RESPONSE_BYTES + 1,
+            limit: st::MAX_STREAMED_RESPONSE_BYTES,
+        });
+    }
+    Ok(accepted())
+}
+
+/// Forwards a streamed body's data as it arrives, never gathering it. A caller that went away
+/// does not stop the function: the rest is read and dropped. Bytes that may be the error
+/// trailers written into the body are held until the body ends or shows they are not.
+async fn forward(mut body: Incoming, parts: mpsc::Sender<StreamPart>) -> StreamOutcome {
+    let mut parts = Some(parts);
+    let mut bytes: u64 = 0;
+    let mut held: Vec<u8> = Vec::new();
+    let limit = st::MAX_STREAMED_RESPONSE_BYTES as u64;
+    async fn send(parts: &mut Option<mpsc::Sender<StreamPart>>, data: Bytes) {
+        if let Some(tx) = parts {
+            if tx.send(StreamPart::Data(data)).await.is_err() {
+                *parts = None;
+            }
+        }
+    }
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return StreamOutcome::Truncated(e.to_string()),
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        bytes += data.len() as u64;
+        if bytes > limit {
+            return StreamOutcome::TooLarge;
+        }
+        if held.is_empty() && !st::may_be_in_band_trailers(&data) {
+            send(&mut parts, data).await;
+            continue;
+        }
+        held.extend_from_slice(&data);
+        if !st::may_be_in_band_trailers(&held) || held.len() > MAX_ERROR_BODY_BYTES {
+            send(&mut parts, Bytes::from(std::mem::take(&mut held))).await;
+        }
+    }
+    if let Some(error) = trailers.as_ref().and_then(trailer_error) {
+        return StreamOutcome::Failed { error, bytes };
+    }
+    if let Some(error) = st::in_band_trailers(&held) {
+        return StreamOutcome::Failed {
+            error,
+            bytes: bytes - held.len() as u64,
+        };
+    }
+    if !held.is_empty() {
+        send(&mut parts, Bytes::from(held)).await;
+    }
+    StreamOutcome::Complete { bytes }
+}
+
+fn trailer_error(trailers: &http::HeaderMap) -> Option<StreamError> {
+    let error_type = trailers.get(rt::HEADER_ERROR_TYPE)?.to_str().ok()?;
+    let body = trailers
+        .get(st::HEADER_ERROR_BODY)
+        .and_then(|v| v.to_str().ok());
+    Some(StreamError::from_trailers(error_type, body))
+}
+
+enum GatherError {
+    TooLarge,
+    Broken(String),
+}
+
+/// Reads a streamed body whole, within `limit`, with the error its trailers name.
+async fn gather(
+    mut body: Incoming,
+    limit: usize,
+) -> Result<(Bytes, Option<StreamError>), GatherError> {
+    let mut collected = bytes::BytesMut::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| GatherError::Broken(e.to_string()))?;
+        match frame.into_data() {
+            Ok(data) => {
+                if collected.len() + data.len() > limit {
+                    return Err(GatherError::TooLarge);
+                }
+                collected.extend_from_slice(&data);
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    if let Some(error) = trailers.as_ref().and_then(trailer_error) {
+        return Ok((collected.freeze(), Some(error)));
+    }
+    // The trailers written into the body, as its last line (`lambda_runtime` 1.x).
+    let start = collected
+        .windows(st::IN_BAND_TRAILER_PREFIX.len())
+        .rposition(|w| w == st::IN_BAND_TRAILER_PREFIX);
+    if let Some(error) = start.and_then(|at| st::in_band_trailers(&collected[at..])) {
+        return Ok((collected.freeze(), Some(error)));
+    }
+    Ok((collected.freeze(), None))
 }
 
 async fn call<T>(

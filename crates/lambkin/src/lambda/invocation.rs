@@ -3,7 +3,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use lambkin_proto::lambda::stream::StreamError;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::Store;
 
@@ -74,6 +75,9 @@ pub trait EventSink: Send + Sync + fmt::Debug {
 pub enum Completion {
     /// A `RequestResponse` caller waits for it.
     Caller(oneshot::Sender<InvocationResult>),
+    /// A caller that takes the answer as it is written (`InvokeWithResponseStream`, a
+    /// streaming function URL).
+    Streaming(StreamingCaller),
     /// An `Event` invocation: the durable record is removed once it has run (and `sink` has
     /// taken its outcome).
     Event {
@@ -84,6 +88,60 @@ pub enum Completion {
     /// An asynchronous invocation that no one waits for and nothing stores (a message on a
     /// topic that triggers the function): a function error is logged.
     Detached,
+}
+
+/// A piece of a streamed answer, in order: `Open` once, then the data.
+#[derive(Debug)]
+pub enum StreamPart {
+    /// The answer begins, with the runtime's content type; `streamed`: the runtime streams
+    /// it (otherwise it is one buffered answer, in one `Data`).
+    Open {
+        content_type: Option<String>,
+        streamed: bool,
+    },
+    Data(Bytes),
+}
+
+/// How a streamed answer ended.
+#[derive(Debug, Clone, Default)]
+pub struct StreamEnd {
+    /// The error that ended it (the function's, a timeout, the limit); `None`: complete.
+    pub error: Option<StreamError>,
+    /// Base64 of the invocation's last 4 KB of log, when asked for.
+    pub log_tail: Option<String>,
+}
+
+/// Pieces waiting for a slow reader: past this the runtime's upload waits (backpressure).
+const STREAM_PARTS_QUEUED: usize = 16;
+
+/// The instance's side of a streaming caller.
+#[derive(Debug)]
+pub struct StreamingCaller {
+    parts: mpsc::Sender<StreamPart>,
+    end: oneshot::Sender<Result<StreamEnd, InvocationAbort>>,
+    opened: bool,
+}
+
+/// The caller's side: the parts as they come, then how it ended. A dropped `ResponseStream`
+/// (the client went away) does not stop the function; what it writes is read and dropped.
+#[derive(Debug)]
+pub struct ResponseStream {
+    pub parts: mpsc::Receiver<StreamPart>,
+    pub end: oneshot::Receiver<Result<StreamEnd, InvocationAbort>>,
+}
+
+/// A streaming caller's completion and the stream it reads.
+pub fn streaming() -> (Completion, ResponseStream) {
+    let (parts_tx, parts) = mpsc::channel(STREAM_PARTS_QUEUED);
+    let (end_tx, end) = oneshot::channel();
+    (
+        Completion::Streaming(StreamingCaller {
+            parts: parts_tx,
+            end: end_tx,
+            opened: false,
+        }),
+        ResponseStream { parts, end },
+    )
 }
 
 #[derive(Debug)]
@@ -100,11 +158,59 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// Whether the caller takes the answer as a stream.
+    pub fn streams(&self) -> bool {
+        matches!(self.completion, Completion::Streaming(_))
+    }
+
+    /// A streamed answer begins: where its data goes (`None` when the caller does not take a
+    /// stream, or it began already).
+    pub fn open_stream(
+        &mut self,
+        content_type: Option<String>,
+    ) -> Option<mpsc::Sender<StreamPart>> {
+        let Completion::Streaming(caller) = &mut self.completion else {
+            return None;
+        };
+        if caller.opened {
+            return None;
+        }
+        caller.opened = true;
+        // The channel is new and holds more than one part: this fits (or the caller is gone).
+        let _ = caller.parts.try_send(StreamPart::Open {
+            content_type,
+            streamed: true,
+        });
+        Some(caller.parts.clone())
+    }
+
     /// Delivers the function's outcome.
     pub async fn finish(self, response: FunctionResponse) {
         match self.completion {
             Completion::Caller(tx) => {
                 let _ = tx.send(Ok(response));
+            }
+            Completion::Streaming(caller) => {
+                // A buffered answer (or an error before any data) is sent as one piece, as
+                // AWS answers a function that does not stream.
+                if !caller.opened {
+                    let _ = caller.parts.try_send(StreamPart::Open {
+                        content_type: response.content_type.clone(),
+                        streamed: false,
+                    });
+                    if !response.function_error {
+                        let _ = caller
+                            .parts
+                            .try_send(StreamPart::Data(response.body.clone()));
+                    }
+                }
+                let error = response
+                    .function_error
+                    .then(|| StreamError::from_document(&response.body));
+                let _ = caller.end.send(Ok(StreamEnd {
+                    error,
+                    log_tail: response.log_tail,
+                }));
             }
             Completion::Event { seq, store, sink } => {
                 if let Some(sink) = sink {
@@ -138,6 +244,9 @@ impl Invocation {
         match self.completion {
             Completion::Caller(tx) => {
                 let _ = tx.send(Err(why));
+            }
+            Completion::Streaming(caller) => {
+                let _ = caller.end.send(Err(why));
             }
             Completion::Event { seq, store, .. } => match why {
                 InvocationAbort::ShuttingDown => {}
