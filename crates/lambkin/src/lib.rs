@@ -14,6 +14,7 @@
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`cgroup`]: memory, process and CPU limits, and tracking groups (cgroup v1 or v2).
 //! - [`layout`]: the root directory's layout.
+//! - [`install`]: `lambkin install`/`uninstall`: the default user, the root and a systemd unit.
 //! - [`logfile`]: per-component and per-function log files.
 //! - [`keys`]: the host's own keys and tokens.
 //! - `api`: the HTTP listener: AWS Invoke, management and layer APIs, `/lambkin/v1`, and the
@@ -40,6 +41,7 @@ pub mod config;
 pub(crate) mod failpoint;
 pub mod host;
 pub mod http;
+pub mod install;
 pub mod ipc;
 pub mod keys;
 pub mod lambda;

@@ -149,6 +149,60 @@ async fn dispatch(command: Command) -> i32 {
         } => cli::publish(&root.layout(), &topic, &message).await,
         Command::Sub { root, filter } => cli::subscribe(&root.layout(), &filter).await,
         Command::Credentials { root } => cli::credentials(&root.layout()),
+        Command::Install {
+            root,
+            unit_dir,
+            binary,
+            thing_name,
+            region,
+            mqtt_endpoint,
+            cert,
+            key,
+            ca,
+            component_default_user,
+            force,
+            no_enable,
+        } => {
+            let opts = lambkin::install::InstallOptions {
+                layout: root.layout(),
+                unit_dir,
+                binary,
+                thing_name,
+                region,
+                mqtt_endpoint,
+                cert,
+                key,
+                ca,
+                component_default_user,
+                force,
+                no_enable,
+            };
+            return match lambkin::install::install(&opts) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("lambkin: {e}");
+                    e.exit_code()
+                }
+            };
+        }
+        Command::Uninstall {
+            root,
+            purge,
+            no_enable,
+        } => {
+            let opts = lambkin::install::UninstallOptions {
+                layout: root.layout(),
+                purge,
+                no_enable,
+            };
+            return match lambkin::install::uninstall(&opts) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("lambkin: {e}");
+                    e.exit_code()
+                }
+            };
+        }
         Command::CheckConfig { root, config } => {
             match cli::load_config(&root.layout(), config.as_deref()) {
                 Ok(_) => {
