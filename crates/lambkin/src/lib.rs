@@ -16,6 +16,7 @@
 //! - [`layout`]: the root directory's layout.
 //! - [`install`]: `lambkin install`/`uninstall`: the default user, the root and a systemd unit.
 //! - [`logfile`]: per-component and per-function log files.
+//! - [`journal`]: the host's stderr as a systemd journal stream (levels as `<N>` prefixes).
 //! - [`keys`]: the host's own keys and tokens.
 //! - `api`: the HTTP listener: AWS Invoke, management and layer APIs, `/lambkin/v1`, and the
 //!   OpenWhisk API's edge.
@@ -43,6 +44,7 @@ pub mod host;
 pub mod http;
 pub mod install;
 pub mod ipc;
+pub mod journal;
 pub mod keys;
 pub mod lambda;
 pub mod layout;

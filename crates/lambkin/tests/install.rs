@@ -460,3 +460,79 @@ fn install_refuses_a_user_who_is_not_root() {
         assert!(!tmp.path().join("lambkin.service").exists());
     }
 }
+
+/// Runs a host on `root` with its stderr in `stderr` and `JOURNAL_STREAM` set to
+/// `journal_stream`, until it is ready; stops it; returns what it wrote there.
+fn host_stderr(root: &Path, stderr: &Path, journal_stream: &str) -> String {
+    let file = std::fs::File::create(stderr).unwrap();
+    let addr_file = root.join("state/api.addr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .env("LAMBKIN_LOG", "info")
+        .env("JOURNAL_STREAM", journal_stream)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let ready = support::wait_for(std::time::Duration::from_secs(20), || {
+        addr_file.exists().then_some(())
+    });
+    support::signal(child.id(), "TERM");
+    let exited = support::wait_for(std::time::Duration::from_secs(15), || {
+        child.try_wait().unwrap()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let text = std::fs::read_to_string(stderr).unwrap();
+    assert!(ready.is_some(), "the host did not become ready: {text}");
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "{text}");
+    text
+}
+
+#[test]
+fn the_hosts_stderr_carries_levels_for_the_journal_when_it_is_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let stderr = tmp.path().join("stderr");
+    // What systemd sets: the device and inode of the stream it gave as stderr.
+    std::fs::write(&stderr, "").unwrap();
+    let meta = std::fs::metadata(&stderr).unwrap();
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let journal = host_stderr(&root, &stderr, &stream);
+    let lines: Vec<&str> = journal.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("host ready")),
+        "no info line for the host's start:\n{journal}"
+    );
+    for line in &lines {
+        let level = line
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .and_then(|(n, _)| n.parse::<u8>().ok());
+        assert!(
+            level.is_some_and(|n| n <= 7),
+            "a line without its level: {line:?}\n{journal}"
+        );
+        assert!(
+            !line.contains('\u{1b}'),
+            "colours for the journal: {line:?}"
+        );
+    }
+
+    // The variable inherited, but stderr is another file: left as it was.
+    let other = tmp.path().join("other");
+    std::fs::write(&other, "").unwrap();
+    let meta = std::fs::metadata(&other).unwrap();
+    let plain = host_stderr(&root, &stderr, &format!("{}:{}", meta.dev(), meta.ino()));
+    assert!(plain.contains("host ready"), "{plain}");
+    assert!(
+        plain.lines().all(|l| !l.starts_with('<')),
+        "prefixes on a stderr that is not the journal:\n{plain}"
+    );
+}
