@@ -172,8 +172,9 @@ pub enum Command {
         #[command(flatten)]
         root: RootArg,
         /// Where the unit `lambkin.service` is written; systemctl is called only when this is
-        /// a directory systemd loads units from.
-        #[arg(long, default_value = crate::install::SYSTEM_UNIT_DIR)]
+        /// a directory systemd loads units from. The default is where systemd reads the
+        /// administrator's units.
+        #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
         /// The binary the unit runs (default: this one).
         #[arg(long)]

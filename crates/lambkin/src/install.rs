@@ -24,8 +24,6 @@ use crate::users::UserError;
 
 /// The unit's file name.
 pub const UNIT_NAME: &str = "lambkin.service";
-/// Where systemd reads the administrator's units: `--unit-dir`'s default.
-pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
 /// Directories systemd loads units from; a `--unit-dir` among them gets `systemctl` calls.
 const SYSTEMD_UNIT_DIRS: [&str; 4] = [
     "/etc/systemd/system",
