@@ -183,6 +183,61 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Set this device up (as root): the components' default user, the root directory, a
+    /// config.toml from these flags and a systemd unit. Exit 78 on a bad flag, nothing written.
+    Install {
+        #[command(flatten)]
+        root: RootArg,
+        /// Where the unit `lambkin.service` is written; systemctl is called only when this is
+        /// a directory systemd loads units from. The default is where systemd reads the
+        /// administrator's units.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// The binary the unit runs (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// The device's AWS IoT thing name.
+        #[arg(long)]
+        thing_name: Option<String>,
+        /// The AWS Region.
+        #[arg(long)]
+        region: Option<String>,
+        /// The MQTT broker: an AWS IoT data endpoint (xxxx-ats.iot.REGION.amazonaws.com, then
+        /// mqtts://), or an mqtt:// or mqtts:// URL.
+        #[arg(long)]
+        mqtt_endpoint: Option<String>,
+        /// The device's certificate (PEM), for mqtts://.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// The device's private key (PEM), for mqtts://.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The CA certificate to trust (PEM), for mqtts://.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Whom components and functions run as, USER or USER:GROUP, created when missing
+        /// (default ggc_user:ggc_group).
+        #[arg(long)]
+        component_default_user: Option<String>,
+        /// Replace an existing config.toml that differs from what these flags give.
+        #[arg(long)]
+        force: bool,
+        /// Print the systemctl commands instead of running them.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Remove what `install` made (the unit; the default user and group if it created them),
+    /// keeping the root unless --purge.
+    Uninstall {
+        #[command(flatten)]
+        root: RootArg,
+        /// Remove the root directory too: functions, components, state and logs.
+        #[arg(long)]
+        purge: bool,
+        /// Print the systemctl commands instead of running them.
+        #[arg(long)]
+        no_enable: bool,
+    },
     /// Validate the configuration; exit 0, or 78 naming every problem.
     CheckConfig {
         #[command(flatten)]
@@ -201,8 +256,15 @@ pub fn load_config(
 ) -> Result<HostConfig, crate::config::ConfigError> {
     let path = explicit.map_or_else(|| layout.config_file(), Path::to_owned);
     let config = HostConfig::load(&path, explicit.is_some())?;
+    check_files(&config, &path)?;
+    Ok(config)
+}
+
+/// The checks of [`load_config`] past parsing: what the TLS files `config` (read from `path`)
+/// names hold, read by the clients that will use them.
+pub fn check_files(config: &HostConfig, path: &Path) -> Result<(), crate::config::ConfigError> {
     let invalid = |problems: String| crate::config::ConfigError::Invalid {
-        path: path.clone(),
+        path: path.to_owned(),
         problems,
     };
     if let Some(mqtt) = &config.mqtt {
@@ -218,7 +280,7 @@ pub fn load_config(
                 .map_err(|e| invalid(format!("[tes]: {e:#}")))?;
         }
     }
-    Ok(config)
+    Ok(())
 }
 
 fn host_addr(layout: &Layout) -> anyhow::Result<String> {

@@ -589,7 +589,13 @@ impl HostConfig {
                 })
             }
         };
-        let mut config = Self::parse(&text).map_err(|problems| ConfigError::Invalid {
+        Self::from_text(&text, path)
+    }
+
+    /// Parses `text` as the configuration file at `path` would be: its relative TLS paths
+    /// taken from `path`'s directory.
+    pub fn from_text(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config = Self::parse(text).map_err(|problems| ConfigError::Invalid {
             path: path.to_owned(),
             problems,
         })?;

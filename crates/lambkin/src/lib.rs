@@ -14,7 +14,9 @@
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`cgroup`]: memory, process and CPU limits, and tracking groups (cgroup v1 or v2).
 //! - [`layout`]: the root directory's layout.
+//! - [`install`]: `lambkin install`/`uninstall`: the default user, the root and a systemd unit.
 //! - [`logfile`]: per-component and per-function log files.
+//! - [`journal`]: the host's stderr as a systemd journal stream (levels as `<N>` prefixes).
 //! - [`keys`]: the host's own keys and tokens.
 //! - `api`: the HTTP listener: AWS Invoke (streamed too), management, layer and function URL
 //!   APIs, function URLs themselves, `/lambkin/v1`, and the
@@ -43,7 +45,9 @@ pub mod config;
 pub(crate) mod failpoint;
 pub mod host;
 pub mod http;
+pub mod install;
 pub mod ipc;
+pub mod journal;
 pub mod keys;
 pub mod lambda;
 pub mod layout;

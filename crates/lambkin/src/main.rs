@@ -7,6 +7,14 @@ use clap::Parser;
 use lambkin::cli::{self, Cli, Command, EXIT_CONFIG};
 use lambkin::host::{self, Listeners, RunOptions};
 
+/// Prints `lambkin: MESSAGE` on stderr, outside the host's log (before it is set up, or as the
+/// host exits), marked as an error for the journal when stderr is one.
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        eprintln!("{}lambkin: {}", lambkin::journal::error_prefix(), format_args!($($arg)*))
+    };
+}
+
 fn main() -> ExitCode {
     if let Some(code) = lambkin::lambda::sandbox::run_if_init() {
         return ExitCode::from(code);
@@ -27,12 +35,12 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("lambkin: cannot start the async runtime: {e}");
+            fail!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     if let Err(e) = &open_files {
-        eprintln!("lambkin: cannot raise the open-files limit: {e}");
+        fail!("cannot raise the open-files limit: {e}");
     }
     let code = runtime.block_on(dispatch(cli.command));
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -51,19 +59,16 @@ async fn dispatch(command: Command) -> i32 {
             let config = match cli::load_config(&layout, config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("lambkin: invalid configuration: {e}");
+                    fail!("invalid configuration: {e}");
                     return EXIT_CONFIG;
                 }
             };
             if let Err(e) = config.check_listen(listen.unwrap_or(config.listen)) {
-                eprintln!("lambkin: invalid configuration: {e}");
+                fail!("invalid configuration: {e}");
                 return EXIT_CONFIG;
             }
             if let Err(e) = lambkin::layout::create_private_dir(&layout.logs_dir()) {
-                eprintln!(
-                    "lambkin: cannot create {}: {e}",
-                    layout.logs_dir().display()
-                );
+                fail!("cannot create {}: {e}", layout.logs_dir().display());
                 return 1;
             }
             init_tracing(&layout.host_log());
@@ -71,7 +76,7 @@ async fn dispatch(command: Command) -> i32 {
             let _root = match lambkin::layout::RootLock::acquire(&layout) {
                 Ok(lock) => lock,
                 Err(e) => {
-                    eprintln!("lambkin: {e}");
+                    fail!("{e}");
                     return 1;
                 }
             };
@@ -151,6 +156,60 @@ async fn dispatch(command: Command) -> i32 {
         Command::Credentials { root } => cli::credentials(&root.layout()),
         Command::Backup { root, file } => cli::backup(&root.layout(), &file).await,
         Command::Restore { root, file, force } => cli::restore(&root.layout(), &file, force).await,
+        Command::Install {
+            root,
+            unit_dir,
+            binary,
+            thing_name,
+            region,
+            mqtt_endpoint,
+            cert,
+            key,
+            ca,
+            component_default_user,
+            force,
+            no_enable,
+        } => {
+            let opts = lambkin::install::InstallOptions {
+                layout: root.layout(),
+                unit_dir,
+                binary,
+                thing_name,
+                region,
+                mqtt_endpoint,
+                cert,
+                key,
+                ca,
+                component_default_user,
+                force,
+                no_enable,
+            };
+            return match lambkin::install::install(&opts) {
+                Ok(()) => 0,
+                Err(e) => {
+                    fail!("{e}");
+                    e.exit_code()
+                }
+            };
+        }
+        Command::Uninstall {
+            root,
+            purge,
+            no_enable,
+        } => {
+            let opts = lambkin::install::UninstallOptions {
+                layout: root.layout(),
+                purge,
+                no_enable,
+            };
+            return match lambkin::install::uninstall(&opts) {
+                Ok(()) => 0,
+                Err(e) => {
+                    fail!("{e}");
+                    e.exit_code()
+                }
+            };
+        }
         Command::CheckConfig { root, config } => {
             match cli::load_config(&root.layout(), config.as_deref()) {
                 Ok(_) => {
@@ -158,7 +217,7 @@ async fn dispatch(command: Command) -> i32 {
                     Ok(0)
                 }
                 Err(e) => {
-                    eprintln!("lambkin: invalid configuration: {e}");
+                    fail!("invalid configuration: {e}");
                     return EXIT_CONFIG;
                 }
             }
@@ -167,7 +226,7 @@ async fn dispatch(command: Command) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lambkin: {e:#}");
+            fail!("{e:#}");
             host::exit_code(&e)
         }
     }
@@ -188,7 +247,7 @@ async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("lambkin: cannot watch SIGTERM: {e}");
+            fail!("cannot watch SIGTERM: {e}");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
@@ -199,7 +258,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// Host logs go to stderr and to `ROOT/logs/lambkin.log` (the host's user's alone).
+/// Host logs go to stderr and to `ROOT/logs/lambkin.log` (the host's user's alone). Stderr
+/// that is the systemd journal gets each line's level as a `<N>` prefix (`lambkin::journal`).
 fn init_tracing(log_file: &std::path::Path) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::fmt;
@@ -215,13 +275,16 @@ fn init_tracing(log_file: &std::path::Path) {
     let file = lambkin::logfile::LogFile::open(log_file)
         .ok()
         .map(|f| lambkin::logfile::HostLog(std::sync::Arc::new(f)));
-    let registry = tracing_subscriber::registry()
+    let journal = lambkin::journal::stderr_is_journal();
+    tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr));
-    match file {
-        Some(file) => registry
-            .with(fmt::layer().with_ansi(false).with_writer(file))
-            .init(),
-        None => registry.init(),
-    }
+        .with(journal.then(|| {
+            fmt::layer()
+                .without_time()
+                .with_ansi(false)
+                .with_writer(lambkin::journal::JournalStderr)
+        }))
+        .with((!journal).then(|| fmt::layer().with_writer(std::io::stderr)))
+        .with(file.map(|file| fmt::layer().with_ansi(false).with_writer(file)))
+        .init();
 }

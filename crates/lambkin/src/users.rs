@@ -325,7 +325,7 @@ impl Users {
 /// Looks `spec` up, first creating what it names that does not exist: its group (a system
 /// group), then its user (a system user in that group, or in its own). Numeric ids are never
 /// created.
-fn resolve_or_create(spec: &str) -> Result<RunAs, UserError> {
+pub(crate) fn resolve_or_create(spec: &str) -> Result<RunAs, UserError> {
     let (_, group_part) = parse_posix_user(spec)?;
     // A group, then a user: at most two things to create, then the lookup must succeed.
     for _ in 0..2 {
