@@ -32,6 +32,48 @@ pub struct HostConfig {
     pub tes: Option<TesConfig>,
     /// `[openwhisk]`: the OpenWhisk API's kinds.
     pub openwhisk: OpenWhiskConfig,
+    /// `[mqtt_invoke]`: the functions that may be invoked over MQTT.
+    pub mqtt_invoke: MqttInvokeConfig,
+}
+
+/// `[mqtt_invoke]`: invoke over MQTT (`crate::mqtt_invoke`), MQTT 5 request/response on
+/// `lambkin/THING/functions/NAME/invoke` through the `[mqtt]` broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct MqttInvokeConfig {
+    /// The functions that answer requests over MQTT (besides what the broker's policies
+    /// allow); empty (the default): none, and the host does not subscribe.
+    pub functions: Vec<String>,
+}
+
+impl MqttInvokeConfig {
+    fn problems(&self, config: &HostConfig, problems: &mut Vec<String>) {
+        if self.functions.is_empty() {
+            return;
+        }
+        for name in &self.functions {
+            if lambkin_proto::lambda::function::FunctionName::parse(name).is_err() {
+                problems.push(format!(
+                    "mqtt_invoke.functions: {name:?} is not a function name"
+                ));
+            }
+        }
+        match &config.mqtt {
+            None => problems.push("mqtt_invoke.functions needs an [mqtt] broker".to_owned()),
+            Some(mqtt) if mqtt.version == MqttVersion::Mqtt3 => problems.push(
+                "mqtt_invoke.functions needs MQTT 5 (its Response Topic and Correlation Data): \
+                 [mqtt] version is \"mqtt3\", which has no request/response"
+                    .to_owned(),
+            ),
+            Some(_) => {}
+        }
+        if config.thing_name.contains(['/', '+', '#']) {
+            problems.push(format!(
+                "mqtt_invoke.functions: thing_name {:?} is a level of the request topics and may not contain '/', '+' or '#'",
+                config.thing_name
+            ));
+        }
+    }
 }
 
 /// `[openwhisk]`.
@@ -87,6 +129,7 @@ impl Default for HostConfig {
             mqtt: None,
             tes: None,
             openwhisk: OpenWhiskConfig::default(),
+            mqtt_invoke: MqttInvokeConfig::default(),
         }
     }
 }
@@ -186,6 +229,13 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+    /// How long the broker keeps the host's session (its subscriptions and the QoS 1 messages
+    /// the host has not acknowledged) after the connection ends, so that they come again
+    /// when the host is back; 0: a clean session at every connection. MQTT 3.1.1 has no
+    /// expiry: any other value asks for a persistent session, kept as long as the broker is
+    /// configured to.
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry_seconds: u32,
     #[serde(default)]
     pub spool: SpoolConfig,
 }
@@ -245,6 +295,10 @@ fn default_reconnect_min() -> u64 {
 }
 fn default_reconnect_max() -> u64 {
     30_000
+}
+/// AWS IoT Core's default persistent session expiry.
+fn default_session_expiry() -> u32 {
+    3600
 }
 
 /// Where the broker is, from `url`.
@@ -666,6 +720,7 @@ impl HostConfig {
         if let Some(tes) = &self.tes {
             tes.problems(&mut problems);
         }
+        self.mqtt_invoke.problems(self, &mut problems);
         if let Err(kinds) = self.openwhisk.kind_table() {
             problems.extend(kinds.into_iter().map(|p| format!("openwhisk.kinds: {p}")));
         }
@@ -689,6 +744,31 @@ mod tests {
             .unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.lambda.shutdown_grace(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn mqtt_invoke_needs_an_mqtt_5_broker_and_function_names() {
+        let broker = "[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n";
+        let c = HostConfig::parse(&format!(
+            "thing_name = \"gw\"\n[mqtt_invoke]\nfunctions = [\"echo\"]\n{broker}"
+        ))
+        .unwrap();
+        assert_eq!(c.mqtt_invoke.functions, ["echo"]);
+        assert!(HostConfig::parse("")
+            .unwrap()
+            .mqtt_invoke
+            .functions
+            .is_empty());
+        let e = HostConfig::parse("[mqtt_invoke]\nfunctions = [\"echo\", \"a/b\"]\n").unwrap_err();
+        assert!(e.contains("needs an [mqtt] broker"), "{e}");
+        assert!(e.contains("\"a/b\" is not a function name"), "{e}");
+        let e = HostConfig::parse(&format!(
+            "[mqtt_invoke]\nfunctions = [\"echo\"]\n{broker}version = \"mqtt3\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("needs MQTT 5"), "{e}");
+        let e = HostConfig::parse("[mqtt_invoke]\nallow = []\n").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -297,6 +297,13 @@ pub async fn run(
     )
     .await;
     registry.report_awaiting();
+    let mqtt_invoke = crate::mqtt_invoke::MqttInvoke::start(
+        &opts.config.mqtt_invoke,
+        mqtt.clone(),
+        registry.clone(),
+        &opts.config.thing_name,
+    )
+    .await;
     let cli_token = write_cli_token(&layout)?;
     openwhisk.bind_stored().await;
     let state = Arc::new(ApiState {
@@ -357,6 +364,8 @@ pub async fn run(
     shutdown.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
+    // No new requests over MQTT; those in flight end with the registry.
+    drop(mqtt_invoke);
     if let Some(ipc_server) = ipc_server {
         let _ = ipc_server.await;
     }

@@ -10,6 +10,7 @@
 //!   layers, extensions and telemetry, GreengrassContainer sandboxes.
 //! - [`http`]: the HTTP/1.1 listener loop the API and the token exchange service share.
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
+//! - [`mqtt_invoke`]: functions invoked over MQTT 5 request/response.
 //! - [`tes`]: the token exchange service: AWS credentials for components over loopback HTTP.
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`cgroup`]: memory, process and CPU limits, and tracking groups (cgroup v1 or v2).
@@ -53,6 +54,7 @@ pub mod lambda;
 pub mod layout;
 pub mod logfile;
 pub mod mqtt;
+pub mod mqtt_invoke;
 pub(crate) mod openwhisk;
 pub mod orphans;
 pub mod pubsub;

@@ -18,26 +18,34 @@
 //!   is submitted once the function has admitted the previous one); two entries are two
 //!   subscriptions, each in its own order; the function's lifecycle (pinned or on demand,
 //!   `maxInstancesCount`, `maxQueueSize`) then decides when each runs;
-//! - a full function queue drops the message: there is no caller to answer, so it is
-//!   counted and logged (at 1, 2, 4, 8… drops). A broker subscription whose messages come
-//!   faster than the function admits them also drops at the connection, once its queue of
-//!   received messages is full (logged there).
+//! - a local message meeting a full function queue is dropped: there is no caller to answer,
+//!   so it is counted and logged (at 1, 2, 4, 8… drops).
+//!
+//! An `IOT_CORE` entry may name an MQTT 5 shared subscription, `$share/GROUP/FILTER`: the
+//! broker hands each message to one of the group's subscribers, so hosts subscribed with the
+//! same group split the topic's messages (MQTT 3.1.1 has none: such an entry triggers
+//! nothing, and a warning names the protocol).
 //!
 //! An `IOT_CORE` entry on a host without `[mqtt]` is accepted, as Greengrass accepts it
 //! without a cloud connection: the deployment succeeds and a warning names the topic. A
 //! broker that is unreachable when the component starts gets the subscription when the
 //! connection comes up.
 //!
-//! Durability, honestly: these invocations are **not persisted** in the store, unlike the
-//! Invoke API's `Event`s.
+//! Durability:
 //! - Local pub/sub promises none (no QoS, no retention, no redelivery; a subscriber's queue
-//!   drops its oldest message when full), so a message is as durable as its trip through
-//!   the router.
-//! - From the broker, QoS 1 covers the trip to the host only: the connection acknowledges a
-//!   message when it arrives, before the function has run it, so a message is lost if the
-//!   host crashes after receiving it and before the invocation ends: at most once, end to
-//!   end. Messages published while the host is disconnected arrive later only if the broker
-//!   kept them for the connection's session (the connection's own settings decide).
+//!   drops its oldest message when full), so a local message is as durable as its trip
+//!   through the router: its invocation is not stored.
+//! - A broker message (QoS 1) is stored as an `Event` invocation (`Store::persist_event`, on
+//!   disk when it returns), and only then acknowledged to the broker ([`Receipt::accept`]):
+//!   a host that goes away at any point has either stored the message (it runs after the
+//!   restart, as every stored `Event` does) or not acknowledged it (the broker sends it
+//!   again, to this host's session or, for a shared subscription whose session ended, to
+//!   another member). At least once: a message stored but not acknowledged, or run but not
+//!   yet forgotten, runs twice. A stored message waits for room in a full function queue
+//!   rather than being dropped (so a slow function slows the subscription: the broker holds
+//!   what is not acknowledged). One the function can never take (not JSON for a `json`
+//!   function, the function gone) is acknowledged and dropped with a warning. An event run
+//!   again after a restart has no client context (the store keeps the payload only).
 //!
 //! Subscriptions start when the component's function is defined and end when the
 //! component is stopped, removed or replaced ([`Triggers::stop`] drops them).
@@ -57,8 +65,8 @@ use lambkin_proto::recipe::ComponentName;
 use crate::lambda::function::Refusal;
 use crate::lambda::invocation::{Completion, Invocation, RequestId};
 use crate::lambda::registry::Registry;
-use crate::mqtt::{IncomingMessage, Mqtt};
-use crate::pubsub::queue::Inbox;
+use crate::mqtt::connection::{Delivery, Receipt};
+use crate::mqtt::Mqtt;
 use crate::pubsub::{Client, Filter, Payload, PubSubHandle, ReceiveMode, Subscription};
 
 /// How long starting a component waits for the broker to acknowledge its subscriptions;
@@ -125,27 +133,10 @@ pub struct Triggers {
     running: BTreeMap<String, Vec<JoinHandle<()>>>,
 }
 
-/// Where one subscription's messages come from.
-enum Feed {
-    Local(Subscription),
-    Broker(Inbox<IncomingMessage>),
-}
-
-impl Feed {
-    /// The next message: its topic and payload.
-    async fn next(&mut self) -> Option<(String, Payload)> {
-        match self {
-            Self::Local(subscription) => subscription
-                .recv()
-                .await
-                .map(|m| (m.topic.as_str().to_owned(), m.payload)),
-            Self::Broker(messages) => messages
-                .recv()
-                .await
-                .map(|m| (m.topic, Payload::Binary(m.payload))),
-        }
-    }
-}
+/// How long a stored broker message waits before it is offered again to a function whose
+/// queue is full, at first and at most (doubling in between).
+const QUEUE_FULL_RETRY: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_millis(500));
 
 impl Triggers {
     /// Triggers fed by local pub/sub and, when the host has one, the broker connection.
@@ -206,8 +197,8 @@ impl Triggers {
                         }
                     };
                     tracing::debug!(%component, topic = %source.topic, "PUB_SUB topic triggers the function");
-                    tasks.push(tokio::spawn(forward(
-                        Feed::Local(subscription),
+                    tasks.push(tokio::spawn(forward_local(
+                        subscription,
                         self.registry.clone(),
                         function.clone(),
                     )));
@@ -262,7 +253,7 @@ async fn subscribe_and_forward(
     registry: Registry,
     function: FunctionName,
 ) {
-    let messages = match mqtt.subscribe(&topic, true).await {
+    let messages = match mqtt.subscribe_durable(&topic).await {
         Ok(messages) => messages,
         Err(e) => {
             tracing::warn!(%function, %topic, error = %e, "cannot subscribe to the IOT_CORE topic; it triggers nothing");
@@ -271,13 +262,127 @@ async fn subscribe_and_forward(
     };
     tracing::debug!(%function, %topic, "IOT_CORE topic triggers the function");
     let _ = subscribed.send(());
-    forward(Feed::Broker(messages), registry, function).await;
+    forward_broker(messages, registry, function).await;
 }
 
-/// One subscription's messages → invocations of `function`, in order.
-async fn forward(mut feed: Feed, registry: Registry, function: FunctionName) {
+/// A broker subscription's messages → stored `Event` invocations of `function`, in order,
+/// each acknowledged to the broker once stored.
+async fn forward_broker(
+    mut messages: tokio::sync::mpsc::Receiver<Delivery>,
+    registry: Registry,
+    function: FunctionName,
+) {
+    let dropped = AtomicU64::new(0);
+    while let Some(Delivery { message, receipt }) = messages.recv().await {
+        let topic = message.topic;
+        let Some((handle, spec)) = registry.lookup(&function) else {
+            count_drop(&dropped, &function, &topic, "the function is not defined");
+            accept(receipt).await;
+            continue;
+        };
+        let Some(mut invocation) = invocation(
+            &topic,
+            &Payload::Binary(message.payload),
+            spec.config.greengrass.input_payload_encoding_type,
+        ) else {
+            count_drop(
+                &dropped,
+                &function,
+                &topic,
+                "a binary message that is not JSON, for a function that takes json",
+            );
+            accept(receipt).await;
+            continue;
+        };
+        let store = registry.store().clone();
+        let seq = match store
+            .persist_event(
+                function.clone(),
+                invocation.request_id.to_string(),
+                invocation.payload.clone(),
+            )
+            .await
+        {
+            Ok(seq) => seq,
+            Err(e) => {
+                // Not acknowledged: the broker sends it again after a reconnect.
+                tracing::error!(%function, %topic, error = %e, "cannot store a message that triggers the function; left to the broker");
+                continue;
+            }
+        };
+        accept(receipt).await;
+        invocation.completion = Completion::Event {
+            seq,
+            store,
+            sink: registry.event_sink(),
+        };
+        admit(&handle, invocation, &function, &topic).await;
+    }
+}
+
+/// Tells the connection the message is safe (acknowledged once every durable subscriber has).
+async fn accept(receipt: Option<Receipt>) {
+    if let Some(receipt) = receipt {
+        receipt.accept().await;
+    }
+}
+
+/// Submits a stored invocation, offering it again while the function's queue is full: it is
+/// accepted already, so it is not dropped (a refused one is dropped unrun, its row kept).
+async fn admit(
+    handle: &crate::lambda::function::FunctionHandle,
+    invocation: Invocation,
+    function: &FunctionName,
+    topic: &str,
+) {
+    let Invocation {
+        request_id,
+        payload,
+        content_type,
+        client_context,
+        completion,
+        ..
+    } = invocation;
+    let Completion::Event { seq, store, sink } = completion else {
+        return;
+    };
+    let mut pause = QUEUE_FULL_RETRY.0;
+    let mut warned = false;
+    loop {
+        let attempt = Invocation {
+            request_id: request_id.clone(),
+            payload: payload.clone(),
+            content_type: content_type.clone(),
+            client_context: client_context.clone(),
+            trace_id: None,
+            want_log_tail: false,
+            completion: Completion::Event {
+                seq,
+                store: store.clone(),
+                sink: sink.clone(),
+            },
+        };
+        match handle.submit(attempt).await {
+            // Refused as shutting down: it stays stored and runs after the restart.
+            Ok(()) | Err(Refusal::ShuttingDown) => return,
+            Err(Refusal::QueueFull { max_queue }) => {
+                if !warned {
+                    warned = true;
+                    tracing::debug!(%function, %topic, max_queue, "the function's queue is full; the stored message waits for room");
+                }
+                // Paces the offers while the function works through its queue.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(QUEUE_FULL_RETRY.1);
+            }
+        }
+    }
+}
+
+/// A local subscription's messages → invocations of `function`, in order.
+async fn forward_local(mut subscription: Subscription, registry: Registry, function: FunctionName) {
     let dropped = Arc::new(AtomicU64::new(0));
-    while let Some((topic, payload)) = feed.next().await {
+    while let Some(message) = subscription.recv().await {
+        let (topic, payload) = (message.topic.as_str().to_owned(), message.payload);
         let Some((handle, spec)) = registry.lookup(&function) else {
             count_drop(&dropped, &function, &topic, "the function is not defined");
             continue;

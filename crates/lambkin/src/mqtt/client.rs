@@ -7,6 +7,12 @@
 //! PublishToIoTCore (user properties, message expiry, correlation data, response topic,
 //! payload format, content type) are dropped when the message is sent (with a warning, once
 //! per connection), and received messages have none.
+//!
+//! Both clients acknowledge received QoS 1 messages only when told to ([`Client::try_ack`],
+//! rumqttc's manual acks): the connection actor decides when (at once, or once a trigger has
+//! stored the message). The session outlives a connection (`[mqtt] session_expiry_seconds`,
+//! clean start off), so a message the host did not acknowledge before it went away is sent
+//! again by the broker when it is back.
 
 use std::time::Duration;
 
@@ -22,6 +28,9 @@ use crate::config::MqttVersion;
 
 /// Room for packet headers and properties above the largest payload.
 const PACKET_HEADROOM: u32 = 65_536;
+/// QoS 1 messages the broker may send an MQTT 5 connection before it has acknowledged them
+/// (MQTT 5 Receive Maximum): bounds what waits for a trigger to store it.
+const RECEIVE_MAXIMUM: u16 = 128;
 /// The largest packet an MQTT 3.1.1 connection takes from the broker (messages over
 /// `max_message_size_bytes` are then dropped by the connection, not fatal).
 const V3_INCOMING_CEILING: usize = 16 * 1024 * 1024;
@@ -34,6 +43,10 @@ pub(super) struct Settings {
     pub port: u16,
     pub keep_alive: Duration,
     pub max_message_size: u32,
+    /// How long the broker keeps the session once the connection is gone; 0: a clean session
+    /// at every connection (MQTT 3.1.1: any other value asks for a persistent session, which
+    /// the broker keeps as long as it is configured to).
+    pub session_expiry_seconds: u32,
     pub tls: Option<TlsConfiguration>,
     /// Requests the client may queue for its event loop.
     pub requests: usize,
@@ -60,7 +73,12 @@ pub(super) enum EventLoop {
 pub(super) enum Event {
     /// CONNACK: `Ok` when accepted, else the broker's reason.
     Connected(Result<(), String>),
-    Message(IncomingMessage),
+    /// A PUBLISH from the broker; `ack` for a QoS 1 message, which waits for
+    /// [`Client::try_ack`].
+    Message {
+        message: IncomingMessage,
+        ack: Option<Ack>,
+    },
     /// PUBACK of packet `pkid`; `Some(reason)` when the broker refused the message.
     PubAck {
         pkid: u16,
@@ -80,6 +98,13 @@ pub(super) enum Event {
     Other,
 }
 
+/// What acknowledges one received QoS 1 (or 2) message: its packet id.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ack {
+    pkid: u16,
+    exactly_once: bool,
+}
+
 /// Creates the client and its event loop for `settings`.
 pub(super) fn new(settings: Settings) -> (Client, EventLoop) {
     let max_packet = settings.max_message_size.saturating_add(PACKET_HEADROOM);
@@ -91,7 +116,15 @@ pub(super) fn new(settings: Settings) -> (Client, EventLoop) {
             options
                 .set_keep_alive(settings.keep_alive)
                 .set_max_packet_size(Some(max_packet))
-                .set_request_channel_capacity(settings.requests);
+                .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+                .set_request_channel_capacity(settings.requests)
+                .set_manual_acks(true)
+                .set_clean_start(settings.session_expiry_seconds == 0);
+            if let Some(mut properties) = options.connect_properties() {
+                properties.session_expiry_interval = (settings.session_expiry_seconds > 0)
+                    .then_some(settings.session_expiry_seconds);
+                options.set_connect_properties(properties);
+            }
             if let Some(transport) = transport {
                 options.set_transport(transport);
             }
@@ -109,7 +142,9 @@ pub(super) fn new(settings: Settings) -> (Client, EventLoop) {
             options
                 .set_keep_alive(settings.keep_alive)
                 .set_max_packet_size(incoming, outgoing)
-                .set_request_channel_capacity(settings.requests);
+                .set_request_channel_capacity(settings.requests)
+                .set_manual_acks(true)
+                .set_clean_session(settings.session_expiry_seconds == 0);
             if let Some(transport) = transport {
                 options.set_transport(transport);
             }
@@ -163,8 +198,13 @@ impl Client {
     ) -> Result<(), SendFailure> {
         // rumqttc refuses a topic with a wildcard with the same error as a full queue; the
         // check here, a superset of its own, tells the two apart.
-        super::topic::check_topic(&topic, super::topic::TopicRules::Mqtt)
-            .map_err(|e| SendFailure::Refused(e.to_string()))?;
+        super::topic::check_topic(
+            &topic,
+            super::topic::TopicRules::Mqtt {
+                version: crate::config::MqttVersion::Mqtt5,
+            },
+        )
+        .map_err(|e| SendFailure::Refused(e.to_string()))?;
         let sent = match self {
             Self::V5(client) => client
                 .try_publish_with_properties(
@@ -191,6 +231,33 @@ impl Client {
             }
         };
         sent.map_err(SendFailure::Busy)
+    }
+
+    /// Queues the PUBACK of a received QoS 1 message.
+    pub fn try_ack(&self, ack: &Ack) -> Result<(), String> {
+        // rumqttc acknowledges a PUBLISH by its packet id and QoS alone.
+        match self {
+            Self::V5(client) => {
+                let qos = if ack.exactly_once {
+                    rumqttc::v5::mqttbytes::QoS::ExactlyOnce
+                } else {
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+                };
+                let mut publish = mqtt5::Publish::new("", qos, Bytes::new(), None);
+                publish.pkid = ack.pkid;
+                client.try_ack(&publish).map_err(|e| e.to_string())
+            }
+            Self::V3 { client, .. } => {
+                let qos = if ack.exactly_once {
+                    rumqttc::QoS::ExactlyOnce
+                } else {
+                    rumqttc::QoS::AtLeastOnce
+                };
+                let mut publish = rumqttc::Publish::new("", qos, Vec::new());
+                publish.pkid = ack.pkid;
+                client.try_ack(&publish).map_err(|e| e.to_string())
+            }
+        }
     }
 
     /// Queues a SUBSCRIBE for one filter.
@@ -259,14 +326,29 @@ fn incoming5(packet: mqtt5::Packet) -> Event {
             code => Err(format!("{code:?}")),
         }),
         mqtt5::Packet::Publish(publish) => {
+            let ack = (publish.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then_some(Ack {
+                pkid: publish.pkid,
+                exactly_once: publish.qos == rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+            });
             let Ok(topic) = String::from_utf8(publish.topic.to_vec()) else {
-                return Event::Other;
+                // Acknowledged all the same: the broker would send it again and again.
+                return Event::Message {
+                    message: IncomingMessage {
+                        topic: String::new(),
+                        payload: Bytes::new(),
+                        properties: MqttProperties::default(),
+                    },
+                    ack,
+                };
             };
-            Event::Message(IncomingMessage {
-                topic,
-                payload: publish.payload,
-                properties: from_publish_properties(publish.retain, publish.properties),
-            })
+            Event::Message {
+                message: IncomingMessage {
+                    topic,
+                    payload: publish.payload,
+                    properties: from_publish_properties(publish.retain, publish.properties),
+                },
+                ack,
+            }
         }
         mqtt5::Packet::PubAck(ack) => Event::PubAck {
             pkid: ack.pkid,
@@ -296,14 +378,23 @@ fn incoming3(packet: rumqttc::Packet) -> Event {
             rumqttc::ConnectReturnCode::Success => Ok(()),
             code => Err(format!("{code:?}")),
         }),
-        rumqttc::Packet::Publish(publish) => Event::Message(IncomingMessage {
-            topic: publish.topic,
-            payload: publish.payload,
-            properties: MqttProperties {
-                retain: Some(publish.retain),
-                ..MqttProperties::default()
-            },
-        }),
+        rumqttc::Packet::Publish(publish) => {
+            let ack = (publish.qos != rumqttc::QoS::AtMostOnce).then_some(Ack {
+                pkid: publish.pkid,
+                exactly_once: publish.qos == rumqttc::QoS::ExactlyOnce,
+            });
+            Event::Message {
+                message: IncomingMessage {
+                    topic: publish.topic,
+                    payload: publish.payload,
+                    properties: MqttProperties {
+                        retain: Some(publish.retain),
+                        ..MqttProperties::default()
+                    },
+                },
+                ack,
+            }
+        }
         rumqttc::Packet::PubAck(ack) => Event::PubAck {
             pkid: ack.pkid,
             refused: None,

@@ -6,6 +6,15 @@
 //! oldest message when connected and nothing is in flight, and deletes it from the spool when the
 //! broker acknowledged it (QoS 1) or the connection wrote it (QoS 0). A message in flight when the
 //! connection drops is sent again by `rumqttc` after the reconnect, with its packet id.
+//!
+//! Received QoS 1 messages are acknowledged by the actor (manual acks). A message for ordinary
+//! subscriptions (IPC's SubscribeToIoTCore) is acknowledged once it is in their queues; a
+//! message for a *durable* subscription ([`Mqtt::subscribe_durable`], a trigger's) comes with a
+//! [`Receipt`] and is acknowledged only once every durable subscription it went to has
+//! [accepted](Receipt::accept) it (stored it). A receipt dropped unaccepted leaves the message
+//! unacknowledged: the broker sends it again after the next reconnect (the session outlives
+//! the connection). Receipts of an earlier connection acknowledge nothing; the broker sends
+//! those messages again.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -20,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
-use super::client::{self, Client, Event, EventLoop, SendFailure, Settings};
+use super::client::{self, Ack, Client, Event, EventLoop, SendFailure, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use super::topic::{self, TopicRefused, TopicRules};
 use crate::config::{MqttConfig, SpoolStorage};
@@ -42,6 +51,35 @@ const SUBSCRIBER_QUEUE: Bounds = Bounds {
     },
     bytes: 8 * 1024 * 1024,
 };
+
+/// Messages waiting for one durable subscription. With QoS 1 the broker sends no more than
+/// the connection's receive maximum (MQTT 5; a broker setting on 3.1.1) before they are
+/// acknowledged, so this is not reached in practice; past it a QoS 0 message is dropped and a
+/// QoS 1 message left unacknowledged (sent again after a reconnect).
+const DURABLE_QUEUE: usize = 1024;
+
+/// A message for a durable subscription, with what acknowledges it.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: IncomingMessage,
+    /// `None` for a QoS 0 message (nothing to acknowledge).
+    pub receipt: Option<Receipt>,
+}
+
+/// Acknowledges one received message to the broker once accepted.
+#[derive(Debug)]
+pub struct Receipt {
+    id: u64,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Receipt {
+    /// The subscriber has the message safe (stored): once every durable subscription that
+    /// received it says so, the connection sends its PUBACK.
+    pub async fn accept(self) {
+        let _ = self.commands.send(Command::Accepted(self.id)).await;
+    }
+}
 
 /// A message for the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +143,11 @@ enum Command {
     Subscribe {
         filter: String,
         at_least_once: bool,
-        messages: Outbox<IncomingMessage>,
+        messages: Sink,
         reply: oneshot::Sender<Result<(), SubscribeError>>,
     },
+    /// A durable subscriber accepted the message of this receipt.
+    Accepted(u64),
     /// The spool has a new message.
     Wake,
     Stop(oneshot::Sender<()>),
@@ -133,6 +173,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Subscribe { filter, .. } => write!(f, "Subscribe({filter})"),
+            Self::Accepted(id) => write!(f, "Accepted({id})"),
             Self::Wake => f.write_str("Wake"),
             Self::Stop(_) => f.write_str("Stop"),
         }
@@ -169,6 +210,7 @@ impl Mqtt {
             port: broker.port,
             keep_alive: Duration::from_secs(config.keep_alive_seconds),
             max_message_size: config.max_message_size_bytes,
+            session_expiry_seconds: config.session_expiry_seconds,
             tls,
             requests: REQUESTS,
         });
@@ -185,6 +227,9 @@ impl Mqtt {
             spool: spool.clone(),
             connected: connected_tx,
             subscriptions: Vec::new(),
+            commands: commands_tx.clone(),
+            unacknowledged: HashMap::new(),
+            next_receipt: 0,
             in_flight: None,
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
@@ -278,12 +323,37 @@ impl Mqtt {
         at_least_once: bool,
         group: Option<Arc<Group>>,
     ) -> Result<Inbox<IncomingMessage>, SubscribeError> {
-        topic::check_filter(filter, self.rules)
-            .map_err(|e| SubscribeError::InvalidFilter(e.to_string()))?;
         let (messages, receiver) = match group {
             Some(group) => queue::channel(SUBSCRIBER_QUEUE, group),
             None => queue::solo(SUBSCRIBER_QUEUE),
         };
+        self.send_subscribe(filter, at_least_once, Sink::Queue(messages))
+            .await?;
+        Ok(receiver)
+    }
+
+    /// Subscribes to `filter` (QoS 1; a `$share/GROUP/FILTER` on MQTT 5) so that nothing
+    /// received is lost: each QoS 1 message comes with a [`Receipt`], and the broker is
+    /// acknowledged only once the receipt is accepted (see the module's documentation).
+    /// Messages arrive in the order the broker sent them.
+    pub async fn subscribe_durable(
+        &self,
+        filter: &str,
+    ) -> Result<mpsc::Receiver<Delivery>, SubscribeError> {
+        let (messages, receiver) = mpsc::channel(DURABLE_QUEUE);
+        self.send_subscribe(filter, true, Sink::Durable(messages))
+            .await?;
+        Ok(receiver)
+    }
+
+    async fn send_subscribe(
+        &self,
+        filter: &str,
+        at_least_once: bool,
+        messages: Sink,
+    ) -> Result<(), SubscribeError> {
+        topic::check_filter(filter, self.rules)
+            .map_err(|e| SubscribeError::InvalidFilter(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Subscribe {
@@ -294,8 +364,7 @@ impl Mqtt {
             })
             .await
             .map_err(|_| SubscribeError::Stopped)?;
-        answer.await.map_err(|_| SubscribeError::Stopped)??;
-        Ok(receiver)
+        answer.await.map_err(|_| SubscribeError::Stopped)?
     }
 
     /// Disconnects and stops the actor; what is in the spool stays for the next start.
@@ -379,11 +448,37 @@ impl Backoff {
     }
 }
 
+/// Where a subscription's messages go.
+enum Sink {
+    /// Acknowledged once queued; the queue drops its oldest when full.
+    Queue(Outbox<IncomingMessage>),
+    /// Acknowledged once the subscriber accepts the message.
+    Durable(mpsc::Sender<Delivery>),
+}
+
+impl Sink {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Queue(outbox) => outbox.is_closed(),
+            Self::Durable(sender) => sender.is_closed(),
+        }
+    }
+}
+
 struct Subscription {
     filter: String,
+    /// What messages are matched against: the filter, or a shared subscription's filter
+    /// without its `$share/GROUP/`.
     matcher: Filter,
     at_least_once: bool,
-    messages: Outbox<IncomingMessage>,
+    messages: Sink,
+}
+
+/// A received QoS 1 message waiting for its durable subscribers.
+struct Unacknowledged {
+    ack: Ack,
+    /// Durable subscriptions that have not accepted it yet.
+    waiting: usize,
 }
 
 struct InFlight {
@@ -398,6 +493,12 @@ struct Actor {
     spool: Spool,
     connected: watch::Sender<bool>,
     subscriptions: Vec<Subscription>,
+    /// For receipts.
+    commands: mpsc::Sender<Command>,
+    /// Received messages of this connection that durable subscribers have not all accepted,
+    /// by receipt id.
+    unacknowledged: HashMap<u64, Unacknowledged>,
+    next_receipt: u64,
     in_flight: Option<InFlight>,
     /// Subscribe requests handed to the client, in order, waiting for their packet id.
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
@@ -432,6 +533,7 @@ impl Actor {
                     Some(Command::Subscribe { filter, at_least_once, messages, reply }) => {
                         self.subscribe(filter, at_least_once, messages, reply);
                     }
+                    Some(Command::Accepted(id)) => self.accepted(id),
                     Some(Command::Wake) => self.pump().await,
                     Some(Command::Stop(done)) => {
                         self.client.try_disconnect();
@@ -461,13 +563,16 @@ impl Actor {
         &mut self,
         filter: String,
         at_least_once: bool,
-        messages: Outbox<IncomingMessage>,
+        messages: Sink,
         reply: oneshot::Sender<Result<(), SubscribeError>>,
     ) {
-        let matcher = match Filter::parse(&filter) {
+        let matched = topic::subscribed(&filter)
+            .map_err(|e| e.to_string())
+            .and_then(|s| Filter::parse(s.filter).map_err(|e| e.to_string()));
+        let matcher = match matched {
             Ok(matcher) => matcher,
             Err(e) => {
-                let _ = reply.send(Err(SubscribeError::InvalidFilter(e.to_string())));
+                let _ = reply.send(Err(SubscribeError::InvalidFilter(e)));
                 return;
             }
         };
@@ -504,11 +609,13 @@ impl Actor {
             Event::Connected(Ok(())) => {
                 tracing::info!("MQTT connected");
                 self.last_failure = None;
+                // The broker sends what the last connection left unacknowledged again.
+                self.unacknowledged.clear();
                 let _ = self.connected.send(true);
                 self.resubscribe();
                 self.pump().await;
             }
-            Event::Message(message) => self.deliver(message),
+            Event::Message { message, ack } => self.deliver(message, ack),
             Event::PubAck { pkid, refused } => {
                 let Some(in_flight) = &self.in_flight else {
                     return;
@@ -598,7 +705,45 @@ impl Actor {
         }
     }
 
-    fn deliver(&mut self, message: IncomingMessage) {
+    /// Acknowledges `ack` now.
+    fn acknowledge(&self, ack: &Ack) {
+        if let Err(e) = self.client.try_ack(ack) {
+            // Not acknowledged: the broker sends it again after the next reconnect.
+            tracing::warn!(error = %e, "cannot acknowledge a received MQTT message");
+        }
+    }
+
+    /// A durable subscriber accepted a message: acknowledged once all have.
+    fn accepted(&mut self, id: u64) {
+        let Some(waiting) = self.unacknowledged.get_mut(&id) else {
+            // Of an earlier connection: the broker sends it again.
+            return;
+        };
+        waiting.waiting = waiting.waiting.saturating_sub(1);
+        if waiting.waiting == 0 {
+            if let Some(done) = self.unacknowledged.remove(&id) {
+                self.acknowledge(&done.ack);
+            }
+        }
+    }
+
+    /// Hands `message` to the subscriptions it matches; acknowledges it (QoS 1, `ack`) now
+    /// unless a durable subscription took it, whose receipt does.
+    fn deliver(&mut self, message: IncomingMessage, ack: Option<Ack>) {
+        let durable = self.fan_out(message, ack.is_some());
+        let Some(ack) = ack else { return };
+        match durable {
+            None => self.acknowledge(&ack),
+            Some((id, waiting)) => {
+                self.unacknowledged
+                    .insert(id, Unacknowledged { ack, waiting });
+            }
+        }
+    }
+
+    /// Queues `message` for its subscriptions; the receipt id and how many durable
+    /// subscriptions took it, if any did.
+    fn fan_out(&mut self, message: IncomingMessage, acknowledged: bool) -> Option<(u64, usize)> {
         // On MQTT 3.1.1 nothing tells the broker the client's limit: the client takes larger
         // packets (up to its own ceiling) so that one oversized message, retained above all,
         // is dropped here instead of ending the connection at every reconnect.
@@ -612,27 +757,55 @@ impl Actor {
                     "a message from the broker is over max_message_size_bytes; dropped"
                 );
             }
-            return;
+            return None;
         }
         let mut closed = false;
+        let id = self.next_receipt;
+        let mut durable = 0usize;
         for s in &self.subscriptions {
             if !s.matcher.matches_mqtt(&message.topic) {
                 continue;
             }
-            match s.messages.push(message.clone()) {
-                Pushed::Queued => {}
-                // 1, 2, 4, 8…: a stuck subscriber is reported without flooding the log.
-                Pushed::Dropped { dropped } => {
-                    if dropped.is_power_of_two() {
-                        tracing::warn!(filter = %s.filter, dropped, "an IoT Core subscriber is behind; message dropped");
+            match &s.messages {
+                Sink::Queue(outbox) => match outbox.push(message.clone()) {
+                    Pushed::Queued => {}
+                    // 1, 2, 4, 8…: a stuck subscriber is reported without flooding the log.
+                    Pushed::Dropped { dropped } => {
+                        if dropped.is_power_of_two() {
+                            tracing::warn!(filter = %s.filter, dropped, "an IoT Core subscriber is behind; message dropped");
+                        }
+                    }
+                    Pushed::ReceiverGone => closed = true,
+                },
+                Sink::Durable(sender) => {
+                    let receipt = acknowledged.then(|| Receipt {
+                        id,
+                        commands: self.commands.clone(),
+                    });
+                    let delivery = Delivery {
+                        message: message.clone(),
+                        receipt,
+                    };
+                    match sender.try_send(delivery) {
+                        Ok(()) => durable += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!(filter = %s.filter, "a durable IoT Core subscriber is behind; the message is left to the broker");
+                            // Not acknowledged: it comes again after a reconnect.
+                            durable += usize::from(acknowledged);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
                     }
                 }
-                Pushed::ReceiverGone => closed = true,
             }
         }
         if closed {
             self.drop_closed();
         }
+        if durable == 0 || !acknowledged {
+            return None;
+        }
+        self.next_receipt += 1;
+        Some((id, durable))
     }
 
     /// Forgets subscriptions whose streams ended, unsubscribing filters nobody wants.

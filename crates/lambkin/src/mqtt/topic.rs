@@ -9,6 +9,12 @@
 //! not counting the `$aws/rules/RULE/` prefix of Basic Ingest topics or a subscription's
 //! `$share/GROUP/` (MQTT 5); another reserved `$` topic at most 512 bytes on MQTT 5 (AWS IoT
 //! checks the rest), and as any topic on MQTT 3.1.1.
+//!
+//! A filter may name an MQTT 5 shared subscription (§4.8.2), `$share/GROUP/FILTER`: the
+//! broker hands each message matching FILTER to one member of GROUP (the group name has at
+//! least one character and no `/`, `+` or `#`; FILTER is any filter). MQTT 3.1.1 has no shared
+//! subscriptions: there such a filter is refused, naming the protocol, rather than sent to a
+//! broker that would take it as a plain filter beginning with the level `$share`.
 
 use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
@@ -27,7 +33,7 @@ pub const IOT_CORE_MAX_RESERVED_TOPIC: usize = 512;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicRules {
     /// Any MQTT broker: the protocol's rules.
-    Mqtt,
+    Mqtt { version: MqttVersion },
     /// AWS IoT Core: the protocol's rules and its own limits.
     AwsIotCore { version: MqttVersion },
 }
@@ -40,7 +46,13 @@ impl TopicRules {
         if host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn") {
             Self::AwsIotCore { version }
         } else {
-            Self::Mqtt
+            Self::Mqtt { version }
+        }
+    }
+
+    fn version(self) -> MqttVersion {
+        match self {
+            Self::Mqtt { version } | Self::AwsIotCore { version } => version,
         }
     }
 }
@@ -65,6 +77,10 @@ pub enum TopicRefused {
     TooLongForMqtt { len: usize, max: usize },
     #[error("{0}")]
     Filter(String),
+    #[error("{filter:?}: a shared subscription is $share/GROUP/FILTER, with a group name of at least one character and no '/', '+' or '#', and a filter")]
+    BadSharedFilter { filter: String },
+    #[error("{filter:?}: shared subscriptions ($share/GROUP/FILTER) need MQTT 5; the connection is MQTT 3.1.1 ([mqtt] version = \"mqtt3\")")]
+    SharedNeedsMqtt5 { filter: String },
     #[error("The request topic must have no more than {IOT_CORE_MAX_SLASHES} forward slashes (/)")]
     TooManySlashes,
     #[error("The topic size of request must be no larger than {IOT_CORE_MAX_TOPIC} bytes of UTF-8 encoded characters. This excludes the first 3 mandatory segments for Basic Ingest topics ($AWS/rules/rule-name/)")]
@@ -82,10 +98,50 @@ pub fn check_topic(topic: &str, rules: TopicRules) -> Result<(), TopicRefused> {
     check_iot_core(topic, rules, Use::Publish)
 }
 
-/// Checks a filter to subscribe to.
+/// The prefix of an MQTT 5 shared subscription's filter.
+pub const SHARE_PREFIX: &str = "$share/";
+
+/// A filter as subscribed: its group when it is a shared subscription, and the filter
+/// messages are matched against (the whole filter, or what follows `$share/GROUP/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed<'a> {
+    pub group: Option<&'a str>,
+    pub filter: &'a str,
+}
+
+/// Splits `$share/GROUP/FILTER` (MQTT 5 §4.8.2; `$share` is case-sensitive there); any other
+/// filter is its own. A filter that begins with `$share/` without a valid group and filter
+/// after it is refused.
+pub fn subscribed(filter: &str) -> Result<Subscribed<'_>, TopicRefused> {
+    let Some(rest) = filter.strip_prefix(SHARE_PREFIX) else {
+        return Ok(Subscribed {
+            group: None,
+            filter,
+        });
+    };
+    let bad = || TopicRefused::BadSharedFilter {
+        filter: filter.to_owned(),
+    };
+    let (group, inner) = rest.split_once('/').ok_or_else(bad)?;
+    if group.is_empty() || group.contains(['+', '#']) || inner.is_empty() {
+        return Err(bad());
+    }
+    Ok(Subscribed {
+        group: Some(group),
+        filter: inner,
+    })
+}
+
+/// Checks a filter to subscribe to; a shared subscription's on MQTT 5 only.
 pub fn check_filter(filter: &str, rules: TopicRules) -> Result<(), TopicRefused> {
     check_string(filter)?;
-    Filter::parse(filter).map_err(|e| TopicRefused::Filter(e.to_string()))?;
+    let subscribed = subscribed(filter)?;
+    if subscribed.group.is_some() && rules.version() == MqttVersion::Mqtt3 {
+        return Err(TopicRefused::SharedNeedsMqtt5 {
+            filter: filter.to_owned(),
+        });
+    }
+    Filter::parse(subscribed.filter).map_err(|e| TopicRefused::Filter(e.to_string()))?;
     check_iot_core(filter, rules, Use::Subscribe)
 }
 
@@ -192,10 +248,16 @@ mod tests {
     const IOT3: TopicRules = TopicRules::AwsIotCore {
         version: MqttVersion::Mqtt3,
     };
+    const MQTT5: TopicRules = TopicRules::Mqtt {
+        version: MqttVersion::Mqtt5,
+    };
+    const MQTT3: TopicRules = TopicRules::Mqtt {
+        version: MqttVersion::Mqtt3,
+    };
 
     #[test]
     fn every_broker_gets_topics_mqtt_can_carry() {
-        for rules in [TopicRules::Mqtt, IOT5, IOT3] {
+        for rules in [MQTT5, MQTT3, IOT5, IOT3] {
             assert_eq!(check_topic("", rules), Err(TopicRefused::Empty));
             assert_eq!(check_topic("dev/+", rules), Err(TopicRefused::Wildcard));
             assert_eq!(check_topic("dev/#", rules), Err(TopicRefused::Wildcard));
@@ -215,18 +277,15 @@ mod tests {
         }
         let long = "a".repeat(MAX_MQTT_TOPIC + 1);
         assert_eq!(
-            check_topic(&long, TopicRules::Mqtt),
+            check_topic(&long, MQTT5),
             Err(TopicRefused::TooLongForMqtt {
                 len: MAX_MQTT_TOPIC + 1,
                 max: MAX_MQTT_TOPIC
             })
         );
         // Another broker takes what IoT Core would not.
-        assert_eq!(check_topic(&"a/".repeat(100), TopicRules::Mqtt), Ok(()));
-        assert_eq!(
-            check_topic(&"a".repeat(MAX_MQTT_TOPIC), TopicRules::Mqtt),
-            Ok(())
-        );
+        assert_eq!(check_topic(&"a/".repeat(100), MQTT5), Ok(()));
+        assert_eq!(check_topic(&"a".repeat(MAX_MQTT_TOPIC), MQTT5), Ok(()));
     }
 
     #[test]
@@ -261,10 +320,10 @@ mod tests {
         );
         // Shared subscriptions, on MQTT 5, subscribing only.
         assert_eq!(check_filter("$share/g/a/b/c/d/e/f/g/h", IOT5), Ok(()));
-        assert_eq!(
+        assert!(matches!(
             check_filter("$share/g/a/b/c/d/e/f/g/h", IOT3),
-            Err(TopicRefused::TooManySlashes)
-        );
+            Err(TopicRefused::SharedNeedsMqtt5 { .. })
+        ));
         // Other reserved topics: AWS IoT's own limits on MQTT 5, as any topic on 3.1.1.
         let shadow = "$aws/things/thing/shadow/name/n/update/accepted/x";
         assert_eq!(check_topic(shadow, IOT5), Ok(()));
@@ -273,6 +332,60 @@ mod tests {
             check_topic(&format!("$x/{}", "a".repeat(600)), IOT5),
             Err(TopicRefused::ReservedTooLong)
         );
+    }
+
+    #[test]
+    fn shared_subscriptions_are_mqtt_5_filters_with_a_group() {
+        for rules in [MQTT5, IOT5] {
+            assert_eq!(check_filter("$share/workers/jobs/#", rules), Ok(()));
+            assert_eq!(check_filter("$share/g/+", rules), Ok(()));
+            for bad in [
+                "$share/",
+                "$share/g",
+                "$share/g/",
+                "$share//jobs",
+                "$share/g+/jobs",
+                "$share/g#/jobs",
+            ] {
+                assert_eq!(
+                    check_filter(bad, rules),
+                    Err(TopicRefused::BadSharedFilter {
+                        filter: bad.to_owned()
+                    }),
+                    "{bad}"
+                );
+            }
+            assert!(matches!(
+                check_filter("$share/g/a/#/b", rules),
+                Err(TopicRefused::Filter(_))
+            ));
+        }
+        for rules in [MQTT3, IOT3] {
+            let e = check_filter("$share/workers/jobs/#", rules).unwrap_err();
+            assert_eq!(
+                e,
+                TopicRefused::SharedNeedsMqtt5 {
+                    filter: "$share/workers/jobs/#".into()
+                }
+            );
+            assert!(e.to_string().contains("need MQTT 5"), "{e}");
+        }
+        assert_eq!(
+            subscribed("$share/workers/jobs/+").unwrap(),
+            Subscribed {
+                group: Some("workers"),
+                filter: "jobs/+"
+            }
+        );
+        assert_eq!(
+            subscribed("jobs/+").unwrap(),
+            Subscribed {
+                group: None,
+                filter: "jobs/+"
+            }
+        );
+        // `$share` is case-sensitive: another `$` filter is a plain one.
+        assert_eq!(subscribed("$SHARE/g/x").unwrap().group, None);
     }
 
     #[test]
@@ -286,10 +399,14 @@ mod tests {
             TopicRules::for_broker("abc-ats.iot.cn-north-1.AmazonAWS.com.cn.", v),
             IOT5
         );
-        assert_eq!(TopicRules::for_broker("127.0.0.1", v), TopicRules::Mqtt);
+        assert_eq!(TopicRules::for_broker("127.0.0.1", v), MQTT5);
+        assert_eq!(
+            TopicRules::for_broker("127.0.0.1", MqttVersion::Mqtt3),
+            MQTT3
+        );
         assert_eq!(
             TopicRules::for_broker("broker.amazonaws.com.example", v),
-            TopicRules::Mqtt
+            MQTT5
         );
     }
 }
