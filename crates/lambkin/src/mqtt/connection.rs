@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
+use super::acks::{Acks, Received};
 use super::client::{self, Ack, Client, Event, EventLoop, SendFailure, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use super::topic::{self, TopicRefused, TopicRules};
@@ -228,8 +229,7 @@ impl Mqtt {
             connected: connected_tx,
             subscriptions: Vec::new(),
             commands: commands_tx.clone(),
-            unacknowledged: HashMap::new(),
-            next_receipt: 0,
+            acks: Acks::default(),
             in_flight: None,
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
@@ -474,13 +474,6 @@ struct Subscription {
     messages: Sink,
 }
 
-/// A received QoS 1 message waiting for its durable subscribers.
-struct Unacknowledged {
-    ack: Ack,
-    /// Durable subscriptions that have not accepted it yet.
-    waiting: usize,
-}
-
 struct InFlight {
     id: i64,
     at_least_once: bool,
@@ -495,10 +488,8 @@ struct Actor {
     subscriptions: Vec<Subscription>,
     /// For receipts.
     commands: mpsc::Sender<Command>,
-    /// Received messages of this connection that durable subscribers have not all accepted,
-    /// by receipt id.
-    unacknowledged: HashMap<u64, Unacknowledged>,
-    next_receipt: u64,
+    /// Received messages of this connection that durable subscribers have not all accepted.
+    acks: Acks<Ack>,
     in_flight: Option<InFlight>,
     /// Subscribe requests handed to the client, in order, waiting for their packet id.
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
@@ -610,7 +601,7 @@ impl Actor {
                 tracing::info!("MQTT connected");
                 self.last_failure = None;
                 // The broker sends what the last connection left unacknowledged again.
-                self.unacknowledged.clear();
+                self.acks.reconnected();
                 let _ = self.connected.send(true);
                 self.resubscribe();
                 self.pump().await;
@@ -715,15 +706,8 @@ impl Actor {
 
     /// A durable subscriber accepted a message: acknowledged once all have.
     fn accepted(&mut self, id: u64) {
-        let Some(waiting) = self.unacknowledged.get_mut(&id) else {
-            // Of an earlier connection: the broker sends it again.
-            return;
-        };
-        waiting.waiting = waiting.waiting.saturating_sub(1);
-        if waiting.waiting == 0 {
-            if let Some(done) = self.unacknowledged.remove(&id) {
-                self.acknowledge(&done.ack);
-            }
+        if let Some(ack) = self.acks.accepted(id) {
+            self.acknowledge(&ack);
         }
     }
 
@@ -732,18 +716,14 @@ impl Actor {
     fn deliver(&mut self, message: IncomingMessage, ack: Option<Ack>) {
         let durable = self.fan_out(message, ack.is_some());
         let Some(ack) = ack else { return };
-        match durable {
-            None => self.acknowledge(&ack),
-            Some((id, waiting)) => {
-                self.unacknowledged
-                    .insert(id, Unacknowledged { ack, waiting });
-            }
+        if let Received::Now(ack) = self.acks.received(ack, durable) {
+            self.acknowledge(&ack);
         }
     }
 
-    /// Queues `message` for its subscriptions; the receipt id and how many durable
-    /// subscriptions took it, if any did.
-    fn fan_out(&mut self, message: IncomingMessage, acknowledged: bool) -> Option<(u64, usize)> {
+    /// Queues `message` for its subscriptions (receipts carrying the next receipt id when it
+    /// is `acknowledged`, QoS 1); how many durable subscriptions took it.
+    fn fan_out(&mut self, message: IncomingMessage, acknowledged: bool) -> usize {
         // On MQTT 3.1.1 nothing tells the broker the client's limit: the client takes larger
         // packets (up to its own ceiling) so that one oversized message, retained above all,
         // is dropped here instead of ending the connection at every reconnect.
@@ -757,10 +737,10 @@ impl Actor {
                     "a message from the broker is over max_message_size_bytes; dropped"
                 );
             }
-            return None;
+            return 0;
         }
         let mut closed = false;
-        let id = self.next_receipt;
+        let id = self.acks.next_id();
         let mut durable = 0usize;
         for s in &self.subscriptions {
             if !s.matcher.matches_mqtt(&message.topic) {
@@ -801,11 +781,7 @@ impl Actor {
         if closed {
             self.drop_closed();
         }
-        if durable == 0 || !acknowledged {
-            return None;
-        }
-        self.next_receipt += 1;
-        Some((id, durable))
+        durable
     }
 
     /// Forgets subscriptions whose streams ended, unsubscribing filters nobody wants.

@@ -5,6 +5,8 @@
 //! - [`connection`]: one actor owning the `rumqttc` client; it reconnects with backoff,
 //!   subscribes again after each reconnect, sends the spool's oldest message and removes it
 //!   once the broker acknowledged it, and hands received messages to the subscriptions.
+//! - `acks`: when a received QoS 1 message is acknowledged (sans-I/O): at once, or once
+//!   every durable subscriber has accepted it.
 //! - `client`: `rumqttc`'s MQTT 5 and MQTT 3.1.1 clients behind one set of types; on 3.1.1
 //!   the MQTT 5 members of a published message are dropped.
 //! - [`tls`]: `mqtts://` with a CA and a client certificate and key (PEM), checked with the
@@ -16,6 +18,7 @@
 //! order they were accepted, across disconnections and host crashes (at least once: a crash
 //! between the broker's PUBACK and the spool's delete sends one message again).
 
+mod acks;
 mod client;
 pub mod connection;
 pub mod spool;
