@@ -53,10 +53,12 @@ const SUBSCRIBER_QUEUE: Bounds = Bounds {
     bytes: 8 * 1024 * 1024,
 };
 
-/// Messages waiting for one durable subscription. With QoS 1 the broker sends no more than
-/// the connection's receive maximum (MQTT 5; a broker setting on 3.1.1) before they are
-/// acknowledged, so this is not reached in practice; past it a QoS 0 message is dropped and a
-/// QoS 1 message left unacknowledged (sent again after a reconnect).
+/// Messages waiting for one durable subscription. With QoS 1 a broker sends no more than the
+/// connection's receive maximum (MQTT 5; a broker setting on 3.1.1) before they are
+/// acknowledged, but not every broker keeps to it (mosquitto 2.0.11 does not when the client
+/// also sends a Maximum Packet Size, as this one does). Past it a QoS 0 message is dropped and
+/// a QoS 1 message left unacknowledged: once the durable queues have drained, the connection
+/// is made again so that the broker sends those again (the session outlives the connection).
 const DURABLE_QUEUE: usize = 1024;
 
 /// A message for a durable subscription, with what acknowledges it.
@@ -230,6 +232,7 @@ impl Mqtt {
             subscriptions: Vec::new(),
             commands: commands_tx.clone(),
             acks: Acks::default(),
+            left_behind: 0,
             in_flight: None,
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
@@ -490,6 +493,9 @@ struct Actor {
     commands: mpsc::Sender<Command>,
     /// Received messages of this connection that durable subscribers have not all accepted.
     acks: Acks<Ack>,
+    /// QoS 1 messages a full durable queue left unacknowledged on this connection: the
+    /// connection is made again once the queues are empty, so that the broker resends them.
+    left_behind: u64,
     in_flight: Option<InFlight>,
     /// Subscribe requests handed to the client, in order, waiting for their packet id.
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
@@ -602,6 +608,7 @@ impl Actor {
                 self.last_failure = None;
                 // The broker sends what the last connection left unacknowledged again.
                 self.acks.reconnected();
+                self.left_behind = 0;
                 let _ = self.connected.send(true);
                 self.resubscribe();
                 self.pump().await;
@@ -709,6 +716,23 @@ impl Actor {
         if let Some(ack) = self.acks.accepted(id) {
             self.acknowledge(&ack);
         }
+        if self.left_behind > 0 && self.durable_queues_empty() {
+            tracing::warn!(
+                messages = self.left_behind,
+                "reconnecting to the MQTT broker so that it sends again the messages a full durable queue left unacknowledged"
+            );
+            self.left_behind = 0;
+            // The session stays: the broker sends what is unacknowledged when it is back.
+            self.client.try_disconnect();
+        }
+    }
+
+    /// Whether every durable subscription has taken all its messages.
+    fn durable_queues_empty(&self) -> bool {
+        self.subscriptions.iter().all(|s| match &s.messages {
+            Sink::Durable(sender) => sender.capacity() == sender.max_capacity(),
+            Sink::Queue(_) => true,
+        })
     }
 
     /// Hands `message` to the subscriptions it matches; acknowledges it (QoS 1, `ack`) now
@@ -742,6 +766,7 @@ impl Actor {
         let mut closed = false;
         let id = self.acks.next_id();
         let mut durable = 0usize;
+        let mut left_behind = 0u64;
         for s in &self.subscriptions {
             if !s.matcher.matches_mqtt(&message.topic) {
                 continue;
@@ -769,9 +794,9 @@ impl Actor {
                     match sender.try_send(delivery) {
                         Ok(()) => durable += 1,
                         Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::warn!(filter = %s.filter, "a durable IoT Core subscriber is behind; the message is left to the broker");
                             // Not acknowledged: it comes again after a reconnect.
                             durable += usize::from(acknowledged);
+                            left_behind += u64::from(acknowledged);
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
                     }
@@ -780,6 +805,17 @@ impl Actor {
         }
         if closed {
             self.drop_closed();
+        }
+        if left_behind > 0 {
+            self.left_behind += left_behind;
+            // 1, 2, 4, 8…: reported without flooding the log.
+            if self.left_behind.is_power_of_two() {
+                tracing::warn!(
+                    topic = %message.topic,
+                    left_behind = self.left_behind,
+                    "a durable IoT Core subscriber is behind (the broker sent more than the receive maximum); the message is left to the broker until the next reconnect"
+                );
+            }
         }
         durable
     }
