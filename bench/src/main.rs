@@ -17,6 +17,7 @@ mod pubsub_report;
 mod recipes;
 mod report;
 mod rie;
+mod spread;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -96,6 +97,9 @@ enum Sub {
     /// Streaming benchmark: chunk latency and 16 MiB throughput through
     /// InvokeWithResponseStream and a streaming function URL, against the floor's chunked HTTP.
     Stream(stream::Args),
+    /// Shared-subscription benchmark: one MQTT 5 shared-group stream (a 50 ms function)
+    /// processed by one, two and three hosts on one mosquitto.
+    Spread(spread::Args),
     /// One publisher or subscriber of the messaging benchmark (used by the bench itself).
     #[command(hide = true)]
     PubsubClient(pubsub_client::Args),
@@ -150,6 +154,9 @@ fn main() -> ExitCode {
     }
     if let Some(Sub::Pubsub(args)) = &cli.command {
         return pubsub::main(cli.lambkin.clone(), args);
+    }
+    if let Some(Sub::Spread(args)) = &cli.command {
+        return spread::main(cli.lambkin.clone(), args);
     }
     if let Some(Sub::PubsubClient(args)) = &cli.command {
         return pubsub_client::main(args);
@@ -287,7 +294,7 @@ fn load_one(
 }
 
 /// The binary the options name, else `name` next to this one; absolute, and checked to exist.
-fn binary(given: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn binary(given: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
     let path = match given {
         Some(p) => p.to_owned(),
         None => {

@@ -136,7 +136,7 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
     fs::write(&script, CLIENT_PY)?;
 
     say("starting mosquitto on a free loopback port");
-    let (mosquitto, mosquitto_port) = start_mosquitto(&args.mosquitto, work.path())?;
+    let (mosquitto, mosquitto_port) = start_mosquitto(&args.mosquitto, work.path(), "")?;
     say("starting lambkin (its MQTT connection on mosquitto) and deploying the components");
     let python_abs = std::path::absolute(&args.python)?;
     let config = format!(
@@ -355,8 +355,12 @@ async fn component_env(root: &Path, name: &str) -> anyhow::Result<Vec<(String, S
 
 /// mosquitto on 127.0.0.1 at a port that was free a moment before, anonymous, no persistence,
 /// with `set_tcp_nodelay` (without it, Nagle's algorithm holds paced messages back for up to
-/// the subscriber's delayed ACK, tens of milliseconds at p99).
-fn start_mosquitto(mosquitto: &Path, work: &Path) -> anyhow::Result<(Supervised, u16)> {
+/// the subscriber's delayed ACK, tens of milliseconds at p99); `extra`: further lines.
+pub(crate) fn start_mosquitto(
+    mosquitto: &Path,
+    work: &Path,
+    extra: &str,
+) -> anyhow::Result<(Supervised, u16)> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("cannot find a free port")?
@@ -366,7 +370,7 @@ fn start_mosquitto(mosquitto: &Path, work: &Path) -> anyhow::Result<(Supervised,
         &conf,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             set_tcp_nodelay true\nlog_dest file {}\n",
+             set_tcp_nodelay true\nlog_dest file {}\n{extra}",
             work.join("mosquitto.log").display()
         ),
     )?;
