@@ -42,7 +42,9 @@ MESSAGES = 3000
 KILLED, KILL_AT, DOWN_FOR = 1, 1000, 500
 DEADLINE = 180.0
 
-# Writes each event's id to $OUT, one line per invocation. The few milliseconds of work
+# Writes each event's id and the topic it came on (the client context's subject, also for an
+# event stored before a restart and run after it) to $OUT, one line per invocation. The few
+# milliseconds of work
 # keep a backlog of stored invocations on every host while the stream comes in, so the host
 # killed has accepted messages it has not run yet.
 HANDLER = b"""import os
@@ -51,8 +53,9 @@ import time
 
 def handler(event, context):
     time.sleep(0.003)
+    subject = context.client_context.custom["subject"]
     with open(os.environ["OUT"], "a") as f:
-        f.write(str(event["id"]) + "\\n")
+        f.write(str(event["id"]) + " " + subject + "\\n")
     return {}
 """
 
@@ -93,10 +96,14 @@ class Host(MqttHost):
             capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr + self.output()
 
-    def ids(self) -> list[str]:
+    def lines(self) -> list[tuple[str, str]]:
         if not self.out.exists():
             return []
-        return [line for line in self.out.read_text().splitlines() if line]
+        return [tuple(line.split(" ", 1)) for line in self.out.read_text().splitlines()
+                if " " in line]
+
+    def ids(self) -> list[str]:
+        return [i for i, _ in self.lines()]
 
 
 class Publisher:
@@ -194,6 +201,10 @@ def test_three_hosts_split_a_shared_group_and_a_killed_one_loses_nothing(group):
           f"({sorted(i for i, c in counts.items() if c > 1)[:20]}…); host {KILLED} killed "
           f"after {KILL_AT} and started again after {KILL_AT + DOWN_FOR}")
     assert set(counts) == expected
+    # Every run had its message's topic, those stored before the kill and run after it too.
+    for h in hosts:
+        for i, subject in h.lines():
+            assert subject == f"lambkin/jobs/{i}", (i, subject)
     # Spread: the broker handed every host a fair part (round robin gives a third each).
     for i, n in enumerate(per_host):
         assert n >= MESSAGES // 10, f"host {i} ran only {n} messages: {per_host}"

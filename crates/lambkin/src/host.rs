@@ -306,6 +306,11 @@ pub async fn run(
     .await;
     let cli_token = write_cli_token(&layout)?;
     openwhisk.bind_stored().await;
+    // Every subscription the host starts with is made: what the broker kept for the session
+    // and no one claims may go.
+    if let Some(mqtt) = &mqtt {
+        mqtt.settled().await;
+    }
     let state = Arc::new(ApiState {
         registry: registry.clone(),
         engine: engine.clone(),

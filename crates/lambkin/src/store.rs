@@ -21,8 +21,10 @@ use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
 const DATABASE: &str = "the state database (state/lambkin.db)";
 
 /// The state database's schema, step by step (see `crate::schema`): a new step is added at
-/// the end, never an old one changed. Step 1 is the schema of the releases before versions.
-const SCHEMA: &[&str] = &["
+/// the end, never an old one changed. Step 1 is the schema of the releases before versions;
+/// step 2 keeps an `Event`'s client context (a triggered message's subject).
+const SCHEMA: &[&str] = &[
+    "
     CREATE TABLE IF NOT EXISTS functions (
         name TEXT PRIMARY KEY,
         config TEXT NOT NULL,
@@ -54,7 +56,11 @@ const SCHEMA: &[&str] = &["
         request_id TEXT NOT NULL,
         payload BLOB NOT NULL
     );
-"];
+",
+    "
+    ALTER TABLE events ADD COLUMN client_context TEXT;
+",
+];
 
 /// How many commands may wait for the store thread before senders wait too.
 const COMMAND_QUEUE: usize = 1024;
@@ -102,6 +108,8 @@ pub struct PendingEvent {
     pub function: String,
     pub request_id: String,
     pub payload: Bytes,
+    /// The client context JSON it runs with (a triggered message's subject), if any.
+    pub client_context: Option<String>,
 }
 
 enum Command {
@@ -111,6 +119,7 @@ enum Command {
         function: FunctionName,
         request_id: String,
         payload: Bytes,
+        client_context: Option<String>,
         reply: oneshot::Sender<Result<i64, StoreError>>,
     },
     CompleteEvent(i64),
@@ -233,11 +242,25 @@ impl Store {
         request_id: String,
         payload: Bytes,
     ) -> Result<i64, StoreError> {
+        self.persist_event_with_context(function, request_id, payload, None)
+            .await
+    }
+
+    /// [`Store::persist_event`] with the client context the event runs with, also after a
+    /// restart.
+    pub async fn persist_event_with_context(
+        &self,
+        function: FunctionName,
+        request_id: String,
+        payload: Bytes,
+        client_context: Option<String>,
+    ) -> Result<i64, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::PersistEvent {
             function,
             request_id,
             payload,
+            client_context,
             reply,
         })
         .await?;
@@ -413,14 +436,16 @@ fn load_deployments(conn: &Connection, filter: &str) -> Result<Vec<DeploymentRec
 }
 
 fn load_events(conn: &Connection) -> Result<Vec<PendingEvent>, StoreError> {
-    let mut stmt =
-        conn.prepare("SELECT seq, function, request_id, payload FROM events ORDER BY seq")?;
+    let mut stmt = conn.prepare(
+        "SELECT seq, function, request_id, payload, client_context FROM events ORDER BY seq",
+    )?;
     let rows = stmt.query_map([], |row| {
         Ok(PendingEvent {
             seq: row.get(0)?,
             function: row.get(1)?,
             request_id: row.get(2)?,
             payload: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+            client_context: row.get(4)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -495,12 +520,13 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                     function,
                     request_id,
                     payload,
+                    client_context,
                     reply,
                 } => {
                     let outcome = tx
                         .execute(
-                            "INSERT INTO events (function, request_id, payload) VALUES (?1, ?2, ?3)",
-                            params![function.as_str(), request_id, payload.as_ref()],
+                            "INSERT INTO events (function, request_id, payload, client_context) VALUES (?1, ?2, ?3, ?4)",
+                            params![function.as_str(), request_id, payload.as_ref(), client_context],
                         )
                         .map(|_| tx.last_insert_rowid())
                         .map_err(StoreError::from);
@@ -810,8 +836,10 @@ mod tests {
                 .unwrap();
             deployed(&store, "d1", "com.example.A", json!({"k": 1})).await;
         }
-        // As an older release left it: no version.
+        // As an older release left it: no version, and the tables of step 1 alone.
         let old = Connection::open(&db).unwrap();
+        old.execute_batch("ALTER TABLE events DROP COLUMN client_context;")
+            .unwrap();
         old.pragma_update(None, "user_version", 0).unwrap();
         drop(old);
 

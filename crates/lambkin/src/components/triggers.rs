@@ -44,8 +44,8 @@
 //!   yet forgotten, runs twice. A stored message waits for room in a full function queue
 //!   rather than being dropped (so a slow function slows the subscription: the broker holds
 //!   what is not acknowledged). One the function can never take (not JSON for a `json`
-//!   function, the function gone) is acknowledged and dropped with a warning. An event run
-//!   again after a restart has no client context (the store keeps the payload only).
+//!   function, the function gone) is acknowledged and dropped with a warning. The client
+//!   context (the subject) is stored with it, so an event run after a restart has it too.
 //!
 //! Subscriptions start when the component's function is defined and end when the
 //! component is stopped, removed or replaced ([`Triggers::stop`] drops them).
@@ -296,10 +296,11 @@ async fn forward_broker(
         };
         let store = registry.store().clone();
         let seq = match store
-            .persist_event(
+            .persist_event_with_context(
                 function.clone(),
                 invocation.request_id.to_string(),
                 invocation.payload.clone(),
+                invocation.client_context.clone(),
             )
             .await
         {

@@ -218,7 +218,7 @@ impl Registry {
                 request_id: RequestId::from_stored(event.request_id),
                 payload: event.payload,
                 content_type: None,
-                client_context: None,
+                client_context: event.client_context,
                 trace_id: None,
                 want_log_tail: false,
                 completion: Completion::Event {

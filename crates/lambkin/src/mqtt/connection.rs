@@ -61,6 +61,11 @@ const SUBSCRIBER_QUEUE: Bounds = Bounds {
 /// is made again so that the broker sends those again (the session outlives the connection).
 const DURABLE_QUEUE: usize = 1024;
 
+/// Messages that match no subscription yet, held while the host starts (see
+/// [`Mqtt::settled`]); past it a QoS 1 message is left unacknowledged (the broker resends it
+/// after a reconnect) and a QoS 0 message dropped.
+const UNCLAIMED: usize = 1024;
+
 /// A message for a durable subscription, with what acknowledges it.
 #[derive(Debug)]
 pub struct Delivery {
@@ -151,6 +156,9 @@ enum Command {
     },
     /// A durable subscriber accepted the message of this receipt.
     Accepted(u64),
+    /// The host has made its subscriptions: messages no subscription claims are acknowledged
+    /// and dropped from now on.
+    Settled,
     /// The spool has a new message.
     Wake,
     Stop(oneshot::Sender<()>),
@@ -177,6 +185,7 @@ impl std::fmt::Debug for Command {
         match self {
             Self::Subscribe { filter, .. } => write!(f, "Subscribe({filter})"),
             Self::Accepted(id) => write!(f, "Accepted({id})"),
+            Self::Settled => f.write_str("Settled"),
             Self::Wake => f.write_str("Wake"),
             Self::Stop(_) => f.write_str("Stop"),
         }
@@ -232,6 +241,7 @@ impl Mqtt {
             subscriptions: Vec::new(),
             commands: commands_tx.clone(),
             acks: Acks::default(),
+            unclaimed: Some(VecDeque::new()),
             left_behind: 0,
             in_flight: None,
             subscribes_sent: VecDeque::new(),
@@ -370,6 +380,15 @@ impl Mqtt {
         answer.await.map_err(|_| SubscribeError::Stopped)?
     }
 
+    /// Says the host has made the subscriptions it starts with (its components' triggers).
+    /// Until then a message that matches no subscription is held, unacknowledged, for a
+    /// subscription still to come: the session outlives the connection, so the broker sends
+    /// what it kept for the host as soon as it connects, before the triggers subscribe again.
+    /// From then on such a message is acknowledged and dropped, as MQTT has it.
+    pub async fn settled(&self) {
+        let _ = self.commands.send(Command::Settled).await;
+    }
+
     /// Disconnects and stops the actor; what is in the spool stays for the next start.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -493,6 +512,9 @@ struct Actor {
     commands: mpsc::Sender<Command>,
     /// Received messages of this connection that durable subscribers have not all accepted.
     acks: Acks<Ack>,
+    /// Messages no subscription matched, held until [`Mqtt::settled`] for subscriptions still
+    /// to come; `None` once settled.
+    unclaimed: Option<VecDeque<(IncomingMessage, Option<Ack>)>>,
     /// QoS 1 messages a full durable queue left unacknowledged on this connection: the
     /// connection is made again once the queues are empty, so that the broker resends them.
     left_behind: u64,
@@ -531,6 +553,7 @@ impl Actor {
                         self.subscribe(filter, at_least_once, messages, reply);
                     }
                     Some(Command::Accepted(id)) => self.accepted(id),
+                    Some(Command::Settled) => self.settle(),
                     Some(Command::Wake) => self.pump().await,
                     Some(Command::Stop(done)) => {
                         self.client.try_disconnect();
@@ -586,15 +609,49 @@ impl Actor {
         };
         let refused = matches!(reply, Some((_, Err(_))));
         if !refused {
+            let claimed = self.claim(&matcher);
             self.subscriptions.push(Subscription {
                 filter,
                 matcher,
                 at_least_once,
                 messages,
             });
+            for (message, ack) in claimed {
+                self.deliver(message, ack);
+            }
         }
         if let Some((reply, result)) = reply {
             let _ = reply.send(result);
+        }
+    }
+
+    /// Takes the held messages `matcher` matches, in order.
+    fn claim(&mut self, matcher: &Filter) -> Vec<(IncomingMessage, Option<Ack>)> {
+        let Some(unclaimed) = &mut self.unclaimed else {
+            return Vec::new();
+        };
+        let (claimed, kept): (Vec<_>, Vec<_>) = std::mem::take(unclaimed)
+            .into_iter()
+            .partition(|(m, _)| matcher.matches_mqtt(&m.topic));
+        *unclaimed = kept.into();
+        claimed
+    }
+
+    /// The host's subscriptions are made: what no one claimed is acknowledged and dropped.
+    fn settle(&mut self) {
+        let Some(unclaimed) = self.unclaimed.take() else {
+            return;
+        };
+        if !unclaimed.is_empty() {
+            tracing::info!(
+                messages = unclaimed.len(),
+                "messages the broker kept for this host's session match no subscription; dropped"
+            );
+        }
+        for (_, ack) in unclaimed {
+            if let Some(ack) = ack {
+                self.acknowledge(&ack);
+            }
         }
     }
 
@@ -609,6 +666,10 @@ impl Actor {
                 // The broker sends what the last connection left unacknowledged again.
                 self.acks.reconnected();
                 self.left_behind = 0;
+                // Their acknowledgements were the last connection's: the broker resends them.
+                if let Some(unclaimed) = &mut self.unclaimed {
+                    unclaimed.clear();
+                }
                 let _ = self.connected.send(true);
                 self.resubscribe();
                 self.pump().await;
@@ -738,6 +799,21 @@ impl Actor {
     /// Hands `message` to the subscriptions it matches; acknowledges it (QoS 1, `ack`) now
     /// unless a durable subscription took it, whose receipt does.
     fn deliver(&mut self, message: IncomingMessage, ack: Option<Ack>) {
+        if let Some(unclaimed) = &mut self.unclaimed {
+            if !self
+                .subscriptions
+                .iter()
+                .any(|s| s.matcher.matches_mqtt(&message.topic))
+            {
+                if unclaimed.len() < UNCLAIMED {
+                    unclaimed.push_back((message, ack));
+                } else if ack.is_some() {
+                    // Not acknowledged: the broker sends it again after the next reconnect.
+                    self.left_behind += 1;
+                }
+                return;
+            }
+        }
         let durable = self.fan_out(message, ack.is_some());
         let Some(ack) = ack else { return };
         if let Received::Now(ack) = self.acks.received(ack, durable) {
