@@ -161,6 +161,19 @@ pub enum Command {
         root: RootArg,
         filter: String,
     },
+    /// A live overview in the terminal, from the host's /metrics: functions (invocations,
+    /// rates, errors, p50/p99 latency, instances) and components (states, MQTT traffic), the
+    /// MQTT connection and spool. Refreshes every second until interrupted.
+    Top {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print one frame and exit (plain text; latency since the host started).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between frames.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+    },
     /// Print the shell lines that point the AWS CLI and SDKs at this host with its own key.
     Credentials {
         #[command(flatten)]
@@ -247,6 +260,16 @@ pub enum Command {
     },
 }
 
+/// `top --interval`: at least 0.1 s, at most a day.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.1..=86_400.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("between 0.1 and 86400 seconds".into())
+    }
+}
+
 /// Loads the configuration a command names, or the root's default one, and checks that the
 /// files it names for TLS (`[mqtt]` over `mqtts://`, `[tes]` from `iot`) hold what those
 /// clients need, with the clients' own code.
@@ -283,7 +306,7 @@ pub fn check_files(config: &HostConfig, path: &Path) -> Result<(), crate::config
     Ok(())
 }
 
-fn host_addr(layout: &Layout) -> anyhow::Result<String> {
+pub(crate) fn host_addr(layout: &Layout) -> anyhow::Result<String> {
     let path = layout.api_addr_file();
     let addr = std::fs::read_to_string(&path).with_context(|| {
         format!(

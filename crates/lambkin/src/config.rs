@@ -32,6 +32,23 @@ pub struct HostConfig {
     pub tes: Option<TesConfig>,
     /// `[openwhisk]`: the OpenWhisk API's kinds.
     pub openwhisk: OpenWhiskConfig,
+    /// `[metrics]`: `/metrics` and the counters behind it.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct MetricsConfig {
+    /// `true` (default): functions keep their counters and `/metrics` answers; `false`: no
+    /// counter is kept on the invoke path and `/metrics` is not served (404).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// `[openwhisk]`.
@@ -87,6 +104,7 @@ impl Default for HostConfig {
             mqtt: None,
             tes: None,
             openwhisk: OpenWhiskConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! benches use. The rest are the crate's own.
 //! - [`host`]: wires the services together and stops them in order.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
+//! - [`top`]: `lambkin top`, the device at a glance in a terminal, from `/metrics`.
 //! - [`lambda`]: functions, their instances (processes with a Runtime API each), scheduling,
 //!   layers, extensions and telemetry, GreengrassContainer sandboxes.
 //! - [`http`]: the HTTP/1.1 listener loop the API and the token exchange service share.
@@ -18,6 +19,8 @@
 //! - [`logfile`]: per-component and per-function log files.
 //! - [`journal`]: the host's stderr as a systemd journal stream (levels as `<N>` prefixes).
 //! - [`keys`]: the host's own keys and tokens.
+//! - [`metrics`]: `/metrics`: the counters the host's paths update (atomics only), and the
+//!   families a scrape gathers from them and from the services' states.
 //! - `api`: the HTTP listener: AWS Invoke (streamed too), management, layer and function URL
 //!   APIs, function URLs themselves, `/lambkin/v1`, and the
 //!   OpenWhisk API's edge.
@@ -52,6 +55,7 @@ pub mod keys;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;
+pub mod metrics;
 pub mod mqtt;
 pub(crate) mod openwhisk;
 pub mod orphans;
@@ -60,4 +64,5 @@ pub(crate) mod schema;
 pub(crate) mod store;
 pub mod tes;
 pub(crate) mod timestamp;
+pub mod top;
 pub(crate) mod users;

@@ -1,6 +1,7 @@
 //! The `lambkin` binary.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -145,6 +146,11 @@ async fn dispatch(command: Command) -> i32 {
             .await
         }
         Command::List { root, json } => cli::list(&root.layout(), json).await,
+        Command::Top {
+            root,
+            once,
+            interval,
+        } => lambkin::top::run(&root.layout(), once, Duration::from_secs_f64(interval)).await,
         Command::Restart { root, name } => cli::control(&root.layout(), &name, "restart").await,
         Command::Stop { root, name } => cli::control(&root.layout(), &name, "stop").await,
         Command::Pub {

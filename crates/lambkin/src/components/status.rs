@@ -40,7 +40,38 @@ pub struct ComponentStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Board {
     pub components: Arc<BTreeMap<String, ComponentStatus>>,
+    /// Each component's restarts and errors while this host runs.
+    pub counts: Arc<BTreeMap<String, ComponentCounts>>,
     applied: u64,
+}
+
+/// How often a component ran again and failed, while this host runs (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComponentCounts {
+    /// Entries into STARTING after it had run (RUNNING, FINISHED, ERRORED or STOPPING).
+    pub restarts: u64,
+    /// Entries into ERRORED or BROKEN.
+    pub errors: u64,
+}
+
+impl ComponentCounts {
+    fn on(&mut self, from: State, to: State) {
+        if from == to {
+            return;
+        }
+        match to {
+            State::Errored | State::Broken => self.errors += 1,
+            State::Starting
+                if matches!(
+                    from,
+                    State::Running | State::Finished | State::Errored | State::Stopping
+                ) =>
+            {
+                self.restarts += 1
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Board {
@@ -75,6 +106,7 @@ struct Owner {
     components: BTreeMap<String, ComponentStatus>,
     rules: DependencyGraph,
     supervisors: BTreeMap<String, Arc<SupervisorHandle>>,
+    counts: BTreeMap<String, ComponentCounts>,
 }
 
 impl Owner {
@@ -109,6 +141,7 @@ impl Owner {
             }
             Change::Remove(name) => {
                 self.components.remove(&name);
+                self.counts.remove(&name);
                 self.supervisors.remove(&name);
                 self.rules.forget(&name);
             }
@@ -125,6 +158,10 @@ impl Owner {
         else {
             return;
         };
+        self.counts
+            .entry(report.name.clone())
+            .or_default()
+            .on(status.state, report.state);
         status.state = report.state;
         status.detail = report.detail;
         let components = &self.components;
@@ -204,6 +241,7 @@ async fn run(
         }
         board.send_replace(Board {
             components: Arc::new(owner.components.clone()),
+            counts: Arc::new(owner.counts.clone()),
             applied,
         });
     }

@@ -57,6 +57,7 @@ use lambkin_proto::recipe::ComponentName;
 use crate::lambda::function::Refusal;
 use crate::lambda::invocation::{Completion, Invocation, RequestId};
 use crate::lambda::registry::Registry;
+use crate::metrics::counters::Traffic;
 use crate::mqtt::{IncomingMessage, Mqtt};
 use crate::pubsub::queue::Inbox;
 use crate::pubsub::{Client, Filter, Payload, PubSubHandle, ReceiveMode, Subscription};
@@ -128,7 +129,8 @@ pub struct Triggers {
 /// Where one subscription's messages come from.
 enum Feed {
     Local(Subscription),
-    Broker(Inbox<IncomingMessage>),
+    /// The broker's messages, counted as the function's component's traffic.
+    Broker(Inbox<IncomingMessage>, Arc<Traffic>),
 }
 
 impl Feed {
@@ -139,10 +141,11 @@ impl Feed {
                 .recv()
                 .await
                 .map(|m| (m.topic.as_str().to_owned(), m.payload)),
-            Self::Broker(messages) => messages
-                .recv()
-                .await
-                .map(|m| (m.topic, Payload::Binary(m.payload))),
+            Self::Broker(messages, traffic) => messages.recv().await.map(|m| {
+                traffic.received_messages.inc();
+                traffic.received_bytes.add(m.payload.len() as u64);
+                (m.topic, Payload::Binary(m.payload))
+            }),
         }
     }
 }
@@ -271,7 +274,8 @@ async fn subscribe_and_forward(
     };
     tracing::debug!(%function, %topic, "IOT_CORE topic triggers the function");
     let _ = subscribed.send(());
-    forward(Feed::Broker(messages), registry, function).await;
+    let traffic = mqtt.counters().traffic.of(function.as_str());
+    forward(Feed::Broker(messages, traffic), registry, function).await;
 }
 
 /// One subscription's messages → invocations of `function`, in order.

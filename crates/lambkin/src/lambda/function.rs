@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::instance::{self, FunctionReport, InitFailure, InstanceHandle, InstanceMsg};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
-use super::scheduler::{Action, Event, InstanceId, Limits, Scheduler};
+use super::scheduler::{Action, Event, InstanceId, Limits, Occupancy, Scheduler};
 use super::spec::FunctionSpec;
 
 /// Invocations that may wait for the actor before callers wait too.
@@ -44,6 +44,7 @@ enum Command {
     },
     Resubmit(Invocation),
     Reconfigure(Arc<FunctionSpec>),
+    Occupancy(oneshot::Sender<Occupancy>),
     Shutdown {
         why: InvocationAbort,
         done: oneshot::Sender<()>,
@@ -81,6 +82,17 @@ impl FunctionHandle {
             let Command::Resubmit(inv) = e.0 else { return };
             inv.abort(InvocationAbort::ShuttingDown).await;
         }
+    }
+
+    /// Its instances by state and its queue, for a scrape; `None` when the actor does not
+    /// answer within `wait` (its mailbox is full) or has stopped.
+    pub async fn occupancy(&self, wait: Duration) -> Option<Occupancy> {
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.tx.send(Command::Occupancy(tx)).await.ok()?;
+            rx.await.ok()
+        };
+        tokio::time::timeout(wait, asked).await.ok().flatten()
     }
 
     pub async fn reconfigure(&self, spec: Arc<FunctionSpec>) {
@@ -151,6 +163,9 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
                     super::sandbox::refill_zygote(&actor.spec);
                     let actions = actor.scheduler.on(Event::Reconfigured(limits), Instant::now());
                     actor.perform(actions, None).await;
+                }
+                Some(Command::Occupancy(reply)) => {
+                    let _ = reply.send(actor.scheduler.occupancy());
                 }
                 Some(Command::Shutdown { why, done }) => {
                     actor.spec.zygote.retire();
@@ -233,6 +248,9 @@ impl Actor {
                     None => inv.abort(InvocationAbort::ShuttingDown).await,
                 },
                 Action::Refuse(_inv) => {
+                    if let Some(metrics) = &self.spec.metrics {
+                        metrics.throttled.inc();
+                    }
                     if let Some(tx) = admitted.take() {
                         let _ = tx.send(Err(Refusal::QueueFull {
                             max_queue: self.spec.config.greengrass.max_queue_size,
@@ -247,6 +265,9 @@ impl Actor {
                     }
                 }
                 Action::FailWithInitError(inv) => {
+                    if let Some(metrics) = &self.spec.metrics {
+                        metrics.function_error.inc();
+                    }
                     let body = self
                         .init_failure
                         .clone()

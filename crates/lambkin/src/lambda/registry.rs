@@ -25,6 +25,7 @@ use super::runtimes::{RuntimeError, Runtimes};
 use super::spec::FunctionSpec;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
+use crate::metrics::counters::FunctionMetrics;
 use crate::store::{FunctionRecord, PendingEvent, Store, StoreError};
 use crate::timestamp;
 
@@ -40,6 +41,8 @@ pub struct HostSettings {
     /// Whom functions made through the API run as (the default user of
     /// `crate::users::Users::for_function`); `None`: the host's own user.
     pub function_user: Option<crate::users::RunAs>,
+    /// Whether functions keep counters for `/metrics` (`[metrics] enabled`).
+    pub metrics: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -363,7 +366,31 @@ impl Registry {
             placement: self.inner.host.placement.clone(),
             layers,
             extensions,
+            metrics: self.function_metrics(&record.name),
         }))
+    }
+
+    /// The counters of `name`: those its current configuration has, else new ones.
+    fn function_metrics(&self, name: &FunctionName) -> Option<Arc<FunctionMetrics>> {
+        if !self.inner.host.metrics {
+            return None;
+        }
+        let kept = self
+            .read_map()
+            .get(name)
+            .and_then(|e| e.spec.metrics.clone());
+        Some(kept.unwrap_or_default())
+    }
+
+    /// Every function with its counters and handle, for a scrape.
+    pub fn metrics(&self) -> Vec<(FunctionName, Arc<FunctionMetrics>, FunctionHandle)> {
+        self.read_map()
+            .iter()
+            .filter_map(|(name, e)| {
+                let metrics = e.spec.metrics.clone()?;
+                Some((name.clone(), metrics, e.handle.clone()))
+            })
+            .collect()
     }
 
     /// The versions a function's `Layers` name, as the function records them.

@@ -58,6 +58,16 @@ pub enum Action<T> {
     Abandon(T),
 }
 
+/// A function's instances by state and its queue's length, at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    pub starting: usize,
+    pub idle: usize,
+    pub busy: usize,
+    pub stopping: usize,
+    pub queued: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Starting,
@@ -119,6 +129,23 @@ impl<T> Scheduler<T> {
     /// Instances with a process (starting, idle, busy or stopping).
     pub fn live_instances(&self) -> usize {
         self.instances.len()
+    }
+
+    /// Its instances by state, and the invocations waiting.
+    pub fn occupancy(&self) -> Occupancy {
+        let mut o = Occupancy {
+            queued: self.queue.len(),
+            ..Occupancy::default()
+        };
+        for i in self.instances.values() {
+            match i.slot {
+                Slot::Starting => o.starting += 1,
+                Slot::Idle { .. } => o.idle += 1,
+                Slot::Busy => o.busy += 1,
+                Slot::Stopping => o.stopping += 1,
+            }
+        }
+        o
     }
 
     /// When [`Event::Tick`] should next be sent (the earliest idle expiry).
