@@ -8,6 +8,7 @@ mod deploy;
 mod deploy_report;
 mod floor;
 mod lambkin;
+mod metrics;
 mod openwhisk;
 mod process;
 mod procfs;
@@ -96,6 +97,9 @@ enum Sub {
     /// Streaming benchmark: chunk latency and 16 MiB throughput through
     /// InvokeWithResponseStream and a streaming function URL, against the floor's chunked HTTP.
     Stream(stream::Args),
+    /// Metrics' cost: invoke latency and concurrency-64 throughput with metrics on and with
+    /// `[metrics] enabled = false`, two hosts taking turns.
+    Metrics(metrics::Args),
     /// One publisher or subscriber of the messaging benchmark (used by the bench itself).
     #[command(hide = true)]
     PubsubClient(pubsub_client::Args),
@@ -147,6 +151,9 @@ fn main() -> ExitCode {
     }
     if let Some(Sub::Container(args)) = &cli.command {
         return container::main(cli.lambkin.clone(), cli.bootstrap.clone(), args);
+    }
+    if let Some(Sub::Metrics(args)) = &cli.command {
+        return metrics::main(cli.lambkin.clone(), cli.bootstrap.clone(), args);
     }
     if let Some(Sub::Pubsub(args)) = &cli.command {
         return pubsub::main(cli.lambkin.clone(), args);

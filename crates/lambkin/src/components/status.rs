@@ -274,6 +274,32 @@ impl Status {
 mod tests {
     use super::*;
 
+    #[test]
+    fn restarts_and_errors_are_counted_from_transitions() {
+        let mut c = ComponentCounts::default();
+        for (from, to) in [
+            (State::New, State::Installed),
+            (State::Installed, State::Starting),
+            (State::Starting, State::Running),
+            (State::Running, State::Errored),
+            (State::Errored, State::Errored),
+            (State::Errored, State::Starting),
+            (State::Starting, State::Running),
+            (State::Running, State::Stopping),
+            (State::Stopping, State::Starting),
+            (State::Starting, State::Broken),
+        ] {
+            c.on(from, to);
+        }
+        assert_eq!(
+            c,
+            ComponentCounts {
+                restarts: 2,
+                errors: 2
+            }
+        );
+    }
+
     fn status(state: State) -> ComponentStatus {
         ComponentStatus {
             name: "com.example.C".into(),
