@@ -6,11 +6,14 @@ After a known number of invocations, function errors, timeouts and throttles, th
 and the histograms' counts are exactly those numbers; the component's MQTT messages and bytes
 are exactly what it published and received. Without the token (or with a wrong one) the
 answer is 401 and says nothing of the metrics; a browser's cross-site request is refused.
-`lambkin top --once` shows the functions and the component from the same numbers."""
+`lambkin top --once` shows the functions and the component from the same numbers. A Lambda
+component triggered by an IOT_CORE topic counts what reached it as received and what its
+handler published over IPC as sent, to the byte."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import stat
@@ -23,12 +26,13 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from support import ROLE, lambda_client, signed_request, until, wait_active, zip_files
+from support import PACKAGES, ROLE, lambda_client, signed_request, until, wait_active, zip_files
 
 parser = pytest.importorskip("prometheus_client.parser")
 openmetrics_parser = pytest.importorskip("prometheus_client.openmetrics.parser")
 
 import test_mqtt  # noqa: E402  (the broker, host and IPC component of the MQTT tests)
+import test_mqtt_trigger  # noqa: E402  (the Lambda component an IOT_CORE topic triggers)
 
 HANDLER = b'''import os
 import time
@@ -312,3 +316,86 @@ def test_metrics_can_be_turned_off(lambkin_bin, device_dir):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+class RawDevice(test_mqtt_trigger.Device):
+    """The trigger tests' paho client, keeping each result's payload size by its id."""
+
+    def __init__(self, port: int):
+        self.sizes: dict[str, int] = {}
+        super().__init__(port)
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.sizes[json.loads(message.payload)["id"]] = len(message.payload)
+        super()._on_message(client, userdata, message)
+
+
+@pytest.fixture(scope="module")
+def triggered(lambkin_bin, device_dir):
+    """A host on its own broker with the Lambda component of the trigger tests."""
+    base = device_dir("metrics-trigger")
+    broker_dir = base / "broker"
+    broker_dir.mkdir()
+    broker = test_mqtt.Broker(broker_dir)
+    broker.start()
+    device = RawDevice(broker.port)
+    host = test_mqtt_trigger.Host(lambkin_bin, base, broker.port)
+    host.start()
+    try:
+        recipes, artifacts = base / "recipes", base / "artifacts"
+        recipes.mkdir()
+        name, version = test_mqtt_trigger.NAME, test_mqtt_trigger.VERSION
+        d = artifacts / name / version
+        d.mkdir(parents=True)
+        code = zip_files({"handler.py": test_mqtt_trigger.HERE / "handler.py"},
+                         d / "lambda-artifact.zip")
+        recipe = json.loads((test_mqtt_trigger.HERE / "recipe.json").read_text())
+        recipe["Manifests"][0]["Artifacts"][0]["Digest"] = base64.b64encode(
+            hashlib.sha256(code).digest()).decode()
+        recipe["ComponentConfiguration"]["DefaultConfiguration"]["lambdaExecutionParameters"][
+            "EnvironmentVariables"]["PYTHONPATH"] = PACKAGES
+        (recipes / f"{name}-{version}.json").write_text(json.dumps(recipe))
+        host.deploy("-r", str(recipes), "-a", str(artifacts), "-m", f"{name}={version}")
+        yield device, Device(broker, host, base)
+    finally:
+        device.close()
+        host.stop()
+        broker.stop()
+
+
+def test_trigger_traffic_counts_as_the_lambda_components(triggered):
+    device, metrics = triggered
+    component = test_mqtt_trigger.NAME
+    # The first request is published again until the host's broker subscription answers it.
+    device.request("warmup", {"value": 1}, metrics.host)
+
+    def settled():
+        samples = metrics.samples()
+        received = sample_value(samples, "lambkin_mqtt_received_messages_total",
+                                component=component)
+        sent = sample_value(samples, "lambkin_mqtt_sent_messages_total", component=component)
+        ran = sample_value(samples, "lambkin_function_invocations_total", function=component,
+                           outcome="success")
+        with device.lock:
+            answered = len(device.results)
+        return samples if received and received == sent == ran == answered else None
+
+    before = until(settled, "every warm-up message answered and counted")
+    events = [{"id": f"m{i}", "value": i} for i in range(5)]
+    for event in events:
+        device.publish("lambkin/trigger/hall/in", event)
+    until(lambda: all(device.answers(e["id"]) for e in events), "the batch's results",
+          metrics.host.output)
+    after = metrics.samples()
+
+    def delta(name):
+        labels = {"component": component}
+        return (sample_value(after, name, **labels) or 0) - (sample_value(before, name, **labels) or 0)
+
+    assert delta("lambkin_mqtt_received_messages_total") == len(events)
+    assert delta("lambkin_mqtt_received_bytes_total") == sum(
+        len(json.dumps(e).encode()) for e in events)
+    assert delta("lambkin_mqtt_sent_messages_total") == len(events)
+    with device.lock:
+        assert delta("lambkin_mqtt_sent_bytes_total") == sum(device.sizes[e["id"]] for e in events)
