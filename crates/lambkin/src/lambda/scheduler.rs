@@ -336,6 +336,31 @@ mod tests {
     }
 
     #[test]
+    fn occupancy_counts_instances_by_state_and_the_queue() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(on_demand(1, 10));
+        let started = starts(&s.on(Event::Submitted(1), now));
+        s.on(Event::Submitted(2), now);
+        assert_eq!(
+            s.occupancy(),
+            Occupancy {
+                starting: 1,
+                queued: 2,
+                ..Occupancy::default()
+            }
+        );
+        s.on(Event::Ready(started[0]), now);
+        assert_eq!(
+            s.occupancy(),
+            Occupancy {
+                busy: 1,
+                queued: 1,
+                ..Occupancy::default()
+            }
+        );
+    }
+
+    #[test]
     fn on_demand_starts_one_instance_per_waiting_invocation_up_to_the_limit() {
         let now = Instant::now();
         let mut s = Scheduler::new(on_demand(2, 10));
