@@ -295,6 +295,33 @@ def test_top_once_shows_the_functions_and_the_component(exercised, lambkin_bin):
     assert "MQTT connected" in frame
 
 
+def test_restarts_and_local_pubsub_are_counted(exercised, lambkin_bin):
+    """Last on this host: it restarts the IoT Core component."""
+    component = test_mqtt.NAME
+    root = str(exercised.host.root)
+    before = exercised.samples()
+    for _ in range(2):
+        published = subprocess.run([str(lambkin_bin), "pub", "metrics/local", '{"n": 1}',
+                                    "--root", root], capture_output=True, text=True, timeout=60)
+        assert published.returncode == 0, published.stderr
+    restarted = subprocess.run([str(lambkin_bin), "restart", component, "--root", root],
+                               capture_output=True, text=True, timeout=60)
+    assert restarted.returncode == 0, restarted.stderr
+
+    def after():
+        samples = exercised.samples()
+        running = sample_value(samples, "lambkin_component_state", component=component,
+                               state="RUNNING") == 1
+        return samples if running and sample_value(
+            samples, "lambkin_component_restarts_total", component=component) == 1 else None
+
+    samples = until(after, "the component running again after one restart",
+                    exercised.host.output)
+    assert sample_value(samples, "lambkin_component_errors_total", component=component) == 0
+    assert (sample_value(samples, "lambkin_pubsub_messages_total")
+            - sample_value(before, "lambkin_pubsub_messages_total")) == 2
+
+
 def test_metrics_can_be_turned_off(lambkin_bin, device_dir):
     base = device_dir("metrics-off")
     root = base / "root"

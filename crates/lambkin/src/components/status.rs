@@ -48,10 +48,13 @@ pub struct Board {
 /// How often a component ran again and failed, while this host runs (`/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ComponentCounts {
-    /// Entries into STARTING after it had run (RUNNING, FINISHED, ERRORED or STOPPING).
+    /// Entries into STARTING after it had run (been RUNNING, FINISHED or ERRORED): a restart
+    /// goes RUNNING, STOPPING, INSTALLED, STARTING.
     pub restarts: u64,
     /// Entries into ERRORED or BROKEN.
     pub errors: u64,
+    /// Whether it has run since the host started.
+    ran: bool,
 }
 
 impl ComponentCounts {
@@ -60,15 +63,12 @@ impl ComponentCounts {
             return;
         }
         match to {
-            State::Errored | State::Broken => self.errors += 1,
-            State::Starting
-                if matches!(
-                    from,
-                    State::Running | State::Finished | State::Errored | State::Stopping
-                ) =>
-            {
-                self.restarts += 1
+            State::Errored | State::Broken => {
+                self.errors += 1;
+                self.ran = true;
             }
+            State::Running | State::Finished => self.ran = true,
+            State::Starting if self.ran => self.restarts += 1,
             _ => {}
         }
     }
@@ -285,19 +285,15 @@ mod tests {
             (State::Errored, State::Errored),
             (State::Errored, State::Starting),
             (State::Starting, State::Running),
+            // `lambkin restart`.
             (State::Running, State::Stopping),
-            (State::Stopping, State::Starting),
+            (State::Stopping, State::Installed),
+            (State::Installed, State::Starting),
             (State::Starting, State::Broken),
         ] {
             c.on(from, to);
         }
-        assert_eq!(
-            c,
-            ComponentCounts {
-                restarts: 2,
-                errors: 2
-            }
-        );
+        assert_eq!((c.restarts, c.errors), (2, 2));
     }
 
     fn status(state: State) -> ComponentStatus {
