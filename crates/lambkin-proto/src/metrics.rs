@@ -453,6 +453,28 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a label value holds (quotes, backslashes, newlines, braces, commas,
+        /// any Unicode), the text format carries it and the parser reads it back.
+        #[test]
+        fn any_label_value_survives_encoding(value in "(?s).{0,40}", n in 0u32..1_000_000) {
+            let family = Family::new("lambkin_x_total", "x", Kind::Counter)
+                .with(vec![("component", value.clone())], Value::Counter(f64::from(n)));
+            for format in [Format::Text, Format::OpenMetrics] {
+                let samples = parse_text(&encode(std::slice::from_ref(&family), format)).unwrap();
+                proptest::prop_assert_eq!(samples.len(), 1);
+                proptest::prop_assert_eq!(samples[0].label("component"), Some(value.as_str()));
+                proptest::prop_assert_eq!(samples[0].value, f64::from(n));
+            }
+        }
+
+        /// The parser returns, never panics, on any text.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "(?s).{0,200}") {
+            let _ = parse_text(&text);
+        }
+    }
+
     #[test]
     fn quantiles_interpolate_within_a_bucket() {
         let buckets = [(0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)];
