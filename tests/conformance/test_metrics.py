@@ -322,6 +322,38 @@ def test_restarts_and_local_pubsub_are_counted(exercised, lambkin_bin):
             - sample_value(before, "lambkin_pubsub_messages_total")) == 2
 
 
+def test_a_crashing_component_counts_its_errors_and_restarts(exercised, lambkin_bin):
+    """A component that fails once `go` exists: three errors, two restarts between them, then
+    BROKEN (counted as the third error's, not a fourth)."""
+    name = "com.lambkin.conformance.Crasher"
+    go = exercised.base / "crasher-go"
+    recipes = exercised.base / "crasher-recipes"
+    recipes.mkdir()
+    (recipes / f"{name}-1.0.0.json").write_text(json.dumps({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": name,
+        "ComponentVersion": "1.0.0",
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {
+            "Run": f"while [ ! -f '{go}' ]; do sleep 0.01; done; exit 1"}}],
+    }))
+    deployed = subprocess.run(
+        [str(lambkin_bin), "deploy", "--root", str(exercised.host.root), "-r", str(recipes),
+         "-m", f"{name}=1.0.0"], capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    go.touch()
+
+    def broken():
+        samples = exercised.samples()
+        return samples if sample_value(samples, "lambkin_component_state", component=name,
+                                       state="BROKEN") == 1 else None
+
+    samples = until(broken, "the component BROKEN", exercised.host.output)
+    assert sample_value(samples, "lambkin_component_errors_total", component=name) == 3
+    assert sample_value(samples, "lambkin_component_restarts_total", component=name) == 2
+    assert sample_value(samples, "lambkin_deployments_total", outcome="succeeded") == 2
+    assert sample_value(samples, "lambkin_deployments_total", outcome="failed") == 0
+
+
 def test_metrics_can_be_turned_off(lambkin_bin, device_dir):
     base = device_dir("metrics-off")
     root = base / "root"

@@ -51,7 +51,8 @@ pub struct ComponentCounts {
     /// Entries into STARTING after it had run (been RUNNING, FINISHED or ERRORED): a restart
     /// goes RUNNING, STOPPING, INSTALLED, STARTING.
     pub restarts: u64,
-    /// Entries into ERRORED or BROKEN.
+    /// Failures: entries into ERRORED, and into BROKEN other than from ERRORED (the third
+    /// error's BROKEN is that error's, counted once).
     pub errors: u64,
     /// Whether it has run since the host started.
     ran: bool,
@@ -63,8 +64,14 @@ impl ComponentCounts {
             return;
         }
         match to {
-            State::Errored | State::Broken => {
+            State::Errored => {
                 self.errors += 1;
+                self.ran = true;
+            }
+            State::Broken => {
+                if from != State::Errored {
+                    self.errors += 1;
+                }
                 self.ran = true;
             }
             State::Running | State::Finished => self.ran = true,
@@ -290,10 +297,14 @@ mod tests {
             (State::Stopping, State::Installed),
             (State::Installed, State::Starting),
             (State::Starting, State::Broken),
+            // The third error's BROKEN is that error's.
+            (State::Broken, State::Starting),
+            (State::Starting, State::Errored),
+            (State::Errored, State::Broken),
         ] {
             c.on(from, to);
         }
-        assert_eq!((c.restarts, c.errors), (2, 2));
+        assert_eq!((c.restarts, c.errors), (3, 3));
     }
 
     fn status(state: State) -> ComponentStatus {

@@ -159,7 +159,7 @@ fn components(engine: &Engine) -> Vec<Family> {
     );
     let mut errors = Family::new(
         "lambkin_component_errors_total",
-        "Times the component entered ERRORED or BROKEN, while this host runs.",
+        "Times the component failed (entered ERRORED, or BROKEN other than from ERRORED), while this host runs.",
         Kind::Counter,
     );
     for (name, status) in board.components.iter() {
