@@ -40,6 +40,8 @@ pub struct HostSettings {
     /// Whom functions made through the API run as (the default user of
     /// `crate::users::Users::for_function`); `None`: the host's own user.
     pub function_user: Option<crate::users::RunAs>,
+    /// The remote targets functions may delegate to (`[remote_targets.NAME]`).
+    pub targets: crate::remote::Targets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub enum ManageError {
     OwnedByComponent(FunctionName),
     #[error(transparent)]
     Layers(#[from] LayersError),
+    #[error("Greengrass.Delegation.Target {target:?} names no remote target of this host (config.toml has {})", if .known.is_empty() { "no [remote_targets.NAME]".to_owned() } else { .known.join(", ") })]
+    UnknownTarget { target: String, known: Vec<String> },
 }
 
 struct Entry {
@@ -363,7 +367,35 @@ impl Registry {
             placement: self.inner.host.placement.clone(),
             layers,
             extensions,
+            delegation: super::delegate::Delegation::resolve(
+                &record.config.greengrass.delegation,
+                record.name.as_str(),
+                &self.inner.host.targets,
+            ),
         }))
+    }
+
+    /// Refuses a delegation naming a target the host does not have.
+    fn check_target(&self, config: &FunctionConfig) -> Result<(), ManageError> {
+        let delegation = &config.greengrass.delegation;
+        match &delegation.target {
+            Some(target)
+                if !delegation.is_local() && self.inner.host.targets.get(target).is_none() =>
+            {
+                Err(ManageError::UnknownTarget {
+                    target: target.clone(),
+                    known: self
+                        .inner
+                        .host
+                        .targets
+                        .names()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The versions a function's `Layers` name, as the function records them.
@@ -497,6 +529,7 @@ impl Registry {
             layers: self.layer_uses(req.layers.as_deref().unwrap_or_default())?,
         };
         config.validate()?;
+        self.check_target(&config)?;
         let zip = CodeZip::from_base64(zip_file)?;
         let record = self.record(name, config, &zip);
         let code_dir = self.unpack(&record, zip).await?;
@@ -582,6 +615,7 @@ impl Registry {
             c.layers = self.layer_uses(layers)?;
         }
         c.validate()?;
+        self.check_target(c)?;
         if c.runtime != old_config.runtime
             || c.handler != old_config.handler
             || has_exec_wrapper(c) != has_exec_wrapper(&old_config)
@@ -649,6 +683,7 @@ impl Registry {
         cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
+        self.check_target(&config)?;
         check_entry_point(
             &code_dir,
             &config.runtime,

@@ -46,4 +46,6 @@ pub struct FunctionSpec {
     /// The external extensions its layers bring (`/opt/extensions/NAME`), started with each
     /// instance's runtime.
     pub extensions: Vec<String>,
+    /// Where its invocations may go instead of here (`Greengrass.Delegation`); `None`: `local`.
+    pub delegation: Option<super::delegate::Delegation>,
 }

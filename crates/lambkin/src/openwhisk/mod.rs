@@ -151,6 +151,7 @@ fn whisk_error(e: ManageError) -> WhiskError {
         }
         ManageError::Invalid(_)
         | ManageError::Unsupported(_)
+        | ManageError::UnknownTarget { .. }
         | ManageError::Runtime(_)
         | ManageError::Layers(_)
         | ManageError::Code(
@@ -505,6 +506,7 @@ impl OpenWhisk {
                 InvocationAbort::FunctionRemoved => WhiskError::Conflict(
                     "Action could not be found or may have been deleted.".into(),
                 ),
+                InvocationAbort::Remote(why) => WhiskError::Internal(why),
             })
     }
 

@@ -1,0 +1,486 @@
+//! Delegation to remote targets: two hosts on loopback, B acting as the remote of A (B takes
+//! signed requests only, as hosts do by default; A signs with B's key, read from B's
+//! credentials file). Functions on A run on B under `remote`, spill over to B under
+//! `overflow`, come back to A under `remote-first` when B is down; a delegated `Event`
+//! accepted while B is down runs on B once it is back, across a restart of A. Targets that
+//! answer 403 or garbage, or none at all, and a policy naming an unknown target.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use support::{header, json as body_json, lines, python_function, wait_for, Host};
+
+/// Sleeps `SLEEP_MS` (default 0), prints the event (so a host's log shows what it ran) and
+/// says where it ran; `{"fail": true}` raises.
+const CODE: &str = r#"import json, os, time
+def handler(event, context):
+    print("event " + json.dumps(event, sort_keys=True))
+    time.sleep(int(os.environ.get("SLEEP_MS", "0")) / 1000)
+    if isinstance(event, dict) and event.get("fail"):
+        raise ValueError("failed on " + os.environ["WHERE"])
+    return {"host": os.environ["WHERE"]}
+"#;
+
+fn function(name: &str, place: &str, sleep_ms: u32, greengrass: Value) -> Value {
+    python_function(
+        name,
+        CODE,
+        greengrass,
+        BTreeMap::from([
+            ("WHERE", place.to_owned()),
+            ("SLEEP_MS", sleep_ms.to_string()),
+        ]),
+    )
+}
+
+fn on_demand(max: u32) -> Value {
+    json!({ "Pinned": false, "MaxInstancesCount": max })
+}
+
+fn delegated(max: u32, policy: &str, target: &str, remote_name: &str) -> Value {
+    json!({
+        "Pinned": false,
+        "MaxInstancesCount": max,
+        "Delegation": { "Policy": policy, "Target": target, "FunctionName": remote_name },
+    })
+}
+
+/// B: a host whose function `work` says it ran on B.
+async fn start_b(root: &Path) -> Host {
+    let b = Host::start(root);
+    let created = b.create(function("work", "B", 0, on_demand(20))).await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let created = b.create(function("slow", "B", 200, on_demand(20))).await;
+    assert_eq!(created.status, 201);
+    b
+}
+
+/// A's configuration: target `b` at `b_addr`, signing with B's own key.
+fn configure_a(a_root: &Path, b_root: &Path, b_addr: &str, extra: &str) {
+    std::fs::create_dir_all(a_root).unwrap();
+    std::fs::write(
+        a_root.join("config.toml"),
+        format!(
+            "[remote_targets.b]\nendpoint = \"http://{b_addr}\"\ncredentials = \"file\"\n\
+             path = \"{}\"\nprofile = \"lambkin\"\nconnect_timeout_ms = 1000\n\
+             event_retry_max_ms = 300\n{extra}",
+            b_root.join("state/credentials").display()
+        ),
+    )
+    .unwrap();
+}
+
+fn starts(log: &Path) -> usize {
+    lines(log)
+        .iter()
+        .filter(|l| l.contains("START RequestId"))
+        .count()
+}
+
+fn host_of(reply: &support::HttpReply) -> String {
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    body_json(reply)["host"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remote_runs_on_the_peer_and_overflow_spills_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_root, b_root) = (tmp.path().join("a"), tmp.path().join("b"));
+    let b = start_b(&b_root).await;
+    configure_a(&a_root, &b_root, &b.addr, "");
+    let a = Host::start(&a_root);
+
+    // `remote`: runs on B, as B's log shows; A's log says where it went.
+    let created = a
+        .create(function("rem", "A", 0, delegated(2, "remote", "b", "work")))
+        .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let configuration = body_json(&a.call("GET", "/2015-03-31/functions/rem", &[], "").await);
+    assert_eq!(
+        configuration["Configuration"]["Greengrass"]["Delegation"]["Policy"],
+        json!("remote"),
+        "{configuration}"
+    );
+    let before = starts(&b_root.join("logs/work.log"));
+    let reply = a.invoke("rem", &json!({"mark": "remote-1"})).await;
+    assert_eq!(host_of(&reply), "B");
+    let b_log = lines(&b_root.join("logs/work.log"));
+    assert_eq!(starts(&b_root.join("logs/work.log")), before + 1);
+    assert!(
+        b_log
+            .iter()
+            .any(|l| l.contains(r#"event {"mark": "remote-1"}"#)),
+        "{b_log:?}"
+    );
+    let a_log = lines(&a_root.join("logs/rem.log"));
+    let request_id = header(&reply, "x-amzn-requestid").unwrap();
+    assert!(
+        a_log.iter().any(|l| l.contains(&format!(
+            "DELEGATED RequestId: {request_id} Target: b Function: work"
+        ))),
+        "{a_log:?}"
+    );
+    assert_eq!(starts(&a_root.join("logs/rem.log")), 0, "{a_log:?}");
+
+    // The log tail and a function error pass through as B answered them.
+    let reply = a
+        .call(
+            "POST",
+            "/2015-03-31/functions/rem/invocations",
+            &[("x-amz-log-type", "Tail")],
+            json!({"fail": true}).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(header(&reply, "x-amz-function-error"), Some("Unhandled"));
+    assert!(String::from_utf8_lossy(&reply.body).contains("failed on B"));
+    let tail = base64::engine::general_purpose::STANDARD
+        .decode(header(&reply, "x-amz-log-result").expect("a log tail"))
+        .unwrap();
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.contains("START RequestId") && tail.contains("failed on B"),
+        "{tail}"
+    );
+
+    // `overflow`: two instances here, the rest of 20 concurrent 200 ms calls on B.
+    let created = a
+        .create(function(
+            "spill",
+            "A",
+            200,
+            delegated(2, "overflow", "b", "slow"),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = a.addr.clone();
+            let root = a_root.clone();
+            tokio::spawn(async move {
+                let a = Host {
+                    root,
+                    addr,
+                    child: None,
+                };
+                a.invoke("spill", &json!({ "n": i })).await
+            })
+        })
+        .collect();
+    let mut ran = BTreeMap::<String, usize>::new();
+    for call in calls {
+        let reply = call.await.unwrap();
+        *ran.entry(host_of(&reply)).or_default() += 1;
+    }
+    assert_eq!(ran.values().sum::<usize>(), 20);
+    let spill_log = lines(&a_root.join("logs/spill.log"));
+    assert!(
+        ran.get("A").copied().unwrap_or(0) >= 2,
+        "{ran:?} {spill_log:#?}"
+    );
+    assert!(
+        ran.get("B").copied().unwrap_or(0) >= 1,
+        "{ran:?} {spill_log:#?}"
+    );
+    let delegated_lines = lines(&a_root.join("logs/spill.log"))
+        .iter()
+        .filter(|l| l.contains("DELEGATED RequestId"))
+        .count();
+    assert_eq!(delegated_lines, ran["B"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_remote_first_runs_here_remote_fails_and_events_wait_for_the_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_root, b_root) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut b = start_b(&b_root).await;
+    let b_addr = b.addr.clone();
+    configure_a(&a_root, &b_root, &b_addr, "");
+    let mut a = Host::start(&a_root);
+    for (name, policy) in [
+        ("first", "remote-first"),
+        ("rem", "remote"),
+        ("ev", "remote"),
+    ] {
+        let created = a
+            .create(function(name, "A", 0, delegated(2, policy, "b", "work")))
+            .await;
+        assert_eq!(
+            created.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&created.body)
+        );
+    }
+    // Online, remote-first runs on B.
+    assert_eq!(host_of(&a.invoke("first", &json!({})).await), "B");
+
+    assert_eq!(b.stop(), Some(0));
+    // Offline: remote-first runs here and says why; remote answers the documented error.
+    assert_eq!(host_of(&a.invoke("first", &json!({})).await), "A");
+    assert!(lines(&a_root.join("logs/first.log"))
+        .iter()
+        .any(|l| l.contains("FALLBACK") && l.contains("unreachable")));
+    let reply = a.invoke("rem", &json!({})).await;
+    assert_eq!(
+        reply.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        header(&reply, "x-amzn-errortype"),
+        Some("RemoteTargetException")
+    );
+    let message = body_json(&reply)["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("remote target b is unreachable"),
+        "{message}"
+    );
+
+    // An Event accepted while B is down is kept, across a restart of A, until B takes it.
+    let reply = a.invoke_event("ev", &json!({"mark": "held-event"})).await;
+    assert_eq!(reply.status, 202);
+    assert_eq!(a.stop(), Some(0));
+    let a = Host::start(&a_root);
+    let b = Host::start_listening(&b_root, &b_addr, &[]);
+    let b_log = b_root.join("logs/work.log");
+    wait_for(Duration::from_secs(30), || {
+        lines(&b_log)
+            .iter()
+            .any(|l| l.contains(r#"event {"mark": "held-event"}"#))
+            .then_some(())
+    })
+    .expect("the held Event ran on B once it was back");
+    wait_for(Duration::from_secs(10), || {
+        lines(&a_root.join("logs/ev.log"))
+            .iter()
+            .any(|l| l.contains("DELEGATED") && l.contains("(accepted)"))
+            .then_some(())
+    })
+    .expect("A's log says the Event went to B");
+    // Handed over once: it does not run again here or there.
+    assert_eq!(starts(&a_root.join("logs/ev.log")), 0);
+    drop((a, b));
+}
+
+/// A loopback server that answers every connection with `answer` and closes it.
+fn tiny_server(answer: Vec<u8>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(&answer);
+        }
+    });
+    addr
+}
+
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_targets_answer_clear_errors_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("a");
+    let refusal = r#"{"message":"The security token included in the request is invalid."}"#;
+    let forbidden = tiny_server(
+        format!(
+            "HTTP/1.1 403 Forbidden\r\nx-amzn-errortype: UnrecognizedClientException\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n\
+             {refusal}",
+            refusal.len()
+        )
+        .into_bytes(),
+    );
+    let garbage = tiny_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec());
+    let down = closed_port();
+    std::fs::create_dir_all(&root).unwrap();
+    let target = |name: &str, addr: &str| {
+        format!(
+            "[remote_targets.{name}]\nendpoint = \"http://{addr}\"\ncredentials = \"static\"\n\
+             access_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"secret\"\n\
+             connect_timeout_ms = 1000\nevent_retry_max_ms = 200\n"
+        )
+    };
+    std::fs::write(
+        root.join("config.toml"),
+        [
+            target("forbidden", &forbidden),
+            target("garbage", &garbage),
+            target("down", &down),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let lambkin = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lambkin"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let checked = lambkin(&["check-config", "--root", root.to_str().unwrap()]);
+    assert!(checked.status.success(), "{checked:?}");
+
+    let mut a = Host::start(&root);
+    for (name, target, expected) in [
+        ("to-forbidden", "forbidden", "remote target forbidden answered 403 UnrecognizedClientException: The security token included in the request is invalid."),
+        ("to-garbage", "garbage", "remote target garbage answered something that is not an Invoke answer"),
+        ("to-down", "down", "remote target down is unreachable"),
+    ] {
+        let created = a.create(function(name, "A", 0, delegated(2, "remote", target, "work"))).await;
+        assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+        let reply = a.invoke(name, &json!({})).await;
+        assert_eq!(reply.status, 502, "{name}: {}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(header(&reply, "x-amzn-errortype"), Some("RemoteTargetException"));
+        let message = body_json(&reply)["message"].as_str().unwrap().to_owned();
+        assert!(message.starts_with(expected), "{name}: {message}");
+    }
+    // remote-first takes a target that answers garbage as one that did not run it.
+    let created = a
+        .create(function(
+            "garbage-first",
+            "A",
+            0,
+            delegated(2, "remote-first", "garbage", "work"),
+        ))
+        .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(host_of(&a.invoke("garbage-first", &json!({})).await), "A");
+
+    // A policy naming a target the host does not have is refused, on the API and in a
+    // deployment, naming it.
+    let refused = a
+        .create(function(
+            "nowhere",
+            "A",
+            0,
+            delegated(2, "remote", "nope", "work"),
+        ))
+        .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        header(&refused, "x-amzn-errortype"),
+        Some("InvalidParameterValueException")
+    );
+    let message = body_json(&refused)["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("\"nope\"") && message.contains("forbidden"),
+        "{message}"
+    );
+    let update = a
+        .call(
+            "PUT",
+            "/2015-03-31/functions/to-down/configuration",
+            &[],
+            json!({"Greengrass": {"Delegation": {"Policy": "overflow", "Target": "nope"}}})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(
+        update.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&update.body)
+    );
+    let recipe = support::lambda_component(
+        tmp.path(),
+        "delegating",
+        &[(
+            "lambda_function.py",
+            "def lambda_handler(e, c):\n    return 1\n",
+            0o644,
+        )],
+        json!({
+            "containerMode": "NoContainer",
+            "delegation": { "policy": "remote", "target": "nope" },
+        }),
+    );
+    let out = support::deploy(&root, tmp.path(), &[recipe], &["-m", "delegating=1.0.0"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("\"nope\""), "{said}");
+
+    // An Event accepted for a target that refuses it stays stored: made local and restarted,
+    // the host runs it.
+    let reply = a
+        .invoke_event("to-forbidden", &json!({"mark": "kept"}))
+        .await;
+    assert_eq!(reply.status, 202);
+    let update = a
+        .call(
+            "PUT",
+            "/2015-03-31/functions/to-forbidden/configuration",
+            &[],
+            json!({"Greengrass": {"Delegation": {"Policy": "local"}}}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        update.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&update.body)
+    );
+    assert_eq!(a.stop(), Some(0));
+    let _a = Host::start(&root);
+    wait_for(Duration::from_secs(20), || {
+        lines(&root.join("logs/to-forbidden.log"))
+            .iter()
+            .any(|l| l.contains(r#"event {"mark": "kept"}"#))
+            .then_some(())
+    })
+    .expect("the stored Event ran here once the function was local");
+
+    // check-config names a bad target (exit 78).
+    std::fs::write(
+        root.join("config.toml"),
+        "[remote_targets.x]\nendpoint = \"ftp://h\"\ncredentials = \"tes\"\n",
+    )
+    .unwrap();
+    let checked = lambkin(&["check-config", "--root", root.to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(78), "{checked:?}");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        said.contains("remote_targets.x.endpoint") && said.contains("needs a [tes] section"),
+        "{said}"
+    );
+}
