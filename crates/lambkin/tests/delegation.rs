@@ -210,6 +210,96 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
         .filter(|l| l.contains("DELEGATED RequestId"))
         .count();
     assert_eq!(delegated_lines, ran["B"]);
+
+    // An OpenWhisk action's `delegation` annotation sets its function's policy: the
+    // activation runs as B's action of the same name.
+    let action = |annotations: Value| {
+        json!({
+            "exec": {"kind": "python:3", "code": "def main(p):\n    return {'n': p.get('n', 0) + 1}\n"},
+            "annotations": annotations,
+        })
+    };
+    let (status, made) = whisk(&b, "PUT", "actions/inc", action(json!([]))).await;
+    assert_eq!(status, 200, "{made}");
+    let (status, made) = whisk(
+        &a,
+        "PUT",
+        "actions/inc",
+        action(json!([{"key": "delegation", "value": {"policy": "remote", "target": "b"}}])),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let b_starts = starts(&b_root.join("logs/ow-inc.log"));
+    let (status, result) = whisk(
+        &a,
+        "POST",
+        "actions/inc?blocking=true&result=true",
+        json!({"n": 41}),
+    )
+    .await;
+    assert_eq!((status, result), (200, json!({"n": 42})));
+    // B's START line may follow its answer (an action's output comes with the answer).
+    wait_for(Duration::from_secs(10), || {
+        (starts(&b_root.join("logs/ow-inc.log")) == b_starts + 1).then_some(())
+    })
+    .expect("the activation ran on B");
+    assert!(lines(&a_root.join("logs/ow-inc.log"))
+        .iter()
+        .any(|l| l.contains("DELEGATED") && l.contains("Function: ow-inc")));
+    // A bad annotation is refused, naming it; an unknown target too.
+    let (status, refused) = whisk(
+        &a,
+        "PUT",
+        "actions/inc?overwrite=true",
+        action(json!([{"key": "delegation", "value": {"policy": "remote", "target": "nope"}}])),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("\"nope\""),
+        "{refused}"
+    );
+    let (status, refused) = whisk(
+        &a,
+        "PUT",
+        "actions/inc?overwrite=true",
+        action(json!([{"key": "delegation", "value": {"policy": "sometimes"}}])),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("delegation annotation"),
+        "{refused}"
+    );
+}
+
+/// A call to a host's OpenWhisk API with its key.
+async fn whisk(host: &Host, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let auth = std::fs::read_to_string(host.root.join("state/openwhisk.auth")).unwrap();
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(auth.trim())
+    );
+    let reply = host
+        .call_unsigned(
+            method,
+            &format!("/api/v1/namespaces/_/{path}"),
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+            ],
+            body.to_string(),
+        )
+        .await;
+    let value = if reply.body.is_empty() {
+        Value::Null
+    } else {
+        body_json(&reply)
+    };
+    (reply.status, value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,12 +420,15 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
     );
     let garbage = tiny_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec());
     let down = closed_port();
+    // Connections complete in the kernel's backlog, and nothing ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
     std::fs::create_dir_all(&root).unwrap();
     let target = |name: &str, addr: &str| {
         format!(
             "[remote_targets.{name}]\nendpoint = \"http://{addr}\"\ncredentials = \"static\"\n\
              access_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"secret\"\n\
-             connect_timeout_ms = 1000\nevent_retry_max_ms = 200\n"
+             connect_timeout_ms = 1000\nanswer_slack_ms = 300\nevent_retry_max_ms = 200\n"
         )
     };
     std::fs::write(
@@ -344,6 +437,7 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
             target("forbidden", &forbidden),
             target("garbage", &garbage),
             target("down", &down),
+            target("silent", &silent_addr),
         ]
         .concat(),
     )
@@ -371,6 +465,40 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
         let message = body_json(&reply)["message"].as_str().unwrap().to_owned();
         assert!(message.starts_with(expected), "{name}: {message}");
     }
+    // A target that does not answer within the function's timeout (1 s) and the target's
+    // slack: `remote` says so, `remote-first` runs the invocation here.
+    for (name, policy) in [
+        ("silent-remote", "remote"),
+        ("silent-first", "remote-first"),
+    ] {
+        let mut spec = function(name, "A", 0, delegated(2, policy, "silent", "work"));
+        spec["Timeout"] = json!(1);
+        let created = a.create(spec).await;
+        assert_eq!(
+            created.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&created.body)
+        );
+    }
+    let reply = a.invoke("silent-remote", &json!({})).await;
+    assert_eq!(
+        reply.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let message = body_json(&reply)["message"].as_str().unwrap().to_owned();
+    assert_eq!(
+        message,
+        "remote target silent did not answer within 1300 ms"
+    );
+    assert_eq!(host_of(&a.invoke("silent-first", &json!({})).await), "A");
+    assert!(lines(&root.join("logs/silent-first.log"))
+        .iter()
+        .any(|l| l.contains("FALLBACK") && l.contains("did not answer within 1300 ms")));
+    drop(silent);
+
     // remote-first takes a target that answers garbage as one that did not run it.
     let created = a
         .create(function(

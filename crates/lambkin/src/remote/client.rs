@@ -186,18 +186,18 @@ impl Client {
             Some(sender) => sender,
             None => self.connect(target, connect_timeout).await?,
         };
-        let sent = match sender.try_send_request(request).await {
-            Err(mut e) => match e.take_message() {
-                // The pooled connection closed before the request left: a fresh one.
-                Some(request) => {
-                    sender = self.connect(target, connect_timeout).await?;
-                    sender.try_send_request(request).await
-                }
-                None => Err(e),
-            },
-            ok => ok,
-        };
-        let read = async {
+        let exchange = async {
+            let sent = match sender.try_send_request(request).await {
+                Err(mut e) => match e.take_message() {
+                    // The pooled connection closed before the request left: a fresh one.
+                    Some(request) => {
+                        sender = self.connect(target, connect_timeout).await?;
+                        sender.try_send_request(request).await
+                    }
+                    None => Err(e),
+                },
+                ok => ok,
+            };
             let response = sent.map_err(|e| classify(target, e.error()))?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
@@ -211,13 +211,13 @@ impl Client {
                 .to_bytes();
             Ok::<_, RemoteError>((status, headers, body))
         };
-        let (status, headers, body) =
-            tokio::time::timeout(answer_within, read)
-                .await
-                .map_err(|_| RemoteError::TimedOut {
-                    target: target.to_owned(),
-                    after: answer_within,
-                })??;
+        // The whole exchange, from sending the request to the answer's last byte.
+        let (status, headers, body) = tokio::time::timeout(answer_within, exchange)
+            .await
+            .map_err(|_| RemoteError::TimedOut {
+                target: target.to_owned(),
+                after: answer_within,
+            })??;
         self.put_idle(sender);
         answer(target, req.event, status, &headers, body)
     }
