@@ -105,8 +105,39 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
     let tmp = tempfile::tempdir().unwrap();
     let (a_root, b_root) = (tmp.path().join("a"), tmp.path().join("b"));
     let b = start_b(&b_root).await;
-    configure_a(&a_root, &b_root, &b.addr, "");
+    // A second target, the same host, signed with the token exchange service's source (here
+    // static keys: B's).
+    let b_key = lambkin::keys::AccessKey::from_profile(
+        &std::fs::read_to_string(b_root.join("state/credentials")).unwrap(),
+        "lambkin",
+    )
+    .unwrap();
+    configure_a(
+        &a_root,
+        &b_root,
+        &b.addr,
+        &format!(
+            "[remote_targets.b-tes]\nendpoint = \"http://{}\"\ncredentials = \"tes\"\n\
+             [tes]\nsource = \"static\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            b.addr, b_key.access_key_id, b_key.secret
+        ),
+    );
     let a = Host::start(&a_root);
+    let created = a
+        .create(function(
+            "rem-tes",
+            "A",
+            0,
+            delegated(2, "remote", "b-tes", "work"),
+        ))
+        .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    assert_eq!(host_of(&a.invoke("rem-tes", &json!({})).await), "B");
 
     // `remote`: runs on B, as B's log shows; A's log says where it went.
     let created = a

@@ -62,9 +62,19 @@ impl Delegation {
             return None;
         }
         let name = settings.target.clone().unwrap_or_default();
+        let target = targets.get(&name).ok_or(name);
+        if let Err(name) = &target {
+            // Checked when the function was defined: the target left config.toml since.
+            tracing::warn!(
+                function = function_name,
+                target = %name,
+                policy = settings.policy.as_str(),
+                "the function delegates to a remote target config.toml no longer has"
+            );
+        }
         Some(Self {
             policy: settings.policy,
-            target: targets.get(&name).ok_or(name),
+            target,
             function: settings
                 .function_name
                 .clone()
