@@ -118,13 +118,20 @@ pub struct Origin {
 }
 
 /// Takes `inv` to the target. For a caller, the answer; for an `Event`, until the target has
-/// it (or it comes back here under `remote-first` and `overflow`).
-pub async fn run(spec: Origin, delegation: Delegation, inv: Invocation) -> Outcome {
+/// it (or it comes back here under `remote-first` and `overflow`). A held `Event` follows the
+/// function's configuration (`current`): before each new attempt it takes the delegation as
+/// it is then, and runs here once the policy is `local`.
+pub async fn run(
+    spec: Origin,
+    mut delegation: Delegation,
+    current: tokio::sync::watch::Receiver<Option<Delegation>>,
+    inv: Invocation,
+) -> Outcome {
     let event = matches!(
         inv.completion,
         Completion::Event { .. } | Completion::Detached
     );
-    let request = RemoteInvoke {
+    let mut request = RemoteInvoke {
         function: delegation.function.clone(),
         qualifier: delegation.qualifier.clone(),
         event,
@@ -134,11 +141,13 @@ pub async fn run(spec: Origin, delegation: Delegation, inv: Invocation) -> Outco
         log_tail: inv.want_log_tail,
         function_timeout: spec.timeout,
     };
-    let falls_back = delegation.policy != DelegationPolicy::Remote;
     let mut wait = EVENT_RETRY_FIRST;
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
+        let falls_back = delegation.policy != DelegationPolicy::Remote;
+        request.function.clone_from(&delegation.function);
+        request.qualifier.clone_from(&delegation.qualifier);
         let result = match &delegation.target {
             Ok(target) => target.invoke(&request).await,
             Err(name) => Err(RemoteError::Unreachable {
@@ -174,6 +183,18 @@ pub async fn run(spec: Origin, delegation: Delegation, inv: Invocation) -> Outco
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(retry_max);
+                    match current.borrow().clone() {
+                        Some(now) => delegation = now,
+                        None => {
+                            let line = format!(
+                                "FALLBACK RequestId: {} Target: {}: runs here: the function's policy is local now",
+                                inv.request_id,
+                                delegation.target_name(),
+                            );
+                            spec.log.write_lines(Level::Info, line.as_bytes());
+                            return Outcome::RunHere(inv);
+                        }
+                    }
                 }
                 _ => {
                     note_failed(&spec, &delegation, &inv, &e);

@@ -109,6 +109,9 @@ struct Actor {
     /// Invocations on their way to the remote target (`delegate::run`); ended with the actor
     /// (a stored `Event` among them runs again at the next start).
     delegated: JoinSet<Outcome>,
+    /// The delegation of the current configuration, which an `Event` waiting for its target
+    /// reads again before each new attempt.
+    delegation: tokio::sync::watch::Sender<Option<delegate::Delegation>>,
 }
 
 async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
@@ -123,7 +126,9 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
         abort_reason: InvocationAbort::ShuttingDown,
         init_failure: None,
         delegated: JoinSet::new(),
+        delegation: tokio::sync::watch::Sender::new(None),
     };
+    actor.delegation.send_replace(actor.spec.delegation.clone());
     // An on-demand container function's first instance starts from a waiting sandbox init
     // too: it is prepared as soon as the configuration is known.
     super::sandbox::refill_zygote(&actor.spec);
@@ -171,6 +176,7 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
                     let limits = spec.limits();
                     actor.spec.zygote.retire();
                     actor.spec = spec;
+                    actor.delegation.send_replace(actor.spec.delegation.clone());
                     super::sandbox::refill_zygote(&actor.spec);
                     let actions = actor.scheduler.on(Event::Reconfigured(limits), Instant::now());
                     actor.perform(actions, None).await;
@@ -233,7 +239,9 @@ impl Actor {
             log: self.spec.log.clone(),
             timeout: self.spec.config.timeout(),
         };
-        self.delegated.spawn(delegate::run(origin, delegation, inv));
+        let current = self.delegation.subscribe();
+        self.delegated
+            .spawn(delegate::run(origin, delegation, current, inv));
     }
 
     async fn on_report(&mut self, report: FunctionReport) {
