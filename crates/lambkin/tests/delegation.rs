@@ -662,3 +662,119 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
         "{said}"
     );
 }
+
+/// A CA and a certificate for `localhost` it signed (PEM of the CA, the server's chain and
+/// key).
+fn tls_pki() -> (
+    String,
+    Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+    tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    (
+        ca.pem(),
+        vec![server.der().clone()],
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_is_reached_through_tls_it_trusts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_root, b_root) = (tmp.path().join("a"), tmp.path().join("b"));
+    let b = start_b(&b_root).await;
+    // B behind TLS: a proxy that ends TLS (a certificate for localhost from the test's CA)
+    // and passes the bytes on to B.
+    let (ca_pem, chain, key) = tls_pki();
+    let (other_ca_pem, _, _) = tls_pki();
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let b_addr = b.addr.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, b_addr) = (acceptor.clone(), b_addr.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&b_addr).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    std::fs::create_dir_all(&a_root).unwrap();
+    std::fs::write(a_root.join("ca.pem"), &ca_pem).unwrap();
+    std::fs::write(a_root.join("other-ca.pem"), &other_ca_pem).unwrap();
+    let target = |name: &str, ca: &str| {
+        format!(
+            "[remote_targets.{name}]\nendpoint = \"https://localhost:{port}\"\n\
+             credentials = \"file\"\npath = \"{}\"\nprofile = \"lambkin\"\nca = \"{ca}\"\n",
+            b_root.join("state/credentials").display()
+        )
+    };
+    // `ca` relative to config.toml's directory.
+    std::fs::write(
+        a_root.join("config.toml"),
+        [target("tls", "ca.pem"), target("untrusted", "other-ca.pem")].concat(),
+    )
+    .unwrap();
+    let a = Host::start(&a_root);
+    for (name, target) in [("over-tls", "tls"), ("untrusted", "untrusted")] {
+        let created = a
+            .create(function(
+                name,
+                "A",
+                0,
+                delegated(2, "remote", target, "work"),
+            ))
+            .await;
+        assert_eq!(
+            created.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&created.body)
+        );
+    }
+    assert_eq!(host_of(&a.invoke("over-tls", &json!({})).await), "B");
+    let reply = a.invoke("untrusted", &json!({})).await;
+    assert_eq!(
+        reply.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let message = body_json(&reply)["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("remote target untrusted is unreachable: TLS with localhost:"),
+        "{message}"
+    );
+
+    // A CA file that is not there stops check-config (exit 78), naming the target.
+    std::fs::write(a_root.join("config.toml"), target("tls", "missing.pem")).unwrap();
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["check-config", "--root", a_root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(78), "{checked:?}");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        said.contains("remote_targets.tls") && said.contains("missing.pem"),
+        "{said}"
+    );
+}
