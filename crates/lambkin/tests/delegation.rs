@@ -176,6 +176,31 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
     );
     assert_eq!(starts(&a_root.join("logs/rem.log")), 0, "{a_log:?}");
 
+    // A Lambda component's `delegation` configuration sets its function's policy.
+    let recipe = support::lambda_component(
+        tmp.path(),
+        "com.example.Delegated",
+        &[(
+            "lambda_function.py",
+            "def lambda_handler(e, c):\n    return {'host': 'A'}\n",
+            0o644,
+        )],
+        json!({
+            "containerMode": "NoContainer",
+            "delegation": { "policy": "remote", "target": "b", "functionName": "work" },
+        }),
+    );
+    support::deployed(
+        &a_root,
+        tmp.path(),
+        &[recipe],
+        &["-m", "com.example.Delegated=1.0.0"],
+    );
+    assert_eq!(
+        host_of(&a.invoke("com.example.Delegated", &json!({})).await),
+        "B"
+    );
+
     // The log tail and a function error pass through as B answered them.
     let reply = a
         .call(
