@@ -4,6 +4,7 @@
 
 mod client;
 mod container;
+mod delegate;
 mod deploy;
 mod deploy_report;
 mod floor;
@@ -94,6 +95,9 @@ enum Sub {
     /// OpenWhisk benchmark: a Node action's blocking invoke through the OpenWhisk API against
     /// the same handler as a Lambda function through the Invoke API.
     Openwhisk(openwhisk::Args),
+    /// Delegation benchmark: a 50 ms function with 4 instances on one host, against the same
+    /// host with `overflow` to a second host.
+    Delegate(delegate::Args),
     /// Streaming benchmark: chunk latency and 16 MiB throughput through
     /// InvokeWithResponseStream and a streaming function URL, against the floor's chunked HTTP.
     Stream(stream::Args),
@@ -145,6 +149,9 @@ fn main() -> ExitCode {
     }
     if let Some(Sub::Openwhisk(args)) = &cli.command {
         return openwhisk::main(cli.lambkin.clone(), args);
+    }
+    if let Some(Sub::Delegate(args)) = &cli.command {
+        return delegate::main(cli.lambkin.clone(), args);
     }
     if let Some(Sub::Stream(args)) = &cli.command {
         return stream::main(cli.lambkin.clone(), args);

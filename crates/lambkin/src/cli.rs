@@ -284,7 +284,8 @@ pub fn load_config(
 }
 
 /// The checks of [`load_config`] past parsing: what the TLS files `config` (read from `path`)
-/// names hold, read by the clients that will use them.
+/// names hold (the broker's, the IoT credentials provider's, remote targets' CAs), read by the
+/// clients that will use them.
 pub fn check_files(config: &HostConfig, path: &Path) -> Result<(), crate::config::ConfigError> {
     let invalid = |problems: String| crate::config::ConfigError::Invalid {
         path: path.to_owned(),
@@ -295,6 +296,12 @@ pub fn check_files(config: &HostConfig, path: &Path) -> Result<(), crate::config
             if broker.tls {
                 crate::mqtt::tls::client_config(mqtt, broker.port).map_err(invalid)?;
             }
+        }
+    }
+    for (name, target) in &config.remote_targets {
+        if target.address().is_ok_and(|e| e.tls) {
+            crate::remote::tls_config(target)
+                .map_err(|e| invalid(format!("remote_targets.{name}: {e}")))?;
         }
     }
     if let Some(tes) = &config.tes {

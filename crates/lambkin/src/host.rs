@@ -200,6 +200,22 @@ pub async fn run(
         opts.config.account_id.clone(),
     )
     .with_context(|| format!("cannot open {}", layout.layers_dir().display()))?;
+    // One credential source: the token exchange service hands it to components, and remote
+    // targets with `credentials = "tes"` sign with it.
+    let tes_source = Arc::new(
+        crate::tes::Source::from_config(opts.config.tes.as_ref(), &opts.config.thing_name)
+            .context("cannot start the token exchange service")?,
+    );
+    let targets = crate::remote::Targets::new(
+        &opts.config.remote_targets,
+        &opts.config.region,
+        opts.config
+            .tes
+            .is_some()
+            .then(|| tes_source.clone() as Arc<dyn crate::remote::KeySource>),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("cannot set up the remote targets")?;
     let registry = Registry::new(
         store.clone(),
         layout.clone(),
@@ -213,6 +229,7 @@ pub async fn run(
             placement: placement.clone(),
             function_user: users.for_function(),
             metrics: opts.config.metrics.enabled,
+            targets,
         },
     );
     let addr = listener.local_addr()?;
@@ -261,13 +278,8 @@ pub async fn run(
         define_example(&registry).await?;
     }
     let tokens = Tokens::new();
-    let tes = Tes::start(
-        token_exchange,
-        opts.config.tes.as_ref(),
-        &opts.config.thing_name,
-        tokens.clone(),
-    )
-    .context("cannot start the token exchange service")?;
+    let tes = Tes::start(token_exchange, tes_source, tokens.clone())
+        .context("cannot start the token exchange service")?;
     let engine = Engine::start(
         EngineSettings {
             layout: layout.clone(),

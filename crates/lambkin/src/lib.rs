@@ -11,6 +11,8 @@
 //!   layers, extensions and telemetry, GreengrassContainer sandboxes.
 //! - [`http`]: the HTTP/1.1 listener loop the API and the token exchange service share.
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
+//! - [`remote`]: remote targets: Lambda-compatible Invoke endpoints that functions delegate
+//!   invocations to, SigV4-signed.
 //! - [`tes`]: the token exchange service: AWS credentials for components over loopback HTTP.
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`cgroup`]: memory, process and CPU limits, and tracking groups (cgroup v1 or v2).
@@ -60,6 +62,7 @@ pub mod mqtt;
 pub(crate) mod openwhisk;
 pub mod orphans;
 pub mod pubsub;
+pub mod remote;
 pub(crate) mod schema;
 pub(crate) mod store;
 pub mod tes;

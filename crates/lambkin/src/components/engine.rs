@@ -118,13 +118,15 @@ struct ProtectedKey {
 }
 
 /// A Lambda component's keys that decide how the host runs its function: isolation,
-/// triggers, its environment, its layers.
-const LAMBDA_HOST_KEYS: [&str; 5] = [
+/// triggers, its environment, its layers, where its invocations run (a component must not
+/// send its callers' payloads off the device on its own say).
+const LAMBDA_HOST_KEYS: [&str; 6] = [
     "containerMode",
     "containerParams",
     "pubsubTopics",
     "lambdaExecutionParameters",
     "layers",
+    "delegation",
 ];
 
 /// The `accessControl` of a component's configuration (its key of that name, in any case, as

@@ -43,6 +43,8 @@ pub struct HostSettings {
     pub function_user: Option<crate::users::RunAs>,
     /// Whether functions keep counters for `/metrics` (`[metrics] enabled`).
     pub metrics: bool,
+    /// The remote targets functions may delegate to (`[remote_targets.NAME]`).
+    pub targets: crate::remote::Targets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,8 @@ pub enum ManageError {
     OwnedByComponent(FunctionName),
     #[error(transparent)]
     Layers(#[from] LayersError),
+    #[error("Greengrass.Delegation.Target {target:?} names no remote target of this host (config.toml has {})", if .known.is_empty() { "no [remote_targets.NAME]".to_owned() } else { .known.join(", ") })]
+    UnknownTarget { target: String, known: Vec<String> },
 }
 
 struct Entry {
@@ -367,6 +371,11 @@ impl Registry {
             layers,
             extensions,
             metrics: self.function_metrics(&record.name),
+            delegation: super::delegate::Delegation::resolve(
+                &record.config.greengrass.delegation,
+                record.name.as_str(),
+                &self.inner.host.targets,
+            ),
         }))
     }
 
@@ -391,6 +400,29 @@ impl Registry {
                 Some((name.clone(), metrics, e.handle.clone()))
             })
             .collect()
+    }
+
+    /// Refuses a delegation naming a target the host does not have.
+    fn check_target(&self, config: &FunctionConfig) -> Result<(), ManageError> {
+        let delegation = &config.greengrass.delegation;
+        match &delegation.target {
+            Some(target)
+                if !delegation.is_local() && self.inner.host.targets.get(target).is_none() =>
+            {
+                Err(ManageError::UnknownTarget {
+                    target: target.clone(),
+                    known: self
+                        .inner
+                        .host
+                        .targets
+                        .names()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The versions a function's `Layers` name, as the function records them.
@@ -524,6 +556,7 @@ impl Registry {
             layers: self.layer_uses(req.layers.as_deref().unwrap_or_default())?,
         };
         config.validate()?;
+        self.check_target(&config)?;
         let zip = CodeZip::from_base64(zip_file)?;
         let record = self.record(name, config, &zip);
         let code_dir = self.unpack(&record, zip).await?;
@@ -609,6 +642,7 @@ impl Registry {
             c.layers = self.layer_uses(layers)?;
         }
         c.validate()?;
+        self.check_target(c)?;
         if c.runtime != old_config.runtime
             || c.handler != old_config.handler
             || has_exec_wrapper(c) != has_exec_wrapper(&old_config)
@@ -676,6 +710,7 @@ impl Registry {
         cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
+        self.check_target(&config)?;
         check_entry_point(
             &code_dir,
             &config.runtime,

@@ -148,6 +148,33 @@ impl<T> Scheduler<T> {
         o
     }
 
+    /// How many invocations would wait for an instance if one more were submitted now: the
+    /// queue and that one, less the idle instances, those starting, and those that may
+    /// still start (what `overflow` delegation compares with its threshold).
+    pub fn waiting_if_submitted(&self) -> usize {
+        let idle_or_starting = self
+            .instances
+            .values()
+            .filter(|i| match i.slot {
+                Slot::Idle { .. } => i.generation == self.generation,
+                Slot::Starting => true,
+                Slot::Busy | Slot::Stopping => false,
+            })
+            .count();
+        let max = if self.limits.pinned {
+            1
+        } else {
+            self.limits.max_instances as usize
+        };
+        let room = max.saturating_sub(self.instances.len());
+        (self.queue.len() + 1).saturating_sub(idle_or_starting + room)
+    }
+
+    /// Whether one more submitted invocation would be refused (the queue is full).
+    pub fn would_refuse(&self) -> bool {
+        self.queue.len() >= self.limits.max_queue as usize
+    }
+
     /// When [`Event::Tick`] should next be sent (the earliest idle expiry).
     pub fn next_wakeup(&self) -> Option<Instant> {
         if self.limits.pinned {
@@ -358,6 +385,25 @@ mod tests {
                 ..Occupancy::default()
             }
         );
+    }
+
+    #[test]
+    fn waiting_counts_what_no_instance_can_take() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(on_demand(2, 10));
+        // Room to start two: nothing would wait.
+        assert_eq!(s.waiting_if_submitted(), 0);
+        let a = s.on(Event::Submitted(1), now);
+        s.on(Event::Submitted(2), now);
+        // Both starting, both taken: the third would wait.
+        assert_eq!(s.waiting_if_submitted(), 1);
+        let first = starts(&a)[0];
+        s.on(Event::Ready(first), now);
+        assert_eq!(s.waiting_if_submitted(), 1);
+        s.on(Event::Ready(first), now);
+        // `first` took 2; the second, still starting, would take one more.
+        assert_eq!(s.waiting_if_submitted(), 0);
+        assert!(!s.would_refuse());
     }
 
     #[test]

@@ -49,4 +49,6 @@ pub struct FunctionSpec {
     /// The function's counters (kept across configurations); `None` with `[metrics]
     /// enabled = false`.
     pub metrics: Option<Arc<crate::metrics::counters::FunctionMetrics>>,
+    /// Where its invocations may go instead of here (`Greengrass.Delegation`); `None`: `local`.
+    pub delegation: Option<super::delegate::Delegation>,
 }
