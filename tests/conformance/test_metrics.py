@@ -28,8 +28,8 @@ from botocore.exceptions import ClientError
 
 from support import PACKAGES, ROLE, lambda_client, signed_request, until, wait_active, zip_files
 
-parser = pytest.importorskip("prometheus_client.parser")
-openmetrics_parser = pytest.importorskip("prometheus_client.openmetrics.parser")
+from prometheus_client import parser  # noqa: E402
+from prometheus_client.openmetrics import parser as openmetrics_parser  # noqa: E402
 
 import test_mqtt  # noqa: E402  (the broker, host and IPC component of the MQTT tests)
 import test_mqtt_trigger  # noqa: E402  (the Lambda component an IOT_CORE topic triggers)
