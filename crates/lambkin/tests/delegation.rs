@@ -266,6 +266,37 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
         .filter(|l| l.contains("DELEGATED RequestId"))
         .count();
     assert_eq!(delegated_lines, ran["B"]);
+    // A's metrics count what B took as `delegated` and what ran here as `success`.
+    let token = std::fs::read_to_string(a_root.join("state/metrics.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let outcome = |text: &str, outcome: &str| {
+        let series = format!(
+            "lambkin_function_invocations_total{{function=\"spill\",outcome=\"{outcome}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+    };
+    let mut last = String::new();
+    let counted = {
+        let mut counted = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counted.is_none() && std::time::Instant::now() < deadline {
+            let scraped = a
+                .call_unsigned("GET", "/metrics", &[("authorization", &bearer)], "")
+                .await;
+            assert_eq!(scraped.status, 200);
+            last = String::from_utf8_lossy(&scraped.body).into_owned();
+            let pair = (outcome(&last, "delegated"), outcome(&last, "success"));
+            if pair == (Some(ran["B"] as f64), Some(ran["A"] as f64)) {
+                counted = Some(pair);
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        counted
+    };
+    assert!(counted.is_some(), "A's counters are not {ran:?}:\n{last}");
 
     // An OpenWhisk action's `delegation` annotation sets its function's policy: the
     // activation runs as B's action of the same name.

@@ -48,7 +48,10 @@ pub enum Route {
 /// How a delegated invocation ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Answered, or kept in the store for the next start.
+    /// The target took it: answered it, or accepted the `Event`.
+    Delegated,
+    /// Not taken, and ended: the caller got the error, or the `Event` stays in the store for
+    /// the next start.
     Done,
     /// The target did not run it: it runs here after all.
     RunHere(Invocation),
@@ -159,7 +162,7 @@ pub async fn run(
             Ok(answer) => {
                 note_delegated(&spec, &delegation, &inv, &answer);
                 finish(inv, answer).await;
-                return Outcome::Done;
+                return Outcome::Delegated;
             }
             Err(e) if falls_back => {
                 note_fallback(&spec, &delegation, &inv, &e);

@@ -161,9 +161,17 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
             Some(done) = actor.delegated.join_next(), if !actor.delegated.is_empty() => {
                 // Not run there: it runs here, admitted already (never refused for a full
                 // queue, as a resubmitted one).
-                if let Ok(Outcome::RunHere(inv)) = done {
-                    let actions = actor.scheduler.on(Event::Resubmitted(inv), Instant::now());
-                    actor.perform(actions, None).await;
+                match done {
+                    Ok(Outcome::RunHere(inv)) => {
+                        let actions = actor.scheduler.on(Event::Resubmitted(inv), Instant::now());
+                        actor.perform(actions, None).await;
+                    }
+                    Ok(Outcome::Delegated) => {
+                        if let Some(metrics) = &actor.spec.metrics {
+                            metrics.delegated.inc();
+                        }
+                    }
+                    Ok(Outcome::Done) | Err(_) => {}
                 }
             }
             command = rx.recv(), if shutdown.is_none() => match command {

@@ -126,6 +126,9 @@ pub struct FunctionMetrics {
     pub timeout: Counter,
     /// Refused: the queue was full.
     pub throttled: Counter,
+    /// Taken by the function's remote target (`Greengrass.Delegation`): answered there, or,
+    /// for an `Event`, accepted there.
+    pub delegated: Counter,
     /// Invocations that waited for their instance's init.
     pub cold_starts: Counter,
     pub duration: Histogram,

@@ -68,7 +68,7 @@ fn gauge(n: impl Into<f64>) -> Value {
 async fn functions(registry: &Registry) -> Vec<Family> {
     let mut invocations = Family::new(
         "lambkin_function_invocations_total",
-        "Invocations by outcome: success, function_error (the function answered an error, or its runtime failed to start or exited), timeout, throttled (refused: the queue was full).",
+        "Invocations by outcome: success, function_error (the function answered an error, or its runtime failed to start or exited), timeout, throttled (refused: the queue was full), delegated (taken by the function's remote target).",
         Kind::Counter,
     );
     let mut duration = Family::new(
@@ -109,6 +109,7 @@ async fn functions(registry: &Registry) -> Vec<Family> {
             ("function_error", &m.function_error),
             ("timeout", &m.timeout),
             ("throttled", &m.throttled),
+            ("delegated", &m.delegated),
         ] {
             invocations.push(
                 labels(&[("function", f), ("outcome", outcome)]),
