@@ -6,7 +6,9 @@
 //! sets the device up (`lambkin install`: the default user and group, the root with its
 //! modes, the unit enabled at boot without systemctl), keeps an existing `config.toml` and
 //! an administrator's `systemctl disable`; remove keeps the root; purge removes it with
-//! `lambkin uninstall --purge`.
+//! `lambkin uninstall --purge`. Under systemd (a scratch system with `/run/systemd/system`
+//! and a `systemctl` that records its calls) the scripts reload, enable, start and stop the
+//! service through systemctl; without it they call none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -77,6 +79,18 @@ fn packaged_unit() -> String {
         "/var/lib/lambkin",
     ]));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The package, packed once for the tests of this file (under cargo's directory for tests'
+/// scratch files, replaced at each run).
+fn package() -> &'static Path {
+    static PACKAGE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PACKAGE.get_or_init(|| {
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("package-test");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        build_package(&scratch)
+    })
 }
 
 /// Packs the package into `out` as `scripts/package` does, from this build's binary (placed
@@ -214,6 +228,70 @@ fn account(sysroot: &Path, file: &str, name: &str) -> bool {
         .any(|l| l.split(':').next() == Some(name))
 }
 
+/// A `systemctl` that records each call in /var/log/systemctl.calls and keeps `enable` in a
+/// file, for `is-enabled`.
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+echo "$*" >>/var/log/systemctl.calls
+case "$1" in
+enable) : >/var/lib/systemctl.enabled ;;
+is-enabled) [ -e /var/lib/systemctl.enabled ] ;;
+esac
+"#;
+
+#[test]
+fn under_systemd_the_scripts_reload_enable_start_and_stop_the_service() {
+    require_root!("installing a package into a scratch root (dpkg --root chroots)");
+    require!(
+        Path::new(CARGO_DEB).exists(),
+        "cargo-deb is not installed (scripts/install-test-deps)"
+    );
+    require!(
+        on_path("dpkg") && on_path("dpkg-deb"),
+        "dpkg is not installed"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = package();
+    let deb_arg = deb.to_str().unwrap();
+    let sys = tmp.path().join("sysroot");
+    scratch_system(&sys, deb);
+    std::fs::create_dir_all(sys.join("run/systemd/system")).unwrap();
+    std::fs::create_dir_all(sys.join("var/log")).unwrap();
+    std::fs::create_dir_all(sys.join("usr/bin")).unwrap();
+    let systemctl = sys.join("usr/bin/systemctl");
+    std::fs::write(&systemctl, FAKE_SYSTEMCTL).unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let calls = || -> Vec<String> {
+        std::fs::read_to_string(sys.join("var/log/systemctl.calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+
+    dpkg_ok(&sys, &["--install", deb_arg]);
+    assert_eq!(
+        calls(),
+        [
+            "daemon-reload",
+            "enable lambkin.service",
+            "daemon-reload",
+            "is-enabled --quiet lambkin.service",
+            "start lambkin.service"
+        ]
+    );
+    assert!(
+        std::fs::symlink_metadata(sys.join(WANTS)).is_err(),
+        "the link is systemctl's to make under systemd"
+    );
+    std::fs::remove_file(sys.join("var/log/systemctl.calls")).unwrap();
+    dpkg_ok(&sys, &["--remove", "lambkin"]);
+    assert_eq!(calls(), ["stop lambkin.service", "daemon-reload"]);
+    std::fs::remove_file(sys.join("var/log/systemctl.calls")).unwrap();
+    dpkg_ok(&sys, &["--purge", "lambkin"]);
+    assert_eq!(calls(), ["daemon-reload"]);
+    assert!(!sys.join("var/lib/lambkin").exists());
+}
+
 #[test]
 fn the_package_holds_the_binary_and_the_unit_and_its_scripts_install_and_purge_a_device() {
     require_root!("installing a package into a scratch root (dpkg --root chroots)");
@@ -226,7 +304,7 @@ fn the_package_holds_the_binary_and_the_unit_and_its_scripts_install_and_purge_a
         "dpkg is not installed"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let deb = build_package(tmp.path());
+    let deb = package();
     let deb_arg = deb.to_str().unwrap();
 
     let info = text(&run(Command::new("dpkg-deb").args(["--info", deb_arg])));
@@ -251,9 +329,15 @@ fn the_package_holds_the_binary_and_the_unit_and_its_scripts_install_and_purge_a
         );
     }
 
-    // Installed into a scratch system: postinst sets the device up, without systemd.
+    // Installed into a scratch system: postinst sets the device up, without systemd (a
+    // `systemctl` there would record a call).
     let sys = tmp.path().join("sysroot");
-    scratch_system(&sys, &deb);
+    scratch_system(&sys, deb);
+    std::fs::create_dir_all(sys.join("var/log")).unwrap();
+    std::fs::create_dir_all(sys.join("usr/bin")).unwrap();
+    let systemctl = sys.join("usr/bin/systemctl");
+    std::fs::write(&systemctl, FAKE_SYSTEMCTL).unwrap();
+    std::fs::set_permissions(&systemctl, std::fs::Permissions::from_mode(0o755)).unwrap();
     let said = dpkg_ok(&sys, &["--install", deb_arg]);
     assert!(
         said.contains("root /var/lib/lambkin ready") && said.contains("no unit written"),
@@ -323,4 +407,9 @@ fn the_package_holds_the_binary_and_the_unit_and_its_scripts_install_and_purge_a
     assert!(std::fs::symlink_metadata(sys.join(WANTS)).is_err());
     let status = std::fs::read_to_string(sys.join("var/lib/dpkg/status")).unwrap();
     assert!(!status.contains("Package: lambkin"), "{status}");
+    assert!(
+        !sys.join("var/log/systemctl.calls").exists(),
+        "systemctl was called without systemd: {:?}",
+        std::fs::read_to_string(sys.join("var/log/systemctl.calls"))
+    );
 }
