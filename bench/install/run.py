@@ -241,6 +241,7 @@ def main():
         counts = full_root(lambkin, full, scratch)
         print(f"[bench install] made: {counts}", file=sys.stderr)
         migrate, again, reinstall, without_components, components_only = [], [], [], [], []
+        no_functions, no_components = [], []
         for i in range(args.runs):
             copy = os.path.join(scratch, f"upgrade-{i}")
             shutil.copytree(full, copy, symlinks=True)
@@ -288,6 +289,19 @@ def main():
             stop_host(proc)
             components_only.append(ready)
             shutil.rmtree(copy)
+            # Each half alone: the components without the functions' pinned instances
+            # starting beside them, and the functions (with their instances) alone.
+            for table, samples in (("functions", no_functions), ("components", no_components)):
+                shutil.copytree(full, copy, symlinks=True)
+                conn = sqlite3.connect(os.path.join(copy, "state", "lambkin.db"))
+                with conn:
+                    conn.execute("DELETE FROM events")
+                    conn.execute(f"DELETE FROM {table}")
+                conn.close()
+                proc, ready, _ = start_host(lambkin, copy)
+                stop_host(proc)
+                samples.append(ready)
+                shutil.rmtree(copy)
         rows.append((f"`lambkin run` to ready on an older root ({FUNCTIONS} functions, "
                      f"{COMPONENTS} components, {EVENTS:,} queued Events): migration "
                      "included", migrate))
@@ -297,6 +311,10 @@ def main():
                      without_components))
         rows.append((f"the same with its {COMPONENTS} components (started before the API "
                      "opens; events kept, not run)", components_only))
+        rows.append((f"its {COMPONENTS} components alone (no function, no event)",
+                     no_functions))
+        rows.append((f"its {FUNCTIONS} functions alone, each starting its pinned instance "
+                     "(no component, no event)", no_components))
         rows.append(("`lambkin install` on that root", reinstall))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
