@@ -238,6 +238,13 @@ pub enum Command {
         /// Print the systemctl commands instead of running them.
         #[arg(long)]
         no_enable: bool,
+        /// Write no unit and call no systemctl (a package ships the unit and enables it).
+        #[arg(long, conflicts_with = "no_enable")]
+        no_unit: bool,
+        /// Print the unit for --binary and --root with the default configuration (what a
+        /// package ships) and exit: nothing is checked or written, and root is not needed.
+        #[arg(long)]
+        print_unit: bool,
     },
     /// Remove what `install` made (the unit; the default user and group if it created them),
     /// keeping the root unless --purge.

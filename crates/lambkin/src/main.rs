@@ -175,7 +175,21 @@ async fn dispatch(command: Command) -> i32 {
             component_default_user,
             force,
             no_enable,
+            no_unit,
+            print_unit,
         } => {
+            if print_unit {
+                return match lambkin::install::print_unit(&root.layout(), binary.as_deref()) {
+                    Ok(text) => {
+                        print!("{text}");
+                        0
+                    }
+                    Err(e) => {
+                        fail!("{e}");
+                        e.exit_code()
+                    }
+                };
+            }
             let opts = lambkin::install::InstallOptions {
                 layout: root.layout(),
                 unit_dir,
@@ -189,6 +203,7 @@ async fn dispatch(command: Command) -> i32 {
                 component_default_user,
                 force,
                 no_enable,
+                no_unit,
             };
             return match lambkin::install::install(&opts) {
                 Ok(()) => 0,
