@@ -4,10 +4,12 @@
 
 mod client;
 mod container;
+mod delegate;
 mod deploy;
 mod deploy_report;
 mod floor;
 mod lambkin;
+mod metrics;
 mod openwhisk;
 mod process;
 mod procfs;
@@ -94,12 +96,18 @@ enum Sub {
     /// OpenWhisk benchmark: a Node action's blocking invoke through the OpenWhisk API against
     /// the same handler as a Lambda function through the Invoke API.
     Openwhisk(openwhisk::Args),
+    /// Delegation benchmark: a 50 ms function with 4 instances on one host, against the same
+    /// host with `overflow` to a second host.
+    Delegate(delegate::Args),
     /// Streaming benchmark: chunk latency and 16 MiB throughput through
     /// InvokeWithResponseStream and a streaming function URL, against the floor's chunked HTTP.
     Stream(stream::Args),
     /// Shared-subscription benchmark: one MQTT 5 shared-group stream (a 50 ms function)
     /// processed by one, two and three hosts on one mosquitto.
     Spread(spread::Args),
+    /// Metrics' cost: invoke latency and concurrency-64 throughput with metrics on and with
+    /// `[metrics] enabled = false`, two hosts taking turns.
+    Metrics(metrics::Args),
     /// One publisher or subscriber of the messaging benchmark (used by the bench itself).
     #[command(hide = true)]
     PubsubClient(pubsub_client::Args),
@@ -146,11 +154,17 @@ fn main() -> ExitCode {
     if let Some(Sub::Openwhisk(args)) = &cli.command {
         return openwhisk::main(cli.lambkin.clone(), args);
     }
+    if let Some(Sub::Delegate(args)) = &cli.command {
+        return delegate::main(cli.lambkin.clone(), args);
+    }
     if let Some(Sub::Stream(args)) = &cli.command {
         return stream::main(cli.lambkin.clone(), args);
     }
     if let Some(Sub::Container(args)) = &cli.command {
         return container::main(cli.lambkin.clone(), cli.bootstrap.clone(), args);
+    }
+    if let Some(Sub::Metrics(args)) = &cli.command {
+        return metrics::main(cli.lambkin.clone(), cli.bootstrap.clone(), args);
     }
     if let Some(Sub::Pubsub(args)) = &cli.command {
         return pubsub::main(cli.lambkin.clone(), args);

@@ -25,8 +25,8 @@ import pytest
 
 from support import PACKAGES, device_python, zip_files
 
-paho = pytest.importorskip("paho.mqtt.client")
-pytest.importorskip("awsiot.greengrasscoreipc")
+import awsiot.greengrasscoreipc  # noqa: E402,F401  (the component's SDK must be there)
+import paho.mqtt.client as paho  # noqa: E402
 
 from test_mqtt import Broker, until  # noqa: E402  (after the skips above)
 from test_mqtt import Host as MqttHost  # noqa: E402

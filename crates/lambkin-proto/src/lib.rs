@@ -11,10 +11,12 @@
 //!   and a Lambda component's configuration as the function it defines ([`recipe::lambda`]).
 //! - [`eventstream`]: AWS event-stream frames (prelude, headers, CRCs, limits) and their decoder.
 //! - [`ipc`]: Greengrass IPC: the event-stream RPC session, operation shapes, errors, authorization.
+//! - [`metrics`]: the Prometheus text format and OpenMetrics: families encoded, samples read back.
 
 pub mod calendar;
 pub mod eventstream;
 pub mod ipc;
 pub mod lambda;
+pub mod metrics;
 pub mod openwhisk;
 pub mod recipe;

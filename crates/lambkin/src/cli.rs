@@ -161,6 +161,19 @@ pub enum Command {
         root: RootArg,
         filter: String,
     },
+    /// A live overview in the terminal, from the host's /metrics: functions (invocations,
+    /// rates, errors, p50/p99 latency, instances) and components (states, MQTT traffic), the
+    /// MQTT connection and spool. Refreshes every second until interrupted.
+    Top {
+        #[command(flatten)]
+        root: RootArg,
+        /// Print one frame and exit (plain text; latency since the host started).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between frames.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+    },
     /// Print the shell lines that point the AWS CLI and SDKs at this host with its own key.
     Credentials {
         #[command(flatten)]
@@ -225,6 +238,13 @@ pub enum Command {
         /// Print the systemctl commands instead of running them.
         #[arg(long)]
         no_enable: bool,
+        /// Write no unit and call no systemctl (a package ships the unit and enables it).
+        #[arg(long, conflicts_with = "no_enable")]
+        no_unit: bool,
+        /// Print the unit for --binary and --root with the default configuration (what a
+        /// package ships) and exit: nothing is checked or written, and root is not needed.
+        #[arg(long)]
+        print_unit: bool,
     },
     /// Remove what `install` made (the unit; the default user and group if it created them),
     /// keeping the root unless --purge.
@@ -247,6 +267,16 @@ pub enum Command {
     },
 }
 
+/// `top --interval`: at least 0.1 s, at most a day.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.1..=86_400.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("between 0.1 and 86400 seconds".into())
+    }
+}
+
 /// Loads the configuration a command names, or the root's default one, and checks that the
 /// files it names for TLS (`[mqtt]` over `mqtts://`, `[tes]` from `iot`) hold what those
 /// clients need, with the clients' own code.
@@ -261,7 +291,8 @@ pub fn load_config(
 }
 
 /// The checks of [`load_config`] past parsing: what the TLS files `config` (read from `path`)
-/// names hold, read by the clients that will use them.
+/// names hold (the broker's, the IoT credentials provider's, remote targets' CAs), read by the
+/// clients that will use them.
 pub fn check_files(config: &HostConfig, path: &Path) -> Result<(), crate::config::ConfigError> {
     let invalid = |problems: String| crate::config::ConfigError::Invalid {
         path: path.to_owned(),
@@ -274,6 +305,12 @@ pub fn check_files(config: &HostConfig, path: &Path) -> Result<(), crate::config
             }
         }
     }
+    for (name, target) in &config.remote_targets {
+        if target.address().is_ok_and(|e| e.tls) {
+            crate::remote::tls_config(target)
+                .map_err(|e| invalid(format!("remote_targets.{name}: {e}")))?;
+        }
+    }
     if let Some(tes) = &config.tes {
         if tes.source == crate::config::TesSource::Iot {
             crate::tes::iot::IotProvider::new(tes, "")
@@ -283,7 +320,7 @@ pub fn check_files(config: &HostConfig, path: &Path) -> Result<(), crate::config
     Ok(())
 }
 
-fn host_addr(layout: &Layout) -> anyhow::Result<String> {
+pub(crate) fn host_addr(layout: &Layout) -> anyhow::Result<String> {
     let path = layout.api_addr_file();
     let addr = std::fs::read_to_string(&path).with_context(|| {
         format!(

@@ -34,6 +34,11 @@ pub struct HostConfig {
     pub openwhisk: OpenWhiskConfig,
     /// `[mqtt_invoke]`: the functions that may be invoked over MQTT.
     pub mqtt_invoke: MqttInvokeConfig,
+    /// `[metrics]`: `/metrics` and the counters behind it.
+    pub metrics: MetricsConfig,
+    /// `[remote_targets.NAME]`: Lambda-compatible Invoke endpoints a function may delegate
+    /// its invocations to (`Greengrass.Delegation`).
+    pub remote_targets: std::collections::BTreeMap<String, RemoteTargetConfig>,
 }
 
 /// `[mqtt_invoke]`: invoke over MQTT (`crate::mqtt_invoke`), MQTT 5 request/response on
@@ -73,6 +78,219 @@ impl MqttInvokeConfig {
                 config.thing_name
             ));
         }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "snake_case")]
+pub struct MetricsConfig {
+    /// `true` (default): functions keep their counters and `/metrics` answers; `false`: no
+    /// counter is kept on the invoke path and `/metrics` is not served (404).
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `[remote_targets.NAME]`: a Lambda-compatible Invoke endpoint (AWS Lambda in a region, or
+/// another Lambkin host's API) and what its requests are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RemoteTargetConfig {
+    /// `https://lambda.REGION.amazonaws.com`, or `http(s)://HOST:PORT` of another host.
+    pub endpoint: String,
+    /// The region requests are signed for; default: the host's `region`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Where the signing key comes from.
+    pub credentials: RemoteCredentialSource,
+    /// `static`: the key itself (and a session token, for temporary credentials).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// `file`: a shared-credentials file (`aws_access_key_id`, `aws_secret_access_key` under a
+    /// `[profile]`), read at each request, so a new key takes effect at once.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `file`: the profile; default `default`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// `https`: a PEM CA to trust instead of the system's roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// How long connecting (and the TLS handshake) may take before the target counts as
+    /// unreachable.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long the target may take to answer beyond the function's own timeout.
+    #[serde(default = "default_answer_slack_ms")]
+    pub answer_slack_ms: u64,
+    /// The longest wait between two attempts to hand a delegated `Event` to the target.
+    #[serde(default = "default_event_retry_max_ms")]
+    pub event_retry_max_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+fn default_answer_slack_ms() -> u64 {
+    5000
+}
+fn default_event_retry_max_ms() -> u64 {
+    30_000
+}
+
+/// `credentials` of a `[remote_targets.NAME]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteCredentialSource {
+    /// The token exchange service's source (`[tes]`): on a production device, the IoT role
+    /// alias's temporary credentials.
+    Tes,
+    Static,
+    File,
+}
+
+/// A remote target's endpoint, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl RemoteTargetConfig {
+    /// `endpoint` as scheme, host and port.
+    pub fn address(&self) -> Result<RemoteEndpoint, String> {
+        let bad = |why: &str| {
+            format!(
+                "endpoint {:?} {why}; write https://lambda.REGION.amazonaws.com or \
+                 http(s)://HOST:PORT",
+                self.endpoint
+            )
+        };
+        let uri: http::Uri = self.endpoint.parse().map_err(|_| bad("is not a URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad("must start with https:// or http://")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("has no host"))?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(bad("may not have a path"));
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(RemoteEndpoint {
+            tls,
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            host,
+        })
+    }
+
+    fn problems(&self, name: &str, has_tes: bool, problems: &mut Vec<String>) {
+        let at = format!("remote_targets.{name}");
+        if !lambkin_proto::lambda::function::Delegation::is_target_name(name) {
+            problems.push(format!(
+                "{at}: a target's name must be 1-64 letters, digits, '-' or '_'"
+            ));
+        }
+        let endpoint = self.address();
+        if let Err(e) = &endpoint {
+            problems.push(format!("{at}.{e}"));
+        }
+        if let Some(region) = &self.region {
+            if region.is_empty()
+                || !region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                problems.push(format!(
+                    "{at}.region {region:?} is not a region name such as us-east-1"
+                ));
+            }
+        }
+        let given = [
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+            ("session_token", self.session_token.is_some()),
+            ("path", self.path.is_some()),
+            ("profile", self.profile.is_some()),
+        ];
+        let (source, required, optional): (&str, &[&str], &[&str]) = match self.credentials {
+            RemoteCredentialSource::Tes => ("tes", &[], &[]),
+            RemoteCredentialSource::Static => (
+                "static",
+                &["access_key_id", "secret_access_key"],
+                &["session_token"],
+            ),
+            RemoteCredentialSource::File => ("file", &["path"], &["profile"]),
+        };
+        for (key, is_given) in given {
+            if required.contains(&key) && !is_given {
+                problems.push(format!(
+                    "{at}.{key} is required with credentials = \"{source}\""
+                ));
+            }
+            if is_given && !required.contains(&key) && !optional.contains(&key) {
+                problems.push(format!(
+                    "{at}.{key} does not apply to credentials = \"{source}\""
+                ));
+            }
+        }
+        if self.credentials == RemoteCredentialSource::Tes && !has_tes {
+            problems.push(format!(
+                "{at}: credentials = \"tes\" needs a [tes] section (the token exchange service's source)"
+            ));
+        }
+        for (key, value) in [
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+            ("profile", &self.profile),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                problems.push(format!("{at}.{key} may not be empty"));
+            }
+        }
+        if self.ca.is_some() && endpoint.is_ok_and(|e| !e.tls) {
+            problems.push(format!("{at}.ca applies to an https:// endpoint only"));
+        }
+        if self.connect_timeout_ms == 0 {
+            problems.push(format!("{at}.connect_timeout_ms must be at least 1"));
+        }
+        if self.event_retry_max_ms == 0 {
+            problems.push(format!("{at}.event_retry_max_ms must be at least 1"));
+        }
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        for path in [&mut self.path, &mut self.ca].into_iter().flatten() {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn answer_slack(&self) -> Duration {
+        Duration::from_millis(self.answer_slack_ms)
+    }
+    pub fn event_retry_max(&self) -> Duration {
+        Duration::from_millis(self.event_retry_max_ms)
     }
 }
 
@@ -130,6 +348,8 @@ impl Default for HostConfig {
             tes: None,
             openwhisk: OpenWhiskConfig::default(),
             mqtt_invoke: MqttInvokeConfig::default(),
+            metrics: MetricsConfig::default(),
+            remote_targets: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -660,6 +880,9 @@ impl HostConfig {
         if let Some(tes) = &mut config.tes {
             tes.resolve_paths(dir);
         }
+        for target in config.remote_targets.values_mut() {
+            target.resolve_paths(dir);
+        }
         Ok(config)
     }
 
@@ -721,6 +944,9 @@ impl HostConfig {
             tes.problems(&mut problems);
         }
         self.mqtt_invoke.problems(self, &mut problems);
+        for (name, target) in &self.remote_targets {
+            target.problems(name, self.tes.is_some(), &mut problems);
+        }
         if let Err(kinds) = self.openwhisk.kind_table() {
             problems.extend(kinds.into_iter().map(|p| format!("openwhisk.kinds: {p}")));
         }
@@ -882,6 +1108,62 @@ mod tests {
             err.contains("tes.path is required") && err.contains("tes.endpoint"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn remote_targets_table() {
+        let config = HostConfig::parse(
+            r#"
+            [remote_targets.cloud]
+            endpoint = "https://lambda.eu-west-1.amazonaws.com"
+            region = "eu-west-1"
+            credentials = "static"
+            access_key_id = "AKIA"
+            secret_access_key = "s"
+            [remote_targets.peer]
+            endpoint = "http://127.0.0.1:3001"
+            credentials = "file"
+            path = "/r/state/credentials"
+            profile = "lambkin"
+            "#,
+        )
+        .unwrap();
+        let cloud = &config.remote_targets["cloud"];
+        assert_eq!(
+            cloud.address().unwrap(),
+            RemoteEndpoint {
+                tls: true,
+                host: "lambda.eu-west-1.amazonaws.com".into(),
+                port: 443
+            }
+        );
+        assert_eq!(config.remote_targets["peer"].address().unwrap().port, 3001);
+        let e = HostConfig::parse(
+            r#"
+            [remote_targets."bad name"]
+            endpoint = "ftp://x"
+            credentials = "tes"
+            [remote_targets.b]
+            endpoint = "http://127.0.0.1:1/path"
+            credentials = "static"
+            path = "/x"
+            ca = "/ca.pem"
+            "#,
+        )
+        .unwrap_err();
+        for problem in [
+            "remote_targets.bad name: a target's name must be",
+            "must start with https:// or http://",
+            "credentials = \"tes\" needs a [tes] section",
+            "may not have a path",
+            "remote_targets.b.access_key_id is required with credentials = \"static\"",
+            "remote_targets.b.path does not apply to credentials = \"static\"",
+        ] {
+            assert!(e.contains(problem), "{problem:?} not in {e}");
+        }
+        let e = HostConfig::parse("[remote_targets.b]\nendpoint = \"http://h:1\"\ncredentials = \"file\"\npath = \"/p\"\nsecret = 1\n")
+            .unwrap_err();
+        assert!(e.contains("unknown field `secret`"), "{e}");
     }
 
     #[test]

@@ -200,6 +200,22 @@ pub async fn run(
         opts.config.account_id.clone(),
     )
     .with_context(|| format!("cannot open {}", layout.layers_dir().display()))?;
+    // One credential source: the token exchange service hands it to components, and remote
+    // targets with `credentials = "tes"` sign with it.
+    let tes_source = Arc::new(
+        crate::tes::Source::from_config(opts.config.tes.as_ref(), &opts.config.thing_name)
+            .context("cannot start the token exchange service")?,
+    );
+    let targets = crate::remote::Targets::new(
+        &opts.config.remote_targets,
+        &opts.config.region,
+        opts.config
+            .tes
+            .is_some()
+            .then(|| tes_source.clone() as Arc<dyn crate::remote::KeySource>),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("cannot set up the remote targets")?;
     let registry = Registry::new(
         store.clone(),
         layout.clone(),
@@ -212,6 +228,8 @@ pub async fn run(
             shutdown_grace: opts.config.lambda.shutdown_grace(),
             placement: placement.clone(),
             function_user: users.for_function(),
+            metrics: opts.config.metrics.enabled,
+            targets,
         },
     );
     let addr = listener.local_addr()?;
@@ -260,13 +278,8 @@ pub async fn run(
         define_example(&registry).await?;
     }
     let tokens = Tokens::new();
-    let tes = Tes::start(
-        token_exchange,
-        opts.config.tes.as_ref(),
-        &opts.config.thing_name,
-        tokens.clone(),
-    )
-    .context("cannot start the token exchange service")?;
+    let tes = Tes::start(token_exchange, tes_source, tokens.clone())
+        .context("cannot start the token exchange service")?;
     let engine = Engine::start(
         EngineSettings {
             layout: layout.clone(),
@@ -304,7 +317,17 @@ pub async fn run(
         &opts.config.thing_name,
     )
     .await;
-    let cli_token = write_cli_token(&layout)?;
+    let cli_token = write_token(&layout.cli_token_file(), "the CLI's")?;
+    let ipc_connections = Arc::new(crate::metrics::counters::Gauge::default());
+    let metrics = if opts.config.metrics.enabled {
+        Some(crate::metrics::Exporter {
+            token: metrics_token(&layout)?,
+            mqtt: mqtt.clone(),
+            ipc_connections: ipc_connections.clone(),
+        })
+    } else {
+        None
+    };
     openwhisk.bind_stored().await;
     // Every subscription the host starts with is made: what the broker kept for the session
     // and no one claims may go.
@@ -326,12 +349,16 @@ pub async fn run(
         )
         .context("cannot read the function URLs (state/function-urls.json)")?,
         region: opts.config.region.clone(),
+        metrics,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|ipc| ipc.path.clone());
     let ipc_server = ipc_listener.map(|IpcListener { listener, .. }| {
-        let services =
-            Arc::new(Services::new(pubsub.clone(), engine.clone(), tokens).with_mqtt(mqtt.clone()));
+        let services = Arc::new(
+            Services::new(pubsub.clone(), engine.clone(), tokens)
+                .with_mqtt(mqtt.clone())
+                .with_connection_gauge(ipc_connections),
+        );
         tokio::spawn(ipc::serve(listener, services, stop_rx.clone()))
     });
     let server = tokio::spawn(api::serve(listener, state, stop_rx));
@@ -412,23 +439,37 @@ fn component_env(
     .collect()
 }
 
-/// A fresh token for the CLI, readable only by the host's user; on a full disk, the one the
-/// last start wrote.
-fn write_cli_token(layout: &Layout) -> anyhow::Result<String> {
+/// A fresh token (the CLI's, `/metrics`'), readable only by the host's user; on a full disk,
+/// the one the last start wrote.
+fn write_token(path: &std::path::Path, whose: &str) -> anyhow::Result<String> {
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let path = layout.cli_token_file();
-    match crate::layout::write_private(&path, token.as_bytes()) {
+    match crate::layout::write_private(path, token.as_bytes()) {
         Ok(()) => Ok(token),
         Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-            let kept = std::fs::read_to_string(&path)
+            let kept = std::fs::read_to_string(path)
                 .ok()
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
                 .with_context(|| format!("cannot write {}: {e}", path.display()))?;
-            tracing::warn!(error = %e, "the disk is full: the CLI's token stays the last one");
+            tracing::warn!(error = %e, "the disk is full: {whose} token stays the last one");
             Ok(kept)
         }
         Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
+}
+
+/// `/metrics`' bearer token: made at the first start and kept, so a Prometheus server that
+/// holds a copy of the file keeps scraping across restarts. Delete the file to have a new one
+/// made.
+fn metrics_token(layout: &Layout) -> anyhow::Result<String> {
+    let path = layout.metrics_token_file();
+    let kept = std::fs::read_to_string(&path)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    match kept {
+        Some(token) => Ok(token),
+        None => write_token(&path, "/metrics'"),
     }
 }
 

@@ -56,6 +56,9 @@ pub struct InstallOptions {
     pub force: bool,
     /// Print the `systemctl` commands instead of running them.
     pub no_enable: bool,
+    /// Write no unit and call no `systemctl`: the unit comes from elsewhere (the Debian
+    /// package ships the one [`print_unit`] prints, and its scripts enable it).
+    pub no_unit: bool,
 }
 
 /// `lambkin uninstall`'s flags.
@@ -131,8 +134,8 @@ fn io<'a>(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// The unit file written.
-    pub unit: PathBuf,
+    /// The unit file written; `None` when install wrote none (`--no-unit`).
+    pub unit: Option<PathBuf>,
     /// The components' default user and group names, and whether install created them.
     pub user: String,
     pub group: Option<String>,
@@ -194,7 +197,7 @@ pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
         println!("wrote {}", path.display());
     }
 
-    let unit = opts.unit_dir.join(UNIT_NAME);
+    let unit = (!opts.no_unit).then(|| opts.unit_dir.join(UNIT_NAME));
     let previous = read_record(layout).ok();
     let same_account = previous
         .as_ref()
@@ -216,6 +219,10 @@ pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
     })?;
     crate::layout::write_private(&record_path, &json).map_err(io("write", &record_path))?;
 
+    let Some(unit) = unit else {
+        println!("no unit written (--no-unit)");
+        return Ok(());
+    };
     write_unit(&unit, &plan.unit_text)?;
     println!("wrote {}", unit.display());
 
@@ -250,17 +257,21 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
         return Err(InstallError::Flags(problems.join("; ")));
     }
     let record = read_record(layout)?;
-    let unit_dir = record.unit.parent().unwrap_or(Path::new("/"));
-    let system = is_system_unit_dir(unit_dir);
+    let system = record
+        .unit
+        .as_deref()
+        .is_some_and(|unit| is_system_unit_dir(unit.parent().unwrap_or(Path::new("/"))));
     if system {
         systemctl(&[&["disable", "--now", UNIT_NAME]], opts.no_enable)?;
     }
     let lock = crate::layout::RootLock::acquire(layout)?;
     let mut left = Vec::new();
-    match std::fs::remove_file(&record.unit) {
-        Ok(()) => println!("removed {}", record.unit.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => left.push(format!("{}: {e}", record.unit.display())),
+    if let Some(unit) = &record.unit {
+        match std::fs::remove_file(unit) {
+            Ok(()) => println!("removed {}", unit.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => left.push(format!("{}: {e}", unit.display())),
+        }
     }
     if system {
         if let Err(e) = systemctl(&[&["daemon-reload"]], opts.no_enable) {
@@ -296,6 +307,27 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// `lambkin install --print-unit`: the unit install writes for a host running `binary` on
+/// the root of `layout` with the default configuration, for a package to ship (the same on
+/// every machine it is built on: a device's own `[lambda] shutdown_grace_ms` is not known
+/// there). Nothing is checked on the machine and nothing is written: the binary need not be
+/// there yet, and no root is needed.
+pub fn print_unit(layout: &Layout, binary: Option<&Path>) -> Result<String, InstallError> {
+    let binary = match binary {
+        Some(b) if b.is_absolute() => b.to_owned(),
+        Some(b) => {
+            return Err(InstallError::Flags(format!(
+                "--binary {}: the unit needs an absolute path",
+                b.display()
+            )))
+        }
+        None => std::env::current_exe().map_err(io("find", Path::new("this binary")))?,
+    };
+    let root = std::path::absolute(layout.root()).unwrap_or_else(|_| layout.root().to_owned());
+    let config = HostConfig::default();
+    unit_text(&binary, &root, config.lambda.shutdown_grace()).map_err(InstallError::Flags)
+}
+
 /// Everything install will write, worked out and checked before anything is.
 #[derive(Debug)]
 struct Plan {
@@ -328,14 +360,16 @@ impl Plan {
                 problems.push(format!("--root {} is not a directory", root.display()));
             }
         }
-        let unit_dir = std::path::absolute(&opts.unit_dir).unwrap_or(opts.unit_dir.clone());
-        if !unit_dir.is_dir() {
-            problems.push(format!(
-                "--unit-dir {} is not a directory",
-                unit_dir.display()
-            ));
+        if !opts.no_unit {
+            let unit_dir = std::path::absolute(&opts.unit_dir).unwrap_or(opts.unit_dir.clone());
+            if !unit_dir.is_dir() {
+                problems.push(format!(
+                    "--unit-dir {} is not a directory",
+                    unit_dir.display()
+                ));
+            }
+            problems.extend(trust_problems(&unit_dir, "--unit-dir"));
         }
-        problems.extend(trust_problems(&unit_dir, "--unit-dir"));
         let mut tls = Vec::new();
         for (flag, path) in [
             ("--cert", &opts.cert),
@@ -447,7 +481,8 @@ fn config_text(opts: &InstallOptions, tls: &[(&str, PathBuf)]) -> Option<String>
 pub fn unit_text(binary: &Path, root: &Path, shutdown_grace: Duration) -> Result<String, String> {
     let stop_timeout = (shutdown_grace + STOP_SLACK).as_secs_f64().ceil();
     Ok(format!(
-        r#"# Written by `lambkin install`; `lambkin uninstall` removes it.
+        r#"# Written by `lambkin install` (`lambkin uninstall` removes it), or shipped by the lambkin
+# Debian package (`lambkin install --print-unit`).
 [Unit]
 Description=Lambkin edge function host (AWS Lambda functions, AWS IoT Greengrass V2 components)
 # Started once the network is configured (not online: the host starts offline and connects

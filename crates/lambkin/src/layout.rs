@@ -57,6 +57,10 @@ impl Layout {
     pub fn cli_token_file(&self) -> PathBuf {
         self.state_dir().join("cli.token")
     }
+    /// The bearer token `/metrics` takes (Prometheus's `authorization.credentials_file`).
+    pub fn metrics_token_file(&self) -> PathBuf {
+        self.state_dir().join("metrics.token")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

@@ -6,11 +6,14 @@
 //! benches use. The rest are the crate's own.
 //! - [`host`]: wires the services together and stops them in order.
 //! - [`cli`]: the `lambkin` commands that talk to a running host.
+//! - [`top`]: `lambkin top`, the device at a glance in a terminal, from `/metrics`.
 //! - [`lambda`]: functions, their instances (processes with a Runtime API each), scheduling,
 //!   layers, extensions and telemetry, GreengrassContainer sandboxes.
 //! - [`http`]: the HTTP/1.1 listener loop the API and the token exchange service share.
 //! - [`mqtt`]: the MQTT broker connection and the durable spool of messages bound for it.
 //! - [`mqtt_invoke`]: functions invoked over MQTT 5 request/response.
+//! - [`remote`]: remote targets: Lambda-compatible Invoke endpoints that functions delegate
+//!   invocations to, SigV4-signed.
 //! - [`tes`]: the token exchange service: AWS credentials for components over loopback HTTP.
 //! - [`pubsub`]: local publish/subscribe: topic filters, the router, per-subscriber queues.
 //! - [`cgroup`]: memory, process and CPU limits, and tracking groups (cgroup v1 or v2).
@@ -19,6 +22,8 @@
 //! - [`logfile`]: per-component and per-function log files.
 //! - [`journal`]: the host's stderr as a systemd journal stream (levels as `<N>` prefixes).
 //! - [`keys`]: the host's own keys and tokens.
+//! - [`metrics`]: `/metrics`: the counters the host's paths update (atomics only), and the
+//!   families a scrape gathers from them and from the services' states.
 //! - `api`: the HTTP listener: AWS Invoke (streamed too), management, layer and function URL
 //!   APIs, function URLs themselves, `/lambkin/v1`, and the
 //!   OpenWhisk API's edge.
@@ -53,13 +58,16 @@ pub mod keys;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;
+pub mod metrics;
 pub mod mqtt;
 pub mod mqtt_invoke;
 pub(crate) mod openwhisk;
 pub mod orphans;
 pub mod pubsub;
+pub mod remote;
 pub(crate) mod schema;
 pub(crate) mod store;
 pub mod tes;
 pub(crate) mod timestamp;
+pub mod top;
 pub(crate) mod users;

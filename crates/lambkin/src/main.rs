@@ -1,6 +1,7 @@
 //! The `lambkin` binary.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -145,6 +146,11 @@ async fn dispatch(command: Command) -> i32 {
             .await
         }
         Command::List { root, json } => cli::list(&root.layout(), json).await,
+        Command::Top {
+            root,
+            once,
+            interval,
+        } => lambkin::top::run(&root.layout(), once, Duration::from_secs_f64(interval)).await,
         Command::Restart { root, name } => cli::control(&root.layout(), &name, "restart").await,
         Command::Stop { root, name } => cli::control(&root.layout(), &name, "stop").await,
         Command::Pub {
@@ -169,7 +175,21 @@ async fn dispatch(command: Command) -> i32 {
             component_default_user,
             force,
             no_enable,
+            no_unit,
+            print_unit,
         } => {
+            if print_unit {
+                return match lambkin::install::print_unit(&root.layout(), binary.as_deref()) {
+                    Ok(text) => {
+                        print!("{text}");
+                        0
+                    }
+                    Err(e) => {
+                        fail!("{e}");
+                        e.exit_code()
+                    }
+                };
+            }
             let opts = lambkin::install::InstallOptions {
                 layout: root.layout(),
                 unit_dir,
@@ -183,6 +203,7 @@ async fn dispatch(command: Command) -> i32 {
                 component_default_user,
                 force,
                 no_enable,
+                no_unit,
             };
             return match lambkin::install::install(&opts) {
                 Ok(()) => 0,

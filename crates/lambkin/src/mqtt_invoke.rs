@@ -78,6 +78,9 @@ pub enum Refused {
     ShuttingDown,
     #[error("the function was deleted or replaced before the invocation ran")]
     FunctionRemoved,
+    /// The function's remote target (`Greengrass.Delegation` `remote`) did not run it.
+    #[error("{0}")]
+    RemoteTarget(String),
 }
 
 impl Refused {
@@ -91,6 +94,7 @@ impl Refused {
             Self::QueueFull { .. } | Self::Busy => "TooManyRequestsException",
             Self::ShuttingDown => "ServiceException",
             Self::FunctionRemoved => "ResourceConflictException",
+            Self::RemoteTarget(_) => "RemoteTargetException",
         }
     }
 
@@ -247,6 +251,9 @@ impl Context {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(crate::lambda::invocation::InvocationAbort::FunctionRemoved)) => {
                 Err(Refused::FunctionRemoved)
+            }
+            Ok(Err(crate::lambda::invocation::InvocationAbort::Remote(why))) => {
+                Err(Refused::RemoteTarget(why))
             }
             Ok(Err(crate::lambda::invocation::InvocationAbort::ShuttingDown)) | Err(_) => {
                 Err(Refused::ShuttingDown)

@@ -1,7 +1,8 @@
 //! `lambkin install` and `lambkin uninstall` against a scratch root and unit directory: the
 //! unit systemd accepts, the configuration `check-config` accepts, the owners and modes of
 //! the root, the default user and group made and removed again; bad flags refused before
-//! anything is written; a user who is not root refused.
+//! anything is written; a user who is not root refused. `--print-unit` gives the unit
+//! install writes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -191,6 +192,17 @@ fn install_writes_a_unit_systemd_accepts_and_uninstall_removes_what_it_made() {
         "TimeoutStopSec={stop_timeout} is not above the 2 s grace"
     );
     assert_eq!(mode(&unit), 0o644);
+    // The unit a package ships (`--print-unit`, the default configuration's) is this one.
+    let printed = lambkin(&[
+        "install",
+        "--print-unit",
+        "--binary",
+        binary,
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(printed.status.success(), "{}", text(&printed));
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), unit_text);
 
     // The configuration: what check-config says of it, and only what the flags gave.
     let checked = lambkin(&["check-config", "--root", root.to_str().unwrap()]);

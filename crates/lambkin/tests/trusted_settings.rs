@@ -145,6 +145,11 @@ async fn a_lambda_component_cannot_change_its_isolation_or_its_triggers() {
             json!({ "memorySize": 1 }),
             "containerParams",
         ),
+        (
+            vec![],
+            json!({ "delegation": { "policy": "remote", "target": "elsewhere" } }),
+            "delegation",
+        ),
     ] {
         let (refused, body) = ipc.update(&key_path, merge.clone());
         assert!(refused, "{key_path:?} {merge}: accepted");

@@ -63,6 +63,10 @@ pub enum ApiError {
     /// The request's Signature Version 4 was not accepted.
     #[error("{0}")]
     Signature(#[from] crate::lambda::sigv4::SignatureError),
+    /// A function delegated to a remote target that could not run it there: unreachable,
+    /// timed out, refused the request, or answered something that is not an Invoke answer.
+    #[error("{0}")]
+    RemoteTarget(String),
 }
 
 /// Whose fault an error is, as AWS reports it in the body's `Type`.
@@ -98,6 +102,7 @@ impl ApiError {
             Self::UnknownOperation(_) => "UnknownOperationException",
             Self::AccessDenied(_) => "AccessDeniedException",
             Self::ComponentNotFound(_) => "ResourceNotFoundException",
+            Self::RemoteTarget(_) => "RemoteTargetException",
             Self::Signature(e) => match e {
                 SignatureError::Missing => "MissingAuthenticationTokenException",
                 SignatureError::Incomplete(_) => "IncompleteSignatureException",
@@ -125,12 +130,13 @@ impl ApiError {
             Self::TooManyRequests { .. } => 429,
             Self::UnsupportedMediaType(_) => 415,
             Self::Service(_) => 500,
+            Self::RemoteTarget(_) => 502,
         }
     }
 
     pub fn blame(&self) -> Blame {
         match self {
-            Self::Service(_) => Blame::Service,
+            Self::Service(_) | Self::RemoteTarget(_) => Blame::Service,
             Self::ResourceNotFound(_)
             | Self::LayerVersionNotFound
             | Self::Validation(_)

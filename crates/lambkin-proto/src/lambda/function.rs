@@ -149,6 +149,9 @@ pub struct GreengrassSettings {
     pub input_payload_encoding_type: PayloadEncoding,
     /// How the function's processes are isolated (Greengrass `containerMode`).
     pub isolation: Isolation,
+    /// Where its invocations run: here (the default), or on a remote target.
+    #[serde(skip_serializing_if = "Delegation::is_local")]
+    pub delegation: Delegation,
 }
 
 impl Default for GreengrassSettings {
@@ -161,6 +164,122 @@ impl Default for GreengrassSettings {
             status_timeout_in_seconds: 60,
             input_payload_encoding_type: PayloadEncoding::Json,
             isolation: Isolation::NoContainer,
+            delegation: Delegation::default(),
+        }
+    }
+}
+
+/// Where a function's invocations run (`Greengrass.Delegation` on the API, `delegation` in a
+/// Lambda component's configuration): on this host, or on a remote target named in the host's
+/// configuration (`[remote_targets.NAME]`), as the function `function_name` there.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct Delegation {
+    pub policy: DelegationPolicy,
+    /// The remote target's name; required unless the policy is `local`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The function's name (or ARN) at the target; default: this function's own name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_name: Option<String>,
+    /// The version or alias invoked at the target (`Qualifier`); default: none (`$LATEST`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qualifier: Option<String>,
+    /// `overflow`: how many invocations may wait here for an instance before the next one
+    /// goes to the target (0, the default: any invocation that would wait goes there).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub overflow_queue_threshold: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// When a function's invocations go to its remote target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DelegationPolicy {
+    /// Always here.
+    #[default]
+    Local,
+    /// Always at the target; when it cannot be reached, a synchronous call fails and an
+    /// `Event` waits, stored, until it can.
+    Remote,
+    /// Here, unless the invocation would wait here past the threshold or be refused.
+    Overflow,
+    /// At the target, here when the target cannot be reached or does not answer in time.
+    RemoteFirst,
+}
+
+impl DelegationPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Remote => "remote",
+            Self::Overflow => "overflow",
+            Self::RemoteFirst => "remote-first",
+        }
+    }
+
+    /// Parses a policy as it is written (`local`, `remote`, `overflow`, `remote-first`).
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Local, Self::Remote, Self::Overflow, Self::RemoteFirst]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+impl Delegation {
+    /// The longest target name (a TOML table key in the host's configuration).
+    pub const MAX_TARGET_NAME: usize = 64;
+
+    pub fn is_local(&self) -> bool {
+        self.policy == DelegationPolicy::Local
+    }
+
+    /// Whether `name` may name a remote target: 1-64 of `[A-Za-z0-9_-]`.
+    pub fn is_target_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= Self::MAX_TARGET_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        match (&self.target, self.policy) {
+            (None, DelegationPolicy::Local) => {}
+            (None, policy) => problems.push(format!(
+                "Greengrass.Delegation.Target is required with the policy {}",
+                policy.as_str()
+            )),
+            (Some(target), _) if !Self::is_target_name(target) => problems.push(format!(
+                "Greengrass.Delegation.Target {target:?} must be 1-64 letters, digits, '-' or '_'"
+            )),
+            (Some(_), _) => {}
+        }
+        if let Some(name) = &self.function_name {
+            let plain = FunctionName::parse(name).is_ok();
+            let arn = name.starts_with("arn:")
+                && name.len() <= 256
+                && !name.contains(['/', '?', '#', ' ']);
+            if !plain && !arn {
+                problems.push(format!(
+                    "Greengrass.Delegation.FunctionName {name:?} is not a function name or ARN"
+                ));
+            }
+        }
+        if let Some(qualifier) = &self.qualifier {
+            let ok = !qualifier.is_empty()
+                && qualifier.len() <= 128
+                && qualifier
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"$-_".contains(&b));
+            if !ok {
+                problems.push(format!(
+                    "Greengrass.Delegation.Qualifier {qualifier:?} is not a version or alias"
+                ));
+            }
         }
     }
 }
@@ -320,6 +439,8 @@ pub struct GreengrassPatch {
     pub max_idle_time_in_seconds: Option<u32>,
     pub status_timeout_in_seconds: Option<u32>,
     pub input_payload_encoding_type: Option<PayloadEncoding>,
+    /// Replaces the whole delegation when given.
+    pub delegation: Option<Delegation>,
 }
 
 impl GreengrassPatch {
@@ -331,6 +452,7 @@ impl GreengrassPatch {
             max_idle_time_in_seconds,
             status_timeout_in_seconds,
             input_payload_encoding_type,
+            delegation,
         } = self.clone();
         to.pinned = pinned.unwrap_or(to.pinned);
         to.max_instances_count = max_instances_count.unwrap_or(to.max_instances_count);
@@ -341,6 +463,9 @@ impl GreengrassPatch {
             status_timeout_in_seconds.unwrap_or(to.status_timeout_in_seconds);
         to.input_payload_encoding_type =
             input_payload_encoding_type.unwrap_or(to.input_payload_encoding_type);
+        if let Some(delegation) = delegation {
+            to.delegation = delegation;
+        }
     }
 }
 
@@ -357,6 +482,7 @@ impl GreengrassSettings {
                 problems.push(format!("Greengrass.{key} must be at least 1, got 0"));
             }
         }
+        self.delegation.validate(problems);
     }
 }
 
@@ -515,6 +641,39 @@ pub enum FunctionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delegation_is_checked_patched_and_kept_out_of_sight_when_local() {
+        let mut settings = GreengrassSettings::default();
+        let text = serde_json::to_string(&settings).unwrap_or_default();
+        assert!(!text.contains("Delegation"), "{text}");
+        let patch: GreengrassPatch = serde_json::from_str(
+            r#"{"Delegation":{"Policy":"remote-first","Target":"b","Qualifier":"$LATEST"}}"#,
+        )
+        .unwrap_or_default();
+        patch.apply(&mut settings);
+        assert_eq!(settings.delegation.policy, DelegationPolicy::RemoteFirst);
+        let mut problems = Vec::new();
+        settings.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        settings.delegation = Delegation {
+            policy: DelegationPolicy::Overflow,
+            target: Some("no such/name".into()),
+            function_name: Some("../x".into()),
+            qualifier: Some("".into()),
+            overflow_queue_threshold: 0,
+        };
+        settings.validate(&mut problems);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        settings.delegation.target = None;
+        problems.clear();
+        settings.validate(&mut problems);
+        assert!(problems[0].contains("Target is required with the policy overflow"));
+        assert!(
+            serde_json::from_str::<GreengrassPatch>(r#"{"Delegation":{"Policy":"often"}}"#)
+                .is_err()
+        );
+    }
 
     #[test]
     fn names_that_are_path_components_are_refused() {

@@ -223,7 +223,27 @@ pub fn sign_request<B>(
     region: &str,
     now: SystemTime,
 ) -> Result<(), String> {
-    let identity: Identity = credentials(key).into();
+    sign_request_with_token(request, body, key, None, region, now)
+}
+
+/// As [`sign_request`], with temporary credentials' session token (sent as
+/// `X-Amz-Security-Token` and signed, as an SDK does).
+pub fn sign_request_with_token<B>(
+    request: &mut http::Request<B>,
+    body: &[u8],
+    key: &Key<'_>,
+    session_token: Option<&str>,
+    region: &str,
+    now: SystemTime,
+) -> Result<(), String> {
+    let identity: Identity = Credentials::new(
+        key.access_key_id,
+        key.secret,
+        session_token.map(str::to_owned),
+        None,
+        "lambkin",
+    )
+    .into();
     let settings = SigningSettings::default();
     let params = v4::SigningParams::builder()
         .identity(&identity)

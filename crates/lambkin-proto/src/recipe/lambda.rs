@@ -18,8 +18,8 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::lambda::function::{
-    Access, ContainerParams, Device, FunctionConfig, FunctionError, FunctionName,
-    GreengrassSettings, Isolation, PayloadEncoding, Runtime, Volume,
+    Access, ContainerParams, Delegation, DelegationPolicy, Device, FunctionConfig, FunctionError,
+    FunctionName, GreengrassSettings, Isolation, PayloadEncoding, Runtime, Volume,
 };
 
 /// The `Setenv` variable that names the function's runtime.
@@ -238,6 +238,7 @@ impl<'a> Reader<'a, '_> {
                 .count("statusTimeoutInSeconds", defaults.status_timeout_in_seconds),
             input_payload_encoding_type: self.encoding(),
             isolation,
+            delegation: self.delegation(),
         };
         // At most MAX_MEMORY_SIZE_KIB, so the quotient fits.
         let memory_size_mb = u32::try_from(memory_size_kib.div_ceil(1024)).unwrap_or(u32::MAX);
@@ -455,6 +456,70 @@ impl<'a> Reader<'a, '_> {
         }
     }
 
+    /// `delegation`: `{"policy", "target", "functionName", "qualifier",
+    /// "overflowQueueThreshold"}`; the model checks the values it reads
+    /// ([`FunctionConfig::validate`]).
+    fn delegation(&mut self) -> Delegation {
+        let key = "delegation";
+        let object = match present(self.root.get(key)) {
+            None => return Delegation::default(),
+            Some(v @ Value::Object(_)) => v,
+            Some(v) => {
+                self.not_a(key, v, "an object");
+                return Delegation::default();
+            }
+        };
+        let mut delegation = Delegation::default();
+        if let Some(map) = object.as_object() {
+            for (member, value) in map {
+                let at = format!("{key}.{member}");
+                if value.is_null() {
+                    continue;
+                }
+                match member.as_str() {
+                    "policy" => match value.as_str().and_then(DelegationPolicy::parse) {
+                        Some(policy) => delegation.policy = policy,
+                        None => {
+                            self.not_a(&at, value, "one of local, remote, overflow, remote-first");
+                        }
+                    },
+                    "target" | "functionName" | "qualifier" => match value.as_str() {
+                        Some(text) => {
+                            let slot = match member.as_str() {
+                                "target" => &mut delegation.target,
+                                "functionName" => &mut delegation.function_name,
+                                _ => &mut delegation.qualifier,
+                            };
+                            *slot = Some(text.to_owned());
+                        }
+                        None => {
+                            self.not_a(&at, value, "a string");
+                        }
+                    },
+                    "overflowQueueThreshold" => {
+                        match value.as_f64().filter(|n| n.fract() == 0.0 && *n >= 0.0) {
+                            Some(n) if n <= f64::from(u32::MAX) => {
+                                // Whole and in range: the conversion is exact.
+                                delegation.overflow_queue_threshold = n as u32;
+                            }
+                            _ => {
+                                self.not_a(&at, value, "a whole number of at least 0");
+                            }
+                        }
+                    }
+                    _ => self.out_of_range(
+                        &at,
+                        value,
+                        "delegation takes policy, target, functionName, qualifier and \
+                         overflowQueueThreshold"
+                            .into(),
+                    ),
+                }
+            }
+        }
+        delegation
+    }
+
     /// `lambdaExecutionParameters.EnvironmentVariables`: strings as they are, other values as
     /// their JSON text.
     fn environment(&mut self) -> BTreeMap<String, String> {
@@ -620,6 +685,50 @@ mod tests {
             Isolation::GreengrassContainer(params) => params,
             Isolation::NoContainer => panic!("no container"),
         }
+    }
+
+    #[test]
+    fn delegation_is_read_and_its_bad_values_named() {
+        let f = translate(&json!({"delegation": {
+            "policy": "overflow", "target": "cloud", "functionName": "other",
+            "qualifier": "prod", "overflowQueueThreshold": 3.0,
+        }}))
+        .unwrap();
+        assert_eq!(
+            f.config.greengrass.delegation,
+            Delegation {
+                policy: DelegationPolicy::Overflow,
+                target: Some("cloud".into()),
+                function_name: Some("other".into()),
+                qualifier: Some("prod".into()),
+                overflow_queue_threshold: 3,
+            }
+        );
+        assert!(translate(&json!({}))
+            .unwrap()
+            .config
+            .greengrass
+            .delegation
+            .is_local());
+        assert_eq!(
+            keys_named(&json!({"delegation": {
+                "policy": "sometimes", "target": 1, "overflowQueueThreshold": -1, "extra": 1,
+            }})),
+            [
+                "delegation.extra",
+                "delegation.overflowQueueThreshold",
+                "delegation.policy",
+                "delegation.target"
+            ]
+        );
+        assert_eq!(keys_named(&json!({"delegation": "remote"})), ["delegation"]);
+        // Read, then refused by the model: a remote policy needs its target.
+        let e = translate(&json!({"delegation": {"policy": "remote"}})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Greengrass.Delegation.Target is required"),
+            "{e}"
+        );
     }
 
     #[test]

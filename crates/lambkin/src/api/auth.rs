@@ -17,6 +17,22 @@ use lambkin_proto::lambda::sigv4::{self, SignatureError, SignedRequest};
 
 use crate::config::ApiAuth;
 
+/// No `Origin` and no cross-site `Sec-Fetch-Site`: not a request a web page made.
+pub fn not_cross_site(parts: &Parts) -> Result<(), ApiError> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = header("origin") {
+        return Err(ApiError::AccessDenied(format!(
+            "a request from a web page (Origin {origin}) is refused: the API takes no cross-site requests"
+        )));
+    }
+    if let Some(site) = header("sec-fetch-site").filter(|s| *s != "none" && *s != "same-origin") {
+        return Err(ApiError::AccessDenied(format!(
+            "a {site} request from a browser is refused"
+        )));
+    }
+    Ok(())
+}
+
 /// Whom a verified request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -132,17 +148,7 @@ impl Gate {
     /// No `Origin`, no cross-site `Sec-Fetch-Site`, and a `Host` naming this listener.
     pub fn not_a_browser(&self, parts: &Parts) -> Result<(), ApiError> {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(origin) = header("origin") {
-            return Err(ApiError::AccessDenied(format!(
-                "a request from a web page (Origin {origin}) is refused: the API takes no cross-site requests"
-            )));
-        }
-        if let Some(site) = header("sec-fetch-site").filter(|s| *s != "none" && *s != "same-origin")
-        {
-            return Err(ApiError::AccessDenied(format!(
-                "a {site} request from a browser is refused"
-            )));
-        }
+        not_cross_site(parts)?;
         let host = header("host").unwrap_or("");
         if !self.is_own_host(host) {
             return Err(ApiError::AccessDenied(format!(

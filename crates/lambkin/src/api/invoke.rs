@@ -190,6 +190,7 @@ fn aborted(abort: InvocationAbort) -> ApiError {
         InvocationAbort::FunctionRemoved => ApiError::ResourceConflict(
             "the function was deleted while the invocation waited".into(),
         ),
+        InvocationAbort::Remote(why) => ApiError::RemoteTarget(why),
     }
 }
 

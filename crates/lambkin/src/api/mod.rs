@@ -1,5 +1,5 @@
 //! The host's HTTP listener (default `127.0.0.1:3001`): the AWS Invoke API, the Lambda
-//! management API and Lambkin's own `/lambkin/v1` API. The whole route table is `route`;
+//! management API, Lambkin's own `/lambkin/v1` API and `/metrics`. The whole route table is `route`;
 //! every error becomes HTTP in `error_response`, the one place that maps them.
 //!
 //! A Lambda API request is admitted in one order: its operation is known from the route, the
@@ -13,6 +13,7 @@ mod invoke;
 mod layers;
 mod local;
 mod management;
+mod metrics;
 pub mod state;
 pub mod stream;
 mod url_requests;
@@ -83,6 +84,10 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
             Ok(()) => local::route(req, state, &method, &segments[2..]).await,
             Err(e) => Err(e),
         },
+        (&Method::GET, ["metrics"]) => {
+            let (parts, _body) = req.into_parts();
+            Ok(metrics::serve(&parts, state).await)
+        }
         (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
         _ => match Operation::route(&method, &segments, req.uri().query()) {
             Some(operation) => {

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub urls: super::url_store::FunctionUrls,
     /// The region URLs' host form names (`URLID.lambda-url.REGION.on.aws`).
     pub region: String,
+    /// `/metrics`; `None` with `[metrics] enabled = false`.
+    pub metrics: Option<crate::metrics::Exporter>,
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

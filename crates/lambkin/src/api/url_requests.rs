@@ -55,6 +55,9 @@ impl UrlError {
                 tracing::warn!(error = %why, "function URL: the function's answer is not a response");
                 (StatusCode::BAD_GATEWAY, "Internal Server Error".to_owned())
             }
+            Self::Aborted(why @ InvocationAbort::Remote(_)) => {
+                (StatusCode::BAD_GATEWAY, why.to_string())
+            }
             Self::Aborted(why) => (StatusCode::SERVICE_UNAVAILABLE, why.to_string()),
         };
         super::json_response(status, &serde_json::json!({ "Message": message }))

@@ -37,6 +37,7 @@ use super::updates::ComponentUpdates;
 use crate::lambda::registry::Registry;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
+use crate::metrics::counters::Counter;
 use crate::store::{ComponentRecord, ConfigChange, DeploymentRecord, Store, StoreError};
 
 /// How long a component may take to come up in a deployment beyond its own step timeouts.
@@ -117,13 +118,15 @@ struct ProtectedKey {
 }
 
 /// A Lambda component's keys that decide how the host runs its function: isolation,
-/// triggers, its environment, its layers.
-const LAMBDA_HOST_KEYS: [&str; 5] = [
+/// triggers, its environment, its layers, where its invocations run (a component must not
+/// send its callers' payloads off the device on its own say).
+const LAMBDA_HOST_KEYS: [&str; 6] = [
     "containerMode",
     "containerParams",
     "pubsubTopics",
     "lambdaExecutionParameters",
     "layers",
+    "delegation",
 ];
 
 /// The `accessControl` of a component's configuration (its key of that name, in any case, as
@@ -164,6 +167,26 @@ pub struct Engine {
     persisting: Arc<tokio::sync::Mutex<()>>,
     /// SubscribeToComponentUpdates and DeferComponentUpdate, shared with IPC.
     updates: Arc<ComponentUpdates>,
+    deployments: Arc<DeploymentCounters>,
+}
+
+/// Deployments ended while this host runs, by outcome (`/metrics`).
+#[derive(Debug, Default)]
+pub struct DeploymentCounters {
+    pub succeeded: Counter,
+    pub failed: Counter,
+    pub canceled: Counter,
+}
+
+impl DeploymentCounters {
+    fn ended(&self, status: DeploymentStatus) {
+        match status {
+            DeploymentStatus::Succeeded => self.succeeded.inc(),
+            DeploymentStatus::Failed => self.failed.inc(),
+            DeploymentStatus::Canceled => self.canceled.inc(),
+            DeploymentStatus::Queued | DeploymentStatus::InProgress => {}
+        }
+    }
 }
 
 impl Engine {
@@ -194,7 +217,9 @@ impl Engine {
         let protected: Protected = Arc::default();
         let (status, reports_tx, board) = status::spawn();
         let updates: Arc<ComponentUpdates> = Arc::default();
+        let deployments: Arc<DeploymentCounters> = Arc::default();
         let mut actor = Actor {
+            deployments: deployments.clone(),
             triggers: Triggers::new(
                 settings.pubsub.clone(),
                 settings.mqtt.clone(),
@@ -251,7 +276,18 @@ impl Engine {
             unsaved: Arc::default(),
             persisting: Arc::default(),
             updates,
+            deployments,
         }
+    }
+
+    /// The status board as last published: states, restarts and errors.
+    pub fn board(&self) -> status::Board {
+        self.board.borrow().clone()
+    }
+
+    /// Deployments ended while this host runs, by outcome.
+    pub fn deployment_counters(&self) -> &DeploymentCounters {
+        &self.deployments
     }
 
     /// The components' update subscriptions and answers (IPC's side of them).
@@ -428,6 +464,7 @@ struct RunningComponent {
 
 struct Actor {
     settings: EngineSettings,
+    deployments: Arc<DeploymentCounters>,
     store: Store,
     registry: Registry,
     running: BTreeMap<String, RunningComponent>,
@@ -465,6 +502,7 @@ impl Actor {
             match command {
                 Command::Deploy(request, reply) => {
                     let outcome = self.deploy(*request).await;
+                    self.deployments.ended(outcome.status);
                     let _ = reply.send(outcome);
                 }
                 Command::Restart(name, reply) => {

@@ -40,7 +40,45 @@ pub struct ComponentStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Board {
     pub components: Arc<BTreeMap<String, ComponentStatus>>,
+    /// Each component's restarts and errors while this host runs.
+    pub counts: Arc<BTreeMap<String, ComponentCounts>>,
     applied: u64,
+}
+
+/// How often a component ran again and failed, while this host runs (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComponentCounts {
+    /// Entries into STARTING after it had run (been RUNNING, FINISHED or ERRORED): a restart
+    /// goes RUNNING, STOPPING, INSTALLED, STARTING.
+    pub restarts: u64,
+    /// Failures: entries into ERRORED, and into BROKEN other than from ERRORED (the third
+    /// error's BROKEN is that error's, counted once).
+    pub errors: u64,
+    /// Whether it has run since the host started.
+    ran: bool,
+}
+
+impl ComponentCounts {
+    fn on(&mut self, from: State, to: State) {
+        if from == to {
+            return;
+        }
+        match to {
+            State::Errored => {
+                self.errors += 1;
+                self.ran = true;
+            }
+            State::Broken => {
+                if from != State::Errored {
+                    self.errors += 1;
+                }
+                self.ran = true;
+            }
+            State::Running | State::Finished => self.ran = true,
+            State::Starting if self.ran => self.restarts += 1,
+            _ => {}
+        }
+    }
 }
 
 impl Board {
@@ -75,6 +113,7 @@ struct Owner {
     components: BTreeMap<String, ComponentStatus>,
     rules: DependencyGraph,
     supervisors: BTreeMap<String, Arc<SupervisorHandle>>,
+    counts: BTreeMap<String, ComponentCounts>,
 }
 
 impl Owner {
@@ -109,6 +148,7 @@ impl Owner {
             }
             Change::Remove(name) => {
                 self.components.remove(&name);
+                self.counts.remove(&name);
                 self.supervisors.remove(&name);
                 self.rules.forget(&name);
             }
@@ -125,6 +165,10 @@ impl Owner {
         else {
             return;
         };
+        self.counts
+            .entry(report.name.clone())
+            .or_default()
+            .on(status.state, report.state);
         status.state = report.state;
         status.detail = report.detail;
         let components = &self.components;
@@ -204,6 +248,7 @@ async fn run(
         }
         board.send_replace(Board {
             components: Arc::new(owner.components.clone()),
+            counts: Arc::new(owner.counts.clone()),
             applied,
         });
     }
@@ -235,6 +280,32 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restarts_and_errors_are_counted_from_transitions() {
+        let mut c = ComponentCounts::default();
+        for (from, to) in [
+            (State::New, State::Installed),
+            (State::Installed, State::Starting),
+            (State::Starting, State::Running),
+            (State::Running, State::Errored),
+            (State::Errored, State::Errored),
+            (State::Errored, State::Starting),
+            (State::Starting, State::Running),
+            // `lambkin restart`.
+            (State::Running, State::Stopping),
+            (State::Stopping, State::Installed),
+            (State::Installed, State::Starting),
+            (State::Starting, State::Broken),
+            // The third error's BROKEN is that error's.
+            (State::Broken, State::Starting),
+            (State::Starting, State::Errored),
+            (State::Errored, State::Broken),
+        ] {
+            c.on(from, to);
+        }
+        assert_eq!((c.restarts, c.errors), (3, 3));
+    }
 
     fn status(state: State) -> ComponentStatus {
         ComponentStatus {

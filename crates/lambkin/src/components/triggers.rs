@@ -65,6 +65,7 @@ use lambkin_proto::recipe::ComponentName;
 use crate::lambda::function::Refusal;
 use crate::lambda::invocation::{Completion, Invocation, RequestId};
 use crate::lambda::registry::Registry;
+use crate::metrics::counters::Traffic;
 use crate::mqtt::connection::{Delivery, Receipt};
 use crate::mqtt::Mqtt;
 use crate::pubsub::{Client, Filter, Payload, PubSubHandle, ReceiveMode, Subscription};
@@ -262,18 +263,23 @@ async fn subscribe_and_forward(
     };
     tracing::debug!(%function, %topic, "IOT_CORE topic triggers the function");
     let _ = subscribed.send(());
-    forward_broker(messages, registry, function).await;
+    let traffic = mqtt.counters().traffic.of(function.as_str());
+    forward_broker(messages, traffic, registry, function).await;
 }
 
 /// A broker subscription's messages → stored `Event` invocations of `function`, in order,
 /// each acknowledged to the broker once stored.
 async fn forward_broker(
     mut messages: tokio::sync::mpsc::Receiver<Delivery>,
+    traffic: Arc<Traffic>,
     registry: Registry,
     function: FunctionName,
 ) {
     let dropped = AtomicU64::new(0);
     while let Some(Delivery { message, receipt }) = messages.recv().await {
+        // Counted as the function's component's traffic, redeliveries included.
+        traffic.received_messages.inc();
+        traffic.received_bytes.add(message.payload.len() as u64);
         let topic = message.topic;
         let Some((handle, spec)) = registry.lookup(&function) else {
             count_drop(&dropped, &function, &topic, "the function is not defined");

@@ -44,6 +44,7 @@ use super::tokens::Tokens;
 use crate::components::deployment::{ConfigUpdate, DeploymentRequest, FailurePolicy};
 use crate::components::engine::{ControlError, Engine};
 use crate::components::updates::UpdateNotice;
+use crate::metrics::counters::Gauge;
 use crate::mqtt::{IncomingMessage, Mqtt, OutgoingMessage};
 use crate::pubsub::queue::Inbox;
 use crate::pubsub::{self, Client, Filter, Group, PubSubHandle, Subscription, Topic};
@@ -69,6 +70,8 @@ pub struct Services {
     modified: Mutex<HashMap<String, f64>>,
     /// Each component's subscription byte budget, shared by its connections.
     budgets: Mutex<HashMap<String, std::sync::Weak<Mutex<crate::pubsub::Budget>>>>,
+    /// Connections open, for `/metrics`.
+    pub connections: Arc<Gauge>,
 }
 
 /// One configuration node changed by UpdateConfiguration.
@@ -133,7 +136,14 @@ impl Services {
             config_updates,
             modified: Mutex::default(),
             budgets: Mutex::default(),
+            connections: Arc::default(),
         }
+    }
+
+    /// Counts open connections on `gauge` (the host's `/metrics` reads it).
+    pub fn with_connection_gauge(mut self, gauge: Arc<Gauge>) -> Self {
+        self.connections = gauge;
+        self
     }
 
     /// The byte budget every subscription queue of `component` counts against, over all
@@ -343,8 +353,10 @@ fn publish_to_iot_core(
     )?;
     let publish = request.validate()?;
     let mqtt = s.mqtt.clone().ok_or_else(no_broker)?;
+    let traffic = mqtt.counters().traffic.of(principal.as_str());
     Ok(Box::pin(async move {
         let topic = publish.topic_name;
+        let bytes = publish.payload.len();
         mqtt.publish(OutgoingMessage {
             topic: topic.clone(),
             at_least_once: publish.qos == Qos::AtLeastOnce,
@@ -353,6 +365,8 @@ fn publish_to_iot_core(
         })
         .await
         .map_err(|e| IpcError::service(format!("Publish to topic {topic} failed: {e}")))?;
+        traffic.sent_messages.inc();
+        traffic.sent_bytes.add(bytes as u64);
         Ok(EMPTY.to_vec())
     }))
 }

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::logfile::Noted;
+use crate::metrics::counters::{Gauge, Traffic};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -114,7 +115,10 @@ pub async fn serve(
     services: Arc<Services>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let gate = Arc::new(Gate::new(nix::unistd::geteuid().as_raw()));
+    let gate = Arc::new(Gate::new(
+        nix::unistd::geteuid().as_raw(),
+        services.connections.clone(),
+    ));
     let mut connections = JoinSet::new();
     let mut backoff = crate::http::AcceptBackoff::default();
     loop {
@@ -233,10 +237,12 @@ struct Gate {
     oversized: Noted,
     late: Noted,
     unknown_tokens: Noted,
+    /// Connections open.
+    open: Arc<Gauge>,
 }
 
 impl Gate {
-    fn new(trusted_uid: u32) -> Self {
+    fn new(trusted_uid: u32, open: Arc<Gauge>) -> Self {
         Self {
             admission: Mutex::new(Admission::new(
                 trusted_uid,
@@ -247,6 +253,7 @@ impl Gate {
             oversized: Noted::default(),
             late: Noted::default(),
             unknown_tokens: Noted::default(),
+            open,
         }
     }
 
@@ -277,7 +284,10 @@ impl Slot {
         let admitted = gate.admission().admit(uid);
         match admitted {
             Ok(()) => Some(Self {
-                gate: gate.clone(),
+                gate: {
+                    gate.open.inc();
+                    gate.clone()
+                },
                 uid,
                 authenticated: false,
             }),
@@ -297,6 +307,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.gate.open.dec();
         let mut admission = self.gate.admission();
         if self.authenticated {
             admission.leave_authenticated();
@@ -310,8 +321,8 @@ impl Drop for Slot {
 enum Source {
     /// SubscribeToTopic.
     Topic(Subscription),
-    /// SubscribeToIoTCore.
-    IoTCore(Inbox<IncomingMessage>),
+    /// SubscribeToIoTCore, with the subscribing component's traffic counters.
+    IoTCore(Inbox<IncomingMessage>, Option<Arc<Traffic>>),
 }
 
 impl Source {
@@ -320,7 +331,14 @@ impl Source {
     fn next_event(&mut self) -> Result<Option<Vec<u8>>, TryRecvError> {
         let event = match self {
             Self::Topic(subscription) => operations::subscription_event(&subscription.try_recv()?),
-            Self::IoTCore(messages) => operations::iot_core_event(&messages.try_recv()?),
+            Self::IoTCore(messages, traffic) => {
+                let message = messages.try_recv()?;
+                if let Some(traffic) = traffic {
+                    traffic.received_messages.inc();
+                    traffic.received_bytes.add(message.payload.len() as u64);
+                }
+                operations::iot_core_event(&message)
+            }
         };
         Ok(event
             .map_err(|e| tracing::debug!(error = %e, "IPC event not encoded; skipped"))
@@ -564,7 +582,16 @@ impl Connection {
                         }
                         Outcome::IoTCore(messages) => {
                             let more = self.answer(stream, Ok(b"{}".to_vec()));
-                            self.sources.insert(stream, Source::IoTCore(messages));
+                            let traffic = self
+                                .services
+                                .mqtt
+                                .as_ref()
+                                .zip(self.session.principal())
+                                .map(|(mqtt, principal)| {
+                                    mqtt.counters().traffic.of(principal.as_str())
+                                });
+                            self.sources
+                                .insert(stream, Source::IoTCore(messages, traffic));
                             more
                         }
                         Outcome::Configuration {

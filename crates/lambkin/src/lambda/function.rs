@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
+use super::delegate::{self, Outcome, Route};
 use super::instance::{self, FunctionReport, InitFailure, InstanceHandle, InstanceMsg};
 use super::invocation::{FunctionResponse, Invocation, InvocationAbort};
-use super::scheduler::{Action, Event, InstanceId, Limits, Scheduler};
+use super::scheduler::{Action, Event, InstanceId, Limits, Occupancy, Scheduler};
 use super::spec::FunctionSpec;
 
 /// Invocations that may wait for the actor before callers wait too.
@@ -44,6 +46,7 @@ enum Command {
     },
     Resubmit(Invocation),
     Reconfigure(Arc<FunctionSpec>),
+    Occupancy(oneshot::Sender<Occupancy>),
     Shutdown {
         why: InvocationAbort,
         done: oneshot::Sender<()>,
@@ -83,6 +86,17 @@ impl FunctionHandle {
         }
     }
 
+    /// Its instances by state and its queue, for a scrape; `None` when the actor does not
+    /// answer within `wait` (its mailbox is full) or has stopped.
+    pub async fn occupancy(&self, wait: Duration) -> Option<Occupancy> {
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.tx.send(Command::Occupancy(tx)).await.ok()?;
+            rx.await.ok()
+        };
+        tokio::time::timeout(wait, asked).await.ok().flatten()
+    }
+
     pub async fn reconfigure(&self, spec: Arc<FunctionSpec>) {
         let _ = self.tx.send(Command::Reconfigure(spec)).await;
     }
@@ -104,6 +118,12 @@ struct Actor {
     abort_reason: InvocationAbort,
     /// Why the instance that exited last never became ready, for the invocation it fails.
     init_failure: Option<InitFailure>,
+    /// Invocations on their way to the remote target (`delegate::run`); ended with the actor
+    /// (a stored `Event` among them runs again at the next start).
+    delegated: JoinSet<Outcome>,
+    /// The delegation of the current configuration, which an `Event` waiting for its target
+    /// reads again before each new attempt.
+    delegation: tokio::sync::watch::Sender<Option<delegate::Delegation>>,
 }
 
 async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
@@ -117,7 +137,10 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
         reports_tx,
         abort_reason: InvocationAbort::ShuttingDown,
         init_failure: None,
+        delegated: JoinSet::new(),
+        delegation: tokio::sync::watch::Sender::new(None),
     };
+    actor.delegation.send_replace(actor.spec.delegation.clone());
     // An on-demand container function's first instance starts from a waiting sandbox init
     // too: it is prepared as soon as the configuration is known.
     super::sandbox::refill_zygote(&actor.spec);
@@ -135,24 +158,54 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
         tokio::select! {
             biased;
             Some(report) = reports.recv() => actor.on_report(report).await,
+            Some(done) = actor.delegated.join_next(), if !actor.delegated.is_empty() => {
+                // Not run there: it runs here, admitted already (never refused for a full
+                // queue, as a resubmitted one).
+                match done {
+                    Ok(Outcome::RunHere(inv)) => {
+                        let actions = actor.scheduler.on(Event::Resubmitted(inv), Instant::now());
+                        actor.perform(actions, None).await;
+                    }
+                    Ok(Outcome::Delegated) => {
+                        if let Some(metrics) = &actor.spec.metrics {
+                            metrics.delegated.inc();
+                        }
+                    }
+                    Ok(Outcome::Done) | Err(_) => {}
+                }
+            }
             command = rx.recv(), if shutdown.is_none() => match command {
                 Some(Command::Submit { inv, admitted }) => {
-                    let actions = actor.scheduler.on(Event::Submitted(inv), Instant::now());
-                    actor.perform(actions, Some(admitted)).await;
+                    if let Some(delegation) = actor.remote_route() {
+                        actor.delegate(delegation, inv);
+                        let _ = admitted.send(Ok(()));
+                    } else {
+                        let actions = actor.scheduler.on(Event::Submitted(inv), Instant::now());
+                        actor.perform(actions, Some(admitted)).await;
+                    }
                 }
                 Some(Command::Resubmit(inv)) => {
-                    let actions = actor.scheduler.on(Event::Resubmitted(inv), Instant::now());
-                    actor.perform(actions, None).await;
+                    if let Some(delegation) = actor.remote_route() {
+                        actor.delegate(delegation, inv);
+                    } else {
+                        let actions = actor.scheduler.on(Event::Resubmitted(inv), Instant::now());
+                        actor.perform(actions, None).await;
+                    }
                 }
                 Some(Command::Reconfigure(spec)) => {
                     let limits = spec.limits();
                     actor.spec.zygote.retire();
                     actor.spec = spec;
+                    actor.delegation.send_replace(actor.spec.delegation.clone());
                     super::sandbox::refill_zygote(&actor.spec);
                     let actions = actor.scheduler.on(Event::Reconfigured(limits), Instant::now());
                     actor.perform(actions, None).await;
                 }
+                Some(Command::Occupancy(reply)) => {
+                    let _ = reply.send(actor.scheduler.occupancy());
+                }
                 Some(Command::Shutdown { why, done }) => {
+                    actor.delegated.abort_all();
                     actor.spec.zygote.retire();
                     actor.abort_reason = why;
                     let actions = actor.scheduler.on(Event::Shutdown, Instant::now());
@@ -160,6 +213,7 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
                     shutdown = Some((done, Instant::now() + actor.spec.shutdown_grace + SHUTDOWN_SLACK));
                 }
                 None => {
+                    actor.delegated.abort_all();
                     actor.spec.zygote.retire();
                     let actions = actor.scheduler.on(Event::Shutdown, Instant::now());
                     actor.perform(actions, None).await;
@@ -190,6 +244,29 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl Actor {
+    /// The delegation to send the next invocation out with, when the function's policy sends
+    /// it to the remote target.
+    fn remote_route(&self) -> Option<delegate::Delegation> {
+        let delegation = self.spec.delegation.as_ref()?;
+        let route = delegation.route(
+            self.scheduler.waiting_if_submitted(),
+            self.scheduler.would_refuse(),
+        );
+        (route == Route::Remote).then(|| delegation.clone())
+    }
+
+    /// Sends `inv` to the remote target, as a task of this actor.
+    fn delegate(&mut self, delegation: delegate::Delegation, inv: Invocation) {
+        let origin = delegate::Origin {
+            name: self.spec.name.to_string(),
+            log: self.spec.log.clone(),
+            timeout: self.spec.config.timeout(),
+        };
+        let current = self.delegation.subscribe();
+        self.delegated
+            .spawn(delegate::run(origin, delegation, current, inv));
+    }
+
     async fn on_report(&mut self, report: FunctionReport) {
         let now = Instant::now();
         match report {
@@ -233,6 +310,9 @@ impl Actor {
                     None => inv.abort(InvocationAbort::ShuttingDown).await,
                 },
                 Action::Refuse(_inv) => {
+                    if let Some(metrics) = &self.spec.metrics {
+                        metrics.throttled.inc();
+                    }
                     if let Some(tx) = admitted.take() {
                         let _ = tx.send(Err(Refusal::QueueFull {
                             max_queue: self.spec.config.greengrass.max_queue_size,
@@ -247,6 +327,9 @@ impl Actor {
                     }
                 }
                 Action::FailWithInitError(inv) => {
+                    if let Some(metrics) = &self.spec.metrics {
+                        metrics.function_error.inc();
+                    }
                     let body = self
                         .init_failure
                         .clone()

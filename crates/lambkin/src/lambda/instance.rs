@@ -46,6 +46,7 @@ use super::scheduler::InstanceId;
 use super::spec::FunctionSpec;
 use super::telemetry::Telemetry;
 use crate::logfile::Level;
+use crate::metrics::counters::Outcome;
 use crate::timestamp;
 
 /// Largest `/error` or `/init/error` body read.
@@ -1329,6 +1330,9 @@ impl Instance {
         if matches!(self.phase, Phase::Init) {
             let init_duration = self.spawned.elapsed();
             self.init_duration = Some(init_duration);
+            if let Some(metrics) = &self.spec.metrics {
+                metrics.init_duration.observe(init_duration);
+            }
             self.extensions.close();
             self.init_telemetry(init_duration);
             // The next instance's sandbox init is prepared now that this one is up,
@@ -1479,6 +1483,14 @@ impl Instance {
         };
         let mut current = *current;
         let duration = current.started.elapsed();
+        if let Some(metrics) = &self.spec.metrics {
+            let outcome = match (timed_out, function_error) {
+                (true, _) => Outcome::Timeout,
+                (false, true) => Outcome::FunctionError,
+                (false, false) => Outcome::Success,
+            };
+            metrics.finished(outcome, duration, current.init_duration.is_some());
+        }
         self.last_duration = Some(duration);
         self.spec.placement.idle(self.pid);
         let request_id = current.inv.request_id.to_string();

@@ -54,6 +54,9 @@ pub enum InvocationAbort {
     ShuttingDown,
     #[error("the function was deleted or replaced before the invocation ran")]
     FunctionRemoved,
+    /// Delegated to a remote target that did not run it (`remote` policy): the reason.
+    #[error("{0}")]
+    Remote(String),
 }
 
 pub type InvocationResult = Result<FunctionResponse, InvocationAbort>;
@@ -238,6 +241,15 @@ impl Invocation {
         }
     }
 
+    /// A remote target took this asynchronous invocation (it answered 202): a stored `Event`
+    /// is forgotten here, the target has it now.
+    pub async fn handed_over(self) {
+        match self.completion {
+            Completion::Event { seq, store, .. } => store.complete_event(seq).await,
+            Completion::Caller(_) | Completion::Streaming(_) | Completion::Detached => {}
+        }
+    }
+
     /// Ends an invocation that will not run now. An `Event` stays in the durable store and
     /// runs again when the host next starts, unless its function is gone.
     pub async fn abort(self, why: InvocationAbort) {
@@ -249,7 +261,7 @@ impl Invocation {
                 let _ = caller.end.send(Err(why));
             }
             Completion::Event { seq, store, .. } => match why {
-                InvocationAbort::ShuttingDown => {}
+                InvocationAbort::ShuttingDown | InvocationAbort::Remote(_) => {}
                 InvocationAbort::FunctionRemoved => store.complete_event(seq).await,
             },
             Completion::Detached => {}

@@ -5,6 +5,7 @@
 //! - [`function`]: one actor per function, driving a [`scheduler`] and owning its instances.
 //! - [`scheduler`]: the sans-I/O rules of on-demand and pinned lifecycles.
 //! - [`instance`]: one actor per runtime process and its Runtime API server.
+//! - [`delegate`]: invocations sent to a remote target under the function's delegation policy.
 //! - [`invocation`]: an invocation in flight and how its outcome is delivered.
 //! - [`code`]: unpacking and checking a function's zip.
 //! - [`layers`]: published layer versions, and a function's layers merged for `/opt`.
@@ -19,6 +20,7 @@
 //! - [`telemetry`]: Telemetry and Logs API subscriptions, and delivering their records.
 
 pub mod code;
+pub mod delegate;
 pub mod extensions;
 pub mod function;
 pub mod instance;

@@ -25,6 +25,7 @@ use super::runtimes::{RuntimeError, Runtimes};
 use super::spec::FunctionSpec;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
+use crate::metrics::counters::FunctionMetrics;
 use crate::store::{FunctionRecord, PendingEvent, Store, StoreError};
 use crate::timestamp;
 
@@ -40,6 +41,10 @@ pub struct HostSettings {
     /// Whom functions made through the API run as (the default user of
     /// `crate::users::Users::for_function`); `None`: the host's own user.
     pub function_user: Option<crate::users::RunAs>,
+    /// Whether functions keep counters for `/metrics` (`[metrics] enabled`).
+    pub metrics: bool,
+    /// The remote targets functions may delegate to (`[remote_targets.NAME]`).
+    pub targets: crate::remote::Targets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +69,8 @@ pub enum ManageError {
     OwnedByComponent(FunctionName),
     #[error(transparent)]
     Layers(#[from] LayersError),
+    #[error("Greengrass.Delegation.Target {target:?} names no remote target of this host (config.toml has {})", if .known.is_empty() { "no [remote_targets.NAME]".to_owned() } else { .known.join(", ") })]
+    UnknownTarget { target: String, known: Vec<String> },
 }
 
 struct Entry {
@@ -363,7 +370,59 @@ impl Registry {
             placement: self.inner.host.placement.clone(),
             layers,
             extensions,
+            metrics: self.function_metrics(&record.name),
+            delegation: super::delegate::Delegation::resolve(
+                &record.config.greengrass.delegation,
+                record.name.as_str(),
+                &self.inner.host.targets,
+            ),
         }))
+    }
+
+    /// The counters of `name`: those its current configuration has, else new ones.
+    fn function_metrics(&self, name: &FunctionName) -> Option<Arc<FunctionMetrics>> {
+        if !self.inner.host.metrics {
+            return None;
+        }
+        let kept = self
+            .read_map()
+            .get(name)
+            .and_then(|e| e.spec.metrics.clone());
+        Some(kept.unwrap_or_default())
+    }
+
+    /// Every function with its counters and handle, for a scrape.
+    pub fn metrics(&self) -> Vec<(FunctionName, Arc<FunctionMetrics>, FunctionHandle)> {
+        self.read_map()
+            .iter()
+            .filter_map(|(name, e)| {
+                let metrics = e.spec.metrics.clone()?;
+                Some((name.clone(), metrics, e.handle.clone()))
+            })
+            .collect()
+    }
+
+    /// Refuses a delegation naming a target the host does not have.
+    fn check_target(&self, config: &FunctionConfig) -> Result<(), ManageError> {
+        let delegation = &config.greengrass.delegation;
+        match &delegation.target {
+            Some(target)
+                if !delegation.is_local() && self.inner.host.targets.get(target).is_none() =>
+            {
+                Err(ManageError::UnknownTarget {
+                    target: target.clone(),
+                    known: self
+                        .inner
+                        .host
+                        .targets
+                        .names()
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The versions a function's `Layers` name, as the function records them.
@@ -497,6 +556,7 @@ impl Registry {
             layers: self.layer_uses(req.layers.as_deref().unwrap_or_default())?,
         };
         config.validate()?;
+        self.check_target(&config)?;
         let zip = CodeZip::from_base64(zip_file)?;
         let record = self.record(name, config, &zip);
         let code_dir = self.unpack(&record, zip).await?;
@@ -582,6 +642,7 @@ impl Registry {
             c.layers = self.layer_uses(layers)?;
         }
         c.validate()?;
+        self.check_target(c)?;
         if c.runtime != old_config.runtime
             || c.handler != old_config.handler
             || has_exec_wrapper(c) != has_exec_wrapper(&old_config)
@@ -649,6 +710,7 @@ impl Registry {
         cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Result<(), ManageError> {
         let _guard = self.inner.writes.lock().await;
+        self.check_target(&config)?;
         check_entry_point(
             &code_dir,
             &config.runtime,

@@ -58,6 +58,16 @@ pub enum Action<T> {
     Abandon(T),
 }
 
+/// A function's instances by state and its queue's length, at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    pub starting: usize,
+    pub idle: usize,
+    pub busy: usize,
+    pub stopping: usize,
+    pub queued: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Starting,
@@ -119,6 +129,50 @@ impl<T> Scheduler<T> {
     /// Instances with a process (starting, idle, busy or stopping).
     pub fn live_instances(&self) -> usize {
         self.instances.len()
+    }
+
+    /// Its instances by state, and the invocations waiting.
+    pub fn occupancy(&self) -> Occupancy {
+        let mut o = Occupancy {
+            queued: self.queue.len(),
+            ..Occupancy::default()
+        };
+        for i in self.instances.values() {
+            match i.slot {
+                Slot::Starting => o.starting += 1,
+                Slot::Idle { .. } => o.idle += 1,
+                Slot::Busy => o.busy += 1,
+                Slot::Stopping => o.stopping += 1,
+            }
+        }
+        o
+    }
+
+    /// How many invocations would wait for an instance if one more were submitted now: the
+    /// queue and that one, less the idle instances, those starting, and those that may
+    /// still start (what `overflow` delegation compares with its threshold).
+    pub fn waiting_if_submitted(&self) -> usize {
+        let idle_or_starting = self
+            .instances
+            .values()
+            .filter(|i| match i.slot {
+                Slot::Idle { .. } => i.generation == self.generation,
+                Slot::Starting => true,
+                Slot::Busy | Slot::Stopping => false,
+            })
+            .count();
+        let max = if self.limits.pinned {
+            1
+        } else {
+            self.limits.max_instances as usize
+        };
+        let room = max.saturating_sub(self.instances.len());
+        (self.queue.len() + 1).saturating_sub(idle_or_starting + room)
+    }
+
+    /// Whether one more submitted invocation would be refused (the queue is full).
+    pub fn would_refuse(&self) -> bool {
+        self.queue.len() >= self.limits.max_queue as usize
     }
 
     /// When [`Event::Tick`] should next be sent (the earliest idle expiry).
@@ -306,6 +360,50 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn occupancy_counts_instances_by_state_and_the_queue() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(on_demand(1, 10));
+        let started = starts(&s.on(Event::Submitted(1), now));
+        s.on(Event::Submitted(2), now);
+        assert_eq!(
+            s.occupancy(),
+            Occupancy {
+                starting: 1,
+                queued: 2,
+                ..Occupancy::default()
+            }
+        );
+        s.on(Event::Ready(started[0]), now);
+        assert_eq!(
+            s.occupancy(),
+            Occupancy {
+                busy: 1,
+                queued: 1,
+                ..Occupancy::default()
+            }
+        );
+    }
+
+    #[test]
+    fn waiting_counts_what_no_instance_can_take() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(on_demand(2, 10));
+        // Room to start two: nothing would wait.
+        assert_eq!(s.waiting_if_submitted(), 0);
+        let a = s.on(Event::Submitted(1), now);
+        s.on(Event::Submitted(2), now);
+        // Both starting, both taken: the third would wait.
+        assert_eq!(s.waiting_if_submitted(), 1);
+        let first = starts(&a)[0];
+        s.on(Event::Ready(first), now);
+        assert_eq!(s.waiting_if_submitted(), 1);
+        s.on(Event::Ready(first), now);
+        // `first` took 2; the second, still starting, would take one more.
+        assert_eq!(s.waiting_if_submitted(), 0);
+        assert!(!s.would_refuse());
     }
 
     #[test]

@@ -46,4 +46,9 @@ pub struct FunctionSpec {
     /// The external extensions its layers bring (`/opt/extensions/NAME`), started with each
     /// instance's runtime.
     pub extensions: Vec<String>,
+    /// The function's counters (kept across configurations); `None` with `[metrics]
+    /// enabled = false`.
+    pub metrics: Option<Arc<crate::metrics::counters::FunctionMetrics>>,
+    /// Where its invocations may go instead of here (`Greengrass.Delegation`); `None`: `local`.
+    pub delegation: Option<super::delegate::Delegation>,
 }

@@ -34,6 +34,7 @@ use super::client::{self, Ack, Client, Event, EventLoop, SendFailure, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use super::topic::{self, TopicRefused, TopicRules};
 use crate::config::{MqttConfig, SpoolStorage};
+use crate::metrics::counters::MqttCounters;
 use crate::pubsub::queue::{self, Bounds, Group, Inbox, Outbox, Pushed, Weigh};
 use crate::pubsub::Filter;
 
@@ -178,6 +179,7 @@ pub struct Mqtt {
     keep_qos0_when_offline: bool,
     max_message_size: u32,
     rules: TopicRules,
+    counters: Arc<MqttCounters>,
 }
 
 impl std::fmt::Debug for Command {
@@ -234,6 +236,7 @@ impl Mqtt {
         let poller = tokio::spawn(poll(eventloop, events_tx, backoff));
         let (commands_tx, commands_rx) = mpsc::channel(COMMANDS);
         let (connected_tx, connected_rx) = watch::channel(false);
+        let counters = Arc::new(MqttCounters::default());
         let actor = Actor {
             client,
             spool: spool.clone(),
@@ -253,6 +256,8 @@ impl Mqtt {
             oversized_received: crate::logfile::Noted::default(),
             unsendable: 0,
             poller,
+            connected_before: false,
+            counters: counters.clone(),
         };
         tokio::spawn(actor.run(commands_rx, events_rx));
         tracing::info!(url = %config.url, version = ?config.version, "MQTT connection starting");
@@ -263,11 +268,22 @@ impl Mqtt {
             keep_qos0_when_offline: config.spool.keep_qos0_when_offline,
             max_message_size: config.max_message_size_bytes,
             rules,
+            counters,
         })
     }
 
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()
+    }
+
+    /// Reconnections, and each component's messages and bytes, so far.
+    pub fn counters(&self) -> &MqttCounters {
+        &self.counters
+    }
+
+    /// Messages and bytes waiting in the spool.
+    pub fn spool_usage(&self) -> Result<(u64, u64), SpoolError> {
+        self.spool.usage()
     }
 
     /// Accepts `message` for the broker: on disk when this returns `Ok`. A message the
@@ -538,6 +554,9 @@ struct Actor {
     /// refused by the client), so far.
     unsendable: u64,
     poller: JoinHandle<()>,
+    /// Whether a connection was made before, so the next one is a reconnect.
+    connected_before: bool,
+    counters: Arc<MqttCounters>,
 }
 
 impl Actor {
@@ -670,6 +689,10 @@ impl Actor {
                 if let Some(unclaimed) = &mut self.unclaimed {
                     unclaimed.clear();
                 }
+                if self.connected_before {
+                    self.counters.reconnects.inc();
+                }
+                self.connected_before = true;
                 let _ = self.connected.send(true);
                 self.resubscribe();
                 self.pump().await;

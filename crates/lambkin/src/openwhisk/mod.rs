@@ -151,6 +151,7 @@ fn whisk_error(e: ManageError) -> WhiskError {
         }
         ManageError::Invalid(_)
         | ManageError::Unsupported(_)
+        | ManageError::UnknownTarget { .. }
         | ManageError::Runtime(_)
         | ManageError::Layers(_)
         | ManageError::Code(
@@ -311,6 +312,7 @@ impl OpenWhisk {
         match kind {
             Kind::Sequence => self.check_sequence(&action)?,
             Kind::Node | Kind::Python | Kind::Native => {
+                let delegation = delegation(&action)?;
                 let zip = code_zip(&action, kind)?;
                 self.check_code(&action, kind, &runtime, &zip).await?;
                 if had_function {
@@ -318,7 +320,8 @@ impl OpenWhisk {
                         .update_code(&function, parse_request(json!({ "ZipFile": zip }))?)
                         .await
                         .map_err(whisk_error)?;
-                    let config = function_config(&action, kind, &runtime);
+                    let config =
+                        with_delegation(function_config(&action, kind, &runtime), delegation);
                     self.registry
                         .update_configuration(&function, {
                             let mut request: UpdateFunctionConfigurationRequest =
@@ -332,7 +335,10 @@ impl OpenWhisk {
                     self.registry
                         .create(with_timeout_ms(
                             &action,
-                            create_request(&function, &action, kind, &runtime, zip),
+                            with_delegation(
+                                create_request(&function, &action, kind, &runtime, zip),
+                                delegation,
+                            ),
                         )?)
                         .await
                         .map_err(whisk_error)?;
@@ -505,6 +511,7 @@ impl OpenWhisk {
                 InvocationAbort::FunctionRemoved => WhiskError::Conflict(
                     "Action could not be found or may have been deleted.".into(),
                 ),
+                InvocationAbort::Remote(why) => WhiskError::Internal(why),
             })
     }
 
@@ -910,6 +917,57 @@ fn log_lines(answer: &AdapterAnswer, limit: usize) -> Vec<String> {
 
 /// The action's timeout to the millisecond, for the function (its `Timeout` in seconds is
 /// rounded up).
+/// The annotation that sets where an action's activations run: `{"policy", "target",
+/// "functionName", "qualifier", "overflowQueueThreshold"}`, as a Lambda component's
+/// `delegation` (README, "Delegation to remote targets"). Without it: here.
+pub const DELEGATION_ANNOTATION: &str = "delegation";
+
+/// The action's function's `Greengrass.Delegation`, from its annotation (none: `local`, so
+/// removing the annotation brings the action back here). Its values are checked with the
+/// function's other settings; the target's name by the registry.
+fn delegation(action: &Action) -> Result<Value, WhiskError> {
+    let Some(value) = action.annotation(DELEGATION_ANNOTATION) else {
+        return Ok(json!({ "Policy": "local" }));
+    };
+    let Some(object) = value.as_object() else {
+        return Err(WhiskError::BadRequest(format!(
+            "the {DELEGATION_ANNOTATION} annotation must be an object such as \
+             {{\"policy\":\"remote\",\"target\":\"NAME\"}}, not {value}"
+        )));
+    };
+    let mut settings = Map::new();
+    for (key, member) in object {
+        let name = match key.as_str() {
+            "policy" => "Policy",
+            "target" => "Target",
+            "functionName" => "FunctionName",
+            "qualifier" => "Qualifier",
+            "overflowQueueThreshold" => "OverflowQueueThreshold",
+            other => {
+                return Err(WhiskError::BadRequest(format!(
+                    "the {DELEGATION_ANNOTATION} annotation takes policy, target, functionName, \
+                     qualifier and overflowQueueThreshold, not {other:?}"
+                )))
+            }
+        };
+        settings.insert(name.to_owned(), member.clone());
+    }
+    let settings = Value::Object(settings);
+    serde_json::from_value::<lambkin_proto::lambda::function::Delegation>(settings.clone())
+        .map_err(|e| {
+            WhiskError::BadRequest(format!("the {DELEGATION_ANNOTATION} annotation: {e}"))
+        })?;
+    Ok(settings)
+}
+
+/// `request` (a function's settings) with `Greengrass.Delegation` set.
+fn with_delegation(mut request: Value, delegation: Value) -> Value {
+    if let Some(greengrass) = request.get_mut("Greengrass").and_then(Value::as_object_mut) {
+        greengrass.insert("Delegation".into(), delegation);
+    }
+    request
+}
+
 fn timeout_ms(action: &Action) -> Option<u32> {
     u32::try_from(action.limits.timeout).ok()
 }

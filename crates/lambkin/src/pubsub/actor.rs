@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::queue::{self, Bounds, Group, Inbox, Outbox, Pushed, TryRecvError};
 use super::router::{Client, Message, Payload, ReceiveMode, Router, Subscriber, SubscriptionId};
 use super::topic::{Filter, Topic};
+use crate::metrics::counters::PubSubCounters;
 
 /// Commands that may wait for the actor before callers wait too.
 const MAILBOX: usize = 1024;
@@ -95,6 +96,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct PubSubHandle {
     tx: mpsc::Sender<Command>,
+    counters: Arc<PubSubCounters>,
 }
 
 impl PubSubHandle {
@@ -105,14 +107,21 @@ impl PubSubHandle {
         // Unbounded, but bounded by construction: each subscription sends its id once, when
         // it is dropped.
         let (gone_tx, gone_rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(PubSubCounters::default());
         let actor = Actor {
             router: Router::new(),
             outboxes: HashMap::new(),
             limits,
             gone_tx,
+            counters: counters.clone(),
         };
         tokio::spawn(run(actor, rx, gone_rx));
-        Self { tx }
+        Self { tx, counters }
+    }
+
+    /// Messages published and dropped so far.
+    pub fn counters(&self) -> &PubSubCounters {
+        &self.counters
     }
 
     /// Publishes `payload` on `topic` as `from`, and returns how many subscriptions it was
@@ -245,6 +254,7 @@ struct Actor {
     outboxes: HashMap<SubscriptionId, Outbox<Message>>,
     limits: Limits,
     gone_tx: mpsc::UnboundedSender<SubscriptionId>,
+    counters: Arc<PubSubCounters>,
 }
 
 async fn run(
@@ -330,6 +340,7 @@ impl Actor {
     fn publish(&mut self, from: &Client, message: &Message) -> usize {
         let mut queued = 0;
         let mut gone = Vec::new();
+        self.counters.messages.inc();
         for delivery in self.router.publish(from, message) {
             let id = delivery.subscription;
             let Some(outbox) = self.outboxes.get(&id) else {
@@ -339,6 +350,7 @@ impl Actor {
                 Pushed::Queued => queued += 1,
                 Pushed::Dropped { dropped } => {
                     queued += 1;
+                    self.counters.dropped.inc();
                     // 1, 2, 4, 8…: a stuck subscriber is reported without flooding the log.
                     if dropped.is_power_of_two() {
                         if let Some(s) = self.router.get(id) {

@@ -40,15 +40,14 @@ pub struct Tes {
 }
 
 impl Tes {
-    /// Serves on `listener` (bound to [`address`]) until [`Tes::shutdown`]. Without `[tes]`
-    /// it still answers, saying no source is configured.
+    /// Serves on `listener` (bound to [`address`]) until [`Tes::shutdown`], answering from
+    /// `source` (`Source::from_config`). Without `[tes]` it still answers, saying no source is
+    /// configured.
     pub fn start(
         listener: TcpListener,
-        config: Option<&TesConfig>,
-        thing_name: &str,
+        source: Arc<Source>,
         tokens: Tokens,
     ) -> anyhow::Result<Self> {
-        let source = Source::from_config(config, thing_name)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let state = Arc::new(server::State { tokens, source });

@@ -23,7 +23,7 @@ use super::PATH;
 pub struct State {
     /// The components' `SVCUID` tokens: the only accepted `Authorization` values.
     pub tokens: Tokens,
-    pub source: Source,
+    pub source: std::sync::Arc<Source>,
 }
 
 /// Everything the endpoint can refuse with; [`Refusal::status`] is the one place a status

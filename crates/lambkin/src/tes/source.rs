@@ -133,6 +133,21 @@ impl Source {
     }
 }
 
+/// The token exchange service's credentials sign requests to remote targets with
+/// `credentials = "tes"` (on a production device, the IoT role alias's).
+impl crate::remote::KeySource for Source {
+    fn key(&self) -> crate::remote::KeyFuture<'_> {
+        Box::pin(async move {
+            let c = self.credentials().await.map_err(|e| e.to_string())?;
+            Ok(crate::remote::SigningKey {
+                access_key_id: c.access_key_id,
+                secret: c.secret_access_key,
+                session_token: Some(c.token).filter(|t| !t.is_empty()),
+            })
+        })
+    }
+}
+
 /// How long an answer of the provider is given again.
 fn keep_for(
     answer: &Result<Credentials, FetchError>,

@@ -32,10 +32,16 @@ impl Host {
     /// Starts a host on `root` with `env` added to its environment, and waits until it is
     /// ready.
     pub fn start_with_env(root: &Path, env: &[(&str, &str)]) -> Host {
+        Host::start_listening(root, "127.0.0.1:0", env)
+    }
+
+    /// Starts a host on `root` listening on `listen` (a host started again on the address
+    /// others know it by), and waits until it is ready.
+    pub fn start_listening(root: &Path, listen: &str, env: &[(&str, &str)]) -> Host {
         let addr_file = root.join("state/api.addr");
         let _ = std::fs::remove_file(&addr_file);
         let child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-            .args(["run", "--listen", "127.0.0.1:0", "--root"])
+            .args(["run", "--listen", listen, "--root"])
             .arg(root)
             .env("LAMBKIN_LOG", "warn")
             .envs(env.iter().copied())
