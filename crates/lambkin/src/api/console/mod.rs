@@ -47,6 +47,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 const MESSAGE_WAIT: Duration = Duration::from_secs(1);
 /// Messages one poll takes at most.
 const MESSAGES_PER_POLL: usize = 100;
+/// The end of a log a page shows (and polls).
+const LOG_TAIL_BYTES: u64 = 16 * 1024;
 /// Deployments the overview shows.
 const RECENT_DEPLOYMENTS: usize = 5;
 
@@ -158,6 +160,7 @@ async fn serve(
             let req = Request::from_parts(parts, body);
             Ok(local::route(req, state, method, &["components", name, action]).await?)
         }
+        (&Method::GET, ["api", "logs", name]) => logs(state, name).await,
         (&Method::GET, ["api", "deployments"]) => Ok(deployments(state, usize::MAX).await),
         (&Method::POST, ["api", "publish"]) => {
             let req = Request::from_parts(parts, body);
@@ -338,6 +341,46 @@ fn component(state: &ApiState, name: &str) -> Result<Response<Body>, Refusal> {
             "configuration": state.engine.configuration(name),
         }),
     ))
+}
+
+/// The end of a component's or function's log (`ROOT/logs/NAME.log`). Only a name the host
+/// knows is read, so no path is made from anything else.
+async fn logs(state: &ApiState, name: &str) -> Result<Response<Body>, Refusal> {
+    let is_component = state.engine.list().iter().any(|c| c.name == name);
+    let is_function = lambkin_proto::lambda::function::FunctionName::parse(name)
+        .ok()
+        .is_some_and(|f| state.registry.lookup(&f).is_some());
+    if !is_component && !is_function {
+        return Err(ApiError::ResourceNotFound(name.to_owned()).into());
+    }
+    let path = state.layout.logs_dir().join(format!("{name}.log"));
+    let text = tokio::task::spawn_blocking(move || log_tail(&path))
+        .await
+        .map_err(|e| ApiError::Service(format!("cannot read the log: {e}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "text": text }),
+    ))
+}
+
+/// The last [`LOG_TAIL_BYTES`] of a file, from the first whole line; empty if there is none.
+fn log_tail(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(LOG_TAIL_BYTES);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let from = if start > 0 {
+        bytes.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1)
+    } else {
+        0
+    };
+    String::from_utf8_lossy(&bytes[from..]).into_owned()
 }
 
 async fn deployments(state: &ApiState, most: usize) -> Response<Body> {

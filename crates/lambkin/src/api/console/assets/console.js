@@ -133,6 +133,22 @@ function details(pairs, id) {
   return dl;
 }
 
+function logSection(name) {
+  return el("section", { "aria-labelledby": "h-log" }, el("h2", { id: "h-log" }, "Log"),
+    el("pre", { id: "log", tabindex: "0", "aria-label": "The end of " + name + "'s log" }));
+}
+
+async function showLog(name) {
+  const pre = document.getElementById("log");
+  if (!pre) return;
+  const l = await json("logs/" + encodeURIComponent(name));
+  if (pre.textContent !== l.text) {
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = l.text;
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  }
+}
+
 async function functionPage(name) {
   const f = await json("functions/" + encodeURIComponent(name));
   const c = f.Configuration || {};
@@ -162,7 +178,10 @@ async function functionPage(name) {
       details([["Runtime", c.Runtime], ["Handler", c.Handler], ["Memory (MB)", c.MemorySize], ["Timeout (s)", c.Timeout],
         ["Last modified", c.LastModified], ["ARN", c.FunctionArn]], "function-config")),
     el("section", { "aria-labelledby": "h-invoke" }, el("h2", { id: "h-invoke" }, "Invoke"), form,
-      el("h3", {}, "Result"), result, el("h3", {}, "Log tail"), log));
+      el("h3", {}, "Result"), result, el("h3", {}, "Log tail"), log),
+    logSection(name));
+  await showLog(name);
+  refresh = () => showLog(name);
 }
 
 async function componentDetails(name) {
@@ -191,10 +210,13 @@ async function componentPage(name) {
   view().replaceChildren(
     el("section", { "aria-labelledby": "h-state" }, el("h2", { id: "h-state" }, "State"), status,
       el("div", { class: "actions" }, action("restart"), action("stop"))),
-    el("section", { "aria-labelledby": "h-cconfig" }, el("h2", { id: "h-cconfig" }, "Configuration"), config));
+    el("section", { "aria-labelledby": "h-cconfig" }, el("h2", { id: "h-cconfig" }, "Configuration"), config),
+    logSection(name));
+  await showLog(name);
   refresh = async () => {
     const [fresh] = await componentDetails(name);
     document.getElementById("component-status").replaceWith(fresh);
+    await showLog(name);
   };
 }
 
