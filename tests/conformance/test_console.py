@@ -322,6 +322,27 @@ def test_follow_a_deployment_to_its_end(page, device, shots):
     expect(page.locator(f'#components tr[data-component="{SLOW}"]')).to_contain_text("RUNNING")
 
 
+def test_log_out_ends_the_session(browser, device):
+    context = browser.new_context()
+    try:
+        p = context.new_page()
+        p.goto(device.login_link())
+        expect(p.locator(f'#components tr[data-component="{COMPONENT}"]')).to_be_visible()
+        [cookie] = [c for c in context.cookies() if c["name"] == "lambkin_console"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+        p.get_by_role("button", name="Log out").click()
+        expect(p.locator("#title")).to_have_text("Logged out")
+        assert context.cookies() == [], "the cookie was not cleared"
+        p.goto(f"{device.url}/console/")
+        expect(p.locator("body")).to_contain_text("log in to the console")
+        # The session is gone on the host, not only in this browser.
+        status, _, _ = raw(device, "/console/api/overview",
+                           headers={"Cookie": f"lambkin_console={cookie['value']}"})
+        assert status == 401
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("view", ["", "function/" + FUNCTION, "component/" + COMPONENT,
                                   "pubsub", "deployments"])
 def test_no_critical_accessibility_violation(page, device, view):

@@ -166,6 +166,7 @@ async fn serve(
             let req = Request::from_parts(parts, body);
             Ok(local::route(req, state, method, &["publish"]).await?)
         }
+        (&Method::POST, ["api", "logout"]) => Ok(logout(state, &session)),
         (&Method::POST, ["api", "subscribe"]) => subscribe(state, session, body).await,
         (&Method::GET, ["api", "messages"]) => Ok(messages(state, &session).await),
         _ => Err(Refusal::NotFound(format!(
@@ -239,6 +240,25 @@ fn login(parts: &Parts, state: &ApiState) -> Result<Response<Body>, Refusal> {
             .map_err(|e| ApiError::Service(format!("cannot set the session cookie: {e}")))?,
     );
     Ok(r)
+}
+
+/// Ends the session (and its subscription) and tells the browser to forget the cookie.
+fn logout(state: &ApiState, session: &SessionId) -> Response<Body> {
+    state.console.sessions.end(session);
+    state
+        .console
+        .subscriptions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(session);
+    let mut r = json_response(StatusCode::OK, &serde_json::json!({ "loggedOut": true }));
+    r.headers_mut().insert(
+        http::header::SET_COOKIE,
+        http::HeaderValue::from_static(
+            "lambkin_console=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0",
+        ),
+    );
+    r
 }
 
 fn asset(text: &'static str, content_type: &'static str) -> Response<Body> {

@@ -103,6 +103,11 @@ impl Sessions {
             .map(|id| SessionId(id.clone()))
     }
 
+    /// Ends a session at once.
+    pub fn end(&self, session: &SessionId) {
+        self.lock().sessions.remove(&session.0);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -147,6 +152,12 @@ mod tests {
         assert_eq!(s.redeem(&link, now), None, "a link is good once");
         assert_eq!(s.redeem("not-issued", now), None);
         assert_eq!(s.session("not-a-session", now), None);
+        s.end(&session);
+        assert_eq!(
+            s.session(session.as_str(), now),
+            None,
+            "a session ended is gone"
+        );
     }
 
     #[test]

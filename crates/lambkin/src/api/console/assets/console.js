@@ -302,5 +302,16 @@ setInterval(async () => {
   if (!refresh) return;
   try { await refresh(); } catch (err) { say(err.message, true); }
 }, 1000);
+document.getElementById("logout").addEventListener("click", async () => {
+  try {
+    const r = await post("logout", {});
+    if (!r.ok) throw new Error("the host refused to log out (" + r.status + ")");
+    refresh = null;
+    subscribed = false;
+    document.getElementById("title").textContent = "Logged out";
+    view().replaceChildren(el("p", {}, "Run `lambkin console` for a new login link."));
+    say("");
+  } catch (err) { say(err.message, true); }
+});
 window.addEventListener("hashchange", show);
 show();
