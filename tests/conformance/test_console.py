@@ -309,9 +309,14 @@ def test_follow_a_deployment_to_its_end(page, device, shots):
         newest = page.locator("#deployments tbody tr").first
         expect(newest).to_contain_text(f"{SLOW}@1.0.0")
         expect(newest).to_contain_text("IN_PROGRESS")
+        # Its component's progress, live: held in its install step, not running yet.
+        expect(newest.locator(f'[data-merged="{SLOW}"] .state')).to_have_text(
+            re.compile("^(NEW|INSTALLED|STARTING)$"))
         page.screenshot(path=str(shots / "deployments-in-progress.png"), full_page=True)
         gate.touch()
-        expect(newest).to_contain_text("SUCCEEDED")
+        expect(newest.locator(".state").first).to_have_text("SUCCEEDED")
+        # Once it has ended, the deployment's outcome is its components' outcome.
+        expect(newest.locator(f'[data-merged="{SLOW}"] .state')).to_have_count(0)
         out, _ = deploying.communicate(timeout=120)
         assert deploying.returncode == 0, out
     finally:

@@ -28,6 +28,7 @@ use http::request::Parts;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::error::ApiError;
 
 use super::auth::Principal;
@@ -410,31 +411,46 @@ async fn deployments(state: &ApiState, most: usize) -> Response<Body> {
     )
 }
 
-/// The newest `most` deployments, newest first, each with the components it changed.
+/// The newest `most` deployments, newest first, each with the components it merged (with
+/// their state now while it is in progress: its live progress) and removed.
 async fn deployments_json(state: &ApiState, most: usize) -> Vec<serde_json::Value> {
     // The store lists them newest first.
     let list = state.engine.deployments().await;
+    let board = state.engine.list();
     list.into_iter()
         .take(most)
         .map(|d| {
             let request: serde_json::Value =
                 serde_json::from_str(&d.request).unwrap_or(serde_json::Value::Null);
-            let names = |key: &str| -> Vec<String> {
-                match &request[key] {
-                    serde_json::Value::Object(map) => map.keys().cloned().collect(),
-                    serde_json::Value::Array(items) => items
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect(),
-                    _ => Vec::new(),
-                }
-            };
+            let in_progress = d.status == DeploymentStatus::InProgress;
+            let merged: Vec<serde_json::Value> = request["merge"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(name, version)| {
+                            let now = in_progress
+                                .then(|| board.iter().find(|c| &c.name == name))
+                                .flatten()
+                                .map(|c| c.state);
+                            serde_json::json!({
+                                "name": name,
+                                "version": version,
+                                "state": now,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let removed: Vec<&str> = request["remove"]
+                .as_array()
+                .map(|r| r.iter().filter_map(serde_json::Value::as_str).collect())
+                .unwrap_or_default();
             serde_json::json!({
                 "deploymentId": d.id,
                 "status": d.status,
                 "message": d.message,
-                "merged": request["merge"],
-                "removed": names("remove"),
+                "merged": merged,
+                "removed": removed,
             })
         })
         .collect()

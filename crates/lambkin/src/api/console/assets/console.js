@@ -92,15 +92,19 @@ function functionRows(functions) {
 
 function deploymentRows(deployments) {
   return deployments.map((d) => {
-    const merged = Object.entries(d.merged || {}).map(([n, v]) => n + "@" + v);
+    const merged = el("ul", { class: "plain" });
+    for (const c of d.merged || []) {
+      merged.append(el("li", { "data-merged": c.name }, c.name + "@" + c.version,
+        c.state ? " " : "", c.state ? stateBadge(c.state) : ""));
+    }
     return el("tr", { "data-deployment": d.deploymentId },
       el("td", {}, d.deploymentId), el("td", {}, stateBadge(d.status)),
-      el("td", {}, merged.join(", ") || "-"), el("td", {}, (d.removed || []).join(", ") || "-"),
+      el("td", {}, (d.merged || []).length ? merged : "-"), el("td", {}, (d.removed || []).join(", ") || "-"),
       el("td", {}, d.message || ""));
   });
 }
 
-const DEPLOYMENT_HEADERS = ["Deployment", "Outcome", "Components merged", "Removed", "Message"];
+const DEPLOYMENT_HEADERS = ["Deployment", "Outcome", "Components merged (state while in progress)", "Removed", "Message"];
 
 async function overview() {
   const o = await json("overview");
