@@ -44,6 +44,8 @@ SLOW = "com.example.Slow"
 FUNCTION = "console-echo"
 HANDLER = b'''def handler(event, context):
     print("hello from the echo function")
+    if event.get("fail"):
+        raise RuntimeError("failing on purpose")
     return {"echo": event}
 '''
 
@@ -263,8 +265,19 @@ def test_invoke_from_the_function_page(page, device, shots):
     page.screenshot(path=str(shots / "function.png"), full_page=True)
     # The overview counts it, from the function's counters.
     page.goto(f"{device.url}/console/#/")
-    expect(page.locator(f'#functions tr[data-function="{FUNCTION}"] [data-count="success"]')
-           ).to_have_text("1")
+    row = page.locator(f'#functions tr[data-function="{FUNCTION}"]')
+    expect(row.locator('[data-count="success"]')).to_have_text("1")
+    # Its live chart counts what ran while the console was open (since the login): the
+    # form's invocation, then one more and an error.
+    expect(row.get_by_role("img")).to_have_attribute(
+        "aria-label", "1 invocation and 0 errors in the last minute")
+    result = device.cli("invoke", FUNCTION, '{"again": true}')
+    assert result.returncode == 0, result.stderr
+    result = device.cli("invoke", FUNCTION, '{"fail": true}')
+    assert result.returncode == 1, result.stdout + result.stderr
+    expect(row.get_by_role("img")).to_have_attribute(
+        "aria-label", "3 invocations and 1 error in the last minute")
+    page.screenshot(path=str(shots / "overview-live.png"), full_page=True)
 
 
 def test_pubsub_tester_shows_a_published_message(page, device, shots):

@@ -74,8 +74,54 @@ function componentRows(components) {
       el("td", {}, stateBadge(c.state)), el("td", {}, c.detail || "")));
 }
 
+// Per function, the invocations and errors seen in each overview poll over the last minute
+// (kept across redraws): the live charts.
+const HISTORY = 60;
+const history = new Map();
+
+function record(f) {
+  const m = f.metrics;
+  if (!m) return null;
+  const ran = m.success + m.functionError + m.timeout;
+  const errors = m.functionError + m.timeout;
+  let h = history.get(f.name);
+  if (!h) { h = { ran, errors, points: [] }; history.set(f.name, h); }
+  h.points.push({ ran: Math.max(0, ran - h.ran), errors: Math.max(0, errors - h.errors) });
+  if (h.points.length > HISTORY) h.points.shift();
+  h.ran = ran; h.errors = errors;
+  return h;
+}
+
+function sparkline(h) {
+  const NS = "http://www.w3.org/2000/svg";
+  const width = 120, height = 24;
+  const ran = h ? h.points.reduce((a, p) => a + p.ran, 0) : 0;
+  const errors = h ? h.points.reduce((a, p) => a + p.errors, 0) : 0;
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("width", width); svg.setAttribute("height", height);
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("class", "spark");
+  const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+  svg.setAttribute("aria-label", plural(ran, "invocation") + " and " + plural(errors, "error") + " in the last minute");
+  const points = h ? h.points : [];
+  const top = Math.max(1, ...points.map((p) => p.ran));
+  const line = (key, colour) => {
+    const pl = document.createElementNS(NS, "polyline");
+    pl.setAttribute("fill", "none"); pl.setAttribute("stroke", colour); pl.setAttribute("stroke-width", "1.5");
+    pl.setAttribute("points", points.map((p, i) =>
+      (width - (points.length - 1 - i) * (width / (HISTORY - 1))).toFixed(1) + "," +
+      (height - 1 - (p[key] / top) * (height - 2)).toFixed(1)).join(" "));
+    svg.append(pl);
+  };
+  line("ran", "#0b4f8a");
+  line("errors", "#b00020");
+  return svg;
+}
+
 function functionRows(functions) {
   return functions.map((f) => {
+    const h = record(f);
     const m = f.metrics || {};
     const n = (v) => (v === undefined ? "-" : String(v));
     return el("tr", { "data-function": f.name },
@@ -86,7 +132,8 @@ function functionRows(functions) {
       el("td", { class: "num" }, n(m.timeout)),
       el("td", { class: "num" }, n(m.throttled)),
       el("td", { class: "num" }, fmtMs(m.p50Ms)),
-      el("td", { class: "num" }, fmtMs(m.p99Ms)));
+      el("td", { class: "num" }, fmtMs(m.p99Ms)),
+      el("td", {}, sparkline(h)));
   });
 }
 
@@ -119,7 +166,7 @@ async function overview() {
     el("section", { "aria-labelledby": "h-functions" }, el("h2", { id: "h-functions" }, "Functions"),
       table("Functions with their invocations since the host started",
         ["Name", "Runtime", { label: "Succeeded", num: 1 }, { label: "Errors", num: 1 }, { label: "Timeouts", num: 1 },
-          { label: "Throttled", num: 1 }, { label: "p50 ms", num: 1 }, { label: "p99 ms", num: 1 }],
+          { label: "Throttled", num: 1 }, { label: "p50 ms", num: 1 }, { label: "p99 ms", num: 1 }, "Last minute"],
         functionRows(o.functions), "functions")),
     el("section", { "aria-labelledby": "h-mqtt" }, el("h2", { id: "h-mqtt" }, "MQTT"), mqtt),
     el("section", { "aria-labelledby": "h-recent" }, el("h2", { id: "h-recent" }, "Recent deployments"),
