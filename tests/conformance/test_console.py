@@ -430,3 +430,36 @@ def test_overview_with_100_functions_and_100_components(browser, lambkin_bin, de
             context.close()
     finally:
         conftest._stop_host(host, subreaper)
+
+
+# ---------------------------------------------------------------------- MQTT ----
+
+def test_overview_shows_the_broker_connection_and_the_spool(browser, lambkin_bin, device_dir):
+    """With Mosquitto as the broker the overview shows it connected with an empty spool; once
+    the broker stops, not connected."""
+    import test_mqtt  # the broker and host of the MQTT tests
+
+    base = device_dir("console-mqtt")
+    broker_dir = base / "broker"
+    broker_dir.mkdir()
+    broker = test_mqtt.Broker(broker_dir)
+    broker.start()
+    host = test_mqtt.Host(lambkin_bin, base, f'url = "mqtt://127.0.0.1:{broker.port}"\n')
+    host.start()
+    context = browser.new_context()
+    try:
+        addr = (host.root / "state" / "api.addr").read_text().strip()
+        link = subprocess.run([str(lambkin_bin), "console", "--root", str(host.root)],
+                              capture_output=True, text=True, timeout=60)
+        assert link.returncode == 0, link.stderr
+        p = context.new_page()
+        p.goto(link.stdout.strip())
+        expect(p).to_have_url(f"http://{addr}/console/")
+        mqtt = p.locator("#mqtt")
+        expect(mqtt).to_contain_text("Broker: CONNECTED. Spool: 0 messages, 0 bytes.")
+        broker.stop()
+        expect(mqtt).to_contain_text("Broker: DISCONNECTED.")
+    finally:
+        context.close()
+        host.stop()
+        broker.stop()

@@ -156,8 +156,7 @@ const DEPLOYMENT_HEADERS = ["Deployment", "Outcome", "Components merged (state w
 async function overview() {
   const o = await json("overview");
   const mqtt = o.mqtt
-    ? el("p", { id: "mqtt" }, "Broker: ", stateBadge(o.mqtt.connected ? "RUNNING" : "ERRORED"),
-        o.mqtt.connected ? " connected" : " not connected",
+    ? el("p", { id: "mqtt" }, "Broker: ", stateBadge(o.mqtt.connected ? "CONNECTED" : "DISCONNECTED"),
         ". Spool: " + (o.mqtt.spoolMessages ?? "-") + " messages, " + (o.mqtt.spoolBytes ?? "-") + " bytes.")
     : el("p", { id: "mqtt", class: "muted" }, "No broker configured ([mqtt]).");
   view().replaceChildren(
