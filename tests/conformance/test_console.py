@@ -3,7 +3,8 @@ host with a generic component and a Lambda function deployed.
 
 Logged in with the link `lambkin console` prints, the browser sees the component and the
 function with their states, invokes the function from its form and reads its result and log
-tail, watches a message `lambkin pub` published arrive in the pub/sub tester, stops and
+tail, watches a message `lambkin pub` published and one a component published through
+Greengrass IPC arrive in the pub/sub tester, stops and
 restarts the component and sees its state follow, and follows a deployment from IN_PROGRESS
 to SUCCEEDED. Without a session every page and API answers 401 and names nothing deployed; a
 used or unknown link is refused; a cross-site request that would change something is refused
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from support import REPO, ROLE, lambda_client, until, wait_active, zip_files
+from support import REPO, ROLE, component_python, lambda_client, until, wait_active, zip_files
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -40,6 +41,21 @@ WAIT_MS = 30_000
 expect.set_options(timeout=WAIT_MS)
 
 COMPONENT = "com.example.Ticker"
+PUBLISHER = "com.example.Publisher"
+# A component that publishes on local pub/sub through Greengrass IPC (the Device SDK v2) once
+# the file its argument names exists.
+PUBLISHER_SCRIPT = b'''import os, sys, time
+from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage
+
+client = GreengrassCoreIPCClientV2()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+client.publish_to_topic(topic="console/from-component", publish_message=PublishMessage(
+    json_message=JsonMessage(message={"from": "a component"})))
+while True:
+    time.sleep(3600)
+'''
 SLOW = "com.example.Slow"
 FUNCTION = "console-echo"
 HANDLER = b'''def handler(event, context):
@@ -57,6 +73,10 @@ class Device:
         self.bin = lambkin_bin
 
     @property
+    def publish_gate(self) -> Path:
+        return self.base / "publish-gate"
+
+    @property
     def url(self) -> str:
         return f"http://{self.host.addr}"
 
@@ -71,18 +91,30 @@ class Device:
         assert re.fullmatch(rf"{re.escape(self.url)}/console/login\?t=[0-9a-f]{{64}}", link), link
         return link
 
-    def deploy(self, name: str, run: str, install: str | None = None) -> subprocess.Popen:
+    def deploy(self, name: str, run: str, install: str | None = None,
+               artifact: tuple[str, bytes] | None = None,
+               access: dict | None = None) -> subprocess.Popen:
         recipes, artifacts = self.base / f"recipes-{name}", self.base / "artifacts"
         recipes.mkdir()
         lifecycle = {"Run": run}
         if install:
             lifecycle["Install"] = {"Script": install, "Timeout": 120}
+        manifest = {"Platform": {"os": "linux"}, "Lifecycle": lifecycle}
+        configuration = {"greeting": "hello"}
+        if access:
+            configuration["accessControl"] = access
+        if artifact:
+            file, content = artifact
+            d = artifacts / name / "1.0.0"
+            d.mkdir(parents=True)
+            (d / file).write_bytes(content)
+            manifest["Artifacts"] = [{"URI": f"s3://conformance/{file}"}]
         recipe = {
             "RecipeFormatVersion": "2020-01-25",
             "ComponentName": name,
             "ComponentVersion": "1.0.0",
-            "ComponentConfiguration": {"DefaultConfiguration": {"greeting": "hello"}},
-            "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": lifecycle}],
+            "ComponentConfiguration": {"DefaultConfiguration": configuration},
+            "Manifests": [manifest],
         }
         (recipes / f"{name}-1.0.0.json").write_text(json.dumps(recipe))
         artifacts.mkdir(exist_ok=True)
@@ -103,6 +135,14 @@ def device(lambkin_bin, device_dir):
         d = Device(host, base, lambkin_bin)
         deploying = d.deploy(
             COMPONENT, 'echo start >> starts; echo "ticker started"; while true; do sleep 1; done')
+        out, _ = deploying.communicate(timeout=120)
+        assert deploying.returncode == 0, out + host.output()
+        deploying = d.deploy(
+            PUBLISHER, f"{component_python()} -u {{artifacts:path}}/publisher.py {d.publish_gate}",
+            artifact=("publisher.py", PUBLISHER_SCRIPT),
+            access={"aws.greengrass.ipc.pubsub": {f"{PUBLISHER}:pubsub:1": {
+                "operations": ["aws.greengrass#PublishToTopic"],
+                "resources": ["console/from-component"]}}})
         out, _ = deploying.communicate(timeout=120)
         assert deploying.returncode == 0, out + host.output()
         client = lambda_client(host.root, d.url, retries={"total_max_attempts": 1})
@@ -247,6 +287,7 @@ def test_overview_shows_components_and_functions_with_their_states(page, device,
     row = page.locator(f'#components tr[data-component="{COMPONENT}"]')
     expect(row).to_contain_text("RUNNING")
     expect(row).to_contain_text("1.0.0")
+    expect(page.locator(f'#components tr[data-component="{PUBLISHER}"]')).to_contain_text("RUNNING")
     expect(page.locator(f'#functions tr[data-function="{FUNCTION}"]')).to_contain_text("python3.11")
     expect(page.locator("#mqtt")).to_contain_text("No broker configured")
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
@@ -288,6 +329,9 @@ def test_pubsub_tester_shows_a_published_message(page, device, shots):
     result = device.cli("pub", "console/from-shell", '{"n": 1}')
     assert result.returncode == 0, result.stderr
     expect(page.locator("#messages")).to_contain_text('console/from-shell {"n":1}')
+    # A component's message, published through IPC.
+    device.publish_gate.touch()
+    expect(page.locator("#messages")).to_contain_text('console/from-component {"from":"a component"}')
     page.get_by_label("Topic", exact=True).fill("console/from-page")
     page.get_by_label("Message (JSON, or text)").fill("plain words")
     page.get_by_role("button", name="Publish").click()
