@@ -293,6 +293,29 @@ def test_overview_shows_components_and_functions_with_their_states(page, device,
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
 
+def test_a_late_answer_for_the_last_page_does_not_draw_over_the_next(page, device):
+    """The overview's poll answered after the user moved on to a function's page leaves that
+    page as it is."""
+    held = []
+    page.route("**/console/api/overview", lambda route: held.append(route))
+    try:
+        with page.expect_request("**/console/api/overview"):
+            page.goto(f"{device.url}/console/#/")
+        page.wait_for_function("() => true")  # lets the route handler run
+        assert held, "the overview's request was not held"
+        page.goto(f"{device.url}/console/#/function/{FUNCTION}")
+        expect(page.locator("#invoke-form")).to_be_visible()
+        with page.expect_response("**/console/api/overview"):
+            for route in held:
+                route.continue_()
+        # Two turns of the page's event loop: the late answer is read and handled by then.
+        page.evaluate("() => new Promise((r) => setTimeout(() => setTimeout(r, 50), 0))")
+        expect(page.locator("#invoke-form")).to_be_visible()
+        expect(page.locator("#components")).to_have_count(0)
+    finally:
+        page.unroute("**/console/api/overview")
+
+
 def test_invoke_from_the_function_page(page, device, shots):
     page.goto(f"{device.url}/console/#/function/{FUNCTION}")
     expect(page.locator("#function-config")).to_contain_text("app.handler")

@@ -6,6 +6,9 @@
 const view = () => document.getElementById("view");
 let refresh = null;
 let subscribed = false;
+// Counts the views shown: a refresh that began for an earlier view must not draw over the
+// one shown since (each renderer checks it after every wait).
+let generation = 0;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -154,7 +157,9 @@ function deploymentRows(deployments) {
 const DEPLOYMENT_HEADERS = ["Deployment", "Outcome", "Components merged (state while in progress)", "Removed", "Message"];
 
 async function overview() {
+  const g = generation;
   const o = await json("overview");
+  if (g !== generation) return;
   const mqtt = o.mqtt
     ? el("p", { id: "mqtt" }, "Broker: ", stateBadge(o.mqtt.connected ? "CONNECTED" : "DISCONNECTED"),
         ". Spool: " + (o.mqtt.spoolMessages ?? "-") + " messages, " + (o.mqtt.spoolBytes ?? "-") + " bytes.")
@@ -173,7 +178,9 @@ async function overview() {
 }
 
 async function deployments() {
+  const g = generation;
   const d = await json("deployments");
+  if (g !== generation) return;
   view().replaceChildren(table("Every deployment, newest first", DEPLOYMENT_HEADERS, deploymentRows(d.deployments), "deployments"));
 }
 
@@ -189,9 +196,10 @@ function logSection(name) {
 }
 
 async function showLog(name) {
-  const pre = document.getElementById("log");
-  if (!pre) return;
+  const g = generation;
   const l = await json("logs/" + encodeURIComponent(name));
+  const pre = document.getElementById("log");
+  if (g !== generation || !pre) return;
   if (pre.textContent !== l.text) {
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     pre.textContent = l.text;
@@ -200,7 +208,9 @@ async function showLog(name) {
 }
 
 async function functionPage(name) {
+  const g = generation;
   const f = await json("functions/" + encodeURIComponent(name));
+  if (g !== generation) return;
   const c = f.Configuration || {};
   const payload = el("textarea", { id: "payload", name: "payload" }, "{}");
   const form = el("form", { id: "invoke-form" },
@@ -244,7 +254,9 @@ async function componentDetails(name) {
 }
 
 async function componentPage(name) {
+  const g = generation;
   const [status, config] = await componentDetails(name);
+  if (g !== generation) return;
   const action = (verb) => {
     const b = el("button", { type: "button", class: verb === "stop" ? "secondary" : null, id: verb + "-button" },
       verb === "stop" ? "Stop" : "Restart");
@@ -265,7 +277,9 @@ async function componentPage(name) {
   await showLog(name);
   refresh = async () => {
     const [fresh] = await componentDetails(name);
-    document.getElementById("component-status").replaceWith(fresh);
+    const shown = document.getElementById("component-status");
+    if (g !== generation || !shown) return;
+    shown.replaceWith(fresh);
     await showLog(name);
   };
 }
@@ -321,6 +335,7 @@ async function poll() {
 }
 
 async function show() {
+  const g = ++generation;
   refresh = null;
   subscribed = false;
   say("");
@@ -340,10 +355,12 @@ async function show() {
       pubsubPage();
     } else if (kind === "deployments") {
       title.textContent = "Deployments"; document.title = "Deployments · Lambkin";
-      await deployments(); refresh = deployments;
+      await deployments();
+      if (g === generation) refresh = deployments;
     } else {
       title.textContent = "Overview"; document.title = "Lambkin console";
-      await overview(); refresh = overview;
+      await overview();
+      if (g === generation) refresh = overview;
     }
   } catch (err) { say(err.message, true); }
 }
