@@ -174,6 +174,11 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
     },
+    /// Print a one-time login link to the web console (good once, for 5 minutes).
+    Console {
+        #[command(flatten)]
+        root: RootArg,
+    },
     /// Print the shell lines that point the AWS CLI and SDKs at this host with its own key.
     Credentials {
         #[command(flatten)]
@@ -753,6 +758,19 @@ pub async fn control(layout: &Layout, name: &str, action: &str) -> anyhow::Resul
     )
     .await?;
     println!("{name}: {action} requested");
+    Ok(0)
+}
+
+/// `lambkin console`: asks the running host for a login link and prints it.
+pub async fn console(layout: &Layout) -> anyhow::Result<i32> {
+    let addr = host_addr(layout)?;
+    let reply = local(layout, "POST", "/lambkin/v1/console/link", None).await?;
+    let answer: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    let Some(path) = answer["path"].as_str() else {
+        bail!("the host answered no login link");
+    };
+    println!("http://{addr}{path}");
+    eprintln!("open it within 5 minutes; it logs in once");
     Ok(0)
 }
 

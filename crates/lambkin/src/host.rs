@@ -350,6 +350,7 @@ pub async fn run(
         .context("cannot read the function URLs (state/function-urls.json)")?,
         region: opts.config.region.clone(),
         metrics,
+        console: crate::api::console::Console::new(mqtt.clone()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ipc_socket = ipc_listener.as_ref().map(|ipc| ipc.path.clone());

@@ -25,7 +25,7 @@
 //! - [`metrics`]: `/metrics`: the counters the host's paths update (atomics only), and the
 //!   families a scrape gathers from them and from the services' states.
 //! - `api`: the HTTP listener: AWS Invoke (streamed too), management, layer and function URL
-//!   APIs, function URLs themselves, `/lambkin/v1`, and the
+//!   APIs, function URLs themselves, `/lambkin/v1`, the web console (`/console/`), and the
 //!   OpenWhisk API's edge.
 //! - `components`: Greengrass components: recipes planned into deployments, the lifecycle state
 //!   machine, supervisors, the status board and dependency rules, Lambda components.

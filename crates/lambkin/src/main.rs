@@ -151,6 +151,7 @@ async fn dispatch(command: Command) -> i32 {
             once,
             interval,
         } => lambkin::top::run(&root.layout(), once, Duration::from_secs_f64(interval)).await,
+        Command::Console { root } => cli::console(&root.layout()).await,
         Command::Restart { root, name } => cli::control(&root.layout(), &name, "restart").await,
         Command::Stop { root, name } => cli::control(&root.layout(), &name, "stop").await,
         Command::Pub {

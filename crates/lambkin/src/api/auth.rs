@@ -160,7 +160,7 @@ impl Gate {
     }
 
     /// `Host` names this listener: its address, or `localhost`, with its port.
-    fn is_own_host(&self, host: &str) -> bool {
+    pub fn is_own_host(&self, host: &str) -> bool {
         let port = self.listening.port();
         let Some((name, p)) = host.rsplit_once(':') else {
             return false;

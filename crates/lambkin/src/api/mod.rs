@@ -1,5 +1,5 @@
 //! The host's HTTP listener (default `127.0.0.1:3001`): the AWS Invoke API, the Lambda
-//! management API, Lambkin's own `/lambkin/v1` API and `/metrics`. The whole route table is `route`;
+//! management API, Lambkin's own `/lambkin/v1` API, `/metrics` and the web console (`/console/`). The whole route table is `route`;
 //! every error becomes HTTP in `error_response`, the one place that maps them.
 //!
 //! A Lambda API request is admitted in one order: its operation is known from the route, the
@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod console;
 mod invoke;
 mod layers;
 mod local;
@@ -80,6 +81,14 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
             .map(|()| json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        (&Method::POST, ["lambkin", "v1", "console", "link"]) => {
+            authorized(&req, state).map(|()| {
+                json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "path": state.console.login_path() }),
+                )
+            })
+        }
         (_, ["lambkin", "v1", ..]) => match authorized(&req, state) {
             Ok(()) => local::route(req, state, &method, &segments[2..]).await,
             Err(e) => Err(e),
@@ -88,6 +97,7 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
             let (parts, _body) = req.into_parts();
             Ok(metrics::serve(&parts, state).await)
         }
+        (_, ["console", rest @ ..]) => Ok(console::route(req, state, &method, rest).await),
         (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
         _ => match Operation::route(&method, &segments, req.uri().query()) {
             Some(operation) => {

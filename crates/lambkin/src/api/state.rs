@@ -37,6 +37,8 @@ pub struct ApiState {
     pub region: String,
     /// `/metrics`; `None` with `[metrics] enabled = false`.
     pub metrics: Option<crate::metrics::Exporter>,
+    /// The web console's login links, sessions and subscriptions.
+    pub console: super::console::sessions::Console,
 }
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
