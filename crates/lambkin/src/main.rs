@@ -180,16 +180,10 @@ async fn dispatch(command: Command) -> i32 {
             print_unit,
         } => {
             if print_unit {
-                return match lambkin::install::print_unit(&root.layout(), binary.as_deref()) {
-                    Ok(text) => {
-                        print!("{text}");
-                        0
-                    }
-                    Err(e) => {
-                        fail!("{e}");
-                        e.exit_code()
-                    }
-                };
+                return install_status(
+                    lambkin::install::print_unit(&root.layout(), binary.as_deref())
+                        .map(|text| print!("{text}")),
+                );
             }
             let opts = lambkin::install::InstallOptions {
                 layout: root.layout(),
@@ -206,13 +200,7 @@ async fn dispatch(command: Command) -> i32 {
                 no_enable,
                 no_unit,
             };
-            return match lambkin::install::install(&opts) {
-                Ok(()) => 0,
-                Err(e) => {
-                    fail!("{e}");
-                    e.exit_code()
-                }
-            };
+            return install_status(lambkin::install::install(&opts));
         }
         Command::Uninstall {
             root,
@@ -224,13 +212,7 @@ async fn dispatch(command: Command) -> i32 {
                 purge,
                 no_enable,
             };
-            return match lambkin::install::uninstall(&opts) {
-                Ok(()) => 0,
-                Err(e) => {
-                    fail!("{e}");
-                    e.exit_code()
-                }
-            };
+            return install_status(lambkin::install::uninstall(&opts));
         }
         Command::CheckConfig { root, config } => {
             match cli::load_config(&root.layout(), config.as_deref()) {
@@ -265,6 +247,17 @@ fn never_writable_by_others() {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
+/// The exit status of `install`, `uninstall` or `install --print-unit`, the error printed.
+fn install_status(result: Result<(), lambkin::install::InstallError>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            fail!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

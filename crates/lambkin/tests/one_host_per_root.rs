@@ -8,8 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::json;
 use support::{json, python_function, Host};
@@ -39,21 +37,7 @@ async fn a_second_host_on_a_running_root_stops_and_leaves_the_first_alone() {
     let socket = tmp.path().join("ipc.socket");
     let inode = std::fs::metadata(&socket).unwrap().ino();
 
-    let mut second = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(tmp.path())
-        .env("LAMBKIN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = support::wait_for(Duration::from_secs(20), || second.try_wait().unwrap())
-        .unwrap_or_else(|| {
-            let _ = second.kill();
-            panic!("a second host kept running on the same root");
-        });
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = support::run_refused(tmp.path());
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("another Lambkin host runs on") && stderr.contains(&host.pid().to_string()),

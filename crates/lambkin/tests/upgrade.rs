@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -165,21 +165,7 @@ fn a_root_of_a_newer_schema_is_refused_with_exit_78_and_left_untouched() {
     drop(newer);
     let before = std::fs::read(&db).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["run", "--listen", "127.0.0.1:0", "--root"])
-        .arg(tmp.path())
-        .env("LAMBKIN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = support::wait_for(Duration::from_secs(20), || child.try_wait().unwrap())
-        .unwrap_or_else(|| {
-            let _ = child.kill();
-            panic!("the host kept running on a newer root");
-        });
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let (status, stderr) = support::run_refused(tmp.path());
     assert_eq!(status.code(), Some(78), "{stderr}");
     assert!(
         stderr.contains("schema version 99, newer than this Lambkin's"),

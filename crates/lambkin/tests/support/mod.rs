@@ -181,6 +181,27 @@ impl Drop for Host {
 /// The user and group a root host runs components and functions as when nothing names
 /// another (`ggc_user:ggc_group`, made by the host at its first start); `None` on a host that
 /// is not root, which runs everything as the test's own user.
+/// Runs `lambkin run` on `root`, which must refuse to start: its exit status and stderr,
+/// once it has exited (it is killed, and the test fails, if it still runs after 20 s).
+pub fn run_refused(root: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
+        .args(["run", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .env("LAMBKIN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status =
+        wait_for(Duration::from_secs(20), || child.try_wait().unwrap()).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("the host kept running on {}", root.display());
+        });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
 pub fn default_user() -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
         return None;
