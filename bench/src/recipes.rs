@@ -74,3 +74,53 @@ impl LambdaRecipe<'_> {
         })
     }
 }
+
+/// Deploys `recipe` on the host at `root` with `lambkin deploy`, its artifact a zip holding
+/// `handler.py` (`handler_py`); the recipe and artifact directories are made under `work`,
+/// named by `tag`.
+pub async fn deploy_python(
+    lambkin: &std::path::Path,
+    root: &std::path::Path,
+    work: &std::path::Path,
+    tag: &str,
+    recipe: &LambdaRecipe<'_>,
+    handler_py: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let recipes = work.join(format!("recipes-{tag}"));
+    let artifacts = work.join(format!("artifacts-{tag}"));
+    let dir = artifacts.join(recipe.name).join(recipe.version);
+    std::fs::create_dir_all(&recipes)?;
+    std::fs::create_dir_all(&dir)?;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(dir.join("lambda-artifact.zip"))?);
+    zip.start_file("handler.py", zip::write::SimpleFileOptions::default())?;
+    zip.write_all(handler_py.as_bytes())?;
+    zip.finish()?;
+    std::fs::write(
+        recipes.join(format!("{}-{}.json", recipe.name, recipe.version)),
+        serde_json::to_vec_pretty(&recipe.to_json())?,
+    )?;
+    let out = tokio::process::Command::new(lambkin)
+        .arg("deploy")
+        .arg("--root")
+        .arg(root)
+        .arg("-r")
+        .arg(&recipes)
+        .arg("-a")
+        .arg(&artifacts)
+        .args(["-m", &format!("{}={}", recipe.name, recipe.version)])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("cannot run lambkin deploy")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "lambkin deploy failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -228,22 +228,12 @@ async fn deploy(
     filter: &str,
     tag: &str,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let recipes = work.join(format!("recipes-{tag}"));
-    let artifacts = work.join(format!("artifacts-{tag}"));
-    let dir = artifacts.join(FUNCTION).join(COMPONENT_VERSION);
-    fs::create_dir_all(&recipes)?;
-    fs::create_dir_all(&dir)?;
-    let mut zip = zip::ZipWriter::new(fs::File::create(dir.join("lambda-artifact.zip"))?);
-    zip.start_file("handler.py", zip::write::SimpleFileOptions::default())?;
-    zip.write_all(HANDLER_PY.as_bytes())?;
-    zip.finish()?;
-    let recipe = serde_json::json!({
-        "RecipeFormatVersion": "2020-01-25",
-        "ComponentName": FUNCTION,
-        "ComponentVersion": COMPONENT_VERSION,
-        "ComponentType": "aws.greengrass.lambda",
-        "ComponentConfiguration": {"DefaultConfiguration": {
+    let recipe = crate::recipes::LambdaRecipe {
+        name: FUNCTION,
+        version: COMPONENT_VERSION,
+        description: "Shared-subscription benchmark: a Python function waiting 50 ms per event"
+            .into(),
+        configuration: serde_json::json!({
             "lambdaExecutionParameters": {"EnvironmentVariables": {}},
             "containerMode": "NoContainer",
             "timeoutInSeconds": 30,
@@ -254,51 +244,12 @@ async fn deploy(
             "maxIdleTimeInSeconds": 60,
             "statusTimeoutInSeconds": 60,
             "pubsubTopics": {"0": {"topic": filter, "type": "IOT_CORE"}},
-        }},
-        "ComponentDependencies": {
-            "aws.greengrass.LambdaLauncher": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"},
-            "aws.greengrass.TokenExchangeService": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"},
-            "aws.greengrass.LambdaRuntimes": {"VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "SOFT"},
-        },
-        "Manifests": [{
-            "Platform": {"os": "linux"},
-            "Lifecycle": {},
-            "Artifacts": [{"Uri": "greengrass:lambda-artifact.zip", "Unarchive": "ZIP"}],
-        }],
-        "Lifecycle": {"setenv": {
-            "AWS_GREENGRASS_LAMBDA_CONTAINER_MODE": "{configuration:/containerMode}",
-            "AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER": "handler.handler",
-            "AWS_GREENGRASS_LAMBDA_ENCODING_TYPE": "{configuration:/inputPayloadEncodingType}",
-            "AWS_GREENGRASS_LAMBDA_PARAMS": "{configuration:/lambdaExecutionParameters}",
-            "AWS_GREENGRASS_LAMBDA_RUNTIME": runtime,
-        }},
-    });
-    fs::write(
-        recipes.join(format!("{FUNCTION}-{COMPONENT_VERSION}.json")),
-        serde_json::to_vec_pretty(&recipe)?,
-    )?;
-    let out = Command::new(lambkin)
-        .arg("deploy")
-        .arg("--root")
-        .arg(root)
-        .arg("-r")
-        .arg(&recipes)
-        .arg("-a")
-        .arg(&artifacts)
-        .args(["-m", &format!("{FUNCTION}={COMPONENT_VERSION}")])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("cannot run lambkin deploy")?;
-    if !out.status.success() {
-        bail!(
-            "lambkin deploy failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+        }),
+        handler: "handler.handler",
+        runtime,
+        setenv: serde_json::json!({}),
+    };
+    crate::recipes::deploy_python(lambkin, root, work, tag, &recipe, HANDLER_PY).await
 }
 
 /// rumqttc (MQTT 5) publishing QoS 1 messages; its event loop runs on a task of its own.
