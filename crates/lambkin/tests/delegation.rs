@@ -552,6 +552,27 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
         let message = body_json(&reply)["message"].as_str().unwrap().to_owned();
         assert!(message.starts_with(expected), "{name}: {message}");
     }
+    // Invocations on their way to a target that is down wait as queued ones do: no more
+    // than MaxQueueSize (2) of them; the next are refused 429 and not stored.
+    let mut bounded = delegated(2, "remote", "down", "work");
+    bounded["MaxQueueSize"] = json!(2);
+    let created = a.create(function("to-down-bounded", "A", 0, bounded)).await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        statuses.push(
+            a.invoke_event("to-down-bounded", &json!({ "n": n }))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses, [202, 202, 429, 429, 429]);
+
     // A target that does not answer within the function's timeout (1 s) and the target's
     // slack: `remote` says so, `remote-first` runs the invocation here.
     for (name, policy) in [

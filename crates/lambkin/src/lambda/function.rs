@@ -177,8 +177,19 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
             command = rx.recv(), if shutdown.is_none() => match command {
                 Some(Command::Submit { inv, admitted }) => {
                     if let Some(delegation) = actor.remote_route() {
-                        actor.delegate(delegation, inv);
-                        let _ = admitted.send(Ok(()));
+                        // On their way out, invocations wait as queued ones do: at most
+                        // `MaxQueueSize` of them, so a target that is down or slow cannot
+                        // make the host keep an unbounded number.
+                        let max_queue = actor.spec.config.greengrass.max_queue_size;
+                        if actor.delegated.len() >= max_queue as usize {
+                            if let Some(metrics) = &actor.spec.metrics {
+                                metrics.throttled.inc();
+                            }
+                            let _ = admitted.send(Err(Refusal::QueueFull { max_queue }));
+                        } else {
+                            actor.delegate(delegation, inv);
+                            let _ = admitted.send(Ok(()));
+                        }
                     } else {
                         let actions = actor.scheduler.on(Event::Submitted(inv), Instant::now());
                         actor.perform(actions, Some(admitted)).await;
