@@ -202,10 +202,12 @@ def raw(device: Device, path: str, method: str = "GET", headers: dict | None = N
         return e.code, e.headers, e.read().decode()
 
 
-def session_cookie(device: Device) -> str:
+def session(device: Device) -> dict:
+    """What the console's page sends: the session cookie and the key the login handed it."""
     status, headers, _ = raw(device, device.login_link().removeprefix(device.url))
     assert status == 303, headers
-    return headers["Set-Cookie"].split(";")[0]
+    return {"Cookie": headers["Set-Cookie"].split(";")[0],
+            "X-Lambkin-Console": headers["Location"].removeprefix("/console/#key=")}
 
 
 # ------------------------------------------------------------------ refusals ----
@@ -229,7 +231,7 @@ def test_without_a_session_every_page_and_api_is_refused_and_names_nothing(devic
 def test_a_login_link_works_once(device):
     link = device.login_link().removeprefix(device.url)
     status, headers, _ = raw(device, link)
-    assert status == 303 and headers["Location"] == "/console/"
+    assert status == 303 and headers["Location"].startswith("/console/#key="), headers
     cookie = headers["Set-Cookie"]
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"]:
         assert attribute in cookie, cookie
@@ -243,9 +245,8 @@ def test_a_login_link_works_once(device):
 
 
 def test_a_cross_site_request_is_refused_even_with_the_session(device):
-    cookie = session_cookie(device)
     publish = json.dumps({"topic": "console/csrf", "json": {}}).encode()
-    base = {"Cookie": cookie, "Content-Type": "application/json"}
+    base = {**session(device), "Content-Type": "application/json"}
     for extra in [{"Origin": "http://evil.example"},
                   {"Origin": "null"},
                   {"Sec-Fetch-Site": "cross-site"},
@@ -261,8 +262,27 @@ def test_a_cross_site_request_is_refused_even_with_the_session(device):
     assert status == 200, body
 
 
+def test_the_cookie_alone_opens_no_api(device):
+    # A page on another port of this host gets the cookie (cookies do not tell ports apart)
+    # but not the key, which the console's page keeps in its own origin's storage.
+    headers = session(device)
+    cookie_only = {"Cookie": headers["Cookie"]}
+    for path in ["/console/api/overview", f"/console/api/logs/{COMPONENT}"]:
+        status, _, body = raw(device, path, headers=cookie_only)
+        assert status == 401 and COMPONENT not in body, (path, status, body)
+        status, _, body = raw(device, path, headers={**cookie_only, "X-Lambkin-Console": "0" * 64})
+        assert status == 401, (path, status, body)
+        status, _, body = raw(device, path, headers=headers)
+        assert status == 200, (path, status, body)
+    status, _, body = raw(device, "/console/api/publish", "POST",
+                          {**cookie_only, "Content-Type": "application/json",
+                           "Origin": device.url, "Sec-Fetch-Site": "same-origin"},
+                          json.dumps({"topic": "console/cookie-only", "json": {}}).encode())
+    assert status == 401, body
+
+
 def test_logs_are_read_only_for_names_the_host_knows(device):
-    cookie = {"Cookie": session_cookie(device)}
+    cookie = session(device)
     token = (device.host.root / "state" / "cli.token").read_text().strip()
     for name in ["..%2Fstate%2Fcli.token", "..%2F..%2Fetc%2Fpasswd", "nobody"]:
         status, _, body = raw(device, f"/console/api/logs/{name}", headers=cookie)
@@ -273,7 +293,7 @@ def test_logs_are_read_only_for_names_the_host_knows(device):
 
 
 def test_pages_carry_a_strict_content_security_policy(device):
-    status, headers, body = raw(device, "/console/", headers={"Cookie": session_cookie(device)})
+    status, headers, body = raw(device, "/console/", headers=session(device))
     assert status == 200, body
     csp = headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp, csp

@@ -41,6 +41,8 @@ use sessions::SESSION_LIFETIME;
 
 /// The session cookie's name.
 const COOKIE: &str = "lambkin_console";
+/// The header carrying a session's API key (see `sessions::Sessions::key_matches`).
+const KEY_HEADER: &str = "x-lambkin-console";
 /// What the pages may load: their own scripts, styles and API, nothing else, in no frame.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -141,6 +143,15 @@ async fn serve(
     if method != Method::GET && method != Method::HEAD {
         same_origin(&parts, host)?;
     }
+    // Data and actions need the page's key too: a cookie reaches every port of the host.
+    if rest.first() == Some(&"api")
+        && !state
+            .console
+            .sessions
+            .key_matches(&session, header(&parts, KEY_HEADER).unwrap_or(""))
+    {
+        return Err(Refusal::NoSession);
+    }
     match (method, rest) {
         (&Method::GET, [] | [""] | ["index.html"]) => {
             Ok(asset(INDEX_HTML, "text/html; charset=utf-8"))
@@ -219,7 +230,7 @@ fn login(parts: &Parts, state: &ApiState) -> Result<Response<Body>, Refusal> {
         .split('&')
         .find_map(|kv| kv.strip_prefix("t="))
         .ok_or(Refusal::LinkRefused)?;
-    let session = state
+    let (session, key) = state
         .console
         .sessions
         .redeem(token, Instant::now())
@@ -231,9 +242,12 @@ fn login(parts: &Parts, state: &ApiState) -> Result<Response<Body>, Refusal> {
     );
     let mut r = Response::new(Body::from(Bytes::new()));
     *r.status_mut() = StatusCode::SEE_OTHER;
+    // The key travels in the fragment, which the browser keeps to the page and sends to no
+    // server; the page moves it into its origin's storage and drops it from the address.
     r.headers_mut().insert(
         http::header::LOCATION,
-        http::HeaderValue::from_static("/console/"),
+        http::HeaderValue::from_str(&format!("/console/#key={key}"))
+            .map_err(|e| ApiError::Service(format!("cannot name the console's page: {e}")))?,
     );
     r.headers_mut().insert(
         http::header::SET_COOKIE,

@@ -65,7 +65,33 @@ pub struct Sessions {
 #[derive(Debug, Default)]
 struct Live {
     links: HashMap<String, Instant>,
-    sessions: HashMap<String, Instant>,
+    sessions: HashMap<String, Open>,
+}
+
+/// An open session: its expiry, and the key its page holds besides the cookie.
+#[derive(Debug)]
+struct Open {
+    expires: Instant,
+    /// Sent by the console's page as `X-Lambkin-Console` on every API call. The page keeps
+    /// it in its origin's storage, which another port's pages cannot read, while a cookie is
+    /// sent to every port of the host: the cookie alone opens no API.
+    key: String,
+}
+
+trait Expires {
+    fn expires(&self) -> Instant;
+}
+
+impl Expires for Instant {
+    fn expires(&self) -> Instant {
+        *self
+    }
+}
+
+impl Expires for Open {
+    fn expires(&self) -> Instant {
+        self.expires
+    }
 }
 
 impl Sessions {
@@ -78,8 +104,9 @@ impl Sessions {
         token
     }
 
-    /// Spends a link: a new session if the link was issued, unused and unexpired.
-    pub fn redeem(&self, link: &str, now: Instant) -> Option<SessionId> {
+    /// Spends a link: a new session, and its API key, if the link was issued, unused and
+    /// unexpired.
+    pub fn redeem(&self, link: &str, now: Instant) -> Option<(SessionId, String)> {
         let mut live = self.lock();
         // Removed whatever happens: an expired link is gone too.
         let expires = live.links.remove(link)?;
@@ -87,20 +114,34 @@ impl Sessions {
             return None;
         }
         let session = random_token();
+        let key = random_token();
         keep_room(&mut live.sessions, now);
-        live.sessions
-            .insert(session.clone(), now + SESSION_LIFETIME);
-        Some(SessionId(session))
+        live.sessions.insert(
+            session.clone(),
+            Open {
+                expires: now + SESSION_LIFETIME,
+                key: key.clone(),
+            },
+        );
+        Some((SessionId(session), key))
     }
 
     /// The open session a cookie value names, compared in constant time.
     pub fn session(&self, presented: &str, now: Instant) -> Option<SessionId> {
         let mut live = self.lock();
-        live.sessions.retain(|_, expires| *expires > now);
+        live.sessions.retain(|_, open| open.expires > now);
         live.sessions
             .keys()
             .find(|id| constant_time_eq(id.as_bytes(), presented.as_bytes()))
             .map(|id| SessionId(id.clone()))
+    }
+
+    /// Whether `presented` is the API key of `session`, compared in constant time.
+    pub fn key_matches(&self, session: &SessionId, presented: &str) -> bool {
+        self.lock()
+            .sessions
+            .get(&session.0)
+            .is_some_and(|open| constant_time_eq(open.key.as_bytes(), presented.as_bytes()))
     }
 
     /// Ends a session at once.
@@ -114,12 +155,12 @@ impl Sessions {
 }
 
 /// Drops what expired, then the oldest while the map is full.
-fn keep_room(map: &mut HashMap<String, Instant>, now: Instant) {
-    map.retain(|_, expires| *expires > now);
+fn keep_room<V: Expires>(map: &mut HashMap<String, V>, now: Instant) {
+    map.retain(|_, v| v.expires() > now);
     while map.len() >= MAX_LIVE {
         let Some(oldest) = map
             .iter()
-            .min_by_key(|(_, expires)| **expires)
+            .min_by_key(|(_, v)| v.expires())
             .map(|(k, _)| k.clone())
         else {
             break;
@@ -147,8 +188,14 @@ mod tests {
         let s = Sessions::default();
         let now = Instant::now();
         let link = s.issue_link(now);
-        let session = s.redeem(&link, now).unwrap();
+        let (session, key) = s.redeem(&link, now).unwrap();
         assert_eq!(s.session(session.as_str(), now), Some(session.clone()));
+        assert!(s.key_matches(&session, &key));
+        assert!(
+            !s.key_matches(&session, session.as_str()),
+            "the cookie is not the key"
+        );
+        assert!(!s.key_matches(&session, ""));
         assert_eq!(s.redeem(&link, now), None, "a link is good once");
         assert_eq!(s.redeem("not-issued", now), None);
         assert_eq!(s.session("not-a-session", now), None);
@@ -167,7 +214,7 @@ mod tests {
         let link = s.issue_link(now);
         assert_eq!(s.redeem(&link, now + LINK_LIFETIME), None);
         let link = s.issue_link(now);
-        let session = s.redeem(&link, now).unwrap();
+        let (session, _) = s.redeem(&link, now).unwrap();
         assert!(s
             .session(
                 session.as_str(),

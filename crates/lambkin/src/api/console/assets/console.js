@@ -22,8 +22,18 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// The session's API key: handed over once in the login's fragment, then kept in this
+// origin's storage (another port's pages cannot read it, while they do get the cookie).
+const KEY_STORE = "lambkin-console-key";
+if (location.hash.startsWith("#key=")) {
+  localStorage.setItem(KEY_STORE, location.hash.slice("#key=".length));
+  window.history.replaceState(null, "", location.pathname);
+}
+
 async function api(path, options) {
-  const r = await fetch("/console/api/" + path, Object.assign({ credentials: "same-origin" }, options || {}));
+  const opts = Object.assign({ credentials: "same-origin" }, options || {});
+  opts.headers = Object.assign({}, opts.headers, { "x-lambkin-console": localStorage.getItem(KEY_STORE) || "" });
+  const r = await fetch("/console/api/" + path, opts);
   if (r.status === 401) throw new Error("the session ended: run `lambkin console` for a new link");
   return r;
 }
@@ -373,6 +383,7 @@ document.getElementById("logout").addEventListener("click", async () => {
   try {
     const r = await post("logout", {});
     if (!r.ok) throw new Error("the host refused to log out (" + r.status + ")");
+    localStorage.removeItem(KEY_STORE);
     refresh = null;
     subscribed = false;
     document.getElementById("title").textContent = "Logged out";
