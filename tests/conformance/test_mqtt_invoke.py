@@ -61,10 +61,10 @@ class Caller:
             self.answers.append(message)
 
     def send(self, function: str, payload: bytes, correlation: bytes | None,
-             reply: bool = True) -> None:
+             reply: bool = True, reply_topic: str | None = None) -> None:
         properties = Properties(PacketTypes.PUBLISH)
         if reply:
-            properties.ResponseTopic = self.reply_topic
+            properties.ResponseTopic = reply_topic or self.reply_topic
         if correlation is not None:
             properties.CorrelationData = correlation
         info = self.client.publish(f"lambkin/{THING}/functions/{function}/invoke", payload,
@@ -186,6 +186,23 @@ def test_malformed_requests_get_errors_and_nothing_crashes(setup):
         assert not [m for m in caller.answers
                     if getattr(m.properties, "CorrelationData", None) == b"no-reply"]
     assert host.proc.poll() is None
+
+
+def test_a_response_topic_the_host_will_not_publish_to_runs_nothing(setup):
+    # A requester may not make the host publish its answer as another device's request, on a
+    # broker's $ topic, or on a filter: such a request is dropped before the function runs.
+    caller, host = setup
+    log = host.root / "logs" / "echo.log"
+    starts = lambda: log.read_text().count("START RequestId")
+    before = starts()
+    refused = [f"lambkin/other-device/functions/echo/invoke", "$SYS/lambkin", "replies/#"]
+    for topic in refused:
+        caller.send("echo", b'{"relayed": true}', topic.encode(), reply_topic=topic)
+    until(lambda: host.output().count("names a response topic that is refused") >= len(refused),
+          "the log lines about the refused response topics", host.output)
+    body, error = caller.invoke("echo", b'{"after": 2}', host)
+    assert error is None and body["echo"] == {"after": 2}
+    assert starts() == before + 1, log.read_text()
 
 
 def test_mqtt_3_gets_a_clear_refusal(lambkin_bin, tmp_path):

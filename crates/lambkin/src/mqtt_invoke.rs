@@ -58,6 +58,23 @@ fn function_of<'a>(topic: &'a str, thing_name: &str) -> Option<&'a str> {
         .filter(|name| !name.contains('/'))
 }
 
+/// Whether the host answers on `topic`, a requester's choice: not a filter, not a `$` topic
+/// (the broker's own), and not a request topic of this scheme (of any device), so that a
+/// requester cannot make the host publish its answer as a request to another device.
+fn check_response_topic(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() || topic.contains(['+', '#', '\0']) {
+        return Err("empty, or a filter with wildcards");
+    }
+    if topic.starts_with('$') {
+        return Err("a $ topic");
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    if let ["lambkin", _, "functions", _, "invoke"] = levels.as_slice() {
+        return Err("an invoke request topic");
+    }
+    Ok(())
+}
+
 /// Why a request was refused; [`Refused::error_type`] is the one place each gets its name on
 /// the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +183,12 @@ impl MqttInvoke {
             while let Some(request) = requests.recv().await {
                 while running.try_join_next().is_some() {}
                 let context = context.clone();
+                if running.len() >= 2 * IN_FLIGHT {
+                    // Refusals are answered while there is room for them too; past that a
+                    // flood is dropped, counted in the log, rather than held in memory.
+                    tracing::warn!(topic = %request.topic, "too many invoke requests over MQTT at once; dropped, unanswered");
+                    continue;
+                }
                 if running.len() >= IN_FLIGHT {
                     running.spawn(async move { context.refuse(request, Refused::Busy).await });
                     continue;
@@ -198,16 +221,25 @@ impl Context {
         self.answer(&request, reply_to, Err(refused)).await;
     }
 
-    /// The request's response topic; a request without one is logged and dropped.
+    /// The request's response topic; a request without one, or with one the host will not
+    /// publish to, is logged and dropped before anything runs.
     fn reply_to(&self, request: &IncomingMessage) -> Option<String> {
-        let reply_to = request.properties.response_topic.clone();
-        if reply_to.is_none() {
+        let Some(reply_to) = request.properties.response_topic.clone() else {
             tracing::warn!(
                 topic = %request.topic,
                 "an invoke request over MQTT has no response topic (MQTT 5 Response Topic); dropped, unanswered"
             );
+            return None;
+        };
+        if let Err(why) = check_response_topic(&reply_to) {
+            tracing::warn!(
+                topic = %request.topic,
+                response_topic = %reply_to,
+                "an invoke request over MQTT names a response topic that is refused ({why}); dropped, unanswered"
+            );
+            return None;
         }
-        reply_to
+        Some(reply_to)
     }
 
     async fn invoke(&self, request: &IncomingMessage) -> Outcome {
@@ -303,6 +335,25 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_topics_that_are_refused() {
+        assert_eq!(check_response_topic("replies/abc"), Ok(()));
+        assert_eq!(
+            check_response_topic("lambkin/me/functions/f/result"),
+            Ok(())
+        );
+        for refused in [
+            "",
+            "replies/#",
+            "replies/+/x",
+            "$aws/things/x/shadow/update",
+            "lambkin/other/functions/f/invoke",
+            "lambkin/me/functions/f/invoke",
+        ] {
+            assert!(check_response_topic(refused).is_err(), "{refused:?}");
+        }
+    }
 
     #[test]
     fn the_function_is_read_from_the_request_topic() {
