@@ -2072,7 +2072,10 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
                 }
                 Ok(ResponseMode::Buffered) => {}
                 Err(e) => {
-                    // The caller learns why its invocation failed; the runtime gets its 400.
+                    // The caller learns why its invocation failed; the runtime gets its 400 on a
+                    // connection it can go on using: the body is read first (an unread body
+                    // makes the server close the connection under a runtime that keeps it).
+                    let _ = read_body(req, MAX_RESPONSE_BYTES).await;
                     let (reply, rx) = oneshot::channel();
                     let msg = InstanceMsg::Error {
                         request_id,
