@@ -1,7 +1,8 @@
 //! A Greengrass Lambda component as the function it defines (`greengrass-reference.md`
 //! §1.2–1.3): its recipe's `Setenv` and its configuration (`pinned`, `timeoutInSeconds`,
 //! `maxInstancesCount`, `containerMode`, `containerParams`, …) turned into a
-//! [`FunctionConfig`], and `containerMode`/`containerParams` into an [`Isolation`].
+//! [`FunctionConfig`], and `containerMode`/`containerParams` into an [`Isolation`]; its
+//! `pubsubTopics` into the [`EventSource`]s that trigger it.
 //!
 //! Every decision about values is made here; what only the device can tell (a volume's source
 //! exists, a device is a device node, the host can make containers, a layer ARN names a layer
@@ -640,6 +641,67 @@ impl<'a> Reader<'a, '_> {
     }
 }
 
+/// Where a `pubsubTopics` entry's messages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceType {
+    /// Local publish/subscribe.
+    PubSub,
+    /// AWS IoT Core, through the MQTT connection.
+    IotCore,
+}
+
+impl SourceType {
+    /// The name a configuration gives it (`PUB_SUB`, `IOT_CORE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PubSub => "PUB_SUB",
+            Self::IotCore => "IOT_CORE",
+        }
+    }
+}
+
+/// One `pubsubTopics` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSource {
+    pub topic: String,
+    pub kind: SourceType,
+}
+
+/// The entries of a Lambda component's configuration (`pubsubTopics`: an object keyed
+/// `"0"`, `"1"`, …, in key order), and a description of each entry that is not one.
+pub fn event_sources(config: &Value) -> (Vec<EventSource>, Vec<String>) {
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
+    let Some(topics) = config.get("pubsubTopics") else {
+        return (sources, problems);
+    };
+    let Some(entries) = topics.as_object() else {
+        problems.push(format!("pubsubTopics is not an object: {topics}"));
+        return (sources, problems);
+    };
+    let mut entries: Vec<(&String, &Value)> = entries.iter().collect();
+    // "10" after "9": numeric keys in numeric order, others after them.
+    entries.sort_by_key(|(k, _)| (k.parse::<u64>().unwrap_or(u64::MAX), (*k).clone()));
+    for (key, entry) in entries {
+        let topic = entry.get("topic").and_then(Value::as_str);
+        let kind = match entry.get("type").and_then(Value::as_str) {
+            Some(t) if t.eq_ignore_ascii_case("PUB_SUB") => Some(SourceType::PubSub),
+            Some(t) if t.eq_ignore_ascii_case("IOT_CORE") => Some(SourceType::IotCore),
+            _ => None,
+        };
+        match (topic, kind) {
+            (Some(topic), Some(kind)) => sources.push(EventSource {
+                topic: topic.to_owned(),
+                kind,
+            }),
+            _ => problems.push(format!(
+                "pubsubTopics/{key} needs a topic and a type PUB_SUB or IOT_CORE: {entry}"
+            )),
+        }
+    }
+    (sources, problems)
+}
+
 /// A problem was named; the value is left out.
 struct Noted;
 
@@ -684,6 +746,76 @@ mod tests {
         match &f.config.greengrass.isolation {
             Isolation::GreengrassContainer(params) => params,
             Isolation::NoContainer => panic!("no container"),
+        }
+    }
+
+    #[test]
+    fn entries_are_read_in_key_order_and_bad_ones_named() {
+        let config = json!({"pubsubTopics": {
+            "10": {"topic": "ten", "type": "PUB_SUB"},
+            "0": {"topic": "core/topic", "type": "IOT_CORE"},
+            "1": {"topic": "local/+", "type": "PUB_SUB"},
+            "2": {"topic": "x", "type": "SOMETHING"},
+        }});
+        let (sources, problems) = event_sources(&config);
+        assert_eq!(
+            sources,
+            vec![
+                EventSource {
+                    topic: "core/topic".into(),
+                    kind: SourceType::IotCore
+                },
+                EventSource {
+                    topic: "local/+".into(),
+                    kind: SourceType::PubSub
+                },
+                EventSource {
+                    topic: "ten".into(),
+                    kind: SourceType::PubSub
+                },
+            ]
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("pubsubTopics/2"));
+        assert_eq!(event_sources(&json!({})), (vec![], vec![]));
+    }
+
+    proptest! {
+        /// Every entry is either a source or a named problem, never both nor neither, and the
+        /// sources come in the numeric order of their keys.
+        #[test]
+        fn every_entry_is_a_source_or_a_named_problem(
+            entries in proptest::collection::btree_map(
+                0u16..200,
+                (proptest::option::of("[a-z/+#]{0,6}"), proptest::option::of(prop_oneof![
+                    Just("PUB_SUB"), Just("pub_sub"), Just("IOT_CORE"), Just("Iot_Core"), Just("MQTT"),
+                ])),
+                0..12,
+            )
+        ) {
+            let object: serde_json::Map<String, Value> = entries
+                .iter()
+                .map(|(k, (topic, kind))| {
+                    let mut e = serde_json::Map::new();
+                    if let Some(t) = topic { e.insert("topic".into(), json!(t)); }
+                    if let Some(k) = kind { e.insert("type".into(), json!(k)); }
+                    (k.to_string(), Value::Object(e))
+                })
+                .collect();
+            let (sources, problems) = event_sources(&json!({"pubsubTopics": object}));
+            prop_assert_eq!(sources.len() + problems.len(), entries.len());
+            let expected: Vec<&str> = entries
+                .values()
+                .filter(|(t, k)| t.is_some() && matches!(k, Some(k) if *k != "MQTT"))
+                .map(|(t, _)| t.as_deref().unwrap_or_default())
+                .collect();
+            let got: Vec<&str> = sources.iter().map(|s| s.topic.as_str()).collect();
+            prop_assert_eq!(got, expected);
+            for (key, (t, k)) in &entries {
+                let bad = t.is_none() || matches!(k, None | Some("MQTT"));
+                let named = problems.iter().any(|p| p.starts_with(&format!("pubsubTopics/{key} ")));
+                prop_assert_eq!(bad, named, "entry {}", key);
+            }
         }
     }
 

@@ -60,6 +60,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use lambkin_proto::lambda::function::{FunctionName, PayloadEncoding};
+use lambkin_proto::recipe::lambda::{event_sources, SourceType};
 use lambkin_proto::recipe::ComponentName;
 
 use crate::lambda::function::Refusal;
@@ -73,57 +74,6 @@ use crate::pubsub::{Client, Filter, Payload, PubSubHandle, ReceiveMode, Subscrip
 /// How long starting a component waits for the broker to acknowledge its subscriptions;
 /// past it the component starts anyway and the subscriptions complete in the background.
 const SUBACK_WAIT: Duration = Duration::from_secs(10);
-
-/// Where a `pubsubTopics` entry's messages come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceType {
-    /// Local publish/subscribe.
-    PubSub,
-    /// AWS IoT Core, through the MQTT connection.
-    IotCore,
-}
-
-/// One `pubsubTopics` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSource {
-    pub topic: String,
-    pub kind: SourceType,
-}
-
-/// The entries of a Lambda component's configuration (`pubsubTopics`: an object keyed
-/// `"0"`, `"1"`, …, in key order), and a description of each entry that is not one.
-pub fn event_sources(config: &serde_json::Value) -> (Vec<EventSource>, Vec<String>) {
-    let mut sources = Vec::new();
-    let mut problems = Vec::new();
-    let Some(topics) = config.get("pubsubTopics") else {
-        return (sources, problems);
-    };
-    let Some(entries) = topics.as_object() else {
-        problems.push(format!("pubsubTopics is not an object: {topics}"));
-        return (sources, problems);
-    };
-    let mut entries: Vec<(&String, &serde_json::Value)> = entries.iter().collect();
-    // "10" after "9": numeric keys in numeric order, others after them.
-    entries.sort_by_key(|(k, _)| (k.parse::<u64>().unwrap_or(u64::MAX), (*k).clone()));
-    for (key, entry) in entries {
-        let topic = entry.get("topic").and_then(serde_json::Value::as_str);
-        let kind = match entry.get("type").and_then(serde_json::Value::as_str) {
-            Some(t) if t.eq_ignore_ascii_case("PUB_SUB") => Some(SourceType::PubSub),
-            Some(t) if t.eq_ignore_ascii_case("IOT_CORE") => Some(SourceType::IotCore),
-            _ => None,
-        };
-        match (topic, kind) {
-            (Some(topic), Some(kind)) => sources.push(EventSource {
-                topic: topic.to_owned(),
-                kind,
-            }),
-            _ => problems.push(format!(
-                "pubsubTopics/{key} needs a topic and a type PUB_SUB or IOT_CORE: {entry}"
-            )),
-        }
-    }
-    (sources, problems)
-}
 
 /// The running trigger subscriptions, by component. Owned by the deployment engine.
 #[derive(Debug)]
@@ -169,10 +119,7 @@ impl Triggers {
         let mut tasks = Vec::new();
         let mut acknowledged = Vec::new();
         for source in sources {
-            let kind = match source.kind {
-                SourceType::PubSub => "PUB_SUB",
-                SourceType::IotCore => "IOT_CORE",
-            };
+            let kind = source.kind.as_str();
             let filter = match Filter::parse(&source.topic) {
                 Ok(f) => f,
                 Err(e) => {
@@ -464,37 +411,6 @@ fn count_drop(dropped: &AtomicU64, function: &FunctionName, topic: &str, why: &s
 mod tests {
     use super::*;
     use crate::pubsub::{Message, Topic};
-
-    #[test]
-    fn entries_are_read_in_key_order_and_bad_ones_named() {
-        let config = serde_json::json!({"pubsubTopics": {
-            "10": {"topic": "ten", "type": "PUB_SUB"},
-            "0": {"topic": "core/topic", "type": "IOT_CORE"},
-            "1": {"topic": "local/+", "type": "PUB_SUB"},
-            "2": {"topic": "x", "type": "SOMETHING"},
-        }});
-        let (sources, problems) = event_sources(&config);
-        assert_eq!(
-            sources,
-            vec![
-                EventSource {
-                    topic: "core/topic".into(),
-                    kind: SourceType::IotCore
-                },
-                EventSource {
-                    topic: "local/+".into(),
-                    kind: SourceType::PubSub
-                },
-                EventSource {
-                    topic: "ten".into(),
-                    kind: SourceType::PubSub
-                },
-            ]
-        );
-        assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("pubsubTopics/2"));
-        assert_eq!(event_sources(&serde_json::json!({})), (vec![], vec![]));
-    }
 
     #[test]
     fn a_message_becomes_an_event_with_its_topic_as_subject() {
