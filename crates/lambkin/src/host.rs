@@ -152,6 +152,9 @@ pub async fn run(
         token_exchange,
         ipc: ipc_listener,
     } = listeners;
+    crate::secret::check()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the operating system's random source does not answer: no key or token can be made without it")?;
     let layout = opts.layout;
     layout
         .create_dirs()
@@ -443,7 +446,7 @@ fn component_env(
 /// A fresh token (the CLI's, `/metrics`'), readable only by the host's user; on a full disk,
 /// the one the last start wrote.
 fn write_token(path: &std::path::Path, whose: &str) -> anyhow::Result<String> {
-    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token = crate::secret::hex(32);
     match crate::layout::write_private(path, token.as_bytes()) {
         Ok(()) => Ok(token),
         Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {

@@ -46,22 +46,11 @@ impl AccessKey {
     /// A fresh random key: `LKIA` and 16 base-32 characters (the shape of an AWS key id), and
     /// a 40-character secret (240 random bits).
     pub fn generate() -> Self {
-        let random = |n: usize| -> Vec<u8> {
-            let mut bytes = Vec::with_capacity(n + 16);
-            while bytes.len() < n {
-                bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-            }
-            bytes.truncate(n);
-            bytes
-        };
         const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        let id: String = random(16)
-            .iter()
-            .map(|b| char::from(BASE32[usize::from(b % 32)]))
-            .collect();
+        let id = crate::secret::from_alphabet(BASE32, 16);
         Self {
             access_key_id: format!("LKIA{id}"),
-            secret: base64::engine::general_purpose::STANDARD.encode(random(30)),
+            secret: base64::engine::general_purpose::STANDARD.encode(crate::secret::bytes(30)),
         }
     }
 

@@ -38,6 +38,7 @@
 //! - `child`: the one setup of every child process; `child_env`: the environment it begins with.
 //! - [`orphans`]: ending what a previous run of the host left running.
 //! - `users`: the users components and functions run as, their work directories and code.
+//! - `secret`: every key, token and session from the operating system's random source.
 //! - `timestamp`: UTC formatting for logs and API fields; `failpoint`: crash points for tests.
 
 pub(crate) mod api;
@@ -66,6 +67,7 @@ pub mod orphans;
 pub mod pubsub;
 pub mod remote;
 pub(crate) mod schema;
+pub(crate) mod secret;
 pub(crate) mod store;
 pub mod tes;
 pub(crate) mod timestamp;

@@ -11,8 +11,8 @@ use lambkin_proto::recipe::ComponentName;
 
 /// The 32 symbols of the nucleus's tokens (RFC 4648 base32), upper case.
 const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-/// 26 symbols of 5 bits: the 128 random bits of two v4 UUIDs' random parts, rounded down to
-/// whole symbols (the nucleus uses 16 symbols, 80 bits; longer costs nothing).
+/// 26 symbols of 5 bits: 130 random bits (the nucleus uses 16 symbols, 80 bits; longer costs
+/// nothing).
 const TOKEN_SYMBOLS: usize = 26;
 
 /// The token map, shared by the engine (which hands tokens out) and the IPC server (which
@@ -93,19 +93,9 @@ impl Tokens {
     }
 }
 
-/// A token from the operating system's random source (through `uuid`'s v4 generator).
+/// A token of [`TOKEN_SYMBOLS`] random symbols.
 fn random_token() -> String {
-    let mut bits = [0u8; 32];
-    bits[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    bits[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    // A v4 UUID has 6 fixed bits (version, variant) in bytes 6 and 8; take 5 bits from each
-    // of the other bytes, so every symbol is uniformly random.
-    bits.iter()
-        .enumerate()
-        .filter(|(i, _)| i % 16 != 6 && i % 16 != 8)
-        .take(TOKEN_SYMBOLS)
-        .map(|(_, b)| char::from(ALPHABET[usize::from(b & 0x1f)]))
-        .collect()
+    crate::secret::from_alphabet(ALPHABET, TOKEN_SYMBOLS)
 }
 
 /// What a component's processes need to reach the IPC server: the socket's absolute path and

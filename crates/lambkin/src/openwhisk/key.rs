@@ -25,15 +25,7 @@ impl WhiskKey {
     /// A fresh key: a UUID and 64 letters and digits (as OpenWhisk's own keys).
     fn generate() -> Self {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut secret = String::with_capacity(64);
-        while secret.len() < 64 {
-            for b in uuid::Uuid::new_v4().as_bytes() {
-                // 248 = 4 × 62: no bias.
-                if *b < 248 && secret.len() < 64 {
-                    secret.push(char::from(ALPHABET[usize::from(b % 62)]));
-                }
-            }
-        }
+        let secret = crate::secret::from_alphabet(ALPHABET, 64);
         Self {
             uuid: uuid::Uuid::new_v4().to_string(),
             secret,

@@ -169,13 +169,9 @@ fn keep_room<V: Expires>(map: &mut HashMap<String, V>, now: Instant) {
     }
 }
 
-/// 64 hex digits from the operating system's random source (two v4 UUIDs: 244 random bits).
+/// 64 hex digits: 256 random bits.
 fn random_token() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    crate::secret::hex(32)
 }
 
 #[cfg(test)]
