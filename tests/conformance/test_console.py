@@ -9,7 +9,8 @@ restarts the component and sees its state follow, and follows a deployment from 
 to SUCCEEDED. Without a session every page and API answers 401 and names nothing deployed; a
 used or unknown link is refused; a cross-site request that would change something is refused
 even with the session. axe-core finds no critical or serious accessibility violation on
-any page. The function and component pages show the end of their logs, polled.
+any page. The function and component pages show the end of their logs, polled. `lambkin`,
+the host's own log's name, is no function's or component's.
 
 Screenshots of each page go to the test's temporary directory, or to
 $LAMBKIN_CONSOLE_SCREENSHOTS (the README's come from `docs/console`)."""
@@ -27,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 import conftest
 from support import REPO, ROLE, component_python, lambda_client, until, wait_active, zip_files
@@ -298,6 +300,25 @@ def test_pages_carry_a_strict_content_security_policy(device):
     csp = headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp, csp
     assert "http" not in body.replace(device.url, ""), "the page names an external URL"
+
+
+def test_the_host_logs_name_is_reserved(device):
+    client = lambda_client(device.host.root, device.url, retries={"total_max_attempts": 1})
+    code = zip_files({"app.py": HANDLER}, device.base / "reserved.zip")
+    for name in ["lambkin", "LambKin"]:
+        with pytest.raises(ClientError) as refused:
+            client.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
+                                   Handler="app.handler", Code={"ZipFile": code})
+        error = refused.value.response["Error"]
+        assert error["Code"] == "InvalidParameterValueException", error
+        assert "reserved" in error["Message"] and name in error["Message"], error
+    deploying = device.deploy("LAMBKIN", "true")
+    out, _ = deploying.communicate(timeout=120)
+    assert deploying.returncode != 0, out
+    assert "component name LAMBKIN is reserved" in out, out
+    # The host's own log is the host's alone still, and the host goes on.
+    assert "LAMBKIN" not in [c["name"] for c in json.loads(
+        raw(device, "/console/api/overview", headers=session(device))[2])["components"]]
 
 
 # ------------------------------------------------------------------- browser ----
