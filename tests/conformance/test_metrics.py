@@ -1,5 +1,6 @@
 """`/metrics` read by Prometheus's own Python client (prometheus_client's parsers for the text
-format 0.0.4 and for OpenMetrics), on a host connected to a real MQTT broker (Mosquitto) with
+format 0.0.4 and for OpenMetrics) and checked by its own linter (`promtool check metrics`),
+on a host connected to a real MQTT broker (Mosquitto) with
 a component that publishes and subscribes through Greengrass IPC (awsiotsdk).
 
 After a known number of invocations, function errors, timeouts and throttles, the counters
