@@ -364,6 +364,26 @@ def test_a_followed_log_ends_at_logout_and_a_session_follows_at_most_four(device
     streams[0][0].close()
 
 
+def test_followed_log_latency(device, capsys):
+    """How long a line takes from the component's input file to a follower (tail -F, the
+    host's log file, the follower's 200 ms pace, the HTTP stream): printed, not asserted."""
+    conn, response = follow(device, session(device))
+    try:
+        took = []
+        for i in range(20):
+            line = f"latency {i} {uuid.uuid4()}"
+            start = time.monotonic()
+            echo(device, line)
+            read_until(response, line)
+            took.append((time.monotonic() - start) * 1000)
+        took.sort()
+        with capsys.disabled():
+            print(f"\nfollowed log, line written to line read (ms, 20 lines): median "
+                  f"{took[10]:.0f}, min {took[0]:.0f}, max {took[-1]:.0f}")
+    finally:
+        conn.close()
+
+
 def test_the_log_of_the_name_lambkin_is_never_shown(device):
     headers = session(device)
     for name in ["lambkin", "Lambkin"]:
