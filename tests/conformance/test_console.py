@@ -444,6 +444,7 @@ def test_the_console_is_refused_on_a_network_address(lambkin_bin, device_dir):
         link = subprocess.run([str(lambkin_bin), "console", "--root", str(root)],
                               capture_output=True, text=True, timeout=60)
         assert link.returncode == 0, link.stderr
+        assert "the console answers only over loopback" in link.stderr, link.stderr
         path = link.stdout.strip().removeprefix(f"http://{addr}")
         assert path.startswith("/console/login?t="), link.stdout
         for p in [path, "/console/", "/console/api/overview"]:
