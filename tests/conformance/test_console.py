@@ -9,24 +9,32 @@ restarts the component and sees its state follow, and follows a deployment from 
 to SUCCEEDED. Without a session every page and API answers 401 and names nothing deployed; a
 used or unknown link is refused; a cross-site request that would change something is refused
 even with the session. axe-core finds no critical or serious accessibility violation on
-any page. The function and component pages show the end of their logs, polled.
+any page. The function and component pages follow their logs live: a line written after the
+page opened appears without a reload; a followed log ends at logout, and a session follows at
+most four at once. The console answers only over loopback: on a network address its plain
+HTTP would carry the login link and the cookie in the clear. `lambkin`, the host's own log's
+name, is no function's or component's.
 
 Screenshots of each page go to the test's temporary directory, or to
 $LAMBKIN_CONSOLE_SCREENSHOTS (the README's come from `docs/console`)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import uuid
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 import conftest
 from support import REPO, ROLE, component_python, lambda_client, until, wait_active, zip_files
@@ -57,6 +65,10 @@ while True:
     time.sleep(3600)
 '''
 SLOW = "com.example.Slow"
+# A component that prints each line appended to the file `lines` in its work directory.
+ECHO = "com.example.Echo"
+# The logs one session follows at once (the console's MAX_LOG_STREAMS).
+MAX_LOG_STREAMS = 4
 FUNCTION = "console-echo"
 HANDLER = b'''def handler(event, context):
     print("hello from the echo function")
@@ -135,6 +147,9 @@ def device(lambkin_bin, device_dir):
         d = Device(host, base, lambkin_bin)
         deploying = d.deploy(
             COMPONENT, 'echo start >> starts; echo "ticker started"; while true; do sleep 1; done')
+        out, _ = deploying.communicate(timeout=120)
+        assert deploying.returncode == 0, out + host.output()
+        deploying = d.deploy(ECHO, "touch lines; exec tail -n 0 -F lines")
         out, _ = deploying.communicate(timeout=120)
         assert deploying.returncode == 0, out + host.output()
         deploying = d.deploy(
@@ -300,6 +315,153 @@ def test_pages_carry_a_strict_content_security_policy(device):
     assert "http" not in body.replace(device.url, ""), "the page names an external URL"
 
 
+def echo(device: Device, line: str) -> None:
+    """Has the echo component print `line` to its log."""
+    with open(device.host.root / "work" / ECHO / "lines", "a") as f:
+        f.write(line + "\n")
+
+
+def follow(device: Device, headers: dict, name: str = ECHO):
+    """A followed log's response, its head read."""
+    conn = http.client.HTTPConnection(device.host.addr, timeout=WAIT_MS / 1000)
+    conn.request("GET", f"/console/api/logs/{name}/follow", headers=headers)
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return conn, response
+
+
+def read_until(response, text: str) -> str:
+    """What the stream sends until `text` (the socket's timeout is the deadline)."""
+    seen = ""
+    while text not in seen:
+        piece = response.read1(65536)
+        assert piece, f"the stream ended before {text!r}: {seen[-500:]!r}"
+        seen += piece.decode()
+    return seen
+
+
+def test_a_followed_log_ends_at_logout_and_a_session_follows_at_most_four(device):
+    headers = session(device)
+    streams = [follow(device, headers) for _ in range(MAX_LOG_STREAMS)]
+    marker = f"to every stream {uuid.uuid4()}"
+    echo(device, marker)
+    for _, response in streams:
+        read_until(response, marker)
+    # One more: the oldest ends, the others go on.
+    streams.append(follow(device, headers))
+    assert streams[0][1].read() is not None  # returns at the stream's end (or the deadline fails it)
+    marker = f"after the fifth {uuid.uuid4()}"
+    echo(device, marker)
+    for _, response in streams[1:]:
+        read_until(response, marker)
+    status, _, body = raw(device, "/console/api/logout", "POST",
+                          {**headers, "Content-Type": "application/json"}, b"{}")
+    assert status == 200, body
+    for conn, response in streams[1:]:
+        response.read()  # ends, or the socket's timeout fails the test
+        conn.close()
+    streams[0][0].close()
+
+
+def test_followed_log_latency(device, capsys):
+    """How long a line takes from the component's input file to a follower (tail -F, the
+    host's log file, the follower's 200 ms pace, the HTTP stream): printed, not asserted."""
+    conn, response = follow(device, session(device))
+    try:
+        took = []
+        for i in range(20):
+            line = f"latency {i} {uuid.uuid4()}"
+            start = time.monotonic()
+            echo(device, line)
+            read_until(response, line)
+            took.append((time.monotonic() - start) * 1000)
+        took.sort()
+        with capsys.disabled():
+            print(f"\nfollowed log, line written to line read (ms, 20 lines): median "
+                  f"{took[10]:.0f}, min {took[0]:.0f}, max {took[-1]:.0f}")
+    finally:
+        conn.close()
+
+
+def test_the_log_of_the_name_lambkin_is_never_shown(device):
+    headers = session(device)
+    for name in ["lambkin", "Lambkin"]:
+        for path in [f"/console/api/logs/{name}", f"/console/api/logs/{name}/follow"]:
+            status, _, body = raw(device, path, headers=headers)
+            assert status == 404, (path, body)
+
+
+def test_the_host_logs_name_is_reserved(device):
+    client = lambda_client(device.host.root, device.url, retries={"total_max_attempts": 1})
+    code = zip_files({"app.py": HANDLER}, device.base / "reserved.zip")
+    for name in ["lambkin", "LambKin"]:
+        with pytest.raises(ClientError) as refused:
+            client.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
+                                   Handler="app.handler", Code={"ZipFile": code})
+        error = refused.value.response["Error"]
+        assert error["Code"] == "InvalidParameterValueException", error
+        assert "reserved" in error["Message"] and name in error["Message"], error
+    deploying = device.deploy("LAMBKIN", "true")
+    out, _ = deploying.communicate(timeout=120)
+    assert deploying.returncode != 0, out
+    assert "component name LAMBKIN is reserved" in out, out
+    # The host's own log is the host's alone still, and the host goes on.
+    assert "LAMBKIN" not in [c["name"] for c in json.loads(
+        raw(device, "/console/api/overview", headers=session(device))[2])["components"]]
+
+
+def non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    for probe in ["192.0.2.1", "10.255.255.255", "8.8.8.8"]:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((probe, 9))
+                address = s.getsockname()[0]
+        except OSError:
+            continue
+        if not address.startswith("127."):
+            return address
+    return None
+
+
+def test_the_console_is_refused_on_a_network_address(lambkin_bin, device_dir):
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    base = device_dir("console-network")
+    root = base / "root"
+    root.mkdir()
+    log = open(base / "host.log", "wb")
+    proc = subprocess.Popen([str(lambkin_bin), "run", "--root", str(root), "--listen",
+                             f"{address}:0"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True)
+    try:
+        addr_file = root / "state" / "api.addr"
+        until(lambda: addr_file.is_file() or proc.poll() is not None, "the host starting")
+        assert proc.poll() is None, (base / "host.log").read_text()
+        addr = addr_file.read_text().strip()
+        link = subprocess.run([str(lambkin_bin), "console", "--root", str(root)],
+                              capture_output=True, text=True, timeout=60)
+        assert link.returncode == 0, link.stderr
+        assert "the console answers only over loopback" in link.stderr, link.stderr
+        path = link.stdout.strip().removeprefix(f"http://{addr}")
+        assert path.startswith("/console/login?t="), link.stdout
+        for p in [path, "/console/", "/console/api/overview"]:
+            conn = http.client.HTTPConnection(addr, timeout=30)
+            conn.request("GET", p)
+            r = conn.getresponse()
+            body = r.read().decode()
+            conn.close()
+            assert r.status == 403, (p, r.status, body)
+            assert "loopback only" in body and "in the clear" in body, body
+            assert r.headers["Set-Cookie"] is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
 # ------------------------------------------------------------------- browser ----
 
 def test_overview_shows_components_and_functions_with_their_states(page, device, shots):
@@ -344,7 +506,7 @@ def test_invoke_from_the_function_page(page, device, shots):
     expect(page.locator("#invoke-result")).to_have_text('{"echo": {"from": "the console"}}')
     expect(page.locator("#invoke-log")).to_contain_text("hello from the echo function")
     expect(page.locator("#invoke-log")).to_contain_text("REPORT RequestId")
-    # The function's log, polled, shows it too.
+    # The function's log, followed, shows it too.
     expect(page.locator("#log")).to_contain_text("hello from the echo function")
     page.screenshot(path=str(shots / "function.png"), full_page=True)
     # The overview counts it, from the function's counters.
@@ -382,6 +544,31 @@ def test_pubsub_tester_shows_a_published_message(page, device, shots):
     page.screenshot(path=str(shots / "pubsub.png"), full_page=True)
 
 
+def test_leaving_the_pubsub_tester_ends_its_subscription(page, device):
+    """The page ends its subscription on the host when it moves to another view: a message
+    published afterwards waits in no queue (a poll with the page's own credentials gets
+    nothing)."""
+    polls = []
+    page.on("request", lambda r: polls.append(r) if "/console/api/messages" in r.url else None)
+    page.goto(f"{device.url}/console/#/pubsub")
+    page.get_by_label("Topic filter").fill("console/leave/#")
+    page.get_by_role("button", name="Subscribe").click()
+    expect(page.locator("#status")).to_have_text("Subscribed to console/leave/#.")
+    with page.expect_response("**/console/api/unsubscribe"):
+        page.goto(f"{device.url}/console/#/")
+    expect(page.locator("#components")).to_be_visible()
+    for request in list(polls):
+        request.response()  # the page's last poll has its answer: it takes nothing more
+    result = device.cli("pub", "console/leave/after", '{"n": 2}')
+    assert result.returncode == 0, result.stderr
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "lambkin_console"]
+    headers = {"Cookie": f"lambkin_console={cookie['value']}",
+               "X-Lambkin-Console": page.evaluate("() => localStorage.getItem('lambkin-console-key')")}
+    status, _, body = raw(device, "/console/api/messages", headers=headers)
+    assert status == 200, body
+    assert json.loads(body)["messages"] == [], body
+
+
 def test_stop_and_restart_a_component(page, device, shots):
     starts = device.host.root / "work" / COMPONENT / "starts"
     assert starts.read_text().count("start") == 1
@@ -394,9 +581,35 @@ def test_stop_and_restart_a_component(page, device, shots):
     page.get_by_role("button", name="Restart").click()
     expect(status).to_contain_text("RUNNING")
     until(lambda: starts.read_text().count("start") == 2, "the component's second start")
-    # Its log, polled, shows both starts.
+    # Its log, followed, shows both starts.
     expect(page.locator("#log")).to_contain_text(re.compile("ticker started(.|\n)*ticker started"))
     page.screenshot(path=str(shots / "component.png"), full_page=True)
+
+
+def test_logs_are_followed_live_without_a_reload(page, device):
+    """A line the component prints, and an invocation's lines in the function's log, after
+    their page opened, appear on it; the page is the same document throughout."""
+    page.goto(f"{device.url}/console/#/component/{ECHO}")
+    expect(page.locator("#component-status")).to_contain_text("RUNNING")
+    page.evaluate("() => { window.sameDocument = true; }")
+    line = f"printed after the page opened {uuid.uuid4()}"
+    echo(device, line)
+    expect(page.locator("#log")).to_contain_text(line)
+    page.goto(f"{device.url}/console/#/function/{FUNCTION}")
+    expect(page.locator("#invoke-form")).to_be_visible()
+    client = lambda_client(device.host.root, device.url, retries={"total_max_attempts": 1})
+    request_id = client.invoke(FunctionName=FUNCTION, Payload=b'{"from": "outside"}')[
+        "ResponseMetadata"]["RequestId"]
+    expect(page.locator("#log")).to_contain_text(f"START RequestId: {request_id}")
+    expect(page.locator("#log")).to_contain_text(f"REPORT RequestId: {request_id}")
+    assert page.evaluate("() => window.sameDocument") is True, "the page was reloaded"
+    # Back on the component's page, a new line appears there too (the first view's stream
+    # ended with it, and the new one is the view's own).
+    page.goto(f"{device.url}/console/#/component/{ECHO}")
+    line = f"printed later {uuid.uuid4()}"
+    echo(device, line)
+    expect(page.locator("#log")).to_contain_text(line)
+    assert page.evaluate("() => window.sameDocument") is True, "the page was reloaded"
 
 
 def test_follow_a_deployment_to_its_end(page, device, shots):

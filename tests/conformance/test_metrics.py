@@ -1,5 +1,6 @@
 """`/metrics` read by Prometheus's own Python client (prometheus_client's parsers for the text
-format 0.0.4 and for OpenMetrics), on a host connected to a real MQTT broker (Mosquitto) with
+format 0.0.4 and for OpenMetrics) and checked by its own linter (`promtool check metrics`),
+on a host connected to a real MQTT broker (Mosquitto) with
 a component that publishes and subscribes through Greengrass IPC (awsiotsdk).
 
 After a known number of invocations, function errors, timeouts and throttles, the counters
@@ -16,6 +17,8 @@ import base64
 import hashlib
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import threading
@@ -26,7 +29,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from support import PACKAGES, ROLE, lambda_client, signed_request, until, wait_active, zip_files
+from support import PACKAGES, REPO, ROLE, lambda_client, signed_request, until, wait_active, zip_files
 
 from prometheus_client import parser  # noqa: E402
 from prometheus_client.openmetrics import parser as openmetrics_parser  # noqa: E402
@@ -257,6 +260,49 @@ def test_openmetrics_when_the_scraper_asks_for_it(exercised):
                         function="narrow") == 2
     text_headers, _ = exercised.scrape()
     assert text_headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+# scripts/install-test-deps extracts it from Debian's prometheus package.
+PROMTOOL = next((str(p) for p in [REPO / ".venv" / "tools" / "bin" / "promtool"] if p.is_file()),
+                shutil.which("promtool"))
+
+
+def promtool(body: str) -> subprocess.CompletedProcess:
+    """`promtool check metrics` on a scrape: exit 0 when it parses and lints clean, 3 when it
+    parses with lint problems (one per line), 1 when it cannot parse it."""
+    return subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="no promtool (scripts/install-test-deps installs it)")
+def test_promtool_checks_the_scrape(exercised):
+    """Prometheus's own linter takes the text format without a problem, after a workload that
+    filled every family (functions, histograms, throttles, a component, the broker)."""
+    _, body = exercised.scrape()
+    assert 'lambkin_function_duration_seconds_bucket{function="steady"' in body
+    assert "lambkin_mqtt_sent_messages_total{" in body
+    checked = promtool(body)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout + checked.stderr == "", checked.stdout + checked.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="no promtool (scripts/install-test-deps installs it)")
+def test_promtool_reads_the_openmetrics_scrape(exercised):
+    """promtool parses only the text format 0.0.4. OpenMetrics parses in it too, and its one
+    difference shows: OpenMetrics names a counter's family without `_total` (`# TYPE
+    lambkin_deployments counter`, samples `lambkin_deployments_total`), which the text format
+    reads as samples without help. Those are the only problems it names: one per counter
+    family with samples, nothing else."""
+    _, body = exercised.scrape("application/openmetrics-text; version=1.0.0")
+    assert body.endswith("# EOF\n")
+    checked = promtool(body)
+    # 1 would be a scrape it cannot parse.
+    assert checked.returncode in (0, 3), checked.stdout + checked.stderr
+    counters = {name for name in re.findall(r"^# TYPE (\S+) counter$", body, re.M)
+                if re.search(rf"^{name}_total[{{ ]", body, re.M)}
+    assert "lambkin_function_invocations" in counters, body
+    problems = sorted((checked.stdout + checked.stderr).splitlines())
+    assert problems == sorted(f"{name}_total no help text" for name in counters), problems
 
 
 def test_without_the_token_nothing_is_told(exercised):

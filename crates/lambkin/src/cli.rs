@@ -771,6 +771,16 @@ pub async fn console(layout: &Layout) -> anyhow::Result<i32> {
     };
     println!("http://{addr}{path}");
     eprintln!("open it within 5 minutes; it logs in once");
+    if addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| !a.ip().is_loopback() && !a.ip().is_unspecified())
+    {
+        eprintln!(
+            "the host listens on {addr}, not on loopback, and the console answers only over \
+             loopback (plain HTTP would carry the login in the clear): listen on 127.0.0.1, \
+             through an SSH tunnel from another machine"
+        );
+    }
     Ok(0)
 }
 

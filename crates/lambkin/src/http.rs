@@ -29,6 +29,11 @@ use tokio::task::JoinSet;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub std::net::SocketAddr);
 
+/// The address the client reached (the connection's local end), in every request's
+/// extensions: a listener on `0.0.0.0` is reached through loopback or through the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local(pub std::net::SocketAddr);
+
 /// What one listener allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -108,11 +113,15 @@ pub async fn serve<S, F, Fut, B>(
                 let handler = handler.clone();
                 let mut conn_shutdown = shutdown.clone();
                 let peer = stream.peer_addr().ok();
+                let local = stream.local_addr().ok();
                 connections.spawn(async move {
                     let _slot = slot;
                     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         if let Some(peer) = peer {
                             req.extensions_mut().insert(Peer(peer));
+                        }
+                        if let Some(local) = local {
+                            req.extensions_mut().insert(Local(local));
                         }
                         let answer = handler(req, state.clone());
                         async move { Ok::<_, Infallible>(answer.await) }

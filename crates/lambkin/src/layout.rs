@@ -65,7 +65,7 @@ impl Layout {
         self.root.join("logs")
     }
     pub fn host_log(&self) -> PathBuf {
-        self.logs_dir().join("lambkin.log")
+        self.logs_dir().join(format!("{HOST_LOG_NAME}.log"))
     }
     pub fn function_log(&self, name: &FunctionName) -> PathBuf {
         self.logs_dir().join(format!("{name}.log"))
@@ -113,6 +113,16 @@ impl Layout {
 
 /// Mode of the host's own directories.
 pub const PRIVATE_DIR: u32 = 0o700;
+
+/// The host's own log is `logs/lambkin.log`, beside the functions' and components'
+/// `logs/NAME.log`: no function or component may be named so.
+pub const HOST_LOG_NAME: &str = "lambkin";
+
+/// Whether `name` is the host log's, in any case (a case-insensitive file system would make
+/// `Lambkin.log` the same file), which no function or component may take.
+pub fn is_reserved_name(name: &str) -> bool {
+    name.eq_ignore_ascii_case(HOST_LOG_NAME)
+}
 /// Mode of the host's own files.
 pub const PRIVATE_FILE: u32 = 0o600;
 

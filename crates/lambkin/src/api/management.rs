@@ -28,6 +28,7 @@ fn api_error(e: ManageError) -> ApiError {
             | FunctionError::InvalidConfig(_),
         )
         | ManageError::Unsupported(_)
+        | ManageError::Reserved(_)
         | ManageError::UnknownTarget { .. }
         | ManageError::Runtime(_) => ApiError::InvalidParameterValue(e.to_string()),
         ManageError::Code(

@@ -97,7 +97,7 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
             let (parts, _body) = req.into_parts();
             Ok(metrics::serve(&parts, state).await)
         }
-        (_, ["console", rest @ ..]) => Ok(console::route(req, state, &method, rest).await),
+        (_, ["console", rest @ ..]) => return console::route(req, state, &method, rest).await,
         (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
         _ => match Operation::route(&method, &segments, req.uri().query()) {
             Some(operation) => {

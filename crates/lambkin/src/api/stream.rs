@@ -24,6 +24,9 @@ use crate::lambda::invocation::{InvocationAbort, ResponseStream, StreamEnd, Stre
 pub enum ResponseBody {
     Full(Full<Bytes>),
     Streamed(StreamedBody),
+    /// Bytes a task sends as it has them (a followed log), until it drops its sender. The
+    /// receiver goes when the client does, which the task sees as a closed channel.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl From<Full<Bytes>> for ResponseBody {
@@ -47,6 +50,7 @@ impl hyper::body::Body for ResponseBody {
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(|never| match never {}))),
             Self::Streamed(body) => body.poll(cx),
+            Self::Channel(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -54,13 +58,14 @@ impl hyper::body::Body for ResponseBody {
         match self {
             Self::Full(body) => body.is_end_stream(),
             Self::Streamed(body) => body.done,
+            Self::Channel(rx) => rx.is_closed() && rx.is_empty(),
         }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         match self {
             Self::Full(body) => body.size_hint(),
-            Self::Streamed(_) => hyper::body::SizeHint::default(),
+            Self::Streamed(_) | Self::Channel(_) => hyper::body::SizeHint::default(),
         }
     }
 }

@@ -272,6 +272,13 @@ pub fn plan(
         .map(|(name, (version, _))| (name.clone(), version.clone()))
         .collect();
     for (name, version) in &request.merge {
+        // A component already on the device keeps its name (refusing it would lose it).
+        if crate::layout::is_reserved_name(name) && !current.contains_key(name) {
+            problems.push(format!(
+                "--merge {name}: the component name {name} is reserved (logs/lambkin.log is the host's own log); choose another name"
+            ));
+            continue;
+        }
         match lambkin_proto::recipe::version::parse_component_version(version) {
             Ok(v) => {
                 wanted.insert(name.clone(), v);

@@ -67,6 +67,8 @@ pub enum ManageError {
     Log(std::io::Error),
     #[error("function {0} belongs to the Greengrass component of the same name; change it with a deployment")]
     OwnedByComponent(FunctionName),
+    #[error("the function name {0} is reserved: logs/lambkin.log is the host's own log; choose another name")]
+    Reserved(FunctionName),
     #[error(transparent)]
     Layers(#[from] LayersError),
     #[error("Greengrass.Delegation.Target {target:?} names no remote target of this host (config.toml has {})", if .known.is_empty() { "no [remote_targets.NAME]".to_owned() } else { .known.join(", ") })]
@@ -520,6 +522,9 @@ impl Registry {
     ) -> Result<FunctionConfiguration, ManageError> {
         let _guard = self.inner.writes.lock().await;
         let name = req.function_name.clone();
+        if crate::layout::is_reserved_name(name.as_str()) {
+            return Err(ManageError::Reserved(name));
+        }
         if self.read_map().contains_key(&name) {
             return Err(ManageError::AlreadyExists(name));
         }

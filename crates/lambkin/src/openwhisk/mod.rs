@@ -151,6 +151,7 @@ fn whisk_error(e: ManageError) -> WhiskError {
         }
         ManageError::Invalid(_)
         | ManageError::Unsupported(_)
+        | ManageError::Reserved(_)
         | ManageError::UnknownTarget { .. }
         | ManageError::Runtime(_)
         | ManageError::Layers(_)

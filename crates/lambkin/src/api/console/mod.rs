@@ -7,8 +7,10 @@
 //! opening it spends the token (good once, for 5 minutes) and sets the session cookie
 //! (random, `HttpOnly`, `SameSite=Strict`, `Path=/console`, 8 hours, kept in memory only).
 //!
-//! Every request is admitted in one order: `Host` must name the listener (no DNS-rebound
-//! name), then the session cookie (401 otherwise, saying nothing of the device), then, for a
+//! Every request is admitted in one order: the connection must have reached the host through
+//! loopback (the listener speaks plain HTTP, and a login token or session cookie sent over a
+//! network would travel in the clear: 403 otherwise, naming the reason), `Host` must name the
+//! listener (no DNS-rebound name), then the session cookie (401 otherwise, saying nothing of the device), then, for a
 //! request that changes something, same origin (`Origin`, when sent, is the listener's;
 //! `Sec-Fetch-Site`, when sent, is `same-origin`), so a page elsewhere cannot drive the
 //! console through the user's browser. The console acts as the host's owner
@@ -16,11 +18,17 @@
 //! `invoke::invoke` after `access::authorize`, component control, deployments and publish
 //! through `local::route`. [`Refusal::response`] is the one place its refusals become HTTP;
 //! the handlers' `ApiError`s go through the API's `error_response`.
+//!
+//! A log view follows its log live (`GET api/logs/NAME/follow`): the body is the log's tail,
+//! then every line appended, across rotations, until the page goes away, the session ends
+//! (logout or expiry) or the session opens more than `sessions::MAX_LOG_STREAMS` (the oldest
+//! ends).
 
 pub mod sessions;
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,11 +41,12 @@ use lambkin_proto::lambda::error::ApiError;
 
 use super::auth::Principal;
 use super::state::{json_response, ApiState, Body};
+use super::stream::ResponseBody;
 use super::{access, error_response, invoke, local, management, read_body, Operation};
 use crate::pubsub::{Client, Filter, Payload, ReceiveMode};
 pub use sessions::Console;
 use sessions::SessionId;
-use sessions::SESSION_LIFETIME;
+use sessions::{SESSION_LIFETIME, SUBSCRIPTION_IDLE};
 
 /// The session cookie's name.
 const COOKIE: &str = "lambkin_console";
@@ -50,8 +59,15 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 const MESSAGE_WAIT: Duration = Duration::from_secs(1);
 /// Messages one poll takes at most.
 const MESSAGES_PER_POLL: usize = 100;
-/// The end of a log a page shows (and polls).
+/// The end of a log a page shows first.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
+/// How often a followed log is checked for new lines, a rotation, and its session.
+const FOLLOW_PACE: Duration = Duration::from_millis(200);
+/// The most a followed log sends in one piece.
+const FOLLOW_CHUNK: usize = 64 * 1024;
+/// Pieces a followed log reads in one step at most (a log far ahead is caught up with over
+/// several steps, never held whole).
+const FOLLOW_STEP_CHUNKS: usize = 4;
 /// Deployments the overview shows.
 const RECENT_DEPLOYMENTS: usize = 5;
 
@@ -62,6 +78,8 @@ const CONSOLE_JS: &str = include_str!("assets/console.js");
 /// Why the console did not answer.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
+    #[error("the console is served on loopback only: this connection reached the host at {0}, and over the network its plain HTTP would carry the login link and the session cookie in the clear; reach 127.0.0.1 (an SSH tunnel from another machine)")]
+    NotLoopback(String),
     #[error("{0}")]
     ForeignHost(String),
     #[error("log in to the console with the link `lambkin console` prints")]
@@ -73,6 +91,8 @@ enum Refusal {
     #[error("no console page or operation {0}")]
     NotFound(String),
     #[error(transparent)]
+    Busy(#[from] sessions::TooManySubscriptions),
+    #[error(transparent)]
     Api(#[from] ApiError),
 }
 
@@ -81,9 +101,13 @@ impl Refusal {
     fn response(self) -> Response<Body> {
         let status = match self {
             Self::Api(e) => return error_response(e),
-            Self::ForeignHost(_) | Self::LinkRefused | Self::CrossSite(_) => StatusCode::FORBIDDEN,
+            Self::NotLoopback(_)
+            | Self::ForeignHost(_)
+            | Self::LinkRefused
+            | Self::CrossSite(_) => StatusCode::FORBIDDEN,
             Self::NoSession => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         let mut r = Response::new(Body::from(Bytes::from(format!("{self}\n"))));
         *r.status_mut() = status;
@@ -101,10 +125,10 @@ pub async fn route(
     state: &ApiState,
     method: &Method,
     rest: &[&str],
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let mut r = serve(req, state, method, rest)
         .await
-        .unwrap_or_else(Refusal::response);
+        .unwrap_or_else(|refusal| refusal.response().map(ResponseBody::from));
     let headers = r.headers_mut();
     for (name, value) in [
         ("content-security-policy", CONTENT_SECURITY_POLICY),
@@ -124,8 +148,9 @@ async fn serve(
     state: &ApiState,
     method: &Method,
     rest: &[&str],
-) -> Result<Response<Body>, Refusal> {
+) -> Result<Response<ResponseBody>, Refusal> {
     let (parts, body) = req.into_parts();
+    reached_over_loopback(parts.extensions.get::<crate::http::Local>().map(|l| l.0))?;
     let host = header(&parts, "host").unwrap_or("");
     if !state.gate.is_own_host(host) {
         return Err(Refusal::ForeignHost(format!(
@@ -133,7 +158,7 @@ async fn serve(
         )));
     }
     if let (&Method::GET, ["login"]) = (method, rest) {
-        return login(&parts, state);
+        return login(&parts, state).map(|r| r.map(ResponseBody::from));
     }
     let session = state
         .console
@@ -152,7 +177,10 @@ async fn serve(
     {
         return Err(Refusal::NoSession);
     }
-    match (method, rest) {
+    if let (&Method::GET, ["api", "logs", name, "follow"]) = (method, rest) {
+        return follow(state, session, name);
+    }
+    let answer = match (method, rest) {
         (&Method::GET, [] | [""] | ["index.html"]) => {
             Ok(asset(INDEX_HTML, "text/html; charset=utf-8"))
         }
@@ -180,11 +208,24 @@ async fn serve(
         }
         (&Method::POST, ["api", "logout"]) => Ok(logout(state, &session)),
         (&Method::POST, ["api", "subscribe"]) => subscribe(state, session, body).await,
+        (&Method::POST, ["api", "unsubscribe"]) => Ok(unsubscribe(state, &session)),
         (&Method::GET, ["api", "messages"]) => Ok(messages(state, &session).await),
         _ => Err(Refusal::NotFound(format!(
             "{method} /console/{}",
             rest.join("/")
         ))),
+    };
+    answer.map(|r| r.map(ResponseBody::from))
+}
+
+/// The console answers only a connection that reached the host through loopback (`local`:
+/// the connection's own end). The listener has no TLS, so anywhere else its plain HTTP would
+/// carry the login token and the session cookie across a network in the clear.
+fn reached_over_loopback(local: Option<SocketAddr>) -> Result<(), Refusal> {
+    match local {
+        Some(addr) if addr.ip().to_canonical().is_loopback() => Ok(()),
+        Some(addr) => Err(Refusal::NotLoopback(addr.to_string())),
+        None => Err(Refusal::NotLoopback("an unknown address".into())),
     }
 }
 
@@ -257,15 +298,12 @@ fn login(parts: &Parts, state: &ApiState) -> Result<Response<Body>, Refusal> {
     Ok(r)
 }
 
-/// Ends the session (and its subscription) and tells the browser to forget the cookie.
+/// Ends the session (its subscription and followed logs) and tells the browser to forget
+/// the cookie.
 fn logout(state: &ApiState, session: &SessionId) -> Response<Body> {
     state.console.sessions.end(session);
-    state
-        .console
-        .subscriptions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(session);
+    state.console.subscriptions.remove(session);
+    state.console.streams.end_session(session);
     let mut r = json_response(StatusCode::OK, &serde_json::json!({ "loggedOut": true }));
     r.headers_mut().insert(
         http::header::SET_COOKIE,
@@ -381,14 +419,7 @@ fn component(state: &ApiState, name: &str) -> Result<Response<Body>, Refusal> {
 /// The end of a component's or function's log (`ROOT/logs/NAME.log`). Only a name the host
 /// knows is read, so no path is made from anything else.
 async fn logs(state: &ApiState, name: &str) -> Result<Response<Body>, Refusal> {
-    let is_component = state.engine.list().iter().any(|c| c.name == name);
-    let is_function = lambkin_proto::lambda::function::FunctionName::parse(name)
-        .ok()
-        .is_some_and(|f| state.registry.lookup(&f).is_some());
-    if !is_component && !is_function {
-        return Err(ApiError::ResourceNotFound(name.to_owned()).into());
-    }
-    let path = state.layout.logs_dir().join(format!("{name}.log"));
+    let path = log_path(state, name)?;
     let text = tokio::task::spawn_blocking(move || log_tail(&path))
         .await
         .map_err(|e| ApiError::Service(format!("cannot read the log: {e}")))?;
@@ -396,6 +427,207 @@ async fn logs(state: &ApiState, name: &str) -> Result<Response<Body>, Refusal> {
         StatusCode::OK,
         &serde_json::json!({ "text": text }),
     ))
+}
+
+/// The log of a component or function the host knows. `lambkin` (the host's own log, which
+/// a function or component of that name made before the name was reserved would share) is
+/// none of them.
+fn log_path(state: &ApiState, name: &str) -> Result<PathBuf, Refusal> {
+    let is_component = state.engine.list().iter().any(|c| c.name == name);
+    let is_function = lambkin_proto::lambda::function::FunctionName::parse(name)
+        .ok()
+        .is_some_and(|f| state.registry.lookup(&f).is_some());
+    if !is_component && !is_function || crate::layout::is_reserved_name(name) {
+        return Err(ApiError::ResourceNotFound(name.to_owned()).into());
+    }
+    Ok(state.layout.logs_dir().join(format!("{name}.log")))
+}
+
+/// Follows a log: its tail, then what is appended, as a text body that lasts while the
+/// page reads it and its session is open.
+fn follow(
+    state: &ApiState,
+    session: SessionId,
+    name: &str,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let path = log_path(state, name)?;
+    let id = state.console.streams.open(&session);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let follower = Follower {
+        session,
+        id,
+        sessions: state.console.sessions.clone(),
+        streams: state.console.streams.clone(),
+        tx,
+    };
+    tokio::spawn(follower.run(path));
+    let mut r = Response::new(ResponseBody::Channel(rx));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+/// One followed log: sends while its stream is live (see `sessions::LogStreams`), its
+/// session open and its reader there.
+struct Follower {
+    session: SessionId,
+    id: u64,
+    sessions: std::sync::Arc<sessions::Sessions>,
+    streams: std::sync::Arc<sessions::LogStreams>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+/// The file a follower reads, and where it is in it.
+struct Reading {
+    file: std::fs::File,
+    offset: u64,
+}
+
+impl Follower {
+    fn live(&self) -> bool {
+        !self.tx.is_closed()
+            && self.streams.is_live(&self.session, self.id)
+            && self.sessions.is_open(&self.session, Instant::now())
+    }
+
+    async fn run(self, path: PathBuf) {
+        let mut reading: Option<Reading> = None;
+        let mut first = true;
+        while self.live() {
+            let step = {
+                let path = path.clone();
+                let held = reading.take();
+                tokio::task::spawn_blocking(move || read_on(&path, held, first)).await
+            };
+            let Ok((held, pieces)) = step else {
+                break;
+            };
+            reading = held;
+            first = first && reading.is_none();
+            let mut sent_all = true;
+            for piece in pieces {
+                if !self.send(piece).await {
+                    sent_all = false;
+                    break;
+                }
+            }
+            if !sent_all {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_PACE) => {}
+                () = self.tx.closed() => break,
+            }
+        }
+        self.streams.close(&self.session, self.id);
+    }
+
+    /// Sends a piece, waiting for a slow reader while the stream stays live.
+    async fn send(&self, piece: Bytes) -> bool {
+        loop {
+            match tokio::time::timeout(FOLLOW_PACE, self.tx.reserve()).await {
+                Ok(Ok(permit)) => {
+                    permit.send(piece);
+                    return true;
+                }
+                Ok(Err(_)) => return false,
+                Err(_) if !self.live() => return false,
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// One step of following `path`: opens it when nothing is open (at its tail the first time,
+/// from its start after a rotation or when it appears later), reads what was appended (at
+/// most [`FOLLOW_STEP_CHUNKS`] pieces; the rest at the next step), and once the open file is
+/// read to its end while `path` is a new file (rotated: the open one is now `NAME.log.1`),
+/// moves to the new one. Returns the file to go on with and what was read.
+fn read_on(path: &Path, held: Option<Reading>, first: bool) -> (Option<Reading>, Vec<Bytes>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut pieces = Vec::new();
+    let mut budget = FOLLOW_STEP_CHUNKS;
+    let mut reading = match held {
+        Some(r) => r,
+        None => {
+            let Ok(file) = std::fs::File::open(path) else {
+                return (None, pieces);
+            };
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let offset = if first {
+                len.saturating_sub(LOG_TAIL_BYTES)
+            } else {
+                0
+            };
+            let mut r = Reading { file, offset };
+            if offset > 0 {
+                // From the first whole line.
+                let skipped = read_from(&mut r).unwrap_or_default();
+                let from = skipped
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(skipped.len(), |i| i + 1);
+                if from < skipped.len() {
+                    pieces.push(Bytes::copy_from_slice(&skipped[from..]));
+                }
+            }
+            r
+        }
+    };
+    let rotated = match (reading.file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(now)) => (open.dev(), open.ino()) != (now.dev(), now.ino()),
+        (Ok(_), Err(_)) => true,
+        _ => false,
+    };
+    if reading
+        .file
+        .metadata()
+        .is_ok_and(|m| m.len() < reading.offset)
+    {
+        // Truncated in place: from its start again.
+        reading.offset = 0;
+    }
+    let at_end = drain(&mut reading, &mut pieces, &mut budget);
+    if !(rotated && at_end) {
+        return (Some(reading), pieces);
+    }
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let mut next = Reading { file, offset: 0 };
+            drain(&mut next, &mut pieces, &mut budget);
+            (Some(next), pieces)
+        }
+        Err(_) => (None, pieces),
+    }
+}
+
+/// Reads pieces while `budget` lasts; whether the file was read to its end.
+fn drain(reading: &mut Reading, pieces: &mut Vec<Bytes>, budget: &mut usize) -> bool {
+    while *budget > 0 {
+        match read_from(reading) {
+            Some(piece) if !piece.is_empty() => {
+                *budget -= 1;
+                pieces.push(Bytes::from(piece));
+            }
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Up to [`FOLLOW_CHUNK`] bytes from the reading's offset on (`None` on an error).
+fn read_from(reading: &mut Reading) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    reading.file.seek(SeekFrom::Start(reading.offset)).ok()?;
+    let mut chunk = Vec::new();
+    (&mut reading.file)
+        .take(FOLLOW_CHUNK as u64)
+        .read_to_end(&mut chunk)
+        .ok()?;
+    reading.offset += chunk.len() as u64;
+    Some(chunk)
 }
 
 /// The last [`LOG_TAIL_BYTES`] of a file, from the first whole line; empty if there is none.
@@ -491,34 +723,44 @@ async fn subscribe(
         .subscribe(Client::Cli, filter, ReceiveMode::All)
         .await
         .map_err(|_| ApiError::Service("local pub/sub has stopped".into()))?;
-    let now = Instant::now();
-    let mut subscriptions = state
-        .console
-        .subscriptions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    // Sessions that ended take their subscriptions with them.
-    subscriptions.retain(|s, _| state.console.sessions.session(s.as_str(), now).is_some());
-    subscriptions.insert(session, Arc::new(tokio::sync::Mutex::new(subscription)));
+    let sessions = state.console.sessions.clone();
+    let subscriptions = state.console.subscriptions.clone();
+    // Idle ones and those of sessions that ended go first, then the bound applies.
+    let kept = subscriptions
+        .insert(session, subscription, Instant::now(), |s| {
+            sessions.is_open(s, Instant::now())
+        })
+        .map(|kept| std::sync::Arc::downgrade(&kept))?;
+    // Ends it once unused (its page went away without saying so) or its session ended, even
+    // if no other console request comes.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SUBSCRIPTION_IDLE / 4).await;
+            let now = Instant::now();
+            if !subscriptions.sweep(now, |s| sessions.is_open(s, now), &kept) {
+                break;
+            }
+        }
+    });
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "filter": request.filter }),
     ))
 }
 
+/// Ends the session's subscription: its page went away, or subscribes no more.
+fn unsubscribe(state: &ApiState, session: &SessionId) -> Response<Body> {
+    state.console.subscriptions.remove(session);
+    json_response(StatusCode::OK, &serde_json::json!({ "unsubscribed": true }))
+}
+
 /// The session's messages since its last poll: waits up to [`MESSAGE_WAIT`] for the first.
 async fn messages(state: &ApiState, session: &SessionId) -> Response<Body> {
-    let subscription = state
-        .console
-        .subscriptions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(session)
-        .cloned();
+    let subscription = state.console.subscriptions.used(session, Instant::now());
     let Some(subscription) = subscription else {
         return json_response(
             StatusCode::OK,
-            &serde_json::json!({ "messages": [], "dropped": 0 }),
+            &serde_json::json!({ "messages": [], "dropped": 0, "subscribed": false }),
         );
     };
     let mut subscription = subscription.lock().await;
@@ -546,7 +788,11 @@ async fn messages(state: &ApiState, session: &SessionId) -> Response<Body> {
         .collect();
     json_response(
         StatusCode::OK,
-        &serde_json::json!({ "messages": messages, "dropped": subscription.dropped() }),
+        &serde_json::json!({
+            "messages": messages,
+            "dropped": subscription.dropped(),
+            "subscribed": true,
+        }),
     )
 }
 
@@ -569,6 +815,97 @@ mod tests {
         assert_eq!(cookie(&p), Some("abc"));
         let p = parts(&[("cookie", "lambkin_console_x=abc"), ("cookie", "c=3")]);
         assert_eq!(cookie(&p), None);
+    }
+
+    #[test]
+    fn the_console_answers_only_over_loopback() {
+        for ok in [
+            "127.0.0.1:3001",
+            "127.8.9.10:80",
+            "[::1]:3001",
+            "[::ffff:127.0.0.1]:3001",
+        ] {
+            assert!(
+                reached_over_loopback(Some(ok.parse().unwrap())).is_ok(),
+                "{ok}"
+            );
+        }
+        for refused in [
+            "192.0.2.2:3001",
+            "0.0.0.0:3001",
+            "[fe80::1]:3001",
+            "[::ffff:10.0.0.1]:3001",
+        ] {
+            let refusal = reached_over_loopback(Some(refused.parse().unwrap())).unwrap_err();
+            let message = refusal.to_string();
+            assert!(
+                message.contains(refused) && message.contains("in the clear"),
+                "{message}"
+            );
+            assert_eq!(refusal.response().status(), 403, "{refused}");
+        }
+        assert!(
+            reached_over_loopback(None).is_err(),
+            "an unknown address is refused"
+        );
+    }
+
+    fn text(pieces: &[Bytes]) -> String {
+        pieces
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_followed_log_starts_at_its_tail_and_follows_appends_rotation_and_truncation() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        let append = |p: &Path, s: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap();
+            f.write_all(s.as_bytes()).unwrap();
+        };
+        // Not there yet: nothing, and it is read from its start once it appears.
+        let (held, pieces) = read_on(&path, None, true);
+        assert!(held.is_none() && pieces.is_empty());
+        // Longer than the tail: from the first whole line of the last LOG_TAIL_BYTES.
+        let line = "x".repeat(99) + "\n";
+        let old = line.repeat(LOG_TAIL_BYTES as usize / 100 + 50);
+        append(&path, &format!("first\n{old}"));
+        let (held, pieces) = read_on(&path, None, true);
+        let tail = text(&pieces);
+        assert!(!tail.contains("first") && tail.starts_with('x') && tail.ends_with('\n'));
+        assert!(tail.len() as u64 <= LOG_TAIL_BYTES);
+        // Appends.
+        append(&path, "one\n");
+        let (held, pieces) = read_on(&path, held, false);
+        assert_eq!(text(&pieces), "one\n");
+        let (held, pieces) = read_on(&path, held, false);
+        assert!(pieces.is_empty(), "nothing new, nothing sent");
+        // Rotated: the rest of the old file, then the new one from its start.
+        append(&path, "two\n");
+        std::fs::rename(&path, dir.path().join("f.log.1")).unwrap();
+        append(&dir.path().join("f.log.1"), "three\n");
+        append(&path, "four\n");
+        let (held, pieces) = read_on(&path, held, false);
+        assert_eq!(text(&pieces), "two\nthree\nfour\n");
+        // Truncated in place (shorter than where it was read to): from its start again.
+        std::fs::write(&path, "").unwrap();
+        append(&path, "5\n");
+        let (held, pieces) = read_on(&path, held, false);
+        assert_eq!(text(&pieces), "5\n");
+        // A log far ahead comes in steps of at most FOLLOW_STEP_CHUNKS pieces, all of it.
+        let big = "y".repeat(FOLLOW_CHUNK * (FOLLOW_STEP_CHUNKS + 1));
+        append(&path, &big);
+        let (held, first) = read_on(&path, held, false);
+        assert_eq!(first.len(), FOLLOW_STEP_CHUNKS);
+        let (_, rest) = read_on(&path, held, false);
+        assert_eq!(text(&first).len() + text(&rest).len(), big.len());
     }
 
     #[test]

@@ -1,11 +1,16 @@
 // The console's pages: one document, views chosen by the URL's fragment, data from
 // /console/api (same origin, the session cookie). Everything shown is set as text, never
-// parsed as HTML.
+// parsed as HTML. A log view follows its log live: one streamed answer read as it arrives,
+// ended when the view changes.
 "use strict";
 
 const view = () => document.getElementById("view");
 let refresh = null;
 let subscribed = false;
+// The followed log's request, aborted when the view changes.
+let following = null;
+// The most of a followed log a page keeps (older lines are dropped from the top).
+const LOG_KEEP = 256 * 1024;
 // Counts the views shown: a refresh that began for an earlier view must not draw over the
 // one shown since (each renderer checks it after every wait).
 let generation = 0;
@@ -43,6 +48,12 @@ async function json(path, options) {
   const body = await r.json();
   if (!r.ok) throw new Error(body.message || body.Message || r.statusText);
   return body;
+}
+
+// An answer's body as JSON, or its text as the message of a refusal that is not JSON.
+async function answerOf(r) {
+  const text = await r.text();
+  try { return JSON.parse(text); } catch (_) { return { message: text.trim() }; }
 }
 
 function post(path, body) {
@@ -205,16 +216,53 @@ function logSection(name) {
     el("pre", { id: "log", tabindex: "0", "aria-label": "The end of " + name + "'s log" }));
 }
 
-async function showLog(name) {
-  const g = generation;
-  const l = await json("logs/" + encodeURIComponent(name));
-  const pre = document.getElementById("log");
-  if (g !== generation || !pre) return;
-  if (pre.textContent !== l.text) {
-    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    pre.textContent = l.text;
-    if (atEnd) pre.scrollTop = pre.scrollHeight;
+function appendLog(pre, text) {
+  if (!text) return;
+  const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  let all = pre.textContent + text;
+  if (all.length > LOG_KEEP) {
+    const cut = all.indexOf("\n", all.length - LOG_KEEP);
+    all = all.slice(cut < 0 ? all.length - LOG_KEEP : cut + 1);
   }
+  pre.textContent = all;
+  if (atEnd) pre.scrollTop = pre.scrollHeight;
+}
+
+// Follows a log: its tail, then every line appended, until the view changes or the host
+// ends the stream (logout, the session's end, or too many views following at once).
+function followLog(name) {
+  const controller = new AbortController();
+  following = controller;
+  const pre = document.getElementById("log");
+  const decoder = new TextDecoder();
+  (async () => {
+    try {
+      const r = await api("logs/" + encodeURIComponent(name) + "/follow", { signal: controller.signal });
+      if (!r.ok) { const b = await answerOf(r); throw new Error(b.message || b.Message || r.statusText); }
+      const reader = r.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        appendLog(pre, decoder.decode(value, { stream: true }));
+      }
+      if (!controller.signal.aborted) say("The log is no longer followed (the session ended, or other views follow logs): reload to follow it again.", true);
+    } catch (err) {
+      if (!controller.signal.aborted) say(err.message, true);
+    }
+  })();
+}
+
+function stopFollowing() {
+  if (following) following.abort();
+  following = null;
+}
+
+// Ends the pub/sub tester's subscription on the host (the page leaves it, or goes away).
+function endSubscription() {
+  if (!subscribed) return;
+  subscribed = false;
+  api("unsubscribe", { method: "POST", keepalive: true, headers: { "content-type": "application/json" }, body: "{}" })
+    .catch(() => {});
 }
 
 async function functionPage(name) {
@@ -250,8 +298,7 @@ async function functionPage(name) {
     el("section", { "aria-labelledby": "h-invoke" }, el("h2", { id: "h-invoke" }, "Invoke"), form,
       el("h3", {}, "Result"), result, el("h3", {}, "Log tail"), log),
     logSection(name));
-  await showLog(name);
-  refresh = () => showLog(name);
+  followLog(name);
 }
 
 async function componentDetails(name) {
@@ -284,13 +331,12 @@ async function componentPage(name) {
       el("div", { class: "actions" }, action("restart"), action("stop"))),
     el("section", { "aria-labelledby": "h-cconfig" }, el("h2", { id: "h-cconfig" }, "Configuration"), config),
     logSection(name));
-  await showLog(name);
+  followLog(name);
   refresh = async () => {
     const [fresh] = await componentDetails(name);
     const shown = document.getElementById("component-status");
     if (g !== generation || !shown) return;
     shown.replaceWith(fresh);
-    await showLog(name);
   };
 }
 
@@ -318,7 +364,7 @@ function pubsubPage() {
   sub.addEventListener("submit", async (e) => {
     e.preventDefault();
     const r = await post("subscribe", { filter: filter.value });
-    const answer = await r.json();
+    const answer = await answerOf(r);
     if (!r.ok) { say(answer.message || answer.Message, true); return; }
     say("Subscribed to " + answer.filter + ".");
     list.replaceChildren();
@@ -336,6 +382,10 @@ async function poll() {
       const m = await json("messages");
       const list = document.getElementById("messages");
       if (!list) { continue; }
+      if (!m.subscribed && subscribed) {
+        say("The subscription ended (unused for a minute, or the host's limit): subscribe again.", true);
+        subscribed = false;
+      }
       for (const msg of m.messages) {
         const payload = msg.json !== undefined ? JSON.stringify(msg.json) : msg.text;
         list.append(el("li", {}, msg.topic + " " + payload));
@@ -347,7 +397,8 @@ async function poll() {
 async function show() {
   const g = ++generation;
   refresh = null;
-  subscribed = false;
+  stopFollowing();
+  endSubscription();
   say("");
   const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
   const [kind, ...rest] = hash.split("/");
@@ -385,6 +436,7 @@ document.getElementById("logout").addEventListener("click", async () => {
     if (!r.ok) throw new Error("the host refused to log out (" + r.status + ")");
     localStorage.removeItem(KEY_STORE);
     refresh = null;
+    stopFollowing();
     subscribed = false;
     document.getElementById("title").textContent = "Logged out";
     view().replaceChildren(el("p", {}, "Run `lambkin console` for a new login link."));
@@ -392,4 +444,5 @@ document.getElementById("logout").addEventListener("click", async () => {
   } catch (err) { say(err.message, true); }
 });
 window.addEventListener("hashchange", show);
+window.addEventListener("pagehide", endSubscription);
 show();
