@@ -270,11 +270,11 @@ PROMTOOL = next((str(p) for p in [REPO / ".venv" / "tools" / "bin" / "promtool"]
 def promtool(body: str) -> subprocess.CompletedProcess:
     """`promtool check metrics` on a scrape: exit 0 when it parses and lints clean, 3 when it
     parses with lint problems (one per line), 1 when it cannot parse it."""
+    assert PROMTOOL is not None, "no promtool: scripts/install-test-deps installs it"
     return subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
                           text=True, timeout=60)
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="no promtool (scripts/install-test-deps installs it)")
 def test_promtool_checks_the_scrape(exercised):
     """Prometheus's own linter takes the text format without a problem, after a workload that
     filled every family (functions, histograms, throttles, a component, the broker)."""
@@ -286,7 +286,6 @@ def test_promtool_checks_the_scrape(exercised):
     assert checked.stdout + checked.stderr == "", checked.stdout + checked.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="no promtool (scripts/install-test-deps installs it)")
 def test_promtool_reads_the_openmetrics_scrape(exercised):
     """promtool parses only the text format 0.0.4. OpenMetrics parses in it too, and its one
     difference shows: OpenMetrics names a counter's family without `_total` (`# TYPE
