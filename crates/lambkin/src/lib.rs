@@ -36,6 +36,7 @@
 //!   deployments, configuration changes).
 //! - [`config`]: `config.toml`, validated before anything starts.
 //! - `child`: the one setup of every child process; `child_env`: the environment it begins with.
+//! - `pem`: the PEM certificates, keys and CA roots of the host's TLS clients.
 //! - [`orphans`]: ending what a previous run of the host left running.
 //! - `users`: the users components and functions run as, their work directories and code.
 //! - `secret`: every key, token and session from the operating system's random source.
@@ -64,6 +65,7 @@ pub mod mqtt;
 pub mod mqtt_invoke;
 pub(crate) mod openwhisk;
 pub mod orphans;
+pub(crate) mod pem;
 pub mod pubsub;
 pub mod remote;
 pub(crate) mod schema;

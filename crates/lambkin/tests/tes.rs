@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::json;
 use support::{wait_for, Host, HttpReply};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
@@ -420,13 +421,9 @@ async fn iot_provider_credentials_are_kept_until_five_minutes_before_expiry() {
     let mut roots = RootCertStore::empty();
     roots
         .add(
-            rustls_pemfile::certs(
-                &mut std::fs::read(provider.dir.path().join("ca.pem"))
-                    .unwrap()
-                    .as_slice(),
+            tokio_rustls::rustls::pki_types::CertificateDer::from_pem_file(
+                provider.dir.path().join("ca.pem"),
             )
-            .next()
-            .unwrap()
             .unwrap(),
         )
         .unwrap();

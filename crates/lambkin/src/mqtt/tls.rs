@@ -4,12 +4,9 @@
 //! [`client_config`] is both the check `lambkin check-config` and the start run (so a bad or
 //! missing file is a configuration error naming it) and what the connection uses.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use rumqttc::tokio_rustls::rustls::pki_types::pem::PemObject;
-use rumqttc::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use rumqttc::tokio_rustls::rustls::ClientConfig;
 
 use crate::config::MqttConfig;
 
@@ -22,17 +19,12 @@ pub fn client_config(config: &MqttConfig, port: u16) -> Result<Arc<ClientConfig>
     let Some(ca) = &config.ca else {
         return Err("mqtt.ca is required with mqtts://".to_owned());
     };
-    let mut roots = RootCertStore::empty();
-    for cert in certificates("mqtt.ca", ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("mqtt.ca {}: not a usable CA certificate: {e}", ca.display()))?;
-    }
+    let roots = crate::pem::roots(Some(ca)).map_err(|e| format!("mqtt.ca {e}"))?;
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let mut tls = match (&config.cert, &config.key) {
         (Some(cert), Some(key)) => {
-            let chain = certificates("mqtt.cert", cert)?;
-            let private = private_key(key)?;
+            let chain = crate::pem::certificates(cert).map_err(|e| format!("mqtt.cert {e}"))?;
+            let private = crate::pem::private_key(key).map_err(|e| format!("mqtt.key {e}"))?;
             builder
                 .with_client_auth_cert(chain, private)
                 .map_err(|e| format!("mqtt.key {}: {e}", key.display()))?
@@ -46,39 +38,10 @@ pub fn client_config(config: &MqttConfig, port: u16) -> Result<Arc<ClientConfig>
     Ok(Arc::new(tls))
 }
 
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{key} {}: cannot read: {e}", path.display()))
-}
-
-/// Every certificate of a PEM file; at least one.
-fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{key} {}: bad PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{key} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file",
-            path.display()
-        ));
-    }
-    Ok(certs)
-}
-
-/// The first private key of a PEM file (PKCS #8, PKCS #1 RSA or SEC1 EC).
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read("mqtt.key", path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-        format!(
-            "mqtt.key {}: no usable PEM private key in the file ({e})",
-            path.display()
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn config(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> MqttConfig {
         let mut text = format!("[mqtt]\nurl = \"mqtts://h\"\nca = {:?}\n", ca.display());

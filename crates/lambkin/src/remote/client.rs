@@ -14,8 +14,8 @@ use lambkin_proto::lambda::invoke::{
     HEADER_LOG_TYPE, HEADER_REQUEST_ID,
 };
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 
 use super::{RemoteAnswer, RemoteError, RemoteInvoke, SigningKey};
@@ -30,30 +30,10 @@ const IDLE_REUSE: Duration = Duration::from_secs(15);
 
 /// The TLS client settings of an `https://` target: its `ca`, else the system's roots.
 pub fn tls_config(config: &RemoteTargetConfig) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    match &config.ca {
-        Some(ca) => {
-            let pem =
-                std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("{}: bad PEM: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no certificate in it", ca.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: not a CA certificate: {e}", ca.display()))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs().map_err(|e| {
-                format!("cannot read the system's CA certificates (or set ca): {e}")
-            })?;
-            roots.add_parsable_certificates(native);
-        }
-    }
+    let roots = crate::pem::roots(config.ca.as_deref()).map_err(|e| match config.ca {
+        Some(_) => e.to_string(),
+        None => format!("{e} (or set ca)"),
+    })?;
     let mut tls = ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();

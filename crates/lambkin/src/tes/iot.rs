@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 
 use crate::config::TesConfig;
@@ -67,23 +67,10 @@ impl IotProvider {
         let role_alias = config.role_alias.as_deref().unwrap_or_default();
         let cert_path = config.cert.as_deref().unwrap_or(std::path::Path::new(""));
         let key_path = config.key.as_deref().unwrap_or(std::path::Path::new(""));
-        let certs = read_certs(cert_path)?;
-        let key = read_key(key_path)?;
-        let mut roots = RootCertStore::empty();
-        match &config.ca {
-            Some(ca) => {
-                for cert in read_certs(ca)? {
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("{}: not a CA certificate", ca.display()))?;
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs()
-                    .context("cannot read the system's CA certificates (or set tes.ca)")?;
-                roots.add_parsable_certificates(native);
-            }
-        }
+        let certs = crate::pem::certificates(cert_path)?;
+        let key = crate::pem::private_key(key_path)?;
+        let roots = crate::pem::roots(config.ca.as_deref())
+            .context("the CA to trust (set tes.ca, or the system's certificates)")?;
         let tls = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
@@ -191,22 +178,4 @@ impl IotProvider {
         driver.abort();
         result
     }
-}
-
-fn read_certs(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{}: bad PEM", path.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("{} holds no PEM certificate", path.display());
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &std::path::Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("{}: bad PEM", path.display()))?
-        .with_context(|| format!("{} holds no PEM private key", path.display()))
 }
