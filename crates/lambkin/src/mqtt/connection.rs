@@ -11,10 +11,13 @@
 //! subscriptions (IPC's SubscribeToIoTCore) is acknowledged once it is in their queues; a
 //! message for a *durable* subscription ([`Mqtt::subscribe_durable`], a trigger's) comes with a
 //! [`Receipt`] and is acknowledged only once every durable subscription it went to has
-//! [accepted](Receipt::accept) it (stored it). A receipt dropped unaccepted leaves the message
-//! unacknowledged: the broker sends it again after the next reconnect (the session outlives
-//! the connection). Receipts of an earlier connection acknowledge nothing; the broker sends
-//! those messages again.
+//! [accepted](Receipt::accept) it (stored it). A receipt [rejected](Receipt::reject) (the
+//! subscriber could not store it: a full disk) leaves the message unacknowledged, and once the
+//! durable queues have drained the connection is made again, after a pause that doubles while
+//! rejections go on (`acks::Redelivery`), so that the broker sends it again (the session
+//! outlives the connection): unacknowledged QoS 1 messages count against the receive maximum,
+//! and the broker would send no more of them on this connection. Receipts of an earlier
+//! connection acknowledge nothing; the broker sends those messages again.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -29,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
-use super::acks::{Acks, Received};
+use super::acks::{Acks, Received, Redeliver, Redelivery};
 use super::client::{self, Ack, Client, Event, EventLoop, SendFailure, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use super::topic::{self, TopicRefused, TopicRules};
@@ -62,6 +65,10 @@ const SUBSCRIBER_QUEUE: Bounds = Bounds {
 /// is made again so that the broker sends those again (the session outlives the connection).
 const DURABLE_QUEUE: usize = 1024;
 
+/// The pause before a reconnect for messages a durable subscriber rejected (could not
+/// store), at first and at most: doubling while rejections go on.
+const REJECTED_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
 /// Messages that match no subscription yet, held while the host starts (see
 /// [`Mqtt::settled`]); past it a QoS 1 message is left unacknowledged (the broker resends it
 /// after a reconnect) and a QoS 0 message dropped.
@@ -87,6 +94,13 @@ impl Receipt {
     /// received it says so, the connection sends its PUBACK.
     pub async fn accept(self) {
         let _ = self.commands.send(Command::Accepted(self.id)).await;
+    }
+
+    /// The subscriber could not keep the message (its store failed): it stays
+    /// unacknowledged, and the connection is made again later so that the broker sends it
+    /// again.
+    pub async fn reject(self) {
+        let _ = self.commands.send(Command::Rejected(self.id)).await;
     }
 }
 
@@ -157,6 +171,8 @@ enum Command {
     },
     /// A durable subscriber accepted the message of this receipt.
     Accepted(u64),
+    /// A durable subscriber could not keep the message of this receipt.
+    Rejected(u64),
     /// The host has made its subscriptions: messages no subscription claims are acknowledged
     /// and dropped from now on.
     Settled,
@@ -187,6 +203,7 @@ impl std::fmt::Debug for Command {
         match self {
             Self::Subscribe { filter, .. } => write!(f, "Subscribe({filter})"),
             Self::Accepted(id) => write!(f, "Accepted({id})"),
+            Self::Rejected(id) => write!(f, "Rejected({id})"),
             Self::Settled => f.write_str("Settled"),
             Self::Wake => f.write_str("Wake"),
             Self::Stop(_) => f.write_str("Stop"),
@@ -245,7 +262,8 @@ impl Mqtt {
             commands: commands_tx.clone(),
             acks: Acks::default(),
             unclaimed: Some(VecDeque::new()),
-            left_behind: 0,
+            redelivery: Redelivery::new(REJECTED_RETRY.0, REJECTED_RETRY.1),
+            redeliver_at: None,
             in_flight: None,
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
@@ -414,6 +432,14 @@ impl Mqtt {
     }
 }
 
+/// Returns at `at`, or never when there is none.
+async fn wait_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Drives the event loop forever, reconnecting with backoff after each failure.
 async fn poll(
     mut eventloop: EventLoop,
@@ -531,9 +557,11 @@ struct Actor {
     /// Messages no subscription matched, held until [`Mqtt::settled`] for subscriptions still
     /// to come; `None` once settled.
     unclaimed: Option<VecDeque<(IncomingMessage, Option<Ack>)>>,
-    /// QoS 1 messages a full durable queue left unacknowledged on this connection: the
-    /// connection is made again once the queues are empty, so that the broker resends them.
-    left_behind: u64,
+    /// QoS 1 messages left unacknowledged on this connection (a full durable queue, a
+    /// rejected receipt): when to connect again so that the broker resends them.
+    redelivery: Redelivery,
+    /// When the next reconnect for rejected messages is due, if one is waiting.
+    redeliver_at: Option<tokio::time::Instant>,
     in_flight: Option<InFlight>,
     /// Subscribe requests handed to the client, in order, waiting for their packet id.
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
@@ -572,6 +600,7 @@ impl Actor {
                         self.subscribe(filter, at_least_once, messages, reply);
                     }
                     Some(Command::Accepted(id)) => self.accepted(id),
+                    Some(Command::Rejected(id)) => self.rejected(id),
                     Some(Command::Settled) => self.settle(),
                     Some(Command::Wake) => self.pump().await,
                     Some(Command::Stop(done)) => {
@@ -585,6 +614,10 @@ impl Actor {
                         return;
                     }
                 },
+                () = wait_until(self.redeliver_at) => {
+                    self.redeliver_at = None;
+                    self.redeliver();
+                }
                 event = events.recv() => match event {
                     Some(LoopEvent::Event(event)) => self.on_event(event).await,
                     Some(LoopEvent::Down(reason)) => self.on_down(&reason),
@@ -684,7 +717,8 @@ impl Actor {
                 self.last_failure = None;
                 // The broker sends what the last connection left unacknowledged again.
                 self.acks.reconnected();
-                self.left_behind = 0;
+                self.redelivery.reconnected();
+                self.redeliver_at = None;
                 // Their acknowledgements were the last connection's: the broker resends them.
                 if let Some(unclaimed) = &mut self.unclaimed {
                     unclaimed.clear();
@@ -800,14 +834,44 @@ impl Actor {
         if let Some(ack) = self.acks.accepted(id) {
             self.acknowledge(&ack);
         }
-        if self.left_behind > 0 && self.durable_queues_empty() {
-            tracing::warn!(
-                messages = self.left_behind,
-                "reconnecting to the MQTT broker so that it sends again the messages a full durable queue left unacknowledged"
-            );
-            self.left_behind = 0;
-            // The session stays: the broker sends what is unacknowledged when it is back.
-            self.client.try_disconnect();
+        self.redelivery.accepted();
+        self.redeliver();
+    }
+
+    /// A durable subscriber could not keep a message: never acknowledged on this connection,
+    /// the broker sends it again after a reconnect.
+    fn rejected(&mut self, id: u64) {
+        if self.acks.rejected(id) {
+            let rejected = self.redelivery.rejected();
+            // 1, 2, 4, 8…: reported without flooding the log (the subscriber names each).
+            if rejected.is_power_of_two() {
+                tracing::warn!(
+                    rejected,
+                    "a durable IoT Core subscriber could not keep a message; left to the broker until a reconnect"
+                );
+            }
+        }
+        self.redeliver();
+    }
+
+    /// Reconnects, once the durable queues have drained, so that the broker sends again what
+    /// this connection left unacknowledged (at once for a full queue, after a pause for
+    /// rejected messages: see `acks::Redelivery`).
+    fn redeliver(&mut self) {
+        let messages = self.redelivery.unacknowledged();
+        let drained = self.durable_queues_empty();
+        match self.redelivery.check(std::time::Instant::now(), drained) {
+            Redeliver::Wait => {}
+            Redeliver::At(due) => self.redeliver_at = Some(due.into()),
+            Redeliver::Now => {
+                self.redeliver_at = None;
+                tracing::warn!(
+                    messages,
+                    "reconnecting to the MQTT broker so that it sends again the messages left unacknowledged"
+                );
+                // The session stays: the broker sends what is unacknowledged when it is back.
+                self.client.try_disconnect();
+            }
         }
     }
 
@@ -832,7 +896,7 @@ impl Actor {
                     unclaimed.push_back((message, ack));
                 } else if ack.is_some() {
                     // Not acknowledged: the broker sends it again after the next reconnect.
-                    self.left_behind += 1;
+                    self.redelivery.left_behind();
                 }
                 return;
             }
@@ -905,13 +969,13 @@ impl Actor {
         if closed {
             self.drop_closed();
         }
-        if left_behind > 0 {
-            self.left_behind += left_behind;
+        for _ in 0..left_behind {
+            let left_behind = self.redelivery.left_behind();
             // 1, 2, 4, 8…: reported without flooding the log.
-            if self.left_behind.is_power_of_two() {
+            if left_behind.is_power_of_two() {
                 tracing::warn!(
                     topic = %message.topic,
-                    left_behind = self.left_behind,
+                    left_behind,
                     "a durable IoT Core subscriber is behind (the broker sent more than the receive maximum); the message is left to the broker until the next reconnect"
                 );
             }
