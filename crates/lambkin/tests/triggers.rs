@@ -304,12 +304,12 @@ impl Broker {
 
     /// Waits until the broker's log has `text`.
     fn logged(&self, text: &str) {
+        let mut log = String::new();
         wait_for(PATIENCE, || {
-            std::fs::read_to_string(&self.log)
-                .ok()
-                .filter(|l| l.contains(text))
+            log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            log.contains(text).then_some(())
         })
-        .unwrap_or_else(|| panic!("mosquitto never logged {text:?}"));
+        .unwrap_or_else(|| panic!("mosquitto never logged {text:?}:\n{log}"));
     }
 
     /// Publishes `messages` (topic, payload) at QoS 1; returns once the broker has
@@ -318,6 +318,7 @@ impl Broker {
         let id = format!("lambkin-test-pub-{}", std::process::id());
         let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", self.port);
         options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut connection) = rumqttc::Client::new(options, messages.len() + 8);
         for (topic, payload) in messages {
             client
@@ -369,6 +370,26 @@ fn wait_numbers(path: &Path, wanted: std::ops::Range<u64>) -> std::collections::
     seen
 }
 
+/// A config.toml for a host at the broker on `port`, with a persistent session.
+fn broker_config(root: &Path, port: u16) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(
+        root.join("config.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"lambkin-under-test\"\n\
+             reconnect_min_ms = 100\nreconnect_max_ms = 500\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Messages `{"n": N}` for `dev/N/in`.
+fn batch(range: std::ops::Range<u64>) -> Vec<(String, String)> {
+    range
+        .map(|n| (format!("dev/{n}/in"), format!(r#"{{"n":{n}}}"#)))
+        .collect()
+}
+
 /// The store fails (as on a full disk) for the first 140 broker messages that trigger the
 /// function, more than the broker lets the host hold unacknowledged (the receive maximum,
 /// 128; past it the broker sends the connection no more QoS 1): each is rejected,
@@ -382,16 +403,7 @@ fn iot_core_messages_the_store_could_not_keep_are_delivered_once_it_heals() {
         return;
     };
     let root = tmp.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(
-        root.join("config.toml"),
-        format!(
-            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"lambkin-under-test\"\n\
-             reconnect_min_ms = 100\nreconnect_max_ms = 500\n",
-            broker.port
-        ),
-    )
-    .unwrap();
+    broker_config(&root, broker.port);
     let _host = Host::start_with_env(&root, &[("LAMBKIN_FAILPOINT", "store-persist-event*140")]);
     let out = support::dir_for_components(tmp.path(), "out").join("events.jsonl");
     deploy_lambda(
@@ -402,11 +414,6 @@ fn iot_core_messages_the_store_could_not_keep_are_delivered_once_it_heals() {
     );
     broker.logged("dev/+/in (QoS 1)");
 
-    let batch = |range: std::ops::Range<u64>| -> Vec<(String, String)> {
-        range
-            .map(|n| (format!("dev/{n}/in"), format!(r#"{{"n":{n}}}"#)))
-            .collect()
-    };
     broker.publish(&batch(0..200));
     wait_numbers(&out, 0..200);
     // The store works again: later messages flow at once.

@@ -4,7 +4,7 @@
 //! left waiting is forgotten: the broker sends those messages again, and a late acceptance of
 //! one acknowledges nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// What to do with a message just received.
@@ -179,6 +179,71 @@ impl Redelivery {
     }
 }
 
+/// Messages held, unacknowledged, for subscriptions still to come, bounded by count and by
+/// bytes (sans-I/O): what does not fit is refused, for the broker to send again.
+#[derive(Debug)]
+pub(super) struct Held<T> {
+    items: VecDeque<(T, usize)>,
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+}
+
+/// What became of a message offered to [`Held::hold`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Hold<T> {
+    Held,
+    /// No room (count or bytes): the message is handed back.
+    Full(T),
+}
+
+impl<T> Held<T> {
+    pub fn new(max_items: usize, max_bytes: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_items,
+            max_bytes,
+        }
+    }
+
+    /// Holds `item` of `weight` bytes if both bounds leave room for it.
+    pub fn hold(&mut self, item: T, weight: usize) -> Hold<T> {
+        if self.items.len() >= self.max_items || self.bytes.saturating_add(weight) > self.max_bytes
+        {
+            return Hold::Full(item);
+        }
+        self.bytes += weight;
+        self.items.push_back((item, weight));
+        Hold::Held
+    }
+
+    /// Takes the held items `claims` wants, in order.
+    pub fn claim(&mut self, mut claims: impl FnMut(&T) -> bool) -> Vec<T> {
+        let (claimed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|(item, _)| claims(item));
+        self.items = kept.into();
+        self.bytes = self.items.iter().map(|(_, w)| w).sum();
+        claimed.into_iter().map(|(item, _)| item).collect()
+    }
+
+    /// Takes every held item, in order.
+    pub fn take_all(&mut self) -> Vec<T> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect()
+    }
+
+    /// The bytes held.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +362,46 @@ mod redelivery_tests {
         r.reconnected();
         assert_eq!(r.unacknowledged(), 0);
         assert_eq!(r.check(now, true), Redeliver::Wait);
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+
+    #[test]
+    fn held_messages_are_bounded_by_count() {
+        let mut held = Held::new(2, 1000);
+        assert_eq!(held.hold("a", 1), Hold::Held);
+        assert_eq!(held.hold("b", 1), Hold::Held);
+        assert_eq!(held.hold("c", 1), Hold::Full("c"));
+        assert_eq!(held.take_all(), ["a", "b"]);
+        assert_eq!(held.hold("c", 1), Hold::Held);
+    }
+
+    #[test]
+    fn held_messages_are_bounded_by_bytes_and_a_large_one_is_refused_before_it_is_held() {
+        let mut held = Held::new(100, 10);
+        assert_eq!(held.hold("large", 11), Hold::Full("large"));
+        assert_eq!(held.bytes(), 0);
+        assert_eq!(held.hold("a", 6), Hold::Held);
+        assert_eq!(held.hold("b", 5), Hold::Full("b"));
+        // A smaller one still fits.
+        assert_eq!(held.hold("c", 4), Hold::Held);
+        assert_eq!(held.bytes(), 10);
+        assert_eq!(held.hold("d", usize::MAX), Hold::Full("d"));
+    }
+
+    #[test]
+    fn claiming_frees_the_room_of_what_was_claimed() {
+        let mut held = Held::new(100, 10);
+        assert_eq!(held.hold("x/1", 4), Hold::Held);
+        assert_eq!(held.hold("y/1", 4), Hold::Held);
+        assert_eq!(held.hold("x/2", 2), Hold::Held);
+        assert_eq!(held.claim(|t| t.starts_with("x/")), ["x/1", "x/2"]);
+        assert_eq!(held.bytes(), 4);
+        assert_eq!(held.hold("z", 6), Hold::Held);
+        assert_eq!(held.take_all(), ["y/1", "z"]);
+        assert_eq!(held.bytes(), 0);
     }
 }

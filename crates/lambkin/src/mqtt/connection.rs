@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
-use super::acks::{Acks, Received, Redeliver, Redelivery};
+use super::acks::{Acks, Held, Hold, Received, Redeliver, Redelivery};
 use super::client::{self, Ack, Client, Event, EventLoop, SendFailure, Settings};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use super::topic::{self, TopicRefused, TopicRules};
@@ -69,10 +69,10 @@ const DURABLE_QUEUE: usize = 1024;
 /// store), at first and at most: doubling while rejections go on.
 const REJECTED_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
-/// Messages that match no subscription yet, held while the host starts (see
-/// [`Mqtt::settled`]); past it a QoS 1 message is left unacknowledged (the broker resends it
-/// after a reconnect) and a QoS 0 message dropped.
-const UNCLAIMED: usize = 1024;
+/// Messages, and bytes, that match no subscription yet, held while the host starts (see
+/// [`Mqtt::settled`]); past either a QoS 1 message is left unacknowledged (the broker resends
+/// it after the reconnect [`Mqtt::settled`] asks for) and a QoS 0 message dropped.
+const UNCLAIMED: (usize, usize) = (1024, 8 * 1024 * 1024);
 
 /// A message for a durable subscription, with what acknowledges it.
 #[derive(Debug)]
@@ -261,7 +261,7 @@ impl Mqtt {
             subscriptions: Vec::new(),
             commands: commands_tx.clone(),
             acks: Acks::default(),
-            unclaimed: Some(VecDeque::new()),
+            unclaimed: Some(Held::new(UNCLAIMED.0, UNCLAIMED.1)),
             redelivery: Redelivery::new(REJECTED_RETRY.0, REJECTED_RETRY.1),
             redeliver_at: None,
             in_flight: None,
@@ -556,7 +556,7 @@ struct Actor {
     acks: Acks<Ack>,
     /// Messages no subscription matched, held until [`Mqtt::settled`] for subscriptions still
     /// to come; `None` once settled.
-    unclaimed: Option<VecDeque<(IncomingMessage, Option<Ack>)>>,
+    unclaimed: Option<Held<(IncomingMessage, Option<Ack>)>>,
     /// QoS 1 messages left unacknowledged on this connection (a full durable queue, a
     /// rejected receipt): when to connect again so that the broker resends them.
     redelivery: Redelivery,
@@ -682,18 +682,15 @@ impl Actor {
         let Some(unclaimed) = &mut self.unclaimed else {
             return Vec::new();
         };
-        let (claimed, kept): (Vec<_>, Vec<_>) = std::mem::take(unclaimed)
-            .into_iter()
-            .partition(|(m, _)| matcher.matches_mqtt(&m.topic));
-        *unclaimed = kept.into();
-        claimed
+        unclaimed.claim(|(m, _)| matcher.matches_mqtt(&m.topic))
     }
 
     /// The host's subscriptions are made: what no one claimed is acknowledged and dropped.
     fn settle(&mut self) {
-        let Some(unclaimed) = self.unclaimed.take() else {
+        let Some(mut unclaimed) = self.unclaimed.take() else {
             return;
         };
+        let unclaimed = unclaimed.take_all();
         if !unclaimed.is_empty() {
             tracing::info!(
                 messages = unclaimed.len(),
@@ -705,6 +702,9 @@ impl Actor {
                 self.acknowledge(&ack);
             }
         }
+        // What did not fit while held is asked for again, now that the subscriptions are
+        // made (once what they claimed has drained).
+        self.redeliver();
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -721,7 +721,7 @@ impl Actor {
                 self.redeliver_at = None;
                 // Their acknowledgements were the last connection's: the broker resends them.
                 if let Some(unclaimed) = &mut self.unclaimed {
-                    unclaimed.clear();
+                    unclaimed.take_all();
                 }
                 if self.connected_before {
                     self.counters.reconnects.inc();
@@ -859,7 +859,9 @@ impl Actor {
     /// rejected messages: see `acks::Redelivery`).
     fn redeliver(&mut self) {
         let messages = self.redelivery.unacknowledged();
-        let drained = self.durable_queues_empty();
+        // Not before the host has subscribed: the broker's resent messages would meet no
+        // subscription again.
+        let drained = self.unclaimed.is_none() && self.durable_queues_empty();
         match self.redelivery.check(std::time::Instant::now(), drained) {
             Redeliver::Wait => {}
             Redeliver::At(due) => self.redeliver_at = Some(due.into()),
@@ -886,17 +888,33 @@ impl Actor {
     /// Hands `message` to the subscriptions it matches; acknowledges it (QoS 1, `ack`) now
     /// unless a durable subscription took it, whose receipt does.
     fn deliver(&mut self, message: IncomingMessage, ack: Option<Ack>) {
+        // Refused before anything holds it (acknowledged: it would come back the same).
+        if self.oversized(&message) {
+            if let Some(ack) = ack {
+                self.acknowledge(&ack);
+            }
+            return;
+        }
         if let Some(unclaimed) = &mut self.unclaimed {
             if !self
                 .subscriptions
                 .iter()
                 .any(|s| s.matcher.matches_mqtt(&message.topic))
             {
-                if unclaimed.len() < UNCLAIMED {
-                    unclaimed.push_back((message, ack));
-                } else if ack.is_some() {
-                    // Not acknowledged: the broker sends it again after the next reconnect.
-                    self.redelivery.left_behind();
+                let weight = message.weight();
+                if let Hold::Full((message, ack)) = unclaimed.hold((message, ack), weight) {
+                    if ack.is_some() {
+                        // Not acknowledged: the broker sends it again after the reconnect
+                        // that settling asks for.
+                        let left_behind = self.redelivery.left_behind();
+                        if left_behind.is_power_of_two() {
+                            tracing::warn!(
+                                topic = %message.topic,
+                                left_behind,
+                                "too many messages of the broker's session wait for a subscription (1,024 or 8 MiB); left to the broker until a reconnect"
+                            );
+                        }
+                    }
                 }
                 return;
             }
@@ -908,24 +926,29 @@ impl Actor {
         }
     }
 
+    /// Whether `message` is over `max_message_size_bytes` (then dropped, with a warning). On
+    /// MQTT 3.1.1 nothing tells the broker the client's limit: the client takes larger
+    /// packets (up to its own ceiling) so that one oversized message, retained above all, is
+    /// dropped here instead of ending the connection at every reconnect.
+    fn oversized(&mut self, message: &IncomingMessage) -> bool {
+        if message.payload.len() <= self.max_message_size as usize {
+            return false;
+        }
+        if let Some(dropped) = self.oversized_received.note() {
+            tracing::warn!(
+                topic = %message.topic,
+                bytes = message.payload.len(),
+                limit = self.max_message_size,
+                dropped,
+                "a message from the broker is over max_message_size_bytes; dropped"
+            );
+        }
+        true
+    }
+
     /// Queues `message` for its subscriptions (receipts carrying the next receipt id when it
     /// is `acknowledged`, QoS 1); how many durable subscriptions took it.
     fn fan_out(&mut self, message: IncomingMessage, acknowledged: bool) -> usize {
-        // On MQTT 3.1.1 nothing tells the broker the client's limit: the client takes larger
-        // packets (up to its own ceiling) so that one oversized message, retained above all,
-        // is dropped here instead of ending the connection at every reconnect.
-        if message.payload.len() > self.max_message_size as usize {
-            if let Some(dropped) = self.oversized_received.note() {
-                tracing::warn!(
-                    topic = %message.topic,
-                    bytes = message.payload.len(),
-                    limit = self.max_message_size,
-                    dropped,
-                    "a message from the broker is over max_message_size_bytes; dropped"
-                );
-            }
-            return 0;
-        }
         let mut closed = false;
         let id = self.acks.next_id();
         let mut durable = 0usize;
