@@ -10,6 +10,7 @@ configuration refuses `[mqtt_invoke]` with `version = "mqtt3"`."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -28,7 +29,7 @@ from test_mqtt import Broker  # noqa: E402  (after the skip above)
 from test_mqtt import Host as MqttHost  # noqa: E402
 
 THING = "conformance-thing"
-ALLOWED = ["echo", "fails", "ghost"]
+ALLOWED = ["echo", "fails", "ghost", "big"]
 EXIT_CONFIG = 78
 
 ECHO = b"""def handler(event, context):
@@ -37,6 +38,11 @@ ECHO = b"""def handler(event, context):
 FAILS = b"""def handler(event, context):
     raise ValueError("no good: " + str(event.get("why")))
 """
+BIG = b"""def handler(event, context):
+    return {"blob": "x" * event["size"]}
+"""
+# The host's [mqtt] max_message_size_bytes when not set.
+MAX_MESSAGE = 128 * 1024
 
 
 class Caller:
@@ -113,7 +119,7 @@ def setup(lambkin_bin, device_dir):
     endpoint = "http://" + (host.root / "state" / "api.addr").read_text().strip()
     client = lambda_client(host.root, endpoint)
     # "secret" runs the same code as "echo", and is not in the allow-list.
-    for name, code in [("echo", ECHO), ("fails", FAILS), ("secret", ECHO)]:
+    for name, code in [("echo", ECHO), ("fails", FAILS), ("secret", ECHO), ("big", BIG)]:
         client.create_function(
             FunctionName=name, Runtime="python3.12", Handler="app.handler",
             Role="arn:aws:iam::000000000000:role/x",
@@ -154,6 +160,20 @@ def test_a_function_error_is_marked_as_one(setup):
     assert error == "Unhandled"
     assert body["errorType"] == "ValueError"
     assert "no good: test" in body["errorMessage"]
+
+
+def test_an_answer_larger_than_the_broker_takes_is_an_error_answer(setup):
+    # The requester is answered, with the size and the limit, rather than left waiting.
+    caller, host = setup
+    body, error = caller.invoke("big", json.dumps({"size": 200_000}).encode(), host)
+    assert error == "Function.ResponseSizeTooLarge", body
+    assert body["errorType"] == "Function.ResponseSizeTooLarge"
+    assert f"({MAX_MESSAGE} bytes" in body["errorMessage"], body
+    size = re.search(r"\((\d+) bytes\)", body["errorMessage"])
+    assert size and int(size.group(1)) > 200_000, body
+    # One under the limit is answered as it is.
+    body, error = caller.invoke("big", json.dumps({"size": 1000}).encode(), host)
+    assert error is None and body == {"blob": "x" * 1000}
 
 
 def test_a_function_not_on_the_allow_list_is_refused_with_an_error_answer(setup):

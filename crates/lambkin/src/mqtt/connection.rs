@@ -295,6 +295,11 @@ impl Mqtt {
     }
 
     /// Reconnections, and each component's messages and bytes, so far.
+    /// The largest payload the broker takes (`max_message_size_bytes`).
+    pub fn max_message_size(&self) -> u32 {
+        self.max_message_size
+    }
+
     pub fn counters(&self) -> &MqttCounters {
         &self.counters
     }
