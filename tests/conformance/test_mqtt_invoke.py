@@ -67,14 +67,14 @@ class Caller:
             self.answers.append(message)
 
     def send(self, function: str, payload: bytes, correlation: bytes | None,
-             reply: bool = True, reply_topic: str | None = None) -> None:
+             reply: bool = True, reply_topic: str | None = None, qos: int = 1) -> None:
         properties = Properties(PacketTypes.PUBLISH)
         if reply:
             properties.ResponseTopic = reply_topic or self.reply_topic
         if correlation is not None:
             properties.CorrelationData = correlation
         info = self.client.publish(f"lambkin/{THING}/functions/{function}/invoke", payload,
-                                   qos=1, properties=properties)
+                                   qos=qos, properties=properties)
         info.wait_for_publish(30)
 
     def answer(self, correlation: bytes, host, timeout: float = 60.0) -> "paho.MQTTMessage":
@@ -152,6 +152,18 @@ def test_a_request_is_answered_on_its_response_topic_with_its_correlation_data(s
         caller.send("echo", json.dumps({"i": i}).encode(), c)
     for i, c in enumerate(correlations):
         assert json.loads(caller.answer(c, host).payload)["echo"] == {"i": i}
+
+
+def test_an_answer_goes_at_the_requests_qos(setup):
+    # Answers are published directly, at the request's QoS (the caller subscribes at QoS 1,
+    # so an answer arrives at the QoS it was published with).
+    caller, host = setup
+    for qos in (0, 1, 0, 1):
+        correlation = uuid.uuid4().bytes
+        caller.send("echo", json.dumps({"qos": qos}).encode(), correlation, qos=qos)
+        message = caller.answer(correlation, host)
+        assert message.qos == qos, (qos, message.qos)
+        assert json.loads(message.payload)["echo"] == {"qos": qos}
 
 
 def test_a_function_error_is_marked_as_one(setup):

@@ -6,7 +6,9 @@
 //!   goes, its `Correlation Data` (optional) copied into the answer. A synchronous
 //!   (`RequestResponse`) invocation; requests are not stored (a host that stops drops what it
 //!   has not answered, as an HTTP caller's connection would).
-//! - Answer: a QoS 1 PUBLISH to the response topic with the correlation data: the function's
+//! - Answer: a PUBLISH to the response topic, at the request's QoS (0 or 1), with the
+//!   correlation data, published directly (not spooled: an answer whose requester is gone,
+//!   or that finds the connection down, is dropped with a warning): the function's
 //!   result as its payload; on an error the user property `lambkin-error`, whose value is
 //!   `Unhandled` when the function failed (the payload is the function's error document, as
 //!   the Invoke API answers with `X-Amz-Function-Error: Unhandled`), or the error's type when
@@ -334,13 +336,16 @@ impl Context {
             }),
             ..MqttProperties::default()
         };
+        // Straight to the connection, at the request's QoS: an answer is worth something
+        // only while its requester waits, so it does not take the spool's room from the
+        // components' messages, nor wait there for a later connection.
         let message = OutgoingMessage {
             topic: reply_to.clone(),
-            at_least_once: true,
+            at_least_once: request.at_least_once,
             payload,
             properties,
         };
-        if let Err(e) = self.mqtt.publish(message).await {
+        if let Err(e) = self.mqtt.publish_direct(message).await {
             tracing::warn!(request = %request.topic, response_topic = %reply_to, error = %e, "cannot answer an invoke request over MQTT");
         }
     }

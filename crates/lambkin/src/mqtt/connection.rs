@@ -5,7 +5,10 @@
 //! the actor. The actor owns the subscriptions and the one message in flight: it sends the spool's
 //! oldest message when connected and nothing is in flight, and deletes it from the spool when the
 //! broker acknowledged it (QoS 1) or the connection wrote it (QoS 0). A message in flight when the
-//! connection drops is sent again by `rumqttc` after the reconnect, with its packet id.
+//! connection drops is sent again by `rumqttc` after the reconnect, with its packet id. A message
+//! published directly ([`Mqtt::publish_direct`], not spooled) goes to the client at once while
+//! connected; the packet ids the client gives are told apart by the order of the requests
+//! (`Unwritten`), so its acknowledgement is never taken for the spool's.
 //!
 //! Received QoS 1 messages are acknowledged by the actor (manual acks). A message for ordinary
 //! subscriptions (IPC's SubscribeToIoTCore) is acknowledged once it is in their queues; a
@@ -19,7 +22,7 @@
 //! and the broker would send no more of them on this connection. Receipts of an earlier
 //! connection acknowledge nothing; the broker sends those messages again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
@@ -117,6 +120,8 @@ pub struct OutgoingMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingMessage {
     pub topic: String,
+    /// Received at QoS 1 (or 2), not 0.
+    pub at_least_once: bool,
     pub payload: Bytes,
     pub properties: MqttProperties,
 }
@@ -150,6 +155,11 @@ pub enum PublishError {
     Spool(#[from] SpoolError),
     #[error("the MQTT connection has stopped")]
     Stopped,
+    /// Published directly while the connection is down: nothing keeps it.
+    #[error("the MQTT connection is down; the message is not kept")]
+    Offline,
+    #[error("the MQTT client did not take the message: {0}")]
+    NotSent(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +188,11 @@ enum Command {
     Settled,
     /// The spool has a new message.
     Wake,
+    /// Publish this message now, not spooled.
+    PublishDirect {
+        message: OutgoingMessage,
+        reply: oneshot::Sender<Result<(), PublishError>>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -206,6 +221,7 @@ impl std::fmt::Debug for Command {
             Self::Rejected(id) => write!(f, "Rejected({id})"),
             Self::Settled => f.write_str("Settled"),
             Self::Wake => f.write_str("Wake"),
+            Self::PublishDirect { message, .. } => write!(f, "PublishDirect({})", message.topic),
             Self::Stop(_) => f.write_str("Stop"),
         }
     }
@@ -265,6 +281,8 @@ impl Mqtt {
             redelivery: Redelivery::new(REJECTED_RETRY.0, REJECTED_RETRY.1),
             redeliver_at: None,
             in_flight: None,
+            unwritten: VecDeque::new(),
+            direct_pkids: HashSet::new(),
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
             last_failure: None,
@@ -343,6 +361,28 @@ impl Mqtt {
         // A full queue already holds a wake-up.
         let _ = self.commands.try_send(Command::Wake);
         Ok(())
+    }
+
+    /// Publishes `message` now, past the spool (for what is worthless later: an answer to a
+    /// request whose requester is waiting): refused while the connection is down, never kept
+    /// across a reconnect or a restart. A QoS 1 message handed to the connection is sent again
+    /// by the client after a reconnect, as any unacknowledged one.
+    pub async fn publish_direct(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+        topic::check_topic(&message.topic, self.rules)?;
+        topic::check_properties(&message.properties)?;
+        let size = message.payload.len();
+        if size > self.max_message_size as usize {
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.max_message_size,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::PublishDirect { message, reply })
+            .await
+            .map_err(|_| PublishError::Stopped)?;
+        answer.await.map_err(|_| PublishError::Stopped)?
     }
 
     /// Subscribes to `filter` at the broker; messages arrive on the returned inbox until it
@@ -543,6 +583,15 @@ struct Subscription {
     messages: Sink,
 }
 
+/// A publish handed to the client and not yet written: the client writes them in order, and
+/// the first [`Event::Published`] of each names the packet id it got.
+enum Unwritten {
+    /// The spool's message in flight.
+    Spooled,
+    /// A message published directly ([`Mqtt::publish_direct`]).
+    Direct { at_least_once: bool },
+}
+
 struct InFlight {
     id: i64,
     at_least_once: bool,
@@ -568,6 +617,10 @@ struct Actor {
     /// When the next reconnect for rejected messages is due, if one is waiting.
     redeliver_at: Option<tokio::time::Instant>,
     in_flight: Option<InFlight>,
+    /// Publishes handed to the client and not yet written, in order.
+    unwritten: VecDeque<Unwritten>,
+    /// Packet ids of QoS 1 messages published directly, written and not yet acknowledged.
+    direct_pkids: HashSet<u16>,
     /// Subscribe requests handed to the client, in order, waiting for their packet id.
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
     /// Subscribe requests written, by packet id, waiting for their SUBACK.
@@ -608,6 +661,9 @@ impl Actor {
                     Some(Command::Rejected(id)) => self.rejected(id),
                     Some(Command::Settled) => self.settle(),
                     Some(Command::Wake) => self.pump().await,
+                    Some(Command::PublishDirect { message, reply }) => {
+                        let _ = reply.send(self.publish_direct(message));
+                    }
                     Some(Command::Stop(done)) => {
                         self.client.try_disconnect();
                         self.poller.abort();
@@ -738,6 +794,12 @@ impl Actor {
             }
             Event::Message { message, ack } => self.deliver(message, ack),
             Event::PubAck { pkid, refused } => {
+                if self.direct_pkids.remove(&pkid) {
+                    if let Some(reason) = refused {
+                        tracing::warn!(%reason, "the MQTT broker refused a message published directly");
+                    }
+                    return;
+                }
                 let Some(in_flight) = &self.in_flight else {
                     return;
                 };
@@ -756,6 +818,22 @@ impl Actor {
                 let _ = reply.send(result.map_err(SubscribeError::Refused));
             }
             Event::Published(pkid) => {
+                // A QoS 1 message the client sends again after a reconnect, with its id.
+                if pkid != 0
+                    && (self.direct_pkids.contains(&pkid)
+                        || self
+                            .in_flight
+                            .as_ref()
+                            .is_some_and(|f| f.pkid == Some(pkid)))
+                {
+                    return;
+                }
+                if let Some(Unwritten::Direct { at_least_once }) = self.unwritten.pop_front() {
+                    if at_least_once {
+                        self.direct_pkids.insert(pkid);
+                    }
+                    return;
+                }
                 let Some(in_flight) = &mut self.in_flight else {
                     return;
                 };
@@ -822,6 +900,32 @@ impl Actor {
             match self.client.try_subscribe(filter.clone(), at_least_once) {
                 Ok(()) => self.subscribes_sent.push_back(None),
                 Err(e) => tracing::warn!(%filter, error = %e, "cannot subscribe again"),
+            }
+        }
+    }
+
+    /// Hands `message` to the client now, past the spool: only while connected.
+    fn publish_direct(&mut self, message: OutgoingMessage) -> Result<(), PublishError> {
+        if !self.is_connected() {
+            return Err(PublishError::Offline);
+        }
+        let mut properties = message.properties;
+        let retain = properties.retain.take().unwrap_or(false);
+        let at_least_once = message.at_least_once;
+        match self.client.try_publish(
+            message.topic,
+            at_least_once,
+            retain,
+            message.payload,
+            properties,
+        ) {
+            Ok(()) => {
+                self.unwritten
+                    .push_back(Unwritten::Direct { at_least_once });
+                Ok(())
+            }
+            Err(SendFailure::Refused(why) | SendFailure::Busy(why)) => {
+                Err(PublishError::NotSent(why))
             }
         }
     }
@@ -1086,6 +1190,7 @@ impl Actor {
             );
             match sent {
                 Ok(()) => {
+                    self.unwritten.push_back(Unwritten::Spooled);
                     self.in_flight = Some(InFlight {
                         id: head.id,
                         at_least_once,

@@ -1,7 +1,8 @@
 //! The connection to an MQTT broker (AWS IoT Core or any MQTT 5 or 3.1.1 broker), for the IPC
 //! operations PublishToIoTCore and SubscribeToIoTCore (`greengrass-reference.md` §6).
 //!
-//! - [`spool`]: the durable FIFO every publish goes through, bounded in bytes.
+//! - [`spool`]: the durable FIFO every publish goes through (but answers to invokes over MQTT,
+//!   published directly: worthless later), bounded in bytes.
 //! - [`connection`]: one actor owning the `rumqttc` client; it reconnects with backoff,
 //!   subscribes again after each reconnect, sends the spool's oldest message and removes it
 //!   once the broker acknowledged it, and hands received messages to the subscriptions.
