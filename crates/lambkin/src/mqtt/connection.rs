@@ -8,7 +8,7 @@
 //! connection drops is sent again by `rumqttc` after the reconnect, with its packet id. A message
 //! published directly ([`Mqtt::publish_direct`], not spooled) goes to the client at once while
 //! connected; the packet ids the client gives are told apart by the order of the requests
-//! (`Unwritten`), so its acknowledgement is never taken for the spool's.
+//! (`super::outbound`), so its acknowledgement is never taken for the spool's.
 //!
 //! Received QoS 1 messages are acknowledged by the actor (manual acks). A message for ordinary
 //! subscriptions (IPC's SubscribeToIoTCore) is acknowledged once it is in their queues; a
@@ -22,7 +22,7 @@
 //! and the broker would send no more of them on this connection. Receipts of an earlier
 //! connection acknowledge nothing; the broker sends those messages again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
 use super::acks::{Acks, Held, Hold, Received, Redeliver, Redelivery};
 use super::client::{self, Ack, Client, Event, EventLoop, SendFailure, Settings};
+use super::outbound::{Handed, Outbound, Written};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use super::topic::{self, TopicRefused, TopicRules};
 use crate::config::{MqttConfig, SpoolStorage};
@@ -281,8 +282,7 @@ impl Mqtt {
             redelivery: Redelivery::new(REJECTED_RETRY.0, REJECTED_RETRY.1),
             redeliver_at: None,
             in_flight: None,
-            unwritten: VecDeque::new(),
-            direct_pkids: HashSet::new(),
+            outbound: Outbound::default(),
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
             last_failure: None,
@@ -583,15 +583,6 @@ struct Subscription {
     messages: Sink,
 }
 
-/// A publish handed to the client and not yet written: the client writes them in order, and
-/// the first [`Event::Published`] of each names the packet id it got.
-enum Unwritten {
-    /// The spool's message in flight.
-    Spooled,
-    /// A message published directly ([`Mqtt::publish_direct`]).
-    Direct { at_least_once: bool },
-}
-
 struct InFlight {
     id: i64,
     at_least_once: bool,
@@ -617,10 +608,8 @@ struct Actor {
     /// When the next reconnect for rejected messages is due, if one is waiting.
     redeliver_at: Option<tokio::time::Instant>,
     in_flight: Option<InFlight>,
-    /// Publishes handed to the client and not yet written, in order.
-    unwritten: VecDeque<Unwritten>,
-    /// Packet ids of QoS 1 messages published directly, written and not yet acknowledged.
-    direct_pkids: HashSet<u16>,
+    /// Whose each written PUBLISH and PUBACK is: the spool's or a direct message's.
+    outbound: Outbound,
     /// Subscribe requests handed to the client, in order, waiting for their packet id.
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
     /// Subscribe requests written, by packet id, waiting for their SUBACK.
@@ -794,7 +783,7 @@ impl Actor {
             }
             Event::Message { message, ack } => self.deliver(message, ack),
             Event::PubAck { pkid, refused } => {
-                if self.direct_pkids.remove(&pkid) {
+                if self.outbound.acknowledged(pkid) {
                     if let Some(reason) = refused {
                         tracing::warn!(%reason, "the MQTT broker refused a message published directly");
                     }
@@ -818,21 +807,10 @@ impl Actor {
                 let _ = reply.send(result.map_err(SubscribeError::Refused));
             }
             Event::Published(pkid) => {
-                // A QoS 1 message the client sends again after a reconnect, with its id.
-                if pkid != 0
-                    && (self.direct_pkids.contains(&pkid)
-                        || self
-                            .in_flight
-                            .as_ref()
-                            .is_some_and(|f| f.pkid == Some(pkid)))
-                {
-                    return;
-                }
-                if let Some(Unwritten::Direct { at_least_once }) = self.unwritten.pop_front() {
-                    if at_least_once {
-                        self.direct_pkids.insert(pkid);
-                    }
-                    return;
+                let spooled = self.in_flight.as_ref().and_then(|f| f.pkid);
+                match self.outbound.written(pkid, spooled) {
+                    Written::Spooled => {}
+                    Written::Direct | Written::Resent => return,
                 }
                 let Some(in_flight) = &mut self.in_flight else {
                     return;
@@ -920,8 +898,7 @@ impl Actor {
             properties,
         ) {
             Ok(()) => {
-                self.unwritten
-                    .push_back(Unwritten::Direct { at_least_once });
+                self.outbound.handed(Handed::Direct { at_least_once });
                 Ok(())
             }
             Err(SendFailure::Refused(why) | SendFailure::Busy(why)) => {
@@ -1190,7 +1167,7 @@ impl Actor {
             );
             match sent {
                 Ok(()) => {
-                    self.unwritten.push_back(Unwritten::Spooled);
+                    self.outbound.handed(Handed::Spooled);
                     self.in_flight = Some(InFlight {
                         id: head.id,
                         at_least_once,

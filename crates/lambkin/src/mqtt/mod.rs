@@ -8,6 +8,8 @@
 //!   once the broker acknowledged it, and hands received messages to the subscriptions.
 //! - `acks`: when a received QoS 1 message is acknowledged (sans-I/O): at once, or once
 //!   every durable subscriber has accepted it.
+//! - `outbound`: whose a written PUBLISH or a PUBACK is, the spool's message's or a directly
+//!   published one's (sans-I/O).
 //! - `client`: `rumqttc`'s MQTT 5 and MQTT 3.1.1 clients behind one set of types; on 3.1.1
 //!   the MQTT 5 members of a published message are dropped.
 //! - [`tls`]: `mqtts://` with a CA and a client certificate and key (PEM), checked with the
@@ -22,6 +24,7 @@
 mod acks;
 mod client;
 pub mod connection;
+mod outbound;
 pub mod spool;
 pub mod tls;
 pub mod topic;
