@@ -10,6 +10,7 @@ configuration refuses `[mqtt_invoke]` with `version = "mqtt3"`."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -28,7 +29,7 @@ from test_mqtt import Broker  # noqa: E402  (after the skip above)
 from test_mqtt import Host as MqttHost  # noqa: E402
 
 THING = "conformance-thing"
-ALLOWED = ["echo", "fails", "ghost"]
+ALLOWED = ["echo", "fails", "ghost", "big"]
 EXIT_CONFIG = 78
 
 ECHO = b"""def handler(event, context):
@@ -37,6 +38,11 @@ ECHO = b"""def handler(event, context):
 FAILS = b"""def handler(event, context):
     raise ValueError("no good: " + str(event.get("why")))
 """
+BIG = b"""def handler(event, context):
+    return {"blob": "x" * event["size"]}
+"""
+# The host's [mqtt] max_message_size_bytes when not set.
+MAX_MESSAGE = 128 * 1024
 
 
 class Caller:
@@ -61,14 +67,14 @@ class Caller:
             self.answers.append(message)
 
     def send(self, function: str, payload: bytes, correlation: bytes | None,
-             reply: bool = True, reply_topic: str | None = None) -> None:
+             reply: bool = True, reply_topic: str | None = None, qos: int = 1) -> None:
         properties = Properties(PacketTypes.PUBLISH)
         if reply:
             properties.ResponseTopic = reply_topic or self.reply_topic
         if correlation is not None:
             properties.CorrelationData = correlation
         info = self.client.publish(f"lambkin/{THING}/functions/{function}/invoke", payload,
-                                   qos=1, properties=properties)
+                                   qos=qos, properties=properties)
         info.wait_for_publish(30)
 
     def answer(self, correlation: bytes, host, timeout: float = 60.0) -> "paho.MQTTMessage":
@@ -113,7 +119,7 @@ def setup(lambkin_bin, device_dir):
     endpoint = "http://" + (host.root / "state" / "api.addr").read_text().strip()
     client = lambda_client(host.root, endpoint)
     # "secret" runs the same code as "echo", and is not in the allow-list.
-    for name, code in [("echo", ECHO), ("fails", FAILS), ("secret", ECHO)]:
+    for name, code in [("echo", ECHO), ("fails", FAILS), ("secret", ECHO), ("big", BIG)]:
         client.create_function(
             FunctionName=name, Runtime="python3.12", Handler="app.handler",
             Role="arn:aws:iam::000000000000:role/x",
@@ -148,12 +154,38 @@ def test_a_request_is_answered_on_its_response_topic_with_its_correlation_data(s
         assert json.loads(caller.answer(c, host).payload)["echo"] == {"i": i}
 
 
+def test_an_answer_goes_at_the_requests_qos(setup):
+    # Answers are published directly, at the request's QoS (the caller subscribes at QoS 1,
+    # so an answer arrives at the QoS it was published with).
+    caller, host = setup
+    for qos in (0, 1, 0, 1):
+        correlation = uuid.uuid4().bytes
+        caller.send("echo", json.dumps({"qos": qos}).encode(), correlation, qos=qos)
+        message = caller.answer(correlation, host)
+        assert message.qos == qos, (qos, message.qos)
+        assert json.loads(message.payload)["echo"] == {"qos": qos}
+
+
 def test_a_function_error_is_marked_as_one(setup):
     caller, host = setup
     body, error = caller.invoke("fails", json.dumps({"why": "test"}).encode(), host)
     assert error == "Unhandled"
     assert body["errorType"] == "ValueError"
     assert "no good: test" in body["errorMessage"]
+
+
+def test_an_answer_larger_than_the_broker_takes_is_an_error_answer(setup):
+    # The requester is answered, with the size and the limit, rather than left waiting.
+    caller, host = setup
+    body, error = caller.invoke("big", json.dumps({"size": 200_000}).encode(), host)
+    assert error == "Function.ResponseSizeTooLarge", body
+    assert body["errorType"] == "Function.ResponseSizeTooLarge"
+    assert f"({MAX_MESSAGE} bytes" in body["errorMessage"], body
+    size = re.search(r"\((\d+) bytes\)", body["errorMessage"])
+    assert size and int(size.group(1)) > 200_000, body
+    # One under the limit is answered as it is.
+    body, error = caller.invoke("big", json.dumps({"size": 1000}).encode(), host)
+    assert error is None and body == {"blob": "x" * 1000}
 
 
 def test_a_function_not_on_the_allow_list_is_refused_with_an_error_answer(setup):

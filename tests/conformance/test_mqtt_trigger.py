@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from support import PACKAGES, device_python, zip_files
+from support import PACKAGES, device_python, lambda_client, until, zip_files
 
 import awsiot.greengrasscoreipc  # noqa: E402,F401  (the component's SDK must be there)
 import paho.mqtt.client as paho  # noqa: E402
 
-from test_mqtt import Broker, until  # noqa: E402  (after the skips above)
+from test_mqtt import Broker  # noqa: E402  (after the skips above)
 from test_mqtt import Host as MqttHost  # noqa: E402
+from test_mqtt_invoke import ECHO, Caller  # noqa: E402
 
 HERE = Path(__file__).parent / "mqtt_trigger"
 NAME = "com.lambkin.conformance.MqttTrigger"
@@ -48,7 +49,8 @@ class Host(MqttHost):
     def __init__(self, binary: Path, base: Path, broker_port: int):
         super().__init__(
             binary, base, f'url = "mqtt://127.0.0.1:{broker_port}"\n',
-            tables=f"[lambda]\npython = {json.dumps(str(device_python()))}\n",
+            tables=(f"[lambda]\npython = {json.dumps(str(device_python()))}\n"
+                    '[mqtt_invoke]\nfunctions = ["echo"]\n'),
             component=NAME)
 
     def stop(self) -> None:
@@ -209,3 +211,34 @@ def test_update_configuration_survives_a_restart_and_deployments_apply_on_top(se
     host.start()
     _, answer = device.request("config", {"op": "get"}, host)
     assert answer["state"] == {"n": 7, "label": "merged"}
+
+
+def test_invoke_answers_and_spooled_messages_share_the_connection(setup, tmp_path):
+    # Answers to invokes over MQTT go straight to the connection while the function's IPC
+    # publishes go through the spool, both at QoS 1 on one connection: each is acknowledged
+    # as its own, and neither holds up the other.
+    device, host = setup
+    endpoint = "http://" + (host.root / "state" / "api.addr").read_text().strip()
+    lambda_client(host.root, endpoint).create_function(
+        FunctionName="echo", Runtime="python3.12", Handler="app.handler",
+        Role="arn:aws:iam::000000000000:role/x",
+        Code={"ZipFile": zip_files({"app.py": ECHO}, tmp_path / "echo.zip")})
+    caller = Caller(host_broker_port(host))
+    try:
+        correlations = [f"mixed-{i}".encode() for i in range(30)]
+        requests = [f"mixed-r{i}" for i in range(30)]
+        for i, (correlation, request_id) in enumerate(zip(correlations, requests)):
+            device.publish("lambkin/trigger/mixed/in", {"id": request_id, "value": i})
+            caller.send("echo", json.dumps({"i": i}).encode(), correlation)
+        for i, correlation in enumerate(correlations):
+            assert json.loads(caller.answer(correlation, host).payload)["echo"] == {"i": i}
+        until(lambda: all(device.answers(r) for r in requests), "the spooled results",
+              host.output)
+    finally:
+        caller.close()
+
+
+def host_broker_port(host: Host) -> int:
+    """The broker port in the host's configuration."""
+    config = (host.root / "config.toml").read_text()
+    return int(config.split("mqtt://127.0.0.1:")[1].split('"')[0])

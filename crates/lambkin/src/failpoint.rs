@@ -1,6 +1,11 @@
-//! Crash points for tests of crash windows: in debug builds, `LAMBKIN_FAILPOINT=NAME` makes
-//! the host abort (as a SIGKILL would end it: no clean-up, no flush) when it reaches the point
-//! of that name. Release builds have none: [`hit`] is empty there.
+//! Fault points for tests, in debug builds only (release builds have none: [`hit`] and
+//! [`fails`] do nothing there).
+//!
+//! - Crash points, for tests of crash windows: `LAMBKIN_FAILPOINT=NAME` makes the host abort
+//!   (as a SIGKILL would end it: no clean-up, no flush) when it reaches [`hit`]`(NAME)`.
+//! - Error points, for tests of failures a host recovers from (a full disk, an I/O error):
+//!   `LAMBKIN_FAILPOINT=NAME*N` makes the first `N` calls of [`fails`]`(NAME)` say the
+//!   operation fails; the later ones, as if the fault had healed, that it does not.
 
 /// Aborts the process here if `LAMBKIN_FAILPOINT` names `point` (debug builds only).
 #[inline]
@@ -12,4 +17,31 @@ pub fn hit(point: &str) {
     }
     #[cfg(not(debug_assertions))]
     let _ = point;
+}
+
+/// Whether the operation at `point` is to fail this time: `LAMBKIN_FAILPOINT=POINT*N` fails
+/// its first `N` calls (debug builds only; one process has one failpoint, so one count).
+#[inline]
+pub fn fails(point: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let Ok(value) = std::env::var("LAMBKIN_FAILPOINT") else {
+            return false;
+        };
+        let Some(times) = value
+            .split_once('*')
+            .filter(|(name, _)| *name == point)
+            .and_then(|(_, times)| times.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        CALLS.fetch_add(1, Ordering::Relaxed) < times
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = point;
+        false
+    }
 }

@@ -64,30 +64,34 @@ impl AccessKey {
 
     /// The key of `profile` in a shared-credentials (or config) file's text.
     pub fn from_profile(text: &str, profile: &str) -> Option<Self> {
-        let mut in_profile = false;
-        let (mut id, mut secret) = (None, None);
-        for line in text.lines().map(str::trim) {
-            if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                let section = section.trim();
-                in_profile = section == profile || section == format!("profile {profile}");
-                continue;
-            }
-            if !in_profile {
-                continue;
-            }
-            if let Some((k, v)) = line.split_once('=') {
-                match k.trim() {
-                    "aws_access_key_id" => id = Some(v.trim().to_owned()),
-                    "aws_secret_access_key" => secret = Some(v.trim().to_owned()),
-                    _ => {}
-                }
-            }
-        }
         Some(Self {
-            access_key_id: id.filter(|s| !s.is_empty())?,
-            secret: secret.filter(|s| !s.is_empty())?,
+            access_key_id: profile_setting(text, profile, "aws_access_key_id")?,
+            secret: profile_setting(text, profile, "aws_secret_access_key")?,
         })
     }
+}
+
+/// The value of `name` in `profile` of a shared-credentials (or config) file's text (the last
+/// one when it is there twice), unless empty.
+pub fn profile_setting(text: &str, profile: &str, name: &str) -> Option<String> {
+    let mut in_profile = false;
+    let mut value = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let section = section.trim();
+            in_profile = section == profile || section == format!("profile {profile}");
+            continue;
+        }
+        if !in_profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            if k.trim() == name {
+                value = Some(v.trim().to_owned());
+            }
+        }
+    }
+    value.filter(|s| !s.is_empty())
 }
 
 /// The host's key: read from `path`, or made and written there (owner-only) at the first start.

@@ -6,11 +6,15 @@
 //!   goes, its `Correlation Data` (optional) copied into the answer. A synchronous
 //!   (`RequestResponse`) invocation; requests are not stored (a host that stops drops what it
 //!   has not answered, as an HTTP caller's connection would).
-//! - Answer: a QoS 1 PUBLISH to the response topic with the correlation data: the function's
+//! - Answer: a PUBLISH to the response topic, at the request's QoS (0 or 1), with the
+//!   correlation data, published directly (not spooled: an answer whose requester is gone,
+//!   or that finds the connection down, is dropped with a warning): the function's
 //!   result as its payload; on an error the user property `lambkin-error`, whose value is
 //!   `Unhandled` when the function failed (the payload is the function's error document, as
 //!   the Invoke API answers with `X-Amz-Function-Error: Unhandled`), or the error's type when
 //!   the host refused the request (the payload is `{"errorType", "errorMessage"}`: [`Refused`]).
+//!   An answer larger than the broker takes (`[mqtt] max_message_size_bytes`) is replaced by
+//!   the error `Function.ResponseSizeTooLarge`, naming its size and the limit.
 //! - Who may: the broker's own policies decide who may publish to the request topics, and
 //!   `[mqtt_invoke] functions` which functions answer (none by default: the host then does
 //!   not subscribe at all). A function not on the list is refused with `AccessDeniedException`.
@@ -98,6 +102,11 @@ pub enum Refused {
     /// The function's remote target (`Greengrass.Delegation` `remote`) did not run it.
     #[error("{0}")]
     RemoteTarget(String),
+    /// The function's answer is larger than the broker takes (`max_message_size_bytes`).
+    #[error(
+        "Response payload size ({size} bytes) exceeded maximum allowed payload size ({max} bytes, [mqtt] max_message_size_bytes)."
+    )]
+    ResponseTooLarge { size: usize, max: u32 },
 }
 
 impl Refused {
@@ -112,6 +121,7 @@ impl Refused {
             Self::ShuttingDown => "ServiceException",
             Self::FunctionRemoved => "ResourceConflictException",
             Self::RemoteTarget(_) => "RemoteTargetException",
+            Self::ResponseTooLarge { .. } => "Function.ResponseSizeTooLarge",
         }
     }
 
@@ -293,8 +303,14 @@ impl Context {
         }
     }
 
-    /// Publishes the answer to `reply_to` with the request's correlation data.
+    /// Publishes the answer to `reply_to` with the request's correlation data; an answer
+    /// larger than the broker takes is replaced by a `Function.ResponseSizeTooLarge` error,
+    /// so the requester is not left waiting for it.
     async fn answer(&self, request: &IncomingMessage, reply_to: String, outcome: Outcome) {
+        let outcome = within_limit(outcome, self.mqtt.max_message_size());
+        if let Err(refused @ Refused::ResponseTooLarge { .. }) = &outcome {
+            tracing::warn!(request = %request.topic, response_topic = %reply_to, error = %refused, "an answer over MQTT is larger than the broker takes; answered with an error instead");
+        }
         let (payload, content_type, error) = match outcome {
             Ok(response) => {
                 let error = response.function_error.then(|| FUNCTION_ERROR.to_owned());
@@ -320,15 +336,29 @@ impl Context {
             }),
             ..MqttProperties::default()
         };
+        // Straight to the connection, at the request's QoS: an answer is worth something
+        // only while its requester waits, so it does not take the spool's room from the
+        // components' messages, nor wait there for a later connection.
         let message = OutgoingMessage {
             topic: reply_to.clone(),
-            at_least_once: true,
+            at_least_once: request.at_least_once,
             payload,
             properties,
         };
-        if let Err(e) = self.mqtt.publish(message).await {
+        if let Err(e) = self.mqtt.publish_direct(message).await {
             tracing::warn!(request = %request.topic, response_topic = %reply_to, error = %e, "cannot answer an invoke request over MQTT");
         }
+    }
+}
+
+/// `outcome`, or the refusal that replaces a response over `max` bytes.
+fn within_limit(outcome: Outcome, max: u32) -> Outcome {
+    match outcome {
+        Ok(response) if response.body.len() > max as usize => Err(Refused::ResponseTooLarge {
+            size: response.body.len(),
+            max,
+        }),
+        other => other,
     }
 }
 
@@ -371,6 +401,30 @@ mod tests {
         );
         assert_eq!(function_of("lambkin/gw/functions/a/b/invoke", "gw"), None);
         assert_eq!(function_of("lambkin/gw/functions/echo", "gw"), None);
+    }
+
+    #[test]
+    fn an_answer_over_the_broker_limit_becomes_an_error_naming_its_size_and_the_limit() {
+        let response = |size: usize| FunctionResponse {
+            body: Bytes::from(vec![b'x'; size]),
+            content_type: None,
+            function_error: false,
+            log_tail: None,
+        };
+        assert!(within_limit(Ok(response(100)), 100).is_ok());
+        let refused = within_limit(Ok(response(101)), 100).unwrap_err();
+        assert_eq!(refused.error_type(), "Function.ResponseSizeTooLarge");
+        let doc: serde_json::Value = serde_json::from_slice(&refused.document()).unwrap();
+        let message = doc["errorMessage"].as_str().unwrap();
+        assert!(
+            message.contains("(101 bytes)") && message.contains("(100 bytes"),
+            "{message}"
+        );
+        // A refusal stays as it is.
+        assert_eq!(
+            within_limit(Err(Refused::Busy), 0).unwrap_err(),
+            Refused::Busy
+        );
     }
 
     #[test]

@@ -255,6 +255,12 @@ impl Store {
         payload: Bytes,
         client_context: Option<String>,
     ) -> Result<i64, StoreError> {
+        // A write that fails (a full disk, an I/O error), for tests of what survives one.
+        if crate::failpoint::fails("store-persist-event") {
+            return Err(StoreError::Commit(
+                "database or disk is full (failpoint store-persist-event)".to_owned(),
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Command::PersistEvent {
             function,

@@ -1,5 +1,6 @@
 //! Local pub/sub from the shell (`lambkin pub`, `lambkin sub`) and the topics that trigger
-//! Lambda components (`pubsubTopics` of type `PUB_SUB`), against the real binary.
+//! Lambda components (`pubsubTopics` of type `PUB_SUB`, and `IOT_CORE` through a real
+//! broker, mosquitto), against the real binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -251,4 +252,172 @@ fn sub_prints_what_pub_publishes() {
         last.contains(" 0 ").then_some(())
     })
     .unwrap_or_else(|| panic!("the subscription outlived its subscriber: {last}"));
+}
+
+/// A mosquitto broker on a free loopback port, logging what it does to `dir/mosquitto.log`.
+struct Broker {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Option<Broker> {
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .map_or_else(|| "root".to_owned(), |u| u.name);
+        let conf = dir.join("mosquitto.conf");
+        let log = dir.join("mosquitto.log");
+        // Run as root, mosquitto would switch to its own user.
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\n\
+                 log_dest file {}\nlog_type all\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(PATIENCE, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("mosquitto is not accepting connections");
+        Some(Broker { child, port, log })
+    }
+
+    /// Waits until the broker's log has `text`.
+    fn logged(&self, text: &str) {
+        let mut log = String::new();
+        wait_for(PATIENCE, || {
+            log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            log.contains(text).then_some(())
+        })
+        .unwrap_or_else(|| panic!("mosquitto never logged {text:?}:\n{log}"));
+    }
+
+    /// Publishes `messages` (topic, payload) at QoS 1; returns once the broker has
+    /// acknowledged them all.
+    fn publish(&self, messages: &[(String, String)]) {
+        let id = format!("lambkin-test-pub-{}", std::process::id());
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", self.port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = rumqttc::Client::new(options, messages.len() + 8);
+        for (topic, payload) in messages {
+            client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.as_bytes())
+                .unwrap();
+        }
+        let mut acked = 0;
+        let deadline = std::time::Instant::now() + PATIENCE;
+        for event in connection.iter() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not acknowledge"
+            );
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = event {
+                acked += 1;
+                if acked == messages.len() {
+                    break;
+                }
+            }
+            event.unwrap();
+        }
+        let _ = client.disconnect();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The numbers `n` of the events the handler has written, once every one of `wanted` is
+/// among them (redelivered ones may come twice).
+fn wait_numbers(path: &Path, wanted: std::ops::Range<u64>) -> std::collections::BTreeSet<u64> {
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(PATIENCE, || {
+        seen = lines(path)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|l| l["event"]["n"].as_u64())
+            .collect();
+        wanted.clone().all(|n| seen.contains(&n)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        let missing: Vec<u64> = wanted.clone().filter(|n| !seen.contains(n)).collect();
+        panic!("the function never got {missing:?}")
+    });
+    seen
+}
+
+/// A config.toml for a host at the broker on `port`, with a persistent session.
+fn broker_config(root: &Path, port: u16) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::write(
+        root.join("config.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"lambkin-under-test\"\n\
+             reconnect_min_ms = 100\nreconnect_max_ms = 500\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Messages `{"n": N}` for `dev/N/in`.
+fn batch(range: std::ops::Range<u64>) -> Vec<(String, String)> {
+    range
+        .map(|n| (format!("dev/{n}/in"), format!(r#"{{"n":{n}}}"#)))
+        .collect()
+}
+
+/// The store fails (as on a full disk) for the first 140 broker messages that trigger the
+/// function, more than the broker lets the host hold unacknowledged (the receive maximum,
+/// 128; past it the broker sends the connection no more QoS 1): each is rejected,
+/// and the host connects again so that the broker sends them again, until the store heals.
+/// Every message reaches the function, and messages after the failures keep flowing.
+#[test]
+fn iot_core_messages_the_store_could_not_keep_are_delivered_once_it_heals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(tmp.path()) else {
+        support::skipped("mosquitto is not installed (scripts/install-test-deps)");
+        return;
+    };
+    let root = tmp.path().join("root");
+    broker_config(&root, broker.port);
+    let _host = Host::start_with_env(&root, &[("LAMBKIN_FAILPOINT", "store-persist-event*140")]);
+    let out = support::dir_for_components(tmp.path(), "out").join("events.jsonl");
+    deploy_lambda(
+        tmp.path(),
+        &root,
+        json!({ "0": { "topic": "dev/+/in", "type": "IOT_CORE" } }),
+        &out,
+    );
+    broker.logged("dev/+/in (QoS 1)");
+
+    broker.publish(&batch(0..200));
+    wait_numbers(&out, 0..200);
+    // The store works again: later messages flow at once.
+    broker.publish(&batch(200..210));
+    let seen = wait_numbers(&out, 0..210);
+    assert_eq!(seen.len(), 210, "{seen:?}");
 }

@@ -43,7 +43,10 @@
 //!   another member). At least once: a message stored but not acknowledged, or run but not
 //!   yet forgotten, runs twice. A stored message waits for room in a full function queue
 //!   rather than being dropped (so a slow function slows the subscription: the broker holds
-//!   what is not acknowledged). One the function can never take (not JSON for a `json`
+//!   what is not acknowledged). One that cannot be stored (a full disk, an I/O error) is
+//!   rejected ([`Receipt::reject`]) with a warning naming the topic and the error: the
+//!   connection is made again once the subscribers' queues have drained, after a pause that
+//!   doubles while storing keeps failing, and the broker sends it again. One the function can never take (not JSON for a `json`
 //!   function, the function gone) is acknowledged and dropped with a warning. The client
 //!   context (the subject) is stored with it, so an event run after a restart has it too.
 //!
@@ -223,6 +226,9 @@ async fn forward_broker(
     function: FunctionName,
 ) {
     let dropped = AtomicU64::new(0);
+    // Messages that could not be stored since the last one that could (1, 2, 4, 8… are
+    // logged: a full disk does not flood the log it may share).
+    let mut failing = 0u64;
     while let Some(Delivery { message, receipt }) = messages.recv().await {
         // Counted as the function's component's traffic, redeliveries included.
         traffic.received_messages.inc();
@@ -257,10 +263,21 @@ async fn forward_broker(
             )
             .await
         {
-            Ok(seq) => seq,
+            Ok(seq) => {
+                if failing > 0 {
+                    tracing::info!(%function, %topic, failed = failing, "messages that trigger the function are stored again");
+                    failing = 0;
+                }
+                seq
+            }
             Err(e) => {
-                // Not acknowledged: the broker sends it again after a reconnect.
-                tracing::error!(%function, %topic, error = %e, "cannot store a message that triggers the function; left to the broker");
+                // Not acknowledged: the connection is made again (after a pause) and the
+                // broker sends it again, on the session.
+                failing += 1;
+                if failing.is_power_of_two() {
+                    tracing::warn!(%function, %topic, error = %e, failed = failing, "cannot store a message that triggers the function; rejected, the broker sends it again after a reconnect");
+                }
+                reject(receipt).await;
                 continue;
             }
         };
@@ -278,6 +295,13 @@ async fn forward_broker(
 async fn accept(receipt: Option<Receipt>) {
     if let Some(receipt) = receipt {
         receipt.accept().await;
+    }
+}
+
+/// Tells the connection the message could not be kept (the broker is to send it again).
+async fn reject(receipt: Option<Receipt>) {
+    if let Some(receipt) = receipt {
+        receipt.reject().await;
     }
 }
 

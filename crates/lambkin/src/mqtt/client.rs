@@ -335,6 +335,7 @@ fn incoming5(packet: mqtt5::Packet) -> Event {
                 return Event::Message {
                     message: IncomingMessage {
                         topic: String::new(),
+                        at_least_once: ack.is_some(),
                         payload: Bytes::new(),
                         properties: MqttProperties::default(),
                     },
@@ -344,6 +345,7 @@ fn incoming5(packet: mqtt5::Packet) -> Event {
             Event::Message {
                 message: IncomingMessage {
                     topic,
+                    at_least_once: ack.is_some(),
                     payload: publish.payload,
                     properties: from_publish_properties(publish.retain, publish.properties),
                 },
@@ -386,6 +388,7 @@ fn incoming3(packet: rumqttc::Packet) -> Event {
             Event::Message {
                 message: IncomingMessage {
                     topic: publish.topic,
+                    at_least_once: ack.is_some(),
                     payload: publish.payload,
                     properties: MqttProperties {
                         retain: Some(publish.retain),

@@ -5,16 +5,22 @@
 //! the actor. The actor owns the subscriptions and the one message in flight: it sends the spool's
 //! oldest message when connected and nothing is in flight, and deletes it from the spool when the
 //! broker acknowledged it (QoS 1) or the connection wrote it (QoS 0). A message in flight when the
-//! connection drops is sent again by `rumqttc` after the reconnect, with its packet id.
+//! connection drops is sent again by `rumqttc` after the reconnect, with its packet id. A message
+//! published directly ([`Mqtt::publish_direct`], not spooled) goes to the client at once while
+//! connected; the packet ids the client gives are told apart by the order of the requests
+//! (`super::outbound`), so its acknowledgement is never taken for the spool's.
 //!
 //! Received QoS 1 messages are acknowledged by the actor (manual acks). A message for ordinary
 //! subscriptions (IPC's SubscribeToIoTCore) is acknowledged once it is in their queues; a
 //! message for a *durable* subscription ([`Mqtt::subscribe_durable`], a trigger's) comes with a
 //! [`Receipt`] and is acknowledged only once every durable subscription it went to has
-//! [accepted](Receipt::accept) it (stored it). A receipt dropped unaccepted leaves the message
-//! unacknowledged: the broker sends it again after the next reconnect (the session outlives
-//! the connection). Receipts of an earlier connection acknowledge nothing; the broker sends
-//! those messages again.
+//! [accepted](Receipt::accept) it (stored it). A receipt [rejected](Receipt::reject) (the
+//! subscriber could not store it: a full disk) leaves the message unacknowledged, and once the
+//! durable queues have drained the connection is made again, after a pause that doubles while
+//! rejections go on (`acks::Redelivery`), so that the broker sends it again (the session
+//! outlives the connection): unacknowledged QoS 1 messages count against the receive maximum,
+//! and the broker would send no more of them on this connection. Receipts of an earlier
+//! connection acknowledge nothing; the broker sends those messages again.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -29,8 +35,9 @@ use tokio::task::JoinHandle;
 
 use lambkin_proto::ipc::shapes::iot_core::MqttProperties;
 
-use super::acks::{Acks, Received};
+use super::acks::{Acks, Held, Hold, Received, Redeliver, Redelivery};
 use super::client::{self, Ack, Client, Event, EventLoop, SendFailure, Settings};
+use super::outbound::{Handed, Outbound, Written};
 use super::spool::{Spool, SpoolError, SpooledMessage};
 use super::topic::{self, TopicRefused, TopicRules};
 use crate::config::{MqttConfig, SpoolStorage};
@@ -62,10 +69,14 @@ const SUBSCRIBER_QUEUE: Bounds = Bounds {
 /// is made again so that the broker sends those again (the session outlives the connection).
 const DURABLE_QUEUE: usize = 1024;
 
-/// Messages that match no subscription yet, held while the host starts (see
-/// [`Mqtt::settled`]); past it a QoS 1 message is left unacknowledged (the broker resends it
-/// after a reconnect) and a QoS 0 message dropped.
-const UNCLAIMED: usize = 1024;
+/// The pause before a reconnect for messages a durable subscriber rejected (could not
+/// store), at first and at most: doubling while rejections go on.
+const REJECTED_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// Messages, and bytes, that match no subscription yet, held while the host starts (see
+/// [`Mqtt::settled`]); past either a QoS 1 message is left unacknowledged (the broker resends
+/// it after the reconnect [`Mqtt::settled`] asks for) and a QoS 0 message dropped.
+const UNCLAIMED: (usize, usize) = (1024, 8 * 1024 * 1024);
 
 /// A message for a durable subscription, with what acknowledges it.
 #[derive(Debug)]
@@ -88,6 +99,13 @@ impl Receipt {
     pub async fn accept(self) {
         let _ = self.commands.send(Command::Accepted(self.id)).await;
     }
+
+    /// The subscriber could not keep the message (its store failed): it stays
+    /// unacknowledged, and the connection is made again later so that the broker sends it
+    /// again.
+    pub async fn reject(self) {
+        let _ = self.commands.send(Command::Rejected(self.id)).await;
+    }
 }
 
 /// A message for the broker.
@@ -103,6 +121,8 @@ pub struct OutgoingMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingMessage {
     pub topic: String,
+    /// Received at QoS 1 (or 2), not 0.
+    pub at_least_once: bool,
     pub payload: Bytes,
     pub properties: MqttProperties,
 }
@@ -136,6 +156,11 @@ pub enum PublishError {
     Spool(#[from] SpoolError),
     #[error("the MQTT connection has stopped")]
     Stopped,
+    /// Published directly while the connection is down: nothing keeps it.
+    #[error("the MQTT connection is down; the message is not kept")]
+    Offline,
+    #[error("the MQTT client did not take the message: {0}")]
+    NotSent(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,11 +182,18 @@ enum Command {
     },
     /// A durable subscriber accepted the message of this receipt.
     Accepted(u64),
+    /// A durable subscriber could not keep the message of this receipt.
+    Rejected(u64),
     /// The host has made its subscriptions: messages no subscription claims are acknowledged
     /// and dropped from now on.
     Settled,
     /// The spool has a new message.
     Wake,
+    /// Publish this message now, not spooled.
+    PublishDirect {
+        message: OutgoingMessage,
+        reply: oneshot::Sender<Result<(), PublishError>>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -187,8 +219,10 @@ impl std::fmt::Debug for Command {
         match self {
             Self::Subscribe { filter, .. } => write!(f, "Subscribe({filter})"),
             Self::Accepted(id) => write!(f, "Accepted({id})"),
+            Self::Rejected(id) => write!(f, "Rejected({id})"),
             Self::Settled => f.write_str("Settled"),
             Self::Wake => f.write_str("Wake"),
+            Self::PublishDirect { message, .. } => write!(f, "PublishDirect({})", message.topic),
             Self::Stop(_) => f.write_str("Stop"),
         }
     }
@@ -244,9 +278,11 @@ impl Mqtt {
             subscriptions: Vec::new(),
             commands: commands_tx.clone(),
             acks: Acks::default(),
-            unclaimed: Some(VecDeque::new()),
-            left_behind: 0,
+            unclaimed: Some(Held::new(UNCLAIMED.0, UNCLAIMED.1)),
+            redelivery: Redelivery::new(REJECTED_RETRY.0, REJECTED_RETRY.1),
+            redeliver_at: None,
             in_flight: None,
+            outbound: Outbound::default(),
             subscribes_sent: VecDeque::new(),
             subacks: HashMap::new(),
             last_failure: None,
@@ -277,6 +313,11 @@ impl Mqtt {
     }
 
     /// Reconnections, and each component's messages and bytes, so far.
+    /// The largest payload the broker takes (`max_message_size_bytes`).
+    pub fn max_message_size(&self) -> u32 {
+        self.max_message_size
+    }
+
     pub fn counters(&self) -> &MqttCounters {
         &self.counters
     }
@@ -320,6 +361,28 @@ impl Mqtt {
         // A full queue already holds a wake-up.
         let _ = self.commands.try_send(Command::Wake);
         Ok(())
+    }
+
+    /// Publishes `message` now, past the spool (for what is worthless later: an answer to a
+    /// request whose requester is waiting): refused while the connection is down, never kept
+    /// across a reconnect or a restart. A QoS 1 message handed to the connection is sent again
+    /// by the client after a reconnect, as any unacknowledged one.
+    pub async fn publish_direct(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+        topic::check_topic(&message.topic, self.rules)?;
+        topic::check_properties(&message.properties)?;
+        let size = message.payload.len();
+        if size > self.max_message_size as usize {
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.max_message_size,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::PublishDirect { message, reply })
+            .await
+            .map_err(|_| PublishError::Stopped)?;
+        answer.await.map_err(|_| PublishError::Stopped)?
     }
 
     /// Subscribes to `filter` at the broker; messages arrive on the returned inbox until it
@@ -411,6 +474,14 @@ impl Mqtt {
         if self.commands.send(Command::Stop(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// Returns at `at`, or never when there is none.
+async fn wait_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -530,11 +601,15 @@ struct Actor {
     acks: Acks<Ack>,
     /// Messages no subscription matched, held until [`Mqtt::settled`] for subscriptions still
     /// to come; `None` once settled.
-    unclaimed: Option<VecDeque<(IncomingMessage, Option<Ack>)>>,
-    /// QoS 1 messages a full durable queue left unacknowledged on this connection: the
-    /// connection is made again once the queues are empty, so that the broker resends them.
-    left_behind: u64,
+    unclaimed: Option<Held<(IncomingMessage, Option<Ack>)>>,
+    /// QoS 1 messages left unacknowledged on this connection (a full durable queue, a
+    /// rejected receipt): when to connect again so that the broker resends them.
+    redelivery: Redelivery,
+    /// When the next reconnect for rejected messages is due, if one is waiting.
+    redeliver_at: Option<tokio::time::Instant>,
     in_flight: Option<InFlight>,
+    /// Whose each written PUBLISH and PUBACK is: the spool's or a direct message's.
+    outbound: Outbound,
     /// Subscribe requests handed to the client, in order, waiting for their packet id.
     subscribes_sent: VecDeque<Option<oneshot::Sender<Result<(), SubscribeError>>>>,
     /// Subscribe requests written, by packet id, waiting for their SUBACK.
@@ -572,8 +647,12 @@ impl Actor {
                         self.subscribe(filter, at_least_once, messages, reply);
                     }
                     Some(Command::Accepted(id)) => self.accepted(id),
+                    Some(Command::Rejected(id)) => self.rejected(id),
                     Some(Command::Settled) => self.settle(),
                     Some(Command::Wake) => self.pump().await,
+                    Some(Command::PublishDirect { message, reply }) => {
+                        let _ = reply.send(self.publish_direct(message));
+                    }
                     Some(Command::Stop(done)) => {
                         self.client.try_disconnect();
                         self.poller.abort();
@@ -585,6 +664,10 @@ impl Actor {
                         return;
                     }
                 },
+                () = wait_until(self.redeliver_at) => {
+                    self.redeliver_at = None;
+                    self.redeliver();
+                }
                 event = events.recv() => match event {
                     Some(LoopEvent::Event(event)) => self.on_event(event).await,
                     Some(LoopEvent::Down(reason)) => self.on_down(&reason),
@@ -649,18 +732,15 @@ impl Actor {
         let Some(unclaimed) = &mut self.unclaimed else {
             return Vec::new();
         };
-        let (claimed, kept): (Vec<_>, Vec<_>) = std::mem::take(unclaimed)
-            .into_iter()
-            .partition(|(m, _)| matcher.matches_mqtt(&m.topic));
-        *unclaimed = kept.into();
-        claimed
+        unclaimed.claim(|(m, _)| matcher.matches_mqtt(&m.topic))
     }
 
     /// The host's subscriptions are made: what no one claimed is acknowledged and dropped.
     fn settle(&mut self) {
-        let Some(unclaimed) = self.unclaimed.take() else {
+        let Some(mut unclaimed) = self.unclaimed.take() else {
             return;
         };
+        let unclaimed = unclaimed.take_all();
         if !unclaimed.is_empty() {
             tracing::info!(
                 messages = unclaimed.len(),
@@ -672,6 +752,9 @@ impl Actor {
                 self.acknowledge(&ack);
             }
         }
+        // What did not fit while held is asked for again, now that the subscriptions are
+        // made (once what they claimed has drained).
+        self.redeliver();
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -684,10 +767,11 @@ impl Actor {
                 self.last_failure = None;
                 // The broker sends what the last connection left unacknowledged again.
                 self.acks.reconnected();
-                self.left_behind = 0;
+                self.redelivery.reconnected();
+                self.redeliver_at = None;
                 // Their acknowledgements were the last connection's: the broker resends them.
                 if let Some(unclaimed) = &mut self.unclaimed {
-                    unclaimed.clear();
+                    unclaimed.take_all();
                 }
                 if self.connected_before {
                     self.counters.reconnects.inc();
@@ -699,6 +783,12 @@ impl Actor {
             }
             Event::Message { message, ack } => self.deliver(message, ack),
             Event::PubAck { pkid, refused } => {
+                if self.outbound.acknowledged(pkid) {
+                    if let Some(reason) = refused {
+                        tracing::warn!(%reason, "the MQTT broker refused a message published directly");
+                    }
+                    return;
+                }
                 let Some(in_flight) = &self.in_flight else {
                     return;
                 };
@@ -717,6 +807,11 @@ impl Actor {
                 let _ = reply.send(result.map_err(SubscribeError::Refused));
             }
             Event::Published(pkid) => {
+                let spooled = self.in_flight.as_ref().and_then(|f| f.pkid);
+                match self.outbound.written(pkid, spooled) {
+                    Written::Spooled => {}
+                    Written::Direct | Written::Resent => return,
+                }
                 let Some(in_flight) = &mut self.in_flight else {
                     return;
                 };
@@ -787,6 +882,31 @@ impl Actor {
         }
     }
 
+    /// Hands `message` to the client now, past the spool: only while connected.
+    fn publish_direct(&mut self, message: OutgoingMessage) -> Result<(), PublishError> {
+        if !self.is_connected() {
+            return Err(PublishError::Offline);
+        }
+        let mut properties = message.properties;
+        let retain = properties.retain.take().unwrap_or(false);
+        let at_least_once = message.at_least_once;
+        match self.client.try_publish(
+            message.topic,
+            at_least_once,
+            retain,
+            message.payload,
+            properties,
+        ) {
+            Ok(()) => {
+                self.outbound.handed(Handed::Direct { at_least_once });
+                Ok(())
+            }
+            Err(SendFailure::Refused(why) | SendFailure::Busy(why)) => {
+                Err(PublishError::NotSent(why))
+            }
+        }
+    }
+
     /// Acknowledges `ack` now.
     fn acknowledge(&self, ack: &Ack) {
         if let Err(e) = self.client.try_ack(ack) {
@@ -800,14 +920,46 @@ impl Actor {
         if let Some(ack) = self.acks.accepted(id) {
             self.acknowledge(&ack);
         }
-        if self.left_behind > 0 && self.durable_queues_empty() {
-            tracing::warn!(
-                messages = self.left_behind,
-                "reconnecting to the MQTT broker so that it sends again the messages a full durable queue left unacknowledged"
-            );
-            self.left_behind = 0;
-            // The session stays: the broker sends what is unacknowledged when it is back.
-            self.client.try_disconnect();
+        self.redelivery.accepted();
+        self.redeliver();
+    }
+
+    /// A durable subscriber could not keep a message: never acknowledged on this connection,
+    /// the broker sends it again after a reconnect.
+    fn rejected(&mut self, id: u64) {
+        if self.acks.rejected(id) {
+            let rejected = self.redelivery.rejected();
+            // 1, 2, 4, 8…: reported without flooding the log (the subscriber names each).
+            if rejected.is_power_of_two() {
+                tracing::warn!(
+                    rejected,
+                    "a durable IoT Core subscriber could not keep a message; left to the broker until a reconnect"
+                );
+            }
+        }
+        self.redeliver();
+    }
+
+    /// Reconnects, once the durable queues have drained, so that the broker sends again what
+    /// this connection left unacknowledged (at once for a full queue, after a pause for
+    /// rejected messages: see `acks::Redelivery`).
+    fn redeliver(&mut self) {
+        let messages = self.redelivery.unacknowledged();
+        // Not before the host has subscribed: the broker's resent messages would meet no
+        // subscription again.
+        let drained = self.unclaimed.is_none() && self.durable_queues_empty();
+        match self.redelivery.check(std::time::Instant::now(), drained) {
+            Redeliver::Wait => {}
+            Redeliver::At(due) => self.redeliver_at = Some(due.into()),
+            Redeliver::Now => {
+                self.redeliver_at = None;
+                tracing::warn!(
+                    messages,
+                    "reconnecting to the MQTT broker so that it sends again the messages left unacknowledged"
+                );
+                // The session stays: the broker sends what is unacknowledged when it is back.
+                self.client.try_disconnect();
+            }
         }
     }
 
@@ -822,17 +974,33 @@ impl Actor {
     /// Hands `message` to the subscriptions it matches; acknowledges it (QoS 1, `ack`) now
     /// unless a durable subscription took it, whose receipt does.
     fn deliver(&mut self, message: IncomingMessage, ack: Option<Ack>) {
+        // Refused before anything holds it (acknowledged: it would come back the same).
+        if self.oversized(&message) {
+            if let Some(ack) = ack {
+                self.acknowledge(&ack);
+            }
+            return;
+        }
         if let Some(unclaimed) = &mut self.unclaimed {
             if !self
                 .subscriptions
                 .iter()
                 .any(|s| s.matcher.matches_mqtt(&message.topic))
             {
-                if unclaimed.len() < UNCLAIMED {
-                    unclaimed.push_back((message, ack));
-                } else if ack.is_some() {
-                    // Not acknowledged: the broker sends it again after the next reconnect.
-                    self.left_behind += 1;
+                let weight = message.weight();
+                if let Hold::Full((message, ack)) = unclaimed.hold((message, ack), weight) {
+                    if ack.is_some() {
+                        // Not acknowledged: the broker sends it again after the reconnect
+                        // that settling asks for.
+                        let left_behind = self.redelivery.left_behind();
+                        if left_behind.is_power_of_two() {
+                            tracing::warn!(
+                                topic = %message.topic,
+                                left_behind,
+                                "too many messages of the broker's session wait for a subscription (1,024 or 8 MiB); left to the broker until a reconnect"
+                            );
+                        }
+                    }
                 }
                 return;
             }
@@ -844,24 +1012,29 @@ impl Actor {
         }
     }
 
+    /// Whether `message` is over `max_message_size_bytes` (then dropped, with a warning). On
+    /// MQTT 3.1.1 nothing tells the broker the client's limit: the client takes larger
+    /// packets (up to its own ceiling) so that one oversized message, retained above all, is
+    /// dropped here instead of ending the connection at every reconnect.
+    fn oversized(&mut self, message: &IncomingMessage) -> bool {
+        if message.payload.len() <= self.max_message_size as usize {
+            return false;
+        }
+        if let Some(dropped) = self.oversized_received.note() {
+            tracing::warn!(
+                topic = %message.topic,
+                bytes = message.payload.len(),
+                limit = self.max_message_size,
+                dropped,
+                "a message from the broker is over max_message_size_bytes; dropped"
+            );
+        }
+        true
+    }
+
     /// Queues `message` for its subscriptions (receipts carrying the next receipt id when it
     /// is `acknowledged`, QoS 1); how many durable subscriptions took it.
     fn fan_out(&mut self, message: IncomingMessage, acknowledged: bool) -> usize {
-        // On MQTT 3.1.1 nothing tells the broker the client's limit: the client takes larger
-        // packets (up to its own ceiling) so that one oversized message, retained above all,
-        // is dropped here instead of ending the connection at every reconnect.
-        if message.payload.len() > self.max_message_size as usize {
-            if let Some(dropped) = self.oversized_received.note() {
-                tracing::warn!(
-                    topic = %message.topic,
-                    bytes = message.payload.len(),
-                    limit = self.max_message_size,
-                    dropped,
-                    "a message from the broker is over max_message_size_bytes; dropped"
-                );
-            }
-            return 0;
-        }
         let mut closed = false;
         let id = self.acks.next_id();
         let mut durable = 0usize;
@@ -905,13 +1078,13 @@ impl Actor {
         if closed {
             self.drop_closed();
         }
-        if left_behind > 0 {
-            self.left_behind += left_behind;
+        for _ in 0..left_behind {
+            let left_behind = self.redelivery.left_behind();
             // 1, 2, 4, 8…: reported without flooding the log.
-            if self.left_behind.is_power_of_two() {
+            if left_behind.is_power_of_two() {
                 tracing::warn!(
                     topic = %message.topic,
-                    left_behind = self.left_behind,
+                    left_behind,
                     "a durable IoT Core subscriber is behind (the broker sent more than the receive maximum); the message is left to the broker until the next reconnect"
                 );
             }
@@ -994,6 +1167,7 @@ impl Actor {
             );
             match sent {
                 Ok(()) => {
+                    self.outbound.handed(Handed::Spooled);
                     self.in_flight = Some(InFlight {
                         id: head.id,
                         at_least_once,

@@ -23,6 +23,10 @@ use crate::config::{RemoteEndpoint, RemoteTargetConfig};
 
 /// The most of an answer read: a synchronous Lambda answer is at most 6 MB.
 const MAX_ANSWER_BYTES: usize = 6 * 1024 * 1024 + 64 * 1024;
+/// The most of a target's error message kept (in the caller's answer and the log).
+const MAX_MESSAGE_BYTES: usize = 1024;
+/// The most of a target's error code kept.
+const MAX_CODE_BYTES: usize = 128;
 /// Idle connections kept per target.
 const MAX_IDLE: usize = 32;
 /// An idle connection older than this is not reused (a Lambkin host closes idle ones at 30 s).
@@ -329,13 +333,16 @@ fn answer(
                     .find_map(|n| document.get(*n).and_then(|v| v.as_str()))
                     .map(str::to_owned)
             };
+            // The target's words go into the caller's answer and the log: bounded, and
+            // without control characters (no forged log lines, no terminal escapes).
             let code = header(headers, "x-amzn-errortype")
                 .map(|c| c.split(':').next().unwrap_or_default().to_owned())
-                .or_else(|| field(&["__type", "code"]));
-            let message = field(&["message", "Message"]).unwrap_or_else(|| {
-                let text = String::from_utf8_lossy(&body);
-                text.chars().take(200).collect()
-            });
+                .or_else(|| field(&["__type", "code"]))
+                .map(|c| printable(&c, MAX_CODE_BYTES));
+            let message = match field(&["message", "Message"]) {
+                Some(message) => printable(&message, MAX_MESSAGE_BYTES),
+                None => printable(&String::from_utf8_lossy(&body), 200),
+            };
             Err(RemoteError::Refused {
                 target: target.to_owned(),
                 status,
@@ -355,6 +362,22 @@ fn answer(
             ),
         }),
     }
+}
+
+/// `text` without control characters, cut on a character boundary to at most `max` bytes
+/// (then ending in `…`, within the `max`).
+fn printable(text: &str, max: usize) -> String {
+    const MORE: &str = "…";
+    let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+    if out.len() > max {
+        let mut end = max.saturating_sub(MORE.len());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str(MORE);
+    }
+    out
 }
 
 /// A path segment or query value as AWS SDKs encode it: unreserved characters as they are.
@@ -405,5 +428,42 @@ mod tests {
             Err(RemoteError::Garbage { .. })
         ));
         assert_eq!(percent_encode("arn:aws:lambda:x"), "arn%3Aaws%3Alambda%3Ax");
+    }
+
+    #[test]
+    fn a_targets_error_message_is_bounded_and_has_no_control_characters() {
+        // 3 000 three-byte characters, a forged log line and a terminal escape.
+        let long = "é€".repeat(1500);
+        let document = serde_json::json!({
+            "__type": format!("Bad\u{1b}[31m{}", "X".repeat(500)),
+            "message": format!("first\nINFO forged line\r\u{1b}[2J{long}"),
+        });
+        let refused = answer(
+            "b",
+            false,
+            500,
+            &http::HeaderMap::new(),
+            Bytes::from(document.to_string()),
+        );
+        let Err(RemoteError::Refused { code, message, .. }) = refused else {
+            panic!("an error answer: {refused:?}");
+        };
+        assert!(message.len() <= MAX_MESSAGE_BYTES, "{}", message.len());
+        assert!(message.len() > MAX_MESSAGE_BYTES - 8, "{}", message.len());
+        assert!(
+            message.starts_with("firstINFO forged line[2Jé€"),
+            "{message}"
+        );
+        assert!(message.ends_with('…'));
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        let code = code.unwrap();
+        assert!(
+            code.len() <= MAX_CODE_BYTES && code.starts_with("Bad[31mXX"),
+            "{code}"
+        );
+        // Short, printable words stay as they are.
+        assert_eq!(printable("fine: 1 € ok", 1024), "fine: 1 € ok");
+        assert_eq!(printable("abcd", 4), "abcd");
+        assert_eq!(printable("abcde", 4), "a…");
     }
 }

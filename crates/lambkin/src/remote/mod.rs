@@ -82,10 +82,15 @@ impl KeySource for FileKey {
                         self.profile
                     )
                 })?;
+            // Temporary credentials (an assumed role's, SSO's) need their token; the AWS
+            // SDKs also read the older name, `aws_security_token`.
+            let session_token = ["aws_session_token", "aws_security_token"]
+                .into_iter()
+                .find_map(|name| crate::keys::profile_setting(&text, &self.profile, name));
             Ok(SigningKey {
                 access_key_id: key.access_key_id,
                 secret: key.secret,
-                session_token: None,
+                session_token,
             })
         })
     }
@@ -277,5 +282,65 @@ impl Target {
                 answer_within,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_credentials_file_profile_signs_with_its_session_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(
+            &path,
+            "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = s0\n\
+             [peer]\naws_access_key_id = ASIAPEER\naws_secret_access_key = s1\n\
+             aws_session_token = IQoJb3JpZ2luX2VjE\n\
+             [legacy]\naws_access_key_id = ASIALEGACY\naws_secret_access_key = s2\n\
+             aws_security_token = OLDTOKEN\n",
+        )
+        .unwrap();
+        let key = |profile: &str| FileKey {
+            path: path.clone(),
+            profile: profile.to_owned(),
+        };
+        let peer = key("peer").key().await.unwrap();
+        assert_eq!(peer.access_key_id, "ASIAPEER");
+        assert_eq!(peer.session_token.as_deref(), Some("IQoJb3JpZ2luX2VjE"));
+        let legacy = key("legacy").key().await.unwrap();
+        assert_eq!(legacy.session_token.as_deref(), Some("OLDTOKEN"));
+        // Long-term keys have none, and another profile's is not borrowed.
+        let default = key("default").key().await.unwrap();
+        assert_eq!(default.access_key_id, "AKIDDEFAULT");
+        assert_eq!(default.session_token, None);
+
+        // The token goes out as SigV4 has it: x-amz-security-token, and signed.
+        let mut request = hyper::Request::post("/2015-03-31/functions/f/invocations")
+            .header(hyper::header::HOST, "peer.example:9001")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        lambkin_proto::lambda::sigv4::sign_request_with_token(
+            &mut request,
+            &[],
+            &lambkin_proto::lambda::sigv4::Key {
+                access_key_id: &peer.access_key_id,
+                secret: &peer.secret,
+            },
+            peer.session_token.as_deref(),
+            "us-east-1",
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+        let headers = request.headers();
+        assert_eq!(headers["x-amz-security-token"], "IQoJb3JpZ2luX2VjE");
+        let authorization = headers["authorization"].to_str().unwrap();
+        assert!(
+            authorization.contains("x-amz-security-token"),
+            "{authorization}"
+        );
     }
 }
