@@ -46,9 +46,10 @@
 //!   what is not acknowledged). One that cannot be stored (a full disk, an I/O error) is
 //!   rejected ([`Receipt::reject`]) with a warning naming the topic and the error: the
 //!   connection is made again once the subscribers' queues have drained, after a pause that
-//!   doubles while storing keeps failing, and the broker sends it again. One the function can never take (not JSON for a `json`
-//!   function, the function gone) is acknowledged and dropped with a warning. The client
-//!   context (the subject) is stored with it, so an event run after a restart has it too.
+//!   doubles while storing keeps failing, and the broker sends it again. One the function
+//!   can never take (not JSON for a `json` function, the function gone) is acknowledged and
+//!   dropped with a warning. The client context (the subject) is stored with it, so an event
+//!   run after a restart has it too.
 //!
 //! Subscriptions start when the component's function is defined and end when the
 //! component is stopped, removed or replaced ([`Triggers::stop`] drops them).
