@@ -274,8 +274,11 @@ pub async fn run(
     {
         anyhow::bail!("the stored Event invocations already have a sink");
     }
+    // The functions read from the store start their instances once the committed components
+    // have: the two do not compete for the CPU before the host is ready.
+    let (open_stored_functions, stored_functions) = crate::lambda::spec::StartGate::closed();
     registry
-        .recover(recovered.functions, recovered.events)
+        .recover(recovered.functions, recovered.events, stored_functions)
         .await;
     if opts.with_example {
         define_example(&registry).await?;
@@ -312,6 +315,7 @@ pub async fn run(
         recovered.interrupted,
     )
     .await;
+    open_stored_functions.send_replace(true);
     registry.report_awaiting();
     let mqtt_invoke = crate::mqtt_invoke::MqttInvoke::start(
         &opts.config.mqtt_invoke,

@@ -473,6 +473,21 @@ async fn run(
             },
         }
     }
+    // A function read from the store as the host starts waits for the committed components
+    // to have started (see `StartGate`).
+    if !spec.start_gate.is_open() {
+        let opened = spec.start_gate.wait();
+        tokio::pin!(opened);
+        loop {
+            tokio::select! {
+                () = &mut opened => break,
+                msg = rx.recv() => match msg {
+                    Some(InstanceMsg::Stop) | None => return None,
+                    Some(other) => refuse(other).await,
+                },
+            }
+        }
+    }
     let listener = match TcpListener::bind(("127.0.0.1", 0)).await {
         Ok(l) => l,
         Err(e) => {

@@ -22,7 +22,7 @@ use super::invocation::{Completion, EventSink, Invocation, InvocationAbort, Requ
 use super::layers::{LayerView, Layers, LayersError};
 use super::placement::Placement;
 use super::runtimes::{RuntimeError, Runtimes};
-use super::spec::FunctionSpec;
+use super::spec::{FunctionSpec, StartGate};
 use crate::layout::Layout;
 use crate::logfile::LogFile;
 use crate::metrics::counters::FunctionMetrics;
@@ -164,7 +164,12 @@ impl Registry {
 
     /// Starts the functions found in the store and queues their pending `Event` invocations
     /// in the order they were accepted.
-    pub async fn recover(&self, records: Vec<FunctionRecord>, events: Vec<PendingEvent>) {
+    pub async fn recover(
+        &self,
+        records: Vec<FunctionRecord>,
+        events: Vec<PendingEvent>,
+        gate: StartGate,
+    ) {
         let _guard = self.inner.writes.lock().await;
         for record in records {
             let name = record.name.clone();
@@ -173,7 +178,7 @@ impl Registry {
                 .layout
                 .function_dir(&name)
                 .join(hex_of(&record.code_sha256));
-            match self.spec(&record, code_dir).await {
+            match self.spec(&record, code_dir, gate.clone()).await {
                 Ok(spec) => {
                     let handle = FunctionHandle::spawn(spec.clone());
                     self.write_map().insert(
@@ -312,13 +317,14 @@ impl Registry {
         &self,
         record: &FunctionRecord,
         code_dir: PathBuf,
+        start_gate: StartGate,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
         let run_as = self.inner.host.function_user.clone();
         let gid = run_as
             .as_ref()
             .map_or_else(|| nix::unistd::getegid().as_raw(), |r| r.gid);
         crate::users::give_code(&code_dir, gid).map_err(|e| ManageError::Code(e.into()))?;
-        self.spec_with_env(record, code_dir, BTreeMap::new(), run_as, None)
+        self.spec_with_env(record, code_dir, BTreeMap::new(), run_as, None, start_gate)
             .await
     }
 
@@ -330,6 +336,7 @@ impl Registry {
         component_env: BTreeMap<String, String>,
         run_as: Option<crate::users::RunAs>,
         cgroup: Option<crate::cgroup::Cgroup>,
+        start_gate: StartGate,
     ) -> Result<Arc<FunctionSpec>, ManageError> {
         let gid = run_as
             .as_ref()
@@ -378,6 +385,7 @@ impl Registry {
                 record.name.as_str(),
                 &self.inner.host.targets,
             ),
+            start_gate,
         }))
     }
 
@@ -565,7 +573,7 @@ impl Registry {
         let zip = CodeZip::from_base64(zip_file)?;
         let record = self.record(name, config, &zip);
         let code_dir = self.unpack(&record, zip).await?;
-        let spec = self.spec(&record, code_dir).await?;
+        let spec = self.spec(&record, code_dir, StartGate::open()).await?;
         self.inner.store.put_function(record.clone()).await?;
         let handle = FunctionHandle::spawn(spec.clone());
         let configuration = self.configuration(&record);
@@ -734,7 +742,14 @@ impl Registry {
             last_modified: timestamp::lambda_last_modified(SystemTime::now()),
         };
         let spec = self
-            .spec_with_env(&record, code_dir, component_env, run_as, cgroup)
+            .spec_with_env(
+                &record,
+                code_dir,
+                component_env,
+                run_as,
+                cgroup,
+                StartGate::open(),
+            )
             .await?;
         let old = self.write_map().remove(&name);
         if let Some(old) = old {
@@ -824,7 +839,7 @@ impl Registry {
         record: FunctionRecord,
         code_dir: PathBuf,
     ) -> Result<FunctionConfiguration, ManageError> {
-        let spec = self.spec(&record, code_dir).await?;
+        let spec = self.spec(&record, code_dir, StartGate::open()).await?;
         self.inner.store.put_function(record.clone()).await?;
         let configuration = self.configuration(&record);
         let handle = {

@@ -51,4 +51,39 @@ pub struct FunctionSpec {
     pub metrics: Option<Arc<crate::metrics::counters::FunctionMetrics>>,
     /// Where its invocations may go instead of here (`Greengrass.Delegation`); `None`: `local`.
     pub delegation: Option<super::delegate::Delegation>,
+    /// What its instances wait for before starting their processes (open for all but the
+    /// functions read from the store as the host starts).
+    pub start_gate: StartGate,
+}
+
+/// A gate instances wait at before starting their processes. The functions the host reads
+/// from its store as it starts get a closed one, opened once the committed components have
+/// started: their pinned instances (and those their stored Events need) then do not compete
+/// with the components for the CPU while the host is not yet ready, and the host is ready
+/// sooner. A dropped opener opens it.
+#[derive(Debug, Clone)]
+pub struct StartGate(tokio::sync::watch::Receiver<bool>);
+
+impl StartGate {
+    /// A gate that is open.
+    pub fn open() -> Self {
+        Self(tokio::sync::watch::channel(true).1)
+    }
+
+    /// A closed gate and what opens it (`send_replace(true)`, or dropping it).
+    pub fn closed() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Whether instances may start now.
+    pub fn is_open(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the gate is open (or its opener is gone).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|open| *open).await;
+    }
 }
