@@ -132,6 +132,11 @@ impl Extensions {
         Ok(id)
     }
 
+    /// Whether no extension has registered.
+    pub fn is_empty(&self) -> bool {
+        self.registered.is_empty()
+    }
+
     /// No more registrations: the instance's init is over.
     pub fn close(&mut self) {
         self.closed = true;

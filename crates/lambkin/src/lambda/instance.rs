@@ -128,7 +128,8 @@ pub struct NextInvocation {
     function_arn: Arc<str>,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, RuntimeApiError>>;
+type RuntimeResult<T> = Result<T, RuntimeApiError>;
+type Reply<T> = oneshot::Sender<RuntimeResult<T>>;
 
 /// Messages to the instance task.
 #[derive(Debug)]
@@ -453,6 +454,33 @@ struct Instance {
     /// when every external extension has registered (Lambda's extension init, then runtime
     /// init).
     gate: Option<tokio::process::ChildStdin>,
+    /// The extensions got the `INVOKE` of the undelivered invocation (its runtime's `/next`
+    /// went away as it was handed over).
+    announced: bool,
+}
+
+/// Hands an invocation over: its `INVOKE` (`invoke`) to the extensions that take it, then its
+/// event to the runtime's waiting `/next`; false when that `/next` has gone.
+///
+/// The extensions come first. On the host's one thread the connections write in the order
+/// they were woken; with the runtime's first, the runtime (sharing the host's CPU while it
+/// answers sequential invocations: `placement`) could take the CPU and answer before
+/// the `INVOKE` went out, and the extension, the last to ask for its next event, was then the
+/// one the instance waited for. Lambda orders neither: both hear of the invocation when it
+/// starts.
+fn hand_over(
+    extensions: &mut Extensions,
+    invoke: Option<&ExtensionEvent>,
+    reply: Reply<NextInvocation>,
+    next: NextInvocation,
+) -> bool {
+    if reply.is_closed() {
+        return false;
+    }
+    if let Some(invoke) = invoke {
+        extensions.publish(invoke);
+    }
+    reply.send(Ok(next)).is_ok()
 }
 
 /// Runs the instance to its end; returns the init failure if it never became ready.
@@ -556,6 +584,7 @@ async fn run(
         telemetry: Telemetry::default(),
         gate,
         spec,
+        announced: false,
     };
     inst.telemetry.emit(Record::InitStart {
         initialization_type: tm::InitType::OnDemand,
@@ -1392,9 +1421,11 @@ impl Instance {
         self.deliver(inv);
     }
 
-    /// Hands the invocation to the parked `/next`; keeps it if the runtime is not waiting.
+    /// Hands the invocation to the parked `/next` (and its `INVOKE` to the extensions); keeps
+    /// it if the runtime is not waiting.
     fn deliver(&mut self, inv: Invocation) {
-        let Some(reply) = self.parked.take() else {
+        // A `/next` whose connection has gone cannot take it: the invocation waits for the next.
+        let Some(reply) = self.parked.take().filter(|reply| !reply.is_closed()) else {
             self.undelivered = Some(inv);
             return;
         };
@@ -1410,19 +1441,24 @@ impl Instance {
             trace_id: inv.trace_id.clone(),
             function_arn: self.spec.arn.clone(),
         };
-        if reply.send(Ok(next)).is_err() {
+        let invoke =
+            (!self.extensions.is_empty() && !self.announced).then(|| ExtensionEvent::Invoke {
+                deadline_ms,
+                request_id: inv.request_id.to_string(),
+                invoked_function_arn: self.spec.arn.to_string(),
+                tracing: rt::Tracing {
+                    kind: "X-Amzn-Trace-Id".into(),
+                    value: inv.trace_id.clone().unwrap_or_default(),
+                },
+            });
+        if !hand_over(&mut self.extensions, invoke.as_ref(), reply, next) {
+            // Its extensions have their `INVOKE` already: the runtime's next `/next` gets the
+            // event, and they do not get it twice.
+            self.announced = invoke.is_some() || self.announced;
             self.undelivered = Some(inv);
             return;
         }
-        self.extensions.publish(&ExtensionEvent::Invoke {
-            deadline_ms,
-            request_id: inv.request_id.to_string(),
-            invoked_function_arn: self.spec.arn.to_string(),
-            tracing: rt::Tracing {
-                kind: "X-Amzn-Trace-Id".into(),
-                value: inv.trace_id.clone().unwrap_or_default(),
-            },
-        });
+        self.announced = false;
         let tail = inv.want_log_tail.then(LogTail::default);
         let request_id = inv.request_id.to_string();
         self.phase = Phase::Busy(Box::new(Current {
@@ -2532,5 +2568,105 @@ mod tests {
             super::header_safe_json("{}"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    fn next_invocation() -> super::NextInvocation {
+        super::NextInvocation {
+            request_id: "r".into(),
+            payload: bytes::Bytes::new(),
+            deadline_ms: 1,
+            content_type: None,
+            client_context: None,
+            trace_id: None,
+            function_arn: "arn".into(),
+        }
+    }
+
+    fn invoke() -> super::ExtensionEvent {
+        super::ExtensionEvent::Invoke {
+            deadline_ms: 1,
+            request_id: "r".into(),
+            invoked_function_arn: "arn".into(),
+            tracing: super::rt::Tracing {
+                kind: "X-Amzn-Trace-Id".into(),
+                value: String::new(),
+            },
+        }
+    }
+
+    /// On one thread, as the host runs, the connection woken first writes first: the
+    /// extension's `INVOKE` must be woken before the runtime's event.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_extensions_hear_of_an_invocation_before_its_runtime() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        use tokio::sync::oneshot;
+
+        let mut extensions = super::Extensions::new(Vec::new());
+        let id = extensions
+            .register("ext", vec![super::ExtensionEventType::Invoke])
+            .unwrap();
+        let (ext_tx, ext_rx) = oneshot::channel();
+        extensions.next(&id, ext_tx);
+        let (runtime_tx, runtime_rx) =
+            oneshot::channel::<super::RuntimeResult<super::NextInvocation>>();
+        // Two waiters, as the two Runtime API connections wait; the runtime's is spawned
+        // first, so it would run first if both were merely ready.
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (o, w) = (order.clone(), waiting.clone());
+        let runtime = tokio::spawn(async move {
+            w.fetch_add(1, Ordering::SeqCst);
+            let got = runtime_rx.await.unwrap().is_ok();
+            o.lock().unwrap().push(("runtime", got));
+        });
+        let (o, w) = (order.clone(), waiting.clone());
+        let extension = tokio::spawn(async move {
+            w.fetch_add(1, Ordering::SeqCst);
+            let got = ext_rx.await.unwrap().is_ok();
+            o.lock().unwrap().push(("extension", got));
+        });
+        for _ in 0..100 {
+            if waiting.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(waiting.load(Ordering::SeqCst), 2, "both wait");
+        assert!(super::hand_over(
+            &mut extensions,
+            Some(&invoke()),
+            runtime_tx,
+            next_invocation()
+        ));
+        runtime.await.unwrap();
+        extension.await.unwrap();
+        assert_eq!(
+            *order.lock().unwrap(),
+            [("extension", true), ("runtime", true)]
+        );
+        assert!(!extensions.ready(), "the extension is handling its INVOKE");
+    }
+
+    #[test]
+    fn an_invocation_a_gone_runtime_cannot_take_reaches_no_extension() {
+        let mut extensions = super::Extensions::new(Vec::new());
+        let id = extensions
+            .register("ext", vec![super::ExtensionEventType::Invoke])
+            .unwrap();
+        let (ext_tx, mut ext_rx) = tokio::sync::oneshot::channel();
+        extensions.next(&id, ext_tx);
+        let (runtime_tx, runtime_rx) =
+            tokio::sync::oneshot::channel::<super::RuntimeResult<super::NextInvocation>>();
+        drop(runtime_rx);
+        let handed_over = super::hand_over(
+            &mut extensions,
+            Some(&invoke()),
+            runtime_tx,
+            next_invocation(),
+        );
+        assert!(!handed_over);
+        assert!(ext_rx.try_recv().is_err(), "no INVOKE went out");
+        assert!(extensions.ready(), "the extension still waits");
     }
 }
