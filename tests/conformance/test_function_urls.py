@@ -137,6 +137,83 @@ def test_bad_configurations_are_named(lambda_client, web_function):
         lambda_client.get_function_url_config(FunctionName=web_function)
 
 
+def test_qualifiers_name_aliases_and_this_host_has_none(lambda_client, web_function):
+    """A Qualifier is an alias name, as AWS's model has it; the host has no aliases, so a
+    well-formed one is a missing alias (404), a version or `$LATEST` is refused (400), and the
+    unqualified URL stays the only one."""
+    calls = [
+        lambda q: lambda_client.create_function_url_config(FunctionName=web_function, AuthType="NONE", Qualifier=q),
+        lambda q: lambda_client.get_function_url_config(FunctionName=web_function, Qualifier=q),
+        lambda q: lambda_client.update_function_url_config(FunctionName=web_function, AuthType="NONE", Qualifier=q),
+        lambda q: lambda_client.delete_function_url_config(FunctionName=web_function, Qualifier=q),
+    ]
+    for call in calls:
+        with pytest.raises(ClientError) as err:
+            call("live")
+        e = err.value.response["Error"]
+        assert (e["Code"], err.value.response["ResponseMetadata"]["HTTPStatusCode"]) == (
+            "ResourceNotFoundException", 404), e
+        assert f"{web_function}:live" in e["Message"] and "alias" in e["Message"].lower(), e
+        for bad in ("1", "$LATEST"):
+            with pytest.raises(ClientError) as err:
+                call(bad)
+            e = err.value.response["Error"]
+            assert e["Code"] == "ValidationException" and bad in e["Message"], e
+    # The qualifier after the name is the same qualifier.
+    with pytest.raises(ClientError) as err:
+        lambda_client.get_function_url_config(FunctionName=f"{web_function}:live")
+    assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert lambda_client.list_function_url_configs(FunctionName=web_function)["FunctionUrlConfigs"] == []
+    url = url_of(lambda_client, web_function)
+    assert lambda_client.get_function_url_config(FunctionName=web_function)["FunctionUrl"] == url
+
+
+def test_url_configs_page_as_aws_pages_them(lambda_client, web_function):
+    url = url_of(lambda_client, web_function)
+    pages = list(lambda_client.get_paginator("list_function_url_configs").paginate(
+        FunctionName=web_function, PaginationConfig={"PageSize": 1}))
+    assert [u["FunctionUrl"] for p in pages for u in p["FunctionUrlConfigs"]] == [url]
+    assert "NextMarker" not in pages[-1]
+    # botocore itself refuses MaxItems under 1; past 50 is the host's to refuse.
+    with pytest.raises(ClientError) as err:
+        lambda_client.list_function_url_configs(FunctionName=web_function, MaxItems=51)
+    e = err.value.response["Error"]
+    assert e["Code"] == "InvalidParameterValueException" and "MaxItems" in e["Message"], e
+    with pytest.raises(ClientError) as err:
+        lambda_client.list_function_url_configs(FunctionName=web_function, Marker="not-a-marker!")
+    e = err.value.response["Error"]
+    assert e["Code"] == "InvalidParameterValueException" and "not-a-marker!" in e["Message"], e
+
+
+def test_functions_page_with_markers(lambda_client, tmp_path):
+    names = sorted(unique_name("conf-page") for _ in range(3))
+    code = zip_files({"app.py": APP}, tmp_path / "page.zip")
+    try:
+        for name in names:
+            lambda_client.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE,
+                                          Handler="app.handler", Code={"ZipFile": code})
+        pages = list(lambda_client.get_paginator("list_functions").paginate(
+            PaginationConfig={"PageSize": 2}))
+        listed = [f["FunctionName"] for p in pages for f in p["Functions"]]
+        assert all(len(p["Functions"]) <= 2 for p in pages)
+        assert len(pages) >= 2 and all("NextMarker" in p for p in pages[:-1])
+        assert len(listed) == len(set(listed)), "a function listed twice"
+        assert set(names) <= set(listed)
+        with pytest.raises(ClientError) as err:
+            lambda_client.list_functions(Marker="%%%")
+        e = err.value.response["Error"]
+        assert e["Code"] == "InvalidParameterValueException" and "%%%" in e["Message"], e
+        with pytest.raises(ClientError) as err:
+            lambda_client.list_functions(MaxItems=10001)
+        assert err.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    finally:
+        for name in names:
+            try:
+                lambda_client.delete_function(FunctionName=name)
+            except ClientError:
+                pass
+
+
 def test_get_with_query_and_cookies(lambda_client, web_function):
     url = url_of(lambda_client, web_function)
     r = requests.get(url + "some/path", params=[("a", "1"), ("a", "2"), ("b", "x y")],

@@ -5,6 +5,7 @@ pub mod function;
 pub mod invoke;
 pub mod layer;
 pub mod management;
+pub mod paging;
 pub mod runtime_api;
 pub mod sigv4;
 pub mod stream;

@@ -160,32 +160,65 @@ fn event_headers(event_type: &str, content_type: &str) -> Vec<Header> {
     ]
 }
 
+/// The encoded headers of every `PayloadChunk` event (what lies between an event's prelude
+/// and its payload), made once.
+fn payload_chunk_headers() -> &'static [u8] {
+    static HEADERS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    HEADERS.get_or_init(|| {
+        Frame::new(
+            event_headers("PayloadChunk", "application/octet-stream"),
+            Vec::new(),
+        )
+        .map(|empty| {
+            let empty = empty.encode();
+            empty[crate::eventstream::PRELUDE_LEN..empty.len() - crate::eventstream::TRAILER_LEN]
+                .to_vec()
+        })
+        .unwrap_or_default()
+    })
+}
+
+/// One `PayloadChunk` event around a payload the caller keeps: the bytes before it (the
+/// prelude, its CRC and the headers) and after it (the message CRC). Sent as `head`, the
+/// payload, `tail`, they are the event [`encode_payload_chunks`] writes, without the payload
+/// being copied. `payload` holds at most [`MAX_CHUNK_PAYLOAD_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadChunkFrame {
+    pub head: Vec<u8>,
+    pub tail: [u8; 4],
+}
+
+impl PayloadChunkFrame {
+    pub fn around(payload: &[u8]) -> Self {
+        let headers = payload_chunk_headers();
+        let overhead =
+            crate::eventstream::PRELUDE_LEN + headers.len() + crate::eventstream::TRAILER_LEN;
+        // At most 1 MiB of payload and three short headers: the lengths fit in u32.
+        let total = (overhead + payload.len()) as u32;
+        let mut head = Vec::with_capacity(crate::eventstream::PRELUDE_LEN + headers.len());
+        head.extend_from_slice(&total.to_be_bytes());
+        head.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+        let prelude_crc = crc32fast::hash(&head);
+        head.extend_from_slice(&prelude_crc.to_be_bytes());
+        head.extend_from_slice(headers);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(payload);
+        Self {
+            head,
+            tail: crc.finalize().to_be_bytes(),
+        }
+    }
+}
+
 /// Appends `PayloadChunk` events carrying `payload` to `out` (one per
 /// [`MAX_CHUNK_PAYLOAD_BYTES`]; none for an empty payload).
 pub fn encode_payload_chunks(payload: &[u8], out: &mut Vec<u8>) {
-    // The headers' bytes, as a frame without payload encodes them (between its prelude and
-    // its CRC); each event is then written straight into `out`, its payload copied once.
-    let Ok(empty) = Frame::new(
-        event_headers("PayloadChunk", "application/octet-stream"),
-        Vec::new(),
-    ) else {
-        return;
-    };
-    let empty = empty.encode();
-    let headers =
-        &empty[crate::eventstream::PRELUDE_LEN..empty.len() - crate::eventstream::TRAILER_LEN];
     for piece in payload.chunks(MAX_CHUNK_PAYLOAD_BYTES) {
-        let start = out.len();
-        // At most 1 MiB of payload and three short headers: the lengths fit in u32.
-        let total = (empty.len() + piece.len()) as u32;
-        out.extend_from_slice(&total.to_be_bytes());
-        out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
-        let prelude_crc = crc32fast::hash(&out[start..start + 8]);
-        out.extend_from_slice(&prelude_crc.to_be_bytes());
-        out.extend_from_slice(headers);
+        let frame = PayloadChunkFrame::around(piece);
+        out.extend_from_slice(&frame.head);
         out.extend_from_slice(piece);
-        let message_crc = crc32fast::hash(&out[start..]);
-        out.extend_from_slice(&message_crc.to_be_bytes());
+        out.extend_from_slice(&frame.tail);
     }
 }
 

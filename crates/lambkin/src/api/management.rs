@@ -10,6 +10,7 @@ use lambkin_proto::lambda::invoke::FunctionRef;
 use lambkin_proto::lambda::management::{
     CreateFunctionRequest, UpdateFunctionCodeRequest, UpdateFunctionConfigurationRequest,
 };
+use lambkin_proto::lambda::paging::Paging;
 
 use super::{json_response, ApiState, Body};
 use crate::lambda::code::CodeError;
@@ -76,12 +77,31 @@ pub async fn create(body: &[u8], state: &ApiState) -> Result<Response<Body>, Api
     to_json(StatusCode::CREATED, &config)
 }
 
-pub fn list(state: &ApiState) -> Result<Response<Body>, ApiError> {
-    to_json(
-        StatusCode::OK,
-        &serde_json::json!({ "Functions": state.registry.list() }),
-    )
+/// ListFunctions, paged as AWS pages it (`MaxItems` 1 to 10,000, `Marker` from a previous
+/// page's `NextMarker`). Without `MaxItems` every function is listed in one page (AWS stops at
+/// 50): callers that never page still see them all.
+pub fn list(state: &ApiState, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let paging = Paging::parse(
+        "ListFunctions",
+        super::layers::query_value(query, "Marker").as_deref(),
+        super::layers::query_value(query, "MaxItems").as_deref(),
+        MAX_FUNCTIONS_PER_PAGE,
+    )?;
+    let all = state
+        .registry
+        .list()
+        .into_iter()
+        .map(|f| (f.function_name.clone(), f));
+    let (functions, next) = paging.take(all);
+    let mut body = serde_json::json!({ "Functions": functions });
+    if let Some(next) = next {
+        body["NextMarker"] = next.into();
+    }
+    to_json(StatusCode::OK, &body)
 }
+
+/// AWS's bound for ListFunctions' `MaxItems`.
+const MAX_FUNCTIONS_PER_PAGE: usize = 10_000;
 
 pub fn get(state: &ApiState, name: &str) -> Result<Response<Body>, ApiError> {
     let name = target(state, name)?;

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use hyper::{Response, StatusCode};
 
 use lambkin_proto::lambda::error::ApiError;
-use lambkin_proto::lambda::invoke::{FunctionRef, LATEST};
+use lambkin_proto::lambda::invoke::FunctionRef;
+use lambkin_proto::lambda::paging::Paging;
 use lambkin_proto::lambda::url::{
     AuthType, CreateUrlRequest, InvokeMode, UpdateUrlRequest, UrlConfig,
 };
@@ -19,23 +20,39 @@ fn now() -> String {
     crate::timestamp::iso8601_millis(SystemTime::now())
 }
 
-/// The function a path names, which must exist; a qualifier other than `$LATEST` names a
-/// version or alias Lambkin does not have.
+/// The function a path names, which must exist. A `Qualifier` (in the query or after the
+/// name) is an alias name, as AWS takes it (not a version number, not `$LATEST`: the
+/// unqualified URL is `$LATEST`'s); this host has no aliases, so a well-formed one names an
+/// alias that does not exist.
 fn function(state: &ApiState, name: &str, query: Option<&str>) -> Result<String, ApiError> {
-    let qualifier = query.and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("Qualifier="))
-            .map(super::percent_decode)
-    });
+    let qualifier = super::layers::query_value(query, "Qualifier");
     let target = FunctionRef::parse(name, qualifier.as_deref())?;
     let arn = state.registry.arn(target.name.as_str());
-    if let Some(q) = target.qualifier.as_deref().filter(|q| *q != LATEST) {
-        return Err(ApiError::ResourceNotFound(format!("{arn}:{q}")));
+    if let Some(q) = target.qualifier.as_deref() {
+        alias_name(q)?;
+        return Err(ApiError::ResourceNotFound(format!(
+            "Alias not found: {arn}:{q} (this host has no aliases: a function URL is the function's own, without a Qualifier)"
+        )));
     }
     if state.registry.lookup(&target.name).is_none() {
         return Err(ApiError::ResourceNotFound(arn));
     }
     Ok(target.name.to_string())
+}
+
+/// A `Qualifier` as AWS's model constrains it for function URLs: an alias name, 1 to 128
+/// letters, digits, `-` and `_`, not all digits (a version).
+fn alias_name(q: &str) -> Result<(), ApiError> {
+    let well_formed = (1..=128).contains(&q.len())
+        && q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !q.bytes().all(|b| b.is_ascii_digit());
+    if well_formed {
+        return Ok(());
+    }
+    Err(ApiError::Validation(format!(
+        "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$) (a function URL's Qualifier is an alias name; for $LATEST leave it out)"
+    )))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], operation: &str) -> Result<T, ApiError> {
@@ -195,15 +212,30 @@ pub fn delete(
     Ok(r)
 }
 
-pub fn list(state: &ApiState, name: &str) -> Result<Response<Body>, ApiError> {
+/// At most one configuration per function (this host has no aliases), paged as AWS pages
+/// them: `MaxItems` 1 to 50, `Marker` from a previous page's `NextMarker`.
+pub fn list(state: &ApiState, name: &str, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let paging = Paging::parse(
+        "ListFunctionUrlConfigs",
+        super::layers::query_value(query, "Marker").as_deref(),
+        super::layers::query_value(query, "MaxItems").as_deref(),
+        MAX_URL_CONFIGS_PER_PAGE,
+    )?;
     let function = function(state, name, None)?;
-    let configs: Vec<UrlConfig> = state
+    let all: Vec<(String, UrlConfig)> = state
         .urls
         .lock()
         .get(&function)
-        .map(|u| u.config.clone())
+        .map(|u| (u.function.clone(), u.config.clone()))
         .into_iter()
         .collect();
-    let value = serde_json::json!({ "FunctionUrlConfigs": configs });
+    let (configs, next) = paging.take(all);
+    let mut value = serde_json::json!({ "FunctionUrlConfigs": configs });
+    if let Some(next) = next {
+        value["NextMarker"] = next.into();
+    }
     Ok(json_response(StatusCode::OK, &value))
 }
+
+/// AWS's bound for ListFunctionUrlConfigs' `MaxItems`.
+const MAX_URL_CONFIGS_PER_PAGE: usize = 50;
