@@ -176,12 +176,16 @@ def full_root(lambkin, root, scratch):
               for t in ("functions", "components", "events")}
     db.close()
     os.remove(os.path.join(root, "config.toml"))
-    # As a Lambkin from before schema versions left it.
+    # As a Lambkin from before schema versions left it: without what later steps added (the
+    # Events' client context, schema step 2), and marked with no version.
     for name in ("lambkin.db", "spool.db"):
         path = os.path.join(root, "state", name)
         if os.path.exists(path):
             conn = sqlite3.connect(path)
+            if name == "lambkin.db":
+                conn.execute("ALTER TABLE events DROP COLUMN client_context")
             conn.execute("PRAGMA user_version = 0")
+            conn.commit()
             conn.close()
     return counts
 
@@ -255,7 +259,9 @@ def main():
             # The same root with every event still queued, at the current version already.
             shutil.copytree(full, copy, symlinks=True)
             conn = sqlite3.connect(os.path.join(copy, "state", "lambkin.db"))
+            conn.execute("ALTER TABLE events ADD COLUMN client_context TEXT")
             conn.execute(f"PRAGMA user_version = {int(version)}")
+            conn.commit()
             conn.close()
             proc, ready, _ = start_host(lambkin, copy)
             stop_host(proc)
