@@ -139,8 +139,9 @@ def test_bad_configurations_are_named(lambda_client, web_function):
 
 def test_qualifiers_name_aliases_and_this_host_has_none(lambda_client, web_function):
     """A Qualifier is an alias name, as AWS's model has it; the host has no aliases, so a
-    well-formed one is a missing alias (404), a version or `$LATEST` is refused (400), and the
-    unqualified URL stays the only one."""
+    well-formed one is a missing alias (404), a version is refused (400), `$LATEST` is the
+    unqualified URL where AWS's model allows it (Get, Update, Delete) and refused by Create
+    (400), and the unqualified URL stays the only one."""
     calls = [
         lambda q: lambda_client.create_function_url_config(FunctionName=web_function, AuthType="NONE", Qualifier=q),
         lambda q: lambda_client.get_function_url_config(FunctionName=web_function, Qualifier=q),
@@ -154,7 +155,7 @@ def test_qualifiers_name_aliases_and_this_host_has_none(lambda_client, web_funct
         assert (e["Code"], err.value.response["ResponseMetadata"]["HTTPStatusCode"]) == (
             "ResourceNotFoundException", 404), e
         assert f"{web_function}:live" in e["Message"] and "alias" in e["Message"].lower(), e
-        for bad in ("1", "$LATEST"):
+        for bad in ("1", "$LATEST") if call is calls[0] else ("1",):
             with pytest.raises(ClientError) as err:
                 call(bad)
             e = err.value.response["Error"]
@@ -166,6 +167,10 @@ def test_qualifiers_name_aliases_and_this_host_has_none(lambda_client, web_funct
     assert lambda_client.list_function_url_configs(FunctionName=web_function)["FunctionUrlConfigs"] == []
     url = url_of(lambda_client, web_function)
     assert lambda_client.get_function_url_config(FunctionName=web_function)["FunctionUrl"] == url
+    latest = lambda_client.get_function_url_config(FunctionName=web_function, Qualifier="$LATEST")
+    assert latest["FunctionUrl"] == url
+    assert lambda_client.update_function_url_config(
+        FunctionName=web_function, Qualifier="$LATEST", AuthType="NONE")["FunctionUrl"] == url
 
 
 def test_url_configs_page_as_aws_pages_them(lambda_client, web_function):

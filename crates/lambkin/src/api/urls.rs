@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use hyper::{Response, StatusCode};
 
 use lambkin_proto::lambda::error::ApiError;
-use lambkin_proto::lambda::invoke::FunctionRef;
+use lambkin_proto::lambda::invoke::{FunctionRef, LATEST};
 use lambkin_proto::lambda::paging::Paging;
 use lambkin_proto::lambda::url::{
     AuthType, CreateUrlRequest, InvokeMode, UpdateUrlRequest, UrlConfig,
@@ -21,18 +21,27 @@ fn now() -> String {
 }
 
 /// The function a path names, which must exist. A `Qualifier` (in the query or after the
-/// name) is an alias name, as AWS takes it (not a version number, not `$LATEST`: the
-/// unqualified URL is `$LATEST`'s); this host has no aliases, so a well-formed one names an
-/// alias that does not exist.
-fn function(state: &ApiState, name: &str, query: Option<&str>) -> Result<String, ApiError> {
+/// name) is an alias name, as AWS takes it (not a version number); `$LATEST` names the
+/// unqualified URL where AWS's model allows it (`latest`: Get, Update and Delete, not
+/// Create). This host has no aliases, so a well-formed alias names one that does not exist.
+fn function(
+    state: &ApiState,
+    name: &str,
+    query: Option<&str>,
+    latest: bool,
+) -> Result<String, ApiError> {
     let qualifier = super::layers::query_value(query, "Qualifier");
     let target = FunctionRef::parse(name, qualifier.as_deref())?;
     let arn = state.registry.arn(target.name.as_str());
-    if let Some(q) = target.qualifier.as_deref() {
-        alias_name(q)?;
-        return Err(ApiError::ResourceNotFound(format!(
-            "Alias not found: {arn}:{q} (this host has no aliases: a function URL is the function's own, without a Qualifier)"
-        )));
+    match target.qualifier.as_deref() {
+        Some(LATEST) if latest => {}
+        Some(q) => {
+            alias_name(q)?;
+            return Err(ApiError::ResourceNotFound(format!(
+                "Alias not found: {arn}:{q} (this host has no aliases: a function URL is the function's own, without a Qualifier)"
+            )));
+        }
+        None => {}
     }
     if state.registry.lookup(&target.name).is_none() {
         return Err(ApiError::ResourceNotFound(arn));
@@ -51,7 +60,7 @@ fn alias_name(q: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::Validation(format!(
-        "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$) (a function URL's Qualifier is an alias name; for $LATEST leave it out)"
+        "1 validation error detected: Value '{q}' at 'qualifier' failed to satisfy constraint: Member must satisfy regular expression pattern: ((?!^\\d+$)^[0-9a-zA-Z-_]+$) (a function URL's Qualifier is an alias name, or $LATEST where the operation allows it: leave it out for the function's own URL)"
     )))
 }
 
@@ -82,7 +91,7 @@ pub fn create(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let function = function(state, name, query)?;
+    let function = function(state, name, query, false)?;
     let request: CreateUrlRequest = parse(body, "CreateFunctionUrlConfig")?;
     let auth_type = AuthType::parse(&request.auth_type)?;
     let invoke_mode = request
@@ -128,7 +137,7 @@ pub fn create(
 }
 
 pub fn get(state: &ApiState, name: &str, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-    let function = function(state, name, query)?;
+    let function = function(state, name, query, true)?;
     let config = state
         .urls
         .lock()
@@ -151,7 +160,7 @@ pub fn update(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Response<Body>, ApiError> {
-    let function = function(state, name, query)?;
+    let function = function(state, name, query, true)?;
     let request: UpdateUrlRequest = parse(body, "UpdateFunctionUrlConfig")?;
     let auth_type = request
         .auth_type
@@ -197,7 +206,7 @@ pub fn delete(
     name: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let function = function(state, name, query)?;
+    let function = function(state, name, query, true)?;
     let urls = &state.urls;
     let mut all = urls.lock();
     let Some(before) = all.remove(&function) else {
@@ -221,7 +230,7 @@ pub fn list(state: &ApiState, name: &str, query: Option<&str>) -> Result<Respons
         super::layers::query_value(query, "MaxItems").as_deref(),
         MAX_URL_CONFIGS_PER_PAGE,
     )?;
-    let function = function(state, name, None)?;
+    let function = function(state, name, None, false)?;
     let all: Vec<(String, UrlConfig)> = state
         .urls
         .lock()
