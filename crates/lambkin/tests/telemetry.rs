@@ -238,6 +238,24 @@ fn check_invocations(s: &Setup, ids: &[String]) {
         let done = mine("platform.runtimeDone");
         assert_eq!(done.len(), 1, "{got:?}");
         assert_eq!(done[0]["record"]["status"], "success");
+        // Its spans: the wait for the runtime's answer, then the answer, which together
+        // take no longer than the invocation, the first starting with it.
+        let spans = done[0]["record"]["spans"].as_array().expect("spans");
+        let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(names, ["responseLatency", "responseDuration"], "{spans:?}");
+        let total: f64 = spans
+            .iter()
+            .map(|s| s["durationMs"].as_f64().unwrap())
+            .sum();
+        let done_ms = done[0]["record"]["metrics"]["durationMs"].as_f64().unwrap();
+        assert!(total <= done_ms + 0.02, "{spans:?} against {done_ms} ms");
+        assert!(
+            spans
+                .iter()
+                .all(|s| s["start"].as_str().is_some_and(|t| t.ends_with('Z'))),
+            "{spans:?}"
+        );
+        assert!(spans[0]["start"].as_str() <= spans[1]["start"].as_str());
         let report = mine("platform.report");
         assert_eq!(report.len(), 1, "{got:?}");
         let metrics = &report[0]["record"]["metrics"];

@@ -316,6 +316,18 @@ pub struct InitReportMetrics {
     pub duration_ms: f64,
 }
 
+/// A timed part of an invocation, as `platform.runtimeDone` carries them (schema 2022-12-13
+/// on): `responseLatency`, from the event handed to the runtime to the first of its answer;
+/// `responseDuration`, from there to the answer's end.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Span {
+    pub name: &'static str,
+    /// ISO 8601 UTC, milliseconds.
+    pub start: String,
+    pub duration_ms: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeDoneMetrics {
@@ -378,6 +390,8 @@ pub enum Record {
         #[serde(skip_serializing_if = "Option::is_none")]
         error_type: Option<String>,
         metrics: RuntimeDoneMetrics,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        spans: Vec<Span>,
     },
     /// The Logs API's form of the end of an invocation.
     #[serde(rename = "platform.end", rename_all = "camelCase")]
@@ -594,7 +608,16 @@ mod tests {
                 duration_ms: 1.0,
                 produced_bytes: 3,
             },
+            spans: vec![Span {
+                name: "responseLatency",
+                start: "2026-12-07T10:00:00.000Z".into(),
+                duration_ms: 0.5,
+            }],
         };
+        assert_eq!(
+            serde_json::to_value(&done).unwrap()["record"]["spans"],
+            json!([{"name": "responseLatency", "start": "2026-12-07T10:00:00.000Z", "durationMs": 0.5}])
+        );
         assert_eq!(
             done.for_api(Api::Logs),
             Some(Record::End {

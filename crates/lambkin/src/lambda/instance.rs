@@ -142,6 +142,8 @@ pub enum InstanceMsg {
         request_id: String,
         body: Bytes,
         content_type: Option<String>,
+        /// When the request's head arrived.
+        began: Instant,
         reply: Reply<()>,
     },
     ResponseTooLarge {
@@ -264,6 +266,8 @@ struct Current {
     streaming: bool,
     /// The bytes a streamed `/response` carried (its telemetry's `producedBytes`).
     streamed_bytes: Option<u64>,
+    /// When the runtime's answer began to arrive (its `/response` request's head).
+    answer_began: Option<Instant>,
 }
 
 /// An answered invocation whose output and END/REPORT lines are still to be written.
@@ -274,6 +278,8 @@ struct EndFrame {
     timed_out: bool,
     function_error: bool,
     produced_bytes: u64,
+    /// `platform.runtimeDone`'s spans (none when the runtime did not answer).
+    spans: Vec<tm::Span>,
 }
 
 enum Phase {
@@ -1172,9 +1178,13 @@ impl Instance {
                 request_id,
                 body,
                 content_type,
+                began,
                 reply,
             } => {
                 let result = self.check_answer(&request_id);
+                if result.is_ok() {
+                    self.answer_began(began);
+                }
                 let end = match result {
                     Ok(()) => self.finish(body, content_type, false, false).await,
                     Err(_) => None,
@@ -1220,6 +1230,7 @@ impl Instance {
                         }
                         Phase::Busy(current) => {
                             current.streaming = true;
+                            current.answer_began.get_or_insert_with(Instant::now);
                             Ok(current
                                 .inv
                                 .open_stream(content_type)
@@ -1247,6 +1258,9 @@ impl Instance {
                 reply,
             } => {
                 let result = self.check_answer(&request_id);
+                if result.is_ok() {
+                    self.answer_began(Instant::now());
+                }
                 let end = match result {
                     Ok(()) => self.finish(body, None, true, false).await,
                     Err(_) => None,
@@ -1468,6 +1482,7 @@ impl Instance {
             init_duration: self.init_duration.take(),
             streaming: false,
             streamed_bytes: None,
+            answer_began: None,
         }));
         self.deadline = Some(now + timeout);
         let short = self.last_duration.is_some_and(|d| d < placement::SHORT);
@@ -1534,6 +1549,17 @@ impl Instance {
         };
         let mut current = *current;
         let duration = current.started.elapsed();
+        let mut spans = if self.telemetry.wants(RecordType::Platform) {
+            // The spans end where the duration does: they add up to it.
+            answer_spans(
+                current.started,
+                current.answer_began,
+                current.started + duration,
+                std::time::SystemTime::now(),
+            )
+        } else {
+            Vec::new()
+        };
         if let Some(metrics) = &self.spec.metrics {
             let outcome = match (timed_out, function_error) {
                 (true, _) => Outcome::Timeout,
@@ -1574,6 +1600,7 @@ impl Instance {
                     timed_out,
                     function_error,
                     produced_bytes,
+                    spans: std::mem::take(&mut spans),
                 });
                 tail.push_line(end.as_bytes());
                 tail.push_line(report.as_bytes());
@@ -1600,7 +1627,15 @@ impl Instance {
             timed_out,
             function_error,
             produced_bytes,
+            spans,
         })
+    }
+
+    /// Notes when the runtime's answer to the current invocation began to arrive.
+    fn answer_began(&mut self, began: Instant) {
+        if let Phase::Busy(current) = &mut self.phase {
+            current.answer_began.get_or_insert(began);
+        }
     }
 
     /// Ends an invocation whose answer was streamed to its caller.
@@ -1689,6 +1724,7 @@ impl Instance {
             timed_out,
             function_error,
             produced_bytes,
+            ref spans,
         } = *frame;
         let report = Report {
             duration,
@@ -1721,6 +1757,7 @@ impl Instance {
                     duration_ms,
                     produced_bytes,
                 },
+                spans: spans.clone(),
             });
             self.telemetry.emit(Record::Report {
                 request_id: request_id.clone(),
@@ -2087,6 +2124,35 @@ async fn serve_refusal(stream: TcpStream) {
         .await;
 }
 
+/// `platform.runtimeDone`'s spans: `responseLatency` from the event handed over (`started`)
+/// to the answer's first arrival (`began`), `responseDuration` from there to its end (`now`);
+/// none when the runtime did not answer (a timeout, a crash). `wall_now` is `now` on the
+/// clock the records are stamped with.
+fn answer_spans(
+    started: Instant,
+    began: Option<Instant>,
+    now: Instant,
+    wall_now: std::time::SystemTime,
+) -> Vec<tm::Span> {
+    let Some(began) = began else {
+        return Vec::new();
+    };
+    let began = began.clamp(started, now);
+    let at = |t: Instant| crate::timestamp::iso8601_millis(wall_now - now.duration_since(t));
+    vec![
+        tm::Span {
+            name: "responseLatency",
+            start: at(started),
+            duration_ms: logs::millis_2dp(began - started),
+        },
+        tm::Span {
+            name: "responseDuration",
+            start: at(began),
+            duration_ms: logs::millis_2dp(now - began),
+        },
+    ]
+}
+
 async fn serve_connection(stream: TcpStream, tx: mpsc::UnboundedSender<InstanceMsg>) {
     // Small responses must not wait for Nagle: real clients measure the difference.
     let _ = stream.set_nodelay(true);
@@ -2115,6 +2181,7 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
                 .map(next_response)
         }
         Route::Response(request_id) => {
+            let began = Instant::now();
             match ResponseMode::parse(header(&req, rt::HEADER_RESPONSE_MODE).as_deref()) {
                 Ok(ResponseMode::Streaming) => {
                     return streamed_response(req, request_id, tx)
@@ -2150,6 +2217,7 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
                         request_id,
                         body,
                         content_type,
+                        began,
                         reply,
                     };
                     call(tx, msg, rx).await.map(|()| accepted())
@@ -2302,6 +2370,8 @@ async fn streamed_response(
                     request_id,
                     body,
                     content_type,
+                    // Marked already, when the stream opened.
+                    began: Instant::now(),
                     reply,
                 },
                 Ok((_, Some(error))) => InstanceMsg::Error {
@@ -2555,6 +2625,32 @@ fn error_response(e: RuntimeApiError) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn an_answer_is_timed_as_its_latency_then_its_duration() {
+        use std::time::{Duration, Instant, SystemTime};
+        let started = Instant::now();
+        let began = started + Duration::from_millis(3);
+        let now = started + Duration::from_millis(10);
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let spans = super::answer_spans(started, Some(began), now, wall);
+        let got: Vec<(&str, &str, f64)> = spans
+            .iter()
+            .map(|s| (s.name, s.start.as_str(), s.duration_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("responseLatency", "2027-01-15T07:59:59.990Z", 3.0),
+                ("responseDuration", "2027-01-15T07:59:59.993Z", 7.0),
+            ]
+        );
+        // No answer (a timeout, a crash): no spans; an answer noted out of the invocation's
+        // bounds is held inside them.
+        assert!(super::answer_spans(started, None, now, wall).is_empty());
+        let late = super::answer_spans(started, Some(now + Duration::from_secs(1)), now, wall);
+        assert_eq!((late[0].duration_ms, late[1].duration_ms), (10.0, 0.0));
+    }
 
     #[test]
     fn client_contexts_with_control_bytes_become_valid_header_values() {
