@@ -2156,9 +2156,15 @@ fn answer_spans(
 async fn serve_connection(stream: TcpStream, tx: mpsc::UnboundedSender<InstanceMsg>) {
     // Small responses must not wait for Nagle: real clients measure the difference.
     let _ = stream.set_nodelay(true);
+    // A second handle on the socket, for the options a request calls for once it is read.
+    let Some((stream, control)) = with_control(stream) else {
+        return;
+    };
+    let control = Arc::new(control);
     let service = hyper::service::service_fn(move |req| {
         let tx = tx.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(req, &tx).await) }
+        let control = control.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(req, &tx, &control).await) }
     });
     // Header names go out title-cased, exactly as AWS sends them: some runtimes look them up
     // case-sensitively.
@@ -2171,7 +2177,28 @@ async fn serve_connection(stream: TcpStream, tx: mpsc::UnboundedSender<InstanceM
 
 type Body = Full<Bytes>;
 
-async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) -> Response<Body> {
+/// The stream, and a duplicate of its socket (the same socket, another descriptor).
+fn with_control(stream: TcpStream) -> Option<(TcpStream, std::net::TcpStream)> {
+    let std = stream.into_std().ok()?;
+    let control = std.try_clone().ok()?;
+    let stream = TcpStream::from_std(std).ok()?;
+    Some((stream, control))
+}
+
+/// Acknowledges what the runtime sent at once, and goes on doing so for a while. A runtime
+/// whose client leaves Nagle's algorithm on (`lambda_runtime`'s does) writes a streamed
+/// response's head, then holds its first chunk until that head is acknowledged; the kernel
+/// delays the acknowledgement of a request not yet answered (up to 40 ms), and the stream's
+/// first chunks arrived that much late, together.
+fn acknowledge_promptly(socket: &std::net::TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_tcp_quickack(true);
+}
+
+async fn route(
+    req: Request<Incoming>,
+    tx: &mpsc::UnboundedSender<InstanceMsg>,
+    control: &std::net::TcpStream,
+) -> Response<Body> {
     let route = Route::parse(req.method().as_str(), req.uri().path());
     let result = match route {
         Route::Next => {
@@ -2184,9 +2211,10 @@ async fn route(req: Request<Incoming>, tx: &mpsc::UnboundedSender<InstanceMsg>) 
             let began = Instant::now();
             match ResponseMode::parse(header(&req, rt::HEADER_RESPONSE_MODE).as_deref()) {
                 Ok(ResponseMode::Streaming) => {
+                    acknowledge_promptly(control);
                     return streamed_response(req, request_id, tx)
                         .await
-                        .unwrap_or_else(error_response)
+                        .unwrap_or_else(error_response);
                 }
                 Ok(ResponseMode::Buffered) => {}
                 Err(e) => {
