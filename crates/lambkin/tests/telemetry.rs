@@ -153,7 +153,15 @@ async fn setup(name: &str, env: &[(&str, &str)]) -> Setup {
     for (k, v) in env {
         vars.insert(k, (*v).to_owned());
     }
-    let mut spec = python_function(name, HANDLER, json!({"Pinned": false}), vars);
+    // One instance: the records are counted per instance's init, and a second invocation
+    // sent while the extension has not yet asked for its next event would otherwise start
+    // another.
+    let mut spec = python_function(
+        name,
+        HANDLER,
+        json!({"Pinned": false, "MaxInstancesCount": 1}),
+        vars,
+    );
     spec["Layers"] = json!([layer]);
     assert_eq!(host.create(spec).await.status, 201);
     let function_log = tmp.path().join(format!("root/logs/{name}.log"));
