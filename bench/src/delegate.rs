@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
@@ -62,7 +62,7 @@ async fn create(host: &Host, name: &str, greengrass: serde_json::Value) -> anyho
         "Runtime": "python3.11",
         "Role": "arn:aws:iam::000000000000:role/x",
         "Handler": "app.handler",
-        "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(zip()?)},
+        "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(crate::lambkin::zip_of("app.py", CODE.as_bytes(), 0o644)?)},
         "Timeout": 30,
         "Greengrass": greengrass,
     });
@@ -156,20 +156,6 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         seconds,
         loadavg: crate::procfs::loadavg(),
     })
-}
-
-fn zip() -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut w = zip::ZipWriter::new(&mut buf);
-    w.start_file(
-        "app.py",
-        zip::write::SimpleFileOptions::default().unix_permissions(0o644),
-    )
-    .context("zip")?;
-    w.write_all(CODE.as_bytes())?;
-    w.finish().context("zip")?;
-    Ok(buf.into_inner())
 }
 
 fn render(r: &Report) -> String {

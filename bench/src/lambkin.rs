@@ -346,17 +346,23 @@ fn host_stderr_tail(root: &Path) -> String {
 
 /// The deployment package: `bootstrap` at the top, mode 0755.
 pub fn echo_zip(bootstrap: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
     let binary = std::fs::read(bootstrap)
         .with_context(|| format!("cannot read the fixture {}", bootstrap.display()))?;
+    zip_of("bootstrap", &binary, 0o755)
+}
+
+/// A deployment package of one file, `name` with `content` and mode `mode`.
+pub fn zip_of(name: &str, content: &[u8], mode: u32) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
     let mut buf = std::io::Cursor::new(Vec::new());
     let mut zip = zip::ZipWriter::new(&mut buf);
     zip.start_file(
-        "bootstrap",
-        zip::write::SimpleFileOptions::default().unix_permissions(0o755),
-    )?;
-    zip.write_all(&binary)?;
-    zip.finish()?;
+        name,
+        zip::write::SimpleFileOptions::default().unix_permissions(mode),
+    )
+    .context("zip")?;
+    zip.write_all(content)?;
+    zip.finish().context("zip")?;
     Ok(buf.into_inner())
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
@@ -71,7 +71,7 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
     };
 
     say("creating the Lambda function echo-node and the OpenWhisk action echo");
-    let zip = node_zip()?;
+    let zip = crate::lambkin::zip_of("index.js", LAMBDA_CODE.as_bytes(), 0o644)?;
     let body = serde_json::json!({
         "FunctionName": "echo-node",
         "Runtime": "nodejs20.x",
@@ -133,20 +133,6 @@ async fn run(lambkin: Option<PathBuf>, args: &Args) -> anyhow::Result<Report> {
         loadavg: crate::procfs::loadavg(),
         synced: args.synced,
     })
-}
-
-fn node_zip() -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut w = zip::ZipWriter::new(&mut buf);
-    w.start_file(
-        "index.js",
-        zip::write::SimpleFileOptions::default().unix_permissions(0o644),
-    )
-    .context("zip")?;
-    w.write_all(LAMBDA_CODE.as_bytes())?;
-    w.finish().context("zip")?;
-    Ok(buf.into_inner())
 }
 
 fn micros(d: Duration) -> String {
