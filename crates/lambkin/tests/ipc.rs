@@ -719,30 +719,14 @@ struct Broker {
     port: u16,
 }
 
-/// A loopback port free now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn mosquitto() -> Option<&'static Path> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-}
-
 impl Broker {
     fn start(dir: &Path) -> Option<Broker> {
-        Broker::start_on(dir, free_port())
+        Broker::start_on(dir, support::free_port())
     }
 
     /// On `port`, keeping its sessions in `dir` across a stop and a start (persistence).
     fn start_on(dir: &Path, port: u16) -> Option<Broker> {
-        let binary = mosquitto()?;
+        let binary = support::mosquitto()?;
         let conf = dir.join("mosquitto.conf");
         let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .unwrap()
@@ -797,44 +781,7 @@ impl Drop for Broker {
 /// An MQTT client at the broker subscribed to `filter`; what arrives comes out of the
 /// receiver as (topic, payload). Returns once the broker has acknowledged the subscription.
 fn broker_subscriber(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
-    session_subscriber(port, filter, true)
-}
-
-/// As [`broker_subscriber`]; with `clean` false, a persistent session (the broker keeps
-/// what arrives for it while it is away, and hands it over when it connects again).
-fn session_subscriber(
-    port: u16,
-    filter: &str,
-    clean: bool,
-) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
-    let mut options = rumqttc::MqttOptions::new("lambkin-test-sub", "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_clean_session(clean);
-    let (client, mut connection) = rumqttc::Client::new(options, 16);
-    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (acked_tx, acked) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _client = client;
-        for event in connection.iter() {
-            match event {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    let _ = acked_tx.send(());
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    acked
-        .recv_timeout(PATIENCE)
-        .expect("the broker did not acknowledge the test's subscription");
-    rx
+    support::mqtt_subscriber(port, filter, "lambkin-test-sub", true)
 }
 
 /// What arrives at the broker for `wanted` within PATIENCE, and the topics that came before.
@@ -997,14 +944,19 @@ fn offline_the_memory_spool_keeps_qos1_until_full_and_refuses_qos0() {
     let tmp = tempfile::tempdir().unwrap();
     let broker_dir = tmp.path().join("broker");
     std::fs::create_dir_all(&broker_dir).unwrap();
-    let port = free_port();
+    let port = support::free_port();
     // A persistent session at the broker, made before it goes away: what the host sends
     // when the broker is back waits there for the test's subscriber, however fast the host.
     let Some(broker) = Broker::start_on(&broker_dir, port) else {
         support::skipped("mosquitto is not installed (scripts/install-test-deps)");
         return;
     };
-    drop(session_subscriber(port, "dev/#", false));
+    drop(support::mqtt_subscriber(
+        port,
+        "dev/#",
+        "lambkin-test-sub",
+        false,
+    ));
     broker.stop();
 
     let root = tmp.path().join("root");
@@ -1065,7 +1017,7 @@ fn offline_the_memory_spool_keeps_qos1_until_full_and_refuses_qos0() {
     // The broker comes back: the three kept messages arrive, in order; then a message sent
     // now arrives with nothing before it (the refused ones were never sent).
     let _broker = Broker::start_on(&broker_dir, port).unwrap();
-    let messages = session_subscriber(port, "dev/#", false);
+    let messages = support::mqtt_subscriber(port, "dev/#", "lambkin-test-sub", false);
     let (_, before) = arrives(&messages, "dev/3");
     assert_eq!(before, ["dev/1", "dev/2"]);
     let (shape, body) = publish("dev/after", "1");

@@ -43,22 +43,6 @@ fn libfaketime() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn mosquitto() -> Option<&'static Path> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-}
-
-/// A loopback port free now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The environment that sets a process's wall clock by libfaketime: from `clock`, a file
 /// holding the offset (read again every second, so a test can set the clock right), with
 /// monotonic time untouched.
@@ -161,7 +145,7 @@ impl Broker {
             .append(true)
             .open(dir.join("mosquitto.log"))
             .unwrap();
-        let child = Command::new(mosquitto().unwrap())
+        let child = Command::new(support::mosquitto().unwrap())
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
@@ -191,40 +175,6 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The test's MQTT client at the broker's plain listener, subscribed to `filter` in a
-/// persistent session (what arrives for it while it is away waits at the broker); returns
-/// once the broker acknowledged the subscription.
-fn session_subscriber(port: u16, filter: &str) -> Receiver<(String, Vec<u8>)> {
-    let mut options = rumqttc::MqttOptions::new("offline-boot-watcher", "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_clean_session(false);
-    let (client, mut connection) = rumqttc::Client::new(options, 64);
-    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (acked_tx, acked) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _client = client;
-        for event in connection.iter() {
-            match event {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    let _ = acked_tx.send(());
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
-    acked
-        .recv_timeout(PATIENCE)
-        .expect("the broker did not acknowledge the test's subscription");
-    rx
 }
 
 /// Starts `lambkin run` on `root` with `env` added, and waits until it is ready.
@@ -397,18 +347,23 @@ fn offline_on_a_clock_years_behind_the_host_serves_at_once_and_drains_its_spool_
         support::skipped("libfaketime is not installed (scripts/install-test-deps: faketime)");
         return;
     };
-    if mosquitto().is_none() {
+    if support::mosquitto().is_none() {
         support::skipped("mosquitto is not installed (scripts/install-test-deps)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let broker_dir = tmp.path().join("broker");
     std::fs::create_dir_all(&broker_dir).unwrap();
-    let port = free_port();
+    let port = support::free_port();
     // The test's own session at the broker, made before the broker goes: what the host sends
     // once the broker is back waits there for the test, however fast the host is.
     let broker = Broker::start(&broker_dir, port, None);
-    drop(session_subscriber(port, "dev/#"));
+    drop(support::mqtt_subscriber(
+        port,
+        "dev/#",
+        "offline-boot-watcher",
+        false,
+    ));
     broker.stop();
 
     let root = tmp.path().join("root");
@@ -520,7 +475,7 @@ fn offline_on_a_clock_years_behind_the_host_serves_at_once_and_drains_its_spool_
 
     // The broker appears: the spool drains, in order, and is empty.
     let _broker = Broker::start(&broker_dir, port, None);
-    let messages = session_subscriber(port, "dev/#");
+    let messages = support::mqtt_subscriber(port, "dev/#", "offline-boot-watcher", false);
     drained_in_order(&messages, SPOOLED);
     assert!(
         wait_for(PATIENCE, || (spooled(&root) == 0).then_some(())).is_some(),
@@ -535,7 +490,7 @@ fn the_brokers_certificate_is_checked_again_once_the_clock_is_set_right() {
         support::skipped("libfaketime is not installed (scripts/install-test-deps: faketime)");
         return;
     };
-    if mosquitto().is_none() {
+    if support::mosquitto().is_none() {
         support::skipped("mosquitto is not installed (scripts/install-test-deps)");
         return;
     }
@@ -543,9 +498,9 @@ fn the_brokers_certificate_is_checked_again_once_the_clock_is_set_right() {
     let files = tls_files(&tmp.path().join("tls"));
     let broker_dir = tmp.path().join("broker");
     std::fs::create_dir_all(&broker_dir).unwrap();
-    let (port, tls_port) = (free_port(), free_port());
+    let (port, tls_port) = (support::free_port(), support::free_port());
     let _broker = Broker::start(&broker_dir, port, Some((tls_port, &files)));
-    let messages = session_subscriber(port, "dev/#");
+    let messages = support::mqtt_subscriber(port, "dev/#", "offline-boot-watcher", false);
 
     let root = tmp.path().join("root");
     std::fs::create_dir_all(&root).unwrap();

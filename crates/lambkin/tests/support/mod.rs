@@ -602,3 +602,60 @@ impl IpcClient {
         )
     }
 }
+
+/// The installed mosquitto, if any.
+pub fn mosquitto() -> Option<&'static Path> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+}
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The test's own MQTT client (`client_id`) at a broker's plain listener on `port`, subscribed
+/// to `filter` at QoS 1; with `clean` false, in a persistent session (what arrives for it while
+/// it is away waits at the broker). What arrives comes out as (topic, payload). Returns once
+/// the broker has acknowledged the subscription.
+pub fn mqtt_subscriber(
+    port: u16,
+    filter: &str,
+    client_id: &str,
+    clean: bool,
+) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
+    let mut options = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_session(clean);
+    let (client, mut connection) = rumqttc::Client::new(options, 64);
+    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (acked_tx, acked) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = acked_tx.send(());
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    acked
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the broker did not acknowledge the test's subscription");
+    rx
+}
