@@ -56,13 +56,7 @@ fn delegated(max: u32, policy: &str, target: &str, remote_name: &str) -> Value {
 /// B: a host whose function `work` says it ran on B.
 async fn start_b(root: &Path) -> Host {
     let b = Host::start(root);
-    let created = b.create(function("work", "B", 0, on_demand(20))).await;
-    assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    b.created(function("work", "B", 0, on_demand(20))).await;
     let created = b.create(function("slow", "B", 200, on_demand(20))).await;
     assert_eq!(created.status, 201);
     b
@@ -123,32 +117,18 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
         ),
     );
     let a = Host::start(&a_root);
-    let created = a
-        .create(function(
-            "rem-tes",
-            "A",
-            0,
-            delegated(2, "remote", "b-tes", "work"),
-        ))
-        .await;
-    assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    a.created(function(
+        "rem-tes",
+        "A",
+        0,
+        delegated(2, "remote", "b-tes", "work"),
+    ))
+    .await;
     assert_eq!(host_of(&a.invoke("rem-tes", &json!({})).await), "B");
 
     // `remote`: runs on B, as B's log shows; A's log says where it went.
-    let created = a
-        .create(function("rem", "A", 0, delegated(2, "remote", "b", "work")))
+    a.created(function("rem", "A", 0, delegated(2, "remote", "b", "work")))
         .await;
-    assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
     let configuration = body_json(&a.call("GET", "/2015-03-31/functions/rem", &[], "").await);
     assert_eq!(
         configuration["Configuration"]["Greengrass"]["Delegation"]["Policy"],
@@ -402,15 +382,8 @@ async fn offline_remote_first_runs_here_remote_fails_and_events_wait_for_the_pee
         ("rem", "remote"),
         ("ev", "remote"),
     ] {
-        let created = a
-            .create(function(name, "A", 0, delegated(2, policy, "b", "work")))
+        a.created(function(name, "A", 0, delegated(2, policy, "b", "work")))
             .await;
-        assert_eq!(
-            created.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&created.body)
-        );
     }
     // Online, remote-first runs on B.
     assert_eq!(host_of(&a.invoke("first", &json!({})).await), "B");
@@ -544,8 +517,7 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
         ("to-garbage", "garbage", "remote target garbage answered something that is not an Invoke answer"),
         ("to-down", "down", "remote target down is unreachable"),
     ] {
-        let created = a.create(function(name, "A", 0, delegated(2, "remote", target, "work"))).await;
-        assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+        a.created(function(name, "A", 0, delegated(2, "remote", target, "work"))).await;
         let reply = a.invoke(name, &json!({})).await;
         assert_eq!(reply.status, 502, "{name}: {}", String::from_utf8_lossy(&reply.body));
         assert_eq!(header(&reply, "x-amzn-errortype"), Some("RemoteTargetException"));
@@ -556,13 +528,8 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
     // than MaxQueueSize (2) of them; the next are refused 429 and not stored.
     let mut bounded = delegated(2, "remote", "down", "work");
     bounded["MaxQueueSize"] = json!(2);
-    let created = a.create(function("to-down-bounded", "A", 0, bounded)).await;
-    assert_eq!(
-        created.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&created.body)
-    );
+    a.created(function("to-down-bounded", "A", 0, bounded))
+        .await;
     let mut statuses = Vec::new();
     for n in 0..5 {
         statuses.push(
@@ -581,13 +548,7 @@ async fn bad_targets_answer_clear_errors_and_lose_nothing() {
     ] {
         let mut spec = function(name, "A", 0, delegated(2, policy, "silent", "work"));
         spec["Timeout"] = json!(1);
-        let created = a.create(spec).await;
-        assert_eq!(
-            created.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&created.body)
-        );
+        a.created(spec).await;
     }
     let reply = a.invoke("silent-remote", &json!({})).await;
     assert_eq!(
@@ -813,20 +774,13 @@ async fn an_https_target_is_reached_through_tls_it_trusts() {
     .unwrap();
     let a = Host::start(&a_root);
     for (name, target) in [("over-tls", "tls"), ("untrusted", "untrusted")] {
-        let created = a
-            .create(function(
-                name,
-                "A",
-                0,
-                delegated(2, "remote", target, "work"),
-            ))
-            .await;
-        assert_eq!(
-            created.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&created.body)
-        );
+        a.created(function(
+            name,
+            "A",
+            0,
+            delegated(2, "remote", target, "work"),
+        ))
+        .await;
     }
     assert_eq!(host_of(&a.invoke("over-tls", &json!({})).await), "B");
     let reply = a.invoke("untrusted", &json!({})).await;

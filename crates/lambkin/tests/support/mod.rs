@@ -123,6 +123,17 @@ impl Host {
         .await
     }
 
+    /// As [`Host::create`], failing the test with the host's answer unless it is 201.
+    pub async fn created(&self, spec: serde_json::Value) {
+        let reply = self.create(spec).await;
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+
     pub async fn invoke(&self, name: &str, payload: &serde_json::Value) -> HttpReply {
         self.call(
             "POST",
