@@ -88,10 +88,12 @@ impl LogFile {
         if text.is_empty() {
             return;
         }
-        let stamp = timestamp::iso8601_millis(SystemTime::now());
-        let mut out = Vec::with_capacity(text.len() + 40);
+        let stamp = timestamp::iso8601_millis_bytes(SystemTime::now());
+        let lines = text.iter().filter(|b| **b == b'\n').count() + 1;
+        let prefix = stamp.len() + level.tag().len() + 4;
+        let mut out = Vec::with_capacity(text.len() + lines * (prefix + 1));
         for line in text.split(|b| *b == b'\n') {
-            out.extend_from_slice(stamp.as_bytes());
+            out.extend_from_slice(&stamp);
             out.push(b' ');
             out.push(b'[');
             out.extend_from_slice(level.tag().as_bytes());

@@ -10,17 +10,30 @@ fn since_epoch(t: SystemTime) -> Duration {
 
 /// `2026-11-22T03:57:00.123Z`
 pub fn iso8601_millis(t: SystemTime) -> String {
+    String::from_utf8_lossy(&iso8601_millis_bytes(t)).into_owned()
+}
+
+/// [`iso8601_millis`] as bytes on the stack: every log line is stamped with it.
+pub fn iso8601_millis_bytes(t: SystemTime) -> [u8; 24] {
     let d = since_epoch(t);
     let secs = d.as_secs() as i64;
     let (y, mo, da) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, u64::from(mo));
+    put(8, 2, u64::from(da));
+    put(11, 2, (rem / 3600) as u64);
+    put(14, 2, (rem / 60 % 60) as u64);
+    put(17, 2, (rem % 60) as u64);
+    put(20, 3, u64::from(d.subsec_millis()));
+    out
 }
 
 /// `2026-11-22T03:57:00.123+0000`, the form of Lambda's `LastModified`.
@@ -55,5 +68,7 @@ mod tests {
         // A leap day.
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(iso8601_millis(leap), "2000-02-29T00:00:00.000Z");
+        let late = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
+        assert_eq!(iso8601_millis(late), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -14,6 +14,18 @@ pub const HEADER_EXECUTED_VERSION: &str = "x-amz-executed-version";
 pub const HEADER_REQUEST_ID: &str = "x-amzn-requestid";
 pub const HEADER_ERROR_TYPE: &str = "x-amzn-errortype";
 
+/// The response headers an invoke answer carries, as header names made at compile time: a
+/// name given as text is parsed, and a non-standard one copied, on every response.
+pub mod header {
+    use http::HeaderName;
+
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static(super::HEADER_REQUEST_ID);
+    pub const EXECUTED_VERSION: HeaderName =
+        HeaderName::from_static(super::HEADER_EXECUTED_VERSION);
+    pub const FUNCTION_ERROR: HeaderName = HeaderName::from_static(super::HEADER_FUNCTION_ERROR);
+    pub const LOG_RESULT: HeaderName = HeaderName::from_static(super::HEADER_LOG_RESULT);
+}
+
 /// The only version Lambkin runs; `Qualifier` may name it or be absent.
 pub const LATEST: &str = "$LATEST";
 /// `ClientContext` is at most 3,583 bytes of base64.

@@ -15,6 +15,18 @@ pub const HEADER_COGNITO_IDENTITY: &str = "lambda-runtime-cognito-identity";
 pub const HEADER_ERROR_TYPE: &str = "lambda-runtime-function-error-type";
 pub const HEADER_RESPONSE_MODE: &str = "lambda-runtime-function-response-mode";
 
+/// The headers of a `/next` answer, as header names made at compile time: a name given as
+/// text is parsed, and a non-standard one copied, on every response.
+pub mod header {
+    use http::HeaderName;
+
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static(super::HEADER_REQUEST_ID);
+    pub const DEADLINE_MS: HeaderName = HeaderName::from_static(super::HEADER_DEADLINE_MS);
+    pub const FUNCTION_ARN: HeaderName = HeaderName::from_static(super::HEADER_FUNCTION_ARN);
+    pub const TRACE_ID: HeaderName = HeaderName::from_static(super::HEADER_TRACE_ID);
+    pub const CLIENT_CONTEXT: HeaderName = HeaderName::from_static(super::HEADER_CLIENT_CONTEXT);
+}
+
 pub const EXTENSION_PREFIX: &str = "/2020-01-01/extension";
 pub const HEADER_EXTENSION_NAME: &str = "lambda-extension-name";
 pub const HEADER_EXTENSION_IDENTIFIER: &str = "lambda-extension-identifier";

@@ -12,9 +12,8 @@ use tokio::sync::oneshot;
 use lambkin_proto::lambda::error::{ApiError, ThrottleReason};
 use lambkin_proto::lambda::function::PayloadEncoding;
 use lambkin_proto::lambda::invoke::{
-    FunctionRef, InvocationType, LogType, HEADER_CLIENT_CONTEXT, HEADER_EXECUTED_VERSION,
-    HEADER_FUNCTION_ERROR, HEADER_INVOCATION_TYPE, HEADER_LOG_RESULT, HEADER_LOG_TYPE,
-    HEADER_REQUEST_ID, HEADER_TRACE_ID, LATEST, MAX_CLIENT_CONTEXT_BYTES,
+    header, FunctionRef, InvocationType, LogType, HEADER_CLIENT_CONTEXT, HEADER_INVOCATION_TYPE,
+    HEADER_LOG_TYPE, HEADER_TRACE_ID, LATEST, MAX_CLIENT_CONTEXT_BYTES,
 };
 
 use super::stream::{self, Began, Encoding, ResponseBody, StreamedBody};
@@ -22,6 +21,11 @@ use super::{ApiState, Body};
 use crate::lambda::function::{FunctionHandle, Refusal};
 use crate::lambda::invocation::{Completion, Invocation, InvocationAbort, RequestId};
 use lambkin_proto::lambda::stream::{InvokeComplete, EVENT_STREAM_CONTENT_TYPE};
+
+/// `X-Amz-Executed-Version`'s value, made once.
+const LATEST_VALUE: http::HeaderValue = http::HeaderValue::from_static(LATEST);
+/// `X-Amz-Function-Error`'s value, made once.
+const UNHANDLED: http::HeaderValue = http::HeaderValue::from_static("Unhandled");
 
 /// Seconds a throttled caller is told to wait.
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -72,8 +76,8 @@ pub async fn invoke(
     let request_id = RequestId::new();
     let response_base = || {
         Response::builder()
-            .header(HEADER_REQUEST_ID, request_id.as_str())
-            .header(HEADER_EXECUTED_VERSION, LATEST)
+            .header(header::REQUEST_ID, request_id.as_str())
+            .header(header::EXECUTED_VERSION, LATEST_VALUE)
     };
     match parsed.invocation_type {
         InvocationType::DryRun => Ok(response_base()
@@ -114,17 +118,17 @@ pub async fn invoke(
                 .map_err(|_| ApiError::Service("the invocation was lost".into()))?;
             let response = outcome.map_err(aborted)?;
             let mut builder = response_base().status(StatusCode::OK).header(
-                "content-type",
+                http::header::CONTENT_TYPE,
                 response
                     .content_type
                     .as_deref()
                     .unwrap_or("application/json"),
             );
             if response.function_error {
-                builder = builder.header(HEADER_FUNCTION_ERROR, "Unhandled");
+                builder = builder.header(header::FUNCTION_ERROR, UNHANDLED);
             }
             if let Some(tail) = &response.log_tail {
-                builder = builder.header(HEADER_LOG_RESULT, tail);
+                builder = builder.header(header::LOG_RESULT, tail);
             }
             builder.body(Full::new(response.body)).map_err(internal)
         }
@@ -144,8 +148,8 @@ pub async fn invoke_with_response_stream(
     let request_id = RequestId::new();
     let response_base = || {
         Response::builder()
-            .header(HEADER_REQUEST_ID, request_id.as_str())
-            .header(HEADER_EXECUTED_VERSION, LATEST)
+            .header(header::REQUEST_ID, request_id.as_str())
+            .header(header::EXECUTED_VERSION, LATEST_VALUE)
     };
     match parsed.invocation_type {
         InvocationType::DryRun => {
@@ -204,7 +208,7 @@ fn parse(
     let qualifier = req.uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("Qualifier="))
-            .map(super::percent_decode)
+            .map(|q| super::percent_decode(q).into_owned())
     });
     let target = FunctionRef::parse(name, qualifier.as_deref())?;
     let arn = state.registry.arn(target.name.as_str());

@@ -58,7 +58,8 @@ fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Respons
 pub fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (super::percent_decode(k) == key).then(|| super::percent_decode(&v.replace('+', " ")))
+        (super::percent_decode(k) == key)
+            .then(|| super::percent_decode(&v.replace('+', " ")).into_owned())
     })
 }
 

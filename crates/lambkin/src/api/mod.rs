@@ -53,13 +53,15 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch:
 
 /// The whole route table.
 async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBody> {
-    let path = req.uri().path().to_owned();
-    let segments: Vec<String> = path
+    // A shared handle on the request's URI (no copy), so the segments outlive `req`'s move.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let decoded: Vec<std::borrow::Cow<'_, str>> = path
         .trim_start_matches('/')
         .split('/')
         .map(percent_decode)
         .collect();
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let segments: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let method = req.method().clone();
     // A URL's host form is a URL's alone: nothing else on the listener answers through it.
     let host = req

@@ -51,7 +51,12 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     r
 }
 
-pub(crate) fn percent_decode(segment: &str) -> String {
+/// `segment` with its `%XX` escapes decoded (invalid UTF-8 replaced); borrowed when it has none,
+/// as most paths and query values do.
+pub(crate) fn percent_decode(segment: &str) -> std::borrow::Cow<'_, str> {
+    if !segment.contains('%') {
+        return std::borrow::Cow::Borrowed(segment);
+    }
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -71,7 +76,7 @@ pub(crate) fn percent_decode(segment: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

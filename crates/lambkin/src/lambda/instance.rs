@@ -1593,7 +1593,7 @@ impl Instance {
                     &mut self.pending_start,
                     &mut self.telemetry,
                 );
-                let (end, report) = self.frame_end(&EndFrame {
+                let lines = self.frame_end(&EndFrame {
                     request_id: request_id.clone(),
                     duration,
                     init_duration: current.init_duration,
@@ -1602,9 +1602,10 @@ impl Instance {
                     produced_bytes,
                     spans: std::mem::take(&mut spans),
                 });
-                tail.push_line(end.as_bytes());
-                tail.push_line(report.as_bytes());
-                self.write_end(&end, &report);
+                for line in lines.split('\n') {
+                    tail.push_line(line.as_bytes());
+                }
+                self.write_end(lines);
                 Some(tail.into_base64())
             }
             None => None,
@@ -1681,8 +1682,8 @@ impl Instance {
     /// Writes the output and END/REPORT lines of an invocation answered without a log tail.
     fn log_end(&mut self, frame: EndFrame) {
         self.drain_output();
-        let (end, report) = self.frame_end(&frame);
-        self.write_end(&end, &report);
+        let lines = self.frame_end(&frame);
+        self.write_end(lines);
     }
 
     /// Answers the runtime's `/response` or `/error` request after the caller's answer has
@@ -1705,18 +1706,22 @@ impl Instance {
         }
     }
 
-    /// END and REPORT, with START if nothing was printed in between: one write.
-    fn write_end(&mut self, end: &str, report: &str) {
+    /// END and REPORT (`lines`), with START if nothing was printed in between: one write.
+    fn write_end(&mut self, lines: String) {
         let text = match self.pending_start.take() {
-            Some(start) => format!("{start}\n{end}\n{report}"),
-            None => format!("{end}\n{report}"),
+            Some(mut start) => {
+                start.push('\n');
+                start.push_str(&lines);
+                start
+            }
+            None => lines,
         };
         self.spec.log.write_lines(Level::Info, text.as_bytes());
     }
 
-    /// The END and REPORT lines of an invocation (and its `platform.runtimeDone` and
-    /// `platform.report` records, with the same numbers).
-    fn frame_end(&mut self, frame: &EndFrame) -> (String, String) {
+    /// The END and REPORT lines of an invocation, `\n` between them (and its
+    /// `platform.runtimeDone` and `platform.report` records, with the same numbers).
+    fn frame_end(&mut self, frame: &EndFrame) -> String {
         let EndFrame {
             ref request_id,
             duration,
@@ -1772,10 +1777,9 @@ impl Instance {
                 },
             });
         }
-        (
-            logs::end_line(request_id),
-            logs::report_line(request_id, &report),
-        )
+        let mut lines = String::new();
+        logs::push_end_lines(&mut lines, request_id, &report);
+        lines
     }
 
     /// The init's platform records: each extension's, the runtime's done, the init's report.
@@ -2577,18 +2581,18 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Runtim
 fn next_response(next: NextInvocation) -> Response<Body> {
     let mut builder = Response::builder()
         .status(StatusCode::OK)
-        .header(rt::HEADER_REQUEST_ID, &next.request_id)
-        .header(rt::HEADER_DEADLINE_MS, next.deadline_ms.to_string())
+        .header(rt::header::REQUEST_ID, &next.request_id)
+        .header(rt::header::DEADLINE_MS, next.deadline_ms)
         .header(
-            "content-type",
+            http::header::CONTENT_TYPE,
             next.content_type.as_deref().unwrap_or("application/json"),
         );
-    builder = builder.header(rt::HEADER_FUNCTION_ARN, &*next.function_arn);
+    builder = builder.header(rt::header::FUNCTION_ARN, &*next.function_arn);
     if let Some(trace) = &next.trace_id {
-        builder = builder.header(rt::HEADER_TRACE_ID, trace);
+        builder = builder.header(rt::header::TRACE_ID, trace);
     }
     if let Some(cc) = &next.client_context {
-        builder = builder.header(rt::HEADER_CLIENT_CONTEXT, &*header_safe_json(cc));
+        builder = builder.header(rt::header::CLIENT_CONTEXT, &*header_safe_json(cc));
     }
     builder
         .body(Full::new(next.payload))
@@ -2627,7 +2631,7 @@ fn accepted() -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(br#"{"status":"OK"}"#)));
     *r.status_mut() = StatusCode::ACCEPTED;
     r.headers_mut().insert(
-        "content-type",
+        http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
     r

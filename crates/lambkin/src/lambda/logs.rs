@@ -34,10 +34,6 @@ pub fn start_line(request_id: &str, version: &str) -> String {
     format!("START RequestId: {request_id} Version: {version}")
 }
 
-pub fn end_line(request_id: &str) -> String {
-    format!("END RequestId: {request_id}")
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Report {
     pub duration: Duration,
@@ -47,19 +43,40 @@ pub struct Report {
     pub timed_out: bool,
 }
 
-pub fn report_line(request_id: &str, r: &Report) -> String {
-    let (ms, billed) = report_durations(r);
-    let mut line = format!(
-        "REPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+/// The END and REPORT lines of an invocation, one after the other (`\n` between, none at the
+/// end), appended to `out`: written once per invocation, with no text made in between.
+pub fn push_end_lines(out: &mut String, request_id: &str, r: &Report) {
+    use std::fmt::Write;
+    let billed = report_durations(r).1;
+    out.reserve(2 * request_id.len() + 128);
+    out.push_str("END RequestId: ");
+    out.push_str(request_id);
+    out.push_str("\nREPORT RequestId: ");
+    out.push_str(request_id);
+    out.push_str("\tDuration: ");
+    push_millis_2dp(out, r.duration);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        " ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
         r.memory_size_mb, r.max_memory_used_mb
     );
     if let Some(init) = r.init_duration {
-        line.push_str(&format!("\tInit Duration: {:.2} ms", millis_2dp(init)));
+        out.push_str("\tInit Duration: ");
+        push_millis_2dp(out, init);
+        out.push_str(" ms");
     }
     if r.timed_out {
-        line.push_str("\tStatus: timeout");
+        out.push_str("\tStatus: timeout");
     }
-    line
+}
+
+/// `d` in milliseconds with two decimals, rounded half up as [`millis_2dp`] and `{:.2}` print
+/// it, in integer arithmetic.
+fn push_millis_2dp(out: &mut String, d: Duration) {
+    use std::fmt::Write;
+    let hundredths = d.as_micros().saturating_add(5) / 10;
+    let _ = write!(out, "{}.{:02}", hundredths / 100, hundredths % 100);
 }
 
 /// A duration in milliseconds as the REPORT line prints it (two decimals).
@@ -136,7 +153,9 @@ mod tests {
 
     #[test]
     fn report_has_every_field() {
-        let line = report_line(
+        let mut lines = String::new();
+        push_end_lines(
+            &mut lines,
             "id",
             &Report {
                 duration: Duration::from_micros(1500),
@@ -146,7 +165,34 @@ mod tests {
                 timed_out: false,
             },
         );
-        assert_eq!(line, "REPORT RequestId: id\tDuration: 1.50 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tInit Duration: 30.00 ms");
+        assert_eq!(lines, "END RequestId: id\nREPORT RequestId: id\tDuration: 1.50 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tInit Duration: 30.00 ms");
+        let mut lines = String::new();
+        push_end_lines(
+            &mut lines,
+            "id",
+            &Report {
+                duration: Duration::from_micros(2_999_995),
+                memory_size_mb: 128,
+                max_memory_used_mb: 20,
+                init_duration: None,
+                timed_out: true,
+            },
+        );
+        assert!(
+            lines.ends_with("\tDuration: 3000.00 ms\tBilled Duration: 3000 ms\tMemory Size: 128 MB\tMax Memory Used: 20 MB\tStatus: timeout"),
+            "{lines}"
+        );
+    }
+
+    proptest::proptest! {
+        /// The integer formatting prints what the float rounding and `{:.2}` print.
+        #[test]
+        fn durations_print_as_rounded_millis(micros in 0u64..10_000_000_000) {
+            let d = Duration::from_micros(micros);
+            let mut text = String::new();
+            push_millis_2dp(&mut text, d);
+            proptest::prop_assert_eq!(text, format!("{:.2}", millis_2dp(d)));
+        }
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(super) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let decode = |s: &str| percent_decode(&s.replace('+', " "));
+            let decode = |s: &str| percent_decode(&s.replace('+', " ")).into_owned();
             (decode(k), decode(v))
         })
         .collect()

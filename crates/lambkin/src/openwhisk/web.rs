@@ -98,7 +98,7 @@ pub async fn serve(
                 .filter(|p| !p.is_empty())
             {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let decode = |s: &str| percent_decode(&s.replace('+', " "));
+                let decode = |s: &str| percent_decode(&s.replace('+', " ")).into_owned();
                 params.insert(decode(k), json!(decode(v)));
             }
         } else {
