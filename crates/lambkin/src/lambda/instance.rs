@@ -1736,7 +1736,7 @@ impl Instance {
             memory_size_mb: self.spec.config.memory_size_mb,
             max_memory_used_mb: match &self.sandbox {
                 Some(sandbox) => sandbox.peak_mb().unwrap_or(0),
-                None => self.memory.as_ref().map_or(0, |m| m.peak_mb()),
+                None => self.memory.as_mut().map_or(0, logs::MemoryProbe::peak_mb),
             },
             init_duration,
             timed_out,

@@ -90,30 +90,71 @@ pub fn report_durations(r: &Report) -> (f64, u64) {
     (millis_2dp(r.duration), billed)
 }
 
-/// Reads a process's peak resident memory (`VmHWM` of `/proc/PID/status`) with one `pread`
-/// of a file kept open: this runs once per invocation.
+/// Reads a process's peak resident memory (`VmHWM` of `/proc/PID/status`), once per
+/// invocation, from files kept open.
+///
+/// The status file is costly to read (the kernel formats some fifty fields for it), so it is
+/// read again only when the peak may have moved: a process's resident set grows only by page
+/// faults, which its fault counters (`/proc/PID/stat`, a few numbers) count, including those
+/// of a peak reached and released within one invocation. Growth no fault of its own counts
+/// (another process writing into its memory, the kernel merging its pages into huge ones) is
+/// caught by a full reading at least every [`MemoryProbe::RECHECK`].
 #[derive(Debug)]
 pub struct MemoryProbe {
     status: std::fs::File,
+    stat: std::fs::File,
+    /// The fault count and peak at the last full reading, and when it was taken.
+    seen: Option<(u64, u64, std::time::Instant)>,
 }
 
 impl MemoryProbe {
+    /// The longest a peak is reused while the fault counters stand still.
+    pub const RECHECK: Duration = Duration::from_secs(1);
+
     pub fn open(pid: u32) -> Option<Self> {
-        std::fs::File::open(format!("/proc/{pid}/status"))
-            .ok()
-            .map(|status| Self { status })
+        let open = |name: &str| std::fs::File::open(format!("/proc/{pid}/{name}")).ok();
+        Some(Self {
+            status: open("status")?,
+            stat: open("stat")?,
+            seen: None,
+        })
     }
 
     /// Peak RSS in MB, 0 once the process is gone.
-    pub fn peak_mb(&self) -> u64 {
-        use std::os::unix::fs::FileExt;
-        // `VmHWM` sits in the first kilobyte or so.
-        let mut buf = [0u8; 4096];
-        match self.status.read_at(&mut buf, 0) {
-            Ok(n) => parse_vm_hwm_mb(&buf[..n]),
-            Err(_) => 0,
+    pub fn peak_mb(&mut self) -> u64 {
+        let now = std::time::Instant::now();
+        let faults = read_at_start(&self.stat, &mut [0u8; 1024]).and_then(parse_faults);
+        if let (Some(faults), Some((seen_faults, peak, at))) = (faults, self.seen) {
+            if faults == seen_faults && now.duration_since(at) < Self::RECHECK {
+                return peak;
+            }
         }
+        // `VmHWM` sits in the first kilobyte or so.
+        let peak = read_at_start(&self.status, &mut [0u8; 4096]).map_or(0, parse_vm_hwm_mb);
+        self.seen = faults.map(|f| (f, peak, now));
+        peak
     }
+}
+
+/// The start of a `/proc` file kept open (one `pread`), `None` once its process is gone.
+fn read_at_start<'b>(file: &std::fs::File, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    use std::os::unix::fs::FileExt;
+    let n = file.read_at(buf, 0).ok().filter(|n| *n > 0)?;
+    Some(&buf[..n])
+}
+
+/// Minor plus major faults of a `/proc/PID/stat` text (fields 10 and 12, counted after the
+/// command name's closing parenthesis, as the name itself may hold spaces and parentheses).
+fn parse_faults(stat: &[u8]) -> Option<u64> {
+    let after = stat.iter().rposition(|b| *b == b')')?;
+    let mut fields = stat[after + 1..]
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty());
+    // After the name: state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt, majflt.
+    let number = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u64>().ok();
+    let minor = number(fields.nth(7)?)?;
+    let major = number(fields.nth(1)?)?;
+    minor.checked_add(major)
 }
 
 /// `VmHWM` of a `/proc/PID/status` text, in MB rounded up (0 if absent); on bytes, with no
@@ -196,8 +237,40 @@ mod tests {
     }
 
     #[test]
+    fn a_peak_reached_and_released_between_readings_is_reported() {
+        let mut probe = MemoryProbe::open(std::process::id()).unwrap();
+        let before = probe.peak_mb();
+        assert!(before > 0);
+        // Touched, then given back to the system (an allocation this large is its own
+        // mapping): the resident set is back down before the next reading, its peak is not.
+        let size = (before as usize + 256) << 20;
+        let mut block = vec![0u8; size];
+        for page in block.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&block);
+        drop(block);
+        let after = probe.peak_mb();
+        assert!(
+            after >= before + 200,
+            "peak {after} MB after touching {} MB from {before} MB",
+            size >> 20
+        );
+    }
+
+    #[test]
+    fn fault_counts_are_read_past_any_command_name() {
+        let stat = b"42 (a) b) (c) S 1 42 42 0 -1 4194560 1234 99 5 7 0 0";
+        assert_eq!(parse_faults(stat), Some(1239));
+        assert_eq!(parse_faults(b"42 (x) S 1 42"), None);
+        assert_eq!(parse_faults(b""), None);
+        let own = std::fs::read(format!("/proc/{}/stat", std::process::id())).unwrap();
+        assert!(parse_faults(&own).unwrap() > 0);
+    }
+
+    #[test]
     fn peak_memory_of_this_process_is_known() {
-        let probe = MemoryProbe::open(std::process::id()).unwrap();
+        let mut probe = MemoryProbe::open(std::process::id()).unwrap();
         assert!(probe.peak_mb() > 0);
         assert_eq!(parse_vm_hwm_mb(b"Name:\tx\nVmHWM:\t   2049 kB\n"), 3);
         assert_eq!(
