@@ -10,7 +10,7 @@
 //! before it is ready fails the oldest waiting invocation with its init error, so a broken
 //! function answers errors instead of looping forever.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,6 +87,11 @@ pub struct Scheduler<T> {
     limits: Limits,
     queue: VecDeque<T>,
     instances: BTreeMap<InstanceId, InstanceSlot>,
+    /// The idle instances by the time they became idle, and how many instances are starting:
+    /// kept with every change of a slot ([`Scheduler::set_slot`]), so that choosing an
+    /// instance and the next wakeup do not walk every instance at each event.
+    idle: BTreeSet<(Instant, InstanceId)>,
+    starting: usize,
     next_id: u64,
     generation: u64,
     failed_starts: u32,
@@ -108,6 +113,8 @@ impl<T> Scheduler<T> {
             limits,
             queue: VecDeque::new(),
             instances: BTreeMap::new(),
+            idle: BTreeSet::new(),
+            starting: 0,
             next_id: 0,
             generation: 0,
             failed_starts: 0,
@@ -180,13 +187,47 @@ impl<T> Scheduler<T> {
         if self.limits.pinned {
             return None;
         }
-        self.instances
-            .values()
-            .filter_map(|i| match i.slot {
-                Slot::Idle { since } => Some(since + self.limits.max_idle),
-                _ => None,
-            })
-            .min()
+        self.idle
+            .first()
+            .map(|(since, _)| *since + self.limits.max_idle)
+    }
+
+    /// Sets an instance's slot, keeping the idle and starting indexes.
+    fn set_slot(&mut self, id: InstanceId, slot: Slot) {
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        let was = std::mem::replace(&mut inst.slot, slot);
+        Self::unindex(&mut self.idle, &mut self.starting, id, was);
+        match slot {
+            Slot::Idle { since } => {
+                self.idle.insert((since, id));
+            }
+            Slot::Starting => self.starting += 1,
+            Slot::Busy | Slot::Stopping => {}
+        }
+    }
+
+    /// Forgets an instance (its process is gone), keeping the indexes.
+    fn remove(&mut self, id: InstanceId) -> Option<InstanceSlot> {
+        let was = self.instances.remove(&id)?;
+        Self::unindex(&mut self.idle, &mut self.starting, id, was.slot);
+        Some(was)
+    }
+
+    fn unindex(
+        idle: &mut BTreeSet<(Instant, InstanceId)>,
+        starting: &mut usize,
+        id: InstanceId,
+        was: Slot,
+    ) {
+        match was {
+            Slot::Idle { since } => {
+                idle.remove(&(since, id));
+            }
+            Slot::Starting => *starting = starting.saturating_sub(1),
+            Slot::Busy | Slot::Stopping => {}
+        }
     }
 
     pub fn on(&mut self, event: Event<T>, now: Instant) -> Vec<Action<T>> {
@@ -213,17 +254,17 @@ impl<T> Scheduler<T> {
             Event::Ready(id) => {
                 self.failed_starts = 0;
                 let generation = self.generation;
-                if let Some(inst) = self.instances.get_mut(&id) {
+                if let Some(inst) = self.instances.get(&id) {
                     if inst.generation != generation || self.shut_down {
-                        inst.slot = Slot::Stopping;
+                        self.set_slot(id, Slot::Stopping);
                         actions.push(Action::Stop(id));
                     } else if inst.slot != Slot::Stopping {
-                        inst.slot = Slot::Idle { since: now };
+                        self.set_slot(id, Slot::Idle { since: now });
                     }
                 }
             }
             Event::Exited { id, before_ready } => {
-                let was = self.instances.remove(&id);
+                let was = self.remove(id);
                 let stopped_on_purpose = matches!(was.map(|i| i.slot), Some(Slot::Stopping));
                 if before_ready && !stopped_on_purpose {
                     self.failed_starts = self.failed_starts.saturating_add(1);
@@ -235,13 +276,17 @@ impl<T> Scheduler<T> {
             Event::Tick => {
                 if !self.limits.pinned {
                     let max_idle = self.limits.max_idle;
-                    for (id, inst) in self.instances.iter_mut() {
-                        if let Slot::Idle { since } = inst.slot {
-                            if since + max_idle <= now {
-                                inst.slot = Slot::Stopping;
-                                actions.push(Action::Stop(*id));
-                            }
-                        }
+                    let mut expired: Vec<InstanceId> = self
+                        .idle
+                        .iter()
+                        .take_while(|(since, _)| *since + max_idle <= now)
+                        .map(|(_, id)| *id)
+                        .collect();
+                    // In the order of their ids, as the instances are kept.
+                    expired.sort_unstable();
+                    for id in expired {
+                        self.set_slot(id, Slot::Stopping);
+                        actions.push(Action::Stop(id));
                     }
                 }
             }
@@ -249,21 +294,29 @@ impl<T> Scheduler<T> {
                 self.limits = limits;
                 self.generation += 1;
                 self.failed_starts = 0;
-                for (id, inst) in self.instances.iter_mut() {
-                    if matches!(inst.slot, Slot::Idle { .. } | Slot::Starting) {
-                        inst.slot = Slot::Stopping;
-                        actions.push(Action::Stop(*id));
-                    }
+                let replaced: Vec<InstanceId> = self
+                    .instances
+                    .iter()
+                    .filter(|(_, i)| matches!(i.slot, Slot::Idle { .. } | Slot::Starting))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in replaced {
+                    self.set_slot(id, Slot::Stopping);
+                    actions.push(Action::Stop(id));
                 }
             }
             Event::Shutdown => {
                 self.shut_down = true;
                 actions.extend(self.queue.drain(..).map(Action::Abandon));
-                for (id, inst) in self.instances.iter_mut() {
-                    if inst.slot != Slot::Stopping {
-                        inst.slot = Slot::Stopping;
-                        actions.push(Action::Stop(*id));
-                    }
+                let stopping: Vec<InstanceId> = self
+                    .instances
+                    .iter()
+                    .filter(|(_, i)| i.slot != Slot::Stopping)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stopping {
+                    self.set_slot(id, Slot::Stopping);
+                    actions.push(Action::Stop(id));
                 }
                 return actions;
             }
@@ -284,9 +337,7 @@ impl<T> Scheduler<T> {
             let Some(t) = self.queue.pop_front() else {
                 break;
             };
-            if let Some(inst) = self.instances.get_mut(&id) {
-                inst.slot = Slot::Busy;
-            }
+            self.set_slot(id, Slot::Busy);
             actions.push(Action::Assign(id, t));
         }
         let max = if self.limits.pinned {
@@ -294,11 +345,7 @@ impl<T> Scheduler<T> {
         } else {
             self.limits.max_instances as usize
         };
-        let starting = self
-            .instances
-            .values()
-            .filter(|i| i.slot == Slot::Starting)
-            .count();
+        let starting = self.starting;
         let wanted = if self.limits.pinned {
             let serving = self
                 .instances
@@ -320,6 +367,7 @@ impl<T> Scheduler<T> {
                     generation: self.generation,
                 },
             );
+            self.starting += 1;
             actions.push(Action::Start {
                 id,
                 delay: backoff(self.failed_starts),
@@ -328,14 +376,30 @@ impl<T> Scheduler<T> {
     }
 
     fn most_recently_idle(&self) -> Option<InstanceId> {
-        self.instances
+        self.idle.iter().rev().map(|(_, id)| *id).find(|id| {
+            self.instances
+                .get(id)
+                .is_some_and(|i| i.generation == self.generation)
+        })
+    }
+
+    /// Whether the indexes say what the instances say.
+    #[cfg(test)]
+    fn indexes_agree(&self) -> bool {
+        let idle: BTreeSet<(Instant, InstanceId)> = self
+            .instances
             .iter()
             .filter_map(|(id, i)| match i.slot {
-                Slot::Idle { since } if i.generation == self.generation => Some((since, *id)),
+                Slot::Idle { since } => Some((since, *id)),
                 _ => None,
             })
-            .max()
-            .map(|(_, id)| id)
+            .collect();
+        let starting = self
+            .instances
+            .values()
+            .filter(|i| i.slot == Slot::Starting)
+            .count();
+        idle == self.idle && starting == self.starting
     }
 }
 
@@ -653,5 +717,95 @@ mod tests {
             }
             proptest::prop_assert_eq!(submitted, settled + s.queued() as u32 + busy.len() as u32);
         }
+
+        /// Whatever happens (time passing, reaping, reconfiguring, exits in any state,
+        /// shutdown), the idle and starting indexes agree with the instances, and work goes
+        /// to the instance that became idle last.
+        #[test]
+        fn the_indexes_follow_every_change(ops in proptest::collection::vec(0u8..9, 1..300)) {
+            let start = Instant::now();
+            let mut now = start;
+            let mut s = Scheduler::new(on_demand(4, 6));
+            let mut next = 0u32;
+            let mut live: Vec<InstanceId> = Vec::new();
+            let mut idle_since: Vec<(Instant, InstanceId)> = Vec::new();
+            for op in ops {
+                let pick = |v: &Vec<InstanceId>| v.get(usize::from(op) % v.len().max(1)).copied();
+                let actions = match op {
+                    0 | 1 => { next += 1; s.on(Event::Submitted(next), now) }
+                    2 | 3 => match pick(&live) {
+                        Some(id) => {
+                            idle_since.retain(|(_, i)| *i != id);
+                            idle_since.push((now, id));
+                            s.on(Event::Ready(id), now)
+                        }
+                        None => vec![],
+                    },
+                    4 => match pick(&live) {
+                        Some(id) => {
+                            live.retain(|i| *i != id);
+                            idle_since.retain(|(_, i)| *i != id);
+                            s.on(Event::Exited { id, before_ready: op % 2 == 0 }, now)
+                        }
+                        None => vec![],
+                    },
+                    5 => { now += Duration::from_secs(25); s.on(Event::Tick, now) }
+                    6 => { now += Duration::from_millis(1); s.on(Event::Tick, now) }
+                    7 => s.on(Event::Reconfigured(on_demand(4, 6)), now),
+                    _ => s.on(Event::Shutdown, now),
+                };
+                for a in &actions {
+                    match a {
+                        Action::Start { id, .. } => live.push(*id),
+                        Action::Assign(id, _) => {
+                            // The most recently idle instance of those the model knows idle.
+                            let idle_now: Vec<(Instant, InstanceId)> = idle_since
+                                .iter()
+                                .copied()
+                                .filter(|(_, i)| s.instances.get(i).is_some_and(|x| x.slot == Slot::Busy))
+                                .collect();
+                            proptest::prop_assert!(idle_now.iter().any(|(_, i)| i == id), "{id:?} was not idle");
+                            idle_since.retain(|(_, i)| i != id);
+                        }
+                        Action::Stop(id) => idle_since.retain(|(_, i)| i != id),
+                        _ => {}
+                    }
+                }
+                proptest::prop_assert!(s.indexes_agree(), "after {op}: {:?}", s);
+                proptest::prop_assert!(s.live_instances() <= 4);
+                if let Some(wakeup) = s.next_wakeup() {
+                    proptest::prop_assert!(wakeup > now, "a Tick at {now:?} left an expired idle instance");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn work_goes_to_the_instance_idle_last() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(on_demand(3, 10));
+        let a = starts(&s.on(Event::Submitted(1), t0))[0];
+        let b = starts(&s.on(Event::Submitted(2), t0))[0];
+        let c = starts(&s.on(Event::Submitted(3), t0))[0];
+        // Each takes one of the three queued invocations as it comes up.
+        s.on(Event::Ready(a), t0);
+        s.on(Event::Ready(b), t0);
+        s.on(Event::Ready(c), t0);
+        // Then they finish: c first, a last.
+        s.on(Event::Ready(c), t0 + Duration::from_millis(1));
+        s.on(Event::Ready(b), t0 + Duration::from_millis(2));
+        s.on(Event::Ready(a), t0 + Duration::from_millis(3));
+        let later = t0 + Duration::from_millis(4);
+        assert_eq!(s.on(Event::Submitted(4), later), vec![Action::Assign(a, 4)]);
+        assert_eq!(s.on(Event::Submitted(5), later), vec![Action::Assign(b, 5)]);
+        // Reaping goes oldest first: c, idle since 1 ms, expires first.
+        assert_eq!(
+            s.next_wakeup(),
+            Some(t0 + Duration::from_millis(1) + Duration::from_secs(60))
+        );
+        assert_eq!(
+            s.on(Event::Tick, t0 + Duration::from_secs(61)),
+            vec![Action::Stop(c)]
+        );
     }
 }
