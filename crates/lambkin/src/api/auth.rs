@@ -83,6 +83,8 @@ impl Keys {
 pub struct Gate {
     mode: ApiAuth,
     keys: Arc<Keys>,
+    /// Keeps the signing keys it derived, for the host's life: a request costs no derivation.
+    verifier: sigv4::Verifier,
     /// The listener's bound address: development mode accepts only this as `Host`.
     listening: SocketAddr,
 }
@@ -92,6 +94,7 @@ impl Gate {
         Self {
             mode,
             keys,
+            verifier: sigv4::Verifier::new(),
             listening,
         }
     }
@@ -130,7 +133,7 @@ impl Gate {
                     body,
                 };
                 let mut principal = None;
-                sigv4::verify(
+                self.verifier.verify(
                     &request,
                     |id| {
                         let (secret, p) = self.keys.lookup(id)?;
