@@ -1572,6 +1572,16 @@ mod tests {
         assert_eq!(verifier.kept_keys(), 0);
     }
 
+    #[test]
+    fn a_signed_host_that_is_absent_is_a_mismatch_not_a_panic() {
+        // aws-sigv4 takes the host from the URI when the request has none, and panics when the
+        // URI has no authority either: the verifier refuses such a request instead.
+        let now = SystemTime::now();
+        let mut req = signed("/2015-03-31/functions", b"{}", now);
+        req.headers_mut().remove("host");
+        assert_eq!(check(&req, now), Err(SignatureError::Mismatch));
+    }
+
     /// Where verifying one invoke request's signature spends its time, per part, now and as it
     /// was (with `aws-sigv4` computing the expected signature); prints, and asserts only that
     /// both agree, not how fast either is. Run optimised:
