@@ -354,11 +354,13 @@ fn derive_signing_mac(secret: &str, date: &[u8; 8], region: &str) -> Option<Hmac
     HmacSha256::new_from_slice(&k_signing).ok()
 }
 
-/// Each thread's buffers for canonical requests, grown to the largest request seen (up to
-/// [`MAX_KEPT_SCRATCH`] bytes) and reused: a request's verification allocates nothing.
+/// The most a thread keeps of the buffers it wrote a canonical request into: past this, a
+/// rare large request's buffers are freed rather than kept.
 const MAX_KEPT_SCRATCH: usize = 64 * 1024;
 
 thread_local! {
+    /// Each thread's buffers for canonical requests, grown to the largest request seen and
+    /// reused: once grown, writing and hashing a canonical request allocates nothing.
     static SCRATCH: Cell<Scratch> = const {
         Cell::new(Scratch {
             text: Vec::new(),
