@@ -83,6 +83,8 @@ impl Keys {
 pub struct Gate {
     mode: ApiAuth,
     keys: Arc<Keys>,
+    /// Keeps the signing keys it derived, for the host's life: a request costs no derivation.
+    verifier: sigv4::Verifier,
     /// The listener's bound address: development mode accepts only this as `Host`.
     listening: SocketAddr,
 }
@@ -92,6 +94,7 @@ impl Gate {
         Self {
             mode,
             keys,
+            verifier: sigv4::Verifier::new(),
             listening,
         }
     }
@@ -130,7 +133,7 @@ impl Gate {
                     body,
                 };
                 let mut principal = None;
-                sigv4::verify(
+                self.verifier.verify(
                     &request,
                     |id| {
                         let (secret, p) = self.keys.lookup(id)?;
@@ -242,6 +245,45 @@ mod tests {
         keys.revoke(&Principal::Host);
         assert_eq!(
             code(parts(&[("authorization", &auth("LKIAKNOWN"))])),
+            "UnrecognizedClientException"
+        );
+    }
+
+    #[test]
+    fn a_key_given_a_new_secret_refuses_what_the_old_one_signed() {
+        let keys = Keys::new();
+        let gate = Gate::new(
+            ApiAuth::Sigv4,
+            keys.clone(),
+            "127.0.0.1:3001".parse().unwrap(),
+        );
+        let now = SystemTime::now();
+        let signed = |secret: &str| {
+            let mut req = http::Request::post("/2015-03-31/functions")
+                .header("host", "127.0.0.1:3001")
+                .body(())
+                .unwrap();
+            let key = sigv4::Key {
+                access_key_id: "LKIAROTATED",
+                secret,
+            };
+            sigv4::sign_request(&mut req, b"{}", &key, "us-east-1", now).unwrap();
+            req.into_parts().0
+        };
+        let component = Principal::Component("c".into());
+        keys.insert("LKIAROTATED".into(), "first".into(), component.clone());
+        let old = signed("first");
+        assert_eq!(gate.verify(&old, b"{}").unwrap(), component);
+        // The gate keeps the signing key it derived; the key id now has another secret.
+        keys.insert("LKIAROTATED".into(), "second".into(), component.clone());
+        assert_eq!(
+            gate.verify(&old, b"{}").unwrap_err().code(),
+            "InvalidSignatureException"
+        );
+        assert_eq!(gate.verify(&signed("second"), b"{}").unwrap(), component);
+        keys.revoke(&component);
+        assert_eq!(
+            gate.verify(&signed("second"), b"{}").unwrap_err().code(),
             "UnrecognizedClientException"
         );
     }
