@@ -51,7 +51,8 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch:
     .await;
 }
 
-/// The whole route table.
+/// The whole route table. Routes off the invoke path are boxed: hyper moves a request's
+/// future into place, and an unboxed one is as large as the largest route's.
 async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBody> {
     // A shared handle on the request's URI (no copy), so the segments outlive `req`'s move.
     let uri = req.uri().clone();
@@ -71,14 +72,14 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
         .unwrap_or("");
     if let Some(url_id) = url_requests::host_form(host, &state.region) {
         let raw_path = req.uri().path().to_owned();
-        return url_requests::serve(req, state, &url_id, &raw_path).await;
+        return Box::pin(url_requests::serve(req, state, &url_id, &raw_path)).await;
     }
     if let ["lambda-url", url_id, ..] = segments.as_slice() {
         let url_id = (*url_id).to_owned();
         // The path after `/lambda-url/URLID`, still percent-encoded (`rawPath`).
         let after = req.uri().path().strip_prefix("/lambda-url/").unwrap_or("");
         let raw_path = after.find('/').map_or("/", |i| &after[i..]).to_owned();
-        return url_requests::serve(req, state, &url_id, &raw_path).await;
+        return Box::pin(url_requests::serve(req, state, &url_id, &raw_path)).await;
     }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
@@ -92,15 +93,19 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
             })
         }
         (_, ["lambkin", "v1", ..]) => match authorized(&req, state) {
-            Ok(()) => local::route(req, state, &method, &segments[2..]).await,
+            Ok(()) => Box::pin(local::route(req, state, &method, &segments[2..])).await,
             Err(e) => Err(e),
         },
         (&Method::GET, ["metrics"]) => {
             let (parts, _body) = req.into_parts();
-            Ok(metrics::serve(&parts, state).await)
+            Ok(Box::pin(metrics::serve(&parts, state)).await)
         }
-        (_, ["console", rest @ ..]) => return console::route(req, state, &method, rest).await,
-        (_, ["api", "v1", rest @ ..]) => Ok(crate::openwhisk::http::route(req, state, rest).await),
+        (_, ["console", rest @ ..]) => {
+            return Box::pin(console::route(req, state, &method, rest)).await
+        }
+        (_, ["api", "v1", rest @ ..]) => {
+            Ok(Box::pin(crate::openwhisk::http::route(req, state, rest)).await)
+        }
         _ => match Operation::route(&method, &segments, req.uri().query()) {
             Some(operation) => {
                 return lambda_api(req, state, operation)
@@ -329,21 +334,23 @@ async fn lambda_api(
         Operation::UpdateFunctionUrlConfig(f) => urls::update(state, &f, parts.uri.query(), &body),
         Operation::DeleteFunctionUrlConfig(f) => urls::delete(state, &f, parts.uri.query()),
         Operation::ListFunctionUrlConfigs(f) => urls::list(state, &f, parts.uri.query()),
-        Operation::CreateFunction => management::create(&body, state).await,
+        Operation::CreateFunction => Box::pin(management::create(&body, state)).await,
         Operation::ListFunctions => management::list(state, parts.uri.query()),
         Operation::GetFunction(f) => management::get(state, &f),
         Operation::GetFunctionConfiguration(f) => management::get_configuration(state, &f),
-        Operation::DeleteFunction(f) => management::delete(state, &f).await,
-        Operation::UpdateFunctionCode(f) => management::update_code(&body, state, &f).await,
-        Operation::UpdateFunctionConfiguration(f) => {
-            management::update_configuration(&body, state, &f).await
+        Operation::DeleteFunction(f) => Box::pin(management::delete(state, &f)).await,
+        Operation::UpdateFunctionCode(f) => {
+            Box::pin(management::update_code(&body, state, &f)).await
         }
-        Operation::PublishLayerVersion(l) => layers::publish(&body, state, &l).await,
+        Operation::UpdateFunctionConfiguration(f) => {
+            Box::pin(management::update_configuration(&body, state, &f)).await
+        }
+        Operation::PublishLayerVersion(l) => Box::pin(layers::publish(&body, state, &l)).await,
         Operation::GetLayerVersion(l, v) => layers::get(state, &l, &v),
         Operation::GetLayerVersionByArn => layers::get_by_arn(state, parts.uri.query()),
         Operation::ListLayers => layers::list(state, parts.uri.query()),
         Operation::ListLayerVersions(l) => layers::list_versions(state, &l, parts.uri.query()),
-        Operation::DeleteLayerVersion(l, v) => layers::delete(state, &l, &v).await,
+        Operation::DeleteLayerVersion(l, v) => Box::pin(layers::delete(state, &l, &v)).await,
     };
     whole.map(|r| r.map(ResponseBody::from))
 }
