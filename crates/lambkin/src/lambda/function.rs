@@ -147,6 +147,8 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
     let actions = actor.scheduler.start(Instant::now());
     actor.perform(actions, None).await;
     let mut shutdown: Option<(oneshot::Sender<()>, Instant)> = None;
+    // The next reaping: a timer made on every turn registered and dropped one each time.
+    let mut reaping = instance::DeadlineTimer::new();
     loop {
         if let Some((_, deadline)) = &shutdown {
             if actor.instances.is_empty() || Instant::now() >= *deadline {
@@ -232,7 +234,7 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
                     shutdown = Some((done, Instant::now() + actor.spec.shutdown_grace + SHUTDOWN_SLACK));
                 }
             },
-            () = sleep_until(wakeup) => {
+            () = reaping.wait(wakeup) => {
                 let actions = actor.scheduler.on(Event::Tick, Instant::now());
                 actor.perform(actions, None).await;
             }

@@ -597,10 +597,13 @@ async fn run(
         phase: tm::Phase::Init,
     });
     let mut timer = DeadlineTimer::new();
+    // One wait for the process's whole life: made again on each turn, it registered anew.
+    let exited = child.wait();
+    tokio::pin!(exited);
     let status = loop {
         let deadline = inst.deadline;
         tokio::select! {
-            status = child.wait() => break status,
+            status = &mut exited => break status,
             msg = rx.recv() => match msg {
                 Some(msg) => inst.handle(msg, reports).await,
                 None => inst.kill(),
@@ -611,7 +614,9 @@ async fn run(
             () = timer.wait(deadline) => inst.on_deadline().await,
             // A container's extensions finishing their SHUTDOWN: looked at every 10 ms, for at
             // most the grace period.
-            () = tokio::time::sleep(Duration::from_millis(10)), if inst.after_extensions.is_some() => {
+            // (An async block: a disabled branch's future is still made, and a sleep made
+            // reads the clock.)
+            () = async { tokio::time::sleep(Duration::from_millis(10)).await }, if inst.after_extensions.is_some() => {
                 inst.signal_once_extensions_ended();
             }
         }
@@ -670,20 +675,21 @@ fn drain_into(
     }
 }
 
-/// An instance's one timer for its deadlines (init, invocation timeout, stop grace).
+/// An instance's one timer for its deadlines (init, invocation timeout, stop grace), and a
+/// function's for reaping its idle instances.
 ///
 /// Registering a timer earlier than every other one wakes the runtime's driver (a system call
 /// and an extra turn of the event loop), and each invocation sets a new deadline a timeout
 /// later than the last. So the timer is only ever moved earlier: when it fires before the
 /// deadline it stands for (that deadline was cleared or replaced by a later one), it is re-armed
 /// for the current one. Sequential invocations re-arm it about once per timeout, not once each.
-struct DeadlineTimer {
+pub(super) struct DeadlineTimer {
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
     armed: Option<Instant>,
 }
 
 impl DeadlineTimer {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
             armed: None,
@@ -691,7 +697,7 @@ impl DeadlineTimer {
     }
 
     /// Completes once `deadline` has passed; never when it is `None`.
-    async fn wait(&mut self, deadline: Option<Instant>) {
+    pub(super) async fn wait(&mut self, deadline: Option<Instant>) {
         let Some(deadline) = deadline else {
             return std::future::pending().await;
         };
