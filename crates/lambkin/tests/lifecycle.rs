@@ -410,3 +410,54 @@ async fn a_killed_pinned_instance_comes_back_without_being_asked() {
         "the instance that came back ({back}) answered, not {answered}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invocations_queued_for_a_function_that_cannot_start_all_get_its_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Host::start(&tmp.path().join("root"));
+    // Its program names an interpreter that is not there: the process cannot be started.
+    host.created(json!({
+        "FunctionName": "broken",
+        "Runtime": "provided.al2023",
+        "Role": "arn:aws:iam::000000000000:role/test",
+        "Handler": "bootstrap",
+        "Code": { "ZipFile": support::zip(&[("bootstrap", "#!/nonexistent/sh\nexit 0\n", 0o755)]) },
+        "Timeout": 30,
+        "Greengrass": {"Pinned": false, "MaxInstancesCount": 1},
+    }))
+    .await;
+    let first = host.invoke("broken", &json!({})).await;
+    assert_eq!(header(&first, "x-amz-function-error"), Some("Unhandled"));
+    let launches = |host: &Host| {
+        std::fs::read_to_string(host.root.join("logs/broken.log"))
+            .unwrap_or_default()
+            .matches("cannot start")
+            .count()
+    };
+    assert_eq!(launches(&host), 1);
+    // The next start waits out a backoff (250 ms after one failure): six invocations sent at
+    // once queue behind it, and its one failure answers all six, instead of one per start
+    // with a doubling backoff in between (250 ms, 0.5 s, 1 s... for the last).
+    let host = Arc::new(host);
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let host = host.clone();
+            tokio::spawn(async move { host.invoke("broken", &json!({})).await })
+        })
+        .collect();
+    for call in calls {
+        let reply = call.await.unwrap();
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(header(&reply, "x-amz-function-error"), Some("Unhandled"));
+    }
+    assert_eq!(
+        launches(&host),
+        2,
+        "one start for the six queued invocations"
+    );
+}

@@ -293,8 +293,13 @@ impl Actor {
                 failure,
             } => {
                 self.instances.remove(&id);
+                let event = if matches!(failure, Some(InitFailure::LaunchFailed(_))) {
+                    Event::LaunchFailed(id)
+                } else {
+                    Event::Exited { id, before_ready }
+                };
                 self.init_failure = failure;
-                let actions = self.scheduler.on(Event::Exited { id, before_ready }, now);
+                let actions = self.scheduler.on(event, now);
                 self.perform(actions, None).await;
             }
         }

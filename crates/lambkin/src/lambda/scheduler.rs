@@ -34,6 +34,10 @@ pub enum Event<T> {
     Ready(InstanceId),
     /// The instance's process is gone. `before_ready` when it never reached `/next`.
     Exited { id: InstanceId, before_ready: bool },
+    /// The instance's process could not be started at all (its program missing or not
+    /// executable, say). Every queued invocation would meet the same failure: those no other
+    /// starting instance is there for get it now, not one per backed-off start.
+    LaunchFailed(InstanceId),
     /// Time passed (reaping).
     Tick,
     /// New settings: instances of the old configuration are replaced as they become free.
@@ -261,6 +265,16 @@ impl<T> Scheduler<T> {
                     } else if inst.slot != Slot::Stopping {
                         self.set_slot(id, Slot::Idle { since: now });
                     }
+                }
+            }
+            Event::LaunchFailed(id) => {
+                let was = self.remove(id);
+                if !matches!(was.map(|i| i.slot), Some(Slot::Stopping)) {
+                    self.failed_starts = self.failed_starts.saturating_add(1);
+                    // Each instance still starting fails the oldest one when it fails too.
+                    let keep = self.starting.min(self.queue.len());
+                    let failed = self.queue.len() - keep;
+                    actions.extend(self.queue.drain(..failed).map(Action::FailWithInitError));
                 }
             }
             Event::Exited { id, before_ready } => {
@@ -722,7 +736,7 @@ mod tests {
         /// shutdown), the idle and starting indexes agree with the instances, and work goes
         /// to the instance that became idle last.
         #[test]
-        fn the_indexes_follow_every_change(ops in proptest::collection::vec(0u8..9, 1..300)) {
+        fn the_indexes_follow_every_change(ops in proptest::collection::vec(0u8..10, 1..300)) {
             let start = Instant::now();
             let mut now = start;
             let mut s = Scheduler::new(on_demand(4, 6));
@@ -752,6 +766,14 @@ mod tests {
                     5 => { now += Duration::from_secs(25); s.on(Event::Tick, now) }
                     6 => { now += Duration::from_millis(1); s.on(Event::Tick, now) }
                     7 => s.on(Event::Reconfigured(on_demand(4, 6)), now),
+                    9 => match pick(&live) {
+                        Some(id) => {
+                            live.retain(|i| *i != id);
+                            idle_since.retain(|(_, i)| *i != id);
+                            s.on(Event::LaunchFailed(id), now)
+                        }
+                        None => vec![],
+                    },
                     _ => s.on(Event::Shutdown, now),
                 };
                 for a in &actions {
@@ -778,6 +800,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_launch_failure_fails_every_invocation_no_starting_instance_is_there_for() {
+        let now = Instant::now();
+        let mut s = Scheduler::new(on_demand(1, 10));
+        let id = starts(&s.on(Event::Submitted(1), now))[0];
+        for t in 2..=4 {
+            assert!(s.on(Event::Submitted(t), now).is_empty());
+        }
+        // One instance, unable to start: all four learn it at once.
+        assert_eq!(
+            s.on(Event::LaunchFailed(id), now),
+            (1..=4).map(Action::FailWithInitError).collect::<Vec<_>>()
+        );
+        assert_eq!(s.queued(), 0);
+        // The next one starts an instance again, after the backoff.
+        let a = s.on(Event::Submitted(5), now);
+        assert!(
+            matches!(a[..], [Action::Start { delay, .. }] if delay > Duration::ZERO),
+            "{a:?}"
+        );
+
+        // Two starting: the one that fails leaves the other an invocation to fail or run.
+        let mut s = Scheduler::new(on_demand(2, 10));
+        let a = starts(&s.on(Event::Submitted(1), now))[0];
+        let b = starts(&s.on(Event::Submitted(2), now))[0];
+        s.on(Event::Submitted(3), now);
+        assert_eq!(
+            s.on(Event::LaunchFailed(a), now),
+            vec![Action::FailWithInitError(1), Action::FailWithInitError(2)]
+        );
+        assert_eq!(
+            s.on(Event::LaunchFailed(b), now),
+            vec![Action::FailWithInitError(3)]
+        );
     }
 
     #[test]
