@@ -23,29 +23,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "conformance"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "telemetry"))
 from support import ROLE, lambda_client, signed_request, wait_active, zip_files  # noqa: E402
+from measure import start_host  # noqa: E402  (a host on its own root, its address once ready)
 
 LEVELS = (1, 8, 64)
-
-
-def start_host(lambkin: str, root: Path) -> tuple[subprocess.Popen, str]:
-    host = subprocess.Popen(
-        [lambkin, "run", "--root", str(root), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    addr_file = root / "state" / "api.addr"
-    deadline = time.monotonic() + 30
-    while not (addr_file.is_file() and re.fullmatch(r"127\.0\.0\.1:\d+", addr_file.read_text().strip() or "x")):
-        if time.monotonic() > deadline or host.poll() is not None:
-            host.kill()
-            sys.exit(f"the host {lambkin} did not start")
-        time.sleep(0.05)
-    return host, addr_file.read_text().strip()
 
 
 def create_echo(root: Path, addr: str, bootstrap: str, base: Path) -> None:

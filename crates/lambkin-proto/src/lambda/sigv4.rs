@@ -144,15 +144,14 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Verifies `request`'s signature. `secret_of` gives the secret of a known access key id.
-/// On success, returns the access key id that signed it. The signing key is derived anew:
-/// a caller verifying more than one request keeps a [`Verifier`].
-pub fn verify<'r>(
-    request: &SignedRequest<'r>,
-    secret_of: impl FnOnce(&str) -> Option<String>,
-    now: SystemTime,
-) -> Result<&'r str, SignatureError> {
-    Verifier::new().verify(request, secret_of, now)
+/// The request's `Authorization` header, parsed; what is missing or wrong named as AWS does.
+pub fn authorization(headers: &http::HeaderMap) -> Result<Authorization<'_>, SignatureError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(SignatureError::Missing)?
+        .to_str()
+        .map_err(|_| SignatureError::Incomplete("Authorization header is not ASCII".into()))?;
+    Authorization::parse(header)
 }
 
 /// How many derived signing keys a [`Verifier`] keeps: the host's key and a few components'
@@ -182,13 +181,7 @@ impl Verifier {
         secret_of: impl FnOnce(&str) -> Option<String>,
         now: SystemTime,
     ) -> Result<&'r str, SignatureError> {
-        let header = request
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or(SignatureError::Missing)?
-            .to_str()
-            .map_err(|_| SignatureError::Incomplete("Authorization header is not ASCII".into()))?;
-        let mut auth = Authorization::parse(header)?;
+        let mut auth = authorization(request.headers)?;
         let amz_date = request
             .headers
             .get("x-amz-date")
@@ -937,19 +930,7 @@ mod tests {
     }
 
     fn check(req: &http::Request<&[u8]>, now: SystemTime) -> Result<String, SignatureError> {
-        let uri = req.uri().to_string();
-        let request = SignedRequest {
-            method: req.method().as_str(),
-            uri: &uri,
-            headers: req.headers(),
-            body: req.body(),
-        };
-        verify(
-            &request,
-            |id| (id == KEY.access_key_id).then(|| KEY.secret.to_owned()),
-            now,
-        )
-        .map(str::to_owned)
+        check_with(&Verifier::new(), req, KEY.secret, now)
     }
 
     #[test]
@@ -1065,14 +1046,20 @@ mod tests {
             headers: &headers,
             body: b"{\"a\":1}",
         };
-        assert_eq!(verify(&request, secret, at).unwrap(), "AKIDEXAMPLE");
+        assert_eq!(
+            Verifier::new().verify(&request, secret, at).unwrap(),
+            "AKIDEXAMPLE"
+        );
         let request = SignedRequest {
             method: "POST",
             uri,
             headers: &headers,
             body: b"{\"a\":2}",
         };
-        assert_eq!(verify(&request, secret, at), Err(SignatureError::Mismatch));
+        assert_eq!(
+            Verifier::new().verify(&request, secret, at),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     /// What the verifier expects of `request` signed with `secret`, and what `aws-sigv4`
@@ -1645,7 +1632,11 @@ mod tests {
             );
         });
         time("verify (whole), the key derived each time", &mut || {
-            black_box(verify(black_box(&request), secret_of, now).unwrap());
+            black_box(
+                Verifier::new()
+                    .verify(black_box(&request), secret_of, now)
+                    .unwrap(),
+            );
         });
         time("as before: parse + aws-sigv4's signature", &mut as_before);
         time("  Authorization::parse", &mut || {

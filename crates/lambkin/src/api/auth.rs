@@ -105,13 +105,7 @@ impl Gate {
     pub fn precheck(&self, parts: &Parts) -> Result<(), ApiError> {
         match self.mode {
             ApiAuth::Sigv4 => {
-                let header = parts
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .ok_or(SignatureError::Missing)?
-                    .to_str()
-                    .map_err(|_| SignatureError::Incomplete("Authorization is not ASCII".into()))?;
-                let auth = sigv4::Authorization::parse(header)?;
+                let auth = sigv4::authorization(&parts.headers)?;
                 if !self.keys.knows(auth.access_key_id) {
                     return Err(SignatureError::UnknownKey.into());
                 }
