@@ -181,7 +181,19 @@ impl Verifier {
         secret_of: impl FnOnce(&str) -> Option<String>,
         now: SystemTime,
     ) -> Result<&'r str, SignatureError> {
-        let mut auth = authorization(request.headers)?;
+        self.verify_parsed(request, authorization(request.headers)?, secret_of, now)
+    }
+
+    /// As [`Verifier::verify`], with the request's `Authorization` header parsed already
+    /// ([`authorization`] of its headers), as a caller that looked at it before reading the
+    /// body has it.
+    pub fn verify_parsed<'r>(
+        &self,
+        request: &SignedRequest<'r>,
+        mut auth: Authorization<'r>,
+        secret_of: impl FnOnce(&str) -> Option<String>,
+        now: SystemTime,
+    ) -> Result<&'r str, SignatureError> {
         let amz_date = request
             .headers
             .get("x-amz-date")

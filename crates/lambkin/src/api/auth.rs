@@ -79,6 +79,10 @@ impl Keys {
 }
 
 /// The API's gate: signed (the default) or development mode.
+/// What [`Gate::precheck`] read of a request: its parsed `Authorization` in signed mode.
+#[derive(Debug)]
+pub struct Prechecked<'p>(Option<sigv4::Authorization<'p>>);
+
 #[derive(Debug)]
 pub struct Gate {
     mode: ApiAuth,
@@ -102,23 +106,31 @@ impl Gate {
     /// What can be checked before the body is read: in signed mode a signature from a known
     /// key must be there (so an unknown caller cannot make the host buffer a body), in
     /// development mode the request must not come from a browser or through a foreign name.
-    pub fn precheck(&self, parts: &Parts) -> Result<(), ApiError> {
+    /// In signed mode, the parsed `Authorization` goes on to [`Gate::verify`], so the
+    /// header is read once.
+    pub fn precheck<'p>(&self, parts: &'p Parts) -> Result<Prechecked<'p>, ApiError> {
         match self.mode {
             ApiAuth::Sigv4 => {
                 let auth = sigv4::authorization(&parts.headers)?;
                 if !self.keys.knows(auth.access_key_id) {
                     return Err(SignatureError::UnknownKey.into());
                 }
-                Ok(())
+                Ok(Prechecked(Some(auth)))
             }
-            ApiAuth::None => self.not_a_browser(parts),
+            ApiAuth::None => self.not_a_browser(parts).map(|()| Prechecked(None)),
         }
     }
 
-    /// Verifies the whole request; returns whom it comes from.
-    pub fn verify(&self, parts: &Parts, body: &[u8]) -> Result<Principal, ApiError> {
-        match self.mode {
-            ApiAuth::Sigv4 => {
+    /// Verifies the whole request, which [`Gate::precheck`] passed before its body was read;
+    /// returns whom it comes from.
+    pub fn verify<'p>(
+        &self,
+        parts: &'p Parts,
+        body: &[u8],
+        checked: Prechecked<'p>,
+    ) -> Result<Principal, ApiError> {
+        match (self.mode, checked.0) {
+            (ApiAuth::Sigv4, Some(auth)) => {
                 let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
                 let request = SignedRequest {
                     method: parts.method.as_str(),
@@ -127,8 +139,9 @@ impl Gate {
                     body,
                 };
                 let mut principal = None;
-                self.verifier.verify(
+                self.verifier.verify_parsed(
                     &request,
+                    auth,
                     |id| {
                         let (secret, p) = self.keys.lookup(id)?;
                         principal = Some(p);
@@ -138,7 +151,8 @@ impl Gate {
                 )?;
                 principal.ok_or_else(|| SignatureError::UnknownKey.into())
             }
-            ApiAuth::None => Ok(Principal::Host),
+            (ApiAuth::Sigv4, None) => Err(SignatureError::Missing.into()),
+            (ApiAuth::None, _) => Ok(Principal::Host),
         }
     }
 
@@ -243,6 +257,11 @@ mod tests {
         );
     }
 
+    /// What the API does with a request: precheck, then verify with the body.
+    fn verified(gate: &Gate, parts: &Parts, body: &[u8]) -> Result<Principal, ApiError> {
+        gate.verify(parts, body, gate.precheck(parts)?)
+    }
+
     #[test]
     fn a_key_given_a_new_secret_refuses_what_the_old_one_signed() {
         let keys = Keys::new();
@@ -267,17 +286,22 @@ mod tests {
         let component = Principal::Component("c".into());
         keys.insert("LKIAROTATED".into(), "first".into(), component.clone());
         let old = signed("first");
-        assert_eq!(gate.verify(&old, b"{}").unwrap(), component);
+        assert_eq!(verified(&gate, &old, b"{}").unwrap(), component);
         // The gate keeps the signing key it derived; the key id now has another secret.
         keys.insert("LKIAROTATED".into(), "second".into(), component.clone());
         assert_eq!(
-            gate.verify(&old, b"{}").unwrap_err().code(),
+            verified(&gate, &old, b"{}").unwrap_err().code(),
             "InvalidSignatureException"
         );
-        assert_eq!(gate.verify(&signed("second"), b"{}").unwrap(), component);
+        assert_eq!(
+            verified(&gate, &signed("second"), b"{}").unwrap(),
+            component
+        );
         keys.revoke(&component);
         assert_eq!(
-            gate.verify(&signed("second"), b"{}").unwrap_err().code(),
+            verified(&gate, &signed("second"), b"{}")
+                .unwrap_err()
+                .code(),
             "UnrecognizedClientException"
         );
     }

@@ -319,10 +319,10 @@ async fn lambda_api(
     operation: Operation,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = req.into_parts();
-    state.gate.precheck(&parts)?;
+    let checked = state.gate.precheck(&parts)?;
     let (limit, name) = operation.body_limit(&parts.headers);
     let body = read_body(body, limit, name).await?;
-    let principal = state.gate.verify(&parts, &body)?;
+    let principal = state.gate.verify(&parts, &body, checked)?;
     access::authorize(&principal, &operation, state)?;
     let whole = match operation {
         Operation::InvokeWithResponseStream(f) => {

@@ -147,10 +147,7 @@ async fn invoke(
 ) -> Result<Response<ResponseBody>, UrlError> {
     let (parts, body) = req.into_parts();
     let account = match found.config.auth_type {
-        AuthType::AwsIam => {
-            state.gate.precheck(&parts)?;
-            Some(())
-        }
+        AuthType::AwsIam => Some(state.gate.precheck(&parts)?),
         AuthType::None => None,
     };
     let body = super::read_body(body, url::MAX_REQUEST_BYTES, "InvokeFunctionUrl")
@@ -166,8 +163,9 @@ async fn invoke(
         .nth(4)
         .unwrap_or_default()
         .to_owned();
-    if account.is_some() {
-        let principal = state.gate.verify(&parts, &body)?;
+    let signed = account.is_some();
+    if let Some(checked) = account {
+        let principal = state.gate.verify(&parts, &body, checked)?;
         super::access::authorize_action(
             &principal,
             "lambda:InvokeFunctionUrl",
@@ -190,7 +188,7 @@ async fn invoke(
         source_ip: source_ip(&parts),
         url_id: &found.url_id,
         region: &state.region,
-        account_id: account.map(|()| account_id.as_str()),
+        account_id: signed.then_some(account_id.as_str()),
         request_id: request_id.as_str(),
         time: clf_time(SystemTime::now()),
         time_epoch_ms: crate::timestamp::epoch_millis(SystemTime::now()),
