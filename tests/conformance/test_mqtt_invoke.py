@@ -234,6 +234,8 @@ def test_a_response_topic_the_host_will_not_publish_to_runs_nothing(setup):
           "the log lines about the refused response topics", host.output)
     body, error = caller.invoke("echo", b'{"after": 2}', host)
     assert error is None and body["echo"] == {"after": 2}
+    # The function's log lines reach its file just after the answer.
+    until(lambda: starts() > before, "the START line of the invocation after them", log.read_text)
     assert starts() == before + 1, log.read_text()
 
 

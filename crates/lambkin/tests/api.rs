@@ -4,10 +4,11 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::json;
-use support::{header, json, python_function, zip, Host};
+use support::{header, json, python_function, wait_for, zip, Host};
 
 const ECHO: &str = "def handler(event, context):\n    return event\n";
 
@@ -336,9 +337,13 @@ async fn runtime_api_enforces_ids_states_and_sizes() {
     assert_eq!(body["errorType"], "Function.ResponseSizeTooLarge");
     assert!(body["errorMessage"].as_str().unwrap().contains("6291556"));
 
-    let log = std::fs::read_to_string(tmp.path().join("logs/probe.log")).unwrap();
-    eprintln!("{log}");
-    assert!(log.contains("second answer: 403"), "{log}");
+    // A function's log lines reach its file just after the answer.
+    let log_path = tmp.path().join("logs/probe.log");
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let found = wait_for(Duration::from_secs(10), || {
+        read().contains("second answer: 403").then_some(())
+    });
+    assert!(found.is_some(), "{}", read());
 }
 
 /// `InputPayloadEncodingType: binary`: the Invoke API takes any bytes and the handler gets
@@ -514,8 +519,14 @@ async fn streamed_responses_reach_both_invoke_apis() {
         .contains("sideways"));
     let r = host.invoke("streamer", &json!({})).await;
     assert_eq!((r.status, r.body.as_ref()), (200, b"one;two;".as_ref()));
-    let log = std::fs::read_to_string(tmp.path().join("logs/streamer.log")).unwrap();
-    assert!(log.contains("mode answer 400, late answer 403"), "{log}");
+    let log_path = tmp.path().join("logs/streamer.log");
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let found = wait_for(Duration::from_secs(10), || {
+        read()
+            .contains("mode answer 400, late answer 403")
+            .then_some(())
+    });
+    assert!(found.is_some(), "{}", read());
 
     // The stream API's own refusals.
     let r = host

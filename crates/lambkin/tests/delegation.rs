@@ -138,7 +138,17 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
     let before = starts(&b_root.join("logs/work.log"));
     let reply = a.invoke("rem", &json!({"mark": "remote-1"})).await;
     assert_eq!(host_of(&reply), "B");
-    let b_log = lines(&b_root.join("logs/work.log"));
+    // A function's log lines reach its file just after the answer.
+    let b_log = wait_for(Duration::from_secs(10), || {
+        let b_log = lines(&b_root.join("logs/work.log"));
+        (b_log
+            .iter()
+            .filter(|l| l.contains("START RequestId"))
+            .count()
+            > before)
+            .then_some(b_log)
+    })
+    .expect("the invocation's START line on B");
     assert_eq!(starts(&b_root.join("logs/work.log")), before + 1);
     assert!(
         b_log
@@ -146,14 +156,13 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
             .any(|l| l.contains(r#"event {"mark": "remote-1"}"#)),
         "{b_log:?}"
     );
-    let a_log = lines(&a_root.join("logs/rem.log"));
     let request_id = header(&reply, "x-amzn-requestid").unwrap();
-    assert!(
-        a_log.iter().any(|l| l.contains(&format!(
-            "DELEGATED RequestId: {request_id} Target: b Function: work"
-        ))),
-        "{a_log:?}"
-    );
+    let line = format!("DELEGATED RequestId: {request_id} Target: b Function: work");
+    let a_log = wait_for(Duration::from_secs(10), || {
+        let a_log = lines(&a_root.join("logs/rem.log"));
+        a_log.iter().any(|l| l.contains(&line)).then_some(a_log)
+    });
+    let a_log = a_log.unwrap_or_else(|| panic!("{line:?} in A's log"));
     assert_eq!(starts(&a_root.join("logs/rem.log")), 0, "{a_log:?}");
 
     // A Lambda component's `delegation` configuration sets its function's policy.
@@ -241,11 +250,17 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
         ran.get("B").copied().unwrap_or(0) >= 1,
         "{ran:?} {spill_log:#?}"
     );
-    let delegated_lines = lines(&a_root.join("logs/spill.log"))
-        .iter()
-        .filter(|l| l.contains("DELEGATED RequestId"))
-        .count();
-    assert_eq!(delegated_lines, ran["B"]);
+    let delegated_lines = || {
+        lines(&a_root.join("logs/spill.log"))
+            .iter()
+            .filter(|l| l.contains("DELEGATED RequestId"))
+            .count()
+    };
+    wait_for(Duration::from_secs(10), || {
+        (delegated_lines() >= ran["B"]).then_some(())
+    })
+    .expect("a DELEGATED line for each invocation B ran");
+    assert_eq!(delegated_lines(), ran["B"]);
     // A's metrics count what B took as `delegated` and what ran here as `success`.
     let token = std::fs::read_to_string(a_root.join("state/metrics.token")).unwrap();
     let bearer = format!("Bearer {}", token.trim());
@@ -310,9 +325,13 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
         (starts(&b_root.join("logs/ow-inc.log")) == b_starts + 1).then_some(())
     })
     .expect("the activation ran on B");
-    assert!(lines(&a_root.join("logs/ow-inc.log"))
-        .iter()
-        .any(|l| l.contains("DELEGATED") && l.contains("Function: ow-inc")));
+    wait_for(Duration::from_secs(10), || {
+        lines(&a_root.join("logs/ow-inc.log"))
+            .iter()
+            .any(|l| l.contains("DELEGATED") && l.contains("Function: ow-inc"))
+            .then_some(())
+    })
+    .expect("the DELEGATED line in A's log");
     // A bad annotation is refused, naming it; an unknown target too.
     let (status, refused) = whisk(
         &a,

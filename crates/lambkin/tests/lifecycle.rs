@@ -434,6 +434,13 @@ async fn invocations_queued_for_a_function_that_cannot_start_all_get_its_error()
             .matches("cannot start")
             .count()
     };
+    // A function's log lines reach its file just after the answer.
+    let logged = |host: &Host, at_least: usize| {
+        wait_for(Duration::from_secs(10), || {
+            (launches(host) >= at_least).then_some(())
+        })
+    };
+    assert!(logged(&host, 1).is_some());
     assert_eq!(launches(&host), 1);
     // The next start waits out a backoff (250 ms after one failure): six invocations sent at
     // once queue behind it, and its one failure answers all six, instead of one per start
@@ -455,6 +462,7 @@ async fn invocations_queued_for_a_function_that_cannot_start_all_get_its_error()
         );
         assert_eq!(header(&reply, "x-amz-function-error"), Some("Unhandled"));
     }
+    assert!(logged(&host, 2).is_some());
     assert_eq!(
         launches(&host),
         2,

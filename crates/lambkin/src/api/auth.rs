@@ -78,11 +78,11 @@ impl Keys {
     }
 }
 
-/// The API's gate: signed (the default) or development mode.
 /// What [`Gate::precheck`] read of a request: its parsed `Authorization` in signed mode.
 #[derive(Debug)]
 pub struct Prechecked<'p>(Option<sigv4::Authorization<'p>>);
 
+/// The API's gate: signed (the default) or development mode.
 #[derive(Debug)]
 pub struct Gate {
     mode: ApiAuth,

@@ -151,7 +151,12 @@ fn parse_faults(stat: &[u8]) -> Option<u64> {
         .split(|b| *b == b' ')
         .filter(|f| !f.is_empty());
     // After the name: state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt, majflt.
-    let number = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u64>().ok();
+    let number = |f: &[u8]| {
+        f.iter().try_fold(0u64, |n, b| {
+            let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        })
+    };
     let minor = number(fields.nth(7)?)?;
     let major = number(fields.nth(1)?)?;
     minor.checked_add(major)
@@ -264,6 +269,14 @@ mod tests {
         assert_eq!(parse_faults(stat), Some(1239));
         assert_eq!(parse_faults(b"42 (x) S 1 42"), None);
         assert_eq!(parse_faults(b""), None);
+        assert_eq!(
+            parse_faults(b"42 (x) S 1 42 42 0 -1 4194560 12a4 99 5"),
+            None
+        );
+        assert_eq!(
+            parse_faults(b"42 (x) S 1 42 42 0 -1 4194560 99999999999999999999 0 0"),
+            None
+        );
         let own = std::fs::read(format!("/proc/{}/stat", std::process::id())).unwrap();
         assert!(parse_faults(&own).unwrap() > 0);
     }
