@@ -359,7 +359,7 @@ impl Registry {
             Some(view) => super::extensions::launch(launch, &extensions, view),
             None => launch,
         };
-        let log = LogFile::gathered(&self.inner.layout.function_log(&record.name))
+        let log = LogFile::open(&self.inner.layout.function_log(&record.name))
             .map_err(ManageError::Log)?;
         Ok(Arc::new(FunctionSpec {
             name: record.name.clone(),
@@ -367,7 +367,7 @@ impl Registry {
             config: record.config.clone(),
             code_dir,
             launch,
-            log,
+            log: Arc::new(log),
             region: self.inner.host.region.clone(),
             init_timeout: self.inner.host.init_timeout,
             shutdown_grace: self.inner.host.shutdown_grace,
