@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::{wait_for, Host};
@@ -30,16 +29,12 @@ Manifests:
 }
 
 fn deploy(root: &Path, recipes: &Path, artifacts: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "--root"])
-        .arg(root)
-        .arg("-r")
-        .arg(recipes)
-        .arg("-a")
-        .arg(artifacts)
-        .args(["-m", "com.example.Files=1.0.0"])
-        .output()
-        .unwrap()
+    support::deploy_dir(
+        root,
+        recipes,
+        Some(artifacts),
+        &["-m", "com.example.Files=1.0.0"],
+    )
 }
 
 fn write_artifact(artifacts: &Path, content: &str) {
@@ -99,22 +94,16 @@ fn a_failed_redeployment_of_a_version_puts_its_files_back() {
 
     // Killed in the middle (an Install that takes its time): the restart restores the files.
     std::fs::write(recipes.join("files.yaml"), recipe("sleep 30")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "--root"])
-        .arg(&root)
-        .arg("-r")
-        .arg(&recipes)
-        .arg("-a")
-        .arg(&artifacts)
-        .args(["-m", "com.example.Files=1.0.0"])
-        .spawn()
-        .unwrap();
+    let child = std::thread::spawn({
+        let (root, recipes, artifacts) = (root.clone(), recipes.clone(), artifacts.clone());
+        move || deploy(&root, &recipes, &artifacts)
+    });
     wait_for(Duration::from_secs(10), || {
         (on_device(&root) == "two").then_some(())
     })
     .unwrap();
     host.crash();
-    let _ = child.wait_with_output();
+    let _ = child.join();
     let _host = Host::start(&root);
     assert_eq!(on_device(&root), "one");
 }

@@ -30,17 +30,6 @@ Manifests:
     )
 }
 
-fn deploy(root: &Path, recipes: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "--root"])
-        .arg(root)
-        .arg("-r")
-        .arg(recipes)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn boots(root: &Path) -> usize {
     std::fs::read_to_string(root.join("work/com.example.Boot/boots.txt"))
         .map(|s| s.lines().count())
@@ -73,7 +62,7 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
     .unwrap();
     let mut host = Host::start(&root);
 
-    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.0.0"]);
+    let out = support::deploy_dir(&root, &recipes, None, &["-m", "com.example.Boot=1.0.0"]);
     assert!(
         out.status.success(),
         "{}",
@@ -82,9 +71,10 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
     assert_eq!(boots(&root), 1);
 
     // Same version, new configuration: no second Bootstrap; nor after a restart.
-    let out = deploy(
+    let out = support::deploy_dir(
         &root,
         &recipes,
+        None,
         &[
             "-c",
             r#"{"com.example.Boot":{"MERGE":{"Greeting":"hello"}}}"#,
@@ -109,7 +99,7 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
         recipe("1.1.0", "echo boot >> boots.txt"),
     )
     .unwrap();
-    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.1.0"]);
+    let out = support::deploy_dir(&root, &recipes, None, &["-m", "com.example.Boot=1.1.0"]);
     assert!(
         out.status.success(),
         "{}",
@@ -119,7 +109,7 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
 
     // A failing Bootstrap fails the deployment, naming it; 1.1.0 stays.
     std::fs::write(recipes.join("v3.yaml"), recipe("1.2.0", "exit 7")).unwrap();
-    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.2.0"]);
+    let out = support::deploy_dir(&root, &recipes, None, &["-m", "com.example.Boot=1.2.0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Bootstrap failed"), "{stderr}");
@@ -140,7 +130,7 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
 
     // Exit 101 asks for a reboot, which is refused by name.
     std::fs::write(recipes.join("v3.yaml"), recipe("1.2.0", "exit 101")).unwrap();
-    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.2.0"]);
+    let out = support::deploy_dir(&root, &recipes, None, &["-m", "com.example.Boot=1.2.0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("reboot"));
 }
@@ -158,7 +148,7 @@ fn bootstrap_exit_100_asks_for_a_restart_that_lambkin_does_without_and_the_deplo
     .unwrap();
     let mut host = Host::start(&root);
 
-    let out = deploy(&root, &recipes, &["-m", "com.example.Boot=1.0.0"]);
+    let out = support::deploy_dir(&root, &recipes, None, &["-m", "com.example.Boot=1.0.0"]);
     assert!(
         out.status.success(),
         "exit 100 is not a failure: {}",

@@ -13,7 +13,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -182,20 +182,9 @@ impl Device {
             serde_json::to_vec(&recipe).unwrap(),
         )
         .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-            .arg("deploy")
-            .arg("-r")
-            .arg(&recipes)
-            .arg("-a")
-            .arg(&artifacts)
-            .arg("-m")
-            .arg(format!("{name}=1.0.0"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let merge = format!("{name}=1.0.0");
+        let args = [&["-m", merge.as_str()], args].concat();
+        let out = support::deploy_dir(&self.root, &recipes, Some(&artifacts), &args);
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         if out.status.success() {
             Ok(text(&out.stdout))
@@ -563,23 +552,12 @@ async fn an_on_demand_container_starts_from_a_waiting_init_that_an_update_replac
     let stale = zygote_of(host);
     assert_ne!(stale, zygote);
     let update = json!({ name: { "MERGE": config(64 * 1024) } });
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args([
-            "deploy",
-            "-m",
-            &format!("{name}=1.0.0"),
-            "-c",
-            &update.to_string(),
-        ])
-        .arg("-r")
-        .arg(device.path("recipes-1"))
-        .arg("-a")
-        .arg(device.path("artifacts"))
-        .arg("--root")
-        .arg(&device.root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = support::deploy_dir(
+        &device.root,
+        &device.path("recipes-1"),
+        Some(&device.path("artifacts")),
+        &["-m", &format!("{name}=1.0.0"), "-c", &update.to_string()],
+    );
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("SUCCEEDED"), "{out}");
     assert!(

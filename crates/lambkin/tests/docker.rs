@@ -43,13 +43,20 @@ fn start_host(root: &Path, env: &[(&str, String)]) -> Host {
     }
 }
 
-/// Deploys `NAME` with the given artifact URIs; its Run step records that it ran.
+/// Deploys `NAME` at `version` with the given artifact URIs ([`recipe`]).
 fn deploy(root: &Path, scratch: &Path, version: &str, uris: &[&str]) -> Output {
-    let recipes = scratch.join(format!("recipes-{version}"));
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
+    support::deploy(
+        root,
+        scratch,
+        &[recipe(version, uris)],
+        &["-m", &format!("{NAME}={version}")],
+    )
+}
+
+/// `NAME` at `version` with the given artifact URIs; its Run step records that it ran.
+fn recipe(version: &str, uris: &[&str]) -> serde_json::Value {
     let artifacts: Vec<_> = uris.iter().map(|u| json!({ "URI": u })).collect();
-    let recipe = json!({
+    json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": NAME,
         "ComponentVersion": version,
@@ -58,18 +65,7 @@ fn deploy(root: &Path, scratch: &Path, version: &str, uris: &[&str]) -> Output {
             "Lifecycle": { "Run": format!("echo {version} >> ran") },
             "Artifacts": artifacts,
         }],
-    });
-    std::fs::write(recipes.join("r.json"), recipe.to_string()).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "-r"])
-        .arg(&recipes)
-        .arg("-a")
-        .arg(scratch.join("artifacts"))
-        .args(["-m", &format!("{NAME}={version}"), "--root"])
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    })
 }
 
 fn ran(root: &Path) -> String {

@@ -39,9 +39,6 @@ fn deploy_probe(root: &Path, scratch: &Path) -> String {
 /// As [`deploy_probe`], the component's default configuration being `configuration` (its
 /// `accessControl`, say).
 fn deploy_probe_with(root: &Path, scratch: &Path, configuration: Value) -> String {
-    let recipes = scratch.join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
     let recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": COMPONENT,
@@ -51,25 +48,11 @@ fn deploy_probe_with(root: &Path, scratch: &Path, configuration: Value) -> Strin
             "Run": "printf '%s' \"$SVCUID\" > token.new && mv token.new token && exec sleep 600"
         }}],
     });
-    std::fs::write(
-        recipes.join(format!("{COMPONENT}-1.0.0.json")),
-        recipe.to_string(),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "-r"])
-        .arg(&recipes)
-        .arg("-a")
-        .arg(scratch.join("artifacts"))
-        .args(["-m", &format!("{COMPONENT}=1.0.0"), "--root"])
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy: {}",
-        String::from_utf8_lossy(&out.stderr)
+    support::deployed(
+        root,
+        scratch,
+        &[recipe],
+        &["-m", &format!("{COMPONENT}=1.0.0")],
     );
     let token_file = root.join("work").join(COMPONENT).join("token");
     wait_for(PATIENCE, || {

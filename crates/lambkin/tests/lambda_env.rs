@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -50,31 +49,7 @@ fn deploy_component(tmp: &Path, root: &Path) {
     recipe["Lifecycle"]["setenv"]["AWS_GREENGRASS_LAMBDA_FUNCTION_HANDLER"] =
         json!("lambda_function.handler");
     recipe["ComponentConfiguration"]["DefaultConfiguration"]["pubsubTopics"] = json!({});
-    let recipes = tmp.join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::write(
-        recipes.join("example-lambda-python-8.0.0.json"),
-        serde_json::to_vec(&recipe).unwrap(),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .arg("deploy")
-        .arg("--root")
-        .arg(root)
-        .arg("-r")
-        .arg(&recipes)
-        .arg("-a")
-        .arg(&artifacts)
-        .args(["-m", "example-lambda-python=8.0.0"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::deployed(root, tmp, &[recipe], &["-m", "example-lambda-python=8.0.0"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

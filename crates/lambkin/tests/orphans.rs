@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::{process_alive, wait_for, Host};
@@ -27,15 +26,8 @@ fn a_restarted_host_ends_what_the_killed_one_left_running() {
     std::fs::create_dir_all(&recipes).unwrap();
     std::fs::write(recipes.join("daemon.yaml"), RECIPE).unwrap();
     let mut host = Host::start(&root);
-    let status = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "--root"])
-        .arg(&root)
-        .arg("-r")
-        .arg(&recipes)
-        .args(["-m", "com.example.Daemon=1.0.0"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let out = support::deploy_dir(&root, &recipes, None, &["-m", "com.example.Daemon=1.0.0"]);
+    assert!(out.status.success());
     let pid_file = root.join("work/com.example.Daemon/daemon.pid");
     let daemon: u32 = wait_for(Duration::from_secs(10), || {
         std::fs::read_to_string(&pid_file)

@@ -269,32 +269,7 @@ fn deploy_holding_component(tmp: &Path, root: &Path, name: &str, config: &Value)
     for (k, v) in config.as_object().unwrap() {
         defaults[k] = v.clone();
     }
-    let recipes = tmp.join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::write(
-        recipes.join(format!("{name}-1.0.0.json")),
-        serde_json::to_vec(&recipe).unwrap(),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .arg("deploy")
-        .arg("--root")
-        .arg(root)
-        .arg("-r")
-        .arg(&recipes)
-        .arg("-a")
-        .arg(&artifacts)
-        .arg("-m")
-        .arg(format!("{name}=1.0.0"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::deployed(root, tmp, &[recipe], &["-m", &format!("{name}=1.0.0")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

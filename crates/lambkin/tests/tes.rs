@@ -13,7 +13,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -45,9 +45,6 @@ struct Probe {
 /// Deploys a component whose Run step writes its `AWS_CONTAINER_AUTHORIZATION_TOKEN` and
 /// `AWS_CONTAINER_CREDENTIALS_FULL_URI`, and reads them back.
 fn deploy_probe(root: &Path, scratch: &Path) -> Probe {
-    let recipes = scratch.join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::create_dir_all(scratch.join("artifacts")).unwrap();
     let recipe = json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": COMPONENT,
@@ -56,25 +53,11 @@ fn deploy_probe(root: &Path, scratch: &Path) -> Probe {
             "Run": "printf '%s\\n%s' \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" > probe.new && mv probe.new probe && exec sleep 600"
         }}],
     });
-    std::fs::write(
-        recipes.join(format!("{COMPONENT}-1.0.0.json")),
-        recipe.to_string(),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .args(["deploy", "-r"])
-        .arg(&recipes)
-        .arg("-a")
-        .arg(scratch.join("artifacts"))
-        .args(["-m", &format!("{COMPONENT}=1.0.0"), "--root"])
-        .arg(root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "deploy: {}",
-        String::from_utf8_lossy(&out.stderr)
+    support::deployed(
+        root,
+        scratch,
+        &[recipe],
+        &["-m", &format!("{COMPONENT}=1.0.0")],
     );
     let file = root.join("work").join(COMPONENT).join("probe");
     let text = wait_for(PATIENCE, || std::fs::read_to_string(&file).ok())

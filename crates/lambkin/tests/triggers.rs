@@ -81,31 +81,7 @@ fn deploy_lambda(tmp: &Path, root: &Path, topics: Value, out: &Path) {
     defaults["pubsubTopics"] = topics;
     defaults["lambdaExecutionParameters"]["EnvironmentVariables"] =
         json!({ "OUT": out.to_str().unwrap() });
-    let recipes = tmp.join("recipes");
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::write(
-        recipes.join("example-lambda-python-8.0.0.json"),
-        serde_json::to_vec_pretty(&recipe).unwrap(),
-    )
-    .unwrap();
-    let out = lambkin(
-        root,
-        &[
-            "deploy",
-            "-r",
-            recipes.to_str().unwrap(),
-            "-a",
-            artifacts.to_str().unwrap(),
-            "-m",
-            "example-lambda-python=8.0.0",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "deploy: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    support::deployed(root, tmp, &[recipe], &["-m", "example-lambda-python=8.0.0"]);
 }
 
 /// The JSON lines the handler wrote, once there are `count` of them.

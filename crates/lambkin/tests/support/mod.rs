@@ -456,12 +456,24 @@ pub fn deploy(
         )
         .unwrap();
     }
-    Command::new(env!("CARGO_BIN_EXE_lambkin"))
-        .arg("deploy")
-        .arg("-r")
-        .arg(&dir)
-        .arg("-a")
-        .arg(&artifacts)
+    deploy_dir(root, &dir, Some(&artifacts), args)
+}
+
+/// `lambkin deploy` on the host of `root` with the recipes already in `recipes` (`-r`), the
+/// artifacts from `artifacts` if given (`-a`), then `args`; stdin null. Returns the command's
+/// output.
+pub fn deploy_dir(
+    root: &Path,
+    recipes: &Path,
+    artifacts: Option<&Path>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lambkin"));
+    command.arg("deploy").arg("-r").arg(recipes);
+    if let Some(artifacts) = artifacts {
+        command.arg("-a").arg(artifacts);
+    }
+    command
         .args(args)
         .arg("--root")
         .arg(root)
