@@ -189,9 +189,6 @@ impl Drop for Host {
     }
 }
 
-/// The user and group a root host runs components and functions as when nothing names
-/// another (`ggc_user:ggc_group`, made by the host at its first start); `None` on a host that
-/// is not root, which runs everything as the test's own user.
 /// Runs `lambkin run` on `root`, which must refuse to start: its exit status and stderr,
 /// once it has exited (it is killed, and the test fails, if it still runs after 20 s).
 pub fn run_refused(root: &Path) -> (std::process::ExitStatus, String) {
@@ -213,6 +210,9 @@ pub fn run_refused(root: &Path) -> (std::process::ExitStatus, String) {
     (status, stderr)
 }
 
+/// The user and group a root host runs components and functions as when nothing names
+/// another (`ggc_user:ggc_group`, made by the host at its first start); `None` on a host that
+/// is not root, which runs everything as the test's own user.
 pub fn default_user() -> Option<(u32, u32)> {
     if !nix::unistd::geteuid().is_root() {
         return None;
