@@ -9,6 +9,7 @@ use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 mod identity;
+pub mod inotify;
 mod mounts;
 
 pub use identity::{give_pipes, join_cgroups, run_as};

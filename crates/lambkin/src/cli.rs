@@ -468,6 +468,9 @@ pub async fn logs(layout: &Layout, name: &str, follow: bool, lines: usize) -> an
     let path = layout.function_log(&function);
     let mut file = std::fs::File::open(&path)
         .with_context(|| format!("no log for {name} at {}", path.display()))?;
+    // Watched before the first read: what is written after it wakes the loop below at once;
+    // the pace bounds the wait where the change cannot be watched.
+    let watch = follow.then(|| crate::logwatch::LogWatch::new(&path));
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     let all: Vec<&str> = text.lines().collect();
@@ -475,13 +478,12 @@ pub async fn logs(layout: &Layout, name: &str, follow: bool, lines: usize) -> an
     for line in &all[all.len().saturating_sub(lines)..] {
         writeln!(out, "{line}")?;
     }
-    if !follow {
+    let Some(mut watch) = watch else {
         return Ok(0);
-    }
+    };
     let mut offset = file.stream_position()?;
     loop {
-        // Paces the polling of the file; not a synchronisation.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        watch.changed(Duration::from_millis(200)).await;
         // Rotated: NAME.log is a new file and the one open is NAME.log.1. What was written
         // to the old one since the last read is printed, then the new one from its start.
         let rotated = {

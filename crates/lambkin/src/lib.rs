@@ -19,7 +19,8 @@
 //! - [`cgroup`]: memory, process and CPU limits, and tracking groups (cgroup v1 or v2).
 //! - [`layout`]: the root directory's layout.
 //! - [`install`]: `lambkin install`/`uninstall`: the default user, the root and a systemd unit.
-//! - [`logfile`]: per-component and per-function log files.
+//! - [`logfile`]: per-component and per-function log files; `logwatch`: waiting for one to
+//!   change, for those who follow it.
 //! - [`journal`]: the host's stderr as a systemd journal stream (levels as `<N>` prefixes).
 //! - [`keys`]: the host's own keys and tokens.
 //! - [`metrics`]: `/metrics`: the counters the host's paths update (atomics only), and the
@@ -60,6 +61,7 @@ pub mod keys;
 pub mod lambda;
 pub mod layout;
 pub mod logfile;
+pub(crate) mod logwatch;
 pub mod metrics;
 pub mod mqtt;
 pub mod mqtt_invoke;

@@ -61,7 +61,8 @@ const MESSAGE_WAIT: Duration = Duration::from_secs(1);
 const MESSAGES_PER_POLL: usize = 100;
 /// The end of a log a page shows first.
 const LOG_TAIL_BYTES: u64 = 16 * 1024;
-/// How often a followed log is checked for new lines, a rotation, and its session.
+/// How often a followed log is checked for new lines, a rotation, and its session when nothing
+/// wakes it sooner (a change to the file does, see `crate::logwatch`).
 const FOLLOW_PACE: Duration = Duration::from_millis(200);
 /// The most a followed log sends in one piece.
 const FOLLOW_CHUNK: usize = 64 * 1024;
@@ -493,6 +494,8 @@ impl Follower {
     }
 
     async fn run(self, path: PathBuf) {
+        // Watching before the first read: whatever is written after it wakes the loop.
+        let mut watch = crate::logwatch::LogWatch::new(&path);
         let mut reading: Option<Reading> = None;
         let mut first = true;
         while self.live() {
@@ -517,7 +520,7 @@ impl Follower {
                 break;
             }
             tokio::select! {
-                () = tokio::time::sleep(FOLLOW_PACE) => {}
+                () = watch.changed(FOLLOW_PACE) => {}
                 () = self.tx.closed() => break,
             }
         }
