@@ -24,14 +24,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-/// The client's address, in every request's extensions.
+/// A request's connection, handed to the handler with it (not in the request's extensions,
+/// which would cost a map and two boxes per request for what few routes read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer(pub std::net::SocketAddr);
-
-/// The address the client reached (the connection's local end), in every request's
-/// extensions: a listener on `0.0.0.0` is reached through loopback or through the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Local(pub std::net::SocketAddr);
+pub struct Conn {
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The address the client reached (the connection's local end): a listener on `0.0.0.0`
+    /// is reached through loopback or through the network.
+    pub local: Option<std::net::SocketAddr>,
+}
 
 /// What one listener allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,7 @@ impl Limits {
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Serves `listener` with `handler` (given each request and the shared `state`) within
+/// Serves `listener` with `handler` (given each request, its connection and the shared `state`) within
 /// `limits` until `shutdown` turns true. `what` names the listener in log lines.
 pub async fn serve<S, F, Fut, B>(
     listener: TcpListener,
@@ -74,7 +76,7 @@ pub async fn serve<S, F, Fut, B>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Send + Sync + 'static,
-    F: Fn(Request<Incoming>, Arc<S>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Conn, Arc<S>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -112,18 +114,14 @@ pub async fn serve<S, F, Fut, B>(
                 let state = state.clone();
                 let handler = handler.clone();
                 let mut conn_shutdown = shutdown.clone();
-                let peer = stream.peer_addr().ok();
-                let local = stream.local_addr().ok();
+                let conn = Conn {
+                    peer: stream.peer_addr().ok(),
+                    local: stream.local_addr().ok(),
+                };
                 connections.spawn(async move {
                     let _slot = slot;
-                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                        if let Some(peer) = peer {
-                            req.extensions_mut().insert(Peer(peer));
-                        }
-                        if let Some(local) = local {
-                            req.extensions_mut().insert(Local(local));
-                        }
-                        let answer = handler(req, state.clone());
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let answer = handler(req, conn, state.clone());
                         async move { Ok::<_, Infallible>(answer.await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()

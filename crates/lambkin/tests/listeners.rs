@@ -151,7 +151,7 @@ async fn slow_headers_and_idle_connections_are_closed_after_the_head_timeout() {
         "test",
         limits,
         Arc::new(()),
-        |_req, _state| async {
+        |_req, _conn, _state| async {
             hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
         },
         stop_rx,

@@ -86,15 +86,27 @@ impl Route {
         let Some(rest) = path.strip_prefix(PREFIX) else {
             return Self::NotFound;
         };
-        let segments: Vec<&str> = rest.split('/').collect();
-        let (route, expected) = match segments.as_slice() {
-            ["", "runtime", "invocation", "next"] => (Self::Next, "GET"),
-            ["", "runtime", "init", "error"] => (Self::InitError, "POST"),
-            ["", "runtime", "invocation", id, "response"] if !id.is_empty() => {
-                (Self::Response((*id).to_owned()), "POST")
+        // Up to five segments and whether more follow, with no collection made: every
+        // request of every invocation comes through here.
+        let mut segments = rest.split('/');
+        let mut next = || segments.next();
+        let found = [next(), next(), next(), next(), next(), next()];
+        let (route, expected) = match found {
+            [Some(""), Some("runtime"), Some("invocation"), Some("next"), None, _] => {
+                (Self::Next, "GET")
             }
-            ["", "runtime", "invocation", id, "error"] if !id.is_empty() => {
-                (Self::Error((*id).to_owned()), "POST")
+            [Some(""), Some("runtime"), Some("init"), Some("error"), None, _] => {
+                (Self::InitError, "POST")
+            }
+            [Some(""), Some("runtime"), Some("invocation"), Some(id), Some("response"), None]
+                if !id.is_empty() =>
+            {
+                (Self::Response(id.to_owned()), "POST")
+            }
+            [Some(""), Some("runtime"), Some("invocation"), Some(id), Some("error"), None]
+                if !id.is_empty() =>
+            {
+                (Self::Error(id.to_owned()), "POST")
             }
             _ => return Self::NotFound,
         };
@@ -302,6 +314,57 @@ impl RuntimeApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The Runtime API's own routes as a match on the whole segment list.
+    fn by_segment_list(method: &str, rest: &str) -> Route {
+        let segments: Vec<&str> = rest.split('/').collect();
+        let (route, expected) = match segments.as_slice() {
+            ["", "runtime", "invocation", "next"] => (Route::Next, "GET"),
+            ["", "runtime", "init", "error"] => (Route::InitError, "POST"),
+            ["", "runtime", "invocation", id, "response"] if !id.is_empty() => {
+                (Route::Response((*id).to_owned()), "POST")
+            }
+            ["", "runtime", "invocation", id, "error"] if !id.is_empty() => {
+                (Route::Error((*id).to_owned()), "POST")
+            }
+            _ => return Route::NotFound,
+        };
+        if method == expected {
+            route
+        } else {
+            Route::MethodNotAllowed
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn runtime_routes_parse_as_a_match_on_the_segment_list(
+            method in prop::sample::select(vec!["GET", "POST", "PUT"]),
+            route in prop::sample::select(vec![
+                "/runtime/invocation/next",
+                "/runtime/init/error",
+                "/runtime/invocation/8a7f/response",
+                "/runtime/invocation/8a7f/error",
+                "/runtime/invocation//response",
+            ]),
+            // A route cut short, changed in one place, or made longer.
+            keep in 0usize..7,
+            changed in prop::option::of((0usize..6, prop::sample::select(vec!["", "next", "x"]))),
+            more in prop::collection::vec(prop::sample::select(vec!["", "next", "response"]), 0..3),
+        ) {
+            let mut segments: Vec<&str> = route.split('/').take(keep).collect();
+            if let Some((at, segment)) = changed {
+                if let Some(place) = segments.get_mut(at) {
+                    *place = segment;
+                }
+            }
+            segments.extend(more);
+            let rest = segments.join("/");
+            let path = format!("{PREFIX}{rest}");
+            prop_assert_eq!(Route::parse(method, &path), by_segment_list(method, &rest));
+        }
+    }
 
     #[test]
     fn routes_parse() {

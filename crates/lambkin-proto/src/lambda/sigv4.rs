@@ -97,8 +97,11 @@ impl<'a> Authorization<'a> {
         let credential = credential.ok_or_else(|| missing("Credential"))?;
         let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
         let signature = signature.ok_or_else(|| missing("Signature"))?;
-        let scope: Vec<&str> = credential.split('/').collect();
-        let [access_key_id, date, region, service, terminator] = scope[..] else {
+        let mut scope = credential.split('/');
+        let mut next = || scope.next();
+        let [Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None] =
+            [next(), next(), next(), next(), next(), next()]
+        else {
             return Err(SignatureError::Incomplete(format!(
                 "Credential should be scoped to a valid region, not '{credential}'"
             )));
@@ -1019,6 +1022,14 @@ mod tests {
             (
                 "AWS4-HMAC-SHA256 Credential=A/20250101/us-east-1/lambda/aws4, SignedHeaders=host, Signature=00",
                 "terminator",
+            ),
+            (
+                "AWS4-HMAC-SHA256 Credential=A/20250101/lambda/aws4_request, SignedHeaders=host, Signature=00",
+                "valid region",
+            ),
+            (
+                "AWS4-HMAC-SHA256 Credential=A/20250101/us-east-1/lambda/aws4_request/x, SignedHeaders=host, Signature=00",
+                "valid region",
             ),
         ] {
             match Authorization::parse(header) {

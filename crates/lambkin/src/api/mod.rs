@@ -45,7 +45,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch:
         "API",
         crate::http::Limits::API,
         state,
-        |req, state| async move { route(req, &state).await },
+        |req, conn, state| async move { route(req, conn, &state).await },
         shutdown,
     )
     .await;
@@ -53,7 +53,11 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: watch:
 
 /// The whole route table. Routes off the invoke path are boxed: hyper moves a request's
 /// future into place, and an unboxed one is as large as the largest route's.
-async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBody> {
+async fn route(
+    req: Request<Incoming>,
+    conn: crate::http::Conn,
+    state: &ApiState,
+) -> Response<ResponseBody> {
     // A shared handle on the request's URI (no copy), so the segments outlive `req`'s move.
     let uri = req.uri().clone();
     let path = uri.path();
@@ -72,14 +76,20 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
         .unwrap_or("");
     if let Some(url_id) = url_requests::host_form(host, &state.region) {
         let raw_path = req.uri().path().to_owned();
-        return Box::pin(url_requests::serve(req, state, &url_id, &raw_path)).await;
+        return Box::pin(url_requests::serve(
+            req, conn.peer, state, &url_id, &raw_path,
+        ))
+        .await;
     }
     if let ["lambda-url", url_id, ..] = segments.as_slice() {
         let url_id = (*url_id).to_owned();
         // The path after `/lambda-url/URLID`, still percent-encoded (`rawPath`).
         let after = req.uri().path().strip_prefix("/lambda-url/").unwrap_or("");
         let raw_path = after.find('/').map_or("/", |i| &after[i..]).to_owned();
-        return Box::pin(url_requests::serve(req, state, &url_id, &raw_path)).await;
+        return Box::pin(url_requests::serve(
+            req, conn.peer, state, &url_id, &raw_path,
+        ))
+        .await;
     }
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["lambkin", "v1", "health"]) => authorized(&req, state)
@@ -101,7 +111,7 @@ async fn route(req: Request<Incoming>, state: &ApiState) -> Response<ResponseBod
             Ok(Box::pin(metrics::serve(&parts, state)).await)
         }
         (_, ["console", rest @ ..]) => {
-            return Box::pin(console::route(req, state, &method, rest)).await
+            return Box::pin(console::route(req, conn.local, state, &method, rest)).await
         }
         (_, ["api", "v1", rest @ ..]) => {
             Ok(Box::pin(crate::openwhisk::http::route(req, state, rest)).await)

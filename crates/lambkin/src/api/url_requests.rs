@@ -11,7 +11,6 @@
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::request::Parts;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -88,9 +87,11 @@ pub fn host_form(host: &str, region: &str) -> Option<String> {
     (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
 }
 
-/// Serves a request to the URL `url_id`; `raw_path` is the path after the URL's own part.
+/// Serves a request to the URL `url_id` from `peer`; `raw_path` is the path after the URL's
+/// own part.
 pub async fn serve(
     req: Request<Incoming>,
+    peer: Option<std::net::SocketAddr>,
     state: &ApiState,
     url_id: &str,
     raw_path: &str,
@@ -115,7 +116,7 @@ pub async fn serve(
             return preflight(cors, origin, method);
         }
     }
-    let mut response = match invoke(req, state, &found, raw_path).await {
+    let mut response = match invoke(req, peer, state, &found, raw_path).await {
         Ok(response) => response,
         Err(e) => e.response(),
     };
@@ -141,6 +142,7 @@ fn preflight(cors: &url::Cors, origin: &str, method: &str) -> Response<ResponseB
 
 async fn invoke(
     req: Request<Incoming>,
+    peer: Option<std::net::SocketAddr>,
     state: &ApiState,
     found: &FunctionUrl,
     raw_path: &str,
@@ -185,7 +187,7 @@ async fn invoke(
         raw_query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
         body: &body,
-        source_ip: source_ip(&parts),
+        source_ip: peer.map_or_else(|| "127.0.0.1".to_owned(), |p| p.ip().to_string()),
         url_id: &found.url_id,
         region: &state.region,
         account_id: signed.then_some(account_id.as_str()),
@@ -257,14 +259,6 @@ fn head_of(answer: &HttpAnswer) -> Result<Response<()>, UrlError> {
     builder
         .body(())
         .map_err(|e| UrlError::BadGateway(format!("the answer's head is not HTTP: {e}")))
-}
-
-/// The client's address (`sourceIp`).
-fn source_ip(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<crate::http::Peer>()
-        .map_or_else(|| "127.0.0.1".to_owned(), |p| p.0.ip().to_string())
 }
 
 /// `dd/Mon/yyyy:HH:MM:SS +0000`, the event's `requestContext.time`.

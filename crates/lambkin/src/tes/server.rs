@@ -64,7 +64,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: watch::Re
         "token exchange",
         crate::http::Limits::TOKEN_EXCHANGE,
         state,
-        |req, state| async move { answer(req, &state).await },
+        |req, _conn, state| async move { answer(req, &state).await },
         shutdown,
     )
     .await;

@@ -120,14 +120,15 @@ impl Refusal {
     }
 }
 
-/// Serves `/console/REST`.
+/// Serves `/console/REST`, a request that reached the host at `local`.
 pub async fn route(
     req: Request<Incoming>,
+    local: Option<SocketAddr>,
     state: &ApiState,
     method: &Method,
     rest: &[&str],
 ) -> Response<ResponseBody> {
-    let mut r = serve(req, state, method, rest)
+    let mut r = serve(req, local, state, method, rest)
         .await
         .unwrap_or_else(|refusal| refusal.response().map(ResponseBody::from));
     let headers = r.headers_mut();
@@ -146,12 +147,13 @@ pub async fn route(
 
 async fn serve(
     req: Request<Incoming>,
+    local: Option<SocketAddr>,
     state: &ApiState,
     method: &Method,
     rest: &[&str],
 ) -> Result<Response<ResponseBody>, Refusal> {
+    reached_over_loopback(local)?;
     let (parts, body) = req.into_parts();
-    reached_over_loopback(parts.extensions.get::<crate::http::Local>().map(|l| l.0))?;
     let host = header(&parts, "host").unwrap_or("");
     if !state.gate.is_own_host(host) {
         return Err(Refusal::ForeignHost(format!(
