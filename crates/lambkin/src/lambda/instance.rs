@@ -37,7 +37,7 @@ use lambkin_proto::lambda::MAX_RESPONSE_BYTES;
 
 use super::extensions::{Delivery, Extensions};
 use super::instance_cgroup::InstanceCgroup;
-use super::invocation::{FunctionResponse, Invocation, InvocationAbort, StreamPart};
+use super::invocation::{FunctionResponse, Invocation, InvocationAbort, RequestId, StreamPart};
 use super::logs::{self, LogTail, Report};
 use super::peer;
 use super::placement;
@@ -119,7 +119,7 @@ fn error_body(error_type: &str, message: &str) -> Bytes {
 /// What `/next` hands the runtime.
 #[derive(Debug)]
 pub struct NextInvocation {
-    request_id: String,
+    request_id: RequestId,
     payload: Bytes,
     deadline_ms: u64,
     content_type: Option<String>,
@@ -272,7 +272,7 @@ struct Current {
 
 /// An answered invocation whose output and END/REPORT lines are still to be written.
 struct EndFrame {
-    request_id: String,
+    request_id: RequestId,
     duration: Duration,
     init_duration: Option<Duration>,
     timed_out: bool,
@@ -420,7 +420,7 @@ struct Instance {
     phase: Phase,
     parked: Option<Reply<NextInvocation>>,
     undelivered: Option<Invocation>,
-    last_answered: Option<String>,
+    last_answered: Option<RequestId>,
     spawned: Instant,
     init_duration: Option<Duration>,
     init_error: Option<Bytes>,
@@ -1453,7 +1453,7 @@ impl Instance {
         let timeout = self.spec.config.timeout();
         let deadline_ms = timestamp::epoch_millis(SystemTime::now()) + timeout.as_millis() as u64;
         let next = NextInvocation {
-            request_id: inv.request_id.to_string(),
+            request_id: inv.request_id.clone(),
             payload: inv.payload.clone(),
             deadline_ms,
             content_type: inv.content_type.clone(),
@@ -1480,7 +1480,7 @@ impl Instance {
         }
         self.announced = false;
         let tail = inv.want_log_tail.then(LogTail::default);
-        let request_id = inv.request_id.to_string();
+        let request_id = inv.request_id.clone();
         self.phase = Phase::Busy(Box::new(Current {
             inv,
             started: now,
@@ -1501,7 +1501,7 @@ impl Instance {
                 _ => None,
             };
             self.telemetry.emit(Record::Start {
-                request_id: request_id.clone(),
+                request_id: request_id.to_string(),
                 version: LATEST,
                 tracing: tracing.map(|value| tm::TraceContext {
                     kind: "X-Amzn-Trace-Id",
@@ -1509,7 +1509,7 @@ impl Instance {
                 }),
             });
         }
-        let start = logs::start_line(&request_id, LATEST);
+        let start = logs::start_line(request_id.as_str(), LATEST);
         if let Some(tail) = self.tail() {
             tail.push_line(start.as_bytes());
         }
@@ -1521,7 +1521,7 @@ impl Instance {
     fn check_answer(&self, request_id: &str) -> Result<(), RuntimeApiError> {
         match &self.phase {
             Phase::Busy(current) if current.inv.request_id.as_str() == request_id => Ok(()),
-            _ if self.last_answered.as_deref() == Some(request_id) => {
+            _ if self.last_answered.as_ref().map(RequestId::as_str) == Some(request_id) => {
                 Err(RuntimeApiError::InvalidStateTransition(format!(
                     "invocation {request_id} has already been answered"
                 )))
@@ -1576,7 +1576,7 @@ impl Instance {
         }
         self.last_duration = Some(duration);
         self.spec.placement.idle(self.pid);
-        let request_id = current.inv.request_id.to_string();
+        let request_id = current.inv.request_id.clone();
         self.last_answered = Some(request_id.clone());
         if !timed_out {
             // Extensions still busy with the invocation share its timeout, as in Lambda.
@@ -1761,7 +1761,7 @@ impl Instance {
             });
             let (duration_ms, billed_duration_ms) = logs::report_durations(&report);
             self.telemetry.emit(Record::RuntimeDone {
-                request_id: request_id.clone(),
+                request_id: request_id.to_string(),
                 status,
                 error_type: error_type.clone(),
                 metrics: tm::RuntimeDoneMetrics {
@@ -1771,7 +1771,7 @@ impl Instance {
                 spans: spans.clone(),
             });
             self.telemetry.emit(Record::Report {
-                request_id: request_id.clone(),
+                request_id: request_id.to_string(),
                 status,
                 error_type,
                 metrics: tm::ReportMetrics {
@@ -1784,7 +1784,7 @@ impl Instance {
             });
         }
         let mut lines = String::new();
-        logs::push_end_lines(&mut lines, request_id, &report);
+        logs::push_end_lines(&mut lines, request_id.as_str(), &report);
         lines
     }
 
@@ -2587,7 +2587,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Runtim
 fn next_response(next: NextInvocation) -> Response<Body> {
     let mut builder = Response::builder()
         .status(StatusCode::OK)
-        .header(rt::header::REQUEST_ID, &next.request_id)
+        .header(rt::header::REQUEST_ID, next.request_id.as_str())
         .header(rt::header::DEADLINE_MS, next.deadline_ms)
         .header(
             http::header::CONTENT_TYPE,
@@ -2706,7 +2706,7 @@ mod tests {
 
     fn next_invocation() -> super::NextInvocation {
         super::NextInvocation {
-            request_id: "r".into(),
+            request_id: super::RequestId::from_stored("r".into()),
             payload: bytes::Bytes::new(),
             deadline_ms: 1,
             content_type: None,

@@ -1,6 +1,7 @@
 //! An invocation in flight: what the runtime receives and where its outcome goes.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use lambkin_proto::lambda::stream::StreamError;
@@ -8,16 +9,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::Store;
 
-/// A Lambda request id (a UUID), as sent in `Lambda-Runtime-Aws-Request-Id`.
+/// A Lambda request id (a UUID), as sent in `Lambda-Runtime-Aws-Request-Id`. Shared, not
+/// copied: an invocation's id goes to the runtime, the log lines, the answer and the metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(String);
+pub struct RequestId(Arc<str>);
 
 impl RequestId {
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
+        let mut text = uuid::Uuid::encode_buffer();
+        Self(Arc::from(
+            &*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text),
+        ))
     }
     pub fn from_stored(id: String) -> Self {
-        Self(id)
+        Self(id.into())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -266,5 +271,22 @@ impl Invocation {
             },
             Completion::Detached => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn request_ids_are_lowercase_hyphenated_uuids_each_its_own() {
+        let a = RequestId::new();
+        let parsed = uuid::Uuid::parse_str(a.as_str()).unwrap();
+        assert_eq!(parsed.hyphenated().to_string(), a.as_str());
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_ne!(RequestId::new(), a);
+        // A copy is the same id, shared.
+        let b = a.clone();
+        assert_eq!((b.as_str(), b.to_string()), (a.as_str(), a.to_string()));
     }
 }
