@@ -6,6 +6,7 @@ the configuration's `FunctionUrl` gives (`http://ADDR/lambda-url/URLID/`) and th
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -237,6 +238,21 @@ def test_get_with_query_and_cookies(lambda_client, web_function):
     assert event["requestContext"]["accountId"] == "anonymous"
     assert event["requestContext"]["domainName"] == f"{url_id(url)}.lambda-url.{REGION}.on.aws"
     assert event["isBase64Encoded"] is False and "body" not in event
+
+
+def test_source_ip_is_the_callers_address(lambda_client, web_function):
+    # From 127.0.0.2 (loopback too): the event names that address, not a default.
+    url = urlsplit(url_of(lambda_client, web_function))
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30,
+                                      source_address=("127.0.0.2", 0))
+    try:
+        conn.request("GET", url.path + "from/elsewhere")
+        response = conn.getresponse()
+        event = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 200, event
+    assert event["requestContext"]["http"]["sourceIp"] == "127.0.0.2", event["requestContext"]
 
 
 def test_curl_both_forms(lambda_client, web_function):
