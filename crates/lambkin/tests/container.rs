@@ -15,16 +15,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use support::{header, Host};
-
-/// The seed recipe (`greengrass-reference.md` §1.2), the shape the cloud generates.
-const SEED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/components/seed-lambda-recipe.json"
-);
 
 const HANDLER: &str = r#"
 import errno, os, socket, time
@@ -159,22 +151,13 @@ impl Device {
     /// [`Device::deploy`] with more arguments for `lambkin deploy` (`--run-with`).
     fn deploy_with(&mut self, name: &str, config: Value, args: &[&str]) -> Result<String, String> {
         self.deployments += 1;
-        let zip = support::zip_bytes(&[("lambda_function.py", HANDLER, 0o644)]);
-        let digest = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip));
+        let recipe = support::lambda_component(
+            self.tmp.path(),
+            name,
+            &[("lambda_function.py", HANDLER, 0o644)],
+            config,
+        );
         let artifacts = self.path("artifacts");
-        let dir = artifacts.join(name).join("1.0.0");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
-        let mut recipe: Value =
-            serde_json::from_str(&std::fs::read_to_string(SEED).unwrap()).unwrap();
-        recipe["ComponentName"] = json!(name);
-        recipe["ComponentVersion"] = json!("1.0.0");
-        recipe["Manifests"][0]["Artifacts"][0]["Digest"] = json!(digest);
-        let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
-        defaults["pubsubTopics"] = json!({});
-        for (k, v) in config.as_object().unwrap() {
-            defaults[k] = v.clone();
-        }
         let recipes = self.path(&format!("recipes-{}", self.deployments));
         std::fs::create_dir_all(&recipes).unwrap();
         std::fs::write(

@@ -23,9 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use sha2::Digest as _;
 use support::{json, python_function, wait_for, zip, Host};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -244,31 +242,15 @@ async fn no_other_process_can_take_or_answer_an_instance_s_event() {
     hold_and_attack(host, "victim", exchange.path(), dir).await;
 }
 
-/// The seed Lambda recipe (`greengrass-reference.md` §1.2).
-const SEED_RECIPE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/components/seed-lambda-recipe.json"
-);
-
 /// Deploys [`HOLDING_HANDLER`] as Lambda component `name`, its configuration's defaults
 /// changed by `config`.
 fn deploy_holding_component(tmp: &Path, root: &Path, name: &str, config: &Value) {
-    let zip = support::zip_bytes(&[("lambda_function.py", HOLDING_HANDLER, 0o644)]);
-    let artifacts = tmp.join("artifacts");
-    let dir = artifacts.join(name).join("1.0.0");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("lambda-artifact.zip"), &zip).unwrap();
-    let mut recipe: Value =
-        serde_json::from_str(&std::fs::read_to_string(SEED_RECIPE).unwrap()).unwrap();
-    recipe["ComponentName"] = json!(name);
-    recipe["ComponentVersion"] = json!("1.0.0");
-    recipe["Manifests"][0]["Artifacts"][0]["Digest"] =
-        json!(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&zip)));
-    let defaults = &mut recipe["ComponentConfiguration"]["DefaultConfiguration"];
-    defaults["pubsubTopics"] = json!({});
-    for (k, v) in config.as_object().unwrap() {
-        defaults[k] = v.clone();
-    }
+    let recipe = support::lambda_component(
+        tmp,
+        name,
+        &[("lambda_function.py", HOLDING_HANDLER, 0o644)],
+        config.clone(),
+    );
     support::deployed(root, tmp, &[recipe], &["-m", &format!("{name}=1.0.0")]);
 }
 
