@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
-from pathlib import Path
 
-from conftest import VENV
-from support import until
+from conftest import Host, _all_pids, _kill_tree, _proc_stat
+from support import VENV, until
 
 
 def test_the_example_host_answers_the_commands_it_prints(lambkin_bin, device_dir):
@@ -22,15 +20,16 @@ def test_the_example_host_answers_the_commands_it_prints(lambkin_bin, device_dir
     root = tmp_path / "lambkin-root"
     out_path = tmp_path / "host.stdout"
     err_path = tmp_path / "host.stderr"
+    siblings = frozenset(p for p in _all_pids() if (_proc_stat(p) or (0,))[0] == os.getpid())
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        host = subprocess.Popen(
+        proc = subprocess.Popen(
             [str(lambkin_bin), "run", "--with-example", "--root", str(root),
              "--listen", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=tmp_path,
             start_new_session=True,
         )
-    output = lambda: (out_path.read_text(errors="replace") + "\n--- stderr ---\n"
-                      + err_path.read_text(errors="replace")[-4000:])
+    host = Host(root, proc, "", out_path, err_path, siblings)
+    output = host.output
     try:
         until(lambda: "example function `hello` is ready" in out_path.read_text(errors="replace"),
               "the example's banner", output, timeout=120)
@@ -66,12 +65,8 @@ def test_the_example_host_answers_the_commands_it_prints(lambkin_bin, device_dir
         assert aws.returncode == 0, aws.stdout + aws.stderr
         assert json.loads(aws.stdout) == {"message": "Hello, shell!", "function": "hello"}, aws.stdout
     except BaseException:
-        print(output())
+        print(host.output())
+        _kill_tree(proc)
         raise
-    finally:
-        os.killpg(host.pid, signal.SIGTERM)
-        try:
-            host.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(host.pid, signal.SIGKILL)
-            host.wait()
+    # And it stops as a host must: status 0 on SIGTERM, nothing of it left running.
+    host.stop()
