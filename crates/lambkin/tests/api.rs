@@ -129,7 +129,9 @@ async fn bad_input_gets_aws_errors_and_the_host_keeps_serving() {
             "{}",
         )
         .await;
-    assert_eq!(error_of(&r).0, 404);
+    let (status, _, message) = error_of(&r);
+    assert_eq!(status, 404);
+    assert!(message.contains("function:good:7"), "{message}");
     let r = host
         .call(
             "POST",

@@ -211,12 +211,13 @@ fn parse(
             .map(|q| super::percent_decode(q).into_owned())
     });
     let target = FunctionRef::parse(name, qualifier.as_deref())?;
-    let arn = state.registry.arn(target.name.as_str());
+    // The ARN only names what is not found: not made for an invocation that runs.
+    let arn = || state.registry.arn(target.name.as_str());
     if let Some(q) = target.qualifier.as_deref().filter(|q| *q != LATEST) {
-        return Err(ApiError::ResourceNotFound(format!("{arn}:{q}")));
+        return Err(ApiError::ResourceNotFound(format!("{}:{q}", arn())));
     }
     let Some((handle, spec)) = state.registry.lookup(&target.name) else {
-        return Err(ApiError::ResourceNotFound(arn));
+        return Err(ApiError::ResourceNotFound(arn()));
     };
     let invocation_type = InvocationType::parse(header(req, HEADER_INVOCATION_TYPE))?;
     let log_type = LogType::parse(header(req, HEADER_LOG_TYPE))?;
