@@ -147,8 +147,9 @@ async fn run(spec: Arc<FunctionSpec>, mut rx: mpsc::Receiver<Command>) {
     let actions = actor.scheduler.start(Instant::now());
     actor.perform(actions, None).await;
     let mut shutdown: Option<(oneshot::Sender<()>, Instant)> = None;
-    // The next reaping: a timer made on every turn registered and dropped one each time.
-    let mut reaping = instance::DeadlineTimer::new();
+    // The next reaping, on one timer for the loop's life (a sleep made on every turn would
+    // register and drop a timer each time).
+    let mut reaping = super::deadline::DeadlineTimer::new();
     loop {
         if let Some((_, deadline)) = &shutdown {
             if actor.instances.is_empty() || Instant::now() >= *deadline {

@@ -5,6 +5,7 @@
 //! - [`function`]: one actor per function, driving a [`scheduler`] and owning its instances.
 //! - [`scheduler`]: the sans-I/O rules of on-demand and pinned lifecycles.
 //! - [`instance`]: one actor per runtime process and its Runtime API server.
+//! - `deadline`: the one timer an instance's and a function's loop wait on.
 //! - [`delegate`]: invocations sent to a remote target under the function's delegation policy.
 //! - [`invocation`]: an invocation in flight and how its outcome is delivered.
 //! - [`code`]: unpacking and checking a function's zip.
@@ -20,6 +21,7 @@
 //! - [`telemetry`]: Telemetry and Logs API subscriptions, and delivering their records.
 
 pub mod code;
+pub(crate) mod deadline;
 pub mod delegate;
 pub mod extensions;
 pub mod function;
