@@ -65,8 +65,9 @@ impl Limits {
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Serves `listener` with `handler` (given each request, its connection and the shared `state`) within
-/// `limits` until `shutdown` turns true. `what` names the listener in log lines.
+/// Serves `listener` with `handler` (given each request, its connection and the shared
+/// `state`) within `limits` until `shutdown` turns true. `what` names the listener in log
+/// lines.
 pub async fn serve<S, F, Fut, B>(
     listener: TcpListener,
     what: &'static str,
@@ -114,14 +115,14 @@ pub async fn serve<S, F, Fut, B>(
                 let state = state.clone();
                 let handler = handler.clone();
                 let mut conn_shutdown = shutdown.clone();
-                let conn = Conn {
+                let ends = Conn {
                     peer: stream.peer_addr().ok(),
                     local: stream.local_addr().ok(),
                 };
                 connections.spawn(async move {
                     let _slot = slot;
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let answer = handler(req, conn, state.clone());
+                        let answer = handler(req, ends, state.clone());
                         async move { Ok::<_, Infallible>(answer.await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()

@@ -89,8 +89,7 @@ impl Route {
         // Up to five segments and whether more follow, with no collection made: every
         // request of every invocation comes through here.
         let mut segments = rest.split('/');
-        let mut next = || segments.next();
-        let found = [next(), next(), next(), next(), next(), next()];
+        let found: [Option<&str>; 6] = std::array::from_fn(|_| segments.next());
         let (route, expected) = match found {
             [Some(""), Some("runtime"), Some("invocation"), Some("next"), None, _] => {
                 (Self::Next, "GET")

@@ -98,9 +98,8 @@ impl<'a> Authorization<'a> {
         let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
         let signature = signature.ok_or_else(|| missing("Signature"))?;
         let mut scope = credential.split('/');
-        let mut next = || scope.next();
         let [Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None] =
-            [next(), next(), next(), next(), next(), next()]
+            std::array::from_fn(|_| scope.next())
         else {
             return Err(SignatureError::Incomplete(format!(
                 "Credential should be scoped to a valid region, not '{credential}'"

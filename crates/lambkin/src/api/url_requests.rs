@@ -148,7 +148,7 @@ async fn invoke(
     raw_path: &str,
 ) -> Result<Response<ResponseBody>, UrlError> {
     let (parts, body) = req.into_parts();
-    let account = match found.config.auth_type {
+    let prechecked = match found.config.auth_type {
         AuthType::AwsIam => Some(state.gate.precheck(&parts)?),
         AuthType::None => None,
     };
@@ -165,8 +165,8 @@ async fn invoke(
         .nth(4)
         .unwrap_or_default()
         .to_owned();
-    let signed = account.is_some();
-    if let Some(checked) = account {
+    let signed = prechecked.is_some();
+    if let Some(checked) = prechecked {
         let principal = state.gate.verify(&parts, &body, checked)?;
         super::access::authorize_action(
             &principal,
