@@ -103,8 +103,11 @@ impl LogWatch {
                     let overflow = event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
                     if on_name && event.mask.intersects(NAME_EVENTS) {
                         // A new file under the name: its writes are watched from now on.
+                        // The one it replaces (now the rotated file) is watched no more.
                         if let Ok(wd) = inotify.add_watch(path, AddWatchFlags::IN_MODIFY) {
-                            *file = Some(wd);
+                            if let Some(old) = file.replace(wd).filter(|old| *old != wd) {
+                                let _ = inotify.rm_watch(old);
+                            }
                         }
                     }
                     changed |= on_file || on_name || overflow;
