@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::json;
-use support::{header, json, python_function, wait_for, zip, Host};
+use support::{header, json, lines, python_function, wait_for_line, zip, Host};
 
 const ECHO: &str = "def handler(event, context):\n    return event\n";
 
@@ -341,11 +341,10 @@ async fn runtime_api_enforces_ids_states_and_sizes() {
 
     // A function's log lines reach its file just after the answer.
     let log_path = tmp.path().join("logs/probe.log");
-    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let found = wait_for(Duration::from_secs(10), || {
-        read().contains("second answer: 403").then_some(())
+    let found = wait_for_line(&log_path, Duration::from_secs(10), |l| {
+        l.contains("second answer: 403")
     });
-    assert!(found.is_some(), "{}", read());
+    assert!(found.is_some(), "{:?}", lines(&log_path));
 }
 
 /// `InputPayloadEncodingType: binary`: the Invoke API takes any bytes and the handler gets
@@ -522,13 +521,10 @@ async fn streamed_responses_reach_both_invoke_apis() {
     let r = host.invoke("streamer", &json!({})).await;
     assert_eq!((r.status, r.body.as_ref()), (200, b"one;two;".as_ref()));
     let log_path = tmp.path().join("logs/streamer.log");
-    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let found = wait_for(Duration::from_secs(10), || {
-        read()
-            .contains("mode answer 400, late answer 403")
-            .then_some(())
+    let found = wait_for_line(&log_path, Duration::from_secs(10), |l| {
+        l.contains("mode answer 400, late answer 403")
     });
-    assert!(found.is_some(), "{}", read());
+    assert!(found.is_some(), "{:?}", lines(&log_path));
 
     // The stream API's own refusals.
     let r = host

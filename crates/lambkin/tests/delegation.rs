@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use support::{header, json as body_json, lines, python_function, wait_for, Host};
+use support::{header, json as body_json, lines, python_function, wait_for, wait_for_line, Host};
 
 /// Sleeps `SLEEP_MS` (default 0), prints the event (so a host's log shows what it ran) and
 /// says where it ran; `{"fail": true}` raises.
@@ -158,9 +158,8 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
     );
     let request_id = header(&reply, "x-amzn-requestid").unwrap();
     let line = format!("DELEGATED RequestId: {request_id} Target: b Function: work");
-    let a_log = wait_for(Duration::from_secs(10), || {
-        let a_log = lines(&a_root.join("logs/rem.log"));
-        a_log.iter().any(|l| l.contains(&line)).then_some(a_log)
+    let a_log = wait_for_line(&a_root.join("logs/rem.log"), Duration::from_secs(10), |l| {
+        l.contains(&line)
     });
     let a_log = a_log.unwrap_or_else(|| panic!("{line:?} in A's log"));
     assert_eq!(starts(&a_root.join("logs/rem.log")), 0, "{a_log:?}");
@@ -325,12 +324,11 @@ async fn remote_runs_on_the_peer_and_overflow_spills_over() {
         (starts(&b_root.join("logs/ow-inc.log")) == b_starts + 1).then_some(())
     })
     .expect("the activation ran on B");
-    wait_for(Duration::from_secs(10), || {
-        lines(&a_root.join("logs/ow-inc.log"))
-            .iter()
-            .any(|l| l.contains("DELEGATED") && l.contains("Function: ow-inc"))
-            .then_some(())
-    })
+    wait_for_line(
+        &a_root.join("logs/ow-inc.log"),
+        Duration::from_secs(10),
+        |l| l.contains("DELEGATED") && l.contains("Function: ow-inc"),
+    )
     .expect("the DELEGATED line in A's log");
     // A bad annotation is refused, naming it; an unknown target too.
     let (status, refused) = whisk(
@@ -437,18 +435,12 @@ async fn offline_remote_first_runs_here_remote_fails_and_events_wait_for_the_pee
     let a = Host::start(&a_root);
     let b = Host::start_listening(&b_root, &b_addr, &[]);
     let b_log = b_root.join("logs/work.log");
-    wait_for(Duration::from_secs(30), || {
-        lines(&b_log)
-            .iter()
-            .any(|l| l.contains(r#"event {"mark": "held-event"}"#))
-            .then_some(())
+    wait_for_line(&b_log, Duration::from_secs(30), |l| {
+        l.contains(r#"event {"mark": "held-event"}"#)
     })
     .expect("the held Event ran on B once it was back");
-    wait_for(Duration::from_secs(10), || {
-        lines(&a_root.join("logs/ev.log"))
-            .iter()
-            .any(|l| l.contains("DELEGATED") && l.contains("(accepted)"))
-            .then_some(())
+    wait_for_line(&a_root.join("logs/ev.log"), Duration::from_secs(10), |l| {
+        l.contains("DELEGATED") && l.contains("(accepted)")
     })
     .expect("A's log says the Event went to B");
     // Handed over once: it does not run again here or there.

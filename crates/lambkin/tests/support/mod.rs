@@ -434,6 +434,20 @@ pub fn lines(path: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits up to `limit` for a line of the log at `path` that `wanted` accepts (a function's
+/// output and END/REPORT lines reach its log just after the answer); returns the log's lines
+/// then, or `None`.
+pub fn wait_for_line(
+    path: &Path,
+    limit: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<Vec<String>> {
+    wait_for(limit, || {
+        let all = lines(path);
+        all.iter().any(|l| wanted(l)).then_some(all)
+    })
+}
+
 /// `lambkin deploy` on the host of `root`: `recipes` written to a fresh directory under
 /// `scratch`, artifacts from `scratch/artifacts`, then `args` (`-m NAME=VERSION`, `--remove`,
 /// `--run-with` ...). Returns the command's output.
