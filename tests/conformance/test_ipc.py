@@ -202,6 +202,7 @@ CLI_OPERATIONS = [
     "aws.greengrass#ListComponents", "aws.greengrass#GetComponentDetails",
     "aws.greengrass#RestartComponent", "aws.greengrass#StopComponent",
     "aws.greengrass#CreateLocalDeployment", "aws.greengrass#GetLocalDeploymentStatus",
+    "aws.greengrass#ListLocalDeployments",
 ]
 
 
@@ -269,6 +270,15 @@ def test_component_and_deployment_operations_with_the_real_sdk(managed, host, la
     assert results["restart"] == "SUCCEEDED"
     assert results["deployment_id"]
     assert results["deployment_status"] == "SUCCEEDED"
+    assert results["deployment_details"] == {"detailed": "SUCCESSFUL", "stack": None,
+                                             "types": None, "cause": None}, results
+    refused = results["refused_details"]
+    assert refused["detailed"] == "FAILED_NO_STATE_CHANGE", results
+    assert refused["stack"] == ["DEPLOYMENT_FAILURE", "NO_AVAILABLE_COMPONENT_VERSION",
+                                "COMPONENT_VERSION_REQUIREMENTS_NOT_MET"], results
+    assert refused["types"] == ["REQUEST_ERROR"], results
+    assert "no recipe for com.example.NoSuch@1.0.0" in refused["cause"], results
+    assert results["refused_listed_stack"] == refused["stack"], results
     assert results["deployment_unknown"] == "ResourceNotFoundError"
     assert results["stop"] == "SUCCEEDED"
     # What the calls did, seen from outside: three starts (deployment, restart, the

@@ -11,9 +11,12 @@
 //!   and a Lambda component's configuration as the function it defines ([`recipe::lambda`]).
 //! - [`eventstream`]: AWS event-stream frames (prelude, headers, CRCs, limits) and their decoder.
 //! - [`ipc`]: Greengrass IPC: the event-stream RPC session, operation shapes, errors, authorization.
+//! - [`deployment`]: a deployment's outcome as Greengrass reports it (detailed status, error
+//!   codes and types).
 //! - [`metrics`]: the Prometheus text format and OpenMetrics: families encoded, samples read back.
 
 pub mod calendar;
+pub mod deployment;
 pub mod eventstream;
 pub mod ipc;
 pub mod lambda;

@@ -669,6 +669,7 @@ pub async fn deploy(
     let id = outcome["deploymentId"].as_str().unwrap_or_default();
     let status = outcome["status"].as_str().unwrap_or_default();
     println!("Deployment {id}: {status}");
+    print_status_details(&outcome["deploymentStatusDetails"]);
     if DeploymentStatus::parse(status) == Some(DeploymentStatus::Succeeded) {
         Ok(0)
     } else {
@@ -677,6 +678,27 @@ pub async fn deploy(
             outcome["message"].as_str().unwrap_or_default()
         );
         Ok(1)
+    }
+}
+
+/// A failed deployment's detailed status, error stack and error types, one line each (the
+/// failure's cause is the message, printed on its own).
+fn print_status_details(details: &serde_json::Value) {
+    let detailed = details["detailedDeploymentStatus"].as_str();
+    if let Some(detailed) = detailed.filter(|d| *d != "SUCCESSFUL") {
+        println!("Detailed status: {detailed}");
+    }
+    for (key, label) in [
+        ("deploymentErrorStack", "Error stack"),
+        ("deploymentErrorTypes", "Error types"),
+    ] {
+        let list: Vec<&str> = details[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if !list.is_empty() {
+            println!("{label}: {}", list.join(", "));
+        }
     }
 }
 

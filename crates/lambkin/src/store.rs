@@ -14,6 +14,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use lambkin_proto::deployment::Report;
 use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
 
@@ -22,7 +23,8 @@ const DATABASE: &str = "the state database (state/lambkin.db)";
 
 /// The state database's schema, step by step (see `crate::schema`): a new step is added at
 /// the end, never an old one changed. Step 1 is the schema of the releases before versions;
-/// step 2 keeps an `Event`'s client context (a triggered message's subject).
+/// step 2 keeps an `Event`'s client context (a triggered message's subject); step 3 keeps
+/// what a deployment's end reported (detailed status, error stack and types, as JSON).
 const SCHEMA: &[&str] = &[
     "
     CREATE TABLE IF NOT EXISTS functions (
@@ -59,6 +61,9 @@ const SCHEMA: &[&str] = &[
 ",
     "
     ALTER TABLE events ADD COLUMN client_context TEXT;
+",
+    "
+    ALTER TABLE deployments ADD COLUMN report TEXT;
 ",
 ];
 
@@ -129,6 +134,7 @@ enum Command {
         id: String,
         status: DeploymentStatus,
         message: String,
+        report: Report,
         components: Option<Vec<ComponentRecord>>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -178,6 +184,9 @@ pub struct DeploymentRecord {
     /// The request as JSON, kept for `ListLocalDeployments` and diagnosis.
     pub request: String,
     pub message: String,
+    /// What its end reported; `None` while it is in progress (and for deployments recorded
+    /// before the store kept reports).
+    pub report: Option<Report>,
 }
 
 /// What the host finds in the store when it starts.
@@ -294,6 +303,7 @@ impl Store {
         id: String,
         status: DeploymentStatus,
         message: String,
+        report: Report,
         components: Option<Vec<ComponentRecord>>,
     ) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
@@ -301,6 +311,7 @@ impl Store {
             id,
             status,
             message,
+            report,
             components,
             reply,
         })
@@ -420,7 +431,7 @@ fn load_components(conn: &Connection) -> Result<Vec<ComponentRecord>, StoreError
 
 fn load_deployments(conn: &Connection, filter: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT id, status, request, message FROM deployments {filter} ORDER BY seq DESC LIMIT 50"
+        "SELECT id, status, request, message, report FROM deployments {filter} ORDER BY seq DESC LIMIT 50"
     ))?;
     let rows = stmt.query_map([], |row| {
         let status: String = row.get(1)?;
@@ -431,11 +442,19 @@ fn load_deployments(conn: &Connection, filter: &str) -> Result<Vec<DeploymentRec
                 format!("unknown deployment status {status:?}").into(),
             )
         })?;
+        let report = row
+            .get::<_, Option<String>>(4)?
+            .map(|text| serde_json::from_str::<Report>(&text))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+            })?;
         Ok(DeploymentRecord {
             id: row.get(0)?,
             status,
             request: row.get(2)?,
             message: row.get(3)?,
+            report,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -556,10 +575,16 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                     id,
                     status,
                     message,
+                    report,
                     components,
                     reply,
                 } => {
-                    let outcome = end_deployment(&tx, &id, status, &message, components.as_deref());
+                    let outcome = end_deployment(
+                        &tx,
+                        &id,
+                        (status, &message, &report),
+                        components.as_deref(),
+                    );
                     replies.push(Box::new(move |failed| {
                         let _ = reply.send(outcome.and(committed(failed)));
                     }));
@@ -630,16 +655,18 @@ fn committed(failed: Option<&str>) -> Result<(), StoreError> {
     }
 }
 
+/// Records `id`'s end: its status, message and report; `components` (on success) become the
+/// device's set.
 fn end_deployment(
     tx: &rusqlite::Transaction<'_>,
     id: &str,
-    status: DeploymentStatus,
-    message: &str,
+    (status, message, report): (DeploymentStatus, &str, &Report),
     components: Option<&[ComponentRecord]>,
 ) -> Result<(), StoreError> {
+    let report = serde_json::to_string(report).map_err(|e| StoreError::Commit(e.to_string()))?;
     tx.execute(
-        "UPDATE deployments SET status = ?2, message = ?3 WHERE id = ?1",
-        params![id, status.as_str(), message],
+        "UPDATE deployments SET status = ?2, message = ?3, report = ?4 WHERE id = ?1",
+        params![id, status.as_str(), message, report],
     )?;
     if let Some(components) = components {
         // The configurations given are the components' whole configurations, changes made
@@ -783,6 +810,7 @@ mod tests {
             status: DeploymentStatus::InProgress,
             request: "{}".into(),
             message: String::new(),
+            report: None,
         }
     }
 
@@ -844,8 +872,11 @@ mod tests {
         }
         // As an older release left it: no version, and the tables of step 1 alone.
         let old = Connection::open(&db).unwrap();
-        old.execute_batch("ALTER TABLE events DROP COLUMN client_context;")
-            .unwrap();
+        old.execute_batch(
+            "ALTER TABLE events DROP COLUMN client_context;
+             ALTER TABLE deployments DROP COLUMN report;",
+        )
+        .unwrap();
         old.pragma_update(None, "user_version", 0).unwrap();
         drop(old);
 
@@ -856,6 +887,10 @@ mod tests {
         assert_eq!(recovered.events[0].request_id, "r1");
         assert_eq!(recovered.components.len(), 1);
         assert_eq!(recovered.components[0].config, json!({"k": 1}));
+        // A deployment that ended before reports were kept lists without one.
+        let listed = _store.list_deployments().await.unwrap();
+        assert_eq!(listed[0].id, "d1");
+        assert_eq!(listed[0].report, None);
         drop(_store);
         let reopened = Connection::open(&db).unwrap();
         let version: i64 = reopened
@@ -895,6 +930,14 @@ mod tests {
             version: v.into(),
             config: serde_json::json!({"k": v}),
         };
+        let broke = Report::failed(
+            lambkin_proto::deployment::Detailed::FailedRollbackComplete,
+            &[
+                lambkin_proto::deployment::ErrorCode::ComponentUpdateError,
+                lambkin_proto::deployment::ErrorCode::ComponentBroken,
+            ],
+            [].into_iter(),
+        );
         {
             let (store, recovered) = Store::open(&db).unwrap();
             assert!(recovered.components.is_empty());
@@ -904,6 +947,7 @@ mod tests {
                     "d1".into(),
                     DeploymentStatus::Succeeded,
                     String::new(),
+                    Report::succeeded(),
                     Some(vec![component("1.0.0")]),
                 )
                 .await
@@ -914,6 +958,7 @@ mod tests {
                     "d2".into(),
                     DeploymentStatus::Failed,
                     "install failed".into(),
+                    broke.clone(),
                     None,
                 )
                 .await
@@ -924,6 +969,11 @@ mod tests {
             assert_eq!(
                 listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
                 ["d3", "d2", "d1"]
+            );
+            // Each end's report is kept with it; one in progress has none yet.
+            assert_eq!(
+                listed.iter().map(|d| d.report.clone()).collect::<Vec<_>>(),
+                [None, Some(broke.clone()), Some(Report::succeeded())]
             );
         }
         let (_store, recovered) = Store::open(&db).unwrap();
@@ -952,6 +1002,7 @@ mod tests {
                 id.into(),
                 DeploymentStatus::Succeeded,
                 String::new(),
+                Report::succeeded(),
                 Some(vec![record]),
             )
             .await
@@ -1046,6 +1097,7 @@ mod tests {
                     "d1".into(),
                     DeploymentStatus::Succeeded,
                     String::new(),
+                    Report::succeeded(),
                     Some(vec![a]),
                 )
                 .await

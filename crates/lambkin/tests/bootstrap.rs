@@ -113,6 +113,18 @@ fn bootstrap_runs_once_per_version_and_a_failure_keeps_the_device() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Bootstrap failed"), "{stderr}");
+    // With Greengrass's codes for it: the previous version was put back.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "Detailed status: FAILED_ROLLBACK_COMPLETE",
+        "Error stack: DEPLOYMENT_FAILURE, COMPONENT_UPDATE_ERROR, COMPONENT_BOOTSTRAP_ERROR",
+        "Error types: USER_COMPONENT_ERROR",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} not in {stdout}"
+        );
+    }
     let list = Command::new(env!("CARGO_BIN_EXE_lambkin"))
         .args(["list", "--json", "--root"])
         .arg(&root)

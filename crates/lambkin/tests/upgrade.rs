@@ -90,7 +90,10 @@ fn a_root_from_before_schema_versions_opens_with_its_functions_components_events
     // The tables as the releases before versions had them (the schema's first step): what
     // later steps added goes again.
     state
-        .execute_batch("ALTER TABLE events DROP COLUMN client_context;")
+        .execute_batch(
+            "ALTER TABLE events DROP COLUMN client_context;
+             ALTER TABLE deployments DROP COLUMN report;",
+        )
         .unwrap();
     state.pragma_update(None, "user_version", 0).unwrap();
     drop(state);

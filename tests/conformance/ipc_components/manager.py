@@ -39,6 +39,15 @@ def error_name(call):
         return type(e).__name__
 
 
+def status_details(client, deployment_id):
+    details = client.get_local_deployment_status(
+        deployment_id=deployment_id).deployment.deployment_status_details
+    return {"detailed": details.detailed_deployment_status,
+            "stack": details.deployment_error_stack,
+            "types": details.deployment_error_types,
+            "cause": details.deployment_failure_cause}
+
+
 def main() -> None:
     with open("token", "w") as f:
         f.write(os.environ["SVCUID"])
@@ -68,6 +77,19 @@ def main() -> None:
         return status if status in ("SUCCEEDED", "FAILED") else None
 
     results["deployment_status"] = until(finished, "the local deployment's end")
+    results["deployment_details"] = status_details(client, deployment.deployment_id)
+
+    # A deployment of a component no recipe on the device has fails before anything changes:
+    # the SDK reads Greengrass's detailed status, error stack and types from the answer.
+    refused = client.create_local_deployment(
+        root_component_versions_to_add={"com.example.NoSuch": "1.0.0"})
+    until(lambda: client.get_local_deployment_status(
+        deployment_id=refused.deployment_id).deployment.status == "FAILED",
+        "the refused deployment's end")
+    results["refused_details"] = status_details(client, refused.deployment_id)
+    listed = {d.deployment_id: d for d in client.list_local_deployments().local_deployments}
+    results["refused_listed_stack"] = \
+        listed[refused.deployment_id].deployment_status_details.deployment_error_stack
     results["deployment_unknown"] = error_name(
         lambda: client.get_local_deployment_status(deployment_id="no-such-deployment"))
     until(lambda: any(line.endswith(" deployed") for line in runs()),

@@ -58,7 +58,12 @@ pub async fn route(
                 ApiError::InvalidParameterValue(format!("invalid deployment request: {e}"))
             })?;
             let outcome = state.engine.deploy(request).await.map_err(api_error)?;
-            to_json(&outcome)
+            to_json(&serde_json::json!({
+                "deploymentId": outcome.deployment_id,
+                "status": outcome.status,
+                "message": outcome.message,
+                "deploymentStatusDetails": outcome.report.status_details(&outcome.message),
+            }))
         }
         (&Method::GET, ["deployments"]) => {
             let list: Vec<serde_json::Value> = state
@@ -71,6 +76,7 @@ pub async fn route(
                         "deploymentId": d.id,
                         "status": d.status,
                         "message": d.message,
+                        "deploymentStatusDetails": d.report.map(|r| r.status_details(&d.message)),
                     })
                 })
                 .collect();

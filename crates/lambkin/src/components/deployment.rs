@@ -152,11 +152,8 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use super::failure::PlanError;
+use super::failure::{Cause, Problem};
 
 /// The recipes this deployment can choose from: those already on the device and those it
 /// brings.
@@ -205,10 +202,10 @@ impl Available {
     /// a while: the engine calls this on a blocking thread.
     pub fn read_dir(&mut self, dir: &Path) -> Result<Vec<(PathBuf, Recipe)>, PlanError> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
-            PlanError::Invalid(format!(
-                "cannot read recipe directory {}: {e}",
-                dir.display()
-            ))
+            PlanError::one(
+                Cause::RecipesUnreadable,
+                format!("cannot read recipe directory {}: {e}", dir.display()),
+            )
         })?;
         let mut paths: Vec<PathBuf> = entries
             .flatten()
@@ -221,9 +218,12 @@ impl Available {
         for path in paths {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if size > MAX_RECIPE_BYTES {
-                problems.push(format!(
-                    "{}: the recipe is {size} bytes, over the limit of {MAX_RECIPE_BYTES}",
-                    path.display()
+                problems.push(Problem::new(
+                    Cause::RecipeInvalid,
+                    format!(
+                        "{}: the recipe is {size} bytes, over the limit of {MAX_RECIPE_BYTES}",
+                        path.display()
+                    ),
                 ));
                 continue;
             }
@@ -238,14 +238,13 @@ impl Available {
                     self.add(recipe.clone());
                     read.push((path, recipe));
                 }
-                Err(e) => problems.push(format!("{}: {e}", path.display())),
+                Err(e) => problems.push(Problem::new(
+                    Cause::RecipeInvalid,
+                    format!("{}: {e}", path.display()),
+                )),
             }
         }
-        if problems.is_empty() {
-            Ok(read)
-        } else {
-            Err(PlanError::Invalid(problems.join("; ")))
-        }
+        PlanError::check(problems).map(|()| read)
     }
 }
 
@@ -274,21 +273,27 @@ pub fn plan(
     for (name, version) in &request.merge {
         // A component already on the device keeps its name (refusing it would lose it).
         if crate::layout::is_reserved_name(name) && !current.contains_key(name) {
-            problems.push(format!(
+            problems.push(Problem::new(Cause::Request, format!(
                 "--merge {name}: the component name {name} is reserved (logs/lambkin.log is the host's own log); choose another name"
-            ));
+            )));
             continue;
         }
         match lambkin_proto::recipe::version::parse_component_version(version) {
             Ok(v) => {
                 wanted.insert(name.clone(), v);
             }
-            Err(e) => problems.push(format!("--merge {name}={version}: {e}")),
+            Err(e) => problems.push(Problem::new(
+                Cause::Request,
+                format!("--merge {name}={version}: {e}"),
+            )),
         }
     }
     for name in &request.remove {
         if wanted.remove(name).is_none() {
-            problems.push(format!("--remove {name}: no such component on the device"));
+            problems.push(Problem::new(
+                Cause::Request,
+                format!("--remove {name}: no such component on the device"),
+            ));
         }
     }
 
@@ -302,11 +307,14 @@ pub fn plan(
         }
         if builtin::version(&name).is_none() && available.get(&name, &version).is_none() {
             let have = available.versions(&name);
-            problems.push(if have.is_empty() {
-                format!("no recipe for {name}@{version}: put it in the recipe directory")
-            } else {
-                format!("no recipe for {name}@{version}; available: {}", list(&have))
-            });
+            problems.push(Problem::new(
+                Cause::NoVersion,
+                if have.is_empty() {
+                    format!("no recipe for {name}@{version}: put it in the recipe directory")
+                } else {
+                    format!("no recipe for {name}@{version}; available: {}", list(&have))
+                },
+            ));
             continue;
         }
         chosen.insert(name.clone(), version.clone());
@@ -321,9 +329,12 @@ pub fn plan(
                 .or_else(|| queue.iter().find(|(n, _)| *n == dep).map(|(_, v)| v))
             {
                 if !req.satisfies(v) {
-                    problems.push(format!(
-                        "{name}@{version} needs {dep} {}, but the deployment has {dep}@{v}",
-                        req.as_str()
+                    problems.push(Problem::new(
+                        Cause::NoVersion,
+                        format!(
+                            "{name}@{version} needs {dep} {}, but the deployment has {dep}@{v}",
+                            req.as_str()
+                        ),
                     ));
                 }
                 continue;
@@ -331,41 +342,47 @@ pub fn plan(
             let have = available.versions(&dep);
             match have.iter().rev().find(|v| req.satisfies(v)) {
                 Some(v) => queue.push((dep, v.clone())),
-                None => problems.push(format!(
+                None => problems.push(Problem::new(Cause::NoVersion, format!(
                     "{name}@{version} needs {dep} {}, and no version of it satisfies that (available: {})",
                     req.as_str(),
                     if have.is_empty() { "none".to_owned() } else { list(&have) }
-                )),
+                ))),
             }
         }
     }
     for name in request.update_config.keys() {
         if !chosen.contains_key(name) {
-            problems.push(format!(
-                "--update-config names {name}, which the deployment does not include"
+            problems.push(Problem::new(
+                Cause::Request,
+                format!("--update-config names {name}, which the deployment does not include"),
             ));
         }
     }
     for (name, run_with) in &request.run_with {
         if !chosen.contains_key(name) {
-            problems.push(format!(
-                "--run-with names {name}, which the deployment does not include"
+            problems.push(Problem::new(
+                Cause::Request,
+                format!("--run-with names {name}, which the deployment does not include"),
             ));
         }
         if let Some(user) = &run_with.posix_user {
             if let Err(e) = crate::users::parse_posix_user(user) {
-                problems.push(format!("--run-with {name}: {e}"));
+                problems.push(Problem::new(
+                    Cause::RunWith,
+                    format!("--run-with {name}: {e}"),
+                ));
             }
         }
         if let Some(limits) = &run_with.system_resource_limits {
             if let Err(e) = crate::users::check_limits(limits.cpus, limits.memory_kib) {
-                problems.push(format!("--system-limits {name}: {e}"));
+                problems.push(Problem::new(
+                    Cause::RunWith,
+                    format!("--system-limits {name}: {e}"),
+                ));
             }
         }
     }
-    if !problems.is_empty() {
-        return Err(PlanError::Invalid(problems.join("; ")));
-    }
+    PlanError::check(std::mem::take(&mut problems))?;
 
     let order = start_order(&chosen, available)?;
 
@@ -399,7 +416,10 @@ pub fn plan(
         if let Some(update) = request.update_config.get(name) {
             for pointer in &update.reset {
                 if let Err(e) = reset(&mut config, defaults, pointer) {
-                    problems.push(format!("--update-config {name} RESET {pointer:?}: {e}"));
+                    problems.push(Problem::new(
+                        Cause::Request,
+                        format!("--update-config {name} RESET {pointer:?}: {e}"),
+                    ));
                 }
             }
             if let Some(merge) = &update.merge {
@@ -409,7 +429,7 @@ pub fn plan(
         let selected = match recipe.select_manifest(platform) {
             Ok(s) => s,
             Err(e) => {
-                problems.push(e.to_string());
+                problems.push(Problem::new(Cause::NoVersion, e.to_string()));
                 continue;
             }
         };
@@ -437,9 +457,7 @@ pub fn plan(
             },
         );
     }
-    if !problems.is_empty() {
-        return Err(PlanError::Invalid(problems.join("; ")));
-    }
+    PlanError::check(problems)?;
     interpolate(&mut components, layout, thing_name)?;
     Ok(Plan { components, order })
 }
@@ -476,10 +494,10 @@ fn start_order(
                 let start = path.iter().position(|n| n == name).unwrap_or(0);
                 let mut cycle = path[start..].to_vec();
                 cycle.push(name.to_owned());
-                return Err(PlanError::Invalid(format!(
-                    "dependency cycle: {}",
-                    cycle.join(" -> ")
-                )));
+                return Err(PlanError::one(
+                    Cause::Cycle,
+                    format!("dependency cycle: {}", cycle.join(" -> ")),
+                ));
             }
             None => {}
         }
@@ -661,16 +679,15 @@ fn interpolate(
             Ok(l) => {
                 done.insert(c.name.clone(), (l, reads));
             }
-            Err(errors) => problems.extend(
-                errors
-                    .iter()
-                    .map(|e| format!("{}@{}: {e}", c.name, c.version)),
-            ),
+            Err(errors) => problems.extend(errors.iter().map(|e| {
+                Problem::new(
+                    Cause::Interpolation,
+                    format!("{}@{}: {e}", c.name, c.version),
+                )
+            })),
         }
     }
-    if !problems.is_empty() {
-        return Err(PlanError::Invalid(problems.join("; ")));
-    }
+    PlanError::check(problems)?;
     for (name, (lifecycle, reads)) in done {
         if let Some(c) = components.get_mut(&name) {
             c.lifecycle = lifecycle;
@@ -711,8 +728,9 @@ pub fn stage_artifacts(
             .join(&c.name)
             .join(c.version.to_string());
         if let Err(e) = set_aside_artifacts(layout, deployment_id, &c.name, &c.version) {
-            problems.push(format!(
-                "{key}: cannot set its current artifacts aside: {e}"
+            problems.push(Problem::new(
+                Cause::ArtifactWrite,
+                format!("{key}: cannot set its current artifacts aside: {e}"),
             ));
             continue;
         }
@@ -723,7 +741,10 @@ pub fn stage_artifacts(
                 continue;
             }
             let Some(file) = artifact.uri.file_name() else {
-                problems.push(format!("{key}: artifact {uri} names no file"));
+                problems.push(Problem::new(
+                    Cause::ArtifactUri,
+                    format!("{key}: artifact {uri} names no file"),
+                ));
                 continue;
             };
             let source =
@@ -737,23 +758,32 @@ pub fn stage_artifacts(
                     match std::fs::read(&on_device) {
                         Ok(b) => b,
                         Err(e) => {
-                            problems.push(format!("{key}: artifact {file}: {e}"));
+                            problems.push(Problem::new(
+                                Cause::ArtifactMissing,
+                                format!("{key}: artifact {file}: {e}"),
+                            ));
                             continue;
                         }
                     }
                 }
                 Some(Err(e)) => {
-                    problems.push(format!(
-                        "{key}: artifact {file} not found at {}: {e}",
-                        source.as_deref().unwrap_or(Path::new("?")).display()
+                    problems.push(Problem::new(
+                        Cause::ArtifactMissing,
+                        format!(
+                            "{key}: artifact {file} not found at {}: {e}",
+                            source.as_deref().unwrap_or(Path::new("?")).display()
+                        ),
                     ));
                     continue;
                 }
                 None => match std::fs::read(&on_device) {
                     Ok(b) => b,
                     Err(_) => {
-                        problems.push(format!(
-                            "{key}: artifact {file} is missing and no --artifact-dir was given"
+                        problems.push(Problem::new(
+                            Cause::ArtifactMissing,
+                            format!(
+                                "{key}: artifact {file} is missing and no --artifact-dir was given"
+                            ),
                         ));
                         continue;
                     }
@@ -768,23 +798,21 @@ pub fn stage_artifacts(
                 };
                 let actual = base64::engine::general_purpose::STANDARD.encode(digest);
                 if &actual != expected {
-                    problems.push(format!(
+                    problems.push(Problem::new(Cause::ArtifactDigest, format!(
                         "{key}: artifact {file} has {} digest {actual}, but the recipe says {expected}",
                         artifact.algorithm.as_str()
-                    ));
+                    )));
                     continue;
                 }
             }
-            if let Err(e) = write_artifact(&bytes, &target, artifact, &p.decompressed, file) {
-                problems.push(format!("{key}: artifact {file}: {e}"));
+            if let Err((cause, e)) =
+                write_artifact(&bytes, &target, artifact, &p.decompressed, file)
+            {
+                problems.push(Problem::new(cause, format!("{key}: artifact {file}: {e}")));
             }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(PlanError::Invalid(problems.join("; ")))
-    }
+    PlanError::check(problems)
 }
 
 /// How long `docker info` may take to say whether an engine answers.
@@ -820,10 +848,13 @@ pub async fn pull_docker_images(plan: &Plan) -> Result<(), PlanError> {
             .iter()
             .map(|(key, image)| format!("{key}: artifact docker:{image}"))
             .collect();
-        return Err(PlanError::Invalid(format!(
-            "{}: a Docker engine is needed to pull it, and none answers (`docker info`: {why})",
-            named.join(", ")
-        )));
+        return Err(PlanError::one(
+            Cause::DockerUnavailable,
+            format!(
+                "{}: a Docker engine is needed to pull it, and none answers (`docker info`: {why})",
+                named.join(", ")
+            ),
+        ));
     }
     let mut problems = Vec::new();
     let mut done = BTreeSet::new();
@@ -839,16 +870,13 @@ pub async fn pull_docker_images(plan: &Plan) -> Result<(), PlanError> {
         }
         tracing::info!(component = %key, %image, "pulling a Docker image");
         if let Err(why) = docker(&["pull", image], DOCKER_PULL_TIMEOUT).await {
-            problems.push(format!(
-                "{key}: artifact docker:{image}: `docker pull` failed: {why}"
+            problems.push(Problem::new(
+                Cause::DockerPull,
+                format!("{key}: artifact docker:{image}: `docker pull` failed: {why}"),
             ));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(PlanError::Invalid(problems.join("; ")))
-    }
+    PlanError::check(problems)
 }
 
 /// Runs `docker ARGS…`; `Err` says why it did not succeed (not found, timed out, or its
@@ -882,20 +910,25 @@ async fn docker(args: &[&str], limit: Duration) -> Result<(), String> {
     Err(format!("{}: {last}", output.status))
 }
 
+/// An artifact that cannot be written or moved into place.
+fn written(e: std::io::Error) -> (Cause, String) {
+    (Cause::ArtifactWrite, e.to_string())
+}
+
 fn write_artifact(
     bytes: &[u8],
     target: &Path,
     artifact: &lambkin_proto::recipe::model::Artifact,
     decompressed: &Path,
     file: &str,
-) -> Result<(), String> {
+) -> Result<(), (Cause, String)> {
     use lambkin_proto::recipe::model::PermissionLevel;
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir).map_err(written)?;
     }
     let staging = target.with_extension("staging");
-    std::fs::write(&staging, bytes).map_err(|e| e.to_string())?;
+    std::fs::write(&staging, bytes).map_err(written)?;
     let read = match artifact.permission.read {
         PermissionLevel::None => 0o200,
         PermissionLevel::Owner => 0o600,
@@ -910,8 +943,8 @@ fn write_artifact(
         &staging,
         std::fs::Permissions::from_mode(read | exec | 0o200),
     )
-    .map_err(|e| e.to_string())?;
-    std::fs::rename(&staging, target).map_err(|e| e.to_string())?;
+    .map_err(written)?;
+    std::fs::rename(&staging, target).map_err(written)?;
     if artifact.unarchive == Unarchive::Zip {
         let stem = Path::new(file)
             .file_stem()
@@ -922,10 +955,10 @@ fn write_artifact(
         let _ = std::fs::remove_dir_all(&staging);
         crate::lambda::code::unpack(bytes, &staging).map_err(|e| {
             let _ = std::fs::remove_dir_all(&staging);
-            e.to_string()
+            (Cause::ArtifactUnpack, e.to_string())
         })?;
         let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&staging, &dest).map_err(|e| e.to_string())?;
+        std::fs::rename(&staging, &dest).map_err(written)?;
     }
     Ok(())
 }
@@ -1351,10 +1384,10 @@ mod tests {
         )
     }
 
-    fn problems(result: Result<Plan, PlanError>) -> String {
+    fn refused(result: Result<Plan, PlanError>) -> PlanError {
         match result {
             Ok(plan) => panic!("planned {:?}", plan.order),
-            Err(PlanError::Invalid(text)) => text,
+            Err(e) => e,
         }
     }
 
@@ -1398,14 +1431,43 @@ mod tests {
         req.remove = vec!["ghost".into()];
         req.update_config
             .insert("stranger".into(), ConfigUpdate::default());
-        let text = problems(planned(&Current::new(), &req, &available));
-        for expected in [
-            "app@1.0.0 needs lib ^1.0.0, but the deployment has lib@2.0.0",
-            "no recipe for other@9.0.0; available: 1.0.0",
-            "--remove ghost: no such component on the device",
-            "--update-config names stranger, which the deployment does not include",
+        req.run_with.insert(
+            "app".into(),
+            RunWith {
+                posix_user: Some("a b".into()),
+                ..RunWith::default()
+            },
+        );
+        let refused = refused(planned(&Current::new(), &req, &available));
+        let text = refused.to_string();
+        // Each named with its kind, which decides the error codes the device reports.
+        for (expected, cause) in [
+            (
+                "app@1.0.0 needs lib ^1.0.0, but the deployment has lib@2.0.0",
+                Cause::NoVersion,
+            ),
+            (
+                "no recipe for other@9.0.0; available: 1.0.0",
+                Cause::NoVersion,
+            ),
+            (
+                "--remove ghost: no such component on the device",
+                Cause::Request,
+            ),
+            (
+                "--update-config names stranger, which the deployment does not include",
+                Cause::Request,
+            ),
+            ("--run-with app: ", Cause::RunWith),
         ] {
             assert!(text.contains(expected), "{expected:?} not in {text}");
+            assert!(
+                refused
+                    .problems
+                    .iter()
+                    .any(|p| p.text.contains(expected) && p.cause == cause),
+                "{expected:?} is not a {cause:?}: {refused:?}"
+            );
         }
     }
 
@@ -1427,11 +1489,16 @@ mod tests {
                 "run",
             ),
         ]);
-        let text = problems(planned(
+        let refused = refused(planned(
             &Current::new(),
             &request(&[("a", "1.0.0")]),
             &available,
         ));
+        assert_eq!(
+            refused.problems.iter().map(|p| p.cause).collect::<Vec<_>>(),
+            [Cause::Cycle]
+        );
+        let text = refused.to_string();
         assert!(text.contains("cycle"), "{text}");
         assert!(text.contains('a') && text.contains('b'), "{text}");
     }

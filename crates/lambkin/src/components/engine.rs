@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use lambkin_proto::deployment::{Detailed, Report};
 use lambkin_proto::ipc::shapes::configuration::{apply_update, ConfigurationUpdate};
 use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
@@ -26,6 +26,9 @@ use lambkin_proto::recipe::version::Version;
 use super::deployment::Staging;
 use super::deployment::{
     self, Available, Current, DeploymentRequest, FailurePolicy, Kind, Plan, PlannedComponent,
+};
+use super::failure::{
+    Aftermath, BootstrapFailure, Cause, ComponentError, DeployError, PlanError, Problem,
 };
 use super::lifecycle::State;
 use super::status::{self, Change, Status};
@@ -47,12 +50,13 @@ const ERROR_RESET: Duration = Duration::from_secs(3600);
 
 pub use super::status::ComponentStatus;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentOutcome {
     pub deployment_id: String,
     pub status: DeploymentStatus,
     pub message: String,
+    /// Greengrass's detailed status, error stack and types.
+    pub report: Report,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +211,13 @@ impl Engine {
         for d in interrupted {
             let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
             if let Err(e) = store
-                .end_deployment(d.id.clone(), DeploymentStatus::Failed, message, None)
+                .end_deployment(
+                    d.id.clone(),
+                    DeploymentStatus::Failed,
+                    message,
+                    Report::interrupted(),
+                    None,
+                )
                 .await
             {
                 tracing::error!(deployment = %d.id, error = %e, "cannot mark an interrupted deployment failed");
@@ -550,7 +560,7 @@ impl Actor {
                                 self.triggers.start(name, &planned.config).await;
                                 self.set_status(&planned, State::Running);
                             }
-                            Err(e) => self.set_failed(&planned, e),
+                            Err(e) => self.set_failed(&planned, e.to_string()),
                         }
                     }
                     Control::Stop => {
@@ -615,7 +625,7 @@ impl Actor {
         current: &Current,
         request: &DeploymentRequest,
         mut available: Available,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, PlanError> {
         let stored = deployment::stored_recipes(&self.settings.layout);
         available.merge(stored);
         let mut plan = deployment::plan(
@@ -625,8 +635,7 @@ impl Actor {
             &self.settings.layout,
             &self.settings.platform,
             &self.settings.thing_name,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         // A component keeps its runWith until a deployment gives it another.
         for (name, c) in plan.components.iter_mut() {
             if request.run_with.contains_key(name) {
@@ -646,32 +655,32 @@ impl Actor {
     }
 
     /// Every component's user exists (a deployment naming one that does not is refused).
-    fn check_users(&self, plan: &Plan) -> Result<(), String> {
-        let problems: Vec<String> = plan
+    fn check_users(&self, plan: &Plan) -> Result<(), PlanError> {
+        let problems = plan
             .components
             .values()
             .filter(|c| c.kind != Kind::Builtin)
             .filter_map(|c| self.run_as(c).err())
+            .map(|e| Problem::new(Cause::RunWith, e.to_string()))
             .collect();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        PlanError::check(problems)
     }
 
     /// Whom `c`'s processes run as; `None`: the host's own user.
-    fn run_as(&self, c: &PlannedComponent) -> Result<Option<crate::users::RunAs>, String> {
+    fn run_as(&self, c: &PlannedComponent) -> Result<Option<crate::users::RunAs>, ComponentError> {
         self.settings
             .users
             .for_component(&c.name, c.run_with.posix_user.as_deref())
-            .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
+            .map_err(|error| ComponentError::RunAs { at: at(c), error })
     }
 
     /// Whom `c`'s processes run as, said in its log and the host's when that is root by its
     /// `posixUser` or `[run_with_default]` (a host that is not root runs everything as itself,
     /// and says nothing).
-    fn run_as_noted(&self, c: &PlannedComponent) -> Result<Option<crate::users::RunAs>, String> {
+    fn run_as_noted(
+        &self,
+        c: &PlannedComponent,
+    ) -> Result<Option<crate::users::RunAs>, ComponentError> {
         let run_as = self.run_as(c)?;
         if run_as.as_ref().is_some_and(crate::users::RunAs::is_root) {
             let why = match &c.run_with.posix_user {
@@ -700,43 +709,46 @@ impl Actor {
         &self,
         c: &PlannedComponent,
         run_as: Option<&crate::users::RunAs>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ComponentError> {
         let Some(run_as) = run_as else {
             return Ok(());
         };
         let paths = deployment::paths(&self.settings.layout, &c.name, &c.version);
         for dir in [&paths.artifacts, &paths.decompressed] {
-            crate::users::give_tree(dir, run_as).map_err(|e| {
-                format!(
-                    "{}@{}: cannot give {} to {}: {e}",
-                    c.name,
-                    c.version,
-                    dir.display(),
-                    run_as.user
-                )
+            crate::users::give_tree(dir, run_as).map_err(|error| {
+                ComponentError::GiveArtifacts {
+                    at: at(c),
+                    dir: dir.clone(),
+                    user: run_as.user.to_string(),
+                    error,
+                }
             })?;
         }
         crate::users::make_reachable(self.settings.layout.root(), &paths.decompressed)
-            .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
+            .map_err(|error| ComponentError::Reachable { at: at(c), error })
     }
 
     async fn deploy(&mut self, request: DeploymentRequest) -> DeploymentOutcome {
         let id = uuid::Uuid::new_v4().to_string();
-        let outcome = |status: DeploymentStatus, message: String| DeploymentOutcome {
-            deployment_id: id.clone(),
-            status,
-            message,
-        };
+        let outcome =
+            |status: DeploymentStatus, message: String, report: Report| DeploymentOutcome {
+                deployment_id: id.clone(),
+                status,
+                message,
+                report,
+            };
         let record = DeploymentRecord {
             id: id.clone(),
             status: DeploymentStatus::InProgress,
             request: serde_json::to_string(&request).unwrap_or_default(),
             message: String::new(),
+            report: None,
         };
         if let Err(e) = self.store.begin_deployment(record).await {
             return outcome(
                 DeploymentStatus::Failed,
                 format!("cannot record the deployment: {e}"),
+                Report::unrecorded(Detailed::FailedNoStateChange),
             );
         }
         self.absorb_configuration_updates();
@@ -746,35 +758,31 @@ impl Actor {
         let result = self
             .prepare_and_apply(&id, &previous, &request, &mut brought)
             .await;
-        let (status, message, committed) = match result {
+        let (status, message, report, committed) = match result {
             Ok(()) => (
                 DeploymentStatus::Succeeded,
                 String::new(),
+                Report::succeeded(),
                 Some(self.records()),
             ),
             Err(why) => {
                 if request.failure_policy == FailurePolicy::Rollback {
                     Staging::new(&self.settings.layout, &id).restore_artifacts();
                 }
-                let message = match request.failure_policy {
+                let aftermath = match request.failure_policy {
                     FailurePolicy::Rollback => match self.restore(&previous_plan).await {
-                        Ok(()) => format!(
-                            "{why}; the previous components and configuration were restored"
-                        ),
-                        Err(e) => {
-                            format!("{why}; restoring the previous components also failed: {e}")
-                        }
+                        Ok(()) => Aftermath::Restored,
+                        Err(e) => Aftermath::RestoreFailed(e),
                     },
-                    FailurePolicy::DoNothing => {
-                        format!("{why}; components left as the deployment left them (DO_NOTHING)")
-                    }
+                    FailurePolicy::DoNothing => Aftermath::Left,
                 };
                 if request.failure_policy == FailurePolicy::Rollback {
                     self.record_restored_configurations().await;
                 }
                 let committed =
                     (request.failure_policy == FailurePolicy::DoNothing).then(|| self.records());
-                (DeploymentStatus::Failed, message, committed)
+                let (message, report) = why.report(&aftermath);
+                (DeploymentStatus::Failed, message, report, committed)
             }
         };
         let staging = Staging::new(&self.settings.layout, &id);
@@ -799,13 +807,22 @@ impl Actor {
         let commits = committed.is_some();
         if let Err(e) = self
             .store
-            .end_deployment(id.clone(), status, message.clone(), committed)
+            .end_deployment(
+                id.clone(),
+                status,
+                message.clone(),
+                report.clone(),
+                committed,
+            )
             .await
         {
             staging.abandon();
+            // The device runs what the store does not record: its next start restores the
+            // recorded set.
             return outcome(
                 DeploymentStatus::Failed,
                 format!("cannot record the deployment's end: {e}"),
+                Report::unrecorded(Detailed::FailedUnableToRollback),
             );
         }
         // Only now that the new set is committed: until then a crash must find the replaced
@@ -820,7 +837,7 @@ impl Actor {
         if notified && status == DeploymentStatus::Succeeded {
             self.updates.done(&id);
         }
-        outcome(status, message)
+        outcome(status, message, report)
     }
 
     /// After a rollback: the device's components' configurations as they run again. A
@@ -864,17 +881,20 @@ impl Actor {
         previous: &Current,
         request: &DeploymentRequest,
         brought: &mut Vec<(PathBuf, lambkin_proto::recipe::Recipe)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeployError> {
         let mut available = Available::default();
         if let Some(dir) = request.recipe_dir.clone() {
             // Parsing is on a blocking thread: a large YAML document takes its time, and the
             // host's one async thread keeps serving invocations meanwhile.
             let (read, result) = tokio::task::spawn_blocking(move || {
-                let result = available.read_dir(&dir).map_err(|e| e.to_string());
+                let result = available.read_dir(&dir);
                 (available, result)
             })
             .await
-            .map_err(|e| format!("reading the recipes failed: {e}"))?;
+            .map_err(|e| DeployError::Host {
+                what: "reading the recipes",
+                error: e.to_string(),
+            })?;
             available = read;
             *brought = result?;
         }
@@ -885,9 +905,7 @@ impl Actor {
             .iter()
             .map(|(_, r)| format!("{}@{}", r.name, r.version))
             .collect();
-        deployment::pull_docker_images(&plan)
-            .await
-            .map_err(|e| e.to_string())?;
+        deployment::pull_docker_images(&plan).await?;
         // On a blocking thread: copying, hashing and unpacking archives takes a while, and the
         // host's one async thread keeps serving invocations meanwhile.
         let staged = {
@@ -900,10 +918,12 @@ impl Actor {
             );
             tokio::task::spawn_blocking(move || {
                 deployment::stage_artifacts(&plan, artifact_dir.as_deref(), &layout, &fresh, &id)
-                    .map_err(|e| e.to_string())
             })
             .await
-            .map_err(|e| format!("staging the artifacts failed: {e}"))?
+            .map_err(|e| DeployError::Host {
+                what: "staging the artifacts",
+                error: e.to_string(),
+            })?
         };
         staged?;
         // Deploying a BROKEN component again is how it is repaired (§2.5).
@@ -942,7 +962,7 @@ impl Actor {
     }
 
     /// Returns to `previous`, the plan that ran before a failed deployment.
-    async fn restore(&mut self, previous: &Plan) -> Result<(), String> {
+    async fn restore(&mut self, previous: &Plan) -> Result<(), DeployError> {
         let result = self
             .apply(previous, &BTreeSet::new(), OnFailure::Continue)
             .await;
@@ -964,7 +984,7 @@ impl Actor {
         plan: &Plan,
         refresh: &BTreeSet<String>,
         on_failure: OnFailure,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeployError> {
         let fingerprints: BTreeMap<&str, String> = plan
             .components
             .iter()
@@ -1019,7 +1039,7 @@ impl Actor {
                     match self.wait_up(&dependency, deadline).await {
                         Ok(()) => {}
                         Err(e) if on_failure == OnFailure::Continue => failures.push(e),
-                        Err(e) => return Err(e),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
@@ -1027,20 +1047,20 @@ impl Actor {
                 Ok(Some(deadline)) => coming_up.push((name.clone(), deadline)),
                 Ok(None) => {}
                 Err(e) if on_failure == OnFailure::Continue => failures.push(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         for (name, deadline) in coming_up {
             match self.wait_up(&name, deadline).await {
                 Ok(()) => {}
                 Err(e) if on_failure == OnFailure::Continue => failures.push(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures.join("; "))
+            Err(DeployError::Components(failures))
         }
     }
 
@@ -1114,17 +1134,16 @@ impl Actor {
         }));
     }
 
-    /// Starts `c` and waits for it to come up; with `hold`, only readies it to start once
-    /// the dependencies named come up. A component that fails to start stays on the device
-    /// (listed, and recorded if the device's set is), as the nucleus keeps an ERRORED one.
     /// Starts `c` (held until `hold`'s components are up, if given). A generic component
     /// started now comes back with the deadline to be RUNNING (or FINISHED) by, for the
-    /// caller to wait on; everything else is up, held or failed when this returns.
+    /// caller to wait on; everything else is up, held or failed when this returns. A
+    /// component that fails to start stays on the device (listed, and recorded if the
+    /// device's set is), as the nucleus keeps an ERRORED one.
     async fn start_component(
         &mut self,
         c: &PlannedComponent,
         hold: Option<Vec<String>>,
-    ) -> Result<Option<Deadline>, String> {
+    ) -> Result<Option<Deadline>, ComponentError> {
         let mut supervisor = None;
         let mut result = Ok(());
         self.configs
@@ -1147,7 +1166,7 @@ impl Actor {
                 }
                 match &result {
                     Ok(()) => self.set_status(c, State::Running),
-                    Err(e) => self.set_failed(c, e.clone()),
+                    Err(e) => self.set_failed(c, e.to_string()),
                 }
             }
             Kind::Generic => {
@@ -1200,7 +1219,7 @@ impl Actor {
         self.set_status_with(c, State::Errored, Some(why));
     }
 
-    async fn define_lambda(&self, c: &PlannedComponent) -> Result<(), String> {
+    async fn define_lambda(&self, c: &PlannedComponent) -> Result<(), ComponentError> {
         let (name, config, code_dir) = self.lambda_function(c)?;
         // As a generic component's processes: the device's variables and its IPC token, so
         // a handler can use IPC as the component, under the component's `accessControl`.
@@ -1219,19 +1238,9 @@ impl Actor {
         let cgroup = match (&config.greengrass.isolation, self.limits(c)) {
             (lambkin_proto::lambda::function::Isolation::NoContainer, Some(limits)) => Some(
                 crate::cgroup::host()
-                    .map_err(|e| {
-                        format!(
-                            "{}@{}: systemResourceLimits need cgroups: {e}",
-                            c.name, c.version
-                        )
-                    })?
+                    .map_err(|error| ComponentError::NoCgroups { at: at(c), error })?
                     .create(&format!("component-{}", c.name), limits)
-                    .map_err(|e| {
-                        format!(
-                            "{}@{}: cannot apply systemResourceLimits: {e}",
-                            c.name, c.version
-                        )
-                    })?,
+                    .map_err(|error| ComponentError::Limits { at: at(c), error })?,
             ),
             (lambkin_proto::lambda::function::Isolation::NoContainer, None) => {
                 match crate::cgroup::tracking(&format!("component-{}", c.name)) {
@@ -1253,13 +1262,19 @@ impl Actor {
         self.registry
             .define_for_component(name, config, code_dir, env, run_as, cgroup)
             .await
-            .map_err(|e| format!("{}@{}: {e}", c.name, c.version))
+            .map_err(|error| ComponentError::Define {
+                at: at(c),
+                error: Box::new(error),
+            })
     }
 
-    /// Waits until the component is RUNNING or FINISHED; ERRORED, BROKEN or the deadline fail.
-    /// Waits until `name` is RUNNING or FINISHED; an error if it fails or does not get there
-    /// within `limit` of `since` (when it was started).
-    async fn wait_up(&mut self, name: &str, (since, limit): Deadline) -> Result<(), String> {
+    /// Waits until `name` is RUNNING or FINISHED; an error if it reports ERRORED or BROKEN,
+    /// or does not get there within `limit` of `since` (when it was started).
+    async fn wait_up(
+        &mut self,
+        name: &str,
+        (since, limit): Deadline,
+    ) -> Result<(), ComponentError> {
         let deadline = since + limit;
         loop {
             let status = self.status.current().await.components.get(name).cloned();
@@ -1267,21 +1282,20 @@ impl Actor {
                 match s.state {
                     State::Running | State::Finished => return Ok(()),
                     State::Errored | State::Broken => {
-                        return Err(format!(
-                            "{name}@{} failed to start: {}",
-                            s.version,
-                            s.detail.unwrap_or_else(|| "it reported ERRORED".into())
-                        ))
+                        return Err(ComponentError::Broke {
+                            at: format!("{name}@{}", s.version),
+                            detail: s.detail.unwrap_or_else(|| "it reported ERRORED".into()),
+                        })
                     }
                     _ => {}
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(format!(
-                    "{name} did not reach RUNNING within {} s",
-                    limit.as_secs()
-                ));
+                return Err(ComponentError::NotUp {
+                    name: name.to_owned(),
+                    limit,
+                });
             }
             let _ = tokio::time::timeout(deadline - now, self.status.changed()).await;
         }
@@ -1346,30 +1360,48 @@ impl Actor {
         c: &PlannedComponent,
         work: &std::path::Path,
         run_as: Option<&crate::users::RunAs>,
-    ) -> Result<BTreeMap<String, String>, String> {
+    ) -> Result<BTreeMap<String, String>, ComponentError> {
         if !crate::api::access::wants_lambda_api(&access_control_in(&c.name, &c.config)) {
             // Granted no longer (or never): a key from an earlier start stops working.
             self.settings.lambda_api.revoke(&c.name);
             return Ok(BTreeMap::new());
         }
-        crate::users::prepare_work_dir(self.settings.layout.root(), work, run_as)
-            .map_err(|e| format!("cannot prepare {}: {e}", work.display()))?;
+        crate::users::prepare_work_dir(self.settings.layout.root(), work, run_as).map_err(
+            |error| ComponentError::Prepare {
+                at: at(c),
+                dir: work.to_owned(),
+                error,
+            },
+        )?;
         let owner = run_as.unwrap_or_else(|| crate::users::host_identity());
         self.settings
             .lambda_api
             .issue(&c.name, work, (owner.uid, owner.gid))
-            .map_err(|e| format!("{}: cannot hand out its Lambda API key: {e}", c.name))
+            .map_err(|error| ComponentError::ApiKey {
+                name: c.name.clone(),
+                error,
+            })
     }
 
-    fn component_spec(&self, c: &PlannedComponent) -> Result<Arc<ComponentSpec>, String> {
+    fn component_spec(&self, c: &PlannedComponent) -> Result<Arc<ComponentSpec>, ComponentError> {
         let layout = &self.settings.layout;
         let paths = deployment::paths(layout, &c.name, &c.version);
         let run_as = self.run_as_noted(c)?;
-        crate::users::prepare_work_dir(layout.root(), &paths.work, run_as.as_ref())
-            .map_err(|e| format!("cannot prepare {}: {e}", paths.work.display()))?;
+        crate::users::prepare_work_dir(layout.root(), &paths.work, run_as.as_ref()).map_err(
+            |error| ComponentError::Prepare {
+                at: at(c),
+                dir: paths.work.clone(),
+                error,
+            },
+        )?;
         self.give_artifacts(c, run_as.as_ref())?;
-        let log = LogFile::open(&layout.logs_dir().join(format!("{}.log", c.name)))
-            .map_err(|e| format!("cannot open the log of {}: {e}", c.name))?;
+        let log =
+            LogFile::open(&layout.logs_dir().join(format!("{}.log", c.name))).map_err(|error| {
+                ComponentError::OpenLog {
+                    name: c.name.clone(),
+                    error,
+                }
+            })?;
         let mut env = self.settings.base_env.clone();
         if let Some(ipc) = &self.settings.ipc {
             env.extend(ipc.env_for(&c.name));
@@ -1445,12 +1477,16 @@ impl Actor {
     /// changed, or its bootstrap script changed (§2.2). Exit 0 is success; 100 asks for a
     /// nucleus restart, which Lambkin does not need (logged); 101 asks for a device reboot,
     /// which Lambkin does not do, so the deployment fails saying so; anything else fails it.
-    async fn bootstrap(&self, c: &PlannedComponent) -> Result<(), String> {
+    async fn bootstrap(&self, c: &PlannedComponent) -> Result<(), ComponentError> {
         use lambkin_proto::recipe::lifecycle::StepKind;
         let Some(step) = c.lifecycle.step(StepKind::Bootstrap) else {
             return Ok(());
         };
-        let at = format!("{}@{}", c.name, c.version);
+        let at = at(c);
+        let failed = |failure| ComponentError::Bootstrap {
+            at: at.clone(),
+            failure,
+        };
         let marker_dir = self.settings.layout.state_dir().join("bootstrapped");
         let marker = marker_dir.join(&c.name);
         let fingerprint = format!("{}\n{}", c.version, step.script);
@@ -1460,7 +1496,11 @@ impl Actor {
         let paths = deployment::paths(&self.settings.layout, &c.name, &c.version);
         let run_as = self.run_as(c)?;
         crate::users::prepare_work_dir(self.settings.layout.root(), &paths.work, run_as.as_ref())
-            .map_err(|e| format!("{at}: cannot prepare {}: {e}", paths.work.display()))?;
+            .map_err(|error| ComponentError::Prepare {
+            at: at.clone(),
+            dir: paths.work.clone(),
+            error,
+        })?;
         self.give_artifacts(c, run_as.as_ref())?;
         let mut env = self.settings.base_env.clone();
         env.extend(step.environment(&c.lifecycle));
@@ -1495,7 +1535,7 @@ impl Actor {
                 ..crate::child::Setup::default()
             },
         )
-        .map_err(|e| format!("{at}: Bootstrap could not start: {e}"))?;
+        .map_err(|e| failed(BootstrapFailure::NotStarted(e)))?;
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let limit = step.timeout.unwrap_or(Duration::from_secs(120));
@@ -1534,29 +1574,20 @@ impl Actor {
                 }
                 status
             }
-            Ended::NotStarted(e) => return Err(format!("{at}: Bootstrap could not start: {e}")),
-            Ended::TimedOut => {
-                return Err(format!(
-                    "{at}: Bootstrap timed out after {} s",
-                    limit.as_secs()
-                ))
-            }
+            Ended::NotStarted(e) => return Err(failed(BootstrapFailure::NotStarted(e))),
+            Ended::TimedOut => return Err(failed(BootstrapFailure::TimedOut(limit))),
         };
         match status.code() {
             Some(0) => {}
             Some(100) => {
                 tracing::info!(component = %at, "Bootstrap asked for a restart of the host; Lambkin applies it without one")
             }
-            Some(101) => {
-                return Err(format!(
-                "{at}: Bootstrap asked for a device reboot (exit 101), which Lambkin does not do"
-            ))
-            }
-            _ => return Err(format!("{at}: Bootstrap failed: {status}")),
+            Some(101) => return Err(failed(BootstrapFailure::Reboot)),
+            _ => return Err(failed(BootstrapFailure::Exited(status))),
         }
         crate::layout::create_private_dir(&marker_dir)
             .and_then(|()| crate::layout::write_private(&marker, fingerprint.as_bytes()))
-            .map_err(|e| format!("{at}: cannot record its Bootstrap: {e}"))
+            .map_err(|e| failed(BootstrapFailure::Record(e)))
     }
 
     /// The function a Lambda component defines (`greengrass-reference.md` §1.2–1.3): its
@@ -1566,8 +1597,7 @@ impl Actor {
     fn lambda_function(
         &self,
         c: &PlannedComponent,
-    ) -> Result<(FunctionName, FunctionConfig, PathBuf), String> {
-        let at = format!("{}@{}", c.name, c.version);
+    ) -> Result<(FunctionName, FunctionConfig, PathBuf), ComponentError> {
         let component = lambda_component::LambdaComponent {
             name: &c.name,
             setenv: &c.lifecycle.setenv,
@@ -1578,12 +1608,13 @@ impl Actor {
             name,
             config: mut function,
             layers,
-        } = lambda_component::function(&component).map_err(|e| format!("{at}: {e}"))?;
+        } = lambda_component::function(&component)
+            .map_err(|error| ComponentError::LambdaSettings { at: at(c), error })?;
         crate::lambda::sandbox::check_on_host(&function.greengrass.isolation)
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(|error| ComponentError::Isolation { at: at(c), error })?;
         function.layers = self
             .lambda_layers(&layers)
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(|error| ComponentError::Layers { at: at(c), error })?;
         let code_dir = deployment::paths(&self.settings.layout, &c.name, &c.version)
             .decompressed
             .join("lambda-artifact");
@@ -1597,15 +1628,12 @@ impl Actor {
     fn lambda_layers(
         &self,
         arns: &[String],
-    ) -> Result<Vec<lambkin_proto::lambda::function::LayerUse>, String> {
+    ) -> Result<Vec<lambkin_proto::lambda::function::LayerUse>, crate::lambda::layers::LayersError>
+    {
         if arns.is_empty() {
             return Ok(Vec::new());
         }
-        let resolved = self
-            .registry
-            .layers()
-            .resolve(arns)
-            .map_err(|e| e.to_string())?;
+        let resolved = self.registry.layers().resolve(arns)?;
         Ok(resolved.into_iter().map(|r| r.layer).collect())
     }
 }
@@ -1697,6 +1725,11 @@ async fn run_to_end(mut cmd: tokio::process::Command, limit: Duration) -> Ended 
     };
     let (stdout, stderr) = tokio::join!(collect(stdout, stdout_sink), collect(stderr, stderr_sink));
     Ended::Exited(status, stdout, stderr)
+}
+
+/// How errors name a component: `NAME@VERSION`.
+fn at(c: &PlannedComponent) -> String {
+    format!("{}@{}", c.name, c.version)
 }
 
 /// What identifies a component's running form: version, configuration and lifecycle.

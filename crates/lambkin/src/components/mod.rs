@@ -4,6 +4,8 @@
 //! - [`containers`]: the Docker containers a component's `Run` started, stopped with it.
 //! - [`deployment`]: planning a deployment (dependencies, versions, configuration, artifacts).
 //! - [`engine`]: the actor that applies deployments and owns the running components.
+//! - [`failure`]: why a deployment failed, typed, and the one mapping to what the device
+//!   reports (message, Greengrass's detailed status, error stack and types).
 //! - [`graph`]: who depends on whom (sans-I/O): when a held component starts, when a HARD
 //!   dependent restarts.
 //! - [`lifecycle`]: the per-component state machine (sans-I/O).
@@ -15,6 +17,7 @@ pub mod builtin;
 pub mod containers;
 pub mod deployment;
 pub mod engine;
+pub mod failure;
 pub mod graph;
 pub mod lifecycle;
 pub mod status;

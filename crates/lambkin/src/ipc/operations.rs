@@ -728,7 +728,7 @@ fn local_deployment(record: DeploymentRecord) -> LocalDeployment {
         deployment_id: record.id,
         status: record.status,
         created_on: None,
-        deployment_status_details: None,
+        deployment_status_details: record.report.map(|r| r.status_details(&record.message)),
     }
 }
 

@@ -124,7 +124,8 @@ pub enum DetailedDeploymentStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentStatusDetails {
-    pub detailed_deployment_status: DetailedDeploymentStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detailed_deployment_status: Option<DetailedDeploymentStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_error_stack: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,7 +217,7 @@ mod tests {
             status: DeploymentStatus::InProgress,
             created_on: None,
             deployment_status_details: Some(DeploymentStatusDetails {
-                detailed_deployment_status: DetailedDeploymentStatus::FailedNoStateChange,
+                detailed_deployment_status: Some(DetailedDeploymentStatus::FailedNoStateChange),
                 deployment_error_stack: None,
                 deployment_error_types: None,
                 deployment_failure_cause: Some("artifact digest mismatch".into()),
