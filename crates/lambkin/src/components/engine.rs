@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use lambkin_proto::deployment::{Detailed, Report};
-use lambkin_proto::ipc::shapes::configuration::{apply_update, ConfigurationUpdate};
+use lambkin_proto::ipc::shapes::configuration::ConfigurationUpdate;
 use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
 use lambkin_proto::recipe::lambda as lambda_component;
@@ -23,6 +23,7 @@ use lambkin_proto::recipe::model::DependencyType;
 use lambkin_proto::recipe::platform::PlatformInfo;
 use lambkin_proto::recipe::version::Version;
 
+use super::configs::{Configurations, ProtectedKey};
 use super::deployment::Staging;
 use super::deployment::{
     self, Available, Current, DeploymentRequest, FailurePolicy, Kind, Plan, PlannedComponent,
@@ -41,7 +42,7 @@ use crate::lambda::registry::Registry;
 use crate::layout::Layout;
 use crate::logfile::LogFile;
 use crate::metrics::counters::Counter;
-use crate::store::{ComponentRecord, ConfigChange, DeploymentRecord, Store, StoreError};
+use crate::store::{ComponentRecord, DeploymentRecord, Store, StoreError};
 
 /// How long a component may take to come up in a deployment beyond its own step timeouts.
 const START_SLACK: Duration = Duration::from_secs(5);
@@ -103,24 +104,6 @@ enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Each component's effective configuration, shared with IPC (GetConfiguration,
-/// UpdateConfiguration, `accessControl`): set when the component starts in a deployment,
-/// dropped when it leaves. IPC reads and changes it without waiting for a deployment in
-/// progress; the engine takes its changes in when it plans, compares and records.
-type Configs = Arc<Mutex<BTreeMap<String, serde_json::Value>>>;
-
-/// Configuration keys a component may not change over IPC, by component: what the host
-/// interprets to decide how a component runs, and what its (or a dependent's) privileged steps
-/// read. Each entry names the component that put it there, so it goes when that one goes.
-type Protected = Arc<Mutex<BTreeMap<String, Vec<ProtectedKey>>>>;
-
-#[derive(Debug, Clone)]
-struct ProtectedKey {
-    path: Vec<String>,
-    owner: String,
-    why: String,
-}
-
 /// A Lambda component's keys that decide how the host runs its function: isolation,
 /// triggers, its environment, its layers, where its invocations run (a component must not
 /// send its callers' payloads off the device on its own say).
@@ -161,14 +144,9 @@ pub struct Engine {
     tx: mpsc::Sender<Command>,
     /// The components' states, as the status board's owner publishes them.
     board: watch::Receiver<status::Board>,
-    configs: Configs,
-    protected: Protected,
+    /// The running components' configurations, shared with the actor.
+    configs: Arc<Configurations>,
     store: Store,
-    /// Configuration changes made in memory and not yet sent to the store, in the order
-    /// they were made (see [`Engine::persist_configuration`]).
-    unsaved: Arc<Mutex<Vec<ConfigChange>>>,
-    /// One configuration write to the store at a time.
-    persisting: Arc<tokio::sync::Mutex<()>>,
     /// SubscribeToComponentUpdates and DeferComponentUpdate, shared with IPC.
     updates: Arc<ComponentUpdates>,
     deployments: Arc<DeploymentCounters>,
@@ -223,8 +201,7 @@ impl Engine {
                 tracing::error!(deployment = %d.id, error = %e, "cannot mark an interrupted deployment failed");
             }
         }
-        let configs: Configs = Arc::default();
-        let protected: Protected = Arc::default();
+        let configs: Arc<Configurations> = Arc::default();
         let (status, reports_tx, board) = status::spawn();
         let updates: Arc<ComponentUpdates> = Arc::default();
         let deployments: Arc<DeploymentCounters> = Arc::default();
@@ -241,7 +218,6 @@ impl Engine {
             running: BTreeMap::new(),
             status,
             configs: configs.clone(),
-            protected: protected.clone(),
             reports_tx,
             applied: Plan::default(),
             stored_run_with,
@@ -281,10 +257,7 @@ impl Engine {
             tx,
             board,
             configs,
-            protected,
             store,
-            unsaved: Arc::default(),
-            persisting: Arc::default(),
             updates,
             deployments,
         }
@@ -324,11 +297,7 @@ impl Engine {
 
     /// A component's effective configuration; `None` for a component not on the device.
     pub fn configuration(&self, name: &str) -> Option<serde_json::Value> {
-        self.configs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
+        self.configs.get(name)
     }
 
     /// Applies an IPC UpdateConfiguration to a component's configuration in memory and
@@ -341,20 +310,7 @@ impl Engine {
         name: &str,
         update: &ConfigurationUpdate,
     ) -> Option<Vec<Vec<String>>> {
-        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
-        let config = configs.get_mut(name)?;
-        let changed = apply_update(config, &update.key_path, update.value_to_merge.clone());
-        // Queued while the configuration is locked, so changes reach the store in the order
-        // they were made.
-        self.unsaved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(ConfigChange {
-                component: name.to_owned(),
-                key_path: update.key_path.clone(),
-                value_to_merge: update.value_to_merge.clone(),
-            });
-        Some(changed)
+        self.configs.apply_update(name, update)
     }
 
     /// The first key an IPC update of `component`'s configuration at `key_path`, merging
@@ -367,21 +323,7 @@ impl Engine {
         key_path: &[String],
         merged: impl Iterator<Item = &'a String>,
     ) -> Option<String> {
-        let protected = self
-            .protected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let keys = protected.get(component)?;
-        let same =
-            |a: &[String], b: &[String]| a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y));
-        for k in merged {
-            let mut touched = key_path.to_vec();
-            touched.push(k.clone());
-            if let Some(hit) = keys.iter().find(|p| same(&p.path, &touched)) {
-                return Some(format!("/{} ({})", hit.path.join("/"), hit.why));
-            }
-        }
-        None
+        self.configs.protected_key(component, key_path, merged)
     }
 
     /// Writes the configuration changes made so far to the store, so that a change made by
@@ -391,24 +333,15 @@ impl Engine {
     /// configuration per update. Writes go one at a time, each taking every change queued
     /// when it goes, so a change answered after this returns is durable, in order.
     pub async fn persist_configuration(&self) -> Result<(), StoreError> {
-        let _one_at_a_time = self.persisting.lock().await;
-        let changes =
-            std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(PoisonError::into_inner));
-        if changes.is_empty() {
-            // A write before this one took them, and has returned.
-            return Ok(());
-        }
-        self.store.append_config_changes(changes).await
+        self.configs.persist(&self.store).await
     }
 
     /// A component's `accessControl` (its configuration's key of that name, in any case, as
     /// the nucleus reads it); empty, so denying everything, when it has none. Invalid
     /// policies are skipped and logged.
     pub fn access_control(&self, name: &str) -> lambkin_proto::ipc::AccessControl {
-        let configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
-        configs
-            .get(name)
-            .map(|config| access_control_in(name, config))
+        self.configs
+            .with(name, |config| access_control_in(name, config))
             .unwrap_or_default()
     }
 
@@ -480,8 +413,8 @@ struct Actor {
     running: BTreeMap<String, RunningComponent>,
     /// The status board and the dependency rules (their owner is `status`'s task).
     status: Status,
-    configs: Configs,
-    protected: Protected,
+    /// The running components' configurations, shared with IPC.
+    configs: Arc<Configurations>,
     /// Where supervisors send their state reports (to the status board's owner).
     reports_tx: mpsc::UnboundedSender<StateReport>,
     /// The plan the running components were started from: what a failed deployment rolls
@@ -588,23 +521,14 @@ impl Actor {
 
     /// A running component's configuration with the changes IPC made to it.
     fn effective_config(&self, name: &str, c: &RunningComponent) -> serde_json::Value {
-        self.configs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| c.config.clone())
+        self.configs.get(name).unwrap_or_else(|| c.config.clone())
     }
 
     /// Takes in the changes IPC made to running components' configurations (UpdateConfiguration)
     /// since they started: what they run with now is what a deployment compares its plan
     /// with (an unchanged component keeps running) and what a failed one rolls back to.
     fn absorb_configuration_updates(&mut self) {
-        let configs = self
-            .configs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let configs = self.configs.snapshot();
         for (name, c) in self.running.iter_mut() {
             let Some(effective) = configs.get(name) else {
                 continue;
@@ -1086,12 +1010,8 @@ impl Actor {
             let Some(c) = self.running.remove(name) else {
                 continue;
             };
-            self.configs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(name);
+            self.configs.stop(name);
             self.settings.lambda_api.revoke(name);
-            self.unprotect(name);
             if let Some(ipc) = &self.settings.ipc {
                 ipc.revoke(name);
             }
@@ -1147,10 +1067,7 @@ impl Actor {
         let mut supervisor = None;
         let mut result = Ok(());
         self.configs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(c.name.clone(), c.config.clone());
-        self.protect(c);
+            .start(&c.name, c.config.clone(), protected_keys(c));
         // A new token for each start in a deployment: what the previous one was handed to
         // (a replaced version, a process left behind) cannot act as this one.
         if let Some(ipc) = &self.settings.ipc {
@@ -1299,58 +1216,6 @@ impl Actor {
             }
             let _ = tokio::time::timeout(deadline - now, self.status.changed()).await;
         }
-    }
-
-    /// Records what of the configurations only deployments may change because of `c`.
-    fn protect(&self, c: &PlannedComponent) {
-        self.unprotect(&c.name);
-        let mut protected = self
-            .protected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut add = |target: &str, path: Vec<String>, why: String| {
-            protected
-                .entry(target.to_owned())
-                .or_default()
-                .push(ProtectedKey {
-                    path,
-                    owner: c.name.clone(),
-                    why,
-                });
-        };
-        if c.kind == Kind::Lambda {
-            for key in LAMBDA_HOST_KEYS {
-                add(
-                    &c.name,
-                    vec![key.to_owned()],
-                    "it decides how the host runs the function".into(),
-                );
-            }
-        }
-        for (component, pointer) in &c.privileged_reads {
-            let path = pointer
-                .split('/')
-                .skip(1)
-                .map(|p| p.replace("~1", "/").replace("~0", "~"))
-                .collect();
-            add(
-                component.as_deref().unwrap_or(&c.name),
-                path,
-                format!("a RequiresPrivilege step of {} reads it", c.name),
-            );
-        }
-    }
-
-    /// Forgets what `owner` protected.
-    fn unprotect(&self, owner: &str) {
-        let mut protected = self
-            .protected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for keys in protected.values_mut() {
-            keys.retain(|k| k.owner != owner);
-        }
-        protected.retain(|_, keys| !keys.is_empty());
     }
 
     /// A component whose `accessControl` grants it the Lambda API gets a fresh key of its own
@@ -1725,6 +1590,39 @@ async fn run_to_end(mut cmd: tokio::process::Command, limit: Duration) -> Ended 
     };
     let (stdout, stderr) = tokio::join!(collect(stdout, stdout_sink), collect(stderr, stderr_sink));
     Ended::Exited(status, stdout, stderr)
+}
+
+/// What of the configurations only deployments may change because of `c`, by target
+/// component: a Lambda component's keys that decide how the host runs it, and what its
+/// privileged steps read (its own configuration's, or a dependency's).
+fn protected_keys(c: &PlannedComponent) -> Vec<(String, ProtectedKey)> {
+    let mut keys = Vec::new();
+    if c.kind == Kind::Lambda {
+        for key in LAMBDA_HOST_KEYS {
+            keys.push((
+                c.name.clone(),
+                ProtectedKey {
+                    path: vec![key.to_owned()],
+                    why: "it decides how the host runs the function".into(),
+                },
+            ));
+        }
+    }
+    for (component, pointer) in &c.privileged_reads {
+        let path = pointer
+            .split('/')
+            .skip(1)
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        keys.push((
+            component.clone().unwrap_or_else(|| c.name.clone()),
+            ProtectedKey {
+                path,
+                why: format!("a RequiresPrivilege step of {} reads it", c.name),
+            },
+        ));
+    }
+    keys
 }
 
 /// How errors name a component: `NAME@VERSION`.

@@ -1,6 +1,8 @@
 //! Greengrass components: lifecycles, deployments, supervision.
 //!
 //! - [`builtin`]: the components Lambkin provides itself.
+//! - [`configs`]: the running components' configurations (and the keys only deployments may
+//!   change), owned in one place, shared by the engine and IPC.
 //! - [`containers`]: the Docker containers a component's `Run` started, stopped with it.
 //! - [`deployment`]: planning a deployment (dependencies, versions, configuration, artifacts).
 //! - [`engine`]: the actor that applies deployments and owns the running components.
@@ -14,6 +16,7 @@
 //! - [`updates`]: telling subscribed components of a deployment's update, which they may defer.
 
 pub mod builtin;
+pub mod configs;
 pub mod containers;
 pub mod deployment;
 pub mod engine;
