@@ -641,6 +641,22 @@ def test_follow_a_deployment_to_its_end(page, device, shots):
     expect(page.locator(f'#components tr[data-component="{SLOW}"]')).to_contain_text("RUNNING")
 
 
+def test_a_failed_deployment_shows_greengrass_error_codes(page, device):
+    """A deployment whose component fails to start is rolled back; its row says so with the
+    detailed status, error stack and types GetLocalDeploymentStatus answers."""
+    broken = "com.example.Broken"
+    page.goto(f"{device.url}/console/#/deployments")
+    deploying = device.deploy(broken, "exec sleep 600", install="echo failing; exit 3")
+    out, _ = deploying.communicate(timeout=120)
+    assert deploying.returncode == 1, out
+    newest = page.locator("#deployments tbody tr").first
+    expect(newest).to_contain_text(f"{broken}@1.0.0")
+    expect(newest.locator(".state").first).to_have_text("FAILED")
+    expect(newest.locator("[data-codes]")).to_have_text(
+        "FAILED_ROLLBACK_COMPLETE · DEPLOYMENT_FAILURE › COMPONENT_UPDATE_ERROR › "
+        "COMPONENT_BROKEN · USER_COMPONENT_ERROR")
+
+
 def test_log_out_ends_the_session(browser, device):
     context = browser.new_context()
     try:

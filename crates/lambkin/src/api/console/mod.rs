@@ -700,6 +700,7 @@ async fn deployments_json(state: &ApiState, most: usize) -> Vec<serde_json::Valu
                 "deploymentId": d.id,
                 "status": d.status,
                 "message": d.message,
+                "deploymentStatusDetails": d.report.as_ref().map(|r| r.status_details(&d.message)),
                 "merged": merged,
                 "removed": removed,
             })

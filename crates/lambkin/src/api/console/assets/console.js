@@ -171,8 +171,16 @@ function deploymentRows(deployments) {
     return el("tr", { "data-deployment": d.deploymentId },
       el("td", {}, d.deploymentId), el("td", {}, stateBadge(d.status)),
       el("td", {}, (d.merged || []).length ? merged : "-"), el("td", {}, (d.removed || []).join(", ") || "-"),
-      el("td", {}, d.message || ""));
+      el("td", {}, d.message || "", failureCodes(d.deploymentStatusDetails)));
   });
+}
+
+// A failed deployment's detailed status, error stack (most generic first) and error types.
+function failureCodes(details) {
+  if (!details || !(details.deploymentErrorStack || []).length) return "";
+  const parts = [details.detailedDeploymentStatus || "",
+    details.deploymentErrorStack.join(" › "), (details.deploymentErrorTypes || []).join(", ")];
+  return el("div", { class: "codes", "data-codes": "" }, parts.filter((p) => p).join(" · "));
 }
 
 const DEPLOYMENT_HEADERS = ["Deployment", "Outcome", "Components merged (state while in progress)", "Removed", "Message"];
