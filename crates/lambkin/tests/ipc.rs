@@ -23,6 +23,7 @@ use base64::Engine;
 use lambkin_proto::eventstream::{Decoder, Frame, Header};
 use lambkin_proto::ipc::{MessageFlags, MessageType, RpcMessage};
 use serde_json::{json, Value};
+use support::broker::Broker;
 use support::{wait_for, Host};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -696,71 +697,6 @@ fn streams_past_the_cap_are_refused_and_the_host_stays_responsive() {
     assert_eq!(shape, "aws.greengrass#ServiceError", "{body}");
 }
 
-/// Mosquitto on a free loopback port, stopped when dropped; `None` when it is not installed.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Option<Broker> {
-        Broker::start_on(dir, support::free_port())
-    }
-
-    /// On `port`, keeping its sessions in `dir` across a stop and a start (persistence).
-    fn start_on(dir: &Path, port: u16) -> Option<Broker> {
-        let binary = support::mosquitto()?;
-        let conf = dir.join("mosquitto.conf");
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .unwrap()
-            .map_or_else(|| "root".to_owned(), |u| u.name);
-        std::fs::write(
-            &conf,
-            // Run as root, mosquitto would switch to its own user.
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\n\
-                 persistence true\npersistence_location {}/\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("mosquitto.log"))
-            .unwrap();
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let broker = Broker { child, port };
-        wait_for(PATIENCE, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .expect("mosquitto is not accepting connections");
-        Some(broker)
-    }
-}
-
-impl Broker {
-    /// SIGTERM, so that mosquitto saves its sessions, then waits.
-    fn stop(mut self) {
-        support::signal(self.child.id(), "TERM");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// An MQTT client at the broker subscribed to `filter`; what arrives comes out of the
 /// receiver as (topic, payload). Returns once the broker has acknowledged the subscription.
 fn broker_subscriber(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
@@ -930,7 +866,7 @@ fn offline_the_memory_spool_keeps_qos1_until_full_and_refuses_qos0() {
     let port = support::free_port();
     // A persistent session at the broker, made before it goes away: what the host sends
     // when the broker is back waits there for the test's subscriber, however fast the host.
-    let Some(broker) = Broker::start_on(&broker_dir, port) else {
+    let Some(broker) = Broker::in_dir(&broker_dir).port(port).persistent().start() else {
         support::skipped("mosquitto is not installed (scripts/install-test-deps)");
         return;
     };
@@ -999,7 +935,11 @@ fn offline_the_memory_spool_keeps_qos1_until_full_and_refuses_qos0() {
 
     // The broker comes back: the three kept messages arrive, in order; then a message sent
     // now arrives with nothing before it (the refused ones were never sent).
-    let _broker = Broker::start_on(&broker_dir, port).unwrap();
+    let _broker = Broker::in_dir(&broker_dir)
+        .port(port)
+        .persistent()
+        .start()
+        .unwrap();
     let messages = support::mqtt_subscriber(port, "dev/#", "lambkin-test-sub", false);
     let (_, before) = arrives(&messages, "dev/3");
     assert_eq!(before, ["dev/1", "dev/2"]);

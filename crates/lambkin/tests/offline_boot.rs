@@ -15,13 +15,14 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::json;
+use support::broker::Broker;
 use support::{wait_for, Host};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -110,71 +111,6 @@ fn tls_files(dir: &Path) -> TlsFiles {
     std::fs::write(&files.device_cert, device.pem()).unwrap();
     std::fs::write(&files.device_key, device_key.serialize_pem()).unwrap();
     files
-}
-
-/// mosquitto on `port` (and on `tls_port` with TLS, mutual, when given), keeping its
-/// sessions in `dir` across a stop and a start.
-struct Broker {
-    child: Child,
-}
-
-impl Broker {
-    fn start(dir: &Path, port: u16, tls: Option<(u16, &TlsFiles)>) -> Broker {
-        let conf = dir.join("mosquitto.conf");
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .unwrap()
-            .map_or_else(|| "root".to_owned(), |u| u.name);
-        // Run as root, mosquitto would switch to its own user.
-        let mut text = format!(
-            "user {user}\nper_listener_settings false\nallow_anonymous true\n\
-             persistence true\npersistence_location {}/\nlistener {port} 127.0.0.1\n",
-            dir.display()
-        );
-        if let Some((tls_port, files)) = tls {
-            text.push_str(&format!(
-                "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
-                 require_certificate true\n",
-                files.ca.display(),
-                files.server_cert.display(),
-                files.server_key.display()
-            ));
-        }
-        std::fs::write(&conf, text).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("mosquitto.log"))
-            .unwrap();
-        let child = Command::new(support::mosquitto().unwrap())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let broker = Broker { child };
-        for p in [Some(port), tls.map(|(p, _)| p)].into_iter().flatten() {
-            wait_for(PATIENCE, || {
-                std::net::TcpStream::connect(("127.0.0.1", p)).ok()
-            })
-            .expect("mosquitto is not accepting connections");
-        }
-        broker
-    }
-
-    /// SIGTERM, so that mosquitto saves its sessions, then waits.
-    fn stop(mut self) {
-        support::signal(self.child.id(), "TERM");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `lambkin run` on `root` with `env` added, and waits until it is ready.
@@ -357,7 +293,11 @@ fn offline_on_a_clock_years_behind_the_host_serves_at_once_and_drains_its_spool_
     let port = support::free_port();
     // The test's own session at the broker, made before the broker goes: what the host sends
     // once the broker is back waits there for the test, however fast the host is.
-    let broker = Broker::start(&broker_dir, port, None);
+    let broker = Broker::in_dir(&broker_dir)
+        .port(port)
+        .persistent()
+        .start()
+        .unwrap();
     drop(support::mqtt_subscriber(
         port,
         "dev/#",
@@ -474,7 +414,11 @@ fn offline_on_a_clock_years_behind_the_host_serves_at_once_and_drains_its_spool_
     );
 
     // The broker appears: the spool drains, in order, and is empty.
-    let _broker = Broker::start(&broker_dir, port, None);
+    let _broker = Broker::in_dir(&broker_dir)
+        .port(port)
+        .persistent()
+        .start()
+        .unwrap();
     let messages = support::mqtt_subscriber(port, "dev/#", "offline-boot-watcher", false);
     drained_in_order(&messages, SPOOLED);
     assert!(
@@ -499,7 +443,20 @@ fn the_brokers_certificate_is_checked_again_once_the_clock_is_set_right() {
     let broker_dir = tmp.path().join("broker");
     std::fs::create_dir_all(&broker_dir).unwrap();
     let (port, tls_port) = (support::free_port(), support::free_port());
-    let _broker = Broker::start(&broker_dir, port, Some((tls_port, &files)));
+    // A second listener, with TLS, mutual.
+    let tls = format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+         require_certificate true\n",
+        files.ca.display(),
+        files.server_cert.display(),
+        files.server_key.display()
+    );
+    let _broker = Broker::in_dir(&broker_dir)
+        .port(port)
+        .persistent()
+        .config(&tls, Some(tls_port))
+        .start()
+        .unwrap();
     let messages = support::mqtt_subscriber(port, "dev/#", "offline-boot-watcher", false);
 
     let root = tmp.path().join("root");

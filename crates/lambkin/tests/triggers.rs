@@ -15,6 +15,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::Digest as _;
+use support::broker::Broker;
 use support::{lines, wait_for, Host};
 
 const SEED_RECIPE: &str = concat!(
@@ -228,103 +229,6 @@ fn sub_prints_what_pub_publishes() {
         last.contains(" 0 ").then_some(())
     })
     .unwrap_or_else(|| panic!("the subscription outlived its subscriber: {last}"));
-}
-
-/// A mosquitto broker on a free loopback port, logging what it does to `dir/mosquitto.log`.
-struct Broker {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Option<Broker> {
-        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .unwrap()
-            .map_or_else(|| "root".to_owned(), |u| u.name);
-        let conf = dir.join("mosquitto.conf");
-        let log = dir.join("mosquitto.log");
-        // Run as root, mosquitto would switch to its own user.
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\n\
-                 log_dest file {}\nlog_type all\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(PATIENCE, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .expect("mosquitto is not accepting connections");
-        Some(Broker { child, port, log })
-    }
-
-    /// Waits until the broker's log has `text`.
-    fn logged(&self, text: &str) {
-        let mut log = String::new();
-        wait_for(PATIENCE, || {
-            log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            log.contains(text).then_some(())
-        })
-        .unwrap_or_else(|| panic!("mosquitto never logged {text:?}:\n{log}"));
-    }
-
-    /// Publishes `messages` (topic, payload) at QoS 1; returns once the broker has
-    /// acknowledged them all.
-    fn publish(&self, messages: &[(String, String)]) {
-        let id = format!("lambkin-test-pub-{}", std::process::id());
-        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", self.port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut connection) = rumqttc::Client::new(options, messages.len() + 8);
-        for (topic, payload) in messages {
-            client
-                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.as_bytes())
-                .unwrap();
-        }
-        let mut acked = 0;
-        let deadline = std::time::Instant::now() + PATIENCE;
-        for event in connection.iter() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the broker did not acknowledge"
-            );
-            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = event {
-                acked += 1;
-                if acked == messages.len() {
-                    break;
-                }
-            }
-            event.unwrap();
-        }
-        let _ = client.disconnect();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The numbers `n` of the events the handler has written, once every one of `wanted` is
