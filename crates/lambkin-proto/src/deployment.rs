@@ -8,37 +8,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::ipc::shapes::deployments::{DeploymentStatusDetails, DetailedDeploymentStatus};
 
-/// A Greengrass deployment error code: a step of the error stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    DeploymentFailure,
-    DeploymentInterrupted,
-    ArtifactDownloadError,
-    NoAvailableComponentVersion,
-    ComponentPackageLoadingError,
-    ComponentCircularDependencyError,
-    ComponentVersionRequirementsNotMet,
-    NucleusMissingRequiredCapabilities,
-    DeploymentDocumentNotValid,
-    RunWithConfigNotValid,
-    IoError,
-    IoReadError,
-    IoWriteError,
-    IoUnzipError,
-    SetPermissionError,
-    RecipeParseError,
-    ArtifactUriNotValid,
-    ArtifactChecksumMismatch,
-    ConfigInterpolateError,
-    DockerError,
-    DockerServiceUnavailable,
-    DockerPullError,
-    ComponentUpdateError,
-    ComponentBroken,
-    ComponentBootstrapTimeout,
-    ComponentBootstrapError,
-    ComponentConfigurationNotValid,
+/// Defines [`ErrorCode`] from one list of its variants and Greengrass's names for them, so
+/// the enum, [`ErrorCode::as_str`] and [`ErrorCode::ALL`] cannot drift apart.
+macro_rules! error_codes {
+    ($($variant:ident => $name:literal,)+) => {
+        /// A Greengrass deployment error code: a step of the error stack.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum ErrorCode {
+            $($variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code Lambkin reports.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The code as Greengrass writes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    DeploymentFailure => "DEPLOYMENT_FAILURE",
+    DeploymentInterrupted => "DEPLOYMENT_INTERRUPTED",
+    ArtifactDownloadError => "ARTIFACT_DOWNLOAD_ERROR",
+    NoAvailableComponentVersion => "NO_AVAILABLE_COMPONENT_VERSION",
+    ComponentPackageLoadingError => "COMPONENT_PACKAGE_LOADING_ERROR",
+    ComponentCircularDependencyError => "COMPONENT_CIRCULAR_DEPENDENCY_ERROR",
+    ComponentVersionRequirementsNotMet => "COMPONENT_VERSION_REQUIREMENTS_NOT_MET",
+    NucleusMissingRequiredCapabilities => "NUCLEUS_MISSING_REQUIRED_CAPABILITIES",
+    DeploymentDocumentNotValid => "DEPLOYMENT_DOCUMENT_NOT_VALID",
+    RunWithConfigNotValid => "RUN_WITH_CONFIG_NOT_VALID",
+    IoError => "IO_ERROR",
+    IoReadError => "IO_READ_ERROR",
+    IoWriteError => "IO_WRITE_ERROR",
+    IoUnzipError => "IO_UNZIP_ERROR",
+    SetPermissionError => "SET_PERMISSION_ERROR",
+    RecipeParseError => "RECIPE_PARSE_ERROR",
+    ArtifactUriNotValid => "ARTIFACT_URI_NOT_VALID",
+    ArtifactChecksumMismatch => "ARTIFACT_CHECKSUM_MISMATCH",
+    ConfigInterpolateError => "CONFIG_INTERPOLATE_ERROR",
+    DockerError => "DOCKER_ERROR",
+    DockerServiceUnavailable => "DOCKER_SERVICE_UNAVAILABLE",
+    DockerPullError => "DOCKER_PULL_ERROR",
+    ComponentUpdateError => "COMPONENT_UPDATE_ERROR",
+    ComponentBroken => "COMPONENT_BROKEN",
+    ComponentBootstrapTimeout => "COMPONENT_BOOTSTRAP_TIMEOUT",
+    ComponentBootstrapError => "COMPONENT_BOOTSTRAP_ERROR",
+    ComponentConfigurationNotValid => "COMPONENT_CONFIGURATION_NOT_VALID",
 }
 
 /// A Greengrass deployment error type: the class of an error code.
@@ -53,40 +75,6 @@ pub enum ErrorType {
 }
 
 impl ErrorCode {
-    /// The code as Greengrass writes it.
-    pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            DeploymentFailure => "DEPLOYMENT_FAILURE",
-            DeploymentInterrupted => "DEPLOYMENT_INTERRUPTED",
-            ArtifactDownloadError => "ARTIFACT_DOWNLOAD_ERROR",
-            NoAvailableComponentVersion => "NO_AVAILABLE_COMPONENT_VERSION",
-            ComponentPackageLoadingError => "COMPONENT_PACKAGE_LOADING_ERROR",
-            ComponentCircularDependencyError => "COMPONENT_CIRCULAR_DEPENDENCY_ERROR",
-            ComponentVersionRequirementsNotMet => "COMPONENT_VERSION_REQUIREMENTS_NOT_MET",
-            NucleusMissingRequiredCapabilities => "NUCLEUS_MISSING_REQUIRED_CAPABILITIES",
-            DeploymentDocumentNotValid => "DEPLOYMENT_DOCUMENT_NOT_VALID",
-            RunWithConfigNotValid => "RUN_WITH_CONFIG_NOT_VALID",
-            IoError => "IO_ERROR",
-            IoReadError => "IO_READ_ERROR",
-            IoWriteError => "IO_WRITE_ERROR",
-            IoUnzipError => "IO_UNZIP_ERROR",
-            SetPermissionError => "SET_PERMISSION_ERROR",
-            RecipeParseError => "RECIPE_PARSE_ERROR",
-            ArtifactUriNotValid => "ARTIFACT_URI_NOT_VALID",
-            ArtifactChecksumMismatch => "ARTIFACT_CHECKSUM_MISMATCH",
-            ConfigInterpolateError => "CONFIG_INTERPOLATE_ERROR",
-            DockerError => "DOCKER_ERROR",
-            DockerServiceUnavailable => "DOCKER_SERVICE_UNAVAILABLE",
-            DockerPullError => "DOCKER_PULL_ERROR",
-            ComponentUpdateError => "COMPONENT_UPDATE_ERROR",
-            ComponentBroken => "COMPONENT_BROKEN",
-            ComponentBootstrapTimeout => "COMPONENT_BOOTSTRAP_TIMEOUT",
-            ComponentBootstrapError => "COMPONENT_BOOTSTRAP_ERROR",
-            ComponentConfigurationNotValid => "COMPONENT_CONFIGURATION_NOT_VALID",
-        }
-    }
-
     /// The code's class, as the nucleus gives it; a local deployment's component errors are
     /// the user's components'. `None`: a code that only frames more specific ones.
     pub fn error_type(self) -> Option<ErrorType> {
@@ -251,37 +239,7 @@ mod tests {
 
     #[test]
     fn every_code_is_written_as_its_serde_name() {
-        use ErrorCode::*;
-        let all = [
-            DeploymentFailure,
-            DeploymentInterrupted,
-            ArtifactDownloadError,
-            NoAvailableComponentVersion,
-            ComponentPackageLoadingError,
-            ComponentCircularDependencyError,
-            ComponentVersionRequirementsNotMet,
-            NucleusMissingRequiredCapabilities,
-            DeploymentDocumentNotValid,
-            RunWithConfigNotValid,
-            IoError,
-            IoReadError,
-            IoWriteError,
-            IoUnzipError,
-            SetPermissionError,
-            RecipeParseError,
-            ArtifactUriNotValid,
-            ArtifactChecksumMismatch,
-            ConfigInterpolateError,
-            DockerError,
-            DockerServiceUnavailable,
-            DockerPullError,
-            ComponentUpdateError,
-            ComponentBroken,
-            ComponentBootstrapTimeout,
-            ComponentBootstrapError,
-            ComponentConfigurationNotValid,
-        ];
-        for code in all {
+        for &code in ErrorCode::ALL {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
                 serde_json::json!(code.as_str())

@@ -90,16 +90,25 @@ impl Configurations {
         unprotect(&mut state, name);
     }
 
-    /// Applies an IPC UpdateConfiguration to `name`'s configuration and queues the change for
-    /// the store ([`Configurations::persist`]); returns the paths it changed, `None` for a
-    /// component not running.
+    /// Applies an IPC UpdateConfiguration to `name`'s configuration, unless it touches a key
+    /// only deployments may change (checked under the same lock, so a deployment cannot
+    /// protect a key between the check and the change), and queues the change for the store
+    /// ([`Configurations::persist`]); returns the paths it changed.
     pub fn apply_update(
         &self,
         name: &str,
         update: &ConfigurationUpdate,
-    ) -> Option<Vec<Vec<String>>> {
+    ) -> Result<Vec<Vec<String>>, UpdateRefused> {
         let mut state = self.state();
-        let config = state.values.get_mut(name)?;
+        if let Some(key) =
+            protected_key(&state, name, &update.key_path, update.value_to_merge.keys())
+        {
+            return Err(UpdateRefused::Protected(key));
+        }
+        let config = state
+            .values
+            .get_mut(name)
+            .ok_or(UpdateRefused::NotRunning)?;
         let changed = apply_update(config, &update.key_path, update.value_to_merge.clone());
         // Queued under the same lock, so changes reach the store in the order they were made.
         state.unsaved.push(ConfigChange {
@@ -107,31 +116,7 @@ impl Configurations {
             key_path: update.key_path.clone(),
             value_to_merge: update.value_to_merge.clone(),
         });
-        Some(changed)
-    }
-
-    /// The first key an IPC update of `component`'s configuration at `key_path`, merging
-    /// `merged` keys, would change that only a deployment may change, and why; `None` when
-    /// the update touches none. An update touches a key when one path is a prefix of the
-    /// other (merging at a parent replaces what is under it).
-    pub fn protected_key<'a>(
-        &self,
-        component: &str,
-        key_path: &[String],
-        merged: impl Iterator<Item = &'a String>,
-    ) -> Option<String> {
-        let state = self.state();
-        let keys = state.protected.get(component)?;
-        let same =
-            |a: &[String], b: &[String]| a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y));
-        for k in merged {
-            let mut touched = key_path.to_vec();
-            touched.push(k.clone());
-            if let Some((_, hit)) = keys.iter().find(|(_, p)| same(&p.path, &touched)) {
-                return Some(format!("/{} ({})", hit.path.join("/"), hit.why));
-            }
-        }
-        None
+        Ok(changed)
     }
 
     /// Writes the changes made so far to `store` and returns once they are on disk. Only the
@@ -148,6 +133,38 @@ impl Configurations {
         }
         store.append_config_changes(changes).await
     }
+}
+
+/// Why an IPC configuration update was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateRefused {
+    /// It touches a key only deployments may change: the key's path and why.
+    #[error("Config update is not allowed for {0}: only a deployment may change it")]
+    Protected(String),
+    #[error("the component is not running")]
+    NotRunning,
+}
+
+/// The first key an IPC update of `component`'s configuration at `key_path`, merging
+/// `merged` keys, would change that only a deployment may change, and why; `None` when the
+/// update touches none. An update touches a key when one path is a prefix of the other
+/// (merging at a parent replaces what is under it).
+fn protected_key<'a>(
+    state: &State,
+    component: &str,
+    key_path: &[String],
+    merged: impl Iterator<Item = &'a String>,
+) -> Option<String> {
+    let keys = state.protected.get(component)?;
+    let same = |a: &[String], b: &[String]| a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y));
+    for k in merged {
+        let mut touched = key_path.to_vec();
+        touched.push(k.clone());
+        if let Some((_, hit)) = keys.iter().find(|(_, p)| same(&p.path, &touched)) {
+            return Some(format!("/{} ({})", hit.path.join("/"), hit.why));
+        }
+    }
+    None
 }
 
 /// Forgets what `owner` protected.
@@ -186,37 +203,34 @@ mod tests {
             serde_json::json!({}),
             vec![("a".into(), key(&["secret", "path"], "b reads it"))],
         );
-        let merged = ["path".to_owned()];
         assert_eq!(
-            configs.protected_key("a", &["Secret".into()], merged.iter()),
-            Some("/secret/path (b reads it)".into())
+            configs.apply_update("a", &update(&["Secret"], serde_json::json!({"path": 1}))),
+            Err(UpdateRefused::Protected("/secret/path (b reads it)".into()))
         );
         // Merging at the parent replaces what is under it.
-        let parent = ["secret".to_owned()];
-        assert!(configs.protected_key("a", &[], parent.iter()).is_some());
-        let other = ["other".to_owned()];
-        assert_eq!(configs.protected_key("a", &[], other.iter()), None);
+        let parent = update(&[], serde_json::json!({"secret": {}}));
+        assert!(configs.apply_update("a", &parent).is_err());
+        assert!(configs
+            .apply_update("a", &update(&[], serde_json::json!({"other": 1})))
+            .is_ok());
+        // Refused, they changed nothing.
+        assert_eq!(configs.get("a"), Some(serde_json::json!({"other": 1})));
         configs.stop("b");
-        assert_eq!(configs.protected_key("a", &[], parent.iter()), None);
+        assert!(configs.apply_update("a", &parent).is_ok());
     }
 
     #[test]
     fn a_restart_replaces_what_a_component_protected() {
         let configs = Configurations::default();
-        let x = ["x".to_owned()];
-        let y = ["y".to_owned()];
-        configs.start(
-            "a",
-            serde_json::json!({}),
-            vec![("a".into(), key(&["x"], "1"))],
-        );
-        configs.start(
-            "a",
-            serde_json::json!({}),
-            vec![("a".into(), key(&["y"], "2"))],
-        );
-        assert_eq!(configs.protected_key("a", &[], x.iter()), None);
-        assert!(configs.protected_key("a", &[], y.iter()).is_some());
+        let protects = |k: &str| vec![("a".to_owned(), key(&[k], "why"))];
+        configs.start("a", serde_json::json!({}), protects("x"));
+        configs.start("a", serde_json::json!({}), protects("y"));
+        assert!(configs
+            .apply_update("a", &update(&[], serde_json::json!({"x": 1})))
+            .is_ok());
+        assert!(configs
+            .apply_update("a", &update(&[], serde_json::json!({"y": 1})))
+            .is_err());
     }
 
     #[test]
@@ -225,10 +239,14 @@ mod tests {
         configs.start("a", serde_json::json!({"n": 1}), vec![]);
         assert_eq!(
             configs.apply_update("ghost", &update(&[], serde_json::json!({"n": 2}))),
-            None
+            Err(UpdateRefused::NotRunning)
         );
-        configs.apply_update("a", &update(&[], serde_json::json!({"n": 2})));
-        configs.apply_update("a", &update(&["m"], serde_json::json!({"k": true})));
+        configs
+            .apply_update("a", &update(&[], serde_json::json!({"n": 2})))
+            .unwrap();
+        configs
+            .apply_update("a", &update(&["m"], serde_json::json!({"k": true})))
+            .unwrap();
         assert_eq!(
             configs.get("a"),
             Some(serde_json::json!({"n": 2, "m": {"k": true}}))

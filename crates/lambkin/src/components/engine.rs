@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use lambkin_proto::deployment::{Detailed, Report};
-use lambkin_proto::ipc::shapes::configuration::ConfigurationUpdate;
 use lambkin_proto::ipc::shapes::deployments::DeploymentStatus;
 use lambkin_proto::lambda::function::{FunctionConfig, FunctionName};
 use lambkin_proto::recipe::lambda as lambda_component;
@@ -300,34 +299,13 @@ impl Engine {
         self.configs.get(name)
     }
 
-    /// Applies an IPC UpdateConfiguration to a component's configuration in memory and
-    /// returns the paths it changed; `None` for a component not on the device.
-    /// [`Engine::persist_configuration`] then writes the change to the store. A later
-    /// deployment plans from the changed configuration, so its RESET and MERGE apply on top of
-    /// the change, as with the nucleus's config store.
-    pub fn apply_update(
-        &self,
-        name: &str,
-        update: &ConfigurationUpdate,
-    ) -> Option<Vec<Vec<String>>> {
-        self.configs.apply_update(name, update)
-    }
-
-    /// The first key an IPC update of `component`'s configuration at `key_path`, merging
-    /// `merged` keys, would change that only a deployment may change, and why; `None` when
-    /// the update touches none. An update touches a key when one path is a prefix of the
-    /// other (merging at a parent replaces what is under it).
-    pub fn protected_key<'a>(
-        &self,
-        component: &str,
-        key_path: &[String],
-        merged: impl Iterator<Item = &'a String>,
-    ) -> Option<String> {
-        self.configs.protected_key(component, key_path, merged)
+    /// The running components' configurations: what IPC reads and updates.
+    pub fn configs(&self) -> &Configurations {
+        &self.configs
     }
 
     /// Writes the configuration changes made so far to the store, so that a change made by
-    /// [`Engine::apply_update`] survives a restart of the host; returns once they are on
+    /// [`Configurations::apply_update`] survives a restart of the host; returns once they are on
     /// disk. Only the change is written (the store appends it to the component's saved
     /// changes and folds them into the configuration now and then), never the whole
     /// configuration per update. Writes go one at a time, each taking every change queued

@@ -41,6 +41,7 @@ use lambkin_proto::ipc::{authorize, IpcError, Operation, Request};
 use lambkin_proto::recipe::ComponentName;
 
 use super::tokens::Tokens;
+use crate::components::configs::UpdateRefused;
 use crate::components::deployment::{ConfigUpdate, DeploymentRequest, FailurePolicy};
 use crate::components::engine::{ControlError, Engine};
 use crate::components::updates::UpdateNotice;
@@ -472,16 +473,6 @@ fn update_configuration(
             "the configuration update of {update_bytes} bytes would take {component}'s configuration over the limit of {MAX_CONFIGURATION_BYTES} bytes"
         )));
     }
-    // What decides how the host runs the component, or what runs as root, comes from
-    // deployments only: a component changing it would be granting itself more.
-    if let Some(key) =
-        s.engine
-            .protected_key(component, &update.key_path, update.value_to_merge.keys())
-    {
-        return Err(IpcError::unauthorized(format!(
-            "Config update is not allowed for {key}: only a deployment may change it"
-        )));
-    }
     let mut modified = s.modified.lock().unwrap_or_else(PoisonError::into_inner);
     if modified
         .get(component)
@@ -489,10 +480,18 @@ fn update_configuration(
     {
         return Err(stale_update());
     }
+    // What decides how the host runs the component, or what runs as root, comes from
+    // deployments only: a component changing it would be granting itself more.
     let changed = s
         .engine
+        .configs()
         .apply_update(component, &update)
-        .ok_or_else(|| IpcError::service(format!("component {component} is not on this device")))?;
+        .map_err(|refused| match refused {
+            UpdateRefused::Protected(_) => IpcError::unauthorized(refused.to_string()),
+            UpdateRefused::NotRunning => {
+                IpcError::service(format!("component {component} is not on this device"))
+            }
+        })?;
     modified.insert(component.to_owned(), update.timestamp);
     drop(modified);
     for key_path in changed {
