@@ -301,3 +301,43 @@ fn iot_core_messages_the_store_could_not_keep_are_delivered_once_it_heals() {
     let seen = wait_numbers(&out, 0..210);
     assert_eq!(seen.len(), 210, "{seen:?}");
 }
+
+/// Messages the broker keeps for the host's session while the host is stopped come as soon as
+/// it connects again, before its components (and their triggers' subscriptions) are started:
+/// the host holds them unacknowledged and gives them to the trigger that claims them. Each
+/// runs once.
+#[test]
+fn iot_core_messages_kept_while_the_host_was_stopped_run_once_after_it_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(tmp.path()) else {
+        support::skipped("mosquitto is not installed (scripts/install-test-deps)");
+        return;
+    };
+    let root = tmp.path().join("root");
+    broker_config(&root, broker.port);
+    let mut host = Host::start(&root);
+    let out = support::dir_for_components(tmp.path(), "out").join("events.jsonl");
+    deploy_lambda(
+        tmp.path(),
+        &root,
+        json!({ "0": { "topic": "dev/+/in", "type": "IOT_CORE" } }),
+        &out,
+    );
+    broker.logged("dev/+/in (QoS 1)");
+    broker.publish(&batch(0..5));
+    wait_numbers(&out, 0..5);
+
+    host.stop();
+    broker.publish(&batch(5..60));
+    let _host = Host::start(&root);
+    wait_numbers(&out, 0..60);
+    let runs: Vec<u64> = lines(&out)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["event"]["n"].as_u64())
+        .collect();
+    let mut once = runs.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), runs.len(), "a message ran twice: {runs:?}");
+}
