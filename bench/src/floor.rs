@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
@@ -17,6 +18,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::process::Supervised;
+
+/// The size of the chunks the streaming fixture writes, unless its event says otherwise.
+pub const CHUNK_BYTES: u64 = 64 * 1024;
 
 /// Serves until SIGTERM or Ctrl-C; prints `listening on http://ADDR` once ready.
 pub fn serve() -> anyhow::Result<()> {
@@ -67,7 +71,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<FloorBody>, Infallibl
         .unwrap_or_default();
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(crate::stream::write_like_the_fixture(event, tx));
+    tokio::spawn(write_like_the_fixture(event, tx));
     Ok(Response::new(FloorBody::Stream(rx)))
 }
 
@@ -140,5 +144,32 @@ impl Floor {
             .parse()
             .context("the floor server's address")?;
         Ok(Self { process, addr })
+    }
+}
+
+/// Writes what the streaming fixture writes for `event` (`stamps`, `gap_ms`, `bytes`,
+/// `chunk_bytes`) into `tx`: the floor's answer.
+pub async fn write_like_the_fixture(
+    event: serde_json::Value,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let gap = Duration::from_millis(event["gap_ms"].as_u64().unwrap_or(0));
+    for _ in 0..event["stamps"].as_u64().unwrap_or(0) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        if tx.send(Bytes::from(format!("{now}\n"))).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(gap).await;
+    }
+    let mut left = event["bytes"].as_u64().unwrap_or(0);
+    let size = event["chunk_bytes"].as_u64().unwrap_or(CHUNK_BYTES).max(1);
+    while left > 0 {
+        let n = left.min(size);
+        if tx.send(Bytes::from(vec![b'x'; n as usize])).await.is_err() {
+            return;
+        }
+        left -= n;
     }
 }

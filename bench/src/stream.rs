@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::client::ApiKey;
-use crate::floor::Floor;
+use crate::floor::{Floor, CHUNK_BYTES};
 use crate::lambkin::Host;
 
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,6 @@ pub struct Args {
 
 const FUNCTION: &str = "streamer";
 const THROUGHPUT_BYTES: u64 = 16 * 1024 * 1024;
-const CHUNK_BYTES: u64 = 64 * 1024;
 const GAP_MS: u64 = 2;
 /// The targets: chunk latency within this of the floor's; throughput at least half.
 const LATENCY_BUDGET: Duration = Duration::from_micros(100);
@@ -63,33 +62,6 @@ pub fn main(lambkin: Option<PathBuf>, args: &Args) -> ExitCode {
 
 fn say(message: impl AsRef<str>) {
     eprintln!("[bench] {}", message.as_ref());
-}
-
-/// Writes what the streaming fixture writes for `event` (`stamps`, `gap_ms`, `bytes`,
-/// `chunk_bytes`) into `tx`: the floor's answer.
-pub async fn write_like_the_fixture(
-    event: serde_json::Value,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
-) {
-    let gap = Duration::from_millis(event["gap_ms"].as_u64().unwrap_or(0));
-    for _ in 0..event["stamps"].as_u64().unwrap_or(0) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        if tx.send(Bytes::from(format!("{now}\n"))).await.is_err() {
-            return;
-        }
-        tokio::time::sleep(gap).await;
-    }
-    let mut left = event["bytes"].as_u64().unwrap_or(0);
-    let size = event["chunk_bytes"].as_u64().unwrap_or(CHUNK_BYTES).max(1);
-    while left > 0 {
-        let n = left.min(size);
-        if tx.send(Bytes::from(vec![b'x'; n as usize])).await.is_err() {
-            return;
-        }
-        left -= n;
-    }
 }
 
 /// How a target's answer is framed.
