@@ -198,6 +198,7 @@ def test_node_sdk_component(node_component, host):
 MANAGER = "com.lambkin.conformance.IpcManager"
 TARGET = "com.lambkin.conformance.IpcTarget"
 STREAM_MANAGER = "aws.greengrass.StreamManager"
+GATED = "com.lambkin.conformance.Gated"
 CLI_OPERATIONS = [
     "aws.greengrass#ListComponents", "aws.greengrass#GetComponentDetails",
     "aws.greengrass#RestartComponent", "aws.greengrass#StopComponent",
@@ -232,8 +233,21 @@ def managed(host, lambkin_bin, tmp_path_factory):
             "Run": "echo \"$$ {configuration:/greeting}\" >> runs.txt; exec sleep 600"}}],
     }
     (recipes / f"{TARGET}-{VERSION}.json").write_text(json.dumps(target))
+    # A component whose install waits for a gate file the manager writes once its
+    # CreateLocalDeployment has been answered (the deployment still running).
+    gated_recipes = base / "gated-recipes"
+    gated_recipes.mkdir()
+    gate = host.root / "work" / MANAGER / "gate"
+    (gated_recipes / f"{GATED}-{VERSION}.json").write_text(json.dumps({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": GATED,
+        "ComponentVersion": VERSION,
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {
+            "Install": {"Script": f"while [ ! -e {gate} ]; do sleep 0.1; done", "Timeout": 60},
+            "Run": "exec sleep 600"}}],
+    }))
     (recipes / f"{MANAGER}-{VERSION}.json").write_text(json.dumps(recipe(
-        MANAGER, "manager.py", TARGET, cli_policy, {})))
+        MANAGER, "manager.py", f"{TARGET} {gated_recipes}", cli_policy, {})))
     (recipes / f"{STREAM_MANAGER}-{VERSION}.json").write_text(json.dumps(recipe(
         STREAM_MANAGER, "token_validator.py", MANAGER, {}, {})))
     result = subprocess.run(
@@ -245,7 +259,7 @@ def managed(host, lambkin_bin, tmp_path_factory):
     yield host.root / "work"
     subprocess.run(
         [str(lambkin_bin), "deploy", "--root", str(host.root), "--remove", MANAGER,
-         "--remove", TARGET, "--remove", STREAM_MANAGER],
+         "--remove", TARGET, "--remove", STREAM_MANAGER, "--remove", GATED],
         capture_output=True, text=True, timeout=120)
 
 
@@ -279,6 +293,10 @@ def test_component_and_deployment_operations_with_the_real_sdk(managed, host, la
     assert refused["types"] == ["REQUEST_ERROR"], results
     assert "no recipe for com.example.NoSuch@1.0.0" in refused["cause"], results
     assert results["refused_listed_stack"] == refused["stack"], results
+    # CreateLocalDeployment answers once the deployment is accepted, as the nucleus does: the
+    # gated one was still waiting (its install holds until the manager, answered, opens it).
+    assert results["gated_when_answered"] in ("QUEUED", "IN_PROGRESS"), results
+    assert results["gated_status"] == "SUCCEEDED", results
     assert results["deployment_unknown"] == "ResourceNotFoundError"
     assert results["stop"] == "SUCCEEDED"
     # What the calls did, seen from outside: three starts (deployment, restart, the

@@ -155,10 +155,12 @@ impl Report {
         }
     }
 
-    /// A deployment the host stopped in: started again, it restored the previous set.
-    pub fn interrupted() -> Self {
+    /// A deployment the host stopped before or during: `FailedNoStateChange` if it had not
+    /// started, `FailedRollbackComplete` if it had (started again, the host restored the
+    /// previous set).
+    pub fn interrupted(detailed: Detailed) -> Self {
         Report::failed(
-            Detailed::FailedRollbackComplete,
+            detailed,
             &[ErrorCode::DeploymentInterrupted],
             [].into_iter(),
         )
@@ -282,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_report_is_kept_and_read_back() {
-        let report = Report::interrupted();
+        let report = Report::interrupted(Detailed::FailedRollbackComplete);
         let text = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&text).unwrap(), report);
         assert_eq!(

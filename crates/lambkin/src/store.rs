@@ -129,6 +129,8 @@ enum Command {
     },
     CompleteEvent(i64),
     BeginDeployment(DeploymentRecord, oneshot::Sender<Result<(), StoreError>>),
+    /// A queued deployment's turn came: `IN_PROGRESS`.
+    StartDeployment(String, oneshot::Sender<Result<(), StoreError>>),
     /// Ends a deployment; on success also replaces the device's components, atomically.
     EndDeployment {
         id: String,
@@ -176,7 +178,8 @@ pub struct ComponentRecord {
     pub config: serde_json::Value,
 }
 
-/// A deployment as recorded: `IN_PROGRESS` until it ends.
+/// A deployment as recorded: `QUEUED` when accepted, `IN_PROGRESS` once its turn comes, then
+/// how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentRecord {
     pub id: String,
@@ -219,7 +222,7 @@ impl Store {
             functions: load_functions(&conn)?,
             events: load_events(&conn)?,
             components: load_components(&conn)?,
-            interrupted: load_deployments(&conn, "WHERE status = 'IN_PROGRESS'")?,
+            interrupted: load_deployments(&conn, "WHERE status IN ('QUEUED', 'IN_PROGRESS')")?,
         };
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         std::thread::Builder::new()
@@ -289,10 +292,17 @@ impl Store {
         }
     }
 
-    /// Records a deployment as `IN_PROGRESS` before anything of it is applied.
+    /// Records a deployment as it is accepted (`QUEUED`), before anything of it is applied.
     pub async fn begin_deployment(&self, record: DeploymentRecord) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::BeginDeployment(record, reply)).await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Records that deployment `id`'s turn came (`IN_PROGRESS`).
+    pub async fn start_deployment(&self, id: String) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::StartDeployment(id, reply)).await?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
@@ -564,6 +574,18 @@ fn apply_batch(conn: &mut Connection, batch: Vec<Command>) {
                         .execute(
                             "INSERT INTO deployments (id, status, request, message) VALUES (?1, ?2, ?3, ?4)",
                             params![record.id, record.status.as_str(), record.request, record.message],
+                        )
+                        .map(drop)
+                        .map_err(StoreError::from);
+                    replies.push(Box::new(move |failed| {
+                        let _ = reply.send(outcome.and(committed(failed)));
+                    }));
+                }
+                Command::StartDeployment(id, reply) => {
+                    let outcome = tx
+                        .execute(
+                            "UPDATE deployments SET status = ?2 WHERE id = ?1",
+                            params![id, DeploymentStatus::InProgress.as_str()],
                         )
                         .map(drop)
                         .map_err(StoreError::from);
@@ -963,23 +985,44 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            // d3 never ends: the host "crashes".
-            store.begin_deployment(deployment("d3")).await.unwrap();
+            // d3 never ends: the host "crashes" during it; d4 was accepted behind it.
+            let queued = |id: &str| DeploymentRecord {
+                status: DeploymentStatus::Queued,
+                ..deployment(id)
+            };
+            store.begin_deployment(queued("d3")).await.unwrap();
+            store.start_deployment("d3".into()).await.unwrap();
+            store.begin_deployment(queued("d4")).await.unwrap();
             let listed = store.list_deployments().await.unwrap();
             assert_eq!(
-                listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-                ["d3", "d2", "d1"]
+                listed
+                    .iter()
+                    .map(|d| (d.id.as_str(), d.status))
+                    .collect::<Vec<_>>(),
+                [
+                    ("d4", DeploymentStatus::Queued),
+                    ("d3", DeploymentStatus::InProgress),
+                    ("d2", DeploymentStatus::Failed),
+                    ("d1", DeploymentStatus::Succeeded)
+                ]
             );
-            // Each end's report is kept with it; one in progress has none yet.
+            // Each end's report is kept with it; one not ended has none yet.
             assert_eq!(
                 listed.iter().map(|d| d.report.clone()).collect::<Vec<_>>(),
-                [None, Some(broke.clone()), Some(Report::succeeded())]
+                [None, None, Some(broke.clone()), Some(Report::succeeded())]
             );
         }
         let (_store, recovered) = Store::open(&db).unwrap();
         assert_eq!(recovered.components, vec![component("1.0.0")]);
-        assert_eq!(recovered.interrupted.len(), 1);
-        assert_eq!(recovered.interrupted[0].id, "d3");
+        // Both are found at the next start: the one in progress and the one waiting for it.
+        assert_eq!(
+            recovered
+                .interrupted
+                .iter()
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>(),
+            ["d4", "d3"]
+        );
     }
 
     fn change(component: &str, key_path: &[&str], merge: serde_json::Value) -> ConfigChange {

@@ -1,6 +1,7 @@
 """A Greengrass component that manages another through the AWS IoT Device SDK v2's
 component and deployment operations (the aws.greengrass.Cli ones): lists, describes,
-restarts, reconfigures by a local deployment, and stops the component named by argv[1],
+restarts, reconfigures by a local deployment, and stops the component named by argv[1]
+(deploying, on the way, the gated component whose recipe is in argv[2]),
 then writes what every call answered to results.json. It also writes its own IPC token to
 `token`, for the StreamManager-named component to validate."""
 
@@ -12,6 +13,7 @@ import time
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
 TARGET = sys.argv[1]
+GATED_RECIPES = sys.argv[2]
 DEADLINE = 60.0
 
 
@@ -90,6 +92,22 @@ def main() -> None:
     listed = {d.deployment_id: d for d in client.list_local_deployments().local_deployments}
     results["refused_listed_stack"] = \
         listed[refused.deployment_id].deployment_status_details.deployment_error_stack
+
+    # CreateLocalDeployment answers with the id at once: this deployment's component waits
+    # in its install step for the gate file, written only after the answer.
+    gated = client.create_local_deployment(
+        recipe_directory_path=GATED_RECIPES,
+        root_component_versions_to_add={"com.lambkin.conformance.Gated": "1.0.0"})
+    results["gated_when_answered"] = client.get_local_deployment_status(
+        deployment_id=gated.deployment_id).deployment.status
+    open("gate", "w").close()
+
+    def gated_finished():
+        status = client.get_local_deployment_status(
+            deployment_id=gated.deployment_id).deployment.status
+        return status if status in ("SUCCEEDED", "FAILED") else None
+
+    results["gated_status"] = until(gated_finished, "the gated deployment's end")
     results["deployment_unknown"] = error_name(
         lambda: client.get_local_deployment_status(deployment_id="no-such-deployment"))
     until(lambda: any(line.endswith(" deployed") for line in runs()),

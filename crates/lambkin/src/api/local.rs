@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{json_response, read_body, ApiState, Body};
 use crate::components::deployment::DeploymentRequest;
-use crate::components::engine::ControlError;
+use crate::components::engine::{AcceptError, ControlError};
 use crate::pubsub::{Client, Filter, Payload, ReceiveMode, Subscription, Topic};
 
 /// The `Upgrade` protocol of `POST /lambkin/v1/subscribe`.
@@ -37,6 +37,11 @@ fn api_error(e: ControlError) -> ApiError {
         ControlError::Builtin(_) => ApiError::InvalidParameterValue(e.to_string()),
         ControlError::Stopped => ApiError::Service(e.to_string()),
     }
+}
+
+/// The one place a deployment not accepted becomes an API error.
+fn accept_error(e: AcceptError) -> ApiError {
+    ApiError::Service(e.to_string())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
@@ -57,7 +62,7 @@ pub async fn route(
             let request: DeploymentRequest = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::InvalidParameterValue(format!("invalid deployment request: {e}"))
             })?;
-            let outcome = state.engine.deploy(request).await.map_err(api_error)?;
+            let outcome = state.engine.deploy(request).await.map_err(accept_error)?;
             to_json(&serde_json::json!({
                 "deploymentId": outcome.deployment_id,
                 "status": outcome.status,

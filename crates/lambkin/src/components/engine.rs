@@ -69,6 +69,15 @@ pub enum ControlError {
     Stopped,
 }
 
+/// Why a deployment was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("the deployment engine has stopped")]
+    Stopped,
+    #[error("cannot record the deployment: {0}")]
+    Unrecorded(StoreError),
+}
+
 /// Device-wide facts a deployment needs.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -97,7 +106,12 @@ pub struct EngineSettings {
 }
 
 enum Command {
-    Deploy(Box<DeploymentRequest>, oneshot::Sender<DeploymentOutcome>),
+    /// A deployment accepted (recorded `QUEUED`) under `id`.
+    Deploy {
+        id: String,
+        request: Box<DeploymentRequest>,
+        reply: oneshot::Sender<DeploymentOutcome>,
+    },
     Restart(String, oneshot::Sender<Result<(), ControlError>>),
     Stop(String, oneshot::Sender<Result<(), ControlError>>),
     Shutdown(oneshot::Sender<()>),
@@ -186,13 +200,23 @@ impl Engine {
         Staging::settle(&settings.layout, &uncommitted);
         let stored_run_with = deployment::stored_run_with(&settings.layout);
         for d in interrupted {
-            let message = "the host stopped during this deployment; the previous deployment's components were restored".to_owned();
+            let (message, report) = if d.status == DeploymentStatus::Queued {
+                (
+                    "the host stopped before this deployment started",
+                    Report::interrupted(Detailed::FailedNoStateChange),
+                )
+            } else {
+                (
+                    "the host stopped during this deployment; the previous deployment's components were restored",
+                    Report::interrupted(Detailed::FailedRollbackComplete),
+                )
+            };
             if let Err(e) = store
                 .end_deployment(
                     d.id.clone(),
                     DeploymentStatus::Failed,
-                    message,
-                    Report::interrupted(),
+                    message.to_owned(),
+                    report,
                     None,
                 )
                 .await
@@ -277,17 +301,51 @@ impl Engine {
         &self.updates
     }
 
-    /// Applies a deployment and waits for its outcome.
+    /// Accepts a deployment: recorded `QUEUED` under a new id, then run once the deployments
+    /// accepted before it have ended; the receiver gets its outcome.
+    async fn accept(
+        &self,
+        request: DeploymentRequest,
+    ) -> Result<(String, oneshot::Receiver<DeploymentOutcome>), AcceptError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = DeploymentRecord {
+            id: id.clone(),
+            status: DeploymentStatus::Queued,
+            request: serde_json::to_string(&request).unwrap_or_default(),
+            message: String::new(),
+            report: None,
+        };
+        self.store
+            .begin_deployment(record)
+            .await
+            .map_err(AcceptError::Unrecorded)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Deploy {
+                id: id.clone(),
+                request: Box::new(request),
+                reply,
+            })
+            .await
+            .map_err(|_| AcceptError::Stopped)?;
+        Ok((id, rx))
+    }
+
+    /// Applies a deployment and waits for its outcome (`lambkin deploy`).
     pub async fn deploy(
         &self,
         request: DeploymentRequest,
-    ) -> Result<DeploymentOutcome, ControlError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Deploy(Box::new(request), reply))
-            .await
-            .map_err(|_| ControlError::Stopped)?;
-        rx.await.map_err(|_| ControlError::Stopped)
+    ) -> Result<DeploymentOutcome, AcceptError> {
+        let (_, rx) = self.accept(request).await?;
+        rx.await.map_err(|_| AcceptError::Stopped)
+    }
+
+    /// Accepts a deployment and answers its id without waiting for it to run, as the nucleus
+    /// answers CreateLocalDeployment: a long deployment outlasts no caller's timeout, and one
+    /// that restarts its caller still answers it. Its progress is read from the store
+    /// (GetLocalDeploymentStatus).
+    pub async fn submit(&self, request: DeploymentRequest) -> Result<String, AcceptError> {
+        self.accept(request).await.map(|(id, _)| id)
     }
 
     pub fn list(&self) -> Vec<ComponentStatus> {
@@ -421,8 +479,8 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = rx.recv().await {
             match command {
-                Command::Deploy(request, reply) => {
-                    let outcome = self.deploy(*request).await;
+                Command::Deploy { id, request, reply } => {
+                    let outcome = self.deploy(id, *request).await;
                     self.deployments.ended(outcome.status);
                     let _ = reply.send(outcome);
                 }
@@ -630,8 +688,7 @@ impl Actor {
             .map_err(|error| ComponentError::Reachable { at: at(c), error })
     }
 
-    async fn deploy(&mut self, request: DeploymentRequest) -> DeploymentOutcome {
-        let id = uuid::Uuid::new_v4().to_string();
+    async fn deploy(&mut self, id: String, request: DeploymentRequest) -> DeploymentOutcome {
         let outcome =
             |status: DeploymentStatus, message: String, report: Report| DeploymentOutcome {
                 deployment_id: id.clone(),
@@ -639,14 +696,7 @@ impl Actor {
                 message,
                 report,
             };
-        let record = DeploymentRecord {
-            id: id.clone(),
-            status: DeploymentStatus::InProgress,
-            request: serde_json::to_string(&request).unwrap_or_default(),
-            message: String::new(),
-            report: None,
-        };
-        if let Err(e) = self.store.begin_deployment(record).await {
+        if let Err(e) = self.store.start_deployment(id.clone()).await {
             return outcome(
                 DeploymentStatus::Failed,
                 format!("cannot record the deployment: {e}"),

@@ -43,7 +43,7 @@ use lambkin_proto::recipe::ComponentName;
 use super::tokens::Tokens;
 use crate::components::configs::UpdateRefused;
 use crate::components::deployment::{ConfigUpdate, DeploymentRequest, FailurePolicy};
-use crate::components::engine::{ControlError, Engine};
+use crate::components::engine::{AcceptError, ControlError, Engine};
 use crate::components::updates::UpdateNotice;
 use crate::metrics::counters::Gauge;
 use crate::mqtt::{IncomingMessage, Mqtt, OutgoingMessage};
@@ -715,9 +715,14 @@ fn create_local_deployment(
     };
     let engine = s.engine.clone();
     Ok(Box::pin(async move {
-        let outcome = engine.deploy(deployment).await.map_err(|_| stopped())?;
+        // Answered once accepted (QUEUED), as the nucleus answers: the caller follows it with
+        // GetLocalDeploymentStatus.
+        let id = engine.submit(deployment).await.map_err(|e| match e {
+            AcceptError::Unrecorded(e) => IpcError::service(e.to_string()),
+            AcceptError::Stopped => stopped(),
+        })?;
         to_json(&CreateLocalDeploymentResponse {
-            deployment_id: Some(outcome.deployment_id),
+            deployment_id: Some(id),
         })
     }))
 }
