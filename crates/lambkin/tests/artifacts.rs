@@ -1,5 +1,6 @@
 //! A version redeployed with other artifacts: if the deployment fails, or the host is killed
-//! during it, the device gets its previous files back with its previous components.
+//! during it, the device gets its previous files back with its previous components; a
+//! deployment the host was killed during, or before, is reported failed at the next start.
 
 #![allow(clippy::unwrap_used)]
 
@@ -144,4 +145,95 @@ fn a_redeployment_killed_just_before_it_commits_leaves_the_previous_files() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("not run again with its own files: {:?}", seen(&root)));
+}
+
+/// The deployments of the host, newest first, as the local API lists them.
+fn deployments(host: &Host, root: &Path) -> Vec<serde_json::Value> {
+    let token = std::fs::read_to_string(root.join("state/cli.token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let reply = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(host.call_unsigned(
+            "GET",
+            "/lambkin/v1/deployments",
+            &[("authorization", &bearer)],
+            "",
+        ));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    serde_json::from_slice(&reply.body).unwrap()
+}
+
+/// A host killed during a deployment, with another accepted behind it: at the next start both
+/// are failed, each saying what happened (the first interrupted and rolled back, the second
+/// never started), with Greengrass's codes.
+#[test]
+fn a_deployment_killed_and_the_one_queued_behind_it_are_reported_interrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, recipes, artifacts) = (
+        tmp.path().join("root"),
+        tmp.path().join("recipes"),
+        tmp.path().join("artifacts"),
+    );
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(recipes.join("files.yaml"), recipe("sleep 30")).unwrap();
+    write_artifact(&artifacts, "one");
+    let mut host = Host::start(&root);
+    let deploying = |root: &Path| {
+        let (root, recipes, artifacts) = (root.to_owned(), recipes.clone(), artifacts.clone());
+        std::thread::spawn(move || deploy(&root, &recipes, &artifacts))
+    };
+    let first = deploying(&root);
+    let statuses = |host: &Host| -> Vec<String> {
+        deployments(host, &root)
+            .iter()
+            .map(|d| d["status"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), || {
+        (statuses(&host) == ["IN_PROGRESS"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", statuses(&host)));
+    let second = deploying(&root);
+    wait_for(Duration::from_secs(10), || {
+        (statuses(&host) == ["QUEUED", "IN_PROGRESS"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", statuses(&host)));
+    host.crash();
+    let _ = first.join();
+    let _ = second.join();
+
+    let host = Host::start(&root);
+    let listed = deployments(&host, &root);
+    let (queued, running) = (&listed[0], &listed[1]);
+    assert_eq!(queued["status"], "FAILED");
+    assert_eq!(
+        queued["message"],
+        "the host stopped before this deployment started"
+    );
+    let details = &queued["deploymentStatusDetails"];
+    assert_eq!(
+        details["detailedDeploymentStatus"],
+        "FAILED_NO_STATE_CHANGE"
+    );
+    assert_eq!(
+        details["deploymentErrorStack"],
+        serde_json::json!(["DEPLOYMENT_FAILURE", "DEPLOYMENT_INTERRUPTED"])
+    );
+    assert_eq!(running["status"], "FAILED");
+    assert!(
+        running["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the host stopped during this deployment"),
+        "{running}"
+    );
+    assert_eq!(
+        running["deploymentStatusDetails"]["detailedDeploymentStatus"],
+        "FAILED_ROLLBACK_COMPLETE"
+    );
 }
