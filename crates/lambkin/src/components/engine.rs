@@ -315,19 +315,25 @@ impl Engine {
             message: String::new(),
             report: None,
         };
-        self.store
-            .begin_deployment(record)
-            .await
-            .map_err(AcceptError::Unrecorded)?;
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Deploy {
-                id: id.clone(),
-                request: Box::new(request),
-                reply,
-            })
-            .await
-            .map_err(|_| AcceptError::Stopped)?;
+        let command = Command::Deploy {
+            id: id.clone(),
+            request: Box::new(request),
+            reply,
+        };
+        // Recorded and queued by a task of its own: a caller that goes away meanwhile (an IPC
+        // connection closed while the queue is full) cannot leave a deployment recorded QUEUED
+        // that the actor never gets.
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            store
+                .begin_deployment(record)
+                .await
+                .map_err(AcceptError::Unrecorded)?;
+            tx.send(command).await.map_err(|_| AcceptError::Stopped)
+        })
+        .await
+        .map_err(|_| AcceptError::Stopped)??;
         Ok((id, rx))
     }
 
