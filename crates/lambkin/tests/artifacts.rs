@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::{wait_for, Host};
@@ -27,6 +27,20 @@ Manifests:
       Run: "cat {{artifacts:path}}/data.txt >> {{work:path}}/seen.txt; sleep 300"
 "#
     )
+}
+
+/// A root, a recipe directory with the component's recipe (its Install step `install`) and
+/// an artifact directory with its file saying "one", under `base`.
+fn device(base: &Path, install: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (root, recipes, artifacts) = (
+        base.join("root"),
+        base.join("recipes"),
+        base.join("artifacts"),
+    );
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(recipes.join("files.yaml"), recipe(install)).unwrap();
+    write_artifact(&artifacts, "one");
+    (root, recipes, artifacts)
 }
 
 fn deploy(root: &Path, recipes: &Path, artifacts: &Path) -> std::process::Output {
@@ -60,14 +74,7 @@ fn seen(root: &Path) -> Vec<String> {
 #[test]
 fn a_failed_redeployment_of_a_version_puts_its_files_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let (root, recipes, artifacts) = (
-        tmp.path().join("root"),
-        tmp.path().join("recipes"),
-        tmp.path().join("artifacts"),
-    );
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::write(recipes.join("files.yaml"), recipe("true")).unwrap();
-    write_artifact(&artifacts, "one");
+    let (root, recipes, artifacts) = device(tmp.path(), "true");
     let mut host = Host::start(&root);
     let out = deploy(&root, &recipes, &artifacts);
     assert!(
@@ -112,14 +119,7 @@ fn a_failed_redeployment_of_a_version_puts_its_files_back() {
 #[test]
 fn a_redeployment_killed_just_before_it_commits_leaves_the_previous_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let (root, recipes, artifacts) = (
-        tmp.path().join("root"),
-        tmp.path().join("recipes"),
-        tmp.path().join("artifacts"),
-    );
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::write(recipes.join("files.yaml"), recipe("true")).unwrap();
-    write_artifact(&artifacts, "one");
+    let (root, recipes, artifacts) = device(tmp.path(), "true");
     let mut host = Host::start(&root);
     assert!(deploy(&root, &recipes, &artifacts).status.success());
     host.stop();
@@ -174,14 +174,7 @@ fn deployments(host: &Host, root: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn a_deployment_killed_and_the_one_queued_behind_it_are_reported_interrupted() {
     let tmp = tempfile::tempdir().unwrap();
-    let (root, recipes, artifacts) = (
-        tmp.path().join("root"),
-        tmp.path().join("recipes"),
-        tmp.path().join("artifacts"),
-    );
-    std::fs::create_dir_all(&recipes).unwrap();
-    std::fs::write(recipes.join("files.yaml"), recipe("sleep 30")).unwrap();
-    write_artifact(&artifacts, "one");
+    let (root, recipes, artifacts) = device(tmp.path(), "sleep 30");
     let mut host = Host::start(&root);
     let deploying = |root: &Path| {
         let (root, recipes, artifacts) = (root.to_owned(), recipes.clone(), artifacts.clone());

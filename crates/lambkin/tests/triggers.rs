@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -233,14 +233,41 @@ fn sub_prints_what_pub_publishes() {
 
 /// The numbers `n` of the events the handler has written, once every one of `wanted` is
 /// among them (redelivered ones may come twice).
+/// The `n` of every event the function wrote to `path`, in the order it ran them.
+fn numbers(path: &Path) -> Vec<u64> {
+    lines(path)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["event"]["n"].as_u64())
+        .collect()
+}
+
+/// A broker, a host at it (started with `env`) under `base/root`, and the recording Lambda
+/// component deployed with an `IOT_CORE` trigger on `dev/+/in`, its subscription made; the
+/// file its events go to. `None` (the test skipped) when mosquitto is not installed.
+fn iot_core_function(base: &Path, env: &[(&str, &str)]) -> Option<(Broker, Host, PathBuf)> {
+    let Some(broker) = Broker::start(base) else {
+        support::skipped("mosquitto is not installed (scripts/install-test-deps)");
+        return None;
+    };
+    let root = base.join("root");
+    broker_config(&root, broker.port);
+    let host = Host::start_with_env(&root, env);
+    let out = support::dir_for_components(base, "out").join("events.jsonl");
+    deploy_lambda(
+        base,
+        &root,
+        json!({ "0": { "topic": "dev/+/in", "type": "IOT_CORE" } }),
+        &out,
+    );
+    broker.logged("dev/+/in (QoS 1)");
+    Some((broker, host, out))
+}
+
 fn wait_numbers(path: &Path, wanted: std::ops::Range<u64>) -> std::collections::BTreeSet<u64> {
     let mut seen = std::collections::BTreeSet::new();
     wait_for(PATIENCE, || {
-        seen = lines(path)
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|l| l["event"]["n"].as_u64())
-            .collect();
+        seen = numbers(path).into_iter().collect();
         wanted.clone().all(|n| seen.contains(&n)).then_some(())
     })
     .unwrap_or_else(|| {
@@ -278,21 +305,12 @@ fn batch(range: std::ops::Range<u64>) -> Vec<(String, String)> {
 #[test]
 fn iot_core_messages_the_store_could_not_keep_are_delivered_once_it_heals() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(tmp.path()) else {
-        support::skipped("mosquitto is not installed (scripts/install-test-deps)");
+    let Some((broker, _host, out)) = iot_core_function(
+        tmp.path(),
+        &[("LAMBKIN_FAILPOINT", "store-persist-event*140")],
+    ) else {
         return;
     };
-    let root = tmp.path().join("root");
-    broker_config(&root, broker.port);
-    let _host = Host::start_with_env(&root, &[("LAMBKIN_FAILPOINT", "store-persist-event*140")]);
-    let out = support::dir_for_components(tmp.path(), "out").join("events.jsonl");
-    deploy_lambda(
-        tmp.path(),
-        &root,
-        json!({ "0": { "topic": "dev/+/in", "type": "IOT_CORE" } }),
-        &out,
-    );
-    broker.logged("dev/+/in (QoS 1)");
 
     broker.publish(&batch(0..200));
     wait_numbers(&out, 0..200);
@@ -309,33 +327,17 @@ fn iot_core_messages_the_store_could_not_keep_are_delivered_once_it_heals() {
 #[test]
 fn iot_core_messages_kept_while_the_host_was_stopped_run_once_after_it_starts() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(tmp.path()) else {
-        support::skipped("mosquitto is not installed (scripts/install-test-deps)");
+    let Some((broker, mut host, out)) = iot_core_function(tmp.path(), &[]) else {
         return;
     };
-    let root = tmp.path().join("root");
-    broker_config(&root, broker.port);
-    let mut host = Host::start(&root);
-    let out = support::dir_for_components(tmp.path(), "out").join("events.jsonl");
-    deploy_lambda(
-        tmp.path(),
-        &root,
-        json!({ "0": { "topic": "dev/+/in", "type": "IOT_CORE" } }),
-        &out,
-    );
-    broker.logged("dev/+/in (QoS 1)");
     broker.publish(&batch(0..5));
     wait_numbers(&out, 0..5);
 
     host.stop();
     broker.publish(&batch(5..60));
-    let _host = Host::start(&root);
+    let _host = Host::start(&tmp.path().join("root"));
     wait_numbers(&out, 0..60);
-    let runs: Vec<u64> = lines(&out)
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|l| l["event"]["n"].as_u64())
-        .collect();
+    let runs = numbers(&out);
     let mut once = runs.clone();
     once.sort_unstable();
     once.dedup();
